@@ -1,0 +1,37 @@
+//! # ferry-agent: everything that runs
+//!
+//! The sender and the receiver of Ferry, as a library (used by the `ferry`
+//! binary and the launcher) and the binary itself. The wire protocol lives in
+//! `ferry-proto`; the architecture is described in the repository's DESIGN.md.
+//!
+//! ## Layout
+//!
+//! - [`identity`]: this node's key pair, certificate and device id.
+//! - [`tls`]: rustls configurations that pin device ids instead of using a CA.
+//! - [`transport`]: QUIC endpoints and the transport tuning.
+//! - [`pins`]: the sender's record of the receivers it has met.
+//! - [`stream`]: a framed message stream over a QUIC stream pair.
+//! - [`store`]: the receiver's store: mirror, staging, versions and catalog.
+//! - [`scan`]: walking the source tree (stat only).
+//! - [`index`]: the sender's index of what the receiver acknowledged, and the
+//!   run plan derived from it.
+//! - [`copies`]: the sender's local copies of what it sent.
+//! - [`receiver`]: the receiver: accept loop, admission, per-connection sessions.
+//! - [`sender`]: one sender run, and the periodic schedule around it.
+//! - [`config`]: configuration from flags, TOML and the launcher, validated into
+//!   settings.
+//! - [`summary`]: the run summary and progress reporting.
+
+pub mod config;
+pub mod copies;
+pub mod identity;
+pub mod index;
+pub mod pins;
+pub mod receiver;
+pub mod scan;
+pub mod sender;
+pub mod store;
+pub mod stream;
+pub mod summary;
+pub mod tls;
+pub mod transport;

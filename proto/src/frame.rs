@@ -1,0 +1,150 @@
+//! Framing: each message is a 4-byte big-endian length followed by that many
+//! bytes of postcard. The length is checked against [`MAX_FRAME`] before any
+//! buffer is sized from it.
+
+use crate::message::Message;
+
+/// Largest frame body accepted, in bytes: a full [`crate::MAX_DATA`] chunk
+/// plus room for the envelope.
+pub const MAX_FRAME: usize = crate::MAX_DATA + 64 * 1024;
+
+/// Why a frame could not be encoded or decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("frame of {len} bytes exceeds the limit of {max} bytes")]
+    TooLarge { len: usize, max: usize },
+    #[error("malformed message: {0}")]
+    Malformed(#[from] postcard::Error),
+    #[error("malformed message: {extra} bytes left over after the message")]
+    TrailingBytes { extra: usize },
+    #[error("stream ended inside a frame")]
+    Truncated,
+    #[error("i/o error on the stream: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Encodes `message` as one frame (length prefix included).
+pub fn encode(message: &Message) -> Result<Vec<u8>, FrameError> {
+    let mut out = postcard::to_extend(message, vec![0u8; 4])?;
+    let len = out.len() - 4;
+    if len > MAX_FRAME {
+        return Err(FrameError::TooLarge { len, max: MAX_FRAME });
+    }
+    out[..4].copy_from_slice(&(len as u32).to_be_bytes());
+    Ok(out)
+}
+
+/// Reads the length of a frame from its 4-byte header, rejecting lengths over
+/// [`MAX_FRAME`].
+pub fn body_len(header: [u8; 4]) -> Result<usize, FrameError> {
+    let len = u32::from_be_bytes(header) as usize;
+    if len > MAX_FRAME {
+        return Err(FrameError::TooLarge { len, max: MAX_FRAME });
+    }
+    Ok(len)
+}
+
+/// Decodes one frame body. The whole body must be one message.
+pub fn decode_body(body: &[u8]) -> Result<Message, FrameError> {
+    let (message, rest) = postcard::take_from_bytes::<Message>(body)?;
+    if !rest.is_empty() {
+        return Err(FrameError::TrailingBytes { extra: rest.len() });
+    }
+    Ok(message)
+}
+
+/// Decodes the first complete frame of `buf`, if there is one, returning the
+/// message and the number of bytes it took.
+pub fn decode(buf: &[u8]) -> Result<Option<(Message, usize)>, FrameError> {
+    let Some(header) = buf.get(..4) else { return Ok(None) };
+    let len = body_len([header[0], header[1], header[2], header[3]])?;
+    let Some(body) = buf.get(4..4 + len) else { return Ok(None) };
+    Ok(Some((decode_body(body)?, 4 + len)))
+}
+
+/// A [`tokio_util::codec`] codec for frames, for any `AsyncRead`/`AsyncWrite`.
+#[cfg(feature = "codec")]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct FrameCodec;
+
+#[cfg(feature = "codec")]
+impl tokio_util::codec::Decoder for FrameCodec {
+    type Item = Message;
+    type Error = FrameError;
+
+    fn decode(&mut self, src: &mut bytes::BytesMut) -> Result<Option<Message>, FrameError> {
+        let Some(header) = src.get(..4) else { return Ok(None) };
+        let len = body_len([header[0], header[1], header[2], header[3]])?;
+        if src.len() < 4 + len {
+            src.reserve(4 + len - src.len());
+            return Ok(None);
+        }
+        let frame = src.split_to(4 + len);
+        decode_body(&frame[4..]).map(Some)
+    }
+
+    fn decode_eof(&mut self, src: &mut bytes::BytesMut) -> Result<Option<Message>, FrameError> {
+        match self.decode(src)? {
+            Some(message) => Ok(Some(message)),
+            None if src.is_empty() => Ok(None),
+            None => Err(FrameError::Truncated),
+        }
+    }
+}
+
+#[cfg(feature = "codec")]
+impl tokio_util::codec::Encoder<&Message> for FrameCodec {
+    type Error = FrameError;
+
+    fn encode(&mut self, message: &Message, dst: &mut bytes::BytesMut) -> Result<(), FrameError> {
+        dst.extend_from_slice(&encode(message)?);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let frame = encode(&Message::Busy { retry_after_ms: 5 }).unwrap();
+        assert_eq!(frame, [0, 0, 0, 2, 0x02, 0x05]);
+        let (message, used) = decode(&frame).unwrap().unwrap();
+        assert_eq!(message, Message::Busy { retry_after_ms: 5 });
+        assert_eq!(used, 6);
+        assert!(decode(&frame[..5]).unwrap().is_none());
+    }
+
+    #[test]
+    fn oversized_length_rejected_before_allocation() {
+        let header = ((MAX_FRAME + 1) as u32).to_be_bytes();
+        assert!(matches!(decode(&header), Err(FrameError::TooLarge { .. })));
+        assert!(matches!(body_len([0xff; 4]), Err(FrameError::TooLarge { .. })));
+    }
+
+    #[test]
+    fn garbage_and_trailing_bytes_rejected() {
+        assert!(matches!(decode(&[0, 0, 0, 1, 0xee]), Err(FrameError::Malformed(_))));
+        assert!(matches!(decode(&[0, 0, 0, 2, 0x08, 0x00]), Err(FrameError::TrailingBytes { .. })));
+    }
+
+    #[test]
+    fn oversized_message_not_encoded() {
+        let huge = Message::Data(vec![0; MAX_FRAME]);
+        assert!(matches!(encode(&huge), Err(FrameError::TooLarge { .. })));
+    }
+
+    #[cfg(feature = "codec")]
+    #[test]
+    fn codec_splits_frames() {
+        use tokio_util::codec::Decoder;
+        let mut buf = bytes::BytesMut::new();
+        buf.extend_from_slice(&encode(&Message::Want).unwrap());
+        buf.extend_from_slice(&encode(&Message::Stored).unwrap()[..3]);
+        let mut codec = FrameCodec;
+        assert_eq!(codec.decode(&mut buf).unwrap(), Some(Message::Want));
+        assert_eq!(codec.decode(&mut buf).unwrap(), None);
+        assert!(matches!(codec.decode_eof(&mut buf), Err(FrameError::Truncated)));
+    }
+}

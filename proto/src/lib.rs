@@ -1,0 +1,129 @@
+//! # The Ferry protocol, version 1 (`ferry/1`)
+//!
+//! Ferry moves files from a **sender** to a **receiver** over QUIC. This crate
+//! is the protocol's specification and its only implementation of the wire
+//! format: message types ([`Message`]), validated paths ([`RelPath`], [`Name`])
+//! and framing ([`frame`]). It does no I/O.
+//!
+//! ## Transport and trust
+//!
+//! - QUIC with TLS 1.3; the ALPN is [`ALPN`] (`ferry/1`). A new, incompatible
+//!   protocol gets a new ALPN, so old and new peers fail the handshake cleanly.
+//! - Both sides present a self-signed certificate. A peer's **device id** is the
+//!   blake3 hash of its certificate's public key (SubjectPublicKeyInfo). There
+//!   is no CA: the sender pins the receiver's id, the receiver admits only
+//!   senders whose id it knows.
+//! - A sender the receiver does not know may **pair**: its `Hello` carries
+//!   [`pairing_proof`] of the shared secret over keying material exported from
+//!   this very TLS session ([`PAIRING_EXPORTER_LABEL`]), so a proof cannot be
+//!   replayed on another connection or relayed by a man in the middle.
+//!
+//! ## Framing
+//!
+//! Every stream carries frames: a 4-byte big-endian length, then that many
+//! bytes of postcard encoding one [`Message`]. A length over
+//! [`frame::MAX_FRAME`] is an error before anything is allocated. `Data`
+//! frames carry at most [`MAX_DATA`] bytes of content.
+//!
+//! ## Participants and order of messages
+//!
+//! **Control stream** — the first bidirectional stream, opened by the sender:
+//!
+//! ```text
+//! S→R  Hello { protocol, name, folder, pairing?, agent }
+//! R→S  Welcome { run_id, paired, max_streams }       admitted, run opened
+//!    | Busy { retry_after_ms }                        too many senders: retry later
+//!    | Refused { code, message }                      unknown sender, bad secret, ...
+//! ... file streams run ...
+//! S→R  Delete { paths }          (zero or more times)
+//! R→S  Deleted { failed }
+//! S→R  Finish(RunReport)         after every file stream has been answered
+//! R→S  Committed { run_id }      the run is recorded in the receiver's catalog
+//! ```
+//!
+//! **File streams** — one bidirectional stream per entry, opened by the sender
+//! after `Welcome`, at most `max_streams` at once:
+//!
+//! ```text
+//! S→R  Entry { path, kind, mtime_ns, mode }
+//!      kind = File { size, Inline }:
+//!          S→R  Data* , End { hash } | Abort { reason }
+//!      kind = File { size, Offer { hash } }:
+//!          R→S  Stored                    the receiver already holds it: done
+//!             | Want, then S→R Data*, End { hash } | Abort { reason }
+//!      kind = Dir | Symlink { target }:   nothing follows
+//! R→S  Stored | Failed { code, message }
+//! ```
+//!
+//! `Stored` means the entry is durable on the receiver (content fsynced and
+//! renamed into place, the previous version archived). The sender records an
+//! entry as sent only after `Stored`.
+//!
+//! ## Paths and names
+//!
+//! Paths are relative, `/`-separated bytes (any bytes Linux allows in a file
+//! name), with no empty, `.` or `..` component, no NUL, at most
+//! [`MAX_PATH_LEN`] bytes. They are validated when decoded: a message carrying
+//! a bad path does not decode. Sender and folder names are [`Name`]s: one
+//! component of UTF-8 that does not start with `.`.
+//!
+//! ## Errors
+//!
+//! - A frame that does not decode, or a message out of order, ends the stream
+//!   (`Failed { BadRequest }` on a file stream, `Refused { BadRequest }` on the
+//!   control stream) and nothing of it is stored.
+//! - `Failed { HashMismatch | SizeMismatch | Aborted }`: the content was
+//!   discarded; the sender retries in a later run.
+//! - `Failed { Io }`: the receiver could not store (disk full, ...); nothing
+//!   partial is visible; the sender retries later.
+//!
+//! ## Layout
+//!
+//! - [`path`]: [`RelPath`] and [`Name`].
+//! - [`message`]: [`Message`] and its parts.
+//! - [`frame`]: length-prefixed framing and a tokio-util codec (feature
+//!   `codec`).
+
+pub mod frame;
+pub mod message;
+pub mod path;
+
+pub use frame::{FrameError, MAX_FRAME};
+pub use message::*;
+pub use path::{Name, PathError, RelPath, MAX_COMPONENT_LEN, MAX_PATH_LEN};
+
+/// The QUIC ALPN of this protocol version.
+pub const ALPN: &[u8] = b"ferry/1";
+/// The protocol version carried in [`Hello`].
+pub const PROTOCOL_VERSION: u32 = 1;
+/// Largest content carried by one `Data` frame.
+pub const MAX_DATA: usize = 256 * 1024;
+/// TLS exporter label for the pairing proof.
+pub const PAIRING_EXPORTER_LABEL: &[u8] = b"EXPORTER-ferry-pairing-v1";
+/// Length of the exported keying material the pairing proof is computed over.
+pub const PAIRING_EXPORTER_LEN: usize = 32;
+
+/// The pairing proof: a blake3 MAC, keyed by the pairing secret, over keying
+/// material exported from the current TLS session.
+pub fn pairing_proof(secret: &[u8], exported: &[u8; PAIRING_EXPORTER_LEN]) -> Hash {
+    let key = blake3::derive_key("ferry 2026 pairing secret v1", secret);
+    *blake3::keyed_hash(&key, exported).as_bytes()
+}
+
+/// Compares two proofs in constant time.
+pub fn proofs_match(a: &Hash, b: &Hash) -> bool {
+    blake3::Hash::from(*a) == blake3::Hash::from(*b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pairing_proof_depends_on_secret_and_session() {
+        let a = pairing_proof(b"secret", &[1; 32]);
+        assert!(proofs_match(&a, &pairing_proof(b"secret", &[1; 32])));
+        assert!(!proofs_match(&a, &pairing_proof(b"secret", &[2; 32])));
+        assert!(!proofs_match(&a, &pairing_proof(b"Secret", &[1; 32])));
+    }
+}

@@ -1,0 +1,315 @@
+//! Every message of protocol `ferry/1`.
+//!
+//! Enum variants are only ever appended, never reordered or removed: postcard
+//! encodes a variant by its index. `tests::pinned_encodings` fails loudly on
+//! any accidental change of the format.
+
+use serde::{Deserialize, Serialize};
+
+use crate::path::{Name, RelPath};
+
+/// A blake3 hash of a file's whole content.
+pub type Hash = [u8; 32];
+
+/// A message on a Ferry stream. Which variants may appear where is in the
+/// crate documentation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Message {
+    /// Sender → receiver, first message of the control stream.
+    Hello(Hello),
+    /// Receiver → sender: admitted; a run has been opened.
+    Welcome(Welcome),
+    /// Receiver → sender: too many senders connected; try again later.
+    Busy { retry_after_ms: u64 },
+    /// Receiver → sender: not admitted (or a request was refused).
+    Refused(Refusal),
+    /// Sender → receiver, first message of a file stream.
+    Entry(Entry),
+    /// Sender → receiver: the next piece of a file's content.
+    Data(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// Sender → receiver: the content is complete and hashes to `hash`.
+    End { hash: Hash },
+    /// Sender → receiver: the content cannot be completed (the file changed or
+    /// could not be read). The receiver discards what it got.
+    Abort { reason: String },
+    /// Receiver → sender: send the content of the offered file.
+    Want,
+    /// Receiver → sender: the entry is durable on the receiver.
+    Stored,
+    /// Receiver → sender: the entry was not stored.
+    Failed(Failure),
+    /// Sender → receiver on the control stream: these paths were deleted at
+    /// the source. The receiver archives them; it never destroys them.
+    Delete { paths: Vec<RelPath> },
+    /// Receiver → sender: the deletions were recorded, except `failed`.
+    Deleted { failed: Vec<PathFailure> },
+    /// Sender → receiver on the control stream: the run is over.
+    Finish(RunReport),
+    /// Receiver → sender: the run is recorded in the receiver's catalog.
+    Committed { run_id: u64 },
+}
+
+/// The opening of a session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// [`crate::PROTOCOL_VERSION`] of the sender.
+    pub protocol: u32,
+    /// The sender's name: its namespace on the receiver.
+    pub name: Name,
+    /// The folder this run sends, below the sender's namespace.
+    pub folder: Name,
+    /// Proof of the pairing secret, see [`crate::pairing_proof`]; only sent
+    /// when the sender is not yet known to the receiver.
+    pub pairing: Option<Hash>,
+    /// Free-form description of the sending program, for logs.
+    pub agent: String,
+}
+
+/// Admission of a sender.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Welcome {
+    /// The run this connection's work is recorded under.
+    pub run_id: u64,
+    /// True if this session paired the sender (it is known from now on).
+    pub paired: bool,
+    /// Files the receiver accepts in flight at once on this connection.
+    pub max_streams: u32,
+}
+
+/// Why a sender was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RefuseCode {
+    /// The sender's device id is not allowed and it offered no pairing proof.
+    UnknownSender,
+    /// The pairing proof did not match the receiver's secret.
+    BadPairingSecret,
+    /// The name is registered to another device.
+    NameTaken,
+    /// The sender speaks another protocol version.
+    Version,
+    /// The request was malformed or out of order.
+    BadRequest,
+    /// The receiver is shutting down.
+    ShuttingDown,
+    /// This device is registered under another name.
+    WrongName,
+}
+
+/// A refusal with words for the person reading the log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refusal {
+    pub code: RefuseCode,
+    pub message: String,
+}
+
+/// What a file stream carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub path: RelPath,
+    pub kind: EntryKind,
+    /// Modification time, nanoseconds since the Unix epoch.
+    pub mtime_ns: i64,
+    /// Permission bits (`st_mode & 0o7777`).
+    pub mode: u32,
+}
+
+/// The kind of an entry and what follows its header.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EntryKind {
+    /// A regular file of `size` bytes.
+    File { size: u64, content: Content },
+    /// A directory (sent so that empty directories and their metadata arrive).
+    Dir,
+    /// A symbolic link, stored as a link, never followed.
+    Symlink {
+        #[serde(with = "serde_bytes")]
+        target: Vec<u8>,
+    },
+}
+
+/// How a file's content travels.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Content {
+    /// `Data` frames and `End` follow at once.
+    Inline,
+    /// The sender knows the content's hash and waits: the receiver answers
+    /// `Stored` if it already holds that content at this path (a metadata
+    /// change, or a file stored before the sender's acknowledgement was lost),
+    /// else `Want`, and then `Data`/`End` follow.
+    Offer { hash: Hash },
+}
+
+/// Why an entry was not stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FailCode {
+    /// The content did not hash to what `End` said.
+    HashMismatch,
+    /// The size did not match the header.
+    SizeMismatch,
+    /// The sender aborted the entry.
+    Aborted,
+    /// The receiver could not write (disk full, permissions, ...).
+    Io,
+    /// The entry conflicts with what is stored (e.g. a file below a path the
+    /// receiver holds as a file).
+    Conflict,
+    /// The message sequence was invalid.
+    BadRequest,
+    /// The receiver's quota for this sender is used up.
+    Quota,
+}
+
+/// An entry that failed, with words for the person reading the log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    pub code: FailCode,
+    pub message: String,
+}
+
+/// A deletion that failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PathFailure {
+    pub path: RelPath,
+    pub failure: Failure,
+}
+
+/// The sender's account of a run, recorded by the receiver.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunReport {
+    pub files_sent: u64,
+    pub files_unchanged: u64,
+    pub files_deleted: u64,
+    pub bytes_file_data: u64,
+    pub errors: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    fn path(s: &str) -> RelPath {
+        RelPath::from_bytes(s).unwrap()
+    }
+
+    fn name(s: &str) -> Name {
+        Name::new(s).unwrap()
+    }
+
+    /// One value of every message kind and its exact encoding. A change here
+    /// is a change of the wire format: it needs a new protocol version.
+    #[test]
+    fn pinned_encodings() {
+        let cases: Vec<(Message, &str)> = vec![
+            (
+                Message::Hello(Hello {
+                    protocol: 1,
+                    name: name("lap"),
+                    folder: name("docs"),
+                    pairing: Some([7; 32]),
+                    agent: "f".into(),
+                }),
+                "0001036c617004646f637301\
+                 0707070707070707070707070707070707070707070707070707070707070707\
+                 0166",
+            ),
+            (
+                Message::Welcome(Welcome { run_id: 300, paired: true, max_streams: 64 }),
+                "01ac020140",
+            ),
+            (Message::Busy { retry_after_ms: 1000 }, "02e807"),
+            (
+                Message::Refused(Refusal { code: RefuseCode::UnknownSender, message: "no".into() }),
+                "0300026e6f",
+            ),
+            (
+                Message::Entry(Entry {
+                    path: path("a/b"),
+                    kind: EntryKind::File { size: 5, content: Content::Inline },
+                    mtime_ns: -1,
+                    mode: 0o644,
+                }),
+                "0403612f6200050001a403",
+            ),
+            (
+                Message::Entry(Entry {
+                    path: path("d"),
+                    kind: EntryKind::File { size: 0, content: Content::Offer { hash: [1; 32] } },
+                    mtime_ns: 2,
+                    mode: 0o600,
+                }),
+                "040164000001\
+                 0101010101010101010101010101010101010101010101010101010101010101\
+                 048003",
+            ),
+            (
+                Message::Entry(Entry { path: path("d"), kind: EntryKind::Dir, mtime_ns: 0, mode: 0o755 }),
+                "0401640100ed03",
+            ),
+            (
+                Message::Entry(Entry {
+                    path: path("l"),
+                    kind: EntryKind::Symlink { target: b"../t".to_vec() },
+                    mtime_ns: 0,
+                    mode: 0o777,
+                }),
+                "04016c02042e2e2f7400ff03",
+            ),
+            (Message::Data(b"hi".to_vec()), "05026869"),
+            (
+                Message::End { hash: [2; 32] },
+                "06\
+                 0202020202020202020202020202020202020202020202020202020202020202",
+            ),
+            (Message::Abort { reason: "x".into() }, "070178"),
+            (Message::Want, "08"),
+            (Message::Stored, "09"),
+            (
+                Message::Failed(Failure { code: FailCode::HashMismatch, message: "h".into() }),
+                "0a000168",
+            ),
+            (Message::Delete { paths: vec![path("x")] }, "0b010178"),
+            (
+                Message::Deleted {
+                    failed: vec![PathFailure {
+                        path: path("x"),
+                        failure: Failure { code: FailCode::Io, message: String::new() },
+                    }],
+                },
+                "0c0101780300",
+            ),
+            (
+                Message::Finish(RunReport {
+                    files_sent: 1,
+                    files_unchanged: 2,
+                    files_deleted: 3,
+                    bytes_file_data: 4,
+                    errors: 5,
+                }),
+                "0d0102030405",
+            ),
+            (Message::Committed { run_id: 9 }, "0e09"),
+        ];
+        for (message, expected) in cases {
+            let bytes = postcard::to_stdvec(&message).unwrap();
+            assert_eq!(hex(&bytes), expected, "encoding of {message:?} changed");
+            let back: Message = postcard::from_bytes(&bytes).unwrap();
+            assert_eq!(back, message);
+        }
+    }
+
+    #[test]
+    fn hostile_paths_fail_to_decode() {
+        // An Entry whose path is "../x", hand-encoded.
+        let bytes = [0x04, 0x04, b'.', b'.', b'/', b'x', 0x01, 0x00, 0xed, 0x03];
+        assert!(postcard::from_bytes::<Message>(&bytes).is_err());
+        // A Hello whose name is ".ferry".
+        let mut bytes = vec![0x00, 0x01, 0x06];
+        bytes.extend_from_slice(b".ferry");
+        bytes.extend_from_slice(&[0x01, b'd', 0x00, 0x00]);
+        assert!(postcard::from_bytes::<Message>(&bytes).is_err());
+    }
+}
