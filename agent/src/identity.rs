@@ -175,10 +175,18 @@ impl Identity {
                 let identity = Identity::generate()?;
                 // The key goes first: a crash between the two renames leaves a
                 // key without a certificate, which is reported, not replaced.
-                write_atomic(&key_path, identity.key.secret_der(), FILE_MODE)
-                    .map_err(|source| IdentityError::Write { path: key_path, source })?;
-                write_atomic(&cert_path, &identity.cert, FILE_MODE)
-                    .map_err(|source| IdentityError::Write { path: cert_path, source })?;
+                write_atomic(&key_path, identity.key.secret_der(), FILE_MODE).map_err(
+                    |source| IdentityError::Write {
+                        path: key_path,
+                        source,
+                    },
+                )?;
+                write_atomic(&cert_path, &identity.cert, FILE_MODE).map_err(|source| {
+                    IdentityError::Write {
+                        path: cert_path,
+                        source,
+                    }
+                })?;
                 Ok(identity)
             }
             (true, false) => Err(IdentityError::Incomplete {
@@ -268,9 +276,9 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<(
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    let name = path.file_name().ok_or_else(|| {
-        io::Error::new(io::ErrorKind::InvalidInput, "the path has no file name")
-    })?;
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the path has no file name"))?;
     let mut tmp_name = std::ffi::OsString::from(".");
     tmp_name.push(name);
     tmp_name.push(format!(".tmp-{}", std::process::id()));
@@ -387,7 +395,10 @@ mod tests {
         let key_path = tmp.path().join(IDENTITY_DIR).join(KEY_FILE);
         fs::set_permissions(&key_path, fs::Permissions::from_mode(0o644))?;
         let err = Identity::load_or_create(tmp.path()).err();
-        assert!(matches!(err, Some(IdentityError::KeyTooOpen { mode: 0o644, .. })));
+        assert!(matches!(
+            err,
+            Some(IdentityError::KeyTooOpen { mode: 0o644, .. })
+        ));
         let msg = err.map(|e| e.to_string()).unwrap_or_default();
         assert!(msg.contains("chmod 600"), "{msg}");
         assert_eq!(mode_of(&key_path)?, 0o644);

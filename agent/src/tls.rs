@@ -261,10 +261,9 @@ mod tests {
 
         let mut materials = Vec::new();
         for _ in 0..2 {
-            let (server_side, client_side) = tokio::time::timeout(
-                WAIT,
-                async { tokio::join!(accept_one(&server), connect(&client, addr)) },
-            )
+            let (server_side, client_side) = tokio::time::timeout(WAIT, async {
+                tokio::join!(accept_one(&server), connect(&client, addr))
+            })
             .await?;
             let (on_receiver, on_sender) = (server_side?, client_side?);
             assert_eq!(peer_id(&on_receiver)?, sender.id);
@@ -306,10 +305,13 @@ mod tests {
                 Err(e) => e,
             }
         };
-        let (server_side, sender_error) =
-            tokio::time::timeout(WAIT, async { tokio::join!(accept_one(&server), sender_side) })
-                .await?;
-        let server_error = server_side.err().context("the receiver accepted a client without a certificate")?;
+        let (server_side, sender_error) = tokio::time::timeout(WAIT, async {
+            tokio::join!(accept_one(&server), sender_side)
+        })
+        .await?;
+        let server_error = server_side
+            .err()
+            .context("the receiver accepted a client without a certificate")?;
         let text = format!("{server_error:#} / {sender_error}");
         assert!(text.to_lowercase().contains("certificate"), "{text}");
         Ok(())
@@ -333,9 +335,10 @@ mod tests {
         let config = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls)?));
         let client = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
         let connecting = client.connect_with(config, addr, SERVER_NAME)?;
-        let (server_side, client_side) =
-            tokio::time::timeout(WAIT, async { tokio::join!(accept_one(&server), connecting) })
-                .await?;
+        let (server_side, client_side) = tokio::time::timeout(WAIT, async {
+            tokio::join!(accept_one(&server), connecting)
+        })
+        .await?;
         assert!(server_side.is_err());
         assert!(client_side.is_err());
         Ok(())
@@ -346,7 +349,9 @@ mod tests {
         let garbage = CertificateDer::from(&b"not a certificate"[..]);
         assert!(matches!(
             PeerVerifier::check_cert(&garbage),
-            Err(rustls::Error::InvalidCertificate(CertificateError::BadEncoding))
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::BadEncoding
+            ))
         ));
     }
 

@@ -119,7 +119,10 @@ pub fn transport_config() -> Arc<TransportConfig> {
 
 /// A receiver's endpoint listening on `addr`. Must be called within a tokio
 /// runtime.
-pub fn server_endpoint(identity: &Identity, addr: SocketAddr) -> Result<quinn::Endpoint, TransportError> {
+pub fn server_endpoint(
+    identity: &Identity,
+    addr: SocketAddr,
+) -> Result<quinn::Endpoint, TransportError> {
     let config = tls::server_config(identity)?;
     quinn::Endpoint::server(config, addr).map_err(|source| TransportError::Listen { addr, source })
 }
@@ -127,17 +130,21 @@ pub fn server_endpoint(identity: &Identity, addr: SocketAddr) -> Result<quinn::E
 /// A sender's endpoint for reaching `remote`: bound to an ephemeral port of
 /// the same address family, with [`tls::client_config`] as its default. Must
 /// be called within a tokio runtime.
-pub fn client_endpoint(identity: &Identity, remote: SocketAddr) -> Result<quinn::Endpoint, TransportError> {
+pub fn client_endpoint(
+    identity: &Identity,
+    remote: SocketAddr,
+) -> Result<quinn::Endpoint, TransportError> {
     let config = tls::client_config(identity)?;
     let addr = match remote {
         SocketAddr::V4(_) => SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
         SocketAddr::V6(_) => SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)),
     };
-    let mut endpoint = quinn::Endpoint::client(addr).map_err(|source| TransportError::ClientSocket {
-        addr,
-        remote,
-        source,
-    })?;
+    let mut endpoint =
+        quinn::Endpoint::client(addr).map_err(|source| TransportError::ClientSocket {
+            addr,
+            remote,
+            source,
+        })?;
     endpoint.set_default_client_config(config);
     Ok(endpoint)
 }
@@ -146,13 +153,23 @@ pub fn client_endpoint(identity: &Identity, remote: SocketAddr) -> Result<quinn:
 ///
 /// The returned connection has passed the TLS handshake only: check the
 /// peer's id with [`tls::peer_id`] before trusting it.
-pub async fn connect(endpoint: &quinn::Endpoint, remote: SocketAddr) -> Result<quinn::Connection, TransportError> {
-    let connecting = endpoint
-        .connect(remote, SERVER_NAME)
-        .map_err(|source| TransportError::Start { addr: remote, source })?;
+pub async fn connect(
+    endpoint: &quinn::Endpoint,
+    remote: SocketAddr,
+) -> Result<quinn::Connection, TransportError> {
+    let connecting =
+        endpoint
+            .connect(remote, SERVER_NAME)
+            .map_err(|source| TransportError::Start {
+                addr: remote,
+                source,
+            })?;
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, connecting).await {
         Ok(Ok(conn)) => Ok(conn),
-        Ok(Err(source)) => Err(TransportError::Handshake { addr: remote, source }),
+        Ok(Err(source)) => Err(TransportError::Handshake {
+            addr: remote,
+            source,
+        }),
         Err(_elapsed) => Err(TransportError::HandshakeTimeout { addr: remote }),
     }
 }

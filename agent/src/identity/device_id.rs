@@ -19,7 +19,7 @@ const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
 ///
 /// Its text form (`Display`, `Debug`, serde) is the RFC 4648 base32 encoding,
 /// upper case, without padding (52 characters), in four groups of 13 joined by
-/// `-`, e.g. `MFRGGZDFMZTWQ-2LKNNWG23TPNB-XGK3TUOV3XO-6LZPJQWEY3DMNQ`.
+/// `-`, e.g. `S6LFI3DEVMK2W-5DIWR47HM6CBV-MEBLYFVQHZTGW-XUCEVCLIBK4XA`.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct DeviceId([u8; 32]);
 
@@ -32,8 +32,10 @@ impl DeviceId {
     /// The device id of the public key in an X.509 certificate (DER).
     pub fn from_cert(cert_der: &[u8]) -> Result<DeviceId, IdentityError> {
         let der = CertificateDer::from(cert_der);
-        let cert = webpki::EndEntityCert::try_from(&der)
-            .map_err(|e| IdentityError::BadCertificate { reason: e.to_string() })?;
+        let cert =
+            webpki::EndEntityCert::try_from(&der).map_err(|e| IdentityError::BadCertificate {
+                reason: e.to_string(),
+            })?;
         Ok(DeviceId::from_spki(cert.subject_public_key_info().as_ref()))
     }
 
