@@ -172,19 +172,33 @@ impl Index {
     /// is not a Ferry index is reported, never overwritten.
     pub fn open(path: &Path, target: &str) -> Result<Index, IndexError> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent)
-                .map_err(|source| IndexError::CreateDir { path: path.to_path_buf(), source })?;
+            std::fs::create_dir_all(parent).map_err(|source| IndexError::CreateDir {
+                path: path.to_path_buf(),
+                source,
+            })?;
         }
-        let corrupt = |source| IndexError::Corrupt { path: path.to_path_buf(), source };
+        let corrupt = |source| IndexError::Corrupt {
+            path: path.to_path_buf(),
+            source,
+        };
         let conn = Connection::open(path).map_err(corrupt)?;
-        conn.busy_timeout(Duration::from_secs(10)).map_err(corrupt)?;
+        conn.busy_timeout(Duration::from_secs(10))
+            .map_err(corrupt)?;
         // The first read of the header: fails with NotADatabase on garbage.
-        let version: i64 =
-            conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(corrupt)?;
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(corrupt)?;
         if version > SCHEMA_VERSION {
-            return Err(IndexError::TooNew { path: path.to_path_buf(), found: version });
+            return Err(IndexError::TooNew {
+                path: path.to_path_buf(),
+                found: version,
+            });
         }
-        let index = Index { conn, path: path.to_path_buf(), target: target.to_owned() };
+        let index = Index {
+            conn,
+            path: path.to_path_buf(),
+            target: target.to_owned(),
+        };
         if version < SCHEMA_VERSION {
             index.create_schema()?;
         } else {
@@ -192,9 +206,11 @@ impl Index {
             index.conn.execute_batch(SCHEMA).map_err(corrupt)?;
         }
         let conn = &index.conn;
-        let _mode: String =
-            conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)).map_err(corrupt)?;
-        conn.execute_batch("PRAGMA synchronous = NORMAL").map_err(corrupt)?;
+        let _mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .map_err(corrupt)?;
+        conn.execute_batch("PRAGMA synchronous = NORMAL")
+            .map_err(corrupt)?;
         Ok(index)
     }
 
@@ -202,9 +218,11 @@ impl Index {
     pub fn len(&self) -> Result<u64, IndexError> {
         let n: i64 = self
             .conn
-            .query_row("SELECT count(*) FROM entries WHERE target = ?1", [&self.target], |r| {
-                r.get(0)
-            })
+            .query_row(
+                "SELECT count(*) FROM entries WHERE target = ?1",
+                [&self.target],
+                |r| r.get(0),
+            )
             .map_err(|e| self.sql("counting entries", e))?;
         Ok(n as u64)
     }
@@ -250,7 +268,11 @@ impl Index {
     /// files), replacing what was known about those paths. One transaction.
     pub fn record_stored(&mut self, items: &[(ScanEntry, Option<Hash>)]) -> Result<(), IndexError> {
         let (path, target) = (&self.path, &self.target);
-        let sql = |what, source| IndexError::Sql { path: path.clone(), what, source };
+        let sql = |what, source| IndexError::Sql {
+            path: path.clone(),
+            what,
+            source,
+        };
         let what = "recording stored entries";
         let tx = self.conn.transaction().map_err(|e| sql(what, e))?;
         {
@@ -289,7 +311,11 @@ impl Index {
     /// recorded below them. One transaction.
     pub fn record_deleted(&mut self, paths: &[RelPath]) -> Result<(), IndexError> {
         let (path, target) = (&self.path, &self.target);
-        let sql = |what, source| IndexError::Sql { path: path.clone(), what, source };
+        let sql = |what, source| IndexError::Sql {
+            path: path.clone(),
+            what,
+            source,
+        };
         let what = "recording deleted entries";
         let tx = self.conn.transaction().map_err(|e| sql(what, e))?;
         {
@@ -303,7 +329,8 @@ impl Index {
             for p in paths {
                 let lo = [p.as_bytes(), b"/"].concat();
                 let hi = [p.as_bytes(), b"0"].concat();
-                stmt.execute(params![target, p.as_bytes(), lo, hi]).map_err(|e| sql(what, e))?;
+                stmt.execute(params![target, p.as_bytes(), lo, hi])
+                    .map_err(|e| sql(what, e))?;
             }
         }
         tx.commit().map_err(|e| sql(what, e))
@@ -363,7 +390,8 @@ impl Index {
                 })
             })
             .map_err(|e| self.sql(what, e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.sql(what, e))
+        rows.collect::<Result<_, _>>()
+            .map_err(|e| self.sql(what, e))
     }
 
     /// The entry recorded for one path, if any.
@@ -398,22 +426,31 @@ impl Index {
     fn create_schema(&self) -> Result<(), IndexError> {
         let what = "creating the schema";
         let path = self.path.clone();
-        self.conn.execute_batch("BEGIN IMMEDIATE").map_err(|e| self.sql(what, e))?;
+        self.conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(|e| self.sql(what, e))?;
         let result = (|| {
-            let version: i64 = self.conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+            let version: i64 = self
+                .conn
+                .query_row("PRAGMA user_version", [], |r| r.get(0))?;
             if version == 0 {
                 let tables: i64 =
-                    self.conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
+                    self.conn
+                        .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
                 if tables > 0 {
                     return Ok(Err(IndexError::NotAnIndex { path }));
                 }
                 self.conn.execute_batch(SCHEMA)?;
-                self.conn.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))?;
+                self.conn
+                    .execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))?;
             }
             Ok(Ok(()))
         })();
         match result {
-            Ok(Ok(())) => self.conn.execute_batch("COMMIT").map_err(|e| self.sql(what, e)),
+            Ok(Ok(())) => self
+                .conn
+                .execute_batch("COMMIT")
+                .map_err(|e| self.sql(what, e)),
             Ok(Err(err)) => {
                 let _ = self.conn.execute_batch("ROLLBACK");
                 Err(err)
@@ -426,7 +463,11 @@ impl Index {
     }
 
     fn sql(&self, what: &'static str, source: rusqlite::Error) -> IndexError {
-        IndexError::Sql { path: self.path.clone(), what, source }
+        IndexError::Sql {
+            path: self.path.clone(),
+            what,
+            source,
+        }
     }
 
     fn decode(&self, raw: RawEntry) -> Result<IndexEntry, IndexError> {
@@ -439,7 +480,9 @@ impl Index {
         let kind = match (raw.kind, &raw.link_target) {
             (0, _) => ScanKind::File,
             (1, _) => ScanKind::Dir,
-            (2, Some(target)) => ScanKind::Symlink { target: target.clone() },
+            (2, Some(target)) => ScanKind::Symlink {
+                target: target.clone(),
+            },
             (k, _) => return Err(bad(format!("unknown kind {k}"))),
         };
         let hash = match raw.hash {
@@ -511,7 +554,9 @@ mod tests {
         let db = dir.path().join("state/sub/index.db");
         let mut a = Index::open(&db, "recv/a").unwrap();
         let mut b = Index::open(&db, "recv/b").unwrap();
-        let link = ScanKind::Symlink { target: b"t\xff".to_vec() };
+        let link = ScanKind::Symlink {
+            target: b"t\xff".to_vec(),
+        };
         let mut big = entry("d/f", ScanKind::File, u64::MAX - 1, -1_500_000_000);
         big.ino = u64::MAX;
         a.record_stored(&[
@@ -520,7 +565,8 @@ mod tests {
             (entry("l", link.clone(), 2, 3), None),
         ])
         .unwrap();
-        b.record_stored(&[(entry("other", ScanKind::File, 1, 1), Some([1; 32]))]).unwrap();
+        b.record_stored(&[(entry("other", ScanKind::File, 1, 1), Some([1; 32]))])
+            .unwrap();
         drop(a);
         drop(b);
 
@@ -546,9 +592,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut index = Index::open(&dir.path().join("i.db"), "t").unwrap();
         let f = |p: &str| (entry(p, ScanKind::File, 1, 1), Some([0; 32]));
-        index.record_stored(&[f("a"), f("a/x"), f("a/x/y"), f("a.b"), f("a0"), f("ab")]).unwrap();
-        index.record_deleted(&[RelPath::from_bytes("a").unwrap()]).unwrap();
-        let left: Vec<_> = index.entries().unwrap().iter().map(|e| e.path.to_string()).collect();
+        index
+            .record_stored(&[f("a"), f("a/x"), f("a/x/y"), f("a.b"), f("a0"), f("ab")])
+            .unwrap();
+        index
+            .record_deleted(&[RelPath::from_bytes("a").unwrap()])
+            .unwrap();
+        let left: Vec<_> = index
+            .entries()
+            .unwrap()
+            .iter()
+            .map(|e| e.path.to_string())
+            .collect();
         assert_eq!(left, ["a.b", "a0", "ab"]);
     }
 
@@ -558,15 +613,29 @@ mod tests {
         let db = dir.path().join("i.db");
         let mut index = Index::open(&db, "t").unwrap();
         let first = index.record_run(&run(100, "ok")).unwrap();
-        let second = index.record_run(&RunRow { receiver_run: None, ..run(100, "failed") }).unwrap();
+        let second = index
+            .record_run(&RunRow {
+                receiver_run: None,
+                ..run(100, "failed")
+            })
+            .unwrap();
         assert!(second > first);
-        Index::open(&db, "other").unwrap().record_run(&run(1, "x")).unwrap();
+        Index::open(&db, "other")
+            .unwrap()
+            .record_run(&run(1, "x"))
+            .unwrap();
         let runs = Index::open(&db, "t").unwrap().runs().unwrap();
         assert_eq!(runs.len(), 2);
         assert_eq!(runs[0].id, second);
         assert_eq!(runs[0].outcome, "failed");
         assert_eq!(runs[0].receiver_run, None);
-        assert_eq!(runs[1], RunRow { id: first, ..run(100, "ok") });
+        assert_eq!(
+            runs[1],
+            RunRow {
+                id: first,
+                ..run(100, "ok")
+            }
+        );
     }
 
     #[test]
@@ -591,8 +660,9 @@ mod tests {
         let err = Index::open(&db, "t").unwrap_err();
         assert!(matches!(err, IndexError::NotAnIndex { .. }), "{err}");
         let conn = Connection::open(&db).unwrap();
-        let tables: i64 =
-            conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0)).unwrap();
+        let tables: i64 = conn
+            .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(tables, 1);
     }
 
@@ -601,7 +671,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("i.db");
         drop(Index::open(&db, "t").unwrap());
-        Connection::open(&db).unwrap().execute_batch("PRAGMA user_version = 99").unwrap();
+        Connection::open(&db)
+            .unwrap()
+            .execute_batch("PRAGMA user_version = 99")
+            .unwrap();
         let err = Index::open(&db, "t").unwrap_err();
         assert!(matches!(err, IndexError::TooNew { found: 99, .. }), "{err}");
     }

@@ -109,10 +109,15 @@ pub enum ScanError {
 /// and not reported. Only a root that is missing, not a directory or not
 /// readable is an error; every other problem is recorded in the result.
 pub fn scan(root: &Path, exclude: &[PathBuf]) -> Result<Scan, ScanError> {
-    let root_err = |source| ScanError::Root { root: root.to_path_buf(), source };
+    let root_err = |source| ScanError::Root {
+        root: root.to_path_buf(),
+        source,
+    };
     let base = root.canonicalize().map_err(root_err)?;
     if !base.metadata().map_err(root_err)?.is_dir() {
-        return Err(ScanError::NotADirectory { root: root.to_path_buf() });
+        return Err(ScanError::NotADirectory {
+            root: root.to_path_buf(),
+        });
     }
     // Fail early, with a clear error, if the root itself cannot be listed.
     std::fs::read_dir(&base).map_err(root_err)?;
@@ -142,14 +147,20 @@ pub fn scan(root: &Path, exclude: &[PathBuf]) -> Result<Scan, ScanError> {
             Ok(path) => path,
             Err(err) => {
                 tracing::warn!(path = %rel.display(), %err, "name cannot be synced");
-                out.errors.push(ScanProblem { path: rel, message: format!("cannot be synced: {err}") });
+                out.errors.push(ScanProblem {
+                    path: rel,
+                    message: format!("cannot be synced: {err}"),
+                });
                 continue;
             }
         };
         let meta = match entry.metadata() {
             Ok(meta) => meta,
             Err(err) => {
-                out.errors.push(ScanProblem { path: rel, message: format!("cannot stat: {err}") });
+                out.errors.push(ScanProblem {
+                    path: rel,
+                    message: format!("cannot stat: {err}"),
+                });
                 continue;
             }
         };
@@ -160,7 +171,9 @@ pub fn scan(root: &Path, exclude: &[PathBuf]) -> Result<Scan, ScanError> {
             ScanKind::Dir
         } else if file_type.is_symlink() {
             match std::fs::read_link(entry.path()) {
-                Ok(target) => ScanKind::Symlink { target: target.as_os_str().as_bytes().to_vec() },
+                Ok(target) => ScanKind::Symlink {
+                    target: target.as_os_str().as_bytes().to_vec(),
+                },
                 Err(err) => {
                     let message = format!("cannot read symlink: {err}");
                     out.errors.push(ScanProblem { path: rel, message });
@@ -170,7 +183,10 @@ pub fn scan(root: &Path, exclude: &[PathBuf]) -> Result<Scan, ScanError> {
         } else {
             let what = special_kind(&file_type);
             tracing::warn!(path = %rel.display(), "skipping {what}: only files, directories and symlinks are synced");
-            out.skipped.push(ScanProblem { path: rel, message: format!("skipped {what}") });
+            out.skipped.push(ScanProblem {
+                path: rel,
+                message: format!("skipped {what}"),
+            });
             continue;
         };
         out.entries.push(ScanEntry {
@@ -218,7 +234,10 @@ pub fn hash_file(path: &Path) -> io::Result<(Hash, u64)> {
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)?;
     if !file.metadata()?.is_file() {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
     }
     hash_reader(&mut file)
 }
@@ -242,7 +261,9 @@ fn hash_reader(file: &mut File) -> io::Result<(Hash, u64)> {
 
 /// Modification time in nanoseconds: `st_mtime * 1e9 + st_mtime_nsec`.
 pub fn mtime_ns(meta: &Metadata) -> i64 {
-    meta.mtime().saturating_mul(1_000_000_000).saturating_add(meta.mtime_nsec())
+    meta.mtime()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(meta.mtime_nsec())
 }
 
 #[cfg(test)]
@@ -259,7 +280,10 @@ mod tests {
     }
 
     fn find<'a>(scan: &'a Scan, path: &[u8]) -> &'a ScanEntry {
-        scan.entries.iter().find(|e| e.path.as_bytes() == path).unwrap()
+        scan.entries
+            .iter()
+            .find(|e| e.path.as_bytes() == path)
+            .unwrap()
     }
 
     #[test]
@@ -282,8 +306,15 @@ mod tests {
         assert!(scan.errors.is_empty(), "{:?}", scan.errors);
         assert!(scan.skipped.is_empty());
         let paths: Vec<&[u8]> = scan.entries.iter().map(|e| e.path.as_bytes()).collect();
-        let expected: Vec<&[u8]> =
-            vec![b"a", b"a.txt", b"a/empty", b"a/f.txt", b"caf\xe9", b"dangling", b"link"];
+        let expected: Vec<&[u8]> = vec![
+            b"a",
+            b"a.txt",
+            b"a/empty",
+            b"a/f.txt",
+            b"caf\xe9",
+            b"dangling",
+            b"link",
+        ];
         assert_eq!(paths, expected);
 
         let f = find(&scan, b"a/f.txt");
@@ -294,9 +325,19 @@ mod tests {
         assert_eq!(f.ino, fs::metadata(root.join("a/f.txt")).unwrap().ino());
         assert_ne!(f.dev, 0);
         assert_eq!(find(&scan, b"a/empty").kind, ScanKind::Dir);
-        assert_eq!(find(&scan, b"link").kind, ScanKind::Symlink { target: b"a/f.txt".to_vec() });
+        assert_eq!(
+            find(&scan, b"link").kind,
+            ScanKind::Symlink {
+                target: b"a/f.txt".to_vec()
+            }
+        );
         let dangling = find(&scan, b"dangling");
-        assert_eq!(dangling.kind, ScanKind::Symlink { target: b"nowhere/at/all".to_vec() });
+        assert_eq!(
+            dangling.kind,
+            ScanKind::Symlink {
+                target: b"nowhere/at/all".to_vec()
+            }
+        );
         assert_eq!(dangling.mtime_ns, 5_000_000_007);
         assert_eq!(find(&scan, b"caf\xe9").size, 1);
     }
@@ -305,7 +346,10 @@ mod tests {
     fn skips_fifos_and_sockets_without_blocking() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
-        let status = Command::new("mkfifo").arg(root.join("fifo")).status().unwrap();
+        let status = Command::new("mkfifo")
+            .arg(root.join("fifo"))
+            .status()
+            .unwrap();
         assert!(status.success());
         let _listener = std::os::unix::net::UnixListener::bind(root.join("sock")).unwrap();
         fs::write(root.join("file"), b"x").unwrap();
@@ -350,7 +394,10 @@ mod tests {
     #[test]
     fn below_error() {
         let scan = Scan {
-            errors: vec![ScanProblem { path: "a/b".into(), message: "cannot read".into() }],
+            errors: vec![ScanProblem {
+                path: "a/b".into(),
+                message: "cannot read".into(),
+            }],
             ..Scan::default()
         };
         assert!(scan.is_below_error(&rel(b"a/b")));
@@ -368,6 +415,9 @@ mod tests {
         assert_eq!(n, data.len() as u64);
         assert_eq!(hash, *blake3::hash(&data).as_bytes());
         symlink("f", dir.path().join("l")).unwrap();
-        assert!(hash_file(&dir.path().join("l")).is_err(), "symlink followed");
+        assert!(
+            hash_file(&dir.path().join("l")).is_err(),
+            "symlink followed"
+        );
     }
 }
