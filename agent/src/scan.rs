@@ -267,6 +267,7 @@ pub fn mtime_ns(meta: &Metadata) -> i64 {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 mod tests {
     use super::*;
     use filetime::FileTime;
