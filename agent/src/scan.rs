@@ -123,12 +123,12 @@ pub fn scan(root: &Path, exclude: &[PathBuf]) -> Result<Scan, ScanError> {
     std::fs::read_dir(&base).map_err(root_err)?;
 
     let mut out = Scan::default();
-    let walk = walkdir::WalkDir::new(&base)
+    let mut walk = walkdir::WalkDir::new(&base)
         .follow_links(false)
         .min_depth(1)
         .into_iter()
         .filter_entry(|e| !exclude.iter().any(|x| x == e.path()));
-    for item in walk {
+    while let Some(item) = walk.next() {
         let entry = match item {
             Ok(entry) => entry,
             Err(err) => {
@@ -146,6 +146,10 @@ pub fn scan(root: &Path, exclude: &[PathBuf]) -> Result<Scan, ScanError> {
         let path = match RelPath::from_path(&rel) {
             Ok(path) => path,
             Err(err) => {
+                if entry.file_type().is_dir() {
+                    // Nothing below it can be named either.
+                    walk.skip_current_dir();
+                }
                 tracing::warn!(path = %rel.display(), %err, "name cannot be synced");
                 out.errors.push(ScanProblem {
                     path: rel,
