@@ -1,1 +1,428 @@
-//! To be written.
+//! Walking the source tree: stat only, never following symlinks, never
+//! opening special files.
+//!
+//! [`scan`] returns every file, directory and symlink below a root with the
+//! metadata the index compares ([`ScanEntry`]), plus what it skipped (sockets,
+//! FIFOs, devices) and what it could not read. [`hash_file`] is the one place
+//! that reads file content for change detection.
+
+use std::fs::{File, Metadata, OpenOptions};
+use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use ferry_proto::{Hash, RelPath};
+
+/// Size of one read while hashing a file.
+const HASH_READ: usize = 256 * 1024;
+
+/// What a scanned path is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScanKind {
+    /// A regular file.
+    File,
+    /// A directory.
+    Dir,
+    /// A symbolic link, with its target exactly as stored (never followed).
+    Symlink {
+        /// The raw target bytes.
+        target: Vec<u8>,
+    },
+}
+
+/// One file, directory or symlink found by [`scan`], with its `lstat` data.
+#[derive(Debug, Clone)]
+pub struct ScanEntry {
+    /// Path relative to the scanned root.
+    pub path: RelPath,
+    /// What it is.
+    pub kind: ScanKind,
+    /// `st_size` (for a symlink, the target's length).
+    pub size: u64,
+    /// Modification time in nanoseconds since the Unix epoch.
+    pub mtime_ns: i64,
+    /// Permission bits: `st_mode & 0o7777`.
+    pub mode: u32,
+    /// Inode number.
+    pub ino: u64,
+    /// Device number of the filesystem holding it.
+    pub dev: u64,
+}
+
+/// A path the scan skipped or could not read, and why.
+#[derive(Debug, Clone)]
+pub struct ScanProblem {
+    /// The path **relative to the scanned root** (empty if the problem could
+    /// not be tied to a path: then everything counts as below it).
+    pub path: PathBuf,
+    /// What happened, for the user.
+    pub message: String,
+}
+
+/// The result of one [`scan`].
+#[derive(Debug, Default)]
+pub struct Scan {
+    /// Everything found, sorted by path bytes (so parents come before their
+    /// children); the root itself is not included.
+    pub entries: Vec<ScanEntry>,
+    /// Sockets, FIFOs and devices: not synced, reported as warnings.
+    pub skipped: Vec<ScanProblem>,
+    /// Directories that could not be read, entries that vanished while being
+    /// looked at, names that are not valid relative paths.
+    pub errors: Vec<ScanProblem>,
+}
+
+impl Scan {
+    /// True if `path` is at or below a path listed in [`Scan::errors`]: what
+    /// the index knows there must not be treated as deleted, because the scan
+    /// could not see it.
+    pub fn is_below_error(&self, path: &RelPath) -> bool {
+        let path = path.as_path();
+        self.errors.iter().any(|e| path.starts_with(&e.path))
+    }
+}
+
+/// Why a scan could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ScanError {
+    /// The root cannot be examined (missing, no permission, ...).
+    #[error("cannot scan source directory {}: {source}; check that it exists and is readable", root.display())]
+    Root {
+        /// The root given.
+        root: PathBuf,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// The root is something other than a directory.
+    #[error("cannot scan {}: it is not a directory; give the folder to send", root.display())]
+    NotADirectory {
+        /// The root given.
+        root: PathBuf,
+    },
+}
+
+/// Walks `root` (stat only) and lists its files, directories and symlinks.
+///
+/// Symlinks are reported, never followed; special files are skipped with a
+/// warning. Paths in `exclude` (absolute, canonical) are not descended into
+/// and not reported. Only a root that is missing, not a directory or not
+/// readable is an error; every other problem is recorded in the result.
+pub fn scan(root: &Path, exclude: &[PathBuf]) -> Result<Scan, ScanError> {
+    let root_err = |source| ScanError::Root {
+        root: root.to_path_buf(),
+        source,
+    };
+    let base = root.canonicalize().map_err(root_err)?;
+    if !base.metadata().map_err(root_err)?.is_dir() {
+        return Err(ScanError::NotADirectory {
+            root: root.to_path_buf(),
+        });
+    }
+    // Fail early, with a clear error, if the root itself cannot be listed.
+    std::fs::read_dir(&base).map_err(root_err)?;
+
+    let mut out = Scan::default();
+    let mut walk = walkdir::WalkDir::new(&base)
+        .follow_links(false)
+        .min_depth(1)
+        .into_iter()
+        .filter_entry(|e| !exclude.iter().any(|x| x == e.path()));
+    while let Some(item) = walk.next() {
+        let entry = match item {
+            Ok(entry) => entry,
+            Err(err) => {
+                let path = err.path().map(|p| relative(&base, p)).unwrap_or_default();
+                let message = match err.io_error() {
+                    Some(io) => format!("cannot read: {io}"),
+                    None => err.to_string(),
+                };
+                tracing::warn!(path = %path.display(), %message, "scan error");
+                out.errors.push(ScanProblem { path, message });
+                continue;
+            }
+        };
+        let rel = relative(&base, entry.path());
+        let path = match RelPath::from_path(&rel) {
+            Ok(path) => path,
+            Err(err) => {
+                if entry.file_type().is_dir() {
+                    // Nothing below it can be named either.
+                    walk.skip_current_dir();
+                }
+                tracing::warn!(path = %rel.display(), %err, "name cannot be synced");
+                out.errors.push(ScanProblem {
+                    path: rel,
+                    message: format!("cannot be synced: {err}"),
+                });
+                continue;
+            }
+        };
+        let meta = match entry.metadata() {
+            Ok(meta) => meta,
+            Err(err) => {
+                out.errors.push(ScanProblem {
+                    path: rel,
+                    message: format!("cannot stat: {err}"),
+                });
+                continue;
+            }
+        };
+        let file_type = meta.file_type();
+        let kind = if file_type.is_file() {
+            ScanKind::File
+        } else if file_type.is_dir() {
+            ScanKind::Dir
+        } else if file_type.is_symlink() {
+            match std::fs::read_link(entry.path()) {
+                Ok(target) => ScanKind::Symlink {
+                    target: target.as_os_str().as_bytes().to_vec(),
+                },
+                Err(err) => {
+                    let message = format!("cannot read symlink: {err}");
+                    out.errors.push(ScanProblem { path: rel, message });
+                    continue;
+                }
+            }
+        } else {
+            let what = special_kind(&file_type);
+            tracing::warn!(path = %rel.display(), "skipping {what}: only files, directories and symlinks are synced");
+            out.skipped.push(ScanProblem {
+                path: rel,
+                message: format!("skipped {what}"),
+            });
+            continue;
+        };
+        out.entries.push(ScanEntry {
+            path,
+            kind,
+            size: meta.size(),
+            mtime_ns: mtime_ns(&meta),
+            mode: meta.mode() & 0o7777,
+            ino: meta.ino(),
+            dev: meta.dev(),
+        });
+    }
+    out.entries.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(out)
+}
+
+/// `path` with the `base` prefix removed (walkdir only yields paths below it).
+fn relative(base: &Path, path: &Path) -> PathBuf {
+    path.strip_prefix(base).unwrap_or(path).to_path_buf()
+}
+
+fn special_kind(file_type: &std::fs::FileType) -> &'static str {
+    if file_type.is_fifo() {
+        "FIFO"
+    } else if file_type.is_socket() {
+        "socket"
+    } else if file_type.is_block_device() {
+        "block device"
+    } else if file_type.is_char_device() {
+        "character device"
+    } else {
+        "special file"
+    }
+}
+
+/// Hashes a regular file's content with blake3; returns the hash and the
+/// number of bytes read.
+///
+/// The file is opened without following a symlink and without blocking (so a
+/// FIFO swapped in since the scan cannot hang the caller), and anything that
+/// is not a regular file is refused.
+pub fn hash_file(path: &Path) -> io::Result<(Hash, u64)> {
+    let mut file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    hash_reader(&mut file)
+}
+
+fn hash_reader(file: &mut File) -> io::Result<(Hash, u64)> {
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; HASH_READ];
+    let mut total = 0u64;
+    loop {
+        let n = match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            Err(err) => return Err(err),
+        };
+        hasher.update(&buf[..n]);
+        total += n as u64;
+    }
+    Ok((*hasher.finalize().as_bytes(), total))
+}
+
+/// Modification time in nanoseconds: `st_mtime * 1e9 + st_mtime_nsec`.
+pub fn mtime_ns(meta: &Metadata) -> i64 {
+    meta.mtime()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(meta.mtime_nsec())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
+mod tests {
+    use super::*;
+    use filetime::FileTime;
+    use std::ffi::OsStr;
+    use std::fs;
+    use std::os::unix::fs::{symlink, PermissionsExt};
+    use std::process::Command;
+
+    fn rel(s: &[u8]) -> RelPath {
+        RelPath::from_bytes(s.to_vec()).unwrap()
+    }
+
+    fn find<'a>(scan: &'a Scan, path: &[u8]) -> &'a ScanEntry {
+        scan.entries
+            .iter()
+            .find(|e| e.path.as_bytes() == path)
+            .unwrap()
+    }
+
+    #[test]
+    fn lists_files_dirs_and_symlinks_with_metadata() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fs::create_dir_all(root.join("a/empty")).unwrap();
+        fs::write(root.join("a/f.txt"), b"hello").unwrap();
+        fs::set_permissions(root.join("a/f.txt"), fs::Permissions::from_mode(0o4640)).unwrap();
+        let t = FileTime::from_unix_time(1_700_000_000, 123_456_789);
+        filetime::set_file_mtime(root.join("a/f.txt"), t).unwrap();
+        symlink("a/f.txt", root.join("link")).unwrap();
+        symlink("nowhere/at/all", root.join("dangling")).unwrap();
+        filetime::set_symlink_file_times(root.join("dangling"), t, FileTime::from_unix_time(5, 7))
+            .unwrap();
+        fs::write(root.join(OsStr::from_bytes(b"caf\xe9")), b"x").unwrap();
+        fs::write(root.join("a.txt"), b"").unwrap();
+
+        let scan = scan(root, &[]).unwrap();
+        assert!(scan.errors.is_empty(), "{:?}", scan.errors);
+        assert!(scan.skipped.is_empty());
+        let paths: Vec<&[u8]> = scan.entries.iter().map(|e| e.path.as_bytes()).collect();
+        let expected: Vec<&[u8]> = vec![
+            b"a",
+            b"a.txt",
+            b"a/empty",
+            b"a/f.txt",
+            b"caf\xe9",
+            b"dangling",
+            b"link",
+        ];
+        assert_eq!(paths, expected);
+
+        let f = find(&scan, b"a/f.txt");
+        assert_eq!(f.kind, ScanKind::File);
+        assert_eq!(f.size, 5);
+        assert_eq!(f.mtime_ns, 1_700_000_000_123_456_789);
+        assert_eq!(f.mode, 0o4640);
+        assert_eq!(f.ino, fs::metadata(root.join("a/f.txt")).unwrap().ino());
+        assert_ne!(f.dev, 0);
+        assert_eq!(find(&scan, b"a/empty").kind, ScanKind::Dir);
+        assert_eq!(
+            find(&scan, b"link").kind,
+            ScanKind::Symlink {
+                target: b"a/f.txt".to_vec()
+            }
+        );
+        let dangling = find(&scan, b"dangling");
+        assert_eq!(
+            dangling.kind,
+            ScanKind::Symlink {
+                target: b"nowhere/at/all".to_vec()
+            }
+        );
+        assert_eq!(dangling.mtime_ns, 5_000_000_007);
+        assert_eq!(find(&scan, b"caf\xe9").size, 1);
+    }
+
+    #[test]
+    fn skips_fifos_and_sockets_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let status = Command::new("mkfifo")
+            .arg(root.join("fifo"))
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let _listener = std::os::unix::net::UnixListener::bind(root.join("sock")).unwrap();
+        fs::write(root.join("file"), b"x").unwrap();
+
+        let scan = scan(root, &[]).unwrap();
+        let paths: Vec<&[u8]> = scan.entries.iter().map(|e| e.path.as_bytes()).collect();
+        assert_eq!(paths, vec![&b"file"[..]]);
+        let mut skipped: Vec<_> = scan.skipped.iter().map(|p| p.path.clone()).collect();
+        skipped.sort();
+        assert_eq!(skipped, vec![PathBuf::from("fifo"), PathBuf::from("sock")]);
+        assert!(scan.skipped.iter().any(|p| p.message.contains("FIFO")));
+        assert!(scan.errors.is_empty());
+
+        // Hashing a FIFO is refused instead of blocking on it.
+        assert!(hash_file(&root.join("fifo")).is_err());
+    }
+
+    #[test]
+    fn exclude_is_not_descended_into() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        fs::create_dir_all(root.join("keep/sub")).unwrap();
+        fs::write(root.join("keep/sub/f"), b"x").unwrap();
+        fs::write(root.join("g"), b"x").unwrap();
+        let scan = scan(&root, &[root.join("keep")]).unwrap();
+        let paths: Vec<&[u8]> = scan.entries.iter().map(|e| e.path.as_bytes()).collect();
+        assert_eq!(paths, vec![&b"g"[..]]);
+    }
+
+    #[test]
+    fn bad_root_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing");
+        let err = scan(&missing, &[]).unwrap_err();
+        assert!(matches!(err, ScanError::Root { .. }));
+        assert!(err.to_string().contains("missing"));
+        fs::write(dir.path().join("file"), b"x").unwrap();
+        let err = scan(&dir.path().join("file"), &[]).unwrap_err();
+        assert!(matches!(err, ScanError::NotADirectory { .. }), "{err}");
+    }
+
+    #[test]
+    fn below_error() {
+        let scan = Scan {
+            errors: vec![ScanProblem {
+                path: "a/b".into(),
+                message: "cannot read".into(),
+            }],
+            ..Scan::default()
+        };
+        assert!(scan.is_below_error(&rel(b"a/b")));
+        assert!(scan.is_below_error(&rel(b"a/b/c")));
+        assert!(!scan.is_below_error(&rel(b"a/bc")));
+        assert!(!scan.is_below_error(&rel(b"a")));
+    }
+
+    #[test]
+    fn hash_file_hashes_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..(HASH_READ * 2 + 17)).map(|i| (i % 251) as u8).collect();
+        fs::write(dir.path().join("f"), &data).unwrap();
+        let (hash, n) = hash_file(&dir.path().join("f")).unwrap();
+        assert_eq!(n, data.len() as u64);
+        assert_eq!(hash, *blake3::hash(&data).as_bytes());
+        symlink("f", dir.path().join("l")).unwrap();
+        assert!(
+            hash_file(&dir.path().join("l")).is_err(),
+            "symlink followed"
+        );
+    }
+}

@@ -1,0 +1,389 @@
+//! The run plan: a scan compared against the index.
+//!
+//! Cheap checks first: a file whose size, mtime, inode and mode all match the
+//! index is unchanged without being read. Only a file whose size matches but
+//! whose mtime or inode moved is hashed, to tell a touch from an edit.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use ferry_proto::{Hash, RelPath};
+
+use super::{Index, IndexEntry, IndexError};
+use crate::scan::{hash_file, Scan, ScanEntry, ScanKind, ScanProblem};
+
+/// What to do with one scanned entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Not known to the receiver (or its kind changed): send it whole.
+    New,
+    /// A file whose content changed: send it (chunks the receiver has are
+    /// skipped by the transfer).
+    Changed,
+    /// A file whose content is the same as acknowledged (`hash`) but whose
+    /// metadata (mode, mtime) changed: send the metadata only.
+    MetadataOnly {
+        /// The unchanged content hash.
+        hash: Hash,
+    },
+}
+
+/// One entry to send.
+#[derive(Debug, Clone)]
+pub struct PlanItem {
+    /// The entry as scanned now.
+    pub entry: ScanEntry,
+    /// What to do with it.
+    pub action: Action,
+}
+
+/// Everything one run has to do.
+#[derive(Debug, Default)]
+pub struct Plan {
+    /// Entries to send, in scan order (parents before children).
+    pub items: Vec<PlanItem>,
+    /// Entries found unchanged.
+    pub unchanged: u64,
+    /// Paths to delete on the receiver, deepest first (children before
+    /// parents).
+    pub deleted: Vec<RelPath>,
+    /// Files that could not be hashed (vanished, unreadable); paths relative
+    /// to the root. They are neither sent nor deleted this run.
+    pub problems: Vec<ScanProblem>,
+}
+
+impl Index {
+    /// Compares `scan` (taken of `root`) against this target's entries.
+    ///
+    /// Hashes only files whose size is unchanged but whose mtime or inode
+    /// moved. Index entries missing from the scan are deleted unless they lie
+    /// below a path the scan could not read.
+    pub fn plan(&self, root: &Path, scan: &Scan) -> Result<Plan, IndexError> {
+        let mut known: HashMap<RelPath, IndexEntry> = self
+            .entries()?
+            .into_iter()
+            .map(|e| (e.path.clone(), e))
+            .collect();
+        let mut plan = Plan::default();
+        for entry in &scan.entries {
+            let old = known.remove(&entry.path);
+            let decision = match old {
+                None => Some(Action::New),
+                Some(old) => match compare(root, entry, &old) {
+                    Ok(decision) => decision,
+                    Err(problem) => {
+                        tracing::warn!(path = %entry.path, message = %problem.message, "cannot check file");
+                        plan.problems.push(problem);
+                        continue;
+                    }
+                },
+            };
+            match decision {
+                Some(action) => plan.items.push(PlanItem {
+                    entry: entry.clone(),
+                    action,
+                }),
+                None => plan.unchanged += 1,
+            }
+        }
+        let mut deleted: Vec<RelPath> = known
+            .into_keys()
+            .filter(|path| !scan.is_below_error(path))
+            .collect();
+        deleted.sort_by(|a, b| {
+            let depth = |p: &RelPath| p.components().count();
+            depth(b).cmp(&depth(a)).then_with(|| a.cmp(b))
+        });
+        plan.deleted = deleted;
+        Ok(plan)
+    }
+}
+
+/// `None` if `entry` is unchanged from `old`, else the action to take.
+fn compare(
+    root: &Path,
+    entry: &ScanEntry,
+    old: &IndexEntry,
+) -> Result<Option<Action>, ScanProblem> {
+    let same_meta = entry.mtime_ns == old.mtime_ns && entry.mode == old.mode;
+    match (&entry.kind, &old.kind) {
+        (ScanKind::Dir, ScanKind::Dir) => Ok((!same_meta).then_some(Action::New)),
+        (ScanKind::Symlink { target }, ScanKind::Symlink { target: old_target }) => {
+            Ok((!(same_meta && target == old_target)).then_some(Action::New))
+        }
+        (ScanKind::File, ScanKind::File) => compare_file(root, entry, old),
+        _ => Ok(Some(Action::New)),
+    }
+}
+
+fn compare_file(
+    root: &Path,
+    entry: &ScanEntry,
+    old: &IndexEntry,
+) -> Result<Option<Action>, ScanProblem> {
+    if entry.size != old.size {
+        return Ok(Some(Action::Changed));
+    }
+    let Some(old_hash) = old.hash else {
+        // A file recorded without its hash cannot be proven unchanged.
+        return Ok(Some(Action::Changed));
+    };
+    if entry.mtime_ns == old.mtime_ns && entry.ino == old.ino {
+        return Ok((entry.mode != old.mode).then_some(Action::MetadataOnly { hash: old_hash }));
+    }
+    let (hash, _) = hash_file(&entry.path.under(root)).map_err(|err| ScanProblem {
+        path: entry.path.as_path().to_path_buf(),
+        message: format!("cannot read to check for changes: {err}"),
+    })?;
+    Ok(Some(if hash == old_hash {
+        Action::MetadataOnly { hash }
+    } else {
+        Action::Changed
+    }))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
+mod tests {
+    use std::fs;
+    use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
+
+    use filetime::FileTime;
+
+    use super::*;
+    use crate::scan::scan;
+
+    struct Fixture {
+        dir: tempfile::TempDir,
+        index: Index,
+    }
+
+    impl Fixture {
+        fn new() -> Fixture {
+            let dir = tempfile::tempdir().unwrap();
+            fs::create_dir_all(dir.path().join("src/d/e")).unwrap();
+            fs::create_dir_all(dir.path().join("src/empty")).unwrap();
+            let index = Index::open(&dir.path().join("state/index.db"), "r/f").unwrap();
+            let fx = Fixture { dir, index };
+            fx.write("a.txt", b"hello world", 1_000);
+            fx.write("d/b.bin", &[7; 100_000], 2_000);
+            fx.write("d/e/c", b"c", 3_000);
+            symlink("a.txt", fx.root().join("link")).unwrap();
+            fx
+        }
+
+        fn root(&self) -> std::path::PathBuf {
+            self.dir.path().join("src")
+        }
+
+        /// Writes a file and sets its mtime (explicitly, since the clock may
+        /// not tick between two writes in a test).
+        fn write(&self, path: &str, data: &[u8], mtime_s: i64) {
+            fs::write(self.root().join(path), data).unwrap();
+            self.set_mtime(path, mtime_s);
+        }
+
+        fn set_mtime(&self, path: &str, mtime_s: i64) {
+            let t = FileTime::from_unix_time(mtime_s, 5);
+            filetime::set_file_mtime(self.root().join(path), t).unwrap();
+        }
+
+        fn plan(&self) -> Plan {
+            let scan = scan(&self.root(), &[]).unwrap();
+            self.index.plan(&self.root(), &scan).unwrap()
+        }
+
+        /// Plans and records everything planned as acknowledged.
+        fn sync(&mut self) -> Plan {
+            let plan = self.plan();
+            let stored: Vec<_> = plan
+                .items
+                .iter()
+                .map(|item| {
+                    let hash = match item.entry.kind {
+                        ScanKind::File => {
+                            Some(hash_file(&item.entry.path.under(&self.root())).unwrap().0)
+                        }
+                        _ => None,
+                    };
+                    (item.entry.clone(), hash)
+                })
+                .collect();
+            self.index.record_stored(&stored).unwrap();
+            self.index.record_deleted(&plan.deleted).unwrap();
+            plan
+        }
+    }
+
+    fn actions(plan: &Plan) -> Vec<(String, Action)> {
+        plan.items
+            .iter()
+            .map(|i| (i.entry.path.to_string(), i.action.clone()))
+            .collect()
+    }
+
+    fn rel(s: &str) -> RelPath {
+        RelPath::from_bytes(s).unwrap()
+    }
+
+    #[test]
+    fn new_tree_is_all_new_then_nothing_to_do() {
+        let mut fx = Fixture::new();
+        let first = fx.sync();
+        let expected: Vec<_> = ["a.txt", "d", "d/b.bin", "d/e", "d/e/c", "empty", "link"]
+            .iter()
+            .map(|p| (p.to_string(), Action::New))
+            .collect();
+        assert_eq!(actions(&first), expected);
+        assert_eq!(first.unchanged, 0);
+        assert!(first.deleted.is_empty());
+
+        let second = fx.plan();
+        assert!(second.items.is_empty(), "{:?}", actions(&second));
+        assert_eq!(second.unchanged, 7);
+        assert!(second.deleted.is_empty() && second.problems.is_empty());
+    }
+
+    #[test]
+    fn touch_and_chmod_are_metadata_only() {
+        let mut fx = Fixture::new();
+        fx.sync();
+        fx.set_mtime("a.txt", 5_000);
+        fs::set_permissions(fx.root().join("d/b.bin"), fs::Permissions::from_mode(0o600)).unwrap();
+        let plan = fx.plan();
+        let hello = *blake3::hash(b"hello world").as_bytes();
+        let bin = *blake3::hash(&[7; 100_000]).as_bytes();
+        assert_eq!(
+            actions(&plan),
+            [
+                ("a.txt".to_string(), Action::MetadataOnly { hash: hello }),
+                ("d/b.bin".to_string(), Action::MetadataOnly { hash: bin }),
+            ]
+        );
+        assert_eq!(plan.items[1].entry.mode, 0o600);
+        assert_eq!(plan.unchanged, 5);
+        fx.sync();
+        assert!(fx.plan().items.is_empty());
+    }
+
+    #[test]
+    fn content_changes_are_changed() {
+        let mut fx = Fixture::new();
+        fx.sync();
+        fx.write("a.txt", b"HELLO world", 1_000); // same size, same mtime: ino kept, so...
+        fx.set_mtime("a.txt", 1_001); // ...the edit shows in the mtime, as it would for real
+        let mut appended = vec![7; 100_000];
+        appended.push(8);
+        fx.write("d/b.bin", &appended, 2_000);
+        let plan = fx.plan();
+        assert_eq!(
+            actions(&plan),
+            [
+                ("a.txt".to_string(), Action::Changed),
+                ("d/b.bin".to_string(), Action::Changed)
+            ]
+        );
+    }
+
+    #[test]
+    fn replaced_file_with_same_content_is_metadata_only() {
+        let mut fx = Fixture::new();
+        fx.sync();
+        // A new inode with the same size and mtime (an editor's save: write
+        // a new file, rename it over the old one).
+        let old_ino = fs::metadata(fx.root().join("d/e/c")).unwrap().ino();
+        fx.write("d/e/c.new", b"c", 3_000);
+        fs::rename(fx.root().join("d/e/c.new"), fx.root().join("d/e/c")).unwrap();
+        fx.set_mtime("d/e", 3); // the directory changed too; keep the test on the file
+        assert_ne!(
+            fs::metadata(fx.root().join("d/e/c")).unwrap().ino(),
+            old_ino
+        );
+        let plan = fx.plan();
+        let hash = *blake3::hash(b"c").as_bytes();
+        let got = actions(&plan);
+        assert!(
+            got.contains(&("d/e/c".to_string(), Action::MetadataOnly { hash })),
+            "{got:?}"
+        );
+        assert!(got.contains(&("d/e".to_string(), Action::New)), "{got:?}");
+    }
+
+    #[test]
+    fn kind_changes_and_symlink_retargets_are_new() {
+        let mut fx = Fixture::new();
+        fx.sync();
+        fs::remove_dir(fx.root().join("empty")).unwrap();
+        fx.write("empty", b"now a file", 9);
+        fs::remove_file(fx.root().join("link")).unwrap();
+        symlink("d", fx.root().join("link")).unwrap();
+        let plan = fx.plan();
+        assert_eq!(
+            actions(&plan),
+            [
+                ("empty".to_string(), Action::New),
+                ("link".to_string(), Action::New)
+            ]
+        );
+    }
+
+    #[test]
+    fn deletions_are_deepest_first() {
+        let mut fx = Fixture::new();
+        fx.sync();
+        fs::remove_dir_all(fx.root().join("d")).unwrap();
+        fs::remove_file(fx.root().join("a.txt")).unwrap();
+        let plan = fx.plan();
+        let deleted: Vec<_> = plan.deleted.iter().map(|p| p.to_string()).collect();
+        assert_eq!(deleted, ["d/e/c", "d/b.bin", "d/e", "a.txt", "d"]);
+        fx.sync();
+        assert_eq!(fx.index.len().unwrap(), 2); // `empty` and `link`
+        assert!(fx.plan().deleted.is_empty());
+    }
+
+    #[test]
+    fn unreadable_directory_does_not_delete_its_contents() {
+        let mut fx = Fixture::new();
+        fx.sync();
+        // Tests run as root, so an unreadable directory is simulated: the scan
+        // saw `d` but could not list it.
+        let mut scan = scan(&fx.root(), &[]).unwrap();
+        scan.entries
+            .retain(|e| !e.path.starts_with(&rel("d")) || e.path == rel("d"));
+        scan.errors.push(ScanProblem {
+            path: "d".into(),
+            message: "cannot read".into(),
+        });
+        fs::remove_file(fx.root().join("a.txt")).unwrap();
+        scan.entries.retain(|e| e.path != rel("a.txt"));
+        let plan = fx.index.plan(&fx.root(), &scan).unwrap();
+        let deleted: Vec<_> = plan.deleted.iter().map(|p| p.to_string()).collect();
+        assert_eq!(deleted, ["a.txt"]);
+    }
+
+    #[test]
+    fn vanished_file_is_a_problem_not_an_item_nor_a_deletion() {
+        let mut fx = Fixture::new();
+        fx.sync();
+        fx.set_mtime("a.txt", 4_000);
+        let scan = scan(&fx.root(), &[]).unwrap();
+        fs::remove_file(fx.root().join("a.txt")).unwrap();
+        let plan = fx.index.plan(&fx.root(), &scan).unwrap();
+        assert!(plan.items.is_empty(), "{:?}", actions(&plan));
+        assert!(plan.deleted.is_empty());
+        assert_eq!(plan.problems.len(), 1);
+        assert_eq!(plan.problems[0].path, Path::new("a.txt"));
+        assert_eq!(plan.unchanged, 6);
+    }
+
+    #[test]
+    fn targets_plan_independently() {
+        let mut fx = Fixture::new();
+        fx.sync();
+        let other = Index::open(&fx.dir.path().join("state/index.db"), "r/other").unwrap();
+        let scan = scan(&fx.root(), &[]).unwrap();
+        let plan = other.plan(&fx.root(), &scan).unwrap();
+        assert_eq!(plan.items.len(), 7);
+        assert!(plan.items.iter().all(|i| i.action == Action::New));
+    }
+}

@@ -1,0 +1,145 @@
+//! The sender's own history of runs, per target.
+
+use rusqlite::params;
+
+use super::{Index, IndexError};
+
+/// One sender run as recorded in the sender's own history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunRow {
+    /// Row id (ignored by [`Index::record_run`]).
+    pub id: i64,
+    /// Start, milliseconds since the Unix epoch.
+    pub started_ms: i64,
+    /// End, milliseconds since the Unix epoch.
+    pub finished_ms: i64,
+    /// Files, directories and symlinks sent.
+    pub files_sent: u64,
+    /// Entries found unchanged.
+    pub files_unchanged: u64,
+    /// Paths deleted on the receiver.
+    pub files_deleted: u64,
+    /// Bytes of file content sent.
+    pub bytes_file_data: u64,
+    /// Bytes sent on the connection in total.
+    pub bytes_on_wire: u64,
+    /// Number of per-file errors.
+    pub errors: u64,
+    /// The receiver's run id, if the run got that far.
+    pub receiver_run: Option<u64>,
+    /// How the run ended (e.g. `"ok"`, `"partial"`, `"failed: ..."`).
+    pub outcome: String,
+}
+
+impl Index {
+    /// Appends a run to this target's history; returns its id (`run.id` is
+    /// ignored).
+    pub fn record_run(&mut self, run: &RunRow) -> Result<i64, IndexError> {
+        self.conn
+            .execute(
+                "INSERT INTO runs (target, started_ms, finished_ms, files_sent, files_unchanged,
+                 files_deleted, bytes_file_data, bytes_on_wire, errors, receiver_run, outcome)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                params![
+                    self.target,
+                    run.started_ms,
+                    run.finished_ms,
+                    run.files_sent as i64,
+                    run.files_unchanged as i64,
+                    run.files_deleted as i64,
+                    run.bytes_file_data as i64,
+                    run.bytes_on_wire as i64,
+                    run.errors as i64,
+                    run.receiver_run.map(|r| r as i64),
+                    run.outcome,
+                ],
+            )
+            .map_err(|e| self.sql("recording a run", e))?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// This target's runs, newest first.
+    pub fn runs(&self) -> Result<Vec<RunRow>, IndexError> {
+        let what = "reading runs";
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT id, started_ms, finished_ms, files_sent, files_unchanged, files_deleted,
+                 bytes_file_data, bytes_on_wire, errors, receiver_run, outcome
+                 FROM runs WHERE target = ?1 ORDER BY id DESC",
+            )
+            .map_err(|e| self.sql(what, e))?;
+        let rows = stmt
+            .query_map([&self.target], |r| {
+                Ok(RunRow {
+                    id: r.get(0)?,
+                    started_ms: r.get(1)?,
+                    finished_ms: r.get(2)?,
+                    files_sent: r.get::<_, i64>(3)? as u64,
+                    files_unchanged: r.get::<_, i64>(4)? as u64,
+                    files_deleted: r.get::<_, i64>(5)? as u64,
+                    bytes_file_data: r.get::<_, i64>(6)? as u64,
+                    bytes_on_wire: r.get::<_, i64>(7)? as u64,
+                    errors: r.get::<_, i64>(8)? as u64,
+                    receiver_run: r.get::<_, Option<i64>>(9)?.map(|v| v as u64),
+                    outcome: r.get(10)?,
+                })
+            })
+            .map_err(|e| self.sql(what, e))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(|e| self.sql(what, e))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
+mod tests {
+    use super::*;
+
+    fn run(started_ms: i64, outcome: &str) -> RunRow {
+        RunRow {
+            id: 0,
+            started_ms,
+            finished_ms: started_ms + 5,
+            files_sent: 3,
+            files_unchanged: 4,
+            files_deleted: 1,
+            bytes_file_data: 1 << 40,
+            bytes_on_wire: u64::MAX,
+            errors: 0,
+            receiver_run: Some(9),
+            outcome: outcome.into(),
+        }
+    }
+
+    #[test]
+    fn runs_newest_first_per_target() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("i.db");
+        let mut index = Index::open(&db, "t").unwrap();
+        let first = index.record_run(&run(100, "ok")).unwrap();
+        let second = index
+            .record_run(&RunRow {
+                receiver_run: None,
+                ..run(100, "failed")
+            })
+            .unwrap();
+        assert!(second > first);
+        Index::open(&db, "other")
+            .unwrap()
+            .record_run(&run(1, "x"))
+            .unwrap();
+        let runs = Index::open(&db, "t").unwrap().runs().unwrap();
+        assert_eq!(runs.len(), 2);
+        assert_eq!(runs[0].id, second);
+        assert_eq!(runs[0].outcome, "failed");
+        assert_eq!(runs[0].receiver_run, None);
+        assert_eq!(
+            runs[1],
+            RunRow {
+                id: first,
+                ..run(100, "ok")
+            }
+        );
+    }
+}
