@@ -1,1 +1,502 @@
-//! To be written.
+//! The receiver's store: everything the receiver does on disk.
+//!
+//! ```text
+//! STORE/<sender>/<folder>/...                    the current files: a plain, browsable mirror
+//! STORE/.ferry/staging/                          content being received (same filesystem)
+//! STORE/.ferry/versions/<sender>/<folder>/...    replaced and deleted versions
+//! STORE/.ferry/catalog.db                        SQLite: senders, runs, versions
+//! STORE/.ferry/lock                              locked while a process has the store open
+//! ```
+//!
+//! The guarantee: **nothing is ever lost**. Before a file, symlink or
+//! directory in the mirror is replaced or deleted it is renamed into the
+//! versions area as `<path>~<UTC YYYYMMDD-HHMMSS>~v<version id or counter>`
+//! (a directory keeps its inner layout below that name) and recorded in the
+//! catalog. New content is written to staging, verified, fsynced and renamed
+//! into place, and the directory is fsynced, so no reader ever sees a partial
+//! file. A write never follows a symlink: each component of a path is checked
+//! with `symlink_metadata`; a symlink or file found where a directory must be
+//! is archived out of the way and a real directory created.
+//!
+//! Every method is blocking; the async receiver calls them from
+//! `spawn_blocking`. [`Store`] is `Send + Sync`. Changes to the mirror are
+//! serialised by one write lock (so the no-follow checks cannot race with
+//! another change); receiving content into [`Staged`] files runs in parallel.
+//!
+//! ## Crash safety
+//!
+//! Each operation works on the filesystem first (archive rename, rename into
+//! place, fsync of the directories), then records everything in one catalog
+//! transaction. A crash in between leaves the filesystem ahead of the
+//! catalog: the archived bytes are in the versions area (under a name that
+//! says what they are and when they were archived), and the new content is in
+//! the mirror without a catalog row. The sender got no `Stored`, so it sends
+//! the entry again; the store then archives the unrecorded copy like any
+//! other and records the new one. Nothing is lost; at worst a version is kept
+//! twice. Leftover staging files are removed at [`Store::open`], and runs left
+//! `running` are marked `interrupted`.
+//!
+//! ## Layout
+//!
+//! - `error`: [`StoreError`].
+//! - `catalog`: the SQLite schema and queries.
+//! - `staging`: [`Staged`] and [`Verified`] content.
+//! - `mirror`: no-follow filesystem primitives and archive names.
+//! - `apply`: the changes to the mirror (commit, metadata, dirs, symlinks, deletes).
+
+mod apply;
+mod catalog;
+mod error;
+mod mirror;
+mod staging;
+
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use ferry_proto::{Hash, Name, RelPath, RunReport};
+
+use catalog::{Catalog, VersionRow};
+use error::io_err;
+pub use error::StoreError;
+pub use staging::{Staged, Verified};
+
+/// A sender known to this receiver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SenderRecord {
+    /// Catalog id.
+    pub id: i64,
+    /// The sender's device id.
+    pub device: String,
+    /// The sender's name: its directory in the store.
+    pub name: Name,
+}
+
+/// One sender's folder: the unit every store operation works in
+/// (`STORE/<sender>/<folder>`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Namespace {
+    /// Catalog id of the sender.
+    pub sender_id: i64,
+    /// The sender's name.
+    pub sender: Name,
+    /// The folder below the sender.
+    pub folder: Name,
+}
+
+/// A run as recorded in the catalog.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunRecord {
+    /// The run id (the one sent in `Welcome`).
+    pub id: u64,
+    /// The sender's name.
+    pub sender: Name,
+    /// The folder the run sent.
+    pub folder: Name,
+    /// When the run began, ms since the Unix epoch.
+    pub started_ms: i64,
+    /// When it was finished (not set for running or interrupted runs).
+    pub finished_ms: Option<i64>,
+    /// `"running"`, `"complete"`, `"failed"` or `"interrupted"`.
+    pub status: String,
+    /// The sender's account of the run.
+    pub report: RunReport,
+    /// Content bytes the receiver got in the run.
+    pub bytes_received: u64,
+}
+
+/// One version of one path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionRecord {
+    /// Catalog id.
+    pub id: i64,
+    /// The path in the namespace.
+    pub path: RelPath,
+    /// `"file"`, `"dir"` or `"symlink"`.
+    pub kind: String,
+    /// Size in bytes (files).
+    pub size: u64,
+    /// Modification time, ns since the Unix epoch.
+    pub mtime_ns: i64,
+    /// Permission bits as the sender sent them.
+    pub mode: u32,
+    /// Content hash (files).
+    pub hash: Option<Hash>,
+    /// Link target (symlinks).
+    pub target: Option<Vec<u8>>,
+    /// The run that stored this version.
+    pub run: u64,
+    /// True while this is what the mirror holds.
+    pub current: bool,
+    /// True if the path was deleted (rather than replaced).
+    pub deleted: bool,
+    /// Absolute path of the version's bytes: in the mirror if current, else
+    /// in the versions area. A version replaced by a metadata-only change
+    /// shares the bytes of the next version, so it points where that one
+    /// does. A version whose bytes had vanished from the mirror before Ferry
+    /// retired it (removed by hand) points at its old mirror path.
+    pub location: PathBuf,
+}
+
+/// The receiver's store. See the module documentation.
+#[derive(Debug)]
+pub struct Store {
+    root: PathBuf,
+    catalog: Mutex<Catalog>,
+    /// Held while the mirror or the versions area is changed.
+    write: Mutex<()>,
+    /// Names staging files and archives without a version id.
+    counter: AtomicU64,
+    /// Holds the lock on `.ferry/lock` while the store is open.
+    _lock: File,
+}
+
+impl std::fmt::Debug for Catalog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Catalog")
+            .field("path", &self.path())
+            .finish()
+    }
+}
+
+/// Milliseconds since the Unix epoch, now.
+fn now_ms() -> i64 {
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `root`: creates the
+    /// directories and the catalog, takes the lock, removes leftover staging
+    /// files and marks runs a killed process left running as interrupted.
+    pub fn open(root: &Path) -> Result<Store, StoreError> {
+        let root = std::path::absolute(root).map_err(|e| io_err("resolve", root, e))?;
+        fs::create_dir_all(&root).map_err(|e| io_err("create the store directory", &root, e))?;
+        let ferry = root.join(".ferry");
+        for dir in [&ferry, &ferry.join("staging"), &ferry.join("versions")] {
+            mirror::ensure_own_dir(dir)?;
+        }
+        let lock_path = ferry.join("lock");
+        let lock = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(|e| io_err("open the lock file", &lock_path, e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => return Err(StoreError::Locked { root }),
+            Err(TryLockError::Error(e)) => return Err(io_err("lock", &lock_path, e)),
+        }
+        let removed = staging::clear(&ferry.join("staging"))?;
+        if removed > 0 {
+            tracing::info!(removed, "removed leftover staging files");
+        }
+        let catalog = Catalog::open(&ferry.join("catalog.db"))?;
+        let interrupted = catalog.interrupt_running()?;
+        if interrupted > 0 {
+            tracing::warn!(
+                interrupted,
+                "runs left running by a previous process marked interrupted"
+            );
+        }
+        Ok(Store {
+            root,
+            catalog: Mutex::new(catalog),
+            write: Mutex::new(()),
+            counter: AtomicU64::new(1),
+            _lock: lock,
+        })
+    }
+
+    /// The store's root directory (absolute).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn catalog(&self) -> MutexGuard<'_, Catalog> {
+        // A panic while holding the lock cannot leave a half-done
+        // transaction: rusqlite rolls back on drop.
+        self.catalog.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write_lock(&self) -> MutexGuard<'_, ()> {
+        self.write.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn next_counter(&self) -> u64 {
+        self.counter.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// `STORE/<sender>/<folder>`.
+    fn ns_dir(&self, ns: &Namespace) -> PathBuf {
+        self.root.join(&ns.sender).join(&ns.folder)
+    }
+
+    fn sender_record(
+        &self,
+        cat: &Catalog,
+        row: catalog::SenderRow,
+    ) -> Result<SenderRecord, StoreError> {
+        let name = Name::new(row.name).map_err(|e| cat.corrupt(e.to_string()))?;
+        Ok(SenderRecord {
+            id: row.id,
+            device: row.device,
+            name,
+        })
+    }
+
+    /// The sender with this device id, if known.
+    pub fn sender_by_device(&self, device: &str) -> Result<Option<SenderRecord>, StoreError> {
+        let cat = self.catalog();
+        cat.sender_by_device(device)?
+            .map(|r| self.sender_record(&cat, r))
+            .transpose()
+    }
+
+    /// The sender with this name, if known.
+    pub fn sender_by_name(&self, name: &Name) -> Result<Option<SenderRecord>, StoreError> {
+        let cat = self.catalog();
+        cat.sender_by_name(name.as_str())?
+            .map(|r| self.sender_record(&cat, r))
+            .transpose()
+    }
+
+    /// Registers a sender. Idempotent for the same device and name;
+    /// [`StoreError::NameTaken`] if the name belongs to another device,
+    /// [`StoreError::WrongName`] if the device has another name.
+    pub fn add_sender(&self, device: &str, name: &Name) -> Result<SenderRecord, StoreError> {
+        let cat = self.catalog();
+        if let Some(row) = cat.sender_by_device(device)? {
+            let existing = self.sender_record(&cat, row)?;
+            if existing.name == *name {
+                return Ok(existing);
+            }
+            return Err(StoreError::WrongName {
+                device: device.to_owned(),
+                registered: existing.name,
+            });
+        }
+        if let Some(row) = cat.sender_by_name(name.as_str())? {
+            return Err(StoreError::NameTaken {
+                name: name.clone(),
+                device: row.device,
+            });
+        }
+        let id = cat.insert_sender(device, name.as_str(), now_ms())?;
+        Ok(SenderRecord {
+            id,
+            device: device.to_owned(),
+            name: name.clone(),
+        })
+    }
+
+    /// The namespace of `folder` of `sender`.
+    pub fn namespace(&self, sender: &SenderRecord, folder: &Name) -> Namespace {
+        Namespace {
+            sender_id: sender.id,
+            sender: sender.name.clone(),
+            folder: folder.clone(),
+        }
+    }
+
+    /// Opens a run in `ns`; its id is the one sent in `Welcome`.
+    pub fn begin_run(&self, ns: &Namespace) -> Result<u64, StoreError> {
+        let cat = self.catalog();
+        let id = cat.begin_run(ns.sender_id, &ns.folder, now_ms())?;
+        u64::try_from(id).map_err(|_| cat.corrupt(format!("negative run id {id}")))
+    }
+
+    /// Records the end of a run (`complete` or `failed`) and re-applies the
+    /// recorded modification times of the namespace's current directories
+    /// (adding children during the run bumped them).
+    pub fn finish_run(
+        &self,
+        ns: &Namespace,
+        run: u64,
+        report: &RunReport,
+        bytes_received: u64,
+        complete: bool,
+    ) -> Result<(), StoreError> {
+        let status = if complete { "complete" } else { "failed" };
+        let dirs = {
+            let cat = self.catalog();
+            let found = cat.finish_run(
+                ns.sender_id,
+                &ns.folder,
+                catalog::sql_u64(run),
+                report,
+                bytes_received,
+                status,
+                now_ms(),
+            )?;
+            if !found {
+                return Err(StoreError::UnknownRun {
+                    run,
+                    sender: ns.sender.clone(),
+                    folder: ns.folder.clone(),
+                });
+            }
+            cat.current_rows(ns.sender_id, &ns.folder, true)?
+        };
+        let _write = self.write_lock();
+        if !self.ns_dir_ok(ns)? {
+            return Ok(());
+        }
+        let ns_dir = self.ns_dir(ns);
+        for row in dirs {
+            let Ok(rel) = RelPath::from_bytes(row.path) else {
+                continue;
+            };
+            if let Err(e) = restore_dir_mtime(&ns_dir, &rel, row.mtime_ns) {
+                tracing::warn!(path = %rel, error = %e, "could not restore a directory's modification time");
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs, newest first: of one sender (by id) or of all.
+    pub fn runs(&self, sender: Option<i64>) -> Result<Vec<RunRecord>, StoreError> {
+        let cat = self.catalog();
+        let name = |s: String| Name::new(s).map_err(|e| cat.corrupt(e.to_string()));
+        cat.runs(sender)?
+            .into_iter()
+            .map(|r| {
+                Ok(RunRecord {
+                    id: u64::try_from(r.id)
+                        .map_err(|_| cat.corrupt(format!("negative run id {}", r.id)))?,
+                    sender: name(r.sender)?,
+                    folder: name(r.folder)?,
+                    started_ms: r.started_ms,
+                    finished_ms: r.finished_ms,
+                    status: r.status,
+                    report: r.report,
+                    bytes_received: u64::try_from(r.bytes_received).unwrap_or(0),
+                })
+            })
+            .collect()
+    }
+
+    /// Every version of `path`, newest first, including replaced and deleted
+    /// ones.
+    pub fn versions(
+        &self,
+        ns: &Namespace,
+        path: &RelPath,
+    ) -> Result<Vec<VersionRecord>, StoreError> {
+        let cat = self.catalog();
+        let rows = cat.path_rows(ns.sender_id, &ns.folder, path)?;
+        let mut out: Vec<VersionRecord> = Vec::with_capacity(rows.len());
+        for row in rows {
+            let newer = out.last().map(|v| v.location.clone());
+            out.push(self.version_record(&cat, ns, row, newer)?);
+        }
+        Ok(out)
+    }
+
+    /// The current entries of `ns`, in path order.
+    pub fn current(&self, ns: &Namespace) -> Result<Vec<VersionRecord>, StoreError> {
+        let cat = self.catalog();
+        let rows = cat.current_rows(ns.sender_id, &ns.folder, false)?;
+        rows.into_iter()
+            .map(|row| self.version_record(&cat, ns, row, None))
+            .collect()
+    }
+
+    /// True if the current version of `path` is a file with content `hash`
+    /// and the mirror holds it (a regular file of the recorded size, reached
+    /// without following a symlink).
+    pub fn holds(&self, ns: &Namespace, path: &RelPath, hash: &Hash) -> Result<bool, StoreError> {
+        let row = self.catalog().current_row(ns.sender_id, &ns.folder, path)?;
+        let Some(row) = row else { return Ok(false) };
+        if row.kind != "file" || row.hash.as_deref() != Some(hash.as_slice()) {
+            return Ok(false);
+        }
+        if !self.ns_dir_ok(ns)? {
+            return Ok(false);
+        }
+        let meta = mirror::lookup(&self.ns_dir(ns), path)?;
+        Ok(meta.is_some_and(|m| m.is_file() && i64::try_from(m.len()).ok() == Some(row.size)))
+    }
+
+    /// Starts receiving `size` bytes of content for `path` into a new
+    /// staging file.
+    pub fn stage(&self, ns: &Namespace, path: &RelPath, size: u64) -> Result<Staged, StoreError> {
+        let _ = ns; // staging is shared by all namespaces: same filesystem as the mirror
+        let name = format!("{}.part", self.next_counter());
+        let file =
+            staging::StagingFile::create(self.root.join(".ferry").join("staging").join(name))?;
+        Ok(Staged::new(file, path.clone(), size))
+    }
+
+    /// True if `STORE/<sender>` and `STORE/<sender>/<folder>` are real
+    /// directories; false if either is missing; an error if one is something
+    /// else.
+    fn ns_dir_ok(&self, ns: &Namespace) -> Result<bool, StoreError> {
+        let sender = self.root.join(&ns.sender);
+        for dir in [&sender, &sender.join(&ns.folder)] {
+            match mirror::lstat(dir)? {
+                Some(m) if m.is_dir() => {}
+                Some(_) => return Err(StoreError::NotADirectory { path: dir.clone() }),
+                None => return Ok(false),
+            }
+        }
+        Ok(true)
+    }
+
+    fn version_record(
+        &self,
+        cat: &Catalog,
+        ns: &Namespace,
+        row: VersionRow,
+        newer_location: Option<PathBuf>,
+    ) -> Result<VersionRecord, StoreError> {
+        let path = RelPath::from_bytes(row.path).map_err(|e| cat.corrupt(e.to_string()))?;
+        let hash = match row.hash {
+            None => None,
+            Some(h) => Some(
+                Hash::try_from(h.as_slice())
+                    .map_err(|_| cat.corrupt(format!("hash of {path} is {} bytes", h.len())))?,
+            ),
+        };
+        let current = row.replaced_run.is_none();
+        let location = match (&row.archive, current) {
+            (_, true) => path.under(&self.ns_dir(ns)),
+            (Some(archive), false) => mirror::join_bytes(&self.root, archive),
+            (None, false) => match newer_location {
+                Some(newer) if !row.deleted => newer,
+                _ => path.under(&self.ns_dir(ns)),
+            },
+        };
+        Ok(VersionRecord {
+            id: row.id,
+            kind: row.kind,
+            size: u64::try_from(row.size).unwrap_or(0),
+            mtime_ns: row.mtime_ns,
+            mode: u32::try_from(row.mode).unwrap_or(0),
+            hash,
+            target: row.target,
+            run: u64::try_from(row.run_id).unwrap_or(0),
+            current,
+            deleted: row.deleted,
+            location,
+            path,
+        })
+    }
+}
+
+/// Sets a mirror directory's modification time back to `mtime_ns`.
+fn restore_dir_mtime(ns_dir: &Path, rel: &RelPath, mtime_ns: i64) -> Result<(), StoreError> {
+    match mirror::lookup(ns_dir, rel)? {
+        Some(m) if m.is_dir() => {}
+        _ => return Ok(()),
+    }
+    let path = rel.under(ns_dir);
+    let dir = mirror::open_nofollow(&path, true)?;
+    dir.set_times(fs::FileTimes::new().set_modified(mirror::system_time(mtime_ns)))
+        .map_err(|e| io_err("set the modification time of", &path, e))
+}

@@ -1,0 +1,420 @@
+//! Changes to the mirror: committing content, metadata updates, directories,
+//! symlinks and deletions. Each runs under the store's write lock: the
+//! filesystem first (archive, rename into place, fsync the directories),
+//! then one catalog transaction.
+
+use std::ffi::OsStr;
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use ferry_proto::{Entry, EntryKind, Hash, RelPath};
+
+use super::catalog::{Catalog, Change, NewVersion, VersionRow};
+use super::error::{io_err, StoreError};
+use super::mirror::{self, lstat};
+use super::{Namespace, Store, Verified};
+
+/// Archive names with more collisions than this give up (it cannot happen
+/// unless something else floods the versions area).
+const MAX_NAME_TRIES: u32 = 10_000;
+
+/// What one operation did on disk and must record.
+#[derive(Default)]
+struct Work {
+    changes: Vec<Change>,
+    /// Directories whose entries changed, to fsync before recording.
+    dirty: Vec<PathBuf>,
+}
+
+impl Work {
+    fn touched(&mut self, path: &Path) {
+        if let Some(parent) = path.parent() {
+            if !self.dirty.iter().any(|d| d == parent) {
+                self.dirty.push(parent.to_path_buf());
+            }
+        }
+    }
+}
+
+impl Store {
+    /// Stores verified content at `entry.path`: archives what was there,
+    /// sets the mode and mtime (ns precision), renames the file into place,
+    /// fsyncs the directories and records the new version.
+    pub fn commit_file(
+        &self,
+        ns: &Namespace,
+        run: u64,
+        entry: &Entry,
+        mut staged: Verified,
+    ) -> Result<(), StoreError> {
+        let EntryKind::File { size, .. } = entry.kind else {
+            return Err(bad(entry, "commit_file needs a file entry"));
+        };
+        if staged.rel != entry.path {
+            return Err(bad(entry, "the staged content belongs to another path"));
+        }
+        if staged.size != size {
+            return Err(StoreError::SizeMismatch {
+                path: entry.path.clone(),
+                declared: size,
+                actual: staged.size,
+            });
+        }
+        let _write = self.write_lock();
+        let mut work = Work::default();
+        let target = self.prepare_parents(ns, &entry.path, &mut work)?;
+        self.retire_existing(ns, &entry.path, false, &mut work)?;
+        let file = &staged.staging.file;
+        mirror::set_meta(file, &staged.staging.path, entry.mode, 0, entry.mtime_ns)?;
+        mirror::rename(&staged.staging.path, &target)?;
+        staged.staging.armed = false;
+        work.touched(&target);
+        work.changes.push(Change::Insert(NewVersion {
+            path: entry.path.clone(),
+            kind: "file",
+            size,
+            mtime_ns: entry.mtime_ns,
+            mode: entry.mode,
+            hash: Some(staged.hash),
+            target: None,
+        }));
+        self.record(ns, run, work)
+    }
+
+    /// The content at `entry.path` is already `hash` ([`Store::holds`] was
+    /// true): sets the mode and mtime and records a new version for the same
+    /// content. No copy is made: the previous version is marked replaced
+    /// without an archive, since its bytes are identical to the new one's
+    /// (its [`super::VersionRecord::location`] follows the newer version).
+    pub fn update_metadata(
+        &self,
+        ns: &Namespace,
+        run: u64,
+        entry: &Entry,
+        hash: &Hash,
+    ) -> Result<(), StoreError> {
+        let EntryKind::File { size, .. } = entry.kind else {
+            return Err(bad(entry, "update_metadata needs a file entry"));
+        };
+        let _write = self.write_lock();
+        let current = self
+            .catalog()
+            .current_row(ns.sender_id, &ns.folder, &entry.path)?;
+        let same = current.as_ref().is_some_and(|r| {
+            r.kind == "file"
+                && r.hash.as_deref() == Some(hash.as_slice())
+                && r.size == super::catalog::sql_u64(size)
+        });
+        let meta = if self.ns_dir_ok(ns)? {
+            mirror::lookup(&self.ns_dir(ns), &entry.path)?
+        } else {
+            None
+        };
+        if !same || !meta.is_some_and(|m| m.is_file() && m.len() == size) {
+            return Err(StoreError::Conflict {
+                path: entry.path.clone(),
+                detail: "the stored content changed or is missing; send the content again".into(),
+            });
+        }
+        let target = entry.path.under(&self.ns_dir(ns));
+        let file = mirror::open_nofollow(&target, false)?;
+        mirror::set_meta(&file, &target, entry.mode, 0, entry.mtime_ns)?;
+        file.sync_all().map_err(|e| io_err("fsync", &target, e))?;
+        let mut work = Work::default();
+        work.changes.push(Change::Retire {
+            path: entry.path.clone(),
+            archive: None,
+            deleted: false,
+        });
+        work.changes.push(Change::Insert(NewVersion {
+            path: entry.path.clone(),
+            kind: "file",
+            size,
+            mtime_ns: entry.mtime_ns,
+            mode: entry.mode,
+            hash: Some(*hash),
+            target: None,
+        }));
+        self.record(ns, run, work)
+    }
+
+    /// Makes `entry.path` a directory with the entry's mode and mtime. A
+    /// file or symlink there is archived first. On disk the owner always
+    /// keeps `rwx` so the receiver can store the directory's children; the
+    /// catalog keeps the sender's mode.
+    pub fn put_dir(&self, ns: &Namespace, run: u64, entry: &Entry) -> Result<(), StoreError> {
+        if entry.kind != EntryKind::Dir {
+            return Err(bad(entry, "put_dir needs a directory entry"));
+        }
+        let _write = self.write_lock();
+        let mut work = Work::default();
+        let target = self.prepare_parents(ns, &entry.path, &mut work)?;
+        let current = self
+            .catalog()
+            .current_row(ns.sender_id, &ns.folder, &entry.path)?;
+        let existing = lstat(&target)?;
+        let keep_row = match (&existing, &current) {
+            (Some(m), Some(row)) if m.is_dir() && row.kind == "dir" => Some(row.id),
+            (Some(m), _) if m.is_dir() => {
+                // A directory without a current dir row (created as a parent):
+                // retire whatever row there is and record a new one.
+                self.retire_row(current.as_ref(), &entry.path, &mut work);
+                None
+            }
+            _ => {
+                self.retire_existing(ns, &entry.path, false, &mut work)?;
+                mirror::create_dir(&target)?;
+                work.touched(&target);
+                None
+            }
+        };
+        let dir = mirror::open_nofollow(&target, true)?;
+        mirror::set_meta(&dir, &target, entry.mode, 0o700, entry.mtime_ns)?;
+        work.changes.push(match keep_row {
+            Some(id) => Change::DirMeta {
+                id,
+                mtime_ns: entry.mtime_ns,
+                mode: entry.mode,
+            },
+            None => Change::Insert(NewVersion {
+                path: entry.path.clone(),
+                kind: "dir",
+                size: 0,
+                mtime_ns: entry.mtime_ns,
+                mode: entry.mode,
+                hash: None,
+                target: None,
+            }),
+        });
+        self.record(ns, run, work)
+    }
+
+    /// Makes `entry.path` a symlink to the entry's target (bytes, never
+    /// followed). Whatever else is there is archived first; the same link
+    /// only gets its mtime set and a new version row.
+    pub fn put_symlink(&self, ns: &Namespace, run: u64, entry: &Entry) -> Result<(), StoreError> {
+        let EntryKind::Symlink { target: link } = &entry.kind else {
+            return Err(bad(entry, "put_symlink needs a symlink entry"));
+        };
+        let _write = self.write_lock();
+        let mut work = Work::default();
+        let target = self.prepare_parents(ns, &entry.path, &mut work)?;
+        let current = self
+            .catalog()
+            .current_row(ns.sender_id, &ns.folder, &entry.path)?;
+        let same_on_disk = match lstat(&target)? {
+            Some(m) if m.is_symlink() => {
+                let now =
+                    fs::read_link(&target).map_err(|e| io_err("read the link", &target, e))?;
+                now.as_os_str().as_bytes() == link.as_slice()
+            }
+            _ => false,
+        };
+        if same_on_disk {
+            let same_row = current
+                .as_ref()
+                .is_some_and(|r| r.kind == "symlink" && r.target.as_ref() == Some(link));
+            if same_row {
+                work.changes.push(Change::Retire {
+                    path: entry.path.clone(),
+                    archive: None,
+                    deleted: false,
+                });
+            } else {
+                self.retire_row(current.as_ref(), &entry.path, &mut work);
+            }
+        } else {
+            self.retire_existing(ns, &entry.path, false, &mut work)?;
+            symlink(OsStr::from_bytes(link), &target)
+                .map_err(|e| io_err("create the symlink", &target, e))?;
+            work.touched(&target);
+        }
+        mirror::set_symlink_mtime(&target, entry.mtime_ns)?;
+        work.changes.push(Change::Insert(NewVersion {
+            path: entry.path.clone(),
+            kind: "symlink",
+            size: link.len() as u64,
+            mtime_ns: entry.mtime_ns,
+            mode: entry.mode,
+            hash: None,
+            target: Some(link.clone()),
+        }));
+        self.record(ns, run, work)
+    }
+
+    /// Archives `path` (a file, a symlink or a whole directory) and records
+    /// it, and everything below it, as deleted. A path that is not there is
+    /// fine: any current catalog rows are marked deleted.
+    pub fn delete(&self, ns: &Namespace, run: u64, path: &RelPath) -> Result<(), StoreError> {
+        let _write = self.write_lock();
+        let mut work = Work::default();
+        let there = self.ns_dir_ok(ns)? && mirror::lookup(&self.ns_dir(ns), path)?.is_some();
+        if there {
+            self.archive(ns, path, true, &mut work)?;
+        } else {
+            work.changes.push(Change::Retire {
+                path: path.clone(),
+                archive: None,
+                deleted: true,
+            });
+        }
+        self.record(ns, run, work)
+    }
+
+    /// Makes every parent of `rel` a real directory of the mirror, archiving
+    /// a file or symlink in the way. Returns the absolute path of `rel`.
+    fn prepare_parents(
+        &self,
+        ns: &Namespace,
+        rel: &RelPath,
+        work: &mut Work,
+    ) -> Result<PathBuf, StoreError> {
+        let sender_dir = self.root.join(&ns.sender);
+        let ns_dir = sender_dir.join(&ns.folder);
+        for dir in [&sender_dir, &ns_dir] {
+            if lstat(dir)?.is_none() {
+                work.touched(dir);
+            }
+            mirror::ensure_own_dir(dir)?;
+        }
+        for parent in mirror::ancestors(rel) {
+            let path = parent.under(&ns_dir);
+            match lstat(&path)? {
+                Some(m) if m.is_dir() => continue,
+                Some(_) => self.archive(ns, &parent, false, work)?,
+                None => {}
+            }
+            mirror::create_dir(&path)?;
+            work.touched(&path);
+        }
+        Ok(rel.under(&ns_dir))
+    }
+
+    /// Archives what is at `rel` (parents already checked). If nothing is
+    /// there but the catalog has a current row, the row is retired as
+    /// vanished.
+    fn retire_existing(
+        &self,
+        ns: &Namespace,
+        rel: &RelPath,
+        deleted: bool,
+        work: &mut Work,
+    ) -> Result<(), StoreError> {
+        if lstat(&rel.under(&self.ns_dir(ns)))?.is_some() {
+            return self.archive(ns, rel, deleted, work);
+        }
+        let current = self.catalog().current_row(ns.sender_id, &ns.folder, rel)?;
+        self.retire_row(current.as_ref(), rel, work);
+        Ok(())
+    }
+
+    /// Retires a current row whose bytes are not in the mirror.
+    fn retire_row(&self, current: Option<&VersionRow>, rel: &RelPath, work: &mut Work) {
+        if current.is_some() {
+            work.changes.push(Change::Retire {
+                path: rel.clone(),
+                archive: None,
+                deleted: true,
+            });
+        }
+    }
+
+    /// Moves `rel` (file, symlink or directory; parents already checked)
+    /// into the versions area and notes the catalog change.
+    fn archive(
+        &self,
+        ns: &Namespace,
+        rel: &RelPath,
+        deleted: bool,
+        work: &mut Work,
+    ) -> Result<(), StoreError> {
+        let source = rel.under(&self.ns_dir(ns));
+        let tag = match self.catalog().current_row(ns.sender_id, &ns.folder, rel)? {
+            Some(row) => u64::try_from(row.id).unwrap_or(0),
+            None => self.next_counter(),
+        };
+        let dest = self.archive_dest(ns, rel, tag, work)?;
+        mirror::rename(&source, &dest)?;
+        work.touched(&source);
+        work.touched(&dest);
+        let archive = mirror::relative_bytes(&self.root, &dest);
+        work.changes.push(Change::Retire {
+            path: rel.clone(),
+            archive: Some(archive),
+            deleted,
+        });
+        Ok(())
+    }
+
+    /// A free name for the archive of `rel`:
+    /// `versions/<sender>/<folder>/<rel>~<stamp>~v<tag>`. Parent directories
+    /// are created without following symlinks; should one be blocked (an
+    /// archived file or symlink has the name a directory needs), the archive
+    /// goes directly below `versions/<sender>/<folder>`.
+    fn archive_dest(
+        &self,
+        ns: &Namespace,
+        rel: &RelPath,
+        tag: u64,
+        work: &mut Work,
+    ) -> Result<PathBuf, StoreError> {
+        let versions = self.root.join(".ferry").join("versions");
+        let base = versions.join(&ns.sender).join(&ns.folder);
+        mirror::ensure_own_dir(&versions.join(&ns.sender))?;
+        mirror::ensure_own_dir(&base)?;
+        let mut parent_dir = base.clone();
+        for parent in mirror::ancestors(rel) {
+            let path = parent.under(&base);
+            match lstat(&path)? {
+                Some(m) if m.is_dir() => {}
+                Some(_) => {
+                    parent_dir = base.clone();
+                    break;
+                }
+                None => {
+                    mirror::create_dir(&path)?;
+                    work.touched(&path);
+                }
+            }
+            parent_dir = path;
+        }
+        let leaf = rel.components().last().unwrap_or(rel.as_bytes());
+        let stamp = mirror::utc_stamp(SystemTime::now());
+        for k in 0..MAX_NAME_TRIES {
+            let candidate =
+                mirror::join_bytes(&parent_dir, &mirror::archive_name(leaf, &stamp, tag, k));
+            if lstat(&candidate)?.is_none() {
+                return Ok(candidate);
+            }
+        }
+        Err(io_err(
+            "find a free archive name in",
+            &parent_dir,
+            std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "too many archives of the same path",
+            ),
+        ))
+    }
+
+    /// Fsyncs the changed directories, then records the changes in one
+    /// transaction.
+    fn record(&self, ns: &Namespace, run: u64, work: Work) -> Result<(), StoreError> {
+        for dir in &work.dirty {
+            mirror::fsync_dir(dir)?;
+        }
+        let mut cat = self.catalog();
+        let run = super::catalog::sql_u64(run);
+        Catalog::apply(&mut cat, ns.sender_id, &ns.folder, run, &work.changes)
+    }
+}
+
+fn bad(entry: &Entry, detail: &str) -> StoreError {
+    StoreError::BadEntry {
+        path: entry.path.clone(),
+        detail: detail.to_owned(),
+    }
+}

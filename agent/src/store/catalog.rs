@@ -1,0 +1,564 @@
+//! The catalog: SQLite tables of senders, runs and versions.
+//!
+//! A version row describes one state of one path: what it was (`kind`, size,
+//! mtime, mode, hash or link target), the run that stored it, and — once it is
+//! no longer current — the run that replaced or deleted it and where its bytes
+//! went (`archive`, relative to STORE). A row is *current* while
+//! `replaced_run IS NULL`. A replaced row with no `archive` has the same
+//! content as the next newer row of its path (a metadata-only change), so its
+//! bytes are wherever that row's are.
+
+use std::path::{Path, PathBuf};
+
+use ferry_proto::{Hash, Name, RelPath, RunReport};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row as SqlRow};
+
+use super::error::StoreError;
+
+/// The schema version stored in `PRAGMA user_version`.
+pub(crate) const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE senders (
+    id INTEGER PRIMARY KEY,
+    device TEXT UNIQUE NOT NULL,
+    name TEXT UNIQUE NOT NULL,
+    added_ms INTEGER NOT NULL
+);
+CREATE TABLE runs (
+    id INTEGER PRIMARY KEY,
+    sender_id INTEGER NOT NULL REFERENCES senders(id),
+    folder TEXT NOT NULL,
+    started_ms INTEGER NOT NULL,
+    finished_ms INTEGER,
+    status TEXT NOT NULL,
+    files_sent INTEGER NOT NULL DEFAULT 0,
+    files_unchanged INTEGER NOT NULL DEFAULT 0,
+    files_deleted INTEGER NOT NULL DEFAULT 0,
+    bytes_file_data INTEGER NOT NULL DEFAULT 0,
+    bytes_received INTEGER NOT NULL DEFAULT 0,
+    errors INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE versions (
+    id INTEGER PRIMARY KEY,
+    sender_id INTEGER NOT NULL REFERENCES senders(id),
+    folder TEXT NOT NULL,
+    path BLOB NOT NULL,
+    kind TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    mode INTEGER NOT NULL,
+    hash BLOB,
+    target BLOB,
+    run_id INTEGER NOT NULL,
+    replaced_run INTEGER,
+    deleted INTEGER NOT NULL DEFAULT 0,
+    archive BLOB
+);
+CREATE INDEX versions_path ON versions (sender_id, folder, path);
+";
+
+/// A sender's row.
+pub(crate) struct SenderRow {
+    pub id: i64,
+    pub device: String,
+    pub name: String,
+}
+
+/// A run's row, with its sender's name.
+pub(crate) struct RunRow {
+    pub id: i64,
+    pub sender: String,
+    pub folder: String,
+    pub started_ms: i64,
+    pub finished_ms: Option<i64>,
+    pub status: String,
+    pub report: RunReport,
+    pub bytes_received: i64,
+}
+
+/// A version's row.
+#[derive(Debug, Clone)]
+pub(crate) struct VersionRow {
+    pub id: i64,
+    pub path: Vec<u8>,
+    pub kind: String,
+    pub size: i64,
+    pub mtime_ns: i64,
+    pub mode: i64,
+    pub hash: Option<Vec<u8>>,
+    pub target: Option<Vec<u8>>,
+    pub run_id: i64,
+    pub replaced_run: Option<i64>,
+    pub deleted: bool,
+    pub archive: Option<Vec<u8>>,
+}
+
+/// A new version to record.
+#[derive(Debug, Clone)]
+pub(crate) struct NewVersion {
+    pub path: RelPath,
+    pub kind: &'static str,
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub mode: u32,
+    pub hash: Option<Hash>,
+    pub target: Option<Vec<u8>>,
+}
+
+/// One catalog change of a store operation; the changes of one operation are
+/// applied in one transaction, after the filesystem work is done.
+#[derive(Debug, Clone)]
+pub(crate) enum Change {
+    /// The current rows at `path` and below it are no longer current: their
+    /// bytes were moved to `archive` (relative to STORE; rows below `path`
+    /// get the same suffix below it), or, with `archive: None`, they are the
+    /// same as the next version's (or were already gone from the mirror).
+    /// Rows below `path` are always marked deleted.
+    Retire {
+        path: RelPath,
+        archive: Option<Vec<u8>>,
+        deleted: bool,
+    },
+    /// A new current version.
+    Insert(NewVersion),
+    /// A directory's metadata changed; directories keep one row, updated in
+    /// place (they hold no bytes to keep).
+    DirMeta { id: i64, mtime_ns: i64, mode: u32 },
+}
+
+/// The catalog connection and the file it lives in.
+pub(crate) struct Catalog {
+    conn: Connection,
+    path: PathBuf,
+}
+
+const VERSION_COLUMNS: &str =
+    "id, path, kind, size, mtime_ns, mode, hash, target, run_id, replaced_run, deleted, archive";
+
+fn version_row(row: &SqlRow<'_>) -> rusqlite::Result<VersionRow> {
+    Ok(VersionRow {
+        id: row.get(0)?,
+        path: row.get(1)?,
+        kind: row.get(2)?,
+        size: row.get(3)?,
+        mtime_ns: row.get(4)?,
+        mode: row.get(5)?,
+        hash: row.get(6)?,
+        target: row.get(7)?,
+        run_id: row.get(8)?,
+        replaced_run: row.get(9)?,
+        deleted: row.get(10)?,
+        archive: row.get(11)?,
+    })
+}
+
+/// The half-open byte range `[path + "/", path + "0")` that holds exactly the
+/// paths strictly below `path` (`'0'` is the byte after `'/'`).
+fn below(path: &RelPath) -> (Vec<u8>, Vec<u8>) {
+    let mut lo = path.as_bytes().to_vec();
+    let mut hi = lo.clone();
+    lo.push(b'/');
+    hi.push(b'0');
+    (lo, hi)
+}
+
+/// Converts a count for SQLite, saturating (SQLite integers are i64).
+pub(crate) fn sql_u64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+impl Catalog {
+    /// Opens or creates the catalog at `path`. An existing file is checked
+    /// (readable as SQLite, known schema) before anything is written to it.
+    pub fn open(path: &Path) -> Result<Catalog, StoreError> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn =
+            Connection::open_with_flags(path, flags).map_err(|source| StoreError::Catalog {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        let not_db = |source| StoreError::NotADatabase {
+            path: path.to_path_buf(),
+            source,
+        };
+        // Reading the header first: a file that is not SQLite fails here,
+        // before any write could touch it.
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(not_db)?;
+        let tables: i64 = conn
+            .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+            .map_err(not_db)?;
+        let fresh = version == 0 && tables == 0;
+        if !fresh && version != SCHEMA_VERSION {
+            return Err(StoreError::UnknownSchema {
+                path: path.to_path_buf(),
+                found: version,
+                expected: SCHEMA_VERSION,
+            });
+        }
+        let mut catalog = Catalog {
+            conn,
+            path: path.to_path_buf(),
+        };
+        let setup = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;";
+        catalog
+            .conn
+            .execute_batch(setup)
+            .map_err(|e| catalog.err(e))?;
+        if fresh {
+            let tx = catalog
+                .conn
+                .transaction()
+                .map_err(|e| StoreError::Catalog {
+                    path: path.to_path_buf(),
+                    source: e,
+                })?;
+            let init = format!("{SCHEMA} PRAGMA user_version = {SCHEMA_VERSION};");
+            tx.execute_batch(&init)
+                .and_then(|()| tx.commit())
+                .map_err(|source| StoreError::Catalog {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+        }
+        Ok(catalog)
+    }
+
+    /// The catalog file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Wraps an SQLite error with the catalog's path.
+    pub fn err(&self, source: rusqlite::Error) -> StoreError {
+        StoreError::Catalog {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// An error for a value that does not read back.
+    pub fn corrupt(&self, detail: String) -> StoreError {
+        StoreError::CorruptCatalog {
+            path: self.path.clone(),
+            detail,
+        }
+    }
+
+    /// Marks runs a killed process left `running` as `interrupted`.
+    pub fn interrupt_running(&self) -> Result<usize, StoreError> {
+        self.conn
+            .execute(
+                "UPDATE runs SET status = 'interrupted' WHERE status = 'running'",
+                [],
+            )
+            .map_err(|e| self.err(e))
+    }
+
+    fn sender_where(&self, column: &str, value: &str) -> Result<Option<SenderRow>, StoreError> {
+        let sql = format!("SELECT id, device, name FROM senders WHERE {column} = ?1");
+        self.conn
+            .query_row(&sql, [value], |r| {
+                Ok(SenderRow {
+                    id: r.get(0)?,
+                    device: r.get(1)?,
+                    name: r.get(2)?,
+                })
+            })
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// The sender with this device id.
+    pub fn sender_by_device(&self, device: &str) -> Result<Option<SenderRow>, StoreError> {
+        self.sender_where("device", device)
+    }
+
+    /// The sender with this name.
+    pub fn sender_by_name(&self, name: &str) -> Result<Option<SenderRow>, StoreError> {
+        self.sender_where("name", name)
+    }
+
+    /// Inserts a sender; the caller has checked that neither the device nor
+    /// the name exists.
+    pub fn insert_sender(&self, device: &str, name: &str, now_ms: i64) -> Result<i64, StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO senders (device, name, added_ms) VALUES (?1, ?2, ?3)",
+                params![device, name, now_ms],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// Opens a run.
+    pub fn begin_run(&self, sender_id: i64, folder: &Name, now_ms: i64) -> Result<i64, StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO runs (sender_id, folder, started_ms, status) VALUES (?1, ?2, ?3, 'running')",
+                params![sender_id, folder.as_str(), now_ms],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// Closes a run of this namespace; false if there is no such run.
+    pub fn finish_run(
+        &self,
+        sender_id: i64,
+        folder: &Name,
+        run: i64,
+        report: &RunReport,
+        bytes_received: u64,
+        status: &str,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let n = self
+            .conn
+            .execute(
+                "UPDATE runs SET finished_ms = ?1, status = ?2, files_sent = ?3, files_unchanged = ?4,
+                 files_deleted = ?5, bytes_file_data = ?6, bytes_received = ?7, errors = ?8
+                 WHERE id = ?9 AND sender_id = ?10 AND folder = ?11",
+                params![
+                    now_ms,
+                    status,
+                    sql_u64(report.files_sent),
+                    sql_u64(report.files_unchanged),
+                    sql_u64(report.files_deleted),
+                    sql_u64(report.bytes_file_data),
+                    sql_u64(bytes_received),
+                    sql_u64(report.errors),
+                    run,
+                    sender_id,
+                    folder.as_str()
+                ],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(n == 1)
+    }
+
+    /// Runs, newest first, of one sender or of all.
+    pub fn runs(&self, sender: Option<i64>) -> Result<Vec<RunRow>, StoreError> {
+        let sql = "SELECT r.id, s.name, r.folder, r.started_ms, r.finished_ms, r.status,
+                   r.files_sent, r.files_unchanged, r.files_deleted, r.bytes_file_data, r.errors,
+                   r.bytes_received
+                   FROM runs r JOIN senders s ON s.id = r.sender_id
+                   WHERE ?1 IS NULL OR r.sender_id = ?1 ORDER BY r.id DESC";
+        let read = || -> rusqlite::Result<Vec<RunRow>> {
+            let mut stmt = self.conn.prepare(sql)?;
+            let rows = stmt.query_map([sender], |r| {
+                let count = |i: usize| -> rusqlite::Result<u64> {
+                    Ok(u64::try_from(r.get::<_, i64>(i)?).unwrap_or(0))
+                };
+                Ok(RunRow {
+                    id: r.get(0)?,
+                    sender: r.get(1)?,
+                    folder: r.get(2)?,
+                    started_ms: r.get(3)?,
+                    finished_ms: r.get(4)?,
+                    status: r.get(5)?,
+                    report: RunReport {
+                        files_sent: count(6)?,
+                        files_unchanged: count(7)?,
+                        files_deleted: count(8)?,
+                        bytes_file_data: count(9)?,
+                        errors: count(10)?,
+                    },
+                    bytes_received: r.get(11)?,
+                })
+            })?;
+            rows.collect()
+        };
+        read().map_err(|e| self.err(e))
+    }
+
+    fn version_query(
+        &self,
+        sql: &str,
+        args: impl rusqlite::Params,
+    ) -> Result<Vec<VersionRow>, StoreError> {
+        let read = || -> rusqlite::Result<Vec<VersionRow>> {
+            let mut stmt = self.conn.prepare_cached(sql)?;
+            let rows = stmt.query_map(args, version_row)?;
+            rows.collect()
+        };
+        read().map_err(|e| self.err(e))
+    }
+
+    /// The current row of `path`, if any.
+    pub fn current_row(
+        &self,
+        sender_id: i64,
+        folder: &Name,
+        path: &RelPath,
+    ) -> Result<Option<VersionRow>, StoreError> {
+        let sql = format!(
+            "SELECT {VERSION_COLUMNS} FROM versions WHERE sender_id = ?1 AND folder = ?2 AND path = ?3
+             AND replaced_run IS NULL ORDER BY id DESC LIMIT 1"
+        );
+        let mut rows =
+            self.version_query(&sql, params![sender_id, folder.as_str(), path.as_bytes()])?;
+        Ok(rows.pop())
+    }
+
+    /// Every row of `path`, newest first.
+    pub fn path_rows(
+        &self,
+        sender_id: i64,
+        folder: &Name,
+        path: &RelPath,
+    ) -> Result<Vec<VersionRow>, StoreError> {
+        let sql = format!(
+            "SELECT {VERSION_COLUMNS} FROM versions WHERE sender_id = ?1 AND folder = ?2 AND path = ?3
+             ORDER BY id DESC"
+        );
+        self.version_query(&sql, params![sender_id, folder.as_str(), path.as_bytes()])
+    }
+
+    /// The current rows of a namespace, in path order; only directories if
+    /// `dirs_only`.
+    pub fn current_rows(
+        &self,
+        sender_id: i64,
+        folder: &Name,
+        dirs_only: bool,
+    ) -> Result<Vec<VersionRow>, StoreError> {
+        let sql = format!(
+            "SELECT {VERSION_COLUMNS} FROM versions WHERE sender_id = ?1 AND folder = ?2
+             AND replaced_run IS NULL AND (?3 = 0 OR kind = 'dir') ORDER BY path"
+        );
+        self.version_query(&sql, params![sender_id, folder.as_str(), dirs_only])
+    }
+
+    /// Applies the changes of one store operation in one transaction.
+    pub fn apply(
+        &mut self,
+        sender_id: i64,
+        folder: &Name,
+        run: i64,
+        changes: &[Change],
+    ) -> Result<(), StoreError> {
+        let folder = folder.as_str();
+        let result = (|| -> rusqlite::Result<()> {
+            let tx = self.conn.transaction()?;
+            for change in changes {
+                match change {
+                    Change::Retire {
+                        path,
+                        archive,
+                        deleted,
+                    } => {
+                        tx.execute(
+                            "UPDATE versions SET replaced_run = ?1, deleted = ?2, archive = ?3
+                             WHERE sender_id = ?4 AND folder = ?5 AND path = ?6 AND replaced_run IS NULL",
+                            params![run, deleted, archive, sender_id, folder, path.as_bytes()],
+                        )?;
+                        let (lo, hi) = below(path);
+                        let children: Vec<(i64, Vec<u8>)> = {
+                            let mut stmt = tx.prepare_cached(
+                                "SELECT id, path FROM versions WHERE sender_id = ?1 AND folder = ?2
+                                 AND path >= ?3 AND path < ?4 AND replaced_run IS NULL",
+                            )?;
+                            let rows = stmt.query_map(params![sender_id, folder, lo, hi], |r| {
+                                Ok((r.get(0)?, r.get(1)?))
+                            })?;
+                            rows.collect::<rusqlite::Result<_>>()?
+                        };
+                        for (id, child) in children {
+                            let child_archive = archive.as_ref().map(|a| {
+                                let mut a = a.clone();
+                                a.extend_from_slice(&child[path.as_bytes().len()..]);
+                                a
+                            });
+                            tx.execute(
+                                "UPDATE versions SET replaced_run = ?1, deleted = 1, archive = ?2 WHERE id = ?3",
+                                params![run, child_archive, id],
+                            )?;
+                        }
+                    }
+                    Change::Insert(v) => {
+                        tx.execute(
+                            "INSERT INTO versions (sender_id, folder, path, kind, size, mtime_ns, mode, hash,
+                             target, run_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                            params![
+                                sender_id,
+                                folder,
+                                v.path.as_bytes(),
+                                v.kind,
+                                sql_u64(v.size),
+                                v.mtime_ns,
+                                v.mode,
+                                v.hash.as_ref().map(|h| h.as_slice()),
+                                v.target,
+                                run
+                            ],
+                        )?;
+                    }
+                    Change::DirMeta { id, mtime_ns, mode } => {
+                        tx.execute(
+                            "UPDATE versions SET mtime_ns = ?1, mode = ?2, run_id = ?3 WHERE id = ?4",
+                            params![mtime_ns, mode, run, id],
+                        )?;
+                    }
+                }
+            }
+            tx.commit()
+        })();
+        result.map_err(|e| self.err(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn below_covers_exactly_the_subtree() {
+        let (lo, hi) = below(&RelPath::from_bytes("a/b").unwrap());
+        let inside = |p: &[u8]| p >= lo.as_slice() && p < hi.as_slice();
+        assert!(inside(b"a/b/c"));
+        assert!(inside(b"a/b/\xff"));
+        assert!(!inside(b"a/b"));
+        assert!(!inside(b"a/bc"));
+        assert!(!inside(b"a/b.c"));
+        assert!(!inside(b"a/b0"));
+    }
+
+    #[test]
+    fn fresh_catalog_gets_schema_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("catalog.db");
+        drop(Catalog::open(&path).unwrap());
+        let conn = Connection::open(&path).unwrap();
+        let v: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, SCHEMA_VERSION);
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        // Reopening an existing catalog works.
+        drop(conn);
+        Catalog::open(&path).unwrap();
+    }
+
+    #[test]
+    fn other_sqlite_database_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("catalog.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch("CREATE TABLE other (x); PRAGMA user_version = 7;")
+            .unwrap();
+        drop(conn);
+        match Catalog::open(&path) {
+            Err(StoreError::UnknownSchema { found: 7, .. }) => {}
+            Err(e) => panic!("unexpected error {e}"),
+            Ok(_) => panic!("opened a foreign database"),
+        }
+    }
+}

@@ -1,0 +1,157 @@
+//! Errors of the receiver's store.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use ferry_proto::{FailCode, Name, RelPath};
+
+/// Everything that can go wrong in the store. Every variant names the path
+/// (on disk or in a namespace), the sender or the run it concerns.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another process holds `.ferry/lock`.
+    #[error("another ferry receiver is using the store {root}; stop it first or choose another store directory")]
+    Locked { root: PathBuf },
+    /// The disk (or the user's quota) is full.
+    #[error("the receiver's disk is full at {path}; free space and the sender will retry")]
+    DiskFull { path: PathBuf },
+    /// Any other filesystem error.
+    #[error("could not {action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// `catalog.db` exists but is not an SQLite database.
+    #[error("{path} is not a Ferry catalog (not an SQLite database: {source}); move it away or point the receiver at another store; it was left untouched")]
+    NotADatabase {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// `catalog.db` is SQLite but of a schema this version does not know.
+    #[error("{path} has catalog schema version {found}, this ferry knows version {expected}; use a matching ferry release (the file was left untouched)")]
+    UnknownSchema {
+        path: PathBuf,
+        found: i64,
+        expected: i64,
+    },
+    /// An SQLite operation on the catalog failed.
+    #[error("the catalog {path} failed: {source}")]
+    Catalog {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// The catalog holds a value this version cannot read back.
+    #[error("the catalog {path} holds an invalid value: {detail}")]
+    CorruptCatalog { path: PathBuf, detail: String },
+    /// The sender name is registered to another device.
+    #[error("the sender name {name} already belongs to device {device}; choose another name for this sender")]
+    NameTaken { name: Name, device: String },
+    /// The device is registered under another name.
+    #[error("device {device} is registered as {registered}; run the sender with that name")]
+    WrongName { device: String, registered: Name },
+    /// The content did not hash to what the sender said.
+    #[error("{path}: content hashes to {actual}, the sender said {expected}; it was discarded and will be sent again")]
+    HashMismatch {
+        path: RelPath,
+        expected: String,
+        actual: String,
+    },
+    /// The content is longer or shorter than declared.
+    #[error("{path}: {actual} bytes of content, {declared} declared; it was discarded and will be sent again")]
+    SizeMismatch {
+        path: RelPath,
+        declared: u64,
+        actual: u64,
+    },
+    /// Something other than a directory sits where the store needs one
+    /// (outside any sender's namespace, so it is not archived).
+    #[error(
+        "{path} is not a directory; move it out of the store so ferry can create the directory"
+    )]
+    NotADirectory { path: PathBuf },
+    /// The request conflicts with what is stored.
+    #[error("{path}: {detail}")]
+    Conflict { path: RelPath, detail: String },
+    /// The request itself is inconsistent (a caller bug or a bad message).
+    #[error("{path}: {detail}")]
+    BadEntry { path: RelPath, detail: String },
+    /// The run does not exist or belongs to another namespace.
+    #[error("run {run} is not a run of {sender}/{folder}")]
+    UnknownRun {
+        run: u64,
+        sender: Name,
+        folder: Name,
+    },
+}
+
+impl StoreError {
+    /// The protocol failure code to send back for this error.
+    pub fn fail_code(&self) -> FailCode {
+        match self {
+            StoreError::HashMismatch { .. } => FailCode::HashMismatch,
+            StoreError::SizeMismatch { .. } => FailCode::SizeMismatch,
+            StoreError::Conflict { .. } | StoreError::NotADirectory { .. } => FailCode::Conflict,
+            StoreError::BadEntry { .. } | StoreError::UnknownRun { .. } => FailCode::BadRequest,
+            StoreError::Locked { .. }
+            | StoreError::DiskFull { .. }
+            | StoreError::Io { .. }
+            | StoreError::NotADatabase { .. }
+            | StoreError::UnknownSchema { .. }
+            | StoreError::Catalog { .. }
+            | StoreError::CorruptCatalog { .. }
+            | StoreError::NameTaken { .. }
+            | StoreError::WrongName { .. } => FailCode::Io,
+        }
+    }
+}
+
+/// Wraps an I/O error on `path`, giving a full disk its own variant.
+pub(crate) fn io_err(action: &'static str, path: &Path, source: io::Error) -> StoreError {
+    let full = source.kind() == io::ErrorKind::StorageFull
+        || source.kind() == io::ErrorKind::QuotaExceeded
+        || source.raw_os_error() == Some(libc::ENOSPC)
+        || source.raw_os_error() == Some(libc::EDQUOT);
+    if full {
+        StoreError::DiskFull {
+            path: path.to_path_buf(),
+        }
+    } else {
+        StoreError::Io {
+            action,
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// Lowercase hex of a hash, for messages.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_disk_has_its_own_message() {
+        let e = io_err(
+            "write",
+            Path::new("/s/x"),
+            io::Error::from_raw_os_error(libc::ENOSPC),
+        );
+        assert!(matches!(e, StoreError::DiskFull { .. }));
+        assert_eq!(e.fail_code(), FailCode::Io);
+        assert!(e.to_string().contains("disk is full at /s/x"), "{e}");
+        let e = io_err(
+            "write",
+            Path::new("/s/x"),
+            io::Error::from(io::ErrorKind::PermissionDenied),
+        );
+        assert!(matches!(e, StoreError::Io { .. }));
+    }
+}

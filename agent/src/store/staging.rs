@@ -1,0 +1,220 @@
+//! Staging: content being received, in `.ferry/staging`, verified and made
+//! durable before it is renamed into the mirror.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use ferry_proto::{Hash, RelPath};
+
+use super::error::{hex, io_err, StoreError};
+
+/// A staging file that is removed when dropped, unless it was renamed away.
+#[derive(Debug)]
+pub(crate) struct StagingFile {
+    pub path: PathBuf,
+    pub file: File,
+    /// False once the file has been renamed into the mirror.
+    pub armed: bool,
+}
+
+impl StagingFile {
+    /// Creates a new, empty staging file at `path` (which must not exist).
+    pub fn create(path: PathBuf) -> Result<StagingFile, StoreError> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| io_err("create the staging file", &path, e))?;
+        Ok(StagingFile {
+            path,
+            file,
+            armed: true,
+        })
+    }
+}
+
+impl Drop for StagingFile {
+    fn drop(&mut self) {
+        if self.armed {
+            if let Err(e) = fs::remove_file(&self.path) {
+                tracing::warn!(path = %self.path.display(), error = %e, "could not remove a staging file");
+            }
+        }
+    }
+}
+
+/// A file being received into `.ferry/staging`; removed on drop unless it
+/// is finished and committed.
+#[derive(Debug)]
+pub struct Staged {
+    staging: StagingFile,
+    rel: RelPath,
+    declared: u64,
+    written: u64,
+    hasher: blake3::Hasher,
+}
+
+impl Staged {
+    pub(crate) fn new(staging: StagingFile, rel: RelPath, declared: u64) -> Staged {
+        Staged {
+            staging,
+            rel,
+            declared,
+            written: 0,
+            hasher: blake3::Hasher::new(),
+        }
+    }
+
+    /// Appends `data`, hashing it as it goes. More bytes than the declared
+    /// size is [`StoreError::SizeMismatch`].
+    pub fn write(&mut self, data: &[u8]) -> Result<(), StoreError> {
+        let len = data.len() as u64;
+        let total = self.written.saturating_add(len);
+        if total > self.declared {
+            return Err(StoreError::SizeMismatch {
+                path: self.rel.clone(),
+                declared: self.declared,
+                actual: total,
+            });
+        }
+        self.staging
+            .file
+            .write_all(data)
+            .map_err(|e| io_err("write the staging file", &self.staging.path, e))?;
+        self.hasher.update(data);
+        self.written = total;
+        Ok(())
+    }
+
+    /// Bytes written so far.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Checks the size and the hash and makes the content durable (fsync).
+    pub fn finish(self, hash: &Hash) -> Result<Verified, StoreError> {
+        if self.written != self.declared {
+            return Err(StoreError::SizeMismatch {
+                path: self.rel.clone(),
+                declared: self.declared,
+                actual: self.written,
+            });
+        }
+        let actual = *self.hasher.finalize().as_bytes();
+        if actual != *hash {
+            return Err(StoreError::HashMismatch {
+                path: self.rel.clone(),
+                expected: hex(hash),
+                actual: hex(&actual),
+            });
+        }
+        self.staging
+            .file
+            .sync_all()
+            .map_err(|e| io_err("fsync the staging file", &self.staging.path, e))?;
+        Ok(Verified {
+            staging: self.staging,
+            rel: self.rel,
+            size: self.written,
+            hash: actual,
+        })
+    }
+}
+
+/// A staged file whose content is verified and durable, ready to commit.
+/// Removed on drop unless committed.
+#[derive(Debug)]
+pub struct Verified {
+    pub(crate) staging: StagingFile,
+    pub(crate) rel: RelPath,
+    pub(crate) size: u64,
+    pub(crate) hash: Hash,
+}
+
+impl Verified {
+    /// The verified content's hash.
+    pub fn hash(&self) -> &Hash {
+        &self.hash
+    }
+
+    /// The content's size.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+}
+
+/// Removes whatever a previous process left in the staging directory.
+pub(crate) fn clear(dir: &Path) -> Result<usize, StoreError> {
+    let entries = fs::read_dir(dir).map_err(|e| io_err("list the staging directory", dir, e))?;
+    let mut removed = 0;
+    for entry in entries {
+        let entry = entry.map_err(|e| io_err("list the staging directory", dir, e))?;
+        let path = entry.path();
+        let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
+        let result = if is_dir {
+            fs::remove_dir_all(&path)
+        } else {
+            fs::remove_file(&path)
+        };
+        result.map_err(|e| io_err("remove the leftover staging file", &path, e))?;
+        removed += 1;
+    }
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn staged(dir: &Path, size: u64) -> Staged {
+        let file = StagingFile::create(dir.join("s1")).unwrap();
+        Staged::new(file, RelPath::from_bytes("a/b").unwrap(), size)
+    }
+
+    #[test]
+    fn verified_content_and_cleanup_on_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = staged(dir.path(), 5);
+        s.write(b"he").unwrap();
+        s.write(b"llo").unwrap();
+        let v = s.finish(blake3::hash(b"hello").as_bytes()).unwrap();
+        assert_eq!(fs::read(dir.path().join("s1")).unwrap(), b"hello");
+        assert_eq!(v.size(), 5);
+        drop(v);
+        assert!(!dir.path().join("s1").exists());
+    }
+
+    #[test]
+    fn short_content_is_size_mismatch() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = staged(dir.path(), 5);
+        s.write(b"hey").unwrap();
+        let err = s.finish(blake3::hash(b"hey").as_bytes()).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StoreError::SizeMismatch {
+                    declared: 5,
+                    actual: 3,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(!dir.path().join("s1").exists());
+    }
+
+    #[test]
+    fn clear_removes_leftovers() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("x"), b"1").unwrap();
+        fs::create_dir(dir.path().join("d")).unwrap();
+        fs::write(dir.path().join("d/y"), b"1").unwrap();
+        assert_eq!(clear(dir.path()).unwrap(), 2);
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+}
