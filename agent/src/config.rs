@@ -1,1 +1,448 @@
-//! To be written.
+//! Configuration in two stages: a serde config that flags, a TOML file and the
+//! launcher all produce (every field optional, so "flags win over the file" is
+//! a plain merge), then validated [`ReceiverSettings`] / [`SenderSettings`]
+//! with defaults applied and everything checked, passed down explicitly.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ferry_proto::Name;
+use serde::{Deserialize, Serialize};
+
+use crate::identity::DeviceId;
+
+/// The port a receiver listens on unless told otherwise.
+pub const DEFAULT_PORT: u16 = 7878;
+/// How many senders a receiver serves at once unless told otherwise.
+pub const DEFAULT_MAX_CLIENTS: usize = 8;
+
+/// Why a configuration was rejected.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{what} is required: {hint}")]
+    Missing {
+        what: &'static str,
+        hint: &'static str,
+    },
+    #[error("{field}: {message}")]
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
+    #[error("cannot read the pairing secret from {path}: {source}")]
+    Secret {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+fn invalid(field: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field,
+        message: message.into(),
+    }
+}
+
+/// `ferry receive` settings as written in a TOML file or given as flags.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ReceiverConfig {
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub max_clients: Option<usize>,
+    pub store: Option<PathBuf>,
+    pub pairing_secret_file: Option<PathBuf>,
+    pub allow: Vec<String>,
+    pub state: Option<PathBuf>,
+}
+
+/// `ferry send` settings as written in a TOML file or given as flags.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SenderConfig {
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub source: Option<PathBuf>,
+    pub every: Option<String>,
+    pub once: Option<bool>,
+    pub keep_copies: Option<PathBuf>,
+    pub pairing_secret_file: Option<PathBuf>,
+    pub name: Option<String>,
+    pub folder: Option<String>,
+    pub store: Option<PathBuf>,
+    pub receiver_id: Option<String>,
+    pub state: Option<PathBuf>,
+}
+
+fn load_toml<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+impl ReceiverConfig {
+    /// Reads a TOML config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        load_toml(path)
+    }
+
+    /// `self` with every field that `over` sets replaced by it (allow lists are
+    /// joined).
+    pub fn merge(self, over: ReceiverConfig) -> ReceiverConfig {
+        let mut allow = self.allow;
+        allow.extend(over.allow);
+        ReceiverConfig {
+            host: over.host.or(self.host),
+            port: over.port.or(self.port),
+            max_clients: over.max_clients.or(self.max_clients),
+            store: over.store.or(self.store),
+            pairing_secret_file: over.pairing_secret_file.or(self.pairing_secret_file),
+            allow,
+            state: over.state.or(self.state),
+        }
+    }
+
+    /// Checks everything and applies defaults.
+    pub fn settings(&self) -> Result<ReceiverSettings, ConfigError> {
+        let host = self.host.as_deref().unwrap_or("0.0.0.0");
+        let port = self.port.unwrap_or(DEFAULT_PORT);
+        let listen = resolve(host, port)?;
+        let max_clients = self.max_clients.unwrap_or(DEFAULT_MAX_CLIENTS);
+        if max_clients == 0 {
+            return Err(invalid("max-clients", "must be at least 1"));
+        }
+        let store = self.store.clone().ok_or(ConfigError::Missing {
+            what: "--store",
+            hint: "give the directory where the receiver keeps what senders send",
+        })?;
+        let allow = self
+            .allow
+            .iter()
+            .map(|id| {
+                id.parse()
+                    .map_err(|e| invalid("allow", format!("{id:?}: {e}")))
+            })
+            .collect::<Result<Vec<DeviceId>, _>>()?;
+        Ok(ReceiverSettings {
+            listen,
+            max_clients,
+            store,
+            pairing_secret: read_secret(self.pairing_secret_file.as_deref())?,
+            allow,
+            state: self.state.clone().unwrap_or_else(default_state_dir),
+        })
+    }
+}
+
+impl SenderConfig {
+    /// Reads a TOML config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        load_toml(path)
+    }
+
+    /// `self` with every field that `over` sets replaced by it.
+    pub fn merge(self, over: SenderConfig) -> SenderConfig {
+        SenderConfig {
+            host: over.host.or(self.host),
+            port: over.port.or(self.port),
+            source: over.source.or(self.source),
+            every: over.every.or(self.every),
+            once: over.once.or(self.once),
+            keep_copies: over.keep_copies.or(self.keep_copies),
+            pairing_secret_file: over.pairing_secret_file.or(self.pairing_secret_file),
+            name: over.name.or(self.name),
+            folder: over.folder.or(self.folder),
+            store: over.store.or(self.store),
+            receiver_id: over.receiver_id.or(self.receiver_id),
+            state: over.state.or(self.state),
+        }
+    }
+
+    /// Checks everything and applies defaults.
+    pub fn settings(&self) -> Result<SenderSettings, ConfigError> {
+        let source = self.source.clone().ok_or(ConfigError::Missing {
+            what: "--source",
+            hint: "give the directory to back up",
+        })?;
+        let meta = std::fs::metadata(&source)
+            .map_err(|e| invalid("source", format!("{}: {e}", source.display())))?;
+        if !meta.is_dir() {
+            return Err(invalid(
+                "source",
+                format!("{} is not a directory", source.display()),
+            ));
+        }
+        let source = source
+            .canonicalize()
+            .map_err(|e| invalid("source", format!("{}: {e}", source.display())))?;
+        let target = match (&self.host, &self.store) {
+            (Some(host), None) => Target::Remote {
+                host: host.clone(),
+                port: self.port.unwrap_or(DEFAULT_PORT),
+                receiver_id: self
+                    .receiver_id
+                    .as_deref()
+                    .map(|id| {
+                        id.parse()
+                            .map_err(|e| invalid("receiver-id", format!("{e}")))
+                    })
+                    .transpose()?,
+            },
+            (None, Some(store)) => Target::Embedded {
+                store: store.clone(),
+            },
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "store",
+                    "give either --host (send to a receiver) or --store (store locally), not both",
+                ))
+            }
+            (None, None) => {
+                return Err(ConfigError::Missing {
+                    what: "--host or --store",
+                    hint:
+                        "--host HOST sends to a running `ferry receive`; --store DIR stores locally",
+                })
+            }
+        };
+        let every = match (&self.every, self.once.unwrap_or(false)) {
+            (_, true) | (None, false) => None,
+            (Some(every), false) => {
+                let every = humantime::parse_duration(every).map_err(|e| {
+                    invalid("every", format!("{every:?}: {e} (examples: 30s, 15m, 1h)"))
+                })?;
+                if every < Duration::from_secs(1) {
+                    return Err(invalid("every", "must be at least 1s"));
+                }
+                Some(every)
+            }
+        };
+        let name = match &self.name {
+            Some(name) => Name::new(name.clone()).map_err(|e| invalid("name", e.to_string()))?,
+            None => default_name(),
+        };
+        let folder = match &self.folder {
+            Some(folder) => folder.clone(),
+            None => source
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "root".to_string()),
+        };
+        let folder = Name::new(folder).map_err(|e| invalid("folder", e.to_string()))?;
+        Ok(SenderSettings {
+            target,
+            source,
+            every,
+            keep_copies: self.keep_copies.clone(),
+            pairing_secret: read_secret(self.pairing_secret_file.as_deref())?,
+            name,
+            folder,
+            state: self.state.clone().unwrap_or_else(default_state_dir),
+        })
+    }
+}
+
+/// A validated receiver configuration.
+#[derive(Debug, Clone)]
+pub struct ReceiverSettings {
+    pub listen: SocketAddr,
+    pub max_clients: usize,
+    pub store: PathBuf,
+    pub pairing_secret: Option<Vec<u8>>,
+    pub allow: Vec<DeviceId>,
+    /// Where the receiver's identity lives.
+    pub state: PathBuf,
+}
+
+/// Where a sender sends.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Target {
+    /// A receiver on the network.
+    Remote {
+        host: String,
+        port: u16,
+        receiver_id: Option<DeviceId>,
+    },
+    /// A receiver started inside this process on loopback, storing into `store`.
+    Embedded { store: PathBuf },
+}
+
+/// A validated sender configuration.
+#[derive(Debug, Clone)]
+pub struct SenderSettings {
+    pub target: Target,
+    /// The source directory, canonical.
+    pub source: PathBuf,
+    /// `None`: one run, then exit.
+    pub every: Option<Duration>,
+    pub keep_copies: Option<PathBuf>,
+    pub pairing_secret: Option<Vec<u8>>,
+    pub name: Name,
+    pub folder: Name,
+    pub state: PathBuf,
+}
+
+fn resolve(host: &str, port: u16) -> Result<SocketAddr, ConfigError> {
+    (host, port)
+        .to_socket_addrs()
+        .map_err(|e| invalid("host", format!("{host:?} does not resolve: {e}")))?
+        .next()
+        .ok_or_else(|| invalid("host", format!("{host:?} has no address")))
+}
+
+/// Reads a pairing secret file: its content with surrounding whitespace
+/// removed. An empty secret is refused.
+pub fn read_secret(path: Option<&Path>) -> Result<Option<Vec<u8>>, ConfigError> {
+    let Some(path) = path else { return Ok(None) };
+    let bytes = std::fs::read(path).map_err(|source| ConfigError::Secret {
+        path: path.to_owned(),
+        source,
+    })?;
+    let text = bytes.trim_ascii();
+    if text.is_empty() {
+        return Err(invalid(
+            "pairing-secret-file",
+            format!("{} is empty", path.display()),
+        ));
+    }
+    Ok(Some(text.to_vec()))
+}
+
+/// `$XDG_STATE_HOME/ferry`, else `~/.local/state/ferry`, else `./.ferry-state`.
+pub fn default_state_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir).join("ferry");
+    }
+    match std::env::var_os("HOME").filter(|d| !d.is_empty()) {
+        Some(home) => PathBuf::from(home).join(".local/state/ferry"),
+        None => PathBuf::from(".ferry-state"),
+    }
+}
+
+/// This machine's host name as a sender name, or `sender` if it has none
+/// usable.
+pub fn default_name() -> Name {
+    let raw = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .unwrap_or_default();
+    let cleaned: String = raw
+        .trim()
+        .chars()
+        .filter(|c| *c != '/' && *c != '\0')
+        .collect();
+    let cleaned = cleaned.trim_start_matches('.').to_string();
+    Name::new(cleaned).unwrap_or_else(|_| fallback_name())
+}
+
+fn fallback_name() -> Name {
+    // "sender" is a valid name: one component, no dot, no slash.
+    Name::new("sender").unwrap_or_else(|_| unreachable!())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_file() {
+        let file: SenderConfig = toml::from_str(
+            "host = \"backup.lan\"\nport = 9000\nsource = \"/tmp\"\nevery = \"15m\"\n",
+        )
+        .unwrap();
+        let flags = SenderConfig {
+            port: Some(7000),
+            ..Default::default()
+        };
+        let merged = file.merge(flags);
+        assert_eq!(merged.port, Some(7000));
+        assert_eq!(merged.host.as_deref(), Some("backup.lan"));
+        let settings = merged.settings().unwrap();
+        assert_eq!(settings.every, Some(Duration::from_secs(900)));
+        assert_eq!(settings.folder.as_str(), "tmp");
+    }
+
+    #[test]
+    fn unknown_keys_rejected() {
+        assert!(toml::from_str::<ReceiverConfig>("prot = 1\n").is_err());
+    }
+
+    #[test]
+    fn clear_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = SenderConfig {
+            source: Some(dir.path().to_owned()),
+            host: Some("127.0.0.1".into()),
+            ..Default::default()
+        };
+        let err = SenderConfig {
+            every: Some("soon".into()),
+            ..base.clone()
+        }
+        .settings();
+        assert!(err.unwrap_err().to_string().contains("every"));
+        let err = SenderConfig {
+            store: Some("/x".into()),
+            ..base.clone()
+        }
+        .settings();
+        assert!(err.unwrap_err().to_string().contains("not both"));
+        let err = SenderConfig {
+            name: Some("a/b".into()),
+            ..base.clone()
+        }
+        .settings();
+        assert!(err.unwrap_err().to_string().contains("name"));
+        let err = SenderConfig {
+            source: Some(dir.path().join("nope")),
+            ..base.clone()
+        };
+        assert!(err.settings().unwrap_err().to_string().contains("source"));
+        let once = SenderConfig {
+            every: Some("1h".into()),
+            once: Some(true),
+            ..base
+        };
+        assert_eq!(once.settings().unwrap().every, None);
+        let err = ReceiverConfig {
+            max_clients: Some(0),
+            store: Some("/s".into()),
+            ..Default::default()
+        };
+        assert!(err
+            .settings()
+            .unwrap_err()
+            .to_string()
+            .contains("max-clients"));
+        let err = ReceiverConfig::default().settings().unwrap_err();
+        assert!(err.to_string().contains("--store"));
+    }
+
+    #[test]
+    fn secret_is_trimmed_and_empty_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        std::fs::write(&path, "  hunter2 \n").unwrap();
+        assert_eq!(read_secret(Some(&path)).unwrap(), Some(b"hunter2".to_vec()));
+        std::fs::write(&path, "\n").unwrap();
+        assert!(read_secret(Some(&path)).is_err());
+        assert!(read_secret(Some(&dir.path().join("missing"))).is_err());
+    }
+
+    #[test]
+    fn default_name_is_valid() {
+        assert!(!default_name().as_str().is_empty());
+    }
+}

@@ -1,1 +1,275 @@
-fn main() {}
+//! `ferry`: the command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use ferry_agent::config::{default_state_dir, ReceiverConfig, SenderConfig};
+use ferry_agent::identity::Identity;
+use ferry_agent::receiver::Receiver;
+use ferry_agent::sender;
+use ferry_agent::summary::{terminal_display, Progress};
+use tokio_util::sync::CancellationToken;
+
+/// Ferry: periodic, versioned, peer-to-peer file backup over QUIC.
+#[derive(Parser)]
+#[command(name = "ferry", version, about)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print this machine's device id.
+    Id {
+        /// State directory (identity, index, known receivers).
+        #[arg(long)]
+        state: Option<PathBuf>,
+    },
+    /// Accept senders and store what they send.
+    Receive(ReceiveArgs),
+    /// Send a directory to a receiver, once or every period.
+    Send(SendArgs),
+}
+
+/// Options of `ferry receive`; each can also be set in the config file.
+#[derive(Args)]
+struct ReceiveArgs {
+    /// TOML file with these settings (flags win over it).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Address to listen on [default: 0.0.0.0].
+    #[arg(long)]
+    host: Option<String>,
+    /// UDP port to listen on [default: 7878].
+    #[arg(long)]
+    port: Option<u16>,
+    /// Senders served at once; the next one is told to retry later [default: 8].
+    #[arg(long)]
+    max_clients: Option<usize>,
+    /// Directory where senders' files and their history are kept.
+    #[arg(long)]
+    store: Option<PathBuf>,
+    /// File holding the secret that lets new senders pair with this receiver.
+    #[arg(long)]
+    pairing_secret_file: Option<PathBuf>,
+    /// Device id of a sender to admit without pairing (repeatable).
+    #[arg(long = "allow", value_name = "ID")]
+    allow: Vec<String>,
+    /// State directory (this receiver's identity).
+    #[arg(long)]
+    state: Option<PathBuf>,
+}
+
+/// Options of `ferry send`; each can also be set in the config file.
+#[derive(Args)]
+struct SendArgs {
+    /// TOML file with these settings (flags win over it).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The receiver's host name or address.
+    #[arg(long)]
+    host: Option<String>,
+    /// The receiver's UDP port [default: 7878].
+    #[arg(long)]
+    port: Option<u16>,
+    /// The directory to send.
+    #[arg(long)]
+    source: Option<PathBuf>,
+    /// Run every period (e.g. 15m, 1h); without it, run once.
+    #[arg(long)]
+    every: Option<String>,
+    /// Run once and exit, even if a period is configured.
+    #[arg(long)]
+    once: bool,
+    /// Print each run's summary as one JSON object on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Keep a local copy of each file as last sent in this directory.
+    #[arg(long)]
+    keep_copies: Option<PathBuf>,
+    /// File holding the receiver's pairing secret (needed on first contact only).
+    #[arg(long)]
+    pairing_secret_file: Option<PathBuf>,
+    /// This sender's name on the receiver [default: the host name].
+    #[arg(long)]
+    name: Option<String>,
+    /// The folder name on the receiver [default: the source's base name].
+    #[arg(long)]
+    folder: Option<String>,
+    /// Store locally in this directory with an embedded receiver (instead of --host).
+    #[arg(long)]
+    store: Option<PathBuf>,
+    /// The receiver's expected device id (otherwise pinned on first contact).
+    #[arg(long)]
+    receiver_id: Option<String>,
+    /// State directory (identity, index, known receivers).
+    #[arg(long)]
+    state: Option<PathBuf>,
+}
+
+impl ReceiveArgs {
+    fn config(&self) -> anyhow::Result<ReceiverConfig> {
+        let file = match &self.config {
+            Some(path) => ReceiverConfig::load(path)?,
+            None => ReceiverConfig::default(),
+        };
+        Ok(file.merge(ReceiverConfig {
+            host: self.host.clone(),
+            port: self.port,
+            max_clients: self.max_clients,
+            store: self.store.clone(),
+            pairing_secret_file: self.pairing_secret_file.clone(),
+            allow: self.allow.clone(),
+            state: self.state.clone(),
+        }))
+    }
+}
+
+impl SendArgs {
+    fn config(&self) -> anyhow::Result<SenderConfig> {
+        let file = match &self.config {
+            Some(path) => SenderConfig::load(path)?,
+            None => SenderConfig::default(),
+        };
+        Ok(file.merge(SenderConfig {
+            host: self.host.clone(),
+            port: self.port,
+            source: self.source.clone(),
+            every: self.every.clone(),
+            once: self.once.then_some(true),
+            keep_copies: self.keep_copies.clone(),
+            pairing_secret_file: self.pairing_secret_file.clone(),
+            name: self.name.clone(),
+            folder: self.folder.clone(),
+            store: self.store.clone(),
+            receiver_id: self.receiver_id.clone(),
+            state: self.state.clone(),
+        }))
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Cancels the returned token on Ctrl-C or SIGTERM.
+fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async { match term.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => {}
+        }
+        tracing::info!("stopping (signal received)");
+        t.cancel();
+    });
+    token
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ferry: cannot start: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("ferry: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Id { state } => {
+            let state = state.unwrap_or_else(default_state_dir);
+            let identity = Identity::load_or_create(&state)
+                .with_context(|| format!("loading the identity in {}", state.display()))?;
+            println!("{}", identity.id);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Receive(args) => {
+            let settings = args.config()?.settings()?;
+            let receiver = Receiver::bind(&settings)?;
+            tracing::info!(
+                id = %receiver.id(), addr = %receiver.local_addr()?, store = %settings.store.display(),
+                max_clients = settings.max_clients, "receiver listening"
+            );
+            receiver.serve(shutdown_on_signal()).await;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Send(args) => {
+            let json = args.json;
+            let settings = args.config()?.settings()?;
+            let progress = Arc::new(Progress::default());
+            let display = terminal_display(progress.clone());
+            let mut last_errors = 0;
+            let result = sender::run(
+                settings,
+                shutdown_on_signal(),
+                progress,
+                |result| match result {
+                    Ok(summary) => {
+                        last_errors = summary.errors;
+                        if json {
+                            match serde_json::to_string(summary) {
+                                Ok(line) => println!("{line}"),
+                                Err(e) => tracing::error!("cannot print the summary: {e}"),
+                            }
+                        } else {
+                            for p in &summary.problems {
+                                eprintln!("ferry: {}: {}", p.path, p.message);
+                            }
+                            eprintln!("ferry: {}", summary.line());
+                        }
+                    }
+                    Err(e) => tracing::warn!("run did not complete: {e}"),
+                },
+            )
+            .await;
+            if let Some(display) = display {
+                display.finish().await;
+            }
+            match result {
+                Ok(_) if last_errors == 0 => Ok(ExitCode::SUCCESS),
+                Ok(_) => Ok(ExitCode::from(1)),
+                Err(sender::SenderError::Run(sender::RunError::Stopped)) => Ok(ExitCode::SUCCESS),
+                Err(e) => Err(e.into()),
+            }
+        }
+    }
+}

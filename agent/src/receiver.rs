@@ -1,1 +1,155 @@
-//! To be written.
+//! The receiver: accepts senders over QUIC, admits the known ones, caps how
+//! many are served at once, and stores what they send.
+//!
+//! Shutdown order (one root token, each connection a child): stop accepting;
+//! every session sees its token cancelled and closes its connection (files in
+//! flight stay in staging and are discarded; nothing partial reaches the
+//! mirror; the run is recorded as interrupted); wait for all sessions; close
+//! the endpoint and wait until it is idle.
+
+mod admission;
+mod entry;
+mod session;
+
+pub use admission::{decide, Facts, Proof, Verdict};
+pub use entry::{EntryReceiver, Step, Violation};
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::ReceiverSettings;
+use crate::identity::{DeviceId, Identity, IdentityError};
+use crate::store::{Store, StoreError};
+use crate::transport::{self, TransportError};
+
+/// Files a sender may have in flight at once on one connection.
+pub const MAX_STREAMS_PER_SENDER: u32 = 64;
+/// How long a sender has to complete the handshake and say `Hello`.
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// The retry hint given to a sender turned away because the receiver is full.
+pub const BUSY_RETRY: Duration = Duration::from_secs(2);
+
+/// Why a receiver could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ReceiverError {
+    #[error("{0}")]
+    Identity(#[from] IdentityError),
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Transport(#[from] TransportError),
+    #[error("could not start the receiver: {0}")]
+    Runtime(String),
+}
+
+/// Who may get in, and with what.
+#[derive(Debug, Clone, Default)]
+pub struct Admission {
+    pub allow: Vec<DeviceId>,
+    pub pairing_secret: Option<Vec<u8>>,
+}
+
+/// State shared by every session of one receiver.
+pub(crate) struct Shared {
+    pub store: Arc<Store>,
+    pub admission: Admission,
+    pub clients: Arc<Semaphore>,
+    pub max_clients: usize,
+}
+
+/// A bound receiver, ready to [`serve`](Receiver::serve).
+pub struct Receiver {
+    endpoint: quinn::Endpoint,
+    id: DeviceId,
+    shared: Arc<Shared>,
+}
+
+impl Receiver {
+    /// Loads the identity from the state directory, opens the store and binds
+    /// the listening address. Must be called inside a tokio runtime.
+    pub fn bind(settings: &ReceiverSettings) -> Result<Receiver, ReceiverError> {
+        let identity = Identity::load_or_create(&settings.state)?;
+        let store = Store::open(&settings.store)?;
+        let admission = Admission {
+            allow: settings.allow.clone(),
+            pairing_secret: settings.pairing_secret.clone(),
+        };
+        Self::bind_with(
+            identity,
+            store,
+            settings.listen,
+            settings.max_clients,
+            admission,
+        )
+    }
+
+    /// Binds with parts already built (the embedded receiver, tests).
+    pub fn bind_with(
+        identity: Identity,
+        store: Store,
+        listen: SocketAddr,
+        max_clients: usize,
+        admission: Admission,
+    ) -> Result<Receiver, ReceiverError> {
+        let endpoint = transport::server_endpoint(&identity, listen)?;
+        let shared = Arc::new(Shared {
+            store: Arc::new(store),
+            admission,
+            clients: Arc::new(Semaphore::new(max_clients)),
+            max_clients,
+        });
+        Ok(Receiver {
+            endpoint,
+            id: identity.id,
+            shared,
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> Result<SocketAddr, ReceiverError> {
+        self.endpoint
+            .local_addr()
+            .map_err(|e| ReceiverError::Runtime(e.to_string()))
+    }
+
+    /// This receiver's device id.
+    pub fn id(&self) -> DeviceId {
+        self.id
+    }
+
+    /// The store this receiver writes to.
+    pub fn store(&self) -> Arc<Store> {
+        self.shared.store.clone()
+    }
+
+    /// Serves senders until `shutdown` is cancelled, then shuts down in the
+    /// documented order.
+    pub async fn serve(self, shutdown: CancellationToken) {
+        let sessions = TaskTracker::new();
+        loop {
+            let incoming = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                incoming = self.endpoint.accept() => incoming,
+            };
+            let Some(incoming) = incoming else { break };
+            let shared = self.shared.clone();
+            let token = shutdown.child_token();
+            sessions.spawn(session::handle(incoming, shared, token));
+        }
+        tracing::info!(
+            "receiver stopping: waiting for {} session(s)",
+            sessions.len()
+        );
+        sessions.close();
+        sessions.wait().await;
+        self.endpoint
+            .close(quinn::VarInt::from_u32(0), b"receiver shutting down");
+        self.endpoint.wait_idle().await;
+        tracing::info!("receiver stopped");
+    }
+}

@@ -1,1 +1,278 @@
-//! To be written.
+//! The sender: one run ([`run::run_once`]), and the loop around it that runs
+//! every period, never two runs at once, with backoff while the receiver is
+//! unreachable or busy.
+
+mod run;
+pub mod schedule;
+mod transfer;
+
+pub use run::MAX_IN_FLIGHT;
+pub use transfer::{EntryError, SentKind};
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ferry_proto::RefuseCode;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{SenderSettings, Target};
+use crate::copies::{Copies, CopiesError};
+use crate::identity::{DeviceId, Identity, IdentityError};
+use crate::index::{Index, IndexError};
+use crate::pins::{PinError, Pins};
+use crate::receiver::{Admission, Receiver, ReceiverError};
+use crate::scan::ScanError;
+use crate::store::Store;
+use crate::stream::StreamError;
+use crate::summary::{Progress, RunSummary};
+use crate::tls::TlsError;
+use crate::transport::{self, TransportError};
+use schedule::{Outcome, Schedule};
+
+/// Why a run did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{0}")]
+    Scan(#[from] ScanError),
+    #[error("{0}")]
+    Index(#[from] IndexError),
+    #[error("{0}")]
+    Transport(#[from] TransportError),
+    #[error("{0}")]
+    Tls(#[from] TlsError),
+    #[error("{0}")]
+    Pin(#[from] PinError),
+    #[error("the receiver is busy (all its client slots are in use); retrying in {retry_after:?}")]
+    Busy { retry_after: Duration },
+    #[error("the receiver refused this sender: {message}")]
+    Refused { code: RefuseCode, message: String },
+    #[error("the receiver's identity is not the one expected: {0}")]
+    WrongReceiver(String),
+    #[error("protocol error: {0}")]
+    Protocol(#[from] StreamError),
+    #[error("connection to the receiver lost: {0}")]
+    Connection(#[from] quinn::ConnectionError),
+    #[error("connection to the receiver lost during the run: {0}")]
+    Lost(String),
+    #[error("stopped")]
+    Stopped,
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl RunError {
+    /// How the scheduler should treat this failure.
+    pub fn outcome(&self) -> Option<Outcome> {
+        match self {
+            RunError::Busy { retry_after } => Some(Outcome::Busy {
+                retry_after: *retry_after,
+            }),
+            RunError::Transport(_)
+            | RunError::Connection(_)
+            | RunError::Lost(_)
+            | RunError::Protocol(_) => Some(Outcome::Unreachable),
+            RunError::Refused { code, .. } if !run::is_permanent(*code) => {
+                Some(Outcome::Unreachable)
+            }
+            RunError::Refused { .. } => Some(Outcome::Refused),
+            // A changed receiver identity, a broken index, an unreadable
+            // source: retrying will not fix them.
+            _ => None,
+        }
+    }
+}
+
+/// Why a sender could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SenderError {
+    #[error("{0}")]
+    Identity(#[from] IdentityError),
+    #[error("{0}")]
+    Pins(#[from] PinError),
+    #[error("{0}")]
+    Copies(#[from] CopiesError),
+    #[error("embedded receiver: {0}")]
+    Embedded(#[from] ReceiverError),
+    #[error("embedded receiver: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("{0}")]
+    Run(#[from] RunError),
+}
+
+/// What one sender keeps between runs.
+pub struct SenderContext {
+    pub settings: SenderSettings,
+    pub identity: Identity,
+    pub progress: Arc<Progress>,
+    copies: Option<Arc<Copies>>,
+    exclude: Vec<PathBuf>,
+    index: Arc<Mutex<Option<Index>>>,
+    pins: Mutex<Pins>,
+    /// Set for the embedded receiver: its address and id.
+    embedded: Option<(SocketAddr, DeviceId)>,
+}
+
+impl SenderContext {
+    async fn remote(&self) -> Result<SocketAddr, RunError> {
+        match (&self.embedded, &self.settings.target) {
+            (Some((addr, _)), _) => Ok(*addr),
+            (None, Target::Remote { host, port, .. }) => Ok(transport::resolve(host, *port).await?),
+            (None, Target::Embedded { .. }) => {
+                Err(RunError::Internal("embedded receiver not started".into()))
+            }
+        }
+    }
+
+    /// Checks the receiver's id against what was given or pinned before.
+    fn check_receiver(&self, presented: DeviceId) -> Result<(), RunError> {
+        match (&self.embedded, &self.settings.target) {
+            (Some((_, id)), _) if *id == presented => Ok(()),
+            (Some((_, id)), _) => Err(RunError::WrongReceiver(format!(
+                "expected {id}, got {presented}"
+            ))),
+            (
+                None,
+                Target::Remote {
+                    host,
+                    port,
+                    receiver_id,
+                },
+            ) => {
+                let mut pins = self
+                    .pins
+                    .lock()
+                    .map_err(|_| RunError::Internal("pins lock".into()))?;
+                let outcome = pins.check(&format!("{host}:{port}"), presented, *receiver_id)?;
+                if matches!(outcome, crate::pins::PinOutcome::PinnedNow) {
+                    tracing::info!(receiver = %presented, "pinned the receiver's identity on first contact");
+                }
+                Ok(())
+            }
+            (None, Target::Embedded { .. }) => {
+                Err(RunError::Internal("embedded receiver not started".into()))
+            }
+        }
+    }
+}
+
+/// Runs the sender until done (`--once`, or no period) or until `shutdown`.
+/// Calls `on_run` after every attempt. Returns the last run's summary.
+pub async fn run(
+    settings: SenderSettings,
+    shutdown: CancellationToken,
+    progress: Arc<Progress>,
+    mut on_run: impl FnMut(&Result<RunSummary, RunError>),
+) -> Result<RunSummary, SenderError> {
+    let identity = Identity::load_or_create(&settings.state)?;
+    let pins = Pins::load(&settings.state)?;
+    let copies = match &settings.keep_copies {
+        Some(dir) => Some(Arc::new(Copies::open(dir)?)),
+        None => None,
+    };
+    let exclude = run::excluded_paths(settings.keep_copies.as_ref(), &settings.state);
+
+    // The embedded receiver: the same receiver code, in this process, on
+    // loopback, with its own identity kept in the store.
+    let receiver_token = shutdown.child_token();
+    let mut embedded = None;
+    let mut receiver_task = None;
+    if let Target::Embedded { store } = &settings.target {
+        let store_dir = store.clone();
+        let store = tokio::task::spawn_blocking(move || Store::open(&store_dir))
+            .await
+            .map_err(|e| RunError::Internal(e.to_string()))??;
+        let receiver_identity = Identity::load_or_create(&store.root().join(".ferry"))?;
+        let admission = Admission {
+            allow: vec![identity.id],
+            pairing_secret: None,
+        };
+        let receiver = Receiver::bind_with(
+            receiver_identity,
+            store,
+            "127.0.0.1:0"
+                .parse()
+                .map_err(|_| RunError::Internal("address".into()))?,
+            1,
+            admission,
+        )?;
+        embedded = Some((receiver.local_addr()?, receiver.id()));
+        receiver_task = Some(tokio::spawn(receiver.serve(receiver_token.clone())));
+    }
+
+    let ctx = SenderContext {
+        settings,
+        identity,
+        progress,
+        copies,
+        exclude,
+        index: Arc::new(Mutex::new(None)),
+        pins: Mutex::new(pins),
+        embedded,
+    };
+    let result = schedule_loop(&ctx, &shutdown, &mut on_run).await;
+    receiver_token.cancel();
+    if let Some(task) = receiver_task {
+        let _ = task.await;
+    }
+    result
+}
+
+/// One-shot senders retry a busy or unreachable receiver this many times.
+const ONCE_ATTEMPTS: u32 = 8;
+
+async fn schedule_loop(
+    ctx: &SenderContext,
+    shutdown: &CancellationToken,
+    on_run: &mut impl FnMut(&Result<RunSummary, RunError>),
+) -> Result<RunSummary, SenderError> {
+    let every = ctx.settings.every;
+    let mut schedule = Schedule::new();
+    loop {
+        let result = run::run_once(ctx, shutdown).await;
+        on_run(&result);
+        let outcome = match &result {
+            Ok(_) => Outcome::Done,
+            Err(RunError::Stopped) => return Err(RunError::Stopped.into()),
+            Err(e) => match e.outcome() {
+                Some(outcome) => outcome,
+                None => {
+                    return Err(result
+                        .err()
+                        .map(SenderError::Run)
+                        .unwrap_or(SenderError::Run(RunError::Stopped)))
+                }
+            },
+        };
+        if let Err(e) = &result {
+            tracing::warn!("run failed: {e}");
+        }
+        if every.is_none() {
+            match result {
+                Ok(summary) => return Ok(summary),
+                Err(e)
+                    if matches!(outcome, Outcome::Refused)
+                        || schedule.failures() + 1 >= ONCE_ATTEMPTS =>
+                {
+                    return Err(e.into())
+                }
+                Err(_) => {}
+            }
+        }
+        let delay = schedule.next(outcome, every, schedule::clock_jitter());
+        tracing::info!(
+            "next run in {}",
+            humantime::format_duration(Duration::from_secs(delay.as_secs().max(1)))
+        );
+        tokio::select! {
+            _ = shutdown.cancelled() => {
+                return match result {
+                    Ok(summary) => Ok(summary),
+                    Err(e) => Err(e.into()),
+                };
+            }
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+}

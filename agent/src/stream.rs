@@ -1,1 +1,150 @@
-//! To be written.
+//! A framed message stream over a QUIC stream pair: [`Message`] in, [`Message`]
+//! out, with the frame size checked before anything is allocated.
+
+use ferry_proto::frame::{self, FrameError};
+use ferry_proto::Message;
+
+/// Why a message could not be sent or received.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    #[error("{0}")]
+    Frame(#[from] FrameError),
+    #[error("could not send: {0}")]
+    Write(#[from] quinn::WriteError),
+    #[error("could not receive: {0}")]
+    Read(#[from] quinn::ReadError),
+    #[error("the peer closed the stream before the expected message")]
+    Closed,
+    #[error("protocol error: expected {expected}, got {got}")]
+    Unexpected { expected: &'static str, got: String },
+}
+
+impl StreamError {
+    /// An `Unexpected` error naming the message that arrived instead.
+    pub fn unexpected(expected: &'static str, got: &Message) -> Self {
+        StreamError::Unexpected {
+            expected,
+            got: describe(got),
+        }
+    }
+}
+
+/// A short name of a message's kind, for errors and logs (never its payload).
+pub fn describe(message: &Message) -> String {
+    let kind = match message {
+        Message::Hello(_) => "Hello",
+        Message::Welcome(_) => "Welcome",
+        Message::Busy { .. } => "Busy",
+        Message::Refused(_) => "Refused",
+        Message::Entry(_) => "Entry",
+        Message::Data(_) => "Data",
+        Message::End { .. } => "End",
+        Message::Abort { .. } => "Abort",
+        Message::Want => "Want",
+        Message::Stored => "Stored",
+        Message::Failed(_) => "Failed",
+        Message::Delete { .. } => "Delete",
+        Message::Deleted { .. } => "Deleted",
+        Message::Finish(_) => "Finish",
+        Message::Committed { .. } => "Committed",
+    };
+    kind.to_string()
+}
+
+/// The sending half: writes one frame per message.
+pub struct FramedSend {
+    inner: quinn::SendStream,
+}
+
+impl FramedSend {
+    pub fn new(inner: quinn::SendStream) -> Self {
+        Self { inner }
+    }
+
+    /// Sends one message.
+    pub async fn send(&mut self, message: &Message) -> Result<(), StreamError> {
+        let bytes = frame::encode(message)?;
+        self.inner.write_all(&bytes).await?;
+        Ok(())
+    }
+
+    /// Sends `data` as one `Data` message without copying it into a message
+    /// first. `data` must be at most [`ferry_proto::MAX_DATA`] bytes.
+    pub async fn send_data(&mut self, data: &[u8]) -> Result<(), StreamError> {
+        let header = frame::data_header(data.len())?;
+        self.inner.write_all(&header).await?;
+        self.inner.write_all(data).await?;
+        Ok(())
+    }
+
+    /// Ends the stream after everything written has been delivered.
+    pub fn finish(&mut self) {
+        // Finishing twice, or after the peer stopped the stream, is harmless.
+        let _ = self.inner.finish();
+    }
+
+    /// Abandons the stream: the peer sees it reset.
+    pub fn reset(&mut self) {
+        let _ = self.inner.reset(quinn::VarInt::from_u32(1));
+    }
+}
+
+/// The receiving half: reads one frame at a time.
+pub struct FramedRecv {
+    inner: quinn::RecvStream,
+}
+
+impl FramedRecv {
+    pub fn new(inner: quinn::RecvStream) -> Self {
+        Self { inner }
+    }
+
+    /// The next message, or `None` if the peer finished the stream at a frame
+    /// boundary.
+    pub async fn recv(&mut self) -> Result<Option<Message>, StreamError> {
+        let mut header = [0u8; 4];
+        match self.inner.read_exact(&mut header).await {
+            Ok(()) => {}
+            Err(quinn::ReadExactError::FinishedEarly(0)) => return Ok(None),
+            Err(quinn::ReadExactError::FinishedEarly(_)) => {
+                return Err(FrameError::Truncated.into())
+            }
+            Err(quinn::ReadExactError::ReadError(e)) => return Err(e.into()),
+        }
+        let len = frame::body_len(header)?;
+        let mut body = vec![0u8; len];
+        match self.inner.read_exact(&mut body).await {
+            Ok(()) => {}
+            Err(quinn::ReadExactError::FinishedEarly(_)) => {
+                return Err(FrameError::Truncated.into())
+            }
+            Err(quinn::ReadExactError::ReadError(e)) => return Err(e.into()),
+        }
+        Ok(Some(frame::decode_body(&body)?))
+    }
+
+    /// The next message; the end of the stream is an error.
+    pub async fn expect(&mut self) -> Result<Message, StreamError> {
+        self.recv().await?.ok_or(StreamError::Closed)
+    }
+
+    /// Tells the peer to stop sending on this stream.
+    pub fn stop(&mut self) {
+        let _ = self.inner.stop(quinn::VarInt::from_u32(1));
+    }
+}
+
+/// Both halves of a bidirectional stream.
+pub struct Channel {
+    pub send: FramedSend,
+    pub recv: FramedRecv,
+}
+
+impl Channel {
+    pub fn new((send, recv): (quinn::SendStream, quinn::RecvStream)) -> Self {
+        Self {
+            send: FramedSend::new(send),
+            recv: FramedRecv::new(recv),
+        }
+    }
+}

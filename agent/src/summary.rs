@@ -1,1 +1,207 @@
-//! To be written.
+//! What a run reports: the summary printed at its end (as text or JSON) and
+//! live progress counters that a terminal display or the launcher reads.
+
+use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+/// One file or directory that could not be sent, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    pub path: String,
+    pub message: String,
+}
+
+/// The account of one sender run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RunSummary {
+    /// The run's number in the receiver's catalog, once it was committed.
+    pub run_id: Option<u64>,
+    /// Regular files and symlinks stored with new content.
+    pub files_sent: u64,
+    /// Files whose content was already on the receiver: only metadata moved.
+    pub files_metadata_only: u64,
+    /// Directories created or updated on the receiver.
+    pub dirs_sent: u64,
+    pub files_unchanged: u64,
+    pub files_deleted: u64,
+    /// Bytes of file content sent.
+    pub bytes_file_data: u64,
+    /// UDP bytes the connection sent and received, both directions.
+    pub bytes_on_wire: u64,
+    /// Entries that failed (each is in `problems`).
+    pub errors: u64,
+    /// Special files (sockets, FIFOs, devices) skipped.
+    pub skipped: u64,
+    pub duration_ms: u64,
+    pub problems: Vec<Problem>,
+}
+
+impl RunSummary {
+    /// Records a failed entry.
+    pub fn problem(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.errors += 1;
+        self.problems.push(Problem {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+
+    /// One line for people.
+    pub fn line(&self) -> String {
+        format!(
+            "{} sent, {} metadata-only, {} unchanged, {} deleted, {} dirs; {} of file data, {} on the wire; {} errors; {:.1}s",
+            self.files_sent,
+            self.files_metadata_only,
+            self.files_unchanged,
+            self.files_deleted,
+            self.dirs_sent,
+            human_bytes(self.bytes_file_data),
+            human_bytes(self.bytes_on_wire),
+            self.errors,
+            self.duration_ms as f64 / 1000.0
+        )
+    }
+}
+
+/// `1536` → `1.5 KiB`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// Live counters of a run, shared between the run and whoever displays it.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub entries_total: AtomicU64,
+    pub entries_done: AtomicU64,
+    pub bytes_total: AtomicU64,
+    pub bytes_done: AtomicU64,
+}
+
+/// A consistent-enough reading of [`Progress`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProgressSnapshot {
+    pub entries_total: u64,
+    pub entries_done: u64,
+    pub bytes_total: u64,
+    pub bytes_done: u64,
+}
+
+impl Progress {
+    /// Starts a new run with this much work.
+    pub fn reset(&self, entries: u64, bytes: u64) {
+        self.entries_total.store(entries, Ordering::Relaxed);
+        self.bytes_total.store(bytes, Ordering::Relaxed);
+        self.entries_done.store(0, Ordering::Relaxed);
+        self.bytes_done.store(0, Ordering::Relaxed);
+    }
+
+    pub fn add_bytes(&self, n: u64) {
+        self.bytes_done.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn entry_done(&self) {
+        self.entries_done.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> ProgressSnapshot {
+        ProgressSnapshot {
+            entries_total: self.entries_total.load(Ordering::Relaxed),
+            entries_done: self.entries_done.load(Ordering::Relaxed),
+            bytes_total: self.bytes_total.load(Ordering::Relaxed),
+            bytes_done: self.bytes_done.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Redraws one status line on stderr while a run is going, if stderr is a
+/// terminal. Dropping the returned guard stops it and clears the line.
+pub fn terminal_display(progress: Arc<Progress>) -> Option<DisplayGuard> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let stop = tokio_util::sync::CancellationToken::new();
+    let token = stop.clone();
+    let started = Instant::now();
+    let task = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        loop {
+            tokio::select! {
+                _ = token.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            let s = progress.snapshot();
+            let secs = started.elapsed().as_secs_f64().max(0.001);
+            let line = format!(
+                "\r\x1b[2K{}/{} entries, {} / {} ({}/s)",
+                s.entries_done,
+                s.entries_total,
+                human_bytes(s.bytes_done),
+                human_bytes(s.bytes_total),
+                human_bytes((s.bytes_done as f64 / secs) as u64)
+            );
+            let _ = std::io::stderr().write_all(line.as_bytes());
+        }
+        let _ = std::io::stderr().write_all(b"\r\x1b[2K");
+    });
+    Some(DisplayGuard { stop, task })
+}
+
+/// Stops the terminal display when dropped.
+pub struct DisplayGuard {
+    stop: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl DisplayGuard {
+    /// Stops the display and waits until its line is cleared.
+    pub async fn finish(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_are_readable() {
+        assert_eq!(human_bytes(5), "5 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(3 << 30), "3.0 GiB");
+    }
+
+    #[test]
+    fn summary_json_has_the_documented_fields() {
+        let mut s = RunSummary::default();
+        s.problem("a", "gone");
+        let v: serde_json::Value = serde_json::to_value(&s).unwrap();
+        for key in [
+            "files_sent",
+            "files_unchanged",
+            "files_deleted",
+            "bytes_file_data",
+            "bytes_on_wire",
+            "errors",
+            "duration_ms",
+        ] {
+            assert!(v.get(key).is_some(), "{key} missing");
+        }
+        assert_eq!(v["errors"], 1);
+    }
+}

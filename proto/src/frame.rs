@@ -28,9 +28,41 @@ pub fn encode(message: &Message) -> Result<Vec<u8>, FrameError> {
     let mut out = postcard::to_extend(message, vec![0u8; 4])?;
     let len = out.len() - 4;
     if len > MAX_FRAME {
-        return Err(FrameError::TooLarge { len, max: MAX_FRAME });
+        return Err(FrameError::TooLarge {
+            len,
+            max: MAX_FRAME,
+        });
     }
     out[..4].copy_from_slice(&(len as u32).to_be_bytes());
+    Ok(out)
+}
+
+/// The frame header and message prefix of a `Data` message carrying `len`
+/// bytes: write this, then the bytes, to send `Message::Data` without copying
+/// the content into a message first.
+pub fn data_header(len: usize) -> Result<Vec<u8>, FrameError> {
+    if len > crate::MAX_DATA {
+        return Err(FrameError::TooLarge {
+            len,
+            max: crate::MAX_DATA,
+        });
+    }
+    // Variant index of `Message::Data`, then the byte length as a varint.
+    let mut prefix = vec![5u8];
+    let mut n = len as u64;
+    loop {
+        let byte = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            prefix.push(byte);
+            break;
+        }
+        prefix.push(byte | 0x80);
+    }
+    let body = prefix.len() + len;
+    let mut out = Vec::with_capacity(4 + prefix.len());
+    out.extend_from_slice(&(body as u32).to_be_bytes());
+    out.extend_from_slice(&prefix);
     Ok(out)
 }
 
@@ -39,7 +71,10 @@ pub fn encode(message: &Message) -> Result<Vec<u8>, FrameError> {
 pub fn body_len(header: [u8; 4]) -> Result<usize, FrameError> {
     let len = u32::from_be_bytes(header) as usize;
     if len > MAX_FRAME {
-        return Err(FrameError::TooLarge { len, max: MAX_FRAME });
+        return Err(FrameError::TooLarge {
+            len,
+            max: MAX_FRAME,
+        });
     }
     Ok(len)
 }
@@ -56,9 +91,13 @@ pub fn decode_body(body: &[u8]) -> Result<Message, FrameError> {
 /// Decodes the first complete frame of `buf`, if there is one, returning the
 /// message and the number of bytes it took.
 pub fn decode(buf: &[u8]) -> Result<Option<(Message, usize)>, FrameError> {
-    let Some(header) = buf.get(..4) else { return Ok(None) };
+    let Some(header) = buf.get(..4) else {
+        return Ok(None);
+    };
     let len = body_len([header[0], header[1], header[2], header[3]])?;
-    let Some(body) = buf.get(4..4 + len) else { return Ok(None) };
+    let Some(body) = buf.get(4..4 + len) else {
+        return Ok(None);
+    };
     Ok(Some((decode_body(body)?, 4 + len)))
 }
 
@@ -73,7 +112,9 @@ impl tokio_util::codec::Decoder for FrameCodec {
     type Error = FrameError;
 
     fn decode(&mut self, src: &mut bytes::BytesMut) -> Result<Option<Message>, FrameError> {
-        let Some(header) = src.get(..4) else { return Ok(None) };
+        let Some(header) = src.get(..4) else {
+            return Ok(None);
+        };
         let len = body_len([header[0], header[1], header[2], header[3]])?;
         if src.len() < 4 + len {
             src.reserve(4 + len - src.len());
@@ -117,16 +158,36 @@ mod tests {
     }
 
     #[test]
+    fn data_header_matches_encoding() {
+        for len in [0, 1, 127, 128, 300, crate::MAX_DATA] {
+            let data = vec![0xab; len];
+            let mut framed = data_header(len).unwrap();
+            framed.extend_from_slice(&data);
+            assert_eq!(framed, encode(&Message::Data(data)).unwrap(), "len {len}");
+        }
+        assert!(data_header(crate::MAX_DATA + 1).is_err());
+    }
+
+    #[test]
     fn oversized_length_rejected_before_allocation() {
         let header = ((MAX_FRAME + 1) as u32).to_be_bytes();
         assert!(matches!(decode(&header), Err(FrameError::TooLarge { .. })));
-        assert!(matches!(body_len([0xff; 4]), Err(FrameError::TooLarge { .. })));
+        assert!(matches!(
+            body_len([0xff; 4]),
+            Err(FrameError::TooLarge { .. })
+        ));
     }
 
     #[test]
     fn garbage_and_trailing_bytes_rejected() {
-        assert!(matches!(decode(&[0, 0, 0, 1, 0xee]), Err(FrameError::Malformed(_))));
-        assert!(matches!(decode(&[0, 0, 0, 2, 0x08, 0x00]), Err(FrameError::TrailingBytes { .. })));
+        assert!(matches!(
+            decode(&[0, 0, 0, 1, 0xee]),
+            Err(FrameError::Malformed(_))
+        ));
+        assert!(matches!(
+            decode(&[0, 0, 0, 2, 0x08, 0x00]),
+            Err(FrameError::TrailingBytes { .. })
+        ));
     }
 
     #[test]
@@ -145,6 +206,9 @@ mod tests {
         let mut codec = FrameCodec;
         assert_eq!(codec.decode(&mut buf).unwrap(), Some(Message::Want));
         assert_eq!(codec.decode(&mut buf).unwrap(), None);
-        assert!(matches!(codec.decode_eof(&mut buf), Err(FrameError::Truncated)));
+        assert!(matches!(
+            codec.decode_eof(&mut buf),
+            Err(FrameError::Truncated)
+        ));
     }
 }

@@ -217,18 +217,33 @@ mod tests {
                  0166",
             ),
             (
-                Message::Welcome(Welcome { run_id: 300, paired: true, max_streams: 64 }),
+                Message::Welcome(Welcome {
+                    run_id: 300,
+                    paired: true,
+                    max_streams: 64,
+                }),
                 "01ac020140",
             ),
-            (Message::Busy { retry_after_ms: 1000 }, "02e807"),
             (
-                Message::Refused(Refusal { code: RefuseCode::UnknownSender, message: "no".into() }),
+                Message::Busy {
+                    retry_after_ms: 1000,
+                },
+                "02e807",
+            ),
+            (
+                Message::Refused(Refusal {
+                    code: RefuseCode::UnknownSender,
+                    message: "no".into(),
+                }),
                 "0300026e6f",
             ),
             (
                 Message::Entry(Entry {
                     path: path("a/b"),
-                    kind: EntryKind::File { size: 5, content: Content::Inline },
+                    kind: EntryKind::File {
+                        size: 5,
+                        content: Content::Inline,
+                    },
                     mtime_ns: -1,
                     mode: 0o644,
                 }),
@@ -237,7 +252,10 @@ mod tests {
             (
                 Message::Entry(Entry {
                     path: path("d"),
-                    kind: EntryKind::File { size: 0, content: Content::Offer { hash: [1; 32] } },
+                    kind: EntryKind::File {
+                        size: 0,
+                        content: Content::Offer { hash: [1; 32] },
+                    },
                     mtime_ns: 2,
                     mode: 0o600,
                 }),
@@ -246,13 +264,20 @@ mod tests {
                  048003",
             ),
             (
-                Message::Entry(Entry { path: path("d"), kind: EntryKind::Dir, mtime_ns: 0, mode: 0o755 }),
+                Message::Entry(Entry {
+                    path: path("d"),
+                    kind: EntryKind::Dir,
+                    mtime_ns: 0,
+                    mode: 0o755,
+                }),
                 "0401640100ed03",
             ),
             (
                 Message::Entry(Entry {
                     path: path("l"),
-                    kind: EntryKind::Symlink { target: b"../t".to_vec() },
+                    kind: EntryKind::Symlink {
+                        target: b"../t".to_vec(),
+                    },
                     mtime_ns: 0,
                     mode: 0o777,
                 }),
@@ -268,15 +293,26 @@ mod tests {
             (Message::Want, "08"),
             (Message::Stored, "09"),
             (
-                Message::Failed(Failure { code: FailCode::HashMismatch, message: "h".into() }),
+                Message::Failed(Failure {
+                    code: FailCode::HashMismatch,
+                    message: "h".into(),
+                }),
                 "0a000168",
             ),
-            (Message::Delete { paths: vec![path("x")] }, "0b010178"),
+            (
+                Message::Delete {
+                    paths: vec![path("x")],
+                },
+                "0b010178",
+            ),
             (
                 Message::Deleted {
                     failed: vec![PathFailure {
                         path: path("x"),
-                        failure: Failure { code: FailCode::Io, message: String::new() },
+                        failure: Failure {
+                            code: FailCode::Io,
+                            message: String::new(),
+                        },
                     }],
                 },
                 "0c0101780300",

@@ -117,7 +117,10 @@ fn validate_rel(bytes: &[u8]) -> Result<(), PathError> {
         return Err(PathError::Empty);
     }
     if bytes.len() > MAX_PATH_LEN {
-        return Err(PathError::TooLong { len: bytes.len(), max: MAX_PATH_LEN });
+        return Err(PathError::TooLong {
+            len: bytes.len(),
+            max: MAX_PATH_LEN,
+        });
     }
     if bytes.contains(&0) {
         return Err(PathError::Nul(show()));
@@ -243,7 +246,11 @@ mod tests {
             b"a/",
             b"a\0b",
         ] {
-            assert!(RelPath::from_bytes(bad.to_vec()).is_err(), "{:?} accepted", bad);
+            assert!(
+                RelPath::from_bytes(bad.to_vec()).is_err(),
+                "{:?} accepted",
+                bad
+            );
         }
         assert!(RelPath::from_bytes(vec![b'a'; MAX_PATH_LEN + 1]).is_err());
         assert!(RelPath::from_bytes(vec![b'a'; MAX_COMPONENT_LEN + 1]).is_err());
@@ -254,7 +261,10 @@ mod tests {
         let bytes = postcard::to_stdvec(&serde_bytes::Bytes::new(b"a/../b")).unwrap();
         assert!(postcard::from_bytes::<RelPath>(&bytes).is_err());
         let bytes = postcard::to_stdvec(&serde_bytes::Bytes::new(b"a/b")).unwrap();
-        assert_eq!(postcard::from_bytes::<RelPath>(&bytes).unwrap().as_bytes(), b"a/b");
+        assert_eq!(
+            postcard::from_bytes::<RelPath>(&bytes).unwrap().as_bytes(),
+            b"a/b"
+        );
     }
 
     #[test]

@@ -1,0 +1,243 @@
+//! Who gets in: the admission decision for a sender that completed the TLS
+//! handshake and said `Hello`. Pure logic, no I/O: the connection driver looks
+//! up what it needs, asks [`decide`], and carries out the verdict.
+
+use ferry_proto::{Hello, Name, RefuseCode, PROTOCOL_VERSION};
+
+use crate::identity::DeviceId;
+
+/// What the driver found out about the pairing proof.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proof {
+    /// The sender offered none.
+    Absent,
+    /// It matched this receiver's secret for this TLS session.
+    Valid,
+    /// It did not match.
+    Invalid,
+    /// The sender offered one, but this receiver has no pairing secret.
+    NotAccepted,
+}
+
+/// Everything the decision depends on.
+#[derive(Debug, Clone)]
+pub struct Facts<'a> {
+    pub peer: DeviceId,
+    pub hello: &'a Hello,
+    /// The name this device is registered under, if it is known.
+    pub registered_as: Option<&'a Name>,
+    /// True if another device holds `hello.name`.
+    pub name_taken: bool,
+    /// True if the admin listed the peer with `--allow`.
+    pub allowed: bool,
+    pub proof: Proof,
+}
+
+/// The outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Let it in; `register` says the device must be recorded as a known
+    /// sender under `hello.name` first; `paired` that pairing admitted it.
+    Admit {
+        register: bool,
+        paired: bool,
+    },
+    Refuse {
+        code: RefuseCode,
+        message: String,
+    },
+}
+
+fn refuse(code: RefuseCode, message: String) -> Verdict {
+    Verdict::Refuse { code, message }
+}
+
+/// Decides whether a sender is admitted.
+pub fn decide(facts: &Facts<'_>) -> Verdict {
+    let hello = facts.hello;
+    if hello.protocol != PROTOCOL_VERSION {
+        return refuse(
+            RefuseCode::Version,
+            format!(
+                "this receiver speaks protocol {PROTOCOL_VERSION}, the sender {}: run the same Ferry version on both",
+                hello.protocol
+            ),
+        );
+    }
+    if let Some(name) = facts.registered_as {
+        if name != &hello.name {
+            return refuse(
+                RefuseCode::WrongName,
+                format!(
+                    "this device ({}) is registered on the receiver as {name:?}, not {:?}: run the sender with --name {name}",
+                    facts.peer, hello.name.as_str()
+                ),
+            );
+        }
+        return Verdict::Admit {
+            register: false,
+            paired: false,
+        };
+    }
+    if facts.name_taken {
+        return refuse(
+            RefuseCode::NameTaken,
+            format!(
+                "the name {:?} belongs to another device on this receiver: choose another with --name",
+                hello.name.as_str()
+            ),
+        );
+    }
+    if facts.allowed {
+        return Verdict::Admit {
+            register: true,
+            paired: false,
+        };
+    }
+    match facts.proof {
+        Proof::Valid => Verdict::Admit { register: true, paired: true },
+        Proof::Invalid => refuse(
+            RefuseCode::BadPairingSecret,
+            format!(
+                "device {} offered a pairing secret that does not match this receiver's: check --pairing-secret-file on both sides",
+                facts.peer
+            ),
+        ),
+        Proof::NotAccepted => refuse(
+            RefuseCode::UnknownSender,
+            format!(
+                "device {} is not known and this receiver does not accept pairing: ask its admin to run `ferry receive` with --allow {} or with --pairing-secret-file",
+                facts.peer, facts.peer
+            ),
+        ),
+        Proof::Absent => refuse(
+            RefuseCode::UnknownSender,
+            format!(
+                "device {} is not known to this receiver: pair it once with --pairing-secret-file (the receiver's secret), or ask the receiver's admin to add --allow {}",
+                facts.peer, facts.peer
+            ),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hello(name: &str, protocol: u32) -> Hello {
+        Hello {
+            protocol,
+            name: Name::new(name).unwrap(),
+            folder: Name::new("docs").unwrap(),
+            pairing: None,
+            agent: String::new(),
+        }
+    }
+
+    fn facts<'a>(hello: &'a Hello) -> Facts<'a> {
+        Facts {
+            peer: DeviceId::from_spki(b"peer"),
+            hello,
+            registered_as: None,
+            name_taken: false,
+            allowed: false,
+            proof: Proof::Absent,
+        }
+    }
+
+    #[test]
+    fn unknown_sender_refused_with_what_to_do() {
+        let h = hello("lap", 1);
+        let Verdict::Refuse { code, message } = decide(&facts(&h)) else {
+            panic!()
+        };
+        assert_eq!(code, RefuseCode::UnknownSender);
+        assert!(message.contains("--allow") && message.contains("--pairing-secret-file"));
+    }
+
+    #[test]
+    fn known_allowed_and_paired_admitted() {
+        let h = hello("lap", 1);
+        let name = Name::new("lap").unwrap();
+        let known = Facts {
+            registered_as: Some(&name),
+            ..facts(&h)
+        };
+        assert_eq!(
+            decide(&known),
+            Verdict::Admit {
+                register: false,
+                paired: false
+            }
+        );
+        let allowed = Facts {
+            allowed: true,
+            ..facts(&h)
+        };
+        assert_eq!(
+            decide(&allowed),
+            Verdict::Admit {
+                register: true,
+                paired: false
+            }
+        );
+        let paired = Facts {
+            proof: Proof::Valid,
+            ..facts(&h)
+        };
+        assert_eq!(
+            decide(&paired),
+            Verdict::Admit {
+                register: true,
+                paired: true
+            }
+        );
+    }
+
+    #[test]
+    fn bad_secret_wrong_name_taken_name_and_version_refused() {
+        let h = hello("lap", 1);
+        let code = |f: Facts<'_>| match decide(&f) {
+            Verdict::Refuse { code, .. } => Some(code),
+            Verdict::Admit { .. } => None,
+        };
+        assert_eq!(
+            code(Facts {
+                proof: Proof::Invalid,
+                ..facts(&h)
+            }),
+            Some(RefuseCode::BadPairingSecret)
+        );
+        assert_eq!(
+            code(Facts {
+                proof: Proof::NotAccepted,
+                ..facts(&h)
+            }),
+            Some(RefuseCode::UnknownSender)
+        );
+        let other = Name::new("desk").unwrap();
+        assert_eq!(
+            code(Facts {
+                registered_as: Some(&other),
+                ..facts(&h)
+            }),
+            Some(RefuseCode::WrongName)
+        );
+        // A taken name is refused even with a valid proof: no sender can
+        // write into another's namespace.
+        let taken = Facts {
+            name_taken: true,
+            proof: Proof::Valid,
+            ..facts(&h)
+        };
+        assert_eq!(code(taken), Some(RefuseCode::NameTaken));
+        let old = hello("lap", 0);
+        assert_eq!(
+            code(Facts {
+                allowed: true,
+                ..facts(&old)
+            }),
+            Some(RefuseCode::Version)
+        );
+    }
+}

@@ -1,0 +1,475 @@
+//! One sender's connection on the receiver: handshake, admission, the control
+//! stream, and one task per file stream.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_proto::{
+    Entry, EntryKind, FailCode, Failure, Hello, Message, PathFailure, Refusal, RefuseCode,
+    RunReport, Welcome,
+};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::admission::{decide, Facts, Proof, Verdict};
+use super::entry::{EntryReceiver, Step};
+use super::{Shared, BUSY_RETRY, HELLO_TIMEOUT, MAX_STREAMS_PER_SENDER};
+use crate::identity::DeviceId;
+use crate::store::{Namespace, Staged, Store, StoreError};
+use crate::stream::{Channel, StreamError};
+use crate::tls;
+
+/// QUIC application close codes.
+const CLOSE_DONE: u32 = 0;
+const CLOSE_REFUSED: u32 = 1;
+const CLOSE_SHUTDOWN: u32 = 2;
+const CLOSE_PROTOCOL: u32 = 3;
+
+/// Why a session ended early.
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    #[error("handshake failed: {0}")]
+    Handshake(String),
+    #[error("{0}")]
+    Stream(#[from] StreamError),
+    #[error("refused: {0}")]
+    Refused(String),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("connection lost: {0}")]
+    Lost(#[from] quinn::ConnectionError),
+    #[error("receiver shutting down")]
+    Shutdown,
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Runs `f` on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, SessionError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(result) => result.map_err(SessionError::Store),
+        Err(e) => Err(SessionError::Internal(e.to_string())),
+    }
+}
+
+/// Handles one incoming connection to its end; never panics, logs outcomes.
+pub(crate) async fn handle(
+    incoming: quinn::Incoming,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+) {
+    let remote = incoming.remote_address();
+    let conn = match tokio::time::timeout(HELLO_TIMEOUT, incoming).await {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(e)) => {
+            tracing::debug!(%remote, "handshake failed: {e}");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%remote, "handshake timed out");
+            return;
+        }
+    };
+    let peer = match tls::peer_id(&conn) {
+        Ok(peer) => peer,
+        Err(e) => {
+            tracing::warn!(%remote, "no usable peer certificate: {e}");
+            conn.close(quinn::VarInt::from_u32(CLOSE_REFUSED), b"no certificate");
+            return;
+        }
+    };
+    match session(&conn, peer, &shared, &shutdown).await {
+        Ok(()) => {}
+        Err(SessionError::Refused(why)) => tracing::warn!(%remote, peer = %peer, "refused: {why}"),
+        Err(SessionError::Shutdown) => {
+            conn.close(
+                quinn::VarInt::from_u32(CLOSE_SHUTDOWN),
+                b"receiver shutting down",
+            );
+        }
+        Err(e) => {
+            tracing::warn!(%remote, peer = %peer, "session ended: {e}");
+            conn.close(quinn::VarInt::from_u32(CLOSE_PROTOCOL), b"session error");
+        }
+    }
+}
+
+/// Sends a refusal, lets it reach the sender, and closes.
+async fn refuse(
+    conn: &quinn::Connection,
+    control: &mut Channel,
+    code: RefuseCode,
+    message: String,
+) -> SessionError {
+    let _ = control
+        .send
+        .send(&Message::Refused(Refusal {
+            code,
+            message: message.clone(),
+        }))
+        .await;
+    control.send.finish();
+    // The sender closes the connection when it has read the refusal.
+    let _ = tokio::time::timeout(Duration::from_secs(2), conn.closed()).await;
+    conn.close(quinn::VarInt::from_u32(CLOSE_REFUSED), b"refused");
+    SessionError::Refused(message)
+}
+
+async fn session(
+    conn: &quinn::Connection,
+    peer: DeviceId,
+    shared: &Arc<Shared>,
+    shutdown: &CancellationToken,
+) -> Result<(), SessionError> {
+    let pair = tokio::time::timeout(HELLO_TIMEOUT, conn.accept_bi())
+        .await
+        .map_err(|_| SessionError::Handshake("no control stream in time".into()))??;
+    let mut control = Channel::new(pair);
+    let hello = match tokio::time::timeout(HELLO_TIMEOUT, control.recv.expect()).await {
+        Err(_) => return Err(SessionError::Handshake("no Hello in time".into())),
+        Ok(Ok(Message::Hello(hello))) => hello,
+        Ok(Ok(other)) => {
+            let message = format!("expected Hello, got {}", crate::stream::describe(&other));
+            return Err(refuse(conn, &mut control, RefuseCode::BadRequest, message).await);
+        }
+        Ok(Err(e)) => {
+            let message = format!("bad Hello: {e}");
+            return Err(refuse(conn, &mut control, RefuseCode::BadRequest, message).await);
+        }
+    };
+
+    // Admission: who is it, and may it in?
+    let proof = match (&hello.pairing, &shared.admission.pairing_secret) {
+        (None, _) => Proof::Absent,
+        (Some(_), None) => Proof::NotAccepted,
+        (Some(offered), Some(secret)) => {
+            let material =
+                tls::pairing_material(conn).map_err(|e| SessionError::Handshake(e.to_string()))?;
+            let expected = ferry_proto::pairing_proof(secret, &material);
+            if ferry_proto::proofs_match(offered, &expected) {
+                Proof::Valid
+            } else {
+                Proof::Invalid
+            }
+        }
+    };
+    let store = shared.store.clone();
+    let device = peer.to_string();
+    let name = hello.name.clone();
+    let (by_device, by_name) = blocking(move || {
+        Ok((
+            store.sender_by_device(&device)?,
+            store.sender_by_name(&name)?,
+        ))
+    })
+    .await?;
+    let facts = Facts {
+        peer,
+        hello: &hello,
+        registered_as: by_device.as_ref().map(|s| &s.name),
+        name_taken: by_name
+            .as_ref()
+            .is_some_and(|s| s.device != peer.to_string()),
+        allowed: shared.admission.allow.contains(&peer),
+        proof,
+    };
+    let (register, paired) = match decide(&facts) {
+        Verdict::Admit { register, paired } => (register, paired),
+        Verdict::Refuse { code, message } => {
+            return Err(refuse(conn, &mut control, code, message).await)
+        }
+    };
+
+    // Capacity: only admitted senders take a slot.
+    let Ok(_slot) = shared.clients.clone().try_acquire_owned() else {
+        tracing::info!(
+            peer = %peer, name = %hello.name,
+            "sender told to retry later: all {} client slots are in use", shared.max_clients
+        );
+        let busy = Message::Busy {
+            retry_after_ms: BUSY_RETRY.as_millis() as u64,
+        };
+        let _ = control.send.send(&busy).await;
+        control.send.finish();
+        let _ = tokio::time::timeout(Duration::from_secs(2), conn.closed()).await;
+        return Ok(());
+    };
+
+    let store = shared.store.clone();
+    let device = peer.to_string();
+    let hello_name = hello.name.clone();
+    let folder = hello.folder.clone();
+    let (ns, run_id) = blocking(move || {
+        let sender = match by_device {
+            Some(sender) if !register => sender,
+            _ => store.add_sender(&device, &hello_name)?,
+        };
+        let ns = store.namespace(&sender, &folder);
+        let run = store.begin_run(&ns)?;
+        Ok((ns, run))
+    })
+    .await?;
+    if paired {
+        tracing::info!(peer = %peer, name = %hello.name, "paired a new sender");
+    }
+    tracing::info!(peer = %peer, name = %hello.name, folder = %hello.folder, run = run_id, "sender connected");
+    control
+        .send
+        .send(&Message::Welcome(Welcome {
+            run_id,
+            paired,
+            max_streams: MAX_STREAMS_PER_SENDER,
+        }))
+        .await?;
+
+    let ctx = Arc::new(RunContext {
+        store: shared.store.clone(),
+        ns,
+        run: run_id,
+        stored: AtomicU64::new(0),
+    });
+    let files = TaskTracker::new();
+    let acceptor = tokio::spawn(accept_entries(conn.clone(), ctx.clone(), files.clone()));
+    let outcome = control_loop(&mut control, &ctx, &files, &hello, shutdown).await;
+    acceptor.abort();
+    let bytes_received = conn.stats().udp_rx.bytes;
+    let complete = matches!(outcome, Ok(Some(_)));
+    let report = match &outcome {
+        Ok(Some(report)) => report.clone(),
+        _ => RunReport {
+            files_sent: ctx.stored.load(Ordering::Relaxed),
+            ..RunReport::default()
+        },
+    };
+    let store = shared.store.clone();
+    let ns = ctx.ns.clone();
+    blocking(move || store.finish_run(&ns, run_id, &report, bytes_received, complete)).await?;
+    match outcome {
+        Ok(Some(_)) => {
+            control.send.send(&Message::Committed { run_id }).await?;
+            control.send.finish();
+            tracing::info!(peer = %peer, name = %hello.name, run = run_id, "run committed");
+            // The sender closes once it has read `Committed`.
+            let _ = tokio::time::timeout(Duration::from_secs(5), conn.closed()).await;
+            conn.close(quinn::VarInt::from_u32(CLOSE_DONE), b"done");
+            Ok(())
+        }
+        Ok(None) => {
+            tracing::warn!(peer = %peer, run = run_id, "sender left before finishing the run; recorded as interrupted");
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// What every file stream of one run needs.
+struct RunContext {
+    store: Arc<Store>,
+    ns: Namespace,
+    run: u64,
+    stored: AtomicU64,
+}
+
+/// Reads the control stream until `Finish` (returns its report) or until the
+/// sender goes away (returns `None`).
+async fn control_loop(
+    control: &mut Channel,
+    ctx: &Arc<RunContext>,
+    files: &TaskTracker,
+    hello: &Hello,
+    shutdown: &CancellationToken,
+) -> Result<Option<RunReport>, SessionError> {
+    loop {
+        let message = tokio::select! {
+            _ = shutdown.cancelled() => return Err(SessionError::Shutdown),
+            message = control.recv.recv() => message,
+        };
+        match message {
+            Ok(Some(Message::Delete { paths })) => {
+                let ctx2 = ctx.clone();
+                let failed = blocking(move || {
+                    let mut failed = Vec::new();
+                    for path in paths {
+                        if let Err(e) = ctx2.store.delete(&ctx2.ns, ctx2.run, &path) {
+                            failed.push(PathFailure {
+                                path,
+                                failure: Failure {
+                                    code: e.fail_code(),
+                                    message: e.to_string(),
+                                },
+                            });
+                        }
+                    }
+                    Ok(failed)
+                })
+                .await?;
+                control.send.send(&Message::Deleted { failed }).await?;
+            }
+            Ok(Some(Message::Finish(report))) => {
+                // Every entry was answered before the sender said Finish;
+                // wait for their tasks to wind down all the same.
+                files.close();
+                files.wait().await;
+                return Ok(Some(report));
+            }
+            Ok(Some(other)) => {
+                let got = crate::stream::describe(&other);
+                let message = format!("unexpected {got} on the control stream of {}", hello.name);
+                let _ = control
+                    .send
+                    .send(&Message::Refused(Refusal {
+                        code: RefuseCode::BadRequest,
+                        message: message.clone(),
+                    }))
+                    .await;
+                return Err(SessionError::Refused(message));
+            }
+            Ok(None) | Err(StreamError::Read(_)) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Accepts file streams and spawns one task each.
+async fn accept_entries(conn: quinn::Connection, ctx: Arc<RunContext>, files: TaskTracker) {
+    while let Ok(pair) = conn.accept_bi().await {
+        let ctx = ctx.clone();
+        files.spawn(async move {
+            let mut channel = Channel::new(pair);
+            let reply = match receive_entry(&mut channel, &ctx).await {
+                Ok(()) => {
+                    ctx.stored.fetch_add(1, Ordering::Relaxed);
+                    Message::Stored
+                }
+                Err(failure) => {
+                    tracing::debug!("entry failed: {}", failure.message);
+                    channel.recv.stop();
+                    Message::Failed(failure)
+                }
+            };
+            if channel.send.send(&reply).await.is_ok() {
+                channel.send.finish();
+            }
+        });
+    }
+}
+
+fn failure(code: FailCode, message: impl Into<String>) -> Failure {
+    Failure {
+        code,
+        message: message.into(),
+    }
+}
+
+fn store_failure(e: SessionError) -> Failure {
+    match e {
+        SessionError::Store(e) => failure(e.fail_code(), e.to_string()),
+        other => failure(FailCode::Io, other.to_string()),
+    }
+}
+
+/// Receives one entry and stores it; `Err` is the failure to report.
+async fn receive_entry(channel: &mut Channel, ctx: &Arc<RunContext>) -> Result<(), Failure> {
+    let mut machine = EntryReceiver::new();
+    let mut staged: Option<(Entry, Staged)> = None;
+    loop {
+        let message = match channel.recv.recv().await {
+            Ok(Some(message)) => message,
+            Ok(None) => {
+                return Err(failure(
+                    FailCode::Aborted,
+                    "stream ended before the entry was complete",
+                ))
+            }
+            Err(e) => return Err(failure(FailCode::BadRequest, e.to_string())),
+        };
+        let step = machine
+            .on_message(message)
+            .map_err(|v| failure(v.code, v.message))?;
+        let c = ctx.clone();
+        match step {
+            Step::PutDir(entry) => {
+                return blocking(move || c.store.put_dir(&c.ns, c.run, &entry))
+                    .await
+                    .map_err(store_failure)
+            }
+            Step::PutSymlink(entry) => {
+                return blocking(move || c.store.put_symlink(&c.ns, c.run, &entry))
+                    .await
+                    .map_err(store_failure)
+            }
+            Step::CheckOffer { entry, hash } => {
+                let path = entry.path.clone();
+                let have = blocking(move || c.store.holds(&c.ns, &path, &hash))
+                    .await
+                    .map_err(store_failure)?;
+                match machine.offer_answered(have) {
+                    None => {
+                        let c = ctx.clone();
+                        return blocking(move || {
+                            c.store.update_metadata(&c.ns, c.run, &entry, &hash)
+                        })
+                        .await
+                        .map_err(store_failure);
+                    }
+                    Some(want) => {
+                        channel
+                            .send
+                            .send(&want)
+                            .await
+                            .map_err(|e| failure(FailCode::Io, e.to_string()))?;
+                        let size = match entry.kind {
+                            EntryKind::File { size, .. } => size,
+                            _ => 0,
+                        };
+                        let c = ctx.clone();
+                        let path = entry.path.clone();
+                        let file = blocking(move || c.store.stage(&c.ns, &path, size))
+                            .await
+                            .map_err(store_failure)?;
+                        staged = Some((entry, file));
+                    }
+                }
+            }
+            Step::Begin { entry, size } => {
+                let path = entry.path.clone();
+                let file = blocking(move || c.store.stage(&c.ns, &path, size))
+                    .await
+                    .map_err(store_failure)?;
+                staged = Some((entry, file));
+            }
+            Step::Write(data) => {
+                let Some((entry, mut file)) = staged.take() else {
+                    return Err(failure(FailCode::BadRequest, "data without an entry"));
+                };
+                let file = blocking(move || {
+                    file.write(&data)?;
+                    Ok(file)
+                })
+                .await
+                .map_err(store_failure)?;
+                staged = Some((entry, file));
+            }
+            Step::Finish { hash } => {
+                let Some((entry, file)) = staged.take() else {
+                    return Err(failure(FailCode::BadRequest, "end without an entry"));
+                };
+                return blocking(move || {
+                    let verified = file.finish(&hash)?;
+                    c.store.commit_file(&c.ns, c.run, &entry, verified)
+                })
+                .await
+                .map_err(store_failure);
+            }
+            Step::Aborted(reason) => {
+                return Err(failure(
+                    FailCode::Aborted,
+                    format!("the sender gave up: {reason}"),
+                ));
+            }
+        }
+    }
+}

@@ -1,0 +1,348 @@
+//! One sender run: scan, connect, plan against the index, send entries with
+//! several in flight, propagate deletions, finish, record.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ferry_proto::{Hash, Hello, Message, RefuseCode, RunReport};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::transfer::{send_entry, EntryError, Sent, SentKind, TransferContext};
+use super::{RunError, SenderContext};
+use crate::index::{Index, Plan, RunRow};
+use crate::scan::{self, Scan, ScanEntry};
+use crate::stream::{Channel, StreamError};
+use crate::summary::RunSummary;
+use crate::{tls, transport};
+
+/// Files a sender keeps in flight at once (also capped by the receiver).
+pub const MAX_IN_FLIGHT: usize = 32;
+/// Acknowledged entries recorded in the index per transaction.
+const INDEX_BATCH: usize = 512;
+/// Deletions per `Delete` message.
+const DELETE_BATCH: usize = 1000;
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, RunError> + Send + 'static,
+) -> Result<T, RunError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| RunError::Internal(e.to_string()))?
+}
+
+/// Runs once against the receiver at `remote` whose id must be accepted by
+/// `ctx.check_receiver`.
+pub async fn run_once(
+    ctx: &SenderContext,
+    shutdown: &CancellationToken,
+) -> Result<RunSummary, RunError> {
+    let started = Instant::now();
+    let started_ms = now_ms();
+    let mut summary = RunSummary::default();
+
+    // 1. Scan: stat only.
+    let source = ctx.settings.source.clone();
+    let exclude = ctx.exclude.clone();
+    let scan: Scan =
+        blocking(move || scan::scan(&source, &exclude).map_err(RunError::Scan)).await?;
+    for skipped in &scan.skipped {
+        summary.skipped += 1;
+        tracing::warn!(path = %skipped.path.display(), "skipped: {}", skipped.message);
+    }
+    for problem in &scan.errors {
+        summary.problem(problem.path.display().to_string(), problem.message.clone());
+    }
+
+    // 2. Connect and get admitted.
+    let remote = ctx.remote().await?;
+    let endpoint = transport::client_endpoint(&ctx.identity, remote)?;
+    let conn = transport::connect(&endpoint, remote).await?;
+    let result = session(ctx, &conn, scan, &mut summary, shutdown).await;
+    summary.bytes_on_wire = transport::bytes_on_wire(&conn);
+    conn.close(quinn::VarInt::from_u32(0), b"done");
+    endpoint.wait_idle().await;
+    summary.duration_ms = started.elapsed().as_millis() as u64;
+    let outcome = match &result {
+        Ok(()) if summary.errors == 0 => "complete".to_string(),
+        Ok(()) => "complete with errors".to_string(),
+        Err(e) => format!("failed: {e}"),
+    };
+    // Refusals and busy receivers are not runs worth a history row.
+    if !matches!(
+        result,
+        Err(RunError::Busy { .. } | RunError::Refused { .. })
+    ) {
+        let row = RunRow {
+            id: 0,
+            started_ms,
+            finished_ms: now_ms(),
+            files_sent: summary.files_sent,
+            files_unchanged: summary.files_unchanged,
+            files_deleted: summary.files_deleted,
+            bytes_file_data: summary.bytes_file_data,
+            bytes_on_wire: summary.bytes_on_wire,
+            errors: summary.errors,
+            receiver_run: summary.run_id,
+            outcome,
+        };
+        if let Some(index) = ctx
+            .index
+            .lock()
+            .map_err(|_| RunError::Internal("index lock".into()))?
+            .as_mut()
+        {
+            if let Err(e) = index.record_run(&row) {
+                tracing::warn!("could not record the run in the local history: {e}");
+            }
+        }
+    }
+    result.map(|()| summary)
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+async fn session(
+    ctx: &SenderContext,
+    conn: &quinn::Connection,
+    scan: Scan,
+    summary: &mut RunSummary,
+    shutdown: &CancellationToken,
+) -> Result<(), RunError> {
+    let receiver_id = tls::peer_id(conn)?;
+    ctx.check_receiver(receiver_id)?;
+    let pairing = match &ctx.settings.pairing_secret {
+        Some(secret) => Some(ferry_proto::pairing_proof(
+            secret,
+            &tls::pairing_material(conn)?,
+        )),
+        None => None,
+    };
+    let mut control = Channel::new(conn.open_bi().await?);
+    control
+        .send
+        .send(&Message::Hello(Hello {
+            protocol: ferry_proto::PROTOCOL_VERSION,
+            name: ctx.settings.name.clone(),
+            folder: ctx.settings.folder.clone(),
+            pairing,
+            agent: format!("ferry {}", env!("CARGO_PKG_VERSION")),
+        }))
+        .await?;
+    let welcome = match control.recv.expect().await? {
+        Message::Welcome(welcome) => welcome,
+        Message::Busy { retry_after_ms } => {
+            return Err(RunError::Busy {
+                retry_after: Duration::from_millis(retry_after_ms.min(3_600_000)),
+            })
+        }
+        Message::Refused(refusal) => {
+            return Err(RunError::Refused {
+                code: refusal.code,
+                message: refusal.message,
+            })
+        }
+        other => return Err(StreamError::unexpected("Welcome", &other).into()),
+    };
+    if welcome.paired {
+        tracing::info!(receiver = %receiver_id, "paired with the receiver; later runs need no pairing secret");
+    }
+
+    // 3. Plan against the index of this receiver and folder.
+    let target = format!("{}/{}", receiver_id, ctx.settings.folder);
+    let index_path = ctx.settings.state.join("index.db");
+    let source = ctx.settings.source.clone();
+    let index_slot = ctx.index.clone();
+    let plan: Plan = blocking(move || {
+        let mut slot = index_slot
+            .lock()
+            .map_err(|_| RunError::Internal("index lock".into()))?;
+        let index = Index::open(&index_path, &target)?;
+        let plan = index.plan(&source, &scan)?;
+        *slot = Some(index);
+        Ok(plan)
+    })
+    .await?;
+    summary.files_unchanged = plan.unchanged;
+    for problem in &plan.problems {
+        summary.problem(problem.path.display().to_string(), problem.message.clone());
+    }
+    let bytes_total = plan
+        .items
+        .iter()
+        .filter(|i| matches!(i.entry.kind, scan::ScanKind::File))
+        .map(|i| i.entry.size)
+        .sum();
+    ctx.progress.reset(plan.items.len() as u64, bytes_total);
+    tracing::info!(
+        to_send = plan.items.len(),
+        unchanged = plan.unchanged,
+        to_delete = plan.deleted.len(),
+        "run planned"
+    );
+
+    // 4. Entries, several in flight.
+    let transfer = Arc::new(TransferContext {
+        conn: conn.clone(),
+        source: ctx.settings.source.clone(),
+        copies: ctx.copies.clone(),
+        progress: ctx.progress.clone(),
+    });
+    let in_flight = MAX_IN_FLIGHT.min(welcome.max_streams.max(1) as usize);
+    let mut tasks: JoinSet<(String, Result<Sent, EntryError>)> = JoinSet::new();
+    let mut acked: Vec<(ScanEntry, Option<Hash>)> = Vec::new();
+    let mut lost: Option<EntryError> = None;
+    let mut items = plan.items.into_iter();
+    loop {
+        while tasks.len() < in_flight && lost.is_none() && !shutdown.is_cancelled() {
+            let Some(item) = items.next() else { break };
+            let transfer = transfer.clone();
+            let token = shutdown.clone();
+            tasks.spawn(async move {
+                let path = item.entry.path.to_string();
+                let result = tokio::select! {
+                    r = send_entry(&transfer, item) => r,
+                    _ = token.cancelled() => Err(EntryError::Internal("stopped".into())),
+                };
+                (path, result)
+            });
+        }
+        let Some(joined) = tasks.join_next().await else {
+            break;
+        };
+        let (path, result) = joined.map_err(|e| RunError::Internal(e.to_string()))?;
+        ctx.progress.entry_done();
+        match result {
+            Ok(sent) => {
+                match sent.kind {
+                    SentKind::Content(bytes) => {
+                        summary.files_sent += 1;
+                        summary.bytes_file_data += bytes;
+                    }
+                    SentKind::Symlink => summary.files_sent += 1,
+                    SentKind::MetadataOnly => summary.files_metadata_only += 1,
+                    SentKind::Dir => summary.dirs_sent += 1,
+                }
+                acked.push((sent.entry, sent.hash));
+                if acked.len() >= INDEX_BATCH {
+                    record_stored(ctx, std::mem::take(&mut acked)).await?;
+                }
+            }
+            Err(e) if e.is_connection_lost() => {
+                lost.get_or_insert(e);
+            }
+            Err(_) if shutdown.is_cancelled() => {}
+            Err(e) => {
+                tracing::warn!(path = %path, "not sent: {e}");
+                summary.problem(path, e.to_string());
+            }
+        }
+    }
+    record_stored(ctx, acked).await?;
+    if shutdown.is_cancelled() {
+        return Err(RunError::Stopped);
+    }
+    if let Some(e) = lost {
+        return Err(RunError::Lost(e.to_string()));
+    }
+
+    // 5. Deletions: the receiver archives; it never destroys.
+    for batch in plan.deleted.chunks(DELETE_BATCH) {
+        control
+            .send
+            .send(&Message::Delete {
+                paths: batch.to_vec(),
+            })
+            .await?;
+        let failed = match control.recv.expect().await? {
+            Message::Deleted { failed } => failed,
+            other => return Err(StreamError::unexpected("Deleted", &other).into()),
+        };
+        let mut done = batch.to_vec();
+        done.retain(|p| !failed.iter().any(|f| &f.path == p));
+        for f in failed {
+            summary.problem(
+                f.path.to_string(),
+                format!("not deleted on the receiver: {}", f.failure.message),
+            );
+        }
+        summary.files_deleted += done.len() as u64;
+        let copies = ctx.copies.clone();
+        let index = ctx.index.clone();
+        blocking(move || {
+            if let Some(copies) = copies {
+                for path in &done {
+                    if let Err(e) = copies.remove(path) {
+                        tracing::warn!(path = %path, "could not remove the local copy: {e}");
+                    }
+                }
+            }
+            let mut slot = index
+                .lock()
+                .map_err(|_| RunError::Internal("index lock".into()))?;
+            if let Some(index) = slot.as_mut() {
+                index.record_deleted(&done)?;
+            }
+            Ok(())
+        })
+        .await?;
+    }
+
+    // 6. Finish: the receiver records the run.
+    let report = RunReport {
+        files_sent: summary.files_sent,
+        files_unchanged: summary.files_unchanged,
+        files_deleted: summary.files_deleted,
+        bytes_file_data: summary.bytes_file_data,
+        errors: summary.errors,
+    };
+    control.send.send(&Message::Finish(report)).await?;
+    match control.recv.expect().await? {
+        Message::Committed { run_id } => summary.run_id = Some(run_id),
+        other => return Err(StreamError::unexpected("Committed", &other).into()),
+    }
+    control.send.finish();
+    Ok(())
+}
+
+async fn record_stored(
+    ctx: &SenderContext,
+    acked: Vec<(ScanEntry, Option<Hash>)>,
+) -> Result<(), RunError> {
+    if acked.is_empty() {
+        return Ok(());
+    }
+    let index = ctx.index.clone();
+    blocking(move || {
+        let mut slot = index
+            .lock()
+            .map_err(|_| RunError::Internal("index lock".into()))?;
+        if let Some(index) = slot.as_mut() {
+            index.record_stored(&acked)?;
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// Paths that must never be scanned as part of the source.
+pub fn excluded_paths(keep_copies: Option<&PathBuf>, state: &std::path::Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for p in keep_copies.into_iter().map(|p| p.as_path()).chain([state]) {
+        if let Ok(p) = p.canonicalize() {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// True if the refusal will not go away by retrying soon.
+pub fn is_permanent(code: RefuseCode) -> bool {
+    !matches!(code, RefuseCode::ShuttingDown)
+}

@@ -1,0 +1,356 @@
+//! Sending one entry on its own QUIC stream: the header, the content read on
+//! a blocking thread (hashed and copied as it is read), and the receiver's
+//! answer. A file that changes while it is read is aborted, never stored torn.
+
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use ferry_proto::{Content, Entry, EntryKind, Hash, Message, MAX_DATA};
+use tokio::sync::mpsc;
+
+use crate::copies::{Copies, CopyWriter};
+use crate::index::{Action, PlanItem};
+use crate::scan::{mtime_ns, ScanEntry, ScanKind};
+use crate::stream::{Channel, StreamError};
+use crate::summary::Progress;
+
+/// What was sent, for the index and the summary.
+#[derive(Debug)]
+pub struct Sent {
+    /// The entry as it was when sent (for a file: as read, not as scanned).
+    pub entry: ScanEntry,
+    /// The content hash of a file.
+    pub hash: Option<Hash>,
+    pub kind: SentKind,
+}
+
+/// How an entry travelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SentKind {
+    /// File content of this many bytes.
+    Content(u64),
+    /// Only metadata: the receiver held the content.
+    MetadataOnly,
+    Dir,
+    Symlink,
+}
+
+/// Why one entry was not sent.
+#[derive(Debug, thiserror::Error)]
+pub enum EntryError {
+    #[error("cannot read: {0}")]
+    Read(std::io::Error),
+    #[error("changed while being read; it will be sent on the next run")]
+    Changed,
+    #[error("is no longer a regular file")]
+    NotAFile,
+    #[error("the receiver did not store it: {0}")]
+    Failed(String),
+    #[error("{0}")]
+    Stream(#[from] StreamError),
+    #[error("connection: {0}")]
+    Connection(#[from] quinn::ConnectionError),
+    #[error("local copy: {0}")]
+    Copy(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl EntryError {
+    /// True if the connection itself is gone (the run cannot go on).
+    pub fn is_connection_lost(&self) -> bool {
+        matches!(self, EntryError::Connection(_))
+            || matches!(
+                self,
+                EntryError::Stream(StreamError::Write(_) | StreamError::Read(_))
+            )
+    }
+}
+
+/// Metadata of an open file, from `fstat`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileStat {
+    size: u64,
+    mtime_ns: i64,
+    mode: u32,
+    ino: u64,
+    dev: u64,
+}
+
+fn fstat(file: &File) -> std::io::Result<(FileStat, bool)> {
+    let meta = file.metadata()?;
+    let stat = FileStat {
+        size: meta.len(),
+        mtime_ns: mtime_ns(&meta),
+        mode: meta.mode() & 0o7777,
+        ino: meta.ino(),
+        dev: meta.dev(),
+    };
+    Ok((stat, meta.is_file()))
+}
+
+/// Opens a file for sending without following a symlink and without blocking
+/// on a FIFO that replaced it since the scan.
+fn open(path: &Path) -> Result<(File, FileStat), EntryError> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(EntryError::Read)?;
+    let (stat, is_file) = fstat(&file).map_err(EntryError::Read)?;
+    if !is_file {
+        return Err(EntryError::NotAFile);
+    }
+    Ok((file, stat))
+}
+
+/// Reads the whole file in `MAX_DATA` pieces into `tx`, hashing it and
+/// writing the local copy; fails if the file changes meanwhile.
+fn read_content(
+    mut file: File,
+    opened: FileStat,
+    tx: mpsc::Sender<Vec<u8>>,
+    mut copy: Option<CopyWriter>,
+) -> Result<(Hash, Option<CopyWriter>), EntryError> {
+    let mut hasher = blake3::Hasher::new();
+    let mut total = 0u64;
+    loop {
+        let mut buf = vec![0u8; MAX_DATA];
+        let mut filled = 0;
+        while filled < buf.len() {
+            match file.read(&mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(EntryError::Read(e)),
+            }
+        }
+        buf.truncate(filled);
+        total += filled as u64;
+        if total > opened.size {
+            return Err(EntryError::Changed);
+        }
+        if filled == 0 {
+            break;
+        }
+        hasher.update(&buf);
+        if let Some(copy) = copy.as_mut() {
+            copy.write(&buf)
+                .map_err(|e| EntryError::Copy(e.to_string()))?;
+        }
+        if tx.blocking_send(buf).is_err() {
+            // The sending side gave up (the stream failed); it reports why.
+            return Err(EntryError::Internal("stream closed while reading".into()));
+        }
+    }
+    let (now, _) = fstat(&file).map_err(EntryError::Read)?;
+    if total != opened.size || now != opened {
+        return Err(EntryError::Changed);
+    }
+    Ok((*hasher.finalize().as_bytes(), copy))
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, EntryError> + Send + 'static,
+) -> Result<T, EntryError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| EntryError::Internal(e.to_string()))?
+}
+
+/// Reads the receiver's final answer for an entry.
+async fn answer(channel: &mut Channel) -> Result<(), EntryError> {
+    match channel.recv.expect().await? {
+        Message::Stored => Ok(()),
+        Message::Failed(f) => Err(EntryError::Failed(f.message)),
+        other => Err(StreamError::unexpected("Stored or Failed", &other).into()),
+    }
+}
+
+/// Everything an entry transfer needs besides the entry.
+pub struct TransferContext {
+    pub conn: quinn::Connection,
+    pub source: PathBuf,
+    pub copies: Option<Arc<Copies>>,
+    pub progress: Arc<Progress>,
+}
+
+/// Sends one planned entry and waits for the receiver's answer.
+pub async fn send_entry(ctx: &TransferContext, item: PlanItem) -> Result<Sent, EntryError> {
+    let mut channel = Channel::new(ctx.conn.open_bi().await?);
+    let scanned = item.entry;
+    let header = |kind| Entry {
+        path: scanned.path.clone(),
+        kind,
+        mtime_ns: scanned.mtime_ns,
+        mode: scanned.mode,
+    };
+    match (&scanned.kind, item.action) {
+        (ScanKind::Dir, _) => {
+            channel
+                .send
+                .send(&Message::Entry(header(EntryKind::Dir)))
+                .await?;
+            channel.send.finish();
+            answer(&mut channel).await?;
+            if let Some(copies) = ctx.copies.clone() {
+                let (path, mtime, mode) = (scanned.path.clone(), scanned.mtime_ns, scanned.mode);
+                blocking(move || {
+                    copies
+                        .put_dir(&path, mtime, mode)
+                        .map_err(|e| EntryError::Copy(e.to_string()))
+                })
+                .await?;
+            }
+            Ok(Sent {
+                entry: scanned,
+                hash: None,
+                kind: SentKind::Dir,
+            })
+        }
+        (ScanKind::Symlink { target }, _) => {
+            let kind = EntryKind::Symlink {
+                target: target.clone(),
+            };
+            channel.send.send(&Message::Entry(header(kind))).await?;
+            channel.send.finish();
+            answer(&mut channel).await?;
+            if let Some(copies) = ctx.copies.clone() {
+                let (path, target) = (scanned.path.clone(), target.clone());
+                blocking(move || {
+                    copies
+                        .put_symlink(&path, &target)
+                        .map_err(|e| EntryError::Copy(e.to_string()))
+                })
+                .await?;
+            }
+            Ok(Sent {
+                entry: scanned,
+                hash: None,
+                kind: SentKind::Symlink,
+            })
+        }
+        (ScanKind::File, Action::MetadataOnly { hash }) => {
+            let kind = EntryKind::File {
+                size: scanned.size,
+                content: Content::Offer { hash },
+            };
+            channel.send.send(&Message::Entry(header(kind))).await?;
+            match channel.recv.expect().await? {
+                Message::Stored => {
+                    channel.send.finish();
+                    Ok(Sent {
+                        entry: scanned,
+                        hash: Some(hash),
+                        kind: SentKind::MetadataOnly,
+                    })
+                }
+                Message::Want => send_content(ctx, channel, scanned, false).await,
+                Message::Failed(f) => Err(EntryError::Failed(f.message)),
+                other => Err(StreamError::unexpected("Stored, Want or Failed", &other).into()),
+            }
+        }
+        (ScanKind::File, Action::New | Action::Changed) => {
+            send_content(ctx, channel, scanned, true).await
+        }
+    }
+}
+
+/// Sends a file's content. With `with_header`, the `Entry` (built from the
+/// open file's metadata) goes first; otherwise it was sent already (an offer
+/// the receiver wanted), and the file must still match the scan.
+async fn send_content(
+    ctx: &TransferContext,
+    mut channel: Channel,
+    scanned: ScanEntry,
+    with_header: bool,
+) -> Result<Sent, EntryError> {
+    let full = scanned.path.under(&ctx.source);
+    let (file, stat) = blocking(move || open(&full)).await?;
+    if with_header {
+        let entry = Entry {
+            path: scanned.path.clone(),
+            kind: EntryKind::File {
+                size: stat.size,
+                content: Content::Inline,
+            },
+            mtime_ns: stat.mtime_ns,
+            mode: stat.mode,
+        };
+        channel.send.send(&Message::Entry(entry)).await?;
+    } else if stat.size != scanned.size || stat.mtime_ns != scanned.mtime_ns {
+        channel
+            .send
+            .send(&Message::Abort {
+                reason: "changed since the scan".into(),
+            })
+            .await?;
+        channel.send.finish();
+        return Err(EntryError::Changed);
+    }
+    let copy = match &ctx.copies {
+        Some(copies) => {
+            let copies = copies.clone();
+            let path = scanned.path.clone();
+            Some(
+                blocking(move || {
+                    copies
+                        .begin(&path)
+                        .map_err(|e| EntryError::Copy(e.to_string()))
+                })
+                .await?,
+            )
+        }
+        None => None,
+    };
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(4);
+    let reader = tokio::task::spawn_blocking(move || read_content(file, stat, tx, copy));
+    while let Some(chunk) = rx.recv().await {
+        channel.send.send_data(&chunk).await?;
+        ctx.progress.add_bytes(chunk.len() as u64);
+    }
+    let read = reader
+        .await
+        .map_err(|e| EntryError::Internal(e.to_string()))?;
+    let (hash, copy) = match read {
+        Ok(done) => done,
+        Err(e) => {
+            let _ = channel
+                .send
+                .send(&Message::Abort {
+                    reason: e.to_string(),
+                })
+                .await;
+            channel.send.finish();
+            // The receiver answers Failed(Aborted); the local error is the one to report.
+            let _ = answer(&mut channel).await;
+            return Err(e);
+        }
+    };
+    channel.send.send(&Message::End { hash }).await?;
+    channel.send.finish();
+    answer(&mut channel).await?;
+    if let Some(copy) = copy {
+        blocking(move || {
+            copy.commit(stat.mtime_ns, stat.mode)
+                .map_err(|e| EntryError::Copy(e.to_string()))
+        })
+        .await?;
+    }
+    let entry = ScanEntry {
+        size: stat.size,
+        mtime_ns: stat.mtime_ns,
+        mode: stat.mode,
+        ino: stat.ino,
+        dev: stat.dev,
+        ..scanned
+    };
+    Ok(Sent {
+        entry,
+        hash: Some(hash),
+        kind: SentKind::Content(stat.size),
+    })
+}
