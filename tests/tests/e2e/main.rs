@@ -1,0 +1,7 @@
+//! Ferry end to end: a real receiver and a real sender over real QUIC on
+//! 127.0.0.1, real files, real SQLite. One test binary, one module per
+//! subject, shared helpers in `util`.
+
+mod sync;
+mod trust;
+mod util;
