@@ -2,6 +2,8 @@
 //! 127.0.0.1, real files, real SQLite. One test binary, one module per
 //! subject, shared helpers in `util`.
 
+mod crash;
+mod hostile;
 mod sync;
 mod trust;
 mod util;
