@@ -354,3 +354,71 @@ async fn send_content(
         kind: SentKind::Content(stat.size),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn read_all(path: &Path) -> (Result<(Hash, Option<CopyWriter>), EntryError>, Vec<u8>) {
+        let (file, stat) = open(path).unwrap();
+        let (tx, mut rx) = mpsc::channel(1024);
+        let result = read_content(file, stat, tx, None);
+        let mut got = Vec::new();
+        while let Ok(chunk) = rx.try_recv() {
+            got.extend_from_slice(&chunk);
+        }
+        (result, got)
+    }
+
+    #[test]
+    fn content_is_read_whole_and_hashed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let data: Vec<u8> = (0..MAX_DATA * 2 + 17).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&path, &data).unwrap();
+        let (result, got) = read_all(&path);
+        let (hash, _) = result.unwrap();
+        assert_eq!(got, data);
+        assert_eq!(hash, *blake3::hash(&data).as_bytes());
+    }
+
+    #[test]
+    fn a_file_that_grows_or_shrinks_while_read_is_not_sent_torn() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, vec![1u8; 1000]).unwrap();
+        let (file, stat) = open(&path).unwrap();
+        std::fs::OpenOptions::new().append(true).open(&path).unwrap().write_all(b"more").unwrap();
+        let (tx, _rx) = mpsc::channel(1024);
+        assert!(matches!(read_content(file, stat, tx, None), Err(EntryError::Changed)));
+
+        let (file, stat) = open(&path).unwrap();
+        std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(10).unwrap();
+        let (tx, _rx) = mpsc::channel(1024);
+        assert!(matches!(read_content(file, stat, tx, None), Err(EntryError::Changed)));
+    }
+
+    #[test]
+    fn a_rewrite_in_place_with_a_new_mtime_is_detected() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"aaaa").unwrap();
+        filetime::set_file_mtime(&path, filetime::FileTime::from_unix_time(1_000, 0)).unwrap();
+        let (file, stat) = open(&path).unwrap();
+        std::fs::write(&path, b"bbbb").unwrap();
+        let (tx, _rx) = mpsc::channel(1024);
+        assert!(matches!(read_content(file, stat, tx, None), Err(EntryError::Changed)));
+    }
+
+    #[test]
+    fn symlinks_and_fifos_are_not_opened_as_files() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("t"), b"x").unwrap();
+        std::os::unix::fs::symlink("t", dir.path().join("l")).unwrap();
+        assert!(open(&dir.path().join("l")).is_err());
+        let fifo = dir.path().join("p");
+        assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+        assert!(matches!(open(&fifo), Err(EntryError::NotAFile)));
+    }
+}
