@@ -418,3 +418,227 @@ fn bad(entry: &Entry, detail: &str) -> StoreError {
         detail: detail.to_owned(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{file_entry, fixture, put_file, rel};
+    use super::*;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    fn mtime_ns(m: &fs::Metadata) -> i64 {
+        m.mtime() * 1_000_000_000 + m.mtime_nsec()
+    }
+
+    fn mirror(store: &Store, path: &str) -> PathBuf {
+        store.root().join("lap/docs").join(path)
+    }
+
+    fn staging_count(store: &Store) -> usize {
+        fs::read_dir(store.root().join(".ferry/staging")).unwrap().count()
+    }
+
+    #[test]
+    fn stored_file_has_exact_bytes_mtime_and_mode() {
+        let (_dir, store, ns) = fixture();
+        let run = store.begin_run(&ns).unwrap();
+        let entry = file_entry("a/b/f.txt", b"hello", 1_700_000_000_123_456_789, 0o640);
+        let mut staged = store.stage(&ns, &entry.path, 5).unwrap();
+        staged.write(b"hel").unwrap();
+        staged.write(b"lo").unwrap();
+        let verified = staged.finish(blake3::hash(b"hello").as_bytes()).unwrap();
+        store.commit_file(&ns, run, &entry, verified).unwrap();
+        let path = mirror(&store, "a/b/f.txt");
+        assert_eq!(fs::read(&path).unwrap(), b"hello");
+        let meta = fs::symlink_metadata(&path).unwrap();
+        assert_eq!(mtime_ns(&meta), 1_700_000_000_123_456_789);
+        assert_eq!(meta.permissions().mode() & 0o7777, 0o640);
+        assert_eq!(staging_count(&store), 0);
+        let current = store.current(&ns).unwrap();
+        assert_eq!(current.len(), 1);
+        assert_eq!(current[0].hash, Some(*blake3::hash(b"hello").as_bytes()));
+        assert_eq!(current[0].location, path);
+        assert_eq!(current[0].run, run);
+    }
+
+    #[test]
+    fn replaced_file_is_archived_and_both_versions_listed() {
+        let (_dir, store, ns) = fixture();
+        let run = store.begin_run(&ns).unwrap();
+        put_file(&store, &ns, run, "f", b"old", 1);
+        put_file(&store, &ns, run, "f", b"new content", 2);
+        assert_eq!(fs::read(mirror(&store, "f")).unwrap(), b"new content");
+        let versions = store.versions(&ns, &rel("f")).unwrap();
+        assert_eq!(versions.len(), 2);
+        assert!(versions[0].current && !versions[1].current && !versions[1].deleted);
+        assert_eq!(fs::read(&versions[1].location).unwrap(), b"old");
+        assert!(versions[1].location.starts_with(store.root().join(".ferry/versions/lap/docs")));
+        let name = versions[1].location.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(name.starts_with("f~") && name.ends_with(&format!("~v{}", versions[1].id)), "{name}");
+    }
+
+    #[test]
+    fn deleted_file_is_archived_not_destroyed() {
+        let (_dir, store, ns) = fixture();
+        let run = store.begin_run(&ns).unwrap();
+        put_file(&store, &ns, run, "d/f", b"precious", 1);
+        put_file(&store, &ns, run, "keep", b"k", 1);
+        store.delete(&ns, run, &rel("d/f")).unwrap();
+        assert!(!mirror(&store, "d/f").exists());
+        let current: Vec<_> = store.current(&ns).unwrap().into_iter().map(|v| v.path).collect();
+        assert_eq!(current, [rel("keep")]);
+        let versions = store.versions(&ns, &rel("d/f")).unwrap();
+        assert_eq!(versions.len(), 1);
+        assert!(versions[0].deleted && !versions[0].current);
+        assert_eq!(fs::read(&versions[0].location).unwrap(), b"precious");
+        // Deleting again, or something never stored, is fine.
+        store.delete(&ns, run, &rel("d/f")).unwrap();
+        store.delete(&ns, run, &rel("never/there")).unwrap();
+        assert_eq!(store.versions(&ns, &rel("d/f")).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn deleted_directory_is_archived_whole() {
+        let (_dir, store, ns) = fixture();
+        let run = store.begin_run(&ns).unwrap();
+        put_file(&store, &ns, run, "d/x/f", b"one", 1);
+        put_file(&store, &ns, run, "d/g", b"two", 1);
+        store.delete(&ns, run, &rel("d")).unwrap();
+        assert!(!mirror(&store, "d").exists());
+        assert!(store.current(&ns).unwrap().is_empty());
+        for (path, bytes) in [("d/x/f", b"one"), ("d/g", b"two")] {
+            let v = store.versions(&ns, &rel(path)).unwrap();
+            assert!(v[0].deleted, "{path}");
+            assert_eq!(fs::read(&v[0].location).unwrap(), bytes, "{path}");
+        }
+    }
+
+    #[test]
+    fn wrong_hash_leaves_nothing() {
+        let (_dir, store, ns) = fixture();
+        let mut staged = store.stage(&ns, &rel("f"), 3).unwrap();
+        staged.write(b"abc").unwrap();
+        let err = staged.finish(blake3::hash(b"abd").as_bytes()).unwrap_err();
+        assert!(matches!(err, StoreError::HashMismatch { .. }), "{err}");
+        assert_eq!(err.fail_code(), ferry_proto::FailCode::HashMismatch);
+        assert!(!mirror(&store, "f").exists());
+        assert_eq!(staging_count(&store), 0);
+    }
+
+    #[test]
+    fn more_bytes_than_declared_is_size_mismatch() {
+        let (_dir, store, ns) = fixture();
+        let mut staged = store.stage(&ns, &rel("f"), 3).unwrap();
+        staged.write(b"ab").unwrap();
+        let err = staged.write(b"cd").unwrap_err();
+        assert!(matches!(err, StoreError::SizeMismatch { declared: 3, actual: 4, .. }), "{err}");
+        assert_eq!(err.fail_code(), ferry_proto::FailCode::SizeMismatch);
+        drop(staged);
+        assert_eq!(staging_count(&store), 0);
+    }
+
+    #[test]
+    fn symlink_where_a_directory_is_needed_is_archived_not_followed() {
+        let (dir, store, ns) = fixture();
+        let outside = dir.path().join("outside");
+        fs::create_dir(&outside).unwrap();
+        let run = store.begin_run(&ns).unwrap();
+        // The sender itself stored `a` as a link out of the store ...
+        let link = Entry {
+            path: rel("a"),
+            kind: EntryKind::Symlink { target: outside.as_os_str().as_bytes().to_vec() },
+            mtime_ns: 0,
+            mode: 0o777,
+        };
+        store.put_symlink(&ns, run, &link).unwrap();
+        // ... and a planted one appears deeper too.
+        fs::create_dir(mirror(&store, "b")).unwrap();
+        symlink(&outside, mirror(&store, "b/c")).unwrap();
+        put_file(&store, &ns, run, "a/evil", b"x", 1);
+        put_file(&store, &ns, run, "b/c/evil", b"y", 1);
+        let entry = Entry { path: rel("a/sub"), kind: EntryKind::Dir, mtime_ns: 0, mode: 0o755 };
+        store.put_dir(&ns, run, &entry).unwrap();
+        assert_eq!(fs::read_dir(&outside).unwrap().count(), 0, "wrote outside the store");
+        assert!(fs::symlink_metadata(mirror(&store, "a")).unwrap().is_dir());
+        assert!(fs::symlink_metadata(mirror(&store, "b/c")).unwrap().is_dir());
+        assert_eq!(fs::read(mirror(&store, "a/evil")).unwrap(), b"x");
+        let old = store.versions(&ns, &rel("a")).unwrap();
+        assert_eq!(old.len(), 1);
+        assert!(!old[0].current);
+        assert!(fs::symlink_metadata(&old[0].location).unwrap().is_symlink());
+    }
+
+    #[test]
+    fn file_and_directory_replace_each_other() {
+        let (_dir, store, ns) = fixture();
+        let run = store.begin_run(&ns).unwrap();
+        put_file(&store, &ns, run, "x", b"file", 1);
+        put_file(&store, &ns, run, "x/inner", b"child", 1); // file x becomes a directory
+        assert!(mirror(&store, "x").is_dir());
+        let x = store.versions(&ns, &rel("x")).unwrap();
+        assert_eq!(fs::read(&x[0].location).unwrap(), b"file");
+        put_file(&store, &ns, run, "x", b"file again", 2); // directory x becomes a file
+        assert_eq!(fs::read(mirror(&store, "x")).unwrap(), b"file again");
+        let inner = store.versions(&ns, &rel("x/inner")).unwrap();
+        assert!(inner[0].deleted && !inner[0].current);
+        assert_eq!(fs::read(&inner[0].location).unwrap(), b"child");
+        let dir = Entry { path: rel("x"), kind: EntryKind::Dir, mtime_ns: 7, mode: 0o750 };
+        store.put_dir(&ns, run, &dir).unwrap(); // and back, by an explicit directory
+        let x = store.versions(&ns, &rel("x")).unwrap();
+        assert_eq!(x[0].kind, "dir");
+        assert_eq!(fs::read(&x[1].location).unwrap(), b"file again");
+        let paths: Vec<_> = store.current(&ns).unwrap().into_iter().map(|v| (v.path, v.kind)).collect();
+        assert_eq!(paths, [(rel("x"), "dir".to_owned())]);
+    }
+
+    #[test]
+    fn symlink_is_stored_as_a_link() {
+        let (_dir, store, ns) = fixture();
+        let run = store.begin_run(&ns).unwrap();
+        let target = b"../no/such\xff".to_vec();
+        let entry = Entry {
+            path: rel("l"),
+            kind: EntryKind::Symlink { target: target.clone() },
+            mtime_ns: 1_500_000_000_000_000_001,
+            mode: 0o777,
+        };
+        store.put_symlink(&ns, run, &entry).unwrap();
+        let path = mirror(&store, "l");
+        assert_eq!(fs::read_link(&path).unwrap().as_os_str().as_bytes(), target.as_slice());
+        assert_eq!(mtime_ns(&fs::symlink_metadata(&path).unwrap()), 1_500_000_000_000_000_001);
+        // The same link again only adds a version; another target archives.
+        store.put_symlink(&ns, run, &entry).unwrap();
+        let other = Entry { kind: EntryKind::Symlink { target: b"t2".to_vec() }, ..entry.clone() };
+        store.put_symlink(&ns, run, &other).unwrap();
+        assert_eq!(fs::read_link(&path).unwrap().as_os_str().as_bytes(), b"t2");
+        let v = store.versions(&ns, &rel("l")).unwrap();
+        assert_eq!(v.len(), 3);
+        assert_eq!(v[0].target.as_deref(), Some(&b"t2"[..]));
+        for old in &v[1..] {
+            assert_eq!(fs::read_link(&old.location).unwrap().as_os_str().as_bytes(), target.as_slice());
+        }
+    }
+
+    #[test]
+    fn holds_and_metadata_updates() {
+        let (_dir, store, ns) = fixture();
+        let run = store.begin_run(&ns).unwrap();
+        let hash = *blake3::hash(b"same").as_bytes();
+        assert!(!store.holds(&ns, &rel("f"), &hash).unwrap());
+        put_file(&store, &ns, run, "f", b"same", 1);
+        assert!(store.holds(&ns, &rel("f"), &hash).unwrap());
+        assert!(!store.holds(&ns, &rel("f"), blake3::hash(b"other").as_bytes()).unwrap());
+        let entry = file_entry("f", b"same", 42, 0o600);
+        store.update_metadata(&ns, run, &entry, &hash).unwrap();
+        let meta = fs::symlink_metadata(mirror(&store, "f")).unwrap();
+        assert_eq!((mtime_ns(&meta), meta.permissions().mode() & 0o7777), (42, 0o600));
+        let v = store.versions(&ns, &rel("f")).unwrap();
+        assert_eq!(v.len(), 2);
+        assert!(v[0].current && !v[1].current);
+        assert_eq!(v[1].location, v[0].location, "identical bytes are shared, not copied");
+        // A mirror file of another size (changed by hand) is not held.
+        fs::write(mirror(&store, "f"), b"tampered").unwrap();
+        assert!(!store.holds(&ns, &rel("f"), &hash).unwrap());
+        let err = store.update_metadata(&ns, run, &entry, &hash).unwrap_err();
+        assert_eq!(err.fail_code(), ferry_proto::FailCode::Conflict);
+    }
+}
