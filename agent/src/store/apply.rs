@@ -63,25 +63,28 @@ impl Store {
                 actual: staged.size,
             });
         }
-        let _write = self.write_lock();
-        let mut work = Work::default();
-        let target = self.prepare_parents(ns, &entry.path, &mut work)?;
-        self.retire_existing(ns, &entry.path, false, &mut work)?;
         let file = &staged.staging.file;
         mirror::set_meta(file, &staged.staging.path, entry.mode, 0, entry.mtime_ns)?;
-        mirror::rename(&staged.staging.path, &target)?;
-        staged.staging.armed = false;
-        work.touched(&target);
-        work.changes.push(Change::Insert(NewVersion {
-            path: entry.path.clone(),
-            kind: "file",
-            size,
-            mtime_ns: entry.mtime_ns,
-            mode: entry.mode,
-            hash: Some(staged.hash),
-            target: None,
-        }));
-        self.record(ns, run, work)
+        let _write = self.write_lock();
+        let mut work = Work::default();
+        let done = (|| -> Result<(), StoreError> {
+            let target = self.prepare_parents(ns, &entry.path, &mut work)?;
+            self.retire_existing(ns, &entry.path, false, &mut work)?;
+            mirror::rename(&staged.staging.path, &target)?;
+            staged.staging.armed = false;
+            work.touched(&target);
+            work.changes.push(Change::Insert(NewVersion {
+                path: entry.path.clone(),
+                kind: "file",
+                size,
+                mtime_ns: entry.mtime_ns,
+                mode: entry.mode,
+                hash: Some(staged.hash),
+                target: None,
+            }));
+            Ok(())
+        })();
+        self.conclude(ns, run, work, done)
     }
 
     /// The content at `entry.path` is already `hash` ([`Store::holds`] was
@@ -151,45 +154,48 @@ impl Store {
         }
         let _write = self.write_lock();
         let mut work = Work::default();
-        let target = self.prepare_parents(ns, &entry.path, &mut work)?;
-        let current = self
-            .catalog()
-            .current_row(ns.sender_id, &ns.folder, &entry.path)?;
-        let existing = lstat(&target)?;
-        let keep_row = match (&existing, &current) {
-            (Some(m), Some(row)) if m.is_dir() && row.kind == "dir" => Some(row.id),
-            (Some(m), _) if m.is_dir() => {
-                // A directory without a current dir row (created as a parent):
-                // retire whatever row there is and record a new one.
-                self.retire_row(current.as_ref(), &entry.path, &mut work);
-                None
-            }
-            _ => {
-                self.retire_existing(ns, &entry.path, false, &mut work)?;
-                mirror::create_dir(&target)?;
-                work.touched(&target);
-                None
-            }
-        };
-        let dir = mirror::open_nofollow(&target, true)?;
-        mirror::set_meta(&dir, &target, entry.mode, 0o700, entry.mtime_ns)?;
-        work.changes.push(match keep_row {
-            Some(id) => Change::DirMeta {
-                id,
-                mtime_ns: entry.mtime_ns,
-                mode: entry.mode,
-            },
-            None => Change::Insert(NewVersion {
-                path: entry.path.clone(),
-                kind: "dir",
-                size: 0,
-                mtime_ns: entry.mtime_ns,
-                mode: entry.mode,
-                hash: None,
-                target: None,
-            }),
-        });
-        self.record(ns, run, work)
+        let done = (|| -> Result<(), StoreError> {
+            let target = self.prepare_parents(ns, &entry.path, &mut work)?;
+            let current = self
+                .catalog()
+                .current_row(ns.sender_id, &ns.folder, &entry.path)?;
+            let existing = lstat(&target)?;
+            let keep_row = match (&existing, &current) {
+                (Some(m), Some(row)) if m.is_dir() && row.kind == "dir" => Some(row.id),
+                (Some(m), _) if m.is_dir() => {
+                    // A directory without a current dir row (created as a parent):
+                    // retire whatever row there is and record a new one.
+                    self.retire_row(current.as_ref(), &entry.path, &mut work);
+                    None
+                }
+                _ => {
+                    self.retire_existing(ns, &entry.path, false, &mut work)?;
+                    mirror::create_dir(&target)?;
+                    work.touched(&target);
+                    None
+                }
+            };
+            let dir = mirror::open_nofollow(&target, true)?;
+            mirror::set_meta(&dir, &target, entry.mode, 0o700, entry.mtime_ns)?;
+            work.changes.push(match keep_row {
+                Some(id) => Change::DirMeta {
+                    id,
+                    mtime_ns: entry.mtime_ns,
+                    mode: entry.mode,
+                },
+                None => Change::Insert(NewVersion {
+                    path: entry.path.clone(),
+                    kind: "dir",
+                    size: 0,
+                    mtime_ns: entry.mtime_ns,
+                    mode: entry.mode,
+                    hash: None,
+                    target: None,
+                }),
+            });
+            Ok(())
+        })();
+        self.conclude(ns, run, work, done)
     }
 
     /// Makes `entry.path` a symlink to the entry's target (bytes, never
@@ -201,48 +207,51 @@ impl Store {
         };
         let _write = self.write_lock();
         let mut work = Work::default();
-        let target = self.prepare_parents(ns, &entry.path, &mut work)?;
-        let current = self
-            .catalog()
-            .current_row(ns.sender_id, &ns.folder, &entry.path)?;
-        let same_on_disk = match lstat(&target)? {
-            Some(m) if m.is_symlink() => {
-                let now =
-                    fs::read_link(&target).map_err(|e| io_err("read the link", &target, e))?;
-                now.as_os_str().as_bytes() == link.as_slice()
-            }
-            _ => false,
-        };
-        if same_on_disk {
-            let same_row = current
-                .as_ref()
-                .is_some_and(|r| r.kind == "symlink" && r.target.as_ref() == Some(link));
-            if same_row {
-                work.changes.push(Change::Retire {
-                    path: entry.path.clone(),
-                    archive: None,
-                    deleted: false,
-                });
+        let done = (|| -> Result<(), StoreError> {
+            let target = self.prepare_parents(ns, &entry.path, &mut work)?;
+            let current = self
+                .catalog()
+                .current_row(ns.sender_id, &ns.folder, &entry.path)?;
+            let same_on_disk = match lstat(&target)? {
+                Some(m) if m.is_symlink() => {
+                    let now =
+                        fs::read_link(&target).map_err(|e| io_err("read the link", &target, e))?;
+                    now.as_os_str().as_bytes() == link.as_slice()
+                }
+                _ => false,
+            };
+            if same_on_disk {
+                let same_row = current
+                    .as_ref()
+                    .is_some_and(|r| r.kind == "symlink" && r.target.as_ref() == Some(link));
+                if same_row {
+                    work.changes.push(Change::Retire {
+                        path: entry.path.clone(),
+                        archive: None,
+                        deleted: false,
+                    });
+                } else {
+                    self.retire_row(current.as_ref(), &entry.path, &mut work);
+                }
             } else {
-                self.retire_row(current.as_ref(), &entry.path, &mut work);
+                self.retire_existing(ns, &entry.path, false, &mut work)?;
+                symlink(OsStr::from_bytes(link), &target)
+                    .map_err(|e| io_err("create the symlink", &target, e))?;
+                work.touched(&target);
             }
-        } else {
-            self.retire_existing(ns, &entry.path, false, &mut work)?;
-            symlink(OsStr::from_bytes(link), &target)
-                .map_err(|e| io_err("create the symlink", &target, e))?;
-            work.touched(&target);
-        }
-        mirror::set_symlink_mtime(&target, entry.mtime_ns)?;
-        work.changes.push(Change::Insert(NewVersion {
-            path: entry.path.clone(),
-            kind: "symlink",
-            size: link.len() as u64,
-            mtime_ns: entry.mtime_ns,
-            mode: entry.mode,
-            hash: None,
-            target: Some(link.clone()),
-        }));
-        self.record(ns, run, work)
+            mirror::set_symlink_mtime(&target, entry.mtime_ns)?;
+            work.changes.push(Change::Insert(NewVersion {
+                path: entry.path.clone(),
+                kind: "symlink",
+                size: link.len() as u64,
+                mtime_ns: entry.mtime_ns,
+                mode: entry.mode,
+                hash: None,
+                target: Some(link.clone()),
+            }));
+            Ok(())
+        })();
+        self.conclude(ns, run, work, done)
     }
 
     /// Archives `path` (a file, a symlink or a whole directory) and records
@@ -251,17 +260,20 @@ impl Store {
     pub fn delete(&self, ns: &Namespace, run: u64, path: &RelPath) -> Result<(), StoreError> {
         let _write = self.write_lock();
         let mut work = Work::default();
-        let there = self.ns_dir_ok(ns)? && mirror::lookup(&self.ns_dir(ns), path)?.is_some();
-        if there {
-            self.archive(ns, path, true, &mut work)?;
-        } else {
-            work.changes.push(Change::Retire {
-                path: path.clone(),
-                archive: None,
-                deleted: true,
-            });
-        }
-        self.record(ns, run, work)
+        let done = (|| -> Result<(), StoreError> {
+            let there = self.ns_dir_ok(ns)? && mirror::lookup(&self.ns_dir(ns), path)?.is_some();
+            if there {
+                self.archive(ns, path, true, &mut work)?;
+            } else {
+                work.changes.push(Change::Retire {
+                    path: path.clone(),
+                    archive: None,
+                    deleted: true,
+                });
+            }
+            Ok(())
+        })();
+        self.conclude(ns, run, work, done)
     }
 
     /// Makes every parent of `rel` a real directory of the mirror, archiving
@@ -400,6 +412,30 @@ impl Store {
         ))
     }
 
+    /// Records what an operation did. If it failed half-way (say, the disk
+    /// filled after the old version was archived), what it did is still
+    /// recorded, so the catalog points at the archived bytes, and the
+    /// operation's error is returned.
+    fn conclude(
+        &self,
+        ns: &Namespace,
+        run: u64,
+        work: Work,
+        done: Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        match done {
+            Ok(()) => self.record(ns, run, work),
+            Err(e) => {
+                if !work.changes.is_empty() {
+                    if let Err(record) = self.record(ns, run, work) {
+                        tracing::warn!(error = %record, "could not record a partly done change");
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
     /// Fsyncs the changed directories, then records the changes in one
     /// transaction.
     fn record(&self, ns: &Namespace, run: u64, work: Work) -> Result<(), StoreError> {
@@ -420,6 +456,7 @@ fn bad(entry: &Entry, detail: &str) -> StoreError {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failing unwrap is a failing test
 mod tests {
     use super::super::tests::{file_entry, fixture, put_file, rel};
     use super::*;
@@ -434,7 +471,9 @@ mod tests {
     }
 
     fn staging_count(store: &Store) -> usize {
-        fs::read_dir(store.root().join(".ferry/staging")).unwrap().count()
+        fs::read_dir(store.root().join(".ferry/staging"))
+            .unwrap()
+            .count()
     }
 
     #[test]
@@ -471,9 +510,19 @@ mod tests {
         assert_eq!(versions.len(), 2);
         assert!(versions[0].current && !versions[1].current && !versions[1].deleted);
         assert_eq!(fs::read(&versions[1].location).unwrap(), b"old");
-        assert!(versions[1].location.starts_with(store.root().join(".ferry/versions/lap/docs")));
-        let name = versions[1].location.file_name().unwrap().to_string_lossy().into_owned();
-        assert!(name.starts_with("f~") && name.ends_with(&format!("~v{}", versions[1].id)), "{name}");
+        assert!(versions[1]
+            .location
+            .starts_with(store.root().join(".ferry/versions/lap/docs")));
+        let name = versions[1]
+            .location
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        assert!(
+            name.starts_with("f~") && name.ends_with(&format!("~v{}", versions[1].id)),
+            "{name}"
+        );
     }
 
     #[test]
@@ -484,7 +533,12 @@ mod tests {
         put_file(&store, &ns, run, "keep", b"k", 1);
         store.delete(&ns, run, &rel("d/f")).unwrap();
         assert!(!mirror(&store, "d/f").exists());
-        let current: Vec<_> = store.current(&ns).unwrap().into_iter().map(|v| v.path).collect();
+        let current: Vec<_> = store
+            .current(&ns)
+            .unwrap()
+            .into_iter()
+            .map(|v| v.path)
+            .collect();
         assert_eq!(current, [rel("keep")]);
         let versions = store.versions(&ns, &rel("d/f")).unwrap();
         assert_eq!(versions.len(), 1);
@@ -530,7 +584,17 @@ mod tests {
         let mut staged = store.stage(&ns, &rel("f"), 3).unwrap();
         staged.write(b"ab").unwrap();
         let err = staged.write(b"cd").unwrap_err();
-        assert!(matches!(err, StoreError::SizeMismatch { declared: 3, actual: 4, .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                StoreError::SizeMismatch {
+                    declared: 3,
+                    actual: 4,
+                    ..
+                }
+            ),
+            "{err}"
+        );
         assert_eq!(err.fail_code(), ferry_proto::FailCode::SizeMismatch);
         drop(staged);
         assert_eq!(staging_count(&store), 0);
@@ -545,7 +609,9 @@ mod tests {
         // The sender itself stored `a` as a link out of the store ...
         let link = Entry {
             path: rel("a"),
-            kind: EntryKind::Symlink { target: outside.as_os_str().as_bytes().to_vec() },
+            kind: EntryKind::Symlink {
+                target: outside.as_os_str().as_bytes().to_vec(),
+            },
             mtime_ns: 0,
             mode: 0o777,
         };
@@ -555,11 +621,22 @@ mod tests {
         symlink(&outside, mirror(&store, "b/c")).unwrap();
         put_file(&store, &ns, run, "a/evil", b"x", 1);
         put_file(&store, &ns, run, "b/c/evil", b"y", 1);
-        let entry = Entry { path: rel("a/sub"), kind: EntryKind::Dir, mtime_ns: 0, mode: 0o755 };
+        let entry = Entry {
+            path: rel("a/sub"),
+            kind: EntryKind::Dir,
+            mtime_ns: 0,
+            mode: 0o755,
+        };
         store.put_dir(&ns, run, &entry).unwrap();
-        assert_eq!(fs::read_dir(&outside).unwrap().count(), 0, "wrote outside the store");
+        assert_eq!(
+            fs::read_dir(&outside).unwrap().count(),
+            0,
+            "wrote outside the store"
+        );
         assert!(fs::symlink_metadata(mirror(&store, "a")).unwrap().is_dir());
-        assert!(fs::symlink_metadata(mirror(&store, "b/c")).unwrap().is_dir());
+        assert!(fs::symlink_metadata(mirror(&store, "b/c"))
+            .unwrap()
+            .is_dir());
         assert_eq!(fs::read(mirror(&store, "a/evil")).unwrap(), b"x");
         let old = store.versions(&ns, &rel("a")).unwrap();
         assert_eq!(old.len(), 1);
@@ -581,12 +658,22 @@ mod tests {
         let inner = store.versions(&ns, &rel("x/inner")).unwrap();
         assert!(inner[0].deleted && !inner[0].current);
         assert_eq!(fs::read(&inner[0].location).unwrap(), b"child");
-        let dir = Entry { path: rel("x"), kind: EntryKind::Dir, mtime_ns: 7, mode: 0o750 };
+        let dir = Entry {
+            path: rel("x"),
+            kind: EntryKind::Dir,
+            mtime_ns: 7,
+            mode: 0o750,
+        };
         store.put_dir(&ns, run, &dir).unwrap(); // and back, by an explicit directory
         let x = store.versions(&ns, &rel("x")).unwrap();
         assert_eq!(x[0].kind, "dir");
         assert_eq!(fs::read(&x[1].location).unwrap(), b"file again");
-        let paths: Vec<_> = store.current(&ns).unwrap().into_iter().map(|v| (v.path, v.kind)).collect();
+        let paths: Vec<_> = store
+            .current(&ns)
+            .unwrap()
+            .into_iter()
+            .map(|v| (v.path, v.kind))
+            .collect();
         assert_eq!(paths, [(rel("x"), "dir".to_owned())]);
     }
 
@@ -597,24 +684,40 @@ mod tests {
         let target = b"../no/such\xff".to_vec();
         let entry = Entry {
             path: rel("l"),
-            kind: EntryKind::Symlink { target: target.clone() },
+            kind: EntryKind::Symlink {
+                target: target.clone(),
+            },
             mtime_ns: 1_500_000_000_000_000_001,
             mode: 0o777,
         };
         store.put_symlink(&ns, run, &entry).unwrap();
         let path = mirror(&store, "l");
-        assert_eq!(fs::read_link(&path).unwrap().as_os_str().as_bytes(), target.as_slice());
-        assert_eq!(mtime_ns(&fs::symlink_metadata(&path).unwrap()), 1_500_000_000_000_000_001);
+        assert_eq!(
+            fs::read_link(&path).unwrap().as_os_str().as_bytes(),
+            target.as_slice()
+        );
+        assert_eq!(
+            mtime_ns(&fs::symlink_metadata(&path).unwrap()),
+            1_500_000_000_000_000_001
+        );
         // The same link again only adds a version; another target archives.
         store.put_symlink(&ns, run, &entry).unwrap();
-        let other = Entry { kind: EntryKind::Symlink { target: b"t2".to_vec() }, ..entry.clone() };
+        let other = Entry {
+            kind: EntryKind::Symlink {
+                target: b"t2".to_vec(),
+            },
+            ..entry.clone()
+        };
         store.put_symlink(&ns, run, &other).unwrap();
         assert_eq!(fs::read_link(&path).unwrap().as_os_str().as_bytes(), b"t2");
         let v = store.versions(&ns, &rel("l")).unwrap();
         assert_eq!(v.len(), 3);
         assert_eq!(v[0].target.as_deref(), Some(&b"t2"[..]));
         for old in &v[1..] {
-            assert_eq!(fs::read_link(&old.location).unwrap().as_os_str().as_bytes(), target.as_slice());
+            assert_eq!(
+                fs::read_link(&old.location).unwrap().as_os_str().as_bytes(),
+                target.as_slice()
+            );
         }
     }
 
@@ -626,19 +729,50 @@ mod tests {
         assert!(!store.holds(&ns, &rel("f"), &hash).unwrap());
         put_file(&store, &ns, run, "f", b"same", 1);
         assert!(store.holds(&ns, &rel("f"), &hash).unwrap());
-        assert!(!store.holds(&ns, &rel("f"), blake3::hash(b"other").as_bytes()).unwrap());
+        assert!(!store
+            .holds(&ns, &rel("f"), blake3::hash(b"other").as_bytes())
+            .unwrap());
         let entry = file_entry("f", b"same", 42, 0o600);
         store.update_metadata(&ns, run, &entry, &hash).unwrap();
         let meta = fs::symlink_metadata(mirror(&store, "f")).unwrap();
-        assert_eq!((mtime_ns(&meta), meta.permissions().mode() & 0o7777), (42, 0o600));
+        assert_eq!(
+            (mtime_ns(&meta), meta.permissions().mode() & 0o7777),
+            (42, 0o600)
+        );
         let v = store.versions(&ns, &rel("f")).unwrap();
         assert_eq!(v.len(), 2);
         assert!(v[0].current && !v[1].current);
-        assert_eq!(v[1].location, v[0].location, "identical bytes are shared, not copied");
+        assert_eq!(
+            v[1].location, v[0].location,
+            "identical bytes are shared, not copied"
+        );
         // A mirror file of another size (changed by hand) is not held.
         fs::write(mirror(&store, "f"), b"tampered").unwrap();
         assert!(!store.holds(&ns, &rel("f"), &hash).unwrap());
         let err = store.update_metadata(&ns, run, &entry, &hash).unwrap_err();
         assert_eq!(err.fail_code(), ferry_proto::FailCode::Conflict);
+    }
+
+    #[test]
+    fn a_change_failing_half_way_still_records_the_archive() {
+        let (_dir, store, ns) = fixture();
+        let run = store.begin_run(&ns).unwrap();
+        put_file(&store, &ns, run, "l", b"old bytes", 1);
+        // A link target longer than Linux allows fails after `l` was archived.
+        let entry = Entry {
+            path: rel("l"),
+            kind: EntryKind::Symlink {
+                target: vec![b'x'; 5000],
+            },
+            mtime_ns: 0,
+            mode: 0o777,
+        };
+        let err = store.put_symlink(&ns, run, &entry).unwrap_err();
+        assert_eq!(err.fail_code(), ferry_proto::FailCode::Io, "{err}");
+        let v = store.versions(&ns, &rel("l")).unwrap();
+        assert_eq!(v.len(), 1);
+        assert!(!v[0].current);
+        assert_eq!(fs::read(&v[0].location).unwrap(), b"old bytes");
+        assert!(store.current(&ns).unwrap().is_empty());
     }
 }
