@@ -43,8 +43,10 @@
 //! - `staging`: [`Staged`] and [`Verified`] content.
 //! - `mirror`: no-follow filesystem primitives and archive names.
 //! - `apply`: the changes to the mirror (commit, metadata, dirs, symlinks, deletes).
+//! - `archive`: moving what is in the way into the versions area.
 
 mod apply;
+mod archive;
 mod catalog;
 mod error;
 mod mirror;
