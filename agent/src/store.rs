@@ -43,8 +43,10 @@
 //! - `staging`: [`Staged`] and [`Verified`] content.
 //! - `mirror`: no-follow filesystem primitives and archive names.
 //! - `apply`: the changes to the mirror (commit, metadata, dirs, symlinks, deletes).
+//! - `archive`: moving what is in the way into the versions area.
 
 mod apply;
+mod archive;
 mod catalog;
 mod error;
 mod mirror;
@@ -151,14 +153,6 @@ pub struct Store {
     counter: AtomicU64,
     /// Holds the lock on `.ferry/lock` while the store is open.
     _lock: File,
-}
-
-impl std::fmt::Debug for Catalog {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Catalog")
-            .field("path", &self.path())
-            .finish()
-    }
 }
 
 /// Milliseconds since the Unix epoch, now.
@@ -325,15 +319,13 @@ impl Store {
         let status = if complete { "complete" } else { "failed" };
         let dirs = {
             let cat = self.catalog();
-            let found = cat.finish_run(
-                ns.sender_id,
-                &ns.folder,
-                catalog::sql_u64(run),
+            let end = catalog::RunEnd {
                 report,
                 bytes_received,
                 status,
-                now_ms(),
-            )?;
+                finished_ms: now_ms(),
+            };
+            let found = cat.finish_run(ns.sender_id, &ns.folder, catalog::sql_u64(run), &end)?;
             if !found {
                 return Err(StoreError::UnknownRun {
                     run,
@@ -499,4 +491,204 @@ fn restore_dir_mtime(ns_dir: &Path, rel: &RelPath, mtime_ns: i64) -> Result<(), 
     let dir = mirror::open_nofollow(&path, true)?;
     dir.set_times(fs::FileTimes::new().set_modified(mirror::system_time(mtime_ns)))
         .map_err(|e| io_err("set the modification time of", &path, e))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failing unwrap is a failing test
+pub(crate) mod tests {
+    use super::*;
+    use ferry_proto::{Content, Entry, EntryKind};
+    use std::os::unix::fs::MetadataExt;
+
+    /// A fresh store with one sender and namespace.
+    pub(crate) fn fixture() -> (tempfile::TempDir, Store, Namespace) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store")).unwrap();
+        let sender = store
+            .add_sender("dev-1", &Name::new("lap").unwrap())
+            .unwrap();
+        let ns = store.namespace(&sender, &Name::new("docs").unwrap());
+        (dir, store, ns)
+    }
+
+    pub(crate) fn rel(s: &str) -> RelPath {
+        RelPath::from_bytes(s).unwrap()
+    }
+
+    pub(crate) fn file_entry(path: &str, data: &[u8], mtime_ns: i64, mode: u32) -> Entry {
+        Entry {
+            path: rel(path),
+            kind: EntryKind::File {
+                size: data.len() as u64,
+                content: Content::Inline,
+            },
+            mtime_ns,
+            mode,
+        }
+    }
+
+    /// Stages, verifies and commits `data` at `path`.
+    pub(crate) fn put_file(
+        store: &Store,
+        ns: &Namespace,
+        run: u64,
+        path: &str,
+        data: &[u8],
+        mtime_ns: i64,
+    ) {
+        let entry = file_entry(path, data, mtime_ns, 0o644);
+        let mut staged = store.stage(ns, &entry.path, data.len() as u64).unwrap();
+        staged.write(data).unwrap();
+        let verified = staged.finish(blake3::hash(data).as_bytes()).unwrap();
+        store.commit_file(ns, run, &entry, verified).unwrap();
+    }
+
+    #[test]
+    fn store_is_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<Store>();
+        check::<Staged>();
+        check::<Verified>();
+    }
+
+    #[test]
+    fn second_open_is_refused_until_the_first_closes() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Store::open(dir.path()).unwrap();
+        let err = Store::open(dir.path()).unwrap_err();
+        assert!(matches!(err, StoreError::Locked { .. }), "{err}");
+        assert!(
+            err.to_string()
+                .contains("another ferry receiver is using the store"),
+            "{err}"
+        );
+        drop(first);
+        Store::open(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn garbage_catalog_is_an_error_and_left_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join(".ferry")).unwrap();
+        let db = dir.path().join(".ferry/catalog.db");
+        let garbage =
+            b"this is not sqlite at all, just some bytes that a user left here".repeat(100);
+        fs::write(&db, &garbage).unwrap();
+        let err = Store::open(dir.path()).unwrap_err();
+        assert!(matches!(err, StoreError::NotADatabase { .. }), "{err}");
+        assert!(err.to_string().contains("catalog.db"), "{err}");
+        assert_eq!(fs::read(&db).unwrap(), garbage);
+        assert!(!dir.path().join(".ferry/catalog.db-wal").exists());
+    }
+
+    #[test]
+    fn leftovers_of_a_killed_process_are_cleaned_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let (run, staging) = {
+            let store = Store::open(dir.path()).unwrap();
+            let sender = store.add_sender("dev", &Name::new("s").unwrap()).unwrap();
+            let ns = store.namespace(&sender, &Name::new("f").unwrap());
+            let run = store.begin_run(&ns).unwrap();
+            let mut staged = store.stage(&ns, &rel("x"), 10).unwrap();
+            staged.write(b"part").unwrap();
+            // A killed process neither finishes the run nor removes staging.
+            std::mem::forget(staged);
+            (
+                run,
+                fs::read_dir(dir.path().join(".ferry/staging"))
+                    .unwrap()
+                    .count(),
+            )
+        };
+        assert_eq!(staging, 1);
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(
+            fs::read_dir(dir.path().join(".ferry/staging"))
+                .unwrap()
+                .count(),
+            0
+        );
+        let runs = store.runs(None).unwrap();
+        assert_eq!(runs.len(), 1);
+        assert_eq!((runs[0].id, runs[0].status.as_str()), (run, "interrupted"));
+    }
+
+    #[test]
+    fn sender_names_belong_to_one_device() {
+        let (_dir, store, ns) = fixture();
+        let lap = Name::new("lap").unwrap();
+        let again = store.add_sender("dev-1", &lap).unwrap();
+        assert_eq!(again.id, ns.sender_id);
+        let err = store.add_sender("dev-2", &lap).unwrap_err();
+        assert!(matches!(err, StoreError::NameTaken { .. }), "{err}");
+        let err = store
+            .add_sender("dev-1", &Name::new("other").unwrap())
+            .unwrap_err();
+        assert!(matches!(err, StoreError::WrongName { .. }), "{err}");
+        assert_eq!(store.sender_by_device("dev-1").unwrap().unwrap().name, lap);
+        assert_eq!(store.sender_by_name(&lap).unwrap().unwrap().device, "dev-1");
+        assert!(store.sender_by_device("dev-2").unwrap().is_none());
+    }
+
+    #[test]
+    fn runs_are_recorded_newest_first() {
+        let (_dir, store, ns) = fixture();
+        let first = store.begin_run(&ns).unwrap();
+        let second = store.begin_run(&ns).unwrap();
+        let report = RunReport {
+            files_sent: 3,
+            files_unchanged: 1,
+            files_deleted: 2,
+            bytes_file_data: 99,
+            errors: 1,
+        };
+        store.finish_run(&ns, first, &report, 120, true).unwrap();
+        store
+            .finish_run(&ns, second, &RunReport::default(), 0, false)
+            .unwrap();
+        let runs = store.runs(Some(ns.sender_id)).unwrap();
+        assert_eq!(
+            runs.iter().map(|r| r.id).collect::<Vec<_>>(),
+            [second, first]
+        );
+        assert_eq!(runs[1].status, "complete");
+        assert_eq!(runs[1].report, report);
+        assert_eq!(runs[1].bytes_received, 120);
+        assert!(runs[1].finished_ms.is_some());
+        assert_eq!(runs[0].status, "failed");
+        assert!(store.runs(Some(ns.sender_id + 1)).unwrap().is_empty());
+        let other = Namespace {
+            folder: Name::new("elsewhere").unwrap(),
+            ..ns.clone()
+        };
+        let err = store
+            .finish_run(&other, first, &report, 0, true)
+            .unwrap_err();
+        assert!(matches!(err, StoreError::UnknownRun { .. }), "{err}");
+    }
+
+    #[test]
+    fn finish_run_restores_directory_mtimes() {
+        let (_dir, store, ns) = fixture();
+        let run = store.begin_run(&ns).unwrap();
+        let dir_mtime = 1_600_000_000_123_456_789;
+        let entry = Entry {
+            path: rel("d"),
+            kind: EntryKind::Dir,
+            mtime_ns: dir_mtime,
+            mode: 0o755,
+        };
+        store.put_dir(&ns, run, &entry).unwrap();
+        put_file(&store, &ns, run, "d/new", b"child", 5);
+        let d = store.root().join("lap/docs/d");
+        let mtime = |p: &Path| {
+            let m = fs::symlink_metadata(p).unwrap();
+            m.mtime() * 1_000_000_000 + m.mtime_nsec()
+        };
+        assert_ne!(mtime(&d), dir_mtime, "adding a child bumps the mtime");
+        store
+            .finish_run(&ns, run, &RunReport::default(), 5, true)
+            .unwrap();
+        assert_eq!(mtime(&d), dir_mtime);
+    }
 }

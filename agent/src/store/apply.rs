@@ -7,37 +7,14 @@ use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::symlink;
-use std::path::{Path, PathBuf};
-use std::time::SystemTime;
 
 use ferry_proto::{Entry, EntryKind, Hash, RelPath};
 
-use super::catalog::{Catalog, Change, NewVersion, VersionRow};
+use super::archive::Work;
+use super::catalog::{Catalog, Change, NewVersion};
 use super::error::{io_err, StoreError};
 use super::mirror::{self, lstat};
 use super::{Namespace, Store, Verified};
-
-/// Archive names with more collisions than this give up (it cannot happen
-/// unless something else floods the versions area).
-const MAX_NAME_TRIES: u32 = 10_000;
-
-/// What one operation did on disk and must record.
-#[derive(Default)]
-struct Work {
-    changes: Vec<Change>,
-    /// Directories whose entries changed, to fsync before recording.
-    dirty: Vec<PathBuf>,
-}
-
-impl Work {
-    fn touched(&mut self, path: &Path) {
-        if let Some(parent) = path.parent() {
-            if !self.dirty.iter().any(|d| d == parent) {
-                self.dirty.push(parent.to_path_buf());
-            }
-        }
-    }
-}
 
 impl Store {
     /// Stores verified content at `entry.path`: archives what was there,
@@ -63,25 +40,28 @@ impl Store {
                 actual: staged.size,
             });
         }
-        let _write = self.write_lock();
-        let mut work = Work::default();
-        let target = self.prepare_parents(ns, &entry.path, &mut work)?;
-        self.retire_existing(ns, &entry.path, false, &mut work)?;
         let file = &staged.staging.file;
         mirror::set_meta(file, &staged.staging.path, entry.mode, 0, entry.mtime_ns)?;
-        mirror::rename(&staged.staging.path, &target)?;
-        staged.staging.armed = false;
-        work.touched(&target);
-        work.changes.push(Change::Insert(NewVersion {
-            path: entry.path.clone(),
-            kind: "file",
-            size,
-            mtime_ns: entry.mtime_ns,
-            mode: entry.mode,
-            hash: Some(staged.hash),
-            target: None,
-        }));
-        self.record(ns, run, work)
+        let _write = self.write_lock();
+        let mut work = Work::default();
+        let done = (|| -> Result<(), StoreError> {
+            let target = self.prepare_parents(ns, &entry.path, &mut work)?;
+            self.retire_existing(ns, &entry.path, false, &mut work)?;
+            mirror::rename(&staged.staging.path, &target)?;
+            staged.staging.armed = false;
+            work.touched(&target);
+            work.changes.push(Change::Insert(NewVersion {
+                path: entry.path.clone(),
+                kind: "file",
+                size,
+                mtime_ns: entry.mtime_ns,
+                mode: entry.mode,
+                hash: Some(staged.hash),
+                target: None,
+            }));
+            Ok(())
+        })();
+        self.conclude(ns, run, work, done)
     }
 
     /// The content at `entry.path` is already `hash` ([`Store::holds`] was
@@ -151,45 +131,48 @@ impl Store {
         }
         let _write = self.write_lock();
         let mut work = Work::default();
-        let target = self.prepare_parents(ns, &entry.path, &mut work)?;
-        let current = self
-            .catalog()
-            .current_row(ns.sender_id, &ns.folder, &entry.path)?;
-        let existing = lstat(&target)?;
-        let keep_row = match (&existing, &current) {
-            (Some(m), Some(row)) if m.is_dir() && row.kind == "dir" => Some(row.id),
-            (Some(m), _) if m.is_dir() => {
-                // A directory without a current dir row (created as a parent):
-                // retire whatever row there is and record a new one.
-                self.retire_row(current.as_ref(), &entry.path, &mut work);
-                None
-            }
-            _ => {
-                self.retire_existing(ns, &entry.path, false, &mut work)?;
-                mirror::create_dir(&target)?;
-                work.touched(&target);
-                None
-            }
-        };
-        let dir = mirror::open_nofollow(&target, true)?;
-        mirror::set_meta(&dir, &target, entry.mode, 0o700, entry.mtime_ns)?;
-        work.changes.push(match keep_row {
-            Some(id) => Change::DirMeta {
-                id,
-                mtime_ns: entry.mtime_ns,
-                mode: entry.mode,
-            },
-            None => Change::Insert(NewVersion {
-                path: entry.path.clone(),
-                kind: "dir",
-                size: 0,
-                mtime_ns: entry.mtime_ns,
-                mode: entry.mode,
-                hash: None,
-                target: None,
-            }),
-        });
-        self.record(ns, run, work)
+        let done = (|| -> Result<(), StoreError> {
+            let target = self.prepare_parents(ns, &entry.path, &mut work)?;
+            let current = self
+                .catalog()
+                .current_row(ns.sender_id, &ns.folder, &entry.path)?;
+            let existing = lstat(&target)?;
+            let keep_row = match (&existing, &current) {
+                (Some(m), Some(row)) if m.is_dir() && row.kind == "dir" => Some(row.id),
+                (Some(m), _) if m.is_dir() => {
+                    // A directory without a current dir row (created as a parent):
+                    // retire whatever row there is and record a new one.
+                    self.retire_row(current.as_ref(), &entry.path, &mut work);
+                    None
+                }
+                _ => {
+                    self.retire_existing(ns, &entry.path, false, &mut work)?;
+                    mirror::create_dir(&target)?;
+                    work.touched(&target);
+                    None
+                }
+            };
+            let dir = mirror::open_nofollow(&target, true)?;
+            mirror::set_meta(&dir, &target, entry.mode, 0o700, entry.mtime_ns)?;
+            work.changes.push(match keep_row {
+                Some(id) => Change::DirMeta {
+                    id,
+                    mtime_ns: entry.mtime_ns,
+                    mode: entry.mode,
+                },
+                None => Change::Insert(NewVersion {
+                    path: entry.path.clone(),
+                    kind: "dir",
+                    size: 0,
+                    mtime_ns: entry.mtime_ns,
+                    mode: entry.mode,
+                    hash: None,
+                    target: None,
+                }),
+            });
+            Ok(())
+        })();
+        self.conclude(ns, run, work, done)
     }
 
     /// Makes `entry.path` a symlink to the entry's target (bytes, never
@@ -201,48 +184,51 @@ impl Store {
         };
         let _write = self.write_lock();
         let mut work = Work::default();
-        let target = self.prepare_parents(ns, &entry.path, &mut work)?;
-        let current = self
-            .catalog()
-            .current_row(ns.sender_id, &ns.folder, &entry.path)?;
-        let same_on_disk = match lstat(&target)? {
-            Some(m) if m.is_symlink() => {
-                let now =
-                    fs::read_link(&target).map_err(|e| io_err("read the link", &target, e))?;
-                now.as_os_str().as_bytes() == link.as_slice()
-            }
-            _ => false,
-        };
-        if same_on_disk {
-            let same_row = current
-                .as_ref()
-                .is_some_and(|r| r.kind == "symlink" && r.target.as_ref() == Some(link));
-            if same_row {
-                work.changes.push(Change::Retire {
-                    path: entry.path.clone(),
-                    archive: None,
-                    deleted: false,
-                });
+        let done = (|| -> Result<(), StoreError> {
+            let target = self.prepare_parents(ns, &entry.path, &mut work)?;
+            let current = self
+                .catalog()
+                .current_row(ns.sender_id, &ns.folder, &entry.path)?;
+            let same_on_disk = match lstat(&target)? {
+                Some(m) if m.is_symlink() => {
+                    let now =
+                        fs::read_link(&target).map_err(|e| io_err("read the link", &target, e))?;
+                    now.as_os_str().as_bytes() == link.as_slice()
+                }
+                _ => false,
+            };
+            if same_on_disk {
+                let same_row = current
+                    .as_ref()
+                    .is_some_and(|r| r.kind == "symlink" && r.target.as_ref() == Some(link));
+                if same_row {
+                    work.changes.push(Change::Retire {
+                        path: entry.path.clone(),
+                        archive: None,
+                        deleted: false,
+                    });
+                } else {
+                    self.retire_row(current.as_ref(), &entry.path, &mut work);
+                }
             } else {
-                self.retire_row(current.as_ref(), &entry.path, &mut work);
+                self.retire_existing(ns, &entry.path, false, &mut work)?;
+                symlink(OsStr::from_bytes(link), &target)
+                    .map_err(|e| io_err("create the symlink", &target, e))?;
+                work.touched(&target);
             }
-        } else {
-            self.retire_existing(ns, &entry.path, false, &mut work)?;
-            symlink(OsStr::from_bytes(link), &target)
-                .map_err(|e| io_err("create the symlink", &target, e))?;
-            work.touched(&target);
-        }
-        mirror::set_symlink_mtime(&target, entry.mtime_ns)?;
-        work.changes.push(Change::Insert(NewVersion {
-            path: entry.path.clone(),
-            kind: "symlink",
-            size: link.len() as u64,
-            mtime_ns: entry.mtime_ns,
-            mode: entry.mode,
-            hash: None,
-            target: Some(link.clone()),
-        }));
-        self.record(ns, run, work)
+            mirror::set_symlink_mtime(&target, entry.mtime_ns)?;
+            work.changes.push(Change::Insert(NewVersion {
+                path: entry.path.clone(),
+                kind: "symlink",
+                size: link.len() as u64,
+                mtime_ns: entry.mtime_ns,
+                mode: entry.mode,
+                hash: None,
+                target: Some(link.clone()),
+            }));
+            Ok(())
+        })();
+        self.conclude(ns, run, work, done)
     }
 
     /// Archives `path` (a file, a symlink or a whole directory) and records
@@ -251,153 +237,44 @@ impl Store {
     pub fn delete(&self, ns: &Namespace, run: u64, path: &RelPath) -> Result<(), StoreError> {
         let _write = self.write_lock();
         let mut work = Work::default();
-        let there = self.ns_dir_ok(ns)? && mirror::lookup(&self.ns_dir(ns), path)?.is_some();
-        if there {
-            self.archive(ns, path, true, &mut work)?;
-        } else {
-            work.changes.push(Change::Retire {
-                path: path.clone(),
-                archive: None,
-                deleted: true,
-            });
-        }
-        self.record(ns, run, work)
+        let done = (|| -> Result<(), StoreError> {
+            let there = self.ns_dir_ok(ns)? && mirror::lookup(&self.ns_dir(ns), path)?.is_some();
+            if there {
+                self.archive(ns, path, true, &mut work)?;
+            } else {
+                work.changes.push(Change::Retire {
+                    path: path.clone(),
+                    archive: None,
+                    deleted: true,
+                });
+            }
+            Ok(())
+        })();
+        self.conclude(ns, run, work, done)
     }
 
-    /// Makes every parent of `rel` a real directory of the mirror, archiving
-    /// a file or symlink in the way. Returns the absolute path of `rel`.
-    fn prepare_parents(
+    /// Records what an operation did. If it failed half-way (say, the disk
+    /// filled after the old version was archived), what it did is still
+    /// recorded, so the catalog points at the archived bytes, and the
+    /// operation's error is returned.
+    fn conclude(
         &self,
         ns: &Namespace,
-        rel: &RelPath,
-        work: &mut Work,
-    ) -> Result<PathBuf, StoreError> {
-        let sender_dir = self.root.join(&ns.sender);
-        let ns_dir = sender_dir.join(&ns.folder);
-        for dir in [&sender_dir, &ns_dir] {
-            if lstat(dir)?.is_none() {
-                work.touched(dir);
-            }
-            mirror::ensure_own_dir(dir)?;
-        }
-        for parent in mirror::ancestors(rel) {
-            let path = parent.under(&ns_dir);
-            match lstat(&path)? {
-                Some(m) if m.is_dir() => continue,
-                Some(_) => self.archive(ns, &parent, false, work)?,
-                None => {}
-            }
-            mirror::create_dir(&path)?;
-            work.touched(&path);
-        }
-        Ok(rel.under(&ns_dir))
-    }
-
-    /// Archives what is at `rel` (parents already checked). If nothing is
-    /// there but the catalog has a current row, the row is retired as
-    /// vanished.
-    fn retire_existing(
-        &self,
-        ns: &Namespace,
-        rel: &RelPath,
-        deleted: bool,
-        work: &mut Work,
+        run: u64,
+        work: Work,
+        done: Result<(), StoreError>,
     ) -> Result<(), StoreError> {
-        if lstat(&rel.under(&self.ns_dir(ns)))?.is_some() {
-            return self.archive(ns, rel, deleted, work);
-        }
-        let current = self.catalog().current_row(ns.sender_id, &ns.folder, rel)?;
-        self.retire_row(current.as_ref(), rel, work);
-        Ok(())
-    }
-
-    /// Retires a current row whose bytes are not in the mirror.
-    fn retire_row(&self, current: Option<&VersionRow>, rel: &RelPath, work: &mut Work) {
-        if current.is_some() {
-            work.changes.push(Change::Retire {
-                path: rel.clone(),
-                archive: None,
-                deleted: true,
-            });
-        }
-    }
-
-    /// Moves `rel` (file, symlink or directory; parents already checked)
-    /// into the versions area and notes the catalog change.
-    fn archive(
-        &self,
-        ns: &Namespace,
-        rel: &RelPath,
-        deleted: bool,
-        work: &mut Work,
-    ) -> Result<(), StoreError> {
-        let source = rel.under(&self.ns_dir(ns));
-        let tag = match self.catalog().current_row(ns.sender_id, &ns.folder, rel)? {
-            Some(row) => u64::try_from(row.id).unwrap_or(0),
-            None => self.next_counter(),
-        };
-        let dest = self.archive_dest(ns, rel, tag, work)?;
-        mirror::rename(&source, &dest)?;
-        work.touched(&source);
-        work.touched(&dest);
-        let archive = mirror::relative_bytes(&self.root, &dest);
-        work.changes.push(Change::Retire {
-            path: rel.clone(),
-            archive: Some(archive),
-            deleted,
-        });
-        Ok(())
-    }
-
-    /// A free name for the archive of `rel`:
-    /// `versions/<sender>/<folder>/<rel>~<stamp>~v<tag>`. Parent directories
-    /// are created without following symlinks; should one be blocked (an
-    /// archived file or symlink has the name a directory needs), the archive
-    /// goes directly below `versions/<sender>/<folder>`.
-    fn archive_dest(
-        &self,
-        ns: &Namespace,
-        rel: &RelPath,
-        tag: u64,
-        work: &mut Work,
-    ) -> Result<PathBuf, StoreError> {
-        let versions = self.root.join(".ferry").join("versions");
-        let base = versions.join(&ns.sender).join(&ns.folder);
-        mirror::ensure_own_dir(&versions.join(&ns.sender))?;
-        mirror::ensure_own_dir(&base)?;
-        let mut parent_dir = base.clone();
-        for parent in mirror::ancestors(rel) {
-            let path = parent.under(&base);
-            match lstat(&path)? {
-                Some(m) if m.is_dir() => {}
-                Some(_) => {
-                    parent_dir = base.clone();
-                    break;
+        match done {
+            Ok(()) => self.record(ns, run, work),
+            Err(e) => {
+                if !work.changes.is_empty() {
+                    if let Err(record) = self.record(ns, run, work) {
+                        tracing::warn!(error = %record, "could not record a partly done change");
+                    }
                 }
-                None => {
-                    mirror::create_dir(&path)?;
-                    work.touched(&path);
-                }
-            }
-            parent_dir = path;
-        }
-        let leaf = rel.components().last().unwrap_or(rel.as_bytes());
-        let stamp = mirror::utc_stamp(SystemTime::now());
-        for k in 0..MAX_NAME_TRIES {
-            let candidate =
-                mirror::join_bytes(&parent_dir, &mirror::archive_name(leaf, &stamp, tag, k));
-            if lstat(&candidate)?.is_none() {
-                return Ok(candidate);
+                Err(e)
             }
         }
-        Err(io_err(
-            "find a free archive name in",
-            &parent_dir,
-            std::io::Error::new(
-                std::io::ErrorKind::AlreadyExists,
-                "too many archives of the same path",
-            ),
-        ))
     }
 
     /// Fsyncs the changed directories, then records the changes in one
@@ -416,5 +293,328 @@ fn bad(entry: &Entry, detail: &str) -> StoreError {
     StoreError::BadEntry {
         path: entry.path.clone(),
         detail: detail.to_owned(),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failing unwrap is a failing test
+mod tests {
+    use super::super::tests::{file_entry, fixture, put_file, rel};
+    use super::*;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::path::PathBuf;
+
+    fn mtime_ns(m: &fs::Metadata) -> i64 {
+        m.mtime() * 1_000_000_000 + m.mtime_nsec()
+    }
+
+    fn mirror(store: &Store, path: &str) -> PathBuf {
+        store.root().join("lap/docs").join(path)
+    }
+
+    fn staging_count(store: &Store) -> usize {
+        fs::read_dir(store.root().join(".ferry/staging"))
+            .unwrap()
+            .count()
+    }
+
+    #[test]
+    fn stored_file_has_exact_bytes_mtime_and_mode() {
+        let (_dir, store, ns) = fixture();
+        let run = store.begin_run(&ns).unwrap();
+        let entry = file_entry("a/b/f.txt", b"hello", 1_700_000_000_123_456_789, 0o640);
+        let mut staged = store.stage(&ns, &entry.path, 5).unwrap();
+        staged.write(b"hel").unwrap();
+        staged.write(b"lo").unwrap();
+        let verified = staged.finish(blake3::hash(b"hello").as_bytes()).unwrap();
+        store.commit_file(&ns, run, &entry, verified).unwrap();
+        let path = mirror(&store, "a/b/f.txt");
+        assert_eq!(fs::read(&path).unwrap(), b"hello");
+        let meta = fs::symlink_metadata(&path).unwrap();
+        assert_eq!(mtime_ns(&meta), 1_700_000_000_123_456_789);
+        assert_eq!(meta.permissions().mode() & 0o7777, 0o640);
+        assert_eq!(staging_count(&store), 0);
+        let current = store.current(&ns).unwrap();
+        assert_eq!(current.len(), 1);
+        assert_eq!(current[0].hash, Some(*blake3::hash(b"hello").as_bytes()));
+        assert_eq!(current[0].location, path);
+        assert_eq!(current[0].run, run);
+    }
+
+    #[test]
+    fn replaced_file_is_archived_and_both_versions_listed() {
+        let (_dir, store, ns) = fixture();
+        let run = store.begin_run(&ns).unwrap();
+        put_file(&store, &ns, run, "f", b"old", 1);
+        put_file(&store, &ns, run, "f", b"new content", 2);
+        assert_eq!(fs::read(mirror(&store, "f")).unwrap(), b"new content");
+        let versions = store.versions(&ns, &rel("f")).unwrap();
+        assert_eq!(versions.len(), 2);
+        assert!(versions[0].current && !versions[1].current && !versions[1].deleted);
+        assert_eq!(fs::read(&versions[1].location).unwrap(), b"old");
+        assert!(versions[1]
+            .location
+            .starts_with(store.root().join(".ferry/versions/lap/docs")));
+        let name = versions[1]
+            .location
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        assert!(
+            name.starts_with("f~") && name.ends_with(&format!("~v{}", versions[1].id)),
+            "{name}"
+        );
+    }
+
+    #[test]
+    fn deleted_file_is_archived_not_destroyed() {
+        let (_dir, store, ns) = fixture();
+        let run = store.begin_run(&ns).unwrap();
+        put_file(&store, &ns, run, "d/f", b"precious", 1);
+        put_file(&store, &ns, run, "keep", b"k", 1);
+        store.delete(&ns, run, &rel("d/f")).unwrap();
+        assert!(!mirror(&store, "d/f").exists());
+        let current: Vec<_> = store
+            .current(&ns)
+            .unwrap()
+            .into_iter()
+            .map(|v| v.path)
+            .collect();
+        assert_eq!(current, [rel("keep")]);
+        let versions = store.versions(&ns, &rel("d/f")).unwrap();
+        assert_eq!(versions.len(), 1);
+        assert!(versions[0].deleted && !versions[0].current);
+        assert_eq!(fs::read(&versions[0].location).unwrap(), b"precious");
+        // Deleting again, or something never stored, is fine.
+        store.delete(&ns, run, &rel("d/f")).unwrap();
+        store.delete(&ns, run, &rel("never/there")).unwrap();
+        assert_eq!(store.versions(&ns, &rel("d/f")).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn deleted_directory_is_archived_whole() {
+        let (_dir, store, ns) = fixture();
+        let run = store.begin_run(&ns).unwrap();
+        put_file(&store, &ns, run, "d/x/f", b"one", 1);
+        put_file(&store, &ns, run, "d/g", b"two", 1);
+        store.delete(&ns, run, &rel("d")).unwrap();
+        assert!(!mirror(&store, "d").exists());
+        assert!(store.current(&ns).unwrap().is_empty());
+        for (path, bytes) in [("d/x/f", b"one"), ("d/g", b"two")] {
+            let v = store.versions(&ns, &rel(path)).unwrap();
+            assert!(v[0].deleted, "{path}");
+            assert_eq!(fs::read(&v[0].location).unwrap(), bytes, "{path}");
+        }
+    }
+
+    #[test]
+    fn wrong_hash_leaves_nothing() {
+        let (_dir, store, ns) = fixture();
+        let mut staged = store.stage(&ns, &rel("f"), 3).unwrap();
+        staged.write(b"abc").unwrap();
+        let err = staged.finish(blake3::hash(b"abd").as_bytes()).unwrap_err();
+        assert!(matches!(err, StoreError::HashMismatch { .. }), "{err}");
+        assert_eq!(err.fail_code(), ferry_proto::FailCode::HashMismatch);
+        assert!(!mirror(&store, "f").exists());
+        assert_eq!(staging_count(&store), 0);
+    }
+
+    #[test]
+    fn more_bytes_than_declared_is_size_mismatch() {
+        let (_dir, store, ns) = fixture();
+        let mut staged = store.stage(&ns, &rel("f"), 3).unwrap();
+        staged.write(b"ab").unwrap();
+        let err = staged.write(b"cd").unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StoreError::SizeMismatch {
+                    declared: 3,
+                    actual: 4,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(err.fail_code(), ferry_proto::FailCode::SizeMismatch);
+        drop(staged);
+        assert_eq!(staging_count(&store), 0);
+    }
+
+    #[test]
+    fn symlink_where_a_directory_is_needed_is_archived_not_followed() {
+        let (dir, store, ns) = fixture();
+        let outside = dir.path().join("outside");
+        fs::create_dir(&outside).unwrap();
+        let run = store.begin_run(&ns).unwrap();
+        // The sender itself stored `a` as a link out of the store ...
+        let link = Entry {
+            path: rel("a"),
+            kind: EntryKind::Symlink {
+                target: outside.as_os_str().as_bytes().to_vec(),
+            },
+            mtime_ns: 0,
+            mode: 0o777,
+        };
+        store.put_symlink(&ns, run, &link).unwrap();
+        // ... and a planted one appears deeper too.
+        fs::create_dir(mirror(&store, "b")).unwrap();
+        symlink(&outside, mirror(&store, "b/c")).unwrap();
+        put_file(&store, &ns, run, "a/evil", b"x", 1);
+        put_file(&store, &ns, run, "b/c/evil", b"y", 1);
+        let entry = Entry {
+            path: rel("a/sub"),
+            kind: EntryKind::Dir,
+            mtime_ns: 0,
+            mode: 0o755,
+        };
+        store.put_dir(&ns, run, &entry).unwrap();
+        assert_eq!(
+            fs::read_dir(&outside).unwrap().count(),
+            0,
+            "wrote outside the store"
+        );
+        assert!(fs::symlink_metadata(mirror(&store, "a")).unwrap().is_dir());
+        assert!(fs::symlink_metadata(mirror(&store, "b/c"))
+            .unwrap()
+            .is_dir());
+        assert_eq!(fs::read(mirror(&store, "a/evil")).unwrap(), b"x");
+        let old = store.versions(&ns, &rel("a")).unwrap();
+        assert_eq!(old.len(), 1);
+        assert!(!old[0].current);
+        assert!(fs::symlink_metadata(&old[0].location).unwrap().is_symlink());
+    }
+
+    #[test]
+    fn file_and_directory_replace_each_other() {
+        let (_dir, store, ns) = fixture();
+        let run = store.begin_run(&ns).unwrap();
+        put_file(&store, &ns, run, "x", b"file", 1);
+        put_file(&store, &ns, run, "x/inner", b"child", 1); // file x becomes a directory
+        assert!(mirror(&store, "x").is_dir());
+        let x = store.versions(&ns, &rel("x")).unwrap();
+        assert_eq!(fs::read(&x[0].location).unwrap(), b"file");
+        put_file(&store, &ns, run, "x", b"file again", 2); // directory x becomes a file
+        assert_eq!(fs::read(mirror(&store, "x")).unwrap(), b"file again");
+        let inner = store.versions(&ns, &rel("x/inner")).unwrap();
+        assert!(inner[0].deleted && !inner[0].current);
+        assert_eq!(fs::read(&inner[0].location).unwrap(), b"child");
+        let dir = Entry {
+            path: rel("x"),
+            kind: EntryKind::Dir,
+            mtime_ns: 7,
+            mode: 0o750,
+        };
+        store.put_dir(&ns, run, &dir).unwrap(); // and back, by an explicit directory
+        let x = store.versions(&ns, &rel("x")).unwrap();
+        assert_eq!(x[0].kind, "dir");
+        assert_eq!(fs::read(&x[1].location).unwrap(), b"file again");
+        let paths: Vec<_> = store
+            .current(&ns)
+            .unwrap()
+            .into_iter()
+            .map(|v| (v.path, v.kind))
+            .collect();
+        assert_eq!(paths, [(rel("x"), "dir".to_owned())]);
+    }
+
+    #[test]
+    fn symlink_is_stored_as_a_link() {
+        let (_dir, store, ns) = fixture();
+        let run = store.begin_run(&ns).unwrap();
+        let target = b"../no/such\xff".to_vec();
+        let entry = Entry {
+            path: rel("l"),
+            kind: EntryKind::Symlink {
+                target: target.clone(),
+            },
+            mtime_ns: 1_500_000_000_000_000_001,
+            mode: 0o777,
+        };
+        store.put_symlink(&ns, run, &entry).unwrap();
+        let path = mirror(&store, "l");
+        assert_eq!(
+            fs::read_link(&path).unwrap().as_os_str().as_bytes(),
+            target.as_slice()
+        );
+        assert_eq!(
+            mtime_ns(&fs::symlink_metadata(&path).unwrap()),
+            1_500_000_000_000_000_001
+        );
+        // The same link again only adds a version; another target archives.
+        store.put_symlink(&ns, run, &entry).unwrap();
+        let other = Entry {
+            kind: EntryKind::Symlink {
+                target: b"t2".to_vec(),
+            },
+            ..entry.clone()
+        };
+        store.put_symlink(&ns, run, &other).unwrap();
+        assert_eq!(fs::read_link(&path).unwrap().as_os_str().as_bytes(), b"t2");
+        let v = store.versions(&ns, &rel("l")).unwrap();
+        assert_eq!(v.len(), 3);
+        assert_eq!(v[0].target.as_deref(), Some(&b"t2"[..]));
+        for old in &v[1..] {
+            assert_eq!(
+                fs::read_link(&old.location).unwrap().as_os_str().as_bytes(),
+                target.as_slice()
+            );
+        }
+    }
+
+    #[test]
+    fn holds_and_metadata_updates() {
+        let (_dir, store, ns) = fixture();
+        let run = store.begin_run(&ns).unwrap();
+        let hash = *blake3::hash(b"same").as_bytes();
+        assert!(!store.holds(&ns, &rel("f"), &hash).unwrap());
+        put_file(&store, &ns, run, "f", b"same", 1);
+        assert!(store.holds(&ns, &rel("f"), &hash).unwrap());
+        assert!(!store
+            .holds(&ns, &rel("f"), blake3::hash(b"other").as_bytes())
+            .unwrap());
+        let entry = file_entry("f", b"same", 42, 0o600);
+        store.update_metadata(&ns, run, &entry, &hash).unwrap();
+        let meta = fs::symlink_metadata(mirror(&store, "f")).unwrap();
+        assert_eq!(
+            (mtime_ns(&meta), meta.permissions().mode() & 0o7777),
+            (42, 0o600)
+        );
+        let v = store.versions(&ns, &rel("f")).unwrap();
+        assert_eq!(v.len(), 2);
+        assert!(v[0].current && !v[1].current);
+        assert_eq!(
+            v[1].location, v[0].location,
+            "identical bytes are shared, not copied"
+        );
+        // A mirror file of another size (changed by hand) is not held.
+        fs::write(mirror(&store, "f"), b"tampered").unwrap();
+        assert!(!store.holds(&ns, &rel("f"), &hash).unwrap());
+        let err = store.update_metadata(&ns, run, &entry, &hash).unwrap_err();
+        assert_eq!(err.fail_code(), ferry_proto::FailCode::Conflict);
+    }
+
+    #[test]
+    fn a_change_failing_half_way_still_records_the_archive() {
+        let (_dir, store, ns) = fixture();
+        let run = store.begin_run(&ns).unwrap();
+        put_file(&store, &ns, run, "l", b"old bytes", 1);
+        // A link target longer than Linux allows fails after `l` was archived.
+        let entry = Entry {
+            path: rel("l"),
+            kind: EntryKind::Symlink {
+                target: vec![b'x'; 5000],
+            },
+            mtime_ns: 0,
+            mode: 0o777,
+        };
+        let err = store.put_symlink(&ns, run, &entry).unwrap_err();
+        assert_eq!(err.fail_code(), ferry_proto::FailCode::Io, "{err}");
+        let v = store.versions(&ns, &rel("l")).unwrap();
+        assert_eq!(v.len(), 1);
+        assert!(!v[0].current);
+        assert_eq!(fs::read(&v[0].location).unwrap(), b"old bytes");
+        assert!(store.current(&ns).unwrap().is_empty());
     }
 }

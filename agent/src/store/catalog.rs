@@ -77,6 +77,14 @@ pub(crate) struct RunRow {
     pub bytes_received: i64,
 }
 
+/// How a run ended.
+pub(crate) struct RunEnd<'a> {
+    pub report: &'a RunReport,
+    pub bytes_received: u64,
+    pub status: &'a str,
+    pub finished_ms: i64,
+}
+
 /// A version's row.
 #[derive(Debug, Clone)]
 pub(crate) struct VersionRow {
@@ -131,6 +139,14 @@ pub(crate) enum Change {
 pub(crate) struct Catalog {
     conn: Connection,
     path: PathBuf,
+}
+
+impl std::fmt::Debug for Catalog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Catalog")
+            .field("path", &self.path())
+            .finish()
+    }
 }
 
 const VERSION_COLUMNS: &str =
@@ -312,11 +328,9 @@ impl Catalog {
         sender_id: i64,
         folder: &Name,
         run: i64,
-        report: &RunReport,
-        bytes_received: u64,
-        status: &str,
-        now_ms: i64,
+        end: &RunEnd<'_>,
     ) -> Result<bool, StoreError> {
+        let report = end.report;
         let n = self
             .conn
             .execute(
@@ -324,13 +338,13 @@ impl Catalog {
                  files_deleted = ?5, bytes_file_data = ?6, bytes_received = ?7, errors = ?8
                  WHERE id = ?9 AND sender_id = ?10 AND folder = ?11",
                 params![
-                    now_ms,
-                    status,
+                    end.finished_ms,
+                    end.status,
                     sql_u64(report.files_sent),
                     sql_u64(report.files_unchanged),
                     sql_u64(report.files_deleted),
                     sql_u64(report.bytes_file_data),
-                    sql_u64(bytes_received),
+                    sql_u64(end.bytes_received),
                     sql_u64(report.errors),
                     run,
                     sender_id,
@@ -513,6 +527,7 @@ impl Catalog {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failing unwrap is a failing test
 mod tests {
     use super::*;
 

@@ -188,6 +188,7 @@ pub(crate) fn join_bytes(dir: &Path, name: &[u8]) -> PathBuf {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failing unwrap is a failing test
 mod tests {
     use super::*;
     use std::os::unix::fs::symlink;

@@ -167,6 +167,7 @@ pub(crate) fn clear(dir: &Path) -> Result<usize, StoreError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failing unwrap is a failing test
 mod tests {
     use super::*;
 

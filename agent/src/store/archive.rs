@@ -1,0 +1,175 @@
+//! Moving what is in the way into the versions area, and making the
+//! mirror's directories real, without following symlinks. Runs under the
+//! store's write lock (see `apply`).
+
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use ferry_proto::RelPath;
+
+use super::catalog::{Change, VersionRow};
+use super::error::{io_err, StoreError};
+use super::mirror::{self, lstat};
+use super::{Namespace, Store};
+
+/// Archive names with more collisions than this give up (it cannot happen
+/// unless something else floods the versions area).
+const MAX_NAME_TRIES: u32 = 10_000;
+
+/// What one operation did on disk and must record.
+#[derive(Default)]
+pub(super) struct Work {
+    /// The catalog changes, applied in one transaction.
+    pub changes: Vec<Change>,
+    /// Directories whose entries changed, to fsync before recording.
+    pub dirty: Vec<PathBuf>,
+}
+
+impl Work {
+    /// Notes that the directory holding `path` changed.
+    pub fn touched(&mut self, path: &Path) {
+        if let Some(parent) = path.parent() {
+            if !self.dirty.iter().any(|d| d == parent) {
+                self.dirty.push(parent.to_path_buf());
+            }
+        }
+    }
+}
+
+impl Store {
+    /// Makes every parent of `rel` a real directory of the mirror, archiving
+    /// a file or symlink in the way. Returns the absolute path of `rel`.
+    pub(super) fn prepare_parents(
+        &self,
+        ns: &Namespace,
+        rel: &RelPath,
+        work: &mut Work,
+    ) -> Result<PathBuf, StoreError> {
+        let sender_dir = self.root.join(&ns.sender);
+        let ns_dir = sender_dir.join(&ns.folder);
+        for dir in [&sender_dir, &ns_dir] {
+            if lstat(dir)?.is_none() {
+                work.touched(dir);
+            }
+            mirror::ensure_own_dir(dir)?;
+        }
+        for parent in mirror::ancestors(rel) {
+            let path = parent.under(&ns_dir);
+            match lstat(&path)? {
+                Some(m) if m.is_dir() => continue,
+                Some(_) => self.archive(ns, &parent, false, work)?,
+                None => {}
+            }
+            mirror::create_dir(&path)?;
+            work.touched(&path);
+        }
+        Ok(rel.under(&ns_dir))
+    }
+
+    /// Archives what is at `rel` (parents already checked). If nothing is
+    /// there but the catalog has a current row, the row is retired as
+    /// vanished.
+    pub(super) fn retire_existing(
+        &self,
+        ns: &Namespace,
+        rel: &RelPath,
+        deleted: bool,
+        work: &mut Work,
+    ) -> Result<(), StoreError> {
+        if lstat(&rel.under(&self.ns_dir(ns)))?.is_some() {
+            return self.archive(ns, rel, deleted, work);
+        }
+        let current = self.catalog().current_row(ns.sender_id, &ns.folder, rel)?;
+        self.retire_row(current.as_ref(), rel, work);
+        Ok(())
+    }
+
+    /// Retires a current row whose bytes are not in the mirror.
+    pub(super) fn retire_row(&self, current: Option<&VersionRow>, rel: &RelPath, work: &mut Work) {
+        if current.is_some() {
+            work.changes.push(Change::Retire {
+                path: rel.clone(),
+                archive: None,
+                deleted: true,
+            });
+        }
+    }
+
+    /// Moves `rel` (file, symlink or directory; parents already checked)
+    /// into the versions area and notes the catalog change.
+    pub(super) fn archive(
+        &self,
+        ns: &Namespace,
+        rel: &RelPath,
+        deleted: bool,
+        work: &mut Work,
+    ) -> Result<(), StoreError> {
+        let source = rel.under(&self.ns_dir(ns));
+        let tag = match self.catalog().current_row(ns.sender_id, &ns.folder, rel)? {
+            Some(row) => u64::try_from(row.id).unwrap_or(0),
+            None => self.next_counter(),
+        };
+        let dest = self.archive_dest(ns, rel, tag, work)?;
+        mirror::rename(&source, &dest)?;
+        work.touched(&source);
+        work.touched(&dest);
+        let archive = mirror::relative_bytes(&self.root, &dest);
+        work.changes.push(Change::Retire {
+            path: rel.clone(),
+            archive: Some(archive),
+            deleted,
+        });
+        Ok(())
+    }
+
+    /// A free name for the archive of `rel`:
+    /// `versions/<sender>/<folder>/<rel>~<stamp>~v<tag>`. Parent directories
+    /// are created without following symlinks; should one be blocked (an
+    /// archived file or symlink has the name a directory needs), the archive
+    /// goes directly below `versions/<sender>/<folder>`.
+    pub(super) fn archive_dest(
+        &self,
+        ns: &Namespace,
+        rel: &RelPath,
+        tag: u64,
+        work: &mut Work,
+    ) -> Result<PathBuf, StoreError> {
+        let versions = self.root.join(".ferry").join("versions");
+        let base = versions.join(&ns.sender).join(&ns.folder);
+        mirror::ensure_own_dir(&versions.join(&ns.sender))?;
+        mirror::ensure_own_dir(&base)?;
+        let mut parent_dir = base.clone();
+        for parent in mirror::ancestors(rel) {
+            let path = parent.under(&base);
+            match lstat(&path)? {
+                Some(m) if m.is_dir() => {}
+                Some(_) => {
+                    parent_dir = base.clone();
+                    break;
+                }
+                None => {
+                    mirror::create_dir(&path)?;
+                    work.touched(&path);
+                }
+            }
+            parent_dir = path;
+        }
+        let leaf = rel.components().last().unwrap_or(rel.as_bytes());
+        let stamp = mirror::utc_stamp(SystemTime::now());
+        for k in 0..MAX_NAME_TRIES {
+            let candidate =
+                mirror::join_bytes(&parent_dir, &mirror::archive_name(leaf, &stamp, tag, k));
+            if lstat(&candidate)?.is_none() {
+                return Ok(candidate);
+            }
+        }
+        Err(io_err(
+            "find a free archive name in",
+            &parent_dir,
+            std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "too many archives of the same path",
+            ),
+        ))
+    }
+}
