@@ -236,9 +236,11 @@ impl SenderConfig {
         };
         let folder = match &self.folder {
             Some(folder) => folder.clone(),
+            // The base name, without leading dots (`~/.config` → `config`).
             None => source
                 .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
+                .map(|n| n.to_string_lossy().trim_start_matches('.').to_string())
+                .filter(|n| !n.is_empty())
                 .unwrap_or_else(|| "root".to_string()),
         };
         let folder = Name::new(folder).map_err(|e| invalid("folder", e.to_string()))?;

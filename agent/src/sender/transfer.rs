@@ -389,14 +389,30 @@ mod tests {
         let path = dir.path().join("f");
         std::fs::write(&path, vec![1u8; 1000]).unwrap();
         let (file, stat) = open(&path).unwrap();
-        std::fs::OpenOptions::new().append(true).open(&path).unwrap().write_all(b"more").unwrap();
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"more")
+            .unwrap();
         let (tx, _rx) = mpsc::channel(1024);
-        assert!(matches!(read_content(file, stat, tx, None), Err(EntryError::Changed)));
+        assert!(matches!(
+            read_content(file, stat, tx, None),
+            Err(EntryError::Changed)
+        ));
 
         let (file, stat) = open(&path).unwrap();
-        std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(10).unwrap();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(10)
+            .unwrap();
         let (tx, _rx) = mpsc::channel(1024);
-        assert!(matches!(read_content(file, stat, tx, None), Err(EntryError::Changed)));
+        assert!(matches!(
+            read_content(file, stat, tx, None),
+            Err(EntryError::Changed)
+        ));
     }
 
     #[test]
@@ -408,7 +424,10 @@ mod tests {
         let (file, stat) = open(&path).unwrap();
         std::fs::write(&path, b"bbbb").unwrap();
         let (tx, _rx) = mpsc::channel(1024);
-        assert!(matches!(read_content(file, stat, tx, None), Err(EntryError::Changed)));
+        assert!(matches!(
+            read_content(file, stat, tx, None),
+            Err(EntryError::Changed)
+        ));
     }
 
     #[test]
@@ -418,7 +437,11 @@ mod tests {
         std::os::unix::fs::symlink("t", dir.path().join("l")).unwrap();
         assert!(open(&dir.path().join("l")).is_err());
         let fifo = dir.path().join("p");
-        assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+        assert!(std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success());
         assert!(matches!(open(&fifo), Err(EntryError::NotAFile)));
     }
 }
