@@ -377,6 +377,28 @@ mod tests {
     }
 
     #[test]
+    fn receiver_config_file_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("receiver.toml");
+        std::fs::write(
+            &path,
+            "host = \"127.0.0.1\"\nport = 9999\nmax-clients = 3\nstore = \"/srv/ferry\"\n",
+        )
+        .unwrap();
+        let file = ReceiverConfig::load(&path).unwrap();
+        let flags = ReceiverConfig {
+            port: Some(7000),
+            ..Default::default()
+        };
+        let settings = file.merge(flags).settings().unwrap();
+        assert_eq!(settings.listen, "127.0.0.1:7000".parse().unwrap());
+        assert_eq!(settings.max_clients, 3);
+        assert_eq!(settings.store, PathBuf::from("/srv/ferry"));
+        let err = ReceiverConfig::load(&dir.path().join("missing.toml")).unwrap_err();
+        assert!(err.to_string().contains("missing.toml"));
+    }
+
+    #[test]
     fn unknown_keys_rejected() {
         assert!(toml::from_str::<ReceiverConfig>("prot = 1\n").is_err());
     }

@@ -254,3 +254,50 @@ async fn the_embedded_receiver_stores_locally() -> anyhow::Result<()> {
     assert_eq!(second.bytes_file_data, 0, "{second:?}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_periodic_sender_runs_again_and_stops_cleanly() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (receiver, sender, config) = paired(dir.path()).await?;
+    tree::write(&sender.source, "a.txt", "1")?;
+    let config = SenderConfig {
+        every: Some("1s".into()),
+        once: None,
+        ..config
+    };
+    let settings = config.settings()?;
+    let shutdown = CancellationToken::new();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let run = tokio::spawn(sender::run(
+        settings,
+        shutdown.clone(),
+        Arc::new(Progress::default()),
+        move |r| {
+            let _ = tx.send(r.as_ref().map(|s| s.files_sent).map_err(|e| e.to_string()));
+        },
+    ));
+    // First run at start.
+    let first = tokio::time::timeout(Duration::from_secs(30), rx.recv()).await?;
+    assert_eq!(first, Some(Ok(1)));
+    tree::write(&sender.source, "b.txt", "2")?;
+    // The next run picks up the change by itself.
+    let second = tokio::time::timeout(Duration::from_secs(30), rx.recv()).await?;
+    assert_eq!(second, Some(Ok(1)));
+    shutdown.cancel();
+    let last = tokio::time::timeout(Duration::from_secs(10), run).await??;
+    assert!(last.is_ok(), "{last:?}");
+    tree::assert_same(&sender.source, &receiver.mirror("laptop", "docs"))?;
+    // Runs never overlap: each is recorded complete, one after the other.
+    let runs = receiver.store.runs(None)?;
+    assert!(runs.len() >= 2);
+    assert!(runs.iter().all(|r| r.status == "complete"), "{runs:?}");
+    let mut by_start: Vec<_> = runs.iter().map(|r| (r.started_ms, r.finished_ms)).collect();
+    by_start.sort();
+    assert!(
+        by_start
+            .windows(2)
+            .all(|w| w[0].1.is_some_and(|end| end <= w[1].0)),
+        "{by_start:?}"
+    );
+    receiver.stop().await
+}
