@@ -20,7 +20,8 @@
 //! - [`sender`]: one sender run, and the periodic schedule around it.
 //! - [`config`]: configuration from flags, TOML and the launcher, validated into
 //!   settings.
-//! - [`summary`]: the run summary and progress reporting.
+//! - [`summary`]: the run summary and progress counters.
+//! - [`status`]: live status of a sender or receiver, for displays.
 
 pub mod config;
 pub mod copies;
@@ -30,6 +31,7 @@ pub mod pins;
 pub mod receiver;
 pub mod scan;
 pub mod sender;
+pub mod status;
 pub mod store;
 pub mod stream;
 pub mod summary;

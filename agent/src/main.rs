@@ -2,7 +2,6 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -10,7 +9,8 @@ use ferry_agent::config::{default_state_dir, ReceiverConfig, SenderConfig};
 use ferry_agent::identity::Identity;
 use ferry_agent::receiver::Receiver;
 use ferry_agent::sender;
-use ferry_agent::summary::{terminal_display, Progress};
+use ferry_agent::status::SenderStatus;
+use ferry_agent::summary::terminal_display;
 use tokio_util::sync::CancellationToken;
 
 /// Ferry: periodic, versioned, peer-to-peer file backup over QUIC.
@@ -235,13 +235,13 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Send(args) => {
             let json = args.json;
             let settings = args.config()?.settings()?;
-            let progress = Arc::new(Progress::default());
-            let display = terminal_display(progress.clone());
+            let status = SenderStatus::new();
+            let display = terminal_display(status.clone());
             let mut last_errors = 0;
             let result = sender::run(
                 settings,
                 shutdown_on_signal(),
-                progress,
+                status,
                 |result| match result {
                     Ok(summary) => {
                         last_errors = summary.errors;

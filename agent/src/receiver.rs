@@ -24,6 +24,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::ReceiverSettings;
 use crate::identity::{DeviceId, Identity, IdentityError};
+use crate::status::ReceiverStatus;
 use crate::store::{Store, StoreError};
 use crate::transport::{self, TransportError};
 
@@ -60,6 +61,7 @@ pub(crate) struct Shared {
     pub admission: Admission,
     pub clients: Arc<Semaphore>,
     pub max_clients: usize,
+    pub status: Arc<ReceiverStatus>,
 }
 
 /// A bound receiver, ready to [`serve`](Receiver::serve).
@@ -102,6 +104,7 @@ impl Receiver {
             admission,
             clients: Arc::new(Semaphore::new(max_clients)),
             max_clients,
+            status: Arc::new(ReceiverStatus::default()),
         });
         Ok(Receiver {
             endpoint,
@@ -120,6 +123,11 @@ impl Receiver {
     /// This receiver's device id.
     pub fn id(&self) -> DeviceId {
         self.id
+    }
+
+    /// Live status: connected senders, the last error.
+    pub fn status(&self) -> Arc<ReceiverStatus> {
+        self.shared.status.clone()
     }
 
     /// The store this receiver writes to.

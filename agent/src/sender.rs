@@ -12,7 +12,7 @@ pub use transfer::{EntryError, SentKind};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use ferry_proto::RefuseCode;
 use tokio_util::sync::CancellationToken;
@@ -24,9 +24,10 @@ use crate::index::{Index, IndexError};
 use crate::pins::{PinError, Pins};
 use crate::receiver::{Admission, Receiver, ReceiverError};
 use crate::scan::ScanError;
+use crate::status::{SenderPhase, SenderStatus};
 use crate::store::Store;
 use crate::stream::StreamError;
-use crate::summary::{Progress, RunSummary};
+use crate::summary::RunSummary;
 use crate::tls::TlsError;
 use crate::transport::{self, TransportError};
 use schedule::{Outcome, Schedule};
@@ -105,7 +106,7 @@ pub enum SenderError {
 pub struct SenderContext {
     pub settings: SenderSettings,
     pub identity: Identity,
-    pub progress: Arc<Progress>,
+    pub status: Arc<SenderStatus>,
     copies: Option<Arc<Copies>>,
     exclude: Vec<PathBuf>,
     index: Arc<Mutex<Option<Index>>>,
@@ -162,7 +163,7 @@ impl SenderContext {
 pub async fn run(
     settings: SenderSettings,
     shutdown: CancellationToken,
-    progress: Arc<Progress>,
+    status: Arc<SenderStatus>,
     mut on_run: impl FnMut(&Result<RunSummary, RunError>),
 ) -> Result<RunSummary, SenderError> {
     let identity = Identity::load_or_create(&settings.state)?;
@@ -204,7 +205,7 @@ pub async fn run(
     let ctx = SenderContext {
         settings,
         identity,
-        progress,
+        status,
         copies,
         exclude,
         index: Arc::new(Mutex::new(None)),
@@ -230,49 +231,58 @@ async fn schedule_loop(
     let every = ctx.settings.every;
     let mut schedule = Schedule::new();
     loop {
+        ctx.status.set_phase(SenderPhase::Running {
+            started: SystemTime::now(),
+        });
         let result = run::run_once(ctx, shutdown).await;
         on_run(&result);
+        ctx.status.set_last(
+            result
+                .as_ref()
+                .map(Clone::clone)
+                .map_err(ToString::to_string),
+        );
         let outcome = match &result {
             Ok(_) => Outcome::Done,
-            Err(RunError::Stopped) => return Err(RunError::Stopped.into()),
             Err(e) => match e.outcome() {
                 Some(outcome) => outcome,
-                None => {
-                    return Err(result
-                        .err()
-                        .map(SenderError::Run)
-                        .unwrap_or(SenderError::Run(RunError::Stopped)))
-                }
+                // Stopped, or a failure that retrying cannot fix.
+                None => return finish(ctx, result),
             },
         };
         if let Err(e) = &result {
             tracing::warn!("run failed: {e}");
         }
-        if every.is_none() {
-            match result {
-                Ok(summary) => return Ok(summary),
-                Err(e)
-                    if matches!(outcome, Outcome::Refused)
-                        || schedule.failures() + 1 >= ONCE_ATTEMPTS =>
-                {
-                    return Err(e.into())
-                }
-                Err(_) => {}
+        let give_up = match (&result, every) {
+            (Ok(_), None) => true,
+            (Err(_), None) => {
+                matches!(outcome, Outcome::Refused) || schedule.failures() + 1 >= ONCE_ATTEMPTS
             }
+            (_, Some(_)) => false,
+        };
+        if give_up {
+            return finish(ctx, result);
         }
         let delay = schedule.next(outcome, every, schedule::clock_jitter());
         tracing::info!(
             "next run in {}",
             humantime::format_duration(Duration::from_secs(delay.as_secs().max(1)))
         );
+        ctx.status.set_phase(SenderPhase::Waiting {
+            next_run: SystemTime::now() + delay,
+        });
         tokio::select! {
-            _ = shutdown.cancelled() => {
-                return match result {
-                    Ok(summary) => Ok(summary),
-                    Err(e) => Err(e.into()),
-                };
-            }
+            _ = shutdown.cancelled() => return finish(ctx, result),
+            _ = ctx.status.run_now_requested() => {}
             _ = tokio::time::sleep(delay) => {}
         }
     }
+}
+
+fn finish(
+    ctx: &SenderContext,
+    result: Result<RunSummary, RunError>,
+) -> Result<RunSummary, SenderError> {
+    ctx.status.set_phase(SenderPhase::Stopped);
+    Ok(result?)
 }

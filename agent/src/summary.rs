@@ -130,7 +130,7 @@ impl Progress {
 
 /// Redraws one status line on stderr while a run is going, if stderr is a
 /// terminal. Dropping the returned guard stops it and clears the line.
-pub fn terminal_display(progress: Arc<Progress>) -> Option<DisplayGuard> {
+pub fn terminal_display(status: Arc<crate::status::SenderStatus>) -> Option<DisplayGuard> {
     if !std::io::stderr().is_terminal() {
         return None;
     }
@@ -144,7 +144,7 @@ pub fn terminal_display(progress: Arc<Progress>) -> Option<DisplayGuard> {
                 _ = token.cancelled() => break,
                 _ = tick.tick() => {}
             }
-            let s = progress.snapshot();
+            let s = status.progress.snapshot();
             let secs = started.elapsed().as_secs_f64().max(0.001);
             let line = format!(
                 "\r\x1b[2K{}/{} entries, {} / {} ({}/s)",

@@ -16,6 +16,7 @@ use super::admission::{decide, Facts, Proof, Verdict};
 use super::entry::{EntryReceiver, Step};
 use super::{Shared, BUSY_RETRY, HELLO_TIMEOUT, MAX_STREAMS_PER_SENDER};
 use crate::identity::DeviceId;
+use crate::status::Session;
 use crate::store::{Namespace, Staged, Store, StoreError};
 use crate::stream::{Channel, StreamError};
 use crate::tls;
@@ -83,7 +84,12 @@ pub(crate) async fn handle(
     };
     match session(&conn, peer, &shared, &shutdown).await {
         Ok(()) => {}
-        Err(SessionError::Refused(why)) => tracing::warn!(%remote, peer = %peer, "refused: {why}"),
+        Err(SessionError::Refused(why)) => {
+            tracing::warn!(%remote, peer = %peer, "refused: {why}");
+            shared
+                .status
+                .set_error(format!("refused a sender from {remote}: {why}"));
+        }
         Err(SessionError::Shutdown) => {
             conn.close(
                 quinn::VarInt::from_u32(CLOSE_SHUTDOWN),
@@ -92,6 +98,9 @@ pub(crate) async fn handle(
         }
         Err(e) => {
             tracing::warn!(%remote, peer = %peer, "session ended: {e}");
+            shared
+                .status
+                .set_error(format!("session with {remote} ended: {e}"));
             conn.close(quinn::VarInt::from_u32(CLOSE_PROTOCOL), b"session error");
         }
     }
@@ -225,22 +234,48 @@ async fn session(
         }))
         .await?;
 
+    let live = Arc::new(Session {
+        peer: peer.to_string(),
+        name: hello.name.to_string(),
+        folder: hello.folder.to_string(),
+        run: run_id,
+        started: std::time::SystemTime::now(),
+        entries: AtomicU64::new(0),
+        bytes: AtomicU64::new(0),
+    });
+    shared.status.add(live.clone());
     let ctx = Arc::new(RunContext {
         store: shared.store.clone(),
         ns,
         run: run_id,
-        stored: AtomicU64::new(0),
+        live,
     });
+    let result = serve_run(conn, peer, shared, &ctx, control, &hello, shutdown).await;
+    shared.status.remove(&ctx.live);
+    result
+}
+
+/// Serves an admitted sender's run until it finishes or goes away.
+async fn serve_run(
+    conn: &quinn::Connection,
+    peer: DeviceId,
+    shared: &Arc<Shared>,
+    ctx: &Arc<RunContext>,
+    mut control: Channel,
+    hello: &Hello,
+    shutdown: &CancellationToken,
+) -> Result<(), SessionError> {
+    let run_id = ctx.run;
     let files = TaskTracker::new();
     let acceptor = tokio::spawn(accept_entries(conn.clone(), ctx.clone(), files.clone()));
-    let outcome = control_loop(&mut control, &ctx, &files, &hello, shutdown).await;
+    let outcome = control_loop(&mut control, ctx, &files, hello, shutdown).await;
     acceptor.abort();
     let bytes_received = conn.stats().udp_rx.bytes;
     let complete = matches!(outcome, Ok(Some(_)));
     let report = match &outcome {
         Ok(Some(report)) => report.clone(),
         _ => RunReport {
-            files_sent: ctx.stored.load(Ordering::Relaxed),
+            files_sent: ctx.live.entries.load(Ordering::Relaxed),
             ..RunReport::default()
         },
     };
@@ -270,7 +305,7 @@ struct RunContext {
     store: Arc<Store>,
     ns: Namespace,
     run: u64,
-    stored: AtomicU64,
+    live: Arc<Session>,
 }
 
 /// Reads the control stream until `Finish` (returns its report) or until the
@@ -341,7 +376,7 @@ async fn accept_entries(conn: quinn::Connection, ctx: Arc<RunContext>, files: Ta
             let mut channel = Channel::new(pair);
             let reply = match receive_entry(&mut channel, &ctx).await {
                 Ok(()) => {
-                    ctx.stored.fetch_add(1, Ordering::Relaxed);
+                    ctx.live.entries.fetch_add(1, Ordering::Relaxed);
                     Message::Stored
                 }
                 Err(failure) => {
@@ -445,6 +480,9 @@ async fn receive_entry(channel: &mut Channel, ctx: &Arc<RunContext>) -> Result<(
                 let Some((entry, mut file)) = staged.take() else {
                     return Err(failure(FailCode::BadRequest, "data without an entry"));
                 };
+                ctx.live
+                    .bytes
+                    .fetch_add(data.len() as u64, Ordering::Relaxed);
                 let file = blocking(move || {
                     file.write(&data)?;
                     Ok(file)

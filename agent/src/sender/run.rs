@@ -179,7 +179,9 @@ async fn session(
         .filter(|i| matches!(i.entry.kind, scan::ScanKind::File))
         .map(|i| i.entry.size)
         .sum();
-    ctx.progress.reset(plan.items.len() as u64, bytes_total);
+    ctx.status
+        .progress
+        .reset(plan.items.len() as u64, bytes_total);
     tracing::info!(
         to_send = plan.items.len(),
         unchanged = plan.unchanged,
@@ -192,7 +194,7 @@ async fn session(
         conn: conn.clone(),
         source: ctx.settings.source.clone(),
         copies: ctx.copies.clone(),
-        progress: ctx.progress.clone(),
+        status: ctx.status.clone(),
     });
     let in_flight = MAX_IN_FLIGHT.min(welcome.max_streams.max(1) as usize);
     let mut tasks: JoinSet<(String, Result<Sent, EntryError>)> = JoinSet::new();
@@ -217,7 +219,7 @@ async fn session(
             break;
         };
         let (path, result) = joined.map_err(|e| RunError::Internal(e.to_string()))?;
-        ctx.progress.entry_done();
+        ctx.status.progress.entry_done();
         match result {
             Ok(sent) => {
                 match sent.kind {

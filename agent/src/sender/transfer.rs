@@ -14,8 +14,8 @@ use tokio::sync::mpsc;
 use crate::copies::{Copies, CopyWriter};
 use crate::index::{Action, PlanItem};
 use crate::scan::{mtime_ns, ScanEntry, ScanKind};
+use crate::status::SenderStatus;
 use crate::stream::{Channel, StreamError};
-use crate::summary::Progress;
 
 /// What was sent, for the index and the summary.
 #[derive(Debug)]
@@ -175,7 +175,7 @@ pub struct TransferContext {
     pub conn: quinn::Connection,
     pub source: PathBuf,
     pub copies: Option<Arc<Copies>>,
-    pub progress: Arc<Progress>,
+    pub status: Arc<SenderStatus>,
 }
 
 /// Sends one planned entry and waits for the receiver's answer.
@@ -310,7 +310,7 @@ async fn send_content(
     let reader = tokio::task::spawn_blocking(move || read_content(file, stat, tx, copy));
     while let Some(chunk) = rx.recv().await {
         channel.send.send_data(&chunk).await?;
-        ctx.progress.add_bytes(chunk.len() as u64);
+        ctx.status.progress.add_bytes(chunk.len() as u64);
     }
     let read = reader
         .await
@@ -360,7 +360,9 @@ mod tests {
     use super::*;
     use std::io::Write;
 
-    fn read_all(path: &Path) -> (Result<(Hash, Option<CopyWriter>), EntryError>, Vec<u8>) {
+    type ReadResult = Result<(Hash, Option<CopyWriter>), EntryError>;
+
+    fn read_all(path: &Path) -> (ReadResult, Vec<u8>) {
         let (file, stat) = open(path).unwrap();
         let (tx, mut rx) = mpsc::channel(1024);
         let result = read_content(file, stat, tx, None);

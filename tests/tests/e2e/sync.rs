@@ -2,13 +2,12 @@
 //! deletions, metadata-only updates, busy receivers, the embedded receiver.
 
 use std::os::unix::ffi::OsStrExt;
-use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_agent::config::SenderConfig;
 use ferry_agent::receiver::Admission;
 use ferry_agent::sender::{self, RunError};
-use ferry_agent::summary::Progress;
+use ferry_agent::status::SenderStatus;
 use ferry_proto::{Name, RelPath};
 use ferry_tests::tree;
 use tokio_util::sync::CancellationToken;
@@ -211,7 +210,7 @@ async fn a_busy_receiver_turns_the_next_sender_away_and_it_retries() -> anyhow::
     let run = tokio::spawn(sender::run(
         settings,
         CancellationToken::new(),
-        Arc::new(Progress::default()),
+        SenderStatus::new(),
         move |r| {
             let _ = tx.send(matches!(r, Err(RunError::Busy { .. })));
         },
@@ -271,7 +270,7 @@ async fn a_periodic_sender_runs_again_and_stops_cleanly() -> anyhow::Result<()> 
     let run = tokio::spawn(sender::run(
         settings,
         shutdown.clone(),
-        Arc::new(Progress::default()),
+        SenderStatus::new(),
         move |r| {
             let _ = tx.send(r.as_ref().map(|s| s.files_sent).map_err(|e| e.to_string()));
         },

@@ -9,8 +9,9 @@ use ferry_agent::config::{SenderConfig, SenderSettings};
 use ferry_agent::identity::{DeviceId, Identity};
 use ferry_agent::receiver::{Admission, Receiver};
 use ferry_agent::sender::{self, SenderError};
+use ferry_agent::status::SenderStatus;
 use ferry_agent::store::Store;
-use ferry_agent::summary::{Progress, RunSummary};
+use ferry_agent::summary::RunSummary;
 use tokio_util::sync::CancellationToken;
 
 /// Logs to the test's captured output when `FERRY_LOG` is set.
@@ -159,7 +160,7 @@ pub async fn send(settings: SenderSettings) -> Result<RunSummary, SenderError> {
     sender::run(
         settings,
         CancellationToken::new(),
-        Arc::new(Progress::default()),
+        SenderStatus::new(),
         |_| {},
     )
     .await
