@@ -170,3 +170,85 @@ pub async fn send(settings: SenderSettings) -> Result<RunSummary, SenderError> {
 pub async fn send_config(config: &SenderConfig) -> anyhow::Result<RunSummary> {
     Ok(send(config.settings()?).await?)
 }
+
+/// The `ferry` binary, built once per test process (`cargo build -p
+/// ferry-agent --bin ferry`) into the target directory this test binary
+/// lives in (`<target>/debug/deps/`).
+pub fn ferry_bin() -> PathBuf {
+    static BIN: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    let result = BIN.get_or_init(|| {
+        let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+        // <target>/debug/deps/e2e-<hash>
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .ok_or_else(|| format!("unexpected test binary location {}", exe.display()))?;
+        let target = profile_dir
+            .parent()
+            .ok_or_else(|| format!("unexpected test binary location {}", exe.display()))?;
+        let mut cargo = std::process::Command::new(env!("CARGO"));
+        // Cargo gives the test process variables about *this* package
+        // (CARGO_PKG_NAME, ...). Build scripts (ring's) declare
+        // `rerun-if-env-changed` on some of them, and cargo compares its own
+        // environment: left in, they would make this build and the next
+        // `cargo test` rebuild ring and everything above it, each time.
+        for (key, _) in std::env::vars_os() {
+            let key_str = key.to_string_lossy();
+            if key_str.starts_with("CARGO_PKG_")
+                || key_str.starts_with("CARGO_MANIFEST_")
+                || key_str.starts_with("CARGO_BIN_")
+                || [
+                    "CARGO_CRATE_NAME",
+                    "CARGO_PRIMARY_PACKAGE",
+                    "CARGO_TARGET_TMPDIR",
+                    "CARGO_RUSTC_CURRENT_DIR",
+                    "OUT_DIR",
+                ]
+                .contains(&key_str.as_ref())
+            {
+                cargo.env_remove(&key);
+            }
+        }
+        let status = cargo
+            .args(["build", "-q", "-p", "ferry-agent", "--bin", "ferry"])
+            .env("CARGO_TARGET_DIR", target)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .map_err(|e| format!("running cargo build: {e}"))?;
+        if !status.success() {
+            return Err(format!("cargo build of the ferry binary failed: {status}"));
+        }
+        let bin = profile_dir.join("ferry");
+        if !bin.is_file() {
+            return Err(format!("no ferry binary at {}", bin.display()));
+        }
+        Ok(bin)
+    });
+    match result {
+        Ok(bin) => bin.clone(),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// A UDP port on 127.0.0.1 that was free a moment ago.
+pub fn free_udp_port() -> anyhow::Result<u16> {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    Ok(socket.local_addr()?.port())
+}
+
+/// Polls `check` every 20 ms until it returns `Some` or `timeout` passes.
+pub fn poll_until<T>(
+    timeout: std::time::Duration,
+    mut check: impl FnMut() -> Option<T>,
+) -> Option<T> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return Some(value);
+        }
+        if std::time::Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
