@@ -221,7 +221,7 @@ pub async fn run(
 }
 
 /// One-shot senders retry a busy or unreachable receiver this many times.
-const ONCE_ATTEMPTS: u32 = 8;
+const ONCE_ATTEMPTS: u32 = 4;
 
 async fn schedule_loop(
     ctx: &SenderContext,

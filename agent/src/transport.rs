@@ -28,9 +28,9 @@ pub const MAX_CONCURRENT_BIDI_STREAMS: u32 = 256;
 /// Unidirectional streams the peer may open: Ferry uses none.
 pub const MAX_CONCURRENT_UNI_STREAMS: u32 = 0;
 /// A connection with no traffic for this long is closed.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(15);
 /// Interval of keep-alive packets, well below [`IDLE_TIMEOUT`].
-pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(5);
+pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(4);
 /// Longest a sender waits for the QUIC/TLS handshake with a receiver.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
