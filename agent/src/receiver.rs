@@ -29,7 +29,7 @@ use crate::store::{Store, StoreError};
 use crate::transport::{self, TransportError};
 
 /// Files a sender may have in flight at once on one connection.
-pub const MAX_STREAMS_PER_SENDER: u32 = 64;
+pub const MAX_STREAMS_PER_SENDER: u32 = 256;
 /// How long a sender has to complete the handshake and say `Hello`.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// The retry hint given to a sender turned away because the receiver is full.

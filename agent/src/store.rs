@@ -60,6 +60,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use ferry_proto::{Hash, Name, RelPath, RunReport};
 
+pub use apply::Op;
 use catalog::{Catalog, VersionRow};
 use error::io_err;
 pub use error::StoreError;

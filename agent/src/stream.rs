@@ -68,6 +68,12 @@ impl FramedSend {
         Ok(())
     }
 
+    /// Sends bytes that are already frames (see [`ferry_proto::frame`]).
+    pub async fn send_raw(&mut self, frames: &[u8]) -> Result<(), StreamError> {
+        self.inner.write_all(frames).await?;
+        Ok(())
+    }
+
     /// Sends `data` as one `Data` message without copying it into a message
     /// first. `data` must be at most [`ferry_proto::MAX_DATA`] bytes.
     pub async fn send_data(&mut self, data: &[u8]) -> Result<(), StreamError> {

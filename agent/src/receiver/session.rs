@@ -1,14 +1,16 @@
 //! One sender's connection on the receiver: handshake, admission, the control
 //! stream, and one task per file stream.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_proto::{
-    Entry, EntryKind, FailCode, Failure, Hello, Message, PathFailure, Refusal, RefuseCode,
+    Entry, EntryKind, FailCode, Failure, Hash, Hello, Message, PathFailure, Refusal, RefuseCode,
     RunReport, Welcome,
 };
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -17,7 +19,7 @@ use super::entry::{EntryReceiver, Step};
 use super::{Shared, BUSY_RETRY, HELLO_TIMEOUT, MAX_STREAMS_PER_SENDER};
 use crate::identity::DeviceId;
 use crate::status::Session;
-use crate::store::{Namespace, Staged, Store, StoreError};
+use crate::store::{Namespace, Op, Staged, Store, StoreError, Verified};
 use crate::stream::{Channel, StreamError};
 use crate::tls;
 
@@ -244,11 +246,14 @@ async fn session(
         bytes: AtomicU64::new(0),
     });
     shared.status.add(live.clone());
+    let (commits, queue) = mpsc::unbounded_channel();
+    tokio::spawn(committer(shared.store.clone(), ns.clone(), run_id, queue));
     let ctx = Arc::new(RunContext {
         store: shared.store.clone(),
         ns,
         run: run_id,
         live,
+        commits,
     });
     let result = serve_run(conn, peer, shared, &ctx, control, &hello, shutdown).await;
     shared.status.remove(&ctx.live);
@@ -306,6 +311,7 @@ struct RunContext {
     ns: Namespace,
     run: u64,
     live: Arc<Session>,
+    commits: mpsc::UnboundedSender<Commit>,
 }
 
 /// Reads the control stream until `Finish` (returns its report) or until the
@@ -409,7 +415,7 @@ fn store_failure(e: SessionError) -> Failure {
 /// Receives one entry and stores it; `Err` is the failure to report.
 async fn receive_entry(channel: &mut Channel, ctx: &Arc<RunContext>) -> Result<(), Failure> {
     let mut machine = EntryReceiver::new();
-    let mut staged: Option<(Entry, Staged)> = None;
+    let mut content: Option<(Entry, Sink)> = None;
     loop {
         let message = match channel.recv.recv().await {
             Ok(Some(message)) => message,
@@ -424,32 +430,17 @@ async fn receive_entry(channel: &mut Channel, ctx: &Arc<RunContext>) -> Result<(
         let step = machine
             .on_message(message)
             .map_err(|v| failure(v.code, v.message))?;
-        let c = ctx.clone();
         match step {
-            Step::PutDir(entry) => {
-                return blocking(move || c.store.put_dir(&c.ns, c.run, &entry))
-                    .await
-                    .map_err(store_failure)
-            }
-            Step::PutSymlink(entry) => {
-                return blocking(move || c.store.put_symlink(&c.ns, c.run, &entry))
-                    .await
-                    .map_err(store_failure)
-            }
+            Step::PutDir(entry) => return commit(ctx, Op::Dir(entry)).await,
+            Step::PutSymlink(entry) => return commit(ctx, Op::Symlink(entry)).await,
             Step::CheckOffer { entry, hash } => {
+                let c = ctx.clone();
                 let path = entry.path.clone();
                 let have = blocking(move || c.store.holds(&c.ns, &path, &hash))
                     .await
                     .map_err(store_failure)?;
                 match machine.offer_answered(have) {
-                    None => {
-                        let c = ctx.clone();
-                        return blocking(move || {
-                            c.store.update_metadata(&c.ns, c.run, &entry, &hash)
-                        })
-                        .await
-                        .map_err(store_failure);
-                    }
+                    None => return commit(ctx, Op::Metadata { entry, hash }).await,
                     Some(want) => {
                         channel
                             .send
@@ -460,53 +451,166 @@ async fn receive_entry(channel: &mut Channel, ctx: &Arc<RunContext>) -> Result<(
                             EntryKind::File { size, .. } => size,
                             _ => 0,
                         };
-                        let c = ctx.clone();
-                        let path = entry.path.clone();
-                        let file = blocking(move || c.store.stage(&c.ns, &path, size))
-                            .await
-                            .map_err(store_failure)?;
-                        staged = Some((entry, file));
+                        let sink = Sink::open(ctx, &entry, size).await?;
+                        content = Some((entry, sink));
                     }
                 }
             }
             Step::Begin { entry, size } => {
-                let path = entry.path.clone();
-                let file = blocking(move || c.store.stage(&c.ns, &path, size))
-                    .await
-                    .map_err(store_failure)?;
-                staged = Some((entry, file));
+                let sink = Sink::open(ctx, &entry, size).await?;
+                content = Some((entry, sink));
             }
             Step::Write(data) => {
-                let Some((entry, mut file)) = staged.take() else {
+                let Some((entry, sink)) = content.take() else {
                     return Err(failure(FailCode::BadRequest, "data without an entry"));
                 };
                 ctx.live
                     .bytes
                     .fetch_add(data.len() as u64, Ordering::Relaxed);
-                let file = blocking(move || {
-                    file.write(&data)?;
-                    Ok(file)
-                })
-                .await
-                .map_err(store_failure)?;
-                staged = Some((entry, file));
+                content = Some((entry, sink.write(data).await?));
             }
             Step::Finish { hash } => {
-                let Some((entry, file)) = staged.take() else {
+                let Some((entry, sink)) = content.take() else {
                     return Err(failure(FailCode::BadRequest, "end without an entry"));
                 };
-                return blocking(move || {
-                    let verified = file.finish(&hash)?;
-                    c.store.commit_file(&c.ns, c.run, &entry, verified)
-                })
-                .await
-                .map_err(store_failure);
+                let staged = sink.finish(ctx, &entry, hash).await?;
+                return commit(ctx, Op::File { entry, staged }).await;
             }
             Step::Aborted(reason) => {
                 return Err(failure(
                     FailCode::Aborted,
                     format!("the sender gave up: {reason}"),
                 ));
+            }
+        }
+    }
+}
+
+/// Files up to this size are received into memory and written to staging in
+/// one go; larger ones are streamed to staging as they arrive.
+const SMALL_FILE: u64 = 128 * 1024;
+
+/// Where a file's content goes while it arrives.
+enum Sink {
+    Memory(Vec<u8>),
+    Staged(Staged),
+}
+
+impl Sink {
+    async fn open(ctx: &Arc<RunContext>, entry: &Entry, size: u64) -> Result<Sink, Failure> {
+        if size <= SMALL_FILE {
+            return Ok(Sink::Memory(Vec::with_capacity(size as usize)));
+        }
+        let c = ctx.clone();
+        let path = entry.path.clone();
+        let staged = blocking(move || c.store.stage(&c.ns, &path, size))
+            .await
+            .map_err(store_failure)?;
+        Ok(Sink::Staged(staged))
+    }
+
+    async fn write(self, data: Vec<u8>) -> Result<Sink, Failure> {
+        match self {
+            Sink::Memory(mut buf) => {
+                buf.extend_from_slice(&data);
+                Ok(Sink::Memory(buf))
+            }
+            Sink::Staged(mut staged) => {
+                let staged = blocking(move || {
+                    staged.write(&data)?;
+                    Ok(staged)
+                })
+                .await
+                .map_err(store_failure)?;
+                Ok(Sink::Staged(staged))
+            }
+        }
+    }
+
+    /// Verifies the content against `hash`; it is then ready to commit.
+    async fn finish(
+        self,
+        ctx: &Arc<RunContext>,
+        entry: &Entry,
+        hash: Hash,
+    ) -> Result<Verified, Failure> {
+        let c = ctx.clone();
+        let path = entry.path.clone();
+        blocking(move || match self {
+            Sink::Memory(buf) => {
+                let mut staged = c.store.stage(&c.ns, &path, buf.len() as u64)?;
+                staged.write(&buf)?;
+                staged.finish(&hash)
+            }
+            Sink::Staged(staged) => staged.finish(&hash),
+        })
+        .await
+        .map_err(store_failure)
+    }
+}
+
+/// One change waiting for the run's committer, and where its result goes.
+type Commit = (Op, oneshot::Sender<Result<(), StoreError>>);
+
+/// Most changes made durable together.
+const MAX_BATCH: usize = 1024;
+
+/// Hands a change to the run's committer and waits until it is durable.
+async fn commit(ctx: &Arc<RunContext>, op: Op) -> Result<(), Failure> {
+    let (tx, rx) = oneshot::channel();
+    ctx.commits
+        .send((op, tx))
+        .map_err(|_| failure(FailCode::Io, "the receiver is shutting down this run"))?;
+    match rx.await {
+        Ok(result) => result.map_err(|e| failure(e.fail_code(), e.to_string())),
+        Err(_) => Err(failure(
+            FailCode::Io,
+            "the change was not committed (internal error)",
+        )),
+    }
+}
+
+/// Group commit: takes every change that is waiting, makes them durable
+/// together ([`Store::apply_batch`]), answers each, and repeats. While one
+/// batch is being flushed the next one gathers, so many files in flight cost
+/// a few flushes instead of one each.
+async fn committer(
+    store: Arc<Store>,
+    ns: Namespace,
+    run: u64,
+    mut rx: mpsc::UnboundedReceiver<Commit>,
+) {
+    let mut held: Option<Commit> = None;
+    loop {
+        let first = match held.take() {
+            Some(commit) => commit,
+            None => match rx.recv().await {
+                Some(commit) => commit,
+                None => return,
+            },
+        };
+        let mut paths = HashSet::new();
+        paths.insert(first.0.path().clone());
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            let Ok(next) = rx.try_recv() else { break };
+            // The same path twice waits for the next batch.
+            if !paths.insert(next.0.path().clone()) {
+                held = Some(next);
+                break;
+            }
+            batch.push(next);
+        }
+        let (ops, replies): (Vec<Op>, Vec<_>) = batch.into_iter().unzip();
+        let store = store.clone();
+        let ns = ns.clone();
+        // If the blocking task dies, the replies are dropped and each waiter
+        // reports an internal error.
+        if let Ok(results) =
+            tokio::task::spawn_blocking(move || store.apply_batch(&ns, run, ops)).await
+        {
+            for (result, reply) in results.into_iter().zip(replies) {
+                let _ = reply.send(result);
             }
         }
     }

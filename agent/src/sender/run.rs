@@ -17,8 +17,14 @@ use crate::stream::{Channel, StreamError};
 use crate::summary::RunSummary;
 use crate::{tls, transport};
 
-/// Files a sender keeps in flight at once (also capped by the receiver).
-pub const MAX_IN_FLIGHT: usize = 32;
+/// Entries a sender keeps in flight at once (also capped by the receiver):
+/// many, so small files are not paced by round trips and the receiver can
+/// make them durable in large batches.
+pub const MAX_IN_FLIGHT: usize = 256;
+/// Files larger than [`LARGE_FILE`] in flight at once: each holds a few
+/// megabytes of read-ahead, and one or two already fill the link.
+const MAX_LARGE_IN_FLIGHT: usize = 4;
+const LARGE_FILE: u64 = 1024 * 1024;
 /// Acknowledged entries recorded in the index per transaction.
 const INDEX_BATCH: usize = 512;
 /// Deletions per `Delete` message.
@@ -201,13 +207,19 @@ async fn session(
     let mut acked: Vec<(ScanEntry, Option<Hash>)> = Vec::new();
     let mut lost: Option<EntryError> = None;
     let mut items = plan.items.into_iter();
+    let large = Arc::new(tokio::sync::Semaphore::new(MAX_LARGE_IN_FLIGHT));
     loop {
         while tasks.len() < in_flight && lost.is_none() && !shutdown.is_cancelled() {
             let Some(item) = items.next() else { break };
             let transfer = transfer.clone();
             let token = shutdown.clone();
+            let large = large.clone();
             tasks.spawn(async move {
                 let path = item.entry.path.to_string();
+                let _slot = match item.entry.size > LARGE_FILE {
+                    true => large.acquire_owned().await.ok(),
+                    false => None,
+                };
                 let result = tokio::select! {
                     r = send_entry(&transfer, item) => r,
                     _ = token.cancelled() => Err(EntryError::Internal("stopped".into())),

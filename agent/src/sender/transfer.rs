@@ -259,6 +259,68 @@ pub async fn send_entry(ctx: &TransferContext, item: PlanItem) -> Result<Sent, E
     }
 }
 
+/// Files up to this size are read whole in one blocking call and sent in
+/// one write; larger ones are streamed piece by piece.
+const SMALL_FILE: u64 = 128 * 1024;
+
+/// A file opened for sending.
+enum Opened {
+    /// Read whole already: content, hash, and the local copy written.
+    Small {
+        stat: FileStat,
+        data: Vec<u8>,
+        hash: Hash,
+        copy: Option<CopyWriter>,
+    },
+    /// To be streamed.
+    Large {
+        file: File,
+        stat: FileStat,
+        copy: Option<CopyWriter>,
+    },
+}
+
+/// Opens the file (and its local copy); reads it whole if it is small.
+fn prepare(
+    path: &Path,
+    rel: &ferry_proto::RelPath,
+    copies: Option<&Copies>,
+) -> Result<Opened, EntryError> {
+    let (mut file, stat) = open(path)?;
+    let mut copy = match copies {
+        Some(copies) => Some(
+            copies
+                .begin(rel)
+                .map_err(|e| EntryError::Copy(e.to_string()))?,
+        ),
+        None => None,
+    };
+    if stat.size > SMALL_FILE {
+        return Ok(Opened::Large { file, stat, copy });
+    }
+    let mut data = Vec::with_capacity(stat.size as usize + 1);
+    // One byte more than expected reveals a file that grew.
+    (&mut file)
+        .take(stat.size + 1)
+        .read_to_end(&mut data)
+        .map_err(EntryError::Read)?;
+    let (now, _) = fstat(&file).map_err(EntryError::Read)?;
+    if data.len() as u64 != stat.size || now != stat {
+        return Err(EntryError::Changed);
+    }
+    if let Some(copy) = copy.as_mut() {
+        copy.write(&data)
+            .map_err(|e| EntryError::Copy(e.to_string()))?;
+    }
+    let hash = *blake3::hash(&data).as_bytes();
+    Ok(Opened::Small {
+        stat,
+        data,
+        hash,
+        copy,
+    })
+}
+
 /// Sends a file's content. With `with_header`, the `Entry` (built from the
 /// open file's metadata) goes first; otherwise it was sent already (an offer
 /// the receiver wanted), and the file must still match the scan.
@@ -269,7 +331,29 @@ async fn send_content(
     with_header: bool,
 ) -> Result<Sent, EntryError> {
     let full = scanned.path.under(&ctx.source);
-    let (file, stat) = blocking(move || open(&full)).await?;
+    let rel = scanned.path.clone();
+    let copies = ctx.copies.clone();
+    let opened = blocking(move || prepare(&full, &rel, copies.as_deref())).await;
+    let opened = match opened {
+        Ok(opened) => opened,
+        Err(e) => {
+            if !with_header {
+                // The receiver is waiting for content after its Want.
+                let _ = channel
+                    .send
+                    .send(&Message::Abort {
+                        reason: e.to_string(),
+                    })
+                    .await;
+                channel.send.finish();
+            }
+            return Err(e);
+        }
+    };
+    let stat = match &opened {
+        Opened::Small { stat, .. } | Opened::Large { stat, .. } => *stat,
+    };
+    let mut head = Vec::new();
     if with_header {
         let entry = Entry {
             path: scanned.path.clone(),
@@ -280,7 +364,7 @@ async fn send_content(
             mtime_ns: stat.mtime_ns,
             mode: stat.mode,
         };
-        channel.send.send(&Message::Entry(entry)).await?;
+        head = ferry_proto::frame::encode(&Message::Entry(entry)).map_err(StreamError::from)?;
     } else if stat.size != scanned.size || stat.mtime_ns != scanned.mtime_ns {
         channel
             .send
@@ -291,46 +375,58 @@ async fn send_content(
         channel.send.finish();
         return Err(EntryError::Changed);
     }
-    let copy = match &ctx.copies {
-        Some(copies) => {
-            let copies = copies.clone();
-            let path = scanned.path.clone();
-            Some(
-                blocking(move || {
-                    copies
-                        .begin(&path)
-                        .map_err(|e| EntryError::Copy(e.to_string()))
-                })
-                .await?,
-            )
+    let (hash, copy) = match opened {
+        Opened::Small {
+            data, hash, copy, ..
+        } => {
+            // Header, content and end in one write.
+            let mut frames = head;
+            for piece in data.chunks(MAX_DATA) {
+                frames.extend_from_slice(
+                    &ferry_proto::frame::data_header(piece.len()).map_err(StreamError::from)?,
+                );
+                frames.extend_from_slice(piece);
+            }
+            frames.extend_from_slice(
+                &ferry_proto::frame::encode(&Message::End { hash }).map_err(StreamError::from)?,
+            );
+            channel.send.send_raw(&frames).await?;
+            ctx.status.progress.add_bytes(data.len() as u64);
+            (hash, copy)
         }
-        None => None,
-    };
-    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(4);
-    let reader = tokio::task::spawn_blocking(move || read_content(file, stat, tx, copy));
-    while let Some(chunk) = rx.recv().await {
-        channel.send.send_data(&chunk).await?;
-        ctx.status.progress.add_bytes(chunk.len() as u64);
-    }
-    let read = reader
-        .await
-        .map_err(|e| EntryError::Internal(e.to_string()))?;
-    let (hash, copy) = match read {
-        Ok(done) => done,
-        Err(e) => {
-            let _ = channel
-                .send
-                .send(&Message::Abort {
-                    reason: e.to_string(),
-                })
-                .await;
-            channel.send.finish();
-            // The receiver answers Failed(Aborted); the local error is the one to report.
-            let _ = answer(&mut channel).await;
-            return Err(e);
+        Opened::Large { file, stat, copy } => {
+            if !head.is_empty() {
+                channel.send.send_raw(&head).await?;
+            }
+            let (tx, mut rx) = mpsc::channel::<Vec<u8>>(4);
+            let reader = tokio::task::spawn_blocking(move || read_content(file, stat, tx, copy));
+            while let Some(chunk) = rx.recv().await {
+                channel.send.send_data(&chunk).await?;
+                ctx.status.progress.add_bytes(chunk.len() as u64);
+            }
+            let read = reader
+                .await
+                .map_err(|e| EntryError::Internal(e.to_string()))?;
+            match read {
+                Ok((hash, copy)) => {
+                    channel.send.send(&Message::End { hash }).await?;
+                    (hash, copy)
+                }
+                Err(e) => {
+                    let _ = channel
+                        .send
+                        .send(&Message::Abort {
+                            reason: e.to_string(),
+                        })
+                        .await;
+                    channel.send.finish();
+                    // The receiver answers Failed(Aborted); the local error is the one to report.
+                    let _ = answer(&mut channel).await;
+                    return Err(e);
+                }
+            }
         }
     };
-    channel.send.send(&Message::End { hash }).await?;
     channel.send.finish();
     answer(&mut channel).await?;
     if let Some(copy) = copy {

@@ -1,7 +1,7 @@
 //! Changes to the mirror: committing content, metadata updates, directories,
-//! symlinks and deletions. Each runs under the store's write lock: the
-//! filesystem first (archive, rename into place, fsync the directories),
-//! then one catalog transaction.
+//! symlinks and deletions, one at a time or in batches (group commit). Each
+//! runs under the store's write lock: the filesystem first (archive, rename
+//! into place, make it durable), then one catalog transaction.
 
 use std::ffi::OsStr;
 use std::fs;
@@ -16,6 +16,31 @@ use super::error::{io_err, StoreError};
 use super::mirror::{self, lstat};
 use super::{Namespace, Store, Verified};
 
+/// One change of a batch (see [`Store::apply_batch`]).
+#[derive(Debug)]
+pub enum Op {
+    /// Verified content for a file entry.
+    File { entry: Entry, staged: Verified },
+    /// Same content, new metadata ([`Store::holds`] was true).
+    Metadata { entry: Entry, hash: Hash },
+    /// A directory entry.
+    Dir(Entry),
+    /// A symlink entry.
+    Symlink(Entry),
+}
+
+impl Op {
+    /// The path the change is about.
+    pub fn path(&self) -> &RelPath {
+        match self {
+            Op::File { entry, .. }
+            | Op::Metadata { entry, .. }
+            | Op::Dir(entry)
+            | Op::Symlink(entry) => &entry.path,
+        }
+    }
+}
+
 impl Store {
     /// Stores verified content at `entry.path`: archives what was there,
     /// sets the mode and mtime (ns precision), renames the file into place,
@@ -27,40 +52,10 @@ impl Store {
         entry: &Entry,
         mut staged: Verified,
     ) -> Result<(), StoreError> {
-        let EntryKind::File { size, .. } = entry.kind else {
-            return Err(bad(entry, "commit_file needs a file entry"));
-        };
-        if staged.rel != entry.path {
-            return Err(bad(entry, "the staged content belongs to another path"));
-        }
-        if staged.size != size {
-            return Err(StoreError::SizeMismatch {
-                path: entry.path.clone(),
-                declared: size,
-                actual: staged.size,
-            });
-        }
-        let file = &staged.staging.file;
-        mirror::set_meta(file, &staged.staging.path, entry.mode, 0, entry.mtime_ns)?;
+        staged.sync()?;
         let _write = self.write_lock();
         let mut work = Work::default();
-        let done = (|| -> Result<(), StoreError> {
-            let target = self.prepare_parents(ns, &entry.path, &mut work)?;
-            self.retire_existing(ns, &entry.path, false, &mut work)?;
-            mirror::rename(&staged.staging.path, &target)?;
-            staged.staging.armed = false;
-            work.touched(&target);
-            work.changes.push(Change::Insert(NewVersion {
-                path: entry.path.clone(),
-                kind: "file",
-                size,
-                mtime_ns: entry.mtime_ns,
-                mode: entry.mode,
-                hash: Some(staged.hash),
-                target: None,
-            }));
-            Ok(())
-        })();
+        let done = self.commit_file_in(ns, entry, &mut staged, &mut work);
         self.conclude(ns, run, work, done)
     }
 
@@ -76,10 +71,156 @@ impl Store {
         entry: &Entry,
         hash: &Hash,
     ) -> Result<(), StoreError> {
+        let _write = self.write_lock();
+        let mut work = Work::default();
+        let done = self.update_metadata_in(ns, entry, hash, true, &mut work);
+        match done {
+            Ok(()) => self.record(ns, run, work),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Makes `entry.path` a directory with the entry's mode and mtime. A
+    /// file or symlink there is archived first. On disk the owner always
+    /// keeps `rwx` so the receiver can store the directory's children; the
+    /// catalog keeps the sender's mode.
+    pub fn put_dir(&self, ns: &Namespace, run: u64, entry: &Entry) -> Result<(), StoreError> {
+        let _write = self.write_lock();
+        let mut work = Work::default();
+        let done = self.put_dir_in(ns, entry, &mut work);
+        self.conclude(ns, run, work, done)
+    }
+
+    /// Makes `entry.path` a symlink to the entry's target (bytes, never
+    /// followed). Whatever else is there is archived first; the same link
+    /// only gets its mtime set and a new version row.
+    pub fn put_symlink(&self, ns: &Namespace, run: u64, entry: &Entry) -> Result<(), StoreError> {
+        let _write = self.write_lock();
+        let mut work = Work::default();
+        let done = self.put_symlink_in(ns, entry, &mut work);
+        self.conclude(ns, run, work, done)
+    }
+
+    /// Applies several changes of one namespace with one durability barrier
+    /// for all of them (group commit): one `syncfs` makes every staged
+    /// file's content durable, the changes are made on disk under the write
+    /// lock, a second `syncfs` makes the new names durable, then one catalog
+    /// transaction records them all. Each op gets its own result; a failed
+    /// op does not stop the others. Returns only when every successful op is
+    /// durable, like the single-op methods.
+    ///
+    /// The ops must be for distinct paths (one run sends each path once).
+    pub fn apply_batch(
+        &self,
+        ns: &Namespace,
+        run: u64,
+        ops: Vec<Op>,
+    ) -> Vec<Result<(), StoreError>> {
+        if ops.iter().any(|op| matches!(op, Op::File { .. })) {
+            if let Err(e) = self.sync_fs() {
+                let message = e.to_string();
+                return ops
+                    .iter()
+                    .map(|op| Err(batch_failed(op.path(), &message)))
+                    .collect();
+            }
+        }
+        let _write = self.write_lock();
+        let mut work = Work::default();
+        let mut paths = Vec::with_capacity(ops.len());
+        let mut results: Vec<Result<(), StoreError>> = Vec::with_capacity(ops.len());
+        for op in ops {
+            paths.push(op.path().clone());
+            results.push(match op {
+                Op::File { entry, mut staged } => {
+                    self.commit_file_in(ns, &entry, &mut staged, &mut work)
+                }
+                Op::Metadata { entry, hash } => {
+                    self.update_metadata_in(ns, &entry, &hash, false, &mut work)
+                }
+                Op::Dir(entry) => self.put_dir_in(ns, &entry, &mut work),
+                Op::Symlink(entry) => self.put_symlink_in(ns, &entry, &mut work),
+            });
+        }
+        let durable = self.sync_fs().and_then(|()| {
+            let mut cat = self.catalog();
+            let run = super::catalog::sql_u64(run);
+            Catalog::apply(&mut cat, ns.sender_id, &ns.folder, run, &work.changes)
+        });
+        if let Err(e) = durable {
+            let message = e.to_string();
+            for (result, path) in results.iter_mut().zip(&paths) {
+                if result.is_ok() {
+                    *result = Err(batch_failed(path, &message));
+                }
+            }
+        }
+        results
+    }
+
+    /// Flushes every pending write of the store's filesystem to disk.
+    fn sync_fs(&self) -> Result<(), StoreError> {
+        let root = fs::File::open(&self.root).map_err(|e| io_err("open", &self.root, e))?;
+        rustix::fs::syncfs(&root).map_err(|e| io_err("flush (syncfs)", &self.root, e.into()))
+    }
+
+    fn commit_file_in(
+        &self,
+        ns: &Namespace,
+        entry: &Entry,
+        staged: &mut Verified,
+        work: &mut Work,
+    ) -> Result<(), StoreError> {
+        let EntryKind::File { size, .. } = entry.kind else {
+            return Err(bad(entry, "commit_file needs a file entry"));
+        };
+        if staged.rel != entry.path {
+            return Err(bad(entry, "the staged content belongs to another path"));
+        }
+        if staged.size != size {
+            return Err(StoreError::SizeMismatch {
+                path: entry.path.clone(),
+                declared: size,
+                actual: staged.size,
+            });
+        }
+        mirror::set_meta(
+            &staged.staging.file,
+            &staged.staging.path,
+            entry.mode,
+            0,
+            entry.mtime_ns,
+        )?;
+        let target = self.prepare_parents(ns, &entry.path, work)?;
+        self.retire_existing(ns, &entry.path, false, work)?;
+        mirror::rename(&staged.staging.path, &target)?;
+        staged.staging.armed = false;
+        work.touched(&target);
+        work.changes.push(Change::Insert(NewVersion {
+            path: entry.path.clone(),
+            kind: "file",
+            size,
+            mtime_ns: entry.mtime_ns,
+            mode: entry.mode,
+            hash: Some(staged.hash),
+            target: None,
+        }));
+        Ok(())
+    }
+
+    /// `fsync`: make the metadata change durable now (single op) rather than
+    /// at the batch's barrier.
+    fn update_metadata_in(
+        &self,
+        ns: &Namespace,
+        entry: &Entry,
+        hash: &Hash,
+        fsync: bool,
+        work: &mut Work,
+    ) -> Result<(), StoreError> {
         let EntryKind::File { size, .. } = entry.kind else {
             return Err(bad(entry, "update_metadata needs a file entry"));
         };
-        let _write = self.write_lock();
         let current = self
             .catalog()
             .current_row(ns.sender_id, &ns.folder, &entry.path)?;
@@ -102,8 +243,9 @@ impl Store {
         let target = entry.path.under(&self.ns_dir(ns));
         let file = mirror::open_nofollow(&target, false)?;
         mirror::set_meta(&file, &target, entry.mode, 0, entry.mtime_ns)?;
-        file.sync_all().map_err(|e| io_err("fsync", &target, e))?;
-        let mut work = Work::default();
+        if fsync {
+            file.sync_all().map_err(|e| io_err("fsync", &target, e))?;
+        }
         work.changes.push(Change::Retire {
             path: entry.path.clone(),
             archive: None,
@@ -118,117 +260,105 @@ impl Store {
             hash: Some(*hash),
             target: None,
         }));
-        self.record(ns, run, work)
+        Ok(())
     }
 
-    /// Makes `entry.path` a directory with the entry's mode and mtime. A
-    /// file or symlink there is archived first. On disk the owner always
-    /// keeps `rwx` so the receiver can store the directory's children; the
-    /// catalog keeps the sender's mode.
-    pub fn put_dir(&self, ns: &Namespace, run: u64, entry: &Entry) -> Result<(), StoreError> {
+    fn put_dir_in(&self, ns: &Namespace, entry: &Entry, work: &mut Work) -> Result<(), StoreError> {
         if entry.kind != EntryKind::Dir {
             return Err(bad(entry, "put_dir needs a directory entry"));
         }
-        let _write = self.write_lock();
-        let mut work = Work::default();
-        let done = (|| -> Result<(), StoreError> {
-            let target = self.prepare_parents(ns, &entry.path, &mut work)?;
-            let current = self
-                .catalog()
-                .current_row(ns.sender_id, &ns.folder, &entry.path)?;
-            let existing = lstat(&target)?;
-            let keep_row = match (&existing, &current) {
-                (Some(m), Some(row)) if m.is_dir() && row.kind == "dir" => Some(row.id),
-                (Some(m), _) if m.is_dir() => {
-                    // A directory without a current dir row (created as a parent):
-                    // retire whatever row there is and record a new one.
-                    self.retire_row(current.as_ref(), &entry.path, &mut work);
-                    None
-                }
-                _ => {
-                    self.retire_existing(ns, &entry.path, false, &mut work)?;
-                    mirror::create_dir(&target)?;
-                    work.touched(&target);
-                    None
-                }
-            };
-            let dir = mirror::open_nofollow(&target, true)?;
-            mirror::set_meta(&dir, &target, entry.mode, 0o700, entry.mtime_ns)?;
-            work.changes.push(match keep_row {
-                Some(id) => Change::DirMeta {
-                    id,
-                    mtime_ns: entry.mtime_ns,
-                    mode: entry.mode,
-                },
-                None => Change::Insert(NewVersion {
-                    path: entry.path.clone(),
-                    kind: "dir",
-                    size: 0,
-                    mtime_ns: entry.mtime_ns,
-                    mode: entry.mode,
-                    hash: None,
-                    target: None,
-                }),
-            });
-            Ok(())
-        })();
-        self.conclude(ns, run, work, done)
-    }
-
-    /// Makes `entry.path` a symlink to the entry's target (bytes, never
-    /// followed). Whatever else is there is archived first; the same link
-    /// only gets its mtime set and a new version row.
-    pub fn put_symlink(&self, ns: &Namespace, run: u64, entry: &Entry) -> Result<(), StoreError> {
-        let EntryKind::Symlink { target: link } = &entry.kind else {
-            return Err(bad(entry, "put_symlink needs a symlink entry"));
-        };
-        let _write = self.write_lock();
-        let mut work = Work::default();
-        let done = (|| -> Result<(), StoreError> {
-            let target = self.prepare_parents(ns, &entry.path, &mut work)?;
-            let current = self
-                .catalog()
-                .current_row(ns.sender_id, &ns.folder, &entry.path)?;
-            let same_on_disk = match lstat(&target)? {
-                Some(m) if m.is_symlink() => {
-                    let now =
-                        fs::read_link(&target).map_err(|e| io_err("read the link", &target, e))?;
-                    now.as_os_str().as_bytes() == link.as_slice()
-                }
-                _ => false,
-            };
-            if same_on_disk {
-                let same_row = current
-                    .as_ref()
-                    .is_some_and(|r| r.kind == "symlink" && r.target.as_ref() == Some(link));
-                if same_row {
-                    work.changes.push(Change::Retire {
-                        path: entry.path.clone(),
-                        archive: None,
-                        deleted: false,
-                    });
-                } else {
-                    self.retire_row(current.as_ref(), &entry.path, &mut work);
-                }
-            } else {
-                self.retire_existing(ns, &entry.path, false, &mut work)?;
-                symlink(OsStr::from_bytes(link), &target)
-                    .map_err(|e| io_err("create the symlink", &target, e))?;
-                work.touched(&target);
+        let target = self.prepare_parents(ns, &entry.path, work)?;
+        let current = self
+            .catalog()
+            .current_row(ns.sender_id, &ns.folder, &entry.path)?;
+        let existing = lstat(&target)?;
+        let keep_row = match (&existing, &current) {
+            (Some(m), Some(row)) if m.is_dir() && row.kind == "dir" => Some(row.id),
+            (Some(m), _) if m.is_dir() => {
+                // A directory without a current dir row (created as a parent):
+                // retire whatever row there is and record a new one.
+                self.retire_row(current.as_ref(), &entry.path, work);
+                None
             }
-            mirror::set_symlink_mtime(&target, entry.mtime_ns)?;
-            work.changes.push(Change::Insert(NewVersion {
+            _ => {
+                self.retire_existing(ns, &entry.path, false, work)?;
+                mirror::create_dir(&target)?;
+                work.touched(&target);
+                None
+            }
+        };
+        let dir = mirror::open_nofollow(&target, true)?;
+        mirror::set_meta(&dir, &target, entry.mode, 0o700, entry.mtime_ns)?;
+        work.changes.push(match keep_row {
+            Some(id) => Change::DirMeta {
+                id,
+                mtime_ns: entry.mtime_ns,
+                mode: entry.mode,
+            },
+            None => Change::Insert(NewVersion {
                 path: entry.path.clone(),
-                kind: "symlink",
-                size: link.len() as u64,
+                kind: "dir",
+                size: 0,
                 mtime_ns: entry.mtime_ns,
                 mode: entry.mode,
                 hash: None,
-                target: Some(link.clone()),
-            }));
-            Ok(())
-        })();
-        self.conclude(ns, run, work, done)
+                target: None,
+            }),
+        });
+        Ok(())
+    }
+
+    fn put_symlink_in(
+        &self,
+        ns: &Namespace,
+        entry: &Entry,
+        work: &mut Work,
+    ) -> Result<(), StoreError> {
+        let EntryKind::Symlink { target: link } = &entry.kind else {
+            return Err(bad(entry, "put_symlink needs a symlink entry"));
+        };
+        let target = self.prepare_parents(ns, &entry.path, work)?;
+        let current = self
+            .catalog()
+            .current_row(ns.sender_id, &ns.folder, &entry.path)?;
+        let same_on_disk = match lstat(&target)? {
+            Some(m) if m.is_symlink() => {
+                let now =
+                    fs::read_link(&target).map_err(|e| io_err("read the link", &target, e))?;
+                now.as_os_str().as_bytes() == link.as_slice()
+            }
+            _ => false,
+        };
+        if same_on_disk {
+            let same_row = current
+                .as_ref()
+                .is_some_and(|r| r.kind == "symlink" && r.target.as_ref() == Some(link));
+            if same_row {
+                work.changes.push(Change::Retire {
+                    path: entry.path.clone(),
+                    archive: None,
+                    deleted: false,
+                });
+            } else {
+                self.retire_row(current.as_ref(), &entry.path, work);
+            }
+        } else {
+            self.retire_existing(ns, &entry.path, false, work)?;
+            symlink(OsStr::from_bytes(link), &target)
+                .map_err(|e| io_err("create the symlink", &target, e))?;
+            work.touched(&target);
+        }
+        mirror::set_symlink_mtime(&target, entry.mtime_ns)?;
+        work.changes.push(Change::Insert(NewVersion {
+            path: entry.path.clone(),
+            kind: "symlink",
+            size: link.len() as u64,
+            mtime_ns: entry.mtime_ns,
+            mode: entry.mode,
+            hash: None,
+            target: Some(link.clone()),
+        }));
+        Ok(())
     }
 
     /// Archives `path` (a file, a symlink or a whole directory) and records
@@ -286,6 +416,13 @@ impl Store {
         let mut cat = self.catalog();
         let run = super::catalog::sql_u64(run);
         Catalog::apply(&mut cat, ns.sender_id, &ns.folder, run, &work.changes)
+    }
+}
+
+fn batch_failed(path: &RelPath, detail: &str) -> StoreError {
+    StoreError::BatchFailed {
+        path: path.clone(),
+        detail: detail.to_owned(),
     }
 }
 
@@ -616,5 +753,97 @@ mod tests {
         assert!(!v[0].current);
         assert_eq!(fs::read(&v[0].location).unwrap(), b"old bytes");
         assert!(store.current(&ns).unwrap().is_empty());
+    }
+
+    fn verified(store: &Store, ns: &Namespace, path: &str, data: &[u8]) -> (Entry, Verified) {
+        let entry = file_entry(path, data, 1_700_000_000_000_000_000, 0o644);
+        let mut staged = store.stage(ns, &entry.path, data.len() as u64).unwrap();
+        staged.write(data).unwrap();
+        (entry, staged.finish(blake3::hash(data).as_bytes()).unwrap())
+    }
+
+    #[test]
+    fn a_batch_commits_every_op_and_archives_what_it_replaces() {
+        let (_dir, store, ns) = fixture();
+        let run = store.begin_run(&ns).unwrap();
+        put_file(&store, &ns, run, "old.txt", b"old", 1);
+        let run = store.begin_run(&ns).unwrap();
+        let (e1, v1) = verified(&store, &ns, "old.txt", b"new content");
+        let (e2, v2) = verified(&store, &ns, "d/inner/f", b"f");
+        let dir = Entry {
+            path: rel("d"),
+            kind: EntryKind::Dir,
+            mtime_ns: 5,
+            mode: 0o750,
+        };
+        let link = Entry {
+            path: rel("l"),
+            kind: EntryKind::Symlink {
+                target: b"old.txt".to_vec(),
+            },
+            mtime_ns: 6,
+            mode: 0o777,
+        };
+        // An op that fails (its content belongs to another path) does not
+        // stop the others.
+        let (e3, _) = verified(&store, &ns, "x", b"x");
+        let (_, v3) = verified(&store, &ns, "y", b"x");
+        let ops = vec![
+            Op::File {
+                entry: e1,
+                staged: v1,
+            },
+            Op::File {
+                entry: e2,
+                staged: v2,
+            },
+            Op::Dir(dir),
+            Op::Symlink(link),
+            Op::File {
+                entry: e3,
+                staged: v3,
+            },
+        ];
+        let results = store.apply_batch(&ns, run, ops);
+        assert!(results[..4].iter().all(Result::is_ok), "{results:?}");
+        assert!(matches!(results[4], Err(StoreError::BadEntry { .. })));
+        assert_eq!(fs::read(mirror(&store, "old.txt")).unwrap(), b"new content");
+        assert_eq!(fs::read(mirror(&store, "d/inner/f")).unwrap(), b"f");
+        assert_eq!(
+            fs::read_link(mirror(&store, "l")).unwrap(),
+            PathBuf::from("old.txt")
+        );
+        assert!(!mirror(&store, "x").exists());
+        let versions = store.versions(&ns, &rel("old.txt")).unwrap();
+        assert_eq!(versions.len(), 2);
+        let old = versions.iter().find(|v| !v.current).unwrap();
+        assert_eq!(fs::read(&old.location).unwrap(), b"old");
+        let current: Vec<String> = store
+            .current(&ns)
+            .unwrap()
+            .iter()
+            .map(|v| v.path.to_string())
+            .collect();
+        for path in ["old.txt", "d", "d/inner/f", "l"] {
+            assert!(
+                current.iter().any(|p| p == path),
+                "{path} not current: {current:?}"
+            );
+        }
+        assert_eq!(staging_count(&store), 0);
+    }
+
+    #[test]
+    fn a_batch_of_metadata_changes_needs_no_content() {
+        let (_dir, store, ns) = fixture();
+        let run = store.begin_run(&ns).unwrap();
+        put_file(&store, &ns, run, "a", b"same", 1);
+        let entry = file_entry("a", b"same", 42, 0o600);
+        let hash = *blake3::hash(b"same").as_bytes();
+        let results = store.apply_batch(&ns, run, vec![Op::Metadata { entry, hash }]);
+        assert!(results[0].is_ok(), "{results:?}");
+        let meta = fs::metadata(mirror(&store, "a")).unwrap();
+        assert_eq!(meta.mode() & 0o7777, 0o600);
+        assert_eq!(mtime_ns(&meta), 42);
     }
 }

@@ -79,6 +79,10 @@ pub enum StoreError {
     /// The request itself is inconsistent (a caller bug or a bad message).
     #[error("{path}: {detail}")]
     BadEntry { path: RelPath, detail: String },
+    /// The batch this change was part of could not be made durable or
+    /// recorded; the change may be on disk but is not acknowledged.
+    #[error("{path}: could not be made durable: {detail}; it will be sent again")]
+    BatchFailed { path: RelPath, detail: String },
     /// The run does not exist or belongs to another namespace.
     #[error("run {run} is not a run of {sender}/{folder}")]
     UnknownRun {
@@ -99,6 +103,7 @@ impl StoreError {
             StoreError::Locked { .. }
             | StoreError::DiskFull { .. }
             | StoreError::Io { .. }
+            | StoreError::BatchFailed { .. }
             | StoreError::NotADatabase { .. }
             | StoreError::UnknownSchema { .. }
             | StoreError::Catalog { .. }

@@ -95,7 +95,9 @@ impl Staged {
         self.written
     }
 
-    /// Checks the size and the hash and makes the content durable (fsync).
+    /// Checks the size and the hash. Durability comes at commit: one fsync
+    /// per file ([`super::Store::commit_file`]) or one flush per batch
+    /// ([`super::Store::apply_batch`]).
     pub fn finish(self, hash: &Hash) -> Result<Verified, StoreError> {
         if self.written != self.declared {
             return Err(StoreError::SizeMismatch {
@@ -112,10 +114,6 @@ impl Staged {
                 actual: hex(&actual),
             });
         }
-        self.staging
-            .file
-            .sync_all()
-            .map_err(|e| io_err("fsync the staging file", &self.staging.path, e))?;
         Ok(Verified {
             staging: self.staging,
             rel: self.rel,
@@ -125,7 +123,7 @@ impl Staged {
     }
 }
 
-/// A staged file whose content is verified and durable, ready to commit.
+/// A staged file whose content is verified, ready to commit.
 /// Removed on drop unless committed.
 #[derive(Debug)]
 pub struct Verified {
@@ -136,6 +134,14 @@ pub struct Verified {
 }
 
 impl Verified {
+    /// Makes the content durable (fsync).
+    pub(crate) fn sync(&self) -> Result<(), StoreError> {
+        self.staging
+            .file
+            .sync_all()
+            .map_err(|e| io_err("fsync the staging file", &self.staging.path, e))
+    }
+
     /// The verified content's hash.
     pub fn hash(&self) -> &Hash {
         &self.hash

@@ -552,11 +552,12 @@ async fn bad_content(arena: &Arena) -> anyhow::Result<()> {
         .file_stream(&file_entry("bad-hash.txt", 5, b"hello", [0; 32])?)
         .await?
         .assert_failed(FailCode::HashMismatch, "wrong End hash");
-    // The stream ends in the middle of the content.
+    // The stream ends in the middle of the content. (Large enough to be
+    // streamed to staging rather than gathered in memory.)
     let mut cut = encode(&Message::Entry(Entry {
         path: RelPath::from_bytes("cut.txt")?,
         kind: EntryKind::File {
-            size: 1000,
+            size: 1 << 20,
             content: Content::Inline,
         },
         mtime_ns: 0,
