@@ -493,7 +493,7 @@ const SMALL_FILE: u64 = 128 * 1024;
 /// Where a file's content goes while it arrives.
 enum Sink {
     Memory(Vec<u8>),
-    Staged(Staged),
+    Staged(Box<Staged>),
 }
 
 impl Sink {
@@ -506,7 +506,7 @@ impl Sink {
         let staged = blocking(move || c.store.stage(&c.ns, &path, size))
             .await
             .map_err(store_failure)?;
-        Ok(Sink::Staged(staged))
+        Ok(Sink::Staged(Box::new(staged)))
     }
 
     async fn write(self, data: Vec<u8>) -> Result<Sink, Failure> {
@@ -542,7 +542,7 @@ impl Sink {
                 staged.write(&buf)?;
                 staged.finish(&hash)
             }
-            Sink::Staged(staged) => staged.finish(&hash),
+            Sink::Staged(staged) => (*staged).finish(&hash),
         })
         .await
         .map_err(store_failure)
