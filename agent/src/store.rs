@@ -44,13 +44,20 @@
 //! - `mirror`: no-follow filesystem primitives and archive names.
 //! - `apply`: the changes to the mirror (commit, metadata, dirs, symlinks, deletes).
 //! - `archive`: moving what is in the way into the versions area.
+//! - `history`: the tree as of a run or a time, versions by id, the admin's
+//!   read-only view of the runs.
+//! - `retention`: the receiver's retention policy and pruning.
+//! - `verify`: re-hashing the store against the catalog.
 
 mod apply;
 mod archive;
 mod catalog;
 mod error;
+mod history;
 mod mirror;
+mod retention;
 mod staging;
+mod verify;
 
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
@@ -63,6 +70,9 @@ use ferry_proto::{Hash, Name, RelPath, RunReport};
 use catalog::{Catalog, VersionRow};
 use error::io_err;
 pub use error::StoreError;
+pub use history::{catalog_path, read_runs, HistoryError};
+pub use retention::{select_kept, KeepCandidate, PruneReport, Retention, RetentionError};
+pub use verify::{verify, Finding, FindingKind, VerifyReport};
 pub use staging::{Staged, Verified};
 
 /// A sender known to this receiver.
