@@ -140,6 +140,8 @@ pub struct VersionRecord {
     pub target: Option<Vec<u8>>,
     /// The run that stored this version.
     pub run: u64,
+    /// The run that replaced or deleted it (`None` while current).
+    pub replaced_run: Option<u64>,
     /// True while this is what the mirror holds.
     pub current: bool,
     /// True if the path was deleted (rather than replaced).
@@ -483,6 +485,7 @@ impl Store {
             hash,
             target: row.target,
             run: u64::try_from(row.run_id).unwrap_or(0),
+            replaced_run: row.replaced_run.and_then(|r| u64::try_from(r).ok()),
             current,
             deleted: row.deleted,
             location,
