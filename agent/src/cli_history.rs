@@ -87,7 +87,10 @@ impl RemoteArgs {
         };
         let folder = Name::new(folder).context("--folder")?;
         let receiver_id = match &c.receiver_id {
-            Some(id) => Some(id.parse().map_err(|e| anyhow::anyhow!("--receiver-id: {e}"))?),
+            Some(id) => Some(
+                id.parse()
+                    .map_err(|e| anyhow::anyhow!("--receiver-id: {e}"))?,
+            ),
             None => None,
         };
         Ok(Some(Remote {
@@ -194,7 +197,9 @@ pub fn parse_at(text: &str, now: SystemTime) -> anyhow::Result<i64> {
                 .and_then(|d| now.checked_sub(d))
         });
     let Some(at) = parsed else {
-        bail!("--at {text:?}: give a time like \"2026-11-20 14:00\" (UTC) or a duration ago like 3h");
+        bail!(
+            "--at {text:?}: give a time like \"2026-11-20 14:00\" (UTC) or a duration ago like 3h"
+        );
     };
     let ms = at
         .duration_since(UNIX_EPOCH)
@@ -275,10 +280,9 @@ pub async fn history(args: HistoryArgs) -> anyhow::Result<ExitCode> {
             state.display()
         );
     }
-    let runs = tokio::task::spawn_blocking(move || {
-        Index::open(&index_path, "")?.runs_of_all_targets()
-    })
-    .await??;
+    let runs =
+        tokio::task::spawn_blocking(move || Index::open(&index_path, "")?.runs_of_all_targets())
+            .await??;
     for (target, r) in runs {
         if args.json {
             print_json(&serde_json::json!({
@@ -397,7 +401,9 @@ pub async fn restore(args: RestoreArgs) -> anyhow::Result<ExitCode> {
         print_json(&summary)?;
     } else {
         for s in &summary.skipped {
-            eprintln!("ferry: skipped {s}: it exists at the destination (use --overwrite to replace it)");
+            eprintln!(
+                "ferry: skipped {s}: it exists at the destination (use --overwrite to replace it)"
+            );
         }
         for p in &summary.problems {
             eprintln!("ferry: {}: {}", p.path, p.message);

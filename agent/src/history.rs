@@ -7,9 +7,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ferry_proto::{
-    At, Message, Name, Open, RefuseCode, RelPath, Request, RunInfo, VersionInfo,
-};
+use ferry_proto::{At, Message, Name, Open, RefuseCode, RelPath, Request, RunInfo, VersionInfo};
 
 use crate::identity::{DeviceId, Identity, IdentityError};
 use crate::pins::{PinError, Pins};
@@ -128,7 +126,10 @@ impl Client {
 
     /// This sender's runs as the receiver recorded them, newest first.
     pub async fn runs(&mut self) -> Result<Vec<RunInfo>, ClientError> {
-        self.control.send.send(&Message::Request(Request::Runs)).await?;
+        self.control
+            .send
+            .send(&Message::Request(Request::Runs))
+            .await?;
         let mut out = Vec::new();
         loop {
             match self.answer().await? {

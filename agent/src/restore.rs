@@ -13,8 +13,8 @@
 //! - [`dest`]: the destination: slots, atomic files, symlinks, directories.
 //! - `copies`: restoring from the `--keep-copies` directory.
 
-pub mod dest;
 mod copies;
+pub mod dest;
 
 pub use copies::{restore_from_copies, CopiesRestoreError};
 pub use dest::{Destination, EntryError, Slot};
@@ -146,7 +146,10 @@ pub async fn restore_remote(
             let status = status.clone();
             tasks.spawn(async move {
                 let path = v.path.to_string();
-                (path, restore_one(&fetcher, &dest, v, &status.progress).await)
+                (
+                    path,
+                    restore_one(&fetcher, &dest, v, &status.progress).await,
+                )
             });
         }
         let Some(joined) = tasks.join_next().await else {

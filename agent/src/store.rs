@@ -72,8 +72,8 @@ use error::io_err;
 pub use error::StoreError;
 pub use history::{catalog_path, read_runs, HistoryError};
 pub use retention::{select_kept, KeepCandidate, PruneReport, Retention, RetentionError};
-pub use verify::{verify, Finding, FindingKind, VerifyReport};
 pub use staging::{Staged, Verified};
+pub use verify::{verify, Finding, FindingKind, VerifyReport};
 
 /// A sender known to this receiver.
 #[derive(Debug, Clone, PartialEq, Eq)]

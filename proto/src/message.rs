@@ -357,7 +357,12 @@ mod tests {
                 }),
                 "0f01036c617004646f63730166",
             ),
-            (Message::Opened { sender: name("lap") }, "10036c6170"),
+            (
+                Message::Opened {
+                    sender: name("lap"),
+                },
+                "10036c6170",
+            ),
             (Message::Request(Request::Runs), "1100"),
             (
                 Message::Request(Request::Versions { path: path("a/b") }),

@@ -174,7 +174,10 @@ mod tests {
             .unwrap();
         let runs = Index::open(&db, "t").unwrap().runs().unwrap();
         assert_eq!(runs.len(), 2);
-        let all = Index::open(&db, "t").unwrap().runs_of_all_targets().unwrap();
+        let all = Index::open(&db, "t")
+            .unwrap()
+            .runs_of_all_targets()
+            .unwrap();
         assert_eq!(all.len(), 3);
         assert_eq!(all[0].0, "other");
         assert_eq!(runs[0].id, second);

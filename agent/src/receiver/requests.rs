@@ -43,7 +43,9 @@ pub(super) async fn serve(
     let found = tokio::task::spawn_blocking(move || store.sender_by_device(&device)).await;
     let sender = match found {
         Ok(Ok(sender)) => sender,
-        Ok(Err(e)) => return refuse(conn, &mut control, RefuseCode::BadRequest, e.to_string()).await,
+        Ok(Err(e)) => {
+            return refuse(conn, &mut control, RefuseCode::BadRequest, e.to_string()).await
+        }
         Err(e) => return refuse(conn, &mut control, RefuseCode::BadRequest, e.to_string()).await,
     };
     let Some(sender) = sender else {
@@ -106,7 +108,12 @@ pub(super) async fn serve(
     }
 }
 
-async fn refuse(conn: &quinn::Connection, control: &mut Channel, code: RefuseCode, message: String) {
+async fn refuse(
+    conn: &quinn::Connection,
+    control: &mut Channel,
+    code: RefuseCode,
+    message: String,
+) {
     tracing::warn!(peer = %conn.remote_address(), "read-only session refused: {message}");
     let _ = control
         .send
@@ -230,9 +237,7 @@ pub(crate) enum Answer {
 pub(crate) fn answer(ctx: &Ctx, request: Request) -> Result<Answer, String> {
     let store = &ctx.store;
     let ns = &ctx.ns;
-    let starts = store
-        .run_starts(ns.sender_id)
-        .map_err(|e| e.to_string())?;
+    let starts = store.run_starts(ns.sender_id).map_err(|e| e.to_string())?;
     let info = |v: VersionRecord| version_info(v, &starts);
     match request {
         Request::Runs => {
@@ -241,11 +246,17 @@ pub(crate) fn answer(ctx: &Ctx, request: Request) -> Result<Answer, String> {
         }
         Request::Versions { path } => {
             let versions = store.versions(ns, &path).map_err(|e| e.to_string())?;
-            Ok(Answer::Versions(None, versions.into_iter().filter_map(info).collect()))
+            Ok(Answer::Versions(
+                None,
+                versions.into_iter().filter_map(info).collect(),
+            ))
         }
         Request::Tree { at, under } => {
             let (run, tree) = store.tree(ns, at, &under).map_err(|e| e.to_string())?;
-            Ok(Answer::Versions(run, tree.into_iter().filter_map(info).collect()))
+            Ok(Answer::Versions(
+                run,
+                tree.into_iter().filter_map(info).collect(),
+            ))
         }
     }
 }
@@ -262,7 +273,10 @@ fn run_info(r: RunRecord) -> RunInfo {
     }
 }
 
-fn version_info(v: VersionRecord, starts: &std::collections::HashMap<u64, i64>) -> Option<VersionInfo> {
+fn version_info(
+    v: VersionRecord,
+    starts: &std::collections::HashMap<u64, i64>,
+) -> Option<VersionInfo> {
     let kind = match v.kind.as_str() {
         "file" => VersionKind::File {
             size: v.size,
@@ -313,7 +327,10 @@ async fn serve_fetch(channel: &mut Channel, ctx: &Arc<Ctx>) -> Result<(), Failur
         Ok(Message::Fetch { version }) => version,
         Ok(other) => {
             let got = crate::stream::describe(&other);
-            return Err(fail(FailCode::BadRequest, format!("expected Fetch, got {got}")));
+            return Err(fail(
+                FailCode::BadRequest,
+                format!("expected Fetch, got {got}"),
+            ));
         }
         Err(e) => return Err(fail(FailCode::BadRequest, e.to_string())),
     };
@@ -327,15 +344,19 @@ async fn serve_fetch(channel: &mut Channel, ctx: &Arc<Ctx>) -> Result<(), Failur
         let (back, chunk) = blocking(move || {
             let mut buf = vec![0u8; MAX_DATA];
             let read = read_full(&mut file, &mut buf);
-            (file, read.map(|n| {
-                buf.truncate(n);
-                buf
-            }))
+            (
+                file,
+                read.map(|n| {
+                    buf.truncate(n);
+                    buf
+                }),
+            )
         })
         .await
         .map_err(|e| fail(FailCode::Io, e.to_string()))?;
         file = back;
-        let chunk = chunk.map_err(|e| fail(FailCode::Io, format!("reading version {version}: {e}")))?;
+        let chunk =
+            chunk.map_err(|e| fail(FailCode::Io, format!("reading version {version}: {e}")))?;
         if chunk.is_empty() {
             break;
         }
@@ -363,19 +384,28 @@ pub(crate) fn open_version(ctx: &Ctx, version: u64) -> Result<File, Failure> {
     let Some(record) = record else {
         return Err(fail(
             FailCode::BadRequest,
-            format!("there is no version {version} in your folder {}", ctx.ns.folder),
+            format!(
+                "there is no version {version} in your folder {}",
+                ctx.ns.folder
+            ),
         ));
     };
     if record.kind != "file" {
         return Err(fail(
             FailCode::BadRequest,
-            format!("version {version} of {} is a {}, not a file", record.path, record.kind),
+            format!(
+                "version {version} of {} is a {}, not a file",
+                record.path, record.kind
+            ),
         ));
     }
     open_nofollow_below(ctx.store.root(), &record.location).map_err(|e| {
         fail(
             FailCode::Io,
-            format!("the stored bytes of {} (version {version}) cannot be read: {e}", record.path),
+            format!(
+                "the stored bytes of {} (version {version}) cannot be read: {e}",
+                record.path
+            ),
         )
     })
 }
@@ -391,11 +421,17 @@ pub(crate) fn open_nofollow_below(root: &Path, path: &Path) -> io::Result<File> 
     let mut parts = rel.components().peekable();
     while let Some(part) = parts.next() {
         let Component::Normal(name) = part else {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a plain path"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a plain path",
+            ));
         };
         at.push(name);
         if parts.peek().is_some() && !std::fs::symlink_metadata(&at)?.is_dir() {
-            return Err(io::Error::new(io::ErrorKind::NotFound, "a parent is not a directory"));
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "a parent is not a directory",
+            ));
         }
     }
     let file = std::fs::OpenOptions::new()
@@ -403,7 +439,10 @@ pub(crate) fn open_nofollow_below(root: &Path, path: &Path) -> io::Result<File> 
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
         .open(&at)?;
     if !file.metadata()?.is_file() {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
     }
     Ok(file)
 }

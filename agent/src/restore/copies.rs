@@ -20,7 +20,9 @@ const COPIES_TMP: &[u8] = b".ferry-tmp";
 /// Why a restore from copies could not run at all.
 #[derive(Debug, thiserror::Error)]
 pub enum CopiesRestoreError {
-    #[error("cannot read the keep-copies directory {path}: {source}; check the --from-copies path")]
+    #[error(
+        "cannot read the keep-copies directory {path}: {source}; check the --from-copies path"
+    )]
     Open { path: PathBuf, source: io::Error },
     #[error("{0}")]
     Destination(#[from] EntryError),
@@ -40,7 +42,10 @@ pub fn restore_from_copies(
             if m.is_dir() {
                 Ok(())
             } else {
-                Err(io::Error::new(io::ErrorKind::NotADirectory, "not a directory"))
+                Err(io::Error::new(
+                    io::ErrorKind::NotADirectory,
+                    "not a directory",
+                ))
             }
         })
         .map_err(|source| CopiesRestoreError::Open {
@@ -58,7 +63,10 @@ pub fn restore_from_copies(
         let entry = match entry {
             Ok(e) => e,
             Err(e) => {
-                let path = e.path().map(|p| p.display().to_string()).unwrap_or_default();
+                let path = e
+                    .path()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default();
                 summary.problem(path, e.to_string());
                 continue;
             }

@@ -101,13 +101,11 @@ impl Destination {
             match fs::symlink_metadata(&at) {
                 Ok(m) if m.is_dir() => {}
                 Ok(_) => return Err(EntryError::Blocked { path: at }),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    match fs::create_dir(&at) {
-                        Ok(()) => {}
-                        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                        Err(e) => return Err(io_err("create the directory", &at)(e)),
-                    }
-                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => match fs::create_dir(&at) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                    Err(e) => return Err(io_err("create the directory", &at)(e)),
+                },
                 Err(e) => return Err(io_err("inspect", &at)(e)),
             }
         }
@@ -328,8 +326,13 @@ mod tests {
         let mut f = dest.begin_file(target.clone()).unwrap();
         f.write(b"hello").unwrap();
         assert!(!target.exists(), "nothing visible before commit");
-        f.commit(blake3::hash(b"hello").as_bytes(), 5, 0o640, 1_600_000_000_000_000_001)
-            .unwrap();
+        f.commit(
+            blake3::hash(b"hello").as_bytes(),
+            5,
+            0o640,
+            1_600_000_000_000_000_001,
+        )
+        .unwrap();
         let m = fs::metadata(&target).unwrap();
         assert_eq!(m.mode() & 0o7777, 0o640);
         assert_eq!((m.mtime(), m.mtime_nsec()), (1_600_000_000, 1));
@@ -348,7 +351,9 @@ mod tests {
         };
         let mut f = dest.begin_file(target.clone()).unwrap();
         f.write(b"evil").unwrap();
-        let err = f.commit(blake3::hash(b"good").as_bytes(), 4, 0o644, 0).unwrap_err();
+        let err = f
+            .commit(blake3::hash(b"good").as_bytes(), 4, 0o644, 0)
+            .unwrap_err();
         assert!(matches!(err, EntryError::HashMismatch { .. }), "{err}");
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
         // An abandoned file (an interrupted restore) leaves nothing either.
@@ -368,7 +373,8 @@ mod tests {
         };
         let mut f = dest.begin_file(target.clone()).unwrap();
         f.write(b"new").unwrap();
-        f.commit(blake3::hash(b"new").as_bytes(), 3, 0o644, 0).unwrap();
+        f.commit(blake3::hash(b"new").as_bytes(), 3, 0o644, 0)
+            .unwrap();
         assert_eq!(fs::read(&target).unwrap(), b"new");
         let outside = tempfile::tempdir().unwrap();
         std::os::unix::fs::symlink(outside.path(), dir.path().join("l")).unwrap();
@@ -376,7 +382,11 @@ mod tests {
             dest.slot(&rel("l/x")),
             Err(EntryError::Blocked { .. })
         ));
-        dest.symlink(dir.path().join("s"), b"../t", 5_000_000_000).unwrap();
-        assert_eq!(fs::read_link(dir.path().join("s")).unwrap(), Path::new("../t"));
+        dest.symlink(dir.path().join("s"), b"../t", 5_000_000_000)
+            .unwrap();
+        assert_eq!(
+            fs::read_link(dir.path().join("s")).unwrap(),
+            Path::new("../t")
+        );
     }
 }

@@ -71,7 +71,10 @@ mod tests {
     #[test]
     fn tiny_folders_and_allowed_runs_pass() {
         let guard = DeleteGuard::default();
-        assert!(guard.check(10, 10).is_ok(), "at most 10 deletions never trip");
+        assert!(
+            guard.check(10, 10).is_ok(),
+            "at most 10 deletions never trip"
+        );
         assert!(guard.check(11, 11).is_err());
         let allowed = DeleteGuard {
             allow: true,

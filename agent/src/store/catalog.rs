@@ -249,12 +249,11 @@ impl Catalog {
     /// readers run beside the writer).
     pub fn open_read_only(path: &Path) -> Result<Catalog, StoreError> {
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(path, flags).map_err(|source| {
-            StoreError::Catalog {
+        let conn =
+            Connection::open_with_flags(path, flags).map_err(|source| StoreError::Catalog {
                 path: path.to_path_buf(),
                 source,
-            }
-        })?;
+            })?;
         let version: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .map_err(|source| StoreError::NotADatabase {

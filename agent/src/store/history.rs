@@ -209,7 +209,8 @@ pub fn read_runs(root: &Path) -> Result<Vec<RunRecord>, HistoryError> {
     let mut out = Vec::new();
     for r in cat.runs(None)? {
         out.push(RunRecord {
-            id: u64::try_from(r.id).map_err(|_| cat.corrupt(format!("negative run id {}", r.id)))?,
+            id: u64::try_from(r.id)
+                .map_err(|_| cat.corrupt(format!("negative run id {}", r.id)))?,
             sender: name(r.sender)?,
             folder: name(r.folder)?,
             started_ms: r.started_ms,
@@ -263,9 +264,16 @@ mod tests {
 
         // A time after r1 ended resolves to r1 or r2, never to nothing.
         let runs = store.runs(Some(ns.sender_id)).unwrap();
-        let r1_end = runs.iter().find(|r| r.id == r1).unwrap().finished_ms.unwrap();
+        let r1_end = runs
+            .iter()
+            .find(|r| r.id == r1)
+            .unwrap()
+            .finished_ms
+            .unwrap();
         assert!(store.resolve_at(&ns, At::Time(r1_end)).unwrap() >= Some(r1));
-        let err = store.resolve_at(&ns, At::Time(r1_end - 3_600_000)).unwrap_err();
+        let err = store
+            .resolve_at(&ns, At::Time(r1_end - 3_600_000))
+            .unwrap_err();
         assert!(matches!(err, HistoryError::NothingYet { .. }), "{err}");
     }
 

@@ -311,13 +311,21 @@ mod tests {
     #[test]
     fn default_keeps_everything() {
         let all = [c(1, 0), c(2, 5)];
-        assert_eq!(sorted(select_kept(&Retention::default(), &all, 1 << 40)), [1, 2]);
+        assert_eq!(
+            sorted(select_kept(&Retention::default(), &all, 1 << 40)),
+            [1, 2]
+        );
     }
 
     #[test]
     fn keep_last_n_and_younger_than_are_a_union() {
         let now = 100 * DAY;
-        let all = [c(1, now - 50 * DAY), c(2, now - 20 * DAY), c(3, now - DAY), c(4, now - HOUR)];
+        let all = [
+            c(1, now - 50 * DAY),
+            c(2, now - 20 * DAY),
+            c(3, now - DAY),
+            c(4, now - HOUR),
+        ];
         let last2 = Retention {
             keep_versions: Some(2),
             ..Default::default()
@@ -384,7 +392,14 @@ mod tests {
         for (i, content) in ["v1", "v2", "v3", "v4"].iter().enumerate() {
             run = store.begin_run(&ns).unwrap();
             put_file(&store, &ns, run, "f", content.as_bytes(), i as i64);
-            put_file(&store, &ns, run, "other", format!("o{i}").as_bytes(), i as i64);
+            put_file(
+                &store,
+                &ns,
+                run,
+                "other",
+                format!("o{i}").as_bytes(),
+                i as i64,
+            );
             store
                 .finish_run(&ns, run, &RunReport::default(), 0, true)
                 .unwrap();
@@ -410,8 +425,14 @@ mod tests {
         assert_eq!(left.len(), 1);
         assert_eq!(fs::read(&left[0].location).unwrap(), b"v3");
         // The current mirror is untouched.
-        assert_eq!(fs::read(dir.path().join("store/lap/docs/f")).unwrap(), b"v4");
-        assert_eq!(fs::read(dir.path().join("store/lap/docs/other")).unwrap(), b"o3");
+        assert_eq!(
+            fs::read(dir.path().join("store/lap/docs/f")).unwrap(),
+            b"v4"
+        );
+        assert_eq!(
+            fs::read(dir.path().join("store/lap/docs/other")).unwrap(),
+            b"o3"
+        );
         // A second pass has nothing to do.
         let again = store.prune(&policy, super::super::now_ms()).unwrap();
         assert_eq!(again, PruneReport::default());

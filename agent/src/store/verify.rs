@@ -97,11 +97,21 @@ pub fn verify(root: &Path) -> Result<VerifyReport, HistoryError> {
             }
             // Retired because it had vanished: there are no bytes to check.
             (None, Some(_)) => {
-                newer = Some((row.sender_id, row.folder.clone(), v.path.clone(), mirror_path));
+                newer = Some((
+                    row.sender_id,
+                    row.folder.clone(),
+                    v.path.clone(),
+                    mirror_path,
+                ));
                 continue;
             }
         };
-        newer = Some((row.sender_id, row.folder.clone(), v.path.clone(), location.clone()));
+        newer = Some((
+            row.sender_id,
+            row.folder.clone(),
+            v.path.clone(),
+            location.clone(),
+        ));
         let problem = match v.kind.as_str() {
             "file" => {
                 report.files_checked += 1;
@@ -272,7 +282,10 @@ mod tests {
         let report = verify(&root).unwrap();
         assert_eq!(report.findings.len(), 2, "{report:?}");
         let by_path = |p: &str| report.findings.iter().find(|f| f.path == p).unwrap();
-        assert!(matches!(by_path("a").kind, FindingKind::HashMismatch { .. }));
+        assert!(matches!(
+            by_path("a").kind,
+            FindingKind::HashMismatch { .. }
+        ));
         assert!(!by_path("a").current);
         assert_eq!(by_path("b").kind, FindingKind::Missing);
         assert!(by_path("b").current);

@@ -88,7 +88,8 @@ async fn restore_after_modify_and_delete_gives_the_earlier_bytes_and_metadata() 
     let remote = remote(&receiver, &sender)?;
     // As of the first run.
     let to = dir.path().join("restored-run1");
-    let (run, summary) = restore_tree(&remote, At::Run(first.run_id.unwrap_or(0)), &[], &to).await?;
+    let (run, summary) =
+        restore_tree(&remote, At::Run(first.run_id.unwrap_or(0)), &[], &to).await?;
     assert_eq!(run, first.run_id);
     assert!(summary.problems.is_empty(), "{summary:?}");
     assert_eq!(summary.files, 4, "{summary:?}");
@@ -135,11 +136,17 @@ async fn restore_of_one_file_and_of_a_subtree_without_overwriting() -> anyhow::R
     assert_eq!(summary.skipped, ["sub/one.txt"], "{summary:?}");
     assert_eq!(summary.files, 1, "{summary:?}");
     assert_eq!(std::fs::read(to.join("sub/one.txt"))?, b"mine, keep it");
-    assert_eq!(std::fs::read(to.join("sub/deep/two.bin"))?, vec![7u8; 300_000]);
+    assert_eq!(
+        std::fs::read(to.join("sub/deep/two.bin"))?,
+        vec![7u8; 300_000]
+    );
     assert!(!to.join("a.txt").exists());
     // No temporary file is left behind.
     let leftovers = walk_names(&to)?;
-    assert!(leftovers.iter().all(|n| !n.contains("ferry-restore")), "{leftovers:?}");
+    assert!(
+        leftovers.iter().all(|n| !n.contains("ferry-restore")),
+        "{leftovers:?}"
+    );
     receiver.stop().await
 }
 
@@ -183,16 +190,24 @@ async fn versions_are_listed_and_retention_keeps_what_the_policy_says() -> anyho
     let ns_versions = |path: &str| -> anyhow::Result<Vec<Vec<u8>>> {
         let mut client_side = Vec::new();
         let sender = receiver.store.sender_by_name(&Name::new("laptop")?)?;
-        let ns = receiver
-            .store
-            .namespace(&sender.ok_or_else(|| anyhow::anyhow!("no sender"))?, &Name::new("docs")?);
+        let ns = receiver.store.namespace(
+            &sender.ok_or_else(|| anyhow::anyhow!("no sender"))?,
+            &Name::new("docs")?,
+        );
         for v in receiver.store.versions(&ns, &rel(path)?)? {
             client_side.push(std::fs::read(&v.location)?);
         }
         Ok(client_side)
     };
     let kept = ns_versions("f.txt")?;
-    assert_eq!(kept, [b"version 3".to_vec(), b"version 2".to_vec(), b"version 1".to_vec()]);
+    assert_eq!(
+        kept,
+        [
+            b"version 3".to_vec(),
+            b"version 2".to_vec(),
+            b"version 1".to_vec()
+        ]
+    );
     // Nothing else is lost: the current files, the unchanged file.
     assert_eq!(ns_versions("stable.txt")?, [b"never changes".to_vec()]);
     tree::assert_same(&sender.source, &receiver.mirror("laptop", "docs"))?;
@@ -224,14 +239,24 @@ async fn a_second_sender_cannot_list_or_restore_the_first_senders_files() -> any
     let (_, bob_tree) = as_bob.tree(At::Latest, &[]).await?;
     assert!(bob_tree.iter().all(|v| v.path.as_bytes() != b"secret.txt"));
     assert!(as_bob.versions(&rel("secret.txt")?).await?.is_empty());
-    assert!(as_bob.runs().await?.iter().all(|r| Some(r.id) != alice_run.run_id));
+    assert!(as_bob
+        .runs()
+        .await?
+        .iter()
+        .all(|r| Some(r.id) != alice_run.run_id));
     // A crafted request for Alice's run is refused...
     let err = as_bob
         .tree(At::Run(alice_run.run_id.unwrap_or(0)), &[])
         .await
         .err();
     assert!(
-        matches!(err, Some(ClientError::Refused { code: RefuseCode::BadRequest, .. })),
+        matches!(
+            err,
+            Some(ClientError::Refused {
+                code: RefuseCode::BadRequest,
+                ..
+            })
+        ),
         "{err:?}"
     );
     // ... and a crafted fetch of Alice's version id gets nothing.
@@ -246,17 +271,26 @@ async fn a_second_sender_cannot_list_or_restore_the_first_senders_files() -> any
     let mut bob_as_alice = remote(&receiver, &bob)?;
     bob_as_alice.name = Name::new("alice")?;
     match Client::connect(&bob_as_alice).await {
-        Err(ClientError::Refused { code: RefuseCode::WrongName, .. }) => {}
+        Err(ClientError::Refused {
+            code: RefuseCode::WrongName,
+            ..
+        }) => {}
         other => anyhow::bail!("expected WrongName, got {:?}", other.err()),
     }
     // A device that never paired is refused, and not paired by asking.
     let stranger = TestSender::new(dir.path(), "stranger")?;
     match Client::connect(&remote(&receiver, &stranger)?).await {
-        Err(ClientError::Refused { code: RefuseCode::UnknownSender, .. }) => {}
+        Err(ClientError::Refused {
+            code: RefuseCode::UnknownSender,
+            ..
+        }) => {}
         other => anyhow::bail!("expected UnknownSender, got {:?}", other.err()),
     }
     let stranger_id = ferry_agent::identity::Identity::load_or_create(&stranger.state)?.id;
-    assert!(receiver.store.sender_by_device(&stranger_id.to_string())?.is_none());
+    assert!(receiver
+        .store
+        .sender_by_device(&stranger_id.to_string())?
+        .is_none());
     receiver.stop().await
 }
 
@@ -313,11 +347,19 @@ async fn verify_finds_a_byte_flipped_in_the_store() -> anyhow::Result<()> {
     let report = store::verify(&receiver.store_dir)?;
     assert_eq!(report.findings.len(), 1, "{report:?}");
     assert_eq!(report.findings[0].path, "sub/deep/two.bin");
-    assert!(matches!(report.findings[0].kind, FindingKind::HashMismatch { .. }));
+    assert!(matches!(
+        report.findings[0].kind,
+        FindingKind::HashMismatch { .. }
+    ));
     // A restore of that file refuses the damaged bytes.
     let to = dir.path().join("restored");
-    let (_, summary) =
-        restore_tree(&remote(&receiver, &sender)?, At::Latest, &[rel("sub/deep")?], &to).await?;
+    let (_, summary) = restore_tree(
+        &remote(&receiver, &sender)?,
+        At::Latest,
+        &[rel("sub/deep")?],
+        &to,
+    )
+    .await?;
     assert_eq!(summary.problems.len(), 1, "{summary:?}");
     assert!(!to.join("sub/deep/two.bin").exists());
     receiver.stop().await
