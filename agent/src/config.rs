@@ -457,6 +457,50 @@ mod tests {
     }
 
     #[test]
+    fn retention_and_guard_settings() {
+        let file: ReceiverConfig = toml::from_str(
+            "store = \"/s\"\nkeep-versions = 10\nkeep-for = \"90d\"\nstaggered = true\nprune-every = \"10m\"\n",
+        )
+        .unwrap();
+        let settings = file.settings().unwrap();
+        assert_eq!(settings.retention.keep_versions, Some(10));
+        assert_eq!(
+            settings.retention.keep_for,
+            Some(Duration::from_secs(90 * 86400))
+        );
+        assert!(settings.retention.staggered);
+        assert_eq!(settings.prune_every, Duration::from_secs(600));
+        let plain = ReceiverConfig {
+            store: Some("/s".into()),
+            ..Default::default()
+        };
+        assert!(plain.settings().unwrap().retention.keeps_everything());
+        let bad = ReceiverConfig {
+            keep_for: Some("forever".into()),
+            ..plain
+        };
+        assert!(bad.settings().unwrap_err().to_string().contains("keep-for"));
+
+        let dir = tempfile::tempdir().unwrap();
+        let base = SenderConfig {
+            source: Some(dir.path().to_owned()),
+            host: Some("127.0.0.1".into()),
+            ..Default::default()
+        };
+        let guard = base.settings().unwrap().delete_guard;
+        assert_eq!((guard.max_percent, guard.allow), (50, false));
+        let err = SenderConfig {
+            max_delete_percent: Some(101),
+            ..base
+        };
+        assert!(err
+            .settings()
+            .unwrap_err()
+            .to_string()
+            .contains("max-delete-percent"));
+    }
+
+    #[test]
     fn unknown_keys_rejected() {
         assert!(toml::from_str::<ReceiverConfig>("prot = 1\n").is_err());
     }

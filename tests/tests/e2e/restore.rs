@@ -417,3 +417,59 @@ async fn a_fetched_version_streams_its_exact_bytes() -> anyhow::Result<()> {
     client.close().await;
     receiver.stop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_receiver_prunes_on_its_own_schedule() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let receiver = TestReceiver::with_secret(dir.path(), SECRET).await?;
+    let sender = TestSender::new(dir.path(), "laptop")?;
+    let config = sender.with_secret(&receiver, SECRET)?;
+    for i in 0..3 {
+        tree::write(&sender.source, "f.txt", format!("version {i}"))?;
+        send_config(&config).await?;
+    }
+    let addr = receiver.addr;
+    receiver.stop().await?;
+
+    // Restart with a policy: it prunes at start, by itself.
+    let identity = ferry_agent::identity::Identity::load_or_create(&dir.path().join("rstate"))?;
+    let store_dir = dir.path().join("store");
+    let opened =
+        tokio::task::spawn_blocking(move || ferry_agent::store::Store::open(&store_dir)).await??;
+    let policy = Retention {
+        keep_versions: Some(0),
+        ..Retention::default()
+    };
+    let server = ferry_agent::receiver::Receiver::bind_with(
+        identity,
+        opened,
+        addr,
+        8,
+        ferry_agent::receiver::Admission::default(),
+    )?
+    .with_retention(policy, Duration::from_secs(3600));
+    let store = server.store();
+    let token = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(server.serve(token.clone()));
+    let sender_record = store
+        .sender_by_name(&Name::new("laptop")?)?
+        .ok_or_else(|| anyhow::anyhow!("sender missing"))?;
+    let ns = store.namespace(&sender_record, &Name::new("docs")?);
+    let mut left = usize::MAX;
+    for _ in 0..100 {
+        left = store.versions(&ns, &rel("f.txt")?)?.len();
+        if left == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(left, 1, "old versions were not pruned");
+    assert_eq!(
+        std::fs::read(dir.path().join("store/laptop/docs/f.txt"))?,
+        b"version 2"
+    );
+    token.cancel();
+    drop(store);
+    task.await?;
+    Ok(())
+}
