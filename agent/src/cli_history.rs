@@ -427,7 +427,7 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         for f in &report.findings {
             let which = if f.current { "current" } else { "old version" };
             eprintln!(
-                "ferry: {}/{}/{} ({which} {}, at {}): {:?}",
+                "ferry: {}/{}/{} ({which} {}, at {}): {}",
                 f.sender,
                 f.folder,
                 f.path,

@@ -38,6 +38,29 @@ pub enum FindingKind {
     Unreadable { error: String },
 }
 
+impl std::fmt::Display for FindingKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FindingKind::HashMismatch { expected, actual } => {
+                write!(
+                    f,
+                    "content changed: hashes to {actual}, the catalog says {expected}"
+                )
+            }
+            FindingKind::SizeMismatch { expected, actual } => {
+                write!(
+                    f,
+                    "content changed: {actual} bytes, the catalog says {expected}"
+                )
+            }
+            FindingKind::Missing => write!(f, "missing"),
+            FindingKind::WrongKind => write!(f, "something else is in its place"),
+            FindingKind::LinkChanged => write!(f, "the symlink points elsewhere"),
+            FindingKind::Unreadable { error } => write!(f, "unreadable: {error}"),
+        }
+    }
+}
+
 /// One stored version whose bytes do not match the catalog.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Finding {
