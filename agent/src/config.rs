@@ -11,6 +11,8 @@ use ferry_proto::Name;
 use serde::{Deserialize, Serialize};
 
 use crate::identity::DeviceId;
+use crate::sender::guard::DeleteGuard;
+use crate::store::Retention;
 
 /// The port a receiver listens on unless told otherwise.
 pub const DEFAULT_PORT: u16 = 7878;
@@ -62,6 +64,14 @@ pub struct ReceiverConfig {
     pub pairing_secret_file: Option<PathBuf>,
     pub allow: Vec<String>,
     pub state: Option<PathBuf>,
+    /// Retention: keep the newest N old versions of each path.
+    pub keep_versions: Option<u32>,
+    /// Retention: keep old versions younger than this (e.g. `90d`).
+    pub keep_for: Option<String>,
+    /// Retention: thin old versions out with age (Syncthing's staggered).
+    pub staggered: Option<bool>,
+    /// How often retention is applied (default 1h).
+    pub prune_every: Option<String>,
 }
 
 /// `ferry send` settings as written in a TOML file or given as flags.
@@ -80,6 +90,10 @@ pub struct SenderConfig {
     pub store: Option<PathBuf>,
     pub receiver_id: Option<String>,
     pub state: Option<PathBuf>,
+    /// The mass-delete guard's threshold, in percent (default 50).
+    pub max_delete_percent: Option<u8>,
+    /// Let a run delete more than the threshold.
+    pub allow_mass_delete: Option<bool>,
 }
 
 fn load_toml<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, ConfigError> {
@@ -112,6 +126,10 @@ impl ReceiverConfig {
             pairing_secret_file: over.pairing_secret_file.or(self.pairing_secret_file),
             allow,
             state: over.state.or(self.state),
+            keep_versions: over.keep_versions.or(self.keep_versions),
+            keep_for: over.keep_for.or(self.keep_for),
+            staggered: over.staggered.or(self.staggered),
+            prune_every: over.prune_every.or(self.prune_every),
         }
     }
 
@@ -136,7 +154,29 @@ impl ReceiverConfig {
                     .map_err(|e| invalid("allow", format!("{id:?}: {e}")))
             })
             .collect::<Result<Vec<DeviceId>, _>>()?;
+        let duration = |field: &'static str, text: &str| {
+            humantime::parse_duration(text)
+                .map_err(|e| invalid(field, format!("{text:?}: {e} (examples: 90d, 12h, 30m)")))
+        };
+        let retention = Retention {
+            keep_versions: self.keep_versions,
+            keep_for: self
+                .keep_for
+                .as_deref()
+                .map(|d| duration("keep-for", d))
+                .transpose()?,
+            staggered: self.staggered.unwrap_or(false),
+        };
+        let prune_every = match &self.prune_every {
+            Some(d) => duration("prune-every", d)?,
+            None => crate::receiver::pruning::DEFAULT_PRUNE_EVERY,
+        };
+        if prune_every < Duration::from_secs(1) {
+            return Err(invalid("prune-every", "must be at least 1s"));
+        }
         Ok(ReceiverSettings {
+            retention,
+            prune_every,
             listen,
             max_clients,
             store,
@@ -168,6 +208,8 @@ impl SenderConfig {
             store: over.store.or(self.store),
             receiver_id: over.receiver_id.or(self.receiver_id),
             state: over.state.or(self.state),
+            max_delete_percent: over.max_delete_percent.or(self.max_delete_percent),
+            allow_mass_delete: over.allow_mass_delete.or(self.allow_mass_delete),
         }
     }
 
@@ -244,7 +286,17 @@ impl SenderConfig {
                 .unwrap_or_else(|| "root".to_string()),
         };
         let folder = Name::new(folder).map_err(|e| invalid("folder", e.to_string()))?;
+        let max_percent = self
+            .max_delete_percent
+            .unwrap_or(crate::sender::guard::DEFAULT_MAX_DELETE_PERCENT);
+        if max_percent > 100 {
+            return Err(invalid("max-delete-percent", "must be between 0 and 100"));
+        }
         Ok(SenderSettings {
+            delete_guard: DeleteGuard {
+                max_percent,
+                allow: self.allow_mass_delete.unwrap_or(false),
+            },
             target,
             source,
             every,
@@ -267,6 +319,10 @@ pub struct ReceiverSettings {
     pub allow: Vec<DeviceId>,
     /// Where the receiver's identity lives.
     pub state: PathBuf,
+    /// Which old versions are kept.
+    pub retention: Retention,
+    /// How often retention is applied.
+    pub prune_every: Duration,
 }
 
 /// Where a sender sends.
@@ -295,6 +351,8 @@ pub struct SenderSettings {
     pub name: Name,
     pub folder: Name,
     pub state: PathBuf,
+    /// The mass-delete guard.
+    pub delete_guard: DeleteGuard,
 }
 
 fn resolve(host: &str, port: u16) -> Result<SocketAddr, ConfigError> {
@@ -396,6 +454,50 @@ mod tests {
         assert_eq!(settings.store, PathBuf::from("/srv/ferry"));
         let err = ReceiverConfig::load(&dir.path().join("missing.toml")).unwrap_err();
         assert!(err.to_string().contains("missing.toml"));
+    }
+
+    #[test]
+    fn retention_and_guard_settings() {
+        let file: ReceiverConfig = toml::from_str(
+            "store = \"/s\"\nkeep-versions = 10\nkeep-for = \"90d\"\nstaggered = true\nprune-every = \"10m\"\n",
+        )
+        .unwrap();
+        let settings = file.settings().unwrap();
+        assert_eq!(settings.retention.keep_versions, Some(10));
+        assert_eq!(
+            settings.retention.keep_for,
+            Some(Duration::from_secs(90 * 86400))
+        );
+        assert!(settings.retention.staggered);
+        assert_eq!(settings.prune_every, Duration::from_secs(600));
+        let plain = ReceiverConfig {
+            store: Some("/s".into()),
+            ..Default::default()
+        };
+        assert!(plain.settings().unwrap().retention.keeps_everything());
+        let bad = ReceiverConfig {
+            keep_for: Some("forever".into()),
+            ..plain
+        };
+        assert!(bad.settings().unwrap_err().to_string().contains("keep-for"));
+
+        let dir = tempfile::tempdir().unwrap();
+        let base = SenderConfig {
+            source: Some(dir.path().to_owned()),
+            host: Some("127.0.0.1".into()),
+            ..Default::default()
+        };
+        let guard = base.settings().unwrap().delete_guard;
+        assert_eq!((guard.max_percent, guard.allow), (50, false));
+        let err = SenderConfig {
+            max_delete_percent: Some(101),
+            ..base
+        };
+        assert!(err
+            .settings()
+            .unwrap_err()
+            .to_string()
+            .contains("max-delete-percent"));
     }
 
     #[test]

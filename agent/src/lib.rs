@@ -16,6 +16,10 @@
 //! - [`index`]: the sender's index of what the receiver acknowledged, and the
 //!   run plan derived from it.
 //! - [`copies`]: the sender's local copies of what it sent.
+//! - [`history`]: the client of read-only sessions: runs, versions, trees and
+//!   version bytes from the receiver.
+//! - [`restore`]: writing a tree (from the receiver or the local copies) into
+//!   a destination, verified and atomic.
 //! - [`receiver`]: the receiver: accept loop, admission, per-connection sessions.
 //! - [`sender`]: one sender run, and the periodic schedule around it.
 //! - [`config`]: configuration from flags, TOML and the launcher, validated into
@@ -25,10 +29,12 @@
 
 pub mod config;
 pub mod copies;
+pub mod history;
 pub mod identity;
 pub mod index;
 pub mod pins;
 pub mod receiver;
+pub mod restore;
 pub mod scan;
 pub mod sender;
 pub mod status;

@@ -1,5 +1,7 @@
 //! `ferry`: the command line.
 
+mod cli_history;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -42,6 +44,16 @@ enum Command {
     Receive(ReceiveArgs),
     /// Send a directory to a receiver, once or every period.
     Send(SendArgs),
+    /// List runs: this sender's own, the receiver's record of them (--host),
+    /// or every sender's (--store, on the receiver).
+    History(cli_history::HistoryArgs),
+    /// List every stored version of one file (asks the receiver).
+    Versions(cli_history::VersionsArgs),
+    /// Restore files as of a run or a time, from the receiver or the local
+    /// keep-copies.
+    Restore(cli_history::RestoreArgs),
+    /// Re-hash a receiver store against its catalog; exits 1 on any mismatch.
+    Verify(cli_history::VerifyArgs),
 }
 
 /// Options of `ferry receive`; each can also be set in the config file.
@@ -71,6 +83,20 @@ struct ReceiveArgs {
     /// State directory (this receiver's identity).
     #[arg(long)]
     state: Option<PathBuf>,
+    /// Retention: keep the newest N old versions of each file.
+    #[arg(long)]
+    keep_versions: Option<u32>,
+    /// Retention: keep old versions younger than this (e.g. 90d); with
+    /// --staggered, the maximum age.
+    #[arg(long)]
+    keep_for: Option<String>,
+    /// Retention: thin old versions out with age (one per hour for a day,
+    /// one per day for a month, one per week after).
+    #[arg(long)]
+    staggered: bool,
+    /// How often retention is applied [default: 1h].
+    #[arg(long)]
+    prune_every: Option<String>,
 }
 
 /// Options of `ferry send`; each can also be set in the config file.
@@ -118,6 +144,13 @@ struct SendArgs {
     /// State directory (identity, index, known receivers).
     #[arg(long)]
     state: Option<PathBuf>,
+    /// Stop a run that would delete more than this share of the files sent
+    /// before [default: 50].
+    #[arg(long, value_name = "PERCENT")]
+    max_delete_percent: Option<u8>,
+    /// Let a run delete more than --max-delete-percent.
+    #[arg(long)]
+    allow_mass_delete: bool,
 }
 
 impl ReceiveArgs {
@@ -134,6 +167,10 @@ impl ReceiveArgs {
             pairing_secret_file: self.pairing_secret_file.clone(),
             allow: self.allow.clone(),
             state: self.state.clone(),
+            keep_versions: self.keep_versions,
+            keep_for: self.keep_for.clone(),
+            staggered: self.staggered.then_some(true),
+            prune_every: self.prune_every.clone(),
         }))
     }
 }
@@ -157,6 +194,8 @@ impl SendArgs {
             store: self.store.clone(),
             receiver_id: self.receiver_id.clone(),
             state: self.state.clone(),
+            max_delete_percent: self.max_delete_percent,
+            allow_mass_delete: self.allow_mass_delete.then_some(true),
         }))
     }
 }
@@ -232,6 +271,10 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             receiver.serve(shutdown_on_signal()).await;
             Ok(ExitCode::SUCCESS)
         }
+        Command::History(args) => cli_history::history(args).await,
+        Command::Versions(args) => cli_history::versions(args).await,
+        Command::Restore(args) => cli_history::restore(args).await,
+        Command::Verify(args) => cli_history::verify(args).await,
         Command::Send(args) => {
             let json = args.json;
             let settings = args.config()?.settings()?;

@@ -9,6 +9,8 @@
 
 mod admission;
 mod entry;
+pub mod pruning;
+mod requests;
 mod session;
 
 pub use admission::{decide, Facts, Proof, Verdict};
@@ -25,7 +27,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::ReceiverSettings;
 use crate::identity::{DeviceId, Identity, IdentityError};
 use crate::status::ReceiverStatus;
-use crate::store::{Store, StoreError};
+use crate::store::{Retention, Store, StoreError};
 use crate::transport::{self, TransportError};
 
 /// Files a sender may have in flight at once on one connection.
@@ -69,6 +71,8 @@ pub struct Receiver {
     endpoint: quinn::Endpoint,
     id: DeviceId,
     shared: Arc<Shared>,
+    /// The retention policy and how often it is applied.
+    retention: Option<(Retention, Duration)>,
 }
 
 impl Receiver {
@@ -81,13 +85,21 @@ impl Receiver {
             allow: settings.allow.clone(),
             pairing_secret: settings.pairing_secret.clone(),
         };
-        Self::bind_with(
+        let receiver = Self::bind_with(
             identity,
             store,
             settings.listen,
             settings.max_clients,
             admission,
-        )
+        )?;
+        Ok(receiver.with_retention(settings.retention, settings.prune_every))
+    }
+
+    /// Applies `policy` at start and then every `every` while serving. A
+    /// policy that keeps everything schedules nothing.
+    pub fn with_retention(mut self, policy: Retention, every: Duration) -> Receiver {
+        self.retention = (!policy.keeps_everything()).then_some((policy, every));
+        self
     }
 
     /// Binds with parts already built (the embedded receiver, tests).
@@ -110,6 +122,7 @@ impl Receiver {
             endpoint,
             id: identity.id,
             shared,
+            retention: None,
         })
     }
 
@@ -139,6 +152,10 @@ impl Receiver {
     /// documented order.
     pub async fn serve(self, shutdown: CancellationToken) {
         let sessions = TaskTracker::new();
+        if let Some((policy, every)) = self.retention {
+            let store = self.shared.store.clone();
+            sessions.spawn(pruning::run(store, policy, every, shutdown.child_token()));
+        }
         loop {
             let incoming = tokio::select! {
                 _ = shutdown.cancelled() => break,

@@ -2,6 +2,7 @@
 //! every period, never two runs at once, with backoff while the receiver is
 //! unreachable or busy.
 
+pub mod guard;
 mod run;
 pub mod schedule;
 mod transfer;
@@ -57,6 +58,8 @@ pub enum RunError {
     Connection(#[from] quinn::ConnectionError),
     #[error("connection to the receiver lost during the run: {0}")]
     Lost(String),
+    #[error("{0}")]
+    MassDelete(#[from] guard::MassDelete),
     #[error("stopped")]
     Stopped,
     #[error("internal error: {0}")]
@@ -78,6 +81,8 @@ impl RunError {
                 Some(Outcome::Unreachable)
             }
             RunError::Refused { .. } => Some(Outcome::Refused),
+            // The source may be mounted again by the next period.
+            RunError::MassDelete(_) => Some(Outcome::Refused),
             // A changed receiver identity, a broken index, an unreadable
             // source: retrying will not fix them.
             _ => None,

@@ -44,13 +44,20 @@
 //! - `mirror`: no-follow filesystem primitives and archive names.
 //! - `apply`: the changes to the mirror (commit, metadata, dirs, symlinks, deletes).
 //! - `archive`: moving what is in the way into the versions area.
+//! - `history`: the tree as of a run or a time, versions by id, the admin's
+//!   read-only view of the runs.
+//! - `retention`: the receiver's retention policy and pruning.
+//! - `verify`: re-hashing the store against the catalog.
 
 mod apply;
 mod archive;
 mod catalog;
 mod error;
+mod history;
 mod mirror;
+mod retention;
 mod staging;
+mod verify;
 
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
@@ -64,7 +71,10 @@ pub use apply::Op;
 use catalog::{Catalog, VersionRow};
 use error::io_err;
 pub use error::StoreError;
+pub use history::{catalog_path, read_runs, HistoryError};
+pub use retention::{select_kept, KeepCandidate, PruneReport, Retention, RetentionError};
 pub use staging::{Staged, Verified};
+pub use verify::{verify, Finding, FindingKind, VerifyReport};
 
 /// A sender known to this receiver.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,6 +141,8 @@ pub struct VersionRecord {
     pub target: Option<Vec<u8>>,
     /// The run that stored this version.
     pub run: u64,
+    /// The run that replaced or deleted it (`None` while current).
+    pub replaced_run: Option<u64>,
     /// True while this is what the mirror holds.
     pub current: bool,
     /// True if the path was deleted (rather than replaced).
@@ -474,6 +486,7 @@ impl Store {
             hash,
             target: row.target,
             run: u64::try_from(row.run_id).unwrap_or(0),
+            replaced_run: row.replaced_run.and_then(|r| u64::try_from(r).ok()),
             current,
             deleted: row.deleted,
             location,

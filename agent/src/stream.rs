@@ -47,6 +47,13 @@ pub fn describe(message: &Message) -> String {
         Message::Deleted { .. } => "Deleted",
         Message::Finish(_) => "Finish",
         Message::Committed { .. } => "Committed",
+        Message::Open(_) => "Open",
+        Message::Opened { .. } => "Opened",
+        Message::Request(_) => "Request",
+        Message::RunList(_) => "RunList",
+        Message::VersionList(_) => "VersionList",
+        Message::ListEnd { .. } => "ListEnd",
+        Message::Fetch { .. } => "Fetch",
     };
     kind.to_string()
 }

@@ -59,6 +59,40 @@
 //! renamed into place, the previous version archived). The sender records an
 //! entry as sent only after `Stored`.
 //!
+//! **Read-only sessions** — history, versions and restore. The control
+//! stream opens with [`Open`] instead of `Hello`; such a session never pairs
+//! (an unknown device is refused `UnknownSender`), never opens a run and never
+//! changes the store. The receiver identifies the sender by the device id of
+//! the TLS session alone and answers only from that sender's namespace, for
+//! the folder named in `Open`; a name in `Open` that is not the device's
+//! registered name is refused `WrongName`.
+//!
+//! ```text
+//! S→R  Open { protocol, name, folder, agent }
+//! R→S  Opened { sender } | Busy { retry_after_ms } | Refused { code, message }
+//! then, one at a time:
+//! S→R  Request(Runs | Versions { path } | Tree { at, under })
+//! R→S  RunList(..)* | VersionList(..)*, then ListEnd { run }
+//!    | Refused { BadRequest, .. }    (e.g. a run of another folder or sender)
+//! ```
+//!
+//! Lists are split into messages of at most [`MAX_LIST_BYTES`] of items.
+//! `Tree` gives the folder as of [`At::Latest`], a run ([`At::Run`]) or a time
+//! ([`At::Time`]: the last run that had ended by then), restricted to the
+//! paths `under` if any; `ListEnd.run` names the run it resolved to.
+//!
+//! **Restore streams** — one bidirectional stream per file, opened by the
+//! client of a read-only session:
+//!
+//! ```text
+//! S→R  Fetch { version }       a version id from a VersionList
+//! R→S  Data* , End { hash }    the stored bytes, at most MAX_DATA per frame
+//!    | Failed { code, message }   not a file of this sender's folder, or gone
+//! ```
+//!
+//! The client checks the content against the hash of the listing while
+//! writing it, and discards it on a mismatch.
+//!
 //! ## Paths and names
 //!
 //! Paths are relative, `/`-separated bytes (any bytes Linux allows in a file
@@ -81,16 +115,20 @@
 //!
 //! - [`path`]: [`RelPath`] and [`Name`].
 //! - [`message`]: [`Message`] and its parts.
+//! - [`request`]: the payloads of read-only sessions ([`Open`], [`Request`],
+//!   [`RunInfo`], [`VersionInfo`]).
 //! - [`frame`]: length-prefixed framing and a tokio-util codec (feature
 //!   `codec`).
 
 pub mod frame;
 pub mod message;
 pub mod path;
+pub mod request;
 
 pub use frame::{FrameError, MAX_FRAME};
 pub use message::*;
 pub use path::{Name, PathError, RelPath, MAX_COMPONENT_LEN, MAX_PATH_LEN};
+pub use request::{At, Open, Request, RunInfo, VersionInfo, VersionKind, MAX_LIST_BYTES};
 
 /// The QUIC ALPN of this protocol version.
 pub const ALPN: &[u8] = b"ferry/1";

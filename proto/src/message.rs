@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::path::{Name, RelPath};
+use crate::request::{Open, Request, RunInfo, VersionInfo};
 
 /// A blake3 hash of a file's whole content.
 pub type Hash = [u8; 32];
@@ -47,6 +48,24 @@ pub enum Message {
     Finish(RunReport),
     /// Receiver → sender: the run is recorded in the receiver's catalog.
     Committed { run_id: u64 },
+    /// Sender → receiver, first message of a read-only session's control
+    /// stream (instead of `Hello`).
+    Open(Open),
+    /// Receiver → sender: the read-only session is open for this sender.
+    Opened { sender: Name },
+    /// Sender → receiver: one question of a read-only session.
+    Request(Request),
+    /// Receiver → sender: a batch of runs answering `Request::Runs`.
+    RunList(Vec<RunInfo>),
+    /// Receiver → sender: a batch of versions answering `Request::Versions`
+    /// or `Request::Tree`.
+    VersionList(Vec<VersionInfo>),
+    /// Receiver → sender: the list is complete; for a tree, the run the
+    /// point in time resolved to (`None`: the latest state).
+    ListEnd { run: Option<u64> },
+    /// Sender → receiver, first message of a restore stream: send the bytes
+    /// of this version. Answered with `Data`*, `End { hash }` or `Failed`.
+    Fetch { version: u64 },
 }
 
 /// The opening of a session.
@@ -186,6 +205,7 @@ pub struct RunReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::request::{At, VersionKind};
 
     fn hex(bytes: &[u8]) -> String {
         bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -328,6 +348,90 @@ mod tests {
                 "0d0102030405",
             ),
             (Message::Committed { run_id: 9 }, "0e09"),
+            (
+                Message::Open(Open {
+                    protocol: 1,
+                    name: name("lap"),
+                    folder: name("docs"),
+                    agent: "f".into(),
+                }),
+                "0f01036c617004646f63730166",
+            ),
+            (
+                Message::Opened {
+                    sender: name("lap"),
+                },
+                "10036c6170",
+            ),
+            (Message::Request(Request::Runs), "1100"),
+            (
+                Message::Request(Request::Versions { path: path("a/b") }),
+                "110103612f62",
+            ),
+            (
+                Message::Request(Request::Tree {
+                    at: At::Run(5),
+                    under: vec![path("d")],
+                }),
+                "11020105010164",
+            ),
+            (
+                Message::Request(Request::Tree {
+                    at: At::Time(-1),
+                    under: vec![],
+                }),
+                "1102020100",
+            ),
+            (
+                Message::RunList(vec![RunInfo {
+                    id: 3,
+                    folder: name("d"),
+                    started_ms: 1,
+                    finished_ms: None,
+                    status: "x".into(),
+                    report: RunReport::default(),
+                    bytes_received: 7,
+                }]),
+                "120103016402000178000000000007",
+            ),
+            (
+                Message::VersionList(vec![VersionInfo {
+                    id: 4,
+                    path: path("f"),
+                    kind: VersionKind::Symlink {
+                        target: b"t".to_vec(),
+                    },
+                    mtime_ns: 1,
+                    mode: 0o644,
+                    run: 2,
+                    stored_ms: 3,
+                    replaced_run: Some(5),
+                    deleted: true,
+                }]),
+                "130104016602017402a4030206010501",
+            ),
+            (
+                Message::VersionList(vec![VersionInfo {
+                    id: 1,
+                    path: path("f"),
+                    kind: VersionKind::File {
+                        size: 2,
+                        hash: [9; 32],
+                    },
+                    mtime_ns: 0,
+                    mode: 0,
+                    run: 1,
+                    stored_ms: 0,
+                    replaced_run: None,
+                    deleted: false,
+                }]),
+                "13010101660002\
+                 0909090909090909090909090909090909090909090909090909090909090909\
+                 000001000000",
+            ),
+            (Message::ListEnd { run: Some(8) }, "140108"),
+            (Message::ListEnd { run: None }, "1400"),
+            (Message::Fetch { version: 300 }, "15ac02"),
         ];
         for (message, expected) in cases {
             let bytes = postcard::to_stdvec(&message).unwrap();

@@ -91,6 +91,49 @@ impl Index {
     }
 }
 
+impl Index {
+    /// The runs of every target in this index file (receiver id and
+    /// folder), newest first: the sender's whole local history.
+    pub fn runs_of_all_targets(&self) -> Result<Vec<(String, RunRow)>, IndexError> {
+        let what = "reading runs";
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT id, started_ms, finished_ms, files_sent, files_unchanged, files_deleted,
+                 bytes_file_data, bytes_on_wire, errors, receiver_run, outcome, target
+                 FROM runs ORDER BY id DESC",
+            )
+            .map_err(|e| self.sql(what, e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                let count = |i: usize| -> rusqlite::Result<u64> {
+                    Ok(u64::try_from(r.get::<_, i64>(i)?).unwrap_or(0))
+                };
+                Ok((
+                    r.get::<_, String>(11)?,
+                    RunRow {
+                        id: r.get(0)?,
+                        started_ms: r.get(1)?,
+                        finished_ms: r.get(2)?,
+                        files_sent: count(3)?,
+                        files_unchanged: count(4)?,
+                        files_deleted: count(5)?,
+                        bytes_file_data: count(6)?,
+                        bytes_on_wire: count(7)?,
+                        errors: count(8)?,
+                        receiver_run: r
+                            .get::<_, Option<i64>>(9)?
+                            .and_then(|v| u64::try_from(v).ok()),
+                        outcome: r.get(10)?,
+                    },
+                ))
+            })
+            .map_err(|e| self.sql(what, e))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(|e| self.sql(what, e))
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 mod tests {
@@ -131,6 +174,12 @@ mod tests {
             .unwrap();
         let runs = Index::open(&db, "t").unwrap().runs().unwrap();
         assert_eq!(runs.len(), 2);
+        let all = Index::open(&db, "t")
+            .unwrap()
+            .runs_of_all_targets()
+            .unwrap();
+        assert_eq!(all.len(), 3);
+        assert_eq!(all[0].0, "other");
         assert_eq!(runs[0].id, second);
         assert_eq!(runs[0].outcome, "failed");
         assert_eq!(runs[0].receiver_run, None);

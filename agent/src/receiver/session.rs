@@ -142,6 +142,10 @@ async fn session(
     let hello = match tokio::time::timeout(HELLO_TIMEOUT, control.recv.expect()).await {
         Err(_) => return Err(SessionError::Handshake("no Hello in time".into())),
         Ok(Ok(Message::Hello(hello))) => hello,
+        Ok(Ok(Message::Open(open))) => {
+            super::requests::serve(conn, peer, shared, control, open, shutdown).await;
+            return Ok(());
+        }
         Ok(Ok(other)) => {
             let message = format!("expected Hello, got {}", crate::stream::describe(&other));
             return Err(refuse(conn, &mut control, RefuseCode::BadRequest, message).await);

@@ -165,16 +165,22 @@ async fn session(
     let index_path = ctx.settings.state.join("index.db");
     let source = ctx.settings.source.clone();
     let index_slot = ctx.index.clone();
-    let plan: Plan = blocking(move || {
+    let plan: (Plan, u64) = blocking(move || {
         let mut slot = index_slot
             .lock()
             .map_err(|_| RunError::Internal("index lock".into()))?;
         let index = Index::open(&index_path, &target)?;
         let plan = index.plan(&source, &scan)?;
+        let indexed = index.len()?;
         *slot = Some(index);
-        Ok(plan)
+        Ok((plan, indexed))
     })
     .await?;
+    // The mass-delete guard: stop before anything is sent or deleted.
+    let (plan, indexed) = plan;
+    ctx.settings
+        .delete_guard
+        .check(plan.deleted.len() as u64, indexed)?;
     summary.files_unchanged = plan.unchanged;
     for problem in &plan.problems {
         summary.problem(problem.path.display().to_string(), problem.message.clone());

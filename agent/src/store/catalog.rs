@@ -149,10 +149,10 @@ impl std::fmt::Debug for Catalog {
     }
 }
 
-const VERSION_COLUMNS: &str =
+pub(crate) const VERSION_COLUMNS: &str =
     "id, path, kind, size, mtime_ns, mode, hash, target, run_id, replaced_run, deleted, archive";
 
-fn version_row(row: &SqlRow<'_>) -> rusqlite::Result<VersionRow> {
+pub(crate) fn version_row(row: &SqlRow<'_>) -> rusqlite::Result<VersionRow> {
     Ok(VersionRow {
         id: row.get(0)?,
         path: row.get(1)?,
@@ -242,6 +242,51 @@ impl Catalog {
                 })?;
         }
         Ok(catalog)
+    }
+
+    /// Opens an existing catalog read-only, without the store's lock: for
+    /// an admin reading history or verifying while a receiver runs (WAL lets
+    /// readers run beside the writer).
+    pub fn open_read_only(path: &Path) -> Result<Catalog, StoreError> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn =
+            Connection::open_with_flags(path, flags).map_err(|source| StoreError::Catalog {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|source| StoreError::NotADatabase {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        if version != SCHEMA_VERSION {
+            return Err(StoreError::UnknownSchema {
+                path: path.to_path_buf(),
+                found: version,
+                expected: SCHEMA_VERSION,
+            });
+        }
+        let catalog = Catalog {
+            conn,
+            path: path.to_path_buf(),
+        };
+        catalog
+            .conn
+            .execute_batch("PRAGMA busy_timeout = 5000;")
+            .map_err(|e| catalog.err(e))?;
+        Ok(catalog)
+    }
+
+    /// The connection, for the queries of the history, retention and verify
+    /// modules.
+    pub fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// The connection, writable (pruning's transaction).
+    pub fn conn_mut(&mut self) -> &mut Connection {
+        &mut self.conn
     }
 
     /// The catalog file.

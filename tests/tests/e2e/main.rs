@@ -4,6 +4,7 @@
 
 mod crash;
 mod hostile;
+mod restore;
 mod sync;
 mod trust;
 mod util;

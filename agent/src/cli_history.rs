@@ -1,0 +1,468 @@
+//! Part of the `ferry` binary (not the library): the `history`, `versions`,
+//! `restore` and `verify` subcommands.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context};
+use clap::Args;
+use ferry_agent::config::{default_name, default_state_dir, SenderConfig, DEFAULT_PORT};
+use ferry_agent::history::{Client, Remote};
+use ferry_agent::index::Index;
+use ferry_agent::restore::{self, Destination};
+use ferry_agent::status::SenderStatus;
+use ferry_agent::store;
+use ferry_agent::summary::{human_bytes, terminal_display};
+use ferry_proto::{At, Name, RelPath, VersionKind};
+
+/// Which receiver to ask, as which sender; each can also come from the
+/// sender's config file.
+#[derive(Args, Clone)]
+pub struct RemoteArgs {
+    /// The sender's TOML config file (host, port, name, folder, state).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The receiver's host name or address.
+    #[arg(long)]
+    host: Option<String>,
+    /// The receiver's UDP port [default: 7878].
+    #[arg(long)]
+    port: Option<u16>,
+    /// This sender's name on the receiver [default: the host name].
+    #[arg(long)]
+    name: Option<String>,
+    /// The folder on the receiver [default: the source's base name].
+    #[arg(long)]
+    folder: Option<String>,
+    /// The receiver's expected device id (otherwise the pinned one).
+    #[arg(long)]
+    receiver_id: Option<String>,
+    /// State directory (identity, index, known receivers).
+    #[arg(long)]
+    state: Option<PathBuf>,
+}
+
+impl RemoteArgs {
+    fn config(&self) -> anyhow::Result<SenderConfig> {
+        let file = match &self.config {
+            Some(path) => SenderConfig::load(path)?,
+            None => SenderConfig::default(),
+        };
+        Ok(file.merge(SenderConfig {
+            host: self.host.clone(),
+            port: self.port,
+            name: self.name.clone(),
+            folder: self.folder.clone(),
+            receiver_id: self.receiver_id.clone(),
+            state: self.state.clone(),
+            ..SenderConfig::default()
+        }))
+    }
+
+    fn state(&self) -> anyhow::Result<PathBuf> {
+        Ok(self.config()?.state.unwrap_or_else(default_state_dir))
+    }
+
+    /// The receiver to ask, if a host was given.
+    fn remote(&self) -> anyhow::Result<Option<Remote>> {
+        let c = self.config()?;
+        let Some(host) = c.host.clone() else {
+            return Ok(None);
+        };
+        let name = match &c.name {
+            Some(n) => Name::new(n.clone()).context("--name")?,
+            None => default_name(),
+        };
+        let folder = match (&c.folder, &c.source) {
+            (Some(f), _) => f.clone(),
+            (None, Some(source)) => source
+                .canonicalize()
+                .unwrap_or_else(|_| source.clone())
+                .file_name()
+                .map(|n| n.to_string_lossy().trim_start_matches('.').to_string())
+                .unwrap_or_default(),
+            (None, None) => bail!("--folder is required: the folder name the sender sends to"),
+        };
+        let folder = Name::new(folder).context("--folder")?;
+        let receiver_id = match &c.receiver_id {
+            Some(id) => Some(
+                id.parse()
+                    .map_err(|e| anyhow::anyhow!("--receiver-id: {e}"))?,
+            ),
+            None => None,
+        };
+        Ok(Some(Remote {
+            host,
+            port: c.port.unwrap_or(DEFAULT_PORT),
+            receiver_id,
+            state: c.state.unwrap_or_else(default_state_dir),
+            name,
+            folder,
+        }))
+    }
+}
+
+/// `ferry history`.
+#[derive(Args)]
+pub struct HistoryArgs {
+    #[command(flatten)]
+    remote: RemoteArgs,
+    /// Read every sender's runs from this receiver store (admin; works while
+    /// the receiver runs).
+    #[arg(long, conflicts_with = "host")]
+    store: Option<PathBuf>,
+    /// One JSON object per run on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `ferry versions PATH`.
+#[derive(Args)]
+pub struct VersionsArgs {
+    #[command(flatten)]
+    remote: RemoteArgs,
+    /// The path in the folder, e.g. `notes/todo.txt`.
+    path: String,
+    /// One JSON object per version on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `ferry restore`.
+#[derive(Args)]
+pub struct RestoreArgs {
+    #[command(flatten)]
+    remote: RemoteArgs,
+    /// Restore from this local keep-copies directory instead of the receiver.
+    #[arg(long, conflicts_with_all = ["host", "run", "at"])]
+    from_copies: Option<PathBuf>,
+    /// Directory to restore into (created if needed).
+    #[arg(long)]
+    to: PathBuf,
+    /// The state just after this receiver run (see `ferry history --host`).
+    #[arg(long, conflicts_with = "at")]
+    run: Option<u64>,
+    /// The state at this time: `2026-11-20 14:00` (UTC), RFC 3339, or a
+    /// duration ago (`3h`, `2days`).
+    #[arg(long)]
+    at: Option<String>,
+    /// Replace files that exist at the destination.
+    #[arg(long)]
+    overwrite: bool,
+    /// Print the summary as one JSON object on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Only these paths (files or whole subtrees) of the folder.
+    paths: Vec<String>,
+}
+
+/// `ferry verify`.
+#[derive(Args)]
+pub struct VerifyArgs {
+    /// The receiver store to check.
+    #[arg(long)]
+    store: PathBuf,
+    /// Print the report as one JSON object on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+fn time(ms: i64) -> String {
+    let t = if ms >= 0 {
+        UNIX_EPOCH + Duration::from_millis(ms.unsigned_abs())
+    } else {
+        UNIX_EPOCH
+    };
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+fn rel(path: &str) -> anyhow::Result<RelPath> {
+    let trimmed = path.trim_start_matches("./").trim_end_matches('/');
+    RelPath::from_bytes(trimmed.as_bytes())
+        .with_context(|| format!("{path:?} is not a path in the folder (relative, no `..`)"))
+}
+
+/// Parses `--at`: a date and time (UTC), or a duration ago.
+pub fn parse_at(text: &str, now: SystemTime) -> anyhow::Result<i64> {
+    let t = text.trim();
+    let candidates = [t.to_string(), format!("{t}:00"), format!("{t} 00:00:00")];
+    let parsed = candidates
+        .iter()
+        .find_map(|c| humantime::parse_rfc3339_weak(c).ok())
+        .or_else(|| {
+            humantime::parse_duration(t)
+                .ok()
+                .and_then(|d| now.checked_sub(d))
+        });
+    let Some(at) = parsed else {
+        bail!(
+            "--at {text:?}: give a time like \"2026-11-20 14:00\" (UTC) or a duration ago like 3h"
+        );
+    };
+    let ms = at
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    Ok(i64::try_from(ms).unwrap_or(i64::MAX))
+}
+
+fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string(value)?);
+    Ok(())
+}
+
+/// Runs `ferry history`.
+pub async fn history(args: HistoryArgs) -> anyhow::Result<ExitCode> {
+    if let Some(store_dir) = &args.store {
+        let dir = store_dir.clone();
+        let runs = tokio::task::spawn_blocking(move || store::read_runs(&dir)).await??;
+        for r in runs {
+            if args.json {
+                print_json(&serde_json::json!({
+                    "run": r.id, "sender": r.sender.as_str(), "folder": r.folder.as_str(),
+                    "started": time(r.started_ms), "finished": r.finished_ms.map(time),
+                    "status": r.status, "files_sent": r.report.files_sent,
+                    "files_deleted": r.report.files_deleted, "bytes_file_data": r.report.bytes_file_data,
+                    "bytes_received": r.bytes_received, "errors": r.report.errors,
+                }))?;
+            } else {
+                println!(
+                    "run {:>6}  {}  {}/{}  {:<11}  {} files sent, {} deleted, {} received, {} errors",
+                    r.id,
+                    time(r.started_ms),
+                    r.sender,
+                    r.folder,
+                    r.status,
+                    r.report.files_sent,
+                    r.report.files_deleted,
+                    human_bytes(r.bytes_received),
+                    r.report.errors
+                );
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(remote) = args.remote.remote()? {
+        let mut client = Client::connect(&remote).await?;
+        let runs = client.runs().await?;
+        client.close().await;
+        for r in runs {
+            if args.json {
+                print_json(&serde_json::json!({
+                    "run": r.id, "folder": r.folder.as_str(), "started": time(r.started_ms),
+                    "finished": r.finished_ms.map(time), "status": r.status,
+                    "files_sent": r.report.files_sent, "files_deleted": r.report.files_deleted,
+                    "bytes_file_data": r.report.bytes_file_data, "errors": r.report.errors,
+                }))?;
+            } else {
+                println!(
+                    "run {:>6}  {}  {:<12}  {:<11}  {} files sent, {} deleted, {}, {} errors",
+                    r.id,
+                    time(r.started_ms),
+                    r.folder,
+                    r.status,
+                    r.report.files_sent,
+                    r.report.files_deleted,
+                    human_bytes(r.report.bytes_file_data),
+                    r.report.errors
+                );
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let state = args.remote.state()?;
+    let index_path = state.join("index.db");
+    if !index_path.is_file() {
+        bail!(
+            "no runs recorded in {}: this sender has not run yet (or give --state)",
+            state.display()
+        );
+    }
+    let runs =
+        tokio::task::spawn_blocking(move || Index::open(&index_path, "")?.runs_of_all_targets())
+            .await??;
+    for (target, r) in runs {
+        if args.json {
+            print_json(&serde_json::json!({
+                "target": target, "started": time(r.started_ms), "finished": time(r.finished_ms),
+                "files_sent": r.files_sent, "files_unchanged": r.files_unchanged,
+                "files_deleted": r.files_deleted, "bytes_file_data": r.bytes_file_data,
+                "errors": r.errors, "receiver_run": r.receiver_run, "outcome": r.outcome,
+            }))?;
+        } else {
+            let run = r
+                .receiver_run
+                .map(|n| format!("run {n}"))
+                .unwrap_or_else(|| "-".into());
+            println!(
+                "{}  {:>9}  {} sent, {} unchanged, {} deleted, {}, {} errors  {}  ({target})",
+                time(r.started_ms),
+                run,
+                r.files_sent,
+                r.files_unchanged,
+                r.files_deleted,
+                human_bytes(r.bytes_file_data),
+                r.errors,
+                r.outcome
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `ferry versions`.
+pub async fn versions(args: VersionsArgs) -> anyhow::Result<ExitCode> {
+    let Some(remote) = args.remote.remote()? else {
+        bail!("--host is required: the receiver keeps the versions");
+    };
+    let path = rel(&args.path)?;
+    let mut client = Client::connect(&remote).await?;
+    let versions = client.versions(&path).await?;
+    client.close().await;
+    if versions.is_empty() && !args.json {
+        eprintln!("ferry: no versions of {path} in {}", remote.folder);
+    }
+    for v in versions {
+        let (what, size) = match &v.kind {
+            VersionKind::File { size, .. } => ("file", *size),
+            VersionKind::Dir => ("dir", 0),
+            VersionKind::Symlink { target } => ("symlink", target.len() as u64),
+        };
+        let state = match (v.replaced_run, v.deleted) {
+            (None, _) => "current".to_string(),
+            (Some(r), true) => format!("deleted in run {r}"),
+            (Some(r), false) => format!("replaced in run {r}"),
+        };
+        if args.json {
+            print_json(&serde_json::json!({
+                "version": v.id, "kind": what, "size": size, "run": v.run,
+                "stored": time(v.stored_ms), "mtime": time(v.mtime_ns / 1_000_000),
+                "mode": format!("{:o}", v.mode), "replaced_run": v.replaced_run, "deleted": v.deleted,
+            }))?;
+        } else {
+            println!(
+                "run {:>6}  {}  {:<7} {:>10}  mode {:o}  modified {}  {}",
+                v.run,
+                time(v.stored_ms),
+                what,
+                human_bytes(size),
+                v.mode,
+                time(v.mtime_ns / 1_000_000),
+                state
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `ferry restore`.
+pub async fn restore(args: RestoreArgs) -> anyhow::Result<ExitCode> {
+    let paths = args
+        .paths
+        .iter()
+        .map(|p| rel(p))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let dest = Arc::new(Destination::new(&args.to, args.overwrite)?);
+    let status = SenderStatus::new();
+    let display = terminal_display(status.clone());
+    let summary = if let Some(copies) = args.from_copies.clone() {
+        let dest = dest.clone();
+        let status = status.clone();
+        tokio::task::spawn_blocking(move || {
+            restore::restore_from_copies(&copies, &paths, &dest, &status.progress)
+        })
+        .await??
+    } else {
+        let Some(remote) = args.remote.remote()? else {
+            bail!("give --host (restore from the receiver) or --from-copies DIR");
+        };
+        let at = match (&args.run, &args.at) {
+            (Some(run), _) => At::Run(*run),
+            (None, Some(at)) => At::Time(parse_at(at, SystemTime::now())?),
+            (None, None) => At::Latest,
+        };
+        let mut client = Client::connect(&remote).await?;
+        let (run, tree) = client.tree(at, &paths).await?;
+        if tree.is_empty() && !paths.is_empty() {
+            eprintln!("ferry: nothing stored at these paths as of that point");
+        }
+        let mut summary =
+            restore::restore_remote(&client.fetcher(), tree, dest, status.clone()).await;
+        summary.run = run;
+        client.close().await;
+        summary
+    };
+    if let Some(display) = display {
+        display.finish().await;
+    }
+    if args.json {
+        print_json(&summary)?;
+    } else {
+        for s in &summary.skipped {
+            eprintln!(
+                "ferry: skipped {s}: it exists at the destination (use --overwrite to replace it)"
+            );
+        }
+        for p in &summary.problems {
+            eprintln!("ferry: {}: {}", p.path, p.message);
+        }
+        eprintln!("ferry: {}", summary.line());
+    }
+    Ok(if summary.problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// Runs `ferry verify`.
+pub async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
+    let dir = args.store.clone();
+    let report = tokio::task::spawn_blocking(move || store::verify(&dir)).await??;
+    if args.json {
+        print_json(&report)?;
+    } else {
+        for f in &report.findings {
+            let which = if f.current { "current" } else { "old version" };
+            eprintln!(
+                "ferry: {}/{}/{} ({which} {}, at {}): {}",
+                f.sender,
+                f.folder,
+                f.path,
+                f.version,
+                f.location.display(),
+                f.kind
+            );
+        }
+        eprintln!(
+            "ferry: verified {} files ({}) and {} symlinks: {} problems",
+            report.files_checked,
+            human_bytes(report.bytes_checked),
+            report.links_checked,
+            report.findings.len()
+        );
+    }
+    Ok(if report.findings.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn at_accepts_dates_and_durations_ago() {
+        let now = UNIX_EPOCH + Duration::from_secs(2_000_000_000);
+        let t = parse_at("2026-11-20 14:00", now).unwrap();
+        assert_eq!(t, parse_at("2026-11-20T14:00:00Z", now).unwrap());
+        assert_eq!(t % 60_000, 0);
+        assert_eq!(parse_at("2026-11-20", now).unwrap() + 14 * 3_600_000, t);
+        assert_eq!(parse_at("1h", now).unwrap(), 2_000_000_000_000 - 3_600_000);
+        assert!(parse_at("yesterday-ish", now).is_err());
+    }
+}

@@ -1,0 +1,581 @@
+//! Read-only sessions on the receiver: history, versions and restore.
+//!
+//! The session is admitted like a run, but never pairs and never opens a
+//! run. The sender is found by the device id of the TLS session alone; the
+//! folder comes from `Open`; every answer and every fetched byte comes from
+//! that namespace. A version id of another sender or folder is answered as
+//! if it did not exist.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Component, Path};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_proto::{
+    FailCode, Failure, Message, Open, Refusal, RefuseCode, Request, RunInfo, VersionInfo,
+    VersionKind, MAX_DATA, MAX_LIST_BYTES,
+};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::{Shared, BUSY_RETRY};
+use crate::identity::DeviceId;
+use crate::store::{Namespace, RunRecord, Store, VersionRecord};
+use crate::stream::{Channel, StreamError};
+
+/// QUIC close codes, as in the run session.
+const CLOSE_DONE: u32 = 0;
+const CLOSE_REFUSED: u32 = 1;
+
+/// Serves a read-only session whose `Open` has been read; logs its outcome.
+pub(super) async fn serve(
+    conn: &quinn::Connection,
+    peer: DeviceId,
+    shared: &Arc<Shared>,
+    mut control: Channel,
+    open: Open,
+    shutdown: &CancellationToken,
+) {
+    let store = shared.store.clone();
+    let device = peer.to_string();
+    let found = tokio::task::spawn_blocking(move || store.sender_by_device(&device)).await;
+    let sender = match found {
+        Ok(Ok(sender)) => sender,
+        Ok(Err(e)) => {
+            return refuse(conn, &mut control, RefuseCode::BadRequest, e.to_string()).await
+        }
+        Err(e) => return refuse(conn, &mut control, RefuseCode::BadRequest, e.to_string()).await,
+    };
+    let Some(sender) = sender else {
+        let message = format!("device {peer} is not known to this receiver: run `ferry send` (with the pairing secret) once before asking for history or a restore");
+        return refuse(conn, &mut control, RefuseCode::UnknownSender, message).await;
+    };
+    if open.protocol != ferry_proto::PROTOCOL_VERSION {
+        let message = format!(
+            "this receiver speaks protocol {}, the client {}",
+            ferry_proto::PROTOCOL_VERSION,
+            open.protocol
+        );
+        return refuse(conn, &mut control, RefuseCode::Version, message).await;
+    }
+    if sender.name != open.name {
+        let message = format!(
+            "this device is registered as {}; ask with --name {}",
+            sender.name, sender.name
+        );
+        return refuse(conn, &mut control, RefuseCode::WrongName, message).await;
+    }
+    let Ok(_slot) = shared.clients.clone().try_acquire_owned() else {
+        let busy = Message::Busy {
+            retry_after_ms: BUSY_RETRY.as_millis() as u64,
+        };
+        let _ = control.send.send(&busy).await;
+        control.send.finish();
+        let _ = tokio::time::timeout(Duration::from_secs(2), conn.closed()).await;
+        return;
+    };
+    let ns = shared.store.namespace(&sender, &open.folder);
+    tracing::info!(peer = %peer, name = %sender.name, folder = %ns.folder, "read-only session opened");
+    let opened = Message::Opened {
+        sender: sender.name.clone(),
+    };
+    if control.send.send(&opened).await.is_err() {
+        return;
+    }
+    let ctx = Arc::new(Ctx {
+        store: shared.store.clone(),
+        ns,
+    });
+    let fetches = TaskTracker::new();
+    let acceptor = tokio::spawn(accept_fetches(conn.clone(), ctx.clone(), fetches.clone()));
+    let result = answer_requests(&mut control, &ctx, shutdown).await;
+    acceptor.abort();
+    fetches.close();
+    match result {
+        Ok(()) => {
+            tokio::select! {
+                _ = fetches.wait() => {}
+                _ = shutdown.cancelled() => {}
+            }
+            conn.close(quinn::VarInt::from_u32(CLOSE_DONE), b"done");
+        }
+        Err(e) => {
+            tracing::debug!(peer = %peer, "read-only session ended: {e}");
+            conn.close(quinn::VarInt::from_u32(CLOSE_DONE), b"session ended");
+        }
+    }
+}
+
+async fn refuse(
+    conn: &quinn::Connection,
+    control: &mut Channel,
+    code: RefuseCode,
+    message: String,
+) {
+    tracing::warn!(peer = %conn.remote_address(), "read-only session refused: {message}");
+    let _ = control
+        .send
+        .send(&Message::Refused(Refusal { code, message }))
+        .await;
+    control.send.finish();
+    let _ = tokio::time::timeout(Duration::from_secs(2), conn.closed()).await;
+    conn.close(quinn::VarInt::from_u32(CLOSE_REFUSED), b"refused");
+}
+
+/// What every handler of one session needs.
+pub(crate) struct Ctx {
+    pub store: Arc<Store>,
+    pub ns: Namespace,
+}
+
+/// Why answering a request failed on the receiver's side.
+#[derive(Debug, thiserror::Error)]
+enum AnswerError {
+    #[error("{0}")]
+    Stream(#[from] StreamError),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, AnswerError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| AnswerError::Internal(e.to_string()))
+}
+
+/// Answers requests until the client finishes the control stream.
+async fn answer_requests(
+    control: &mut Channel,
+    ctx: &Arc<Ctx>,
+    shutdown: &CancellationToken,
+) -> Result<(), AnswerError> {
+    loop {
+        let message = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            m = control.recv.recv() => m,
+        };
+        let request = match message {
+            Ok(Some(Message::Request(request))) => request,
+            Ok(None) => return Ok(()),
+            Ok(Some(other)) => {
+                let message = format!(
+                    "expected a Request, got {}",
+                    crate::stream::describe(&other)
+                );
+                refused(control, message).await?;
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let c = ctx.clone();
+        let answer = blocking(move || answer(&c, request)).await?;
+        match answer {
+            Ok(Answer::Runs(runs)) => send_lists(control, runs, Message::RunList, None).await?,
+            Ok(Answer::Versions(run, versions)) => {
+                send_lists(control, versions, Message::VersionList, run).await?
+            }
+            Err(message) => refused(control, message).await?,
+        }
+    }
+}
+
+async fn refused(control: &mut Channel, message: String) -> Result<(), AnswerError> {
+    let refusal = Message::Refused(Refusal {
+        code: RefuseCode::BadRequest,
+        message,
+    });
+    Ok(control.send.send(&refusal).await?)
+}
+
+/// Sends `items` in messages of at most [`MAX_LIST_BYTES`], then `ListEnd`.
+async fn send_lists<T: serde::Serialize>(
+    control: &mut Channel,
+    items: Vec<T>,
+    wrap: fn(Vec<T>) -> Message,
+    run: Option<u64>,
+) -> Result<(), AnswerError> {
+    for batch in batches(items) {
+        control.send.send(&wrap(batch)).await?;
+    }
+    control.send.send(&Message::ListEnd { run }).await?;
+    Ok(())
+}
+
+/// Splits `items` so that each batch encodes to at most [`MAX_LIST_BYTES`]
+/// (an item is far smaller than that: two paths of at most 4 KiB).
+pub(crate) fn batches<T: serde::Serialize>(items: Vec<T>) -> Vec<Vec<T>> {
+    let mut out = Vec::new();
+    let mut batch = Vec::new();
+    let mut size = 0;
+    for item in items {
+        let len = postcard::to_stdvec(&item).map(|v| v.len()).unwrap_or(0);
+        if !batch.is_empty() && size + len > MAX_LIST_BYTES {
+            out.push(std::mem::take(&mut batch));
+            size = 0;
+        }
+        size += len;
+        batch.push(item);
+    }
+    if !batch.is_empty() {
+        out.push(batch);
+    }
+    out
+}
+
+/// The answer to one request.
+pub(crate) enum Answer {
+    Runs(Vec<RunInfo>),
+    Versions(Option<u64>, Vec<VersionInfo>),
+}
+
+/// Answers one request from the session's namespace (blocking); `Err` is
+/// the refusal's message.
+pub(crate) fn answer(ctx: &Ctx, request: Request) -> Result<Answer, String> {
+    let store = &ctx.store;
+    let ns = &ctx.ns;
+    let starts = store.run_starts(ns.sender_id).map_err(|e| e.to_string())?;
+    let info = |v: VersionRecord| version_info(v, &starts);
+    match request {
+        Request::Runs => {
+            let runs = store.runs(Some(ns.sender_id)).map_err(|e| e.to_string())?;
+            Ok(Answer::Runs(runs.into_iter().map(run_info).collect()))
+        }
+        Request::Versions { path } => {
+            let versions = store.versions(ns, &path).map_err(|e| e.to_string())?;
+            Ok(Answer::Versions(
+                None,
+                versions.into_iter().filter_map(info).collect(),
+            ))
+        }
+        Request::Tree { at, under } => {
+            let (run, tree) = store.tree(ns, at, &under).map_err(|e| e.to_string())?;
+            Ok(Answer::Versions(
+                run,
+                tree.into_iter().filter_map(info).collect(),
+            ))
+        }
+    }
+}
+
+fn run_info(r: RunRecord) -> RunInfo {
+    RunInfo {
+        id: r.id,
+        folder: r.folder,
+        started_ms: r.started_ms,
+        finished_ms: r.finished_ms,
+        status: r.status,
+        report: r.report,
+        bytes_received: r.bytes_received,
+    }
+}
+
+fn version_info(
+    v: VersionRecord,
+    starts: &std::collections::HashMap<u64, i64>,
+) -> Option<VersionInfo> {
+    let kind = match v.kind.as_str() {
+        "file" => VersionKind::File {
+            size: v.size,
+            hash: v.hash?,
+        },
+        "dir" => VersionKind::Dir,
+        "symlink" => VersionKind::Symlink { target: v.target? },
+        _ => return None,
+    };
+    Some(VersionInfo {
+        id: u64::try_from(v.id).ok()?,
+        kind,
+        mtime_ns: v.mtime_ns,
+        mode: v.mode,
+        run: v.run,
+        stored_ms: starts.get(&v.run).copied().unwrap_or(0),
+        replaced_run: v.replaced_run,
+        deleted: v.deleted,
+        path: v.path,
+    })
+}
+
+/// Accepts restore streams and spawns one task each.
+async fn accept_fetches(conn: quinn::Connection, ctx: Arc<Ctx>, tasks: TaskTracker) {
+    while let Ok(pair) = conn.accept_bi().await {
+        let ctx = ctx.clone();
+        tasks.spawn(async move {
+            let mut channel = Channel::new(pair);
+            if let Err(failure) = serve_fetch(&mut channel, &ctx).await {
+                tracing::debug!("fetch failed: {}", failure.message);
+                let _ = channel.send.send(&Message::Failed(failure)).await;
+            }
+            channel.send.finish();
+        });
+    }
+}
+
+fn fail(code: FailCode, message: impl Into<String>) -> Failure {
+    Failure {
+        code,
+        message: message.into(),
+    }
+}
+
+/// Streams one version's bytes: `Data`*, `End { hash }`.
+async fn serve_fetch(channel: &mut Channel, ctx: &Arc<Ctx>) -> Result<(), Failure> {
+    let version = match channel.recv.expect().await {
+        Ok(Message::Fetch { version }) => version,
+        Ok(other) => {
+            let got = crate::stream::describe(&other);
+            return Err(fail(
+                FailCode::BadRequest,
+                format!("expected Fetch, got {got}"),
+            ));
+        }
+        Err(e) => return Err(fail(FailCode::BadRequest, e.to_string())),
+    };
+    let c = ctx.clone();
+    let opened = blocking(move || open_version(&c, version))
+        .await
+        .map_err(|e| fail(FailCode::Io, e.to_string()))?;
+    let mut file = opened?;
+    let mut hasher = blake3::Hasher::new();
+    loop {
+        let (back, chunk) = blocking(move || {
+            let mut buf = vec![0u8; MAX_DATA];
+            let read = read_full(&mut file, &mut buf);
+            (
+                file,
+                read.map(|n| {
+                    buf.truncate(n);
+                    buf
+                }),
+            )
+        })
+        .await
+        .map_err(|e| fail(FailCode::Io, e.to_string()))?;
+        file = back;
+        let chunk =
+            chunk.map_err(|e| fail(FailCode::Io, format!("reading version {version}: {e}")))?;
+        if chunk.is_empty() {
+            break;
+        }
+        hasher.update(&chunk);
+        channel
+            .send
+            .send_data(&chunk)
+            .await
+            .map_err(|e| fail(FailCode::Io, e.to_string()))?;
+    }
+    let hash = *hasher.finalize().as_bytes();
+    channel
+        .send
+        .send(&Message::End { hash })
+        .await
+        .map_err(|e| fail(FailCode::Io, e.to_string()))
+}
+
+/// Opens the bytes of `version` if it is a file of the session's namespace.
+pub(crate) fn open_version(ctx: &Ctx, version: u64) -> Result<File, Failure> {
+    let record = ctx
+        .store
+        .version_in(&ctx.ns, version)
+        .map_err(|e| fail(FailCode::Io, e.to_string()))?;
+    let Some(record) = record else {
+        return Err(fail(
+            FailCode::BadRequest,
+            format!(
+                "there is no version {version} in your folder {}",
+                ctx.ns.folder
+            ),
+        ));
+    };
+    if record.kind != "file" {
+        return Err(fail(
+            FailCode::BadRequest,
+            format!(
+                "version {version} of {} is a {}, not a file",
+                record.path, record.kind
+            ),
+        ));
+    }
+    open_nofollow_below(ctx.store.root(), &record.location).map_err(|e| {
+        fail(
+            FailCode::Io,
+            format!(
+                "the stored bytes of {} (version {version}) cannot be read: {e}",
+                record.path
+            ),
+        )
+    })
+}
+
+/// Opens `path`, which must lie below `root`, for reading without following
+/// a symlink anywhere below `root` (a stored symlink never leads a restore
+/// out of the store).
+pub(crate) fn open_nofollow_below(root: &Path, path: &Path) -> io::Result<File> {
+    let rel = path
+        .strip_prefix(root)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "outside the store"))?;
+    let mut at = root.to_path_buf();
+    let mut parts = rel.components().peekable();
+    while let Some(part) = parts.next() {
+        let Component::Normal(name) = part else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a plain path",
+            ));
+        };
+        at.push(name);
+        if parts.peek().is_some() && !std::fs::symlink_metadata(&at)?.is_dir() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "a parent is not a directory",
+            ));
+        }
+    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+        .open(&at)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    Ok(file)
+}
+
+fn read_full(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match file.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(got) => n += got,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failing unwrap is a failing test
+mod tests {
+    use super::*;
+    use ferry_proto::{At, Content, Entry, EntryKind, Name, RelPath, RunReport};
+
+    fn put(store: &Store, ns: &Namespace, run: u64, path: &str, data: &[u8]) {
+        let entry = Entry {
+            path: RelPath::from_bytes(path).unwrap(),
+            kind: EntryKind::File {
+                size: data.len() as u64,
+                content: Content::Inline,
+            },
+            mtime_ns: 1,
+            mode: 0o644,
+        };
+        let mut staged = store.stage(ns, &entry.path, data.len() as u64).unwrap();
+        staged.write(data).unwrap();
+        let verified = staged.finish(blake3::hash(data).as_bytes()).unwrap();
+        store.commit_file(ns, run, &entry, verified).unwrap();
+    }
+
+    /// Two senders, one file each; contexts as the receiver builds them.
+    fn two_senders() -> (tempfile::TempDir, Ctx, Ctx) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let docs = Name::new("docs").unwrap();
+        let mut ctxs = Vec::new();
+        for (device, name) in [("dev-a", "alice"), ("dev-b", "bob")] {
+            let sender = store.add_sender(device, &Name::new(name).unwrap()).unwrap();
+            let ns = store.namespace(&sender, &docs);
+            let run = store.begin_run(&ns).unwrap();
+            put(&store, &ns, run, "secret.txt", name.as_bytes());
+            store
+                .finish_run(&ns, run, &RunReport::default(), 0, true)
+                .unwrap();
+            ctxs.push(Ctx {
+                store: store.clone(),
+                ns,
+            });
+        }
+        let bob = ctxs.pop().unwrap();
+        let alice = ctxs.pop().unwrap();
+        (dir, alice, bob)
+    }
+
+    fn tree(ctx: &Ctx, at: At) -> Result<(Option<u64>, Vec<VersionInfo>), String> {
+        match answer(ctx, Request::Tree { at, under: vec![] })? {
+            Answer::Versions(run, v) => Ok((run, v)),
+            Answer::Runs(_) => Err("runs".into()),
+        }
+    }
+
+    #[test]
+    fn a_sender_sees_only_its_own_runs_versions_and_bytes() {
+        let (_dir, alice, bob) = two_senders();
+        let (_, alice_tree) = tree(&alice, At::Latest).unwrap();
+        assert_eq!(alice_tree.len(), 1);
+        let alice_version = alice_tree[0].id;
+        let mut content = String::new();
+        open_version(&alice, alice_version)
+            .unwrap()
+            .read_to_string(&mut content)
+            .unwrap();
+        assert_eq!(content, "alice");
+        // Bob asks for Alice's version id: it does not exist for him.
+        let err = open_version(&bob, alice_version).unwrap_err();
+        assert_eq!(err.code, FailCode::BadRequest);
+        // Bob asks for Alice's run: refused.
+        let Answer::Runs(alice_runs) = answer(&alice, Request::Runs).unwrap() else {
+            panic!("runs expected")
+        };
+        assert_eq!(alice_runs.len(), 1);
+        let err = tree(&bob, At::Run(alice_runs[0].id)).unwrap_err();
+        assert!(err.contains("not a run of bob/docs"), "{err}");
+        let Answer::Runs(bob_runs) = answer(&bob, Request::Runs).unwrap() else {
+            panic!("runs expected")
+        };
+        assert_eq!(bob_runs.len(), 1);
+        assert_ne!(bob_runs[0].id, alice_runs[0].id);
+        // Bob's versions of the same path are his own.
+        let Answer::Versions(_, versions) = answer(
+            &bob,
+            Request::Versions {
+                path: RelPath::from_bytes("secret.txt").unwrap(),
+            },
+        )
+        .unwrap() else {
+            panic!("versions expected")
+        };
+        assert_eq!(versions.len(), 1);
+        assert_ne!(versions[0].id, alice_version);
+    }
+
+    #[test]
+    fn a_symlinked_parent_never_leads_out_of_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("passwd"), "x").unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("link")).unwrap();
+        let err = open_nofollow_below(dir.path(), &dir.path().join("link/passwd")).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::NotFound);
+        std::os::unix::fs::symlink(outside.path().join("passwd"), dir.path().join("leaf")).unwrap();
+        assert!(open_nofollow_below(dir.path(), &dir.path().join("leaf")).is_err());
+        assert!(open_nofollow_below(dir.path(), &outside.path().join("passwd")).is_err());
+    }
+
+    #[test]
+    fn lists_are_split_below_the_frame_limit() {
+        let items: Vec<Vec<u8>> = (0..100).map(|_| vec![7u8; 4000]).collect();
+        let batches = batches(items);
+        assert!(batches.len() > 1);
+        assert_eq!(batches.iter().map(Vec::len).sum::<usize>(), 100);
+        for b in &batches {
+            let len = postcard::to_stdvec(b).unwrap().len();
+            assert!(len <= MAX_LIST_BYTES + 16, "{len}");
+        }
+    }
+}

@@ -1,0 +1,214 @@
+//! `ferry restore --from-copies DIR`: restore from the sender's local
+//! keep-copies directory (no network), with the same atomic, no-overwrite
+//! writes as a restore from the receiver.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use ferry_proto::RelPath;
+
+use super::dest::{Destination, EntryError, Slot};
+use super::RestoreSummary;
+use crate::summary::Progress;
+
+/// The copies' own temporary directory (see [`crate::copies`]).
+const COPIES_TMP: &[u8] = b".ferry-tmp";
+
+/// Why a restore from copies could not run at all.
+#[derive(Debug, thiserror::Error)]
+pub enum CopiesRestoreError {
+    #[error(
+        "cannot read the keep-copies directory {path}: {source}; check the --from-copies path"
+    )]
+    Open { path: PathBuf, source: io::Error },
+    #[error("{0}")]
+    Destination(#[from] EntryError),
+}
+
+/// Restores the copies below `copies` (only at or below `under`, if not
+/// empty) into `dest` (blocking).
+pub fn restore_from_copies(
+    copies: &Path,
+    under: &[RelPath],
+    dest: &Destination,
+    progress: &Progress,
+) -> Result<RestoreSummary, CopiesRestoreError> {
+    let started = std::time::Instant::now();
+    std::fs::metadata(copies)
+        .and_then(|m| {
+            if m.is_dir() {
+                Ok(())
+            } else {
+                Err(io::Error::new(
+                    io::ErrorKind::NotADirectory,
+                    "not a directory",
+                ))
+            }
+        })
+        .map_err(|source| CopiesRestoreError::Open {
+            path: copies.to_path_buf(),
+            source,
+        })?;
+    let mut summary = RestoreSummary::default();
+    let walk = walkdir::WalkDir::new(copies)
+        .min_depth(1)
+        .follow_links(false)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_entry(|e| !(e.depth() == 1 && e.file_name().as_bytes() == COPIES_TMP));
+    for entry in walk {
+        let entry = match entry {
+            Ok(e) => e,
+            Err(e) => {
+                let path = e
+                    .path()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default();
+                summary.problem(path, e.to_string());
+                continue;
+            }
+        };
+        let Ok(rel) = entry
+            .path()
+            .strip_prefix(copies)
+            .map_err(|_| ())
+            .and_then(|p| RelPath::from_path(p).map_err(|_| ()))
+        else {
+            summary.problem(entry.path().display().to_string(), "not a restorable path");
+            continue;
+        };
+        if !under.is_empty() && !under.iter().any(|u| rel.starts_with(u)) {
+            continue;
+        }
+        progress.entry_done();
+        match restore_entry(entry.path(), &rel, dest, progress) {
+            Ok(Copied::Dir) => summary.dirs += 1,
+            Ok(Copied::Link) => summary.links += 1,
+            Ok(Copied::File(n)) => {
+                summary.files += 1;
+                summary.bytes += n;
+            }
+            Ok(Copied::Skipped) => summary.skipped.push(rel.to_string()),
+            Err(e) => summary.problem(rel.to_string(), e.to_string()),
+        }
+    }
+    for e in dest.finish_dirs() {
+        summary.problem("", e.to_string());
+    }
+    summary.duration_ms = started.elapsed().as_millis() as u64;
+    Ok(summary)
+}
+
+enum Copied {
+    Dir,
+    Link,
+    File(u64),
+    Skipped,
+}
+
+fn mtime_ns(m: &std::fs::Metadata) -> i64 {
+    m.mtime().saturating_mul(1_000_000_000) + m.mtime_nsec()
+}
+
+fn restore_entry(
+    source: &Path,
+    rel: &RelPath,
+    dest: &Destination,
+    progress: &Progress,
+) -> Result<Copied, EntryError> {
+    let io = |action: &'static str| {
+        move |source_err: io::Error| EntryError::Io {
+            action,
+            path: source.to_path_buf(),
+            source: source_err,
+        }
+    };
+    let meta = std::fs::symlink_metadata(source).map_err(io("inspect"))?;
+    if meta.is_dir() {
+        dest.dir(rel, meta.mode(), mtime_ns(&meta))?;
+        return Ok(Copied::Dir);
+    }
+    let target = match dest.slot(rel)? {
+        Slot::Taken(_) => return Ok(Copied::Skipped),
+        Slot::Free(t) => t,
+    };
+    if meta.is_symlink() {
+        let link = std::fs::read_link(source).map_err(io("read the link"))?;
+        dest.symlink(target, link.as_os_str().as_bytes(), mtime_ns(&meta))?;
+        return Ok(Copied::Link);
+    }
+    if !meta.is_file() {
+        return Ok(Copied::Skipped);
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(source)
+        .map_err(io("open"))?;
+    let mut pending = dest.begin_file(target)?;
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut size = 0u64;
+    loop {
+        let n = read_some(&mut file, &mut buf).map_err(io("read"))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        pending.write(&buf[..n])?;
+        size += n as u64;
+        progress.add_bytes(n as u64);
+    }
+    let hash = *hasher.finalize().as_bytes();
+    let written = pending.commit(&hash, size, meta.mode(), mtime_ns(&meta))?;
+    Ok(Copied::File(written))
+}
+
+fn read_some(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match file.read(buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            other => return other,
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failing unwrap is a failing test
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copies_are_restored_without_their_temp_dir_and_nothing_is_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let copies = dir.path().join("copies");
+        std::fs::create_dir_all(copies.join(".ferry-tmp")).unwrap();
+        std::fs::write(copies.join(".ferry-tmp/junk"), "x").unwrap();
+        std::fs::create_dir_all(copies.join("d/e")).unwrap();
+        std::fs::write(copies.join("d/a.txt"), "alpha").unwrap();
+        std::fs::write(copies.join("top"), "top").unwrap();
+        std::os::unix::fs::symlink("d/a.txt", copies.join("link")).unwrap();
+        let to = dir.path().join("to");
+        std::fs::create_dir_all(&to).unwrap();
+        std::fs::write(to.join("top"), "mine").unwrap();
+        let dest = Destination::new(&to, false).unwrap();
+        let s = restore_from_copies(&copies, &[], &dest, &Progress::default()).unwrap();
+        assert_eq!((s.files, s.links, s.dirs), (1, 1, 2), "{s:?}");
+        assert_eq!(s.skipped, ["top"]);
+        assert!(s.problems.is_empty(), "{s:?}");
+        assert_eq!(std::fs::read(to.join("d/a.txt")).unwrap(), b"alpha");
+        assert_eq!(std::fs::read(to.join("top")).unwrap(), b"mine");
+        assert!(!to.join(".ferry-tmp").exists());
+        assert!(to.join("d/e").is_dir());
+        // A subtree only.
+        let to2 = dir.path().join("to2");
+        let dest = Destination::new(&to2, false).unwrap();
+        let only = [RelPath::from_bytes("d").unwrap()];
+        let s = restore_from_copies(&copies, &only, &dest, &Progress::default()).unwrap();
+        assert_eq!(s.files, 1);
+        assert!(!to2.join("top").exists());
+    }
+}

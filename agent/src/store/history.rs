@@ -1,0 +1,313 @@
+//! Reading a namespace's history: the tree as of a run or a time, one
+//! version by id, the runs' start times; and the admin's read-only view of
+//! every sender's runs, taken without the store's lock.
+//!
+//! A version row belongs to the tree as of run `R` if it was stored by a run
+//! up to `R` and not replaced or deleted by a run up to `R`
+//! (`run_id <= R < replaced_run`). Directories keep one row updated in place,
+//! so a directory whose metadata changed after `R` is missing from the tree
+//! as of `R`; its files are not, and a restore creates the directory for them.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use ferry_proto::{At, Name, RelPath};
+use rusqlite::{params, OptionalExtension};
+
+use super::catalog::{self, Catalog, VERSION_COLUMNS};
+use super::{Namespace, RunRecord, Store, StoreError, VersionRecord};
+
+/// Why a history question could not be answered.
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryError {
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    /// The run does not exist or belongs to another sender or folder.
+    #[error("run {run} is not a run of {sender}/{folder}; list the runs with `ferry history`")]
+    UnknownRun {
+        run: u64,
+        sender: Name,
+        folder: Name,
+    },
+    /// No run of the folder had ended by that time.
+    #[error("{sender}/{folder} has no run that ended by {}; list the runs with `ferry history`", humantime::format_rfc3339_seconds(super::mirror::system_time(at_ms.saturating_mul(1_000_000))))]
+    NothingYet {
+        at_ms: i64,
+        sender: Name,
+        folder: Name,
+    },
+    /// The directory has no catalog.
+    #[error("{path} does not exist: is this a ferry store directory (the one given to `ferry receive --store`)?")]
+    NoCatalog { path: PathBuf },
+}
+
+impl Store {
+    /// The run `at` stands for in `ns`: `None` for the latest state.
+    pub fn resolve_at(&self, ns: &Namespace, at: At) -> Result<Option<u64>, HistoryError> {
+        let cat = self.catalog();
+        let conn = cat.conn();
+        let folder = ns.folder.as_str();
+        match at {
+            At::Latest => Ok(None),
+            At::Run(run) => {
+                let found: Option<i64> = conn
+                    .query_row(
+                        "SELECT id FROM runs WHERE id = ?1 AND sender_id = ?2 AND folder = ?3",
+                        params![catalog::sql_u64(run), ns.sender_id, folder],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                    .map_err(|e| cat.err(e))?;
+                match found {
+                    Some(_) => Ok(Some(run)),
+                    None => Err(HistoryError::UnknownRun {
+                        run,
+                        sender: ns.sender.clone(),
+                        folder: ns.folder.clone(),
+                    }),
+                }
+            }
+            At::Time(at_ms) => {
+                let found: Option<i64> = conn
+                    .query_row(
+                        "SELECT max(id) FROM runs WHERE sender_id = ?1 AND folder = ?2
+                         AND coalesce(finished_ms, started_ms) <= ?3",
+                        params![ns.sender_id, folder, at_ms],
+                        |r| r.get(0),
+                    )
+                    .map_err(|e| cat.err(e))?;
+                match found.and_then(|id| u64::try_from(id).ok()) {
+                    Some(run) => Ok(Some(run)),
+                    None => Err(HistoryError::NothingYet {
+                        at_ms,
+                        sender: ns.sender.clone(),
+                        folder: ns.folder.clone(),
+                    }),
+                }
+            }
+        }
+    }
+
+    /// The tree of `ns` as of `at` (only paths at or below one of `under`,
+    /// if it is not empty), in path order, and the run `at` resolved to.
+    pub fn tree(
+        &self,
+        ns: &Namespace,
+        at: At,
+        under: &[RelPath],
+    ) -> Result<(Option<u64>, Vec<VersionRecord>), HistoryError> {
+        let run = self.resolve_at(ns, at)?;
+        let wanted = |p: &RelPath| under.is_empty() || under.iter().any(|u| p.starts_with(u));
+        let Some(run) = run else {
+            let mut all = self.current(ns)?;
+            all.retain(|v| wanted(&v.path));
+            return Ok((None, all));
+        };
+        let rows = {
+            let cat = self.catalog();
+            let sql = format!(
+                "SELECT {VERSION_COLUMNS} FROM versions WHERE sender_id = ?1 AND folder = ?2
+                 AND run_id <= ?3 AND (replaced_run IS NULL OR replaced_run > ?3)
+                 ORDER BY path, id DESC"
+            );
+            let read = || -> rusqlite::Result<Vec<catalog::VersionRow>> {
+                let mut stmt = cat.conn().prepare(&sql)?;
+                let rows = stmt.query_map(
+                    params![ns.sender_id, ns.folder.as_str(), catalog::sql_u64(run)],
+                    catalog::version_row,
+                )?;
+                rows.collect()
+            };
+            read().map_err(|e| cat.err(e))?
+        };
+        let mut out: Vec<VersionRecord> = Vec::new();
+        let mut last: Option<Vec<u8>> = None;
+        for row in rows {
+            // Newest row of each path only (ids grow with time).
+            if last.as_deref() == Some(row.path.as_slice()) {
+                continue;
+            }
+            last = Some(row.path.clone());
+            let id = row.id;
+            let needs_chain = row.replaced_run.is_some() && row.archive.is_none() && !row.deleted;
+            let record = {
+                let cat = self.catalog();
+                self.version_record(&cat, ns, row, None)?
+            };
+            if !wanted(&record.path) {
+                continue;
+            }
+            if needs_chain {
+                // Same bytes as a newer version: find where those are.
+                let chain = self.versions(ns, &record.path)?;
+                if let Some(v) = chain.into_iter().find(|v| v.id == id) {
+                    out.push(v);
+                    continue;
+                }
+            }
+            out.push(record);
+        }
+        Ok((Some(run), out))
+    }
+
+    /// Version `id`, if it is a version of `ns` (of any other sender or
+    /// folder it is `None`, as if it did not exist).
+    pub fn version_in(&self, ns: &Namespace, id: u64) -> Result<Option<VersionRecord>, StoreError> {
+        let path: Option<Vec<u8>> = {
+            let cat = self.catalog();
+            cat.conn()
+                .query_row(
+                    "SELECT path FROM versions WHERE id = ?1 AND sender_id = ?2 AND folder = ?3",
+                    params![catalog::sql_u64(id), ns.sender_id, ns.folder.as_str()],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(|e| cat.err(e))?
+        };
+        let Some(path) = path else { return Ok(None) };
+        let path = RelPath::from_bytes(path)
+            .map_err(|e| self.catalog().corrupt(format!("version {id}: {e}")))?;
+        let id = i64::try_from(id).unwrap_or(i64::MAX);
+        Ok(self.versions(ns, &path)?.into_iter().find(|v| v.id == id))
+    }
+
+    /// When each run of a sender started (ms since the Unix epoch).
+    pub fn run_starts(&self, sender_id: i64) -> Result<HashMap<u64, i64>, StoreError> {
+        let cat = self.catalog();
+        let read = || -> rusqlite::Result<HashMap<u64, i64>> {
+            let mut stmt = cat
+                .conn()
+                .prepare("SELECT id, started_ms FROM runs WHERE sender_id = ?1")?;
+            let rows = stmt.query_map([sender_id], |r| {
+                Ok((u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0), r.get(1)?))
+            })?;
+            rows.collect()
+        };
+        read().map_err(|e| cat.err(e))
+    }
+}
+
+/// The catalog path of the store at `root`.
+pub fn catalog_path(root: &Path) -> PathBuf {
+    root.join(".ferry").join("catalog.db")
+}
+
+/// Opens the catalog of the store at `root` read-only, without the lock.
+pub(crate) fn open_read_only(root: &Path) -> Result<Catalog, HistoryError> {
+    let path = catalog_path(root);
+    if !path.is_file() {
+        return Err(HistoryError::NoCatalog { path });
+    }
+    Ok(Catalog::open_read_only(&path)?)
+}
+
+/// Every sender's runs, newest first, read from the catalog of the store at
+/// `root` without taking the store's lock (a receiver may be running).
+pub fn read_runs(root: &Path) -> Result<Vec<RunRecord>, HistoryError> {
+    let cat = open_read_only(root)?;
+    let name = |s: String| Name::new(s).map_err(|e| cat.corrupt(e.to_string()));
+    let mut out = Vec::new();
+    for r in cat.runs(None)? {
+        out.push(RunRecord {
+            id: u64::try_from(r.id)
+                .map_err(|_| cat.corrupt(format!("negative run id {}", r.id)))?,
+            sender: name(r.sender)?,
+            folder: name(r.folder)?,
+            started_ms: r.started_ms,
+            finished_ms: r.finished_ms,
+            status: r.status,
+            report: r.report,
+            bytes_received: u64::try_from(r.bytes_received).unwrap_or(0),
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failing unwrap is a failing test
+mod tests {
+    use super::super::tests::{fixture, put_file, rel};
+    use super::*;
+    use ferry_proto::RunReport;
+
+    fn finish(store: &Store, ns: &Namespace, run: u64) {
+        store
+            .finish_run(ns, run, &RunReport::default(), 0, true)
+            .unwrap();
+    }
+
+    #[test]
+    fn tree_as_of_each_run_and_time() {
+        let (_dir, store, ns) = fixture();
+        let r1 = store.begin_run(&ns).unwrap();
+        put_file(&store, &ns, r1, "a", b"one", 1);
+        put_file(&store, &ns, r1, "d/b", b"bee", 1);
+        finish(&store, &ns, r1);
+        let r2 = store.begin_run(&ns).unwrap();
+        put_file(&store, &ns, r2, "a", b"two", 2);
+        store.delete(&ns, r2, &rel("d")).unwrap();
+        put_file(&store, &ns, r2, "c", b"sea", 2);
+        finish(&store, &ns, r2);
+
+        let (run, t1) = store.tree(&ns, At::Run(r1), &[]).unwrap();
+        assert_eq!(run, Some(r1));
+        let paths: Vec<String> = t1.iter().map(|v| v.path.to_string()).collect();
+        assert_eq!(paths, ["a", "d/b"]);
+        assert_eq!(std::fs::read(&t1[0].location).unwrap(), b"one");
+        assert_eq!(std::fs::read(&t1[1].location).unwrap(), b"bee");
+
+        let (_, t2) = store.tree(&ns, At::Run(r2), &[]).unwrap();
+        let paths: Vec<String> = t2.iter().map(|v| v.path.to_string()).collect();
+        assert_eq!(paths, ["a", "c"]);
+        let (_, latest) = store.tree(&ns, At::Latest, &[rel("c")]).unwrap();
+        assert_eq!(latest.len(), 1);
+
+        // A time after r1 ended resolves to r1 or r2, never to nothing.
+        let runs = store.runs(Some(ns.sender_id)).unwrap();
+        let r1_end = runs
+            .iter()
+            .find(|r| r.id == r1)
+            .unwrap()
+            .finished_ms
+            .unwrap();
+        assert!(store.resolve_at(&ns, At::Time(r1_end)).unwrap() >= Some(r1));
+        let err = store
+            .resolve_at(&ns, At::Time(r1_end - 3_600_000))
+            .unwrap_err();
+        assert!(matches!(err, HistoryError::NothingYet { .. }), "{err}");
+    }
+
+    #[test]
+    fn other_namespaces_are_invisible() {
+        let (_dir, store, ns) = fixture();
+        let r1 = store.begin_run(&ns).unwrap();
+        put_file(&store, &ns, r1, "a", b"mine", 1);
+        finish(&store, &ns, r1);
+        let other = store
+            .add_sender("dev-2", &Name::new("other").unwrap())
+            .unwrap();
+        let theirs = store.namespace(&other, &Name::new("docs").unwrap());
+        let id = store.current(&ns).unwrap()[0].id as u64;
+        assert!(store.version_in(&ns, id).unwrap().is_some());
+        assert!(store.version_in(&theirs, id).unwrap().is_none());
+        let err = store.tree(&theirs, At::Run(r1), &[]).unwrap_err();
+        assert!(matches!(err, HistoryError::UnknownRun { .. }), "{err}");
+        let other_folder = Namespace {
+            folder: Name::new("else").unwrap(),
+            ..ns.clone()
+        };
+        assert!(store.version_in(&other_folder, id).unwrap().is_none());
+    }
+
+    #[test]
+    fn admin_reads_runs_while_the_store_is_open() {
+        let (dir, store, ns) = fixture();
+        let r1 = store.begin_run(&ns).unwrap();
+        finish(&store, &ns, r1);
+        let runs = read_runs(&dir.path().join("store")).unwrap();
+        assert_eq!(runs.len(), 1);
+        assert_eq!(runs[0].sender.as_str(), "lap");
+        let err = read_runs(dir.path()).unwrap_err();
+        assert!(matches!(err, HistoryError::NoCatalog { .. }), "{err}");
+    }
+}
