@@ -610,9 +610,16 @@ async fn committer(
         let ns = ns.clone();
         // If the blocking task dies, the replies are dropped and each waiter
         // reports an internal error.
+        let started = std::time::Instant::now();
+        let count = ops.len();
         if let Ok(results) =
             tokio::task::spawn_blocking(move || store.apply_batch(&ns, run, ops)).await
         {
+            tracing::debug!(
+                count,
+                ms = started.elapsed().as_millis() as u64,
+                "batch committed"
+            );
             for (result, reply) in results.into_iter().zip(replies) {
                 let _ = reply.send(result);
             }
