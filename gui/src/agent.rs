@@ -275,7 +275,10 @@ async fn run_sender(
         }
         let row = HistoryRow {
             finished: SystemTime::now(),
-            outcome: result.as_ref().map(Clone::clone).map_err(ToString::to_string),
+            outcome: result
+                .as_ref()
+                .map(Clone::clone)
+                .map_err(ToString::to_string),
         };
         send(&run_tx, &run_notify, Event::RunFinished(row));
     };

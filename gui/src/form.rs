@@ -182,9 +182,7 @@ fn check_host(host: &str, empty_hint: &str) -> Result<(), String> {
     if valid {
         Ok(())
     } else {
-        Err(format!(
-            "{host:?} is neither an IP address nor a host name"
-        ))
+        Err(format!("{host:?} is neither an IP address nor a host name"))
     }
 }
 
@@ -323,7 +321,10 @@ impl SenderForm {
         let mut v = Validation::default();
         v.check(
             label::RECEIVER_HOST,
-            check_host(&self.host, "is empty: give the receiver's host name or address"),
+            check_host(
+                &self.host,
+                "is empty: give the receiver's host name or address",
+            ),
         );
         v.check(
             label::RECEIVER_PORT,

@@ -106,7 +106,8 @@ impl LauncherSettings {
     /// Writes the settings and secrets to `dir`, creating it.
     pub fn save(&self, dir: &Path) -> Result<(), SettingsError> {
         create_dir(dir)?;
-        let text = toml::to_string_pretty(self).map_err(|e| SettingsError::Encode(e.to_string()))?;
+        let text =
+            toml::to_string_pretty(self).map_err(|e| SettingsError::Encode(e.to_string()))?;
         let path = dir.join(SETTINGS_FILE);
         let tmp = dir.join(format!("{SETTINGS_FILE}.tmp"));
         std::fs::write(&tmp, text).map_err(|source| SettingsError::Write {

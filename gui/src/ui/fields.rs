@@ -11,7 +11,7 @@ pub fn error_color(ui: &Ui) -> Color32 {
 
 /// Shows a problem line (labelled so tests and screen readers find it).
 pub fn error_line(ui: &mut Ui, text: &str) {
-    ui.label(RichText::new(format!("⚠ {text}")).color(error_color(ui)));
+    ui.label(RichText::new(text).color(error_color(ui)));
 }
 
 /// What a row's Browse button picks.
@@ -43,9 +43,7 @@ pub fn row(
             let edit = TextEdit::singleline(value)
                 .hint_text(hint)
                 .desired_width(ui.available_width().min(420.0));
-            let response = ui
-                .add_enabled(enabled, edit)
-                .labelled_by(label_response.id);
+            let response = ui.add_enabled(enabled, edit).labelled_by(label_response.id);
             changed |= response.changed();
             if browse != Browse::None {
                 let button = ui

@@ -74,10 +74,7 @@ fn top_bar(app: &mut LauncherApp, ui: &mut Ui) {
             (Role::Sender, button::SENDER),
         ] {
             let tab = ui
-                .add_enabled(
-                    idle,
-                    egui::Button::selectable(app.role() == role, name),
-                )
+                .add_enabled(idle, egui::Button::selectable(app.role() == role, name))
                 .on_disabled_hover_text("Stop first to switch roles");
             if tab.clicked() {
                 app.set_role(role);
@@ -85,7 +82,7 @@ fn top_bar(app: &mut LauncherApp, ui: &mut Ui) {
         }
         ui.separator();
         let zoom = ui.ctx().zoom_factor();
-        if ui.button("A−").accessible_name("Smaller text").clicked() {
+        if ui.button("A-").accessible_name("Smaller text").clicked() {
             ui.ctx().set_zoom_factor((zoom - 0.1).max(0.6));
         }
         if ui.button("A+").accessible_name("Larger text").clicked() {
@@ -122,7 +119,7 @@ fn actions(app: &mut LauncherApp, ui: &mut Ui) {
         }
     });
     if let (Some(reason), None) = (&blocked, &app.running) {
-        fields::error_line(ui, &format!("Cannot start yet — {reason}"));
+        fields::error_line(ui, &format!("Cannot start yet: {reason}"));
     }
     ui.add_space(4.0);
     ui.horizontal_wrapped(|ui| {
@@ -132,9 +129,14 @@ fn actions(app: &mut LauncherApp, ui: &mut Ui) {
         ui.add(egui::TextEdit::singleline(path).desired_width(ui.available_width().min(360.0)))
             .labelled_by(label.id);
         let save = ui
-            .add_enabled(app.validation().is_ok(), egui::Button::new(button::SAVE_CONFIG))
+            .add_enabled(
+                app.validation().is_ok(),
+                egui::Button::new(button::SAVE_CONFIG),
+            )
             .on_hover_text(match role {
-                Role::Receiver => "Writes the TOML that `ferry receive --config FILE` runs headless",
+                Role::Receiver => {
+                    "Writes the TOML that `ferry receive --config FILE` runs headless"
+                }
                 Role::Sender => "Writes the TOML that `ferry send --config FILE` runs headless",
             });
         if save.clicked() {

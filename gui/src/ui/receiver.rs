@@ -22,12 +22,52 @@ pub fn form(app: &mut LauncherApp, ui: &mut Ui) {
         .spacing([12.0, 6.0])
         .show(ui, |ui| {
             let f = &mut app.settings.receiver;
-            fields::row(ui, label::HOST, &mut f.host, "0.0.0.0 = every interface", v.error(label::HOST), enabled, Browse::None);
-            fields::row(ui, label::PORT, &mut f.port, "7878 (0 = any free port)", v.error(label::PORT), enabled, Browse::None);
-            fields::row(ui, label::MAX_CLIENTS, &mut f.max_clients, "8", v.error(label::MAX_CLIENTS), enabled, Browse::None);
-            fields::row(ui, label::STORE, &mut f.store, "/srv/ferry", v.error(label::STORE), enabled, Browse::Folder);
+            fields::row(
+                ui,
+                label::HOST,
+                &mut f.host,
+                "0.0.0.0 = every interface",
+                v.error(label::HOST),
+                enabled,
+                Browse::None,
+            );
+            fields::row(
+                ui,
+                label::PORT,
+                &mut f.port,
+                "7878 (0 = any free port)",
+                v.error(label::PORT),
+                enabled,
+                Browse::None,
+            );
+            fields::row(
+                ui,
+                label::MAX_CLIENTS,
+                &mut f.max_clients,
+                "8",
+                v.error(label::MAX_CLIENTS),
+                enabled,
+                Browse::None,
+            );
+            fields::row(
+                ui,
+                label::STORE,
+                &mut f.store,
+                "/srv/ferry",
+                v.error(label::STORE),
+                enabled,
+                Browse::Folder,
+            );
             secret_row(ui, &mut f.pairing_secret, enabled, &mut app.error);
-            fields::row(ui, label::STATE, &mut f.state, "default: ~/.local/state/ferry", v.error(label::STATE), enabled, Browse::Folder);
+            fields::row(
+                ui,
+                label::STATE,
+                &mut f.state,
+                "default: ~/.local/state/ferry",
+                v.error(label::STATE),
+                enabled,
+                Browse::Folder,
+            );
             match app.device_id() {
                 Ok(id) => fields::copyable(ui, "Device id", &id.to_string()),
                 Err(e) => {
@@ -71,7 +111,9 @@ pub fn secret_row(ui: &mut Ui, secret: &mut String, enabled: bool, error: &mut O
                 ui.ctx().copy_text(secret.clone());
             }
         });
-        ui.weak("Give the same secret to each sender once; it is stored in a file only you can read.");
+        ui.weak(
+            "Give the same secret to each sender once; it is stored in a file only you can read.",
+        );
     });
     ui.end_row();
 }
@@ -99,33 +141,40 @@ pub fn status(app: &mut LauncherApp, ui: &mut Ui) {
 
     ui.add_space(6.0);
     ui.strong("Connected senders");
-    let sessions = view.status.as_ref().map(|s| s.sessions()).unwrap_or_default();
+    let sessions = view
+        .status
+        .as_ref()
+        .map(|s| s.sessions())
+        .unwrap_or_default();
     if sessions.is_empty() {
         ui.weak("none");
     } else {
-        Grid::new("sessions").striped(true).num_columns(5).show(ui, |ui| {
-            for h in ["Sender", "Folder", "Run", "Entries", "Received"] {
-                ui.strong(h);
-            }
-            ui.end_row();
-            for s in &sessions {
-                let secs = SystemTime::now()
-                    .duration_since(s.started)
-                    .unwrap_or_default()
-                    .as_secs_f64()
-                    .max(0.001);
-                ui.label(&s.name);
-                ui.label(&s.folder);
-                ui.label(format!("#{}", s.run));
-                ui.label(s.entries.to_string());
-                ui.label(format!(
-                    "{} ({}/s)",
-                    human_bytes(s.bytes),
-                    human_bytes((s.bytes as f64 / secs) as u64)
-                ));
+        Grid::new("sessions")
+            .striped(true)
+            .num_columns(5)
+            .show(ui, |ui| {
+                for h in ["Sender", "Folder", "Run", "Entries", "Received"] {
+                    ui.strong(h);
+                }
                 ui.end_row();
-            }
-        });
+                for s in &sessions {
+                    let secs = SystemTime::now()
+                        .duration_since(s.started)
+                        .unwrap_or_default()
+                        .as_secs_f64()
+                        .max(0.001);
+                    ui.label(&s.name);
+                    ui.label(&s.folder);
+                    ui.label(format!("#{}", s.run));
+                    ui.label(s.entries.to_string());
+                    ui.label(format!(
+                        "{} ({}/s)",
+                        human_bytes(s.bytes),
+                        human_bytes((s.bytes as f64 / secs) as u64)
+                    ));
+                    ui.end_row();
+                }
+            });
     }
 
     ui.add_space(6.0);
@@ -134,19 +183,22 @@ pub fn status(app: &mut LauncherApp, ui: &mut Ui) {
         ui.weak("none yet");
         return;
     }
-    Grid::new("receiver-runs").striped(true).num_columns(6).show(ui, |ui| {
-        for h in ["Run", "Sender", "Folder", "Started", "Result", "Received"] {
-            ui.strong(h);
-        }
-        ui.end_row();
-        for run in &view.runs {
-            ui.label(format!("#{}", run.id));
-            ui.label(run.sender.as_str());
-            ui.label(run.folder.as_str());
-            ui.label(crate::ui::sender::clock_ms(run.started_ms));
-            ui.label(&run.status);
-            ui.label(human_bytes(run.bytes_received));
+    Grid::new("receiver-runs")
+        .striped(true)
+        .num_columns(6)
+        .show(ui, |ui| {
+            for h in ["Run", "Sender", "Folder", "Started", "Result", "Received"] {
+                ui.strong(h);
+            }
             ui.end_row();
-        }
-    });
+            for run in &view.runs {
+                ui.label(format!("#{}", run.id));
+                ui.label(run.sender.as_str());
+                ui.label(run.folder.as_str());
+                ui.label(crate::ui::sender::clock_ms(run.started_ms));
+                ui.label(&run.status);
+                ui.label(human_bytes(run.bytes_received));
+                ui.end_row();
+            }
+        });
 }

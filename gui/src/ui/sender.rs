@@ -22,15 +22,79 @@ pub fn form(app: &mut LauncherApp, ui: &mut Ui) {
         .spacing([12.0, 6.0])
         .show(ui, |ui| {
             let f = &mut app.settings.sender;
-            fields::row(ui, label::RECEIVER_HOST, &mut f.host, "backup.lan", v.error(label::RECEIVER_HOST), enabled, Browse::None);
-            fields::row(ui, label::RECEIVER_PORT, &mut f.port, "7878", v.error(label::RECEIVER_PORT), enabled, Browse::None);
-            fields::row(ui, label::SOURCE, &mut f.source, "the folder to back up", v.error(label::SOURCE), enabled, Browse::Folder);
-            fields::row(ui, label::EVERY, &mut f.every, "15m", v.error(label::EVERY), enabled, Browse::None);
-            fields::row(ui, label::KEEP_COPIES, &mut f.keep_copies, "optional: local copies of what was sent", v.error(label::KEEP_COPIES), enabled, Browse::Folder);
-            fields::row(ui, label::NAME, &mut f.name, "default: this machine's host name", v.error(label::NAME), enabled, Browse::None);
+            fields::row(
+                ui,
+                label::RECEIVER_HOST,
+                &mut f.host,
+                "backup.lan",
+                v.error(label::RECEIVER_HOST),
+                enabled,
+                Browse::None,
+            );
+            fields::row(
+                ui,
+                label::RECEIVER_PORT,
+                &mut f.port,
+                "7878",
+                v.error(label::RECEIVER_PORT),
+                enabled,
+                Browse::None,
+            );
+            fields::row(
+                ui,
+                label::SOURCE,
+                &mut f.source,
+                "the folder to back up",
+                v.error(label::SOURCE),
+                enabled,
+                Browse::Folder,
+            );
+            fields::row(
+                ui,
+                label::EVERY,
+                &mut f.every,
+                "15m",
+                v.error(label::EVERY),
+                enabled,
+                Browse::None,
+            );
+            fields::row(
+                ui,
+                label::KEEP_COPIES,
+                &mut f.keep_copies,
+                "optional: local copies of what was sent",
+                v.error(label::KEEP_COPIES),
+                enabled,
+                Browse::Folder,
+            );
+            fields::row(
+                ui,
+                label::NAME,
+                &mut f.name,
+                "default: this machine's host name",
+                v.error(label::NAME),
+                enabled,
+                Browse::None,
+            );
             super::receiver::secret_row(ui, &mut f.pairing_secret, enabled, &mut app.error);
-            fields::row(ui, label::RECEIVER_ID, &mut f.receiver_id, "optional: pinned on first contact", v.error(label::RECEIVER_ID), enabled, Browse::None);
-            fields::row(ui, label::STATE, &mut f.state, "default: ~/.local/state/ferry", v.error(label::STATE), enabled, Browse::Folder);
+            fields::row(
+                ui,
+                label::RECEIVER_ID,
+                &mut f.receiver_id,
+                "optional: pinned on first contact",
+                v.error(label::RECEIVER_ID),
+                enabled,
+                Browse::None,
+            );
+            fields::row(
+                ui,
+                label::STATE,
+                &mut f.state,
+                "default: ~/.local/state/ferry",
+                v.error(label::STATE),
+                enabled,
+                Browse::Folder,
+            );
             match app.device_id() {
                 Ok(id) => fields::copyable(ui, "Device id", &id.to_string()),
                 Err(e) => {
@@ -50,7 +114,12 @@ pub fn clock_ms(ms: i64) -> String {
 /// A time of day as `HH:MM:SS UTC`.
 pub fn clock(t: SystemTime) -> String {
     let secs = t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs() % 86_400;
-    format!("{:02}:{:02}:{:02} UTC", secs / 3600, secs / 60 % 60, secs % 60)
+    format!(
+        "{:02}:{:02}:{:02} UTC",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
 }
 
 fn rounded(d: Duration) -> String {
@@ -65,12 +134,15 @@ pub fn progress_line(s: &ProgressSnapshot, elapsed: Duration) -> String {
     let eta = if left == 0 {
         "done".to_string()
     } else if rate >= 1.0 {
-        format!("{} left", rounded(Duration::from_secs_f64(left as f64 / rate)))
+        format!(
+            "{} left",
+            rounded(Duration::from_secs_f64(left as f64 / rate))
+        )
     } else {
         "time left unknown".to_string()
     };
     format!(
-        "{}/{} files, {} / {}, {}/s, {eta}",
+        "{}/{} entries, {} / {}, {}/s, {eta}",
         s.entries_done,
         s.entries_total,
         human_bytes(s.bytes_done),
@@ -81,7 +153,11 @@ pub fn progress_line(s: &ProgressSnapshot, elapsed: Duration) -> String {
 
 /// What the running sender is doing, and its history.
 pub fn status(app: &mut LauncherApp, ui: &mut Ui) {
-    let status = app.running.as_ref().and_then(|t| t.sender_status()).cloned();
+    let status = app
+        .running
+        .as_ref()
+        .and_then(|t| t.sender_status())
+        .cloned();
     let stopping = app.running.as_ref().is_some_and(|t| t.is_stopping());
     let phase = status.as_ref().map(|s| s.phase());
     let now = SystemTime::now();
@@ -99,7 +175,9 @@ pub fn status(app: &mut LauncherApp, ui: &mut Ui) {
     if let Some(status) = &status {
         let s = status.progress.snapshot();
         let elapsed = match phase {
-            Some(SenderPhase::Running { started }) => now.duration_since(started).unwrap_or_default(),
+            Some(SenderPhase::Running { started }) => {
+                now.duration_since(started).unwrap_or_default()
+            }
             _ => app
                 .history
                 .first()
@@ -125,38 +203,48 @@ pub fn status(app: &mut LauncherApp, ui: &mut Ui) {
         ui.weak("no runs yet");
         return;
     }
-    Grid::new("sender-history").striped(true).num_columns(6).show(ui, |ui| {
-        for h in ["Finished", "Result", "Files", "Data", "Took", "Problems"] {
-            ui.strong(h);
-        }
-        ui.end_row();
-        for row in &app.history {
-            ui.label(clock(row.finished));
-            match &row.outcome {
-                Ok(r) => {
-                    ui.label(if r.errors == 0 { "complete" } else { "complete with errors" });
-                    ui.label(format!(
-                        "{} sent, {} unchanged, {} deleted",
-                        r.files_sent, r.files_unchanged, r.files_deleted
-                    ));
-                    ui.label(human_bytes(r.bytes_file_data));
-                    ui.label(format!("{:.1}s", r.duration_ms as f64 / 1000.0));
-                    match r.problems.first() {
-                        Some(p) => fields::error_line(ui, &format!("{}: {} ({} in all)", p.path, p.message, r.errors)),
-                        None => {
-                            ui.label("none");
-                        }
-                    }
-                }
-                Err(e) => {
-                    ui.label("failed");
-                    ui.label("");
-                    ui.label("");
-                    ui.label("");
-                    fields::error_line(ui, e);
-                }
+    Grid::new("sender-history")
+        .striped(true)
+        .num_columns(6)
+        .show(ui, |ui| {
+            for h in ["Finished", "Result", "Files", "Data", "Took", "Problems"] {
+                ui.strong(h);
             }
             ui.end_row();
-        }
-    });
+            for row in &app.history {
+                ui.label(clock(row.finished));
+                match &row.outcome {
+                    Ok(r) => {
+                        ui.label(if r.errors == 0 {
+                            "complete"
+                        } else {
+                            "complete with errors"
+                        });
+                        ui.label(format!(
+                            "{} sent, {} unchanged, {} deleted",
+                            r.files_sent, r.files_unchanged, r.files_deleted
+                        ));
+                        ui.label(human_bytes(r.bytes_file_data));
+                        ui.label(format!("{:.1}s", r.duration_ms as f64 / 1000.0));
+                        match r.problems.first() {
+                            Some(p) => fields::error_line(
+                                ui,
+                                &format!("{}: {} ({} in all)", p.path, p.message, r.errors),
+                            ),
+                            None => {
+                                ui.label("none");
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        ui.label("failed");
+                        ui.label("");
+                        ui.label("");
+                        ui.label("");
+                        fields::error_line(ui, e);
+                    }
+                }
+                ui.end_row();
+            }
+        });
 }
