@@ -6,10 +6,12 @@
 use std::net::SocketAddr;
 use std::sync::mpsc;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use ferry_agent::config::{ReceiverConfig, SenderConfig};
+use ferry_agent::config::{ReceiverConfig, SenderConfig, SenderSettings, Target};
 use ferry_agent::identity::DeviceId;
+use ferry_agent::index::{Index, RunRow};
+use ferry_agent::pins::Pins;
 use ferry_agent::receiver::Receiver;
 use ferry_agent::sender::RunError;
 use ferry_agent::status::{ReceiverStatus, SenderStatus};
@@ -52,6 +54,9 @@ pub enum Event {
     },
     /// The receiver's recent runs, newest first.
     ReceiverRuns(Vec<RunRecord>),
+    /// The sender's earlier runs to this receiver and folder, from its
+    /// index, newest first; sent once before the first run.
+    PastRuns(Vec<HistoryRow>),
     /// A sender run ended (complete or failed).
     RunFinished(HistoryRow),
     /// The task ended; `error` says why if it did not stop on request.
@@ -155,8 +160,11 @@ impl AgentTask {
     /// Must not be called from inside the runtime. Returns whether it ended.
     pub fn shutdown(self, runtime: &Handle, timeout: Duration) -> bool {
         self.token.cancel();
+        // The timer must be created inside the runtime: build it in the
+        // future that `block_on` polls there.
+        let task = self.task;
         runtime
-            .block_on(tokio::time::timeout(timeout, self.task))
+            .block_on(async move { tokio::time::timeout(timeout, task).await })
             .is_ok()
     }
 }
@@ -267,6 +275,9 @@ async fn run_sender(
     notify: &Notify,
 ) -> Result<(), String> {
     let settings = blocking(move || config.settings().map_err(|e| e.to_string())).await?;
+    let for_history = settings.clone();
+    let past = blocking(move || Ok(past_runs(&for_history))).await?;
+    send(tx, notify, Event::PastRuns(past));
     let run_tx = tx.clone();
     let run_notify = notify.clone();
     let on_run = move |result: &Result<RunSummary, RunError>| {
@@ -275,10 +286,10 @@ async fn run_sender(
         }
         let row = HistoryRow {
             finished: SystemTime::now(),
-            outcome: result
-                .as_ref()
-                .map(Clone::clone)
-                .map_err(ToString::to_string),
+            outcome: match result {
+                Ok(summary) => Ok(summary.clone()),
+                Err(e) => Err(e.to_string()),
+            },
         };
         send(&run_tx, &run_notify, Event::RunFinished(row));
     };
@@ -287,4 +298,57 @@ async fn run_sender(
         Err(ferry_agent::sender::SenderError::Run(RunError::Stopped)) => Ok(()),
         Err(e) => Err(e.to_string()),
     }
+}
+
+/// The sender's earlier runs to its receiver and folder, newest first, from
+/// its index; empty when it never reached that receiver or the index cannot
+/// be read (the history is a convenience, not worth failing a start for).
+pub fn past_runs(settings: &SenderSettings) -> Vec<HistoryRow> {
+    let Target::Remote {
+        host,
+        port,
+        receiver_id,
+    } = &settings.target
+    else {
+        return Vec::new();
+    };
+    let pinned = || {
+        Pins::load(&settings.state)
+            .ok()
+            .and_then(|pins| pins.get(&format!("{host}:{port}")))
+    };
+    let Some(id) = receiver_id.or_else(pinned) else {
+        return Vec::new();
+    };
+    let path = settings.state.join("index.db");
+    if !path.exists() {
+        return Vec::new();
+    }
+    let target = format!("{id}/{}", settings.folder);
+    match Index::open(&path, &target).and_then(|index| index.runs()) {
+        Ok(rows) => rows.iter().map(history_row).collect(),
+        Err(e) => {
+            tracing::warn!("cannot read the sender's run history: {e}");
+            Vec::new()
+        }
+    }
+}
+
+fn history_row(row: &RunRow) -> HistoryRow {
+    let finished = UNIX_EPOCH + Duration::from_millis(u64::try_from(row.finished_ms).unwrap_or(0));
+    let outcome = match row.outcome.strip_prefix("failed: ") {
+        Some(why) => Err(why.to_string()),
+        None => Ok(RunSummary {
+            run_id: row.receiver_run,
+            files_sent: row.files_sent,
+            files_unchanged: row.files_unchanged,
+            files_deleted: row.files_deleted,
+            bytes_file_data: row.bytes_file_data,
+            bytes_on_wire: row.bytes_on_wire,
+            errors: row.errors,
+            duration_ms: u64::try_from(row.finished_ms - row.started_ms).unwrap_or(0),
+            ..RunSummary::default()
+        }),
+    };
+    HistoryRow { finished, outcome }
 }

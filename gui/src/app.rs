@@ -20,6 +20,8 @@ use crate::settings::{LauncherSettings, Role};
 
 /// How long window close waits for the agent's clean shutdown.
 pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How many past sender runs the history table keeps.
+pub const HISTORY_ROWS: usize = 100;
 /// Changed settings are written at most this often while typing.
 const AUTOSAVE_DELAY: Duration = Duration::from_millis(500);
 
@@ -48,7 +50,7 @@ pub struct LauncherApp {
     pub running: Option<AgentTask>,
     /// What the receiver reported (kept after it stops).
     pub receiver: ReceiverView,
-    /// The sender's past runs in this session, newest first.
+    /// The sender's past runs (earlier ones from its index), newest first.
     pub history: Vec<HistoryRow>,
     /// The last failure (start, stop, save), in plain words.
     pub error: Option<String>,
@@ -200,6 +202,7 @@ impl LauncherApp {
                     self.receiver.status = Some(status);
                 }
                 Event::ReceiverRuns(runs) => self.receiver.runs = runs,
+                Event::PastRuns(rows) => self.history = rows,
                 Event::RunFinished(row) => self.history.insert(0, row),
                 Event::Stopped { error } => {
                     stopped = true;
@@ -209,6 +212,7 @@ impl LauncherApp {
                 }
             }
         }
+        self.history.truncate(HISTORY_ROWS);
         if stopped || finished {
             self.running = None;
         }

@@ -1,6 +1,8 @@
 //! The launcher driven through its accessibility tree with egui_kittest: no
 //! display needed. The agent runs for real on loopback.
 
+#![allow(clippy::unwrap_used)]
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -228,8 +230,34 @@ fn receiver_and_sender_run_on_loopback_and_stop() {
         sh.state().history
     );
 
+    // Close the window while it runs (stops the agent and waits for it),
+    // and start again from a fresh app: the settings and earlier runs are
+    // back.
+    let closing = Instant::now();
+    sh.state_mut().shutdown();
+    assert!(sh.state().running.is_none());
+    assert!(closing.elapsed() < ferry_gui::app::SHUTDOWN_TIMEOUT);
+    let config = sh.state().config_dir().to_owned();
+    drop(sh);
+    let mut sh = harness(LauncherApp::new(config, rt.handle().clone()));
+    sh.run();
+    assert_eq!(sh.state().settings.sender.name, "laptop");
+    assert_eq!(sh.state().settings.sender.pairing_secret, secret);
+    sh.get_by_label(button::START).click();
+    step_until(&mut sh, "the earlier runs and a new one", |h| {
+        h.state().history.len() == 3 && h.query_all_by_label("complete").count() == 3
+    });
+    assert_eq!(
+        sh.query_all_by_label("0 sent, 3 unchanged, 0 deleted")
+            .count(),
+        2
+    );
+    assert!(sh
+        .query_by_label("2 sent, 0 unchanged, 0 deleted")
+        .is_some());
+
     step_until(&mut rh, "the receiver's recent runs", |h| {
-        h.state().receiver.runs.len() == 2 && h.query_all_by_label("laptop").count() >= 2
+        h.state().receiver.runs.len() == 3 && h.query_all_by_label("laptop").count() >= 3
     });
 
     for h in [&mut sh, &mut rh] {

@@ -192,7 +192,7 @@ pub fn status(app: &mut LauncherApp, ui: &mut Ui) {
         };
         let line = progress_line(&s, elapsed);
         let label = ui.label("Run progress");
-        ui.add(ProgressBar::new(fraction.clamp(0.0, 1.0)).text(line.clone()))
+        ui.add(ProgressBar::new(fraction.clamp(0.0, 1.0)).show_percentage())
             .labelled_by(label.id);
         ui.label(line);
     }
