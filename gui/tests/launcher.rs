@@ -6,6 +6,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use eframe::egui;
 use egui_kittest::kittest::{NodeT, Queryable};
 use egui_kittest::Harness;
 use ferry_agent::config::{ReceiverConfig, SenderConfig};
@@ -336,4 +337,33 @@ fn saved_config_files_are_what_ferry_reads() {
     assert_eq!(settings.every, Some(Duration::from_secs(3600)));
     assert_eq!(settings.name.as_str(), "laptop");
     assert_eq!(settings.pairing_secret, Some(secret.as_bytes().to_vec()));
+}
+
+#[test]
+fn tab_moves_between_fields_and_text_can_grow() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let mut h = harness(receiver_app(dir.path(), &rt, ""));
+    h.run();
+    h.get_by_label(label::HOST).focus();
+    h.run();
+    assert!(h.get_by_label(label::HOST).is_focused());
+    h.key_press(egui::Key::Tab);
+    h.run();
+    assert!(h.get_by_label(label::PORT).is_focused());
+
+    let before = h.ctx.zoom_factor();
+    for _ in 0..5 {
+        h.get_by_label("Larger text").click();
+        h.run();
+    }
+    assert!(
+        h.ctx.zoom_factor() >= before + 0.4,
+        "{}",
+        h.ctx.zoom_factor()
+    );
+    assert!(h.query_by_label_contains("text 150%").is_some());
+    // Still usable: the form and Start are there and valid.
+    assert!(h.query_by_label(label::STORE).is_some());
+    assert!(!is_disabled(&h, button::START));
 }
