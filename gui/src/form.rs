@@ -1,0 +1,469 @@
+//! The launcher's two forms as a person types them (plain strings), checked
+//! field by field, and turned into the agent's [`ReceiverConfig`] /
+//! [`SenderConfig`] once valid.
+//!
+//! Checks here are the cheap ones that can run on every keystroke (no DNS,
+//! no secret file); the agent's own `.settings()` has the final word when the
+//! role starts.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ferry_agent::config::{ReceiverConfig, SenderConfig, DEFAULT_MAX_CLIENTS, DEFAULT_PORT};
+use ferry_agent::identity::DeviceId;
+use serde::{Deserialize, Serialize};
+
+/// The receiver form, as typed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case")]
+pub struct ReceiverForm {
+    /// Address to listen on (`0.0.0.0` for every interface).
+    pub host: String,
+    /// Port to listen on; `0` picks a free one.
+    pub port: String,
+    /// How many senders are served at once.
+    pub max_clients: String,
+    /// Where received files are stored.
+    pub store: String,
+    /// The pairing secret itself; kept in a 0600 file, never in the TOML.
+    #[serde(skip)]
+    pub pairing_secret: String,
+    /// The state directory (identity); empty for the default.
+    pub state: String,
+}
+
+impl Default for ReceiverForm {
+    fn default() -> Self {
+        Self {
+            host: "0.0.0.0".into(),
+            port: DEFAULT_PORT.to_string(),
+            max_clients: DEFAULT_MAX_CLIENTS.to_string(),
+            store: String::new(),
+            pairing_secret: String::new(),
+            state: String::new(),
+        }
+    }
+}
+
+/// The sender form, as typed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case")]
+pub struct SenderForm {
+    /// The receiver's host name or address.
+    pub host: String,
+    /// The receiver's port.
+    pub port: String,
+    /// The directory to back up.
+    pub source: String,
+    /// How often to run (`15m`, `1h`).
+    pub every: String,
+    /// Optional directory for local copies of what was sent.
+    pub keep_copies: String,
+    /// Optional sender name (default: the host name).
+    pub name: String,
+    /// Optional receiver device id to pin.
+    pub receiver_id: String,
+    /// The pairing secret itself; kept in a 0600 file, never in the TOML.
+    #[serde(skip)]
+    pub pairing_secret: String,
+    /// The state directory (identity, index); empty for the default.
+    pub state: String,
+}
+
+impl Default for SenderForm {
+    fn default() -> Self {
+        Self {
+            host: String::new(),
+            port: DEFAULT_PORT.to_string(),
+            source: String::new(),
+            every: "15m".into(),
+            keep_copies: String::new(),
+            name: String::new(),
+            receiver_id: String::new(),
+            pairing_secret: String::new(),
+            state: String::new(),
+        }
+    }
+}
+
+/// One field's problem, in plain words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    /// The field's label as shown in the form.
+    pub field: &'static str,
+    /// What is wrong and what to do.
+    pub message: String,
+}
+
+impl std::fmt::Display for FieldError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+/// The result of checking a form: every problem found, in form order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Validation {
+    /// Problems, at most one per field.
+    pub errors: Vec<FieldError>,
+}
+
+impl Validation {
+    /// Whether the form can be started.
+    pub fn is_ok(&self) -> bool {
+        self.errors.is_empty()
+    }
+
+    /// The problem with `field`, if any.
+    pub fn error(&self, field: &str) -> Option<&str> {
+        self.errors
+            .iter()
+            .find(|e| e.field == field)
+            .map(|e| e.message.as_str())
+    }
+
+    /// Why Start is disabled: the first problem, or `None` when valid.
+    pub fn reason(&self) -> Option<String> {
+        self.errors.first().map(ToString::to_string)
+    }
+
+    fn check(&mut self, field: &'static str, result: Result<(), String>) {
+        if let Err(message) = result {
+            self.errors.push(FieldError { field, message });
+        }
+    }
+}
+
+/// Field labels, shared by the panels, the validation and the tests.
+pub mod label {
+    /// Host field.
+    pub const HOST: &str = "Host";
+    /// Port field.
+    pub const PORT: &str = "Port";
+    /// Max clients field.
+    pub const MAX_CLIENTS: &str = "Max clients";
+    /// Store directory field.
+    pub const STORE: &str = "Store directory";
+    /// Pairing secret field.
+    pub const SECRET: &str = "Pairing secret";
+    /// State directory field.
+    pub const STATE: &str = "State directory";
+    /// Receiver host field.
+    pub const RECEIVER_HOST: &str = "Receiver host";
+    /// Receiver port field.
+    pub const RECEIVER_PORT: &str = "Receiver port";
+    /// Source directory field.
+    pub const SOURCE: &str = "Source directory";
+    /// Period field.
+    pub const EVERY: &str = "Period";
+    /// Keep-copies directory field.
+    pub const KEEP_COPIES: &str = "Keep copies in";
+    /// Sender name field.
+    pub const NAME: &str = "Name";
+    /// Receiver id field.
+    pub const RECEIVER_ID: &str = "Receiver id";
+}
+
+fn check_host(host: &str, empty_hint: &str) -> Result<(), String> {
+    let host = host.trim();
+    if host.is_empty() {
+        return Err(empty_hint.to_string());
+    }
+    if host.parse::<IpAddr>().is_ok() {
+        return Ok(());
+    }
+    let valid = host.len() <= 253
+        && host.split('.').all(|part| {
+            !part.is_empty()
+                && part.len() <= 63
+                && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        });
+    if valid {
+        Ok(())
+    } else {
+        Err(format!("{host:?} is neither an IP address nor a host name"))
+    }
+}
+
+/// Parses a port; `allow_zero` for a listener where 0 means "any free port".
+pub fn parse_port(text: &str, allow_zero: bool) -> Result<u16, String> {
+    let low = if allow_zero { 0 } else { 1 };
+    let hint = format!("must be a number from {low} to 65535");
+    match text.trim().parse::<u32>() {
+        Ok(n) if (low..=65535).contains(&n) => u16::try_from(n).map_err(|_| hint),
+        Ok(_) => Err(hint),
+        Err(_) if text.trim().is_empty() => Err(format!("is empty: {hint}")),
+        Err(_) => Err(format!("{:?} {hint}", text.trim())),
+    }
+}
+
+fn parse_max_clients(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err("must be a whole number, at least 1".into()),
+    }
+}
+
+/// Parses a period such as `15m`; at least one second.
+pub fn parse_period(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err("is empty: say how often to run (examples: 30s, 15m, 1h)".into());
+    }
+    let every = humantime::parse_duration(text)
+        .map_err(|e| format!("{text:?}: {e} (examples: 30s, 15m, 1h)"))?;
+    if every < Duration::from_secs(1) {
+        return Err("must be at least 1s".into());
+    }
+    Ok(every)
+}
+
+/// An existing, readable directory.
+fn check_readable_dir(text: &str, what: &str) -> Result<(), String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(format!("is empty: choose {what}"));
+    }
+    let path = Path::new(text);
+    match std::fs::metadata(path) {
+        Err(e) => Err(format!("{text}: {e}")),
+        Ok(m) if !m.is_dir() => Err(format!("{text} is not a directory")),
+        Ok(_) => std::fs::read_dir(path)
+            .map(|_| ())
+            .map_err(|e| format!("{text} cannot be read: {e}")),
+    }
+}
+
+/// A directory that exists or can be created (its parent exists).
+fn check_creatable_dir(text: &str, what: &str) -> Result<(), String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(format!("is empty: choose {what}"));
+    }
+    let path = Path::new(text);
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(format!("{text} is not a directory")),
+        Err(_) => match path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            Some(parent) if parent.is_dir() => Ok(()),
+            _ => Err(format!(
+                "{text} does not exist and its parent directory is missing"
+            )),
+        },
+    }
+}
+
+fn optional(text: &str, check: impl FnOnce(&str) -> Result<(), String>) -> Result<(), String> {
+    if text.trim().is_empty() {
+        Ok(())
+    } else {
+        check(text)
+    }
+}
+
+fn opt_path(text: &str) -> Option<PathBuf> {
+    let text = text.trim();
+    (!text.is_empty()).then(|| PathBuf::from(text))
+}
+
+fn opt_string(text: &str) -> Option<String> {
+    let text = text.trim();
+    (!text.is_empty()).then(|| text.to_string())
+}
+
+impl ReceiverForm {
+    /// Checks every field.
+    pub fn validate(&self) -> Validation {
+        let mut v = Validation::default();
+        v.check(
+            label::HOST,
+            check_host(&self.host, "is empty: use 0.0.0.0 to listen everywhere"),
+        );
+        v.check(label::PORT, parse_port(&self.port, true).map(|_| ()));
+        v.check(
+            label::MAX_CLIENTS,
+            parse_max_clients(&self.max_clients).map(|_| ()),
+        );
+        v.check(
+            label::STORE,
+            check_creatable_dir(&self.store, "where received files are kept"),
+        );
+        v.check(
+            label::STATE,
+            optional(&self.state, |s| check_creatable_dir(s, "a state directory")),
+        );
+        v
+    }
+
+    /// The config `ferry receive --config` reads; `secret_file` is where the
+    /// pairing secret was written (`None`: no pairing).
+    pub fn to_config(&self, secret_file: Option<PathBuf>) -> Result<ReceiverConfig, Validation> {
+        let v = self.validate();
+        if !v.is_ok() {
+            return Err(v);
+        }
+        Ok(ReceiverConfig {
+            host: Some(self.host.trim().to_string()),
+            port: parse_port(&self.port, true).ok(),
+            max_clients: parse_max_clients(&self.max_clients).ok(),
+            store: opt_path(&self.store),
+            pairing_secret_file: secret_file,
+            allow: Vec::new(),
+            state: opt_path(&self.state),
+        })
+    }
+}
+
+impl SenderForm {
+    /// Checks every field.
+    pub fn validate(&self) -> Validation {
+        let mut v = Validation::default();
+        v.check(
+            label::RECEIVER_HOST,
+            check_host(
+                &self.host,
+                "is empty: give the receiver's host name or address",
+            ),
+        );
+        v.check(
+            label::RECEIVER_PORT,
+            parse_port(&self.port, false).map(|_| ()),
+        );
+        v.check(
+            label::SOURCE,
+            check_readable_dir(&self.source, "the directory to back up"),
+        );
+        v.check(label::EVERY, parse_period(&self.every).map(|_| ()));
+        v.check(
+            label::KEEP_COPIES,
+            optional(&self.keep_copies, |s| {
+                check_creatable_dir(s, "a directory for copies")
+            }),
+        );
+        v.check(
+            label::NAME,
+            optional(&self.name, |s| {
+                ferry_proto::Name::new(s.trim().to_string())
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            }),
+        );
+        v.check(
+            label::RECEIVER_ID,
+            optional(&self.receiver_id, |s| {
+                s.trim()
+                    .parse::<DeviceId>()
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            }),
+        );
+        v.check(
+            label::STATE,
+            optional(&self.state, |s| check_creatable_dir(s, "a state directory")),
+        );
+        v
+    }
+
+    /// The config `ferry send --config` reads; `secret_file` is where the
+    /// pairing secret was written (`None`: no pairing).
+    pub fn to_config(&self, secret_file: Option<PathBuf>) -> Result<SenderConfig, Validation> {
+        let v = self.validate();
+        if !v.is_ok() {
+            return Err(v);
+        }
+        Ok(SenderConfig {
+            host: opt_string(&self.host),
+            port: parse_port(&self.port, false).ok(),
+            source: opt_path(&self.source),
+            every: opt_string(&self.every),
+            once: None,
+            keep_copies: opt_path(&self.keep_copies),
+            pairing_secret_file: secret_file,
+            name: opt_string(&self.name),
+            folder: None,
+            store: None,
+            receiver_id: opt_string(&self.receiver_id),
+            state: opt_path(&self.state),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_are_checked() {
+        assert_eq!(parse_port("7878", false), Ok(7878));
+        assert_eq!(parse_port(" 0 ", true), Ok(0));
+        assert!(parse_port("0", false).is_err());
+        assert!(parse_port("65536", true).unwrap_err().contains("65535"));
+        assert!(parse_port("http", true).unwrap_err().contains("\"http\""));
+        assert!(parse_port("", true).unwrap_err().contains("empty"));
+    }
+
+    #[test]
+    fn periods_are_checked() {
+        assert_eq!(parse_period("15m"), Ok(Duration::from_secs(900)));
+        assert!(parse_period("soon").unwrap_err().contains("examples"));
+        assert!(parse_period("10ms").is_err());
+    }
+
+    #[test]
+    fn receiver_form_reports_each_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut form = ReceiverForm {
+            port: "99999".into(),
+            max_clients: "0".into(),
+            ..Default::default()
+        };
+        let v = form.validate();
+        assert!(v.error(label::PORT).is_some());
+        assert!(v.error(label::MAX_CLIENTS).is_some());
+        assert!(v.error(label::STORE).unwrap().contains("empty"));
+        assert!(v.reason().unwrap().starts_with("Port"));
+        form.port = "0".into();
+        form.max_clients = "2".into();
+        form.store = dir.path().join("new-store").display().to_string();
+        assert!(form.validate().is_ok(), "{:?}", form.validate());
+        form.store = dir.path().join("a/b").display().to_string();
+        assert!(form.validate().error(label::STORE).is_some());
+    }
+
+    #[test]
+    fn sender_form_reports_each_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f");
+        std::fs::write(&file, "x").unwrap();
+        let mut form = SenderForm {
+            host: "bad host!".into(),
+            source: file.display().to_string(),
+            every: "often".into(),
+            name: "a/b".into(),
+            receiver_id: "nope".into(),
+            ..Default::default()
+        };
+        let v = form.validate();
+        for field in [
+            label::RECEIVER_HOST,
+            label::SOURCE,
+            label::EVERY,
+            label::NAME,
+            label::RECEIVER_ID,
+        ] {
+            assert!(v.error(field).is_some(), "{field}: {v:?}");
+        }
+        assert!(v.error(label::SOURCE).unwrap().contains("not a directory"));
+        form.host = "backup.lan".into();
+        form.source = dir.path().display().to_string();
+        form.every = "1h".into();
+        form.name = "laptop".into();
+        form.receiver_id = String::new();
+        assert!(form.validate().is_ok(), "{:?}", form.validate());
+        let config = form.to_config(None).unwrap();
+        assert_eq!(config.every.as_deref(), Some("1h"));
+        assert_eq!(config.host.as_deref(), Some("backup.lan"));
+        assert_eq!(config.keep_copies, None);
+    }
+}

@@ -1,0 +1,23 @@
+//! # ferry-gui: the launcher
+//!
+//! A window to set up and run Ferry: choose the receiver or sender role,
+//! fill in the form (checked as it is typed), Start / Stop, and watch what
+//! the agent does. The agent runs in-process through `ferry-agent`; settings
+//! persist in `$XDG_CONFIG_HOME/ferry/launcher.toml`, and "Save as config
+//! file" writes the TOML that `ferry receive|send --config` runs headless.
+//!
+//! ## Layout
+//!
+//! - [`form`]: the forms as typed, their checks, and the agent configs.
+//! - [`settings`]: what persists between launches, and the secret files.
+//! - [`agent`]: running a receiver or sender task, and its event stream.
+//! - [`app`]: the launcher's state and actions, without a window.
+//! - [`ui`]: the panels that draw it.
+
+pub mod agent;
+pub mod app;
+pub mod form;
+pub mod settings;
+pub mod ui;
+
+pub use app::LauncherApp;

@@ -1,0 +1,117 @@
+//! Form rows: a label, a text field labelled by it (so screen readers and
+//! egui_kittest find it by name), an optional Browse button, and the field's
+//! problem in plain words underneath.
+
+use eframe::egui::{self, Color32, RichText, TextEdit, Ui};
+
+/// Colour of problem text.
+pub fn error_color(ui: &Ui) -> Color32 {
+    ui.visuals().error_fg_color
+}
+
+/// Shows a problem line (labelled so tests and screen readers find it).
+pub fn error_line(ui: &mut Ui, text: &str) {
+    ui.label(RichText::new(text).color(error_color(ui)));
+}
+
+/// What a row's Browse button picks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Browse {
+    /// No Browse button.
+    None,
+    /// An existing directory.
+    Folder,
+    /// A file to write.
+    SaveFile,
+}
+
+/// One row of a two-column form grid: label, then field (+ Browse) with its
+/// problem below. Returns whether the text changed.
+pub fn row(
+    ui: &mut Ui,
+    label: &str,
+    value: &mut String,
+    hint: &str,
+    problem: Option<&str>,
+    enabled: bool,
+    browse: Browse,
+) -> bool {
+    let label_response = ui.label(label);
+    let mut changed = false;
+    ui.vertical(|ui| {
+        ui.horizontal(|ui| {
+            let edit = TextEdit::singleline(value)
+                .hint_text(hint)
+                .desired_width(ui.available_width().min(420.0));
+            let response = ui.add_enabled(enabled, edit).labelled_by(label_response.id);
+            changed |= response.changed();
+            if browse != Browse::None {
+                let button = ui
+                    .add_enabled(enabled, egui::Button::new("Browse…"))
+                    .accessible_name(format!("Browse: {label}"));
+                if button.clicked() {
+                    if let Some(path) = pick(browse, value) {
+                        *value = path;
+                        changed = true;
+                    }
+                }
+            }
+        });
+        if let Some(problem) = problem {
+            error_line(ui, problem);
+        }
+    });
+    ui.end_row();
+    changed
+}
+
+/// Opens the platform's dialog (the XDG desktop portal, or zenity); `None`
+/// when cancelled or when no dialog is available (typed paths always work).
+fn pick(browse: Browse, current: &str) -> Option<String> {
+    let mut dialog = rfd::FileDialog::new();
+    let current = std::path::Path::new(current.trim());
+    let start = if current.is_dir() {
+        Some(current)
+    } else {
+        current.parent().filter(|p| p.is_dir())
+    };
+    if let Some(dir) = start {
+        dialog = dialog.set_directory(dir);
+    }
+    let picked = match browse {
+        Browse::Folder => dialog.pick_folder(),
+        Browse::SaveFile => {
+            if let Some(name) = current.file_name() {
+                dialog = dialog.set_file_name(name.to_string_lossy());
+            }
+            dialog.save_file()
+        }
+        Browse::None => None,
+    };
+    picked.map(|p| p.display().to_string())
+}
+
+/// A read-only value with a Copy button (device ids, secrets).
+pub fn copyable(ui: &mut Ui, label: &str, value: &str) {
+    let label_response = ui.label(label);
+    ui.horizontal(|ui| {
+        // A `&str` buffer: selectable, not editable.
+        let mut shown = value;
+        ui.add(
+            TextEdit::singleline(&mut shown)
+                .font(egui::TextStyle::Monospace)
+                .interactive(true)
+                .desired_width(ui.available_width().min(560.0)),
+        )
+        .labelled_by(label_response.id);
+        if ui
+            .button("Copy")
+            .on_hover_text("Copy to the clipboard")
+            .accessible_name(format!("Copy {label}"))
+            .clicked()
+        {
+            ui.ctx().copy_text(value.to_string());
+        }
+    });
+    ui.end_row();
+}

@@ -1,0 +1,204 @@
+//! The receiver's panel: where to listen, where to store, the pairing
+//! secret and this node's device id; while running, the connected senders
+//! with live progress, recent runs and the last error.
+
+use std::time::SystemTime;
+
+use eframe::egui::{self, Grid, Ui};
+use ferry_agent::summary::human_bytes;
+
+use super::fields::{self, Browse};
+use crate::app::LauncherApp;
+use crate::form::label;
+use crate::settings::generate_secret;
+
+/// The receiver's form.
+pub fn form(app: &mut LauncherApp, ui: &mut Ui) {
+    let enabled = app.running.is_none();
+    let v = app.settings.receiver.validate();
+    ui.heading("Receive backups from other machines");
+    Grid::new("receiver-form")
+        .num_columns(2)
+        .spacing([12.0, 6.0])
+        .show(ui, |ui| {
+            let f = &mut app.settings.receiver;
+            fields::row(
+                ui,
+                label::HOST,
+                &mut f.host,
+                "0.0.0.0 = every interface",
+                v.error(label::HOST),
+                enabled,
+                Browse::None,
+            );
+            fields::row(
+                ui,
+                label::PORT,
+                &mut f.port,
+                "7878 (0 = any free port)",
+                v.error(label::PORT),
+                enabled,
+                Browse::None,
+            );
+            fields::row(
+                ui,
+                label::MAX_CLIENTS,
+                &mut f.max_clients,
+                "8",
+                v.error(label::MAX_CLIENTS),
+                enabled,
+                Browse::None,
+            );
+            fields::row(
+                ui,
+                label::STORE,
+                &mut f.store,
+                "/srv/ferry",
+                v.error(label::STORE),
+                enabled,
+                Browse::Folder,
+            );
+            secret_row(ui, &mut f.pairing_secret, enabled, &mut app.error);
+            fields::row(
+                ui,
+                label::STATE,
+                &mut f.state,
+                "default: ~/.local/state/ferry",
+                v.error(label::STATE),
+                enabled,
+                Browse::Folder,
+            );
+            match app.device_id() {
+                Ok(id) => fields::copyable(ui, "Device id", &id.to_string()),
+                Err(e) => {
+                    ui.label("Device id");
+                    fields::error_line(ui, &e);
+                    ui.end_row();
+                }
+            }
+        });
+}
+
+/// The pairing secret row: editable (a sender pastes the receiver's),
+/// Generate and Copy buttons.
+pub fn secret_row(ui: &mut Ui, secret: &mut String, enabled: bool, error: &mut Option<String>) {
+    let label_response = ui.label(label::SECRET);
+    ui.vertical(|ui| {
+        ui.horizontal(|ui| {
+            ui.add_enabled(
+                enabled,
+                egui::TextEdit::singleline(secret)
+                    .password(true)
+                    .hint_text("empty: no pairing")
+                    .desired_width(ui.available_width().min(300.0)),
+            )
+            .labelled_by(label_response.id);
+            if ui
+                .add_enabled(enabled, egui::Button::new("Generate"))
+                .accessible_name("Generate pairing secret")
+                .clicked()
+            {
+                match generate_secret() {
+                    Ok(s) => *secret = s,
+                    Err(e) => *error = Some(e.to_string()),
+                }
+            }
+            if ui
+                .add_enabled(!secret.is_empty(), egui::Button::new("Copy"))
+                .accessible_name("Copy pairing secret")
+                .clicked()
+            {
+                ui.ctx().copy_text(secret.clone());
+            }
+        });
+        ui.weak(
+            "Give the same secret to each sender once; it is stored in a file only you can read.",
+        );
+    });
+    ui.end_row();
+}
+
+/// What the running receiver is doing.
+pub fn status(app: &mut LauncherApp, ui: &mut Ui) {
+    let view = &app.receiver;
+    match (&app.running, view.addr) {
+        (Some(task), _) if task.is_stopping() => {
+            ui.label("Stopping… (finishing in-flight files)");
+        }
+        (Some(_), Some(addr)) => {
+            ui.label(format!("Listening on {addr}"));
+        }
+        (Some(_), None) => {
+            ui.label("Starting…");
+        }
+        (None, _) => {
+            ui.label("Stopped");
+        }
+    }
+    if let Some(error) = view.status.as_ref().and_then(|s| s.last_error()) {
+        fields::error_line(ui, &format!("Last problem: {error}"));
+    }
+
+    ui.add_space(6.0);
+    ui.strong("Connected senders");
+    let sessions = view
+        .status
+        .as_ref()
+        .map(|s| s.sessions())
+        .unwrap_or_default();
+    if sessions.is_empty() {
+        ui.weak("none");
+    } else {
+        Grid::new("sessions")
+            .striped(true)
+            .num_columns(5)
+            .show(ui, |ui| {
+                for h in ["Sender", "Folder", "Run", "Entries", "Received"] {
+                    ui.strong(h);
+                }
+                ui.end_row();
+                for s in &sessions {
+                    let secs = SystemTime::now()
+                        .duration_since(s.started)
+                        .unwrap_or_default()
+                        .as_secs_f64()
+                        .max(0.001);
+                    ui.label(&s.name);
+                    ui.label(&s.folder);
+                    ui.label(format!("#{}", s.run));
+                    ui.label(s.entries.to_string());
+                    ui.label(format!(
+                        "{} ({}/s)",
+                        human_bytes(s.bytes),
+                        human_bytes((s.bytes as f64 / secs) as u64)
+                    ));
+                    ui.end_row();
+                }
+            });
+    }
+
+    ui.add_space(6.0);
+    ui.strong("Recent runs");
+    if view.runs.is_empty() {
+        ui.weak("none yet");
+        return;
+    }
+    Grid::new("receiver-runs")
+        .striped(true)
+        .num_columns(6)
+        .show(ui, |ui| {
+            for h in ["Run", "Sender", "Folder", "Started", "Result", "Received"] {
+                ui.strong(h);
+            }
+            ui.end_row();
+            for run in &view.runs {
+                ui.label(format!("#{}", run.id));
+                ui.label(run.sender.as_str());
+                ui.label(run.folder.as_str());
+                ui.label(crate::ui::sender::clock_ms(run.started_ms));
+                ui.label(&run.status);
+                ui.label(human_bytes(run.bytes_received));
+                ui.end_row();
+            }
+        });
+}

@@ -1,0 +1,250 @@
+//! The sender's panel: receiver address, source, period, copies, name and
+//! pairing secret; while running, the current run's progress (files, bytes,
+//! rate, time left), the next run's time and the history of runs.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use eframe::egui::{Grid, ProgressBar, Ui};
+use ferry_agent::status::SenderPhase;
+use ferry_agent::summary::{human_bytes, ProgressSnapshot};
+
+use super::fields::{self, Browse};
+use crate::app::LauncherApp;
+use crate::form::label;
+
+/// The sender's form.
+pub fn form(app: &mut LauncherApp, ui: &mut Ui) {
+    let enabled = app.running.is_none();
+    let v = app.settings.sender.validate();
+    ui.heading("Back up a folder to a receiver");
+    Grid::new("sender-form")
+        .num_columns(2)
+        .spacing([12.0, 6.0])
+        .show(ui, |ui| {
+            let f = &mut app.settings.sender;
+            fields::row(
+                ui,
+                label::RECEIVER_HOST,
+                &mut f.host,
+                "backup.lan",
+                v.error(label::RECEIVER_HOST),
+                enabled,
+                Browse::None,
+            );
+            fields::row(
+                ui,
+                label::RECEIVER_PORT,
+                &mut f.port,
+                "7878",
+                v.error(label::RECEIVER_PORT),
+                enabled,
+                Browse::None,
+            );
+            fields::row(
+                ui,
+                label::SOURCE,
+                &mut f.source,
+                "the folder to back up",
+                v.error(label::SOURCE),
+                enabled,
+                Browse::Folder,
+            );
+            fields::row(
+                ui,
+                label::EVERY,
+                &mut f.every,
+                "15m",
+                v.error(label::EVERY),
+                enabled,
+                Browse::None,
+            );
+            fields::row(
+                ui,
+                label::KEEP_COPIES,
+                &mut f.keep_copies,
+                "optional: local copies of what was sent",
+                v.error(label::KEEP_COPIES),
+                enabled,
+                Browse::Folder,
+            );
+            fields::row(
+                ui,
+                label::NAME,
+                &mut f.name,
+                "default: this machine's host name",
+                v.error(label::NAME),
+                enabled,
+                Browse::None,
+            );
+            super::receiver::secret_row(ui, &mut f.pairing_secret, enabled, &mut app.error);
+            fields::row(
+                ui,
+                label::RECEIVER_ID,
+                &mut f.receiver_id,
+                "optional: pinned on first contact",
+                v.error(label::RECEIVER_ID),
+                enabled,
+                Browse::None,
+            );
+            fields::row(
+                ui,
+                label::STATE,
+                &mut f.state,
+                "default: ~/.local/state/ferry",
+                v.error(label::STATE),
+                enabled,
+                Browse::Folder,
+            );
+            match app.device_id() {
+                Ok(id) => fields::copyable(ui, "Device id", &id.to_string()),
+                Err(e) => {
+                    ui.label("Device id");
+                    fields::error_line(ui, &e);
+                    ui.end_row();
+                }
+            }
+        });
+}
+
+/// `ms` since the epoch as `HH:MM:SS UTC`.
+pub fn clock_ms(ms: i64) -> String {
+    clock(UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0)))
+}
+
+/// A time of day as `HH:MM:SS UTC`.
+pub fn clock(t: SystemTime) -> String {
+    let secs = t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs() % 86_400;
+    format!(
+        "{:02}:{:02}:{:02} UTC",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+fn rounded(d: Duration) -> String {
+    humantime::format_duration(Duration::from_secs(d.as_secs())).to_string()
+}
+
+/// The progress line: `3/10 files, 1.0 MiB / 4.0 MiB, 2.0 MiB/s, 2s left`.
+pub fn progress_line(s: &ProgressSnapshot, elapsed: Duration) -> String {
+    let secs = elapsed.as_secs_f64().max(0.001);
+    let rate = s.bytes_done as f64 / secs;
+    let left = s.bytes_total.saturating_sub(s.bytes_done);
+    let eta = if left == 0 {
+        "done".to_string()
+    } else if rate >= 1.0 {
+        format!(
+            "{} left",
+            rounded(Duration::from_secs_f64(left as f64 / rate))
+        )
+    } else {
+        "time left unknown".to_string()
+    };
+    format!(
+        "{}/{} entries, {} / {}, {}/s, {eta}",
+        s.entries_done,
+        s.entries_total,
+        human_bytes(s.bytes_done),
+        human_bytes(s.bytes_total),
+        human_bytes(rate as u64),
+    )
+}
+
+/// What the running sender is doing, and its history.
+pub fn status(app: &mut LauncherApp, ui: &mut Ui) {
+    let status = app
+        .running
+        .as_ref()
+        .and_then(|t| t.sender_status())
+        .cloned();
+    let stopping = app.running.as_ref().is_some_and(|t| t.is_stopping());
+    let phase = status.as_ref().map(|s| s.phase());
+    let now = SystemTime::now();
+    match (&phase, stopping) {
+        (_, true) => ui.label("Stopping… (finishing the current file)"),
+        (None, _) | (Some(SenderPhase::Stopped), _) => ui.label("Stopped"),
+        (Some(SenderPhase::Starting), _) => ui.label("Starting…"),
+        (Some(SenderPhase::Running { .. }), _) => ui.label("Sending…"),
+        (Some(SenderPhase::Waiting { next_run }), _) => ui.label(format!(
+            "Next run at {} (in {})",
+            clock(*next_run),
+            rounded(next_run.duration_since(now).unwrap_or_default())
+        )),
+    };
+    if let Some(status) = &status {
+        let s = status.progress.snapshot();
+        let elapsed = match phase {
+            Some(SenderPhase::Running { started }) => {
+                now.duration_since(started).unwrap_or_default()
+            }
+            _ => app
+                .history
+                .first()
+                .and_then(|r| r.outcome.as_ref().ok())
+                .map(|r| Duration::from_millis(r.duration_ms))
+                .unwrap_or_default(),
+        };
+        let fraction = match (s.bytes_total, s.entries_total) {
+            (0, 0) => 1.0,
+            (0, total) => s.entries_done as f32 / total as f32,
+            (total, _) => s.bytes_done as f32 / total as f32,
+        };
+        let line = progress_line(&s, elapsed);
+        let label = ui.label("Run progress");
+        ui.add(ProgressBar::new(fraction.clamp(0.0, 1.0)).show_percentage())
+            .labelled_by(label.id);
+        ui.label(line);
+    }
+
+    ui.add_space(6.0);
+    ui.strong("History");
+    if app.history.is_empty() {
+        ui.weak("no runs yet");
+        return;
+    }
+    Grid::new("sender-history")
+        .striped(true)
+        .num_columns(6)
+        .show(ui, |ui| {
+            for h in ["Finished", "Result", "Files", "Data", "Took", "Problems"] {
+                ui.strong(h);
+            }
+            ui.end_row();
+            for row in &app.history {
+                ui.label(clock(row.finished));
+                match &row.outcome {
+                    Ok(r) => {
+                        ui.label(if r.errors == 0 {
+                            "complete"
+                        } else {
+                            "complete with errors"
+                        });
+                        ui.label(format!(
+                            "{} sent, {} unchanged, {} deleted",
+                            r.files_sent, r.files_unchanged, r.files_deleted
+                        ));
+                        ui.label(human_bytes(r.bytes_file_data));
+                        ui.label(format!("{:.1}s", r.duration_ms as f64 / 1000.0));
+                        match r.problems.first() {
+                            Some(p) => fields::error_line(
+                                ui,
+                                &format!("{}: {} ({} in all)", p.path, p.message, r.errors),
+                            ),
+                            None => {
+                                ui.label("none");
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        ui.label("failed");
+                        ui.label("");
+                        ui.label("");
+                        ui.label("");
+                        fields::error_line(ui, e);
+                    }
+                }
+                ui.end_row();
+            }
+        });
+}

@@ -1,0 +1,369 @@
+//! The launcher driven through its accessibility tree with egui_kittest: no
+//! display needed. The agent runs for real on loopback.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use eframe::egui;
+use egui_kittest::kittest::{NodeT, Queryable};
+use egui_kittest::Harness;
+use ferry_agent::config::{ReceiverConfig, SenderConfig};
+use ferry_gui::form::label;
+use ferry_gui::settings::{generate_secret, Role};
+use ferry_gui::ui::button;
+use ferry_gui::LauncherApp;
+
+/// Generous: a loaded 2-core CI machine.
+const DEADLINE: Duration = Duration::from_secs(60);
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn harness(app: LauncherApp) -> Harness<'static, LauncherApp> {
+    Harness::builder()
+        .with_size([1000.0, 2000.0])
+        .build_ui_state(
+            |ui, app: &mut LauncherApp| ferry_gui::ui::show(app, ui),
+            app,
+        )
+}
+
+/// Steps the harness until `done` holds, failing after [`DEADLINE`].
+fn step_until(
+    h: &mut Harness<'_, LauncherApp>,
+    what: &str,
+    mut done: impl FnMut(&mut Harness<'_, LauncherApp>) -> bool,
+) {
+    let start = Instant::now();
+    while !done(h) {
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+        h.step();
+    }
+}
+
+fn is_disabled(h: &Harness<'_, LauncherApp>, name: &str) -> bool {
+    h.get_by_label(name).accesskit_node().is_disabled()
+}
+
+fn path(p: &Path) -> String {
+    p.display().to_string()
+}
+
+/// A receiver app with a valid form in `dir`.
+fn receiver_app(dir: &Path, rt: &tokio::runtime::Runtime, secret: &str) -> LauncherApp {
+    let mut app = LauncherApp::new(dir.join("rconfig"), rt.handle().clone());
+    app.set_role(Role::Receiver);
+    let f = &mut app.settings.receiver;
+    f.host = "127.0.0.1".into();
+    f.port = "0".into();
+    f.store = path(&dir.join("store"));
+    f.state = path(&dir.join("rstate"));
+    f.pairing_secret = secret.into();
+    app
+}
+
+/// A sender app with a valid form in `dir`, sending to `port`.
+fn sender_app(dir: &Path, rt: &tokio::runtime::Runtime, secret: &str, port: u16) -> LauncherApp {
+    let source = dir.join("source");
+    std::fs::create_dir_all(source.join("sub")).unwrap();
+    std::fs::write(source.join("a.txt"), "alpha").unwrap();
+    std::fs::write(source.join("sub/b.txt"), vec![7u8; 10_000]).unwrap();
+    let mut app = LauncherApp::new(dir.join("sconfig"), rt.handle().clone());
+    app.set_role(Role::Sender);
+    let f = &mut app.settings.sender;
+    f.host = "127.0.0.1".into();
+    f.port = port.to_string();
+    f.source = path(&source);
+    f.every = "1h".into();
+    f.name = "laptop".into();
+    f.state = path(&dir.join("sstate"));
+    f.pairing_secret = secret.into();
+    app
+}
+
+#[test]
+fn switching_roles_shows_the_other_form() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let mut h = harness(LauncherApp::new(
+        dir.path().join("config"),
+        rt.handle().clone(),
+    ));
+    h.run();
+    assert_eq!(h.state().role(), Role::Sender);
+    assert!(h.query_by_label(label::SOURCE).is_some());
+    assert!(h.query_by_label(label::STORE).is_none());
+    h.get_by_label(button::RECEIVER).click();
+    h.run();
+    assert_eq!(h.state().role(), Role::Receiver);
+    assert!(h.query_by_label(label::STORE).is_some());
+    assert!(h.query_by_label(label::MAX_CLIENTS).is_some());
+    assert!(h.query_by_label(label::SOURCE).is_none());
+    h.get_by_label(button::SENDER).click();
+    h.run();
+    assert_eq!(h.state().role(), Role::Sender);
+}
+
+#[test]
+fn an_invalid_port_disables_start_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let mut app = receiver_app(dir.path(), &rt, "");
+    app.settings.receiver.port.clear();
+    let mut h = harness(app);
+    h.run();
+    h.get_by_label(label::PORT).focus();
+    h.run();
+    h.get_by_label(label::PORT).type_text("70000");
+    h.run();
+    assert_eq!(h.state().settings.receiver.port, "70000");
+    assert!(is_disabled(&h, button::START));
+    assert!(h
+        .query_by_label_contains("Cannot start yet: Port: must be a number from 0 to 65535")
+        .is_some());
+    assert!(h
+        .query_by_label("must be a number from 0 to 65535")
+        .is_some());
+
+    h.state_mut().settings.receiver.port.clear();
+    h.run();
+    h.get_by_label(label::PORT).focus();
+    h.get_by_label(label::PORT).type_text("7000");
+    h.run();
+    assert_eq!(h.state().settings.receiver.port, "7000");
+    assert!(!is_disabled(&h, button::START));
+    assert!(h.query_by_label_contains("Cannot start yet").is_none());
+}
+
+#[test]
+fn a_sender_form_is_checked_as_typed() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let mut app = sender_app(dir.path(), &rt, "", 7878);
+    app.settings.sender.every.clear();
+    let mut h = harness(app);
+    h.run();
+    h.get_by_label(label::EVERY).focus();
+    h.get_by_label(label::EVERY).type_text("often");
+    h.run();
+    assert!(is_disabled(&h, button::START));
+    assert!(h.query_by_label_contains("Period: \"often\"").is_some());
+    h.state_mut().settings.sender.every.clear();
+    h.run();
+    h.get_by_label(label::EVERY).focus();
+    h.get_by_label(label::EVERY).type_text("15m");
+    h.run();
+    assert!(!is_disabled(&h, button::START));
+}
+
+#[test]
+fn receiver_and_sender_run_on_loopback_and_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let secret = generate_secret().unwrap();
+
+    let mut rh = harness(receiver_app(dir.path(), &rt, &secret));
+    rh.run();
+    rh.get_by_label(button::START).click();
+    step_until(&mut rh, "the receiver to listen", |h| {
+        h.state().receiver.addr.is_some()
+    });
+    let port = rh.state().receiver.addr.unwrap().port();
+    assert!(rh
+        .query_by_label_contains("Listening on 127.0.0.1:")
+        .is_some());
+    assert!(
+        is_disabled(&rh, button::RECEIVER),
+        "roles are locked while running"
+    );
+
+    let mut sh = harness(sender_app(dir.path(), &rt, &secret, port));
+    sh.run();
+    assert!(sh.query_by_label("no runs yet").is_some());
+    sh.get_by_label(button::START).click();
+    step_until(&mut sh, "a history row", |h| !h.state().history.is_empty());
+    step_until(&mut sh, "the run to be shown", |h| {
+        h.query_by_label("complete").is_some()
+    });
+    let line = sh
+        .state()
+        .running
+        .as_ref()
+        .unwrap()
+        .sender_status()
+        .unwrap()
+        .progress
+        .snapshot();
+    assert_eq!(line.entries_done, line.entries_total, "{line:?}");
+    assert_eq!(line.bytes_done, 10_005, "{line:?}");
+    let done = format!("{0}/{0} entries, 9.8 KiB / 9.8 KiB", line.entries_total);
+    assert!(sh.query_by_label_contains(&done).is_some(), "{done}");
+    assert!(sh.query_by_label_contains(", done").is_some());
+    assert!(sh.query_by_label_contains("Next run at").is_some());
+    assert!(sh
+        .query_by_label("2 sent, 0 unchanged, 0 deleted")
+        .is_some());
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("store/laptop/source/a.txt")).unwrap(),
+        "alpha"
+    );
+
+    // Run now: a second run, nothing changed.
+    sh.get_by_label(button::RUN_NOW).click();
+    step_until(&mut sh, "a second history row", |h| {
+        h.state().history.len() == 2
+    });
+    step_until(&mut sh, "the second row", |h| {
+        h.query_all_by_label("complete").count() == 2
+    });
+    assert!(
+        sh.query_by_label("0 sent, 3 unchanged, 0 deleted")
+            .is_some(),
+        "{:?}",
+        sh.state().history
+    );
+
+    // Close the window while it runs (stops the agent and waits for it),
+    // and start again from a fresh app: the settings and earlier runs are
+    // back.
+    let closing = Instant::now();
+    sh.state_mut().shutdown();
+    assert!(sh.state().running.is_none());
+    assert!(closing.elapsed() < ferry_gui::app::SHUTDOWN_TIMEOUT);
+    let config = sh.state().config_dir().to_owned();
+    drop(sh);
+    let mut sh = harness(LauncherApp::new(config, rt.handle().clone()));
+    sh.run();
+    assert_eq!(sh.state().settings.sender.name, "laptop");
+    assert_eq!(sh.state().settings.sender.pairing_secret, secret);
+    sh.get_by_label(button::START).click();
+    step_until(&mut sh, "the earlier runs and a new one", |h| {
+        h.state().history.len() == 3 && h.query_all_by_label("complete").count() == 3
+    });
+    assert_eq!(
+        sh.query_all_by_label("0 sent, 3 unchanged, 0 deleted")
+            .count(),
+        2
+    );
+    assert!(sh
+        .query_by_label("2 sent, 0 unchanged, 0 deleted")
+        .is_some());
+
+    step_until(&mut rh, "the receiver's recent runs", |h| {
+        h.state().receiver.runs.len() == 3 && h.query_all_by_label("laptop").count() >= 3
+    });
+
+    for h in [&mut sh, &mut rh] {
+        h.get_by_label(button::STOP).click();
+        h.step();
+        step_until(h, "the agent to stop", |h| h.state().running.is_none());
+        h.step();
+        assert!(h.query_by_label("Stopped").is_some());
+        assert!(!is_disabled(h, button::START));
+        assert_eq!(h.state().error, None);
+    }
+}
+
+#[test]
+fn settings_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let config = dir.path().join("config");
+    let mut h = harness(LauncherApp::new(config.clone(), rt.handle().clone()));
+    h.run();
+    h.get_by_label(button::RECEIVER).click();
+    h.run();
+    h.state_mut().settings.receiver.host.clear();
+    h.run();
+    h.get_by_label(label::HOST).focus();
+    h.get_by_label(label::HOST).type_text("127.0.0.1");
+    h.run();
+    h.get_by_label("Generate pairing secret").click();
+    h.run();
+    let before = h.state().settings.clone();
+    assert_eq!(before.receiver.host, "127.0.0.1");
+    assert_eq!(before.receiver.pairing_secret.len(), 64);
+    // Window close.
+    h.state_mut().shutdown();
+    drop(h);
+
+    let h = harness(LauncherApp::new(config, rt.handle().clone()));
+    assert_eq!(h.state().settings, before);
+    assert_eq!(h.state().role(), Role::Receiver);
+    assert_eq!(h.state().error, None);
+}
+
+#[test]
+fn saved_config_files_are_what_ferry_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let secret = generate_secret().unwrap();
+
+    let mut app = receiver_app(dir.path(), &rt, &secret);
+    app.settings.receiver.port = "9100".into();
+    let file = dir.path().join("out/receiver.toml");
+    app.config_file.insert(Role::Receiver, path(&file));
+    let mut h = harness(app);
+    h.run();
+    h.get_by_label(button::SAVE_CONFIG).click();
+    h.run();
+    assert_eq!(h.state().error, None);
+    assert!(h.query_by_label_contains("Saved ").is_some());
+    let settings = ReceiverConfig::load(&file).unwrap().settings().unwrap();
+    assert_eq!(settings.listen, "127.0.0.1:9100".parse().unwrap());
+    assert_eq!(settings.pairing_secret, Some(secret.as_bytes().to_vec()));
+    assert_eq!(settings.store, dir.path().join("store"));
+    assert!(std::fs::read_to_string(&file)
+        .unwrap()
+        .contains("ferry receive --config"));
+
+    let mut app = sender_app(dir.path(), &rt, &secret, 9100);
+    let file = dir.path().join("out/sender.toml");
+    app.config_file.insert(Role::Sender, path(&file));
+    let mut h = harness(app);
+    h.run();
+    h.get_by_label(button::SAVE_CONFIG).click();
+    h.run();
+    assert_eq!(h.state().error, None);
+    let settings = SenderConfig::load(&file).unwrap().settings().unwrap();
+    assert_eq!(settings.every, Some(Duration::from_secs(3600)));
+    assert_eq!(settings.name.as_str(), "laptop");
+    assert_eq!(settings.pairing_secret, Some(secret.as_bytes().to_vec()));
+}
+
+#[test]
+fn tab_moves_between_fields_and_text_can_grow() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let mut h = harness(receiver_app(dir.path(), &rt, ""));
+    h.run();
+    h.get_by_label(label::HOST).focus();
+    h.run();
+    assert!(h.get_by_label(label::HOST).is_focused());
+    h.key_press(egui::Key::Tab);
+    h.run();
+    assert!(h.get_by_label(label::PORT).is_focused());
+
+    let before = h.ctx.zoom_factor();
+    for _ in 0..5 {
+        h.get_by_label("Larger text").click();
+        h.run();
+    }
+    assert!(
+        h.ctx.zoom_factor() >= before + 0.4,
+        "{}",
+        h.ctx.zoom_factor()
+    );
+    assert!(h.query_by_label_contains("text 150%").is_some());
+    // Still usable: the form and Start are there and valid.
+    assert!(h.query_by_label(label::STORE).is_some());
+    assert!(!is_disabled(&h, button::START));
+}
