@@ -311,6 +311,7 @@ impl ReceiverForm {
             pairing_secret_file: secret_file,
             allow: Vec::new(),
             state: opt_path(&self.state),
+            ..ReceiverConfig::default()
         })
     }
 }
@@ -385,6 +386,7 @@ impl SenderForm {
             store: None,
             receiver_id: opt_string(&self.receiver_id),
             state: opt_path(&self.state),
+            ..SenderConfig::default()
         })
     }
 }
