@@ -118,8 +118,8 @@ fn write_random(path: &Path, label: &str, index: u64, size: u64) -> anyhow::Resu
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)?;
     }
-    let mut file = std::fs::File::create(path)
-        .with_context(|| format!("creating {}", path.display()))?;
+    let mut file =
+        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
     let mut stream = random_stream(label, index);
     let mut buf = vec![0u8; 1 << 20];
     let mut left = size;
@@ -177,14 +177,11 @@ impl DataSet {
     /// The set of `kind` under `data_dir`, generated unless a complete one of
     /// this generator version is already there.
     pub fn prepare(data_dir: &Path, kind: SetKind, sizes: Sizes) -> anyhow::Result<DataSet> {
-        let (name, files, file_size) = match kind {
-            SetKind::Small => (format!("small-{}", sizes.small_files), sizes.small_files, 0),
-            SetKind::Large => (
-                format!("large-{}x{}MiB", sizes.large_files, sizes.large_size >> 20),
-                sizes.large_files,
-                sizes.large_size,
-            ),
-            SetKind::Text => (format!("text-{}", sizes.text_files), sizes.text_files, 0),
+        let name = Self::name_for(kind, sizes);
+        let (files, file_size) = match kind {
+            SetKind::Small => (sizes.small_files, 0),
+            SetKind::Large => (sizes.large_files, sizes.large_size),
+            SetKind::Text => (sizes.text_files, 0),
         };
         let mut set = DataSet {
             kind,
@@ -216,6 +213,16 @@ impl DataSet {
         }
         set.bytes = tree_bytes(&set.root)?;
         Ok(set)
+    }
+
+    /// The name (and directory name) of the set of `kind` with `sizes`:
+    /// `small-20000`, `large-4x256MiB`, `text-2000`.
+    pub fn name_for(kind: SetKind, sizes: Sizes) -> String {
+        match kind {
+            SetKind::Small => format!("small-{}", sizes.small_files),
+            SetKind::Large => format!("large-{}x{}MiB", sizes.large_files, sizes.large_size >> 20),
+            SetKind::Text => format!("text-{}", sizes.text_files),
+        }
     }
 
     fn marker(&self) -> PathBuf {
@@ -277,7 +284,9 @@ impl DataSet {
 
     /// The files the "1 % modified" scenario rewrites: every hundredth.
     pub fn one_percent(&self) -> Vec<usize> {
-        (0..self.files).filter(|i| i % 100 == 37 % self.files.max(1)).collect()
+        (0..self.files)
+            .filter(|i| i % 100 == 37 % self.files.max(1))
+            .collect()
     }
 
     /// Rewrites file `i` of the small set with other bytes of the same size.
@@ -410,7 +419,9 @@ mod tests {
         let text = DataSet::prepare(dir.path(), SetKind::Text, tiny())?;
         let content = std::fs::read(text.root.join(text.rel(0)))?;
         assert!(content.len() >= 8 << 10);
-        assert!(content.iter().all(|b| b.is_ascii_lowercase() || *b == b' ' || *b == b'\n'));
+        assert!(content
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || *b == b' ' || *b == b'\n'));
         Ok(())
     }
 

@@ -45,9 +45,15 @@ pub fn parse_time_output(text: &str) -> anyhow::Result<Usage> {
     let [_elapsed, user, sys, rss] = fields[..] else {
         bail!("unexpected output from {TIME_BIN}: {line:?}");
     };
-    let user: f64 = user.parse().with_context(|| format!("user time in {line:?}"))?;
-    let sys: f64 = sys.parse().with_context(|| format!("system time in {line:?}"))?;
-    let max_rss_kib = rss.parse().with_context(|| format!("max RSS in {line:?}"))?;
+    let user: f64 = user
+        .parse()
+        .with_context(|| format!("user time in {line:?}"))?;
+    let sys: f64 = sys
+        .parse()
+        .with_context(|| format!("system time in {line:?}"))?;
+    let max_rss_kib = rss
+        .parse()
+        .with_context(|| format!("max RSS in {line:?}"))?;
     Ok(Usage {
         cpu_s: user + sys,
         max_rss_kib,
@@ -140,7 +146,8 @@ impl Server {
         time_file: &Path,
         log: &Path,
     ) -> anyhow::Result<Server> {
-        let out = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        let out =
+            std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
         let err = out.try_clone()?;
         let time = time_command(program.as_ref(), args, time_file)
             .stdin(Stdio::null())
@@ -164,7 +171,11 @@ impl Server {
     /// Fails (with its log) if the server has exited.
     pub fn ensure_running(&mut self) -> anyhow::Result<()> {
         if let Some(status) = self.time.try_wait()? {
-            bail!("{} exited early ({status}); its log:\n{}", self.name, self.log());
+            bail!(
+                "{} exited early ({status}); its log:\n{}",
+                self.name,
+                self.log()
+            );
         }
         Ok(())
     }
@@ -183,7 +194,11 @@ impl Server {
                 return Ok(());
             }
             if Instant::now() >= deadline {
-                bail!("{} not ready after {timeout:?}; its log:\n{}", self.name, self.log());
+                bail!(
+                    "{} not ready after {timeout:?}; its log:\n{}",
+                    self.name,
+                    self.log()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -215,7 +230,10 @@ impl Server {
                 if Instant::now() >= deadline {
                     signal(pid, "KILL")?;
                     self.time.wait()?;
-                    bail!("{} did not stop within 20 s of SIGTERM; killed it", self.name);
+                    bail!(
+                        "{} did not stop within 20 s of SIGTERM; killed it",
+                        self.name
+                    );
                 }
                 std::thread::sleep(Duration::from_millis(10));
             }
@@ -259,7 +277,11 @@ pub fn children(parent: u32) -> Vec<u32> {
     };
     let mut out = Vec::new();
     for entry in entries.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
             continue;
         };
         let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
@@ -294,12 +316,16 @@ pub fn drop_caches() {
 
 /// A TCP port on 127.0.0.1 that was free a moment ago.
 pub fn free_tcp_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 /// A UDP port on 127.0.0.1 that was free a moment ago.
 pub fn free_udp_port() -> anyhow::Result<u16> {
-    Ok(std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::UdpSocket::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 /// Whether a TCP socket listens on 127.0.0.1:`port`, from `/proc/net/tcp`
@@ -320,7 +346,10 @@ fn socket_in(table: &str, port: u16, state: Option<&str>) -> bool {
     let Ok(text) = std::fs::read_to_string(table) else {
         return false;
     };
-    let wanted = [format!("0100007F:{port:04X}"), format!("00000000:{port:04X}")];
+    let wanted = [
+        format!("0100007F:{port:04X}"),
+        format!("00000000:{port:04X}"),
+    ];
     text.lines().skip(1).any(|line| {
         let fields: Vec<&str> = line.split_whitespace().collect();
         fields.len() > 3
@@ -372,7 +401,11 @@ mod tests {
     fn measures_a_client_and_a_server() -> anyhow::Result<()> {
         check_time_available()?;
         let dir = tempfile::tempdir()?;
-        let done = run_timed("sh", &["-c".as_ref(), "echo hi".as_ref()], &dir.path().join("t1"))?;
+        let done = run_timed(
+            "sh",
+            &["-c".as_ref(), "echo hi".as_ref()],
+            &dir.path().join("t1"),
+        )?;
         assert!(done.status.success());
         assert_eq!(done.stdout.trim(), "hi");
         assert!(done.usage.max_rss_kib > 0);

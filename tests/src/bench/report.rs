@@ -221,13 +221,19 @@ impl Report {
         out
     }
 
-    /// "tool: x CPU-s/GB" for each first-sync row.
+    /// "scenario tool: x" (CPU seconds per GB) for each row that moves a
+    /// whole data set: the first syncs and rsync over ssh; each set of Ferry
+    /// samples once.
     fn cpu_lines(&self) -> Vec<String> {
         let mut out = Vec::new();
-        let mut ferry_done = Vec::new();
-        for row in self.rows.iter().filter(|r| r.scenario.ends_with("-first")) {
-            if !ferry_done.contains(&row.scenario) {
-                ferry_done.push(row.scenario.clone());
+        let mut ferry_seen: Vec<&Vec<Sample>> = Vec::new();
+        for row in self
+            .rows
+            .iter()
+            .filter(|r| r.scenario.ends_with("-first") || r.scenario == "large-ssh")
+        {
+            if !row.ferry.is_empty() && !ferry_seen.contains(&&row.ferry) {
+                ferry_seen.push(&row.ferry);
                 if let Some(v) = Self::cpu_per_gb(&Medians::of(&row.ferry), row.bytes) {
                     out.push(format!("{} ferry: {v:.2}", row.scenario));
                 }
@@ -334,15 +340,33 @@ mod tests {
                 sample(4.0, 2.0),
             );
         }
-        report.add("large-first", "cp -r", 2_000_000_000, None, sample(1.0, 0.5));
-        assert_eq!(report.rows.len(), 2);
+        report.add(
+            "large-first",
+            "cp -r",
+            2_000_000_000,
+            None,
+            sample(1.0, 0.5),
+        );
+        report.add(
+            "large-ssh",
+            "rsync over ssh",
+            2_000_000_000,
+            Some(sample(2.0, 1.0)),
+            sample(5.0, 3.0),
+        );
+        assert_eq!(report.rows.len(), 3);
         assert_eq!(report.rows[0].ferry.len(), 3);
         let table = report.table();
         assert!(table.contains("0.50"), "{table}");
         assert!(table.contains("large-first ferry: 1.00"), "{table}");
         assert!(table.contains("large-first rsync daemon: 2.00"), "{table}");
+        assert!(table.contains("large-ssh rsync over ssh: 3.00"), "{table}");
+        assert!(!table.contains("large-ssh ferry"), "{table}");
         let json = report.json(serde_json::json!({"quick": true}));
         assert_eq!(json["rows"][0]["ratio_wall"], 0.5);
-        assert_eq!(json["rows"][0]["ferry"]["samples"].as_array().map(Vec::len), Some(3));
+        assert_eq!(
+            json["rows"][0]["ferry"]["samples"].as_array().map(Vec::len),
+            Some(3)
+        );
     }
 }

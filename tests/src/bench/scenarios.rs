@@ -91,9 +91,14 @@ pub fn run(plan: &Plan) -> anyhow::Result<Report> {
             .notes
             .push("this rsync cannot compress with zstd: no rsync -z row".into());
     }
+    let names: Vec<String> = [SetKind::Small, SetKind::Large, SetKind::Text]
+        .into_iter()
+        .map(|kind| DataSet::name_for(kind, plan.sizes))
+        .collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
     let mut bench = Bench {
         plan,
-        ferry: Ferry::setup(&plan.ferry_bin, &work.join("ferry"), &["small", "large", "text"])?,
+        ferry: Ferry::setup(&plan.ferry_bin, &work.join("ferry"), &names)?,
         rsync: RsyncDaemon::setup(&work.join("rsync"))?,
         sshd,
         zstd,
@@ -136,7 +141,8 @@ impl Bench<'_> {
         others: Vec<(&str, Job<'_>)>,
     ) -> anyhow::Result<(Sample, Vec<Sample>)> {
         let run = |tool: &str, job: Job<'_>| -> anyhow::Result<Sample> {
-            let sample = job().with_context(|| format!("{label}, {tool}, repetition {}", rep + 1))?;
+            let sample =
+                job().with_context(|| format!("{label}, {tool}, repetition {}", rep + 1))?;
             eprintln!(
                 "bench: {label} rep {}/{}: {tool} {:.2} s",
                 rep + 1,
@@ -145,7 +151,7 @@ impl Bench<'_> {
             );
             Ok(sample)
         };
-        if rep % 2 == 0 {
+        if rep.is_multiple_of(2) {
             let f = run("ferry", ferry)?;
             let mut o = Vec::new();
             for (tool, job) in others {
@@ -177,7 +183,10 @@ impl Bench<'_> {
             Box::new(|| self.ferry.run(&set.name, &set.root, &self.scratch)),
             vec![(
                 RSYNC,
-                Box::new(|| self.rsync.run(&set.name, &set.root, rsync_args, &self.scratch)),
+                Box::new(|| {
+                    self.rsync
+                        .run(&set.name, &set.root, rsync_args, &self.scratch)
+                }),
             )],
         )?;
         self.check_mirrors(scenario, set)?;
@@ -246,7 +255,10 @@ impl Bench<'_> {
             )];
             let want_cp = self.plan.wants("large-cp");
             if want_cp {
-                others.push(("cp -r", Box::new(|| tools::cp(&set.root, &cp_dst, &self.scratch))));
+                others.push((
+                    "cp -r",
+                    Box::new(|| tools::cp(&set.root, &cp_dst, &self.scratch)),
+                ));
             }
             let want_ssh = self.plan.wants("large-ssh") && self.sshd.is_some();
             if let Some(sshd) = self.sshd.as_ref().filter(|_| want_ssh) {
@@ -264,19 +276,23 @@ impl Bench<'_> {
             self.check_mirrors("large-first", set)?;
             let rsync = results.remove(0);
             if self.plan.wants("large-first") {
-                self.report.add("large-first", RSYNC, set.bytes, Some(ferry.clone()), rsync);
+                self.report
+                    .add("large-first", RSYNC, set.bytes, Some(ferry.clone()), rsync);
             }
             if want_cp {
-                verify::same_content(&set.root, &cp_dst).context("large-cp: cp -r's copy differs")?;
+                verify::same_content(&set.root, &cp_dst)
+                    .context("large-cp: cp -r's copy differs")?;
                 let cp = results.remove(0);
-                self.report.add("large-cp", "cp -r", set.bytes, Some(ferry.clone()), cp);
+                self.report
+                    .add("large-cp", "cp -r", set.bytes, Some(ferry.clone()), cp);
                 remove_tree(&cp_dst)?;
             }
             if want_ssh {
                 ferry_tests::tree::assert_same(&set.root, &ssh_dst)
                     .context("large-ssh: rsync over ssh's copy differs")?;
                 let ssh = results.remove(0);
-                self.report.add("large-ssh", "rsync over ssh", set.bytes, Some(ferry), ssh);
+                self.report
+                    .add("large-ssh", "rsync over ssh", set.bytes, Some(ferry), ssh);
                 remove_tree(&ssh_dst)?;
             }
             self.large_edits(rep, set)?;
@@ -357,12 +373,14 @@ impl Bench<'_> {
             )?;
             self.check_mirrors("text-first", set)?;
             let rsync = results.remove(0);
-            self.report.add("text-first", RSYNC, set.bytes, Some(ferry.clone()), rsync);
+            self.report
+                .add("text-first", RSYNC, set.bytes, Some(ferry.clone()), rsync);
             if self.zstd {
                 ferry_tests::tree::assert_same(&set.root, &self.rsync_dst(&z_name))
                     .context("text-first: rsync -z's copy differs")?;
                 let z = results.remove(0);
-                self.report.add("text-first", "rsync -z zstd", set.bytes, Some(ferry), z);
+                self.report
+                    .add("text-first", "rsync -z zstd", set.bytes, Some(ferry), z);
             }
         }
         self.fresh(set)?;
@@ -396,7 +414,10 @@ mod tests {
 
     #[test]
     fn scenario_names_are_checked() -> anyhow::Result<()> {
-        assert_eq!(parse_scenarios("small-first, large-ssh")?, ["small-first", "large-ssh"]);
+        assert_eq!(
+            parse_scenarios("small-first, large-ssh")?,
+            ["small-first", "large-ssh"]
+        );
         assert!(parse_scenarios("small-first,nope").is_err());
         assert!(parse_scenarios(" , ").is_err());
         Ok(())

@@ -46,7 +46,9 @@ pub fn remove_tree(path: &Path) -> anyhow::Result<()> {
 
 /// Whether this process runs as root (the owner of `/proc/self`).
 pub fn is_root() -> bool {
-    std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false)
 }
 
 /// Ferry's receiver and senders, one sender identity per data set.
@@ -92,8 +94,8 @@ impl Ferry {
     pub fn reset(&self, set: &str) -> anyhow::Result<()> {
         remove_tree(&self.store(set))?;
         let state = self.sender_state(set);
-        for entry in std::fs::read_dir(&state)
-            .with_context(|| format!("reading {}", state.display()))?
+        for entry in
+            std::fs::read_dir(&state).with_context(|| format!("reading {}", state.display()))?
         {
             let entry = entry?;
             if entry.file_name() == "identity" {
@@ -244,7 +246,11 @@ impl RsyncDaemon {
         let root = dir.join("module");
         std::fs::create_dir_all(&root)?;
         // As root the daemon would switch to "nobody" unless told otherwise.
-        let ids = if is_root() { "uid = root\ngid = root\n" } else { "" };
+        let ids = if is_root() {
+            "uid = root\ngid = root\n"
+        } else {
+            ""
+        };
         let config = dir.join("rsyncd.conf");
         std::fs::write(
             &config,
@@ -323,7 +329,10 @@ impl Sshd {
     pub fn setup(dir: &Path) -> anyhow::Result<Sshd> {
         let sshd = Path::new("/usr/sbin/sshd");
         if !sshd.is_file() {
-            bail!("{} not found (apt-get install openssh-server)", sshd.display());
+            bail!(
+                "{} not found (apt-get install openssh-server)",
+                sshd.display()
+            );
         }
         remove_tree(dir)?;
         std::fs::create_dir_all(dir)?;
