@@ -339,6 +339,13 @@ mod tests {
                 Some(sample(2.0, 1.0)),
                 sample(4.0, 2.0),
             );
+            report.add(
+                "large-ssh",
+                "rsync over ssh",
+                2_000_000_000,
+                Some(sample(2.0, 1.0)),
+                sample(5.0, 3.0),
+            );
         }
         report.add(
             "large-first",
@@ -346,13 +353,6 @@ mod tests {
             2_000_000_000,
             None,
             sample(1.0, 0.5),
-        );
-        report.add(
-            "large-ssh",
-            "rsync over ssh",
-            2_000_000_000,
-            Some(sample(2.0, 1.0)),
-            sample(5.0, 3.0),
         );
         assert_eq!(report.rows.len(), 3);
         assert_eq!(report.rows[0].ferry.len(), 3);
