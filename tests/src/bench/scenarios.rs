@@ -1,0 +1,425 @@
+//! What is measured and in which order. Per data set and repetition: a first
+//! sync into empty destinations, then the resync scenarios on top of it.
+//! Within a repetition Ferry and the reference alternate who goes first
+//! (Ferry first on even repetitions), and every run is checked afterwards:
+//! the copy must equal the source.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+
+use super::data::{DataSet, SetKind, Sizes};
+use super::report::{Report, Sample};
+use super::tools::{self, remove_tree, Ferry, RsyncDaemon, Sshd};
+use super::verify;
+
+/// Every scenario, as `--scenarios` names them.
+pub const ALL: &[&str] = &[
+    "small-first",
+    "small-nochange",
+    "small-modify",
+    "large-first",
+    "large-cp",
+    "large-ssh",
+    "large-append",
+    "large-insert",
+    "large-rename",
+    "text-first",
+];
+
+const RSYNC: &str = "rsync daemon";
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Repetitions of each measurement.
+    pub reps: usize,
+    /// Scenarios to measure (names from [`ALL`]).
+    pub scenarios: Vec<String>,
+    /// Data set sizes.
+    pub sizes: Sizes,
+    /// Where the data sets live (kept between runs).
+    pub data_dir: PathBuf,
+    /// The `ferry` binary.
+    pub ferry_bin: PathBuf,
+}
+
+impl Plan {
+    fn wants(&self, scenario: &str) -> bool {
+        self.scenarios.iter().any(|s| s == scenario)
+    }
+
+    fn wants_set(&self, prefix: &str) -> bool {
+        self.scenarios.iter().any(|s| s.starts_with(prefix))
+    }
+}
+
+/// Everything the runs share.
+struct Bench<'a> {
+    plan: &'a Plan,
+    ferry: Ferry,
+    rsync: RsyncDaemon,
+    sshd: Option<Sshd>,
+    zstd: bool,
+    work: PathBuf,
+    scratch: PathBuf,
+    report: Report,
+}
+
+/// Runs the plan and returns the report. The destinations live in
+/// `data_dir/work`, removed at the start and the end.
+pub fn run(plan: &Plan) -> anyhow::Result<Report> {
+    let work = plan.data_dir.join("work");
+    remove_tree(&work)?;
+    let scratch = work.join("scratch");
+    std::fs::create_dir_all(&scratch)?;
+    let mut report = Report::default();
+    let sshd = if plan.wants("large-ssh") {
+        match Sshd::setup(&work.join("ssh")) {
+            Ok(sshd) => Some(sshd),
+            Err(e) => {
+                report.notes.push(format!("large-ssh skipped: {e:#}"));
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let zstd = tools::rsync_has_zstd();
+    if plan.wants("text-first") && !zstd {
+        report
+            .notes
+            .push("this rsync cannot compress with zstd: no rsync -z row".into());
+    }
+    let names: Vec<String> = [SetKind::Small, SetKind::Large, SetKind::Text]
+        .into_iter()
+        .map(|kind| DataSet::name_for(kind, plan.sizes))
+        .collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let mut bench = Bench {
+        plan,
+        ferry: Ferry::setup(&plan.ferry_bin, &work.join("ferry"), &names)?,
+        rsync: RsyncDaemon::setup(&work.join("rsync"))?,
+        sshd,
+        zstd,
+        work: work.clone(),
+        scratch,
+        report,
+    };
+    if plan.wants_set("small-") {
+        let set = DataSet::prepare(&plan.data_dir, SetKind::Small, plan.sizes)?;
+        bench.small(&set)?;
+    }
+    if plan.wants_set("large-") {
+        let set = DataSet::prepare(&plan.data_dir, SetKind::Large, plan.sizes)?;
+        bench.large(&set)?;
+    }
+    if plan.wants_set("text-") {
+        let set = DataSet::prepare(&plan.data_dir, SetKind::Text, plan.sizes)?;
+        bench.text(&set)?;
+    }
+    let report = bench.report;
+    remove_tree(&work)?;
+    Ok(report)
+}
+
+/// A reference tool's run: a closure so the order can alternate.
+type Job<'b> = Box<dyn FnOnce() -> anyhow::Result<Sample> + 'b>;
+
+impl Bench<'_> {
+    fn rsync_dst(&self, name: &str) -> PathBuf {
+        self.rsync.root.join(name)
+    }
+
+    /// Runs Ferry and the `others` in alternating order; returns Ferry's
+    /// sample and the others' in the order given.
+    fn alternate(
+        &self,
+        rep: usize,
+        label: &str,
+        ferry: Job<'_>,
+        others: Vec<(&str, Job<'_>)>,
+    ) -> anyhow::Result<(Sample, Vec<Sample>)> {
+        let run = |tool: &str, job: Job<'_>| -> anyhow::Result<Sample> {
+            let sample =
+                job().with_context(|| format!("{label}, {tool}, repetition {}", rep + 1))?;
+            eprintln!(
+                "bench: {label} rep {}/{}: {tool} {:.2} s",
+                rep + 1,
+                self.plan.reps,
+                sample.wall_s
+            );
+            Ok(sample)
+        };
+        if rep.is_multiple_of(2) {
+            let f = run("ferry", ferry)?;
+            let mut o = Vec::new();
+            for (tool, job) in others {
+                o.push(run(tool, job)?);
+            }
+            Ok((f, o))
+        } else {
+            let mut o = Vec::new();
+            for (tool, job) in others {
+                o.push(run(tool, job)?);
+            }
+            Ok((run("ferry", ferry)?, o))
+        }
+    }
+
+    /// Ferry against the rsync daemon (with `rsync_args`) on `set` as it is
+    /// now, both copies checked (metadata too) afterwards.
+    fn pair(
+        &mut self,
+        rep: usize,
+        scenario: &str,
+        set: &DataSet,
+        rsync_args: &[&str],
+        bytes: u64,
+    ) -> anyhow::Result<()> {
+        let (ferry, mut others) = self.alternate(
+            rep,
+            scenario,
+            Box::new(|| self.ferry.run(&set.name, &set.root, &self.scratch)),
+            vec![(
+                RSYNC,
+                Box::new(|| {
+                    self.rsync
+                        .run(&set.name, &set.root, rsync_args, &self.scratch)
+                }),
+            )],
+        )?;
+        self.check_mirrors(scenario, set)?;
+        if self.plan.wants(scenario) {
+            let rsync = others.remove(0);
+            self.report.add(scenario, RSYNC, bytes, Some(ferry), rsync);
+        }
+        Ok(())
+    }
+
+    fn check_mirrors(&self, scenario: &str, set: &DataSet) -> anyhow::Result<()> {
+        ferry_tests::tree::assert_same(&set.root, &self.ferry.mirror(&set.name))
+            .with_context(|| format!("{scenario}: Ferry's mirror differs from the source"))?;
+        ferry_tests::tree::assert_same(&set.root, &self.rsync_dst(&set.name))
+            .with_context(|| format!("{scenario}: rsync's copy differs from the source"))
+    }
+
+    fn fresh(&self, set: &DataSet) -> anyhow::Result<()> {
+        self.ferry.reset(&set.name)?;
+        remove_tree(&self.rsync_dst(&set.name))
+    }
+
+    fn small(&mut self, set: &DataSet) -> anyhow::Result<()> {
+        for rep in 0..self.plan.reps {
+            self.fresh(set)?;
+            self.pair(rep, "small-first", set, &[], set.bytes)?;
+            if self.plan.wants("small-nochange") {
+                self.pair(rep, "small-nochange", set, &["--delete"], 0)?;
+            }
+            if self.plan.wants("small-modify") {
+                let picked = set.one_percent();
+                set.begin_edit()?;
+                for &i in &picked {
+                    set.rewrite_small(i)?;
+                }
+                let bytes = picked
+                    .iter()
+                    .map(|&i| std::fs::metadata(set.root.join(set.rel(i))).map(|m| m.len()))
+                    .sum::<std::io::Result<u64>>()?;
+                self.pair(rep, "small-modify", set, &["--delete"], bytes)?;
+                for &i in &picked {
+                    set.restore_file(i)?;
+                }
+                set.end_edit()?;
+            }
+        }
+        self.fresh(set)
+    }
+
+    fn large(&mut self, set: &DataSet) -> anyhow::Result<()> {
+        for rep in 0..self.plan.reps {
+            self.fresh(set)?;
+            let cp_dst = self.work.join("cp").join(&set.name);
+            let ssh_dst = self.work.join("ssh-dst").join(&set.name);
+            remove_tree(&cp_dst)?;
+            remove_tree(&ssh_dst)?;
+            if let Some(parent) = ssh_dst.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            if let Some(parent) = cp_dst.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            let mut others: Vec<(&str, Job<'_>)> = vec![(
+                RSYNC,
+                Box::new(|| self.rsync.run(&set.name, &set.root, &[], &self.scratch)),
+            )];
+            let want_cp = self.plan.wants("large-cp");
+            if want_cp {
+                others.push((
+                    "cp -r",
+                    Box::new(|| tools::cp(&set.root, &cp_dst, &self.scratch)),
+                ));
+            }
+            let want_ssh = self.plan.wants("large-ssh") && self.sshd.is_some();
+            if let Some(sshd) = self.sshd.as_ref().filter(|_| want_ssh) {
+                others.push((
+                    "rsync over ssh",
+                    Box::new(|| sshd.run(&set.root, &ssh_dst, &self.scratch)),
+                ));
+            }
+            let (ferry, mut results) = self.alternate(
+                rep,
+                "large-first",
+                Box::new(|| self.ferry.run(&set.name, &set.root, &self.scratch)),
+                others,
+            )?;
+            self.check_mirrors("large-first", set)?;
+            let rsync = results.remove(0);
+            if self.plan.wants("large-first") {
+                self.report
+                    .add("large-first", RSYNC, set.bytes, Some(ferry.clone()), rsync);
+            }
+            if want_cp {
+                verify::same_content(&set.root, &cp_dst)
+                    .context("large-cp: cp -r's copy differs")?;
+                let cp = results.remove(0);
+                self.report
+                    .add("large-cp", "cp -r", set.bytes, Some(ferry.clone()), cp);
+                remove_tree(&cp_dst)?;
+            }
+            if want_ssh {
+                ferry_tests::tree::assert_same(&set.root, &ssh_dst)
+                    .context("large-ssh: rsync over ssh's copy differs")?;
+                let ssh = results.remove(0);
+                self.report
+                    .add("large-ssh", "rsync over ssh", set.bytes, Some(ferry), ssh);
+                remove_tree(&ssh_dst)?;
+            }
+            self.large_edits(rep, set)?;
+        }
+        self.fresh(set)
+    }
+
+    /// The delta scenarios, one after the other on the same set; the edited
+    /// files are regenerated afterwards.
+    fn large_edits(&mut self, rep: usize, set: &DataSet) -> anyhow::Result<()> {
+        let n = set.files;
+        let edits: [(&str, usize); 3] = [
+            ("large-append", 0),
+            ("large-insert", 1 % n),
+            ("large-rename", 2 % n),
+        ];
+        if !edits.iter().any(|(s, _)| self.plan.wants(s)) {
+            return Ok(());
+        }
+        set.begin_edit()?;
+        let mut touched = Vec::new();
+        for (scenario, i) in edits {
+            if !self.plan.wants(scenario) {
+                continue;
+            }
+            let bytes = match scenario {
+                "large-append" => {
+                    set.append_byte(i)?;
+                    1
+                }
+                "large-insert" => {
+                    set.insert_byte(i)?;
+                    1
+                }
+                "large-rename" => {
+                    set.rename_file(i)?;
+                    0
+                }
+                other => bail!("unknown edit {other}"),
+            };
+            touched.push(i);
+            self.pair(rep, scenario, set, &["--delete"], bytes)?;
+        }
+        touched.dedup();
+        for i in touched {
+            set.restore_file(i)?;
+        }
+        set.end_edit()
+    }
+
+    fn text(&mut self, set: &DataSet) -> anyhow::Result<()> {
+        let z_name = format!("{}-z", set.name);
+        for rep in 0..self.plan.reps {
+            self.fresh(set)?;
+            remove_tree(&self.rsync_dst(&z_name))?;
+            let mut others: Vec<(&str, Job<'_>)> = vec![(
+                RSYNC,
+                Box::new(|| self.rsync.run(&set.name, &set.root, &[], &self.scratch)),
+            )];
+            if self.zstd {
+                others.push((
+                    "rsync -z zstd",
+                    Box::new(|| {
+                        self.rsync.run(
+                            &z_name,
+                            &set.root,
+                            &["-z", "--compress-choice=zstd"],
+                            &self.scratch,
+                        )
+                    }),
+                ));
+            }
+            let (ferry, mut results) = self.alternate(
+                rep,
+                "text-first",
+                Box::new(|| self.ferry.run(&set.name, &set.root, &self.scratch)),
+                others,
+            )?;
+            self.check_mirrors("text-first", set)?;
+            let rsync = results.remove(0);
+            self.report
+                .add("text-first", RSYNC, set.bytes, Some(ferry.clone()), rsync);
+            if self.zstd {
+                ferry_tests::tree::assert_same(&set.root, &self.rsync_dst(&z_name))
+                    .context("text-first: rsync -z's copy differs")?;
+                let z = results.remove(0);
+                self.report
+                    .add("text-first", "rsync -z zstd", set.bytes, Some(ferry), z);
+            }
+        }
+        self.fresh(set)?;
+        remove_tree(&self.rsync_dst(&z_name))
+    }
+}
+
+/// Checks `--scenarios` names.
+pub fn parse_scenarios(list: &str) -> anyhow::Result<Vec<String>> {
+    let mut out = Vec::new();
+    for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        if !ALL.contains(&name) {
+            bail!("unknown scenario {name:?}; known: {}", ALL.join(","));
+        }
+        out.push(name.to_string());
+    }
+    if out.is_empty() {
+        bail!("no scenario given; known: {}", ALL.join(","));
+    }
+    Ok(out)
+}
+
+/// The default data directory: `<target dir>/bench-data`.
+pub fn default_data_dir(target: &Path) -> PathBuf {
+    target.join("bench-data")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scenario_names_are_checked() -> anyhow::Result<()> {
+        assert_eq!(
+            parse_scenarios("small-first, large-ssh")?,
+            ["small-first", "large-ssh"]
+        );
+        assert!(parse_scenarios("small-first,nope").is_err());
+        assert!(parse_scenarios(" , ").is_err());
+        Ok(())
+    }
+}
