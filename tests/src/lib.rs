@@ -2,4 +2,5 @@
 //! receiver on `127.0.0.1:0`, sender settings, tree builders and tree
 //! comparison.
 
+pub mod cargo;
 pub mod tree;

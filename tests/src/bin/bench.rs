@@ -126,28 +126,7 @@ fn build_ferry(profile_dir: &Path, target: &Path) -> anyhow::Result<PathBuf> {
         .file_name()
         .and_then(|n| n.to_str())
         .with_context(|| format!("unexpected location {}", profile_dir.display()))?;
-    let mut cargo = std::process::Command::new(env!("CARGO"));
-    // Under `cargo run`, this process carries variables about *this*
-    // package (CARGO_PKG_NAME, ...). ring's build script declares
-    // `rerun-if-env-changed` on some of them: left in, they would make this
-    // build and the next ordinary one rebuild ring and all above it.
-    for (key, _) in std::env::vars_os() {
-        let key_str = key.to_string_lossy();
-        if key_str.starts_with("CARGO_PKG_")
-            || key_str.starts_with("CARGO_MANIFEST_")
-            || key_str.starts_with("CARGO_BIN_")
-            || [
-                "CARGO_CRATE_NAME",
-                "CARGO_PRIMARY_PACKAGE",
-                "CARGO_TARGET_TMPDIR",
-                "CARGO_RUSTC_CURRENT_DIR",
-                "OUT_DIR",
-            ]
-            .contains(&key_str.as_ref())
-        {
-            cargo.env_remove(&key);
-        }
-    }
+    let mut cargo = ferry_tests::cargo::cargo();
     cargo.args(["build", "-q", "-p", "ferry-agent", "--bin", "ferry"]);
     match profile {
         "release" => {

@@ -186,29 +186,7 @@ pub fn ferry_bin() -> PathBuf {
         let target = profile_dir
             .parent()
             .ok_or_else(|| format!("unexpected test binary location {}", exe.display()))?;
-        let mut cargo = std::process::Command::new(env!("CARGO"));
-        // Cargo gives the test process variables about *this* package
-        // (CARGO_PKG_NAME, ...). Build scripts (ring's) declare
-        // `rerun-if-env-changed` on some of them, and cargo compares its own
-        // environment: left in, they would make this build and the next
-        // `cargo test` rebuild ring and everything above it, each time.
-        for (key, _) in std::env::vars_os() {
-            let key_str = key.to_string_lossy();
-            if key_str.starts_with("CARGO_PKG_")
-                || key_str.starts_with("CARGO_MANIFEST_")
-                || key_str.starts_with("CARGO_BIN_")
-                || [
-                    "CARGO_CRATE_NAME",
-                    "CARGO_PRIMARY_PACKAGE",
-                    "CARGO_TARGET_TMPDIR",
-                    "CARGO_RUSTC_CURRENT_DIR",
-                    "OUT_DIR",
-                ]
-                .contains(&key_str.as_ref())
-            {
-                cargo.env_remove(&key);
-            }
-        }
+        let mut cargo = ferry_tests::cargo::cargo();
         let status = cargo
             .args(["build", "-q", "-p", "ferry-agent", "--bin", "ferry"])
             .env("CARGO_TARGET_DIR", target)
