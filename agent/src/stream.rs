@@ -125,15 +125,33 @@ impl FramedRecv {
             Err(quinn::ReadExactError::ReadError(e)) => return Err(e.into()),
         }
         let len = frame::body_len(header)?;
-        let mut body = vec![0u8; len];
-        match self.inner.read_exact(&mut body).await {
-            Ok(()) => {}
-            Err(quinn::ReadExactError::FinishedEarly(_)) => {
-                return Err(FrameError::Truncated.into())
+        // The first bytes tell a Data frame, whose content is read straight
+        // into its own buffer; anything else is decoded whole.
+        let mut prefix = [0u8; 4];
+        let have = len.min(prefix.len());
+        self.read_body(&mut prefix[..have]).await?;
+        if let Some((n, used)) = frame::data_prefix(&prefix[..have]) {
+            if used + n == len {
+                let mut data = vec![0u8; n];
+                let early = have - used;
+                data[..early].copy_from_slice(&prefix[used..have]);
+                self.read_body(&mut data[early..]).await?;
+                return Ok(Some(Message::Data(data)));
             }
-            Err(quinn::ReadExactError::ReadError(e)) => return Err(e.into()),
         }
+        let mut body = vec![0u8; len];
+        body[..have].copy_from_slice(&prefix[..have]);
+        self.read_body(&mut body[have..]).await?;
         Ok(Some(frame::decode_body(&body)?))
+    }
+
+    /// Reads exactly `buf.len()` bytes of a frame body.
+    async fn read_body(&mut self, buf: &mut [u8]) -> Result<(), StreamError> {
+        match self.inner.read_exact(buf).await {
+            Ok(()) => Ok(()),
+            Err(quinn::ReadExactError::FinishedEarly(_)) => Err(FrameError::Truncated.into()),
+            Err(quinn::ReadExactError::ReadError(e)) => Err(e.into()),
+        }
     }
 
     /// The next message; the end of the stream is an error.

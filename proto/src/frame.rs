@@ -66,6 +66,25 @@ pub fn data_header(len: usize) -> Result<Vec<u8>, FrameError> {
     Ok(out)
 }
 
+/// If `prefix` (the first bytes of a frame body) starts a `Data` message,
+/// returns the content length it announces and how many bytes of `prefix`
+/// the tag and length took. Lets a reader put a `Data` frame's content
+/// straight into its own buffer instead of decoding a copy of it.
+pub fn data_prefix(prefix: &[u8]) -> Option<(usize, usize)> {
+    if prefix.first() != Some(&5) {
+        return None;
+    }
+    let mut len = 0usize;
+    // MAX_DATA fits in three varint bytes.
+    for (i, byte) in prefix.iter().skip(1).take(3).enumerate() {
+        len |= usize::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Some((len, i + 2));
+        }
+    }
+    None
+}
+
 /// Reads the length of a frame from its 4-byte header, rejecting lengths over
 /// [`MAX_FRAME`].
 pub fn body_len(header: [u8; 4]) -> Result<usize, FrameError> {
@@ -166,6 +185,19 @@ mod tests {
             assert_eq!(framed, encode(&Message::Data(data)).unwrap(), "len {len}");
         }
         assert!(data_header(crate::MAX_DATA + 1).is_err());
+    }
+
+    #[test]
+    fn data_prefix_agrees_with_decoding() {
+        for len in [0, 1, 127, 128, 16_383, 16_384, crate::MAX_DATA] {
+            let frame = encode(&Message::Data(vec![1; len])).unwrap();
+            let body = &frame[4..];
+            let (n, used) = data_prefix(&body[..body.len().min(4)]).unwrap();
+            assert_eq!((n, used + n), (len, body.len()), "len {len}");
+        }
+        assert_eq!(data_prefix(&[0x08]), None);
+        assert_eq!(data_prefix(&[0x05, 0x80, 0x80, 0x80]), None);
+        assert_eq!(data_prefix(&[0x05]), None);
     }
 
     #[test]
