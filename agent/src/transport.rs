@@ -21,8 +21,11 @@ pub const SERVER_NAME: &str = "ferry";
 pub const STREAM_RECEIVE_WINDOW: u32 = 16 * 1024 * 1024;
 /// Flow-control window of the whole connection, over all streams.
 pub const CONNECTION_RECEIVE_WINDOW: u32 = 64 * 1024 * 1024;
-/// Bytes this side keeps in flight unacknowledged over all streams.
-pub const SEND_WINDOW: u64 = 64 * 1024 * 1024;
+/// Bytes this side keeps in flight unacknowledged over all streams. It is
+/// also what a sender buffers: at 16 MiB a 1 GiB first sync over loopback
+/// ran as fast as at 64 MiB, with the sender's peak RSS at 42 MiB instead
+/// of 95-103 MiB.
+pub const SEND_WINDOW: u64 = 16 * 1024 * 1024;
 /// Bidirectional streams the peer may have open at once (one per file in flight).
 pub const MAX_CONCURRENT_BIDI_STREAMS: u32 = 256;
 /// Unidirectional streams the peer may open: Ferry uses none.
