@@ -363,7 +363,11 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "mb" => 1_000_000,
         "gb" => 1_000_000_000,
         "tb" => 1_000_000_000_000,
-        _ => return Err(format!("{text:?} has an unknown unit {unit:?} ({examples})")),
+        _ => {
+            return Err(format!(
+                "{text:?} has an unknown unit {unit:?} ({examples})"
+            ))
+        }
     };
     let bytes = (number * factor as f64).round();
     if !bytes.is_finite() || bytes < 1.0 || bytes >= u64::MAX as f64 {

@@ -116,7 +116,9 @@ mod tests {
         let refused = budget.reserve(&path("b"), 31).unwrap_err();
         assert_eq!(refused.code, FailCode::Quota);
         assert!(
-            refused.message.contains("sender lap is over its quota of 100 B")
+            refused
+                .message
+                .contains("sender lap is over its quota of 100 B")
                 && refused.message.contains("raise --quota"),
             "{}",
             refused.message

@@ -332,11 +332,7 @@ struct RunContext {
 }
 
 /// Reserves room in the sender's quota for `size` bytes of `entry`.
-fn reserve(
-    ctx: &RunContext,
-    entry: &Entry,
-    size: u64,
-) -> Result<Option<Reservation>, Failure> {
+fn reserve(ctx: &RunContext, entry: &Entry, size: u64) -> Result<Option<Reservation>, Failure> {
     ctx.quota
         .as_ref()
         .map(|q| q.reserve(&entry.path, size))

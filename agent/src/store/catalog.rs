@@ -680,7 +680,10 @@ mod tests {
         match Catalog::open(&path) {
             Err(e @ StoreError::DamagedCatalog { .. }) => {
                 let text = e.to_string();
-                assert!(text.contains("catalog.db") && text.contains("damaged"), "{text}");
+                assert!(
+                    text.contains("catalog.db") && text.contains("damaged"),
+                    "{text}"
+                );
             }
             Err(e) => panic!("unexpected error {e}"),
             Ok(_) => panic!("opened a damaged catalog"),
