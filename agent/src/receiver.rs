@@ -41,11 +41,13 @@ pub const BUSY_RETRY: Duration = Duration::from_secs(2);
 /// Why a receiver could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ReceiverError {
-    #[error("{0}")]
+    // Transparent: `{0}` plus the source would print the message twice
+    // in `ferry: error: {e:#}`.
+    #[error(transparent)]
     Identity(#[from] IdentityError),
-    #[error("{0}")]
+    #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("{0}")]
+    #[error(transparent)]
     Transport(#[from] TransportError),
     #[error("could not start the receiver: {0}")]
     Runtime(String),

@@ -80,6 +80,11 @@ fn a_receiver_with_a_damaged_catalog_refuses_to_start_and_leaves_it_untouched(
         stderr.contains(&catalog.display().to_string()) && stderr.contains("damaged"),
         "the message does not name the damaged catalog:\n{stderr}"
     );
+    assert_eq!(
+        stderr.matches("is damaged").count(),
+        1,
+        "the message is repeated:\n{stderr}"
+    );
     assert_eq!(std::fs::read(&catalog)?, damaged, "the damaged catalog was modified");
 
     // 2. Truncated to half its pages.
