@@ -26,7 +26,11 @@ pub(crate) struct Proc {
 }
 
 impl Proc {
-    pub(crate) fn spawn(what: &str, logs: &Path, args: &[&std::ffi::OsStr]) -> anyhow::Result<Proc> {
+    pub(crate) fn spawn(
+        what: &str,
+        logs: &Path,
+        args: &[&std::ffi::OsStr],
+    ) -> anyhow::Result<Proc> {
         let stdout = logs.join(format!("{what}.out"));
         let stderr = logs.join(format!("{what}.err"));
         let child = Command::new(ferry_bin())

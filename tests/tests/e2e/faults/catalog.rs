@@ -35,7 +35,10 @@ fn refused_start(setup: &Setup, what: &str) -> anyhow::Result<String> {
     )?;
     let status = proc.exit_status(Duration::from_secs(30))?;
     let stderr = proc.stderr();
-    assert!(!status.success(), "the {what} started: {status}; stderr:\n{stderr}");
+    assert!(
+        !status.success(),
+        "the {what} started: {status}; stderr:\n{stderr}"
+    );
     assert!(
         !stderr.contains("receiver listening"),
         "the {what} listened on a damaged catalog:\n{stderr}"
@@ -44,13 +47,17 @@ fn refused_start(setup: &Setup, what: &str) -> anyhow::Result<String> {
 }
 
 #[test]
-fn a_receiver_with_a_damaged_catalog_refuses_to_start_and_leaves_it_untouched(
-) -> anyhow::Result<()> {
+fn a_receiver_with_a_damaged_catalog_refuses_to_start_and_leaves_it_untouched() -> anyhow::Result<()>
+{
     crate::util::trace();
     let setup = Setup::new()?;
     // Enough files that the catalog spans many pages.
     for i in 0..400 {
-        tree::write(&setup.source, format!("d{}/file-{i:03}.txt", i % 7), format!("{i}"))?;
+        tree::write(
+            &setup.source,
+            format!("d{}/file-{i:03}.txt", i % 7),
+            format!("{i}"),
+        )?;
     }
     let mut receiver = setup.receiver("receiver")?;
     setup.send_once("sender")?;
@@ -85,7 +92,11 @@ fn a_receiver_with_a_damaged_catalog_refuses_to_start_and_leaves_it_untouched(
         1,
         "the message is repeated:\n{stderr}"
     );
-    assert_eq!(std::fs::read(&catalog)?, damaged, "the damaged catalog was modified");
+    assert_eq!(
+        std::fs::read(&catalog)?,
+        damaged,
+        "the damaged catalog was modified"
+    );
 
     // 2. Truncated to half its pages.
     let truncated = &good[..(pages / 2) * PAGE];
@@ -96,7 +107,11 @@ fn a_receiver_with_a_damaged_catalog_refuses_to_start_and_leaves_it_untouched(
         stderr.contains(&catalog.display().to_string()) && stderr.contains("damaged"),
         "the message does not name the damaged catalog:\n{stderr}"
     );
-    assert_eq!(std::fs::read(&catalog)?, truncated, "the truncated catalog was modified");
+    assert_eq!(
+        std::fs::read(&catalog)?,
+        truncated,
+        "the truncated catalog was modified"
+    );
 
     // 3. The admin puts the good catalog back: history is all there.
     std::fs::write(&catalog, &good)?;

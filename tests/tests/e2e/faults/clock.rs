@@ -63,7 +63,9 @@ async fn runs_recorded_across_a_clock_jumping_back_are_all_kept_in_order() -> an
     );
 
     // The state as of each run holds that run's content.
-    let sender_record = store.sender_by_name(&Name::new("laptop")?)?.expect("registered");
+    let sender_record = store
+        .sender_by_name(&Name::new("laptop")?)?
+        .expect("registered");
     let ns = store.namespace(&sender_record, &Name::new("docs")?);
     let path = RelPath::from_bytes("f.txt")?;
     for (run, content) in runs.iter().zip(contents) {
@@ -73,7 +75,11 @@ async fn runs_recorded_across_a_clock_jumping_back_are_all_kept_in_order() -> an
             .iter()
             .find(|v| v.path == path)
             .expect("f.txt in the tree");
-        assert_eq!(std::fs::read(&file.location)?, content.as_bytes(), "run {run}");
+        assert_eq!(
+            std::fs::read(&file.location)?,
+            content.as_bytes(),
+            "run {run}"
+        );
     }
     // Three versions, each with its own bytes, one current.
     let versions = store.versions(&ns, &path)?;

@@ -132,7 +132,10 @@ fn kill_9_of_either_side_at_random_points_loses_nothing() -> anyhow::Result<()> 
             checked += 1;
         }
     }
-    eprintln!("{checked} acknowledged versions of {} paths intact", acked.len());
+    eprintln!(
+        "{checked} acknowledged versions of {} paths intact",
+        acked.len()
+    );
     let runs = store.runs(None)?;
     assert!(runs.len() as u64 > ITERATIONS, "{runs:?}");
     Ok(())

@@ -45,8 +45,10 @@ async fn a_sender_over_its_quota_is_refused_file_by_file_and_others_are_unaffect
     assert_eq!(summary.errors, 2, "{summary:?}");
     for p in &summary.problems {
         assert!(
-            p.message.contains("sender laptop is over its quota of 3.0 MiB on this receiver")
-                && p.message.contains("ask the admin to raise --quota or prune versions"),
+            p.message
+                .contains("sender laptop is over its quota of 3.0 MiB on this receiver")
+                && p.message
+                    .contains("ask the admin to raise --quota or prune versions"),
             "{}: {}",
             p.path,
             p.message
@@ -54,7 +56,10 @@ async fn a_sender_over_its_quota_is_refused_file_by_file_and_others_are_unaffect
     }
     assert_eq!(std::fs::read(mirror.join("a1.bin"))?, pseudo_random(MIB, 1));
     assert!(!mirror.join("a4.bin").exists());
-    assert_eq!(std::fs::read(mirror.join("a3.bin"))?, pseudo_random(512 * KIB, 3));
+    assert_eq!(
+        std::fs::read(mirror.join("a3.bin"))?,
+        pseudo_random(512 * KIB, 3)
+    );
     assert_staging_empty(&dir.path().join("store"))?;
     let laptop_id = receiver
         .store
@@ -65,7 +70,11 @@ async fn a_sender_over_its_quota_is_refused_file_by_file_and_others_are_unaffect
     assert_eq!(used, (2 * MIB + 512 * KIB + 5) as u64);
 
     // Another sender has its own quota.
-    tree::write(&desktop.source, "d.bin", pseudo_random(2 * MIB + 512 * KIB, 5))?;
+    tree::write(
+        &desktop.source,
+        "d.bin",
+        pseudo_random(2 * MIB + 512 * KIB, 5),
+    )?;
     let summary = send_config(&desktop_config).await?;
     assert_eq!(summary.errors, 0, "{summary:?}");
     tree::assert_same(&desktop.source, &dir.path().join("store/desktop/docs"))?;

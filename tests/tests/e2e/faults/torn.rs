@@ -109,7 +109,10 @@ async fn a_file_rewritten_while_sent_is_never_stored_torn() -> anyhow::Result<()
     writer
         .join()
         .map_err(|_| anyhow::anyhow!("the writer thread panicked"))?;
-    assert!(noticed, "no run noticed the file changing while it was read");
+    assert!(
+        noticed,
+        "no run noticed the file changing while it was read"
+    );
 
     // The writer stopped: the next run stores the last pass.
     let whole = complete.lock().unwrap_or_else(|e| e.into_inner()).clone();
@@ -119,7 +122,9 @@ async fn a_file_rewritten_while_sent_is_never_stored_torn() -> anyhow::Result<()
     assert_whole(&mirror.join("big.bin"), &whole)?;
     // No version of it, current or old, is torn.
     let store = receiver.store.clone();
-    let laptop = store.sender_by_name(&Name::new("laptop")?)?.expect("registered");
+    let laptop = store
+        .sender_by_name(&Name::new("laptop")?)?
+        .expect("registered");
     let ns = store.namespace(&laptop, &Name::new("docs")?);
     let versions = store.versions(&ns, &RelPath::from_bytes("big.bin")?)?;
     assert!(!versions.is_empty());
