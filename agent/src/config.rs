@@ -72,6 +72,9 @@ pub struct ReceiverConfig {
     pub staggered: Option<bool>,
     /// How often retention is applied (default 1h).
     pub prune_every: Option<String>,
+    /// Most bytes stored per sender, current and old versions together
+    /// (e.g. `100GiB`); no limit if unset.
+    pub quota: Option<String>,
 }
 
 /// `ferry send` settings as written in a TOML file or given as flags.
@@ -130,6 +133,7 @@ impl ReceiverConfig {
             keep_for: over.keep_for.or(self.keep_for),
             staggered: over.staggered.or(self.staggered),
             prune_every: over.prune_every.or(self.prune_every),
+            quota: over.quota.or(self.quota),
         }
     }
 
@@ -174,7 +178,13 @@ impl ReceiverConfig {
         if prune_every < Duration::from_secs(1) {
             return Err(invalid("prune-every", "must be at least 1s"));
         }
+        let quota = self
+            .quota
+            .as_deref()
+            .map(|q| parse_size(q).map_err(|e| invalid("quota", e)))
+            .transpose()?;
         Ok(ReceiverSettings {
+            quota,
             retention,
             prune_every,
             listen,
@@ -323,6 +333,50 @@ pub struct ReceiverSettings {
     pub retention: Retention,
     /// How often retention is applied.
     pub prune_every: Duration,
+    /// Most bytes stored per sender (current and old versions); `None`: no
+    /// limit.
+    pub quota: Option<u64>,
+}
+
+/// Parses a size such as `100GiB`, `10MiB`, `1TB`, `512k` or `4096` (bytes):
+/// a whole or decimal number, then an optional unit, case-insensitive. `K`,
+/// `M`, `G`, `T` with `iB` are powers of 1024, with `B` powers of 1000; a
+/// bare letter is a power of 1024.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let examples = "examples: 500MiB, 100GiB, 1TB, 4096";
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size ({examples})"))?;
+    let unit = unit.trim().to_ascii_lowercase();
+    let factor: u64 = match unit.as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "t" | "tib" => 1 << 40,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
+        _ => {
+            return Err(format!(
+                "{text:?} has an unknown unit {unit:?} ({examples})"
+            ))
+        }
+    };
+    let bytes = (number * factor as f64).round();
+    if !bytes.is_finite() || bytes < 1.0 || bytes >= u64::MAX as f64 {
+        return Err(format!(
+            "{text:?} is out of range: give at least one byte ({examples})"
+        ));
+    }
+    // In range: checked just above.
+    Ok(bytes as u64)
 }
 
 /// Where a sender sends.
@@ -570,5 +624,32 @@ mod tests {
     #[test]
     fn default_name_is_valid() {
         assert!(!default_name().as_str().is_empty());
+    }
+
+    #[test]
+    fn quota_sizes_parse() {
+        assert_eq!(parse_size("100GiB").unwrap(), 100 << 30);
+        assert_eq!(parse_size("10MiB").unwrap(), 10 << 20);
+        assert_eq!(parse_size("1TB").unwrap(), 1_000_000_000_000);
+        assert_eq!(parse_size(" 1.5 kib ").unwrap(), 1536);
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert_eq!(parse_size("2g").unwrap(), 2 << 30);
+        for bad in ["", "GiB", "10 parsecs", "0", "-1MiB", "1.2.3MB", "1e30TB"] {
+            assert!(parse_size(bad).is_err(), "{bad:?} parsed");
+        }
+        let config = ReceiverConfig {
+            store: Some("/s".into()),
+            quota: Some("5MiB".into()),
+            ..Default::default()
+        };
+        assert_eq!(config.settings().unwrap().quota, Some(5 << 20));
+        let bad = ReceiverConfig {
+            quota: Some("lots".into()),
+            ..config
+        };
+        let err = bad.settings().unwrap_err().to_string();
+        assert!(err.contains("quota") && err.contains("lots"), "{err}");
+        let file: ReceiverConfig = toml::from_str("quota = \"1TB\"\n").unwrap();
+        assert_eq!(file.quota.as_deref(), Some("1TB"));
     }
 }

@@ -97,6 +97,10 @@ struct ReceiveArgs {
     /// How often retention is applied [default: 1h].
     #[arg(long)]
     prune_every: Option<String>,
+    /// Most bytes stored per sender, current and old versions together
+    /// (e.g. 100GiB, 1TB); a file that would go over is refused.
+    #[arg(long)]
+    quota: Option<String>,
 }
 
 /// Options of `ferry send`; each can also be set in the config file.
@@ -171,6 +175,7 @@ impl ReceiveArgs {
             keep_for: self.keep_for.clone(),
             staggered: self.staggered.then_some(true),
             prune_every: self.prune_every.clone(),
+            quota: self.quota.clone(),
         }))
     }
 }
@@ -266,7 +271,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let receiver = Receiver::bind(&settings)?;
             tracing::info!(
                 id = %receiver.id(), addr = %receiver.local_addr()?, store = %settings.store.display(),
-                max_clients = settings.max_clients, "receiver listening"
+                max_clients = settings.max_clients, quota = ?settings.quota, "receiver listening"
             );
             receiver.serve(shutdown_on_signal()).await;
             Ok(ExitCode::SUCCESS)

@@ -10,6 +10,7 @@
 mod admission;
 mod entry;
 pub mod pruning;
+mod quota;
 mod requests;
 mod session;
 
@@ -40,11 +41,13 @@ pub const BUSY_RETRY: Duration = Duration::from_secs(2);
 /// Why a receiver could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ReceiverError {
-    #[error("{0}")]
+    // Transparent: `{0}` plus the source would print the message twice
+    // in `ferry: error: {e:#}`.
+    #[error(transparent)]
     Identity(#[from] IdentityError),
-    #[error("{0}")]
+    #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("{0}")]
+    #[error(transparent)]
     Transport(#[from] TransportError),
     #[error("could not start the receiver: {0}")]
     Runtime(String),
@@ -64,6 +67,8 @@ pub(crate) struct Shared {
     pub clients: Arc<Semaphore>,
     pub max_clients: usize,
     pub status: Arc<ReceiverStatus>,
+    /// Most bytes stored per sender; `None`: no limit.
+    pub quota: Option<u64>,
 }
 
 /// A bound receiver, ready to [`serve`](Receiver::serve).
@@ -92,7 +97,22 @@ impl Receiver {
             settings.max_clients,
             admission,
         )?;
-        Ok(receiver.with_retention(settings.retention, settings.prune_every))
+        Ok(receiver
+            .with_retention(settings.retention, settings.prune_every)
+            .with_quota(settings.quota))
+    }
+
+    /// Limits the bytes stored per sender (current and old versions
+    /// together); a file that would go over is refused with
+    /// [`FailCode::Quota`](ferry_proto::FailCode::Quota). `None`: no limit.
+    /// Call before [`serve`](Receiver::serve).
+    pub fn with_quota(mut self, quota: Option<u64>) -> Receiver {
+        // `shared` is only cloned by `serve`, which consumes the receiver, so
+        // this is its only handle and `get_mut` succeeds.
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.quota = quota;
+        }
+        self
     }
 
     /// Applies `policy` at start and then every `every` while serving. A
@@ -117,6 +137,7 @@ impl Receiver {
             clients: Arc::new(Semaphore::new(max_clients)),
             max_clients,
             status: Arc::new(ReceiverStatus::default()),
+            quota: None,
         });
         Ok(Receiver {
             endpoint,

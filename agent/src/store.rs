@@ -57,6 +57,7 @@ mod history;
 mod mirror;
 mod retention;
 mod staging;
+mod usage;
 mod verify;
 
 use std::fs::{self, File, OpenOptions, TryLockError};

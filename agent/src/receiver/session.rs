@@ -16,6 +16,7 @@ use tokio_util::task::TaskTracker;
 
 use super::admission::{decide, Facts, Proof, Verdict};
 use super::entry::{EntryReceiver, Step};
+use super::quota::{QuotaBudget, Reservation};
 use super::{Shared, BUSY_RETRY, HELLO_TIMEOUT, MAX_STREAMS_PER_SENDER};
 use crate::identity::DeviceId;
 use crate::status::Session;
@@ -217,14 +218,23 @@ async fn session(
     let device = peer.to_string();
     let hello_name = hello.name.clone();
     let folder = hello.folder.clone();
-    let (ns, run_id) = blocking(move || {
+    let limit = shared.quota;
+    let (ns, run_id, quota) = blocking(move || {
         let sender = match by_device {
             Some(sender) if !register => sender,
             _ => store.add_sender(&device, &hello_name)?,
         };
+        let quota = match limit {
+            Some(limit) => Some(QuotaBudget::new(
+                limit,
+                store.stored_bytes(sender.id)?,
+                sender.name.clone(),
+            )),
+            None => None,
+        };
         let ns = store.namespace(&sender, &folder);
         let run = store.begin_run(&ns)?;
-        Ok((ns, run))
+        Ok((ns, run, quota))
     })
     .await?;
     if paired {
@@ -258,6 +268,7 @@ async fn session(
         run: run_id,
         live,
         commits,
+        quota,
     });
     let result = serve_run(conn, peer, shared, &ctx, control, &hello, shutdown).await;
     shared.status.remove(&ctx.live);
@@ -316,6 +327,16 @@ struct RunContext {
     run: u64,
     live: Arc<Session>,
     commits: mpsc::UnboundedSender<Commit>,
+    /// The sender's quota, if the receiver sets one.
+    quota: Option<Arc<QuotaBudget>>,
+}
+
+/// Reserves room in the sender's quota for `size` bytes of `entry`.
+fn reserve(ctx: &RunContext, entry: &Entry, size: u64) -> Result<Option<Reservation>, Failure> {
+    ctx.quota
+        .as_ref()
+        .map(|q| q.reserve(&entry.path, size))
+        .transpose()
 }
 
 /// Reads the control stream until `Finish` (returns its report) or until the
@@ -420,6 +441,8 @@ fn store_failure(e: SessionError) -> Failure {
 async fn receive_entry(channel: &mut Channel, ctx: &Arc<RunContext>) -> Result<(), Failure> {
     let mut machine = EntryReceiver::new();
     let mut content: Option<(Entry, Sink)> = None;
+    // Held while content arrives; given back unless the file is stored.
+    let mut reservation: Option<Reservation> = None;
     loop {
         let message = match channel.recv.recv().await {
             Ok(Some(message)) => message,
@@ -446,21 +469,23 @@ async fn receive_entry(channel: &mut Channel, ctx: &Arc<RunContext>) -> Result<(
                 match machine.offer_answered(have) {
                     None => return commit(ctx, Op::Metadata { entry, hash }).await,
                     Some(want) => {
+                        let size = match entry.kind {
+                            EntryKind::File { size, .. } => size,
+                            _ => 0,
+                        };
+                        reservation = reserve(ctx, &entry, size)?;
                         channel
                             .send
                             .send(&want)
                             .await
                             .map_err(|e| failure(FailCode::Io, e.to_string()))?;
-                        let size = match entry.kind {
-                            EntryKind::File { size, .. } => size,
-                            _ => 0,
-                        };
                         let sink = Sink::open(ctx, &entry, size).await?;
                         content = Some((entry, sink));
                     }
                 }
             }
             Step::Begin { entry, size } => {
+                reservation = reserve(ctx, &entry, size)?;
                 let sink = Sink::open(ctx, &entry, size).await?;
                 content = Some((entry, sink));
             }
@@ -478,7 +503,11 @@ async fn receive_entry(channel: &mut Channel, ctx: &Arc<RunContext>) -> Result<(
                     return Err(failure(FailCode::BadRequest, "end without an entry"));
                 };
                 let staged = sink.finish(ctx, &entry, hash).await?;
-                return commit(ctx, Op::File { entry, staged }).await;
+                let stored = commit(ctx, Op::File { entry, staged }).await;
+                if let (Ok(()), Some(reservation)) = (&stored, reservation.take()) {
+                    reservation.keep();
+                }
+                return stored;
             }
             Step::Aborted(reason) => {
                 return Err(failure(

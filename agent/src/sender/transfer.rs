@@ -375,57 +375,77 @@ async fn send_content(
         channel.send.finish();
         return Err(EntryError::Changed);
     }
-    let (hash, copy) = match opened {
-        Opened::Small {
-            data, hash, copy, ..
-        } => {
-            // Header, content and end in one write.
-            let mut frames = head;
-            for piece in data.chunks(MAX_DATA) {
+    let sent = async {
+        Ok(match opened {
+            Opened::Small {
+                data, hash, copy, ..
+            } => {
+                // Header, content and end in one write.
+                let mut frames = head;
+                for piece in data.chunks(MAX_DATA) {
+                    frames.extend_from_slice(
+                        &ferry_proto::frame::data_header(piece.len()).map_err(StreamError::from)?,
+                    );
+                    frames.extend_from_slice(piece);
+                }
                 frames.extend_from_slice(
-                    &ferry_proto::frame::data_header(piece.len()).map_err(StreamError::from)?,
+                    &ferry_proto::frame::encode(&Message::End { hash })
+                        .map_err(StreamError::from)?,
                 );
-                frames.extend_from_slice(piece);
+                channel.send.send_raw(&frames).await?;
+                ctx.status.progress.add_bytes(data.len() as u64);
+                (hash, copy)
             }
-            frames.extend_from_slice(
-                &ferry_proto::frame::encode(&Message::End { hash }).map_err(StreamError::from)?,
-            );
-            channel.send.send_raw(&frames).await?;
-            ctx.status.progress.add_bytes(data.len() as u64);
-            (hash, copy)
-        }
-        Opened::Large { file, stat, copy } => {
-            if !head.is_empty() {
-                channel.send.send_raw(&head).await?;
-            }
-            let (tx, mut rx) = mpsc::channel::<Vec<u8>>(4);
-            let reader = tokio::task::spawn_blocking(move || read_content(file, stat, tx, copy));
-            while let Some(chunk) = rx.recv().await {
-                channel.send.send_data(&chunk).await?;
-                ctx.status.progress.add_bytes(chunk.len() as u64);
-            }
-            let read = reader
-                .await
-                .map_err(|e| EntryError::Internal(e.to_string()))?;
-            match read {
-                Ok((hash, copy)) => {
-                    channel.send.send(&Message::End { hash }).await?;
-                    (hash, copy)
+            Opened::Large { file, stat, copy } => {
+                if !head.is_empty() {
+                    channel.send.send_raw(&head).await?;
                 }
-                Err(e) => {
-                    let _ = channel
-                        .send
-                        .send(&Message::Abort {
-                            reason: e.to_string(),
-                        })
-                        .await;
-                    channel.send.finish();
-                    // The receiver answers Failed(Aborted); the local error is the one to report.
-                    let _ = answer(&mut channel).await;
-                    return Err(e);
+                let (tx, mut rx) = mpsc::channel::<Vec<u8>>(4);
+                let reader =
+                    tokio::task::spawn_blocking(move || read_content(file, stat, tx, copy));
+                while let Some(chunk) = rx.recv().await {
+                    channel.send.send_data(&chunk).await?;
+                    ctx.status.progress.add_bytes(chunk.len() as u64);
+                }
+                let read = reader
+                    .await
+                    .map_err(|e| EntryError::Internal(e.to_string()))?;
+                match read {
+                    Ok((hash, copy)) => {
+                        channel.send.send(&Message::End { hash }).await?;
+                        (hash, copy)
+                    }
+                    Err(e) => {
+                        let _ = channel
+                            .send
+                            .send(&Message::Abort {
+                                reason: e.to_string(),
+                            })
+                            .await;
+                        channel.send.finish();
+                        // The receiver answers Failed(Aborted); the local error is the one to report.
+                        let _ = answer(&mut channel).await;
+                        return Err(e);
+                    }
                 }
             }
+        })
+    }
+    .await;
+    let (hash, copy) = match sent {
+        Ok(sent) => sent,
+        Err(EntryError::Stream(StreamError::Write(quinn::WriteError::Stopped(code)))) => {
+            // The receiver refused the file while its content was on the
+            // way (disk full, over quota) and stopped the stream; its answer
+            // says why. Only this file failed, not the connection.
+            return Err(match answer(&mut channel).await {
+                Err(EntryError::Failed(message)) => EntryError::Failed(message),
+                _ => EntryError::Failed(format!(
+                    "the receiver stopped the transfer (code {code}) without saying why"
+                )),
+            });
         }
+        Err(e) => return Err(e),
     };
     channel.send.finish();
     answer(&mut channel).await?;

@@ -2,6 +2,8 @@
 //! mirror's directories real, without following symlinks. Runs under the
 //! store's write lock (see `apply`).
 
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -105,18 +107,36 @@ impl Store {
         work: &mut Work,
     ) -> Result<(), StoreError> {
         let source = rel.under(&self.ns_dir(ns));
-        let tag = match self.catalog().current_row(ns.sender_id, &ns.folder, rel)? {
-            Some(row) => u64::try_from(row.id).unwrap_or(0),
-            None => self.next_counter(),
+        let current = self.catalog().current_row(ns.sender_id, &ns.folder, rel)?;
+        // What the mirror holds may be a copy a failed batch put there
+        // without recording it; its bytes are then not the current row's.
+        let unrecorded = match &current {
+            Some(row) => !holds_row(&source, row)?,
+            None => false,
+        };
+        let tag = match &current {
+            Some(row) if !unrecorded => u64::try_from(row.id).unwrap_or(0),
+            _ => self.next_counter(),
         };
         let dest = self.archive_dest(ns, rel, tag, work)?;
         mirror::rename(&source, &dest)?;
         work.touched(&source);
         work.touched(&dest);
-        let archive = mirror::relative_bytes(&self.root, &dest);
+        let archive = match &current {
+            // The failed batch archived the row's bytes (tagged with its id)
+            // before putting its copy in place: point the row at them.
+            Some(row) if unrecorded => dest
+                .parent()
+                .and_then(|dir| find_archived(dir, rel, row))
+                .map(|found| mirror::relative_bytes(&self.root, &found)),
+            _ => Some(mirror::relative_bytes(&self.root, &dest)),
+        };
+        if unrecorded {
+            tracing::warn!(path = %rel, "the mirror held a copy that was never recorded (a failed commit); archived it beside the recorded versions");
+        }
         work.changes.push(Change::Retire {
             path: rel.clone(),
-            archive: Some(archive),
+            archive,
             deleted,
         });
         Ok(())
@@ -172,4 +192,62 @@ impl Store {
             ),
         ))
     }
+}
+
+/// True if the file at `path` is the content of `row` (same size and
+/// mtime, as the store set them; or, if those differ, same hash). Rows that
+/// are not files are taken as held.
+fn holds_row(path: &Path, row: &VersionRow) -> Result<bool, StoreError> {
+    if row.kind != "file" {
+        return Ok(true);
+    }
+    let Some(meta) = lstat(path)? else {
+        return Ok(false);
+    };
+    if !meta.is_file() {
+        return Ok(false);
+    }
+    let mtime_ns = meta.mtime() * 1_000_000_000 + meta.mtime_nsec();
+    if i64::try_from(meta.len()) == Ok(row.size) && mtime_ns == row.mtime_ns {
+        return Ok(true);
+    }
+    Ok(row.hash.as_deref() == Some(&hash_file(path)?[..]))
+}
+
+/// blake3 of a file's content.
+fn hash_file(path: &Path) -> Result<[u8; 32], StoreError> {
+    let mut file = std::fs::File::open(path).map_err(|e| io_err("read", path, e))?;
+    let mut hasher = blake3::Hasher::new();
+    std::io::copy(&mut file, &mut hasher).map_err(|e| io_err("read", path, e))?;
+    Ok(*hasher.finalize().as_bytes())
+}
+
+/// An archive in `dir` named for `rel` with `row`'s id as its tag
+/// (`<name>~<stamp>~v<id>[-k]`) that holds `row`'s content.
+fn find_archived(dir: &Path, rel: &RelPath, row: &VersionRow) -> Option<PathBuf> {
+    let leaf = rel.components().last().unwrap_or(rel.as_bytes());
+    let tag = format!("~v{}", row.id);
+    std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .filter(|path| {
+            let Some(name) = path.file_name().map(|n| n.as_bytes()) else {
+                return false;
+            };
+            let Some(at) = name.windows(tag.len()).rposition(|w| w == tag.as_bytes()) else {
+                return false;
+            };
+            let rest = &name[at + tag.len()..];
+            let tag_ends = rest.is_empty() || rest.first() == Some(&b'-');
+            let stem = name[..at].rsplitn(2, |b| *b == b'~').nth(1).unwrap_or(&[]);
+            tag_ends && leaf.starts_with(stem)
+        })
+        .find(|path| {
+            lstat(path).ok().flatten().is_some_and(|m| m.is_file())
+                && row
+                    .hash
+                    .as_deref()
+                    .is_some_and(|h| hash_file(path).is_ok_and(|actual| actual[..] == *h))
+        })
 }

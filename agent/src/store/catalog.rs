@@ -184,6 +184,14 @@ pub(crate) fn sql_u64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
+/// `PRAGMA quick_check`'s findings (`["ok"]` when the file is sound), at
+/// most ten.
+fn quick_check(conn: &Connection) -> rusqlite::Result<Vec<String>> {
+    let mut stmt = conn.prepare("PRAGMA quick_check(10)")?;
+    let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+    rows.collect()
+}
+
 impl Catalog {
     /// Opens or creates the catalog at `path`. An existing file is checked
     /// (readable as SQLite, known schema) before anything is written to it.
@@ -196,9 +204,18 @@ impl Catalog {
                 path: path.to_path_buf(),
                 source,
             })?;
-        let not_db = |source| StoreError::NotADatabase {
-            path: path.to_path_buf(),
-            source,
+        let not_db = |source: rusqlite::Error| {
+            if source.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseCorrupt) {
+                StoreError::DamagedCatalog {
+                    path: path.to_path_buf(),
+                    detail: source.to_string(),
+                }
+            } else {
+                StoreError::NotADatabase {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            }
         };
         // Reading the header first: a file that is not SQLite fails here,
         // before any write could touch it.
@@ -215,6 +232,18 @@ impl Catalog {
                 found: version,
                 expected: SCHEMA_VERSION,
             });
+        }
+        if !fresh {
+            // A damaged page deep in the file is not noticed until a query
+            // reads it, possibly after history was written on top: check
+            // every page now, before anything is written.
+            let problems = quick_check(&conn).map_err(not_db)?;
+            if problems.first().map(String::as_str) != Some("ok") {
+                return Err(StoreError::DamagedCatalog {
+                    path: path.to_path_buf(),
+                    detail: problems.join("; "),
+                });
+            }
         }
         let mut catalog = Catalog {
             conn,
@@ -620,5 +649,58 @@ mod tests {
             Err(e) => panic!("unexpected error {e}"),
             Ok(_) => panic!("opened a foreign database"),
         }
+    }
+
+    /// A catalog with enough rows to span many pages, closed cleanly.
+    fn big_catalog(path: &Path) {
+        let cat = Catalog::open(path).unwrap();
+        let payload = "x".repeat(200);
+        for i in 0..2000 {
+            cat.conn()
+                .execute(
+                    "INSERT INTO senders (device, name, added_ms) VALUES (?1, ?2, 0)",
+                    params![format!("dev-{i}-{payload}"), format!("name-{i}")],
+                )
+                .unwrap();
+        }
+    }
+
+    #[test]
+    fn a_damaged_page_is_refused_and_the_file_left_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("catalog.db");
+        big_catalog(&path);
+        let mut bytes = std::fs::read(&path).unwrap();
+        assert!(bytes.len() > 64 * 4096, "{}", bytes.len());
+        let middle = bytes.len() / 2;
+        for b in &mut bytes[middle..middle + 3000] {
+            *b = 0xA5;
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        match Catalog::open(&path) {
+            Err(e @ StoreError::DamagedCatalog { .. }) => {
+                let text = e.to_string();
+                assert!(
+                    text.contains("catalog.db") && text.contains("damaged"),
+                    "{text}"
+                );
+            }
+            Err(e) => panic!("unexpected error {e}"),
+            Ok(_) => panic!("opened a damaged catalog"),
+        }
+        assert_eq!(std::fs::read(&path).unwrap(), bytes);
+
+        // Truncated to half its pages.
+        let path = dir.path().join("truncated.db");
+        big_catalog(&path);
+        let bytes = std::fs::read(&path).unwrap();
+        let half = &bytes[..(bytes.len() / 2 / 4096) * 4096];
+        std::fs::write(&path, half).unwrap();
+        match Catalog::open(&path) {
+            Err(StoreError::DamagedCatalog { .. }) => {}
+            Err(e) => panic!("unexpected error {e}"),
+            Ok(_) => panic!("opened a truncated catalog"),
+        }
+        assert_eq!(std::fs::read(&path).unwrap(), half);
     }
 }

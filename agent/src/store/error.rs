@@ -30,6 +30,9 @@ pub enum StoreError {
         #[source]
         source: rusqlite::Error,
     },
+    /// `catalog.db` is SQLite but damaged (a failed integrity check).
+    #[error("the catalog {path} is damaged ({detail}); the receiver will not start on it so no history is lost: it was left untouched; restore it from a backup, or move it away to start a new history (the files in the store stay)")]
+    DamagedCatalog { path: PathBuf, detail: String },
     /// `catalog.db` is SQLite but of a schema this version does not know.
     #[error("{path} has catalog schema version {found}, this ferry knows version {expected}; use a matching ferry release (the file was left untouched)")]
     UnknownSchema {
@@ -105,6 +108,7 @@ impl StoreError {
             | StoreError::Io { .. }
             | StoreError::BatchFailed { .. }
             | StoreError::NotADatabase { .. }
+            | StoreError::DamagedCatalog { .. }
             | StoreError::UnknownSchema { .. }
             | StoreError::Catalog { .. }
             | StoreError::CorruptCatalog { .. }

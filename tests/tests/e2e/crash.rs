@@ -12,13 +12,13 @@ use ferry_tests::tree::{self, Node};
 
 use crate::util::{ferry_bin, free_udp_port, poll_until};
 
-const SECRET: &str = "crash tests pairing secret";
+pub(crate) const SECRET: &str = "crash tests pairing secret";
 /// Size of the file that is in flight when a process dies.
 const LARGE: usize = 128 * 1024 * 1024;
 
 /// A child process whose stdout and stderr go to files; killed (SIGKILL)
 /// and reaped when dropped, so a failing test leaves no process behind.
-struct Proc {
+pub(crate) struct Proc {
     what: String,
     child: Child,
     stdout: PathBuf,
@@ -26,7 +26,11 @@ struct Proc {
 }
 
 impl Proc {
-    fn spawn(what: &str, logs: &Path, args: &[&std::ffi::OsStr]) -> anyhow::Result<Proc> {
+    pub(crate) fn spawn(
+        what: &str,
+        logs: &Path,
+        args: &[&std::ffi::OsStr],
+    ) -> anyhow::Result<Proc> {
         let stdout = logs.join(format!("{what}.out"));
         let stderr = logs.join(format!("{what}.err"));
         let child = Command::new(ferry_bin())
@@ -45,16 +49,16 @@ impl Proc {
         })
     }
 
-    fn stdout(&self) -> String {
+    pub(crate) fn stdout(&self) -> String {
         std::fs::read_to_string(&self.stdout).unwrap_or_default()
     }
 
-    fn stderr(&self) -> String {
+    pub(crate) fn stderr(&self) -> String {
         std::fs::read_to_string(&self.stderr).unwrap_or_default()
     }
 
     /// Waits up to `timeout` for the process to exit.
-    fn wait_for(&mut self, timeout: Duration) -> anyhow::Result<Option<ExitStatus>> {
+    pub(crate) fn wait_for(&mut self, timeout: Duration) -> anyhow::Result<Option<ExitStatus>> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait()? {
@@ -69,7 +73,7 @@ impl Proc {
 
     /// Waits for exit and fails, with the process's stderr, if it does not
     /// exit in time.
-    fn exit_status(&mut self, timeout: Duration) -> anyhow::Result<ExitStatus> {
+    pub(crate) fn exit_status(&mut self, timeout: Duration) -> anyhow::Result<ExitStatus> {
         match self.wait_for(timeout)? {
             Some(status) => Ok(status),
             None => bail!(
@@ -81,14 +85,14 @@ impl Proc {
     }
 
     /// SIGKILL, and reap.
-    fn kill9(&mut self) -> anyhow::Result<()> {
+    pub(crate) fn kill9(&mut self) -> anyhow::Result<()> {
         self.child.kill()?;
         self.child.wait()?;
         Ok(())
     }
 
     /// Sends SIGINT (what Ctrl-C sends).
-    fn interrupt(&self) -> anyhow::Result<()> {
+    pub(crate) fn interrupt(&self) -> anyhow::Result<()> {
         let status = Command::new("kill")
             .args(["-INT", &self.child.id().to_string()])
             .status()?;
@@ -107,16 +111,16 @@ impl Drop for Proc {
 }
 
 /// One receiver and one sender's directories, all under a temp dir.
-struct Setup {
-    dir: tempfile::TempDir,
-    port: u16,
-    store: PathBuf,
-    source: PathBuf,
-    secret: PathBuf,
+pub(crate) struct Setup {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) port: u16,
+    pub(crate) store: PathBuf,
+    pub(crate) source: PathBuf,
+    pub(crate) secret: PathBuf,
 }
 
 impl Setup {
-    fn new() -> anyhow::Result<Setup> {
+    pub(crate) fn new() -> anyhow::Result<Setup> {
         let dir = tempfile::tempdir()?;
         let secret = dir.path().join("secret");
         std::fs::write(&secret, SECRET)?;
@@ -132,16 +136,16 @@ impl Setup {
         })
     }
 
-    fn mirror(&self) -> PathBuf {
+    pub(crate) fn mirror(&self) -> PathBuf {
         self.store.join("laptop/docs")
     }
 
-    fn staging(&self) -> PathBuf {
+    pub(crate) fn staging(&self) -> PathBuf {
         self.store.join(".ferry/staging")
     }
 
     /// Starts `ferry receive` and waits until it listens.
-    fn receiver(&self, what: &str) -> anyhow::Result<Proc> {
+    pub(crate) fn receiver(&self, what: &str) -> anyhow::Result<Proc> {
         let port = self.port.to_string();
         let d = self.dir.path();
         let mut proc = Proc::spawn(
@@ -175,7 +179,7 @@ impl Setup {
     }
 
     /// Starts `ferry send` with `extra` arguments (`--once` or `--every`).
-    fn sender(&self, what: &str, extra: &[&str]) -> anyhow::Result<Proc> {
+    pub(crate) fn sender(&self, what: &str, extra: &[&str]) -> anyhow::Result<Proc> {
         let port = self.port.to_string();
         let d = self.dir.path();
         let state = d.join("sstate");
@@ -202,7 +206,7 @@ impl Setup {
     }
 
     /// Runs `ferry send --once` to completion; it must succeed.
-    fn send_once(&self, what: &str) -> anyhow::Result<()> {
+    pub(crate) fn send_once(&self, what: &str) -> anyhow::Result<()> {
         let mut sender = self.sender(what, &["--once"])?;
         let status = sender.exit_status(Duration::from_secs(60))?;
         if !status.success() {
@@ -270,7 +274,7 @@ impl Setup {
 
     /// The receiver's catalog, read after the receiver has stopped; newest
     /// run first.
-    fn runs(&self) -> anyhow::Result<Vec<RunRecord>> {
+    pub(crate) fn runs(&self) -> anyhow::Result<Vec<RunRecord>> {
         let store = Store::open(&self.store).context("opening the stopped receiver's store")?;
         Ok(store.runs(None)?)
     }

@@ -1,0 +1,128 @@
+//! A receiver restarted on a damaged catalog refuses to start, says which
+//! file is damaged, and leaves it as it was.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use ferry_tests::tree;
+
+use crate::crash::{Proc, Setup};
+
+/// SQLite's default page size, which the catalog uses.
+const PAGE: usize = 4096;
+
+/// Starts `ferry receive` on `setup`'s store and expects it to refuse:
+/// returns its stderr.
+fn refused_start(setup: &Setup, what: &str) -> anyhow::Result<String> {
+    let port = setup.port.to_string();
+    let d = setup.dir.path();
+    let mut proc = Proc::spawn(
+        what,
+        d,
+        &[
+            "receive".as_ref(),
+            "--host".as_ref(),
+            "127.0.0.1".as_ref(),
+            "--port".as_ref(),
+            port.as_ref(),
+            "--store".as_ref(),
+            setup.store.as_os_str(),
+            "--state".as_ref(),
+            d.join("rstate").as_os_str(),
+            "--pairing-secret-file".as_ref(),
+            setup.secret.as_os_str(),
+        ],
+    )?;
+    let status = proc.exit_status(Duration::from_secs(30))?;
+    let stderr = proc.stderr();
+    assert!(
+        !status.success(),
+        "the {what} started: {status}; stderr:\n{stderr}"
+    );
+    assert!(
+        !stderr.contains("receiver listening"),
+        "the {what} listened on a damaged catalog:\n{stderr}"
+    );
+    Ok(stderr)
+}
+
+#[test]
+fn a_receiver_with_a_damaged_catalog_refuses_to_start_and_leaves_it_untouched() -> anyhow::Result<()>
+{
+    crate::util::trace();
+    let setup = Setup::new()?;
+    // Enough files that the catalog spans many pages.
+    for i in 0..400 {
+        tree::write(
+            &setup.source,
+            format!("d{}/file-{i:03}.txt", i % 7),
+            format!("{i}"),
+        )?;
+    }
+    let mut receiver = setup.receiver("receiver")?;
+    setup.send_once("sender")?;
+    receiver.interrupt()?;
+    assert!(receiver.exit_status(Duration::from_secs(10))?.success());
+    let catalog = setup.store.join(".ferry/catalog.db");
+    assert!(
+        !setup.store.join(".ferry/catalog.db-wal").exists()
+            || std::fs::metadata(setup.store.join(".ferry/catalog.db-wal"))?.len() == 0,
+        "the WAL was not checkpointed at a clean stop"
+    );
+    let good = std::fs::read(&catalog).context("reading the catalog")?;
+    let pages = good.len() / PAGE;
+    assert!(pages >= 16, "the catalog has only {pages} pages");
+
+    // 1. One page in the middle overwritten with garbage.
+    let mut damaged = good.clone();
+    let at = (pages / 2) * PAGE;
+    let mut rng = super::Rng::new(7);
+    for b in &mut damaged[at..at + PAGE] {
+        *b = rng.next() as u8;
+    }
+    std::fs::write(&catalog, &damaged)?;
+    let stderr = refused_start(&setup, "receiver on a damaged page")?;
+    eprintln!("damaged page:\n{stderr}");
+    assert!(
+        stderr.contains(&catalog.display().to_string()) && stderr.contains("damaged"),
+        "the message does not name the damaged catalog:\n{stderr}"
+    );
+    assert_eq!(
+        stderr.matches("is damaged").count(),
+        1,
+        "the message is repeated:\n{stderr}"
+    );
+    assert_eq!(
+        std::fs::read(&catalog)?,
+        damaged,
+        "the damaged catalog was modified"
+    );
+
+    // 2. Truncated to half its pages.
+    let truncated = &good[..(pages / 2) * PAGE];
+    std::fs::write(&catalog, truncated)?;
+    let stderr = refused_start(&setup, "receiver on a truncated catalog")?;
+    eprintln!("truncated:\n{stderr}");
+    assert!(
+        stderr.contains(&catalog.display().to_string()) && stderr.contains("damaged"),
+        "the message does not name the damaged catalog:\n{stderr}"
+    );
+    assert_eq!(
+        std::fs::read(&catalog)?,
+        truncated,
+        "the truncated catalog was modified"
+    );
+
+    // 3. The admin puts the good catalog back: history is all there.
+    std::fs::write(&catalog, &good)?;
+    let runs = setup.runs()?;
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0].status, "complete");
+    let mut receiver = setup.receiver("receiver on the restored catalog")?;
+    tree::write(&setup.source, "after.txt", "after the repair")?;
+    setup.send_once("sender after the repair")?;
+    tree::assert_same(&setup.source, &setup.mirror())?;
+    receiver.interrupt()?;
+    assert!(receiver.exit_status(Duration::from_secs(10))?.success());
+    Ok(())
+}
