@@ -9,6 +9,8 @@
 
 mod admission;
 mod entry;
+#[doc(hidden)]
+pub mod entry_fuzz;
 pub mod pruning;
 mod requests;
 mod session;
