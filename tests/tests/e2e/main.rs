@@ -4,6 +4,7 @@
 
 mod crash;
 mod hostile;
+mod limits;
 mod restore;
 mod sync;
 mod trust;
