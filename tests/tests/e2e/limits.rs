@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use ferry_agent::identity::Identity;
+use ferry_agent::config::SenderConfig;
+use ferry_agent::identity::{DeviceId, Identity};
 use ferry_agent::receiver::{Admission, Receiver, MAX_PENDING_SESSIONS, MAX_STREAMS_PER_SENDER};
 use ferry_agent::store::Store;
 use ferry_agent::stream::{Channel, FramedRecv};
@@ -41,7 +42,7 @@ impl Limited {
     async fn start(
         dir: &Path,
         max_clients: usize,
-        allow: Vec<ferry_agent::identity::DeviceId>,
+        allow: Vec<DeviceId>,
         hello_timeout: Duration,
     ) -> anyhow::Result<Limited> {
         trace();
@@ -99,8 +100,6 @@ impl Limited {
         Ok((sender, config))
     }
 }
-
-use ferry_agent::config::SenderConfig;
 
 /// A connection that has passed the TLS handshake, from `identity`.
 async fn handshake(
@@ -184,17 +183,28 @@ async fn a_peer_that_never_says_hello_is_dropped_after_the_hello_timeout() -> an
 async fn connections_past_the_pending_cap_are_refused_and_the_cap_frees_up() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let known = Identity::load_or_create(&dir.path().join("known-state"))?.id;
-    let timeout = Duration::from_secs(3);
+    let timeout = Duration::from_secs(5);
     let receiver = Limited::start(dir.path(), 1, vec![known], timeout).await?;
     let stranger = Identity::generate()?;
     let endpoint = transport::client_endpoint(&stranger, receiver.addr)?;
     // Fill every pending slot with connections that never say Hello.
-    let mut silent = Vec::new();
+    let started = Instant::now();
+    let mut connecting = tokio::task::JoinSet::new();
     for _ in 0..MAX_PENDING_SESSIONS {
-        silent.push(transport::connect(&endpoint, receiver.addr).await?);
+        let (endpoint, addr) = (endpoint.clone(), receiver.addr);
+        connecting.spawn(async move { transport::connect(&endpoint, addr).await });
+    }
+    let mut silent = Vec::new();
+    while let Some(conn) = connecting.join_next().await {
+        silent.push(conn??);
     }
     // The next one is refused at once, not queued.
     let refused = transport::connect(&endpoint, receiver.addr).await;
+    assert!(
+        started.elapsed() < timeout,
+        "filling the slots took {:?}, longer than the hello timeout: the test proves nothing",
+        started.elapsed()
+    );
     assert!(refused.is_err(), "connection past the cap was accepted");
     // Once the silent ones time out, a known sender gets in.
     for conn in &silent {
