@@ -9,6 +9,8 @@
 
 mod admission;
 mod entry;
+#[doc(hidden)]
+pub mod entry_fuzz;
 pub mod pruning;
 mod quota;
 mod requests;
@@ -33,8 +35,14 @@ use crate::transport::{self, TransportError};
 
 /// Files a sender may have in flight at once on one connection.
 pub const MAX_STREAMS_PER_SENDER: u32 = 256;
-/// How long a sender has to complete the handshake and say `Hello`.
+/// How long a sender has, from its first packet, to complete the handshake
+/// and say `Hello` (or `Open`): one deadline for the whole phase.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections at once in the handshake-and-Hello phase, before admission.
+/// More are refused at once at the QUIC level (the peer retries later), so
+/// a flood of connection attempts cannot grow the receiver's memory without
+/// bound; admitted senders do not count (they are capped by `max_clients`).
+pub const MAX_PENDING_SESSIONS: usize = 128;
 /// The retry hint given to a sender turned away because the receiver is full.
 pub const BUSY_RETRY: Duration = Duration::from_secs(2);
 
@@ -69,6 +77,10 @@ pub(crate) struct Shared {
     pub status: Arc<ReceiverStatus>,
     /// Most bytes stored per sender; `None`: no limit.
     pub quota: Option<u64>,
+    /// Sessions not yet admitted (see [`MAX_PENDING_SESSIONS`]).
+    pub pending: Arc<Semaphore>,
+    /// See [`HELLO_TIMEOUT`].
+    pub hello_timeout: Duration,
 }
 
 /// A bound receiver, ready to [`serve`](Receiver::serve).
@@ -138,6 +150,8 @@ impl Receiver {
             max_clients,
             status: Arc::new(ReceiverStatus::default()),
             quota: None,
+            pending: Arc::new(Semaphore::new(MAX_PENDING_SESSIONS)),
+            hello_timeout: HELLO_TIMEOUT,
         });
         Ok(Receiver {
             endpoint,
@@ -145,6 +159,18 @@ impl Receiver {
             shared,
             retention: None,
         })
+    }
+
+    /// Gives senders `timeout` instead of [`HELLO_TIMEOUT`] to complete the
+    /// handshake and say `Hello` (tests use a short one).
+    pub fn with_hello_timeout(mut self, timeout: Duration) -> Receiver {
+        // Until `serve` runs, this receiver holds the only reference to its
+        // shared state (`status()` and `store()` hand out clones of inner
+        // `Arc`s, not of `shared`), so `get_mut` succeeds.
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.hello_timeout = timeout;
+        }
+        self
     }
 
     /// The address actually bound (useful with port 0).
@@ -183,9 +209,17 @@ impl Receiver {
                 incoming = self.endpoint.accept() => incoming,
             };
             let Some(incoming) = incoming else { break };
+            let Ok(pending) = self.shared.pending.clone().try_acquire_owned() else {
+                tracing::warn!(
+                    remote = %incoming.remote_address(),
+                    "connection refused: {MAX_PENDING_SESSIONS} connections are already in the handshake"
+                );
+                incoming.refuse();
+                continue;
+            };
             let shared = self.shared.clone();
             let token = shutdown.child_token();
-            sessions.spawn(session::handle(incoming, shared, token));
+            sessions.spawn(session::handle(incoming, shared, token, pending));
         }
         tracing::info!(
             "receiver stopping: waiting for {} session(s)",

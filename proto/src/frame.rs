@@ -17,6 +17,8 @@ pub enum FrameError {
     Malformed(#[from] postcard::Error),
     #[error("malformed message: {extra} bytes left over after the message")]
     TrailingBytes { extra: usize },
+    #[error("malformed message: not in canonical form ({len} bytes where {canonical} suffice)")]
+    NonCanonical { len: usize, canonical: usize },
     #[error("stream ended inside a frame")]
     Truncated,
     #[error("i/o error on the stream: {0}")]
@@ -98,11 +100,27 @@ pub fn body_len(header: [u8; 4]) -> Result<usize, FrameError> {
     Ok(len)
 }
 
-/// Decodes one frame body. The whole body must be one message.
+/// Decodes one frame body. The whole body must be one message, in its
+/// canonical encoding (the one [`encode`] produces): postcard itself also
+/// accepts over-long varints, so each message would have many encodings.
 pub fn decode_body(body: &[u8]) -> Result<Message, FrameError> {
     let (message, rest) = postcard::take_from_bytes::<Message>(body)?;
     if !rest.is_empty() {
         return Err(FrameError::TrailingBytes { extra: rest.len() });
+    }
+    // Over-long varints are the only freedom postcard's decoder allows (bools,
+    // option tags, strings and byte arrays are exact), and they only ever
+    // lengthen an encoding: the body is canonical iff it is as long as the
+    // re-encoding. Counting costs no copy, even for `Data`.
+    let canonical = postcard::serialize_with_flavor::<Message, _, usize>(
+        &message,
+        postcard::ser_flavors::Size::default(),
+    )?;
+    if canonical != body.len() {
+        return Err(FrameError::NonCanonical {
+            len: body.len(),
+            canonical,
+        });
     }
     Ok(message)
 }
@@ -220,6 +238,29 @@ mod tests {
             decode(&[0, 0, 0, 2, 0x08, 0x00]),
             Err(FrameError::TrailingBytes { .. })
         ));
+    }
+
+    /// Regression: postcard accepts over-long varints, so `Committed { 0 }`
+    /// also decoded from `0e 80 00` and a message had many encodings
+    /// (found by the `frame_decode` property).
+    #[test]
+    fn non_canonical_encoding_rejected() {
+        assert!(matches!(
+            decode(&[0, 0, 0, 3, 0x0e, 0x80, 0x00]),
+            Err(FrameError::NonCanonical {
+                len: 3,
+                canonical: 2
+            })
+        ));
+        // An over-long variant index.
+        assert!(matches!(
+            decode(&[0, 0, 0, 2, 0x88, 0x00]),
+            Err(FrameError::NonCanonical { .. })
+        ));
+        assert_eq!(
+            decode(&[0, 0, 0, 2, 0x0e, 0x00]).unwrap().unwrap().0,
+            Message::Committed { run_id: 0 }
+        );
     }
 
     #[test]

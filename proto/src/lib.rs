@@ -119,8 +119,12 @@
 //!   [`RunInfo`], [`VersionInfo`]).
 //! - [`frame`]: length-prefixed framing and a tokio-util codec (feature
 //!   `codec`).
+//! - `fuzz_support` (hidden): the harnesses of the fuzz targets in
+//!   `proto/fuzz/`, also run a bounded number of times by the unit tests.
 
 pub mod frame;
+#[doc(hidden)]
+pub mod fuzz_support;
 pub mod message;
 pub mod path;
 pub mod request;

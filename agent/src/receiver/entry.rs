@@ -88,6 +88,8 @@ impl EntryReceiver {
                 }
                 EntryKind::Symlink { target } => {
                     if target.is_empty() || target.contains(&0) {
+                        // A violation ends the stream, like every other one.
+                        self.state = State::Done;
                         return Err(violation(
                             FailCode::BadRequest,
                             "symlink target is empty or has a NUL byte",
@@ -269,6 +271,24 @@ mod tests {
             mode: 0,
         });
         assert!(r.on_message(link).is_err());
+    }
+
+    /// Regression: a symlink with an empty target was refused but left the
+    /// machine waiting for an entry, so a second `Entry` was accepted on the
+    /// same stream (found by the `entry_receiver` fuzz harness).
+    #[test]
+    fn bad_symlink_ends_the_stream() {
+        let mut r = EntryReceiver::new();
+        let link = Message::Entry(Entry {
+            path: RelPath::from_bytes("l").unwrap(),
+            kind: EntryKind::Symlink { target: Vec::new() },
+            mtime_ns: 0,
+            mode: 0,
+        });
+        assert!(r.on_message(link).is_err());
+        assert!(r.is_done());
+        let err = r.on_message(file(0, Content::Inline)).unwrap_err();
+        assert_eq!(err.code, FailCode::BadRequest);
     }
 
     #[test]

@@ -10,14 +10,15 @@ use ferry_proto::{
     Entry, EntryKind, FailCode, Failure, Hash, Hello, Message, PathFailure, Refusal, RefuseCode,
     RunReport, Welcome,
 };
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::admission::{decide, Facts, Proof, Verdict};
 use super::entry::{EntryReceiver, Step};
 use super::quota::{QuotaBudget, Reservation};
-use super::{Shared, BUSY_RETRY, HELLO_TIMEOUT, MAX_STREAMS_PER_SENDER};
+use super::{Shared, BUSY_RETRY, MAX_STREAMS_PER_SENDER};
 use crate::identity::DeviceId;
 use crate::status::Session;
 use crate::store::{Namespace, Op, Staged, Store, StoreError, Verified};
@@ -60,13 +61,18 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// Handles one incoming connection to its end; never panics, logs outcomes.
+/// `pending` is its slot among the not-yet-admitted connections, given back
+/// once the peer has said `Hello` and been admitted (or said `Open`).
 pub(crate) async fn handle(
     incoming: quinn::Incoming,
     shared: Arc<Shared>,
     shutdown: CancellationToken,
+    pending: OwnedSemaphorePermit,
 ) {
     let remote = incoming.remote_address();
-    let conn = match tokio::time::timeout(HELLO_TIMEOUT, incoming).await {
+    // One deadline for handshake, control stream and Hello together.
+    let deadline = Instant::now() + shared.hello_timeout;
+    let conn = match tokio::time::timeout_at(deadline, incoming).await {
         Ok(Ok(conn)) => conn,
         Ok(Err(e)) => {
             tracing::debug!(%remote, "handshake failed: {e}");
@@ -85,7 +91,7 @@ pub(crate) async fn handle(
             return;
         }
     };
-    match session(&conn, peer, &shared, &shutdown).await {
+    match session(&conn, peer, &shared, &shutdown, deadline, pending).await {
         Ok(()) => {}
         Err(SessionError::Refused(why)) => {
             tracing::warn!(%remote, peer = %peer, "refused: {why}");
@@ -135,15 +141,18 @@ async fn session(
     peer: DeviceId,
     shared: &Arc<Shared>,
     shutdown: &CancellationToken,
+    deadline: Instant,
+    pending: OwnedSemaphorePermit,
 ) -> Result<(), SessionError> {
-    let pair = tokio::time::timeout(HELLO_TIMEOUT, conn.accept_bi())
+    let pair = tokio::time::timeout_at(deadline, conn.accept_bi())
         .await
         .map_err(|_| SessionError::Handshake("no control stream in time".into()))??;
     let mut control = Channel::new(pair);
-    let hello = match tokio::time::timeout(HELLO_TIMEOUT, control.recv.expect()).await {
+    let hello = match tokio::time::timeout_at(deadline, control.recv.expect()).await {
         Err(_) => return Err(SessionError::Handshake("no Hello in time".into())),
         Ok(Ok(Message::Hello(hello))) => hello,
         Ok(Ok(Message::Open(open))) => {
+            drop(pending);
             super::requests::serve(conn, peer, shared, control, open, shutdown).await;
             return Ok(());
         }
@@ -193,7 +202,10 @@ async fn session(
         proof,
     };
     let (register, paired) = match decide(&facts) {
-        Verdict::Admit { register, paired } => (register, paired),
+        Verdict::Admit { register, paired } => {
+            drop(pending);
+            (register, paired)
+        }
         Verdict::Refuse { code, message } => {
             return Err(refuse(conn, &mut control, code, message).await)
         }

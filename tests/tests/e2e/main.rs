@@ -5,6 +5,7 @@
 mod crash;
 mod faults;
 mod hostile;
+mod limits;
 mod restore;
 mod sync;
 mod trust;
