@@ -110,10 +110,31 @@ pub(crate) async fn handle(
             shared
                 .status
                 .set_error(format!("session with {remote} ended: {e}"));
-            conn.close(quinn::VarInt::from_u32(CLOSE_PROTOCOL), b"session error");
+            // The reason reaches the sender, whose log then says what went
+            // wrong here (a full disk, say) rather than only "closed".
+            conn.close(
+                quinn::VarInt::from_u32(CLOSE_PROTOCOL),
+                close_reason(&e).as_bytes(),
+            );
         }
     }
 }
+
+/// A close reason for the sender: the error in words, cut to fit a packet.
+fn close_reason(e: &SessionError) -> String {
+    let mut reason = format!("the receiver ended the session: {e}");
+    if reason.len() > MAX_CLOSE_REASON {
+        let mut cut = MAX_CLOSE_REASON;
+        while !reason.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        reason.truncate(cut);
+    }
+    reason
+}
+
+/// Longest close reason sent, in bytes (it must fit one packet).
+const MAX_CLOSE_REASON: usize = 512;
 
 /// Sends a refusal, lets it reach the sender, and closes.
 async fn refuse(
@@ -665,5 +686,18 @@ async fn committer(
                 let _ = reply.send(result);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn close_reasons_are_words_that_fit_a_packet() {
+        let e = SessionError::Internal("é".repeat(400));
+        let reason = close_reason(&e);
+        assert!(reason.len() <= MAX_CLOSE_REASON);
+        assert!(reason.starts_with("the receiver ended the session: internal error: é"));
     }
 }
