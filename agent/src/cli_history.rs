@@ -21,7 +21,7 @@ use ferry_proto::{At, Name, RelPath, VersionKind};
 /// sender's config file.
 #[derive(Args, Clone)]
 pub struct RemoteArgs {
-    /// The sender's TOML config file (host, port, name, folder, state).
+    /// The sender's TOML config file (flags win over it).
     #[arg(long)]
     config: Option<PathBuf>,
     /// The receiver's host name or address.
@@ -36,7 +36,7 @@ pub struct RemoteArgs {
     /// The folder on the receiver [default: the source's base name].
     #[arg(long)]
     folder: Option<String>,
-    /// The receiver's expected device id (otherwise the pinned one).
+    /// The receiver's expected device id (otherwise pinned on first contact).
     #[arg(long)]
     receiver_id: Option<String>,
     /// State directory (identity, index, known receivers).
@@ -45,7 +45,8 @@ pub struct RemoteArgs {
 }
 
 impl RemoteArgs {
-    fn config(&self) -> anyhow::Result<SenderConfig> {
+    /// The sender config these flags and the config file describe.
+    pub(crate) fn config(&self) -> anyhow::Result<SenderConfig> {
         let file = match &self.config {
             Some(path) => SenderConfig::load(path)?,
             None => SenderConfig::default(),

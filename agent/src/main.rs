@@ -106,15 +106,9 @@ struct ReceiveArgs {
 /// Options of `ferry send`; each can also be set in the config file.
 #[derive(Args)]
 struct SendArgs {
-    /// TOML file with these settings (flags win over it).
-    #[arg(long)]
-    config: Option<PathBuf>,
-    /// The receiver's host name or address.
-    #[arg(long)]
-    host: Option<String>,
-    /// The receiver's UDP port [default: 7878].
-    #[arg(long)]
-    port: Option<u16>,
+    /// Where to send, as which sender (shared with history, versions, restore).
+    #[command(flatten)]
+    remote: cli_history::RemoteArgs,
     /// The directory to send.
     #[arg(long)]
     source: Option<PathBuf>,
@@ -133,21 +127,9 @@ struct SendArgs {
     /// File holding the receiver's pairing secret (needed on first contact only).
     #[arg(long)]
     pairing_secret_file: Option<PathBuf>,
-    /// This sender's name on the receiver [default: the host name].
-    #[arg(long)]
-    name: Option<String>,
-    /// The folder name on the receiver [default: the source's base name].
-    #[arg(long)]
-    folder: Option<String>,
     /// Store locally in this directory with an embedded receiver (instead of --host).
     #[arg(long)]
     store: Option<PathBuf>,
-    /// The receiver's expected device id (otherwise pinned on first contact).
-    #[arg(long)]
-    receiver_id: Option<String>,
-    /// State directory (identity, index, known receivers).
-    #[arg(long)]
-    state: Option<PathBuf>,
     /// Stop a run that would delete more than this share of the files sent
     /// before [default: 50].
     #[arg(long, value_name = "PERCENT")]
@@ -182,25 +164,16 @@ impl ReceiveArgs {
 
 impl SendArgs {
     fn config(&self) -> anyhow::Result<SenderConfig> {
-        let file = match &self.config {
-            Some(path) => SenderConfig::load(path)?,
-            None => SenderConfig::default(),
-        };
-        Ok(file.merge(SenderConfig {
-            host: self.host.clone(),
-            port: self.port,
+        Ok(self.remote.config()?.merge(SenderConfig {
             source: self.source.clone(),
             every: self.every.clone(),
             once: self.once.then_some(true),
             keep_copies: self.keep_copies.clone(),
             pairing_secret_file: self.pairing_secret_file.clone(),
-            name: self.name.clone(),
-            folder: self.folder.clone(),
             store: self.store.clone(),
-            receiver_id: self.receiver_id.clone(),
-            state: self.state.clone(),
             max_delete_percent: self.max_delete_percent,
             allow_mass_delete: self.allow_mass_delete.then_some(true),
+            ..SenderConfig::default()
         }))
     }
 }
