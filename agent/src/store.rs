@@ -347,6 +347,12 @@ impl Store {
                     folder: ns.folder.clone(),
                 });
             }
+            // Only a run that added or removed entries moved directory
+            // mtimes; a run that changed nothing leaves them alone (a
+            // no-change run would otherwise touch every directory).
+            if !cat.run_changed(ns.sender_id, &ns.folder, catalog::sql_u64(run))? {
+                return Ok(());
+            }
             cat.current_rows(ns.sender_id, &ns.folder, true)?
         };
         let _write = self.write_lock();
@@ -703,6 +709,22 @@ pub(crate) mod tests {
         assert_ne!(mtime(&d), dir_mtime, "adding a child bumps the mtime");
         store
             .finish_run(&ns, run, &RunReport::default(), 5, true)
+            .unwrap();
+        assert_eq!(mtime(&d), dir_mtime);
+
+        // A run that changes nothing does not touch the directories.
+        let quiet = store.begin_run(&ns).unwrap();
+        let later = filetime::FileTime::from_unix_time(1_700_000_000, 0);
+        filetime::set_file_mtime(&d, later).unwrap();
+        store
+            .finish_run(&ns, quiet, &RunReport::default(), 5, true)
+            .unwrap();
+        assert_eq!(mtime(&d), 1_700_000_000_000_000_000);
+        // One that changes something restores them.
+        let busy = store.begin_run(&ns).unwrap();
+        put_file(&store, &ns, busy, "d/another", b"x", 5);
+        store
+            .finish_run(&ns, busy, &RunReport::default(), 5, true)
             .unwrap();
         assert_eq!(mtime(&d), dir_mtime);
     }

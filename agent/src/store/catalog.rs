@@ -522,6 +522,18 @@ impl Catalog {
         self.version_query(&sql, params![sender_id, folder.as_str(), dirs_only])
     }
 
+    /// True if `run` added or retired any version in the namespace.
+    pub fn run_changed(&self, sender_id: i64, folder: &Name, run: i64) -> Result<bool, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT EXISTS(SELECT 1 FROM versions WHERE sender_id = ?1 AND folder = ?2
+                 AND (run_id = ?3 OR replaced_run = ?3))",
+                params![sender_id, folder.as_str(), run],
+                |row| row.get(0),
+            )
+            .map_err(|e| self.err(e))
+    }
+
     /// Applies the changes of one store operation in one transaction.
     pub fn apply(
         &mut self,
