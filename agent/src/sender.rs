@@ -177,7 +177,6 @@ pub async fn run(
         Some(dir) => Some(Arc::new(Copies::open(dir)?)),
         None => None,
     };
-    let exclude = run::excluded_paths(settings.keep_copies.as_ref(), &settings.state);
 
     // The embedded receiver: the same receiver code, in this process, on
     // loopback, with its own identity kept in the store.
@@ -207,6 +206,13 @@ pub async fn run(
         receiver_task = Some(tokio::spawn(receiver.serve(receiver_token.clone())));
     }
 
+    // Computed once the embedded store exists, so that it can be excluded.
+    let mut never_scan = vec![settings.state.as_path()];
+    never_scan.extend(settings.keep_copies.as_deref());
+    if let Target::Embedded { store } = &settings.target {
+        never_scan.push(store);
+    }
+    let exclude = run::excluded_paths(&never_scan);
     let ctx = SenderContext {
         settings,
         identity,

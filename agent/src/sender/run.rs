@@ -361,15 +361,11 @@ async fn record_stored(
     .await
 }
 
-/// Paths that must never be scanned as part of the source.
-pub fn excluded_paths(keep_copies: Option<&PathBuf>, state: &std::path::Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for p in keep_copies.into_iter().map(|p| p.as_path()).chain([state]) {
-        if let Ok(p) = p.canonicalize() {
-            out.push(p);
-        }
-    }
-    out
+/// The canonical forms of paths that must never be scanned as part of the
+/// source (Ferry's own state, keep-copies and embedded store, should they lie
+/// inside it). Paths that do not exist are left out.
+pub fn excluded_paths(paths: &[&std::path::Path]) -> Vec<PathBuf> {
+    paths.iter().filter_map(|p| p.canonicalize().ok()).collect()
 }
 
 /// True if the refusal will not go away by retrying soon.

@@ -300,3 +300,29 @@ async fn a_periodic_sender_runs_again_and_stops_cleanly() -> anyhow::Result<()> 
     );
     receiver.stop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_inside_the_source_is_not_backed_up_into_itself() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let sender = TestSender::new(dir.path(), "solo")?;
+    tree::write(&sender.source, "a.txt", "alpha")?;
+    let store = sender.source.join("backup");
+    let config = SenderConfig {
+        source: Some(sender.source.clone()),
+        store: Some(store.clone()),
+        // The state directory inside the source too.
+        state: Some(sender.source.join(".state")),
+        name: Some("solo".into()),
+        folder: Some("docs".into()),
+        once: Some(true),
+        ..Default::default()
+    };
+    let first = send_config(&config).await?;
+    assert_eq!(first.files_sent, 1, "{first:?}");
+    let second = send_config(&config).await?;
+    assert_eq!(second.files_sent + second.dirs_sent, 0, "{second:?}");
+    let mirror = store.join("solo/docs");
+    assert_eq!(std::fs::read(mirror.join("a.txt"))?, b"alpha");
+    assert!(!mirror.join("backup").exists() && !mirror.join(".state").exists());
+    Ok(())
+}
