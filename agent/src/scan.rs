@@ -5,14 +5,20 @@
 //! metadata the index compares ([`ScanEntry`]), plus what it skipped (sockets,
 //! FIFOs, devices) and what it could not read. [`hash_file`] is the one place
 //! that reads file content for change detection.
+//!
+//! The walk itself runs on a few threads at once (module `walk`): on a cold cache
+//! it waits on the disk, and the disk answers several requests faster than
+//! one after another.
 
 use std::fs::{File, Metadata, OpenOptions};
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use ferry_proto::{Hash, RelPath};
+
+mod walk;
 
 /// Size of one read while hashing a file.
 const HASH_READ: usize = 256 * 1024;
@@ -122,108 +128,25 @@ pub fn scan(root: &Path, exclude: &[PathBuf]) -> Result<Scan, ScanError> {
     // Fail early, with a clear error, if the root itself cannot be listed.
     std::fs::read_dir(&base).map_err(root_err)?;
 
-    let mut out = Scan::default();
-    let mut walk = walkdir::WalkDir::new(&base)
-        .follow_links(false)
-        .min_depth(1)
-        .into_iter()
-        .filter_entry(|e| !exclude.iter().any(|x| x == e.path()));
-    while let Some(item) = walk.next() {
-        let entry = match item {
-            Ok(entry) => entry,
-            Err(err) => {
-                let path = err.path().map(|p| relative(&base, p)).unwrap_or_default();
-                let message = match err.io_error() {
-                    Some(io) => format!("cannot read: {io}"),
-                    None => err.to_string(),
-                };
-                tracing::warn!(path = %path.display(), %message, "scan error");
-                out.errors.push(ScanProblem { path, message });
-                continue;
-            }
-        };
-        let rel = relative(&base, entry.path());
-        let path = match RelPath::from_path(&rel) {
-            Ok(path) => path,
-            Err(err) => {
-                if entry.file_type().is_dir() {
-                    // Nothing below it can be named either.
-                    walk.skip_current_dir();
-                }
-                tracing::warn!(path = %rel.display(), %err, "name cannot be synced");
-                out.errors.push(ScanProblem {
-                    path: rel,
-                    message: format!("cannot be synced: {err}"),
-                });
-                continue;
-            }
-        };
-        let meta = match entry.metadata() {
-            Ok(meta) => meta,
-            Err(err) => {
-                out.errors.push(ScanProblem {
-                    path: rel,
-                    message: format!("cannot stat: {err}"),
-                });
-                continue;
-            }
-        };
-        let file_type = meta.file_type();
-        let kind = if file_type.is_file() {
-            ScanKind::File
-        } else if file_type.is_dir() {
-            ScanKind::Dir
-        } else if file_type.is_symlink() {
-            match std::fs::read_link(entry.path()) {
-                Ok(target) => ScanKind::Symlink {
-                    target: target.as_os_str().as_bytes().to_vec(),
-                },
-                Err(err) => {
-                    let message = format!("cannot read symlink: {err}");
-                    out.errors.push(ScanProblem { path: rel, message });
-                    continue;
-                }
-            }
-        } else {
-            let what = special_kind(&file_type);
-            tracing::warn!(path = %rel.display(), "skipping {what}: only files, directories and symlinks are synced");
-            out.skipped.push(ScanProblem {
-                path: rel,
-                message: format!("skipped {what}"),
-            });
-            continue;
-        };
-        out.entries.push(ScanEntry {
-            path,
-            kind,
-            size: meta.size(),
-            mtime_ns: mtime_ns(&meta),
-            mode: meta.mode() & 0o7777,
-            ino: meta.ino(),
-            dev: meta.dev(),
-        });
-    }
-    out.entries.sort_by(|a, b| a.path.cmp(&b.path));
+    // Exclusions as paths relative to the root; those elsewhere (or the
+    // root itself) can never match an entry.
+    let exclude: Vec<PathBuf> = exclude
+        .iter()
+        .filter_map(|x| x.strip_prefix(&base).ok())
+        .filter(|x| !x.as_os_str().is_empty())
+        .map(Path::to_path_buf)
+        .collect();
+    let mut out = walk::walk(&base, &exclude);
+    out.entries.sort_unstable_by(|a, b| a.path.cmp(&b.path));
+    // Threads finish in any order: sort the reports too, so that a scan of
+    // the same tree always reads the same.
+    let by_path = |a: &ScanProblem, b: &ScanProblem| {
+        (a.path.as_os_str().as_bytes(), &a.message)
+            .cmp(&(b.path.as_os_str().as_bytes(), &b.message))
+    };
+    out.skipped.sort_by(by_path);
+    out.errors.sort_by(by_path);
     Ok(out)
-}
-
-/// `path` with the `base` prefix removed (walkdir only yields paths below it).
-fn relative(base: &Path, path: &Path) -> PathBuf {
-    path.strip_prefix(base).unwrap_or(path).to_path_buf()
-}
-
-fn special_kind(file_type: &std::fs::FileType) -> &'static str {
-    if file_type.is_fifo() {
-        "FIFO"
-    } else if file_type.is_socket() {
-        "socket"
-    } else if file_type.is_block_device() {
-        "block device"
-    } else if file_type.is_char_device() {
-        "character device"
-    } else {
-        "special file"
-    }
 }
 
 /// Hashes a regular file's content with blake3; returns the hash and the

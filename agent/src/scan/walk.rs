@@ -1,0 +1,391 @@
+//! The parallel directory walk behind [`super::scan`].
+//!
+//! A cold scan is bound by I/O latency, not CPU: each `lstat` of an inode
+//! that is not cached waits for the disk. So a small pool of threads (more
+//! than there are cores: they mostly wait) share a stack of jobs — "read this
+//! directory" and "stat these names of that directory" — and the disk serves
+//! their requests in parallel. Each directory is opened once, by path, with
+//! `O_NOFOLLOW | O_DIRECTORY`; its entries are then stat'ed relative to that
+//! descriptor (`fstatat`), so no full path is resolved per entry.
+//!
+//! Directories wait on a last-in first-out stack, which keeps the walk close
+//! to depth-first; names to stat are taken before any new directory is
+//! opened, which bounds the descriptors held open. Results are gathered per
+//! thread and put in order by the caller.
+
+use std::ffi::OsStr;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+
+use ferry_proto::RelPath;
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat, CWD};
+
+use super::{Scan, ScanEntry, ScanKind, ScanProblem};
+
+/// Threads walking at once (the caller's included). They wait on the disk
+/// far more than they compute, so this exceeds the core count on purpose.
+const THREADS: usize = 8;
+
+/// Names of one directory stat'ed by one job; a bigger directory is split so
+/// that several threads stat it at once.
+const STAT_CHUNK: usize = 64;
+
+/// An open directory whose entries are being stat'ed.
+struct OpenDir {
+    /// Its path relative to the scanned root (empty for the root).
+    rel: Vec<u8>,
+    /// Its absolute path (to open its subdirectories).
+    abs: PathBuf,
+    /// The descriptor its entries are stat'ed against.
+    fd: OwnedFd,
+}
+
+/// One unit of work.
+enum Job {
+    /// Open and list a directory (relative and absolute path).
+    Read { rel: Vec<u8>, abs: PathBuf },
+    /// Stat these names (already checked) of an open directory.
+    Stat {
+        dir: Arc<OpenDir>,
+        names: Vec<Vec<u8>>,
+    },
+}
+
+/// The jobs waiting and how many are being worked on.
+///
+/// Stat jobs go first: a directory is only opened when no other one still
+/// has names waiting, so at most about two descriptors per thread are open
+/// at once, however wide or deep the tree.
+#[derive(Default)]
+struct Queue {
+    reads: Vec<Job>,
+    stats: Vec<Job>,
+    busy: usize,
+}
+
+/// What the threads share.
+struct Shared<'a> {
+    queue: Mutex<Queue>,
+    wake: Condvar,
+    /// Excluded paths, relative to the root.
+    exclude: &'a [PathBuf],
+}
+
+impl Shared<'_> {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        // A poisoned lock means a worker panicked; its guard has already
+        // balanced `busy`, and the queue itself is always consistent.
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn push(&self, jobs: &mut Vec<Job>) {
+        if jobs.is_empty() {
+            return;
+        }
+        let n = jobs.len();
+        let mut queue = self.lock();
+        for job in jobs.drain(..) {
+            match job {
+                Job::Read { .. } => queue.reads.push(job),
+                Job::Stat { .. } => queue.stats.push(job),
+            }
+        }
+        drop(queue);
+        if n == 1 {
+            self.wake.notify_one();
+        } else {
+            self.wake.notify_all();
+        }
+    }
+
+    /// The next job, or `None` once the stack is empty and nobody is busy
+    /// (so nothing more can be pushed).
+    fn next(&self) -> Option<Busy<'_, '_>> {
+        let mut queue = self.lock();
+        loop {
+            if let Some(job) = queue.stats.pop().or_else(|| queue.reads.pop()) {
+                queue.busy += 1;
+                return Some(Busy {
+                    shared: self,
+                    job: Some(job),
+                });
+            }
+            if queue.busy == 0 {
+                return None;
+            }
+            queue = self
+                .wake
+                .wait(queue)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+}
+
+/// A job being worked on; dropping it (even while unwinding) marks it done,
+/// so the other threads never wait forever.
+struct Busy<'s, 'a> {
+    shared: &'s Shared<'a>,
+    job: Option<Job>,
+}
+
+impl Drop for Busy<'_, '_> {
+    fn drop(&mut self) {
+        let mut queue = self.shared.lock();
+        queue.busy -= 1;
+        if queue.busy == 0 && queue.reads.is_empty() && queue.stats.is_empty() {
+            self.shared.wake.notify_all();
+        }
+    }
+}
+
+/// Walks everything below `base` (absolute, canonical, a readable
+/// directory), skipping the relative paths in `exclude`. The result is not
+/// yet sorted.
+pub(super) fn walk(base: &Path, exclude: &[PathBuf]) -> Scan {
+    let shared = Shared {
+        queue: Mutex::new(Queue {
+            reads: vec![Job::Read {
+                rel: Vec::new(),
+                abs: base.to_path_buf(),
+            }],
+            stats: Vec::new(),
+            busy: 0,
+        }),
+        wake: Condvar::new(),
+        exclude,
+    };
+    std::thread::scope(|scope| {
+        let mut helpers = Vec::new();
+        for i in 1..THREADS {
+            let spawned = std::thread::Builder::new()
+                .name(format!("ferry-scan-{i}"))
+                .spawn_scoped(scope, || work(&shared));
+            match spawned {
+                Ok(handle) => helpers.push(handle),
+                // The calling thread works too, so fewer helpers only slow
+                // the walk down.
+                Err(err) => {
+                    tracing::debug!(%err, "scan runs with fewer threads");
+                    break;
+                }
+            }
+        }
+        let mut out = work(&shared);
+        for handle in helpers {
+            match handle.join() {
+                Ok(part) => merge(&mut out, part),
+                // Only a bug can panic a worker; its jobs are lost, so the
+                // scan must not claim to be complete.
+                Err(_) => out.errors.push(ScanProblem {
+                    path: PathBuf::new(),
+                    message: "internal error: a scan thread failed".into(),
+                }),
+            }
+        }
+        out
+    })
+}
+
+fn merge(out: &mut Scan, part: Scan) {
+    out.entries.extend(part.entries);
+    out.skipped.extend(part.skipped);
+    out.errors.extend(part.errors);
+}
+
+/// One thread's loop: take jobs until there are none left anywhere.
+fn work(shared: &Shared<'_>) -> Scan {
+    let mut out = Scan::default();
+    let mut new_jobs = Vec::new();
+    while let Some(mut busy) = shared.next() {
+        match busy.job.take() {
+            Some(Job::Read { rel, abs }) => read_dir(shared, rel, abs, &mut out, &mut new_jobs),
+            Some(Job::Stat { dir, names }) => stat_names(&dir, names, &mut out, &mut new_jobs),
+            None => {}
+        }
+        shared.push(&mut new_jobs);
+        drop(busy);
+    }
+    out
+}
+
+/// Lists one directory, then stats its entries (splitting a big one into
+/// several jobs).
+fn read_dir(
+    shared: &Shared<'_>,
+    rel: Vec<u8>,
+    abs: PathBuf,
+    out: &mut Scan,
+    new_jobs: &mut Vec<Job>,
+) {
+    let problem = |out: &mut Scan, err: io::Error| {
+        let path = PathBuf::from(OsStr::from_bytes(&rel));
+        let message = format!("cannot read: {err}");
+        tracing::warn!(path = %path.display(), %message, "scan error");
+        out.errors.push(ScanProblem { path, message });
+    };
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    // One descriptor to list the directory, a duplicate to stat against.
+    let opened = rustix::fs::openat(CWD, &abs, flags, Mode::empty())
+        .map_err(io::Error::from)
+        .and_then(|fd| Ok((fd.try_clone()?, fd)));
+    let (fd, list_fd) = match opened {
+        Ok(fds) => fds,
+        Err(err) => return problem(out, err),
+    };
+    let mut names = Vec::new();
+    let listing = match rustix::fs::Dir::new(list_fd) {
+        Ok(listing) => listing,
+        Err(err) => return problem(out, err.into()),
+    };
+    for item in listing {
+        let item = match item {
+            Ok(item) => item,
+            // What was listed so far is still scanned; the error covers the
+            // rest of this directory.
+            Err(err) => {
+                problem(out, err.into());
+                break;
+            }
+        };
+        let name = item.file_name().to_bytes();
+        if name == b"." || name == b".." {
+            continue;
+        }
+        let child = join(&rel, name);
+        if is_excluded(shared.exclude, &child) {
+            continue;
+        }
+        names.push(name.to_vec());
+    }
+    let dir = Arc::new(OpenDir { rel, abs, fd });
+    let mut chunks = names.chunks(STAT_CHUNK);
+    let first = chunks.next().map(<[_]>::to_vec);
+    for chunk in chunks {
+        new_jobs.push(Job::Stat {
+            dir: Arc::clone(&dir),
+            names: chunk.to_vec(),
+        });
+    }
+    // Let other threads take the rest of a big directory while this one
+    // stats the first part.
+    shared.push(new_jobs);
+    if let Some(first) = first {
+        stat_names(&dir, first, out, new_jobs);
+    }
+}
+
+/// Stats `names` inside `dir` and records each; subdirectories become new
+/// jobs.
+fn stat_names(dir: &OpenDir, names: Vec<Vec<u8>>, out: &mut Scan, new_jobs: &mut Vec<Job>) {
+    for name in names {
+        let child = join(&dir.rel, &name);
+        let path = match RelPath::from_bytes(child.clone()) {
+            Ok(path) => path,
+            Err(err) => {
+                let path = PathBuf::from(OsStr::from_bytes(&child));
+                tracing::warn!(path = %path.display(), %err, "name cannot be synced");
+                out.errors.push(ScanProblem {
+                    path,
+                    message: format!("cannot be synced: {err}"),
+                });
+                continue;
+            }
+        };
+        let problem_path = || PathBuf::from(OsStr::from_bytes(&child));
+        let stat = match rustix::fs::statat(&dir.fd, name.as_slice(), AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(stat) => stat,
+            Err(err) => {
+                out.errors.push(ScanProblem {
+                    path: problem_path(),
+                    message: format!("cannot stat: {}", io::Error::from(err)),
+                });
+                continue;
+            }
+        };
+        let kind = match FileType::from_raw_mode(stat.st_mode) {
+            FileType::RegularFile => ScanKind::File,
+            FileType::Directory => {
+                new_jobs.push(Job::Read {
+                    rel: child.clone(),
+                    abs: dir.abs.join(OsStr::from_bytes(&name)),
+                });
+                ScanKind::Dir
+            }
+            FileType::Symlink => {
+                match rustix::fs::readlinkat(&dir.fd, name.as_slice(), Vec::new()) {
+                    Ok(target) => ScanKind::Symlink {
+                        target: target.into_bytes(),
+                    },
+                    Err(err) => {
+                        let message = format!("cannot read symlink: {}", io::Error::from(err));
+                        out.errors.push(ScanProblem {
+                            path: problem_path(),
+                            message,
+                        });
+                        continue;
+                    }
+                }
+            }
+            other => {
+                let path = problem_path();
+                let what = special_kind(other);
+                tracing::warn!(path = %path.display(), "skipping {what}: only files, directories and symlinks are synced");
+                out.skipped.push(ScanProblem {
+                    path,
+                    message: format!("skipped {what}"),
+                });
+                continue;
+            }
+        };
+        out.entries.push(entry(path, kind, &stat));
+    }
+}
+
+/// The [`ScanEntry`] for `stat`, with the same values `std::fs::Metadata`
+/// gives (`st_*` field widths differ between architectures, hence the
+/// casts).
+#[allow(clippy::unnecessary_cast)]
+fn entry(path: RelPath, kind: ScanKind, stat: &Stat) -> ScanEntry {
+    ScanEntry {
+        path,
+        kind,
+        size: stat.st_size as u64,
+        mtime_ns: (stat.st_mtime as i64)
+            .saturating_mul(1_000_000_000)
+            .saturating_add(stat.st_mtime_nsec as i64),
+        mode: stat.st_mode as u32 & 0o7777,
+        ino: stat.st_ino as u64,
+        dev: stat.st_dev as u64,
+    }
+}
+
+/// `parent/name`, or `name` at the root.
+fn join(parent: &[u8], name: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(parent.len() + 1 + name.len());
+    if !parent.is_empty() {
+        out.extend_from_slice(parent);
+        out.push(b'/');
+    }
+    out.extend_from_slice(name);
+    out
+}
+
+fn is_excluded(exclude: &[PathBuf], rel: &[u8]) -> bool {
+    !exclude.is_empty() && {
+        let rel = Path::new(OsStr::from_bytes(rel));
+        exclude.iter().any(|x| x == rel)
+    }
+}
+
+fn special_kind(file_type: FileType) -> &'static str {
+    match file_type {
+        FileType::Fifo => "FIFO",
+        FileType::Socket => "socket",
+        FileType::BlockDevice => "block device",
+        FileType::CharacterDevice => "character device",
+        _ => "special file",
+    }
+}
