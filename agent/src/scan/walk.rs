@@ -27,7 +27,7 @@ use super::{Scan, ScanEntry, ScanKind, ScanProblem};
 
 /// Threads walking at once (the caller's included). They wait on the disk
 /// far more than they compute, so this exceeds the core count on purpose.
-const THREADS: usize = 8;
+const THREADS: usize = 16;
 
 /// Names of one directory stat'ed by one job; a bigger directory is split so
 /// that several threads stat it at once.
@@ -387,5 +387,209 @@ fn special_kind(file_type: FileType) -> &'static str {
         FileType::BlockDevice => "block device",
         FileType::CharacterDevice => "character device",
         _ => "special file",
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
+mod tests {
+    use super::*;
+    use crate::scan::{mtime_ns, scan};
+    use std::fs;
+    use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
+    use std::process::Command;
+
+    /// One entry as a simple one-thread walk with `std` sees it.
+    type Seen = (Vec<u8>, ScanKind, u64, i64, u32, u64, u64);
+
+    fn reference(root: &Path, rel: &Path, out: &mut Vec<Seen>) {
+        for item in fs::read_dir(root.join(rel)).unwrap() {
+            let item = item.unwrap();
+            let rel = rel.join(item.file_name());
+            let meta = fs::symlink_metadata(root.join(&rel)).unwrap();
+            let kind = if meta.is_dir() {
+                reference(root, &rel, out);
+                ScanKind::Dir
+            } else if meta.is_symlink() {
+                let target = fs::read_link(root.join(&rel)).unwrap();
+                ScanKind::Symlink {
+                    target: target.as_os_str().as_bytes().to_vec(),
+                }
+            } else if meta.is_file() {
+                ScanKind::File
+            } else {
+                continue;
+            };
+            out.push((
+                rel.as_os_str().as_bytes().to_vec(),
+                kind,
+                meta.size(),
+                mtime_ns(&meta),
+                meta.mode() & 0o7777,
+                meta.ino(),
+                meta.dev(),
+            ));
+        }
+    }
+
+    fn seen(scan: &Scan) -> Vec<Seen> {
+        let seen = scan.entries.iter().map(|e| {
+            let path = e.path.as_bytes().to_vec();
+            (
+                path,
+                e.kind.clone(),
+                e.size,
+                e.mtime_ns,
+                e.mode,
+                e.ino,
+                e.dev,
+            )
+        });
+        seen.collect()
+    }
+
+    /// A tree deep enough and wide enough that every thread is busy and big
+    /// directories are split into several stat jobs.
+    fn build_tree(root: &Path) {
+        let mut dir = root.to_path_buf();
+        for depth in 0..40 {
+            dir = dir.join(format!("d{depth}"));
+            fs::create_dir(&dir).unwrap();
+            fs::write(dir.join("f"), vec![b'x'; depth]).unwrap();
+            symlink(format!("../target-{depth}"), dir.join("up")).unwrap();
+        }
+        for i in 0..(STAT_CHUNK * 3 + 5) {
+            let wide = root.join("wide");
+            fs::create_dir_all(&wide).unwrap();
+            fs::write(wide.join(format!("file-{i:04}")), i.to_string()).unwrap();
+            if i % 10 == 0 {
+                let sub = wide.join(format!("sub-{i:04}"));
+                fs::create_dir(&sub).unwrap();
+                fs::write(sub.join("inner"), b"y").unwrap();
+                fs::write(sub.join("inner.txt"), b"yy").unwrap();
+            }
+        }
+        fs::write(root.join(OsStr::from_bytes(b"wide/\xff\xfe")), b"z").unwrap();
+        fs::set_permissions(
+            root.join("wide/file-0007"),
+            fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn deep_and_wide_tree_matches_a_simple_walk() {
+        let dir = tempfile::tempdir().unwrap();
+        build_tree(dir.path());
+        let mut expected = Vec::new();
+        reference(dir.path(), Path::new(""), &mut expected);
+        expected.sort_by(|a, b| a.0.cmp(&b.0));
+
+        let scan = scan(dir.path(), &[]).unwrap();
+        assert!(scan.errors.is_empty(), "{:?}", scan.errors);
+        assert!(scan.skipped.is_empty(), "{:?}", scan.skipped);
+        assert_eq!(seen(&scan), expected);
+        assert!(expected.len() > STAT_CHUNK * 4, "tree too small");
+        // Parents come right before their children.
+        for pair in scan.entries.windows(2) {
+            assert!(pair[0].path.as_bytes() < pair[1].path.as_bytes());
+        }
+        // The same tree scans the same every time.
+        for _ in 0..3 {
+            assert_eq!(
+                seen(&super::super::scan(dir.path(), &[]).unwrap()),
+                expected
+            );
+        }
+    }
+
+    #[test]
+    fn exclude_inside_a_big_directory_and_deep_down() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        build_tree(&root);
+        let deep = root.join("d0/d1/d2");
+        let exclude = [
+            root.join("wide/sub-0100"),
+            root.join("wide/file-0150"),
+            deep,
+        ];
+        let scan = scan(&root, &exclude).unwrap();
+        let paths: Vec<&[u8]> = scan.entries.iter().map(|e| e.path.as_bytes()).collect();
+        assert!(paths.contains(&&b"wide/sub-0090/inner"[..]));
+        assert!(paths.contains(&&b"wide/file-0149"[..]));
+        assert!(paths.contains(&&b"d0/d1/f"[..]));
+        for gone in [
+            &b"wide/sub-0100"[..],
+            b"wide/sub-0100/inner",
+            b"wide/file-0150",
+        ] {
+            assert!(!paths.contains(&gone), "{gone:?} not excluded");
+        }
+        assert!(!paths.iter().any(|p| p.starts_with(b"d0/d1/d2")));
+        assert!(scan.errors.is_empty(), "{:?}", scan.errors);
+    }
+
+    #[test]
+    fn skipped_files_are_reported_in_path_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let mut fifos = Vec::new();
+        for i in (0..20).rev() {
+            let sub = root.join(format!("s{i:02}"));
+            fs::create_dir(&sub).unwrap();
+            let fifo = sub.join("fifo");
+            assert!(Command::new("mkfifo")
+                .arg(&fifo)
+                .status()
+                .unwrap()
+                .success());
+            fifos.push(PathBuf::from(format!("s{i:02}/fifo")));
+        }
+        fifos.sort();
+        let scan = scan(root, &[]).unwrap();
+        let skipped: Vec<PathBuf> = scan.skipped.iter().map(|p| p.path.clone()).collect();
+        assert_eq!(skipped, fifos);
+        assert_eq!(scan.entries.len(), 20);
+    }
+
+    #[test]
+    fn a_directory_that_cannot_be_opened_is_an_error_at_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = walk(&dir.path().join("gone"), &[]);
+        assert!(out.entries.is_empty());
+        assert_eq!(out.errors.len(), 1, "{:?}", out.errors);
+        assert_eq!(out.errors[0].path, PathBuf::new());
+        assert!(
+            out.errors[0].message.starts_with("cannot read: "),
+            "{:?}",
+            out.errors
+        );
+    }
+
+    #[test]
+    fn a_path_too_long_to_sync_is_an_error_and_not_descended() {
+        let dir = tempfile::tempdir().unwrap();
+        let name = vec![b'n'; 250];
+        // 17 levels of 250 bytes: more than a synced path may hold (the
+        // temporary root must be under ~80 bytes for level 16 to open).
+        // Built with descriptors: the absolute path outgrows PATH_MAX.
+        let mut fd = rustix::fs::openat(CWD, dir.path(), OFlags::DIRECTORY, Mode::empty()).unwrap();
+        for _ in 0..17 {
+            rustix::fs::mkdirat(&fd, name.as_slice(), Mode::from_raw_mode(0o755)).unwrap();
+            fd =
+                rustix::fs::openat(&fd, name.as_slice(), OFlags::DIRECTORY, Mode::empty()).unwrap();
+        }
+        rustix::fs::mkdirat(&fd, "below", Mode::from_raw_mode(0o755)).unwrap();
+        let scan = scan(dir.path(), &[]).unwrap();
+        let too_long: Vec<_> = scan
+            .errors
+            .iter()
+            .filter(|e| e.message.starts_with("cannot be synced"))
+            .collect();
+        assert_eq!(too_long.len(), 1, "{:?}", scan.errors);
+        assert!(too_long[0].path.as_os_str().len() > ferry_proto::MAX_PATH_LEN);
+        assert!(scan.entries.iter().all(|e| e.path.as_bytes().len() <= 4096));
+        assert!(scan.entries.len() >= 15, "{}", scan.entries.len());
     }
 }
