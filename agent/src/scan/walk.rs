@@ -254,8 +254,7 @@ fn read_dir(
         if name == b"." || name == b".." {
             continue;
         }
-        let child = join(&rel, name);
-        if is_excluded(shared.exclude, &child) {
+        if is_excluded(shared.exclude, &rel, name) {
             continue;
         }
         names.push(name.to_vec());
@@ -373,10 +372,12 @@ fn join(parent: &[u8], name: &[u8]) -> Vec<u8> {
     out
 }
 
-fn is_excluded(exclude: &[PathBuf], rel: &[u8]) -> bool {
+/// Whether `parent/name` is one of the excluded relative paths.
+fn is_excluded(exclude: &[PathBuf], parent: &[u8], name: &[u8]) -> bool {
     !exclude.is_empty() && {
-        let rel = Path::new(OsStr::from_bytes(rel));
-        exclude.iter().any(|x| x == rel)
+        let child = join(parent, name);
+        let child = Path::new(OsStr::from_bytes(&child));
+        exclude.iter().any(|x| x == child)
     }
 }
 
