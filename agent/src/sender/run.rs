@@ -103,15 +103,20 @@ pub async fn run_once(
             receiver_run: summary.run_id,
             outcome,
         };
-        if let Some(index) = ctx
-            .index
-            .lock()
-            .map_err(|_| RunError::Internal("index lock".into()))?
-            .as_mut()
-        {
-            if let Err(e) = index.record_run(&row) {
-                tracing::warn!("could not record the run in the local history: {e}");
+        // An SQLite write: on the blocking pool, like every other index use.
+        let index = ctx.index.clone();
+        let recorded = blocking(move || {
+            let mut slot = index
+                .lock()
+                .map_err(|_| RunError::Internal("index lock".into()))?;
+            match slot.as_mut() {
+                Some(index) => Ok(index.record_run(&row)?),
+                None => Ok(0),
             }
+        })
+        .await;
+        if let Err(e) = recorded {
+            tracing::warn!("could not record the run in the local history: {e}");
         }
     }
     result.map(|()| summary)
