@@ -144,11 +144,11 @@ impl Setup {
         self.store.join(".ferry/staging")
     }
 
-    /// Starts `ferry receive` and waits until it listens.
-    pub(crate) fn receiver(&self, what: &str) -> anyhow::Result<Proc> {
+    /// Starts `ferry receive` on this setup's port, store and state.
+    pub(crate) fn spawn_receiver(&self, what: &str) -> anyhow::Result<Proc> {
         let port = self.port.to_string();
         let d = self.dir.path();
-        let mut proc = Proc::spawn(
+        Proc::spawn(
             what,
             d,
             &[
@@ -164,7 +164,12 @@ impl Setup {
                 "--pairing-secret-file".as_ref(),
                 self.secret.as_os_str(),
             ],
-        )?;
+        )
+    }
+
+    /// Starts `ferry receive` and waits until it listens.
+    pub(crate) fn receiver(&self, what: &str) -> anyhow::Result<Proc> {
+        let mut proc = self.spawn_receiver(what)?;
         let listening = poll_until(Duration::from_secs(30), || {
             proc.stderr().contains("receiver listening").then_some(())
         });

@@ -14,8 +14,7 @@ use ferry_agent::receiver::Admission;
 use ferry_agent::stream::{Channel, FramedRecv};
 use ferry_agent::transport;
 use ferry_proto::{
-    frame, Content, Entry, EntryKind, FailCode, Hello, Message, Name, RefuseCode, RelPath,
-    RunReport,
+    frame, Content, Entry, EntryKind, FailCode, Message, Name, RefuseCode, RelPath, RunReport,
 };
 use ferry_tests::tree::{self, Node};
 
@@ -157,18 +156,8 @@ impl Arena {
         let addr = self.receiver.addr;
         let endpoint = transport::client_endpoint(&identity, addr)?;
         let conn = transport::connect(&endpoint, addr).await?;
-        let mut control = Channel::new(conn.open_bi().await?);
-        control
-            .send
-            .send(&Message::Hello(Hello {
-                protocol: ferry_proto::PROTOCOL_VERSION,
-                name: Name::new(HOSTILE)?,
-                folder: Name::new("docs")?,
-                pairing: None,
-                agent: "hostile test".into(),
-            }))
-            .await?;
-        match tokio::time::timeout(ANSWER_TIMEOUT, control.recv.expect()).await?? {
+        let (control, answer) = crate::util::hello(&conn, HOSTILE, None).await?;
+        match answer {
             Message::Welcome(_) => Ok(Hostile {
                 _endpoint: endpoint,
                 conn,

@@ -16,13 +16,13 @@ use ferry_agent::store::Store;
 use ferry_agent::stream::{Channel, FramedRecv};
 use ferry_agent::transport;
 use ferry_proto::{
-    frame, Content, Entry, EntryKind, FailCode, Hello, Message, Name, RefuseCode, RelPath,
-    RunReport, MAX_COMPONENT_LEN, MAX_PATH_LEN,
+    frame, Content, Entry, EntryKind, FailCode, Message, Name, RefuseCode, RelPath, RunReport,
+    MAX_COMPONENT_LEN, MAX_PATH_LEN,
 };
 use ferry_tests::tree;
 use tokio_util::sync::CancellationToken;
 
-use crate::util::{send_config, trace, TestSender};
+use crate::util::{hello, send_config, trace, TestSender};
 
 const SECRET: &str = "limits tests pairing secret";
 /// How long any one answer may take.
@@ -109,27 +109,6 @@ async fn handshake(
     let endpoint = transport::client_endpoint(identity, addr)?;
     let conn = transport::connect(&endpoint, addr).await?;
     Ok((endpoint, conn))
-}
-
-/// Says Hello as `name` and returns the receiver's answer.
-async fn hello(
-    conn: &quinn::Connection,
-    name: &str,
-    pairing: Option<[u8; 32]>,
-) -> anyhow::Result<(Channel, Message)> {
-    let mut control = Channel::new(conn.open_bi().await?);
-    control
-        .send
-        .send(&Message::Hello(Hello {
-            protocol: ferry_proto::PROTOCOL_VERSION,
-            name: Name::new(name)?,
-            folder: Name::new("docs")?,
-            pairing,
-            agent: "limits test".into(),
-        }))
-        .await?;
-    let answer = tokio::time::timeout(ANSWER_TIMEOUT, control.recv.expect()).await??;
-    Ok((control, answer))
 }
 
 /// Waits until the receiver closes `conn`; how long that took.

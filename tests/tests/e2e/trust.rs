@@ -9,7 +9,7 @@ use ferry_agent::receiver::Admission;
 use ferry_agent::sender::{RunError, SenderError};
 use ferry_agent::stream::Channel;
 use ferry_agent::{tls, transport};
-use ferry_proto::{Hello, Message, Name, RefuseCode};
+use ferry_proto::{Message, RefuseCode};
 use ferry_tests::tree;
 
 use crate::util::{send, send_config, TestReceiver, TestSender};
@@ -30,18 +30,8 @@ pub async fn hold_slot(state: &Path, addr: SocketAddr, name: &str) -> anyhow::Re
     let identity = Identity::load_or_create(state)?;
     let endpoint = transport::client_endpoint(&identity, addr)?;
     let conn = transport::connect(&endpoint, addr).await?;
-    let mut control = Channel::new(conn.open_bi().await?);
-    control
-        .send
-        .send(&Message::Hello(Hello {
-            protocol: ferry_proto::PROTOCOL_VERSION,
-            name: Name::new(name)?,
-            folder: Name::new("docs")?,
-            pairing: None,
-            agent: "test".into(),
-        }))
-        .await?;
-    match control.recv.expect().await? {
+    let (control, answer) = crate::util::hello(&conn, name, None).await?;
+    match answer {
         Message::Welcome(_) => Ok(SlotHolder {
             _endpoint: endpoint,
             _conn: conn,
@@ -202,18 +192,8 @@ async fn pairing_proof_is_bound_to_the_tls_session() -> anyhow::Result<()> {
     let first = transport::connect(&endpoint, receiver.addr).await?;
     let replayed = ferry_proto::pairing_proof(SECRET.as_bytes(), &tls::pairing_material(&first)?);
     let second = transport::connect(&endpoint, receiver.addr).await?;
-    let mut control = Channel::new(second.open_bi().await?);
-    control
-        .send
-        .send(&Message::Hello(Hello {
-            protocol: ferry_proto::PROTOCOL_VERSION,
-            name: Name::new("attacker")?,
-            folder: Name::new("docs")?,
-            pairing: Some(replayed),
-            agent: "test".into(),
-        }))
-        .await?;
-    match control.recv.expect().await? {
+    let (_control, answer) = crate::util::hello(&second, "attacker", Some(replayed)).await?;
+    match answer {
         Message::Refused(r) => assert_eq!(r.code, RefuseCode::BadPairingSecret),
         other => panic!("replayed proof accepted: {other:?}"),
     }

@@ -230,3 +230,30 @@ pub fn poll_until<T>(
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// How long a test waits for the receiver's answer to a Hello.
+const HELLO_ANSWER: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Opens the control stream on `conn`, says Hello as `name` for folder
+/// "docs" (with a pairing proof, if given) and returns the stream and the
+/// receiver's answer.
+pub async fn hello(
+    conn: &quinn::Connection,
+    name: &str,
+    pairing: Option<[u8; 32]>,
+) -> anyhow::Result<(ferry_agent::stream::Channel, ferry_proto::Message)> {
+    use ferry_proto::{Hello, Message, Name};
+    let mut control = ferry_agent::stream::Channel::new(conn.open_bi().await?);
+    control
+        .send
+        .send(&Message::Hello(Hello {
+            protocol: ferry_proto::PROTOCOL_VERSION,
+            name: Name::new(name)?,
+            folder: Name::new("docs")?,
+            pairing,
+            agent: "ferry tests".into(),
+        }))
+        .await?;
+    let answer = tokio::time::timeout(HELLO_ANSWER, control.recv.expect()).await??;
+    Ok((control, answer))
+}

@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use ferry_tests::tree;
 
-use crate::crash::{Proc, Setup};
+use crate::crash::Setup;
 
 /// SQLite's default page size, which the catalog uses.
 const PAGE: usize = 4096;
@@ -14,25 +14,7 @@ const PAGE: usize = 4096;
 /// Starts `ferry receive` on `setup`'s store and expects it to refuse:
 /// returns its stderr.
 fn refused_start(setup: &Setup, what: &str) -> anyhow::Result<String> {
-    let port = setup.port.to_string();
-    let d = setup.dir.path();
-    let mut proc = Proc::spawn(
-        what,
-        d,
-        &[
-            "receive".as_ref(),
-            "--host".as_ref(),
-            "127.0.0.1".as_ref(),
-            "--port".as_ref(),
-            port.as_ref(),
-            "--store".as_ref(),
-            setup.store.as_os_str(),
-            "--state".as_ref(),
-            d.join("rstate").as_os_str(),
-            "--pairing-secret-file".as_ref(),
-            setup.secret.as_os_str(),
-        ],
-    )?;
+    let mut proc = setup.spawn_receiver(what)?;
     let status = proc.exit_status(Duration::from_secs(30))?;
     let stderr = proc.stderr();
     assert!(
