@@ -7,6 +7,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::compress::CompressMode;
 use ferry_proto::Name;
 use serde::{Deserialize, Serialize};
 
@@ -97,6 +98,8 @@ pub struct SenderConfig {
     pub max_delete_percent: Option<u8>,
     /// Let a run delete more than the threshold.
     pub allow_mass_delete: Option<bool>,
+    /// When to compress content: `auto`, `on` or `off`.
+    pub compress: Option<String>,
 }
 
 fn load_toml<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, ConfigError> {
@@ -220,6 +223,7 @@ impl SenderConfig {
             state: over.state.or(self.state),
             max_delete_percent: over.max_delete_percent.or(self.max_delete_percent),
             allow_mass_delete: over.allow_mass_delete.or(self.allow_mass_delete),
+            compress: over.compress.or(self.compress),
         }
     }
 
@@ -302,7 +306,12 @@ impl SenderConfig {
         if max_percent > 100 {
             return Err(invalid("max-delete-percent", "must be between 0 and 100"));
         }
+        let compress = match &self.compress {
+            Some(mode) => mode.parse().map_err(|e| invalid("compress", e))?,
+            None => CompressMode::default(),
+        };
         Ok(SenderSettings {
+            compress,
             delete_guard: DeleteGuard {
                 max_percent,
                 allow: self.allow_mass_delete.unwrap_or(false),
@@ -407,6 +416,8 @@ pub struct SenderSettings {
     pub state: PathBuf,
     /// The mass-delete guard.
     pub delete_guard: DeleteGuard,
+    /// When to compress content.
+    pub compress: CompressMode,
 }
 
 fn resolve(host: &str, port: u16) -> Result<SocketAddr, ConfigError> {

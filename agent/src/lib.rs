@@ -15,6 +15,9 @@
 //! - [`scan`]: walking the source tree (stat only).
 //! - [`index`]: the sender's index of what the receiver acknowledged, and the
 //!   run plan derived from it.
+//! - [`chunk`]: content-defined chunks (FastCDC) and chunk lists, for delta
+//!   transfer.
+//! - [`compress`]: zstd per piece of content, when it shrinks it.
 //! - [`copies`]: the sender's local copies of what it sent.
 //! - [`history`]: the client of read-only sessions: runs, versions, trees and
 //!   version bytes from the receiver.
@@ -27,6 +30,8 @@
 //! - [`summary`]: the run summary and progress counters.
 //! - [`status`]: live status of a sender or receiver, for displays.
 
+pub mod chunk;
+pub mod compress;
 pub mod config;
 pub mod copies;
 pub mod history;

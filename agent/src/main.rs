@@ -137,6 +137,10 @@ struct SendArgs {
     /// Let a run delete more than --max-delete-percent.
     #[arg(long)]
     allow_mass_delete: bool,
+    /// Compress content with zstd: auto (what a sample shows to be
+    /// compressible), on or off [default: auto].
+    #[arg(long, value_name = "auto|on|off")]
+    compress: Option<String>,
 }
 
 impl ReceiveArgs {
@@ -173,6 +177,7 @@ impl SendArgs {
             store: self.store.clone(),
             max_delete_percent: self.max_delete_percent,
             allow_mass_delete: self.allow_mass_delete.then_some(true),
+            compress: self.compress.clone(),
             ..SenderConfig::default()
         }))
     }

@@ -8,6 +8,7 @@
 //! the endpoint and wait until it is idle.
 
 mod admission;
+mod chunked;
 mod entry;
 #[doc(hidden)]
 pub mod entry_fuzz;

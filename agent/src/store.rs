@@ -52,6 +52,7 @@
 mod apply;
 mod archive;
 mod catalog;
+mod chunked;
 mod error;
 mod history;
 mod mirror;
@@ -70,6 +71,7 @@ use ferry_proto::{Hash, Name, RelPath, RunReport};
 
 pub use apply::Op;
 use catalog::{Catalog, VersionRow};
+pub use chunked::{BaseContent, Resumable};
 use error::io_err;
 pub use error::StoreError;
 pub use history::{catalog_path, read_runs, HistoryError};
@@ -200,10 +202,6 @@ impl Store {
             Err(TryLockError::WouldBlock) => return Err(StoreError::Locked { root }),
             Err(TryLockError::Error(e)) => return Err(io_err("lock", &lock_path, e)),
         }
-        let removed = staging::clear(&ferry.join("staging"))?;
-        if removed > 0 {
-            tracing::info!(removed, "removed leftover staging files");
-        }
         let catalog = Catalog::open(&ferry.join("catalog.db"))?;
         let interrupted = catalog.interrupt_running()?;
         if interrupted > 0 {
@@ -212,13 +210,23 @@ impl Store {
                 "runs left running by a previous process marked interrupted"
             );
         }
-        Ok(Store {
+        let store = Store {
             root,
             catalog: Mutex::new(catalog),
             write: Mutex::new(()),
             counter: AtomicU64::new(1),
             _lock: lock,
-        })
+        };
+        // Interrupted chunked transfers stay to be resumed; the rest goes.
+        let keep = store.kept_partials()?;
+        let removed = staging::clear(&ferry.join("staging"), &keep)?;
+        if removed > 0 {
+            tracing::info!(removed, "removed leftover staging files");
+        }
+        if !keep.is_empty() {
+            tracing::info!(kept = keep.len(), "kept interrupted transfers to resume");
+        }
+        Ok(store)
     }
 
     /// The store's root directory (absolute).

@@ -54,6 +54,10 @@ pub fn describe(message: &Message) -> String {
         Message::VersionList(_) => "VersionList",
         Message::ListEnd { .. } => "ListEnd",
         Message::Fetch { .. } => "Fetch",
+        Message::Go(_) => "Go",
+        Message::Copy { .. } => "Copy",
+        Message::DataZstd(_) => "DataZstd",
+        Message::Keep { .. } => "Keep",
     };
     kind.to_string()
 }

@@ -51,9 +51,33 @@
 //!      kind = File { size, Offer { hash } }:
 //!          R→S  Stored                    the receiver already holds it: done
 //!             | Want, then S→R Data*, End { hash } | Abort { reason }
+//!      kind = File { size, Chunked { base? } }:
+//!          R→S  Go { base, resume? }
+//!          S→R  Keep { len }?             only if resume was offered and is right
+//!          S→R  (Data | DataZstd | Copy { start, count })* , End { hash } | Abort
 //!      kind = Dir | Symlink { target }:   nothing follows
 //! R→S  Stored | Failed { code, message }
 //! ```
+//!
+//! Wherever `Data` may appear, `DataZstd` may too: the same content,
+//! zstd-compressed, at most [`MAX_DATA`] bytes once decompressed.
+//!
+//! **Chunked content** is for large files. The sender cuts the file with
+//! FastCDC (16/64/256 KiB min/avg/max) and sends each chunk as one `Data` or
+//! `DataZstd` message, or, for chunks of the `base` (a version of this
+//! sender's folder it sent before: the same path, or another one for a
+//! rename or copy), `Copy { start, count }` naming them by their index in
+//! the base's chunk list. The receiver keeps each stored version's chunk list
+//! (offset, length, blake3 of every chunk), rebuilds the file in staging from
+//! the base's bytes (checking each copied chunk's hash) and the new chunks,
+//! and verifies the whole file's hash as for any other content. `Go.base` is
+//! false when it does not hold the base; the sender then sends every chunk.
+//!
+//! A chunked transfer that is interrupted (connection lost, either side
+//! killed) leaves its staging file and chunk list on the receiver, made
+//! durable every few MiB. When the same path is sent again, `Go.resume`
+//! offers the verified prefix; if the sender's file starts with the same
+//! bytes it answers `Keep` and sends only the rest.
 //!
 //! `Stored` means the entry is durable on the receiver (content fsynced and
 //! renamed into place, the previous version archived). The sender records an

@@ -66,6 +66,19 @@ pub enum Message {
     /// Sender → receiver, first message of a restore stream: send the bytes
     /// of this version. Answered with `Data`*, `End { hash }` or `Failed`.
     Fetch { version: u64 },
+    /// Receiver → sender, answering a [`Content::Chunked`] entry: send the
+    /// content now.
+    Go(Go),
+    /// Sender → receiver in chunked content: the next `count` chunks are the
+    /// base's chunks `start..start + count`, which the receiver already holds.
+    Copy { start: u32, count: u32 },
+    /// Sender → receiver: like `Data`, but zstd-compressed; the content is at
+    /// most [`crate::MAX_DATA`] bytes once decompressed.
+    DataZstd(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// Sender → receiver, first after `Go` with a `resume`: the first `len`
+    /// bytes the receiver kept are right (their hash matched); the content
+    /// continues at offset `len`.
+    Keep { len: u64 },
 }
 
 /// The opening of a session.
@@ -156,6 +169,40 @@ pub enum Content {
     /// change, or a file stored before the sender's acknowledgement was lost),
     /// else `Want`, and then `Data`/`End` follow.
     Offer { hash: Hash },
+    /// The content follows in chunks, each one `Data`/`DataZstd` message or
+    /// part of a `Copy` of the `base`'s chunks, after the receiver's `Go`.
+    /// Files whose previous content the receiver holds cost only the chunks
+    /// that changed; an interrupted transfer resumes where it stopped.
+    Chunked { base: Option<Base> },
+}
+
+/// A version the receiver holds, that chunked content may copy from: the
+/// content `hash` as stored at `path` of the same sender and folder (now or
+/// earlier).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Base {
+    pub path: RelPath,
+    pub hash: Hash,
+}
+
+/// The receiver's answer to chunked content.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Go {
+    /// True if the receiver holds the offered base with its chunk list:
+    /// `Copy` may be used. False: every chunk is sent.
+    pub base: bool,
+    /// The receiver kept the first bytes of an interrupted transfer of this
+    /// path: the sender may skip them with `Keep` if they are right.
+    pub resume: Option<Resume>,
+}
+
+/// What the receiver kept of an interrupted transfer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resume {
+    /// Bytes kept, at a chunk boundary.
+    pub len: u64,
+    /// blake3 of those bytes.
+    pub hash: Hash,
 }
 
 /// Why an entry was not stored.
@@ -176,6 +223,9 @@ pub enum FailCode {
     BadRequest,
     /// The receiver's quota for this sender is used up.
     Quota,
+    /// The base of chunked content turned out damaged or changed on the
+    /// receiver: send the file again without a base.
+    BaseDamaged,
 }
 
 /// An entry that failed, with words for the person reading the log.
@@ -432,6 +482,37 @@ mod tests {
             (Message::ListEnd { run: Some(8) }, "140108"),
             (Message::ListEnd { run: None }, "1400"),
             (Message::Fetch { version: 300 }, "15ac02"),
+            (
+                Message::Entry(Entry {
+                    path: path("d"),
+                    kind: EntryKind::File {
+                        size: 1,
+                        content: Content::Chunked {
+                            base: Some(Base {
+                                path: path("e"),
+                                hash: [3; 32],
+                            }),
+                        },
+                    },
+                    mtime_ns: 0,
+                    mode: 0,
+                }),
+                "04016400010201016503030303030303030303030303030303030303030303030303030303030303030000",
+            ),
+            (
+                Message::Go(Go {
+                    base: true,
+                    resume: Some(Resume {
+                        len: 2,
+                        hash: [4; 32],
+                    }),
+                }),
+                "16010102\
+                 0404040404040404040404040404040404040404040404040404040404040404",
+            ),
+            (Message::Copy { start: 1, count: 2 }, "170102"),
+            (Message::DataZstd(b"z".to_vec()), "18017a"),
+            (Message::Keep { len: 5 }, "1905"),
         ];
         for (message, expected) in cases {
             let bytes = postcard::to_stdvec(&message).unwrap();

@@ -2,7 +2,7 @@
 //! takes the sender's messages in order and says what to do next, or why the
 //! sequence is invalid. The driver ([`super::session`]) does the I/O.
 
-use ferry_proto::{Content, Entry, EntryKind, FailCode, Hash, Message};
+use ferry_proto::{Base, Content, Entry, EntryKind, FailCode, Go, Hash, Message, Resume};
 
 use crate::stream::describe;
 
@@ -16,10 +16,18 @@ pub enum Step {
     /// The sender offers content by hash: check whether the store holds it
     /// and call [`EntryReceiver::offer_answered`].
     CheckOffer { entry: Entry, hash: Hash },
+    /// The sender sends chunked content: find the `base` (and anything kept
+    /// of an interrupted transfer of this path), then call
+    /// [`EntryReceiver::chunked_answered`].
+    CheckChunked { entry: Entry, base: Option<Base> },
     /// Open a staging file of `size` bytes; content follows.
     Begin { entry: Entry, size: u64 },
-    /// Append to the staging file.
+    /// Append to the staging file (in chunked content: one chunk).
     Write(Vec<u8>),
+    /// Append the base's chunks `start..start + count`, `len` bytes in all.
+    Copy { start: u32, count: u32, len: u64 },
+    /// Continue the interrupted transfer after its first `len` bytes.
+    Keep(u64),
     /// The content is complete: verify against `hash` and commit.
     Finish { hash: Hash },
     /// The sender gave up on this entry.
@@ -44,8 +52,21 @@ fn violation(code: FailCode, message: impl Into<String>) -> Violation {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     AwaitEntry,
-    AwaitOfferAnswer { size: u64 },
-    Receiving { size: u64, received: u64 },
+    AwaitOfferAnswer {
+        size: u64,
+    },
+    Receiving {
+        size: u64,
+        received: u64,
+    },
+    AwaitGo {
+        size: u64,
+    },
+    Chunked {
+        size: u64,
+        received: u64,
+        first: bool,
+    },
     Done,
 }
 
@@ -53,6 +74,10 @@ enum State {
 #[derive(Debug)]
 pub struct EntryReceiver {
     state: State,
+    /// End offsets of the base's chunks, when `Copy` is allowed.
+    base_ends: Option<Vec<u64>>,
+    /// What `Go` offered to resume.
+    resume: Option<u64>,
 }
 
 impl Default for EntryReceiver {
@@ -65,6 +90,8 @@ impl EntryReceiver {
     pub fn new() -> Self {
         Self {
             state: State::AwaitEntry,
+            base_ends: None,
+            resume: None,
         }
     }
 
@@ -76,6 +103,11 @@ impl EntryReceiver {
     /// True while the driver waits for [`Self::offer_answered`].
     pub fn awaits_offer_answer(&self) -> bool {
         matches!(self.state, State::AwaitOfferAnswer { .. })
+    }
+
+    /// True while the driver waits for [`Self::chunked_answered`].
+    pub fn awaits_go(&self) -> bool {
+        matches!(self.state, State::AwaitGo { .. })
     }
 
     /// Feeds the next message from the sender.
@@ -114,7 +146,23 @@ impl EntryReceiver {
                     self.state = State::AwaitOfferAnswer { size: *size };
                     Ok(Step::CheckOffer { entry, hash })
                 }
+                EntryKind::File {
+                    size,
+                    content: Content::Chunked { base },
+                } => {
+                    let base = base.clone();
+                    self.state = State::AwaitGo { size: *size };
+                    Ok(Step::CheckChunked { entry, base })
+                }
             },
+            (
+                State::Chunked {
+                    size,
+                    received,
+                    first,
+                },
+                message,
+            ) => self.chunked(size, received, first, message),
             (State::Receiving { size, received }, Message::Data(data)) => {
                 let received = received + data.len() as u64;
                 if received > size {
@@ -138,7 +186,7 @@ impl EntryReceiver {
                 Ok(Step::Finish { hash })
             }
             (
-                State::Receiving { .. } | State::AwaitOfferAnswer { .. },
+                State::Receiving { .. } | State::AwaitOfferAnswer { .. } | State::AwaitGo { .. },
                 Message::Abort { reason },
             ) => {
                 self.state = State::Done;
@@ -155,6 +203,126 @@ impl EntryReceiver {
                 ))
             }
         }
+    }
+
+    /// One message of chunked content.
+    fn chunked(
+        &mut self,
+        size: u64,
+        received: u64,
+        first: bool,
+        message: Message,
+    ) -> Result<Step, Violation> {
+        self.state = State::Done;
+        let add = |len: u64| {
+            let total = received.saturating_add(len);
+            if total > size {
+                Err(violation(
+                    FailCode::SizeMismatch,
+                    format!("more content than the declared {size} bytes"),
+                ))
+            } else {
+                Ok(total)
+            }
+        };
+        let step = match message {
+            Message::Keep { len } if first && self.resume == Some(len) => {
+                self.state = State::Chunked {
+                    size,
+                    received: len,
+                    first: false,
+                };
+                return Ok(Step::Keep(len));
+            }
+            Message::Data(data) => {
+                let received = add(data.len() as u64)?;
+                self.state = State::Chunked {
+                    size,
+                    received,
+                    first: false,
+                };
+                Step::Write(data)
+            }
+            Message::Copy { start, count } => {
+                let ends = self.base_ends.as_deref().ok_or_else(|| {
+                    violation(FailCode::BadRequest, "Copy without a base to copy from")
+                })?;
+                let (start, count) = (start as usize, count as usize);
+                let end = start
+                    .checked_add(count)
+                    .filter(|&e| count > 0 && e <= ends.len());
+                let Some(end) = end else {
+                    return Err(violation(
+                        FailCode::BadRequest,
+                        format!(
+                            "Copy of chunks {start}+{count} of a base with {} chunks",
+                            ends.len()
+                        ),
+                    ));
+                };
+                let from = if start == 0 { 0 } else { ends[start - 1] };
+                let len = ends[end - 1] - from;
+                let received = add(len)?;
+                self.state = State::Chunked {
+                    size,
+                    received,
+                    first: false,
+                };
+                Step::Copy {
+                    start: start as u32,
+                    count: count as u32,
+                    len,
+                }
+            }
+            Message::End { hash } if received == size => Step::Finish { hash },
+            Message::End { .. } => {
+                return Err(violation(
+                    FailCode::SizeMismatch,
+                    format!("{received} bytes of content, but {size} were declared"),
+                ))
+            }
+            Message::Abort { reason } => Step::Aborted(reason),
+            other => {
+                return Err(violation(
+                    FailCode::BadRequest,
+                    format!("unexpected {} in chunked content", describe(&other)),
+                ))
+            }
+        };
+        Ok(step)
+    }
+
+    /// The answer to [`Step::CheckChunked`]: the chunk lengths of the base
+    /// if the store holds it, and what it kept of an interrupted transfer.
+    /// Returns the `Go` to send (`None` if no answer was pending).
+    pub fn chunked_answered(
+        &mut self,
+        base: Option<&[u32]>,
+        resume: Option<Resume>,
+    ) -> Option<Message> {
+        let State::AwaitGo { size } = self.state else {
+            self.state = State::Done;
+            return None;
+        };
+        self.base_ends = base.map(|lens| {
+            lens.iter()
+                .scan(0u64, |end, &len| {
+                    *end += u64::from(len);
+                    Some(*end)
+                })
+                .collect()
+        });
+        let resume = resume.filter(|r| r.len > 0 && r.len <= size);
+        self.resume = resume.as_ref().map(|r| r.len);
+        self.state = State::Chunked {
+            size,
+            received: 0,
+            first: true,
+        };
+        Some(Message::Go(Go {
+            base: base.is_some(),
+            resume,
+        }))
     }
 
     /// The answer to [`Step::CheckOffer`]: `have` = the store holds the
@@ -289,6 +457,128 @@ mod tests {
         assert!(r.is_done());
         let err = r.on_message(file(0, Content::Inline)).unwrap_err();
         assert_eq!(err.code, FailCode::BadRequest);
+    }
+
+    fn chunked(size: u64) -> EntryReceiver {
+        let mut r = EntryReceiver::new();
+        let entry = file(
+            size,
+            Content::Chunked {
+                base: Some(Base {
+                    path: RelPath::from_bytes("old").unwrap(),
+                    hash: [3; 32],
+                }),
+            },
+        );
+        assert!(matches!(
+            r.on_message(entry),
+            Ok(Step::CheckChunked { base: Some(_), .. })
+        ));
+        assert!(r.awaits_go());
+        r
+    }
+
+    #[test]
+    fn chunked_content_copies_from_the_base() {
+        let mut r = chunked(10);
+        let go = r.chunked_answered(Some(&[4, 3, 5]), None).unwrap();
+        assert_eq!(
+            go,
+            Message::Go(Go {
+                base: true,
+                resume: None
+            })
+        );
+        assert_eq!(
+            r.on_message(Message::Copy { start: 1, count: 2 }),
+            Ok(Step::Copy {
+                start: 1,
+                count: 2,
+                len: 8
+            })
+        );
+        assert_eq!(
+            r.on_message(Message::Data(b"ab".to_vec())),
+            Ok(Step::Write(b"ab".to_vec()))
+        );
+        assert_eq!(
+            r.on_message(Message::End { hash: [1; 32] }),
+            Ok(Step::Finish { hash: [1; 32] })
+        );
+        assert!(r.is_done());
+    }
+
+    #[test]
+    fn copies_outside_the_base_or_size_are_refused() {
+        for (copy, code) in [
+            (Message::Copy { start: 2, count: 2 }, FailCode::BadRequest),
+            (Message::Copy { start: 0, count: 0 }, FailCode::BadRequest),
+            (
+                Message::Copy {
+                    start: u32::MAX,
+                    count: u32::MAX,
+                },
+                FailCode::BadRequest,
+            ),
+            (Message::Copy { start: 0, count: 3 }, FailCode::SizeMismatch),
+        ] {
+            let mut r = chunked(6);
+            r.chunked_answered(Some(&[4, 3, 5]), None).unwrap();
+            assert_eq!(r.on_message(copy).unwrap_err().code, code);
+            assert!(r.is_done());
+        }
+        // Without a base, Copy is not allowed at all.
+        let mut r = chunked(6);
+        r.chunked_answered(None, None).unwrap();
+        let err = r
+            .on_message(Message::Copy { start: 0, count: 1 })
+            .unwrap_err();
+        assert_eq!(err.code, FailCode::BadRequest);
+    }
+
+    #[test]
+    fn keep_only_what_was_offered_and_only_first() {
+        let resume = Resume {
+            len: 4,
+            hash: [9; 32],
+        };
+        let mut r = chunked(10);
+        r.chunked_answered(None, Some(resume.clone())).unwrap();
+        assert_eq!(r.on_message(Message::Keep { len: 4 }), Ok(Step::Keep(4)));
+        assert!(matches!(
+            r.on_message(Message::Data(vec![0; 6])),
+            Ok(Step::Write(_))
+        ));
+        assert!(matches!(
+            r.on_message(Message::End { hash: [0; 32] }),
+            Ok(Step::Finish { .. })
+        ));
+
+        let mut r = chunked(10);
+        r.chunked_answered(None, Some(resume.clone())).unwrap();
+        assert!(r.on_message(Message::Keep { len: 5 }).is_err());
+
+        let mut r = chunked(10);
+        r.chunked_answered(None, Some(resume)).unwrap();
+        r.on_message(Message::Data(vec![0; 1])).unwrap();
+        assert!(r.on_message(Message::Keep { len: 4 }).is_err());
+
+        // A resume longer than the file is not offered.
+        let mut r = chunked(3);
+        let go = r.chunked_answered(
+            None,
+            Some(Resume {
+                len: 4,
+                hash: [0; 32],
+            }),
+        );
+        assert_eq!(
+            go,
+            Some(Message::Go(Go {
+                base: false,
+                resume: None
+            }))
+        );
     }
 
     #[test]

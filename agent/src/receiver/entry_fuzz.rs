@@ -9,7 +9,7 @@
 //! message once done. Hidden from the docs: not part of the agent's API.
 
 use ferry_proto::fuzz_support::{arbitrary_entry, arbitrary_message, Bytes, Source};
-use ferry_proto::{frame, Content, EntryKind, FailCode, Message};
+use ferry_proto::{frame, Content, EntryKind, FailCode, Go, Message, Resume};
 
 use super::entry::{EntryReceiver, Step};
 
@@ -17,10 +17,28 @@ use super::entry::{EntryReceiver, Step};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Model {
     AwaitEntry,
-    AwaitAnswer { size: u64 },
-    Receiving { size: u64, got: u64 },
+    AwaitAnswer {
+        size: u64,
+    },
+    Receiving {
+        size: u64,
+        got: u64,
+    },
+    AwaitGo {
+        size: u64,
+    },
+    Chunked {
+        size: u64,
+        got: u64,
+        first: bool,
+        resume: Option<u64>,
+        base: bool,
+    },
     Done,
 }
+
+/// The chunk lengths of the base the checker offers the machine.
+const BASE: [u32; 4] = [5, 1, 7, 3];
 
 /// The machine under test and the model it must agree with.
 #[derive(Debug)]
@@ -68,6 +86,45 @@ impl Checker {
         if let (Ok(Step::Write(data)), Model::Receiving { size, got }) = (&outcome, next) {
             assert!(got <= size && data.len() as u64 <= got);
         }
+        if let (Ok(Step::Write(data)), Model::Chunked { size, got, .. }) = (&outcome, next) {
+            assert!(got <= size && data.len() as u64 <= got);
+        }
+    }
+
+    fn awaits_go(&self) -> bool {
+        let awaits = self.machine.awaits_go();
+        assert_eq!(awaits, matches!(self.model, Model::AwaitGo { .. }));
+        awaits
+    }
+
+    /// Answers chunked content (or tries to when no answer is pending).
+    fn answer_chunked(&mut self, base: bool, resume: Option<u64>) {
+        let offered = resume.map(|len| Resume { len, hash: [0; 32] });
+        let reply = self
+            .machine
+            .chunked_answered(base.then_some(&BASE[..]), offered);
+        match self.model {
+            Model::AwaitGo { size } => {
+                let resume = resume.filter(|&r| r > 0 && r <= size);
+                let go = Go {
+                    base,
+                    resume: resume.map(|len| Resume { len, hash: [0; 32] }),
+                };
+                assert_eq!(reply, Some(Message::Go(go)));
+                self.model = Model::Chunked {
+                    size,
+                    got: 0,
+                    first: true,
+                    resume,
+                    base,
+                };
+            }
+            _ => {
+                assert_eq!(reply, None);
+                self.model = Model::Done;
+            }
+        }
+        assert_eq!(self.machine.is_done(), self.model == Model::Done);
     }
 
     /// Answers an offer (or tries to when none is pending).
@@ -110,7 +167,66 @@ fn expect(state: Model, message: &Message) -> (Result<(), FailCode>, Model) {
                 size,
                 content: Content::Offer { .. },
             } => (Ok(()), AwaitAnswer { size: *size }),
+            EntryKind::File {
+                size,
+                content: Content::Chunked { .. },
+            } => (Ok(()), AwaitGo { size: *size }),
         },
+        (
+            Chunked {
+                size,
+                got,
+                first,
+                resume,
+                base,
+            },
+            message,
+        ) => {
+            let grow = |len: u64| {
+                let got = got.saturating_add(len);
+                if got > size {
+                    (Err(FailCode::SizeMismatch), Done)
+                } else {
+                    let next = Chunked {
+                        size,
+                        got,
+                        first: false,
+                        resume,
+                        base,
+                    };
+                    (Ok(()), next)
+                }
+            };
+            match message {
+                Message::Keep { len } if first && resume == Some(*len) => (
+                    Ok(()),
+                    Chunked {
+                        size,
+                        got: *len,
+                        first: false,
+                        resume,
+                        base,
+                    },
+                ),
+                Message::Data(data) => grow(data.len() as u64),
+                Message::Copy { start, count } => {
+                    let (start, count) = (*start as usize, *count as usize);
+                    if !base || count == 0 || start.saturating_add(count) > BASE.len() {
+                        bad
+                    } else {
+                        grow(
+                            BASE[start..start + count]
+                                .iter()
+                                .map(|&l| u64::from(l))
+                                .sum(),
+                        )
+                    }
+                }
+                Message::End { .. } if got != size => (Err(FailCode::SizeMismatch), Done),
+                Message::End { .. } | Message::Abort { .. } => (Ok(()), Done),
+                _ => bad,
+            }
+        }
         (Receiving { size, got }, Message::Data(data)) => {
             let got = got.saturating_add(data.len() as u64);
             if got > size {
@@ -123,7 +239,9 @@ fn expect(state: Model, message: &Message) -> (Result<(), FailCode>, Model) {
             (Err(FailCode::SizeMismatch), Done)
         }
         (Receiving { .. }, Message::End { .. }) => (Ok(()), Done),
-        (Receiving { .. } | AwaitAnswer { .. }, Message::Abort { .. }) => (Ok(()), Done),
+        (Receiving { .. } | AwaitAnswer { .. } | AwaitGo { .. }, Message::Abort { .. }) => {
+            (Ok(()), Done)
+        }
         _ => bad,
     }
 }
@@ -133,6 +251,12 @@ fn check_step(step: &Step, message: &Message) {
     let Message::Entry(sent) = message else {
         match (step, message) {
             (Step::Write(a), Message::Data(b)) => assert_eq!(a, b),
+            (Step::Keep(a), Message::Keep { len: b }) => assert_eq!(a, b),
+            (Step::Copy { start, count, len }, Message::Copy { start: s, count: c }) => {
+                let (from, to) = (*s as usize, (*s + *c) as usize);
+                let sum: u64 = BASE[from..to].iter().map(|&l| u64::from(l)).sum();
+                assert!(start == s && count == c && *len == sum);
+            }
             (Step::Finish { hash: a }, Message::End { hash: b }) => assert_eq!(a, b),
             (Step::Aborted(a), Message::Abort { reason: b }) => assert_eq!(a, b),
             _ => panic!("step {step:?} from {message:?}"),
@@ -157,6 +281,13 @@ fn check_step(step: &Step, message: &Message) {
                 ..
             },
         ) => assert!(entry == sent && hash == offered),
+        (
+            Step::CheckChunked { entry, base },
+            EntryKind::File {
+                content: Content::Chunked { base: offered },
+                ..
+            },
+        ) => assert!(entry == sent && base == offered),
         _ => panic!("step {step:?} from {message:?}"),
     }
 }
@@ -166,8 +297,24 @@ fn check_step(step: &Step, message: &Message) {
 pub fn drive(src: &mut impl Source, max_ops: usize) {
     let mut checker = Checker::new();
     for _ in 0..max_ops {
-        match src.below(9) {
+        match src.below(11) {
             0 | 1 => checker.feed(Message::Entry(arbitrary_entry(src))),
+            9 => {
+                let base = src.flip();
+                let resume = src.flip().then(|| src.below(20));
+                checker.answer_chunked(base, resume);
+            }
+            10 => {
+                let message = if src.flip() {
+                    Message::Copy {
+                        start: src.below(5) as u32,
+                        count: src.below(4) as u32,
+                    }
+                } else {
+                    Message::Keep { len: src.below(20) }
+                };
+                checker.feed(message);
+            }
             2..=4 => checker.feed(Message::Data(src.bytes(16))),
             5 => {
                 let mut hash = [0u8; 32];
@@ -206,6 +353,12 @@ pub fn check_entry_receiver(data: &[u8]) {
         checker.feed(message);
         if checker.awaits_answer() {
             checker.answer(mode & 2 != 0);
+        }
+        if checker.awaits_go() {
+            checker.answer_chunked(
+                mode & 2 != 0,
+                (mode & 4 != 0).then_some(u64::from(mode >> 3)),
+            );
         }
     }
 }

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::admission::{decide, Facts, Proof, Verdict};
+use super::chunked::{ChunkOp, ChunkedFile};
 use super::entry::{EntryReceiver, Step};
 use super::quota::{QuotaBudget, Reservation};
 use super::{Shared, BUSY_RETRY, MAX_STREAMS_PER_SENDER};
@@ -476,14 +477,37 @@ async fn receive_entry(channel: &mut Channel, ctx: &Arc<RunContext>) -> Result<(
     let mut content: Option<(Entry, Sink)> = None;
     // Held while content arrives; given back unless the file is stored.
     let mut reservation: Option<Reservation> = None;
+    let result = receive_steps(channel, ctx, &mut machine, &mut content, &mut reservation).await;
+    if let Some((_, sink)) = content {
+        // Cut off or refused: a chunked transfer keeps what arrived when
+        // the stream was lost, for the next attempt to resume.
+        let lost =
+            matches!(&result, Err(f) if f.code == FailCode::Aborted && f.message == STREAM_LOST);
+        sink.abandon(lost).await;
+    }
+    result
+}
+
+/// Why a file stream ended without its content: the sender (or the
+/// connection) went away.
+const STREAM_LOST: &str = "stream ended before the entry was complete";
+
+async fn receive_steps(
+    channel: &mut Channel,
+    ctx: &Arc<RunContext>,
+    machine: &mut EntryReceiver,
+    content: &mut Option<(Entry, Sink)>,
+    reservation: &mut Option<Reservation>,
+) -> Result<(), Failure> {
     loop {
         let message = match channel.recv.recv().await {
+            Ok(Some(Message::DataZstd(packed))) => match crate::compress::decompress(&packed) {
+                Ok(data) => Message::Data(data),
+                Err(e) => return Err(failure(FailCode::BadRequest, e.to_string())),
+            },
             Ok(Some(message)) => message,
-            Ok(None) => {
-                return Err(failure(
-                    FailCode::Aborted,
-                    "stream ended before the entry was complete",
-                ))
+            Ok(None) | Err(StreamError::Read(_)) => {
+                return Err(failure(FailCode::Aborted, STREAM_LOST))
             }
             Err(e) => return Err(failure(FailCode::BadRequest, e.to_string())),
         };
@@ -502,25 +526,49 @@ async fn receive_entry(channel: &mut Channel, ctx: &Arc<RunContext>) -> Result<(
                 match machine.offer_answered(have) {
                     None => return commit(ctx, Op::Metadata { entry, hash }).await,
                     Some(want) => {
-                        let size = match entry.kind {
-                            EntryKind::File { size, .. } => size,
-                            _ => 0,
-                        };
-                        reservation = reserve(ctx, &entry, size)?;
+                        let size = file_size(&entry);
+                        *reservation = reserve(ctx, &entry, size)?;
                         channel
                             .send
                             .send(&want)
                             .await
                             .map_err(|e| failure(FailCode::Io, e.to_string()))?;
                         let sink = Sink::open(ctx, &entry, size).await?;
-                        content = Some((entry, sink));
+                        *content = Some((entry, sink));
                     }
                 }
             }
+            Step::CheckChunked { entry, base } => {
+                let size = file_size(&entry);
+                *reservation = reserve(ctx, &entry, size)?;
+                let (store, ns, e) = (ctx.store.clone(), ctx.ns.clone(), entry.clone());
+                let run = ctx.run;
+                let (file, lens, resume) =
+                    blocking(move || ChunkedFile::open(store, ns, run, &e, size, base.as_ref()))
+                        .await
+                        .map_err(store_failure)?;
+                let go = machine.chunked_answered(lens.as_deref(), resume.clone());
+                *content = Some((
+                    entry,
+                    Sink::Chunked {
+                        file: Box::new(file),
+                        pending: Vec::new(),
+                        pending_bytes: 0,
+                        first: resume.is_some(),
+                    },
+                ));
+                if let Some(go) = go {
+                    channel
+                        .send
+                        .send(&go)
+                        .await
+                        .map_err(|e| failure(FailCode::Io, e.to_string()))?;
+                }
+            }
             Step::Begin { entry, size } => {
-                reservation = reserve(ctx, &entry, size)?;
+                *reservation = reserve(ctx, &entry, size)?;
                 let sink = Sink::open(ctx, &entry, size).await?;
-                content = Some((entry, sink));
+                *content = Some((entry, sink));
             }
             Step::Write(data) => {
                 let Some((entry, sink)) = content.take() else {
@@ -529,7 +577,20 @@ async fn receive_entry(channel: &mut Channel, ctx: &Arc<RunContext>) -> Result<(
                 ctx.live
                     .bytes
                     .fetch_add(data.len() as u64, Ordering::Relaxed);
-                content = Some((entry, sink.write(data).await?));
+                *content = Some((entry, sink.write(data).await?));
+            }
+            Step::Copy { start, count, len } => {
+                let Some((entry, sink)) = content.take() else {
+                    return Err(failure(FailCode::BadRequest, "copy without an entry"));
+                };
+                ctx.live.bytes.fetch_add(len, Ordering::Relaxed);
+                *content = Some((entry, sink.copy(start, count).await?));
+            }
+            Step::Keep(_) => {
+                // The kept prefix is already in place: only note it.
+                if let Some((_, Sink::Chunked { first, .. })) = content.as_mut() {
+                    *first = false;
+                }
             }
             Step::Finish { hash } => {
                 let Some((entry, sink)) = content.take() else {
@@ -552,14 +613,32 @@ async fn receive_entry(channel: &mut Channel, ctx: &Arc<RunContext>) -> Result<(
     }
 }
 
+fn file_size(entry: &Entry) -> u64 {
+    match entry.kind {
+        EntryKind::File { size, .. } => size,
+        _ => 0,
+    }
+}
+
 /// Files up to this size are received into memory and written to staging in
 /// one go; larger ones are streamed to staging as they arrive.
 const SMALL_FILE: u64 = 128 * 1024;
+
+/// Chunked content is applied to staging in batches of about this size.
+const CHUNK_BATCH: usize = 1 << 20;
 
 /// Where a file's content goes while it arrives.
 enum Sink {
     Memory(Vec<u8>),
     Staged(Box<Staged>),
+    Chunked {
+        file: Box<ChunkedFile>,
+        pending: Vec<ChunkOp>,
+        pending_bytes: usize,
+        /// True until the first operation: a kept prefix not confirmed by
+        /// `Keep` is dropped then.
+        first: bool,
+    },
 }
 
 impl Sink {
@@ -590,6 +669,91 @@ impl Sink {
                 .map_err(store_failure)?;
                 Ok(Sink::Staged(staged))
             }
+            Sink::Chunked { .. } => {
+                let len = data.len();
+                self.push(ChunkOp::Write(data), len).await
+            }
+        }
+    }
+
+    async fn copy(self, start: u32, count: u32) -> Result<Sink, Failure> {
+        // A copy costs the receiver a read; count it like about a chunk each.
+        let weight = count as usize * crate::chunk::AVG_CHUNK;
+        self.push(ChunkOp::Copy { start, count }, weight).await
+    }
+
+    /// Queues a chunked operation; applies the queue once it is large.
+    async fn push(self, op: ChunkOp, weight: usize) -> Result<Sink, Failure> {
+        let Sink::Chunked {
+            file,
+            mut pending,
+            mut pending_bytes,
+            first,
+        } = self
+        else {
+            return Err(failure(
+                FailCode::BadRequest,
+                "chunk outside chunked content",
+            ));
+        };
+        pending.push(op);
+        pending_bytes += weight;
+        let mut sink = Sink::Chunked {
+            file,
+            pending,
+            pending_bytes,
+            first,
+        };
+        if pending_bytes >= CHUNK_BATCH {
+            sink = sink.flush().await?;
+        }
+        Ok(sink)
+    }
+
+    /// Applies queued chunked operations.
+    async fn flush(self) -> Result<Sink, Failure> {
+        let Sink::Chunked {
+            mut file,
+            pending,
+            first,
+            ..
+        } = self
+        else {
+            return Ok(self);
+        };
+        let file = blocking(move || {
+            if first {
+                file.restart()?;
+            }
+            file.apply(pending)?;
+            Ok(file)
+        })
+        .await
+        .map_err(store_failure)?;
+        Ok(Sink::Chunked {
+            file,
+            pending: Vec::new(),
+            pending_bytes: 0,
+            first: false,
+        })
+    }
+
+    /// The entry ended without being stored. `lost`: the stream was cut
+    /// off, so chunked content keeps what arrived for the next attempt.
+    async fn abandon(self, lost: bool) {
+        if !matches!(self, Sink::Chunked { .. }) {
+            return;
+        }
+        let sink = if lost { self.flush().await } else { Ok(self) };
+        if let Ok(Sink::Chunked { file, .. }) = sink {
+            let _ = tokio::task::spawn_blocking(move || {
+                if lost {
+                    file.interrupted();
+                } else {
+                    file.discard();
+                }
+            })
+            .await;
         }
     }
 
@@ -600,6 +764,14 @@ impl Sink {
         entry: &Entry,
         hash: Hash,
     ) -> Result<Verified, Failure> {
+        if let Sink::Chunked { .. } = self {
+            let Sink::Chunked { file, .. } = self.flush().await? else {
+                return Err(failure(FailCode::Io, "chunked content lost its file"));
+            };
+            return blocking(move || file.finish(&hash))
+                .await
+                .map_err(store_failure);
+        }
         let c = ctx.clone();
         let path = entry.path.clone();
         blocking(move || match self {
@@ -609,6 +781,10 @@ impl Sink {
                 staged.finish(&hash)
             }
             Sink::Staged(staged) => (*staged).finish(&hash),
+            Sink::Chunked { .. } => Err(StoreError::BadEntry {
+                path,
+                detail: "chunked content".into(),
+            }),
         })
         .await
         .map_err(store_failure)

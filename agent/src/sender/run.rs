@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::transfer::{send_entry, EntryError, Sent, SentKind, TransferContext};
 use super::{RunError, SenderContext};
+use crate::chunk::ChunkInfo;
 use crate::index::{Index, Plan, RunRow};
 use crate::scan::{self, Scan, ScanEntry};
 use crate::stream::{Channel, StreamError};
@@ -222,10 +223,12 @@ async fn session(
         source: ctx.settings.source.clone(),
         copies: ctx.copies.clone(),
         status: ctx.status.clone(),
+        index: ctx.index.clone(),
+        compress: ctx.settings.compress,
     });
     let in_flight = MAX_IN_FLIGHT.min(welcome.max_streams.max(1) as usize);
     let mut tasks: JoinSet<(String, Result<Sent, EntryError>)> = JoinSet::new();
-    let mut acked: Vec<(ScanEntry, Option<Hash>)> = Vec::new();
+    let mut acked: Acked = Vec::new();
     let mut lost: Option<EntryError> = None;
     let mut items = plan.items.into_iter();
     let large = Arc::new(tokio::sync::Semaphore::new(MAX_LARGE_IN_FLIGHT));
@@ -264,7 +267,7 @@ async fn session(
                     SentKind::MetadataOnly => summary.files_metadata_only += 1,
                     SentKind::Dir => summary.dirs_sent += 1,
                 }
-                acked.push((sent.entry, sent.hash));
+                acked.push((sent.entry, sent.hash, sent.chunks));
                 if acked.len() >= INDEX_BATCH {
                     record_stored(ctx, std::mem::take(&mut acked)).await?;
                 }
@@ -346,10 +349,11 @@ async fn session(
     Ok(())
 }
 
-async fn record_stored(
-    ctx: &SenderContext,
-    acked: Vec<(ScanEntry, Option<Hash>)>,
-) -> Result<(), RunError> {
+/// Entries the receiver acknowledged, with their content hash and, for
+/// chunked content, their chunk list.
+type Acked = Vec<(ScanEntry, Option<Hash>, Option<Vec<ChunkInfo>>)>;
+
+async fn record_stored(ctx: &SenderContext, acked: Acked) -> Result<(), RunError> {
     if acked.is_empty() {
         return Ok(());
     }
@@ -359,7 +363,16 @@ async fn record_stored(
             .lock()
             .map_err(|_| RunError::Internal("index lock".into()))?;
         if let Some(index) = slot.as_mut() {
-            index.record_stored(&acked)?;
+            let mut entries = Vec::with_capacity(acked.len());
+            let mut lists = Vec::new();
+            for (entry, hash, chunks) in acked {
+                if let (Some(hash), Some(chunks)) = (hash, chunks) {
+                    lists.push((entry.path.clone(), hash, chunks));
+                }
+                entries.push((entry, hash));
+            }
+            index.record_stored(&entries)?;
+            index.record_chunks(&lists)?;
         }
         Ok(())
     })

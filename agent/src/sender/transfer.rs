@@ -8,10 +8,14 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use ferry_proto::{Content, Entry, EntryKind, Hash, Message, MAX_DATA};
+use ferry_proto::{Content, Entry, EntryKind, FailCode, Hash, Message, MAX_DATA};
 use tokio::sync::mpsc;
 
+use super::chunked::{ChunkedRead, Out, Reader};
+use crate::chunk::{ChunkInfo, CHUNKED_MIN_SIZE};
+use crate::compress::{self, CompressMode};
 use crate::copies::{Copies, CopyWriter};
+use crate::index::Index;
 use crate::index::{Action, PlanItem};
 use crate::scan::{mtime_ns, ScanEntry, ScanKind};
 use crate::status::SenderStatus;
@@ -25,12 +29,15 @@ pub struct Sent {
     /// The content hash of a file.
     pub hash: Option<Hash>,
     pub kind: SentKind,
+    /// The chunk list of a file sent as chunked content.
+    pub chunks: Option<Vec<ChunkInfo>>,
 }
 
 /// How an entry travelled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SentKind {
-    /// File content of this many bytes.
+    /// File content; this many bytes of it crossed the wire (after
+    /// compression, without the chunks the receiver already had).
     Content(u64),
     /// Only metadata: the receiver held the content.
     MetadataOnly,
@@ -49,6 +56,8 @@ pub enum EntryError {
     NotAFile,
     #[error("the receiver did not store it: {0}")]
     Failed(String),
+    #[error("the receiver's copy of the previous version is damaged: {0}")]
+    BaseDamaged(String),
     #[error("{0}")]
     Stream(#[from] StreamError),
     #[error("connection: {0}")]
@@ -72,15 +81,15 @@ impl EntryError {
 
 /// Metadata of an open file, from `fstat`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct FileStat {
-    size: u64,
-    mtime_ns: i64,
-    mode: u32,
-    ino: u64,
-    dev: u64,
+pub(super) struct FileStat {
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub mode: u32,
+    pub ino: u64,
+    pub dev: u64,
 }
 
-fn fstat(file: &File) -> std::io::Result<(FileStat, bool)> {
+pub(super) fn fstat(file: &File) -> std::io::Result<(FileStat, bool)> {
     let meta = file.metadata()?;
     let stat = FileStat {
         size: meta.len(),
@@ -94,7 +103,7 @@ fn fstat(file: &File) -> std::io::Result<(FileStat, bool)> {
 
 /// Opens a file for sending without following a symlink and without blocking
 /// on a FIFO that replaced it since the scan.
-fn open(path: &Path) -> Result<(File, FileStat), EntryError> {
+pub(super) fn open(path: &Path) -> Result<(File, FileStat), EntryError> {
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
@@ -165,6 +174,9 @@ async fn blocking<T: Send + 'static>(
 async fn answer(channel: &mut Channel) -> Result<(), EntryError> {
     match channel.recv.expect().await? {
         Message::Stored => Ok(()),
+        Message::Failed(f) if f.code == FailCode::BaseDamaged => {
+            Err(EntryError::BaseDamaged(f.message))
+        }
         Message::Failed(f) => Err(EntryError::Failed(f.message)),
         other => Err(StreamError::unexpected("Stored or Failed", &other).into()),
     }
@@ -176,6 +188,10 @@ pub struct TransferContext {
     pub source: PathBuf,
     pub copies: Option<Arc<Copies>>,
     pub status: Arc<SenderStatus>,
+    /// The index, for the chunk lists deltas are described against.
+    pub index: Arc<std::sync::Mutex<Option<Index>>>,
+    /// When to compress content.
+    pub compress: CompressMode,
 }
 
 /// Sends one planned entry and waits for the receiver's answer.
@@ -209,6 +225,7 @@ pub async fn send_entry(ctx: &TransferContext, item: PlanItem) -> Result<Sent, E
                 entry: scanned,
                 hash: None,
                 kind: SentKind::Dir,
+                chunks: None,
             })
         }
         (ScanKind::Symlink { target }, _) => {
@@ -231,6 +248,7 @@ pub async fn send_entry(ctx: &TransferContext, item: PlanItem) -> Result<Sent, E
                 entry: scanned,
                 hash: None,
                 kind: SentKind::Symlink,
+                chunks: None,
             })
         }
         (ScanKind::File, Action::MetadataOnly { hash }) => {
@@ -246,6 +264,7 @@ pub async fn send_entry(ctx: &TransferContext, item: PlanItem) -> Result<Sent, E
                         entry: scanned,
                         hash: Some(hash),
                         kind: SentKind::MetadataOnly,
+                        chunks: None,
                     })
                 }
                 Message::Want => send_content(ctx, channel, scanned, false).await,
@@ -253,9 +272,133 @@ pub async fn send_entry(ctx: &TransferContext, item: PlanItem) -> Result<Sent, E
                 other => Err(StreamError::unexpected("Stored, Want or Failed", &other).into()),
             }
         }
+        (ScanKind::File, Action::New | Action::Changed) if scanned.size > CHUNKED_MIN_SIZE => {
+            match send_chunked(ctx, channel, scanned.clone(), true).await {
+                Err(EntryError::BaseDamaged(why)) => {
+                    tracing::warn!(path = %scanned.path, "{why}; sending it whole");
+                    let channel = Channel::new(ctx.conn.open_bi().await?);
+                    send_chunked(ctx, channel, scanned, false).await
+                }
+                other => other,
+            }
+        }
         (ScanKind::File, Action::New | Action::Changed) => {
             send_content(ctx, channel, scanned, true).await
         }
+    }
+}
+
+/// Sends a large file as chunked content (see [`super::chunked`]); with
+/// `use_base`, against the base the index knows.
+async fn send_chunked(
+    ctx: &TransferContext,
+    mut channel: Channel,
+    scanned: ScanEntry,
+    use_base: bool,
+) -> Result<Sent, EntryError> {
+    let reader = Reader {
+        full: scanned.path.under(&ctx.source),
+        rel: scanned.path.clone(),
+        copies: ctx.copies.clone(),
+        index: ctx.index.clone(),
+        use_base,
+        compress: ctx.compress,
+        status: ctx.status.clone(),
+    };
+    let (tx, mut rx) = mpsc::channel::<Out>(4);
+    let (go_tx, go_rx) = std::sync::mpsc::channel();
+    let reading = tokio::task::spawn_blocking(move || reader.run(tx, go_rx));
+    let mut content = 0u64;
+    let streamed: Result<(), EntryError> = async {
+        while let Some(out) = rx.recv().await {
+            match out {
+                Out::Header(header) => {
+                    channel.send.send_raw(&header).await?;
+                    match channel.recv.expect().await? {
+                        Message::Go(go) => {
+                            let _ = go_tx.send(go);
+                        }
+                        Message::Failed(f) => return Err(EntryError::Failed(f.message)),
+                        other => return Err(StreamError::unexpected("Go or Failed", &other).into()),
+                    }
+                }
+                Out::Frames(frames, bytes) => {
+                    channel.send.send_raw(&frames).await?;
+                    content += bytes;
+                }
+            }
+        }
+        Ok(())
+    }
+    .await;
+    drop(go_tx);
+    drop(rx);
+    let read = reading
+        .await
+        .map_err(|e| EntryError::Internal(e.to_string()))?;
+    let ChunkedRead {
+        stat,
+        hash,
+        chunks,
+        copy,
+    } = match (streamed, read) {
+        (Ok(()), Ok(read)) => read,
+        (Err(EntryError::Stream(StreamError::Write(quinn::WriteError::Stopped(code)))), _) => {
+            return Err(stopped(&mut channel, code).await);
+        }
+        (Err(e), _) => return Err(e),
+        (Ok(()), Err(e)) => {
+            let _ = channel
+                .send
+                .send(&Message::Abort {
+                    reason: e.to_string(),
+                })
+                .await;
+            channel.send.finish();
+            let _ = answer(&mut channel).await;
+            return Err(e);
+        }
+    };
+    match channel.send.send(&Message::End { hash }).await {
+        Ok(()) => {}
+        Err(StreamError::Write(quinn::WriteError::Stopped(code))) => {
+            return Err(stopped(&mut channel, code).await);
+        }
+        Err(e) => return Err(e.into()),
+    }
+    channel.send.finish();
+    answer(&mut channel).await?;
+    if let Some(copy) = copy {
+        blocking(move || {
+            copy.commit(stat.mtime_ns, stat.mode)
+                .map_err(|e| EntryError::Copy(e.to_string()))
+        })
+        .await?;
+    }
+    Ok(Sent {
+        entry: ScanEntry {
+            size: stat.size,
+            mtime_ns: stat.mtime_ns,
+            mode: stat.mode,
+            ino: stat.ino,
+            dev: stat.dev,
+            ..scanned
+        },
+        hash: Some(hash),
+        kind: SentKind::Content(content),
+        chunks: Some(chunks),
+    })
+}
+
+/// The receiver stopped a stream while content was on the way (disk full,
+/// over quota); its answer says why. Only this file failed.
+async fn stopped(channel: &mut Channel, code: quinn::VarInt) -> EntryError {
+    match answer(channel).await {
+        Err(EntryError::Failed(message)) => EntryError::Failed(message),
+        Err(EntryError::BaseDamaged(message)) => EntryError::BaseDamaged(message),
+        _ => EntryError::Failed(format!(
+            "the receiver stopped the transfer (code {code}) without saying why"
+        )),
     }
 }
 
@@ -382,11 +525,25 @@ async fn send_content(
             } => {
                 // Header, content and end in one write.
                 let mut frames = head;
+                let mut wire = 0u64;
                 for piece in data.chunks(MAX_DATA) {
-                    frames.extend_from_slice(
-                        &ferry_proto::frame::data_header(piece.len()).map_err(StreamError::from)?,
-                    );
-                    frames.extend_from_slice(piece);
+                    match compress::compress(piece, ctx.compress) {
+                        Some(packed) => {
+                            wire += packed.len() as u64;
+                            frames.extend_from_slice(
+                                &ferry_proto::frame::encode(&Message::DataZstd(packed))
+                                    .map_err(StreamError::from)?,
+                            );
+                        }
+                        None => {
+                            wire += piece.len() as u64;
+                            frames.extend_from_slice(
+                                &ferry_proto::frame::data_header(piece.len())
+                                    .map_err(StreamError::from)?,
+                            );
+                            frames.extend_from_slice(piece);
+                        }
+                    }
                 }
                 frames.extend_from_slice(
                     &ferry_proto::frame::encode(&Message::End { hash })
@@ -394,7 +551,7 @@ async fn send_content(
                 );
                 channel.send.send_raw(&frames).await?;
                 ctx.status.progress.add_bytes(data.len() as u64);
-                (hash, copy)
+                (hash, copy, wire)
             }
             Opened::Large { file, stat, copy } => {
                 if !head.is_empty() {
@@ -413,7 +570,7 @@ async fn send_content(
                 match read {
                     Ok((hash, copy)) => {
                         channel.send.send(&Message::End { hash }).await?;
-                        (hash, copy)
+                        (hash, copy, stat.size)
                     }
                     Err(e) => {
                         let _ = channel
@@ -432,18 +589,10 @@ async fn send_content(
         })
     }
     .await;
-    let (hash, copy) = match sent {
+    let (hash, copy, wire) = match sent {
         Ok(sent) => sent,
         Err(EntryError::Stream(StreamError::Write(quinn::WriteError::Stopped(code)))) => {
-            // The receiver refused the file while its content was on the
-            // way (disk full, over quota) and stopped the stream; its answer
-            // says why. Only this file failed, not the connection.
-            return Err(match answer(&mut channel).await {
-                Err(EntryError::Failed(message)) => EntryError::Failed(message),
-                _ => EntryError::Failed(format!(
-                    "the receiver stopped the transfer (code {code}) without saying why"
-                )),
-            });
+            return Err(stopped(&mut channel, code).await);
         }
         Err(e) => return Err(e),
     };
@@ -467,7 +616,8 @@ async fn send_content(
     Ok(Sent {
         entry,
         hash: Some(hash),
-        kind: SentKind::Content(stat.size),
+        kind: SentKind::Content(wire),
+        chunks: None,
     })
 }
 

@@ -204,6 +204,7 @@ impl Store {
             mode: entry.mode,
             hash: Some(staged.hash),
             target: None,
+            chunks: staged.chunks.take(),
         }));
         Ok(())
     }
@@ -259,6 +260,7 @@ impl Store {
             mode: entry.mode,
             hash: Some(*hash),
             target: None,
+            chunks: None,
         }));
         Ok(())
     }
@@ -303,6 +305,7 @@ impl Store {
                 mode: entry.mode,
                 hash: None,
                 target: None,
+                chunks: None,
             }),
         });
         Ok(())
@@ -357,6 +360,7 @@ impl Store {
             mode: entry.mode,
             hash: None,
             target: Some(link.clone()),
+            chunks: None,
         }));
         Ok(())
     }

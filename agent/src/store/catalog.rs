@@ -16,7 +16,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row as SqlRow};
 use super::error::StoreError;
 
 /// The schema version stored in `PRAGMA user_version`.
-pub(crate) const SCHEMA_VERSION: i64 = 1;
+pub(crate) const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE senders (
@@ -56,6 +56,24 @@ CREATE TABLE versions (
     archive BLOB
 );
 CREATE INDEX versions_path ON versions (sender_id, folder, path);
+";
+
+/// Tables added in schema version 2 (delta transfer and resume).
+const CHUNK_TABLES: &str = "
+CREATE TABLE chunk_lists (
+    version_id INTEGER PRIMARY KEY REFERENCES versions(id) ON DELETE CASCADE,
+    list BLOB NOT NULL
+);
+CREATE TABLE partials (
+    sender_id INTEGER NOT NULL REFERENCES senders(id),
+    folder TEXT NOT NULL,
+    path BLOB NOT NULL,
+    staging TEXT NOT NULL,
+    len INTEGER NOT NULL,
+    list BLOB NOT NULL,
+    updated_ms INTEGER NOT NULL,
+    PRIMARY KEY (sender_id, folder, path)
+);
 ";
 
 /// A sender's row.
@@ -112,6 +130,8 @@ pub(crate) struct NewVersion {
     pub mode: u32,
     pub hash: Option<Hash>,
     pub target: Option<Vec<u8>>,
+    /// The encoded chunk list of chunked content ([`crate::chunk::encode_list`]).
+    pub chunks: Option<Vec<u8>>,
 }
 
 /// One catalog change of a store operation; the changes of one operation are
@@ -226,7 +246,7 @@ impl Catalog {
             .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
             .map_err(not_db)?;
         let fresh = version == 0 && tables == 0;
-        if !fresh && version != SCHEMA_VERSION {
+        if !fresh && version != SCHEMA_VERSION && version != 1 {
             return Err(StoreError::UnknownSchema {
                 path: path.to_path_buf(),
                 found: version,
@@ -262,13 +282,22 @@ impl Catalog {
                     path: path.to_path_buf(),
                     source: e,
                 })?;
-            let init = format!("{SCHEMA} PRAGMA user_version = {SCHEMA_VERSION};");
+            let init = format!("{SCHEMA} {CHUNK_TABLES} PRAGMA user_version = {SCHEMA_VERSION};");
             tx.execute_batch(&init)
                 .and_then(|()| tx.commit())
                 .map_err(|source| StoreError::Catalog {
                     path: path.to_path_buf(),
                     source,
                 })?;
+        }
+        if version == 1 {
+            // Version 1 lacks the chunk tables: add them.
+            let migrate =
+                format!("BEGIN; {CHUNK_TABLES} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;");
+            catalog
+                .conn
+                .execute_batch(&migrate)
+                .map_err(|e| catalog.err(e))?;
         }
         Ok(catalog)
     }
@@ -534,6 +563,108 @@ impl Catalog {
             .map_err(|e| self.err(e))
     }
 
+    /// The chunk list of the newest version of `path` with content `hash`
+    /// that has one.
+    pub fn chunk_list(
+        &self,
+        sender_id: i64,
+        folder: &Name,
+        path: &RelPath,
+        hash: &Hash,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT c.list FROM versions v JOIN chunk_lists c ON c.version_id = v.id
+                 WHERE v.sender_id = ?1 AND v.folder = ?2 AND v.path = ?3 AND v.hash = ?4
+                 ORDER BY v.id DESC LIMIT 1",
+                params![sender_id, folder.as_str(), path.as_bytes(), hash.as_slice()],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// The partial transfer kept for `path`: staging file name, durable
+    /// length, encoded chunk list.
+    pub fn partial(
+        &self,
+        sender_id: i64,
+        folder: &Name,
+        path: &RelPath,
+    ) -> Result<Option<(String, i64, Vec<u8>)>, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT staging, len, list FROM partials
+                 WHERE sender_id = ?1 AND folder = ?2 AND path = ?3",
+                params![sender_id, folder.as_str(), path.as_bytes()],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Records (or moves forward) a partial transfer.
+    #[allow(clippy::too_many_arguments)] // one per column
+    pub fn put_partial(
+        &self,
+        sender_id: i64,
+        folder: &Name,
+        path: &RelPath,
+        staging: &str,
+        len: u64,
+        list: &[u8],
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO partials (sender_id, folder, path, staging, len, list, updated_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![sender_id, folder.as_str(), path.as_bytes(), staging, sql_u64(len), list, now_ms],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    /// Forgets the partial transfer of `path`, if its staging file is
+    /// `staging` (any, if `None`).
+    pub fn drop_partial(
+        &self,
+        sender_id: i64,
+        folder: &Name,
+        path: &RelPath,
+        staging: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "DELETE FROM partials WHERE sender_id = ?1 AND folder = ?2 AND path = ?3
+                 AND (?4 IS NULL OR staging = ?4)",
+                params![sender_id, folder.as_str(), path.as_bytes(), staging],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    /// Every partial transfer's staging file name and last update.
+    pub fn partial_files(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT staging, updated_ms FROM partials")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(|e| self.err(e))?;
+        rows.collect::<rusqlite::Result<_>>()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Forgets the partial transfers whose staging file is `staging`.
+    pub fn drop_partial_file(&self, staging: &str) -> Result<(), StoreError> {
+        self.conn
+            .execute("DELETE FROM partials WHERE staging = ?1", params![staging])
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
     /// Applies the changes of one store operation in one transaction.
     pub fn apply(
         &mut self,
@@ -597,6 +728,12 @@ impl Catalog {
                                 run
                             ],
                         )?;
+                        if let Some(list) = &v.chunks {
+                            tx.execute(
+                                "INSERT INTO chunk_lists (version_id, list) VALUES (last_insert_rowid(), ?1)",
+                                params![list],
+                            )?;
+                        }
                     }
                     Change::DirMeta { id, mtime_ns, mode } => {
                         tx.execute(

@@ -15,6 +15,10 @@ pub enum StoreError {
     /// The disk (or the user's quota) is full.
     #[error("the receiver's disk is full at {path}; free space and the sender will retry")]
     DiskFull { path: PathBuf },
+    /// The stored version a delta copies from does not hold what its chunk
+    /// list says (changed or damaged on disk): the sender sends the file whole.
+    #[error("the stored version {path} that the changes are based on is damaged or was changed: {detail}; the file is sent whole")]
+    BaseDamaged { path: PathBuf, detail: String },
     /// Any other filesystem error.
     #[error("could not {action} {path}: {source}")]
     Io {
@@ -100,6 +104,7 @@ impl StoreError {
     pub fn fail_code(&self) -> FailCode {
         match self {
             StoreError::HashMismatch { .. } => FailCode::HashMismatch,
+            StoreError::BaseDamaged { .. } => FailCode::BaseDamaged,
             StoreError::SizeMismatch { .. } => FailCode::SizeMismatch,
             StoreError::Conflict { .. } | StoreError::NotADirectory { .. } => FailCode::Conflict,
             StoreError::BadEntry { .. } | StoreError::UnknownRun { .. } => FailCode::BadRequest,

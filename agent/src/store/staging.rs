@@ -2,7 +2,7 @@
 //! durable before it is renamed into the mirror.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -29,6 +29,21 @@ impl StagingFile {
             .mode(0o600)
             .open(&path)
             .map_err(|e| io_err("create the staging file", &path, e))?;
+        Ok(StagingFile {
+            path,
+            file,
+            armed: true,
+        })
+    }
+
+    /// Opens the kept staging file of an interrupted transfer.
+    pub fn open_existing(path: PathBuf) -> Result<StagingFile, StoreError> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)
+            .map_err(|e| io_err("open the kept staging file", &path, e))?;
         Ok(StagingFile {
             path,
             file,
@@ -67,6 +82,68 @@ impl Staged {
             written: 0,
             hasher: blake3::Hasher::new(),
         }
+    }
+
+    /// Continues a kept staging file after its first `written` bytes, which
+    /// `hasher` has hashed; anything after them is cut off.
+    pub(crate) fn resumed(
+        mut staging: StagingFile,
+        rel: RelPath,
+        declared: u64,
+        written: u64,
+        hasher: blake3::Hasher,
+    ) -> Result<Staged, StoreError> {
+        staging
+            .file
+            .set_len(written)
+            .and_then(|()| staging.file.seek(SeekFrom::Start(written)).map(|_| ()))
+            .map_err(|e| io_err("continue the kept staging file", &staging.path, e))?;
+        Ok(Staged {
+            staging,
+            rel,
+            declared,
+            written,
+            hasher,
+        })
+    }
+
+    /// Drops what was kept: the content starts again from its first byte.
+    pub fn restart(&mut self) -> Result<(), StoreError> {
+        self.staging
+            .file
+            .set_len(0)
+            .and_then(|()| self.staging.file.seek(SeekFrom::Start(0)).map(|_| ()))
+            .map_err(|e| io_err("truncate the staging file", &self.staging.path, e))?;
+        self.written = 0;
+        self.hasher = blake3::Hasher::new();
+        Ok(())
+    }
+
+    /// The staging file's name (in `.ferry/staging`).
+    pub fn file_name(&self) -> String {
+        self.staging
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+
+    /// Makes what was written durable (`fdatasync`).
+    pub fn sync_data(&self) -> Result<(), StoreError> {
+        self.staging
+            .file
+            .sync_data()
+            .map_err(|e| io_err("fsync the staging file", &self.staging.path, e))
+    }
+
+    /// Leaves the staging file in place (an interrupted transfer to resume).
+    pub fn keep(mut self) {
+        self.staging.armed = false;
+    }
+
+    /// The path the content is for.
+    pub fn rel(&self) -> &RelPath {
+        &self.rel
     }
 
     /// Appends `data`, hashing it as it goes. More bytes than the declared
@@ -119,6 +196,7 @@ impl Staged {
             rel: self.rel,
             size: self.written,
             hash: actual,
+            chunks: None,
         })
     }
 }
@@ -131,9 +209,17 @@ pub struct Verified {
     pub(crate) rel: RelPath,
     pub(crate) size: u64,
     pub(crate) hash: Hash,
+    /// The encoded chunk list, recorded with the version (chunked content).
+    pub(crate) chunks: Option<Vec<u8>>,
 }
 
 impl Verified {
+    /// Records `chunks` ([`crate::chunk::encode_list`]) with the version.
+    pub fn with_chunks(mut self, chunks: Vec<u8>) -> Verified {
+        self.chunks = Some(chunks);
+        self
+    }
+
     /// Makes the content durable (fsync).
     pub(crate) fn sync(&self) -> Result<(), StoreError> {
         self.staging
@@ -153,13 +239,20 @@ impl Verified {
     }
 }
 
-/// Removes whatever a previous process left in the staging directory.
-pub(crate) fn clear(dir: &Path) -> Result<usize, StoreError> {
+/// Removes whatever a previous process left in the staging directory,
+/// except the files named in `keep` (interrupted transfers to resume).
+pub(crate) fn clear(
+    dir: &Path,
+    keep: &std::collections::HashSet<String>,
+) -> Result<usize, StoreError> {
     let entries = fs::read_dir(dir).map_err(|e| io_err("list the staging directory", dir, e))?;
     let mut removed = 0;
     for entry in entries {
         let entry = entry.map_err(|e| io_err("list the staging directory", dir, e))?;
         let path = entry.path();
+        if keep.contains(entry.file_name().to_string_lossy().as_ref()) {
+            continue;
+        }
         let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
         let result = if is_dir {
             fs::remove_dir_all(&path)
@@ -221,7 +314,9 @@ mod tests {
         fs::write(dir.path().join("x"), b"1").unwrap();
         fs::create_dir(dir.path().join("d")).unwrap();
         fs::write(dir.path().join("d/y"), b"1").unwrap();
-        assert_eq!(clear(dir.path()).unwrap(), 2);
-        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+        fs::write(dir.path().join("kept.part"), b"1").unwrap();
+        let keep = ["kept.part".to_string()].into_iter().collect();
+        assert_eq!(clear(dir.path(), &keep).unwrap(), 2);
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 }

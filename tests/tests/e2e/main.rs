@@ -3,6 +3,7 @@
 //! subject, shared helpers in `util`.
 
 mod crash;
+mod delta;
 mod faults;
 mod hostile;
 mod limits;
