@@ -31,6 +31,25 @@ pub fn receive_window(rate: Rate) -> u64 {
     }
 }
 
+/// The receive window every connection of a limited receiver starts with:
+/// the one for the schedule's lowest rate (see [`receive_window`]).
+pub fn initial_receive_window(schedule: &RateSchedule) -> quinn::VarInt {
+    let lowest = schedule
+        .windows
+        .iter()
+        .map(|w| w.rate)
+        .chain([schedule.default])
+        .map(receive_window)
+        .min()
+        .unwrap_or_else(|| receive_window(None));
+    varint(lowest)
+}
+
+/// A window as a QUIC integer (windows are far below 2^62).
+fn varint(window: u64) -> quinn::VarInt {
+    quinn::VarInt::from_u64(window).unwrap_or(quinn::VarInt::MAX)
+}
+
 /// A limiter for one receiver connection following `schedule`, which also
 /// keeps the connection's receive window sized to the rate in force.
 pub fn for_connection(
@@ -39,9 +58,7 @@ pub fn for_connection(
 ) -> std::sync::Arc<RateLimiter> {
     let conn = conn.clone();
     RateLimiter::with_observer(schedule, move |rate| {
-        // receive_window() is at most a few GiB here, far below 2^62.
-        let window = quinn::VarInt::from_u64(receive_window(rate)).unwrap_or(quinn::VarInt::MAX);
-        conn.set_receive_window(window);
+        conn.set_receive_window(varint(receive_window(rate)));
     })
 }
 
@@ -57,5 +74,9 @@ mod tests {
             receive_window(None),
             u64::from(crate::transport::CONNECTION_RECEIVE_WINDOW)
         );
+        let schedule: RateSchedule = "08:00-18:00=2MB/s,12:00-13:00=off,8MB/s".parse().unwrap();
+        assert_eq!(initial_receive_window(&schedule).into_inner(), 500_000);
+        let schedule: RateSchedule = "22:00-06:00=40MB/s".parse().unwrap();
+        assert_eq!(initial_receive_window(&schedule).into_inner(), 10_000_000);
     }
 }

@@ -222,6 +222,7 @@ async fn session(
         source: ctx.settings.source.clone(),
         copies: ctx.copies.clone(),
         status: ctx.status.clone(),
+        limiter: ctx.limiter.clone(),
     });
     let in_flight = MAX_IN_FLIGHT.min(welcome.max_streams.max(1) as usize);
     let mut tasks: JoinSet<(String, Result<Sent, EntryError>)> = JoinSet::new();

@@ -176,11 +176,14 @@ pub struct TransferContext {
     pub source: PathBuf,
     pub copies: Option<Arc<Copies>>,
     pub status: Arc<SenderStatus>,
+    /// The sender's bandwidth limit, shared by every stream of the process.
+    pub limiter: Option<Arc<crate::ratelimit::RateLimiter>>,
 }
 
 /// Sends one planned entry and waits for the receiver's answer.
 pub async fn send_entry(ctx: &TransferContext, item: PlanItem) -> Result<Sent, EntryError> {
     let mut channel = Channel::new(ctx.conn.open_bi().await?);
+    channel.send.set_limiter(ctx.limiter.clone());
     let scanned = item.entry;
     let header = |kind| Entry {
         path: scanned.path.clone(),
