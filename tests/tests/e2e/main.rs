@@ -6,6 +6,7 @@ mod crash;
 mod faults;
 mod hostile;
 mod limits;
+mod ratelimit;
 mod restore;
 mod sync;
 mod trust;
