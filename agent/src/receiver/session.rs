@@ -302,7 +302,10 @@ async fn session(
         live,
         commits,
         quota,
-        limiter: (shared.limit_rate.clone()).map(|s| crate::ratelimit::for_connection(conn, s)),
+        limiter: shared
+            .limit_rate
+            .clone()
+            .map(|s| crate::ratelimit::for_connection(conn, s)),
     });
     let result = serve_run(conn, peer, shared, &ctx, control, &hello, shutdown).await;
     shared.status.remove(&ctx.live);
