@@ -12,6 +12,7 @@ use ferry_proto::Name;
 use serde::{Deserialize, Serialize};
 
 use crate::identity::DeviceId;
+use crate::ratelimit::RateSchedule;
 use crate::sender::guard::DeleteGuard;
 use crate::store::Retention;
 
@@ -76,6 +77,9 @@ pub struct ReceiverConfig {
     /// Most bytes stored per sender, current and old versions together
     /// (e.g. `100GiB`); no limit if unset.
     pub quota: Option<String>,
+    /// Bandwidth limit per sender connection, optionally by time of day
+    /// (e.g. `08:00-18:00=2MB/s,10MB/s`); no limit if unset.
+    pub limit_rate: Option<String>,
 }
 
 /// `ferry send` settings as written in a TOML file or given as flags.
@@ -100,6 +104,9 @@ pub struct SenderConfig {
     pub allow_mass_delete: Option<bool>,
     /// When to compress content: `auto`, `on` or `off`.
     pub compress: Option<String>,
+    /// Bandwidth limit of the whole sender, optionally by time of day
+    /// (e.g. `08:00-18:00=2MB/s,10MB/s`); no limit if unset.
+    pub limit_rate: Option<String>,
 }
 
 fn load_toml<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, ConfigError> {
@@ -137,6 +144,7 @@ impl ReceiverConfig {
             staggered: over.staggered.or(self.staggered),
             prune_every: over.prune_every.or(self.prune_every),
             quota: over.quota.or(self.quota),
+            limit_rate: over.limit_rate.or(self.limit_rate),
         }
     }
 
@@ -187,6 +195,7 @@ impl ReceiverConfig {
             .map(|q| parse_size(q).map_err(|e| invalid("quota", e)))
             .transpose()?;
         Ok(ReceiverSettings {
+            limit_rate: parse_limit_rate(self.limit_rate.as_deref())?,
             quota,
             retention,
             prune_every,
@@ -224,6 +233,7 @@ impl SenderConfig {
             max_delete_percent: over.max_delete_percent.or(self.max_delete_percent),
             allow_mass_delete: over.allow_mass_delete.or(self.allow_mass_delete),
             compress: over.compress.or(self.compress),
+            limit_rate: over.limit_rate.or(self.limit_rate),
         }
     }
 
@@ -312,6 +322,7 @@ impl SenderConfig {
         };
         Ok(SenderSettings {
             compress,
+            limit_rate: parse_limit_rate(self.limit_rate.as_deref())?,
             delete_guard: DeleteGuard {
                 max_percent,
                 allow: self.allow_mass_delete.unwrap_or(false),
@@ -345,6 +356,8 @@ pub struct ReceiverSettings {
     /// Most bytes stored per sender (current and old versions); `None`: no
     /// limit.
     pub quota: Option<u64>,
+    /// Bandwidth limit per sender connection; `None`: no limit.
+    pub limit_rate: Option<RateSchedule>,
 }
 
 /// Parses a size such as `100GiB`, `10MiB`, `1TB`, `512k` or `4096` (bytes):
@@ -418,6 +431,17 @@ pub struct SenderSettings {
     pub delete_guard: DeleteGuard,
     /// When to compress content.
     pub compress: CompressMode,
+    /// Bandwidth limit of the whole sender; `None`: no limit.
+    pub limit_rate: Option<RateSchedule>,
+}
+
+/// `--limit-rate` parsed; a schedule that never limits is no limit at all.
+fn parse_limit_rate(text: Option<&str>) -> Result<Option<RateSchedule>, ConfigError> {
+    let Some(text) = text else { return Ok(None) };
+    let schedule: RateSchedule = text
+        .parse()
+        .map_err(|e: crate::ratelimit::ScheduleError| invalid("limit-rate", e.to_string()))?;
+    Ok((!schedule.is_unlimited()).then_some(schedule))
 }
 
 fn resolve(host: &str, port: u16) -> Result<SocketAddr, ConfigError> {
@@ -662,5 +686,62 @@ mod tests {
         assert!(err.contains("quota") && err.contains("lots"), "{err}");
         let file: ReceiverConfig = toml::from_str("quota = \"1TB\"\n").unwrap();
         assert_eq!(file.quota.as_deref(), Some("1TB"));
+    }
+
+    #[test]
+    fn limit_rate_reaches_both_settings() {
+        let file: ReceiverConfig =
+            toml::from_str("store = \"/s\"\nlimit-rate = \"08:00-18:00=2MB/s,10MB/s\"\n").unwrap();
+        let schedule = file.settings().unwrap().limit_rate.unwrap();
+        assert_eq!(schedule.to_string(), "08:00-18:00=2MB/s,10MB/s");
+        assert_eq!(schedule.rate_at(12 * 60), Some(2_000_000));
+        let plain = ReceiverConfig {
+            store: Some("/s".into()),
+            ..Default::default()
+        };
+        assert!(plain.clone().settings().unwrap().limit_rate.is_none());
+        // A schedule that never limits is no limit.
+        let off = ReceiverConfig {
+            limit_rate: Some("off".into()),
+            ..plain.clone()
+        };
+        assert!(off.settings().unwrap().limit_rate.is_none());
+        let bad = ReceiverConfig {
+            limit_rate: Some("25:00-18:00=1MB/s".into()),
+            ..plain
+        };
+        let err = bad.settings().unwrap_err().to_string();
+        assert!(
+            err.contains("limit-rate") && err.contains("hour out of range"),
+            "{err}"
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = SenderConfig {
+            source: Some(dir.path().to_owned()),
+            host: Some("127.0.0.1".into()),
+            limit_rate: Some("1MB/s".into()),
+            ..Default::default()
+        };
+        let flags = SenderConfig {
+            limit_rate: Some("4MiB/s".into()),
+            ..Default::default()
+        };
+        let schedule = file.clone().merge(flags).settings().unwrap().limit_rate;
+        assert_eq!(schedule.unwrap().rate_at(0), Some(4 << 20));
+        let schedule = file.clone().merge(SenderConfig::default()).settings();
+        assert_eq!(
+            schedule.unwrap().limit_rate.unwrap().rate_at(0),
+            Some(1_000_000)
+        );
+        let bad = SenderConfig {
+            limit_rate: Some("fast".into()),
+            ..file
+        };
+        let err = bad.settings().unwrap_err().to_string();
+        assert!(
+            err.contains("limit-rate") && err.contains("\"fast\""),
+            "{err}"
+        );
     }
 }

@@ -27,6 +27,8 @@
 //! - [`sender`]: one sender run, and the periodic schedule around it.
 //! - [`config`]: configuration from flags, TOML and the launcher, validated into
 //!   settings.
+//! - [`ratelimit`]: bandwidth limits by time of day, and the limiter that
+//!   paces streams to them.
 //! - [`summary`]: the run summary and progress counters.
 //! - [`status`]: live status of a sender or receiver, for displays.
 
@@ -38,6 +40,7 @@ pub mod history;
 pub mod identity;
 pub mod index;
 pub mod pins;
+pub mod ratelimit;
 pub mod receiver;
 pub mod restore;
 pub mod scan;

@@ -101,6 +101,11 @@ struct ReceiveArgs {
     /// (e.g. 100GiB, 1TB); a file that would go over is refused.
     #[arg(long)]
     quota: Option<String>,
+    /// Bandwidth limit for each sender's connection, e.g. 10MB/s or, by local
+    /// time of day, "08:00-18:00=2MB/s,10MB/s" (first matching window wins;
+    /// windows may wrap midnight; 0 or off: no limit).
+    #[arg(long, value_name = "SCHEDULE")]
+    limit_rate: Option<String>,
 }
 
 /// Options of `ferry send`; each can also be set in the config file.
@@ -141,6 +146,11 @@ struct SendArgs {
     /// compressible), on or off [default: auto].
     #[arg(long, value_name = "auto|on|off")]
     compress: Option<String>,
+    /// Bandwidth limit for everything this sender sends, e.g. 10MB/s or, by
+    /// local time of day, "08:00-18:00=2MB/s,10MB/s" (first matching window
+    /// wins; windows may wrap midnight; 0 or off: no limit).
+    #[arg(long, value_name = "SCHEDULE")]
+    limit_rate: Option<String>,
 }
 
 impl ReceiveArgs {
@@ -162,6 +172,7 @@ impl ReceiveArgs {
             staggered: self.staggered.then_some(true),
             prune_every: self.prune_every.clone(),
             quota: self.quota.clone(),
+            limit_rate: self.limit_rate.clone(),
         }))
     }
 }
@@ -178,6 +189,7 @@ impl SendArgs {
             max_delete_percent: self.max_delete_percent,
             allow_mass_delete: self.allow_mass_delete.then_some(true),
             compress: self.compress.clone(),
+            limit_rate: self.limit_rate.clone(),
             ..SenderConfig::default()
         }))
     }
@@ -249,7 +261,9 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let receiver = Receiver::bind(&settings)?;
             tracing::info!(
                 id = %receiver.id(), addr = %receiver.local_addr()?, store = %settings.store.display(),
-                max_clients = settings.max_clients, quota = ?settings.quota, "receiver listening"
+                max_clients = settings.max_clients, quota = ?settings.quota,
+                limit_rate = %settings.limit_rate.as_ref().map_or("off".to_string(), ToString::to_string),
+                "receiver listening"
             );
             receiver.serve(shutdown_on_signal()).await;
             Ok(ExitCode::SUCCESS)

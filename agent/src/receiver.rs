@@ -30,6 +30,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::ReceiverSettings;
 use crate::identity::{DeviceId, Identity, IdentityError};
+use crate::ratelimit::RateSchedule;
 use crate::status::ReceiverStatus;
 use crate::store::{Retention, Store, StoreError};
 use crate::transport::{self, TransportError};
@@ -78,6 +79,8 @@ pub(crate) struct Shared {
     pub status: Arc<ReceiverStatus>,
     /// Most bytes stored per sender; `None`: no limit.
     pub quota: Option<u64>,
+    /// Bandwidth limit per sender connection; `None`: no limit.
+    pub limit_rate: Option<RateSchedule>,
     /// Sessions not yet admitted (see [`MAX_PENDING_SESSIONS`]).
     pub pending: Arc<Semaphore>,
     /// See [`HELLO_TIMEOUT`].
@@ -91,6 +94,8 @@ pub struct Receiver {
     shared: Arc<Shared>,
     /// The retention policy and how often it is applied.
     retention: Option<(Retention, Duration)>,
+    /// The endpoint's server configuration, to change its transport.
+    server_config: quinn::ServerConfig,
 }
 
 impl Receiver {
@@ -112,7 +117,8 @@ impl Receiver {
         )?;
         Ok(receiver
             .with_retention(settings.retention, settings.prune_every)
-            .with_quota(settings.quota))
+            .with_quota(settings.quota)
+            .with_limit_rate(settings.limit_rate.clone()))
     }
 
     /// Limits the bytes stored per sender (current and old versions
@@ -124,6 +130,28 @@ impl Receiver {
         // this is its only handle and `get_mut` succeeds.
         if let Some(shared) = Arc::get_mut(&mut self.shared) {
             shared.quota = quota;
+        }
+        self
+    }
+
+    /// Limits each sender connection to `schedule`'s rate (each sender has
+    /// its own limit); `None`: no limit. Call before
+    /// [`serve`](Receiver::serve).
+    ///
+    /// Connections then start with a receive window sized for the lowest
+    /// rate of the schedule (a sender gets no large burst before the limit
+    /// applies); each admitted session widens or narrows its own to the rate
+    /// in force ([`crate::ratelimit::receive_window`]).
+    pub fn with_limit_rate(mut self, schedule: Option<RateSchedule>) -> Receiver {
+        if let Some(schedule) = &schedule {
+            let window = crate::ratelimit::initial_receive_window(schedule);
+            let mut config = self.server_config.clone();
+            config.transport = transport::transport_config_with_receive_window(window);
+            self.endpoint.set_server_config(Some(config));
+        }
+        // As in `with_quota`: the only handle until `serve`.
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.limit_rate = schedule;
         }
         self
     }
@@ -144,6 +172,7 @@ impl Receiver {
         admission: Admission,
     ) -> Result<Receiver, ReceiverError> {
         let endpoint = transport::server_endpoint(&identity, listen)?;
+        let server_config = crate::tls::server_config(&identity).map_err(TransportError::from)?;
         let shared = Arc::new(Shared {
             store: Arc::new(store),
             admission,
@@ -151,6 +180,7 @@ impl Receiver {
             max_clients,
             status: Arc::new(ReceiverStatus::default()),
             quota: None,
+            limit_rate: None,
             pending: Arc::new(Semaphore::new(MAX_PENDING_SESSIONS)),
             hello_timeout: HELLO_TIMEOUT,
         });
@@ -159,6 +189,7 @@ impl Receiver {
             id: identity.id,
             shared,
             retention: None,
+            server_config,
         })
     }
 

@@ -24,6 +24,7 @@ use crate::copies::{Copies, CopiesError};
 use crate::identity::{DeviceId, Identity, IdentityError};
 use crate::index::{Index, IndexError};
 use crate::pins::{PinError, Pins};
+use crate::ratelimit::RateLimiter;
 use crate::receiver::{Admission, Receiver, ReceiverError};
 use crate::scan::ScanError;
 use crate::status::{SenderPhase, SenderStatus};
@@ -119,6 +120,8 @@ pub struct SenderContext {
     pins: Mutex<Pins>,
     /// Set for the embedded receiver: its address and id.
     embedded: Option<(SocketAddr, DeviceId)>,
+    /// The bandwidth limit (`--limit-rate`), one for the whole process.
+    limiter: Option<Arc<RateLimiter>>,
 }
 
 impl SenderContext {
@@ -214,7 +217,12 @@ pub async fn run(
         never_scan.push(store);
     }
     let exclude = run::excluded_paths(&never_scan);
+    let limiter = settings.limit_rate.clone().map(RateLimiter::new);
+    if let Some(limiter) = &limiter {
+        tracing::info!(limit_rate = %limiter.schedule(), "bandwidth limited");
+    }
     let ctx = SenderContext {
+        limiter,
         settings,
         identity,
         status,

@@ -1,8 +1,12 @@
 //! A framed message stream over a QUIC stream pair: [`Message`] in, [`Message`]
 //! out, with the frame size checked before anything is allocated.
 
+use std::sync::Arc;
+
 use ferry_proto::frame::{self, FrameError};
 use ferry_proto::Message;
+
+use crate::ratelimit::RateLimiter;
 
 /// Why a message could not be sent or received.
 #[derive(Debug, thiserror::Error)]
@@ -65,22 +69,41 @@ pub fn describe(message: &Message) -> String {
 /// The sending half: writes one frame per message.
 pub struct FramedSend {
     inner: quinn::SendStream,
+    limiter: Option<Arc<RateLimiter>>,
 }
 
 impl FramedSend {
     pub fn new(inner: quinn::SendStream) -> Self {
-        Self { inner }
+        Self {
+            inner,
+            limiter: None,
+        }
+    }
+
+    /// Paces every write of this stream with `limiter` (shared with the
+    /// other streams it limits); `None`: no limit.
+    pub fn set_limiter(&mut self, limiter: Option<Arc<RateLimiter>>) {
+        self.limiter = limiter;
+    }
+
+    /// Waits until the limiter, if any, lets `bytes` go.
+    async fn pace(&self, bytes: usize) {
+        if let Some(limiter) = &self.limiter {
+            limiter.acquire(bytes).await;
+        }
     }
 
     /// Sends one message.
     pub async fn send(&mut self, message: &Message) -> Result<(), StreamError> {
         let bytes = frame::encode(message)?;
+        self.pace(bytes.len()).await;
         self.inner.write_all(&bytes).await?;
         Ok(())
     }
 
     /// Sends bytes that are already frames (see [`ferry_proto::frame`]).
     pub async fn send_raw(&mut self, frames: &[u8]) -> Result<(), StreamError> {
+        self.pace(frames.len()).await;
         self.inner.write_all(frames).await?;
         Ok(())
     }
@@ -89,6 +112,7 @@ impl FramedSend {
     /// first. `data` must be at most [`ferry_proto::MAX_DATA`] bytes.
     pub async fn send_data(&mut self, data: &[u8]) -> Result<(), StreamError> {
         let header = frame::data_header(data.len())?;
+        self.pace(header.len() + data.len()).await;
         self.inner.write_all(&header).await?;
         self.inner.write_all(data).await?;
         Ok(())
@@ -109,16 +133,36 @@ impl FramedSend {
 /// The receiving half: reads one frame at a time.
 pub struct FramedRecv {
     inner: quinn::RecvStream,
+    limiter: Option<Arc<RateLimiter>>,
 }
 
 impl FramedRecv {
     pub fn new(inner: quinn::RecvStream) -> Self {
-        Self { inner }
+        Self {
+            inner,
+            limiter: None,
+        }
+    }
+
+    /// Paces this stream with `limiter` (shared with the other streams it
+    /// limits): after each frame is read, waits until its bytes are due, so
+    /// flow control holds the peer to the rate. `None`: no limit.
+    pub fn set_limiter(&mut self, limiter: Option<Arc<RateLimiter>>) {
+        self.limiter = limiter;
     }
 
     /// The next message, or `None` if the peer finished the stream at a frame
     /// boundary.
     pub async fn recv(&mut self) -> Result<Option<Message>, StreamError> {
+        let frame = self.read_frame().await?;
+        if let (Some(limiter), Some((_, bytes))) = (&self.limiter, &frame) {
+            limiter.acquire(*bytes).await;
+        }
+        Ok(frame.map(|(message, _)| message))
+    }
+
+    /// The next message and its size on the stream (header included).
+    async fn read_frame(&mut self) -> Result<Option<(Message, usize)>, StreamError> {
         let mut header = [0u8; 4];
         match self.inner.read_exact(&mut header).await {
             Ok(()) => {}
@@ -140,13 +184,13 @@ impl FramedRecv {
                 let early = have - used;
                 data[..early].copy_from_slice(&prefix[used..have]);
                 self.read_body(&mut data[early..]).await?;
-                return Ok(Some(Message::Data(data)));
+                return Ok(Some((Message::Data(data), header.len() + len)));
             }
         }
         let mut body = vec![0u8; len];
         body[..have].copy_from_slice(&prefix[..have]);
         self.read_body(&mut body[have..]).await?;
-        Ok(Some(frame::decode_body(&body)?))
+        Ok(Some((frame::decode_body(&body)?, header.len() + len)))
     }
 
     /// Reads exactly `buf.len()` bytes of a frame body.

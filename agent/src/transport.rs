@@ -105,10 +105,17 @@ pub enum TransportError {
 
 /// The transport configuration shared by both roles.
 pub fn transport_config() -> Arc<TransportConfig> {
+    transport_config_with_receive_window(VarInt::from_u32(CONNECTION_RECEIVE_WINDOW))
+}
+
+/// [`transport_config`] with another connection receive window: a receiver
+/// with a bandwidth limit starts every connection with a small one, so that
+/// no sender gets a large burst before the limit applies.
+pub fn transport_config_with_receive_window(window: VarInt) -> Arc<TransportConfig> {
     let mut config = TransportConfig::default();
     config
         .stream_receive_window(VarInt::from_u32(STREAM_RECEIVE_WINDOW))
-        .receive_window(VarInt::from_u32(CONNECTION_RECEIVE_WINDOW))
+        .receive_window(window)
         .send_window(SEND_WINDOW)
         .max_concurrent_bidi_streams(VarInt::from_u32(MAX_CONCURRENT_BIDI_STREAMS))
         .max_concurrent_uni_streams(VarInt::from_u32(MAX_CONCURRENT_UNI_STREAMS))

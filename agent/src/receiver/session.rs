@@ -303,6 +303,10 @@ async fn session(
         live,
         commits,
         quota,
+        limiter: shared
+            .limit_rate
+            .clone()
+            .map(|s| crate::ratelimit::for_connection(conn, s)),
     });
     let result = serve_run(conn, peer, shared, &ctx, control, &hello, shutdown).await;
     shared.status.remove(&ctx.live);
@@ -363,6 +367,8 @@ struct RunContext {
     commits: mpsc::UnboundedSender<Commit>,
     /// The sender's quota, if the receiver sets one.
     quota: Option<Arc<QuotaBudget>>,
+    /// This connection's bandwidth limit (`--limit-rate`), if any.
+    limiter: Option<Arc<crate::ratelimit::RateLimiter>>,
 }
 
 /// Reserves room in the sender's quota for `size` bytes of `entry`.
@@ -439,6 +445,7 @@ async fn accept_entries(conn: quinn::Connection, ctx: Arc<RunContext>, files: Ta
         let ctx = ctx.clone();
         files.spawn(async move {
             let mut channel = Channel::new(pair);
+            channel.recv.set_limiter(ctx.limiter.clone());
             let reply = match receive_entry(&mut channel, &ctx).await {
                 Ok(()) => {
                     ctx.live.entries.fetch_add(1, Ordering::Relaxed);

@@ -19,7 +19,6 @@ use crate::chunk::{ChunkInfo, Chunker};
 use crate::compress::{self, CompressMode};
 use crate::copies::{Copies, CopyWriter};
 use crate::index::Index;
-use crate::status::SenderStatus;
 use crate::stream::StreamError;
 
 /// Frames are handed to the stream in batches of about this size.
@@ -29,8 +28,9 @@ const FRAME_BATCH: usize = 1 << 20;
 pub(super) enum Out {
     /// The `Entry` header: send it, then hand the receiver's `Go` back.
     Header(Vec<u8>),
-    /// Encoded frames, and how many of their bytes are content.
-    Frames(Vec<u8>, u64),
+    /// Encoded frames, how many of their bytes are content, and how many
+    /// bytes of the file they stand for.
+    Frames(Vec<u8>, u64, u64),
 }
 
 /// The result of reading and sending a file as chunks.
@@ -49,7 +49,6 @@ pub(super) struct Reader {
     pub index: Arc<Mutex<Option<Index>>>,
     pub use_base: bool,
     pub compress: CompressMode,
-    pub status: Arc<SenderStatus>,
 }
 
 /// Frames being gathered for the stream.
@@ -57,6 +56,8 @@ struct Batch<'a> {
     tx: &'a mpsc::Sender<Out>,
     frames: Vec<u8>,
     content: u64,
+    /// Bytes of the file the gathered frames stand for.
+    covered: u64,
     /// A run of base chunks not yet written as `Copy`.
     run: Option<(u32, u32)>,
 }
@@ -112,8 +113,9 @@ impl Batch<'_> {
         }
         let frames = std::mem::take(&mut self.frames);
         let content = std::mem::take(&mut self.content);
+        let covered = std::mem::take(&mut self.covered);
         self.tx
-            .blocking_send(Out::Frames(frames, content))
+            .blocking_send(Out::Frames(frames, content, covered))
             .map_err(|_| EntryError::Internal("stream closed while reading".into()))
     }
 }
@@ -207,6 +209,7 @@ impl Reader {
             tx: &tx,
             frames: Vec::new(),
             content: 0,
+            covered: 0,
             run: None,
         };
         let mut keep = 0;
@@ -247,7 +250,7 @@ impl Reader {
             } else {
                 batch.data(chunk, self.compress)?;
             }
-            self.status.progress.add_bytes(chunk.len() as u64);
+            batch.covered += chunk.len() as u64;
             at = end;
             chunk = match chunker.next_chunk().map_err(EntryError::Read)? {
                 Some(next) => next,

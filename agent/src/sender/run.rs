@@ -225,6 +225,7 @@ async fn session(
         status: ctx.status.clone(),
         index: ctx.index.clone(),
         compress: ctx.settings.compress,
+        limiter: ctx.limiter.clone(),
     });
     let in_flight = MAX_IN_FLIGHT.min(welcome.max_streams.max(1) as usize);
     let mut tasks: JoinSet<(String, Result<Sent, EntryError>)> = JoinSet::new();

@@ -192,11 +192,14 @@ pub struct TransferContext {
     pub index: Arc<std::sync::Mutex<Option<Index>>>,
     /// When to compress content.
     pub compress: CompressMode,
+    /// The sender's bandwidth limit, shared by every stream of the process.
+    pub limiter: Option<Arc<crate::ratelimit::RateLimiter>>,
 }
 
 /// Sends one planned entry and waits for the receiver's answer.
 pub async fn send_entry(ctx: &TransferContext, item: PlanItem) -> Result<Sent, EntryError> {
     let mut channel = Channel::new(ctx.conn.open_bi().await?);
+    channel.send.set_limiter(ctx.limiter.clone());
     let scanned = item.entry;
     let header = |kind| Entry {
         path: scanned.path.clone(),
@@ -276,7 +279,8 @@ pub async fn send_entry(ctx: &TransferContext, item: PlanItem) -> Result<Sent, E
             match send_chunked(ctx, channel, scanned.clone(), true).await {
                 Err(EntryError::BaseDamaged(why)) => {
                     tracing::warn!(path = %scanned.path, "{why}; sending it whole");
-                    let channel = Channel::new(ctx.conn.open_bi().await?);
+                    let mut channel = Channel::new(ctx.conn.open_bi().await?);
+                    channel.send.set_limiter(ctx.limiter.clone());
                     send_chunked(ctx, channel, scanned, false).await
                 }
                 other => other,
@@ -303,7 +307,6 @@ async fn send_chunked(
         index: ctx.index.clone(),
         use_base,
         compress: ctx.compress,
-        status: ctx.status.clone(),
     };
     let (tx, mut rx) = mpsc::channel::<Out>(4);
     let (go_tx, go_rx) = std::sync::mpsc::channel();
@@ -322,9 +325,10 @@ async fn send_chunked(
                         other => return Err(StreamError::unexpected("Go or Failed", &other).into()),
                     }
                 }
-                Out::Frames(frames, bytes) => {
+                Out::Frames(frames, bytes, covered) => {
                     channel.send.send_raw(&frames).await?;
                     content += bytes;
+                    ctx.status.progress.add_bytes(covered);
                 }
             }
         }

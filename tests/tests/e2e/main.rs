@@ -7,6 +7,7 @@ mod delta;
 mod faults;
 mod hostile;
 mod limits;
+mod ratelimit;
 mod restore;
 mod sync;
 mod trust;

@@ -376,7 +376,8 @@ async fn restore_from_the_local_copies_needs_no_receiver() -> anyhow::Result<()>
         ..sender.with_secret(&receiver, SECRET)?
     };
     first_tree(&sender.source)?;
-    send_config(&config).await?;
+    let sent = send_config(&config).await?;
+    assert_eq!(sent.errors, 0, "{sent:?}");
     receiver.stop().await?;
     let to = dir.path().join("from-copies");
     let dest = Destination::new(&to, false)?;
