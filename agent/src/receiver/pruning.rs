@@ -1,5 +1,7 @@
 //! The receiver's own pruning schedule: retention applied at start and then
-//! every `every`, on the blocking pool. Nothing a sender sends reaches it.
+//! every `every`, on the blocking pool, and interrupted transfers nobody
+//! resumed within [`PARTIAL_GRACE`] removed. Nothing a sender sends reaches
+//! it.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -10,6 +12,10 @@ use crate::store::{PruneReport, Retention, RetentionError, Store};
 
 /// How often a receiver prunes unless told otherwise.
 pub const DEFAULT_PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// How long the kept part of an interrupted transfer waits for its sender
+/// to come back and resume it before its staging file is removed.
+pub const PARTIAL_GRACE: Duration = Duration::from_secs(24 * 3600);
 
 /// Applies `policy` to `store` once, now (blocking).
 pub fn prune_now(store: &Store, policy: &Retention) -> Result<PruneReport, RetentionError> {
@@ -39,6 +45,16 @@ pub(crate) async fn run(
             Ok(Ok(_)) => tracing::debug!("retention: nothing to prune"),
             Ok(Err(e)) => tracing::warn!("{e}; retrying at the next pruning"),
             Err(e) => tracing::warn!("pruning stopped unexpectedly: {e}"),
+        }
+        let s = store.clone();
+        match tokio::task::spawn_blocking(move || s.expire_partials(PARTIAL_GRACE)).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::info!(
+                transfers = n,
+                "removed interrupted transfers no sender resumed within a day"
+            ),
+            Ok(Err(e)) => tracing::warn!("{e}; retrying at the next pruning"),
+            Err(e) => tracing::warn!("expiring interrupted transfers stopped unexpectedly: {e}"),
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,

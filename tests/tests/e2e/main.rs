@@ -9,6 +9,7 @@ mod hostile;
 mod limits;
 mod ratelimit;
 mod restore;
+mod resume;
 mod sync;
 mod trust;
 mod util;
