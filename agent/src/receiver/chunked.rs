@@ -11,7 +11,7 @@ use crate::chunk::{self, ChunkInfo};
 use crate::store::{BaseContent, Namespace, Staged, Store, StoreError, Verified};
 
 /// Bytes written between two checkpoints (fdatasync + catalog row).
-const CHECKPOINT: u64 = 8 << 20;
+const CHECKPOINT: u64 = 16 << 20;
 
 /// One operation of chunked content.
 #[derive(Debug)]

@@ -22,7 +22,7 @@ use crate::index::Index;
 use crate::stream::StreamError;
 
 /// Frames are handed to the stream in batches of about this size.
-const FRAME_BATCH: usize = 1 << 20;
+const FRAME_BATCH: usize = 512 << 10;
 
 /// What the reading thread hands the stream.
 pub(super) enum Out {
@@ -60,7 +60,16 @@ struct Batch<'a> {
     covered: u64,
     /// A run of base chunks not yet written as `Copy`.
     run: Option<(u32, u32)>,
+    /// Chunks in a row that did not compress, and chunks sent.
+    misses: u32,
+    sent: u64,
 }
+
+/// After this many chunks in a row that did not compress, only every
+/// [`RETRY_EVERY`]th chunk is tried: a file of media or archives costs
+/// almost no compression work.
+const GIVE_UP_AFTER: u32 = 8;
+const RETRY_EVERY: u64 = 16;
 
 impl Batch<'_> {
     fn message(&mut self, message: &Message) -> Result<(), EntryError> {
@@ -89,7 +98,21 @@ impl Batch<'_> {
 
     fn data(&mut self, data: &[u8], mode: CompressMode) -> Result<(), EntryError> {
         self.end_run()?;
-        match compress::compress(data, mode) {
+        self.sent += 1;
+        let skip = mode == CompressMode::Auto
+            && self.misses >= GIVE_UP_AFTER
+            && !self.sent.is_multiple_of(RETRY_EVERY);
+        let packed = if skip {
+            None
+        } else {
+            compress::compress(data, mode)
+        };
+        if packed.is_some() {
+            self.misses = 0;
+        } else if !skip {
+            self.misses += 1;
+        }
+        match packed {
             Some(packed) => {
                 self.content += packed.len() as u64;
                 self.message(&Message::DataZstd(packed))?;
@@ -211,6 +234,8 @@ impl Reader {
             content: 0,
             covered: 0,
             run: None,
+            misses: 0,
+            sent: 0,
         };
         let mut keep = 0;
         if let Some(resume) = &go.resume {

@@ -308,7 +308,7 @@ async fn send_chunked(
         use_base,
         compress: ctx.compress,
     };
-    let (tx, mut rx) = mpsc::channel::<Out>(4);
+    let (tx, mut rx) = mpsc::channel::<Out>(2);
     let (go_tx, go_rx) = std::sync::mpsc::channel();
     let reading = tokio::task::spawn_blocking(move || reader.run(tx, go_rx));
     let mut content = 0u64;

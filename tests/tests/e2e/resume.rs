@@ -17,8 +17,8 @@ use crate::util::poll_until;
 const MIB: u64 = 1024 * 1024;
 const LARGE: u64 = 64 * MIB;
 /// Staging size at which the test cuts the transfer: the receiver makes its
-/// progress durable every 8 MiB, so at least 16 MiB are kept by then.
-const CUT_AT: u64 = 26 * MIB;
+/// progress durable every 16 MiB, so at least 16 MiB are kept by then.
+const CUT_AT: u64 = 36 * MIB;
 const KEPT_AT_LEAST: u64 = 16 * MIB;
 
 fn add_large_file(setup: &Setup) -> anyhow::Result<()> {
