@@ -374,11 +374,13 @@ impl Index {
         let row: Option<(Vec<u8>, Vec<u8>, Vec<u8>)> = self
             .conn
             .query_row(
-                "SELECT path, file_hash, list FROM chunk_lists WHERE target = ?1 AND path = ?2
-                 UNION ALL
-                 SELECT path, file_hash, list FROM (SELECT path, file_hash, list FROM chunk_lists
-                     WHERE target = ?1 AND first = ?3 LIMIT 1)
-                 LIMIT 1",
+                "SELECT path, file_hash, list FROM (
+                     SELECT 0 AS pick, path, file_hash, list FROM chunk_lists
+                         WHERE target = ?1 AND path = ?2
+                     UNION ALL
+                     SELECT 1 AS pick, path, file_hash, list FROM chunk_lists
+                         WHERE target = ?1 AND first = ?3)
+                 ORDER BY pick LIMIT 1",
                 params![self.target, path.as_bytes(), first.as_slice()],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
@@ -539,6 +541,37 @@ mod tests {
             ino: 7,
             dev: 1,
         }
+    }
+
+    #[test]
+    fn bases_by_path_then_by_first_chunk_per_target() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("index.db");
+        let mut a = Index::open(&db, "recv/a").unwrap();
+        let b = Index::open(&db, "recv/b").unwrap();
+        let chunk = |h: u8| ChunkInfo {
+            len: 100,
+            hash: [h; 32],
+        };
+        let path = |p: &str| RelPath::from_bytes(p).unwrap();
+        a.record_chunks(&[
+            (path("old"), [1; 32], vec![chunk(10), chunk(11)]),
+            (path("other"), [2; 32], vec![chunk(20)]),
+        ])
+        .unwrap();
+        // The same path wins over a first-chunk match.
+        let (p, hash, list) = a.base_for(&path("old"), &[20; 32]).unwrap().unwrap();
+        assert_eq!((p, hash, list.len()), (path("old"), [1; 32], 2));
+        // A new path whose first chunk is known: a rename or copy.
+        let (p, hash, _) = a.base_for(&path("new"), &[10; 32]).unwrap().unwrap();
+        assert_eq!((p, hash), (path("old"), [1; 32]));
+        assert!(a.base_for(&path("new"), &[99; 32]).unwrap().is_none());
+        assert!(b.base_for(&path("old"), &[10; 32]).unwrap().is_none());
+        // A newer list replaces the old one.
+        a.record_chunks(&[(path("old"), [3; 32], vec![chunk(12)])])
+            .unwrap();
+        let (_, hash, list) = a.base_for(&path("old"), &[0; 32]).unwrap().unwrap();
+        assert_eq!((hash, list), ([3; 32], vec![chunk(12)]));
     }
 
     #[test]
