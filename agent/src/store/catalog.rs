@@ -785,6 +785,32 @@ mod tests {
         Catalog::open(&path).unwrap();
     }
 
+    /// A catalog of schema version 1 (before chunk lists) gains the new
+    /// tables at open and keeps its rows.
+    #[test]
+    fn version_1_catalogs_are_upgraded_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("catalog.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(&format!(
+                "{SCHEMA} PRAGMA user_version = 1;
+                 INSERT INTO senders (device, name, added_ms) VALUES ('dev', 'lap', 1);"
+            ))
+            .unwrap();
+        }
+        let catalog = Catalog::open(&path).unwrap();
+        let v: i64 = catalog
+            .conn()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, SCHEMA_VERSION);
+        assert!(catalog.sender_by_name("lap").unwrap().is_some());
+        assert!(catalog.partial_files().unwrap().is_empty());
+        drop(catalog);
+        Catalog::open(&path).unwrap();
+    }
+
     #[test]
     fn other_sqlite_database_is_refused() {
         let dir = tempfile::tempdir().unwrap();
