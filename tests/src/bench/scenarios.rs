@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 
 use super::data::{DataSet, SetKind, Sizes};
-use super::report::{Report, Sample};
+use super::report::{Report, Sample, RSYNC, RSYNC_Z};
 use super::tools::{self, remove_tree, Ferry, RsyncDaemon, Sshd};
 use super::verify;
 
@@ -26,8 +26,6 @@ pub const ALL: &[&str] = &[
     "large-rename",
     "text-first",
 ];
-
-const RSYNC: &str = "rsync daemon";
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -354,7 +352,7 @@ impl Bench<'_> {
             )];
             if self.zstd {
                 others.push((
-                    "rsync -z zstd",
+                    RSYNC_Z,
                     Box::new(|| {
                         self.rsync.run(
                             &z_name,
@@ -380,7 +378,7 @@ impl Bench<'_> {
                     .context("text-first: rsync -z's copy differs")?;
                 let z = results.remove(0);
                 self.report
-                    .add("text-first", "rsync -z zstd", set.bytes, Some(ferry), z);
+                    .add("text-first", RSYNC_Z, set.bytes, Some(ferry), z);
             }
         }
         self.fresh(set)?;
