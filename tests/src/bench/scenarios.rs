@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 
-use super::data::{DataSet, SetKind, Sizes};
-use super::report::{Report, Sample};
+use super::data::{DataSet, SetKind, Sizes, OVERWRITE_LEN};
+use super::report::{Report, Sample, RSYNC, RSYNC_Z};
 use super::tools::{self, remove_tree, Ferry, RsyncDaemon, Sshd};
 use super::verify;
 
@@ -24,10 +24,9 @@ pub const ALL: &[&str] = &[
     "large-append",
     "large-insert",
     "large-rename",
+    "large-overwrite",
     "text-first",
 ];
-
-const RSYNC: &str = "rsync daemon";
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -300,13 +299,15 @@ impl Bench<'_> {
         self.fresh(set)
     }
 
-    /// The delta scenarios, one after the other on the same set; the edited
-    /// files are regenerated afterwards.
+    /// The delta scenarios, one after the other on the same set (each on its
+    /// own file when the set has four; with fewer, on top of each other, the
+    /// rename last); the edited files are regenerated afterwards.
     fn large_edits(&mut self, rep: usize, set: &DataSet) -> anyhow::Result<()> {
         let n = set.files;
-        let edits: [(&str, usize); 3] = [
+        let edits: [(&str, usize); 4] = [
             ("large-append", 0),
             ("large-insert", 1 % n),
+            ("large-overwrite", 3 % n),
             ("large-rename", 2 % n),
         ];
         if !edits.iter().any(|(s, _)| self.plan.wants(s)) {
@@ -326,6 +327,10 @@ impl Bench<'_> {
                 "large-insert" => {
                     set.insert_byte(i)?;
                     1
+                }
+                "large-overwrite" => {
+                    set.overwrite_middle(i)?;
+                    OVERWRITE_LEN.min(set.file_size)
                 }
                 "large-rename" => {
                     set.rename_file(i)?;
@@ -354,7 +359,7 @@ impl Bench<'_> {
             )];
             if self.zstd {
                 others.push((
-                    "rsync -z zstd",
+                    RSYNC_Z,
                     Box::new(|| {
                         self.rsync.run(
                             &z_name,
@@ -380,7 +385,7 @@ impl Bench<'_> {
                     .context("text-first: rsync -z's copy differs")?;
                 let z = results.remove(0);
                 self.report
-                    .add("text-first", "rsync -z zstd", set.bytes, Some(ferry), z);
+                    .add("text-first", RSYNC_Z, set.bytes, Some(ferry), z);
             }
         }
         self.fresh(set)?;
