@@ -1,4 +1,4 @@
-//! Content-defined chunks: FastCDC cut points (16/64/256 KiB min/avg/max)
+//! Content-defined chunks: FastCDC cut points (8/32/128 KiB min/avg/max)
 //! and the chunk lists both sides keep of every large file they sent or
 //! stored. An insertion moves only the cut points near it, so the chunks
 //! after an edit are the same as before and need not travel again.
@@ -8,11 +8,13 @@ use std::io::{self, Read};
 use ferry_proto::Hash;
 
 /// Smallest chunk (except a file's last).
-pub const MIN_CHUNK: usize = 16 * 1024;
-/// Average chunk size the cut points aim for.
-pub const AVG_CHUNK: usize = 64 * 1024;
+pub const MIN_CHUNK: usize = 8 * 1024;
+/// Average chunk size the cut points aim for: small enough that an edit
+/// costs little (a 1-byte insertion re-sends one chunk), large enough that
+/// chunk lists stay small (36 bytes per chunk: about 1.1 MiB per GiB).
+pub const AVG_CHUNK: usize = 32 * 1024;
 /// Largest chunk; one chunk always fits one `Data` message.
-pub const MAX_CHUNK: usize = 256 * 1024;
+pub const MAX_CHUNK: usize = 128 * 1024;
 
 const _: () = assert!(MAX_CHUNK <= ferry_proto::MAX_DATA);
 

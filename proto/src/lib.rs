@@ -63,7 +63,7 @@
 //! zstd-compressed, at most [`MAX_DATA`] bytes once decompressed.
 //!
 //! **Chunked content** is for large files. The sender cuts the file with
-//! FastCDC (16/64/256 KiB min/avg/max) and sends each chunk as one `Data` or
+//! FastCDC (8/32/128 KiB min/avg/max) and sends each chunk as one `Data` or
 //! `DataZstd` message, or, for chunks of the `base` (a version of this
 //! sender's folder it sent before: the same path, or another one for a
 //! rename or copy), `Copy { start, count }` naming them by their index in

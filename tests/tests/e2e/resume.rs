@@ -146,10 +146,10 @@ fn a_damaged_kept_chunk_is_detected_and_sent_again() -> anyhow::Result<()> {
 
     let mut receiver = setup.receiver("restarted receiver")?;
     let sent = resend(&setup)?;
-    // Kept: the chunks before the damaged one (a chunk is at most 256 KiB).
+    // Kept: the chunks before the damaged one (a chunk is at most 128 KiB).
     let resent_from = LARGE - sent;
     assert!(
-        resent_from <= damage_at && resent_from + 256 * 1024 > damage_at,
+        resent_from <= damage_at && resent_from + 128 * 1024 > damage_at,
         "resent from {resent_from}, the damage is at {damage_at}"
     );
     receiver.interrupt()?;
