@@ -10,8 +10,10 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use ferry_agent::compress::CompressMode;
 use ferry_agent::config::{ReceiverConfig, SenderConfig, DEFAULT_MAX_CLIENTS, DEFAULT_PORT};
 use ferry_agent::identity::DeviceId;
+use ferry_agent::ratelimit::RateSchedule;
 use serde::{Deserialize, Serialize};
 
 /// The receiver form, as typed.
@@ -31,6 +33,9 @@ pub struct ReceiverForm {
     pub pairing_secret: String,
     /// The state directory (identity); empty for the default.
     pub state: String,
+    /// Bandwidth limit per sender connection (`--limit-rate`); empty for
+    /// none.
+    pub limit_rate: String,
 }
 
 impl Default for ReceiverForm {
@@ -42,6 +47,7 @@ impl Default for ReceiverForm {
             store: String::new(),
             pairing_secret: String::new(),
             state: String::new(),
+            limit_rate: String::new(),
         }
     }
 }
@@ -69,6 +75,11 @@ pub struct SenderForm {
     pub pairing_secret: String,
     /// The state directory (identity, index); empty for the default.
     pub state: String,
+    /// Bandwidth limit of the whole sender (`--limit-rate`); empty for none.
+    pub limit_rate: String,
+    /// When to compress content (`--compress`); kept as the config's text
+    /// (`auto`, `on`, `off`).
+    pub compress: CompressMode,
 }
 
 impl Default for SenderForm {
@@ -83,6 +94,8 @@ impl Default for SenderForm {
             receiver_id: String::new(),
             pairing_secret: String::new(),
             state: String::new(),
+            limit_rate: String::new(),
+            compress: CompressMode::Auto,
         }
     }
 }
@@ -163,6 +176,28 @@ pub mod label {
     pub const NAME: &str = "Name";
     /// Receiver id field.
     pub const RECEIVER_ID: &str = "Receiver id";
+    /// Bandwidth limit field (both roles).
+    pub const LIMIT_RATE: &str = "Bandwidth limit";
+    /// Compression choice (sender).
+    pub const COMPRESS: &str = "Compression";
+}
+
+/// An example bandwidth schedule, shown as the limit field's hover hint.
+pub const LIMIT_RATE_EXAMPLE: &str = "08:00-18:00=2MB/s,10MB/s";
+
+/// The compression choices in the order shown, with their names.
+pub const COMPRESS_CHOICES: [(CompressMode, &str); 3] = [
+    (CompressMode::Auto, "Auto"),
+    (CompressMode::On, "On"),
+    (CompressMode::Off, "Off"),
+];
+
+/// The name a compression choice is shown with.
+pub fn compress_name(mode: CompressMode) -> &'static str {
+    COMPRESS_CHOICES
+        .iter()
+        .find(|(m, _)| *m == mode)
+        .map_or("Auto", |(_, name)| name)
 }
 
 fn check_host(host: &str, empty_hint: &str) -> Result<(), String> {
@@ -196,6 +231,18 @@ pub fn parse_port(text: &str, allow_zero: bool) -> Result<u16, String> {
         Err(_) if text.trim().is_empty() => Err(format!("is empty: {hint}")),
         Err(_) => Err(format!("{:?} {hint}", text.trim())),
     }
+}
+
+/// Checks a bandwidth limit as `--limit-rate` reads it: a rate such as
+/// `10MB/s` or daily windows such as `08:00-18:00=2MB/s,10MB/s`. Empty is
+/// no limit.
+pub fn check_limit_rate(text: &str) -> Result<(), String> {
+    optional(text, |text| {
+        text.trim()
+            .parse::<RateSchedule>()
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    })
 }
 
 fn parse_max_clients(text: &str) -> Result<usize, String> {
@@ -285,6 +332,7 @@ impl ReceiverForm {
             label::MAX_CLIENTS,
             parse_max_clients(&self.max_clients).map(|_| ()),
         );
+        v.check(label::LIMIT_RATE, check_limit_rate(&self.limit_rate));
         v.check(
             label::STORE,
             check_creatable_dir(&self.store, "where received files are kept"),
@@ -311,6 +359,7 @@ impl ReceiverForm {
             pairing_secret_file: secret_file,
             allow: Vec::new(),
             state: opt_path(&self.state),
+            limit_rate: opt_string(&self.limit_rate),
             ..ReceiverConfig::default()
         })
     }
@@ -336,6 +385,7 @@ impl SenderForm {
             check_readable_dir(&self.source, "the directory to back up"),
         );
         v.check(label::EVERY, parse_period(&self.every).map(|_| ()));
+        v.check(label::LIMIT_RATE, check_limit_rate(&self.limit_rate));
         v.check(
             label::KEEP_COPIES,
             optional(&self.keep_copies, |s| {
@@ -386,6 +436,8 @@ impl SenderForm {
             store: None,
             receiver_id: opt_string(&self.receiver_id),
             state: opt_path(&self.state),
+            limit_rate: opt_string(&self.limit_rate),
+            compress: Some(self.compress.to_string()),
             ..SenderConfig::default()
         })
     }
@@ -467,5 +519,104 @@ mod tests {
         assert_eq!(config.every.as_deref(), Some("1h"));
         assert_eq!(config.host.as_deref(), Some("backup.lan"));
         assert_eq!(config.keep_copies, None);
+    }
+
+    #[test]
+    fn bandwidth_limits_are_checked_as_typed() {
+        for ok in [
+            "",
+            "  ",
+            "10MB/s",
+            "512KiB/s",
+            "08:00-18:00=2MB/s,10MB/s",
+            "22:00-06:00=off",
+            "off",
+        ] {
+            assert_eq!(check_limit_rate(ok), Ok(()), "{ok:?}");
+        }
+        let bad = check_limit_rate("25:00-18:00=1MB/s").unwrap_err();
+        assert!(bad.contains("25:00"), "{bad}");
+        assert!(bad.contains("examples"), "{bad}");
+        assert!(check_limit_rate("fast").is_err());
+        assert!(check_limit_rate("10MB/s,20MB/s").is_err());
+    }
+
+    #[test]
+    fn a_bad_bandwidth_limit_disables_start_on_both_roles() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut receiver = ReceiverForm {
+            store: dir.path().join("store").display().to_string(),
+            limit_rate: "25:00-18:00=1MB/s".into(),
+            ..Default::default()
+        };
+        let v = receiver.validate();
+        assert!(!v.is_ok());
+        assert!(v.error(label::LIMIT_RATE).is_some(), "{v:?}");
+        let reason = v.reason().unwrap();
+        assert!(reason.starts_with("Bandwidth limit: "), "{reason}");
+        assert!(reason.contains("25:00"), "{reason}");
+        assert!(receiver.to_config(None).is_err());
+        receiver.limit_rate = " 08:00-18:00=2MB/s,10MB/s ".into();
+        assert!(receiver.validate().is_ok(), "{:?}", receiver.validate());
+        let config = receiver.to_config(None).unwrap();
+        assert_eq!(
+            config.limit_rate.as_deref(),
+            Some("08:00-18:00=2MB/s,10MB/s")
+        );
+        let schedule = config.settings().unwrap().limit_rate.unwrap();
+        assert_eq!(schedule.rate_at(12 * 60), Some(2_000_000));
+        receiver.limit_rate = "  ".into();
+        assert_eq!(receiver.to_config(None).unwrap().limit_rate, None);
+
+        let mut sender = SenderForm {
+            host: "backup.lan".into(),
+            source: dir.path().display().to_string(),
+            limit_rate: "25:00-18:00=1MB/s".into(),
+            ..Default::default()
+        };
+        let reason = sender.validate().reason().unwrap();
+        assert!(reason.starts_with("Bandwidth limit: "), "{reason}");
+        sender.limit_rate = "10MB/s".into();
+        let config = sender.to_config(None).unwrap();
+        assert_eq!(config.limit_rate.as_deref(), Some("10MB/s"));
+        sender.limit_rate.clear();
+        assert_eq!(sender.to_config(None).unwrap().limit_rate, None);
+    }
+
+    #[test]
+    fn compression_reaches_the_sender_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut form = SenderForm {
+            host: "127.0.0.1".into(),
+            source: dir.path().display().to_string(),
+            ..Default::default()
+        };
+        assert_eq!(form.compress, CompressMode::Auto);
+        for (mode, text) in [
+            (CompressMode::Auto, "auto"),
+            (CompressMode::On, "on"),
+            (CompressMode::Off, "off"),
+        ] {
+            form.compress = mode;
+            let config = form.to_config(None).unwrap();
+            assert_eq!(config.compress.as_deref(), Some(text));
+            // What the saved config file says, `ferry send --config` reads.
+            let file: SenderConfig = toml::from_str(&toml::to_string(&config).unwrap()).unwrap();
+            assert_eq!(file.settings().unwrap().compress, mode);
+        }
+        assert_eq!(compress_name(CompressMode::Off), "Off");
+    }
+
+    #[test]
+    fn forms_saved_before_the_new_fields_still_load() {
+        let receiver: ReceiverForm = toml::from_str("store = \"/srv/ferry\"\n").unwrap();
+        assert_eq!(receiver.limit_rate, "");
+        let sender: SenderForm = toml::from_str("host = \"backup.lan\"\nevery = \"1h\"\n").unwrap();
+        assert_eq!(sender.limit_rate, "");
+        assert_eq!(sender.compress, CompressMode::Auto);
+        let sender: SenderForm =
+            toml::from_str("compress = \"off\"\nlimit-rate = \"1MB/s\"\n").unwrap();
+        assert_eq!(sender.compress, CompressMode::Off);
+        assert_eq!(sender.limit_rate, "1MB/s");
     }
 }

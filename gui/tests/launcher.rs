@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use eframe::egui;
 use egui_kittest::kittest::{NodeT, Queryable};
 use egui_kittest::Harness;
+use ferry_agent::compress::CompressMode;
 use ferry_agent::config::{ReceiverConfig, SenderConfig};
 use ferry_gui::form::label;
 use ferry_gui::settings::{generate_secret, Role};
@@ -141,6 +142,58 @@ fn an_invalid_port_disables_start_and_says_why() {
     assert_eq!(h.state().settings.receiver.port, "7000");
     assert!(!is_disabled(&h, button::START));
     assert!(h.query_by_label_contains("Cannot start yet").is_none());
+}
+
+#[test]
+fn a_bad_bandwidth_limit_disables_start_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let mut h = harness(receiver_app(dir.path(), &rt, ""));
+    h.run();
+    assert!(!is_disabled(&h, button::START));
+    let field = h.get_by_label(label::LIMIT_RATE);
+    assert!(
+        field
+            .accesskit_node()
+            .description()
+            .is_some_and(|d| d.contains(ferry_gui::form::LIMIT_RATE_EXAMPLE)),
+        "the hover hint gives an example schedule"
+    );
+    field.focus();
+    h.run();
+    h.get_by_label(label::LIMIT_RATE)
+        .type_text("25:00-18:00=1MB/s");
+    h.run();
+    assert_eq!(h.state().settings.receiver.limit_rate, "25:00-18:00=1MB/s");
+    assert!(is_disabled(&h, button::START));
+    assert!(h
+        .query_by_label_contains("Cannot start yet: Bandwidth limit: \"25:00-18:00\"")
+        .is_some());
+
+    h.state_mut().settings.receiver.limit_rate.clear();
+    h.run();
+    h.get_by_label(label::LIMIT_RATE).focus();
+    h.get_by_label(label::LIMIT_RATE)
+        .type_text("08:00-18:00=2MB/s,10MB/s");
+    h.run();
+    assert!(!is_disabled(&h, button::START));
+    assert!(h.query_by_label_contains("Cannot start yet").is_none());
+    assert!(h.query_by_label_contains("Bandwidth limit:").is_none());
+}
+
+#[test]
+fn compression_is_chosen_by_label() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let mut h = harness(sender_app(dir.path(), &rt, "", 7878));
+    h.run();
+    assert_eq!(h.state().settings.sender.compress, CompressMode::Auto);
+    h.get_by_label(label::COMPRESS).click();
+    h.run();
+    h.get_by_label("Off").click();
+    h.run();
+    assert_eq!(h.state().settings.sender.compress, CompressMode::Off);
+    assert!(!is_disabled(&h, button::START));
 }
 
 #[test]
@@ -326,6 +379,8 @@ fn saved_config_files_are_what_ferry_reads() {
         .contains("ferry receive --config"));
 
     let mut app = sender_app(dir.path(), &rt, &secret, 9100);
+    app.settings.sender.limit_rate = "08:00-18:00=2MB/s,10MB/s".into();
+    app.settings.sender.compress = CompressMode::Off;
     let file = dir.path().join("out/sender.toml");
     app.config_file.insert(Role::Sender, path(&file));
     let mut h = harness(app);
@@ -337,6 +392,10 @@ fn saved_config_files_are_what_ferry_reads() {
     assert_eq!(settings.every, Some(Duration::from_secs(3600)));
     assert_eq!(settings.name.as_str(), "laptop");
     assert_eq!(settings.pairing_secret, Some(secret.as_bytes().to_vec()));
+    assert_eq!(settings.compress, CompressMode::Off);
+    let schedule = settings.limit_rate.unwrap();
+    assert_eq!(schedule.rate_at(12 * 60), Some(2_000_000));
+    assert_eq!(schedule.rate_at(20 * 60), Some(10_000_000));
 }
 
 #[test]

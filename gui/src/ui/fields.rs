@@ -1,6 +1,6 @@
 //! Form rows: a label, a text field labelled by it (so screen readers and
 //! egui_kittest find it by name), an optional Browse button, and the field's
-//! problem in plain words underneath.
+//! problem in plain words underneath; and a labelled choice (a combo box).
 
 use eframe::egui::{self, Color32, RichText, TextEdit, Ui};
 
@@ -36,6 +36,21 @@ pub fn row(
     enabled: bool,
     browse: Browse,
 ) -> bool {
+    row_with_tip(ui, label, value, hint, None, problem, enabled, browse)
+}
+
+/// [`row`] with a hover hint on the field (also its accessible description).
+#[allow(clippy::too_many_arguments)]
+pub fn row_with_tip(
+    ui: &mut Ui,
+    label: &str,
+    value: &mut String,
+    hint: &str,
+    tip: Option<&str>,
+    problem: Option<&str>,
+    enabled: bool,
+    browse: Browse,
+) -> bool {
     let label_response = ui.label(label);
     let mut changed = false;
     ui.vertical(|ui| {
@@ -43,7 +58,10 @@ pub fn row(
             let edit = TextEdit::singleline(value)
                 .hint_text(hint)
                 .desired_width(ui.available_width().min(420.0));
-            let response = ui.add_enabled(enabled, edit).labelled_by(label_response.id);
+            let mut response = ui.add_enabled(enabled, edit).labelled_by(label_response.id);
+            if let Some(tip) = tip {
+                response = response.on_hover_text(tip).on_disabled_hover_text(tip);
+            }
             changed |= response.changed();
             if browse != Browse::None {
                 let button = ui
@@ -114,4 +132,39 @@ pub fn copyable(ui: &mut Ui, label: &str, value: &str) {
         }
     });
     ui.end_row();
+}
+
+/// A choice among `choices` (value, name) as a combo box labelled by the row's
+/// label. Returns whether the choice changed.
+pub fn choice<T: Copy + PartialEq>(
+    ui: &mut Ui,
+    label: &str,
+    value: &mut T,
+    choices: &[(T, &str)],
+    tip: &str,
+    enabled: bool,
+) -> bool {
+    let label_response = ui.label(label);
+    let selected = choices
+        .iter()
+        .find(|(v, _)| v == value)
+        .map_or("", |(_, name)| *name);
+    let mut changed = false;
+    let combo = ui.add_enabled_ui(enabled, |ui| {
+        egui::ComboBox::from_id_salt(label)
+            .selected_text(selected)
+            .show_ui(ui, |ui| {
+                for (choice, name) in choices {
+                    changed |= ui.selectable_value(value, *choice, *name).changed();
+                }
+            })
+            .response
+    });
+    combo
+        .inner
+        .labelled_by(label_response.id)
+        .on_hover_text(tip)
+        .on_disabled_hover_text(tip);
+    ui.end_row();
+    changed
 }

@@ -1,6 +1,6 @@
-//! The receiver's panel: where to listen, where to store, the pairing
-//! secret and this node's device id; while running, the connected senders
-//! with live progress, recent runs and the last error.
+//! The receiver's panel: where to listen, the bandwidth limit, where to
+//! store, the pairing secret and this node's device id; while running, the
+//! connected senders with live progress, recent runs and the last error.
 
 use std::time::SystemTime;
 
@@ -9,7 +9,7 @@ use ferry_agent::summary::human_bytes;
 
 use super::fields::{self, Browse};
 use crate::app::LauncherApp;
-use crate::form::label;
+use crate::form::{label, LIMIT_RATE_EXAMPLE};
 use crate::settings::generate_secret;
 
 /// The receiver's form.
@@ -49,6 +49,16 @@ pub fn form(app: &mut LauncherApp, ui: &mut Ui) {
                 enabled,
                 Browse::None,
             );
+            fields::row_with_tip(
+                ui,
+                label::LIMIT_RATE,
+                &mut f.limit_rate,
+                "optional: e.g. 10MB/s",
+                Some(&limit_rate_tip("Per sender connection")),
+                v.error(label::LIMIT_RATE),
+                enabled,
+                Browse::None,
+            );
             fields::row(
                 ui,
                 label::STORE,
@@ -77,6 +87,15 @@ pub fn form(app: &mut LauncherApp, ui: &mut Ui) {
                 }
             }
         });
+}
+
+/// The bandwidth limit's hover hint, with an example schedule.
+pub fn limit_rate_tip(scope: &str) -> String {
+    format!(
+        "{scope}. A rate such as 10MB/s, or daily windows in local time: \
+         {LIMIT_RATE_EXAMPLE} is 2 MB/s from 08:00 to 18:00 and 10 MB/s \
+         otherwise; =off in a window lifts the limit. Empty: no limit."
+    )
 }
 
 /// The pairing secret row: editable (a sender pastes the receiver's),

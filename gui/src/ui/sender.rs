@@ -1,6 +1,7 @@
-//! The sender's panel: receiver address, source, period, copies, name and
-//! pairing secret; while running, the current run's progress (files, bytes,
-//! rate, time left), the next run's time and the history of runs.
+//! The sender's panel: receiver address, source, period, bandwidth limit,
+//! compression, copies, name and pairing secret; while running, the current
+//! run's progress (files, bytes, rate, time left), the next run's time and the
+//! history of runs.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -10,7 +11,7 @@ use ferry_agent::summary::{human_bytes, ProgressSnapshot};
 
 use super::fields::{self, Browse};
 use crate::app::LauncherApp;
-use crate::form::label;
+use crate::form::{label, COMPRESS_CHOICES};
 
 /// The sender's form.
 pub fn form(app: &mut LauncherApp, ui: &mut Ui) {
@@ -57,6 +58,28 @@ pub fn form(app: &mut LauncherApp, ui: &mut Ui) {
                 v.error(label::EVERY),
                 enabled,
                 Browse::None,
+            );
+            fields::row_with_tip(
+                ui,
+                label::LIMIT_RATE,
+                &mut f.limit_rate,
+                "optional: e.g. 10MB/s",
+                Some(&super::receiver::limit_rate_tip(
+                    "For all of this sender's sending",
+                )),
+                v.error(label::LIMIT_RATE),
+                enabled,
+                Browse::None,
+            );
+            fields::choice(
+                ui,
+                label::COMPRESS,
+                &mut f.compress,
+                &COMPRESS_CHOICES,
+                "Auto compresses content a quick sample shows to be compressible; \
+                 On tries every piece; Off never compresses. Content is sent \
+                 compressed only when that makes it smaller.",
+                enabled,
             );
             fields::row(
                 ui,
