@@ -76,7 +76,7 @@ mod tests {
         );
         let schedule: RateSchedule = "08:00-18:00=2MB/s,12:00-13:00=off,8MB/s".parse().unwrap();
         assert_eq!(initial_receive_window(&schedule).into_inner(), 500_000);
-        let schedule: RateSchedule = "22:00-06:00=40MB/s".parse().unwrap();
-        assert_eq!(initial_receive_window(&schedule).into_inner(), 10_000_000);
+        let schedule: RateSchedule = "22:00-06:00=20MB/s".parse().unwrap();
+        assert_eq!(initial_receive_window(&schedule).into_inner(), 5_000_000);
     }
 }

@@ -16,8 +16,8 @@ const CHECKPOINT: u64 = 16 << 20;
 /// One operation of chunked content.
 #[derive(Debug)]
 pub(super) enum ChunkOp {
-    /// A new chunk.
-    Write(Vec<u8>),
+    /// A new chunk of this many bytes, the next ones of the batch's data.
+    Write(u32),
     /// Chunks `start..start + count` of the base.
     Copy { start: u32, count: u32 },
 }
@@ -105,14 +105,22 @@ impl ChunkedFile {
     }
 
     /// Applies operations in order, checkpointing every few MiB.
-    pub fn apply(&mut self, ops: Vec<ChunkOp>) -> Result<(), StoreError> {
+    pub fn apply(&mut self, ops: &[ChunkOp], data: &[u8]) -> Result<(), StoreError> {
+        let mut rest = data;
         for op in ops {
-            match op {
-                ChunkOp::Write(data) => {
-                    self.staged.write(&data)?;
+            match *op {
+                ChunkOp::Write(len) => {
+                    let Some((data, after)) = rest.split_at_checked(len as usize) else {
+                        return Err(StoreError::BadEntry {
+                            path: self.staged.rel().clone(),
+                            detail: "a batch is shorter than its chunks".into(),
+                        });
+                    };
+                    rest = after;
+                    self.staged.write(data)?;
                     self.chunks.push(ChunkInfo {
-                        len: data.len() as u32,
-                        hash: *blake3::hash(&data).as_bytes(),
+                        len,
+                        hash: *blake3::hash(data).as_bytes(),
                     });
                 }
                 ChunkOp::Copy { start, count } => {

@@ -560,6 +560,7 @@ async fn receive_steps(
                     Sink::Chunked {
                         file: Box::new(file),
                         pending: Vec::new(),
+                        data: Vec::with_capacity(CHUNK_BATCH + crate::chunk::MAX_CHUNK),
                         pending_bytes: 0,
                         first: resume.is_some(),
                     },
@@ -632,7 +633,7 @@ fn file_size(entry: &Entry) -> u64 {
 const SMALL_FILE: u64 = 128 * 1024;
 
 /// Chunked content is applied to staging in batches of about this size.
-const CHUNK_BATCH: usize = 1 << 20;
+const CHUNK_BATCH: usize = 256 << 10;
 
 /// Where a file's content goes while it arrives.
 enum Sink {
@@ -640,7 +641,11 @@ enum Sink {
     Staged(Box<Staged>),
     Chunked {
         file: Box<ChunkedFile>,
+        /// Operations waiting to be applied; new chunks' bytes are in
+        /// `data`, one buffer per stream, reused batch after batch (the
+        /// frames they came in are freed on this thread at once).
         pending: Vec<ChunkOp>,
+        data: Vec<u8>,
         pending_bytes: usize,
         /// True until the first operation: a kept prefix not confirmed by
         /// `Keep` is dropped then.
@@ -676,24 +681,32 @@ impl Sink {
                 .map_err(store_failure)?;
                 Ok(Sink::Staged(staged))
             }
-            Sink::Chunked { .. } => {
-                let len = data.len();
-                self.push(ChunkOp::Write(data), len).await
-            }
+            Sink::Chunked { .. } => self.push(ChunkOp::Write(data.len() as u32), &data).await,
         }
     }
 
     async fn copy(self, start: u32, count: u32) -> Result<Sink, Failure> {
         // A copy costs the receiver a read; count it like about a chunk each.
         let weight = count as usize * crate::chunk::AVG_CHUNK;
-        self.push(ChunkOp::Copy { start, count }, weight).await
+        self.push_weighted(ChunkOp::Copy { start, count }, &[], weight)
+            .await
+    }
+
+    async fn push(self, op: ChunkOp, bytes: &[u8]) -> Result<Sink, Failure> {
+        self.push_weighted(op, bytes, bytes.len()).await
     }
 
     /// Queues a chunked operation; applies the queue once it is large.
-    async fn push(self, op: ChunkOp, weight: usize) -> Result<Sink, Failure> {
+    async fn push_weighted(
+        self,
+        op: ChunkOp,
+        bytes: &[u8],
+        weight: usize,
+    ) -> Result<Sink, Failure> {
         let Sink::Chunked {
             file,
             mut pending,
+            mut data,
             mut pending_bytes,
             first,
         } = self
@@ -704,10 +717,12 @@ impl Sink {
             ));
         };
         pending.push(op);
+        data.extend_from_slice(bytes);
         pending_bytes += weight;
         let mut sink = Sink::Chunked {
             file,
             pending,
+            data,
             pending_bytes,
             first,
         };
@@ -721,25 +736,29 @@ impl Sink {
     async fn flush(self) -> Result<Sink, Failure> {
         let Sink::Chunked {
             mut file,
-            pending,
+            mut pending,
+            mut data,
             first,
             ..
         } = self
         else {
             return Ok(self);
         };
-        let file = blocking(move || {
+        let (file, pending, data) = blocking(move || {
             if first {
                 file.restart()?;
             }
-            file.apply(pending)?;
-            Ok(file)
+            file.apply(&pending, &data)?;
+            pending.clear();
+            data.clear();
+            Ok((file, pending, data))
         })
         .await
         .map_err(store_failure)?;
         Ok(Sink::Chunked {
             file,
-            pending: Vec::new(),
+            pending,
+            data,
             pending_bytes: 0,
             first: false,
         })

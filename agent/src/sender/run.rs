@@ -24,7 +24,7 @@ use crate::{tls, transport};
 pub const MAX_IN_FLIGHT: usize = 256;
 /// Files larger than [`LARGE_FILE`] in flight at once: each holds a few
 /// megabytes of read-ahead, and one or two already fill the link.
-const MAX_LARGE_IN_FLIGHT: usize = 4;
+const MAX_LARGE_IN_FLIGHT: usize = 2;
 const LARGE_FILE: u64 = 1024 * 1024;
 /// Acknowledged entries recorded in the index per transaction.
 const INDEX_BATCH: usize = 512;
