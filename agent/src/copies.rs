@@ -130,11 +130,9 @@ impl Copies {
             Ok(meta) if meta.is_dir() => {}
             Ok(_) => {
                 fs::remove_file(&dest).map_err(io_err("remove", &dest))?;
-                fs::create_dir(&dest).map_err(io_err("create directory", &dest))?;
+                create_dir(&dest)?;
             }
-            Err(err) if err.kind() == io::ErrorKind::NotFound => {
-                fs::create_dir(&dest).map_err(io_err("create directory", &dest))?;
-            }
+            Err(err) if err.kind() == io::ErrorKind::NotFound => create_dir(&dest)?,
             Err(err) => return Err(io_err("examine", &dest)(err)),
         }
         fs::set_permissions(&dest, fs::Permissions::from_mode((mode & 0o7777) | 0o700))
@@ -281,10 +279,23 @@ fn make_parents(root: &Path, path: &RelPath) -> Result<PathBuf, CopiesError> {
             Err(err) if err.kind() == io::ErrorKind::NotFound => {}
             Err(err) => return Err(io_err("examine", &cur)(err)),
         }
-        fs::create_dir(&cur).map_err(io_err("create directory", &cur))?;
+        create_dir(&cur)?;
     }
     cur.push(OsStr::from_bytes(last));
     Ok(cur)
+}
+
+/// Creates the directory `dir`. Entries are copied concurrently, so another
+/// one may have created it a moment ago: a real directory there is success.
+fn create_dir(dir: &Path) -> Result<(), CopiesError> {
+    match fs::create_dir(dir) {
+        Ok(()) => Ok(()),
+        Err(err) if err.kind() == io::ErrorKind::AlreadyExists => match fs::symlink_metadata(dir) {
+            Ok(meta) if meta.is_dir() => Ok(()),
+            _ => Err(io_err("create directory", dir)(err)),
+        },
+        Err(err) => Err(io_err("create directory", dir)(err)),
+    }
 }
 
 /// Removes a real directory at `dest` (a file or symlink there is replaced by
