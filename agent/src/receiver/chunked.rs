@@ -34,8 +34,6 @@ pub(super) struct ChunkedFile {
     base: Option<BaseContent>,
     /// Bytes durable and recorded as the partial transfer.
     synced: u64,
-    /// True once the staging file may hold something worth resuming.
-    resumable: bool,
     buf: Vec<u8>,
 }
 
@@ -87,7 +85,6 @@ impl ChunkedFile {
             chunks,
             base,
             synced,
-            resumable: synced > 0,
             buf: Vec::new(),
         };
         Ok((file, lens, resume))
@@ -141,7 +138,6 @@ impl ChunkedFile {
                     self.buf = buf;
                 }
             }
-            self.resumable = true;
             if self.staged.written() - self.synced >= CHECKPOINT {
                 self.checkpoint()?;
             }
@@ -165,7 +161,7 @@ impl ChunkedFile {
             .store
             .stored_after(&self.ns, &path, self.run)
             .unwrap_or(true);
-        if stale || !self.resumable || self.chunks.is_empty() {
+        if stale || self.chunks.is_empty() {
             let _ = self.store.forget_partial(&self.ns, &self.staged);
             return;
         }

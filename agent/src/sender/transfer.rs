@@ -351,17 +351,7 @@ async fn send_chunked(
             return Err(stopped(&mut channel, code).await);
         }
         (Err(e), _) => return Err(e),
-        (Ok(()), Err(e)) => {
-            let _ = channel
-                .send
-                .send(&Message::Abort {
-                    reason: e.to_string(),
-                })
-                .await;
-            channel.send.finish();
-            let _ = answer(&mut channel).await;
-            return Err(e);
-        }
+        (Ok(()), Err(e)) => return Err(abort(&mut channel, e).await),
     };
     match channel.send.send(&Message::End { hash }).await {
         Ok(()) => {}
@@ -370,8 +360,40 @@ async fn send_chunked(
         }
         Err(e) => return Err(e.into()),
     }
+    let sent = acknowledged(&mut channel, scanned, stat, hash, copy, content).await?;
+    Ok(Sent {
+        chunks: Some(chunks),
+        ..sent
+    })
+}
+
+/// Sends `Abort` for content that could not be read (the receiver then
+/// answers `Failed(Aborted)`) and returns the local error, the one to report.
+async fn abort(channel: &mut Channel, e: EntryError) -> EntryError {
+    let _ = channel
+        .send
+        .send(&Message::Abort {
+            reason: e.to_string(),
+        })
+        .await;
     channel.send.finish();
-    answer(&mut channel).await?;
+    let _ = answer(channel).await;
+    e
+}
+
+/// Ends a stream whose content was sent: waits for `Stored`, commits the
+/// local copy, and describes the file as read (`stat`), `wire` bytes of
+/// content having crossed.
+async fn acknowledged(
+    channel: &mut Channel,
+    scanned: ScanEntry,
+    stat: FileStat,
+    hash: Hash,
+    copy: Option<CopyWriter>,
+    wire: u64,
+) -> Result<Sent, EntryError> {
+    channel.send.finish();
+    answer(channel).await?;
     if let Some(copy) = copy {
         blocking(move || {
             copy.commit(stat.mtime_ns, stat.mode)
@@ -389,8 +411,8 @@ async fn send_chunked(
             ..scanned
         },
         hash: Some(hash),
-        kind: SentKind::Content(content),
-        chunks: Some(chunks),
+        kind: SentKind::Content(wire),
+        chunks: None,
     })
 }
 
@@ -576,18 +598,7 @@ async fn send_content(
                         channel.send.send(&Message::End { hash }).await?;
                         (hash, copy, stat.size)
                     }
-                    Err(e) => {
-                        let _ = channel
-                            .send
-                            .send(&Message::Abort {
-                                reason: e.to_string(),
-                            })
-                            .await;
-                        channel.send.finish();
-                        // The receiver answers Failed(Aborted); the local error is the one to report.
-                        let _ = answer(&mut channel).await;
-                        return Err(e);
-                    }
+                    Err(e) => return Err(abort(&mut channel, e).await),
                 }
             }
         })
@@ -600,29 +611,7 @@ async fn send_content(
         }
         Err(e) => return Err(e),
     };
-    channel.send.finish();
-    answer(&mut channel).await?;
-    if let Some(copy) = copy {
-        blocking(move || {
-            copy.commit(stat.mtime_ns, stat.mode)
-                .map_err(|e| EntryError::Copy(e.to_string()))
-        })
-        .await?;
-    }
-    let entry = ScanEntry {
-        size: stat.size,
-        mtime_ns: stat.mtime_ns,
-        mode: stat.mode,
-        ino: stat.ino,
-        dev: stat.dev,
-        ..scanned
-    };
-    Ok(Sent {
-        entry,
-        hash: Some(hash),
-        kind: SentKind::Content(wire),
-        chunks: None,
-    })
+    acknowledged(&mut channel, scanned, stat, hash, copy, wire).await
 }
 
 #[cfg(test)]
