@@ -2,6 +2,7 @@
 //! every period, never two runs at once, with backoff while the receiver is
 //! unreachable or busy.
 
+mod bundle;
 mod chunked;
 pub mod guard;
 mod run;

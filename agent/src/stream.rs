@@ -62,6 +62,8 @@ pub fn describe(message: &Message) -> String {
         Message::Copy { .. } => "Copy",
         Message::DataZstd(_) => "DataZstd",
         Message::Keep { .. } => "Keep",
+        Message::Bundle => "Bundle",
+        Message::Zstream(_) => "Zstream",
     };
     kind.to_string()
 }

@@ -1,8 +1,8 @@
 //! QUIC endpoints, connecting, and the transport tuning.
 //!
 //! The transport is tuned for LAN throughput: large flow-control windows
-//! (measured +19% on loopback over quinn's defaults, see FACTS.md) and quinn's
-//! default MTU discovery (raising its upper bound to jumbo frames was slower).
+//! (measured +19% on loopback over quinn's defaults, see FACTS.md) and MTU
+//! discovery up to [`MAX_UDP_PAYLOAD`].
 
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -29,6 +29,14 @@ pub const CONNECTION_RECEIVE_WINDOW: u32 = 8 * 1024 * 1024;
 /// ran as fast as at 64 MiB, with the sender's peak RSS at 42 MiB instead
 /// of 95-103 MiB.
 pub const SEND_WINDOW: u64 = 16 * 1024 * 1024;
+/// Largest UDP payload MTU discovery tries, and the largest this side
+/// accepts. quinn's default stops at 1452 (Ethernet); paths with a larger MTU
+/// (loopback, jumbo-frame LANs) then carry packets up to 4000 bytes: on a
+/// 1 GiB first sync over loopback, 2.2-2.3 s instead of 2.8-3.2 s and a
+/// quarter less CPU on each side, and 1.3 % fewer bytes on the wire. Larger
+/// packets (8952) lost bursts on loopback, so that quinn's black-hole
+/// detection fell back to 1200-byte packets for the rest of the run.
+pub const MAX_UDP_PAYLOAD: u16 = 4000;
 /// Bidirectional streams the peer may have open at once (one per file in flight).
 pub const MAX_CONCURRENT_BIDI_STREAMS: u32 = 256;
 /// Unidirectional streams the peer may open: Ferry uses none.
@@ -127,7 +135,19 @@ pub fn transport_config_with_receive_window(window: VarInt) -> Arc<TransportConf
             IDLE_TIMEOUT.as_millis() as u32,
         ))))
         .keep_alive_interval(Some(KEEP_ALIVE_INTERVAL));
+    let mut mtu = quinn::MtuDiscoveryConfig::default();
+    mtu.upper_bound(MAX_UDP_PAYLOAD);
+    config.mtu_discovery_config(Some(mtu));
     Arc::new(config)
+}
+
+/// The endpoint configuration of both roles: datagrams up to
+/// [`MAX_UDP_PAYLOAD`] accepted.
+fn endpoint_config() -> quinn::EndpointConfig {
+    let mut config = quinn::EndpointConfig::default();
+    // Within quinn's bounds (1200..=65527), so this cannot fail.
+    let _ = config.max_udp_payload_size(MAX_UDP_PAYLOAD);
+    config
 }
 
 /// A receiver's endpoint listening on `addr`. Must be called within a tokio
@@ -140,13 +160,7 @@ pub fn server_endpoint(
     let listen = |source| TransportError::Listen { addr, source };
     let socket = udp_socket(addr).map_err(listen)?;
     let runtime = Arc::new(quinn::TokioRuntime);
-    quinn::Endpoint::new(
-        quinn::EndpointConfig::default(),
-        Some(config),
-        socket,
-        runtime,
-    )
-    .map_err(listen)
+    quinn::Endpoint::new(endpoint_config(), Some(config), socket, runtime).map_err(listen)
 }
 
 /// Socket buffer size asked for (the kernel caps it at `net.core.rmem_max`
@@ -189,8 +203,7 @@ pub fn client_endpoint(
     let socket = udp_socket(addr).map_err(socket_err)?;
     let runtime = Arc::new(quinn::TokioRuntime);
     let mut endpoint =
-        quinn::Endpoint::new(quinn::EndpointConfig::default(), None, socket, runtime)
-            .map_err(socket_err)?;
+        quinn::Endpoint::new(endpoint_config(), None, socket, runtime).map_err(socket_err)?;
     endpoint.set_default_client_config(config);
     Ok(endpoint)
 }

@@ -79,6 +79,29 @@
 //! offers the verified prefix; if the sender's file starts with the same
 //! bytes it answers `Keep` and sends only the rest.
 //!
+//! **Bundle streams** carry many small entries on one stream, so that a
+//! folder of small files costs neither a stream each nor a compression
+//! context each:
+//!
+//! ```text
+//! S→R  Bundle
+//! then, for each entry, without waiting for answers:
+//! S→R  Entry { path, kind, mtime_ns, mode }
+//!      kind = File { size, Inline }, size ≤ MAX_BUNDLED:
+//!          S→R  (Data | Zstream)* , End { hash }
+//!      kind = Dir | Symlink { target }:   nothing follows
+//! R→S  Stored | Failed { code, message }, one per entry, in order
+//! ```
+//!
+//! The sender ends a bundle by finishing its side of the stream. `Zstream`
+//! pieces are consecutive parts of one zstd stream that lives as long as the
+//! bundle (each flushed, so it decodes whole, to at most [`MAX_DATA`] bytes):
+//! text compresses against everything sent before it on the stream, as with
+//! one compressed connection. An entry that fails (quota, disk full, wrong
+//! hash) is answered `Failed` and the bundle goes on; a message that breaks
+//! these rules ends the bundle: its entry is answered `Failed { BadRequest }`
+//! and the receiver stops reading the stream.
+//!
 //! `Stored` means the entry is durable on the receiver (content fsynced and
 //! renamed into place, the previous version archived). The sender records an
 //! entry as sent only after `Stored`.
@@ -164,6 +187,8 @@ pub const ALPN: &[u8] = b"ferry/1";
 pub const PROTOCOL_VERSION: u32 = 1;
 /// Largest content carried by one `Data` frame.
 pub const MAX_DATA: usize = 256 * 1024;
+/// Largest file a bundle stream carries (larger ones get a stream each).
+pub const MAX_BUNDLED: u64 = 128 * 1024;
 /// TLS exporter label for the pairing proof.
 pub const PAIRING_EXPORTER_LABEL: &[u8] = b"EXPORTER-ferry-pairing-v1";
 /// Length of the exported keying material the pairing proof is computed over.

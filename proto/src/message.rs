@@ -79,6 +79,13 @@ pub enum Message {
     /// bytes the receiver kept are right (their hash matched); the content
     /// continues at offset `len`.
     Keep { len: u64 },
+    /// Sender → receiver, first message of a bundle stream: small entries
+    /// one after another, each answered in order (see the crate doc).
+    Bundle,
+    /// Sender → receiver in a bundle: like `Data`, but the next piece of the
+    /// bundle's one zstd stream, flushed at its end so that it decodes
+    /// whole; at most [`crate::MAX_DATA`] bytes once decompressed.
+    Zstream(#[serde(with = "serde_bytes")] Vec<u8>),
 }
 
 /// The opening of a session.
@@ -513,6 +520,8 @@ mod tests {
             (Message::Copy { start: 1, count: 2 }, "170102"),
             (Message::DataZstd(b"z".to_vec()), "18017a"),
             (Message::Keep { len: 5 }, "1905"),
+            (Message::Bundle, "1a"),
+            (Message::Zstream(b"z".to_vec()), "1b017a"),
         ];
         for (message, expected) in cases {
             let bytes = postcard::to_stdvec(&message).unwrap();

@@ -358,6 +358,8 @@ async fn serve_run(
     }
 }
 
+mod bundle;
+
 /// What every file stream of one run needs.
 struct RunContext {
     store: Arc<Store>,
@@ -446,7 +448,12 @@ async fn accept_entries(conn: quinn::Connection, ctx: Arc<RunContext>, files: Ta
         files.spawn(async move {
             let mut channel = Channel::new(pair);
             channel.recv.set_limiter(ctx.limiter.clone());
-            let reply = match receive_entry(&mut channel, &ctx).await {
+            let first = channel.recv.recv().await;
+            if let Ok(Some(Message::Bundle)) = first {
+                bundle::receive(channel, ctx).await;
+                return;
+            }
+            let reply = match receive_entry(&mut channel, &ctx, first).await {
                 Ok(()) => {
                     ctx.live.entries.fetch_add(1, Ordering::Relaxed);
                     Message::Stored
@@ -478,13 +485,26 @@ fn store_failure(e: SessionError) -> Failure {
     }
 }
 
-/// Receives one entry and stores it; `Err` is the failure to report.
-async fn receive_entry(channel: &mut Channel, ctx: &Arc<RunContext>) -> Result<(), Failure> {
+/// Receives one entry, whose first message has been read already, and
+/// stores it; `Err` is the failure to report.
+async fn receive_entry(
+    channel: &mut Channel,
+    ctx: &Arc<RunContext>,
+    first: Received,
+) -> Result<(), Failure> {
     let mut machine = EntryReceiver::new();
     let mut content: Option<(Entry, Sink)> = None;
     // Held while content arrives; given back unless the file is stored.
     let mut reservation: Option<Reservation> = None;
-    let result = receive_steps(channel, ctx, &mut machine, &mut content, &mut reservation).await;
+    let result = receive_steps(
+        channel,
+        ctx,
+        first,
+        &mut machine,
+        &mut content,
+        &mut reservation,
+    )
+    .await;
     if let Some((_, sink)) = content {
         // Cut off or refused: a chunked transfer keeps what arrived when
         // the stream was lost, for the next attempt to resume.
@@ -499,25 +519,37 @@ async fn receive_entry(channel: &mut Channel, ctx: &Arc<RunContext>) -> Result<(
 /// connection) went away.
 const STREAM_LOST: &str = "stream ended before the entry was complete";
 
+/// A message as read from a stream.
+type Received = Result<Option<Message>, StreamError>;
+
+/// The next message of an entry from what was read: compressed content
+/// decompressed, a stream that ended or broke turned into the failure.
+fn entry_message(received: Received) -> Result<Message, Failure> {
+    match received {
+        Ok(Some(Message::DataZstd(packed))) => crate::compress::decompress(&packed)
+            .map(Message::Data)
+            .map_err(|e| failure(FailCode::BadRequest, e.to_string())),
+        Ok(Some(message)) => Ok(message),
+        Ok(None) | Err(StreamError::Read(_)) => Err(failure(FailCode::Aborted, STREAM_LOST)),
+        Err(e) => Err(failure(FailCode::BadRequest, e.to_string())),
+    }
+}
+
 async fn receive_steps(
     channel: &mut Channel,
     ctx: &Arc<RunContext>,
+    first: Received,
     machine: &mut EntryReceiver,
     content: &mut Option<(Entry, Sink)>,
     reservation: &mut Option<Reservation>,
 ) -> Result<(), Failure> {
+    let mut first = Some(first);
     loop {
-        let message = match channel.recv.recv().await {
-            Ok(Some(Message::DataZstd(packed))) => match crate::compress::decompress(&packed) {
-                Ok(data) => Message::Data(data),
-                Err(e) => return Err(failure(FailCode::BadRequest, e.to_string())),
-            },
-            Ok(Some(message)) => message,
-            Ok(None) | Err(StreamError::Read(_)) => {
-                return Err(failure(FailCode::Aborted, STREAM_LOST))
-            }
-            Err(e) => return Err(failure(FailCode::BadRequest, e.to_string())),
+        let received = match first.take() {
+            Some(received) => received,
+            None => channel.recv.recv().await,
         };
+        let message = entry_message(received)?;
         let step = machine
             .on_message(message)
             .map_err(|v| failure(v.code, v.message))?;

@@ -6,13 +6,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ferry_proto::{Hash, Hello, Message, RefuseCode, RunReport};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::transfer::{send_entry, EntryError, Sent, SentKind, TransferContext};
+use super::bundle;
+use super::transfer::{send_entry, EntryError, SentKind, TransferContext};
 use super::{RunError, SenderContext};
 use crate::chunk::ChunkInfo;
-use crate::index::{Index, Plan, RunRow};
+use crate::index::{Index, Plan, PlanItem, RunRow};
 use crate::scan::{self, Scan, ScanEntry};
 use crate::stream::{Channel, StreamError};
 use crate::summary::RunSummary;
@@ -228,14 +230,41 @@ async fn session(
         limiter: ctx.limiter.clone(),
     });
     let in_flight = MAX_IN_FLIGHT.min(welcome.max_streams.max(1) as usize);
-    let mut tasks: JoinSet<(String, Result<Sent, EntryError>)> = JoinSet::new();
+    // Small files, directories and symlinks go in bundles, a few lanes of
+    // them; the rest a stream each, in the streams left.
+    let (bundled, single): (Vec<PlanItem>, Vec<PlanItem>) =
+        plan.items.into_iter().partition(bundle::fits);
+    let lanes = bundle::lanes_for(bundled.len()).min(in_flight - 1);
+    let queue: bundle::Queue = Arc::new(std::sync::Mutex::new(bundled.into()));
+    let (outcome_tx, mut outcomes) = mpsc::unbounded_channel();
+    for _ in 0..lanes {
+        tokio::spawn(bundle::lane(
+            transfer.clone(),
+            queue.clone(),
+            outcome_tx.clone(),
+            shutdown.clone(),
+        ));
+    }
+    drop(outcome_tx);
+    // With no lane, bundled entries go a stream each; so do the ones lanes
+    // left (a lane whose stream failed stops early).
+    let mut lanes_done = lanes == 0;
+    let single_slots = in_flight - lanes;
+    let mut tasks: JoinSet<bundle::Outcome> = JoinSet::new();
     let mut acked: Acked = Vec::new();
     let mut lost: Option<EntryError> = None;
-    let mut items = plan.items.into_iter();
+    let mut items = single.into_iter();
     let large = Arc::new(tokio::sync::Semaphore::new(MAX_LARGE_IN_FLIGHT));
     loop {
-        while tasks.len() < in_flight && lost.is_none() && !shutdown.is_cancelled() {
-            let Some(item) = items.next() else { break };
+        while tasks.len() < single_slots && lost.is_none() && !shutdown.is_cancelled() {
+            let item = match items.next() {
+                Some(item) => item,
+                None if lanes_done => match queue.lock().ok().and_then(|mut q| q.pop_front()) {
+                    Some(item) => item,
+                    None => break,
+                },
+                None => break,
+            };
             let transfer = transfer.clone();
             let token = shutdown.clone();
             let large = large.clone();
@@ -252,10 +281,19 @@ async fn session(
                 (path, result)
             });
         }
-        let Some(joined) = tasks.join_next().await else {
-            break;
+        let (path, result) = tokio::select! {
+            Some(joined) = tasks.join_next() => {
+                joined.map_err(|e| RunError::Internal(e.to_string()))?
+            }
+            outcome = outcomes.recv(), if !lanes_done => match outcome {
+                Some(outcome) => outcome,
+                None => {
+                    lanes_done = true;
+                    continue;
+                }
+            },
+            else => break,
         };
-        let (path, result) = joined.map_err(|e| RunError::Internal(e.to_string()))?;
         ctx.status.progress.entry_done();
         match result {
             Ok(sent) => {

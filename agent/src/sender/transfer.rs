@@ -162,7 +162,7 @@ fn read_content(
     Ok((*hasher.finalize().as_bytes(), copy))
 }
 
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, EntryError> + Send + 'static,
 ) -> Result<T, EntryError> {
     tokio::task::spawn_blocking(f)
@@ -171,7 +171,7 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// Reads the receiver's final answer for an entry.
-async fn answer(channel: &mut Channel) -> Result<(), EntryError> {
+pub(super) async fn answer(channel: &mut Channel) -> Result<(), EntryError> {
     match channel.recv.expect().await? {
         Message::Stored => Ok(()),
         Message::Failed(f) if f.code == FailCode::BaseDamaged => {
@@ -215,21 +215,7 @@ pub async fn send_entry(ctx: &TransferContext, item: PlanItem) -> Result<Sent, E
                 .await?;
             channel.send.finish();
             answer(&mut channel).await?;
-            if let Some(copies) = ctx.copies.clone() {
-                let (path, mtime, mode) = (scanned.path.clone(), scanned.mtime_ns, scanned.mode);
-                blocking(move || {
-                    copies
-                        .put_dir(&path, mtime, mode)
-                        .map_err(|e| EntryError::Copy(e.to_string()))
-                })
-                .await?;
-            }
-            Ok(Sent {
-                entry: scanned,
-                hash: None,
-                kind: SentKind::Dir,
-                chunks: None,
-            })
+            stored_dir_or_symlink(ctx, scanned, None).await
         }
         (ScanKind::Symlink { target }, _) => {
             let kind = EntryKind::Symlink {
@@ -238,21 +224,8 @@ pub async fn send_entry(ctx: &TransferContext, item: PlanItem) -> Result<Sent, E
             channel.send.send(&Message::Entry(header(kind))).await?;
             channel.send.finish();
             answer(&mut channel).await?;
-            if let Some(copies) = ctx.copies.clone() {
-                let (path, target) = (scanned.path.clone(), target.clone());
-                blocking(move || {
-                    copies
-                        .put_symlink(&path, &target)
-                        .map_err(|e| EntryError::Copy(e.to_string()))
-                })
-                .await?;
-            }
-            Ok(Sent {
-                entry: scanned,
-                hash: None,
-                kind: SentKind::Symlink,
-                chunks: None,
-            })
+            let target = Some(target.clone());
+            stored_dir_or_symlink(ctx, scanned, target).await
         }
         (ScanKind::File, Action::MetadataOnly { hash }) => {
             let kind = EntryKind::File {
@@ -290,6 +263,36 @@ pub async fn send_entry(ctx: &TransferContext, item: PlanItem) -> Result<Sent, E
             send_content(ctx, channel, scanned, true).await
         }
     }
+}
+
+/// A directory (`target` `None`) or symlink the receiver stored: its local
+/// copy, and what was sent.
+pub(super) async fn stored_dir_or_symlink(
+    ctx: &TransferContext,
+    scanned: ScanEntry,
+    target: Option<Vec<u8>>,
+) -> Result<Sent, EntryError> {
+    let kind = match target {
+        Some(_) => SentKind::Symlink,
+        None => SentKind::Dir,
+    };
+    if let Some(copies) = ctx.copies.clone() {
+        let (path, mtime, mode) = (scanned.path.clone(), scanned.mtime_ns, scanned.mode);
+        blocking(move || {
+            match target {
+                Some(target) => copies.put_symlink(&path, &target),
+                None => copies.put_dir(&path, mtime, mode),
+            }
+            .map_err(|e| EntryError::Copy(e.to_string()))
+        })
+        .await?;
+    }
+    Ok(Sent {
+        entry: scanned,
+        hash: None,
+        kind,
+        chunks: None,
+    })
 }
 
 /// Sends a large file as chunked content (see [`super::chunked`]); with
@@ -394,6 +397,18 @@ async fn acknowledged(
 ) -> Result<Sent, EntryError> {
     channel.send.finish();
     answer(channel).await?;
+    stored_file(scanned, stat, hash, copy, wire).await
+}
+
+/// A file the receiver stored: its local copy committed, and what was sent
+/// (the file as read, `wire` bytes of its content having crossed).
+pub(super) async fn stored_file(
+    scanned: ScanEntry,
+    stat: FileStat,
+    hash: Hash,
+    copy: Option<CopyWriter>,
+    wire: u64,
+) -> Result<Sent, EntryError> {
     if let Some(copy) = copy {
         blocking(move || {
             copy.commit(stat.mtime_ns, stat.mode)
@@ -433,7 +448,7 @@ async fn stopped(channel: &mut Channel, code: quinn::VarInt) -> EntryError {
 const SMALL_FILE: u64 = 128 * 1024;
 
 /// A file opened for sending.
-enum Opened {
+pub(super) enum Opened {
     /// Read whole already: content, hash, and the local copy written.
     Small {
         stat: FileStat,
@@ -450,7 +465,7 @@ enum Opened {
 }
 
 /// Opens the file (and its local copy); reads it whole if it is small.
-fn prepare(
+pub(super) fn prepare(
     path: &Path,
     rel: &ferry_proto::RelPath,
     copies: Option<&Copies>,

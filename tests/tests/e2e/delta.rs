@@ -156,6 +156,66 @@ async fn compressed_and_raw_chunks_mix_in_one_file() -> anyhow::Result<()> {
     d.receiver.stop().await
 }
 
+/// Text of `len` bytes or a little more, made of words from `vocab`.
+fn words(vocab: &[String], len: usize, seed: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len + 16);
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        // Common words far more often than rare ones.
+        let i = ((x % 1000) * (x % 1000) / 1000 * vocab.len() as u64 / 1000) as usize;
+        out.extend_from_slice(vocab[i].as_bytes());
+        out.push(if x.is_multiple_of(11) { b'\n' } else { b' ' });
+    }
+    out
+}
+
+/// A folder of small text files travels in a bundle whose compression runs
+/// across files: far fewer bytes than compressing each file on its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_text_files_compress_against_each_other() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let receiver = TestReceiver::with_secret(dir.path(), SECRET).await?;
+    let sender = TestSender::new(dir.path(), "laptop")?;
+    let config = sender.with_secret(&receiver, SECRET)?;
+    let vocab: Vec<String> = (0..400u64)
+        .map(|i| {
+            let bytes = pseudo_random(3 + (i % 7) as usize, 1000 + i);
+            bytes
+                .iter()
+                .take(3 + (i % 7) as usize)
+                .map(|b| (b'a' + b % 26) as char)
+                .collect()
+        })
+        .collect();
+    let (mut raw, mut alone) = (0u64, 0u64);
+    for i in 0..300u64 {
+        let text = words(&vocab, 2_000 + (i as usize * 37) % 4_000, i);
+        raw += text.len() as u64;
+        alone += zstd::bulk::compress(&text, 3)?.len() as u64;
+        tree::write(
+            &sender.source,
+            format!("notes/{:02}/{i}.txt", i % 10),
+            &text,
+        )?;
+    }
+    let summary = send_config(&config).await?;
+    assert_eq!(
+        (summary.files_sent, summary.errors),
+        (300, 0),
+        "{summary:?}"
+    );
+    tree::assert_same(&sender.source, &receiver.mirror("laptop", "docs"))?;
+    let sent = summary.bytes_file_data;
+    assert!(
+        sent * 10 < alone * 8,
+        "{sent} bytes of content; each file compressed alone: {alone}; raw: {raw}"
+    );
+    receiver.stop().await
+}
+
 /// Someone changed the stored copy on the receiver: the delta's base no
 /// longer matches its chunk list. The receiver notices while copying, and
 /// the sender sends the file whole; nothing wrong is stored.

@@ -304,6 +304,16 @@ fn encode(message: &Message) -> anyhow::Result<Vec<u8>> {
     Ok(frame::encode(message)?)
 }
 
+/// The frame of a file's `Entry` (mtime 0, mode 0o644).
+fn file_header(path: &str, size: u64, content: Content) -> anyhow::Result<Vec<u8>> {
+    encode(&Message::Entry(Entry {
+        path: RelPath::from_bytes(path)?,
+        kind: EntryKind::File { size, content },
+        mtime_ns: 0,
+        mode: 0o644,
+    }))
+}
+
 /// A valid file entry with inline content: Entry, Data, End.
 fn file_entry(
     path: &str,
@@ -311,15 +321,7 @@ fn file_entry(
     content: &[u8],
     hash: [u8; 32],
 ) -> anyhow::Result<Vec<u8>> {
-    let mut out = encode(&Message::Entry(Entry {
-        path: RelPath::from_bytes(path)?,
-        kind: EntryKind::File {
-            size: declared,
-            content: Content::Inline,
-        },
-        mtime_ns: 0,
-        mode: 0o644,
-    }))?;
+    let mut out = file_header(path, declared, Content::Inline)?;
     out.extend(encode(&Message::Data(content.to_vec()))?);
     out.extend(encode(&Message::End { hash })?);
     Ok(out)
@@ -329,15 +331,7 @@ fn file_entry(
 fn the_hand_encoder_matches_the_real_one() -> anyhow::Result<()> {
     // The hostile frames differ from real ones only in their path bytes.
     let ours = raw_entry(b"a/b", RawKind::File { size: 5 });
-    let real = encode(&Message::Entry(Entry {
-        path: RelPath::from_bytes("a/b")?,
-        kind: EntryKind::File {
-            size: 5,
-            content: Content::Inline,
-        },
-        mtime_ns: 0,
-        mode: 0o644,
-    }))?;
+    let real = file_header("a/b", 5, Content::Inline)?;
     assert_eq!(ours, real);
     let ours = raw_entry(b"l", RawKind::Symlink { target: b"../t" });
     let real = encode(&Message::Entry(Entry {
@@ -426,15 +420,7 @@ async fn oversized_frames(arena: &Arena) -> anyhow::Result<()> {
         .await?
         .assert_failed(FailCode::BadRequest, "MAX_FRAME + 1 frame header");
     // After a valid entry header, in place of its content.
-    let mut after_entry = encode(&Message::Entry(Entry {
-        path: RelPath::from_bytes("big-frame.bin")?,
-        kind: EntryKind::File {
-            size: 1 << 20,
-            content: Content::Inline,
-        },
-        mtime_ns: 0,
-        mode: 0o644,
-    }))?;
+    let mut after_entry = file_header("big-frame.bin", 1 << 20, Content::Inline)?;
     after_entry.extend(encode(&Message::Data(vec![1; 1000]))?);
     after_entry.extend(0xFFFF_FFF0u32.to_be_bytes());
     after_entry.extend(vec![0u8; 4096]);
@@ -460,15 +446,7 @@ async fn garbage(arena: &Arena) -> anyhow::Result<()> {
         .file_stream(&raw_frame(&pseudo_random(1000, 4)))
         .await?
         .assert_failed(FailCode::BadRequest, "framed garbage on a file stream");
-    let mut after_entry = encode(&Message::Entry(Entry {
-        path: RelPath::from_bytes("garbage-after.bin")?,
-        kind: EntryKind::File {
-            size: 10_000,
-            content: Content::Inline,
-        },
-        mtime_ns: 0,
-        mode: 0o644,
-    }))?;
+    let mut after_entry = file_header("garbage-after.bin", 10_000, Content::Inline)?;
     after_entry.extend(raw_frame(&pseudo_random(500, 5)));
     hostile
         .file_stream(&after_entry)
@@ -543,15 +521,7 @@ async fn bad_content(arena: &Arena) -> anyhow::Result<()> {
         .assert_failed(FailCode::HashMismatch, "wrong End hash");
     // The stream ends in the middle of the content. (Large enough to be
     // streamed to staging rather than gathered in memory.)
-    let mut cut = encode(&Message::Entry(Entry {
-        path: RelPath::from_bytes("cut.txt")?,
-        kind: EntryKind::File {
-            size: 1 << 20,
-            content: Content::Inline,
-        },
-        mtime_ns: 0,
-        mode: 0o644,
-    }))?;
+    let mut cut = file_header("cut.txt", 1 << 20, Content::Inline)?;
     cut.extend(encode(&Message::Data(vec![7; 10]))?);
     hostile
         .file_stream(&cut)
@@ -577,6 +547,92 @@ async fn bad_content(arena: &Arena) -> anyhow::Result<()> {
     arena.assert_staging_empty()?;
     arena.assert_nothing_outside()?;
     assert_eq!(arena.mirror_files()?, Vec::<String>::new());
+    Ok(())
+}
+
+/// Every answer on a bundle stream (`bytes` after `Bundle`), in order, until
+/// the receiver ends its side.
+async fn bundle_answers(hostile: &Hostile, bytes: &[u8]) -> anyhow::Result<Vec<Answer>> {
+    let (mut send, recv) = hostile.conn.open_bi().await?;
+    let mut recv = FramedRecv::new(recv);
+    let talk = async {
+        let mut all = encode(&Message::Bundle)?;
+        all.extend_from_slice(bytes);
+        // As in `exchange`: the receiver may stop reading early.
+        let _ = send.write_all(&all).await;
+        let _ = send.finish();
+        let mut answers = Vec::new();
+        loop {
+            match recv.recv().await {
+                Ok(Some(message)) => answers.push(Answer::Reply(message)),
+                Ok(None) => return anyhow::Ok(answers),
+                Err(e) => {
+                    answers.push(Answer::Closed(e.to_string()));
+                    return Ok(answers);
+                }
+            }
+        }
+    };
+    tokio::time::timeout(ANSWER_TIMEOUT, talk)
+        .await
+        .context("the receiver did not answer the bundle")?
+}
+
+/// Bundles that break the rules partway: what came before is stored, the
+/// entry that breaks them is refused, nothing after it is read, and an entry
+/// that merely fails (wrong hash) does not end the bundle.
+async fn bad_bundles(arena: &Arena) -> anyhow::Result<()> {
+    let hostile = arena.connect().await?;
+    let ok = |name: &str, text: &str| {
+        file_entry(
+            name,
+            text.len() as u64,
+            text.as_bytes(),
+            *blake3::hash(text.as_bytes()).as_bytes(),
+        )
+    };
+    let stored = |a: &Answer, case: &str| match a {
+        Answer::Reply(Message::Stored) => {}
+        other => panic!("{case}: expected Stored, got {other:?}"),
+    };
+
+    // A wrong hash fails one entry; the bundle goes on.
+    let mut bytes = ok("b/one.txt", "first")?;
+    bytes.extend(file_entry("b/two.txt", 5, b"wrong", [0; 32])?);
+    bytes.extend(ok("b/three.txt", "third")?);
+    let answers = bundle_answers(&hostile, &bytes).await?;
+    assert_eq!(answers.len(), 3, "{answers:?}");
+    stored(&answers[0], "first entry");
+    answers[1].assert_failed(FailCode::HashMismatch, "wrong hash in a bundle");
+    stored(&answers[2], "entry after a failed one");
+
+    // An offer, a file too large for a bundle, a compressed piece that is
+    // not zstd: each ends its bundle, after what came before was stored.
+    let offer = file_header("b/offered.txt", 5, Content::Offer { hash: [1; 32] })?;
+    let mut oversized = file_header("b/huge.bin", 1 << 20, Content::Inline)?;
+    oversized.extend(encode(&Message::Data(vec![1; 1000]))?);
+    let mut garbage = file_header("b/garbage.txt", 5, Content::Inline)?;
+    garbage.extend(encode(&Message::Zstream(b"not zstd at all".to_vec()))?);
+    for (case, breaking) in [
+        ("an offer in a bundle", offer),
+        ("a file too large for a bundle", oversized),
+        ("a Zstream piece that is not zstd", garbage),
+    ] {
+        let mut bytes = ok("b/before.txt", case)?;
+        bytes.extend(breaking);
+        bytes.extend(ok("b/after.txt", "never read")?);
+        let answers = bundle_answers(&hostile, &bytes).await?;
+        assert!(answers.len() == 2, "{case}: {answers:?}");
+        stored(&answers[0], case);
+        answers[1].assert_failed(FailCode::BadRequest, case);
+    }
+    hostile.finish().await?;
+    arena.assert_staging_empty()?;
+    arena.assert_nothing_outside()?;
+    assert_eq!(
+        arena.mirror_files()?,
+        ["b/before.txt", "b/one.txt", "b/three.txt"]
+    );
     Ok(())
 }
 
@@ -729,6 +785,14 @@ async fn wrong_size_or_hash_leaves_nothing_in_mirror_or_staging() -> anyhow::Res
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bundle_that_breaks_the_rules_ends_and_keeps_what_came_before() -> anyhow::Result<()> {
+    let arena = Arena::new().await?;
+    bad_bundles(&arena).await?;
+    legit_run(&arena).await?;
+    arena.receiver.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_planted_symlink_is_archived_never_written_through() -> anyhow::Result<()> {
     let arena = Arena::new().await?;
     planted_symlink(&arena).await?;
@@ -753,6 +817,7 @@ async fn the_receiver_survives_every_hostile_case() -> anyhow::Result<()> {
     oversized_frames(&arena).await?;
     garbage(&arena).await?;
     bad_content(&arena).await?;
+    bad_bundles(&arena).await?;
     planted_symlink(&arena).await?;
     legit_run(&arena).await?;
     let runs = arena.receiver.store.runs(None)?;

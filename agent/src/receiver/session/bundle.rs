@@ -1,0 +1,192 @@
+//! Bundle streams: many small entries on one stream, each answered in order
+//! (see the `ferry_proto` crate doc). Reading goes on while earlier entries
+//! are staged and committed, so a bundle keeps the group commit as full as
+//! many streams would, without a stream per file.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use ferry_proto::{Entry, FailCode, Failure, Message, MAX_BUNDLED};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::{commit, entry_message, failure, reserve, RunContext, Sink};
+use crate::compress::StreamDecoder;
+use crate::receiver::entry::{EntryReceiver, Step};
+use crate::store::Op;
+use crate::stream::{Channel, FramedRecv};
+
+/// Entries of one bundle read but not yet answered. Each holds at most
+/// [`MAX_BUNDLED`] bytes until it is staged; more wait in the stream's
+/// flow-control window.
+const MAX_PENDING: usize = 256;
+
+/// How an entry of the bundle ends: its answer, once known.
+enum Outcome {
+    /// Being stored; the task gives the answer.
+    Storing(JoinHandle<Result<(), Failure>>),
+    /// Failed already (refused, aborted, over quota).
+    Failed(Failure),
+}
+
+/// Receives a bundle whose `Bundle` message has been read, until the sender
+/// finishes the stream or breaks its rules.
+pub(super) async fn receive(channel: Channel, ctx: Arc<RunContext>) {
+    let Channel { mut send, mut recv } = channel;
+    let (outcomes, mut answers) = mpsc::channel::<Outcome>(MAX_PENDING);
+    let answering = tokio::spawn(async move {
+        while let Some(outcome) = answers.recv().await {
+            let result = match outcome {
+                Outcome::Storing(task) => task
+                    .await
+                    .unwrap_or_else(|e| Err(failure(FailCode::Io, format!("internal error: {e}")))),
+                Outcome::Failed(f) => Err(f),
+            };
+            let reply = match result {
+                Ok(()) => Message::Stored,
+                Err(f) => {
+                    tracing::debug!("bundled entry failed: {}", f.message);
+                    Message::Failed(f)
+                }
+            };
+            if send.send(&reply).await.is_err() {
+                return;
+            }
+        }
+        send.finish();
+    });
+    let mut decoder = None;
+    loop {
+        let outcome = match next_entry(&mut recv, &ctx, &mut decoder).await {
+            Ok(None) => break,
+            Ok(Some(outcome)) => outcome,
+            Err(f) => {
+                // The rules are broken (or the stream is gone): answer this
+                // entry and read no more.
+                recv.stop();
+                let _ = outcomes.send(Outcome::Failed(f)).await;
+                break;
+            }
+        };
+        if outcomes.send(outcome).await.is_err() {
+            // The answers cannot be sent: the stream is gone.
+            recv.stop();
+            break;
+        }
+    }
+    drop(outcomes);
+    let _ = answering.await;
+}
+
+/// Reads the next entry of the bundle: `None` when the sender finished the
+/// stream between entries; `Err` when the bundle cannot go on.
+async fn next_entry(
+    recv: &mut FramedRecv,
+    ctx: &Arc<RunContext>,
+    decoder: &mut Option<StreamDecoder>,
+) -> Result<Option<Outcome>, Failure> {
+    let mut machine = EntryReceiver::new();
+    let mut content: Option<(Entry, Vec<u8>)> = None;
+    // Set when the entry failed but its content is still to be read past.
+    let mut failed: Option<Failure> = None;
+    let mut reservation = None;
+    let mut first = true;
+    loop {
+        let received = recv.recv().await;
+        if first && matches!(received, Ok(None)) {
+            return Ok(None);
+        }
+        first = false;
+        let message = match entry_message(received)? {
+            Message::Zstream(packed) => {
+                if decoder.is_none() {
+                    *decoder = Some(
+                        StreamDecoder::new().map_err(|e| failure(FailCode::Io, e.to_string()))?,
+                    );
+                }
+                let data = decoder
+                    .as_mut()
+                    .map(|d| d.piece(&packed))
+                    .transpose()
+                    .map_err(|e| failure(FailCode::BadRequest, e.to_string()))?
+                    .unwrap_or_default();
+                Message::Data(data)
+            }
+            message => message,
+        };
+        let step = machine
+            .on_message(message)
+            .map_err(|v| failure(v.code, v.message))?;
+        match step {
+            Step::PutDir(entry) => return Ok(Some(storing(ctx, Op::Dir(entry)))),
+            Step::PutSymlink(entry) => return Ok(Some(storing(ctx, Op::Symlink(entry)))),
+            Step::Begin { entry, size } => {
+                if size > MAX_BUNDLED {
+                    return Err(failure(
+                        FailCode::BadRequest,
+                        format!(
+                            "{}: {size} bytes is too large for a bundle (at most {MAX_BUNDLED})",
+                            entry.path
+                        ),
+                    ));
+                }
+                match reserve(ctx, &entry, size) {
+                    Ok(r) => reservation = r,
+                    Err(f) => failed = Some(f),
+                }
+                content = Some((entry, Vec::with_capacity(size as usize)));
+            }
+            Step::Write(data) => {
+                ctx.live
+                    .bytes
+                    .fetch_add(data.len() as u64, Ordering::Relaxed);
+                if let (Some((_, buf)), None) = (content.as_mut(), &failed) {
+                    buf.extend_from_slice(&data);
+                }
+            }
+            Step::Finish { hash } => {
+                let Some((entry, buf)) = content.take() else {
+                    return Err(failure(FailCode::BadRequest, "end without an entry"));
+                };
+                if let Some(f) = failed {
+                    return Ok(Some(Outcome::Failed(f)));
+                }
+                let ctx = ctx.clone();
+                return Ok(Some(Outcome::Storing(tokio::spawn(async move {
+                    let staged = Sink::Memory(buf).finish(&ctx, &entry, hash).await?;
+                    commit(&ctx, Op::File { entry, staged }).await?;
+                    if let Some(reservation) = reservation {
+                        reservation.keep();
+                    }
+                    ctx.live.entries.fetch_add(1, Ordering::Relaxed);
+                    Ok(())
+                }))));
+            }
+            Step::Aborted(reason) => {
+                return Ok(Some(Outcome::Failed(failure(
+                    FailCode::Aborted,
+                    format!("the sender gave up: {reason}"),
+                ))));
+            }
+            Step::CheckOffer { .. }
+            | Step::CheckChunked { .. }
+            | Step::Copy { .. }
+            | Step::Keep(_) => {
+                return Err(failure(
+                    FailCode::BadRequest,
+                    "a bundle carries only whole small files, directories and symlinks",
+                ));
+            }
+        }
+    }
+}
+
+/// Hands a directory or symlink to the committer.
+fn storing(ctx: &Arc<RunContext>, op: Op) -> Outcome {
+    let ctx = ctx.clone();
+    Outcome::Storing(tokio::spawn(async move {
+        commit(&ctx, op).await?;
+        ctx.live.entries.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }))
+}

@@ -1,0 +1,421 @@
+//! Bundle streams, the sender's side: small files, directories and symlinks
+//! go one after another on long-lived streams ("lanes") instead of a stream
+//! each, their content compressed as one zstd stream per lane. Files
+//! are read a few ahead on the blocking pool; the receiver's answers come
+//! back in order and are matched to what was sent on a second task, so the
+//! lane never waits for a round trip.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use ferry_proto::{frame, Content, Entry, EntryKind, Message, MAX_BUNDLED};
+use futures_util::stream::{FuturesOrdered, StreamExt};
+use futures_util::FutureExt;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::transfer::{
+    blocking, prepare, send_entry, stored_dir_or_symlink, stored_file, EntryError, FileStat,
+    Opened, Sent, TransferContext,
+};
+use crate::compress::{self, StreamEncoder};
+use crate::copies::CopyWriter;
+use crate::index::{Action, PlanItem};
+use crate::scan::{ScanEntry, ScanKind};
+use crate::stream::{FramedSend, StreamError};
+
+/// Lanes a run uses at most. One: on the benchmark's text set two lanes
+/// used a third more CPU (two compression contexts of about 8 MiB competing
+/// for the caches of a 2-core machine) and finished no sooner, and a second
+/// context compresses worse. Small files stay parallel all the same: a lane
+/// reads ahead on the blocking pool and the receiver stores entries of a
+/// bundle concurrently.
+pub const MAX_LANES: usize = 1;
+/// Entries per lane below which another lane is not worth its stream.
+const MIN_PER_LANE: usize = 64;
+/// Files a lane reads ahead of the one it sends.
+const READ_AHEAD: usize = 8;
+/// Entries a lane has sent and not yet seen answered (as many as entries a
+/// stream each would have in flight); each holds a local-copy file open
+/// until it is answered.
+const MAX_UNANSWERED: usize = 256;
+
+/// Content shorter than this goes raw: a flushed zstd block costs a few
+/// bytes of its own, more than such a piece could save.
+const MIN_COMPRESSED: usize = 64;
+
+/// The result of one entry, by its path.
+pub type Outcome = (String, Result<Sent, EntryError>);
+
+/// True if `item` may travel in a bundle: a directory, a symlink, or a
+/// new or changed file small enough.
+pub fn fits(item: &PlanItem) -> bool {
+    match item.entry.kind {
+        ScanKind::Dir | ScanKind::Symlink { .. } => true,
+        ScanKind::File => {
+            matches!(item.action, Action::New | Action::Changed) && item.entry.size <= MAX_BUNDLED
+        }
+    }
+}
+
+/// How many lanes `count` bundled entries are worth.
+pub fn lanes_for(count: usize) -> usize {
+    count.div_ceil(MIN_PER_LANE).min(MAX_LANES)
+}
+
+/// Entries shared by a run's lanes: each takes the next one when it can.
+pub type Queue = Arc<Mutex<VecDeque<PlanItem>>>;
+
+fn next(queue: &Queue) -> Option<PlanItem> {
+    queue.lock().ok()?.pop_front()
+}
+
+/// An entry read and framed, waiting for the receiver's answer.
+struct Unanswered {
+    path: String,
+    scanned: ScanEntry,
+    what: Read,
+    /// Bytes of its content on the wire.
+    wire: u64,
+}
+
+/// What was read of an entry.
+enum Read {
+    Dir,
+    Symlink(Vec<u8>),
+    File {
+        stat: FileStat,
+        data: Vec<u8>,
+        hash: ferry_proto::Hash,
+        copy: Option<CopyWriter>,
+    },
+}
+
+/// Reads one entry for a bundle; `Ok(None)`: the file has grown too large
+/// for one since the scan and goes on a stream of its own.
+fn read(ctx: &TransferContext, item: &PlanItem) -> Result<Option<Read>, EntryError> {
+    Ok(Some(match &item.entry.kind {
+        ScanKind::Dir => Read::Dir,
+        ScanKind::Symlink { target } => Read::Symlink(target.clone()),
+        ScanKind::File => {
+            let full = item.entry.path.under(&ctx.source);
+            match prepare(&full, &item.entry.path, ctx.copies.as_deref())? {
+                Opened::Small {
+                    stat,
+                    data,
+                    hash,
+                    copy,
+                } if stat.size <= MAX_BUNDLED => Read::File {
+                    stat,
+                    data,
+                    hash,
+                    copy,
+                },
+                _ => return Ok(None),
+            }
+        }
+    }))
+}
+
+/// Frames of one entry: header, content, end. Returns the bytes of content
+/// put on the wire.
+fn frames(
+    scanned: &ScanEntry,
+    what: &Read,
+    encoder: &mut Option<StreamEncoder>,
+    mode: compress::CompressMode,
+    out: &mut Vec<u8>,
+) -> Result<u64, EntryError> {
+    let (kind, mtime_ns, mode_bits) = match what {
+        Read::Dir => (EntryKind::Dir, scanned.mtime_ns, scanned.mode),
+        Read::Symlink(target) => (
+            EntryKind::Symlink {
+                target: target.clone(),
+            },
+            scanned.mtime_ns,
+            scanned.mode,
+        ),
+        Read::File { stat, .. } => (
+            EntryKind::File {
+                size: stat.size,
+                content: Content::Inline,
+            },
+            stat.mtime_ns,
+            stat.mode,
+        ),
+    };
+    let entry = Entry {
+        path: scanned.path.clone(),
+        kind,
+        mtime_ns,
+        mode: mode_bits,
+    };
+    let encode = |m: &Message| frame::encode(m).map_err(|e| EntryError::from(StreamError::from(e)));
+    out.extend_from_slice(&encode(&Message::Entry(entry))?);
+    let Read::File { data, hash, .. } = what else {
+        return Ok(0);
+    };
+    let mut wire = 0;
+    if !data.is_empty() {
+        if data.len() >= MIN_COMPRESSED && compress::worth_trying(data, mode) {
+            if encoder.is_none() {
+                *encoder =
+                    Some(StreamEncoder::new().map_err(|e| EntryError::Internal(e.to_string()))?);
+            }
+            let mut packed = Vec::new();
+            if let Some(encoder) = encoder.as_mut() {
+                encoder
+                    .piece(data, &mut packed)
+                    .map_err(|e| EntryError::Internal(e.to_string()))?;
+            }
+            wire = packed.len() as u64;
+            out.extend_from_slice(&encode(&Message::Zstream(packed))?);
+        } else {
+            wire = data.len() as u64;
+            out.extend_from_slice(
+                &frame::data_header(data.len())
+                    .map_err(|e| EntryError::from(StreamError::from(e)))?,
+            );
+            out.extend_from_slice(data);
+        }
+    }
+    out.extend_from_slice(&encode(&Message::End { hash: *hash })?);
+    Ok(wire)
+}
+
+/// Runs one lane until the queue is empty, reporting every entry it took to
+/// `outcomes`. If its stream fails it stops early: the entries it had sent
+/// are reported failed, the ones it had only read go back to the queue.
+pub async fn lane(
+    ctx: Arc<TransferContext>,
+    queue: Queue,
+    outcomes: mpsc::UnboundedSender<Outcome>,
+    shutdown: CancellationToken,
+) {
+    let mut reads = FuturesOrdered::new();
+    let mut stream: Option<(FramedSend, tokio::task::JoinHandle<()>)> = None;
+    let (unanswered_tx, unanswered_rx) = mpsc::channel::<Unanswered>(MAX_UNANSWERED);
+    let mut unanswered_rx = Some(unanswered_rx);
+    let mut encoder: Option<StreamEncoder> = None;
+    let mut buf = Vec::new();
+    let mut requeue = Vec::new();
+    'lane: loop {
+        while reads.len() < READ_AHEAD && !shutdown.is_cancelled() {
+            let Some(item) = next(&queue) else { break };
+            let c = ctx.clone();
+            reads.push_back(tokio::task::spawn_blocking(move || {
+                let read = read(&c, &item);
+                (item, read)
+            }));
+        }
+        // The next entry read, and every one after it that is read already:
+        // they are framed together, one trip to the blocking pool.
+        let Some(first) = reads.next().await else {
+            break;
+        };
+        let mut batch = vec![first];
+        while let Some(Some(more)) = reads.next().now_or_never() {
+            batch.push(more);
+        }
+        let mut todo = Vec::with_capacity(batch.len());
+        for joined in batch {
+            let (item, read) = match joined {
+                Ok(done) => done,
+                Err(e) => {
+                    tracing::error!("a read task failed: {e}");
+                    continue;
+                }
+            };
+            match read {
+                Ok(Some(what)) => todo.push((item, what)),
+                // Grew past the bundle limit since the scan.
+                Ok(None) => {
+                    let (c, out) = (ctx.clone(), outcomes.clone());
+                    tokio::spawn(async move {
+                        let path = item.entry.path.to_string();
+                        let _ = out.send((path, send_entry(&c, item).await));
+                    });
+                }
+                Err(e) => {
+                    let _ = outcomes.send((item.entry.path.to_string(), Err(e)));
+                }
+            }
+        }
+        if todo.is_empty() {
+            continue;
+        }
+        let mode = ctx.compress;
+        buf.clear();
+        let framed = blocking(move || {
+            let mut wires = Vec::with_capacity(todo.len());
+            for (item, what) in &todo {
+                let start = buf.len();
+                match frames(&item.entry, what, &mut encoder, mode, &mut buf) {
+                    Ok(wire) => wires.push(Ok(wire)),
+                    Err(e) => {
+                        buf.truncate(start);
+                        wires.push(Err(e));
+                        break;
+                    }
+                }
+            }
+            Ok((todo, wires, encoder, buf))
+        })
+        .await;
+        let (todo, wires, enc, b) = match framed {
+            Ok(done) => done,
+            Err(e) => {
+                tracing::error!("framing a bundle failed: {e}");
+                break;
+            }
+        };
+        (encoder, buf) = (enc, b);
+        if stream.is_none() {
+            match open(&ctx, unanswered_rx.take(), outcomes.clone()).await {
+                Ok(opened) => stream = Some(opened),
+                Err(e) => {
+                    // Nothing was sent: the entries can go a stream each.
+                    tracing::debug!("could not open a bundle: {e}");
+                    requeue.extend(todo.into_iter().map(|(item, _)| item));
+                    break;
+                }
+            }
+        }
+        let Some((send, _)) = stream.as_mut() else {
+            break;
+        };
+        if let Err(e) = send.send_raw(&buf).await {
+            // The first entry carries the error itself (the run sees a lost
+            // connection by it); the others were cut off with it.
+            let message = format!("the bundle stream failed: {e}");
+            let mut error = Some(EntryError::from(e));
+            for (item, _) in todo.iter().take(wires.len()) {
+                let e = error
+                    .take()
+                    .unwrap_or_else(|| EntryError::Failed(message.clone()));
+                let _ = outcomes.send((item.entry.path.to_string(), Err(e)));
+            }
+            requeue.extend(todo.into_iter().skip(wires.len()).map(|(item, _)| item));
+            break;
+        }
+        let framed_all = wires.len() == todo.len();
+        let mut todo = todo.into_iter();
+        for wire in wires {
+            let Some((item, what)) = todo.next() else {
+                break;
+            };
+            let path = item.entry.path.to_string();
+            let wire = match wire {
+                Ok(wire) => wire,
+                Err(e) => {
+                    // Cannot happen with valid entries; the stream's
+                    // compression state is unknown now, so the lane ends.
+                    let _ = outcomes.send((path, Err(e)));
+                    break;
+                }
+            };
+            let what = match what {
+                Read::File {
+                    stat,
+                    hash,
+                    copy,
+                    data,
+                } => {
+                    ctx.status.progress.add_bytes(data.len() as u64);
+                    Read::File {
+                        stat,
+                        data: Vec::new(),
+                        hash,
+                        copy,
+                    }
+                }
+                other => other,
+            };
+            let pending = Unanswered {
+                path,
+                wire,
+                scanned: item.entry,
+                what,
+            };
+            if unanswered_tx.send(pending).await.is_err() {
+                break 'lane;
+            }
+        }
+        requeue.extend(todo.map(|(item, _)| item));
+        if !framed_all {
+            break;
+        }
+    }
+    drop(unanswered_tx);
+    if let Some((mut send, answers)) = stream {
+        send.finish();
+        let _ = answers.await;
+    }
+    // What was read and not sent goes back, for a stream each.
+    while let Some(joined) = reads.next().await {
+        if let Ok((item, _)) = joined {
+            requeue.push(item);
+        }
+    }
+    if let Ok(mut queue) = queue.lock() {
+        for item in requeue.into_iter().rev() {
+            queue.push_front(item);
+        }
+    }
+}
+
+/// Opens the lane's stream and starts the task that reads its answers.
+async fn open(
+    ctx: &Arc<TransferContext>,
+    unanswered: Option<mpsc::Receiver<Unanswered>>,
+    outcomes: mpsc::UnboundedSender<Outcome>,
+) -> Result<(FramedSend, tokio::task::JoinHandle<()>), EntryError> {
+    let Some(unanswered) = unanswered else {
+        return Err(EntryError::Internal("a lane opened twice".into()));
+    };
+    let mut channel = crate::stream::Channel::new(ctx.conn.open_bi().await?);
+    channel.send.set_limiter(ctx.limiter.clone());
+    channel.send.send(&Message::Bundle).await?;
+    let crate::stream::Channel { send, recv } = channel;
+    let c = ctx.clone();
+    let answers = tokio::spawn(answers(c, recv, unanswered, outcomes));
+    Ok((send, answers))
+}
+
+/// Matches the receiver's answers, in order, to the entries sent.
+async fn answers(
+    ctx: Arc<TransferContext>,
+    recv: crate::stream::FramedRecv,
+    mut unanswered: mpsc::Receiver<Unanswered>,
+    outcomes: mpsc::UnboundedSender<Outcome>,
+) {
+    let mut channel = AnswerChannel(recv);
+    while let Some(sent) = unanswered.recv().await {
+        let result = match channel.answer().await {
+            Ok(()) => match sent.what {
+                Read::Dir => stored_dir_or_symlink(&ctx, sent.scanned, None).await,
+                Read::Symlink(target) => {
+                    stored_dir_or_symlink(&ctx, sent.scanned, Some(target)).await
+                }
+                Read::File {
+                    stat, hash, copy, ..
+                } => stored_file(sent.scanned, stat, hash, copy, sent.wire).await,
+            },
+            Err(e) => Err(e),
+        };
+        let _ = outcomes.send((sent.path, result));
+    }
+}
+
+/// The receiving half of a bundle stream.
+struct AnswerChannel(crate::stream::FramedRecv);
+
+impl AnswerChannel {
+    async fn answer(&mut self) -> Result<(), EntryError> {
+        match self.0.expect().await? {
+            Message::Stored => Ok(()),
+            Message::Failed(f) => Err(EntryError::Failed(f.message)),
+            other => Err(StreamError::unexpected("Stored or Failed", &other).into()),
+        }
+    }
+}
