@@ -22,6 +22,13 @@ pub(super) enum ChunkOp {
     Copy { start: u32, count: u32 },
 }
 
+/// New chunks of a batch hashed but not yet written: `data[from..to]`.
+struct Pending {
+    from: usize,
+    to: usize,
+    chunks: Vec<ChunkInfo>,
+}
+
 /// A file being rebuilt from chunks.
 #[derive(Debug)]
 pub(super) struct ChunkedFile {
@@ -103,24 +110,36 @@ impl ChunkedFile {
 
     /// Applies operations in order, checkpointing every few MiB.
     pub fn apply(&mut self, ops: &[ChunkOp], data: &[u8]) -> Result<(), StoreError> {
-        let mut rest = data;
+        // New chunks next to each other in `data` are written with one call;
+        // `self.chunks` only ever lists chunks that were written.
+        let mut offset = 0;
+        let mut pending = Pending {
+            from: 0,
+            to: 0,
+            chunks: Vec::new(),
+        };
         for op in ops {
             match *op {
                 ChunkOp::Write(len) => {
-                    let Some((data, after)) = rest.split_at_checked(len as usize) else {
+                    let to = offset + len as usize;
+                    let Some(chunk) = data.get(offset..to) else {
                         return Err(StoreError::BadEntry {
                             path: self.staged.rel().clone(),
                             detail: "a batch is shorter than its chunks".into(),
                         });
                     };
-                    rest = after;
-                    self.staged.write(data)?;
-                    self.chunks.push(ChunkInfo {
+                    if pending.chunks.is_empty() {
+                        pending.from = offset;
+                    }
+                    pending.to = to;
+                    pending.chunks.push(ChunkInfo {
                         len,
-                        hash: *blake3::hash(data).as_bytes(),
+                        hash: *blake3::hash(chunk).as_bytes(),
                     });
+                    offset = to;
                 }
                 ChunkOp::Copy { start, count } => {
+                    self.write_pending(data, &mut pending)?;
                     let mut buf = std::mem::take(&mut self.buf);
                     for i in start..start + count {
                         let info = match &self.base {
@@ -138,10 +157,23 @@ impl ChunkedFile {
                     self.buf = buf;
                 }
             }
-            if self.staged.written() - self.synced >= CHECKPOINT {
+            let unwritten = (pending.to - pending.from) as u64;
+            if self.staged.written() + unwritten - self.synced >= CHECKPOINT {
+                self.write_pending(data, &mut pending)?;
                 self.checkpoint()?;
             }
         }
+        self.write_pending(data, &mut pending)
+    }
+
+    /// Writes the new chunks gathered in `pending` and lists them.
+    fn write_pending(&mut self, data: &[u8], pending: &mut Pending) -> Result<(), StoreError> {
+        if pending.chunks.is_empty() {
+            return Ok(());
+        }
+        self.staged.write(&data[pending.from..pending.to])?;
+        self.chunks.append(&mut pending.chunks);
+        pending.from = pending.to;
         Ok(())
     }
 
@@ -187,5 +219,63 @@ impl ChunkedFile {
         self.store.forget_partial(&self.ns, &self.staged)?;
         let list = chunk::encode_list(&self.chunks);
         Ok(self.staged.finish(hash)?.with_chunks(list))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failing unwrap is a failing test
+mod tests {
+    use super::*;
+    use crate::store::tests::{file_entry, fixture};
+
+    fn random(len: usize) -> Vec<u8> {
+        let mut out = vec![0u8; len];
+        blake3::Hasher::new().finalize_xof().fill(&mut out);
+        out
+    }
+
+    /// New chunks written a batch at a time (several to one write) rebuild
+    /// the file, and the chunk list recorded is the file's.
+    #[test]
+    fn batches_of_new_chunks_rebuild_the_file_and_its_list() {
+        let (_dir, store, ns) = fixture();
+        let store = Arc::new(store);
+        let data = random(900_000);
+        let list = chunk::chunk_list(&data);
+        assert!(list.len() > 6, "{}", list.len());
+        let run = store.begin_run(&ns).unwrap();
+        let entry = file_entry("big", &data, 1, 0o644);
+        let (mut file, lens, resume) =
+            ChunkedFile::open(store.clone(), ns, run, &entry, data.len() as u64, None).unwrap();
+        assert!(lens.is_none() && resume.is_none());
+        let mut at = 0;
+        for batch in list.chunks(4) {
+            let ops: Vec<ChunkOp> = batch.iter().map(|c| ChunkOp::Write(c.len)).collect();
+            let len: usize = batch.iter().map(|c| c.len as usize).sum();
+            file.apply(&ops, &data[at..at + len]).unwrap();
+            at += len;
+        }
+        let verified = file.finish(blake3::hash(&data).as_bytes()).unwrap();
+        assert_eq!(verified.chunks, Some(chunk::encode_list(&list)));
+        assert_eq!(std::fs::read(&verified.staging.path).unwrap(), data);
+    }
+
+    /// A batch whose data ends before its chunks do is refused, and no
+    /// chunk is listed that was not written.
+    #[test]
+    fn a_short_batch_is_refused_and_lists_only_what_was_written() {
+        let (_dir, store, ns) = fixture();
+        let store = Arc::new(store);
+        let data = random(300_000);
+        let list = chunk::chunk_list(&data);
+        let run = store.begin_run(&ns).unwrap();
+        let entry = file_entry("big", &data, 1, 0o644);
+        let (mut file, _, _) =
+            ChunkedFile::open(store.clone(), ns, run, &entry, data.len() as u64, None).unwrap();
+        let ops = [ChunkOp::Write(list[0].len), ChunkOp::Write(list[1].len)];
+        let short = &data[..list[0].len as usize + 10];
+        assert!(file.apply(&ops, short).is_err());
+        assert!(file.chunks.is_empty(), "{:?}", file.chunks);
+        assert_eq!(file.staged.written(), 0);
     }
 }

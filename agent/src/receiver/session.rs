@@ -665,7 +665,7 @@ fn file_size(entry: &Entry) -> u64 {
 const SMALL_FILE: u64 = 128 * 1024;
 
 /// Chunked content is applied to staging in batches of about this size.
-const CHUNK_BATCH: usize = 256 << 10;
+const CHUNK_BATCH: usize = 1 << 20;
 
 /// Where a file's content goes while it arrives.
 enum Sink {
