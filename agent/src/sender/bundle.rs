@@ -1,7 +1,7 @@
 //! Bundle streams, the sender's side: small files, directories and symlinks
 //! go one after another on long-lived streams ("lanes") instead of a stream
 //! each, their content compressed as one zstd stream per lane. Files
-//! are read a few ahead on the blocking pool; the receiver's answers come
+//! are read ahead in groups on the blocking pool; the receiver's answers come
 //! back in order and are matched to what was sent on a second task, so the
 //! lane never waits for a round trip.
 
@@ -33,8 +33,15 @@ use crate::stream::{FramedSend, StreamError};
 pub const MAX_LANES: usize = 1;
 /// Entries per lane below which another lane is not worth its stream.
 const MIN_PER_LANE: usize = 64;
-/// Files a lane reads ahead of the one it sends.
-const READ_AHEAD: usize = 8;
+/// Entries one task of the blocking pool reads, at most: one wake-up per
+/// group rather than per file (a thread hand-off costs about as much as
+/// reading a small file from the page cache).
+const READ_GROUP: usize = 16;
+/// Bytes of the scanned sizes one task reads, at most.
+const READ_GROUP_BYTES: u64 = 1 << 20;
+/// Groups a lane has being read at once: the disk sees this many reads in
+/// parallel.
+const READS_IN_FLIGHT: usize = 4;
 /// Entries a lane has sent and not yet seen answered (as many as entries a
 /// stream each would have in flight); each holds a local-copy file open
 /// until it is answered.
@@ -66,8 +73,20 @@ pub fn lanes_for(count: usize) -> usize {
 /// Entries shared by a run's lanes: each takes the next one when it can.
 pub type Queue = Arc<Mutex<VecDeque<PlanItem>>>;
 
-fn next(queue: &Queue) -> Option<PlanItem> {
-    queue.lock().ok()?.pop_front()
+/// The next entries to read: up to [`READ_GROUP`] of them and
+/// [`READ_GROUP_BYTES`] (at least one).
+fn next_group(queue: &Queue) -> Vec<PlanItem> {
+    let mut group = Vec::new();
+    let Ok(mut queue) = queue.lock() else {
+        return group;
+    };
+    let mut bytes = 0;
+    while group.len() < READ_GROUP && (group.is_empty() || bytes < READ_GROUP_BYTES) {
+        let Some(item) = queue.pop_front() else { break };
+        bytes += item.entry.size;
+        group.push(item);
+    }
+    group
 }
 
 /// An entry read and framed, waiting for the receiver's answer.
@@ -200,44 +219,54 @@ pub async fn lane(
     let mut buf = Vec::new();
     let mut requeue = Vec::new();
     'lane: loop {
-        while reads.len() < READ_AHEAD && !shutdown.is_cancelled() {
-            let Some(item) = next(&queue) else { break };
+        while reads.len() < READS_IN_FLIGHT && !shutdown.is_cancelled() {
+            let group = next_group(&queue);
+            if group.is_empty() {
+                break;
+            }
             let c = ctx.clone();
             reads.push_back(tokio::task::spawn_blocking(move || {
-                let read = read(&c, &item);
-                (item, read)
+                group
+                    .into_iter()
+                    .map(|item| {
+                        let read = read(&c, &item);
+                        (item, read)
+                    })
+                    .collect::<Vec<_>>()
             }));
         }
-        // The next entry read, and every one after it that is read already:
-        // they are framed together, one trip to the blocking pool.
+        // The next group read, and every one after it that is read
+        // already: they are framed together, one trip to the blocking pool.
         let Some(first) = reads.next().await else {
             break;
         };
-        let mut batch = vec![first];
+        let mut groups = vec![first];
         while let Some(Some(more)) = reads.next().now_or_never() {
-            batch.push(more);
+            groups.push(more);
         }
-        let mut todo = Vec::with_capacity(batch.len());
-        for joined in batch {
-            let (item, read) = match joined {
-                Ok(done) => done,
+        let mut todo = Vec::new();
+        for joined in groups {
+            let group = match joined {
+                Ok(group) => group,
                 Err(e) => {
                     tracing::error!("a read task failed: {e}");
                     continue;
                 }
             };
-            match read {
-                Ok(Some(what)) => todo.push((item, what)),
-                // Grew past the bundle limit since the scan.
-                Ok(None) => {
-                    let (c, out) = (ctx.clone(), outcomes.clone());
-                    tokio::spawn(async move {
-                        let path = item.entry.path.to_string();
-                        let _ = out.send((path, send_entry(&c, item).await));
-                    });
-                }
-                Err(e) => {
-                    let _ = outcomes.send((item.entry.path.to_string(), Err(e)));
+            for (item, read) in group {
+                match read {
+                    Ok(Some(what)) => todo.push((item, what)),
+                    // Grew past the bundle limit since the scan.
+                    Ok(None) => {
+                        let (c, out) = (ctx.clone(), outcomes.clone());
+                        tokio::spawn(async move {
+                            let path = item.entry.path.to_string();
+                            let _ = out.send((path, send_entry(&c, item).await));
+                        });
+                    }
+                    Err(e) => {
+                        let _ = outcomes.send((item.entry.path.to_string(), Err(e)));
+                    }
                 }
             }
         }
@@ -353,8 +382,8 @@ pub async fn lane(
     }
     // What was read and not sent goes back, for a stream each.
     while let Some(joined) = reads.next().await {
-        if let Ok((item, _)) = joined {
-            requeue.push(item);
+        if let Ok(group) = joined {
+            requeue.extend(group.into_iter().map(|(item, _)| item));
         }
     }
     if let Ok(mut queue) = queue.lock() {
