@@ -6,6 +6,7 @@
 //! lane never waits for a round trip.
 
 use std::collections::VecDeque;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use ferry_proto::{frame, Content, Entry, EntryKind, Message, MAX_BUNDLED};
@@ -19,7 +20,7 @@ use super::transfer::{
     Opened, Sent, TransferContext,
 };
 use crate::compress::{self, StreamEncoder};
-use crate::copies::CopyWriter;
+use crate::copies::{Copies, CopyWriter};
 use crate::index::{Action, PlanItem};
 use crate::scan::{ScanEntry, ScanKind};
 use crate::stream::{FramedSend, StreamError};
@@ -112,13 +113,17 @@ enum Read {
 
 /// Reads one entry for a bundle; `Ok(None)`: the file has grown too large
 /// for one since the scan and goes on a stream of its own.
-fn read(ctx: &TransferContext, item: &PlanItem) -> Result<Option<Read>, EntryError> {
+fn read(
+    source: &Path,
+    copies: Option<&Copies>,
+    item: &PlanItem,
+) -> Result<Option<Read>, EntryError> {
     Ok(Some(match &item.entry.kind {
         ScanKind::Dir => Read::Dir,
         ScanKind::Symlink { target } => Read::Symlink(target.clone()),
         ScanKind::File => {
-            let full = item.entry.path.under(&ctx.source);
-            match prepare(&full, &item.entry.path, ctx.copies.as_deref())? {
+            let full = item.entry.path.under(source);
+            match prepare(&full, &item.entry.path, copies)? {
                 Opened::Small {
                     stat,
                     data,
@@ -229,7 +234,7 @@ pub async fn lane(
                 group
                     .into_iter()
                     .map(|item| {
-                        let read = read(&c, &item);
+                        let read = read(&c.source, c.copies.as_deref(), &item);
                         (item, read)
                     })
                     .collect::<Vec<_>>()
@@ -445,6 +450,131 @@ impl AnswerChannel {
             Message::Stored => Ok(()),
             Message::Failed(f) => Err(EntryError::Failed(f.message)),
             other => Err(StreamError::unexpected("Stored or Failed", &other).into()),
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failing unwrap is a failing test
+mod tests {
+    use super::*;
+
+    fn item(path: &str, kind: ScanKind, size: u64) -> PlanItem {
+        PlanItem {
+            entry: ScanEntry {
+                path: ferry_proto::RelPath::from_bytes(path).unwrap(),
+                kind,
+                size,
+                mtime_ns: 0,
+                mode: 0o644,
+                ino: 0,
+                dev: 0,
+            },
+            action: Action::New,
+        }
+    }
+
+    #[test]
+    fn small_files_dirs_and_symlinks_fit_and_nothing_else_does() {
+        assert!(fits(&item("a", ScanKind::File, MAX_BUNDLED)));
+        assert!(!fits(&item("a", ScanKind::File, MAX_BUNDLED + 1)));
+        assert!(fits(&item("d", ScanKind::Dir, 0)));
+        let link = ScanKind::Symlink {
+            target: b"t".to_vec(),
+        };
+        assert!(fits(&item("l", link, 1)));
+        // A metadata-only change is offered by hash on a stream of its own.
+        let mut offer = item("a", ScanKind::File, 10);
+        offer.action = Action::MetadataOnly { hash: [0; 32] };
+        assert!(!fits(&offer));
+        assert_eq!(lanes_for(0), 0);
+        assert_eq!(lanes_for(1), 1);
+        assert!(lanes_for(1_000_000) <= MAX_LANES);
+    }
+
+    #[test]
+    fn a_file_read_for_a_bundle_is_whole_and_hashed() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("small"), b"hello").unwrap();
+        let read = read(dir.path(), None, &item("small", ScanKind::File, 5))
+            .unwrap()
+            .unwrap();
+        let Read::File {
+            data, hash, stat, ..
+        } = read
+        else {
+            panic!("not a file")
+        };
+        assert_eq!(data, b"hello");
+        assert_eq!(hash, *blake3::hash(b"hello").as_bytes());
+        assert_eq!(stat.size, 5);
+    }
+
+    #[test]
+    fn a_file_grown_past_the_bundle_limit_since_the_scan_goes_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = vec![7u8; MAX_BUNDLED as usize + 1];
+        std::fs::write(dir.path().join("grew"), &big).unwrap();
+        let scanned = item("grew", ScanKind::File, 100);
+        assert!(read(dir.path(), None, &scanned).unwrap().is_none());
+        // Gone since the scan: an error for this entry only.
+        let gone = item("gone", ScanKind::File, 100);
+        assert!(read(dir.path(), None, &gone).is_err());
+    }
+
+    #[test]
+    fn frames_compress_text_on_the_stream_and_leave_noise_raw() {
+        let text = b"ferry carries files across ".repeat(400);
+        let mut noise = vec![0u8; 8_000];
+        blake3::Hasher::new().finalize_xof().fill(&mut noise);
+        let mut encoder = None;
+        let mut decoder = compress::StreamDecoder::new().unwrap();
+        for (data, compressed) in [(text.clone(), true), (noise, false), (text, true)] {
+            let what = Read::File {
+                stat: FileStat {
+                    size: data.len() as u64,
+                    mtime_ns: 0,
+                    mode: 0o644,
+                    ino: 0,
+                    dev: 0,
+                },
+                hash: *blake3::hash(&data).as_bytes(),
+                data: data.clone(),
+                copy: None,
+            };
+            let entry = item("f", ScanKind::File, data.len() as u64).entry;
+            let mut out = Vec::new();
+            let wire = frames(
+                &entry,
+                &what,
+                &mut encoder,
+                compress::CompressMode::Auto,
+                &mut out,
+            )
+            .unwrap();
+            let mut rest = &out[..];
+            let mut messages = Vec::new();
+            while !rest.is_empty() {
+                let len = u32::from_be_bytes(rest[..4].try_into().unwrap()) as usize;
+                messages.push(postcard::from_bytes::<Message>(&rest[4..4 + len]).unwrap());
+                rest = &rest[4 + len..];
+            }
+            assert_eq!(messages.len(), 3, "{messages:?}");
+            assert!(matches!(messages[0], Message::Entry(_)));
+            match &messages[1] {
+                Message::Zstream(packed) => {
+                    assert!(compressed);
+                    assert_eq!(wire, packed.len() as u64);
+                    assert_eq!(decoder.piece(packed).unwrap(), data);
+                }
+                Message::Data(raw) => {
+                    assert!(!compressed);
+                    assert_eq!(raw, &data);
+                    assert_eq!(wire, data.len() as u64);
+                }
+                other => panic!("content as {other:?}"),
+            }
+            assert!(matches!(messages[2], Message::End { .. }));
         }
     }
 }
