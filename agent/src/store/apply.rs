@@ -837,6 +837,47 @@ mod tests {
         assert_eq!(staging_count(&store), 0);
     }
 
+    /// A batch remembers which directories it found real; a directory it
+    /// then replaces (here by a symlink pointing outside) is forgotten, so a
+    /// later file of the batch below that path is never written through
+    /// the symlink.
+    #[test]
+    fn a_directory_replaced_within_a_batch_is_checked_again() {
+        let (dir, store, ns) = fixture();
+        let run = store.begin_run(&ns).unwrap();
+        let outside = dir.path().join("outside");
+        fs::create_dir(&outside).unwrap();
+        let (e1, v1) = verified(&store, &ns, "d/x", b"x");
+        let link = Entry {
+            path: rel("d"),
+            kind: EntryKind::Symlink {
+                target: outside.as_os_str().as_encoded_bytes().to_vec(),
+            },
+            mtime_ns: 6,
+            mode: 0o777,
+        };
+        let (e2, v2) = verified(&store, &ns, "d/y", b"y");
+        let ops = vec![
+            Op::File {
+                entry: e1,
+                staged: v1,
+            },
+            Op::Symlink(link),
+            Op::File {
+                entry: e2,
+                staged: v2,
+            },
+        ];
+        let results = store.apply_batch(&ns, run, ops);
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        assert_eq!(fs::read_dir(&outside).unwrap().count(), 0);
+        assert!(fs::symlink_metadata(mirror(&store, "d")).unwrap().is_dir());
+        assert_eq!(fs::read(mirror(&store, "d/y")).unwrap(), b"y");
+        // The symlink and the first directory are archived versions.
+        let versions = store.versions(&ns, &rel("d")).unwrap();
+        assert!(versions.iter().any(|v| v.kind == "symlink" && !v.current));
+    }
+
     #[test]
     fn a_batch_of_metadata_changes_needs_no_content() {
         let (_dir, store, ns) = fixture();

@@ -2,6 +2,7 @@
 //! mirror's directories real, without following symlinks. Runs under the
 //! store's write lock (see `apply`).
 
+use std::collections::HashSet;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -18,20 +19,26 @@ use super::{Namespace, Store};
 /// unless something else floods the versions area).
 const MAX_NAME_TRIES: u32 = 10_000;
 
-/// What one operation did on disk and must record.
+/// What one operation (or one batch) did on disk and must record.
 #[derive(Default)]
 pub(super) struct Work {
     /// The catalog changes, applied in one transaction.
     pub changes: Vec<Change>,
     /// Directories whose entries changed, to fsync before recording.
     pub dirty: Vec<PathBuf>,
+    dirty_set: HashSet<PathBuf>,
+    /// Directories of the mirror this work found real or made, so that the
+    /// next entry below them does not check them again. Only this work
+    /// changes the mirror meanwhile (the write lock is held); archiving
+    /// anything forgets them all.
+    known_dirs: HashSet<PathBuf>,
 }
 
 impl Work {
     /// Notes that the directory holding `path` changed.
     pub fn touched(&mut self, path: &Path) {
         if let Some(parent) = path.parent() {
-            if !self.dirty.iter().any(|d| d == parent) {
+            if self.dirty_set.insert(parent.to_path_buf()) {
                 self.dirty.push(parent.to_path_buf());
             }
         }
@@ -50,20 +57,31 @@ impl Store {
         let sender_dir = self.root.join(&ns.sender);
         let ns_dir = sender_dir.join(&ns.folder);
         for dir in [&sender_dir, &ns_dir] {
+            if work.known_dirs.contains(dir) {
+                continue;
+            }
             if lstat(dir)?.is_none() {
                 work.touched(dir);
             }
             mirror::ensure_own_dir(dir)?;
+            work.known_dirs.insert(dir.clone());
         }
         for parent in mirror::ancestors(rel) {
             let path = parent.under(&ns_dir);
+            if work.known_dirs.contains(&path) {
+                continue;
+            }
             match lstat(&path)? {
-                Some(m) if m.is_dir() => continue,
+                Some(m) if m.is_dir() => {
+                    work.known_dirs.insert(path);
+                    continue;
+                }
                 Some(_) => self.archive(ns, &parent, false, work)?,
                 None => {}
             }
             mirror::create_dir(&path)?;
             work.touched(&path);
+            work.known_dirs.insert(path);
         }
         Ok(rel.under(&ns_dir))
     }
@@ -106,6 +124,8 @@ impl Store {
         deleted: bool,
         work: &mut Work,
     ) -> Result<(), StoreError> {
+        // A directory may be moved away: nothing is known any more.
+        work.known_dirs.clear();
         let source = rel.under(&self.ns_dir(ns));
         let current = self.catalog().current_row(ns.sender_id, &ns.folder, rel)?;
         // What the mirror holds may be a copy a failed batch put there
