@@ -69,7 +69,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use ferry_proto::{Hash, Name, RelPath, RunReport};
 
-pub use apply::Op;
+pub use apply::{Applied, Op};
 use catalog::{Catalog, VersionRow};
 pub use chunked::{BaseContent, Resumable};
 use error::io_err;

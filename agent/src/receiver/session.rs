@@ -295,7 +295,10 @@ async fn session(
     });
     shared.status.add(live.clone());
     let (commits, queue) = mpsc::unbounded_channel();
-    tokio::spawn(committer(shared.store.clone(), ns.clone(), run_id, queue));
+    {
+        let (store, ns) = (shared.store.clone(), ns.clone());
+        tokio::task::spawn_blocking(move || committer(store, ns, run_id, queue));
+    }
     let ctx = Arc::new(RunContext {
         store: shared.store.clone(),
         ns,
@@ -850,7 +853,7 @@ impl Sink {
 }
 
 /// One change waiting for the run's committer, and where its result goes.
-type Commit = (Op, oneshot::Sender<Result<(), StoreError>>);
+type Commit = (Op, Reply);
 
 /// Most changes made durable together.
 const MAX_BATCH: usize = 1024;
@@ -870,47 +873,31 @@ async fn commit(ctx: &Arc<RunContext>, op: Op) -> Result<(), Failure> {
     }
 }
 
-/// Group commit: takes every change that is waiting, makes them durable
-/// together ([`Store::apply_batch`]), answers each, and repeats. While one
-/// batch is being flushed the next one gathers, so many files in flight cost
-/// a few flushes instead of one each.
-async fn committer(
-    store: Arc<Store>,
-    ns: Namespace,
-    run: u64,
-    mut rx: mpsc::UnboundedReceiver<Commit>,
-) {
+/// Group commit, on a thread of its own for the run: takes every change
+/// that is waiting (up to [`MAX_BATCH`]), makes it on disk, and answers it
+/// once it is durable and recorded. One `syncfs` serves two batches: it
+/// makes the names of the batch made last durable and, at once, the content
+/// of the batch about to be made (staged before it was handed over). While
+/// a batch is flushed and made, the next one gathers. A batch holds the
+/// store's write lock from the moment it is made until it is recorded.
+fn committer(store: Arc<Store>, ns: Namespace, run: u64, mut rx: mpsc::UnboundedReceiver<Commit>) {
     let mut held: Option<Commit> = None;
+    let mut pending: Option<(crate::store::Applied<'_>, Vec<Reply>)> = None;
     loop {
-        let first = match held.take() {
-            Some(commit) => commit,
-            None => match rx.recv().await {
-                Some(commit) => commit,
-                None => return,
-            },
-        };
-        let mut paths = HashSet::new();
-        paths.insert(first.0.path().clone());
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            let Ok(next) = rx.try_recv() else { break };
-            // The same path twice waits for the next batch.
-            if !paths.insert(next.0.path().clone()) {
-                held = Some(next);
-                break;
-            }
-            batch.push(next);
+        // Wait for work only when nothing is left to record.
+        let batch = gather(&mut rx, &mut held, pending.is_none());
+        if batch.is_empty() && pending.is_none() {
+            return;
         }
-        let (ops, replies): (Vec<Op>, Vec<_>) = batch.into_iter().unzip();
-        let store = store.clone();
-        let ns = ns.clone();
-        // If the blocking task dies, the replies are dropped and each waiter
-        // reports an internal error.
+        let content = batch.iter().any(|(op, _)| matches!(op, Op::File { .. }));
         let started = std::time::Instant::now();
-        let count = ops.len();
-        if let Ok(results) =
-            tokio::task::spawn_blocking(move || store.apply_batch(&ns, run, ops)).await
-        {
+        let flushed = match pending.is_some() || content {
+            true => store.flush().map_err(|e| e.to_string()),
+            false => Ok(()),
+        };
+        if let Some((applied, replies)) = pending.take() {
+            let count = replies.len();
+            let results = store.record_applied(applied, flushed.clone());
             tracing::debug!(
                 count,
                 ms = started.elapsed().as_millis() as u64,
@@ -920,12 +907,106 @@ async fn committer(
                 let _ = reply.send(result);
             }
         }
+        if batch.is_empty() {
+            continue;
+        }
+        let (ops, replies): (Vec<Op>, Vec<Reply>) = batch.into_iter().unzip();
+        if let (Err(message), true) = (&flushed, content) {
+            // The content may not be durable: none of it is put in place.
+            for (op, reply) in ops.iter().zip(replies) {
+                let _ = reply.send(Err(StoreError::BatchFailed {
+                    path: op.path().clone(),
+                    detail: message.clone(),
+                }));
+            }
+            continue;
+        }
+        pending = Some((store.apply_ops(&ns, run, ops), replies));
     }
+}
+
+/// Where the result of one change goes.
+type Reply = oneshot::Sender<Result<(), StoreError>>;
+
+/// The changes waiting, for distinct paths, at most [`MAX_BATCH`]; with
+/// `wait`, at least one unless the run is over. The same path twice waits
+/// in `held` for the next batch.
+fn gather(
+    rx: &mut mpsc::UnboundedReceiver<Commit>,
+    held: &mut Option<Commit>,
+    wait: bool,
+) -> Vec<Commit> {
+    let first = match held.take() {
+        Some(commit) => commit,
+        None if wait => match rx.blocking_recv() {
+            Some(commit) => commit,
+            None => return Vec::new(),
+        },
+        None => match rx.try_recv() {
+            Ok(commit) => commit,
+            Err(_) => return Vec::new(),
+        },
+    };
+    let mut paths = HashSet::new();
+    paths.insert(first.0.path().clone());
+    let mut batch = vec![first];
+    while batch.len() < MAX_BATCH {
+        let Ok(next) = rx.try_recv() else { break };
+        if !paths.insert(next.0.path().clone()) {
+            *held = Some(next);
+            break;
+        }
+        batch.push(next);
+    }
+    batch
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::tests::{file_entry, fixture};
+
+    /// Changes handed to the committer all arrive, in order, durable and
+    /// recorded, whether they land in one batch or in consecutive ones (the
+    /// same path twice is split across two).
+    #[test]
+    #[allow(clippy::unwrap_used)] // a failing unwrap is a failing test
+    fn the_committer_answers_every_change_once_it_is_recorded() {
+        let (_dir, store, ns) = fixture();
+        let store = Arc::new(store);
+        let run = store.begin_run(&ns).unwrap();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let worker = {
+            let (store, ns) = (store.clone(), ns.clone());
+            std::thread::spawn(move || committer(store, ns, run, rx))
+        };
+        let mut answers = Vec::new();
+        for (i, (path, data)) in [("a", "one"), ("b", "two"), ("a", "three"), ("c", "four")]
+            .into_iter()
+            .enumerate()
+        {
+            let entry = file_entry(path, data.as_bytes(), i as i64, 0o644);
+            let mut staged = store.stage(&ns, &entry.path, data.len() as u64).unwrap();
+            staged.write(data.as_bytes()).unwrap();
+            let staged = staged
+                .finish(blake3::hash(data.as_bytes()).as_bytes())
+                .unwrap();
+            let (reply, answer) = oneshot::channel();
+            tx.send((Op::File { entry, staged }, reply)).unwrap();
+            answers.push(answer);
+        }
+        for answer in answers {
+            answer.blocking_recv().unwrap().unwrap();
+        }
+        drop(tx);
+        worker.join().unwrap();
+        let mirror = store.root().join("lap/docs");
+        assert_eq!(std::fs::read(mirror.join("a")).unwrap(), b"three");
+        assert_eq!(std::fs::read(mirror.join("c")).unwrap(), b"four");
+        let versions = store.versions(&ns, &crate::store::tests::rel("a")).unwrap();
+        assert_eq!(versions.len(), 2, "{versions:?}");
+        assert_eq!(store.current(&ns).unwrap().len(), 3);
+    }
 
     #[test]
     fn close_reasons_are_words_that_fit_a_packet() {

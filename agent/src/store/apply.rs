@@ -16,6 +16,17 @@ use super::error::{io_err, StoreError};
 use super::mirror::{self, lstat};
 use super::{Namespace, Store, Verified};
 
+/// A batch made on disk by [`Store::apply_ops`], holding the store's write
+/// lock until [`Store::record_applied`] records it.
+pub struct Applied<'a> {
+    _write: std::sync::MutexGuard<'a, ()>,
+    ns: Namespace,
+    run: u64,
+    work: Work,
+    paths: Vec<RelPath>,
+    results: Vec<Result<(), StoreError>>,
+}
+
 /// One change of a batch (see [`Store::apply_batch`]).
 #[derive(Debug)]
 pub enum Op {
@@ -110,6 +121,9 @@ impl Store {
     /// durable, like the single-op methods.
     ///
     /// The ops must be for distinct paths (one run sends each path once).
+    /// The receiver's committer runs the same steps ([`Store::apply_ops`],
+    /// [`Store::flush`], [`Store::record_applied`]) with one `syncfs`
+    /// serving two batches.
     pub fn apply_batch(
         &self,
         ns: &Namespace,
@@ -117,7 +131,7 @@ impl Store {
         ops: Vec<Op>,
     ) -> Vec<Result<(), StoreError>> {
         if ops.iter().any(|op| matches!(op, Op::File { .. })) {
-            if let Err(e) = self.sync_fs() {
+            if let Err(e) = self.flush() {
                 let message = e.to_string();
                 return ops
                     .iter()
@@ -125,7 +139,18 @@ impl Store {
                     .collect();
             }
         }
-        let _write = self.write_lock();
+        let applied = self.apply_ops(ns, run, ops);
+        let flushed = self.flush().map_err(|e| e.to_string());
+        self.record_applied(applied, flushed)
+    }
+
+    /// The first half of a group commit: takes the write lock and makes the
+    /// changes on disk. The content of every `Op::File` must be durable
+    /// already ([`Store::flush`] after it was staged). The changes are then
+    /// neither durable nor recorded: [`Store::flush`], then
+    /// [`Store::record_applied`], which releases the lock.
+    pub fn apply_ops(&self, ns: &Namespace, run: u64, ops: Vec<Op>) -> Applied<'_> {
+        let write = self.write_lock();
         let mut work = Work::default();
         let mut paths = Vec::with_capacity(ops.len());
         let mut results: Vec<Result<(), StoreError>> = Vec::with_capacity(ops.len());
@@ -142,13 +167,40 @@ impl Store {
                 Op::Symlink(entry) => self.put_symlink_in(ns, &entry, &mut work),
             });
         }
-        let durable = self.sync_fs().and_then(|()| {
+        Applied {
+            _write: write,
+            ns: ns.clone(),
+            run,
+            work,
+            paths,
+            results,
+        }
+    }
+
+    /// The second half of a group commit: `flushed` is the outcome of a
+    /// [`Store::flush`] made after [`Store::apply_ops`]. Records the changes
+    /// in one catalog transaction and gives each op its result (every op
+    /// fails if the flush or the transaction did).
+    pub fn record_applied(
+        &self,
+        applied: Applied<'_>,
+        flushed: Result<(), String>,
+    ) -> Vec<Result<(), StoreError>> {
+        let Applied {
+            _write,
+            ns,
+            run,
+            work,
+            paths,
+            mut results,
+        } = applied;
+        let recorded = flushed.and_then(|()| {
             let mut cat = self.catalog();
             let run = super::catalog::sql_u64(run);
             Catalog::apply(&mut cat, ns.sender_id, &ns.folder, run, &work.changes)
+                .map_err(|e| e.to_string())
         });
-        if let Err(e) = durable {
-            let message = e.to_string();
+        if let Err(message) = recorded {
             for (result, path) in results.iter_mut().zip(&paths) {
                 if result.is_ok() {
                     *result = Err(batch_failed(path, &message));
@@ -159,7 +211,7 @@ impl Store {
     }
 
     /// Flushes every pending write of the store's filesystem to disk.
-    fn sync_fs(&self) -> Result<(), StoreError> {
+    pub fn flush(&self) -> Result<(), StoreError> {
         let root = fs::File::open(&self.root).map_err(|e| io_err("open", &self.root, e))?;
         rustix::fs::syncfs(&root).map_err(|e| io_err("flush (syncfs)", &self.root, e.into()))
     }
