@@ -7,10 +7,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use ferry_proto::{Entry, FailCode, Failure, Message, MAX_BUNDLED};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use super::{commit, entry_message, failure, reserve, RunContext, Sink};
+use super::{commit, entry_message, failure, reserve, Reservation, RunContext};
 use crate::compress::StreamDecoder;
 use crate::receiver::entry::{EntryReceiver, Step};
 use crate::store::Op;
@@ -21,12 +21,125 @@ use crate::stream::{Channel, FramedRecv};
 /// flow-control window.
 const MAX_PENDING: usize = 256;
 
+/// Files of a bundle staged by one task of the blocking pool, at most: one
+/// hand-off per group rather than per file.
+const STAGE_GROUP: usize = 32;
+/// Groups of one bundle being staged at once.
+const GROUPS_IN_FLIGHT: usize = 2;
+/// Files of one bundle received and waiting to be staged, at most (each
+/// holds up to [`MAX_BUNDLED`] bytes).
+const MAX_ARRIVED: usize = 64;
+
 /// How an entry of the bundle ends: its answer, once known.
 enum Outcome {
     /// Being stored; the task gives the answer.
     Storing(JoinHandle<Result<(), Failure>>),
+    /// A file handed to the stager, which answers.
+    Staging(oneshot::Receiver<Result<(), Failure>>),
     /// Failed already (refused, aborted, over quota).
     Failed(Failure),
+}
+
+/// A whole file of a bundle, received, waiting to be staged and committed.
+struct Arrived {
+    entry: Entry,
+    data: Vec<u8>,
+    hash: ferry_proto::Hash,
+    reservation: Option<Reservation>,
+    done: oneshot::Sender<Result<(), Failure>>,
+}
+
+/// Stages the files of one bundle a group at a time (every file that has
+/// arrived, up to [`STAGE_GROUP`]), hands each to the run's committer and
+/// answers each once it is committed.
+async fn stager(ctx: Arc<RunContext>, mut arrived: mpsc::Receiver<Arrived>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(GROUPS_IN_FLIGHT));
+    let mut groups = tokio::task::JoinSet::new();
+    while let Some(first) = arrived.recv().await {
+        let mut group = vec![first];
+        while group.len() < STAGE_GROUP {
+            let Ok(next) = arrived.try_recv() else { break };
+            group.push(next);
+        }
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            break;
+        };
+        let ctx = ctx.clone();
+        groups.spawn(async move { store_group(&ctx, group, slot).await });
+        while groups.try_join_next().is_some() {}
+    }
+    while groups.join_next().await.is_some() {}
+}
+
+/// Stages a group in one blocking call, then commits each file of it. The
+/// `slot` is given back once the group is staged (not committed), so that
+/// staging goes on while the committer works.
+async fn store_group(
+    ctx: &Arc<RunContext>,
+    group: Vec<Arrived>,
+    slot: tokio::sync::OwnedSemaphorePermit,
+) {
+    let (store, ns) = (ctx.store.clone(), ctx.ns.clone());
+    let staged = tokio::task::spawn_blocking(move || {
+        group
+            .into_iter()
+            .map(|a| {
+                let verified = store
+                    .stage(&ns, &a.entry.path, a.data.len() as u64)
+                    .and_then(|mut staged| {
+                        staged.write(&a.data)?;
+                        staged.finish(&a.hash)
+                    });
+                (a.entry, a.reservation, a.done, verified)
+            })
+            .collect::<Vec<_>>()
+    })
+    .await;
+    let Ok(staged) = staged else {
+        // The task died: its senders are gone, each entry fails.
+        return;
+    };
+    let mut waiting = Vec::with_capacity(staged.len());
+    for (entry, reservation, done, verified) in staged {
+        let staged = match verified {
+            Ok(staged) => staged,
+            Err(e) => {
+                let _ = done.send(Err(failure(e.fail_code(), e.to_string())));
+                continue;
+            }
+        };
+        let (reply, committed) = oneshot::channel();
+        if ctx
+            .commits
+            .send((Op::File { entry, staged }, reply))
+            .is_err()
+        {
+            let _ = done.send(Err(failure(
+                FailCode::Io,
+                "the receiver is shutting down this run",
+            )));
+            continue;
+        }
+        waiting.push((committed, reservation, done));
+    }
+    drop(slot);
+    for (committed, reservation, done) in waiting {
+        let result = match committed.await {
+            Ok(Ok(())) => {
+                if let Some(reservation) = reservation {
+                    reservation.keep();
+                }
+                ctx.live.entries.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Ok(Err(e)) => Err(failure(e.fail_code(), e.to_string())),
+            Err(_) => Err(failure(
+                FailCode::Io,
+                "the change was not committed (internal error)",
+            )),
+        };
+        let _ = done.send(result);
+    }
 }
 
 /// Receives a bundle whose `Bundle` message has been read, until the sender
@@ -40,6 +153,12 @@ pub(super) async fn receive(channel: Channel, ctx: Arc<RunContext>) {
                 Outcome::Storing(task) => task
                     .await
                     .unwrap_or_else(|e| Err(failure(FailCode::Io, format!("internal error: {e}")))),
+                Outcome::Staging(answer) => answer.await.unwrap_or_else(|_| {
+                    Err(failure(
+                        FailCode::Io,
+                        "the file was not staged (internal error)",
+                    ))
+                }),
                 Outcome::Failed(f) => Err(f),
             };
             let reply = match result {
@@ -55,9 +174,11 @@ pub(super) async fn receive(channel: Channel, ctx: Arc<RunContext>) {
         }
         send.finish();
     });
+    let (to_stage, arrived) = mpsc::channel(MAX_ARRIVED);
+    let staging = tokio::spawn(stager(ctx.clone(), arrived));
     let mut decoder = None;
     loop {
-        let outcome = match next_entry(&mut recv, &ctx, &mut decoder).await {
+        let outcome = match next_entry(&mut recv, &ctx, &mut decoder, &to_stage).await {
             Ok(None) => break,
             Ok(Some(outcome)) => outcome,
             Err(f) => {
@@ -75,6 +196,8 @@ pub(super) async fn receive(channel: Channel, ctx: Arc<RunContext>) {
         }
     }
     drop(outcomes);
+    drop(to_stage);
+    let _ = staging.await;
     let _ = answering.await;
 }
 
@@ -84,6 +207,7 @@ async fn next_entry(
     recv: &mut FramedRecv,
     ctx: &Arc<RunContext>,
     decoder: &mut Option<StreamDecoder>,
+    to_stage: &mpsc::Sender<Arrived>,
 ) -> Result<Option<Outcome>, Failure> {
     let mut machine = EntryReceiver::new();
     let mut content: Option<(Entry, Vec<u8>)> = None;
@@ -151,16 +275,18 @@ async fn next_entry(
                 if let Some(f) = failed {
                     return Ok(Some(Outcome::Failed(f)));
                 }
-                let ctx = ctx.clone();
-                return Ok(Some(Outcome::Storing(tokio::spawn(async move {
-                    let staged = Sink::Memory(buf).finish(&ctx, &entry, hash).await?;
-                    commit(&ctx, Op::File { entry, staged }).await?;
-                    if let Some(reservation) = reservation {
-                        reservation.keep();
-                    }
-                    ctx.live.entries.fetch_add(1, Ordering::Relaxed);
-                    Ok(())
-                }))));
+                let (done, answer) = oneshot::channel();
+                let file = Arrived {
+                    entry,
+                    data: buf,
+                    hash,
+                    reservation,
+                    done,
+                };
+                if to_stage.send(file).await.is_err() {
+                    return Err(failure(FailCode::Io, "the stager is gone (internal error)"));
+                }
+                return Ok(Some(Outcome::Staging(answer)));
             }
             Step::Aborted(reason) => {
                 return Ok(Some(Outcome::Failed(failure(
