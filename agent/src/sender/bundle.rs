@@ -280,6 +280,7 @@ pub async fn lane(
         }
         let mode = ctx.compress;
         buf.clear();
+        let paths: Vec<String> = todo.iter().map(|(i, _)| i.entry.path.to_string()).collect();
         let framed = blocking(move || {
             let mut wires = Vec::with_capacity(todo.len());
             for (item, what) in &todo {
@@ -299,7 +300,11 @@ pub async fn lane(
         let (todo, wires, enc, b) = match framed {
             Ok(done) => done,
             Err(e) => {
+                // The task died, and the compression state with it.
                 tracing::error!("framing a bundle failed: {e}");
+                for path in paths {
+                    let _ = outcomes.send((path, Err(EntryError::Internal(e.to_string()))));
+                }
                 break;
             }
         };
