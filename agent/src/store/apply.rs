@@ -426,15 +426,10 @@ impl Store {
         let done = (|| -> Result<(), StoreError> {
             let there = self.ns_dir_ok(ns)? && mirror::lookup(&self.ns_dir(ns), path)?.is_some();
             if there {
-                self.archive(ns, path, true, &mut work)?;
+                self.archive(ns, path, true, &mut work)
             } else {
-                work.changes.push(Change::Retire {
-                    path: path.clone(),
-                    archive: None,
-                    deleted: true,
-                });
+                self.retire_missing(ns, path, true, &mut work)
             }
-            Ok(())
         })();
         self.conclude(ns, run, work, done)
     }
@@ -928,6 +923,45 @@ mod tests {
         // The symlink and the first directory are archived versions.
         let versions = store.versions(&ns, &rel("d")).unwrap();
         assert!(versions.iter().any(|v| v.kind == "symlink" && !v.current));
+    }
+
+    /// A receiver killed between moving a file into the versions area and
+    /// recording it leaves the catalog pointing at the mirror: the next
+    /// deletion or new version of the path finds the bytes by the row's id
+    /// and records where they are.
+    #[test]
+    fn bytes_moved_by_a_cut_off_operation_are_found_again() {
+        let (_dir, store, ns) = fixture();
+        let run = store.begin_run(&ns).unwrap();
+        put_file(&store, &ns, run, "d/gone.txt", b"deleted later", 1);
+        put_file(&store, &ns, run, "d/changed.txt", b"first", 1);
+        let versions = store.root().join(".ferry/versions/lap/docs/d");
+        fs::create_dir_all(&versions).unwrap();
+        for leaf in ["gone.txt", "changed.txt"] {
+            let path = format!("d/{leaf}");
+            let row = store
+                .catalog()
+                .current_row(ns.sender_id, &ns.folder, &rel(&path))
+                .unwrap()
+                .unwrap();
+            let name = mirror::archive_name(leaf.as_bytes(), "20260101-000000", row.id as u64, 0);
+            fs::rename(mirror(&store, &path), mirror::join_bytes(&versions, &name)).unwrap();
+        }
+        let run = store.begin_run(&ns).unwrap();
+        store.delete(&ns, run, &rel("d/gone.txt")).unwrap();
+        put_file(&store, &ns, run, "d/changed.txt", b"second", 2);
+        for (path, old) in [
+            ("d/gone.txt", &b"deleted later"[..]),
+            ("d/changed.txt", b"first"),
+        ] {
+            let versions = store.versions(&ns, &rel(path)).unwrap();
+            let archived = versions.iter().find(|v| !v.current).unwrap();
+            assert_eq!(fs::read(&archived.location).unwrap(), old, "{path}");
+        }
+        assert_eq!(
+            fs::read(mirror(&store, "d/changed.txt")).unwrap(),
+            b"second"
+        );
     }
 
     #[test]

@@ -99,9 +99,72 @@ impl Store {
         if lstat(&rel.under(&self.ns_dir(ns)))?.is_some() {
             return self.archive(ns, rel, deleted, work);
         }
+        self.retire_missing(ns, rel, deleted, work)
+    }
+
+    /// Retires the current row of `rel`, whose bytes are not in their
+    /// place in the mirror. An operation cut off between moving them into
+    /// the versions area and recording it (the receiver killed in between)
+    /// left them there, tagged with the row's id: the row then points at
+    /// them. Without a current row, a deletion still retires what is
+    /// recorded below `rel`; anything else needs nothing.
+    pub(super) fn retire_missing(
+        &self,
+        ns: &Namespace,
+        rel: &RelPath,
+        deleted: bool,
+        work: &mut Work,
+    ) -> Result<(), StoreError> {
         let current = self.catalog().current_row(ns.sender_id, &ns.folder, rel)?;
-        self.retire_row(current.as_ref(), rel, work);
+        let Some(row) = current else {
+            if deleted {
+                work.changes.push(Change::Retire {
+                    path: rel.clone(),
+                    archive: None,
+                    deleted,
+                });
+            }
+            return Ok(());
+        };
+        let archive = match row.kind.as_str() {
+            "file" => self
+                .archived_dir(ns, rel)
+                .and_then(|dir| find_archived(&dir, rel, &row))
+                .map(|found| mirror::relative_bytes(&self.root, &found)),
+            _ => None,
+        };
+        if archive.is_some() {
+            tracing::warn!(path = %rel, "the bytes of the current version were archived by an operation that was cut off; recorded where they are");
+        }
+        // Bytes found nowhere vanished: recorded as deleted.
+        let deleted = deleted || archive.is_none();
+        work.changes.push(Change::Retire {
+            path: rel.clone(),
+            archive,
+            deleted,
+        });
         Ok(())
+    }
+
+    /// The directory of the versions area where [`Store::archive_dest`]
+    /// puts archives of `rel`, if it exists.
+    fn archived_dir(&self, ns: &Namespace, rel: &RelPath) -> Option<PathBuf> {
+        let base = self
+            .root
+            .join(".ferry")
+            .join("versions")
+            .join(&ns.sender)
+            .join(&ns.folder);
+        let mut dir = base.clone();
+        for parent in mirror::ancestors(rel) {
+            let path = parent.under(&base);
+            match lstat(&path).ok()? {
+                Some(m) if m.is_dir() => dir = path,
+                Some(_) => return Some(base),
+                None => return None,
+            }
+        }
+        Some(dir)
     }
 
     /// Retires a current row whose bytes are not in the mirror.
