@@ -57,14 +57,16 @@ mod error;
 mod history;
 mod mirror;
 mod retention;
+#[cfg(test)]
+mod sim;
 mod staging;
 mod usage;
 mod verify;
 
-use std::fs::{self, File, OpenOptions, TryLockError};
+use std::fs::{self, File, TryLockError};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use ferry_proto::{Hash, Name, RelPath, RunReport};
@@ -162,6 +164,9 @@ pub struct VersionRecord {
 #[derive(Debug)]
 pub struct Store {
     root: PathBuf,
+    /// The root by descriptor: every path below it is reached without
+    /// following a symlink (see `mirror`).
+    tree: Arc<mirror::Tree>,
     catalog: Mutex<Catalog>,
     /// Held while the mirror or the versions area is changed.
     write: Mutex<()>,
@@ -186,17 +191,18 @@ impl Store {
     pub fn open(root: &Path) -> Result<Store, StoreError> {
         let root = std::path::absolute(root).map_err(|e| io_err("resolve", root, e))?;
         fs::create_dir_all(&root).map_err(|e| io_err("create the store directory", &root, e))?;
+        let tree = Arc::new(mirror::Tree::open(&root)?);
         let ferry = root.join(".ferry");
         for dir in [&ferry, &ferry.join("staging"), &ferry.join("versions")] {
-            mirror::ensure_own_dir(dir)?;
+            tree.ensure_own_dir(dir)?;
         }
         let lock_path = ferry.join("lock");
-        let lock = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&lock_path)
-            .map_err(|e| io_err("open the lock file", &lock_path, e))?;
+        let lock = match tree.open_rw(&lock_path) {
+            Err(StoreError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                tree.create_new(&lock_path, 0o644)?
+            }
+            other => other?,
+        };
         match lock.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => return Err(StoreError::Locked { root }),
@@ -212,6 +218,7 @@ impl Store {
         }
         let store = Store {
             root,
+            tree,
             catalog: Mutex::new(catalog),
             write: Mutex::new(()),
             counter: AtomicU64::new(1),
@@ -219,7 +226,7 @@ impl Store {
         };
         // Interrupted chunked transfers stay to be resumed; the rest goes.
         let keep = store.kept_partials()?;
-        let removed = staging::clear(&ferry.join("staging"), &keep)?;
+        let removed = staging::clear(&store.tree, &ferry.join("staging"), &keep)?;
         if removed > 0 {
             tracing::info!(removed, "removed leftover staging files");
         }
@@ -372,7 +379,7 @@ impl Store {
             let Ok(rel) = RelPath::from_bytes(row.path) else {
                 continue;
             };
-            if let Err(e) = restore_dir_mtime(&ns_dir, &rel, row.mtime_ns) {
+            if let Err(e) = restore_dir_mtime(&self.tree, &ns_dir, &rel, row.mtime_ns) {
                 tracing::warn!(path = %rel, error = %e, "could not restore a directory's modification time");
             }
         }
@@ -439,8 +446,27 @@ impl Store {
         if !self.ns_dir_ok(ns)? {
             return Ok(false);
         }
-        let meta = mirror::lookup(&self.ns_dir(ns), path)?;
+        let meta = self.tree.lookup(&self.ns_dir(ns), path)?;
         Ok(meta.is_some_and(|m| m.is_file() && i64::try_from(m.len()).ok() == Some(row.size)))
+    }
+
+    /// Opens the stored bytes at `location` (a [`VersionRecord::location`])
+    /// for reading: a regular file below the store's root, reached without
+    /// following a symlink. A location outside the store (a damaged
+    /// catalog) is refused, never read.
+    pub fn open_stored(&self, location: &Path) -> Result<File, StoreError> {
+        let file = self.tree.open_nofollow(location, false)?;
+        let meta = file
+            .metadata()
+            .map_err(|e| io_err("inspect", location, e))?;
+        if !meta.is_file() {
+            return Err(io_err(
+                "read",
+                location,
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file"),
+            ));
+        }
+        Ok(file)
     }
 
     /// Starts receiving `size` bytes of content for `path` into a new
@@ -448,8 +474,10 @@ impl Store {
     pub fn stage(&self, ns: &Namespace, path: &RelPath, size: u64) -> Result<Staged, StoreError> {
         let _ = ns; // staging is shared by all namespaces: same filesystem as the mirror
         let name = format!("{}.part", self.next_counter());
-        let file =
-            staging::StagingFile::create(self.root.join(".ferry").join("staging").join(name))?;
+        let file = staging::StagingFile::create(
+            &self.tree,
+            self.root.join(".ferry").join("staging").join(name),
+        )?;
         Ok(Staged::new(file, path.clone(), size))
     }
 
@@ -459,7 +487,7 @@ impl Store {
     fn ns_dir_ok(&self, ns: &Namespace) -> Result<bool, StoreError> {
         let sender = self.root.join(&ns.sender);
         for dir in [&sender, &sender.join(&ns.folder)] {
-            match mirror::lstat(dir)? {
+            match self.tree.lstat(dir)? {
                 Some(m) if m.is_dir() => {}
                 Some(_) => return Err(StoreError::NotADirectory { path: dir.clone() }),
                 None => return Ok(false),
@@ -511,13 +539,18 @@ impl Store {
 }
 
 /// Sets a mirror directory's modification time back to `mtime_ns`.
-fn restore_dir_mtime(ns_dir: &Path, rel: &RelPath, mtime_ns: i64) -> Result<(), StoreError> {
-    match mirror::lookup(ns_dir, rel)? {
+fn restore_dir_mtime(
+    tree: &mirror::Tree,
+    ns_dir: &Path,
+    rel: &RelPath,
+    mtime_ns: i64,
+) -> Result<(), StoreError> {
+    match tree.lookup(ns_dir, rel)? {
         Some(m) if m.is_dir() => {}
         _ => return Ok(()),
     }
     let path = rel.under(ns_dir);
-    let dir = mirror::open_nofollow(&path, true)?;
+    let dir = tree.open_nofollow(&path, true)?;
     dir.set_times(fs::FileTimes::new().set_modified(mirror::system_time(mtime_ns)))
         .map_err(|e| io_err("set the modification time of", &path, e))
 }

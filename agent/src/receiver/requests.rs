@@ -8,8 +8,6 @@
 
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Component, Path};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -399,7 +397,7 @@ pub(crate) fn open_version(ctx: &Ctx, version: u64) -> Result<File, Failure> {
             ),
         ));
     }
-    open_nofollow_below(ctx.store.root(), &record.location).map_err(|e| {
+    ctx.store.open_stored(&record.location).map_err(|e| {
         fail(
             FailCode::Io,
             format!(
@@ -408,43 +406,6 @@ pub(crate) fn open_version(ctx: &Ctx, version: u64) -> Result<File, Failure> {
             ),
         )
     })
-}
-
-/// Opens `path`, which must lie below `root`, for reading without following
-/// a symlink anywhere below `root` (a stored symlink never leads a restore
-/// out of the store).
-pub(crate) fn open_nofollow_below(root: &Path, path: &Path) -> io::Result<File> {
-    let rel = path
-        .strip_prefix(root)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "outside the store"))?;
-    let mut at = root.to_path_buf();
-    let mut parts = rel.components().peekable();
-    while let Some(part) = parts.next() {
-        let Component::Normal(name) = part else {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "not a plain path",
-            ));
-        };
-        at.push(name);
-        if parts.peek().is_some() && !std::fs::symlink_metadata(&at)?.is_dir() {
-            return Err(io::Error::new(
-                io::ErrorKind::NotFound,
-                "a parent is not a directory",
-            ));
-        }
-    }
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
-        .open(&at)?;
-    if !file.metadata()?.is_file() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "not a regular file",
-        ));
-    }
-    Ok(file)
 }
 
 fn read_full(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
@@ -464,6 +425,7 @@ fn read_full(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
 #[allow(clippy::unwrap_used)] // a failing unwrap is a failing test
 mod tests {
     use super::*;
+    use crate::store::StoreError;
     use ferry_proto::{At, Content, Entry, EntryKind, Name, RelPath, RunReport};
 
     fn put(store: &Store, ns: &Namespace, run: u64, path: &str, data: &[u8]) {
@@ -557,14 +519,21 @@ mod tests {
     #[test]
     fn a_symlinked_parent_never_leads_out_of_the_store() {
         let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let root = store.root().to_path_buf();
         let outside = tempfile::tempdir().unwrap();
         std::fs::write(outside.path().join("passwd"), "x").unwrap();
-        std::os::unix::fs::symlink(outside.path(), dir.path().join("link")).unwrap();
-        let err = open_nofollow_below(dir.path(), &dir.path().join("link/passwd")).unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::NotFound);
-        std::os::unix::fs::symlink(outside.path().join("passwd"), dir.path().join("leaf")).unwrap();
-        assert!(open_nofollow_below(dir.path(), &dir.path().join("leaf")).is_err());
-        assert!(open_nofollow_below(dir.path(), &outside.path().join("passwd")).is_err());
+        std::os::unix::fs::symlink(outside.path(), root.join("link")).unwrap();
+        let err = store.open_stored(&root.join("link/passwd")).unwrap_err();
+        assert!(matches!(err, StoreError::SymlinkInWay { .. }), "{err}");
+        std::os::unix::fs::symlink(outside.path().join("passwd"), root.join("leaf")).unwrap();
+        assert!(store.open_stored(&root.join("leaf")).is_err());
+        let err = store
+            .open_stored(&outside.path().join("passwd"))
+            .unwrap_err();
+        assert!(matches!(err, StoreError::OutsideStore { .. }), "{err}");
+        let err = store.open_stored(&root.join(".ferry/../../x")).unwrap_err();
+        assert!(matches!(err, StoreError::OutsideStore { .. }), "{err}");
     }
 
     #[test]

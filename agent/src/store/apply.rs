@@ -3,17 +3,12 @@
 //! runs under the store's write lock: the filesystem first (archive, rename
 //! into place, make it durable), then one catalog transaction.
 
-use std::ffi::OsStr;
-use std::fs;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::symlink;
-
 use ferry_proto::{Entry, EntryKind, Hash, RelPath};
 
 use super::archive::Work;
-use super::catalog::{Catalog, Change, NewVersion};
+use super::catalog::{Below, Catalog, Change, NewVersion};
 use super::error::{io_err, StoreError};
-use super::mirror::{self, lstat};
+use super::mirror;
 use super::{Namespace, Store, Verified};
 
 /// A batch made on disk by [`Store::apply_ops`], holding the store's write
@@ -195,6 +190,7 @@ impl Store {
             mut results,
         } = applied;
         let recorded = flushed.and_then(|()| {
+            self.tree.step(&self.root).map_err(|e| e.to_string())?;
             let mut cat = self.catalog();
             let run = super::catalog::sql_u64(run);
             Catalog::apply(&mut cat, ns.sender_id, &ns.folder, run, &work.changes)
@@ -212,8 +208,7 @@ impl Store {
 
     /// Flushes every pending write of the store's filesystem to disk.
     pub fn flush(&self) -> Result<(), StoreError> {
-        let root = fs::File::open(&self.root).map_err(|e| io_err("open", &self.root, e))?;
-        rustix::fs::syncfs(&root).map_err(|e| io_err("flush (syncfs)", &self.root, e.into()))
+        self.tree.syncfs()
     }
 
     fn commit_file_in(
@@ -245,7 +240,7 @@ impl Store {
         )?;
         let target = self.prepare_parents(ns, &entry.path, work)?;
         self.retire_existing(ns, &entry.path, false, work)?;
-        mirror::rename(&staged.staging.path, &target)?;
+        self.tree.rename(&staged.staging.path, &target)?;
         staged.staging.armed = false;
         work.touched(&target);
         work.changes.push(Change::Insert(NewVersion {
@@ -274,16 +269,14 @@ impl Store {
         let EntryKind::File { size, .. } = entry.kind else {
             return Err(bad(entry, "update_metadata needs a file entry"));
         };
-        let current = self
-            .catalog()
-            .current_row(ns.sender_id, &ns.folder, &entry.path)?;
+        let current = self.current_row(ns, &entry.path, work)?;
         let same = current.as_ref().is_some_and(|r| {
             r.kind == "file"
                 && r.hash.as_deref() == Some(hash.as_slice())
                 && r.size == super::catalog::sql_u64(size)
         });
         let meta = if self.ns_dir_ok(ns)? {
-            mirror::lookup(&self.ns_dir(ns), &entry.path)?
+            self.tree.lookup(&self.ns_dir(ns), &entry.path)?
         } else {
             None
         };
@@ -294,7 +287,7 @@ impl Store {
             });
         }
         let target = entry.path.under(&self.ns_dir(ns));
-        let file = mirror::open_nofollow(&target, false)?;
+        let file = self.tree.open_nofollow(&target, false)?;
         mirror::set_meta(&file, &target, entry.mode, 0, entry.mtime_ns)?;
         if fsync {
             file.sync_all().map_err(|e| io_err("fsync", &target, e))?;
@@ -303,6 +296,7 @@ impl Store {
             path: entry.path.clone(),
             archive: None,
             deleted: false,
+            below: Below::Untouched,
         });
         work.changes.push(Change::Insert(NewVersion {
             path: entry.path.clone(),
@@ -322,28 +316,31 @@ impl Store {
             return Err(bad(entry, "put_dir needs a directory entry"));
         }
         let target = self.prepare_parents(ns, &entry.path, work)?;
-        let current = self
-            .catalog()
-            .current_row(ns.sender_id, &ns.folder, &entry.path)?;
-        let existing = lstat(&target)?;
+        let current = self.current_row(ns, &entry.path, work)?;
+        let existing = self.tree.lstat(&target)?;
         let keep_row = match (&existing, &current) {
             (Some(m), Some(row)) if m.is_dir() && row.kind == "dir" => Some(row.id),
             (Some(m), _) if m.is_dir() => {
-                // A directory without a current dir row (created as a parent):
-                // retire whatever row there is and record a new one.
-                self.retire_row(current.as_ref(), &entry.path, work);
+                // A directory without a current dir row: created as a
+                // parent, or by an operation cut off before its record.
+                // Whatever row there is lost its place in the mirror:
+                // retire it where its bytes went, and record a new one.
+                self.retire_missing(ns, &entry.path, false, true, work)?;
                 None
             }
             _ => {
                 self.retire_existing(ns, &entry.path, false, work)?;
-                mirror::create_dir(&target)?;
+                self.tree.create_dir(&target)?;
                 work.touched(&target);
                 None
             }
         };
-        let dir = mirror::open_nofollow(&target, true)?;
+        let dir = self.tree.open_nofollow(&target, true)?;
         mirror::set_meta(&dir, &target, entry.mode, 0o700, entry.mtime_ns)?;
         work.changes.push(match keep_row {
+            // Recorded by this very batch (the same path twice): the first
+            // row stands.
+            Some(super::archive::PENDING) => return Ok(()),
             Some(id) => Change::DirMeta {
                 id,
                 mtime_ns: entry.mtime_ns,
@@ -373,15 +370,9 @@ impl Store {
             return Err(bad(entry, "put_symlink needs a symlink entry"));
         };
         let target = self.prepare_parents(ns, &entry.path, work)?;
-        let current = self
-            .catalog()
-            .current_row(ns.sender_id, &ns.folder, &entry.path)?;
-        let same_on_disk = match lstat(&target)? {
-            Some(m) if m.is_symlink() => {
-                let now =
-                    fs::read_link(&target).map_err(|e| io_err("read the link", &target, e))?;
-                now.as_os_str().as_bytes() == link.as_slice()
-            }
+        let current = self.current_row(ns, &entry.path, work)?;
+        let same_on_disk = match self.tree.lstat(&target)? {
+            Some(m) if m.is_symlink() => self.tree.read_link(&target)? == *link,
             _ => false,
         };
         if same_on_disk {
@@ -393,17 +384,19 @@ impl Store {
                     path: entry.path.clone(),
                     archive: None,
                     deleted: false,
+                    below: Below::Untouched,
                 });
             } else {
-                self.retire_row(current.as_ref(), &entry.path, work);
+                // The link on disk is an unrecorded copy of this one; the
+                // current row's bytes are not in the mirror.
+                self.retire_missing(ns, &entry.path, false, true, work)?;
             }
         } else {
             self.retire_existing(ns, &entry.path, false, work)?;
-            symlink(OsStr::from_bytes(link), &target)
-                .map_err(|e| io_err("create the symlink", &target, e))?;
+            self.tree.symlink(link, &target)?;
             work.touched(&target);
         }
-        mirror::set_symlink_mtime(&target, entry.mtime_ns)?;
+        self.tree.set_symlink_mtime(&target, entry.mtime_ns)?;
         work.changes.push(Change::Insert(NewVersion {
             path: entry.path.clone(),
             kind: "symlink",
@@ -424,11 +417,11 @@ impl Store {
         let _write = self.write_lock();
         let mut work = Work::default();
         let done = (|| -> Result<(), StoreError> {
-            let there = self.ns_dir_ok(ns)? && mirror::lookup(&self.ns_dir(ns), path)?.is_some();
+            let there = self.ns_dir_ok(ns)? && self.tree.lookup(&self.ns_dir(ns), path)?.is_some();
             if there {
                 self.archive(ns, path, true, &mut work)
             } else {
-                self.retire_missing(ns, path, true, &mut work)
+                self.retire_missing(ns, path, true, false, &mut work)
             }
         })();
         self.conclude(ns, run, work, done)
@@ -462,8 +455,9 @@ impl Store {
     /// transaction.
     fn record(&self, ns: &Namespace, run: u64, work: Work) -> Result<(), StoreError> {
         for dir in &work.dirty {
-            mirror::fsync_dir(dir)?;
+            self.tree.fsync_dir(dir)?;
         }
+        self.tree.step(&self.root)?;
         let mut cat = self.catalog();
         let run = super::catalog::sql_u64(run);
         Catalog::apply(&mut cat, ns.sender_id, &ns.folder, run, &work.changes)
@@ -489,6 +483,9 @@ fn bad(entry: &Entry, detail: &str) -> StoreError {
 mod tests {
     use super::super::tests::{file_entry, fixture, put_file, rel};
     use super::*;
+    use std::fs;
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::symlink;
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     use std::path::PathBuf;
 

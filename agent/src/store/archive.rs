@@ -3,17 +3,20 @@
 //! store's write lock (see `apply`).
 
 use std::collections::HashSet;
-use std::os::unix::ffi::OsStrExt;
+use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use ferry_proto::RelPath;
 
-use super::catalog::{Change, VersionRow};
+use super::catalog::{Below, Change, NewVersion, VersionRow};
 use super::error::{io_err, StoreError};
-use super::mirror::{self, lstat};
+use super::mirror::{self, Tree};
 use super::{Namespace, Store};
+
+/// The id of a row that this work inserted and has not recorded yet.
+pub(super) const PENDING: i64 = -1;
 
 /// Archive names with more collisions than this give up (it cannot happen
 /// unless something else floods the versions area).
@@ -46,6 +49,33 @@ impl Work {
 }
 
 impl Store {
+    /// The current row of `rel` as `work` leaves it: a change this work
+    /// made (inserted a row there, or retired `rel` or a directory above
+    /// it) counts before the catalog, which does not hold it yet. Without
+    /// this, a later op of a batch would act on rows an earlier op of the
+    /// same batch already retired (and, say, retire the children that the
+    /// earlier op had just stored).
+    pub(super) fn current_row(
+        &self,
+        ns: &Namespace,
+        rel: &RelPath,
+        work: &Work,
+    ) -> Result<Option<VersionRow>, StoreError> {
+        for change in work.changes.iter().rev() {
+            match change {
+                Change::Insert(v) if v.path == *rel => return Ok(Some(pending_row(v))),
+                Change::Retire { path, .. } if path == rel => return Ok(None),
+                Change::Retire { path, below, .. }
+                    if rel.starts_with(path) && *below != Below::Untouched =>
+                {
+                    return Ok(None)
+                }
+                _ => {}
+            }
+        }
+        self.catalog().current_row(ns.sender_id, &ns.folder, rel)
+    }
+
     /// Makes every parent of `rel` a real directory of the mirror, archiving
     /// a file or symlink in the way. Returns the absolute path of `rel`.
     pub(super) fn prepare_parents(
@@ -60,10 +90,10 @@ impl Store {
             if work.known_dirs.contains(dir) {
                 continue;
             }
-            if lstat(dir)?.is_none() {
+            if self.tree.lstat(dir)?.is_none() {
                 work.touched(dir);
             }
-            mirror::ensure_own_dir(dir)?;
+            self.tree.ensure_own_dir(dir)?;
             work.known_dirs.insert(dir.clone());
         }
         for parent in mirror::ancestors(rel) {
@@ -71,7 +101,7 @@ impl Store {
             if work.known_dirs.contains(&path) {
                 continue;
             }
-            match lstat(&path)? {
+            match self.tree.lstat(&path)? {
                 Some(m) if m.is_dir() => {
                     work.known_dirs.insert(path);
                     continue;
@@ -79,7 +109,7 @@ impl Store {
                 Some(_) => self.archive(ns, &parent, false, work)?,
                 None => {}
             }
-            mirror::create_dir(&path)?;
+            self.tree.create_dir(&path)?;
             work.touched(&path);
             work.known_dirs.insert(path);
         }
@@ -96,52 +126,64 @@ impl Store {
         deleted: bool,
         work: &mut Work,
     ) -> Result<(), StoreError> {
-        if lstat(&rel.under(&self.ns_dir(ns)))?.is_some() {
+        if self.tree.lstat(&rel.under(&self.ns_dir(ns)))?.is_some() {
             return self.archive(ns, rel, deleted, work);
         }
-        self.retire_missing(ns, rel, deleted, work)
+        self.retire_missing(ns, rel, deleted, false, work)
     }
 
     /// Retires the current row of `rel`, whose bytes are not in their
     /// place in the mirror. An operation cut off between moving them into
     /// the versions area and recording it (the receiver killed in between)
-    /// left them there, tagged with the row's id: the row then points at
+    /// left them there, tagged with the row's id (a directory with its
+    /// children below it): the row, and the rows below it, then point at
     /// them. Without a current row, a deletion still retires what is
     /// recorded below `rel`; anything else needs nothing.
+    ///
+    /// `there`: something (a directory made as a parent, or a copy of the
+    /// new entry) is at `rel` in the mirror, so rows below it stay as they
+    /// are unless the row's directory is found archived.
     pub(super) fn retire_missing(
         &self,
         ns: &Namespace,
         rel: &RelPath,
         deleted: bool,
+        there: bool,
         work: &mut Work,
     ) -> Result<(), StoreError> {
-        let current = self.catalog().current_row(ns.sender_id, &ns.folder, rel)?;
+        let gone = if there { Below::Untouched } else { Below::Gone };
+        let current = self.current_row(ns, rel, work)?;
         let Some(row) = current else {
             if deleted {
                 work.changes.push(Change::Retire {
                     path: rel.clone(),
                     archive: None,
                     deleted,
+                    below: gone,
                 });
             }
             return Ok(());
         };
-        let archive = match row.kind.as_str() {
-            "file" => self
-                .archived_dir(ns, rel)
-                .and_then(|dir| find_archived(&dir, rel, &row))
-                .map(|found| mirror::relative_bytes(&self.root, &found)),
-            _ => None,
+        let found = self
+            .archived_dir(ns, rel)
+            .and_then(|dir| find_archived(&self.tree, &dir, rel, &row));
+        let below = match &found {
+            Some(path) if row.kind == "dir" => {
+                Below::Moved(mirror::relative_bytes(&self.root, path))
+            }
+            _ => gone,
         };
+        let archive = found.map(|path| mirror::relative_bytes(&self.root, &path));
         if archive.is_some() {
             tracing::warn!(path = %rel, "the bytes of the current version were archived by an operation that was cut off; recorded where they are");
         }
         // Bytes found nowhere vanished: recorded as deleted.
-        let deleted = deleted || archive.is_none();
+        let deleted = deleted || (archive.is_none() && row.kind != "dir");
         work.changes.push(Change::Retire {
             path: rel.clone(),
             archive,
             deleted,
+            below,
         });
         Ok(())
     }
@@ -158,24 +200,13 @@ impl Store {
         let mut dir = base.clone();
         for parent in mirror::ancestors(rel) {
             let path = parent.under(&base);
-            match lstat(&path).ok()? {
+            match self.tree.lstat(&path).ok()? {
                 Some(m) if m.is_dir() => dir = path,
                 Some(_) => return Some(base),
                 None => return None,
             }
         }
         Some(dir)
-    }
-
-    /// Retires a current row whose bytes are not in the mirror.
-    pub(super) fn retire_row(&self, current: Option<&VersionRow>, rel: &RelPath, work: &mut Work) {
-        if current.is_some() {
-            work.changes.push(Change::Retire {
-                path: rel.clone(),
-                archive: None,
-                deleted: true,
-            });
-        }
     }
 
     /// Moves `rel` (file, symlink or directory; parents already checked)
@@ -190,37 +221,53 @@ impl Store {
         // A directory may be moved away: nothing is known any more.
         work.known_dirs.clear();
         let source = rel.under(&self.ns_dir(ns));
-        let current = self.catalog().current_row(ns.sender_id, &ns.folder, rel)?;
+        let moves_dir = self.tree.lstat(&source)?.is_some_and(|m| m.is_dir());
+        let current = self.current_row(ns, rel, work)?;
         // What the mirror holds may be a copy a failed batch put there
         // without recording it; its bytes are then not the current row's.
         let unrecorded = match &current {
-            Some(row) => !holds_row(&source, row)?,
+            Some(row) => !holds_row(&self.tree, &source, row)?,
             None => false,
         };
         let tag = match &current {
-            Some(row) if !unrecorded => u64::try_from(row.id).unwrap_or(0),
+            Some(row) if !unrecorded && row.id != PENDING => u64::try_from(row.id).unwrap_or(0),
             _ => self.next_counter(),
         };
         let dest = self.archive_dest(ns, rel, tag, work)?;
-        mirror::rename(&source, &dest)?;
+        self.tree.rename(&source, &dest)?;
         work.touched(&source);
         work.touched(&dest);
-        let archive = match &current {
+        let dest_bytes = mirror::relative_bytes(&self.root, &dest);
+        let (archive, below) = match &current {
             // The failed batch archived the row's bytes (tagged with its id)
-            // before putting its copy in place: point the row at them.
-            Some(row) if unrecorded => dest
-                .parent()
-                .and_then(|dir| find_archived(dir, rel, row))
-                .map(|found| mirror::relative_bytes(&self.root, &found)),
-            _ => Some(mirror::relative_bytes(&self.root, &dest)),
+            // before putting its copy in place: point the row at them. The
+            // rows below went with a directory: the one just moved, or the
+            // row's own directory found archived.
+            Some(row) if unrecorded => {
+                let found = dest
+                    .parent()
+                    .and_then(|dir| find_archived(&self.tree, dir, rel, row))
+                    .map(|found| mirror::relative_bytes(&self.root, &found));
+                let below = match (&found, moves_dir) {
+                    (_, true) => Below::Moved(dest_bytes),
+                    (Some(found), false) if row.kind == "dir" => Below::Moved(found.clone()),
+                    _ => Below::Gone,
+                };
+                (found, below)
+            }
+            _ if moves_dir => (Some(dest_bytes.clone()), Below::Moved(dest_bytes)),
+            _ => (Some(dest_bytes), Below::Gone),
         };
         if unrecorded {
             tracing::warn!(path = %rel, "the mirror held a copy that was never recorded (a failed commit); archived it beside the recorded versions");
         }
+        let deleted =
+            deleted || (archive.is_none() && current.as_ref().is_some_and(|r| r.kind != "dir"));
         work.changes.push(Change::Retire {
             path: rel.clone(),
             archive,
             deleted,
+            below,
         });
         Ok(())
     }
@@ -239,19 +286,19 @@ impl Store {
     ) -> Result<PathBuf, StoreError> {
         let versions = self.root.join(".ferry").join("versions");
         let base = versions.join(&ns.sender).join(&ns.folder);
-        mirror::ensure_own_dir(&versions.join(&ns.sender))?;
-        mirror::ensure_own_dir(&base)?;
+        self.tree.ensure_own_dir(&versions.join(&ns.sender))?;
+        self.tree.ensure_own_dir(&base)?;
         let mut parent_dir = base.clone();
         for parent in mirror::ancestors(rel) {
             let path = parent.under(&base);
-            match lstat(&path)? {
+            match self.tree.lstat(&path)? {
                 Some(m) if m.is_dir() => {}
                 Some(_) => {
                     parent_dir = base.clone();
                     break;
                 }
                 None => {
-                    mirror::create_dir(&path)?;
+                    self.tree.create_dir(&path)?;
                     work.touched(&path);
                 }
             }
@@ -262,7 +309,7 @@ impl Store {
         for k in 0..MAX_NAME_TRIES {
             let candidate =
                 mirror::join_bytes(&parent_dir, &mirror::archive_name(leaf, &stamp, tag, k));
-            if lstat(&candidate)?.is_none() {
+            if self.tree.lstat(&candidate)?.is_none() {
                 return Ok(candidate);
             }
         }
@@ -277,16 +324,41 @@ impl Store {
     }
 }
 
-/// True if the file at `path` is the content of `row` (same size and
-/// mtime, as the store set them; or, if those differ, same hash). Rows that
-/// are not files are taken as held.
-fn holds_row(path: &Path, row: &VersionRow) -> Result<bool, StoreError> {
-    if row.kind != "file" {
-        return Ok(true);
+/// A row as `work` inserted it, not yet recorded (its id is [`PENDING`]).
+fn pending_row(v: &NewVersion) -> VersionRow {
+    VersionRow {
+        id: PENDING,
+        path: v.path.as_bytes().to_vec(),
+        kind: v.kind.to_owned(),
+        size: super::catalog::sql_u64(v.size),
+        mtime_ns: v.mtime_ns,
+        mode: i64::from(v.mode),
+        hash: v.hash.map(|h| h.to_vec()),
+        target: v.target.clone(),
+        run_id: 0,
+        replaced_run: None,
+        deleted: false,
+        archive: None,
     }
-    let Some(meta) = lstat(path)? else {
+}
+
+/// True if what is at `path` is what `row` records: a file with its
+/// content (same size and mtime, as the store set them; or, if those
+/// differ, same hash), a symlink with its target, a directory.
+fn holds_row(tree: &Tree, path: &Path, row: &VersionRow) -> Result<bool, StoreError> {
+    let Some(meta) = tree.lstat(path)? else {
         return Ok(false);
     };
+    match row.kind.as_str() {
+        "file" => {}
+        "dir" => return Ok(meta.is_dir()),
+        "symlink" => {
+            return Ok(
+                meta.is_symlink() && row.target.as_deref() == Some(&tree.read_link(path)?[..])
+            )
+        }
+        _ => return Ok(false),
+    }
     if !meta.is_file() {
         return Ok(false);
     }
@@ -294,30 +366,34 @@ fn holds_row(path: &Path, row: &VersionRow) -> Result<bool, StoreError> {
     if i64::try_from(meta.len()) == Ok(row.size) && mtime_ns == row.mtime_ns {
         return Ok(true);
     }
-    Ok(row.hash.as_deref() == Some(&hash_file(path)?[..]))
+    Ok(row.hash.as_deref() == Some(&hash_file(tree, path)?[..]))
 }
 
 /// blake3 of a file's content.
-fn hash_file(path: &Path) -> Result<[u8; 32], StoreError> {
-    let mut file = std::fs::File::open(path).map_err(|e| io_err("read", path, e))?;
+fn hash_file(tree: &Tree, path: &Path) -> Result<[u8; 32], StoreError> {
+    let mut file = tree.open_nofollow(path, false)?;
     let mut hasher = blake3::Hasher::new();
-    std::io::copy(&mut file, &mut hasher).map_err(|e| io_err("read", path, e))?;
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = file.read(&mut buf).map_err(|e| io_err("read", path, e))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
     Ok(*hasher.finalize().as_bytes())
 }
 
 /// An archive in `dir` named for `rel` with `row`'s id as its tag
-/// (`<name>~<stamp>~v<id>[-k]`) that holds `row`'s content.
-fn find_archived(dir: &Path, rel: &RelPath, row: &VersionRow) -> Option<PathBuf> {
+/// (`<name>~<stamp>~v<id>[-k]`) that holds what `row` records (see
+/// [`holds_row`]).
+fn find_archived(tree: &Tree, dir: &Path, rel: &RelPath, row: &VersionRow) -> Option<PathBuf> {
     let leaf = rel.components().last().unwrap_or(rel.as_bytes());
     let tag = format!("~v{}", row.id);
-    std::fs::read_dir(dir)
+    tree.read_dir(dir)
         .ok()?
-        .filter_map(Result::ok)
-        .map(|entry| entry.path())
-        .filter(|path| {
-            let Some(name) = path.file_name().map(|n| n.as_bytes()) else {
-                return false;
-            };
+        .into_iter()
+        .filter(|name| {
             let Some(at) = name.windows(tag.len()).rposition(|w| w == tag.as_bytes()) else {
                 return false;
             };
@@ -326,11 +402,6 @@ fn find_archived(dir: &Path, rel: &RelPath, row: &VersionRow) -> Option<PathBuf>
             let stem = name[..at].rsplitn(2, |b| *b == b'~').nth(1).unwrap_or(&[]);
             tag_ends && leaf.starts_with(stem)
         })
-        .find(|path| {
-            lstat(path).ok().flatten().is_some_and(|m| m.is_file())
-                && row
-                    .hash
-                    .as_deref()
-                    .is_some_and(|h| hash_file(path).is_ok_and(|actual| actual[..] == *h))
-        })
+        .map(|name| mirror::join_bytes(dir, &name))
+        .find(|path| holds_row(tree, path, row).unwrap_or(false))
 }

@@ -134,19 +134,33 @@ pub(crate) struct NewVersion {
     pub chunks: Option<Vec<u8>>,
 }
 
+/// What a [`Change::Retire`] does to the current rows below its path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Below {
+    /// They stay current: what moved was not a directory holding them (a
+    /// file or symlink; or the directory they are in stays).
+    Untouched,
+    /// A directory moved to this archive (relative to STORE) with them in
+    /// it: each is retired as deleted, its archive the same suffix below it.
+    Moved(Vec<u8>),
+    /// Nothing is left of them: retired as deleted, without an archive.
+    Gone,
+}
+
 /// One catalog change of a store operation; the changes of one operation are
 /// applied in one transaction, after the filesystem work is done.
 #[derive(Debug, Clone)]
 pub(crate) enum Change {
-    /// The current rows at `path` and below it are no longer current: their
-    /// bytes were moved to `archive` (relative to STORE; rows below `path`
-    /// get the same suffix below it), or, with `archive: None`, they are the
-    /// same as the next version's (or were already gone from the mirror).
-    /// Rows below `path` are always marked deleted.
+    /// The current row at `path` is no longer current: its bytes were
+    /// moved to `archive` (relative to STORE), or, with `archive: None`,
+    /// they are the same as the next version's (or were already gone from
+    /// the mirror). `below` says what became of the current rows below
+    /// `path`.
     Retire {
         path: RelPath,
         archive: Option<Vec<u8>>,
         deleted: bool,
+        below: Below,
     },
     /// A new current version.
     Insert(NewVersion),
@@ -682,12 +696,18 @@ impl Catalog {
                         path,
                         archive,
                         deleted,
+                        below: what_below,
                     } => {
                         tx.execute(
                             "UPDATE versions SET replaced_run = ?1, deleted = ?2, archive = ?3
                              WHERE sender_id = ?4 AND folder = ?5 AND path = ?6 AND replaced_run IS NULL",
                             params![run, deleted, archive, sender_id, folder, path.as_bytes()],
                         )?;
+                        let moved_to = match what_below {
+                            Below::Untouched => continue,
+                            Below::Moved(to) => Some(to),
+                            Below::Gone => None,
+                        };
                         let (lo, hi) = below(path);
                         let children: Vec<(i64, Vec<u8>)> = {
                             let mut stmt = tx.prepare_cached(
@@ -700,7 +720,7 @@ impl Catalog {
                             rows.collect::<rusqlite::Result<_>>()?
                         };
                         for (id, child) in children {
-                            let child_archive = archive.as_ref().map(|a| {
+                            let child_archive = moved_to.map(|a| {
                                 let mut a = a.clone();
                                 a.extend_from_slice(&child[path.as_bytes().len()..]);
                                 a

@@ -16,9 +16,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ferry_proto::{Base, Hash, RelPath, Resume};
 
-use super::error::{io_err, StoreError};
+use super::error::StoreError;
 use super::staging::StagingFile;
-use super::{mirror, now_ms, Namespace, Staged, Store};
+use super::{now_ms, Namespace, Staged, Store};
 use crate::chunk::{self, ChunkInfo};
 
 /// The content a delta copies from: an open version and its chunk list.
@@ -105,12 +105,12 @@ impl Store {
                 if !self.ns_dir_ok(ns)? {
                     continue;
                 }
-                match mirror::lookup(&self.ns_dir(ns), &base.path)? {
+                match self.tree.lookup(&self.ns_dir(ns), &base.path)? {
                     Some(m) if m.is_file() && m.len() == size => {}
                     _ => continue,
                 }
             }
-            let Ok(file) = mirror::open_nofollow(&version.location, false) else {
+            let Ok(file) = self.tree.open_nofollow(&version.location, false) else {
                 continue;
             };
             match file.metadata() {
@@ -145,7 +145,7 @@ impl Store {
     ) -> Result<Staged, StoreError> {
         let _ = ns;
         let name = format!("chunked-{}-{}.part", unique_nanos(), self.next_counter());
-        let file = StagingFile::create(staging_dir(self).join(name))?;
+        let file = StagingFile::create(&self.tree, staging_dir(self).join(name))?;
         Ok(Staged::new(file, path.clone(), size))
     }
 
@@ -209,12 +209,12 @@ impl Store {
             staging_dir(self).join(&name),
             staging_dir(self).join(&claimed),
         );
-        if std::fs::rename(&old, &new).is_err() {
+        if self.tree.rename(&old, &new).is_err() {
             forget()?;
             return Ok(None);
         }
         forget()?;
-        let Ok(staging) = StagingFile::open_existing(new) else {
+        let Ok(staging) = StagingFile::open_existing(&self.tree, new) else {
             return Ok(None);
         };
         let durable = u64::try_from(len).unwrap_or(0);
@@ -280,10 +280,8 @@ impl Store {
             .collect();
         for name in &old {
             let path = staging_dir(self).join(name);
-            match std::fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(io_err("remove an expired partial transfer", &path, e)),
+            if self.tree.lstat(&path)?.is_some() {
+                self.tree.remove_file(&path)?;
             }
             self.catalog().drop_partial_file(name)?;
         }

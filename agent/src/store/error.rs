@@ -90,6 +90,14 @@ pub enum StoreError {
     /// recorded; the change may be on disk but is not acknowledged.
     #[error("{path}: could not be made durable: {detail}; it will be sent again")]
     BatchFailed { path: RelPath, detail: String },
+    /// A symlink stood where the store needed a directory or a file of its
+    /// own (another program swapped it in while the store worked): it was
+    /// not followed, and nothing was written or read through it.
+    #[error("{path}: a symbolic link is in the way (put there by something other than ferry); it was not followed and nothing was written through it")]
+    SymlinkInWay { path: PathBuf },
+    /// A path (from the catalog, or a caller) that is not inside the store.
+    #[error("{path} is not inside the store; ferry never reads or writes outside it")]
+    OutsideStore { path: PathBuf },
     /// The run does not exist or belongs to another namespace.
     #[error("run {run} is not a run of {sender}/{folder}")]
     UnknownRun {
@@ -111,6 +119,8 @@ impl StoreError {
             StoreError::Locked { .. }
             | StoreError::DiskFull { .. }
             | StoreError::Io { .. }
+            | StoreError::SymlinkInWay { .. }
+            | StoreError::OutsideStore { .. }
             | StoreError::BatchFailed { .. }
             | StoreError::NotADatabase { .. }
             | StoreError::DamagedCatalog { .. }
@@ -131,6 +141,10 @@ pub(crate) fn io_err(action: &'static str, path: &Path, source: io::Error) -> St
         || source.raw_os_error() == Some(libc::EDQUOT);
     if full {
         StoreError::DiskFull {
+            path: path.to_path_buf(),
+        }
+    } else if source.raw_os_error() == Some(libc::ELOOP) {
+        StoreError::SymlinkInWay {
             path: path.to_path_buf(),
         }
     } else {

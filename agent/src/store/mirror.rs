@@ -1,21 +1,30 @@
-//! Filesystem primitives for the mirror and the versions area that never
-//! follow a symbolic link: every component is checked with
-//! `symlink_metadata`, files and directories are changed through handles
-//! opened with `O_NOFOLLOW`.
+//! Filesystem primitives for the mirror, the versions area and staging that
+//! never follow a symbolic link and never leave the store.
 //!
-//! These checks are race-free against the senders because every change to
-//! the mirror runs under the store's write lock; they do not defend against
-//! another local program rewriting the store at the same time.
+//! [`Tree`] holds a descriptor of the store's root, opened once. Every path
+//! below it is reached from that descriptor with `openat2` and
+//! `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`: a component that is a symlink
+//! (or `..`) makes the call fail with `ELOOP`/`EXDEV` instead of being
+//! followed. Leaves are then changed relative to their parent's descriptor
+//! (`mkdirat`, `renameat`, `symlinkat`, `unlinkat`, `utimensat` with
+//! `AT_SYMLINK_NOFOLLOW`), and files through handles opened the same way.
+//! So a directory that another local program swaps for a symlink while the
+//! receiver writes below it is refused, not followed: nothing is written,
+//! renamed, chmod-ed or read outside the store. (The store's own checks run
+//! under its write lock; these calls are what makes them hold against
+//! programs outside Ferry.)
 
 use std::ffi::OsStr;
-use std::fs::{self, File, FileTimes, Metadata, OpenOptions, Permissions};
+use std::fs::{File, FileTimes, Metadata, Permissions};
 use std::io;
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ferry_proto::RelPath;
+use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags};
 
 use super::error::{io_err, StoreError};
 
@@ -24,31 +33,346 @@ use super::error::{io_err, StoreError};
 /// set-id program on the receiver.
 pub(crate) const DISK_MODE_MASK: u32 = 0o1777;
 
-/// `symlink_metadata`, with "not there" as `None`.
-pub(crate) fn lstat(path: &Path) -> Result<Option<Metadata>, StoreError> {
-    match fs::symlink_metadata(path) {
-        Ok(m) => Ok(Some(m)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(io_err("inspect", path, e)),
+/// How often a resolution that raced with a rename elsewhere (`EAGAIN`) is
+/// tried again.
+const RESOLVE_TRIES: u32 = 16;
+
+/// The store's root directory, reached by descriptor. See the module docs.
+#[derive(Debug)]
+pub(crate) struct Tree {
+    root: PathBuf,
+    fd: OwnedFd,
+    /// Tests: a crash injected at a chosen step (see [`Tree::step`]).
+    #[cfg(test)]
+    pub crash: Crash,
+}
+
+/// A crash planned for the store's n-th changing step (tests only): from
+/// that step on every change fails, as if the process had been killed
+/// there, until the store is dropped and opened again.
+#[cfg(test)]
+#[derive(Debug, Default)]
+pub(crate) struct Crash {
+    at: std::sync::atomic::AtomicU64,
+    steps: std::sync::atomic::AtomicU64,
+    crashed: std::sync::atomic::AtomicBool,
+}
+
+#[cfg(test)]
+impl Crash {
+    /// Crashes at the `at`-th step from now (1: the next one).
+    pub fn plan(&self, at: u64) {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.at.store(self.steps.load(SeqCst) + at, SeqCst);
+    }
+
+    /// Forgets a planned crash not reached yet.
+    pub fn cancel(&self) {
+        self.at.store(0, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// True once the planned step was reached.
+    pub fn crashed(&self) -> bool {
+        self.crashed.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn hit(&self) -> bool {
+        use std::sync::atomic::Ordering::SeqCst;
+        let step = self.steps.fetch_add(1, SeqCst) + 1;
+        let at = self.at.load(SeqCst);
+        if at > 0 && step >= at {
+            self.crashed.store(true, SeqCst);
+        }
+        self.crashed.load(SeqCst)
     }
 }
 
-/// Makes sure `path` is a real directory, creating it if missing. Anything
-/// else there is an error: this is for the store's own directories, where
-/// nothing is archived.
-pub(crate) fn ensure_own_dir(path: &Path) -> Result<(), StoreError> {
-    match lstat(path)? {
-        Some(m) if m.is_dir() => Ok(()),
-        Some(_) => Err(StoreError::NotADirectory {
-            path: path.to_path_buf(),
-        }),
-        None => create_dir(path),
+impl Tree {
+    /// Opens the directory `root` (absolute). The root itself is resolved
+    /// as the admin gave it; nothing below it will follow a link.
+    pub fn open(root: &Path) -> Result<Tree, StoreError> {
+        let fd = rustix::fs::open(
+            root,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| io_err("open the store directory", root, e.into()))?;
+        Ok(Tree {
+            root: root.to_path_buf(),
+            fd,
+            #[cfg(test)]
+            crash: Crash::default(),
+        })
+    }
+
+    /// One step that changes the store (a create, rename, removal, flush
+    /// or catalog record). Only tests can make it fail: see [`Crash`].
+    pub fn step(&self, path: &Path) -> Result<(), StoreError> {
+        #[cfg(test)]
+        if self.crash.hit() {
+            return Err(io_err(
+                "go on after the injected crash at",
+                path,
+                io::Error::other("injected crash"),
+            ));
+        }
+        let _ = path;
+        Ok(())
+    }
+
+    /// `path` relative to the root; an error if it is not below it (a
+    /// caller bug, or a catalog value naming a place outside the store).
+    pub fn relative<'a>(&self, path: &'a Path) -> Result<&'a Path, StoreError> {
+        let rel = path.strip_prefix(&self.root).map_err(|_| outside(path))?;
+        if rel
+            .components()
+            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
+        {
+            Ok(rel)
+        } else {
+            Err(outside(path))
+        }
+    }
+
+    /// Opens `rel` (relative to the root; empty: the root) with `flags`,
+    /// never following a symlink and never leaving the root.
+    fn resolve(&self, rel: &Path, flags: OFlags, mode: Mode) -> io::Result<OwnedFd> {
+        let rel: &Path = if rel.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            rel
+        };
+        let mut tries = 0;
+        loop {
+            match rustix::fs::openat2(
+                &self.fd,
+                rel,
+                flags | OFlags::CLOEXEC,
+                mode,
+                ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS,
+            ) {
+                Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR)
+                    if tries < RESOLVE_TRIES =>
+                {
+                    tries += 1;
+                }
+                other => return other.map_err(io::Error::from),
+            }
+        }
+    }
+
+    /// Opens the parent directory of `path` (absolute, below the root) and
+    /// returns it with the leaf's name.
+    fn parent<'a>(&self, path: &'a Path) -> Result<(OwnedFd, &'a OsStr), StoreError> {
+        let rel = self.relative(path)?;
+        let leaf = rel.file_name().ok_or_else(|| outside(path))?;
+        let parent = rel.parent().unwrap_or(Path::new(""));
+        let fd = self
+            .resolve(parent, OFlags::PATH | OFlags::DIRECTORY, Mode::empty())
+            .map_err(|e| io_err("open the directory of", path, e))?;
+        Ok((fd, leaf))
+    }
+
+    /// `lstat` of `path`, with "not there" as `None`. A symlink anywhere
+    /// above `path` is an error (`ELOOP`), never followed.
+    pub fn lstat(&self, path: &Path) -> Result<Option<Metadata>, StoreError> {
+        let rel = self.relative(path)?;
+        match self.resolve(rel, OFlags::PATH | OFlags::NOFOLLOW, Mode::empty()) {
+            Ok(fd) => File::from(fd)
+                .metadata()
+                .map(Some)
+                .map_err(|e| io_err("inspect", path, e)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err("inspect", path, e)),
+        }
+    }
+
+    /// What is at `dir/rel` without following any symlink on the way:
+    /// `None` if it or one of its parents is missing, or a parent is not a
+    /// real directory (then `rel` cannot be there as far as the mirror
+    /// goes).
+    pub fn lookup(&self, dir: &Path, rel: &RelPath) -> Result<Option<Metadata>, StoreError> {
+        for parent in ancestors(rel) {
+            match self.lstat(&parent.under(dir))? {
+                Some(m) if m.is_dir() => {}
+                _ => return Ok(None),
+            }
+        }
+        self.lstat(&rel.under(dir))
+    }
+
+    /// Makes sure `path` is a real directory, creating it if missing.
+    /// Anything else there is an error: this is for the store's own
+    /// directories, where nothing is archived.
+    pub fn ensure_own_dir(&self, path: &Path) -> Result<(), StoreError> {
+        match self.lstat(path)? {
+            Some(m) if m.is_dir() => Ok(()),
+            Some(_) => Err(StoreError::NotADirectory {
+                path: path.to_path_buf(),
+            }),
+            None => self.create_dir(path),
+        }
+    }
+
+    /// Creates one directory (mode 0755 before the umask).
+    pub fn create_dir(&self, path: &Path) -> Result<(), StoreError> {
+        self.step(path)?;
+        let (parent, leaf) = self.parent(path)?;
+        rustix::fs::mkdirat(&parent, leaf, Mode::from_raw_mode(0o755))
+            .map_err(|e| io_err("create the directory", path, e.into()))
+    }
+
+    /// Opens a file or directory read-only (for reading, changing its
+    /// metadata or flushing it), refusing a symlink anywhere on the way.
+    pub fn open_nofollow(&self, path: &Path, dir: bool) -> Result<File, StoreError> {
+        // Non-blocking: a FIFO planted in the store must not hang a read.
+        let mut flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK;
+        if dir {
+            flags |= OFlags::DIRECTORY;
+        }
+        let rel = self.relative(path)?;
+        self.resolve(rel, flags, Mode::empty())
+            .map(File::from)
+            .map_err(|e| io_err("open", path, e))
+    }
+
+    /// Creates a new file for reading and writing (it must not exist; a
+    /// symlink there counts as existing).
+    pub fn create_new(&self, path: &Path, mode: u32) -> Result<File, StoreError> {
+        self.step(path)?;
+        let rel = self.relative(path)?;
+        self.resolve(
+            rel,
+            OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW,
+            Mode::from_raw_mode(mode),
+        )
+        .map(File::from)
+        .map_err(|e| io_err("create", path, e))
+    }
+
+    /// Opens an existing file for reading and writing.
+    pub fn open_rw(&self, path: &Path) -> Result<File, StoreError> {
+        let rel = self.relative(path)?;
+        self.resolve(rel, OFlags::RDWR | OFlags::NOFOLLOW, Mode::empty())
+            .map(File::from)
+            .map_err(|e| io_err("open", path, e))
+    }
+
+    /// `rename`, both ends relative to their parents' descriptors; the
+    /// error names both ends.
+    pub fn rename(&self, from: &Path, to: &Path) -> Result<(), StoreError> {
+        self.step(from)?;
+        let (from_dir, from_leaf) = self.parent(from)?;
+        let (to_dir, to_leaf) = self.parent(to)?;
+        rustix::fs::renameat(&from_dir, from_leaf, &to_dir, to_leaf).map_err(|e| {
+            let e = io::Error::from(e);
+            io_err(
+                "move",
+                from,
+                io::Error::new(e.kind(), format!("to {}: {e}", to.display())),
+            )
+        })
+    }
+
+    /// Creates a symlink at `path` pointing to `target` (bytes, never
+    /// followed).
+    pub fn symlink(&self, target: &[u8], path: &Path) -> Result<(), StoreError> {
+        self.step(path)?;
+        let (parent, leaf) = self.parent(path)?;
+        rustix::fs::symlinkat(OsStr::from_bytes(target), &parent, leaf)
+            .map_err(|e| io_err("create the symlink", path, e.into()))
+    }
+
+    /// The target of the symlink at `path`.
+    pub fn read_link(&self, path: &Path) -> Result<Vec<u8>, StoreError> {
+        let (parent, leaf) = self.parent(path)?;
+        rustix::fs::readlinkat(&parent, leaf, Vec::new())
+            .map(std::ffi::CString::into_bytes)
+            .map_err(|e| io_err("read the link", path, e.into()))
+    }
+
+    /// Sets a symlink's own modification time (never its target's).
+    pub fn set_symlink_mtime(&self, path: &Path, mtime_ns: i64) -> Result<(), StoreError> {
+        self.step(path)?;
+        let (parent, leaf) = self.parent(path)?;
+        let t = rustix::fs::Timespec {
+            tv_sec: mtime_ns.div_euclid(1_000_000_000),
+            tv_nsec: mtime_ns.rem_euclid(1_000_000_000),
+        };
+        let times = rustix::fs::Timestamps {
+            last_access: t,
+            last_modification: t,
+        };
+        rustix::fs::utimensat(&parent, leaf, &times, AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| io_err("set the modification time of", path, e.into()))
+    }
+
+    /// Flushes a directory so the renames and creations in it are durable.
+    pub fn fsync_dir(&self, path: &Path) -> Result<(), StoreError> {
+        self.step(path)?;
+        let dir = self.open_nofollow(path, true)?;
+        dir.sync_all()
+            .map_err(|e| io_err("fsync the directory", path, e))
+    }
+
+    /// Removes a file or symlink.
+    pub fn remove_file(&self, path: &Path) -> Result<(), StoreError> {
+        self.step(path)?;
+        let (parent, leaf) = self.parent(path)?;
+        rustix::fs::unlinkat(&parent, leaf, AtFlags::empty())
+            .map_err(|e| io_err("remove", path, e.into()))
+    }
+
+    /// Removes an empty directory.
+    pub fn remove_dir(&self, path: &Path) -> Result<(), StoreError> {
+        self.step(path)?;
+        let (parent, leaf) = self.parent(path)?;
+        rustix::fs::unlinkat(&parent, leaf, AtFlags::REMOVEDIR)
+            .map_err(|e| io_err("remove the directory", path, e.into()))
+    }
+
+    /// Removes `path` and, if it is a directory, everything below it,
+    /// without following a symlink.
+    pub fn remove_all(&self, path: &Path) -> Result<(), StoreError> {
+        match self.lstat(path)? {
+            Some(m) if m.is_dir() => {
+                for name in self.read_dir(path)? {
+                    self.remove_all(&join_bytes(path, &name))?;
+                }
+                self.remove_dir(path)
+            }
+            Some(_) => self.remove_file(path),
+            None => Ok(()),
+        }
+    }
+
+    /// The names in the directory `path` (without `.` and `..`).
+    pub fn read_dir(&self, path: &Path) -> Result<Vec<Vec<u8>>, StoreError> {
+        let dir = self.open_nofollow(path, true)?;
+        let err = |e: rustix::io::Errno| io_err("list", path, e.into());
+        let mut names = Vec::new();
+        for entry in rustix::fs::Dir::read_from(&dir).map_err(err)? {
+            let name = entry.map_err(err)?.file_name().to_bytes().to_vec();
+            if name != b"." && name != b".." {
+                names.push(name);
+            }
+        }
+        Ok(names)
+    }
+
+    /// Flushes every pending write of the store's filesystem to disk.
+    pub fn syncfs(&self) -> Result<(), StoreError> {
+        self.step(&self.root)?;
+        let root = self.open_nofollow(&self.root, true)?;
+        rustix::fs::syncfs(&root).map_err(|e| io_err("flush (syncfs)", &self.root, e.into()))
     }
 }
 
-/// Creates one directory (mode 0755 before the umask).
-pub(crate) fn create_dir(path: &Path) -> Result<(), StoreError> {
-    fs::create_dir(path).map_err(|e| io_err("create the directory", path, e))
+/// The error for a path that is not below the store's root.
+fn outside(path: &Path) -> StoreError {
+    StoreError::OutsideStore {
+        path: path.to_path_buf(),
+    }
 }
 
 /// The prefixes of `rel` that must be directories: `a`, `a/b` for `a/b/c`.
@@ -61,33 +385,6 @@ pub(crate) fn ancestors(rel: &RelPath) -> Vec<RelPath> {
     }
     out.reverse();
     out
-}
-
-/// What is at `root/rel` without following any symlink on the way: `None`
-/// if it or one of its parents is missing, or a parent is not a real
-/// directory (then `rel` cannot be there as far as the mirror goes).
-pub(crate) fn lookup(root: &Path, rel: &RelPath) -> Result<Option<Metadata>, StoreError> {
-    for dir in ancestors(rel) {
-        match lstat(&dir.under(root))? {
-            Some(m) if m.is_dir() => {}
-            _ => return Ok(None),
-        }
-    }
-    lstat(&rel.under(root))
-}
-
-/// Opens a file or directory for changing its metadata, refusing a symlink
-/// in the last component (`O_NOFOLLOW`).
-pub(crate) fn open_nofollow(path: &Path, dir: bool) -> Result<File, StoreError> {
-    let mut flags = libc::O_NOFOLLOW | libc::O_CLOEXEC;
-    if dir {
-        flags |= libc::O_DIRECTORY;
-    }
-    OpenOptions::new()
-        .read(true)
-        .custom_flags(flags)
-        .open(path)
-        .map_err(|e| io_err("open", path, e))
 }
 
 /// The time `ns` nanoseconds from the Unix epoch (negative: before it).
@@ -113,34 +410,6 @@ pub(crate) fn set_meta(
         .map_err(|e| io_err("set the permissions of", path, e))?;
     file.set_times(FileTimes::new().set_modified(system_time(mtime_ns)))
         .map_err(|e| io_err("set the modification time of", path, e))
-}
-
-/// Sets a symlink's own modification time (never its target's).
-pub(crate) fn set_symlink_mtime(path: &Path, mtime_ns: i64) -> Result<(), StoreError> {
-    let secs = mtime_ns.div_euclid(1_000_000_000);
-    // rem_euclid of 1e9 is in 0..1e9, so it fits a u32.
-    let nanos = u32::try_from(mtime_ns.rem_euclid(1_000_000_000)).unwrap_or(0);
-    let t = filetime::FileTime::from_unix_time(secs, nanos);
-    filetime::set_symlink_file_times(path, t, t)
-        .map_err(|e| io_err("set the modification time of", path, e))
-}
-
-/// Flushes a directory so the renames and creations in it are durable.
-pub(crate) fn fsync_dir(path: &Path) -> Result<(), StoreError> {
-    let dir = open_nofollow(path, true)?;
-    dir.sync_all()
-        .map_err(|e| io_err("fsync the directory", path, e))
-}
-
-/// `rename`, with the error naming both ends.
-pub(crate) fn rename(from: &Path, to: &Path) -> Result<(), StoreError> {
-    fs::rename(from, to).map_err(|e| {
-        io_err(
-            "move",
-            from,
-            io::Error::new(e.kind(), format!("to {}: {e}", to.display())),
-        )
-    })
 }
 
 /// UTC `YYYYMMDD-HHMMSS` of `t`, for archive names.
@@ -191,6 +460,7 @@ pub(crate) fn join_bytes(dir: &Path, name: &[u8]) -> PathBuf {
 #[allow(clippy::unwrap_used)] // a failing unwrap is a failing test
 mod tests {
     use super::*;
+    use std::fs;
     use std::os::unix::fs::symlink;
 
     #[test]
@@ -218,16 +488,66 @@ mod tests {
     #[test]
     fn lookup_does_not_follow_parents() {
         let dir = tempfile::tempdir().unwrap();
+        let tree = Tree::open(dir.path()).unwrap();
         let outside = tempfile::tempdir().unwrap();
         fs::write(outside.path().join("f"), b"x").unwrap();
         symlink(outside.path(), dir.path().join("a")).unwrap();
         let rel = RelPath::from_bytes("a/f").unwrap();
-        assert!(lookup(dir.path(), &rel).unwrap().is_none());
-        assert!(lookup(dir.path(), &RelPath::from_bytes("a").unwrap())
+        assert!(tree.lookup(dir.path(), &rel).unwrap().is_none());
+        assert!(tree
+            .lookup(dir.path(), &RelPath::from_bytes("a").unwrap())
             .unwrap()
             .unwrap()
             .is_symlink());
-        assert!(open_nofollow(&dir.path().join("a"), true).is_err());
+        assert!(tree.open_nofollow(&dir.path().join("a"), true).is_err());
+    }
+
+    /// Every primitive refuses a symlink on the way, whatever a component
+    /// was when it was last looked at.
+    #[test]
+    fn no_primitive_goes_through_a_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let tree = Tree::open(dir.path()).unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        fs::write(outside.path().join("f"), b"x").unwrap();
+        symlink(outside.path(), dir.path().join("a")).unwrap();
+        let at = |p: &str| dir.path().join(p);
+        let refused = |r: Result<(), StoreError>| {
+            let e = r.unwrap_err();
+            assert!(matches!(e, StoreError::SymlinkInWay { .. }), "{e}");
+        };
+        assert!(matches!(
+            tree.lstat(&at("a/f")).unwrap_err(),
+            StoreError::SymlinkInWay { .. }
+        ));
+        refused(tree.create_dir(&at("a/d")));
+        refused(tree.create_new(&at("a/n"), 0o600).map(drop));
+        refused(tree.open_rw(&at("a/f")).map(drop));
+        refused(tree.open_nofollow(&at("a/f"), false).map(drop));
+        refused(tree.symlink(b"t", &at("a/l")));
+        refused(tree.set_symlink_mtime(&at("a/f"), 5));
+        refused(tree.remove_file(&at("a/f")));
+        refused(tree.read_link(&at("a/f")).map(drop));
+        refused(tree.read_dir(&at("a/x")).map(drop));
+        assert!(
+            tree.read_dir(&at("a")).is_err(),
+            "listed a symlink's target"
+        );
+        fs::write(at("mine"), b"m").unwrap();
+        refused(tree.rename(&at("mine"), &at("a/mine")));
+        refused(tree.rename(&at("a/f"), &at("taken")));
+        // Nothing changed outside, and nothing came in.
+        let names: Vec<_> = fs::read_dir(outside.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["f"]);
+        assert!(!at("taken").exists());
+        // A path that is not below the root is refused before any call.
+        let e = tree.lstat(outside.path()).unwrap_err();
+        assert!(matches!(e, StoreError::OutsideStore { .. }), "{e}");
+        let e = tree.lstat(&at("x/../../etc")).unwrap_err();
+        assert!(matches!(e, StoreError::OutsideStore { .. }), "{e}");
     }
 
     #[test]

@@ -18,15 +18,13 @@
 //! With no rule enabled every version is kept.
 
 use std::collections::{HashMap, HashSet};
-use std::fs;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use ferry_proto::{Name, RelPath};
 use rusqlite::params;
 
-use super::error::{io_err, StoreError};
-use super::mirror::lstat;
+use super::error::StoreError;
 use super::{Namespace, Store};
 
 /// The receiver's retention policy. The default keeps everything.
@@ -225,9 +223,9 @@ impl Store {
         drop_files.sort();
         drop_files.dedup();
         for file in drop_files {
-            match lstat(&file)? {
+            match self.tree.lstat(&file)? {
                 Some(m) if !m.is_dir() => {
-                    fs::remove_file(&file).map_err(|e| io_err("remove", &file, e))?;
+                    self.tree.remove_file(&file)?;
                     report.files_removed += 1;
                     report.bytes_freed += if m.is_file() { m.len() } else { 0 };
                 }
@@ -238,8 +236,8 @@ impl Store {
         // children are versions of their own).
         drop_dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
         for dir in drop_dirs {
-            if lstat(&dir)?.is_some_and(|m| m.is_dir()) {
-                let _ = fs::remove_dir(&dir);
+            if self.tree.lstat(&dir)?.is_some_and(|m| m.is_dir()) {
+                let _ = self.tree.remove_dir(&dir);
             }
         }
         Ok(report)
@@ -297,6 +295,7 @@ mod tests {
     use super::super::tests::{fixture, put_file};
     use super::*;
     use ferry_proto::RunReport;
+    use std::fs;
 
     fn c(id: i64, replaced_ms: i64) -> KeepCandidate {
         KeepCandidate { id, replaced_ms }

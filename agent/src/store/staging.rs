@@ -1,18 +1,20 @@
 //! Staging: content being received, in `.ferry/staging`, verified and made
 //! durable before it is renamed into the mirror.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::File;
 use std::io::{Seek, SeekFrom, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use ferry_proto::{Hash, RelPath};
 
 use super::error::{hex, io_err, StoreError};
+use super::mirror::{self, Tree};
 
 /// A staging file that is removed when dropped, unless it was renamed away.
 #[derive(Debug)]
 pub(crate) struct StagingFile {
+    tree: Arc<Tree>,
     pub path: PathBuf,
     pub file: File,
     /// False once the file has been renamed into the mirror.
@@ -20,16 +22,12 @@ pub(crate) struct StagingFile {
 }
 
 impl StagingFile {
-    /// Creates a new, empty staging file at `path` (which must not exist).
-    pub fn create(path: PathBuf) -> Result<StagingFile, StoreError> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|e| io_err("create the staging file", &path, e))?;
+    /// Creates a new, empty staging file at `path` (which must not exist),
+    /// reached from the store's root without following a symlink.
+    pub fn create(tree: &Arc<Tree>, path: PathBuf) -> Result<StagingFile, StoreError> {
+        let file = tree.create_new(&path, 0o600)?;
         Ok(StagingFile {
+            tree: tree.clone(),
             path,
             file,
             armed: true,
@@ -37,14 +35,10 @@ impl StagingFile {
     }
 
     /// Opens the kept staging file of an interrupted transfer.
-    pub fn open_existing(path: PathBuf) -> Result<StagingFile, StoreError> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&path)
-            .map_err(|e| io_err("open the kept staging file", &path, e))?;
+    pub fn open_existing(tree: &Arc<Tree>, path: PathBuf) -> Result<StagingFile, StoreError> {
+        let file = tree.open_rw(&path)?;
         Ok(StagingFile {
+            tree: tree.clone(),
             path,
             file,
             armed: true,
@@ -55,7 +49,7 @@ impl StagingFile {
 impl Drop for StagingFile {
     fn drop(&mut self) {
         if self.armed {
-            if let Err(e) = fs::remove_file(&self.path) {
+            if let Err(e) = self.tree.remove_file(&self.path) {
                 tracing::warn!(path = %self.path.display(), error = %e, "could not remove a staging file");
             }
         }
@@ -242,24 +236,16 @@ impl Verified {
 /// Removes whatever a previous process left in the staging directory,
 /// except the files named in `keep` (interrupted transfers to resume).
 pub(crate) fn clear(
+    tree: &Tree,
     dir: &Path,
     keep: &std::collections::HashSet<String>,
 ) -> Result<usize, StoreError> {
-    let entries = fs::read_dir(dir).map_err(|e| io_err("list the staging directory", dir, e))?;
     let mut removed = 0;
-    for entry in entries {
-        let entry = entry.map_err(|e| io_err("list the staging directory", dir, e))?;
-        let path = entry.path();
-        if keep.contains(entry.file_name().to_string_lossy().as_ref()) {
+    for name in tree.read_dir(dir)? {
+        if keep.contains(String::from_utf8_lossy(&name).as_ref()) {
             continue;
         }
-        let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
-        let result = if is_dir {
-            fs::remove_dir_all(&path)
-        } else {
-            fs::remove_file(&path)
-        };
-        result.map_err(|e| io_err("remove the leftover staging file", &path, e))?;
+        tree.remove_all(&mirror::join_bytes(dir, &name))?;
         removed += 1;
     }
     Ok(removed)
@@ -269,9 +255,11 @@ pub(crate) fn clear(
 #[allow(clippy::unwrap_used)] // a failing unwrap is a failing test
 mod tests {
     use super::*;
+    use std::fs;
 
     fn staged(dir: &Path, size: u64) -> Staged {
-        let file = StagingFile::create(dir.join("s1")).unwrap();
+        let tree = Arc::new(Tree::open(dir).unwrap());
+        let file = StagingFile::create(&tree, dir.join("s1")).unwrap();
         Staged::new(file, RelPath::from_bytes("a/b").unwrap(), size)
     }
 
@@ -316,7 +304,8 @@ mod tests {
         fs::write(dir.path().join("d/y"), b"1").unwrap();
         fs::write(dir.path().join("kept.part"), b"1").unwrap();
         let keep = ["kept.part".to_string()].into_iter().collect();
-        assert_eq!(clear(dir.path(), &keep).unwrap(), 2);
+        let tree = Tree::open(dir.path()).unwrap();
+        assert_eq!(clear(&tree, dir.path(), &keep).unwrap(), 2);
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 }
