@@ -18,7 +18,7 @@ use crate::util::{send, send_config, TestReceiver, TestSender};
 
 const SECRET: &str = "correct horse battery staple";
 
-fn remote(receiver: &TestReceiver, sender: &TestSender) -> anyhow::Result<Remote> {
+pub(crate) fn remote(receiver: &TestReceiver, sender: &TestSender) -> anyhow::Result<Remote> {
     Ok(Remote {
         host: receiver.addr.ip().to_string(),
         port: receiver.addr.port(),
@@ -55,7 +55,7 @@ fn second_tree(root: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn restore_tree(
+pub(crate) async fn restore_tree(
     remote: &Remote,
     at: At,
     under: &[RelPath],
