@@ -311,6 +311,11 @@ impl Store {
         })
     }
 
+    /// True if `sender` has sent `folder` before (it has a run of it).
+    pub fn folder_known(&self, sender: &SenderRecord, folder: &Name) -> Result<bool, StoreError> {
+        self.catalog().folder_known(sender.id, folder)
+    }
+
     /// The namespace of `folder` of `sender`.
     pub fn namespace(&self, sender: &SenderRecord, folder: &Name) -> Namespace {
         Namespace {

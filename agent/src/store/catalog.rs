@@ -421,6 +421,17 @@ impl Catalog {
         Ok(self.conn.last_insert_rowid())
     }
 
+    /// True if the sender has a run of `folder`.
+    pub fn folder_known(&self, sender_id: i64, folder: &Name) -> Result<bool, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM runs WHERE sender_id = ?1 AND folder = ?2)",
+                params![sender_id, folder.as_str()],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.err(e))
+    }
+
     /// Opens a run.
     pub fn begin_run(&self, sender_id: i64, folder: &Name, now_ms: i64) -> Result<i64, StoreError> {
         self.conn
