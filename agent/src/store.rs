@@ -6,6 +6,7 @@
 //! STORE/.ferry/versions/<sender>/<folder>/...    replaced and deleted versions
 //! STORE/.ferry/catalog.db                        SQLite: senders, runs, versions
 //! STORE/.ferry/lock                              locked while a process has the store open
+//! STORE/.ferry/reserve                           1 MiB kept back for the catalog on a full disk
 //! ```
 //!
 //! The guarantee: **nothing is ever lost**. Before a file, symlink or
@@ -46,6 +47,7 @@
 //! - `archive`: moving what is in the way into the versions area.
 //! - `history`: the tree as of a run or a time, versions by id, the admin's
 //!   read-only view of the runs.
+//! - `reserve`: space kept back so runs open and end on a full disk.
 //! - `retention`: the receiver's retention policy and pruning.
 //! - `verify`: re-hashing the store against the catalog.
 
@@ -56,6 +58,7 @@ mod chunked;
 mod error;
 mod history;
 mod mirror;
+mod reserve;
 mod retention;
 mod staging;
 mod usage;
@@ -203,13 +206,6 @@ impl Store {
             Err(TryLockError::Error(e)) => return Err(io_err("lock", &lock_path, e)),
         }
         let catalog = Catalog::open(&ferry.join("catalog.db"))?;
-        let interrupted = catalog.interrupt_running()?;
-        if interrupted > 0 {
-            tracing::warn!(
-                interrupted,
-                "runs left running by a previous process marked interrupted"
-            );
-        }
         let store = Store {
             root,
             catalog: Mutex::new(catalog),
@@ -217,6 +213,18 @@ impl Store {
             counter: AtomicU64::new(1),
             _lock: lock,
         };
+        // On a full disk this may fail even with the reserve: the runs stay
+        // `running` in the history until the next start, which is no reason
+        // to refuse to serve reads now.
+        match store.with_reserve(Catalog::interrupt_running) {
+            Ok(0) => {}
+            Ok(interrupted) => tracing::warn!(
+                interrupted,
+                "runs left running by a previous process marked interrupted"
+            ),
+            Err(e) => tracing::warn!("could not mark runs left running as interrupted: {e}"),
+        }
+        store.refill_reserve();
         // Interrupted chunked transfers stay to be resumed; the rest goes.
         let keep = store.kept_partials()?;
         let removed = staging::clear(&ferry.join("staging"), &keep)?;
@@ -327,9 +335,10 @@ impl Store {
 
     /// Opens a run in `ns`; its id is the one sent in `Welcome`.
     pub fn begin_run(&self, ns: &Namespace) -> Result<u64, StoreError> {
-        let cat = self.catalog();
-        let id = cat.begin_run(ns.sender_id, &ns.folder, now_ms())?;
-        u64::try_from(id).map_err(|_| cat.corrupt(format!("negative run id {id}")))
+        self.with_reserve(|cat| {
+            let id = cat.begin_run(ns.sender_id, &ns.folder, now_ms())?;
+            u64::try_from(id).map_err(|_| cat.corrupt(format!("negative run id {id}")))
+        })
     }
 
     /// Records the end of a run (`complete` or `failed`) and re-applies the
@@ -344,15 +353,18 @@ impl Store {
         complete: bool,
     ) -> Result<(), StoreError> {
         let status = if complete { "complete" } else { "failed" };
+        let end = catalog::RunEnd {
+            report,
+            bytes_received,
+            status,
+            finished_ms: now_ms(),
+        };
+        let found = self.with_reserve(|cat| {
+            cat.finish_run(ns.sender_id, &ns.folder, catalog::sql_u64(run), &end)
+        })?;
+        self.refill_reserve();
         let dirs = {
             let cat = self.catalog();
-            let end = catalog::RunEnd {
-                report,
-                bytes_received,
-                status,
-                finished_ms: now_ms(),
-            };
-            let found = cat.finish_run(ns.sender_id, &ns.folder, catalog::sql_u64(run), &end)?;
             if !found {
                 return Err(StoreError::UnknownRun {
                     run,

@@ -204,6 +204,16 @@ pub(crate) fn sql_u64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
+/// True if the filesystem holding `path` has less than 1 MiB free (or
+/// cannot say): too little for SQLite to map its WAL index and write.
+fn disk_nearly_full(path: &Path) -> bool {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    match rustix::fs::statvfs(dir) {
+        Ok(st) => st.f_bavail.saturating_mul(st.f_frsize) < 1024 * 1024,
+        Err(_) => true,
+    }
+}
+
 /// `PRAGMA quick_check`'s findings (`["ok"]` when the file is sound), at
 /// most ten.
 fn quick_check(conn: &Connection) -> rusqlite::Result<Vec<String>> {
@@ -215,7 +225,31 @@ fn quick_check(conn: &Connection) -> rusqlite::Result<Vec<String>> {
 impl Catalog {
     /// Opens or creates the catalog at `path`. An existing file is checked
     /// (readable as SQLite, known schema) before anything is written to it.
+    ///
+    /// On a full disk the WAL's shared-memory index (`catalog.db-shm`, 32
+    /// KiB) cannot be allocated, and nothing, not even a read, works through
+    /// it: then the catalog is opened in exclusive locking mode, where SQLite
+    /// keeps that index in the process's memory. Reads work; writes fail
+    /// with [`StoreError::DiskFull`] until space is freed. Read-only tools
+    /// (`ferry history --store`, `ferry verify`) cannot read beside a
+    /// receiver in that mode; they can once it restarts with space.
     pub fn open(path: &Path) -> Result<Catalog, StoreError> {
+        match Self::open_in(path, false) {
+            Err(first) if disk_nearly_full(path) => match Self::open_in(path, true) {
+                Ok(catalog) => {
+                    tracing::warn!(
+                        catalog = %path.display(),
+                        "the disk is full: the catalog is open for reading only until space is freed (writes fail per file); read-only tools cannot read beside this receiver until it restarts"
+                    );
+                    Ok(catalog)
+                }
+                Err(_) => Err(first),
+            },
+            other => other,
+        }
+    }
+
+    fn open_in(path: &Path, exclusive: bool) -> Result<Catalog, StoreError> {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -224,6 +258,14 @@ impl Catalog {
                 path: path.to_path_buf(),
                 source,
             })?;
+        if exclusive {
+            // Before the first access to the WAL, or SQLite maps the -shm file.
+            conn.execute_batch("PRAGMA locking_mode = EXCLUSIVE;")
+                .map_err(|source| StoreError::Catalog {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+        }
         let not_db = |source: rusqlite::Error| {
             if source.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseCorrupt) {
                 StoreError::DamagedCatalog {
@@ -359,8 +401,14 @@ impl Catalog {
         &self.path
     }
 
-    /// Wraps an SQLite error with the catalog's path.
+    /// Wraps an SQLite error with the catalog's path; a full disk gets its
+    /// own variant, so the sender is told why.
     pub fn err(&self, source: rusqlite::Error) -> StoreError {
+        if source.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull) {
+            return StoreError::DiskFull {
+                path: self.path.clone(),
+            };
+        }
         StoreError::Catalog {
             path: self.path.clone(),
             source,
