@@ -598,6 +598,42 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn path_too_long_for_a_deep_store_names_the_limit_and_the_file() {
+        // A store 400 bytes deep (SQLite opens no catalog path over 512
+        // bytes): a path the protocol accepts (3.8 KB) no longer fits
+        // PATH_MAX once the store's location is in front of it.
+        let dir = tempfile::tempdir().unwrap();
+        let mut root = dir.path().to_path_buf();
+        for _ in 0..3 {
+            root.push("d".repeat(120));
+        }
+        let store = Store::open(&root).unwrap();
+        let sender = store
+            .add_sender("dev-1", &Name::new("lap").unwrap())
+            .unwrap();
+        let ns = store.namespace(&sender, &Name::new("docs").unwrap());
+        let run = store.begin_run(&ns).unwrap();
+        let path = format!("{}/the-deep-file", vec!["p".repeat(200); 19].join("/"));
+        assert!(path.len() < ferry_proto::MAX_PATH_LEN);
+        let entry = file_entry(&path, b"deep", 0, 0o644);
+        let mut staged = store.stage(&ns, &entry.path, 4).unwrap();
+        staged.write(b"deep").unwrap();
+        let verified = staged.finish(blake3::hash(b"deep").as_bytes()).unwrap();
+        let err = store.commit_file(&ns, run, &entry, verified).unwrap_err();
+        assert!(matches!(err, StoreError::PathTooLong { .. }), "{err:?}");
+        let message = err.to_string();
+        // The message names the limit and the part of the file's path that
+        // could not be made (the sender prints it beside the file's path).
+        assert!(
+            message.contains("PATH_MAX") && message.contains(&"p".repeat(100)),
+            "{message}"
+        );
+        assert!(!message.contains("os error"), "{message}");
+        assert!(message.len() < 600, "{message}");
+        assert!(store.versions(&ns, &entry.path).unwrap().is_empty());
+    }
+
+    #[test]
     fn second_open_is_refused_until_the_first_closes() {
         let dir = tempfile::tempdir().unwrap();
         let first = Store::open(dir.path()).unwrap();
