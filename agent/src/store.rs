@@ -6,6 +6,7 @@
 //! STORE/.ferry/versions/<sender>/<folder>/...    replaced and deleted versions
 //! STORE/.ferry/catalog.db                        SQLite: senders, runs, versions
 //! STORE/.ferry/lock                              locked while a process has the store open
+//! STORE/.ferry/reserve                           1 MiB kept back for the catalog on a full disk
 //! ```
 //!
 //! The guarantee: **nothing is ever lost**. Before a file, symlink or
@@ -46,6 +47,7 @@
 //! - `archive`: moving what is in the way into the versions area.
 //! - `history`: the tree as of a run or a time, versions by id, the admin's
 //!   read-only view of the runs.
+//! - `reserve`: space kept back so runs open and end on a full disk.
 //! - `retention`: the receiver's retention policy and pruning.
 //! - `verify`: re-hashing the store against the catalog.
 
@@ -56,6 +58,7 @@ mod chunked;
 mod error;
 mod history;
 mod mirror;
+mod reserve;
 mod retention;
 #[cfg(test)]
 mod sim;
@@ -209,13 +212,6 @@ impl Store {
             Err(TryLockError::Error(e)) => return Err(io_err("lock", &lock_path, e)),
         }
         let catalog = Catalog::open(&ferry.join("catalog.db"))?;
-        let interrupted = catalog.interrupt_running()?;
-        if interrupted > 0 {
-            tracing::warn!(
-                interrupted,
-                "runs left running by a previous process marked interrupted"
-            );
-        }
         let store = Store {
             root,
             tree,
@@ -224,6 +220,18 @@ impl Store {
             counter: AtomicU64::new(1),
             _lock: lock,
         };
+        // On a full disk this may fail even with the reserve: the runs stay
+        // `running` in the history until the next start, which is no reason
+        // to refuse to serve reads now.
+        match store.with_reserve(Catalog::interrupt_running) {
+            Ok(0) => {}
+            Ok(interrupted) => tracing::warn!(
+                interrupted,
+                "runs left running by a previous process marked interrupted"
+            ),
+            Err(e) => tracing::warn!("could not mark runs left running as interrupted: {e}"),
+        }
+        store.refill_reserve();
         // Interrupted chunked transfers stay to be resumed; the rest goes.
         let keep = store.kept_partials()?;
         let removed = staging::clear(&store.tree, &ferry.join("staging"), &keep)?;
@@ -318,6 +326,11 @@ impl Store {
         })
     }
 
+    /// True if `sender` has sent `folder` before (it has a run of it).
+    pub fn folder_known(&self, sender: &SenderRecord, folder: &Name) -> Result<bool, StoreError> {
+        self.catalog().folder_known(sender.id, folder)
+    }
+
     /// The namespace of `folder` of `sender`.
     pub fn namespace(&self, sender: &SenderRecord, folder: &Name) -> Namespace {
         Namespace {
@@ -329,9 +342,10 @@ impl Store {
 
     /// Opens a run in `ns`; its id is the one sent in `Welcome`.
     pub fn begin_run(&self, ns: &Namespace) -> Result<u64, StoreError> {
-        let cat = self.catalog();
-        let id = cat.begin_run(ns.sender_id, &ns.folder, now_ms())?;
-        u64::try_from(id).map_err(|_| cat.corrupt(format!("negative run id {id}")))
+        self.with_reserve(|cat| {
+            let id = cat.begin_run(ns.sender_id, &ns.folder, now_ms())?;
+            u64::try_from(id).map_err(|_| cat.corrupt(format!("negative run id {id}")))
+        })
     }
 
     /// Records the end of a run (`complete` or `failed`) and re-applies the
@@ -346,15 +360,18 @@ impl Store {
         complete: bool,
     ) -> Result<(), StoreError> {
         let status = if complete { "complete" } else { "failed" };
+        let end = catalog::RunEnd {
+            report,
+            bytes_received,
+            status,
+            finished_ms: now_ms(),
+        };
+        let found = self.with_reserve(|cat| {
+            cat.finish_run(ns.sender_id, &ns.folder, catalog::sql_u64(run), &end)
+        })?;
+        self.refill_reserve();
         let dirs = {
             let cat = self.catalog();
-            let end = catalog::RunEnd {
-                report,
-                bytes_received,
-                status,
-                finished_ms: now_ms(),
-            };
-            let found = cat.finish_run(ns.sender_id, &ns.folder, catalog::sql_u64(run), &end)?;
             if !found {
                 return Err(StoreError::UnknownRun {
                     run,
@@ -611,6 +628,42 @@ pub(crate) mod tests {
         check::<Store>();
         check::<Staged>();
         check::<Verified>();
+    }
+
+    #[test]
+    fn path_too_long_for_a_deep_store_names_the_limit_and_the_file() {
+        // A store 400 bytes deep (SQLite opens no catalog path over 512
+        // bytes): a path the protocol accepts (3.8 KB) no longer fits
+        // PATH_MAX once the store's location is in front of it.
+        let dir = tempfile::tempdir().unwrap();
+        let mut root = dir.path().to_path_buf();
+        for _ in 0..3 {
+            root.push("d".repeat(120));
+        }
+        let store = Store::open(&root).unwrap();
+        let sender = store
+            .add_sender("dev-1", &Name::new("lap").unwrap())
+            .unwrap();
+        let ns = store.namespace(&sender, &Name::new("docs").unwrap());
+        let run = store.begin_run(&ns).unwrap();
+        let path = format!("{}/the-deep-file", vec!["p".repeat(200); 19].join("/"));
+        assert!(path.len() < ferry_proto::MAX_PATH_LEN);
+        let entry = file_entry(&path, b"deep", 0, 0o644);
+        let mut staged = store.stage(&ns, &entry.path, 4).unwrap();
+        staged.write(b"deep").unwrap();
+        let verified = staged.finish(blake3::hash(b"deep").as_bytes()).unwrap();
+        let err = store.commit_file(&ns, run, &entry, verified).unwrap_err();
+        assert!(matches!(err, StoreError::PathTooLong { .. }), "{err:?}");
+        let message = err.to_string();
+        // The message names the limit and the part of the file's path that
+        // could not be made (the sender prints it beside the file's path).
+        assert!(
+            message.contains("PATH_MAX") && message.contains(&"p".repeat(100)),
+            "{message}"
+        );
+        assert!(!message.contains("os error"), "{message}");
+        assert!(message.len() < 600, "{message}");
+        assert!(store.versions(&ns, &entry.path).unwrap().is_empty());
     }
 
     #[test]

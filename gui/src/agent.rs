@@ -324,7 +324,7 @@ pub fn past_runs(settings: &SenderSettings) -> Vec<HistoryRow> {
     if !path.exists() {
         return Vec::new();
     }
-    let target = format!("{id}/{}", settings.folder);
+    let target = format!("{id}/{}", settings.folder.as_str());
     match Index::open(&path, &target).and_then(|index| index.runs()) {
         Ok(rows) => rows.iter().map(history_row).collect(),
         Err(e) => {

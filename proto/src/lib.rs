@@ -146,7 +146,10 @@
 //! name), with no empty, `.` or `..` component, no NUL, at most
 //! [`MAX_PATH_LEN`] bytes. They are validated when decoded: a message carrying
 //! a bad path does not decode. Sender and folder names are [`Name`]s: one
-//! component of UTF-8 that does not start with `.`.
+//! component of UTF-8 that does not start with `.`. A name new to the
+//! receiver (a sender registering, a folder's first run) must also be
+//! printable and in its plain (NFKC) form ([`Name::check_new`]), else it is
+//! refused `BadName`; names registered before that rule keep working.
 //!
 //! ## Errors
 //!
@@ -178,7 +181,7 @@ pub mod request;
 
 pub use frame::{FrameError, MAX_FRAME};
 pub use message::*;
-pub use path::{Name, PathError, RelPath, MAX_COMPONENT_LEN, MAX_PATH_LEN};
+pub use path::{Name, NameRuleError, PathError, RelPath, MAX_COMPONENT_LEN, MAX_PATH_LEN};
 pub use request::{At, Open, Request, RunInfo, VersionInfo, VersionKind, MAX_LIST_BYTES};
 
 /// The QUIC ALPN of this protocol version.

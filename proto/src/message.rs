@@ -132,6 +132,9 @@ pub enum RefuseCode {
     ShuttingDown,
     /// This device is registered under another name.
     WrongName,
+    /// The sender or folder name is new to the receiver and breaks the rule
+    /// for new names ([`crate::Name::check_new`]).
+    BadName,
 }
 
 /// A refusal with words for the person reading the log.

@@ -10,6 +10,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use unicode_normalization::UnicodeNormalization;
+use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
 
 /// Longest relative path accepted, in bytes (Linux's `PATH_MAX`).
 pub const MAX_PATH_LEN: usize = 4096;
@@ -166,11 +168,55 @@ impl<'de> Deserialize<'de> for RelPath {
 
 /// A sender name or folder name: one path component of UTF-8, 1–255 bytes,
 /// no `/`, no NUL, not starting with `.` (so it can never be `.`, `..` or the
-/// receiver's own `.ferry` directory).
+/// receiver's own `.ferry` directory). That is what decodes.
+///
+/// A *new* name — a sender registering, a folder's first run — must also
+/// pass [`Name::check_new`]: printable characters only, in their plain form
+/// (see [`NameRuleError`]). Names recorded before that rule existed keep
+/// working, so the wire and the catalog accept them.
+///
+/// `Display` escapes what could forge or hide text in a log line (controls,
+/// format characters such as bidi overrides, line separators, unassigned and
+/// private-use code points, and `\`), so a name is always one visible token;
+/// [`Name::as_str`] gives the name itself.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Name(String);
 
+/// Why a name is refused as a new sender or folder name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameRuleError {
+    #[error("name {name:?} contains {what} {ch:?} (U+{code:04X}): use printable characters only", code = u32::from(*ch))]
+    Unprintable {
+        name: String,
+        ch: char,
+        what: &'static str,
+    },
+    #[error("name {name:?} uses compatibility look-alike characters (full-width or styled letters, ligatures, ...): use its plain form {plain:?}")]
+    NotPlain { name: String, plain: String },
+}
+
+/// What kind of character `c` is if it may not appear in a new name (and is
+/// escaped in logs): controls (Cc), format characters incl. bidi overrides,
+/// isolates and zero-width joiners (Cf), line and paragraph separators
+/// (Zl, Zp), private-use (Co), unassigned (Cn) and surrogate (Cs) code points.
+fn unprintable(c: char) -> Option<&'static str> {
+    match c.general_category() {
+        GeneralCategory::Control => Some("a control character"),
+        GeneralCategory::Format => Some("an invisible format character"),
+        GeneralCategory::LineSeparator | GeneralCategory::ParagraphSeparator => {
+            Some("a line separator")
+        }
+        GeneralCategory::PrivateUse => Some("a private-use character"),
+        GeneralCategory::Unassigned | GeneralCategory::Surrogate => {
+            Some("an unassigned code point")
+        }
+        _ => None,
+    }
+}
+
 impl Name {
+    /// Checks the structural rule (what any stored or decoded name obeys)
+    /// and wraps `name`. For a name chosen now, see [`Name::check_new`].
     pub fn new(name: impl Into<String>) -> Result<Self, PathError> {
         let name = name.into();
         let ok = !name.is_empty()
@@ -182,6 +228,33 @@ impl Name {
         } else {
             Err(PathError::BadName(name))
         }
+    }
+
+    /// The rule for a name that is new to a receiver: no character that
+    /// [`unprintable`] lists, and equal to its NFKC form, so look-alikes
+    /// such as full-width `ｌａｐ` (NFKC `lap`) or a decomposed `é` are not a
+    /// second namespace beside the plain name. Cross-script look-alikes
+    /// (Cyrillic `а` for Latin `a`) are not caught.
+    pub fn check_new(&self) -> Result<(), NameRuleError> {
+        if let Some((ch, what)) = self
+            .0
+            .chars()
+            .find_map(|c| unprintable(c).map(|what| (c, what)))
+        {
+            return Err(NameRuleError::Unprintable {
+                name: self.0.clone(),
+                ch,
+                what,
+            });
+        }
+        let plain: String = self.0.nfkc().collect();
+        if plain != self.0 {
+            return Err(NameRuleError::NotPlain {
+                name: self.0.clone(),
+                plain,
+            });
+        }
+        Ok(())
     }
 
     pub fn as_str(&self) -> &str {
@@ -197,7 +270,15 @@ impl fmt::Debug for Name {
 
 impl fmt::Display for Name {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        use fmt::Write;
+        for c in self.0.chars() {
+            match c {
+                '\\' | '\n' | '\r' | '\t' => write!(f, "{}", c.escape_debug())?,
+                c if unprintable(c).is_some() => write!(f, "{}", c.escape_unicode())?,
+                c => f.write_char(c)?,
+            }
+        }
+        Ok(())
     }
 }
 
@@ -285,5 +366,73 @@ mod tests {
         for bad in ["", ".ferry", "..", "a/b", "a\0"] {
             assert!(Name::new(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    fn rule(name: &str) -> Result<(), NameRuleError> {
+        Name::new(name).unwrap().check_new()
+    }
+
+    #[test]
+    fn new_names_refuse_newline_bidi_override_full_width_and_zero_width_joiner() {
+        let unprintable = |name: &str, bad: char| match rule(name) {
+            Err(NameRuleError::Unprintable { ch, .. }) => assert_eq!(ch, bad, "{name:?}"),
+            other => panic!("{name:?}: {other:?}"),
+        };
+        unprintable("lap\nFORGED log line", '\n');
+        unprintable("lap\u{202e}pot", '\u{202e}');
+        unprintable("la\u{200d}p", '\u{200d}');
+        unprintable("lap\u{2066}x\u{2069}", '\u{2066}');
+        unprintable("lap\u{2028}", '\u{2028}');
+        unprintable("lap\u{7f}", '\u{7f}');
+        match rule("ｌａｐ") {
+            Err(NameRuleError::NotPlain { plain, .. }) => assert_eq!(plain, "lap"),
+            other => panic!("full-width accepted: {other:?}"),
+        }
+        // A decomposed é (e + U+0301) is a second spelling of the composed one.
+        assert!(matches!(
+            rule("cafe\u{301}"),
+            Err(NameRuleError::NotPlain { .. })
+        ));
+        let message = rule("lap\u{202e}pot").unwrap_err().to_string();
+        assert!(
+            message.contains("U+202E") && !message.contains('\u{202e}'),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn new_names_accept_printable_text_in_any_script() {
+        for good in [
+            "laptop",
+            "Desk PC 2",
+            "café",
+            "ноутбук",
+            "ラップトップ",
+            "a-b_c (1)",
+            "😀",
+        ] {
+            assert_eq!(rule(good), Ok(()), "{good:?}");
+        }
+    }
+
+    #[test]
+    fn display_escapes_what_would_forge_a_log_line() {
+        let show = |name: &str| Name::new(name).unwrap().to_string();
+        assert_eq!(show("lap\nINFO forged"), "lap\\nINFO forged");
+        assert_eq!(show("lap\u{202e}pot"), "lap\\u{202e}pot");
+        assert_eq!(show("la\u{200d}p"), "la\\u{200d}p");
+        assert_eq!(show("a\\b"), "a\\\\b");
+        assert_eq!(show("café ｌａｐ"), "café ｌａｐ");
+        assert!(!show("x\r\n\u{2028}\u{85}").contains(['\r', '\n', '\u{2028}', '\u{85}']));
+    }
+
+    #[test]
+    fn names_recorded_before_the_rule_still_decode() {
+        // The wire and the catalog accept what they always did: a sender
+        // registered as `lap\n` keeps its namespace.
+        let bytes = postcard::to_stdvec("lap\n").unwrap();
+        let name: Name = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(name.as_str(), "lap\n");
+        assert!(name.check_new().is_err());
     }
 }

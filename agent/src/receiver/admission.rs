@@ -28,6 +28,9 @@ pub struct Facts<'a> {
     pub registered_as: Option<&'a Name>,
     /// True if another device holds `hello.name`.
     pub name_taken: bool,
+    /// True if this device has sent `hello.folder` before (so its name
+    /// predates any rule for new names).
+    pub folder_known: bool,
     /// True if the admin listed the peer with `--allow`.
     pub allowed: bool,
     pub proof: Proof,
@@ -74,11 +77,52 @@ pub fn decide(facts: &Facts<'_>) -> Verdict {
                 ),
             );
         }
+        if !facts.folder_known {
+            if let Err(e) = hello.folder.check_new() {
+                return refuse(
+                    RefuseCode::BadName,
+                    format!("folder {e}: choose another with --folder"),
+                );
+            }
+        }
         return Verdict::Admit {
             register: false,
             paired: false,
         };
     }
+    // An unknown device: its right to register comes first, so a stranger
+    // learns nothing about the names this receiver holds.
+    let paired = match (facts.allowed, facts.proof) {
+        (true, _) => false,
+        (false, Proof::Valid) => true,
+        (false, Proof::Invalid) => {
+            return refuse(
+                RefuseCode::BadPairingSecret,
+                format!(
+                    "device {} offered a pairing secret that does not match this receiver's: check --pairing-secret-file on both sides",
+                    facts.peer
+                ),
+            )
+        }
+        (false, Proof::NotAccepted) => {
+            return refuse(
+                RefuseCode::UnknownSender,
+                format!(
+                    "device {} is not known and this receiver does not accept pairing: ask its admin to run `ferry receive` with --allow {} or with --pairing-secret-file",
+                    facts.peer, facts.peer
+                ),
+            )
+        }
+        (false, Proof::Absent) => {
+            return refuse(
+                RefuseCode::UnknownSender,
+                format!(
+                    "device {} is not known to this receiver: pair it once with --pairing-secret-file (the receiver's secret), or ask the receiver's admin to add --allow {}",
+                    facts.peer, facts.peer
+                ),
+            )
+        }
+    };
     if facts.name_taken {
         return refuse(
             RefuseCode::NameTaken,
@@ -88,35 +132,21 @@ pub fn decide(facts: &Facts<'_>) -> Verdict {
             ),
         );
     }
-    if facts.allowed {
-        return Verdict::Admit {
-            register: true,
-            paired: false,
-        };
+    if let Err(e) = hello.name.check_new() {
+        return refuse(
+            RefuseCode::BadName,
+            format!("sender {e}: choose another with --name"),
+        );
     }
-    match facts.proof {
-        Proof::Valid => Verdict::Admit { register: true, paired: true },
-        Proof::Invalid => refuse(
-            RefuseCode::BadPairingSecret,
-            format!(
-                "device {} offered a pairing secret that does not match this receiver's: check --pairing-secret-file on both sides",
-                facts.peer
-            ),
-        ),
-        Proof::NotAccepted => refuse(
-            RefuseCode::UnknownSender,
-            format!(
-                "device {} is not known and this receiver does not accept pairing: ask its admin to run `ferry receive` with --allow {} or with --pairing-secret-file",
-                facts.peer, facts.peer
-            ),
-        ),
-        Proof::Absent => refuse(
-            RefuseCode::UnknownSender,
-            format!(
-                "device {} is not known to this receiver: pair it once with --pairing-secret-file (the receiver's secret), or ask the receiver's admin to add --allow {}",
-                facts.peer, facts.peer
-            ),
-        ),
+    if let Err(e) = hello.folder.check_new() {
+        return refuse(
+            RefuseCode::BadName,
+            format!("folder {e}: choose another with --folder"),
+        );
+    }
+    Verdict::Admit {
+        register: true,
+        paired,
     }
 }
 
@@ -140,6 +170,7 @@ mod tests {
             hello,
             registered_as: None,
             name_taken: false,
+            folder_known: false,
             allowed: false,
             proof: Proof::Absent,
         }
@@ -238,6 +269,92 @@ mod tests {
                 ..facts(&old)
             }),
             Some(RefuseCode::Version)
+        );
+    }
+
+    fn refused(f: &Facts<'_>) -> Option<(RefuseCode, String)> {
+        match decide(f) {
+            Verdict::Refuse { code, message } => Some((code, message)),
+            Verdict::Admit { .. } => None,
+        }
+    }
+
+    #[test]
+    fn stranger_cannot_tell_a_taken_name_from_a_free_one() {
+        let h = hello("lap", 1);
+        for proof in [Proof::Absent, Proof::Invalid, Proof::NotAccepted] {
+            let free = refused(&Facts { proof, ..facts(&h) });
+            let taken = refused(&Facts {
+                proof,
+                name_taken: true,
+                ..facts(&h)
+            });
+            assert!(free.is_some(), "{proof:?}");
+            assert_eq!(free, taken, "{proof:?}");
+        }
+    }
+
+    #[test]
+    fn new_sender_or_folder_with_an_unprintable_or_look_alike_name_refused() {
+        let bad_hello = |name: &str, folder: &str| Hello {
+            protocol: 1,
+            name: Name::new(name).unwrap(),
+            folder: Name::new(folder).unwrap(),
+            pairing: None,
+            agent: String::new(),
+        };
+        for (name, folder) in [
+            ("lap\nforged", "docs"),
+            ("lap\u{202e}", "docs"),
+            ("ｌａｐ", "docs"),
+            ("l\u{200d}ap", "docs"),
+            ("lap", "docs\u{202e}"),
+        ] {
+            let h = bad_hello(name, folder);
+            let (code, message) = refused(&Facts {
+                proof: Proof::Valid,
+                ..facts(&h)
+            })
+            .expect("admitted");
+            assert_eq!(code, RefuseCode::BadName, "{name:?}/{folder:?}");
+            assert!(
+                !message.contains(['\n', '\u{202e}', '\u{200d}']),
+                "{message}"
+            );
+        }
+    }
+
+    #[test]
+    fn names_registered_before_the_rule_keep_working() {
+        // A sender registered as `lap\n` (before the rule) keeps its name and
+        // its folders; only a folder new to it is checked.
+        let h = Hello {
+            protocol: 1,
+            name: Name::new("lap\n").unwrap(),
+            folder: Name::new("ｄｏｃｓ").unwrap(),
+            pairing: None,
+            agent: String::new(),
+        };
+        let name = Name::new("lap\n").unwrap();
+        let known = Facts {
+            registered_as: Some(&name),
+            folder_known: true,
+            ..facts(&h)
+        };
+        assert_eq!(
+            decide(&known),
+            Verdict::Admit {
+                register: false,
+                paired: false
+            }
+        );
+        let new_folder = Facts {
+            folder_known: false,
+            ..known
+        };
+        assert_eq!(
+            refused(&new_folder).map(|(code, _)| code),
+            Some(RefuseCode::BadName)
         );
     }
 }

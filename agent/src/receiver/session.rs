@@ -206,11 +206,14 @@ async fn session(
     let store = shared.store.clone();
     let device = peer.to_string();
     let name = hello.name.clone();
-    let (by_device, by_name) = blocking(move || {
-        Ok((
-            store.sender_by_device(&device)?,
-            store.sender_by_name(&name)?,
-        ))
+    let folder = hello.folder.clone();
+    let (by_device, by_name, folder_known) = blocking(move || {
+        let by_device = store.sender_by_device(&device)?;
+        let folder_known = match &by_device {
+            Some(sender) => store.folder_known(sender, &folder)?,
+            None => false,
+        };
+        Ok((by_device, store.sender_by_name(&name)?, folder_known))
     })
     .await?;
     let facts = Facts {
@@ -220,6 +223,7 @@ async fn session(
         name_taken: by_name
             .as_ref()
             .is_some_and(|s| s.device != peer.to_string()),
+        folder_known,
         allowed: shared.admission.allow.contains(&peer),
         proof,
     };

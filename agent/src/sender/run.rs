@@ -179,7 +179,7 @@ async fn session(
     }
 
     // 3. Plan against the index of this receiver and folder.
-    let target = format!("{}/{}", receiver_id, ctx.settings.folder);
+    let target = format!("{}/{}", receiver_id, ctx.settings.folder.as_str());
     let index_path = ctx.settings.state.join("index.db");
     let source = ctx.settings.source.clone();
     let index_slot = ctx.index.clone();

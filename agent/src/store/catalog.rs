@@ -218,6 +218,16 @@ pub(crate) fn sql_u64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
+/// True if the filesystem holding `path` has less than 1 MiB free (or
+/// cannot say): too little for SQLite to map its WAL index and write.
+fn disk_nearly_full(path: &Path) -> bool {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    match rustix::fs::statvfs(dir) {
+        Ok(st) => st.f_bavail.saturating_mul(st.f_frsize) < 1024 * 1024,
+        Err(_) => true,
+    }
+}
+
 /// `PRAGMA quick_check`'s findings (`["ok"]` when the file is sound), at
 /// most ten.
 fn quick_check(conn: &Connection) -> rusqlite::Result<Vec<String>> {
@@ -229,7 +239,31 @@ fn quick_check(conn: &Connection) -> rusqlite::Result<Vec<String>> {
 impl Catalog {
     /// Opens or creates the catalog at `path`. An existing file is checked
     /// (readable as SQLite, known schema) before anything is written to it.
+    ///
+    /// On a full disk the WAL's shared-memory index (`catalog.db-shm`, 32
+    /// KiB) cannot be allocated, and nothing, not even a read, works through
+    /// it: then the catalog is opened in exclusive locking mode, where SQLite
+    /// keeps that index in the process's memory. Reads work; writes fail
+    /// with [`StoreError::DiskFull`] until space is freed. Read-only tools
+    /// (`ferry history --store`, `ferry verify`) cannot read beside a
+    /// receiver in that mode; they can once it restarts with space.
     pub fn open(path: &Path) -> Result<Catalog, StoreError> {
+        match Self::open_in(path, false) {
+            Err(first) if disk_nearly_full(path) => match Self::open_in(path, true) {
+                Ok(catalog) => {
+                    tracing::warn!(
+                        catalog = %path.display(),
+                        "the disk is full: the catalog is open for reading only until space is freed (writes fail per file); read-only tools cannot read beside this receiver until it restarts"
+                    );
+                    Ok(catalog)
+                }
+                Err(_) => Err(first),
+            },
+            other => other,
+        }
+    }
+
+    fn open_in(path: &Path, exclusive: bool) -> Result<Catalog, StoreError> {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -238,6 +272,14 @@ impl Catalog {
                 path: path.to_path_buf(),
                 source,
             })?;
+        if exclusive {
+            // Before the first access to the WAL, or SQLite maps the -shm file.
+            conn.execute_batch("PRAGMA locking_mode = EXCLUSIVE;")
+                .map_err(|source| StoreError::Catalog {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+        }
         let not_db = |source: rusqlite::Error| {
             if source.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseCorrupt) {
                 StoreError::DamagedCatalog {
@@ -283,7 +325,14 @@ impl Catalog {
             conn,
             path: path.to_path_buf(),
         };
-        let setup = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;";
+        // `synchronous = FULL`: in WAL mode every commit fsyncs the WAL
+        // before it returns, so the rows of a batch are durable before its
+        // entries are answered `Stored`. NORMAL syncs only at checkpoints,
+        // and a power loss could drop acknowledged rows. FULL costs one fsync
+        // of the WAL per transaction, i.e. per group-commit batch — cheaper
+        // than a checkpoint after each batch, which also writes and syncs
+        // the database file.
+        let setup = "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;";
         catalog
             .conn
             .execute_batch(setup)
@@ -366,8 +415,14 @@ impl Catalog {
         &self.path
     }
 
-    /// Wraps an SQLite error with the catalog's path.
+    /// Wraps an SQLite error with the catalog's path; a full disk gets its
+    /// own variant, so the sender is told why.
     pub fn err(&self, source: rusqlite::Error) -> StoreError {
+        if source.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull) {
+            return StoreError::DiskFull {
+                path: self.path.clone(),
+            };
+        }
         StoreError::Catalog {
             path: self.path.clone(),
             source,
@@ -426,6 +481,17 @@ impl Catalog {
             )
             .map_err(|e| self.err(e))?;
         Ok(self.conn.last_insert_rowid())
+    }
+
+    /// True if the sender has a run of `folder`.
+    pub fn folder_known(&self, sender_id: i64, folder: &Name) -> Result<bool, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM runs WHERE sender_id = ?1 AND folder = ?2)",
+                params![sender_id, folder.as_str()],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.err(e))
     }
 
     /// Opens a run.
@@ -803,6 +869,23 @@ mod tests {
         // Reopening an existing catalog works.
         drop(conn);
         Catalog::open(&path).unwrap();
+    }
+
+    #[test]
+    fn writer_commits_are_synced_before_stored_is_answered() {
+        // `Stored` follows the commit of the batch's rows: only
+        // `synchronous = FULL` (2) makes a WAL commit durable on return.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("catalog.db");
+        for _ in 0..2 {
+            // Fresh, then reopened.
+            let cat = Catalog::open(&path).unwrap();
+            let level: i64 = cat
+                .conn()
+                .query_row("PRAGMA synchronous", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(level, 2, "PRAGMA synchronous of the writer");
+        }
     }
 
     /// A catalog of schema version 1 (before chunk lists) gains the new

@@ -19,6 +19,17 @@ pub enum StoreError {
     /// list says (changed or damaged on disk): the sender sends the file whole.
     #[error("the stored version {path} that the changes are based on is damaged or was changed: {detail}; the file is sent whole")]
     BaseDamaged { path: PathBuf, detail: String },
+    /// The path on disk is longer than the receiver's filesystem takes
+    /// (`ENAMETOOLONG`): the protocol accepts a 4096-byte path, but the
+    /// store's own location (and, for an archive, the versions area and a
+    /// timestamp suffix) comes in front of or after it.
+    #[error("could not {action} {}: too long for the receiver's filesystem ({len} bytes with the store's location, the longest name {longest} bytes; the limits are {} bytes per path, PATH_MAX, and {} per name, NAME_MAX): move the store to a directory with a shorter path, or shorten the file's path or name on the sender", Abbreviated(path), PATH_MAX - 1, NAME_MAX)]
+    PathTooLong {
+        action: &'static str,
+        path: PathBuf,
+        len: usize,
+        longest: usize,
+    },
     /// Any other filesystem error.
     #[error("could not {action} {path}: {source}")]
     Io {
@@ -118,6 +129,7 @@ impl StoreError {
             StoreError::BadEntry { .. } | StoreError::UnknownRun { .. } => FailCode::BadRequest,
             StoreError::Locked { .. }
             | StoreError::DiskFull { .. }
+            | StoreError::PathTooLong { .. }
             | StoreError::Io { .. }
             | StoreError::SymlinkInWay { .. }
             | StoreError::OutsideStore { .. }
@@ -133,8 +145,44 @@ impl StoreError {
     }
 }
 
-/// Wraps an I/O error on `path`, giving a full disk its own variant.
+/// Linux's limits on a path given to a system call (with its NUL) and on
+/// one name in it.
+const PATH_MAX: usize = libc::PATH_MAX as usize;
+const NAME_MAX: usize = 255;
+
+/// Shows a path of up to 200 bytes whole, a longer one as its start and end
+/// (a 4 KB path would bury the message).
+struct Abbreviated<'a>(&'a Path);
+
+impl std::fmt::Display for Abbreviated<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use std::os::unix::ffi::OsStrExt;
+        let bytes = self.0.as_os_str().as_bytes();
+        if bytes.len() <= 200 {
+            return write!(f, "{}", self.0.display());
+        }
+        let head = String::from_utf8_lossy(&bytes[..60]);
+        let tail = String::from_utf8_lossy(&bytes[bytes.len() - 120..]);
+        write!(f, "{head}[… {} bytes …]{tail}", bytes.len() - 180)
+    }
+}
+
+/// Wraps an I/O error on `path`, giving a full disk and a path too long for
+/// the filesystem their own variants.
 pub(crate) fn io_err(action: &'static str, path: &Path, source: io::Error) -> StoreError {
+    if source.raw_os_error() == Some(libc::ENAMETOOLONG) {
+        use std::os::unix::ffi::OsStrExt;
+        return StoreError::PathTooLong {
+            action,
+            path: path.to_path_buf(),
+            len: path.as_os_str().as_bytes().len(),
+            longest: path
+                .components()
+                .map(|c| c.as_os_str().as_bytes().len())
+                .max()
+                .unwrap_or(0),
+        };
+    }
     let full = source.kind() == io::ErrorKind::StorageFull
         || source.kind() == io::ErrorKind::QuotaExceeded
         || source.raw_os_error() == Some(libc::ENOSPC)

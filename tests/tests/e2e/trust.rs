@@ -199,3 +199,99 @@ async fn pairing_proof_is_bound_to_the_tls_session() -> anyhow::Result<()> {
     }
     receiver.stop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stranger_gets_the_same_answer_for_a_taken_and_a_free_name() -> anyhow::Result<()> {
+    // Before: a taken name was answered NameTaken before the pairing proof
+    // was checked, so anyone could list the receiver's sender names.
+    let dir = tempfile::tempdir()?;
+    let receiver = TestReceiver::with_secret(dir.path(), SECRET).await?;
+    let owner = TestSender::new(dir.path(), "laptop")?;
+    tree::write(&owner.source, "mine", "mine")?;
+    send_config(&owner.with_secret(&receiver, SECRET)?).await?;
+    let stranger_state = dir.path().join("stranger-state");
+    let mut answers = Vec::new();
+    for name in ["laptop", "no-such-sender"] {
+        let stranger = TestSender {
+            state: stranger_state.clone(),
+            ..TestSender::new(dir.path(), name)?
+        };
+        let wrong = refusal(send(stranger.with_secret(&receiver, "a guess")?.settings()?).await);
+        let none = refusal(send(stranger.config(&receiver).settings()?).await);
+        answers.push((name, wrong, none));
+    }
+    let (_, taken_wrong, taken_none) = &answers[0];
+    let (_, free_wrong, free_none) = &answers[1];
+    assert_eq!(taken_wrong.0, RefuseCode::BadPairingSecret);
+    assert_eq!(taken_wrong, free_wrong, "wrong secret: {answers:?}");
+    assert_eq!(taken_none.0, RefuseCode::UnknownSender);
+    assert_eq!(taken_none, free_none, "no secret: {answers:?}");
+    receiver.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn look_alike_and_unprintable_names_are_refused_but_names_from_before_the_rule_keep_working(
+) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let receiver = TestReceiver::with_secret(dir.path(), SECRET).await?;
+    let owner = TestSender::new(dir.path(), "lap")?;
+    tree::write(&owner.source, "a", "a")?;
+    send_config(&owner.with_secret(&receiver, SECRET)?).await?;
+
+    // New senders: full-width "ｌａｐ" (NFKC "lap"), a right-to-left
+    // override, a zero-width joiner, a newline that would forge a log line.
+    for name in [
+        "ｌａｐ",
+        "lap\u{202e}cod.exe",
+        "l\u{200d}ap",
+        "lap\nINFO forged",
+    ] {
+        let sender = TestSender::new(dir.path(), &format!("new-{}", name.len()))?;
+        let sender = TestSender {
+            name: name.into(),
+            ..sender
+        };
+        tree::write(&sender.source, "x", "x")?;
+        let (code, message) =
+            refusal(send(sender.with_secret(&receiver, SECRET)?.settings()?).await);
+        assert_eq!(code, RefuseCode::BadName, "{name:?}: {message}");
+        assert!(message.contains("--name"), "{message}");
+        let id = Identity::load_or_create(&sender.state)?.id;
+        assert!(receiver.store.sender_by_device(&id.to_string())?.is_none());
+        assert!(!receiver.store_dir.join(name).exists(), "{name:?}");
+    }
+
+    // A sender and a folder recorded before the rule (as an older Ferry
+    // did) keep working; a new folder of that sender is checked.
+    let old = TestSender::new(dir.path(), "old")?;
+    let old = TestSender {
+        name: "old\u{202e}name".into(),
+        ..old
+    };
+    let id = Identity::load_or_create(&old.state)?.id;
+    let record = receiver
+        .store
+        .add_sender(&id.to_string(), &ferry_proto::Name::new(old.name.clone())?)?;
+    let legacy_folder = ferry_proto::Name::new("ｄｏｃｓ")?;
+    let ns = receiver.store.namespace(&record, &legacy_folder);
+    let run = receiver.store.begin_run(&ns)?;
+    receiver
+        .store
+        .finish_run(&ns, run, &Default::default(), 0, true)?;
+    tree::write(&old.source, "kept", "kept")?;
+    let legacy = ferry_agent::config::SenderConfig {
+        folder: Some("ｄｏｃｓ".into()),
+        ..old.config(&receiver)
+    };
+    let summary = send_config(&legacy).await?;
+    assert_eq!((summary.errors, summary.files_sent), (0, 1), "{summary:?}");
+    tree::assert_same(&old.source, &receiver.mirror(&old.name, "ｄｏｃｓ"))?;
+    let new_folder = ferry_agent::config::SenderConfig {
+        folder: Some("ｎｅｗ".into()),
+        ..old.config(&receiver)
+    };
+    let (code, message) = refusal(send(new_folder.settings()?).await);
+    assert_eq!(code, RefuseCode::BadName, "{message}");
+    assert!(message.contains("--folder"), "{message}");
+    receiver.stop().await
+}

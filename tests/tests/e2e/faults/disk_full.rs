@@ -2,7 +2,13 @@
 
 use std::collections::BTreeSet;
 
+use std::sync::Arc;
+
+use ferry_agent::history::{Client, Remote};
 use ferry_agent::index::Index;
+use ferry_agent::restore::{restore_remote, Destination};
+use ferry_agent::status::SenderStatus;
+use ferry_proto::{At, Name, RelPath};
 use ferry_tests::tree;
 
 use super::{assert_mirror_holds_only_source_files, assert_staging_empty, QuotaReceiver, Tmpfs};
@@ -212,6 +218,98 @@ async fn a_disk_full_at_any_point_of_a_commit_loses_nothing_acknowledged() -> an
         }
     }
     eprintln!("{} acknowledged states checked", acked.len());
+    receiver.stop().await?;
+    drop(tmpfs);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_started_on_a_full_disk_serves_history_and_restore_and_a_run_ends_with_per_file_errors(
+) -> anyhow::Result<()> {
+    // Before: the receiver did not start ("catalog ... disk I/O error" /
+    // "database or disk is full"), so nothing could be restored until
+    // space was freed.
+    let dir = tempfile::tempdir()?;
+    let store_dir = dir.path().join("store");
+    let Some(tmpfs) = Tmpfs::mount(&store_dir, "8m")? else {
+        return Ok(());
+    };
+    let receiver = QuotaReceiver::start(dir.path(), "127.0.0.1:0".parse()?, None).await?;
+    let sender = TestSender::new(dir.path(), "laptop")?;
+    let config = super::sender_config(&sender, receiver.addr)?;
+    let mirror = store_dir.join("laptop/docs");
+    for i in 0..5 {
+        tree::write(&sender.source, format!("f{i}.txt"), format!("first {i}"))?;
+    }
+    let first = send_config(&config).await?;
+    assert_eq!(first.errors, 0, "{first:?}");
+    let acknowledged = tree::snapshot(&sender.source)?;
+    let addr = receiver.addr;
+    receiver.stop().await?;
+
+    // Full to the last page, then the receiver restarts.
+    let filler = store_dir.join("filler");
+    fill_leaving(&store_dir, &filler, 0)?;
+    let receiver = QuotaReceiver::start(dir.path(), addr, None).await?;
+
+    // History, versions and a restore work.
+    let remote = Remote {
+        host: addr.ip().to_string(),
+        port: addr.port(),
+        receiver_id: None,
+        state: sender.state.clone(),
+        name: Name::new("laptop")?,
+        folder: Name::new("docs")?,
+    };
+    let mut client = Client::connect(&remote).await?;
+    assert_eq!(client.runs().await?.len(), 1);
+    assert_eq!(
+        client
+            .versions(&RelPath::from_bytes("f3.txt")?)
+            .await?
+            .len(),
+        1
+    );
+    let (_, latest) = client.tree(At::Latest, &[]).await?;
+    let restored = dir.path().join("restored");
+    let dest = Arc::new(Destination::new(&restored, false)?);
+    let restore = restore_remote(&client.fetcher(), latest, dest, SenderStatus::new()).await;
+    client.close().await;
+    assert!(restore.problems.is_empty(), "{restore:?}");
+    assert_eq!(tree::snapshot(&restored)?, acknowledged);
+
+    // A run with changes larger than any space the receiver can find ends
+    // with its summary; each failed file says the disk is full.
+    for i in 0..3 {
+        tree::write(
+            &sender.source,
+            format!("big{i}.bin"),
+            pseudo_random(2 * MIB, 10 + i),
+        )?;
+    }
+    tree::write(&sender.source, "f0.txt", "second")?;
+    let summary = send_config(&config).await?;
+    eprintln!("full disk run: {}", summary.line());
+    for p in &summary.problems {
+        eprintln!("  {}: {}", p.path, p.message);
+    }
+    assert!(summary.errors >= 3, "{summary:?}");
+    assert!(
+        summary
+            .problems
+            .iter()
+            .all(|p| p.message.contains("the receiver's disk is full")),
+        "{:?}",
+        summary.problems
+    );
+    assert_mirror_holds_only_source_files(&sender.source, &mirror)?;
+
+    // Space freed: the next run completes.
+    std::fs::remove_file(&filler)?;
+    let summary = send_config(&config).await?;
+    assert_eq!(summary.errors, 0, "{summary:?}");
+    tree::assert_same(&sender.source, &mirror)?;
+    assert_staging_empty(&store_dir)?;
     receiver.stop().await?;
     drop(tmpfs);
     Ok(())
