@@ -46,8 +46,9 @@
 //! - `archive`: moving what is in the way into the versions area.
 //! - `history`: the tree as of a run or a time, versions by id, the admin's
 //!   read-only view of the runs.
+//! - `locate`: where a version's bytes are (the catalog's rules).
 //! - `retention`: the receiver's retention policy and pruning.
-//! - `verify`: re-hashing the store against the catalog.
+//! - `verify`: reconciling the store with the catalog both ways.
 
 mod apply;
 mod archive;
@@ -55,6 +56,7 @@ mod catalog;
 mod chunked;
 mod error;
 mod history;
+mod locate;
 mod mirror;
 mod retention;
 mod staging;
@@ -74,9 +76,11 @@ use catalog::{Catalog, VersionRow};
 pub use chunked::{BaseContent, Resumable};
 use error::io_err;
 pub use error::StoreError;
-pub use history::{catalog_path, read_runs, HistoryError};
+pub use history::{catalog_path, read_runs, HistoryError, SkippedVersion, TreeReport};
+pub use locate::Unservable;
 pub use retention::{select_kept, KeepCandidate, PruneReport, Retention, RetentionError};
 pub use staging::{Staged, Verified};
+pub(crate) use verify::Beneath;
 pub use verify::{verify, Finding, FindingKind, VerifyReport};
 
 /// A sender known to this receiver.
@@ -153,9 +157,13 @@ pub struct VersionRecord {
     /// Absolute path of the version's bytes: in the mirror if current, else
     /// in the versions area. A version replaced by a metadata-only change
     /// shares the bytes of the next version, so it points where that one
-    /// does. A version whose bytes had vanished from the mirror before Ferry
-    /// retired it (removed by hand) points at its old mirror path.
+    /// does. A version that cannot be served ([`VersionRecord::unservable`])
+    /// and a directory or symlink without an archive point at their mirror
+    /// path (never outside the store).
     pub location: PathBuf,
+    /// Why the version's bytes cannot be served, if they cannot: not kept,
+    /// or recorded outside the folder's versions area.
+    pub unservable: Option<Unservable>,
 }
 
 /// The receiver's store. See the module documentation.
@@ -410,12 +418,11 @@ impl Store {
     ) -> Result<Vec<VersionRecord>, StoreError> {
         let cat = self.catalog();
         let rows = cat.path_rows(ns.sender_id, &ns.folder, path)?;
-        let mut out: Vec<VersionRecord> = Vec::with_capacity(rows.len());
-        for row in rows {
-            let newer = out.last().map(|v| v.location.clone());
-            out.push(self.version_record(&cat, ns, row, newer)?);
-        }
-        Ok(out)
+        let located = locate::locate(ns.sender.as_str(), ns.folder.as_str(), &rows);
+        rows.into_iter()
+            .zip(located)
+            .map(|(row, at)| self.version_record(&cat, ns, row, at))
+            .collect()
     }
 
     /// The current entries of `ns`, in path order.
@@ -423,7 +430,10 @@ impl Store {
         let cat = self.catalog();
         let rows = cat.current_rows(ns.sender_id, &ns.folder, false)?;
         rows.into_iter()
-            .map(|row| self.version_record(&cat, ns, row, None))
+            .map(|row| {
+                let at = locate::Located::Own(PathBuf::new()); // current: the mirror
+                self.version_record(&cat, ns, row, at)
+            })
             .collect()
     }
 
@@ -473,7 +483,7 @@ impl Store {
         cat: &Catalog,
         ns: &Namespace,
         row: VersionRow,
-        newer_location: Option<PathBuf>,
+        at: locate::Located,
     ) -> Result<VersionRecord, StoreError> {
         let path = RelPath::from_bytes(row.path).map_err(|e| cat.corrupt(e.to_string()))?;
         let hash = match row.hash {
@@ -484,14 +494,11 @@ impl Store {
             ),
         };
         let current = row.replaced_run.is_none();
-        let location = match (&row.archive, current) {
-            (_, true) => path.under(&self.ns_dir(ns)),
-            (Some(archive), false) => mirror::join_bytes(&self.root, archive),
-            (None, false) => match newer_location {
-                Some(newer) if !row.deleted => newer,
-                _ => path.under(&self.ns_dir(ns)),
-            },
+        let location = match (current, at.bytes()) {
+            (false, Some(bytes)) => self.root.join(bytes),
+            _ => path.under(&self.ns_dir(ns)),
         };
+        let unservable = at.unservable().cloned();
         Ok(VersionRecord {
             id: row.id,
             kind: row.kind,
@@ -505,6 +512,7 @@ impl Store {
             current,
             deleted: row.deleted,
             location,
+            unservable,
             path,
         })
     }
