@@ -428,22 +428,28 @@ impl Beneath {
     /// Opens the regular file at `rel` for reading, never through a symlink
     /// and never outside the root.
     pub(crate) fn open_file(&self, rel: &Path) -> io::Result<File> {
-        let fd = rustix::fs::openat2(
-            &self.root,
-            rel,
-            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
-            Mode::empty(),
-            RESOLVE,
-        )?;
-        let file = File::from(fd);
-        if !file.metadata()?.is_file() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "not a regular file",
-            ));
-        }
-        Ok(file)
+        open_regular(&self.root, rel)
     }
+}
+
+/// Opens the regular file `rel` below the directory `dir` for reading,
+/// never through a symlink and never outside `dir`.
+fn open_regular(dir: &OwnedFd, rel: &Path) -> io::Result<File> {
+    let fd = rustix::fs::openat2(
+        dir,
+        rel,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::empty(),
+        RESOLVE,
+    )?;
+    let file = File::from(fd);
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    Ok(file)
 }
 
 /// Not there, or reached through a symlink or out of the store, or an error.
@@ -457,14 +463,15 @@ fn classify(e: io::Error) -> io::Result<Found> {
 }
 
 fn check_file(dir: &Beneath, rel: &Path, v: &VersionRow, bytes: &mut u64) -> Option<FindingKind> {
-    match dir.find(rel) {
+    let parent = match dir.find(rel) {
         Ok(Found::Missing) => return Some(FindingKind::Missing),
         Ok(Found::Outside(why)) => return Some(outside(why)),
-        Ok(Found::At(_, FileType::RegularFile)) => {}
+        Ok(Found::At(parent, FileType::RegularFile)) => parent,
         Ok(Found::At(..)) => return Some(FindingKind::WrongKind),
         Err(e) => return Some(unreadable(e)),
-    }
-    let mut file = match dir.open_file(rel) {
+    };
+    let leaf = rel.file_name().unwrap_or_default();
+    let mut file = match open_regular(&parent, Path::new(leaf)) {
         Ok(f) => f,
         Err(e) => return Some(unreadable(e)),
     };
