@@ -24,7 +24,7 @@
 //! the catalog before it is reported.
 
 use std::collections::HashSet;
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::OwnedFd;
@@ -152,7 +152,9 @@ pub fn verify(root: &Path) -> Result<VerifyReport, HistoryError> {
     let dir = Beneath::open(&root).map_err(|e| super::error::io_err("open", &root, e))?;
     let rows = all_rows(&cat)?;
     let mut report = VerifyReport::default();
-    let mut accounted: HashSet<PathBuf> = HashSet::new();
+    // Paths as bytes: hashing a `Path` walks its components.
+    let mut accounted: HashSet<OsString> = HashSet::new();
+    let mut buf = vec![0u8; 256 * 1024];
     for (group, located) in located_groups(&rows) {
         for (row, at) in group.iter().zip(located) {
             let v = &row.version;
@@ -160,12 +162,12 @@ pub fn verify(root: &Path) -> Result<VerifyReport, HistoryError> {
             let problem = match &at {
                 Located::Own(rel) => {
                     if v.kind != "dir" {
-                        accounted.insert(rel.clone());
+                        accounted.insert(rel.clone().into_os_string());
                     }
                     match v.kind.as_str() {
                         "file" => {
                             report.files_checked += 1;
-                            check_file(&dir, rel, v, &mut report.bytes_checked)
+                            check_file(&dir, rel, v, &mut buf, &mut report.bytes_checked)
                         }
                         "symlink" => {
                             report.links_checked += 1;
@@ -220,20 +222,20 @@ pub fn verify(root: &Path) -> Result<VerifyReport, HistoryError> {
     report.entries_walked = walked.len() as u64;
     let mut orphans: Vec<PathBuf> = walked
         .into_iter()
-        .filter(|p| !accounted.contains(p))
+        .filter(|p| !accounted.contains(p.as_os_str()))
         .collect();
     if !orphans.is_empty() {
         // A running receiver may have recorded them since the rows were read.
         let fresh = all_rows(&cat)?;
-        let mut now: HashSet<PathBuf> = HashSet::new();
+        let mut now: HashSet<OsString> = HashSet::new();
         for (group, located) in located_groups(&fresh) {
             for (row, at) in group.iter().zip(located) {
                 if let (Located::Own(rel), false) = (at, row.version.kind == "dir") {
-                    now.insert(rel);
+                    now.insert(rel.into_os_string());
                 }
             }
         }
-        orphans.retain(|p| !now.contains(p));
+        orphans.retain(|p| !now.contains(p.as_os_str()));
     }
     orphans.sort();
     for rel in orphans {
@@ -462,7 +464,13 @@ fn classify(e: io::Error) -> io::Result<Found> {
     }
 }
 
-fn check_file(dir: &Beneath, rel: &Path, v: &VersionRow, bytes: &mut u64) -> Option<FindingKind> {
+fn check_file(
+    dir: &Beneath,
+    rel: &Path,
+    v: &VersionRow,
+    buf: &mut [u8],
+    bytes: &mut u64,
+) -> Option<FindingKind> {
     let parent = match dir.find(rel) {
         Ok(Found::Missing) => return Some(FindingKind::Missing),
         Ok(Found::Outside(why)) => return Some(outside(why)),
@@ -486,7 +494,7 @@ fn check_file(dir: &Beneath, rel: &Path, v: &VersionRow, bytes: &mut u64) -> Opt
             actual: len,
         });
     }
-    let actual = match hash_reader(&mut file) {
+    let actual = match hash_reader(&mut file, buf) {
         Ok((hash, n)) => {
             *bytes += n;
             hash
@@ -579,12 +587,11 @@ fn walk(dir: &Beneath, tops: &[PathBuf]) -> Vec<PathBuf> {
 }
 
 /// blake3 of everything `reader` gives, and its length.
-fn hash_reader(reader: &mut impl Read) -> io::Result<(blake3::Hash, u64)> {
+fn hash_reader(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<(blake3::Hash, u64)> {
     let mut hasher = blake3::Hasher::new();
-    let mut buf = vec![0u8; 256 * 1024];
     let mut n = 0u64;
     loop {
-        let got = match reader.read(&mut buf) {
+        let got = match reader.read(buf) {
             Ok(got) => got,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
