@@ -385,13 +385,12 @@ pub async fn restore(args: RestoreArgs) -> anyhow::Result<ExitCode> {
             (None, None) => At::Latest,
         };
         let mut client = Client::connect(&remote).await?;
-        let (run, tree) = client.tree(at, &paths).await?;
-        if tree.is_empty() && !paths.is_empty() {
+        let tree = client.tree_report(at, &paths).await?;
+        if tree.entries.is_empty() && tree.not_served.is_empty() && !paths.is_empty() {
             eprintln!("ferry: nothing stored at these paths as of that point");
         }
-        let mut summary =
-            restore::restore_remote(&client.fetcher(), tree, dest, status.clone()).await;
-        summary.run = run;
+        let summary =
+            restore::restore_remote_tree(&client.fetcher(), tree, dest, status.clone()).await;
         client.close().await;
         summary
     };
@@ -426,24 +425,35 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         print_json(&report)?;
     } else {
         for f in &report.findings {
-            let which = if f.current { "current" } else { "old version" };
-            eprintln!(
-                "ferry: {}/{}/{} ({which} {}, at {}): {}",
-                f.sender,
-                f.folder,
-                f.path,
-                f.version,
-                f.location.display(),
-                f.kind
-            );
+            match f.version {
+                Some(version) => {
+                    let which = if f.current { "current" } else { "old version" };
+                    eprintln!(
+                        "ferry: {}/{}/{} ({which} {version}, at {}): {}",
+                        f.sender,
+                        f.folder,
+                        f.path,
+                        f.location.display(),
+                        f.kind
+                    );
+                }
+                None => eprintln!("ferry: {}: {}", f.location.display(), f.kind),
+            }
         }
         eprintln!(
-            "ferry: verified {} files ({}) and {} symlinks: {} problems",
+            "ferry: verified {} files ({}) and {} symlinks, walked {} entries: {} problems",
             report.files_checked,
             human_bytes(report.bytes_checked),
             report.links_checked,
+            report.entries_walked,
             report.findings.len()
         );
+        if report.unrecorded > 0 {
+            eprintln!(
+                "ferry: {} never acknowledged copies that interrupted commits left are kept in the versions area (named ~u<n>); they are not problems",
+                report.unrecorded
+            );
+        }
     }
     Ok(if report.findings.is_empty() {
         ExitCode::SUCCESS

@@ -7,7 +7,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ferry_proto::{At, Message, Name, Open, RefuseCode, RelPath, Request, RunInfo, VersionInfo};
+use ferry_proto::{
+    At, Message, Name, NotServed, Open, RefuseCode, RelPath, Request, RunInfo, VersionInfo,
+};
 
 use crate::identity::{DeviceId, Identity, IdentityError};
 use crate::pins::{PinError, Pins};
@@ -53,6 +55,17 @@ pub enum ClientError {
     Connection(#[from] quinn::ConnectionError),
     #[error("the receiver could not send version {version}: {message}")]
     Fetch { version: u64, message: String },
+}
+
+/// A folder's tree as the receiver gave it.
+#[derive(Debug, Clone, Default)]
+pub struct RemoteTree {
+    /// The run the point resolved to (`None`: the latest state).
+    pub run: Option<u64>,
+    /// The versions that can be restored, in path order.
+    pub entries: Vec<VersionInfo>,
+    /// The versions the receiver cannot serve, and why.
+    pub not_served: Vec<NotServed>,
 }
 
 /// An open read-only session.
@@ -143,16 +156,28 @@ impl Client {
     /// Every stored version of `path`, newest first.
     pub async fn versions(&mut self, path: &RelPath) -> Result<Vec<VersionInfo>, ClientError> {
         let request = Request::Versions { path: path.clone() };
-        Ok(self.version_list(request).await?.1)
+        Ok(self.version_list(request).await?.entries)
     }
 
     /// The folder's tree as of `at` (below `under` if not empty), and the
-    /// run it resolved to.
+    /// run it resolved to; versions the receiver cannot serve are left out
+    /// (see [`Client::tree_report`]).
     pub async fn tree(
         &mut self,
         at: At,
         under: &[RelPath],
     ) -> Result<(Option<u64>, Vec<VersionInfo>), ClientError> {
+        let tree = self.tree_report(at, under).await?;
+        Ok((tree.run, tree.entries))
+    }
+
+    /// The folder's tree as of `at` (below `under` if not empty), the run
+    /// it resolved to, and the versions the receiver cannot serve.
+    pub async fn tree_report(
+        &mut self,
+        at: At,
+        under: &[RelPath],
+    ) -> Result<RemoteTree, ClientError> {
         let request = Request::Tree {
             at,
             under: under.to_vec(),
@@ -160,16 +185,17 @@ impl Client {
         self.version_list(request).await
     }
 
-    async fn version_list(
-        &mut self,
-        request: Request,
-    ) -> Result<(Option<u64>, Vec<VersionInfo>), ClientError> {
+    async fn version_list(&mut self, request: Request) -> Result<RemoteTree, ClientError> {
         self.control.send.send(&Message::Request(request)).await?;
-        let mut out = Vec::new();
+        let mut out = RemoteTree::default();
         loop {
             match self.answer().await? {
-                Message::VersionList(batch) => out.extend(batch),
-                Message::ListEnd { run } => return Ok((run, out)),
+                Message::VersionList(batch) => out.entries.extend(batch),
+                Message::NotServed(batch) => out.not_served.extend(batch),
+                Message::ListEnd { run } => {
+                    out.run = run;
+                    return Ok(out);
+                }
                 other => return Err(StreamError::unexpected("VersionList", &other).into()),
             }
         }

@@ -25,7 +25,7 @@ use ferry_proto::{VersionInfo, VersionKind};
 use serde::Serialize;
 use tokio::task::JoinSet;
 
-use crate::history::{ClientError, Fetcher, Piece};
+use crate::history::{ClientError, Fetcher, Piece, RemoteTree};
 use crate::status::SenderStatus;
 use crate::summary::{human_bytes, Problem, Progress};
 
@@ -103,6 +103,30 @@ async fn blocking<T: Send + 'static>(
         .await
         .map_err(|e| FetchError::Internal(e.to_string()))?
         .map_err(FetchError::from)
+}
+
+/// Restores `tree` (from [`crate::history::Client::tree_report`]) into
+/// `dest`, fetching file content through `fetcher`; each version the
+/// receiver could not serve is reported as a problem (the restore goes on
+/// without it).
+pub async fn restore_remote_tree(
+    fetcher: &Fetcher,
+    tree: RemoteTree,
+    dest: Arc<Destination>,
+    status: Arc<SenderStatus>,
+) -> RestoreSummary {
+    let mut summary = restore_remote(fetcher, tree.entries, dest, status).await;
+    summary.run = tree.run;
+    for n in tree.not_served {
+        summary.problem(
+            n.path,
+            format!(
+                "not restored: the receiver cannot serve version {}: {}",
+                n.id, n.reason
+            ),
+        );
+    }
+    summary
 }
 
 /// Restores `entries` (a tree from [`crate::history::Client::tree`]) into

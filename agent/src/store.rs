@@ -47,9 +47,10 @@
 //! - `archive`: moving what is in the way into the versions area.
 //! - `history`: the tree as of a run or a time, versions by id, the admin's
 //!   read-only view of the runs.
+//! - `locate`: where a version's bytes are (the catalog's rules).
 //! - `reserve`: space kept back so runs open and end on a full disk.
 //! - `retention`: the receiver's retention policy and pruning.
-//! - `verify`: re-hashing the store against the catalog.
+//! - `verify`: reconciling the store with the catalog both ways.
 
 mod apply;
 mod archive;
@@ -57,6 +58,7 @@ mod catalog;
 mod chunked;
 mod error;
 mod history;
+mod locate;
 mod mirror;
 mod reserve;
 mod retention;
@@ -79,7 +81,8 @@ use catalog::{Catalog, VersionRow};
 pub use chunked::{BaseContent, Resumable};
 use error::io_err;
 pub use error::StoreError;
-pub use history::{catalog_path, read_runs, HistoryError};
+pub use history::{catalog_path, read_runs, HistoryError, SkippedVersion, TreeReport};
+pub use locate::Unservable;
 pub use retention::{select_kept, KeepCandidate, PruneReport, Retention, RetentionError};
 pub use staging::{Staged, Verified};
 pub use verify::{verify, Finding, FindingKind, VerifyReport};
@@ -158,9 +161,13 @@ pub struct VersionRecord {
     /// Absolute path of the version's bytes: in the mirror if current, else
     /// in the versions area. A version replaced by a metadata-only change
     /// shares the bytes of the next version, so it points where that one
-    /// does. A version whose bytes had vanished from the mirror before Ferry
-    /// retired it (removed by hand) points at its old mirror path.
+    /// does. A version that cannot be served ([`VersionRecord::unservable`])
+    /// and a directory or symlink without an archive point at their mirror
+    /// path (never outside the store).
     pub location: PathBuf,
+    /// Why the version's bytes cannot be served, if they cannot: not kept,
+    /// or recorded outside the folder's versions area.
+    pub unservable: Option<Unservable>,
 }
 
 /// The receiver's store. See the module documentation.
@@ -434,12 +441,11 @@ impl Store {
     ) -> Result<Vec<VersionRecord>, StoreError> {
         let cat = self.catalog();
         let rows = cat.path_rows(ns.sender_id, &ns.folder, path)?;
-        let mut out: Vec<VersionRecord> = Vec::with_capacity(rows.len());
-        for row in rows {
-            let newer = out.last().map(|v| v.location.clone());
-            out.push(self.version_record(&cat, ns, row, newer)?);
-        }
-        Ok(out)
+        let located = locate::locate(ns.sender.as_str(), ns.folder.as_str(), &rows);
+        rows.into_iter()
+            .zip(located)
+            .map(|(row, at)| self.version_record(&cat, ns, row, at))
+            .collect()
     }
 
     /// The current entries of `ns`, in path order.
@@ -447,7 +453,10 @@ impl Store {
         let cat = self.catalog();
         let rows = cat.current_rows(ns.sender_id, &ns.folder, false)?;
         rows.into_iter()
-            .map(|row| self.version_record(&cat, ns, row, None))
+            .map(|row| {
+                let at = locate::Located::Own(PathBuf::new()); // current: the mirror
+                self.version_record(&cat, ns, row, at)
+            })
             .collect()
     }
 
@@ -518,7 +527,7 @@ impl Store {
         cat: &Catalog,
         ns: &Namespace,
         row: VersionRow,
-        newer_location: Option<PathBuf>,
+        at: locate::Located,
     ) -> Result<VersionRecord, StoreError> {
         let path = RelPath::from_bytes(row.path).map_err(|e| cat.corrupt(e.to_string()))?;
         let hash = match row.hash {
@@ -529,14 +538,11 @@ impl Store {
             ),
         };
         let current = row.replaced_run.is_none();
-        let location = match (&row.archive, current) {
-            (_, true) => path.under(&self.ns_dir(ns)),
-            (Some(archive), false) => mirror::join_bytes(&self.root, archive),
-            (None, false) => match newer_location {
-                Some(newer) if !row.deleted => newer,
-                _ => path.under(&self.ns_dir(ns)),
-            },
+        let location = match (current, at.bytes()) {
+            (false, Some(bytes)) => self.root.join(bytes),
+            _ => path.under(&self.ns_dir(ns)),
         };
+        let unservable = at.unservable().cloned();
         Ok(VersionRecord {
             id: row.id,
             kind: row.kind,
@@ -550,6 +556,7 @@ impl Store {
             current,
             deleted: row.deleted,
             location,
+            unservable,
             path,
         })
     }
@@ -632,22 +639,20 @@ pub(crate) mod tests {
 
     #[test]
     fn path_too_long_for_a_deep_store_names_the_limit_and_the_file() {
-        // A store 400 bytes deep (SQLite opens no catalog path over 512
-        // bytes): a path the protocol accepts (3.8 KB) no longer fits
-        // PATH_MAX once the store's location is in front of it.
+        // The store reaches its files from a descriptor of its root, so its
+        // own location does not count; but the sender's and the folder's
+        // names do: a path the protocol accepts (4,090 bytes) no longer
+        // fits PATH_MAX below `lap/docs/`.
         let dir = tempfile::tempdir().unwrap();
-        let mut root = dir.path().to_path_buf();
-        for _ in 0..3 {
-            root.push("d".repeat(120));
-        }
+        let root = dir.path().to_path_buf();
         let store = Store::open(&root).unwrap();
         let sender = store
             .add_sender("dev-1", &Name::new("lap").unwrap())
             .unwrap();
         let ns = store.namespace(&sender, &Name::new("docs").unwrap());
         let run = store.begin_run(&ns).unwrap();
-        let path = format!("{}/the-deep-file", vec!["p".repeat(200); 19].join("/"));
-        assert!(path.len() < ferry_proto::MAX_PATH_LEN);
+        let path = format!("{}/{}", vec!["p".repeat(200); 20].join("/"), "q".repeat(70));
+        assert!(path.len() < ferry_proto::MAX_PATH_LEN, "{}", path.len());
         let entry = file_entry(&path, b"deep", 0, 0o644);
         let mut staged = store.stage(&ns, &entry.path, 4).unwrap();
         staged.write(b"deep").unwrap();
@@ -658,7 +663,9 @@ pub(crate) mod tests {
         // The message names the limit and the part of the file's path that
         // could not be made (the sender prints it beside the file's path).
         assert!(
-            message.contains("PATH_MAX") && message.contains(&"p".repeat(100)),
+            message.contains("PATH_MAX")
+                && message.contains(&"q".repeat(70))
+                && message.contains("4099 bytes below the store"),
             "{message}"
         );
         assert!(!message.contains("os error"), "{message}");

@@ -64,6 +64,7 @@ pub fn describe(message: &Message) -> String {
         Message::Keep { .. } => "Keep",
         Message::Bundle => "Bundle",
         Message::Zstream(_) => "Zstream",
+        Message::NotServed(_) => "NotServed",
     };
     kind.to_string()
 }

@@ -119,14 +119,17 @@
 //! R→S  Opened { sender } | Busy { retry_after_ms } | Refused { code, message }
 //! then, one at a time:
 //! S→R  Request(Runs | Versions { path } | Tree { at, under })
-//! R→S  RunList(..)* | VersionList(..)*, then ListEnd { run }
+//! R→S  RunList(..)* | VersionList(..)* NotServed(..)*, then ListEnd { run }
 //!    | Refused { BadRequest, .. }    (e.g. a run of another folder or sender)
 //! ```
 //!
 //! Lists are split into messages of at most [`MAX_LIST_BYTES`] of items.
 //! `Tree` gives the folder as of [`At::Latest`], a run ([`At::Run`]) or a time
 //! ([`At::Time`]: the last run that had ended by then), restricted to the
-//! paths `under` if any; `ListEnd.run` names the run it resolved to.
+//! paths `under` if any; `ListEnd.run` names the run it resolved to. A tree
+//! version the receiver cannot serve (a damaged catalog row, bytes not kept
+//! or recorded outside the store) is not in the `VersionList`s but in a
+//! `NotServed` with the reason; the client reports it and restores the rest.
 //!
 //! **Restore streams** — one bidirectional stream per file, opened by the
 //! client of a read-only session:
@@ -182,7 +185,9 @@ pub mod request;
 pub use frame::{FrameError, MAX_FRAME};
 pub use message::*;
 pub use path::{Name, NameRuleError, PathError, RelPath, MAX_COMPONENT_LEN, MAX_PATH_LEN};
-pub use request::{At, Open, Request, RunInfo, VersionInfo, VersionKind, MAX_LIST_BYTES};
+pub use request::{
+    At, NotServed, Open, Request, RunInfo, VersionInfo, VersionKind, MAX_LIST_BYTES,
+};
 
 /// The QUIC ALPN of this protocol version.
 pub const ALPN: &[u8] = b"ferry/1";

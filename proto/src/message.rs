@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::path::{Name, RelPath};
-use crate::request::{Open, Request, RunInfo, VersionInfo};
+use crate::request::{NotServed, Open, Request, RunInfo, VersionInfo};
 
 /// A blake3 hash of a file's whole content.
 pub type Hash = [u8; 32];
@@ -86,6 +86,10 @@ pub enum Message {
     /// bundle's one zstd stream, flushed at its end so that it decodes
     /// whole; at most [`crate::MAX_DATA`] bytes once decompressed.
     Zstream(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// Receiver → sender, answering `Request::Tree` (before `ListEnd`):
+    /// versions of the tree that cannot be served, and why. The client
+    /// reports each one and restores the rest.
+    NotServed(Vec<NotServed>),
 }
 
 /// The opening of a session.
@@ -525,6 +529,14 @@ mod tests {
             (Message::Keep { len: 5 }, "1905"),
             (Message::Bundle, "1a"),
             (Message::Zstream(b"z".to_vec()), "1b017a"),
+            (
+                Message::NotServed(vec![NotServed {
+                    id: 3,
+                    path: "a".into(),
+                    reason: "r".into(),
+                }]),
+                "1c010301610172",
+            ),
         ];
         for (message, expected) in cases {
             let bytes = postcard::to_stdvec(&message).unwrap();

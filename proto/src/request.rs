@@ -35,8 +35,8 @@ pub enum Request {
     /// Answered with `VersionList`* then `ListEnd`.
     Versions { path: RelPath },
     /// The folder's tree as of a point (only below `under` if it is not
-    /// empty), in path order. Answered with `VersionList`* then `ListEnd`
-    /// (whose `run` names the run the point resolved to).
+    /// empty), in path order. Answered with `VersionList`*, `NotServed`*
+    /// then `ListEnd` (whose `run` names the run the point resolved to).
     Tree { at: At, under: Vec<RelPath> },
 }
 
@@ -99,6 +99,19 @@ pub struct VersionInfo {
     pub replaced_run: Option<u64>,
     /// True if it ended by a deletion.
     pub deleted: bool,
+}
+
+/// A version of a tree that the receiver cannot serve (its catalog row is
+/// damaged, or its bytes were not kept or are recorded outside the store).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotServed {
+    /// The version's id.
+    pub id: u64,
+    /// Its path as the receiver's catalog has it, for people (it may not be
+    /// a valid path, so it is not a [`RelPath`]).
+    pub path: String,
+    /// Why it cannot be served.
+    pub reason: String,
 }
 
 /// Largest encoded size of the items of one `RunList` or `VersionList`

@@ -12,15 +12,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_proto::{
-    FailCode, Failure, Message, Open, Refusal, RefuseCode, Request, RunInfo, VersionInfo,
-    VersionKind, MAX_DATA, MAX_LIST_BYTES,
+    FailCode, Failure, Message, NotServed, Open, Refusal, RefuseCode, Request, RunInfo,
+    VersionInfo, VersionKind, MAX_DATA, MAX_LIST_BYTES,
 };
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::{Shared, BUSY_RETRY};
 use crate::identity::DeviceId;
-use crate::store::{Namespace, RunRecord, Store, VersionRecord};
+use crate::store::{Namespace, RunRecord, SkippedVersion, Store, VersionRecord};
 use crate::stream::{Channel, StreamError};
 
 /// QUIC close codes, as in the run session.
@@ -173,8 +173,11 @@ async fn answer_requests(
         let answer = blocking(move || answer(&c, request)).await?;
         match answer {
             Ok(Answer::Runs(runs)) => send_lists(control, runs, Message::RunList, None).await?,
-            Ok(Answer::Versions(run, versions)) => {
-                send_lists(control, versions, Message::VersionList, run).await?
+            Ok(Answer::Versions(run, versions, not_served)) => {
+                for batch in batches(versions) {
+                    control.send.send(&Message::VersionList(batch)).await?;
+                }
+                send_lists(control, not_served, Message::NotServed, run).await?
             }
             Err(message) => refused(control, message).await?,
         }
@@ -227,7 +230,9 @@ pub(crate) fn batches<T: serde::Serialize>(items: Vec<T>) -> Vec<Vec<T>> {
 /// The answer to one request.
 pub(crate) enum Answer {
     Runs(Vec<RunInfo>),
-    Versions(Option<u64>, Vec<VersionInfo>),
+    /// The versions (or the tree and the run it resolved to), and the tree's
+    /// versions that cannot be served.
+    Versions(Option<u64>, Vec<VersionInfo>, Vec<NotServed>),
 }
 
 /// Answers one request from the session's namespace (blocking); `Err` is
@@ -247,13 +252,17 @@ pub(crate) fn answer(ctx: &Ctx, request: Request) -> Result<Answer, String> {
             Ok(Answer::Versions(
                 None,
                 versions.into_iter().filter_map(info).collect(),
+                Vec::new(),
             ))
         }
         Request::Tree { at, under } => {
-            let (run, tree) = store.tree(ns, at, &under).map_err(|e| e.to_string())?;
+            let tree = store
+                .tree_report(ns, at, &under)
+                .map_err(|e| e.to_string())?;
             Ok(Answer::Versions(
-                run,
-                tree.into_iter().filter_map(info).collect(),
+                tree.run,
+                tree.entries.into_iter().filter_map(info).collect(),
+                tree.skipped.into_iter().map(not_served).collect(),
             ))
         }
     }
@@ -268,6 +277,14 @@ fn run_info(r: RunRecord) -> RunInfo {
         status: r.status,
         report: r.report,
         bytes_received: r.bytes_received,
+    }
+}
+
+fn not_served(s: SkippedVersion) -> NotServed {
+    NotServed {
+        id: u64::try_from(s.id).unwrap_or(0),
+        path: s.path,
+        reason: s.reason.to_string(),
     }
 }
 
@@ -397,6 +414,15 @@ pub(crate) fn open_version(ctx: &Ctx, version: u64) -> Result<File, Failure> {
             ),
         ));
     }
+    if let Some(why) = &record.unservable {
+        return Err(fail(
+            FailCode::Io,
+            format!(
+                "{} (version {version}) cannot be served: {why}",
+                record.path
+            ),
+        ));
+    }
     ctx.store.open_stored(&record.location).map_err(|e| {
         fail(
             FailCode::Io,
@@ -470,7 +496,7 @@ mod tests {
 
     fn tree(ctx: &Ctx, at: At) -> Result<(Option<u64>, Vec<VersionInfo>), String> {
         match answer(ctx, Request::Tree { at, under: vec![] })? {
-            Answer::Versions(run, v) => Ok((run, v)),
+            Answer::Versions(run, v, _) => Ok((run, v)),
             Answer::Runs(_) => Err("runs".into()),
         }
     }
@@ -503,7 +529,7 @@ mod tests {
         assert_eq!(bob_runs.len(), 1);
         assert_ne!(bob_runs[0].id, alice_runs[0].id);
         // Bob's versions of the same path are his own.
-        let Answer::Versions(_, versions) = answer(
+        let Answer::Versions(_, versions, _) = answer(
             &bob,
             Request::Versions {
                 path: RelPath::from_bytes("secret.txt").unwrap(),
@@ -534,6 +560,65 @@ mod tests {
         assert!(matches!(err, StoreError::OutsideStore { .. }), "{err}");
         let err = store.open_stored(&root.join(".ferry/../../x")).unwrap_err();
         assert!(matches!(err, StoreError::OutsideStore { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_tree_with_bad_rows_is_served_without_them() {
+        let (dir, alice, _bob) = two_senders();
+        let run = alice.store.begin_run(&alice.ns).unwrap();
+        put(&alice.store, &alice.ns, run, "secret.txt", b"second");
+        put(&alice.store, &alice.ns, run, "other.txt", b"other");
+        let old = alice
+            .store
+            .versions(&alice.ns, &RelPath::from_bytes("secret.txt").unwrap())
+            .unwrap()[1]
+            .id;
+        let conn = rusqlite::Connection::open(dir.path().join(".ferry/catalog.db")).unwrap();
+        conn.execute(
+            "UPDATE versions SET archive = '/etc/passwd' WHERE id = ?1",
+            [old],
+        )
+        .unwrap();
+        conn.execute(
+            "UPDATE versions SET path = '/abs' WHERE path = CAST('other.txt' AS BLOB)",
+            [],
+        )
+        .unwrap();
+        let err = open_version(&alice, old as u64).unwrap_err();
+        assert!(err.message.contains("cannot be served"), "{}", err.message);
+        let first = alice
+            .store
+            .runs(Some(alice.ns.sender_id))
+            .unwrap()
+            .last()
+            .unwrap()
+            .id;
+        let Answer::Versions(_, entries, not_served) = answer(
+            &alice,
+            Request::Tree {
+                at: At::Run(first),
+                under: vec![],
+            },
+        )
+        .unwrap() else {
+            panic!("versions expected")
+        };
+        assert!(entries.is_empty(), "{entries:?}");
+        assert_eq!(not_served.len(), 1);
+        assert_eq!(not_served[0].id, old as u64);
+        let Answer::Versions(_, entries, not_served) = answer(
+            &alice,
+            Request::Tree {
+                at: At::Latest,
+                under: vec![],
+            },
+        )
+        .unwrap() else {
+            panic!("versions expected")
+        };
+        assert_eq!(entries.len(), 1);
+        assert_eq!(not_served.len(), 1);
+        assert_eq!(not_served[0].path, "/abs");
     }
 
     #[test]

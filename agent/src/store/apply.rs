@@ -941,7 +941,12 @@ mod tests {
                 .current_row(ns.sender_id, &ns.folder, &rel(&path))
                 .unwrap()
                 .unwrap();
-            let name = mirror::archive_name(leaf.as_bytes(), "20260101-000000", row.id as u64, 0);
+            let name = mirror::archive_name(
+                leaf.as_bytes(),
+                "20260101-000000",
+                mirror::Tag::Version(row.id as u64),
+                0,
+            );
             fs::rename(mirror(&store, &path), mirror::join_bytes(&versions, &name)).unwrap();
         }
         let run = store.begin_run(&ns).unwrap();

@@ -12,7 +12,7 @@ use ferry_proto::RelPath;
 
 use super::catalog::{Below, Change, NewVersion, VersionRow};
 use super::error::{io_err, StoreError};
-use super::mirror::{self, Tree};
+use super::mirror::{self, Tag, Tree};
 use super::{Namespace, Store};
 
 /// The id of a row that this work inserted and has not recorded yet.
@@ -230,8 +230,10 @@ impl Store {
             None => false,
         };
         let tag = match &current {
-            Some(row) if !unrecorded && row.id != PENDING => u64::try_from(row.id).unwrap_or(0),
-            _ => self.next_counter(),
+            Some(row) if !unrecorded && row.id != PENDING => {
+                Tag::Version(u64::try_from(row.id).unwrap_or(0))
+            }
+            _ => Tag::Unrecorded(self.next_counter()),
         };
         let dest = self.archive_dest(ns, rel, tag, work)?;
         self.tree.rename(&source, &dest)?;
@@ -273,7 +275,7 @@ impl Store {
     }
 
     /// A free name for the archive of `rel`:
-    /// `versions/<sender>/<folder>/<rel>~<stamp>~v<tag>`. Parent directories
+    /// `versions/<sender>/<folder>/<rel>~<stamp>~<tag>`. Parent directories
     /// are created without following symlinks; should one be blocked (an
     /// archived file or symlink has the name a directory needs), the archive
     /// goes directly below `versions/<sender>/<folder>`.
@@ -281,7 +283,7 @@ impl Store {
         &self,
         ns: &Namespace,
         rel: &RelPath,
-        tag: u64,
+        tag: Tag,
         work: &mut Work,
     ) -> Result<PathBuf, StoreError> {
         let versions = self.root.join(".ferry").join("versions");

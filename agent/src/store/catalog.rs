@@ -189,18 +189,33 @@ pub(crate) const VERSION_COLUMNS: &str =
 pub(crate) fn version_row(row: &SqlRow<'_>) -> rusqlite::Result<VersionRow> {
     Ok(VersionRow {
         id: row.get(0)?,
-        path: row.get(1)?,
+        path: bytes(row, 1)?.unwrap_or_default(),
         kind: row.get(2)?,
         size: row.get(3)?,
         mtime_ns: row.get(4)?,
         mode: row.get(5)?,
-        hash: row.get(6)?,
-        target: row.get(7)?,
+        hash: bytes(row, 6)?,
+        target: bytes(row, 7)?,
         run_id: row.get(8)?,
         replaced_run: row.get(9)?,
         deleted: row.get(10)?,
-        archive: row.get(11)?,
+        archive: bytes(row, 11)?,
     })
+}
+
+/// A byte-string column, also when it was written as text (by hand, with
+/// the `sqlite3` shell): one such row must not make the catalog unreadable.
+fn bytes(row: &SqlRow<'_>, idx: usize) -> rusqlite::Result<Option<Vec<u8>>> {
+    use rusqlite::types::{FromSqlError, ValueRef};
+    match row.get_ref(idx)? {
+        ValueRef::Null => Ok(None),
+        ValueRef::Blob(b) | ValueRef::Text(b) => Ok(Some(b.to_vec())),
+        other => Err(rusqlite::Error::FromSqlConversionFailure(
+            idx,
+            other.data_type(),
+            Box::new(FromSqlError::InvalidType),
+        )),
+    }
 }
 
 /// The half-open byte range `[path + "/", path + "0")` that holds exactly the
@@ -609,11 +624,22 @@ impl Catalog {
         folder: &Name,
         path: &RelPath,
     ) -> Result<Vec<VersionRow>, StoreError> {
+        self.path_rows_raw(sender_id, folder, path.as_bytes())
+    }
+
+    /// Every row of the path whose bytes are `path` (which may not decode),
+    /// newest first.
+    pub fn path_rows_raw(
+        &self,
+        sender_id: i64,
+        folder: &Name,
+        path: &[u8],
+    ) -> Result<Vec<VersionRow>, StoreError> {
         let sql = format!(
             "SELECT {VERSION_COLUMNS} FROM versions WHERE sender_id = ?1 AND folder = ?2 AND path = ?3
              ORDER BY id DESC"
         );
-        self.version_query(&sql, params![sender_id, folder.as_str(), path.as_bytes()])
+        self.version_query(&sql, params![sender_id, folder.as_str(), path])
     }
 
     /// The current rows of a namespace, in path order; only directories if

@@ -20,10 +20,12 @@ pub enum StoreError {
     #[error("the stored version {path} that the changes are based on is damaged or was changed: {detail}; the file is sent whole")]
     BaseDamaged { path: PathBuf, detail: String },
     /// The path on disk is longer than the receiver's filesystem takes
-    /// (`ENAMETOOLONG`): the protocol accepts a 4096-byte path, but the
-    /// store's own location (and, for an archive, the versions area and a
-    /// timestamp suffix) comes in front of or after it.
-    #[error("could not {action} {}: too long for the receiver's filesystem ({len} bytes with the store's location, the longest name {longest} bytes; the limits are {} bytes per path, PATH_MAX, and {} per name, NAME_MAX): move the store to a directory with a shorter path, or shorten the file's path or name on the sender", Abbreviated(path), PATH_MAX - 1, NAME_MAX)]
+    /// (`ENAMETOOLONG`): the protocol accepts a 4096-byte path, but below
+    /// the store's root the sender's and the folder's names (and, for an
+    /// archive, `.ferry/versions` and a timestamp suffix) come in front of
+    /// or after it. (The store's own location does not count: every path is
+    /// reached from a descriptor of the root.)
+    #[error("could not {action} {}: too long for the receiver's filesystem ({len} bytes below the store, with the sender's and folder's names in front; the longest name {longest} bytes; the limits are {} bytes per path, PATH_MAX, and {} per name, NAME_MAX): shorten the file's path or name on the sender", Abbreviated(path), PATH_MAX - 1, NAME_MAX)]
     PathTooLong {
         action: &'static str,
         path: PathBuf,

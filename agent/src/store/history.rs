@@ -15,7 +15,31 @@ use ferry_proto::{At, Name, RelPath};
 use rusqlite::{params, OptionalExtension};
 
 use super::catalog::{self, Catalog, VERSION_COLUMNS};
+use super::locate::{self, Unservable};
 use super::{Namespace, RunRecord, Store, StoreError, VersionRecord};
+
+/// A folder's tree as of a point, with what could not be served.
+#[derive(Debug, Clone, Default)]
+pub struct TreeReport {
+    /// The run the point resolved to (`None`: the latest state).
+    pub run: Option<u64>,
+    /// The entries that can be restored, in path order.
+    pub entries: Vec<VersionRecord>,
+    /// The rows of the tree that cannot be served, in path order.
+    pub skipped: Vec<SkippedVersion>,
+}
+
+/// A version in a tree that cannot be served, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkippedVersion {
+    /// The version's id.
+    pub id: i64,
+    /// Its path as the catalog has it (lossy UTF-8; it may not be a valid path).
+    pub path: String,
+    /// `"file"`, `"dir"` or `"symlink"` as the catalog has it.
+    pub kind: String,
+    pub reason: Unservable,
+}
 
 /// Why a history question could not be answered.
 #[derive(Debug, thiserror::Error)]
@@ -90,37 +114,62 @@ impl Store {
 
     /// The tree of `ns` as of `at` (only paths at or below one of `under`,
     /// if it is not empty), in path order, and the run `at` resolved to.
+    /// Files that cannot be served are left out: see [`Store::tree_report`].
     pub fn tree(
         &self,
         ns: &Namespace,
         at: At,
         under: &[RelPath],
     ) -> Result<(Option<u64>, Vec<VersionRecord>), HistoryError> {
+        let report = self.tree_report(ns, at, under)?;
+        Ok((report.run, report.entries))
+    }
+
+    /// The tree of `ns` as of `at` (only paths at or below one of `under`,
+    /// if it is not empty), in path order; a row that cannot be served (a
+    /// path that does not decode, a file whose bytes were not kept or whose
+    /// archive is recorded outside the folder's versions area) is listed in
+    /// `skipped` with the reason, and the rest of the tree is still given.
+    pub fn tree_report(
+        &self,
+        ns: &Namespace,
+        at: At,
+        under: &[RelPath],
+    ) -> Result<TreeReport, HistoryError> {
         let run = self.resolve_at(ns, at)?;
-        let wanted = |p: &RelPath| under.is_empty() || under.iter().any(|u| p.starts_with(u));
-        let Some(run) = run else {
-            let mut all = self.current(ns)?;
-            all.retain(|v| wanted(&v.path));
-            return Ok((None, all));
+        let wanted = |p: &[u8]| {
+            under.is_empty()
+                || under.iter().any(|u| {
+                    let u = u.as_bytes();
+                    p.starts_with(u) && (p.len() == u.len() || p.get(u.len()) == Some(&b'/'))
+                })
         };
         let rows = {
             let cat = self.catalog();
-            let sql = format!(
-                "SELECT {VERSION_COLUMNS} FROM versions WHERE sender_id = ?1 AND folder = ?2
-                 AND run_id <= ?3 AND (replaced_run IS NULL OR replaced_run > ?3)
-                 ORDER BY path, id DESC"
-            );
-            let read = || -> rusqlite::Result<Vec<catalog::VersionRow>> {
-                let mut stmt = cat.conn().prepare(&sql)?;
-                let rows = stmt.query_map(
-                    params![ns.sender_id, ns.folder.as_str(), catalog::sql_u64(run)],
-                    catalog::version_row,
-                )?;
-                rows.collect()
-            };
-            read().map_err(|e| cat.err(e))?
+            match run {
+                None => cat.current_rows(ns.sender_id, &ns.folder, false)?,
+                Some(run) => {
+                    let sql = format!(
+                        "SELECT {VERSION_COLUMNS} FROM versions WHERE sender_id = ?1 AND folder = ?2
+                         AND run_id <= ?3 AND (replaced_run IS NULL OR replaced_run > ?3)
+                         ORDER BY path, id DESC"
+                    );
+                    let read = || -> rusqlite::Result<Vec<catalog::VersionRow>> {
+                        let mut stmt = cat.conn().prepare(&sql)?;
+                        let rows = stmt.query_map(
+                            params![ns.sender_id, ns.folder.as_str(), catalog::sql_u64(run)],
+                            catalog::version_row,
+                        )?;
+                        rows.collect()
+                    };
+                    read().map_err(|e| cat.err(e))?
+                }
+            }
         };
-        let mut out: Vec<VersionRecord> = Vec::new();
+        let mut report = TreeReport {
+            run,
+            ..TreeReport::default()
+        };
         let mut last: Option<Vec<u8>> = None;
         for row in rows {
             // Newest row of each path only (ids grow with time).
@@ -128,26 +177,53 @@ impl Store {
                 continue;
             }
             last = Some(row.path.clone());
-            let id = row.id;
-            let needs_chain = row.replaced_run.is_some() && row.archive.is_none() && !row.deleted;
-            let record = {
-                let cat = self.catalog();
-                self.version_record(&cat, ns, row, None)?
-            };
-            if !wanted(&record.path) {
+            if !wanted(&row.path) {
                 continue;
             }
-            if needs_chain {
-                // Same bytes as a newer version: find where those are.
-                let chain = self.versions(ns, &record.path)?;
-                if let Some(v) = chain.into_iter().find(|v| v.id == id) {
-                    out.push(v);
+            let needs_chain = row.replaced_run.is_some() && row.archive.is_none() && !row.deleted;
+            let cat = self.catalog();
+            // Same bytes as a newer version: locate along the path's rows.
+            let chain = match needs_chain {
+                true => cat.path_rows_raw(ns.sender_id, &ns.folder, &row.path)?,
+                false => vec![row.clone()],
+            };
+            let at = locate::locate(ns.sender.as_str(), ns.folder.as_str(), &chain)
+                .into_iter()
+                .zip(&chain)
+                .find(|(_, r)| r.id == row.id)
+                .map(|(at, _)| at)
+                .unwrap_or(locate::Located::Unservable(Unservable::Lost {
+                    reason: "the catalog changed while the tree was read".into(),
+                }));
+            let skip = |reason: Unservable| SkippedVersion {
+                id: row.id,
+                path: String::from_utf8_lossy(&row.path).into_owned(),
+                kind: row.kind.clone(),
+                reason,
+            };
+            // Directories and symlinks are restored from their rows alone.
+            match at.unservable() {
+                Some(u @ Unservable::InvalidPath { .. }) => {
+                    report.skipped.push(skip(u.clone()));
                     continue;
                 }
+                Some(u) if row.kind == "file" => {
+                    report.skipped.push(skip(u.clone()));
+                    continue;
+                }
+                _ => {}
             }
-            out.push(record);
+            match self.version_record(&cat, ns, row.clone(), at) {
+                Ok(record) => report.entries.push(record),
+                Err(e) => report.skipped.push(skip(Unservable::BadRow {
+                    detail: e.to_string(),
+                })),
+            }
         }
-        Ok((Some(run), out))
+        for s in &report.skipped {
+            tracing::warn!(version = s.id, path = %s.path, "cannot serve a version: {}", s.reason);
+        }
+        Ok(report)
     }
 
     /// Version `id`, if it is a version of `ns` (of any other sender or
@@ -275,6 +351,65 @@ mod tests {
             .resolve_at(&ns, At::Time(r1_end - 3_600_000))
             .unwrap_err();
         assert!(matches!(err, HistoryError::NothingYet { .. }), "{err}");
+    }
+
+    #[test]
+    fn bad_rows_are_skipped_with_a_reason_and_the_rest_of_the_tree_is_served() {
+        let (dir, store, ns) = fixture();
+        let r1 = store.begin_run(&ns).unwrap();
+        for p in ["a", "b", "c", "d/e"] {
+            put_file(&store, &ns, r1, p, p.as_bytes(), 1);
+        }
+        finish(&store, &ns, r1);
+        let r2 = store.begin_run(&ns).unwrap();
+        put_file(&store, &ns, r2, "b", b"bee two", 2);
+        store.delete(&ns, r2, &rel("c")).unwrap();
+        finish(&store, &ns, r2);
+        let id = |p: &str, nth: usize| store.versions(&ns, &rel(p)).unwrap()[nth].id;
+        let (a, b_old, c) = (id("a", 0), id("b", 1), id("c", 0));
+        let conn = rusqlite::Connection::open(dir.path().join("store/.ferry/catalog.db")).unwrap();
+        let set = |sql: &str, value: &[u8], id: i64| {
+            conn.execute(sql, rusqlite::params![value, id]).unwrap();
+        };
+        set("UPDATE versions SET path = ?1 WHERE id = ?2", b"../a", a);
+        set(
+            "UPDATE versions SET archive = ?1 WHERE id = ?2",
+            b"../../etc/passwd",
+            b_old,
+        );
+        conn.execute("UPDATE versions SET archive = NULL WHERE id = ?1", [c])
+            .unwrap();
+
+        let old = store.tree_report(&ns, At::Run(r1), &[]).unwrap();
+        let paths: Vec<String> = old.entries.iter().map(|v| v.path.to_string()).collect();
+        assert_eq!(paths, ["d/e"]);
+        let skipped: Vec<(i64, &str)> = old
+            .skipped
+            .iter()
+            .map(|s| (s.id, s.path.as_str()))
+            .collect();
+        assert_eq!(skipped, [(a, "../a"), (b_old, "b"), (c, "c")]);
+        assert!(matches!(
+            old.skipped[0].reason,
+            Unservable::InvalidPath { .. }
+        ));
+        assert!(matches!(old.skipped[1].reason, Unservable::Outside { .. }));
+        assert!(matches!(old.skipped[2].reason, Unservable::Lost { .. }));
+        assert!(old.skipped[1]
+            .reason
+            .to_string()
+            .contains("../../etc/passwd"));
+
+        let (_, latest) = store.tree(&ns, At::Latest, &[]).unwrap();
+        let paths: Vec<String> = latest.iter().map(|v| v.path.to_string()).collect();
+        assert_eq!(paths, ["b", "d/e"]);
+        let under = store.tree_report(&ns, At::Latest, &[rel("d")]).unwrap();
+        assert_eq!(under.entries.len(), 1);
+        assert!(under.skipped.is_empty(), "{:?}", under.skipped);
+        // The version itself is refused, never read from outside the store.
+        let record = store.version_in(&ns, b_old as u64).unwrap().unwrap();
+        assert!(record.unservable.is_some());
+        assert!(record.location.starts_with(store.root()));
     }
 
     #[test]

@@ -105,12 +105,36 @@ impl Tree {
         })
     }
 
+    /// The error for `e` on `path`; a path too long for the filesystem is
+    /// measured from the root, where every path here starts.
+    fn fail(&self, action: &'static str, path: &Path, e: io::Error) -> StoreError {
+        match io_err(action, path, e) {
+            StoreError::PathTooLong {
+                action,
+                path,
+                longest,
+                ..
+            } => {
+                let len = path
+                    .strip_prefix(&self.root)
+                    .map_or(0, |rel| rel.as_os_str().len());
+                StoreError::PathTooLong {
+                    action,
+                    path,
+                    len,
+                    longest,
+                }
+            }
+            other => other,
+        }
+    }
+
     /// One step that changes the store (a create, rename, removal, flush
     /// or catalog record). Only tests can make it fail: see [`Crash`].
     pub fn step(&self, path: &Path) -> Result<(), StoreError> {
         #[cfg(test)]
         if self.crash.hit() {
-            return Err(io_err(
+            return Err(self.fail(
                 "go on after the injected crash at",
                 path,
                 io::Error::other("injected crash"),
@@ -169,7 +193,7 @@ impl Tree {
         let parent = rel.parent().unwrap_or(Path::new(""));
         let fd = self
             .resolve(parent, OFlags::PATH | OFlags::DIRECTORY, Mode::empty())
-            .map_err(|e| io_err("open the directory of", path, e))?;
+            .map_err(|e| self.fail("open the directory of", path, e))?;
         Ok((fd, leaf))
     }
 
@@ -181,9 +205,9 @@ impl Tree {
             Ok(fd) => File::from(fd)
                 .metadata()
                 .map(Some)
-                .map_err(|e| io_err("inspect", path, e)),
+                .map_err(|e| self.fail("inspect", path, e)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io_err("inspect", path, e)),
+            Err(e) => Err(self.fail("inspect", path, e)),
         }
     }
 
@@ -219,7 +243,7 @@ impl Tree {
         self.step(path)?;
         let (parent, leaf) = self.parent(path)?;
         rustix::fs::mkdirat(&parent, leaf, Mode::from_raw_mode(0o755))
-            .map_err(|e| io_err("create the directory", path, e.into()))
+            .map_err(|e| self.fail("create the directory", path, e.into()))
     }
 
     /// Opens a file or directory read-only (for reading, changing its
@@ -233,7 +257,7 @@ impl Tree {
         let rel = self.relative(path)?;
         self.resolve(rel, flags, Mode::empty())
             .map(File::from)
-            .map_err(|e| io_err("open", path, e))
+            .map_err(|e| self.fail("open", path, e))
     }
 
     /// Creates a new file for reading and writing (it must not exist; a
@@ -247,7 +271,7 @@ impl Tree {
             Mode::from_raw_mode(mode),
         )
         .map(File::from)
-        .map_err(|e| io_err("create", path, e))
+        .map_err(|e| self.fail("create", path, e))
     }
 
     /// Opens an existing file for reading and writing.
@@ -255,7 +279,7 @@ impl Tree {
         let rel = self.relative(path)?;
         self.resolve(rel, OFlags::RDWR | OFlags::NOFOLLOW, Mode::empty())
             .map(File::from)
-            .map_err(|e| io_err("open", path, e))
+            .map_err(|e| self.fail("open", path, e))
     }
 
     /// `rename`, both ends relative to their parents' descriptors; the
@@ -266,7 +290,7 @@ impl Tree {
         let (to_dir, to_leaf) = self.parent(to)?;
         rustix::fs::renameat(&from_dir, from_leaf, &to_dir, to_leaf).map_err(|e| {
             let e = io::Error::from(e);
-            io_err(
+            self.fail(
                 "move",
                 from,
                 io::Error::new(e.kind(), format!("to {}: {e}", to.display())),
@@ -280,7 +304,7 @@ impl Tree {
         self.step(path)?;
         let (parent, leaf) = self.parent(path)?;
         rustix::fs::symlinkat(OsStr::from_bytes(target), &parent, leaf)
-            .map_err(|e| io_err("create the symlink", path, e.into()))
+            .map_err(|e| self.fail("create the symlink", path, e.into()))
     }
 
     /// The target of the symlink at `path`.
@@ -288,7 +312,7 @@ impl Tree {
         let (parent, leaf) = self.parent(path)?;
         rustix::fs::readlinkat(&parent, leaf, Vec::new())
             .map(std::ffi::CString::into_bytes)
-            .map_err(|e| io_err("read the link", path, e.into()))
+            .map_err(|e| self.fail("read the link", path, e.into()))
     }
 
     /// Sets a symlink's own modification time (never its target's).
@@ -304,7 +328,7 @@ impl Tree {
             last_modification: t,
         };
         rustix::fs::utimensat(&parent, leaf, &times, AtFlags::SYMLINK_NOFOLLOW)
-            .map_err(|e| io_err("set the modification time of", path, e.into()))
+            .map_err(|e| self.fail("set the modification time of", path, e.into()))
     }
 
     /// Flushes a directory so the renames and creations in it are durable.
@@ -312,7 +336,7 @@ impl Tree {
         self.step(path)?;
         let dir = self.open_nofollow(path, true)?;
         dir.sync_all()
-            .map_err(|e| io_err("fsync the directory", path, e))
+            .map_err(|e| self.fail("fsync the directory", path, e))
     }
 
     /// Removes a file or symlink.
@@ -320,7 +344,7 @@ impl Tree {
         self.step(path)?;
         let (parent, leaf) = self.parent(path)?;
         rustix::fs::unlinkat(&parent, leaf, AtFlags::empty())
-            .map_err(|e| io_err("remove", path, e.into()))
+            .map_err(|e| self.fail("remove", path, e.into()))
     }
 
     /// Removes an empty directory.
@@ -328,7 +352,7 @@ impl Tree {
         self.step(path)?;
         let (parent, leaf) = self.parent(path)?;
         rustix::fs::unlinkat(&parent, leaf, AtFlags::REMOVEDIR)
-            .map_err(|e| io_err("remove the directory", path, e.into()))
+            .map_err(|e| self.fail("remove the directory", path, e.into()))
     }
 
     /// Removes `path` and, if it is a directory, everything below it,
@@ -349,7 +373,7 @@ impl Tree {
     /// The names in the directory `path` (without `.` and `..`).
     pub fn read_dir(&self, path: &Path) -> Result<Vec<Vec<u8>>, StoreError> {
         let dir = self.open_nofollow(path, true)?;
-        let err = |e: rustix::io::Errno| io_err("list", path, e.into());
+        let err = |e: rustix::io::Errno| self.fail("list", path, e.into());
         let mut names = Vec::new();
         for entry in rustix::fs::Dir::read_from(&dir).map_err(err)? {
             let name = entry.map_err(err)?.file_name().to_bytes().to_vec();
@@ -364,7 +388,7 @@ impl Tree {
     pub fn syncfs(&self) -> Result<(), StoreError> {
         self.step(&self.root)?;
         let root = self.open_nofollow(&self.root, true)?;
-        rustix::fs::syncfs(&root).map_err(|e| io_err("flush (syncfs)", &self.root, e.into()))
+        rustix::fs::syncfs(&root).map_err(|e| self.fail("flush (syncfs)", &self.root, e.into()))
     }
 }
 
@@ -426,11 +450,25 @@ pub(crate) fn utc_stamp(t: SystemTime) -> String {
     }
 }
 
-/// The archive name of a component: `<name>~<stamp>~v<tag>` (plus `-<k>`
-/// when that name is taken), shortening `name` so the whole stays within
-/// the 255-byte limit of a file name.
-pub(crate) fn archive_name(name: &[u8], stamp: &str, tag: u64, k: u32) -> Vec<u8> {
-    let mut suffix = format!("~{stamp}~v{tag}");
+/// What an archive's name says it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Tag {
+    /// `~v<id>`: the bytes of catalog row `id`.
+    Version(u64),
+    /// `~u<n>`: something the mirror held that no row recorded (a copy an
+    /// interrupted commit left there, or a directory made for a child).
+    /// Kept, never acknowledged; `verify` counts these apart.
+    Unrecorded(u64),
+}
+
+/// The archive name of a component: `<name>~<stamp>~v<id>` or
+/// `~u<n>` (see [`Tag`]), plus `-<k>` when that name is taken, shortening
+/// `name` so the whole stays within the 255-byte limit of a file name.
+pub(crate) fn archive_name(name: &[u8], stamp: &str, tag: Tag, k: u32) -> Vec<u8> {
+    let mut suffix = match tag {
+        Tag::Version(id) => format!("~{stamp}~v{id}"),
+        Tag::Unrecorded(n) => format!("~{stamp}~u{n}"),
+    };
     if k > 0 {
         suffix.push_str(&format!("-{k}"));
     }
@@ -440,6 +478,23 @@ pub(crate) fn archive_name(name: &[u8], stamp: &str, tag: u64, k: u32) -> Vec<u8
     let mut out = name[..keep].to_vec();
     out.extend_from_slice(suffix.as_bytes());
     out
+}
+
+/// True if `name` is the archive name of an unrecorded copy
+/// (`…~u<n>` or `…~u<n>-<k>`, see [`Tag::Unrecorded`]).
+pub(crate) fn is_unrecorded_archive(name: &[u8]) -> bool {
+    let Some(at) = name.iter().rposition(|b| *b == b'~') else {
+        return false;
+    };
+    let Some(rest) = name[at + 1..].strip_prefix(b"u") else {
+        return false;
+    };
+    let (n, k) = match rest.iter().position(|b| *b == b'-') {
+        Some(dash) => (&rest[..dash], &rest[dash + 1..]),
+        None => (rest, &b"0"[..]),
+    };
+    let digits = |d: &[u8]| !d.is_empty() && d.iter().all(u8::is_ascii_digit);
+    digits(n) && digits(k) && name[..at].contains(&b'~')
 }
 
 /// A path's bytes relative to `root`, for the catalog.
@@ -468,12 +523,22 @@ mod tests {
         let t = UNIX_EPOCH + Duration::from_secs(1_767_323_045); // 2026-01-02T03:04:05Z
         assert_eq!(utc_stamp(t), "20260102-030405");
         assert_eq!(
-            archive_name(b"f.txt", "20260102-030405", 7, 0),
+            archive_name(b"f.txt", "20260102-030405", Tag::Version(7), 0),
             b"f.txt~20260102-030405~v7"
         );
-        assert_eq!(archive_name(b"f", "S", 7, 2), b"f~S~v7-2");
+        assert_eq!(archive_name(b"f", "S", Tag::Version(7), 2), b"f~S~v7-2");
+        let u = archive_name(b"f", "20260102-030405", Tag::Unrecorded(3), 1);
+        assert_eq!(u, b"f~20260102-030405~u3-1");
+        assert!(is_unrecorded_archive(&u));
+        assert!(is_unrecorded_archive(b"a~b~u12"));
+        assert!(!is_unrecorded_archive(b"f~20260102-030405~v3"));
+        assert!(!is_unrecorded_archive(b"plain~u3")); // no stamp: a user's name
+        assert!(!is_unrecorded_archive(b"x~s~u"));
         let long = vec![b'x'; 255];
-        assert_eq!(archive_name(&long, "20260102-030405", 12, 0).len(), 255);
+        assert_eq!(
+            archive_name(&long, "20260102-030405", Tag::Version(12), 0).len(),
+            255
+        );
     }
 
     #[test]

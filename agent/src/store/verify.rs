@@ -1,26 +1,47 @@
-//! `ferry verify`: re-hash every stored file, current and archived, against
-//! the catalog, and check every stored symlink's target.
+//! `ferry verify`: reconcile the store with its catalog, both ways.
+//!
+//! - Every version row's bytes exist and match: current files and archived
+//!   files are re-hashed, symlinks' targets compared, and a file version
+//!   whose bytes were not kept (deleted or replaced without an archive, with
+//!   no newer version of the same content) is reported.
+//! - No row points outside the store: an archive must be a plain relative
+//!   path below `.ferry/versions/<sender>/<folder>/`, and everything is
+//!   opened relative to a descriptor of the store's root with
+//!   `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`, so nothing is read through a
+//!   symlink or outside the store.
+//! - Every file and symlink under `STORE/<sender>/` and
+//!   `.ferry/versions/` belongs to a row; the rest are reported as orphans.
+//! - A row whose path (or sender or folder name) does not decode is
+//!   reported.
+//!
+//! The cost is one pass over the rows, one walk of the two trees (without
+//! following symlinks) and one hash set of the locations rows account for,
+//! plus reading every stored byte once.
 //!
 //! It reads the catalog read-only and without the store's lock, so it can run
 //! beside a receiver; a file the receiver replaces while it is being checked
 //! may then be reported, so a finding is re-checked against a fresh read of
 //! the catalog before it is reported.
 
-use std::fs::{File, OpenOptions};
+use std::collections::HashSet;
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
 use std::io::{self, Read};
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use rusqlite::params;
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags};
 use serde::Serialize;
 
 use super::catalog::{self, Catalog, VersionRow, VERSION_COLUMNS};
 use super::error::hex;
 use super::history::{open_read_only, HistoryError};
+use super::locate::{self, Located, Unservable};
 use super::mirror;
 
-/// What is wrong with one stored version.
+/// What is wrong with one stored version, or one file of the store.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum FindingKind {
@@ -36,6 +57,17 @@ pub enum FindingKind {
     LinkChanged,
     /// The bytes could not be read.
     Unreadable { error: String },
+    /// The version's bytes were not kept: it was deleted or replaced without
+    /// an archive, and no newer version has its content.
+    Lost { reason: String },
+    /// The row's location is not beneath the store (or its folder's versions
+    /// area), or is reached through a symlink. It was not read.
+    Outside { reason: String },
+    /// The row's path, sender or folder does not decode.
+    InvalidPath { detail: String },
+    /// A file or symlink in the mirror or the versions area that no row
+    /// accounts for.
+    Orphan,
 }
 
 impl std::fmt::Display for FindingKind {
@@ -57,22 +89,36 @@ impl std::fmt::Display for FindingKind {
             FindingKind::WrongKind => write!(f, "something else is in its place"),
             FindingKind::LinkChanged => write!(f, "the symlink points elsewhere"),
             FindingKind::Unreadable { error } => write!(f, "unreadable: {error}"),
+            FindingKind::Lost { reason } => write!(f, "its bytes were not kept: {reason}"),
+            FindingKind::Outside { reason } => {
+                write!(
+                    f,
+                    "its location is not beneath the store ({reason}); not read"
+                )
+            }
+            FindingKind::InvalidPath { detail } => {
+                write!(f, "the catalog row does not decode: {detail}")
+            }
+            FindingKind::Orphan => write!(f, "no version in the catalog accounts for it"),
         }
     }
 }
 
-/// One stored version whose bytes do not match the catalog.
+/// One stored version whose bytes do not match the catalog, or one file
+/// that belongs to no version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Finding {
     pub sender: String,
     pub folder: String,
-    /// The path in the sender's folder (lossy UTF-8).
+    /// The path in the sender's folder (lossy UTF-8); for an orphan, its
+    /// path relative to the store.
     pub path: String,
-    /// The version's id.
-    pub version: i64,
-    /// True if it is the current version (in the mirror).
+    /// The version's id (`None` for an orphan).
+    pub version: Option<i64>,
+    /// True if it is the current version (in the mirror), or an orphan in
+    /// the mirror.
     pub current: bool,
-    /// Where its bytes are.
+    /// Where its bytes are (or are recorded to be).
     pub location: PathBuf,
     #[serde(flatten)]
     pub kind: FindingKind,
@@ -87,12 +133,18 @@ pub struct VerifyReport {
     pub bytes_checked: u64,
     /// Symlinks checked.
     pub links_checked: u64,
+    /// Files and symlinks found in the mirror and the versions area.
+    pub entries_walked: u64,
+    /// Files and symlinks in the versions area that no version accounts
+    /// for but that were archived as unrecorded (`~u<n>`): copies an
+    /// interrupted commit left in the mirror, never acknowledged, kept.
+    pub unrecorded: u64,
     /// Everything that does not match.
     pub findings: Vec<Finding>,
 }
 
 struct Row {
-    sender: String,
+    sender: Option<String>,
     sender_id: i64,
     folder: String,
     version: VersionRow,
@@ -102,65 +154,179 @@ struct Row {
 pub fn verify(root: &Path) -> Result<VerifyReport, HistoryError> {
     let root = std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf());
     let cat = open_read_only(&root)?;
+    let dir = Beneath::open(&root).map_err(|e| super::error::io_err("open", &root, e))?;
     let rows = all_rows(&cat)?;
     let mut report = VerifyReport::default();
-    let mut newer: Option<(i64, String, Vec<u8>, PathBuf)> = None;
-    for row in rows {
-        let v = &row.version;
-        let ns_dir = root.join(&row.sender).join(&row.folder);
-        let mirror_path = mirror::join_bytes(&ns_dir, &v.path);
-        let same_path = newer
-            .as_ref()
-            .is_some_and(|(s, f, p, _)| *s == row.sender_id && *f == row.folder && *p == v.path);
-        let location = match (&v.archive, v.replaced_run) {
-            (_, None) => mirror_path,
-            (Some(archive), Some(_)) => mirror::join_bytes(&root, archive),
-            (None, Some(_)) if !v.deleted && same_path => {
-                newer.as_ref().map(|n| n.3.clone()).unwrap_or(mirror_path)
-            }
-            // Retired because it had vanished: there are no bytes to check.
-            (None, Some(_)) => {
-                newer = Some((
-                    row.sender_id,
-                    row.folder.clone(),
-                    v.path.clone(),
-                    mirror_path,
-                ));
+    // Paths as bytes: hashing a `Path` walks its components.
+    let mut accounted: HashSet<OsString> = HashSet::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    for (group, located) in located_groups(&rows) {
+        for (row, at) in group.iter().zip(located) {
+            let v = &row.version;
+            let sender = row.sender.clone().unwrap_or_default();
+            let problem = match &at {
+                Located::Own(rel) => {
+                    if v.kind != "dir" {
+                        accounted.insert(rel.clone().into_os_string());
+                    }
+                    match v.kind.as_str() {
+                        "file" => {
+                            report.files_checked += 1;
+                            check_file(&dir, rel, v, &mut buf, &mut report.bytes_checked)
+                        }
+                        "symlink" => {
+                            report.links_checked += 1;
+                            check_link(&dir, rel, v)
+                        }
+                        _ => None,
+                    }
+                }
+                // Checked with the newer version; directories and symlinks
+                // without an archive need no bytes.
+                Located::Shared(_) | Located::Recorded => None,
+                Located::Unservable(u) => Some(unservable_kind(u)),
+            };
+            let Some(kind) = problem else { continue };
+            // Re-check against a fresh read: a running receiver may have moved it.
+            if !still_same(&cat, v)? {
                 continue;
             }
-        };
-        newer = Some((
-            row.sender_id,
-            row.folder.clone(),
-            v.path.clone(),
-            location.clone(),
-        ));
-        let problem = match v.kind.as_str() {
-            "file" => {
-                report.files_checked += 1;
-                check_file(&location, v, &mut report.bytes_checked)
-            }
-            "symlink" => {
-                report.links_checked += 1;
-                check_link(&location, v)
-            }
-            _ => None,
-        };
-        let Some(kind) = problem else { continue };
-        // Re-check against a fresh read: a running receiver may have moved it.
-        if still_same(&cat, v)? {
+            let location = match (&at, &v.archive) {
+                (Located::Own(rel), _) => root.join(rel),
+                (Located::Unservable(Unservable::Outside { .. }), Some(archive)) => {
+                    PathBuf::from(OsStr::from_bytes(archive))
+                }
+                _ => root
+                    .join(&sender)
+                    .join(&row.folder)
+                    .join(OsStr::from_bytes(&v.path)),
+            };
             report.findings.push(Finding {
-                sender: row.sender,
-                folder: row.folder,
+                sender,
+                folder: row.folder.clone(),
                 path: String::from_utf8_lossy(&v.path).into_owned(),
-                version: v.id,
+                version: Some(v.id),
                 current: v.replaced_run.is_none(),
                 location,
                 kind,
             });
         }
     }
+    let senders: Vec<String> = {
+        let mut names: Vec<String> = rows.iter().filter_map(|r| r.sender.clone()).collect();
+        names.extend(sender_names(&cat)?);
+        names.sort();
+        names.dedup();
+        names.retain(|n| ferry_proto::Name::new(n.clone()).is_ok());
+        names
+    };
+    drop(rows);
+    let mut tops: Vec<PathBuf> = senders.iter().map(PathBuf::from).collect();
+    tops.push(Path::new(".ferry").join("versions"));
+    let walked = walk(&dir, &tops);
+    report.entries_walked = walked.len() as u64;
+    let mut orphans: Vec<PathBuf> = walked
+        .into_iter()
+        .filter(|p| !accounted.contains(p.as_os_str()))
+        .collect();
+    if !orphans.is_empty() {
+        // A running receiver may have recorded them since the rows were read.
+        let fresh = all_rows(&cat)?;
+        let mut now: HashSet<OsString> = HashSet::new();
+        for (group, located) in located_groups(&fresh) {
+            for (row, at) in group.iter().zip(located) {
+                if let (Located::Own(rel), false) = (at, row.version.kind == "dir") {
+                    now.insert(rel.into_os_string());
+                }
+            }
+        }
+        orphans.retain(|p| !now.contains(p.as_os_str()));
+    }
+    // What the store archived as unrecorded is kept, not lost: counted apart.
+    let before = orphans.len();
+    orphans.retain(|p| {
+        !(p.starts_with(Path::new(".ferry").join("versions"))
+            && p.components()
+                .any(|c| mirror::is_unrecorded_archive(c.as_os_str().as_bytes())))
+    });
+    report.unrecorded = (before - orphans.len()) as u64;
+    orphans.sort();
+    for rel in orphans {
+        let mut parts = rel.components();
+        let first = parts
+            .next()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned());
+        let in_mirror = first.as_deref() != Some(".ferry");
+        let (sender, folder) = if in_mirror {
+            let folder = parts
+                .next()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned());
+            (first.unwrap_or_default(), folder.unwrap_or_default())
+        } else {
+            let mut rest = rel.components().skip(2);
+            let mut next = || {
+                rest.next()
+                    .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            };
+            (next(), next())
+        };
+        report.findings.push(Finding {
+            sender,
+            folder,
+            path: rel.to_string_lossy().into_owned(),
+            version: None,
+            current: in_mirror,
+            location: root.join(&rel),
+            kind: FindingKind::Orphan,
+        });
+    }
     Ok(report)
+}
+
+fn unservable_kind(u: &Unservable) -> FindingKind {
+    match u {
+        Unservable::InvalidPath { detail } | Unservable::BadRow { detail } => {
+            FindingKind::InvalidPath {
+                detail: detail.clone(),
+            }
+        }
+        Unservable::Outside { archive, reason } => FindingKind::Outside {
+            reason: format!("the archive {archive:?}: {reason}"),
+        },
+        Unservable::Lost { reason } => FindingKind::Lost {
+            reason: reason.clone(),
+        },
+    }
+}
+
+/// The rows grouped by path (they come ordered by sender, folder, path and
+/// newest first), each group with where each row's bytes are.
+fn located_groups(rows: &[Row]) -> impl Iterator<Item = (&[Row], Vec<Located>)> {
+    let same = |a: &Row, b: &Row| {
+        a.sender_id == b.sender_id && a.folder == b.folder && a.version.path == b.version.path
+    };
+    rows.chunk_by(same).map(|group| {
+        let first = &group[0];
+        let names = match &first.sender {
+            Some(sender) => locate::check_names(sender, &first.folder),
+            None => Err(Unservable::InvalidPath {
+                detail: format!("no sender with id {}", first.sender_id),
+            }),
+        };
+        let located = match names {
+            Ok(()) => {
+                let versions: Vec<VersionRow> = group.iter().map(|r| r.version.clone()).collect();
+                locate::locate(
+                    first.sender.as_deref().unwrap_or_default(),
+                    &first.folder,
+                    &versions,
+                )
+            }
+            Err(u) => vec![Located::Unservable(u); group.len()],
+        };
+        (group, located)
+    })
 }
 
 fn all_rows(cat: &Catalog) -> Result<Vec<Row>, HistoryError> {
@@ -170,7 +336,7 @@ fn all_rows(cat: &Catalog) -> Result<Vec<Row>, HistoryError> {
         .collect::<Vec<_>>()
         .join(", ");
     let sql = format!(
-        "SELECT {cols}, s.name, v.sender_id, v.folder FROM versions v JOIN senders s ON s.id = v.sender_id
+        "SELECT {cols}, s.name, v.sender_id, v.folder FROM versions v LEFT JOIN senders s ON s.id = v.sender_id
          ORDER BY v.sender_id, v.folder, v.path, v.id DESC"
     );
     let read = || -> rusqlite::Result<Vec<Row>> {
@@ -183,6 +349,15 @@ fn all_rows(cat: &Catalog) -> Result<Vec<Row>, HistoryError> {
                 folder: r.get(14)?,
             })
         })?;
+        rows.collect()
+    };
+    Ok(read().map_err(|e| cat.err(e))?)
+}
+
+fn sender_names(cat: &Catalog) -> Result<Vec<String>, HistoryError> {
+    let read = || -> rusqlite::Result<Vec<String>> {
+        let mut stmt = cat.conn().prepare("SELECT name FROM senders")?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
         rows.collect()
     };
     Ok(read().map_err(|e| cat.err(e))?)
@@ -205,23 +380,134 @@ fn still_same(cat: &Catalog, v: &VersionRow) -> Result<bool, HistoryError> {
     Ok(now == Some((v.replaced_run, v.archive.clone())))
 }
 
-fn check_file(location: &Path, v: &VersionRow, bytes: &mut u64) -> Option<FindingKind> {
-    let meta = match std::fs::symlink_metadata(location) {
-        Ok(m) => m,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Some(FindingKind::Missing),
+/// The store's root directory, from which everything is opened without
+/// following a symlink and without leaving it.
+pub(crate) struct Beneath {
+    root: OwnedFd,
+}
+
+/// What is at a path below the root.
+enum Found {
+    Missing,
+    /// Reached through a symlink, or leads out of the store.
+    Outside(&'static str),
+    /// The parent directory (opened `O_PATH`) and the entry's type.
+    At(OwnedFd, FileType),
+}
+
+const RESOLVE: ResolveFlags = ResolveFlags::BENEATH.union(ResolveFlags::NO_SYMLINKS);
+
+impl Beneath {
+    pub(crate) fn open(root: &Path) -> io::Result<Beneath> {
+        let root = rustix::fs::open(
+            root,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        Ok(Beneath { root })
+    }
+
+    /// Opens the directory `rel` (relative to the root; empty: the root).
+    fn dir(&self, rel: &Path, flags: OFlags) -> io::Result<OwnedFd> {
+        let rel = if rel.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            rel
+        };
+        Ok(rustix::fs::openat2(
+            &self.root,
+            rel,
+            // No O_NOFOLLOW: RESOLVE_NO_SYMLINKS refuses a symlink in the
+            // last component too (ELOOP), where O_PATH | O_NOFOLLOW would
+            // open the link itself.
+            flags | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+            RESOLVE,
+        )?)
+    }
+
+    fn find(&self, rel: &Path) -> io::Result<Found> {
+        let (Some(parent), Some(leaf)) = (rel.parent(), rel.file_name()) else {
+            return Ok(Found::Outside("not a plain path"));
+        };
+        let parent = match self.dir(parent, OFlags::PATH) {
+            Ok(fd) => fd,
+            Err(e) => return classify(e),
+        };
+        match rustix::fs::statat(&parent, leaf, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => Ok(Found::At(parent, FileType::from_raw_mode(st.st_mode))),
+            Err(e) => classify(e.into()),
+        }
+    }
+
+    /// Opens the regular file at `rel` for reading, never through a symlink
+    /// and never outside the root.
+    pub(crate) fn open_file(&self, rel: &Path) -> io::Result<File> {
+        open_regular(&self.root, rel)
+    }
+}
+
+/// Opens the regular file `rel` below the directory `dir` for reading,
+/// never through a symlink and never outside `dir`.
+fn open_regular(dir: &OwnedFd, rel: &Path) -> io::Result<File> {
+    let fd = rustix::fs::openat2(
+        dir,
+        rel,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::empty(),
+        RESOLVE,
+    )?;
+    let file = File::from(fd);
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    Ok(file)
+}
+
+/// Not there, or reached through a symlink or out of the store, or an error.
+fn classify(e: io::Error) -> io::Result<Found> {
+    match e.raw_os_error() {
+        Some(libc::ENOENT) | Some(libc::ENOTDIR) => Ok(Found::Missing),
+        Some(libc::ELOOP) => Ok(Found::Outside("reached through a symlink")),
+        Some(libc::EXDEV) => Ok(Found::Outside("it leads out of the store")),
+        _ => Err(e),
+    }
+}
+
+fn check_file(
+    dir: &Beneath,
+    rel: &Path,
+    v: &VersionRow,
+    buf: &mut [u8],
+    bytes: &mut u64,
+) -> Option<FindingKind> {
+    let parent = match dir.find(rel) {
+        Ok(Found::Missing) => return Some(FindingKind::Missing),
+        Ok(Found::Outside(why)) => return Some(outside(why)),
+        Ok(Found::At(parent, FileType::RegularFile)) => parent,
+        Ok(Found::At(..)) => return Some(FindingKind::WrongKind),
         Err(e) => return Some(unreadable(e)),
     };
-    if !meta.is_file() {
-        return Some(FindingKind::WrongKind);
-    }
+    let leaf = rel.file_name().unwrap_or_default();
+    let mut file = match open_regular(&parent, Path::new(leaf)) {
+        Ok(f) => f,
+        Err(e) => return Some(unreadable(e)),
+    };
+    let len = match file.metadata() {
+        Ok(m) => m.len(),
+        Err(e) => return Some(unreadable(e)),
+    };
     let expected_size = u64::try_from(v.size).unwrap_or(0);
-    if meta.len() != expected_size {
+    if len != expected_size {
         return Some(FindingKind::SizeMismatch {
             expected: expected_size,
-            actual: meta.len(),
+            actual: len,
         });
     }
-    let actual = match hash_nofollow(location) {
+    let actual = match hash_reader(&mut file, buf) {
         Ok((hash, n)) => {
             *bytes += n;
             hash
@@ -237,17 +523,25 @@ fn check_file(location: &Path, v: &VersionRow, bytes: &mut u64) -> Option<Findin
     }
 }
 
-fn check_link(location: &Path, v: &VersionRow) -> Option<FindingKind> {
-    match std::fs::symlink_metadata(location) {
-        Ok(m) if m.is_symlink() => {}
-        Ok(_) => return Some(FindingKind::WrongKind),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Some(FindingKind::Missing),
+fn check_link(dir: &Beneath, rel: &Path, v: &VersionRow) -> Option<FindingKind> {
+    let parent = match dir.find(rel) {
+        Ok(Found::Missing) => return Some(FindingKind::Missing),
+        Ok(Found::Outside(why)) => return Some(outside(why)),
+        Ok(Found::At(parent, FileType::Symlink)) => parent,
+        Ok(Found::At(..)) => return Some(FindingKind::WrongKind),
         Err(e) => return Some(unreadable(e)),
-    }
-    match std::fs::read_link(location) {
-        Ok(target) if Some(target.as_os_str().as_bytes()) == v.target.as_deref() => None,
+    };
+    let leaf = rel.file_name().unwrap_or_default();
+    match rustix::fs::readlinkat(&parent, leaf, Vec::new()) {
+        Ok(target) if Some(target.as_bytes()) == v.target.as_deref() => None,
         Ok(_) => Some(FindingKind::LinkChanged),
-        Err(e) => Some(unreadable(e)),
+        Err(e) => Some(unreadable(e.into())),
+    }
+}
+
+fn outside(why: &str) -> FindingKind {
+    FindingKind::Outside {
+        reason: why.to_owned(),
     }
 }
 
@@ -257,18 +551,64 @@ fn unreadable(e: io::Error) -> FindingKind {
     }
 }
 
-/// blake3 of a regular file opened without following a symlink, and its
-/// length.
-pub(crate) fn hash_nofollow(path: &Path) -> io::Result<(blake3::Hash, u64)> {
-    let mut file: File = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)?;
+/// Every file, symlink or other non-directory below the directories `tops`
+/// (relative to the root), relative to the root; directories are entered
+/// without following symlinks, and one that cannot be opened is skipped.
+fn walk(dir: &Beneath, tops: &[PathBuf]) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut pending: Vec<PathBuf> = tops.to_vec();
+    while let Some(rel) = pending.pop() {
+        let fd = match dir.dir(&rel, OFlags::RDONLY) {
+            Ok(fd) => fd,
+            Err(e) => {
+                if e.kind() != io::ErrorKind::NotFound {
+                    tracing::warn!(path = %rel.display(), error = %e, "cannot list a directory of the store");
+                }
+                continue;
+            }
+        };
+        let listing = match rustix::fs::Dir::read_from(&fd) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(path = %rel.display(), error = %e, "cannot list a directory of the store");
+                continue;
+            }
+        };
+        for entry in listing {
+            let Ok(entry) = entry else { break };
+            let name = entry.file_name().to_bytes();
+            if name == b"." || name == b".." {
+                continue;
+            }
+            let name = OsStr::from_bytes(name);
+            let kind = match entry.file_type() {
+                FileType::Unknown => match rustix::fs::statat(&fd, name, AtFlags::SYMLINK_NOFOLLOW)
+                {
+                    Ok(st) => FileType::from_raw_mode(st.st_mode),
+                    Err(_) => continue,
+                },
+                kind => kind,
+            };
+            if kind == FileType::Directory {
+                pending.push(rel.join(name));
+            } else {
+                out.push(rel.join(name));
+            }
+        }
+    }
+    out
+}
+
+/// blake3 of everything `reader` gives, and its length.
+fn hash_reader(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<(blake3::Hash, u64)> {
     let mut hasher = blake3::Hasher::new();
-    let mut buf = vec![0u8; 256 * 1024];
     let mut n = 0u64;
     loop {
-        let got = file.read(&mut buf)?;
+        let got = match reader.read(buf) {
+            Ok(got) => got,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
         if got == 0 {
             break;
         }
@@ -282,7 +622,80 @@ pub(crate) fn hash_nofollow(path: &Path) -> io::Result<(blake3::Hash, u64)> {
 #[allow(clippy::unwrap_used)] // a failing unwrap is a failing test
 mod tests {
     use super::super::tests::{fixture, put_file, rel};
+    use super::super::{Namespace, Store};
     use super::*;
+    use ferry_proto::{Entry, EntryKind};
+
+    fn put_dir(store: &Store, ns: &Namespace, run: u64, path: &str) {
+        let entry = Entry {
+            path: rel(path),
+            kind: EntryKind::Dir,
+            mtime_ns: 3,
+            mode: 0o755,
+        };
+        store.put_dir(ns, run, &entry).unwrap();
+    }
+
+    fn put_link(store: &Store, ns: &Namespace, run: u64, path: &str, target: &str) {
+        let entry = Entry {
+            path: rel(path),
+            kind: EntryKind::Symlink {
+                target: target.as_bytes().to_vec(),
+            },
+            mtime_ns: 4,
+            mode: 0o777,
+        };
+        store.put_symlink(ns, run, &entry).unwrap();
+    }
+
+    /// A store that went through every kind of replacement and deletion.
+    fn busy_store() -> (tempfile::TempDir, Store, Namespace) {
+        let (dir, store, ns) = fixture();
+        let r1 = store.begin_run(&ns).unwrap();
+        put_file(&store, &ns, r1, "a", b"file a", 1);
+        put_dir(&store, &ns, r1, "d");
+        put_file(&store, &ns, r1, "d/x", b"ex", 1);
+        put_file(&store, &ns, r1, "d/sub/y", b"why", 1);
+        put_link(&store, &ns, r1, "l", "a");
+        put_file(&store, &ns, r1, "m", b"em", 1);
+        put_file(&store, &ns, r1, "meta", b"same bytes", 1);
+        let r2 = store.begin_run(&ns).unwrap();
+        // file -> directory, directory -> file, a deletion, a new target,
+        // the same link again, a metadata-only change.
+        put_dir(&store, &ns, r2, "a");
+        put_file(&store, &ns, r2, "a/inner", b"inner", 2);
+        put_file(&store, &ns, r2, "d", b"now a file", 2);
+        store.delete(&ns, r2, &rel("m")).unwrap();
+        put_link(&store, &ns, r2, "l", "d");
+        put_link(&store, &ns, r2, "l", "d");
+        let meta = super::super::tests::file_entry("meta", b"same bytes", 9, 0o600);
+        store
+            .update_metadata(&ns, r2, &meta, blake3::hash(b"same bytes").as_bytes())
+            .unwrap();
+        let r3 = store.begin_run(&ns).unwrap();
+        // directory -> symlink, a whole directory deleted.
+        put_link(&store, &ns, r3, "a", "elsewhere");
+        put_dir(&store, &ns, r3, "e");
+        put_file(&store, &ns, r3, "e/f", b"eff", 3);
+        store.delete(&ns, r3, &rel("e")).unwrap();
+        (dir, store, ns)
+    }
+
+    fn catalog(dir: &tempfile::TempDir) -> rusqlite::Connection {
+        rusqlite::Connection::open(dir.path().join("store/.ferry/catalog.db")).unwrap()
+    }
+
+    fn id_of(store: &Store, ns: &Namespace, path: &str, nth: usize) -> i64 {
+        store.versions(ns, &rel(path)).unwrap()[nth].id
+    }
+
+    fn kinds(report: &VerifyReport) -> Vec<(String, FindingKind)> {
+        report
+            .findings
+            .iter()
+            .map(|f| (f.path.clone(), f.kind.clone()))
+            .collect()
+    }
 
     #[test]
     fn clean_store_verifies_and_a_flipped_byte_is_found() {
@@ -312,5 +725,200 @@ mod tests {
         assert!(!by_path("a").current);
         assert_eq!(by_path("b").kind, FindingKind::Missing);
         assert!(by_path("b").current);
+    }
+
+    #[test]
+    fn a_store_after_type_changes_and_deletions_verifies_clean() {
+        let (dir, _store, _ns) = busy_store();
+        let report = verify(&dir.path().join("store")).unwrap();
+        assert!(report.findings.is_empty(), "{report:#?}");
+        // a, d/x, d/sub/y, m, meta, a/inner, d, e/f: every file version
+        // with bytes of its own.
+        assert_eq!(report.files_checked, 8, "{report:?}");
+        assert!(report.links_checked >= 3, "{report:?}");
+        assert!(report.entries_walked >= 11, "{report:?}");
+    }
+
+    #[test]
+    fn versions_retired_without_an_archive_are_reported_lost() {
+        let (dir, store, ns) = busy_store();
+        let replaced = id_of(&store, &ns, "d/x", 0); // archived with its directory
+        let deleted = id_of(&store, &ns, "m", 0);
+        let conn = catalog(&dir);
+        for id in [replaced, deleted] {
+            conn.execute("UPDATE versions SET archive = NULL WHERE id = ?1", [id])
+                .unwrap();
+        }
+        // A metadata-only version whose newer version has other content.
+        let meta_old = id_of(&store, &ns, "meta", 1);
+        conn.execute(
+            "UPDATE versions SET hash = zeroblob(32) WHERE id = ?1",
+            [meta_old],
+        )
+        .unwrap();
+        let report = verify(&dir.path().join("store")).unwrap();
+        let lost: Vec<i64> = report
+            .findings
+            .iter()
+            .filter(|f| matches!(f.kind, FindingKind::Lost { .. }))
+            .filter_map(|f| f.version)
+            .collect();
+        assert_eq!(lost.len(), 3, "{report:#?}");
+        for id in [replaced, deleted, meta_old] {
+            assert!(lost.contains(&id), "{id} not reported: {report:#?}");
+        }
+        // The bytes the rows lost track of are now orphans.
+        let orphans = report
+            .findings
+            .iter()
+            .filter(|f| f.kind == FindingKind::Orphan)
+            .count();
+        assert_eq!(orphans, 2, "{report:#?}");
+    }
+
+    #[test]
+    fn an_archive_outside_the_store_is_reported_and_never_read() {
+        let (dir, store, ns) = busy_store();
+        // A file outside the store with exactly the bytes the row expects:
+        // reading it would find nothing wrong.
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, b"em").unwrap();
+        let deleted = id_of(&store, &ns, "m", 0);
+        let archived = id_of(&store, &ns, "d/sub/y", 0);
+        let elsewhere = id_of(&store, &ns, "d", 1); // the archived directory
+        let conn = catalog(&dir);
+        let set = |id: i64, archive: &[u8]| {
+            conn.execute(
+                "UPDATE versions SET archive = ?1 WHERE id = ?2",
+                rusqlite::params![archive, id],
+            )
+            .unwrap();
+        };
+        set(deleted, b"../secret");
+        set(archived, secret.as_os_str().as_bytes());
+        set(elsewhere, b".ferry/catalog.db");
+        let report = verify(&dir.path().join("store")).unwrap();
+        let outside: Vec<i64> = report
+            .findings
+            .iter()
+            .filter(|f| matches!(f.kind, FindingKind::Outside { .. }))
+            .filter_map(|f| f.version)
+            .collect();
+        assert_eq!(outside.len(), 3, "{report:#?}");
+        for id in [deleted, archived, elsewhere] {
+            assert!(outside.contains(&id), "{id} not reported: {report:#?}");
+        }
+        // The outside file was not counted as checked: two fewer files.
+        assert_eq!(report.files_checked, 6, "{report:?}");
+    }
+
+    #[test]
+    fn a_location_reached_through_a_symlink_is_not_followed() {
+        let (dir, _store, _ns) = busy_store();
+        let root = dir.path().join("store");
+        // The mirror's directory a/.. is swapped for a symlink to a copy
+        // outside the store holding the same bytes.
+        let outside = dir.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        std::fs::write(outside.join("meta"), b"same bytes").unwrap();
+        let ns_dir = root.join("lap/docs");
+        std::fs::rename(&ns_dir, root.join("lap/moved")).unwrap();
+        std::os::unix::fs::symlink(&outside, &ns_dir).unwrap();
+        let report = verify(&root).unwrap();
+        let meta: Vec<&Finding> = report
+            .findings
+            .iter()
+            .filter(|f| f.path == "meta" && f.current)
+            .collect();
+        assert_eq!(meta.len(), 1, "{report:#?}");
+        assert_eq!(
+            meta[0].kind,
+            FindingKind::Outside {
+                reason: "reached through a symlink".into()
+            }
+        );
+        // The moved mirror's files belong to no row; the link is not walked.
+        assert!(report
+            .findings
+            .iter()
+            .any(|f| f.kind == FindingKind::Orphan && f.path == "lap/moved/meta"));
+        assert!(report
+            .findings
+            .iter()
+            .any(|f| f.kind == FindingKind::Orphan && f.path == "lap/docs"));
+    }
+
+    #[test]
+    fn orphans_in_the_mirror_and_the_versions_area_are_reported() {
+        let (dir, _store, _ns) = busy_store();
+        let root = dir.path().join("store");
+        std::fs::write(root.join("lap/docs/d.stray"), b"?").unwrap();
+        std::fs::create_dir_all(root.join(".ferry/versions/lap/docs/deep")).unwrap();
+        std::fs::write(root.join(".ferry/versions/lap/docs/deep/left~x~v99"), b"?").unwrap();
+        std::os::unix::fs::symlink("/etc", root.join(".ferry/versions/lap/link")).unwrap();
+        std::fs::write(root.join("lap/top-level"), b"?").unwrap();
+        let report = verify(&root).unwrap();
+        let mut orphans: Vec<(String, String, String)> = report
+            .findings
+            .iter()
+            .filter(|f| f.kind == FindingKind::Orphan)
+            .map(|f| (f.path.clone(), f.sender.clone(), f.folder.clone()))
+            .collect();
+        orphans.sort();
+        assert_eq!(
+            orphans,
+            [
+                (
+                    ".ferry/versions/lap/docs/deep/left~x~v99".to_owned(),
+                    "lap".to_owned(),
+                    "docs".to_owned()
+                ),
+                (
+                    ".ferry/versions/lap/link".to_owned(),
+                    "lap".to_owned(),
+                    "link".to_owned()
+                ),
+                (
+                    "lap/docs/d.stray".to_owned(),
+                    "lap".to_owned(),
+                    "docs".to_owned()
+                ),
+                (
+                    "lap/top-level".to_owned(),
+                    "lap".to_owned(),
+                    "top-level".to_owned()
+                ),
+            ],
+            "{report:#?}"
+        );
+        assert_eq!(report.findings.len(), 4, "{report:#?}");
+    }
+
+    #[test]
+    fn a_row_whose_path_does_not_decode_is_reported() {
+        let (dir, store, ns) = busy_store();
+        let id = id_of(&store, &ns, "meta", 0);
+        let conn = catalog(&dir);
+        conn.execute(
+            "UPDATE versions SET path = ?1 WHERE id = ?2",
+            rusqlite::params![&b"../../etc/passwd"[..], id],
+        )
+        .unwrap();
+        conn.execute(
+            "UPDATE versions SET folder = '..' WHERE id = ?1",
+            [id_of(&store, &ns, "d", 0)],
+        )
+        .unwrap();
+        let report = verify(&dir.path().join("store")).unwrap();
+        let found = kinds(&report);
+        let invalid: Vec<&String> = found
+            .iter()
+            .filter(|(_, k)| matches!(k, FindingKind::InvalidPath { .. }))
+            .map(|(p, _)| p)
+            .collect();
+        assert_eq!(invalid, ["d", "../../etc/passwd"], "{report:#?}");
+        // Their bytes in the mirror belong to no row now.
+        assert!(found.contains(&("lap/docs/meta".into(), FindingKind::Orphan)));
+        assert!(found.contains(&("lap/docs/d".into(), FindingKind::Orphan)));
     }
 }

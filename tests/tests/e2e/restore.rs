@@ -474,3 +474,101 @@ async fn the_receiver_prunes_on_its_own_schedule() -> anyhow::Result<()> {
     task.await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_catalog_row_is_skipped_and_reported_and_the_rest_restored() -> anyhow::Result<()>
+{
+    let dir = tempfile::tempdir()?;
+    let receiver = TestReceiver::with_secret(dir.path(), SECRET).await?;
+    let sender = TestSender::new(dir.path(), "laptop")?;
+    let config = sender.with_secret(&receiver, SECRET)?;
+    first_tree(&sender.source)?;
+    let first = send_config(&config).await?.run_id.unwrap_or(0);
+    second_tree(&sender.source)?;
+    send_config(&config).await?;
+
+    // Damage the catalog of the running receiver: a path that does not
+    // decode, and an archive that points outside the store.
+    let catalog = rusqlite::Connection::open(store::catalog_path(&receiver.store_dir))?;
+    let changed = catalog.execute(
+        "UPDATE versions SET path = CAST('../escape' AS BLOB) WHERE path = CAST('sub/one.txt' AS BLOB)",
+        [],
+    )?;
+    assert_eq!(changed, 1);
+    let changed = catalog.execute(
+        "UPDATE versions SET archive = CAST('../../etc/passwd' AS BLOB) WHERE path = CAST('gone.txt' AS BLOB)",
+        [],
+    )?;
+    assert_eq!(changed, 1);
+    drop(catalog);
+
+    let report = store::verify(&receiver.store_dir)?;
+    let kinds: Vec<(&str, &FindingKind)> = report
+        .findings
+        .iter()
+        .filter(|f| f.version.is_some())
+        .map(|f| (f.path.as_str(), &f.kind))
+        .collect();
+    assert!(
+        kinds
+            .iter()
+            .any(|(p, k)| *p == "../escape" && matches!(k, FindingKind::InvalidPath { .. })),
+        "{report:#?}"
+    );
+    assert!(
+        kinds
+            .iter()
+            .any(|(p, k)| *p == "gone.txt" && matches!(k, FindingKind::Outside { .. })),
+        "{report:#?}"
+    );
+
+    // `ferry restore` as of the first run: the rest is restored, the two
+    // bad rows are reported, and the exit code says so.
+    let to = dir.path().join("restored");
+    let args: Vec<std::ffi::OsString> = vec![
+        "restore".into(),
+        "--host".into(),
+        receiver.addr.ip().to_string().into(),
+        "--port".into(),
+        receiver.addr.port().to_string().into(),
+        "--name".into(),
+        "laptop".into(),
+        "--folder".into(),
+        "docs".into(),
+        "--state".into(),
+        sender.state.clone().into(),
+        "--to".into(),
+        to.clone().into(),
+        "--run".into(),
+        first.to_string().into(),
+        "--json".into(),
+    ];
+    let bin = crate::util::ferry_bin();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(bin)
+            .args(&args)
+            .stdin(std::process::Stdio::null())
+            .output()
+    })
+    .await??;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(summary["files"], 2, "{summary}");
+    assert_eq!(summary["links"], 1, "{summary}");
+    let problems = summary["problems"].as_array().cloned().unwrap_or_default();
+    let mut bad: Vec<&str> = problems.iter().filter_map(|p| p["path"].as_str()).collect();
+    bad.sort();
+    assert_eq!(bad, ["../escape", "gone.txt"], "{summary}");
+    let reasons = summary["problems"].to_string();
+    assert!(reasons.contains("not beneath the store"), "{reasons}");
+    assert!(reasons.contains("invalid"), "{reasons}");
+    assert_eq!(std::fs::read(to.join("a.txt"))?, b"alpha");
+    assert_eq!(
+        std::fs::read(to.join("sub/deep/two.bin"))?,
+        vec![7u8; 300_000]
+    );
+    assert!(!to.join("gone.txt").exists());
+    assert!(!to.join("sub/one.txt").exists());
+    receiver.stop().await
+}
