@@ -338,7 +338,8 @@ async fn serve_fetch(channel: &mut Channel, ctx: &Arc<Ctx>) -> Result<(), Failur
     let opened = blocking(move || open_version(&c, version))
         .await
         .map_err(|e| fail(FailCode::Io, e.to_string()))?;
-    let mut file = opened?;
+    // Holes are read as zeros from memory, not paged in.
+    let mut file = crate::sparse::HoleReader::new(opened?);
     let mut hasher = blake3::Hasher::new();
     loop {
         let (back, chunk) = blocking(move || {
@@ -447,7 +448,7 @@ pub(crate) fn open_nofollow_below(root: &Path, path: &Path) -> io::Result<File> 
     Ok(file)
 }
 
-fn read_full(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
+fn read_full(file: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
         match file.read(&mut buf[n..]) {

@@ -257,6 +257,7 @@ impl Store {
             hash: Some(staged.hash),
             target: None,
             chunks: staged.chunks.take(),
+            stored: Some(staged.stored),
         }));
         Ok(())
     }
@@ -313,6 +314,7 @@ impl Store {
             hash: Some(*hash),
             target: None,
             chunks: None,
+            stored: None,
         }));
         Ok(())
     }
@@ -358,6 +360,7 @@ impl Store {
                 hash: None,
                 target: None,
                 chunks: None,
+                stored: None,
             }),
         });
         Ok(())
@@ -413,6 +416,7 @@ impl Store {
             hash: None,
             target: Some(link.clone()),
             chunks: None,
+            stored: None,
         }));
         Ok(())
     }

@@ -10,6 +10,8 @@ mod limits;
 mod ratelimit;
 mod restore;
 mod resume;
+mod source_race;
+mod sparse;
 mod sync;
 mod trust;
 mod util;
