@@ -12,7 +12,7 @@
 
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{symlink, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -20,6 +20,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use ferry_proto::RelPath;
 use filetime::FileTime;
+
+use crate::sparse::HoleWriter;
 
 /// Name of the temporary directory inside the copies root.
 const TMP_DIR: &str = ".ferry-tmp";
@@ -114,6 +116,7 @@ impl Copies {
             .map_err(io_err("create a temporary file", &tmp))?;
         Ok(CopyWriter {
             file: Some(file),
+            written: HoleWriter::default(),
             tmp,
             root: self.root.clone(),
             path: path.clone(),
@@ -212,6 +215,8 @@ impl Copies {
 #[derive(Debug)]
 pub struct CopyWriter {
     file: Option<File>,
+    /// The content appended so far; zero blocks are left as holes.
+    written: HoleWriter,
     tmp: PathBuf,
     root: PathBuf,
     path: RelPath,
@@ -219,10 +224,13 @@ pub struct CopyWriter {
 }
 
 impl CopyWriter {
-    /// Appends `data` to the copy.
+    /// Appends `data` to the copy; its all-zero blocks stay holes.
     pub fn write(&mut self, data: &[u8]) -> Result<(), CopiesError> {
-        match self.file.as_mut() {
-            Some(file) => file.write_all(data).map_err(io_err("write", &self.tmp)),
+        match self.file.as_ref() {
+            Some(file) => self
+                .written
+                .write(file, data)
+                .map_err(io_err("write", &self.tmp)),
             None => Err(io_err("write", &self.tmp)(io::Error::other(
                 "already closed",
             ))),
@@ -239,6 +247,9 @@ impl CopyWriter {
                 "already closed",
             )));
         };
+        self.written
+            .finish(&file)
+            .map_err(io_err("set the length of", &self.tmp))?;
         file.set_permissions(fs::Permissions::from_mode(mode & 0o7777))
             .map_err(io_err("set the mode of", &self.tmp))?;
         filetime::set_file_handle_times(&file, None, Some(file_time(mtime_ns)))

@@ -19,6 +19,7 @@
 //!   transfer.
 //! - [`compress`]: zstd per piece of content, when it shrinks it.
 //! - [`copies`]: the sender's local copies of what it sent.
+//! - [`sparse`]: holes kept when content is written, skipped when it is read.
 //! - [`history`]: the client of read-only sessions: runs, versions, trees and
 //!   version bytes from the receiver.
 //! - [`restore`]: writing a tree (from the receiver or the local copies) into
@@ -45,6 +46,7 @@ pub mod receiver;
 pub mod restore;
 pub mod scan;
 pub mod sender;
+pub mod sparse;
 pub mod status;
 pub mod store;
 pub mod stream;

@@ -6,19 +6,27 @@
 //! FIFOs, devices) and what it could not read. [`hash_file`] is the one place
 //! that reads file content for change detection.
 //!
+//! Every directory and file is opened relative to the source root's
+//! descriptor ([`SourceDir`], module `source`), never following a symlink on
+//! the way: a directory swapped for a link after the scan is refused, not
+//! followed out of the source.
+//!
 //! The walk itself runs on a few threads at once (module `walk`): on a cold cache
 //! it waits on the disk, and the disk answers several requests faster than
 //! one after another.
 
-use std::fs::{File, Metadata, OpenOptions};
+use std::fs::Metadata;
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use ferry_proto::{Hash, RelPath};
 
+mod source;
 mod walk;
+
+pub use source::{OpenError, SourceDir};
 
 /// Size of one read while hashing a file.
 const HASH_READ: usize = 256 * 1024;
@@ -115,28 +123,21 @@ pub enum ScanError {
 /// and not reported. Only a root that is missing, not a directory or not
 /// readable is an error; every other problem is recorded in the result.
 pub fn scan(root: &Path, exclude: &[PathBuf]) -> Result<Scan, ScanError> {
-    let root_err = |source| ScanError::Root {
-        root: root.to_path_buf(),
-        source,
-    };
-    let base = root.canonicalize().map_err(root_err)?;
-    if !base.metadata().map_err(root_err)?.is_dir() {
-        return Err(ScanError::NotADirectory {
-            root: root.to_path_buf(),
-        });
-    }
-    // Fail early, with a clear error, if the root itself cannot be listed.
-    std::fs::read_dir(&base).map_err(root_err)?;
+    Ok(scan_dir(&SourceDir::open(root)?, exclude))
+}
 
+/// [`scan`] of a source already open: the run then reads every file
+/// through the same descriptor.
+pub fn scan_dir(source: &SourceDir, exclude: &[PathBuf]) -> Scan {
     // Exclusions as paths relative to the root; those elsewhere (or the
     // root itself) can never match an entry.
     let exclude: Vec<PathBuf> = exclude
         .iter()
-        .filter_map(|x| x.strip_prefix(&base).ok())
+        .filter_map(|x| x.strip_prefix(source.path()).ok())
         .filter(|x| !x.as_os_str().is_empty())
         .map(Path::to_path_buf)
         .collect();
-    let mut out = walk::walk(&base, &exclude);
+    let mut out = walk::walk(source, &exclude);
     out.entries.sort_unstable_by(|a, b| a.path.cmp(&b.path));
     // Threads finish in any order: sort the reports too, so that a scan of
     // the same tree always reads the same.
@@ -146,30 +147,24 @@ pub fn scan(root: &Path, exclude: &[PathBuf]) -> Result<Scan, ScanError> {
     };
     out.skipped.sort_by(by_path);
     out.errors.sort_by(by_path);
-    Ok(out)
+    out
 }
 
-/// Hashes a regular file's content with blake3; returns the hash and the
-/// number of bytes read.
+/// Hashes the content of the regular file `entry` describes with blake3;
+/// returns the hash and the number of bytes read.
 ///
-/// The file is opened without following a symlink and without blocking (so a
-/// FIFO swapped in since the scan cannot hang the caller), and anything that
-/// is not a regular file is refused.
-pub fn hash_file(path: &Path) -> io::Result<(Hash, u64)> {
-    let mut file = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)?;
-    if !file.metadata()?.is_file() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "not a regular file",
-        ));
-    }
-    hash_reader(&mut file)
+/// The file is opened through `source` ([`SourceDir::open_scanned`]): no
+/// symlink followed, never blocking on a FIFO swapped in since the scan, and
+/// only if it is still the file the scan saw.
+pub fn hash_file(source: &SourceDir, entry: &ScanEntry) -> Result<(Hash, u64), OpenError> {
+    let file = source.open_scanned(entry)?;
+    hash_reader(&mut crate::sparse::HoleReader::new(&file)).map_err(|source| OpenError::Io {
+        path: entry.path.clone(),
+        source,
+    })
 }
 
-fn hash_reader(file: &mut File) -> io::Result<(Hash, u64)> {
+fn hash_reader(file: &mut impl Read) -> io::Result<(Hash, u64)> {
     let mut hasher = blake3::Hasher::new();
     let mut buf = vec![0u8; HASH_READ];
     let mut total = 0u64;
@@ -291,8 +286,12 @@ mod tests {
         assert!(scan.skipped.iter().any(|p| p.message.contains("FIFO")));
         assert!(scan.errors.is_empty());
 
-        // Hashing a FIFO is refused instead of blocking on it.
-        assert!(hash_file(&root.join("fifo")).is_err());
+        // Opening a FIFO is refused instead of blocking on it.
+        let source = SourceDir::open(root).unwrap();
+        assert!(matches!(
+            source.open_file(&rel(b"fifo")),
+            Err(OpenError::NotAFile { .. })
+        ));
     }
 
     #[test]
@@ -339,12 +338,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let data: Vec<u8> = (0..(HASH_READ * 2 + 17)).map(|i| (i % 251) as u8).collect();
         fs::write(dir.path().join("f"), &data).unwrap();
-        let (hash, n) = hash_file(&dir.path().join("f")).unwrap();
+        symlink("f", dir.path().join("l")).unwrap();
+        let source = SourceDir::open(dir.path()).unwrap();
+        let scan = scan_dir(&source, &[]);
+        let (hash, n) = hash_file(&source, find(&scan, b"f")).unwrap();
         assert_eq!(n, data.len() as u64);
         assert_eq!(hash, *blake3::hash(&data).as_bytes());
-        symlink("f", dir.path().join("l")).unwrap();
+        // A symlink scanned as a file (or swapped in since) is not followed.
+        let link = ScanEntry {
+            kind: ScanKind::File,
+            ..find(&scan, b"l").clone()
+        };
         assert!(
-            hash_file(&dir.path().join("l")).is_err(),
+            matches!(hash_file(&source, &link), Err(OpenError::Symlink { .. })),
             "symlink followed"
         );
     }

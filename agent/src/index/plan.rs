@@ -4,13 +4,11 @@
 //! index is unchanged without being read. Only a file whose size matches but
 //! whose mtime or inode moved is hashed, to tell a touch from an edit.
 
-use std::collections::HashMap;
-use std::path::Path;
-
 use ferry_proto::{Hash, RelPath};
+use std::collections::HashMap;
 
 use super::{Index, IndexEntry, IndexError};
-use crate::scan::{hash_file, Scan, ScanEntry, ScanKind, ScanProblem};
+use crate::scan::{hash_file, OpenError, Scan, ScanEntry, ScanKind, ScanProblem, SourceDir};
 
 /// What to do with one scanned entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,11 +52,12 @@ pub struct Plan {
 
 impl Index {
     /// Compares `scan` (taken of `root`) against this target's entries.
+    /// Files are read through `root` ([`SourceDir`]): never outside it.
     ///
     /// Hashes only files whose size is unchanged but whose mtime or inode
     /// moved. Index entries missing from the scan are deleted unless they lie
     /// below a path the scan could not read.
-    pub fn plan(&self, root: &Path, scan: &Scan) -> Result<Plan, IndexError> {
+    pub fn plan(&self, root: &SourceDir, scan: &Scan) -> Result<Plan, IndexError> {
         let mut known: HashMap<RelPath, IndexEntry> = self
             .entries()?
             .into_iter()
@@ -101,7 +100,7 @@ impl Index {
 
 /// `None` if `entry` is unchanged from `old`, else the action to take.
 fn compare(
-    root: &Path,
+    root: &SourceDir,
     entry: &ScanEntry,
     old: &IndexEntry,
 ) -> Result<Option<Action>, ScanProblem> {
@@ -117,7 +116,7 @@ fn compare(
 }
 
 fn compare_file(
-    root: &Path,
+    root: &SourceDir,
     entry: &ScanEntry,
     old: &IndexEntry,
 ) -> Result<Option<Action>, ScanProblem> {
@@ -131,9 +130,12 @@ fn compare_file(
     if entry.mtime_ns == old.mtime_ns && entry.ino == old.ino {
         return Ok((entry.mode != old.mode).then_some(Action::MetadataOnly { hash: old_hash }));
     }
-    let (hash, _) = hash_file(&entry.path.under(root)).map_err(|err| ScanProblem {
+    let (hash, _) = hash_file(root, entry).map_err(|err| ScanProblem {
         path: entry.path.as_path().to_path_buf(),
-        message: format!("cannot read to check for changes: {err}"),
+        message: match err {
+            OpenError::Io { source, .. } => format!("cannot read to check for changes: {source}"),
+            other => format!("not checked for changes: {other}"),
+        },
     })?;
     Ok(Some(if hash == old_hash {
         Action::MetadataOnly { hash }
@@ -147,6 +149,7 @@ fn compare_file(
 mod tests {
     use std::fs;
     use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
+    use std::path::Path;
 
     use filetime::FileTime;
 
@@ -176,6 +179,10 @@ mod tests {
             self.dir.path().join("src")
         }
 
+        fn source(&self) -> SourceDir {
+            SourceDir::open(&self.root()).unwrap()
+        }
+
         /// Writes a file and sets its mtime (explicitly, since the clock may
         /// not tick between two writes in a test).
         fn write(&self, path: &str, data: &[u8], mtime_s: i64) {
@@ -190,7 +197,7 @@ mod tests {
 
         fn plan(&self) -> Plan {
             let scan = scan(&self.root(), &[]).unwrap();
-            self.index.plan(&self.root(), &scan).unwrap()
+            self.index.plan(&self.source(), &scan).unwrap()
         }
 
         /// Plans and records everything planned as acknowledged.
@@ -201,9 +208,7 @@ mod tests {
                 .iter()
                 .map(|item| {
                     let hash = match item.entry.kind {
-                        ScanKind::File => {
-                            Some(hash_file(&item.entry.path.under(&self.root())).unwrap().0)
-                        }
+                        ScanKind::File => Some(hash_file(&self.source(), &item.entry).unwrap().0),
                         _ => None,
                     };
                     (item.entry.clone(), hash)
@@ -356,7 +361,7 @@ mod tests {
         });
         fs::remove_file(fx.root().join("a.txt")).unwrap();
         scan.entries.retain(|e| e.path != rel("a.txt"));
-        let plan = fx.index.plan(&fx.root(), &scan).unwrap();
+        let plan = fx.index.plan(&fx.source(), &scan).unwrap();
         let deleted: Vec<_> = plan.deleted.iter().map(|p| p.to_string()).collect();
         assert_eq!(deleted, ["a.txt"]);
     }
@@ -368,7 +373,7 @@ mod tests {
         fx.set_mtime("a.txt", 4_000);
         let scan = scan(&fx.root(), &[]).unwrap();
         fs::remove_file(fx.root().join("a.txt")).unwrap();
-        let plan = fx.index.plan(&fx.root(), &scan).unwrap();
+        let plan = fx.index.plan(&fx.source(), &scan).unwrap();
         assert!(plan.items.is_empty(), "{:?}", actions(&plan));
         assert!(plan.deleted.is_empty());
         assert_eq!(plan.problems.len(), 1);
@@ -382,7 +387,7 @@ mod tests {
         fx.sync();
         let other = Index::open(&fx.dir.path().join("state/index.db"), "r/other").unwrap();
         let scan = scan(&fx.root(), &[]).unwrap();
-        let plan = other.plan(&fx.root(), &scan).unwrap();
+        let plan = other.plan(&fx.source(), &scan).unwrap();
         assert_eq!(plan.items.len(), 7);
         assert!(plan.items.iter().all(|i| i.action == Action::New));
     }

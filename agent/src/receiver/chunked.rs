@@ -179,7 +179,7 @@ impl ChunkedFile {
 
     fn checkpoint(&mut self) -> Result<(), StoreError> {
         self.store
-            .save_partial(&self.ns, &self.staged, &self.chunks)?;
+            .save_partial(&self.ns, &mut self.staged, &self.chunks)?;
         self.synced = self.staged.written();
         Ok(())
     }

@@ -6,7 +6,8 @@
 //! that is about to be received reserves its declared size first, so files
 //! in flight count too. A file that does not fit is refused before any byte
 //! is staged. A reservation is given back if the file is not stored, and kept
-//! once it is (the catalog then counts it for the next run).
+//! once it is (the catalog then counts it for the next run) for the bytes
+//! the file takes on disk: a sparse file's holes are given back.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -22,7 +23,7 @@ pub(crate) struct QuotaBudget {
 }
 
 /// Bytes reserved for one file; given back when dropped unless
-/// [`kept`](Reservation::keep).
+/// [`kept`](Reservation::keep_as).
 #[derive(Debug)]
 pub(crate) struct Reservation {
     budget: Arc<QuotaBudget>,
@@ -70,8 +71,11 @@ impl QuotaBudget {
 }
 
 impl Reservation {
-    /// The file was stored: its bytes stay counted.
-    pub fn keep(mut self) {
+    /// The file was stored in `stored` bytes (fewer than reserved when it
+    /// has holes): those stay counted, the rest is given back.
+    pub fn keep_as(mut self, stored: u64) {
+        let unused = self.size.saturating_sub(stored);
+        self.budget.used.fetch_sub(unused, Ordering::AcqRel);
         self.kept = true;
     }
 }
@@ -126,12 +130,21 @@ mod tests {
         let b = budget.reserve(&path("b"), 30).unwrap();
         assert!(budget.reserve(&path("c"), 1).is_err());
         drop(b); // not stored: its bytes come back
-        a.keep(); // stored: its bytes stay
+        a.keep_as(30); // stored: its bytes stay
         assert!(budget.reserve(&path("c"), 31).is_err());
         let c = budget.reserve(&path("c"), 30).unwrap();
-        c.keep();
+        c.keep_as(30);
         assert!(budget.reserve(&path("d"), 1).is_err());
         assert!(budget.reserve(&path("empty"), 0).is_ok());
+    }
+
+    #[test]
+    fn a_sparse_file_keeps_only_what_it_takes_on_disk() {
+        let budget = QuotaBudget::new(100, 0, Name::new("lap").unwrap());
+        // 90 declared, 10 of them stored: 80 come back.
+        budget.reserve(&path("sparse"), 90).unwrap().keep_as(10);
+        budget.reserve(&path("b"), 90).unwrap().keep_as(90);
+        assert!(budget.reserve(&path("c"), 1).is_err());
     }
 
     #[test]

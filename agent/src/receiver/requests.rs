@@ -353,7 +353,8 @@ async fn serve_fetch(channel: &mut Channel, ctx: &Arc<Ctx>) -> Result<(), Failur
     let opened = blocking(move || open_version(&c, version))
         .await
         .map_err(|e| fail(FailCode::Io, e.to_string()))?;
-    let mut file = opened?;
+    // Holes are read as zeros from memory, not paged in.
+    let mut file = crate::sparse::HoleReader::new(opened?);
     let mut hasher = blake3::Hasher::new();
     loop {
         let (back, chunk) = blocking(move || {
@@ -434,7 +435,7 @@ pub(crate) fn open_version(ctx: &Ctx, version: u64) -> Result<File, Failure> {
     })
 }
 
-fn read_full(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
+fn read_full(file: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
         match file.read(&mut buf[n..]) {

@@ -644,9 +644,11 @@ async fn receive_steps(
                     return Err(failure(FailCode::BadRequest, "end without an entry"));
                 };
                 let staged = sink.finish(ctx, &entry, hash).await?;
+                // What the quota keeps: the bytes on disk (holes are free).
+                let on_disk = staged.stored();
                 let stored = commit(ctx, Op::File { entry, staged }).await;
                 if let (Ok(()), Some(reservation)) = (&stored, reservation.take()) {
-                    reservation.keep();
+                    reservation.keep_as(on_disk);
                 }
                 return stored;
             }

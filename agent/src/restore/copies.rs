@@ -2,7 +2,7 @@
 //! keep-copies directory (no network), with the same atomic, no-overwrite
 //! writes as a restore from the receiver.
 
-use std::fs::File;
+use crate::sparse::HoleReader;
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
@@ -143,17 +143,19 @@ fn restore_entry(
     if !meta.is_file() {
         return Ok(Copied::Skipped);
     }
-    let mut file = std::fs::OpenOptions::new()
+    let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(source)
         .map_err(io("open"))?;
+    // Holes are read as zeros from memory and written back as holes.
+    let mut reader = HoleReader::new(&file);
     let mut pending = dest.begin_file(target)?;
     let mut hasher = blake3::Hasher::new();
     let mut buf = vec![0u8; 256 * 1024];
     let mut size = 0u64;
     loop {
-        let n = read_some(&mut file, &mut buf).map_err(io("read"))?;
+        let n = read_some(&mut reader, &mut buf).map_err(io("read"))?;
         if n == 0 {
             break;
         }
@@ -167,7 +169,7 @@ fn restore_entry(
     Ok(Copied::File(written))
 }
 
-fn read_some(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
+fn read_some(file: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     loop {
         match file.read(buf) {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

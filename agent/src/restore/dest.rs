@@ -10,13 +10,15 @@
 
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, File, OpenOptions, Permissions};
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use ferry_proto::{Hash, RelPath};
+
+use crate::sparse::HoleWriter;
 
 /// Why one entry could not be restored.
 #[derive(Debug, thiserror::Error)]
@@ -145,7 +147,7 @@ impl Destination {
             tmp,
             target,
             hasher: blake3::Hasher::new(),
-            written: 0,
+            written: HoleWriter::default(),
             overwrite: self.overwrite,
         })
     }
@@ -234,19 +236,22 @@ pub struct PendingFile {
     tmp: PathBuf,
     target: PathBuf,
     hasher: blake3::Hasher,
-    written: u64,
+    /// The content appended so far; zero blocks are left as holes.
+    written: HoleWriter,
     overwrite: bool,
 }
 
 impl PendingFile {
-    /// Appends content.
+    /// Appends content; its all-zero blocks stay holes (a sparse file is
+    /// restored sparse).
     pub fn write(&mut self, data: &[u8]) -> Result<(), EntryError> {
-        let Some(file) = self.file.as_mut() else {
+        let Some(file) = self.file.as_ref() else {
             return Ok(());
         };
-        file.write_all(data).map_err(io_err("write", &self.tmp))?;
+        self.written
+            .write(file, data)
+            .map_err(io_err("write", &self.tmp))?;
         self.hasher.update(data);
-        self.written += data.len() as u64;
         Ok(())
     }
 
@@ -259,11 +264,11 @@ impl PendingFile {
         mtime_ns: i64,
     ) -> Result<u64, EntryError> {
         let actual = self.hasher.finalize();
-        if self.written != size {
+        if self.written.pos() != size {
             return Err(EntryError::SizeMismatch {
                 path: self.target.clone(),
                 expected: size,
-                actual: self.written,
+                actual: self.written.pos(),
             });
         }
         if actual.as_bytes() != hash {
@@ -276,6 +281,9 @@ impl PendingFile {
         let Some(file) = self.file.take() else {
             return Ok(0);
         };
+        self.written
+            .finish(&file)
+            .map_err(io_err("set the length of", &self.tmp))?;
         file.set_permissions(Permissions::from_mode(mode & 0o7777))
             .map_err(io_err("set the permissions of", &self.tmp))?;
         let mtime = crate_time(mtime_ns);
@@ -285,7 +293,7 @@ impl PendingFile {
         drop(file);
         place(&self.tmp, &self.target, self.overwrite)?;
         self.tmp = PathBuf::new();
-        Ok(self.written)
+        Ok(self.written.pos())
     }
 }
 

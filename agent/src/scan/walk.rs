@@ -4,9 +4,11 @@
 //! that is not cached waits for the disk. So a small pool of threads (more
 //! than there are cores: they mostly wait) share a stack of jobs — "read this
 //! directory" and "stat these names of that directory" — and the disk serves
-//! their requests in parallel. Each directory is opened once, by path, with
-//! `O_NOFOLLOW | O_DIRECTORY`; its entries are then stat'ed relative to that
-//! descriptor (`fstatat`), so no full path is resolved per entry.
+//! their requests in parallel. Each directory is opened once, relative to the
+//! source root's descriptor without following any symlink on the way
+//! ([`SourceDir`]), and must be the directory its parent listed (same device
+//! and inode); its entries are then stat'ed relative to that descriptor
+//! (`fstatat`), so no full path is resolved per entry.
 //!
 //! Directories wait on a last-in first-out stack, which keeps the walk close
 //! to depth-first; names to stat are taken before any new directory is
@@ -21,9 +23,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 use ferry_proto::RelPath;
-use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat, CWD};
+use rustix::fs::{AtFlags, FileType, OFlags, Stat};
 
-use super::{Scan, ScanEntry, ScanKind, ScanProblem};
+use super::{Scan, ScanEntry, ScanKind, ScanProblem, SourceDir};
 
 /// Threads walking at once (the caller's included). They wait on the disk
 /// far more than they compute, so this exceeds the core count on purpose.
@@ -37,16 +39,18 @@ const STAT_CHUNK: usize = 64;
 struct OpenDir {
     /// Its path relative to the scanned root (empty for the root).
     rel: Vec<u8>,
-    /// Its absolute path (to open its subdirectories).
-    abs: PathBuf,
     /// The descriptor its entries are stat'ed against.
     fd: OwnedFd,
 }
 
 /// One unit of work.
 enum Job {
-    /// Open and list a directory (relative and absolute path).
-    Read { rel: Vec<u8>, abs: PathBuf },
+    /// Open and list a directory (relative path), which must be the one
+    /// its parent listed (device and inode; `None` for the root).
+    Read {
+        rel: Vec<u8>,
+        expect: Option<(u64, u64)>,
+    },
     /// Stat these names (already checked) of an open directory.
     Stat {
         dir: Arc<OpenDir>,
@@ -72,6 +76,8 @@ struct Shared<'a> {
     wake: Condvar,
     /// Excluded paths, relative to the root.
     exclude: &'a [PathBuf],
+    /// The root every directory is opened from.
+    source: &'a SourceDir,
 }
 
 impl Shared<'_> {
@@ -141,21 +147,21 @@ impl Drop for Busy<'_, '_> {
     }
 }
 
-/// Walks everything below `base` (absolute, canonical, a readable
-/// directory), skipping the relative paths in `exclude`. The result is not
-/// yet sorted.
-pub(super) fn walk(base: &Path, exclude: &[PathBuf]) -> Scan {
+/// Walks everything below `source`, skipping the relative paths in
+/// `exclude`. The result is not yet sorted.
+pub(super) fn walk(source: &SourceDir, exclude: &[PathBuf]) -> Scan {
     let shared = Shared {
         queue: Mutex::new(Queue {
             reads: vec![Job::Read {
                 rel: Vec::new(),
-                abs: base.to_path_buf(),
+                expect: None,
             }],
             stats: Vec::new(),
             busy: 0,
         }),
         wake: Condvar::new(),
         exclude,
+        source,
     };
     std::thread::scope(|scope| {
         let mut helpers = Vec::new();
@@ -201,7 +207,9 @@ fn work(shared: &Shared<'_>) -> Scan {
     let mut new_jobs = Vec::new();
     while let Some(mut busy) = shared.next() {
         match busy.job.take() {
-            Some(Job::Read { rel, abs }) => read_dir(shared, rel, abs, &mut out, &mut new_jobs),
+            Some(Job::Read { rel, expect }) => {
+                read_dir(shared, rel, expect, &mut out, &mut new_jobs)
+            }
             Some(Job::Stat { dir, names }) => stat_names(&dir, names, &mut out, &mut new_jobs),
             None => {}
         }
@@ -213,32 +221,55 @@ fn work(shared: &Shared<'_>) -> Scan {
 
 /// Lists one directory, then stats its entries (splitting a big one into
 /// several jobs).
+#[allow(clippy::unnecessary_cast)] // `st_*` widths differ between architectures
 fn read_dir(
     shared: &Shared<'_>,
     rel: Vec<u8>,
-    abs: PathBuf,
+    expect: Option<(u64, u64)>,
     out: &mut Scan,
     new_jobs: &mut Vec<Job>,
 ) {
-    let problem = |out: &mut Scan, err: io::Error| {
+    let problem = |out: &mut Scan, message: String| {
         let path = PathBuf::from(OsStr::from_bytes(&rel));
-        let message = format!("cannot read: {err}");
         tracing::warn!(path = %path.display(), %message, "scan error");
         out.errors.push(ScanProblem { path, message });
     };
-    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY;
+    let fd = match shared.source.open_at(&rel, flags) {
+        Ok(fd) => fd,
+        // ENOTDIR: `O_NOFOLLOW | O_DIRECTORY` met a symlink (or a file)
+        // where the directory was.
+        Err(err)
+            if matches!(
+                err.raw_os_error(),
+                Some(libc::ELOOP | libc::EXDEV | libc::ENOTDIR)
+            ) =>
+        {
+            let message = "cannot read: it or a directory above it became a symlink (or a \
+                           file) during the scan; not followed (Ferry reads only inside the source)";
+            return problem(out, message.into());
+        }
+        Err(err) => return problem(out, format!("cannot read: {err}")),
+    };
+    if let Some((dev, ino)) = expect {
+        match rustix::fs::fstat(&fd) {
+            Ok(st) if st.st_dev as u64 == dev && st.st_ino as u64 == ino => {}
+            Ok(_) => {
+                let message = "cannot read: another directory took its place during the scan";
+                return problem(out, message.into());
+            }
+            Err(err) => return problem(out, format!("cannot read: {}", io::Error::from(err))),
+        }
+    }
     // One descriptor to list the directory, a duplicate to stat against.
-    let opened = rustix::fs::openat(CWD, &abs, flags, Mode::empty())
-        .map_err(io::Error::from)
-        .and_then(|fd| Ok((fd.try_clone()?, fd)));
-    let (fd, list_fd) = match opened {
-        Ok(fds) => fds,
-        Err(err) => return problem(out, err),
+    let (fd, list_fd) = match fd.try_clone() {
+        Ok(dup) => (dup, fd),
+        Err(err) => return problem(out, format!("cannot read: {err}")),
     };
     let mut names = Vec::new();
     let listing = match rustix::fs::Dir::new(list_fd) {
         Ok(listing) => listing,
-        Err(err) => return problem(out, err.into()),
+        Err(err) => return problem(out, format!("cannot read: {}", io::Error::from(err))),
     };
     for item in listing {
         let item = match item {
@@ -246,7 +277,7 @@ fn read_dir(
             // What was listed so far is still scanned; the error covers the
             // rest of this directory.
             Err(err) => {
-                problem(out, err.into());
+                problem(out, format!("cannot read: {}", io::Error::from(err)));
                 break;
             }
         };
@@ -259,7 +290,7 @@ fn read_dir(
         }
         names.push(name.to_vec());
     }
-    let dir = Arc::new(OpenDir { rel, abs, fd });
+    let dir = Arc::new(OpenDir { rel, fd });
     let mut chunks = names.chunks(STAT_CHUNK);
     let first = chunks.next().map(<[_]>::to_vec);
     for chunk in chunks {
@@ -278,6 +309,7 @@ fn read_dir(
 
 /// Stats `names` inside `dir` and records each; subdirectories become new
 /// jobs.
+#[allow(clippy::unnecessary_cast)] // `st_*` widths differ between architectures
 fn stat_names(dir: &OpenDir, names: Vec<Vec<u8>>, out: &mut Scan, new_jobs: &mut Vec<Job>) {
     for name in names {
         let child = join(&dir.rel, &name);
@@ -309,7 +341,7 @@ fn stat_names(dir: &OpenDir, names: Vec<Vec<u8>>, out: &mut Scan, new_jobs: &mut
             FileType::Directory => {
                 new_jobs.push(Job::Read {
                     rel: child.clone(),
-                    abs: dir.abs.join(OsStr::from_bytes(&name)),
+                    expect: Some((stat.st_dev as u64, stat.st_ino as u64)),
                 });
                 ScanKind::Dir
             }
@@ -396,6 +428,7 @@ fn special_kind(file_type: FileType) -> &'static str {
 mod tests {
     use super::*;
     use crate::scan::{mtime_ns, scan};
+    use rustix::fs::Mode;
     use std::fs;
     use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
     use std::process::Command;
@@ -555,16 +588,69 @@ mod tests {
     }
 
     #[test]
-    fn a_directory_that_cannot_be_opened_is_an_error_at_its_path() {
+    fn a_directory_swapped_during_the_scan_is_an_error_at_its_path() {
         let dir = tempfile::tempdir().unwrap();
-        let out = walk(&dir.path().join("gone"), &[]);
-        assert!(out.entries.is_empty());
-        assert_eq!(out.errors.len(), 1, "{:?}", out.errors);
-        assert_eq!(out.errors[0].path, PathBuf::new());
+        let outside = tempfile::tempdir().unwrap();
+        fs::write(outside.path().join("secret"), b"x").unwrap();
+        fs::create_dir(dir.path().join("d")).unwrap();
+        fs::create_dir(dir.path().join("e")).unwrap();
+        let d = fs::symlink_metadata(dir.path().join("d")).unwrap();
+        let source = SourceDir::open(dir.path()).unwrap();
+        let shared = Shared {
+            queue: Mutex::new(Queue::default()),
+            wake: Condvar::new(),
+            exclude: &[],
+            source: &source,
+        };
+        // `d` listed by its parent, then swapped for a symlink to outside
+        // before it is opened: not followed.
+        fs::rename(dir.path().join("d"), dir.path().join("d.old")).unwrap();
+        symlink(outside.path(), dir.path().join("d")).unwrap();
+        let (mut out, mut jobs) = (Scan::default(), Vec::new());
+        read_dir(
+            &shared,
+            b"d".to_vec(),
+            Some((d.dev(), d.ino())),
+            &mut out,
+            &mut jobs,
+        );
         assert!(
-            out.errors[0].message.starts_with("cannot read: "),
+            out.entries.is_empty() && jobs.is_empty(),
+            "{:?}",
+            out.entries
+        );
+        assert_eq!(out.errors.len(), 1, "{:?}", out.errors);
+        assert_eq!(out.errors[0].path, PathBuf::from("d"));
+        assert!(
+            out.errors[0].message.contains("symlink"),
             "{:?}",
             out.errors
+        );
+
+        // Another directory in its place is not listed as it either.
+        let mut out = Scan::default();
+        read_dir(
+            &shared,
+            b"e".to_vec(),
+            Some((d.dev(), d.ino())),
+            &mut out,
+            &mut jobs,
+        );
+        assert_eq!(out.errors.len(), 1, "{:?}", out.errors);
+        assert!(
+            out.errors[0].message.contains("another directory"),
+            "{:?}",
+            out.errors
+        );
+
+        // The same through a whole scan: nothing outside is listed.
+        let scan = crate::scan::scan_dir(&source, &[]);
+        assert!(
+            scan.entries
+                .iter()
+                .all(|e| !e.path.as_bytes().starts_with(b"d/")),
+            "{:?}",
+            scan.entries
         );
     }
 
@@ -575,7 +661,13 @@ mod tests {
         // 17 levels of 250 bytes: more than a synced path may hold (the
         // temporary root must be under ~80 bytes for level 16 to open).
         // Built with descriptors: the absolute path outgrows PATH_MAX.
-        let mut fd = rustix::fs::openat(CWD, dir.path(), OFlags::DIRECTORY, Mode::empty()).unwrap();
+        let mut fd = rustix::fs::openat(
+            rustix::fs::CWD,
+            dir.path(),
+            OFlags::DIRECTORY,
+            Mode::empty(),
+        )
+        .unwrap();
         for _ in 0..17 {
             rustix::fs::mkdirat(&fd, name.as_slice(), Mode::from_raw_mode(0o755)).unwrap();
             fd =

@@ -6,7 +6,6 @@
 //! lane never waits for a round trip.
 
 use std::collections::VecDeque;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use ferry_proto::{frame, Content, Entry, EntryKind, Message, MAX_BUNDLED};
@@ -22,7 +21,7 @@ use super::transfer::{
 use crate::compress::{self, StreamEncoder};
 use crate::copies::{Copies, CopyWriter};
 use crate::index::{Action, PlanItem};
-use crate::scan::{ScanEntry, ScanKind};
+use crate::scan::{ScanEntry, ScanKind, SourceDir};
 use crate::stream::{FramedSend, StreamError};
 
 /// Lanes a run uses at most. One: on the benchmark's text set two lanes
@@ -114,30 +113,27 @@ enum Read {
 /// Reads one entry for a bundle; `Ok(None)`: the file has grown too large
 /// for one since the scan and goes on a stream of its own.
 fn read(
-    source: &Path,
+    source: &SourceDir,
     copies: Option<&Copies>,
     item: &PlanItem,
 ) -> Result<Option<Read>, EntryError> {
     Ok(Some(match &item.entry.kind {
         ScanKind::Dir => Read::Dir,
         ScanKind::Symlink { target } => Read::Symlink(target.clone()),
-        ScanKind::File => {
-            let full = item.entry.path.under(source);
-            match prepare(&full, &item.entry.path, copies)? {
-                Opened::Small {
-                    stat,
-                    data,
-                    hash,
-                    copy,
-                } if stat.size <= MAX_BUNDLED => Read::File {
-                    stat,
-                    data,
-                    hash,
-                    copy,
-                },
-                _ => return Ok(None),
-            }
-        }
+        ScanKind::File => match prepare(source, &item.entry, copies)? {
+            Opened::Small {
+                stat,
+                data,
+                hash,
+                copy,
+            } if stat.size <= MAX_BUNDLED => Read::File {
+                stat,
+                data,
+                hash,
+                copy,
+            },
+            _ => return Ok(None),
+        },
     }))
 }
 
@@ -479,6 +475,15 @@ mod tests {
         }
     }
 
+    /// `item` with the device and inode of the file at `dir/path`, as a
+    /// scan records them.
+    fn on_disk(dir: &std::path::Path, mut item: PlanItem) -> PlanItem {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::symlink_metadata(item.entry.path.under(dir)).unwrap();
+        (item.entry.dev, item.entry.ino) = (meta.dev(), meta.ino());
+        item
+    }
+
     #[test]
     fn small_files_dirs_and_symlinks_fit_and_nothing_else_does() {
         assert!(fits(&item("a", ScanKind::File, MAX_BUNDLED)));
@@ -501,9 +506,9 @@ mod tests {
     fn a_file_read_for_a_bundle_is_whole_and_hashed() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("small"), b"hello").unwrap();
-        let read = read(dir.path(), None, &item("small", ScanKind::File, 5))
-            .unwrap()
-            .unwrap();
+        let source = SourceDir::open(dir.path()).unwrap();
+        let small = on_disk(dir.path(), item("small", ScanKind::File, 5));
+        let read = read(&source, None, &small).unwrap().unwrap();
         let Read::File {
             data, hash, stat, ..
         } = read
@@ -520,11 +525,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let big = vec![7u8; MAX_BUNDLED as usize + 1];
         std::fs::write(dir.path().join("grew"), &big).unwrap();
-        let scanned = item("grew", ScanKind::File, 100);
-        assert!(read(dir.path(), None, &scanned).unwrap().is_none());
+        let source = SourceDir::open(dir.path()).unwrap();
+        let scanned = on_disk(dir.path(), item("grew", ScanKind::File, 100));
+        assert!(read(&source, None, &scanned).unwrap().is_none());
         // Gone since the scan: an error for this entry only.
         let gone = item("gone", ScanKind::File, 100);
-        assert!(read(dir.path(), None, &gone).is_err());
+        assert!(read(&source, None, &gone).is_err());
     }
 
     #[test]

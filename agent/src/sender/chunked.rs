@@ -7,11 +7,10 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use ferry_proto::frame;
-use ferry_proto::{Base, Content, Entry, EntryKind, Go, Hash, Message, RelPath};
+use ferry_proto::{Base, Content, Entry, EntryKind, Go, Hash, Message};
 use tokio::sync::mpsc;
 
 use super::transfer::{fstat, open, EntryError, FileStat};
@@ -19,6 +18,8 @@ use crate::chunk::{ChunkInfo, Chunker};
 use crate::compress::{self, CompressMode};
 use crate::copies::{Copies, CopyWriter};
 use crate::index::Index;
+use crate::scan::{ScanEntry, SourceDir};
+use crate::sparse::HoleReader;
 use crate::stream::StreamError;
 
 /// Frames are handed to the stream in batches of about this size.
@@ -43,8 +44,10 @@ pub(super) struct ChunkedRead {
 
 /// Everything the reading thread needs.
 pub(super) struct Reader {
-    pub full: PathBuf,
-    pub rel: RelPath,
+    /// The source root the file is read through.
+    pub source: Arc<SourceDir>,
+    /// The file as scanned.
+    pub entry: ScanEntry,
     pub copies: Option<Arc<Copies>>,
     pub index: Arc<Mutex<Option<Index>>>,
     pub use_base: bool,
@@ -170,16 +173,18 @@ impl Reader {
         tx: mpsc::Sender<Out>,
         go: std::sync::mpsc::Receiver<Go>,
     ) -> Result<ChunkedRead, EntryError> {
-        let (file, stat) = open(&self.full)?;
+        let (file, stat) = open(&self.source, &self.entry)?;
+        let rel = &self.entry.path;
         let mut copy = match &self.copies {
             Some(copies) => Some(
                 copies
-                    .begin(&self.rel)
+                    .begin(rel)
                     .map_err(|e| EntryError::Copy(e.to_string()))?,
             ),
             None => None,
         };
-        let mut chunker = Chunker::new(&file);
+        // Holes come from memory: a sparse file's are not paged in.
+        let mut chunker = Chunker::new(HoleReader::new(&file));
         let first: Vec<u8> = chunker
             .next_chunk()
             .map_err(EntryError::Read)?
@@ -193,7 +198,7 @@ impl Reader {
                 .map_err(|_| EntryError::Internal("index lock".into()))?;
             match slot.as_ref() {
                 Some(index) => index
-                    .base_for(&self.rel, &first_hash)
+                    .base_for(rel, &first_hash)
                     .map_err(|e| EntryError::Internal(e.to_string()))?,
                 None => None,
             }
@@ -201,7 +206,7 @@ impl Reader {
             None
         };
         let header = Entry {
-            path: self.rel.clone(),
+            path: rel.clone(),
             kind: EntryKind::File {
                 size: stat.size,
                 content: Content::Chunked {

@@ -58,9 +58,15 @@ pub async fn run_once(
     let endpoint = transport::client_endpoint(&ctx.identity, remote)?;
     let source = ctx.settings.source.clone();
     let exclude = ctx.exclude.clone();
-    let scanned = blocking(move || scan::scan(&source, &exclude).map_err(RunError::Scan));
+    // The root is opened once: the scan and every read of the run go
+    // through this descriptor, never outside it.
+    let scanned = blocking(move || {
+        let root = scan::SourceDir::open(&source).map_err(RunError::Scan)?;
+        let scan = scan::scan_dir(&root, &exclude);
+        Ok((Arc::new(root), scan))
+    });
     let (scan, conn) = tokio::join!(scanned, transport::connect(&endpoint, remote));
-    let scan: Scan = scan?;
+    let (root, scan): (Arc<scan::SourceDir>, Scan) = scan?;
     tracing::debug!(
         entries = scan.entries.len(),
         ms = started.elapsed().as_millis() as u64,
@@ -76,7 +82,7 @@ pub async fn run_once(
 
     // 2. Get admitted, plan, send.
     let conn = conn?;
-    let result = session(ctx, &conn, scan, &mut summary, shutdown).await;
+    let result = session(ctx, &conn, root, scan, &mut summary, shutdown).await;
     summary.bytes_on_wire = transport::bytes_on_wire(&conn);
     conn.close(quinn::VarInt::from_u32(0), b"done");
     // Long enough for the close to leave; the full drain (three probe
@@ -135,6 +141,7 @@ fn now_ms() -> i64 {
 async fn session(
     ctx: &SenderContext,
     conn: &quinn::Connection,
+    root: Arc<scan::SourceDir>,
     scan: Scan,
     summary: &mut RunSummary,
     shutdown: &CancellationToken,
@@ -181,7 +188,7 @@ async fn session(
     // 3. Plan against the index of this receiver and folder.
     let target = format!("{}/{}", receiver_id, ctx.settings.folder.as_str());
     let index_path = ctx.settings.state.join("index.db");
-    let source = ctx.settings.source.clone();
+    let source = root.clone();
     let index_slot = ctx.index.clone();
     let plan: (Plan, u64) = blocking(move || {
         let mut slot = index_slot
@@ -222,7 +229,7 @@ async fn session(
     // 4. Entries, several in flight.
     let transfer = Arc::new(TransferContext {
         conn: conn.clone(),
-        source: ctx.settings.source.clone(),
+        source: root,
         copies: ctx.copies.clone(),
         status: ctx.status.clone(),
         index: ctx.index.clone(),

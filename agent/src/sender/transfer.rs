@@ -4,8 +4,7 @@
 
 use std::fs::File;
 use std::io::Read;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::MetadataExt;
 use std::sync::Arc;
 
 use ferry_proto::{Content, Entry, EntryKind, FailCode, Hash, Message, MAX_DATA};
@@ -17,7 +16,8 @@ use crate::compress::{self, CompressMode};
 use crate::copies::{Copies, CopyWriter};
 use crate::index::Index;
 use crate::index::{Action, PlanItem};
-use crate::scan::{mtime_ns, ScanEntry, ScanKind};
+use crate::scan::{mtime_ns, OpenError, ScanEntry, ScanKind, SourceDir};
+use crate::sparse::HoleReader;
 use crate::status::SenderStatus;
 use crate::stream::{Channel, StreamError};
 
@@ -54,6 +54,10 @@ pub enum EntryError {
     Changed,
     #[error("is no longer a regular file")]
     NotAFile,
+    /// Not opened: the path leads through a symlink now, or to another
+    /// file than the one scanned.
+    #[error(transparent)]
+    Source(OpenError),
     #[error("the receiver did not store it: {0}")]
     Failed(String),
     #[error("the receiver's copy of the previous version is damaged: {0}")]
@@ -66,6 +70,16 @@ pub enum EntryError {
     Copy(String),
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl From<OpenError> for EntryError {
+    fn from(e: OpenError) -> EntryError {
+        match e {
+            OpenError::Io { source, .. } => EntryError::Read(source),
+            OpenError::NotAFile { .. } => EntryError::NotAFile,
+            other => EntryError::Source(other),
+        }
+    }
 }
 
 impl EntryError {
@@ -101,14 +115,15 @@ pub(super) fn fstat(file: &File) -> std::io::Result<(FileStat, bool)> {
     Ok((stat, meta.is_file()))
 }
 
-/// Opens a file for sending without following a symlink and without blocking
-/// on a FIFO that replaced it since the scan.
-pub(super) fn open(path: &Path) -> Result<(File, FileStat), EntryError> {
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)
-        .map_err(EntryError::Read)?;
+/// Opens the file `scanned` describes for sending: relative to the source
+/// root without following any symlink, without blocking on a FIFO that
+/// replaced it since the scan, and only if it is still the file scanned
+/// ([`SourceDir::open_scanned`]).
+pub(super) fn open(
+    source: &SourceDir,
+    scanned: &ScanEntry,
+) -> Result<(File, FileStat), EntryError> {
+    let file = source.open_scanned(scanned)?;
     let (stat, is_file) = fstat(&file).map_err(EntryError::Read)?;
     if !is_file {
         return Err(EntryError::NotAFile);
@@ -119,18 +134,20 @@ pub(super) fn open(path: &Path) -> Result<(File, FileStat), EntryError> {
 /// Reads the whole file in `MAX_DATA` pieces into `tx`, hashing it and
 /// writing the local copy; fails if the file changes meanwhile.
 fn read_content(
-    mut file: File,
+    file: File,
     opened: FileStat,
     tx: mpsc::Sender<Vec<u8>>,
     mut copy: Option<CopyWriter>,
 ) -> Result<(Hash, Option<CopyWriter>), EntryError> {
+    // Holes come from memory: a sparse file's are not paged in.
+    let mut reader = HoleReader::new(&file);
     let mut hasher = blake3::Hasher::new();
     let mut total = 0u64;
     loop {
         let mut buf = vec![0u8; MAX_DATA];
         let mut filled = 0;
         while filled < buf.len() {
-            match file.read(&mut buf[filled..]) {
+            match reader.read(&mut buf[filled..]) {
                 Ok(0) => break,
                 Ok(n) => filled += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -185,7 +202,8 @@ pub(super) async fn answer(channel: &mut Channel) -> Result<(), EntryError> {
 /// Everything an entry transfer needs besides the entry.
 pub struct TransferContext {
     pub conn: quinn::Connection,
-    pub source: PathBuf,
+    /// The source root, open: every file is read through it.
+    pub source: Arc<SourceDir>,
     pub copies: Option<Arc<Copies>>,
     pub status: Arc<SenderStatus>,
     /// The index, for the chunk lists deltas are described against.
@@ -304,8 +322,8 @@ async fn send_chunked(
     use_base: bool,
 ) -> Result<Sent, EntryError> {
     let reader = Reader {
-        full: scanned.path.under(&ctx.source),
-        rel: scanned.path.clone(),
+        source: ctx.source.clone(),
+        entry: scanned.clone(),
         copies: ctx.copies.clone(),
         index: ctx.index.clone(),
         use_base,
@@ -466,15 +484,15 @@ pub(super) enum Opened {
 
 /// Opens the file (and its local copy); reads it whole if it is small.
 pub(super) fn prepare(
-    path: &Path,
-    rel: &ferry_proto::RelPath,
+    source: &SourceDir,
+    scanned: &ScanEntry,
     copies: Option<&Copies>,
 ) -> Result<Opened, EntryError> {
-    let (mut file, stat) = open(path)?;
+    let (mut file, stat) = open(source, scanned)?;
     let mut copy = match copies {
         Some(copies) => Some(
             copies
-                .begin(rel)
+                .begin(&scanned.path)
                 .map_err(|e| EntryError::Copy(e.to_string()))?,
         ),
         None => None,
@@ -514,10 +532,9 @@ async fn send_content(
     scanned: ScanEntry,
     with_header: bool,
 ) -> Result<Sent, EntryError> {
-    let full = scanned.path.under(&ctx.source);
-    let rel = scanned.path.clone();
+    let (source, entry) = (ctx.source.clone(), scanned.clone());
     let copies = ctx.copies.clone();
-    let opened = blocking(move || prepare(&full, &rel, copies.as_deref())).await;
+    let opened = blocking(move || prepare(&source, &entry, copies.as_deref())).await;
     let opened = match opened {
         Ok(opened) => opened,
         Err(e) => {
@@ -633,6 +650,26 @@ async fn send_content(
 mod tests {
     use super::*;
     use std::io::Write;
+    use std::os::unix::ffi::OsStrExt;
+    use std::path::Path;
+
+    /// Opens `path` as a run would after scanning it: through its parent
+    /// directory opened as the source.
+    fn open(path: &Path) -> Result<(File, FileStat), EntryError> {
+        let source = SourceDir::open(path.parent().unwrap()).unwrap();
+        let meta = std::fs::symlink_metadata(path).unwrap();
+        let name = path.file_name().unwrap().as_bytes();
+        let entry = ScanEntry {
+            path: ferry_proto::RelPath::from_bytes(name).unwrap(),
+            kind: ScanKind::File,
+            size: meta.len(),
+            mtime_ns: mtime_ns(&meta),
+            mode: meta.mode() & 0o7777,
+            ino: meta.ino(),
+            dev: meta.dev(),
+        };
+        super::open(&source, &entry)
+    }
 
     type ReadResult = Result<(Hash, Option<CopyWriter>), EntryError>;
 

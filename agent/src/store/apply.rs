@@ -252,6 +252,7 @@ impl Store {
             hash: Some(staged.hash),
             target: None,
             chunks: staged.chunks.take(),
+            stored: Some(staged.stored),
         }));
         Ok(())
     }
@@ -307,6 +308,7 @@ impl Store {
             hash: Some(*hash),
             target: None,
             chunks: None,
+            stored: None,
         }));
         Ok(())
     }
@@ -355,6 +357,7 @@ impl Store {
                 hash: None,
                 target: None,
                 chunks: None,
+                stored: None,
             }),
         });
         Ok(())
@@ -406,6 +409,7 @@ impl Store {
             hash: None,
             target: Some(link.clone()),
             chunks: None,
+            stored: None,
         }));
         Ok(())
     }

@@ -58,6 +58,16 @@ CREATE TABLE versions (
 CREATE INDEX versions_path ON versions (sender_id, folder, path);
 ";
 
+/// Bytes a file version takes on disk when that is less than its size (a
+/// sparse file: holes are not stored). Rows without one count their size.
+/// Created on open when missing: older catalogs simply have none.
+const STORED_SIZES: &str = "
+CREATE TABLE IF NOT EXISTS stored_sizes (
+    version_id INTEGER PRIMARY KEY REFERENCES versions(id) ON DELETE CASCADE,
+    stored INTEGER NOT NULL
+);
+";
+
 /// Tables added in schema version 2 (delta transfer and resume).
 const CHUNK_TABLES: &str = "
 CREATE TABLE chunk_lists (
@@ -132,6 +142,8 @@ pub(crate) struct NewVersion {
     pub target: Option<Vec<u8>>,
     /// The encoded chunk list of chunked content ([`crate::chunk::encode_list`]).
     pub chunks: Option<Vec<u8>>,
+    /// Bytes the content takes on disk, if fewer than `size` (holes).
+    pub stored: Option<u64>,
 }
 
 /// What a [`Change::Retire`] does to the current rows below its path.
@@ -368,6 +380,10 @@ impl Catalog {
                     source,
                 })?;
         }
+        catalog
+            .conn
+            .execute_batch(STORED_SIZES)
+            .map_err(|e| catalog.err(e))?;
         if version == 1 {
             // Version 1 lacks the chunk tables: add them.
             let migrate =
@@ -840,10 +856,17 @@ impl Catalog {
                                 run
                             ],
                         )?;
+                        let id = tx.last_insert_rowid();
                         if let Some(list) = &v.chunks {
                             tx.execute(
-                                "INSERT INTO chunk_lists (version_id, list) VALUES (last_insert_rowid(), ?1)",
-                                params![list],
+                                "INSERT INTO chunk_lists (version_id, list) VALUES (?1, ?2)",
+                                params![id, list],
+                            )?;
+                        }
+                        if let Some(stored) = v.stored.filter(|s| *s < v.size) {
+                            tx.execute(
+                                "INSERT INTO stored_sizes (version_id, stored) VALUES (?1, ?2)",
+                                params![id, sql_u64(stored)],
                             )?;
                         }
                     }

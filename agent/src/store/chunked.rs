@@ -154,7 +154,7 @@ impl Store {
     pub fn save_partial(
         &self,
         ns: &Namespace,
-        staged: &Staged,
+        staged: &mut Staged,
         chunks: &[ChunkInfo],
     ) -> Result<(), StoreError> {
         staged.sync_data()?;
@@ -331,7 +331,7 @@ mod tests {
             at += c.len as usize;
         }
         store
-            .save_partial(ns, &staged, &list[..keep_chunks])
+            .save_partial(ns, &mut staged, &list[..keep_chunks])
             .unwrap();
         // Bytes after the durable point, as a crash would leave them.
         staged.write(&data[at..at + 100]).unwrap();

@@ -2,7 +2,7 @@
 //! durable before it is renamed into the mirror.
 
 use std::fs::File;
-use std::io::{Seek, SeekFrom, Write};
+use std::io::{Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -10,6 +10,7 @@ use ferry_proto::{Hash, RelPath};
 
 use super::error::{hex, io_err, StoreError};
 use super::mirror::{self, Tree};
+use crate::sparse::HoleWriter;
 
 /// A staging file that is removed when dropped, unless it was renamed away.
 #[derive(Debug)]
@@ -58,12 +59,16 @@ impl Drop for StagingFile {
 
 /// A file being received into `.ferry/staging`; removed on drop unless it
 /// is finished and committed.
+///
+/// All-zero blocks of the content are not written: they stay holes, so a
+/// sparse file is stored sparse whatever the sender did ([`HoleWriter`]).
 #[derive(Debug)]
 pub struct Staged {
     staging: StagingFile,
     rel: RelPath,
     declared: u64,
     written: u64,
+    holes: HoleWriter,
     hasher: blake3::Hasher,
 }
 
@@ -74,6 +79,7 @@ impl Staged {
             rel,
             declared,
             written: 0,
+            holes: HoleWriter::default(),
             hasher: blake3::Hasher::new(),
         }
     }
@@ -97,6 +103,7 @@ impl Staged {
             rel,
             declared,
             written,
+            holes: HoleWriter::at(written),
             hasher,
         })
     }
@@ -109,6 +116,7 @@ impl Staged {
             .and_then(|()| self.staging.file.seek(SeekFrom::Start(0)).map(|_| ()))
             .map_err(|e| io_err("truncate the staging file", &self.staging.path, e))?;
         self.written = 0;
+        self.holes = HoleWriter::default();
         self.hasher = blake3::Hasher::new();
         Ok(())
     }
@@ -122,8 +130,12 @@ impl Staged {
             .unwrap_or_default()
     }
 
-    /// Makes what was written durable (`fdatasync`).
-    pub fn sync_data(&self) -> Result<(), StoreError> {
+    /// Makes what was written durable (`fdatasync`), zeros at its end
+    /// included (the file's length is set first).
+    pub fn sync_data(&mut self) -> Result<(), StoreError> {
+        self.holes
+            .finish(&self.staging.file)
+            .map_err(|e| io_err("set the length of the staging file", &self.staging.path, e))?;
         self.staging
             .file
             .sync_data()
@@ -140,8 +152,9 @@ impl Staged {
         &self.rel
     }
 
-    /// Appends `data`, hashing it as it goes. More bytes than the declared
-    /// size is [`StoreError::SizeMismatch`].
+    /// Appends `data`, hashing it as it goes; its all-zero blocks are left
+    /// as holes. More bytes than the declared size is
+    /// [`StoreError::SizeMismatch`].
     pub fn write(&mut self, data: &[u8]) -> Result<(), StoreError> {
         let len = data.len() as u64;
         let total = self.written.saturating_add(len);
@@ -152,9 +165,8 @@ impl Staged {
                 actual: total,
             });
         }
-        self.staging
-            .file
-            .write_all(data)
+        self.holes
+            .write(&self.staging.file, data)
             .map_err(|e| io_err("write the staging file", &self.staging.path, e))?;
         self.hasher.update(data);
         self.written = total;
@@ -169,7 +181,7 @@ impl Staged {
     /// Checks the size and the hash. Durability comes at commit: one fsync
     /// per file ([`super::Store::commit_file`]) or one flush per batch
     /// ([`super::Store::apply_batch`]).
-    pub fn finish(self, hash: &Hash) -> Result<Verified, StoreError> {
+    pub fn finish(mut self, hash: &Hash) -> Result<Verified, StoreError> {
         if self.written != self.declared {
             return Err(StoreError::SizeMismatch {
                 path: self.rel.clone(),
@@ -185,7 +197,17 @@ impl Staged {
                 actual: hex(&actual),
             });
         }
+        // Content that ends in zeros left the file short.
+        self.holes
+            .finish(&self.staging.file)
+            .map_err(|e| io_err("set the length of the staging file", &self.staging.path, e))?;
+        let meta = self
+            .staging
+            .file
+            .metadata()
+            .map_err(|e| io_err("examine the staging file", &self.staging.path, e))?;
         Ok(Verified {
+            stored: crate::sparse::allocated(&meta).min(self.written),
             staging: self.staging,
             rel: self.rel,
             size: self.written,
@@ -205,6 +227,9 @@ pub struct Verified {
     pub(crate) hash: Hash,
     /// The encoded chunk list, recorded with the version (chunked content).
     pub(crate) chunks: Option<Vec<u8>>,
+    /// Bytes it takes on disk (allocated blocks), at most `size`: what the
+    /// sender's quota counts.
+    pub(crate) stored: u64,
 }
 
 impl Verified {
@@ -230,6 +255,12 @@ impl Verified {
     /// The content's size.
     pub fn size(&self) -> u64 {
         self.size
+    }
+
+    /// Bytes the content takes on disk, at most its size: a sparse file's
+    /// holes are not stored, and do not count against a quota.
+    pub fn stored(&self) -> u64 {
+        self.stored
     }
 }
 
@@ -274,6 +305,26 @@ mod tests {
         assert_eq!(v.size(), 5);
         drop(v);
         assert!(!dir.path().join("s1").exists());
+    }
+
+    #[test]
+    fn zeros_are_staged_as_holes_and_the_length_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut data = vec![0u8; 8 << 20];
+        data[(4 << 20) + 1] = 1;
+        let mut s = staged(dir.path(), data.len() as u64);
+        // Half of it, ending in zeros, saved as a kept partial would be.
+        s.write(&data[..5 << 20]).unwrap();
+        s.sync_data().unwrap();
+        let meta = fs::metadata(dir.path().join("s1")).unwrap();
+        assert_eq!(meta.len(), 5 << 20);
+        s.write(&data[5 << 20..]).unwrap();
+        let v = s.finish(blake3::hash(&data).as_bytes()).unwrap();
+        let meta = fs::metadata(dir.path().join("s1")).unwrap();
+        assert_eq!(meta.len(), data.len() as u64);
+        assert!(crate::sparse::allocated(&meta) <= 64 << 10, "{meta:?}");
+        assert_eq!(v.stored(), crate::sparse::allocated(&meta));
+        assert!(fs::read(dir.path().join("s1")).unwrap() == data);
     }
 
     #[test]

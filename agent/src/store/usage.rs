@@ -8,17 +8,21 @@ use super::{Store, StoreError};
 impl Store {
     /// Bytes the sender with catalog id `sender_id` has stored, in every
     /// folder, current and old versions together, as the catalog records
-    /// them. Versions of one path with the same content are counted once: a
-    /// metadata-only change (a touched file) records a new version that
-    /// shares the bytes already stored. Pruned versions no longer count.
+    /// them. A file counts what it takes on disk, at most its size: a sparse
+    /// file's holes are not stored and do not count. Versions of one path
+    /// with the same content are counted once: a metadata-only change (a
+    /// touched file) records a new version that shares the bytes already
+    /// stored. Pruned versions no longer count.
     pub fn stored_bytes(&self, sender_id: i64) -> Result<u64, StoreError> {
         let cat = self.catalog();
         let total: i64 = cat
             .conn()
             .query_row(
-                "SELECT coalesce(sum(size), 0) FROM (
-                     SELECT DISTINCT folder, path, hash, size FROM versions
-                     WHERE sender_id = ?1 AND kind = 'file')",
+                "SELECT coalesce(sum(bytes), 0) FROM (
+                     SELECT min(coalesce(s.stored, v.size)) AS bytes
+                     FROM versions v LEFT JOIN stored_sizes s ON s.version_id = v.id
+                     WHERE v.sender_id = ?1 AND v.kind = 'file'
+                     GROUP BY v.folder, v.path, v.hash, v.size)",
                 params![sender_id],
                 |r| r.get(0),
             )
@@ -59,5 +63,35 @@ mod tests {
         put_file(&store, &b, run_b, "x", &[4; 7], 1);
         assert_eq!(store.stored_bytes(b.sender_id).unwrap(), 7);
         assert_eq!(store.stored_bytes(a.sender_id).unwrap(), 160);
+    }
+
+    #[test]
+    fn a_sparse_file_is_stored_with_its_holes_and_counts_what_it_takes() {
+        let (_dir, store, a) = fixture();
+        let run = store.begin_run(&a).unwrap();
+        // 64 MiB, of which 64 KiB are data: in the middle and at the start,
+        // and the file ends in a hole.
+        let mut data = vec![0u8; 64 << 20];
+        data[..4096].fill(1);
+        data[(32 << 20) + 5..(32 << 20) + 5 + (60 << 10)].fill(2);
+        put_file(&store, &a, run, "sparse", &data, 1);
+        let stored = store.stored_bytes(a.sender_id).unwrap();
+        assert!(
+            ((64 << 10)..=(256 << 10)).contains(&stored),
+            "{stored} bytes counted for 64 KiB of data"
+        );
+        let at = store.root().join("lap/docs/sparse");
+        let meta = std::fs::metadata(&at).unwrap();
+        assert_eq!(meta.len(), data.len() as u64);
+        assert!(crate::sparse::allocated(&meta) <= (256 << 10));
+        assert!(std::fs::read(&at).unwrap() == data, "content differs");
+        // A touched copy shares the bytes; a dense file counts its size.
+        let entry = file_entry("sparse", &data, 2, 0o600);
+        let hash = *blake3::hash(&data).as_bytes();
+        let results = store.apply_batch(&a, run, vec![Op::Metadata { entry, hash }]);
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        assert_eq!(store.stored_bytes(a.sender_id).unwrap(), stored);
+        put_file(&store, &a, run, "dense", &[5; 10_000], 1);
+        assert_eq!(store.stored_bytes(a.sender_id).unwrap(), stored + 10_000);
     }
 }

@@ -11,6 +11,8 @@ mod promises;
 mod ratelimit;
 mod restore;
 mod resume;
+mod source_race;
+mod sparse;
 mod sync;
 mod trust;
 mod util;

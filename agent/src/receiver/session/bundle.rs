@@ -108,6 +108,7 @@ async fn store_group(
                 continue;
             }
         };
+        let on_disk = staged.stored();
         let (reply, committed) = oneshot::channel();
         if ctx
             .commits
@@ -120,14 +121,14 @@ async fn store_group(
             )));
             continue;
         }
-        waiting.push((committed, reservation, done));
+        waiting.push((committed, reservation, done, on_disk));
     }
     drop(slot);
-    for (committed, reservation, done) in waiting {
+    for (committed, reservation, done, on_disk) in waiting {
         let result = match committed.await {
             Ok(Ok(())) => {
                 if let Some(reservation) = reservation {
-                    reservation.keep();
+                    reservation.keep_as(on_disk);
                 }
                 ctx.live.entries.fetch_add(1, Ordering::Relaxed);
                 Ok(())
