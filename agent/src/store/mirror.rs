@@ -161,28 +161,7 @@ impl Tree {
     /// Opens `rel` (relative to the root; empty: the root) with `flags`,
     /// never following a symlink and never leaving the root.
     fn resolve(&self, rel: &Path, flags: OFlags, mode: Mode) -> io::Result<OwnedFd> {
-        let rel: &Path = if rel.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            rel
-        };
-        let mut tries = 0;
-        loop {
-            match rustix::fs::openat2(
-                &self.fd,
-                rel,
-                flags | OFlags::CLOEXEC,
-                mode,
-                ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS,
-            ) {
-                Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR)
-                    if tries < RESOLVE_TRIES =>
-                {
-                    tries += 1;
-                }
-                other => return other.map_err(io::Error::from),
-            }
-        }
+        open_beneath(&self.fd, rel, flags, mode)
     }
 
     /// Opens the parent directory of `path` (absolute, below the root) and
@@ -389,6 +368,38 @@ impl Tree {
         self.step(&self.root)?;
         let root = self.open_nofollow(&self.root, true)?;
         rustix::fs::syncfs(&root).map_err(|e| self.fail("flush (syncfs)", &self.root, e.into()))
+    }
+}
+
+/// Opens `rel` below the directory `dir` (empty: `dir` itself) with
+/// `flags`, never following a symlink (`ELOOP`) and never leaving `dir`
+/// (`EXDEV`): `openat2` with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`, tried
+/// again when it raced with a rename elsewhere (`EAGAIN`).
+pub(crate) fn open_beneath(
+    dir: &OwnedFd,
+    rel: &Path,
+    flags: OFlags,
+    mode: Mode,
+) -> io::Result<OwnedFd> {
+    let rel: &Path = if rel.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        rel
+    };
+    let mut tries = 0;
+    loop {
+        match rustix::fs::openat2(
+            dir,
+            rel,
+            flags | OFlags::CLOEXEC,
+            mode,
+            ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS,
+        ) {
+            Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) if tries < RESOLVE_TRIES => {
+                tries += 1;
+            }
+            other => return other.map_err(io::Error::from),
+        }
     }
 }
 

@@ -32,7 +32,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use rusqlite::params;
-use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use serde::Serialize;
 
 use super::catalog::{self, Catalog, VersionRow, VERSION_COLUMNS};
@@ -395,8 +395,6 @@ enum Found {
     At(OwnedFd, FileType),
 }
 
-const RESOLVE: ResolveFlags = ResolveFlags::BENEATH.union(ResolveFlags::NO_SYMLINKS);
-
 impl Beneath {
     pub(crate) fn open(root: &Path) -> io::Result<Beneath> {
         let root = rustix::fs::open(
@@ -414,16 +412,10 @@ impl Beneath {
         } else {
             rel
         };
-        Ok(rustix::fs::openat2(
-            &self.root,
-            rel,
-            // No O_NOFOLLOW: RESOLVE_NO_SYMLINKS refuses a symlink in the
-            // last component too (ELOOP), where O_PATH | O_NOFOLLOW would
-            // open the link itself.
-            flags | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-            RESOLVE,
-        )?)
+        // No O_NOFOLLOW: RESOLVE_NO_SYMLINKS refuses a symlink in the last
+        // component too (ELOOP), where O_PATH | O_NOFOLLOW would open the
+        // link itself.
+        mirror::open_beneath(&self.root, rel, flags | OFlags::DIRECTORY, Mode::empty())
     }
 
     fn find(&self, rel: &Path) -> io::Result<Found> {
@@ -439,23 +431,16 @@ impl Beneath {
             Err(e) => classify(e.into()),
         }
     }
-
-    /// Opens the regular file at `rel` for reading, never through a symlink
-    /// and never outside the root.
-    pub(crate) fn open_file(&self, rel: &Path) -> io::Result<File> {
-        open_regular(&self.root, rel)
-    }
 }
 
 /// Opens the regular file `rel` below the directory `dir` for reading,
 /// never through a symlink and never outside `dir`.
 fn open_regular(dir: &OwnedFd, rel: &Path) -> io::Result<File> {
-    let fd = rustix::fs::openat2(
+    let fd = mirror::open_beneath(
         dir,
         rel,
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK,
         Mode::empty(),
-        RESOLVE,
     )?;
     let file = File::from(fd);
     if !file.metadata()?.is_file() {
