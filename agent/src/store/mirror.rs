@@ -144,6 +144,11 @@ impl Tree {
         Ok(())
     }
 
+    /// The root's path, as opened.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     /// `path` relative to the root; an error if it is not below it (a
     /// caller bug, or a catalog value naming a place outside the store).
     pub fn relative<'a>(&self, path: &'a Path) -> Result<&'a Path, StoreError> {

@@ -8,11 +8,11 @@
 //! disk is full") and ends with a summary. The reserve is put back when the
 //! store is opened and after each run, once there is space for it.
 
-use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use super::error::io_err;
+use super::mirror::Tree;
 use super::{Store, StoreError};
 
 /// Size of the reserve: room for a few hundred catalog pages.
@@ -24,39 +24,38 @@ fn reserve_path(root: &Path) -> PathBuf {
 }
 
 /// Makes sure the reserve holds its full size; `false` (and no reserve
-/// file) where the disk has no room for it now.
-pub(crate) fn fill(root: &Path) -> Result<bool, StoreError> {
-    let path = reserve_path(root);
-    match fs::symlink_metadata(&path) {
-        Ok(meta) if meta.is_file() && meta.len() == RESERVE_BYTES => return Ok(true),
-        Ok(meta) if !meta.is_file() => {
+/// file) where the disk has no room for it now. Reached from the store's
+/// root without following a symlink, like everything in the store.
+pub(crate) fn fill(tree: &Tree) -> Result<bool, StoreError> {
+    let path = reserve_path(tree.root());
+    match tree.lstat(&path)? {
+        Some(meta) if meta.is_file() && meta.len() == RESERVE_BYTES => return Ok(true),
+        Some(meta) if !meta.is_file() => {
             return Err(io_err(
                 "use the space reserve",
                 &path,
                 io::Error::other("it is not a regular file: move it out of the store"),
             ))
         }
-        Ok(_) | Err(_) => {}
+        Some(_) => tree.remove_file(&path)?,
+        None => {}
     }
-    let written = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)?;
+    let written = tree.create_new(&path, 0o600).and_then(|mut file| {
         // Written, not `set_len`: a sparse file would hold no blocks.
         let block = [0u8; 64 * 1024];
         for _ in 0..RESERVE_BYTES / block.len() as u64 {
-            file.write_all(&block)?;
+            file.write_all(&block)
+                .map_err(|e| io_err("create the space reserve", &path, e))?;
         }
         file.sync_all()
-    })();
+            .map_err(|e| io_err("create the space reserve", &path, e))
+    });
     match written {
         Ok(()) => Ok(true),
         Err(e) => {
             // Half a reserve is no use and takes space the files need.
-            let _ = fs::remove_file(&path);
-            match io_err("create the space reserve", &path, e) {
+            let _ = tree.remove_file(&path);
+            match e {
                 StoreError::DiskFull { .. } => Ok(false),
                 other => Err(other),
             }
@@ -66,8 +65,8 @@ pub(crate) fn fill(root: &Path) -> Result<bool, StoreError> {
 
 /// Gives the reserve's blocks back to the filesystem; `true` if there were
 /// any.
-fn release(root: &Path) -> bool {
-    fs::remove_file(reserve_path(root)).is_ok()
+fn release(tree: &Tree) -> bool {
+    tree.remove_file(&reserve_path(tree.root())).is_ok()
 }
 
 impl Store {
@@ -79,7 +78,7 @@ impl Store {
     ) -> Result<T, StoreError> {
         let cat = self.catalog();
         match write(&cat) {
-            Err(StoreError::DiskFull { .. }) if release(&self.root) => {
+            Err(StoreError::DiskFull { .. }) if release(&self.tree) => {
                 tracing::warn!(
                     "the receiver's disk is full: released the store's space reserve for the catalog"
                 );
@@ -92,7 +91,7 @@ impl Store {
     /// Puts the reserve back if it was used and there is room; a failure
     /// is only logged (the reserve is a help, not a promise).
     pub(crate) fn refill_reserve(&self) {
-        match fill(&self.root) {
+        match fill(&self.tree) {
             Ok(true) => {}
             Ok(false) => tracing::debug!("no room yet to put the space reserve back"),
             Err(e) => tracing::warn!("could not keep the space reserve: {e}"),
@@ -104,18 +103,20 @@ impl Store {
 #[allow(clippy::unwrap_used)] // a failing unwrap is a failing test
 mod tests {
     use super::*;
+    use std::fs;
     use std::os::unix::fs::MetadataExt;
 
     #[test]
     fn the_reserve_holds_real_blocks_and_is_released_once() {
         let dir = tempfile::tempdir().unwrap();
         fs::create_dir(dir.path().join(".ferry")).unwrap();
-        assert!(fill(dir.path()).unwrap());
+        let tree = Tree::open(dir.path()).unwrap();
+        assert!(fill(&tree).unwrap());
         let meta = fs::metadata(reserve_path(dir.path())).unwrap();
         assert_eq!(meta.len(), RESERVE_BYTES);
         assert!(meta.blocks() * 512 >= RESERVE_BYTES, "sparse reserve");
-        assert!(release(dir.path()));
-        assert!(!release(dir.path()));
-        assert!(fill(dir.path()).unwrap());
+        assert!(release(&tree));
+        assert!(!release(&tree));
+        assert!(fill(&tree).unwrap());
     }
 }
