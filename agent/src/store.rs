@@ -11,38 +11,47 @@
 //!
 //! The guarantee: **nothing is ever lost**. Before a file, symlink or
 //! directory in the mirror is replaced or deleted it is renamed into the
-//! versions area as `<path>~<UTC YYYYMMDD-HHMMSS>~v<version id or counter>`
-//! (a directory keeps its inner layout below that name) and recorded in the
+//! versions area as `<path>~<UTC YYYYMMDD-HHMMSS>~v<version id>` (or
+//! `~u<counter>` for something no row recorded, see `mirror::Tag`; a
+//! directory keeps its inner layout below that name) and recorded in the
 //! catalog. New content is written to staging, verified, fsynced and renamed
 //! into place, and the directory is fsynced, so no reader ever sees a partial
-//! file. A write never follows a symlink: each component of a path is checked
-//! with `symlink_metadata`; a symlink or file found where a directory must be
-//! is archived out of the way and a real directory created.
+//! file. Nothing in the store is reached through a symlink: every path below
+//! the root is opened from a descriptor of the root with `openat2` and
+//! `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS` (`mirror::Tree`), so a component
+//! another program swaps for a symlink mid-operation is refused; a symlink or
+//! file that the store finds where a directory must be is archived out of
+//! the way and a real directory created.
 //!
 //! Every method is blocking; the async receiver calls them from
 //! `spawn_blocking`. [`Store`] is `Send + Sync`. Changes to the mirror are
-//! serialised by one write lock (so the no-follow checks cannot race with
-//! another change); receiving content into [`Staged`] files runs in parallel.
+//! serialised by one write lock; receiving content into [`Staged`] files
+//! runs in parallel.
 //!
 //! ## Crash safety
 //!
 //! Each operation works on the filesystem first (archive rename, rename into
 //! place, fsync of the directories), then records everything in one catalog
-//! transaction. A crash in between leaves the filesystem ahead of the
-//! catalog: the archived bytes are in the versions area (under a name that
-//! says what they are and when they were archived), and the new content is in
-//! the mirror without a catalog row. The sender got no `Stored`, so it sends
-//! the entry again; the store then archives the unrecorded copy like any
-//! other and records the new one. Nothing is lost; at worst a version is kept
-//! twice. Leftover staging files are removed at [`Store::open`], and runs left
-//! `running` are marked `interrupted`.
+//! transaction (synced before `Stored` is answered). A batch reads its own
+//! changes before the catalog's (`Store::current_row`), so ops of one batch
+//! in any order see what the earlier ones did. A crash in between leaves the
+//! filesystem ahead of the catalog: the archived bytes are in the versions
+//! area, named with their row's id, and the new content is in the mirror
+//! without a catalog row. The sender got no `Stored`, so it sends the entry
+//! again; the store then finds the archived bytes by the row's id (a
+//! directory with the rows below it) and records where they are, and
+//! archives the unrecorded copy as `~u<n>`. Nothing acknowledged is lost.
+//! Leftover staging files are removed at [`Store::open`], and runs left
+//! `running` are marked `interrupted`. The `sim` tests check all of this
+//! with a crash injected at every step (`mirror::Crash`).
 //!
 //! ## Layout
 //!
 //! - `error`: [`StoreError`].
 //! - `catalog`: the SQLite schema and queries.
 //! - `staging`: [`Staged`] and [`Verified`] content.
-//! - `mirror`: no-follow filesystem primitives and archive names.
+//! - `mirror`: the store's root by descriptor (`Tree`): no-follow,
+//!   never-escaping filesystem primitives, and archive names.
 //! - `apply`: the changes to the mirror (commit, metadata, dirs, symlinks, deletes).
 //! - `archive`: moving what is in the way into the versions area.
 //! - `history`: the tree as of a run or a time, versions by id, the admin's
@@ -51,6 +60,7 @@
 //! - `reserve`: space kept back so runs open and end on a full disk.
 //! - `retention`: the receiver's retention policy and pruning.
 //! - `verify`: reconciling the store with the catalog both ways.
+//! - `sim` (tests): the seeded crash simulation of the store.
 
 mod apply;
 mod archive;
