@@ -50,6 +50,53 @@ impl Rng {
     }
 }
 
+/// Every content (blake3) each path had when a run that completed
+/// acknowledged it.
+pub(crate) type Acknowledged =
+    std::collections::BTreeMap<Vec<u8>, std::collections::BTreeSet<[u8; 32]>>;
+
+/// Notes every file of `source` as acknowledged (a run just completed).
+pub(crate) fn acknowledge(source: &Path, acked: &mut Acknowledged) -> anyhow::Result<()> {
+    for (path, node) in tree::snapshot(source)? {
+        if let Node::File { content_hash, .. } = node {
+            acked.entry(path).or_default().insert(content_hash);
+        }
+    }
+    Ok(())
+}
+
+/// Fails unless every acknowledged content of sender `laptop`, folder
+/// `docs`, is still in the (stopped) store at `root`, current or archived,
+/// byte for byte. Returns how many were checked.
+pub(crate) fn assert_acknowledged_intact(
+    root: &Path,
+    acked: &Acknowledged,
+) -> anyhow::Result<usize> {
+    let store = Store::open(root)?;
+    let sender = store
+        .sender_by_name(&ferry_proto::Name::new("laptop")?)?
+        .ok_or_else(|| anyhow::anyhow!("laptop is not registered"))?;
+    let ns = store.namespace(&sender, &ferry_proto::Name::new("docs")?);
+    let mut checked = 0;
+    for (path, hashes) in acked {
+        let versions = store.versions(&ns, &ferry_proto::RelPath::from_bytes(path.clone())?)?;
+        for hash in hashes {
+            let found = versions.iter().any(|v| {
+                v.hash.as_ref() == Some(hash)
+                    && std::fs::read(&v.location)
+                        .is_ok_and(|bytes| blake3::hash(&bytes).as_bytes() == hash)
+            });
+            assert!(
+                found,
+                "an acknowledged version of {} is lost; versions: {versions:#?}",
+                String::from_utf8_lossy(path)
+            );
+            checked += 1;
+        }
+    }
+    Ok(checked)
+}
+
 /// A tmpfs mounted by a test, unmounted when dropped.
 pub(crate) struct Tmpfs {
     dir: PathBuf,

@@ -4,18 +4,18 @@
 //! write below them. What was acknowledged stays restorable, `verify` finds
 //! nothing wrong, and nothing is written outside the store.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_agent::store::{self, Namespace, Store};
-use ferry_proto::{At, Name, RelPath};
-use ferry_tests::tree::{self, Node};
+use ferry_proto::{At, Name};
+use ferry_tests::tree;
 
 use crate::crash::Setup;
-use crate::faults::Rng;
+use crate::faults::{acknowledge, assert_acknowledged_intact, Acknowledged, Rng};
 use crate::restore::{remote, restore_tree};
 use crate::sync::pseudo_random;
 use crate::util::{send_config, TestReceiver, TestSender};
@@ -133,19 +133,6 @@ fn swap_kinds(source: &Path, round: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Every content (blake3) each path had when a run that completed
-/// acknowledged it.
-type Acknowledged = BTreeMap<Vec<u8>, BTreeSet<[u8; 32]>>;
-
-fn acknowledge(source: &Path, acked: &mut Acknowledged) -> anyhow::Result<()> {
-    for (path, node) in tree::snapshot(source)? {
-        if let Node::File { content_hash, .. } = node {
-            acked.entry(path).or_default().insert(content_hash);
-        }
-    }
-    Ok(())
-}
-
 /// One run that may delete most of what was sent (a directory turned into
 /// a file deletes what was in it).
 const ALL: &[&str] = &["--once", "--allow-mass-delete"];
@@ -196,23 +183,7 @@ fn kill_9_of_the_receiver_during_file_directory_replacements_loses_no_version() 
 
     let report = store::verify(&setup.store)?;
     assert!(report.findings.is_empty(), "{:#?}", report.findings);
-    let store = Store::open(&setup.store)?;
-    let ns = namespace(&store)?;
-    for (path, hashes) in &acked {
-        let versions = store.versions(&ns, &RelPath::from_bytes(path.clone())?)?;
-        for hash in hashes {
-            let found = versions.iter().any(|v| {
-                v.hash.as_ref() == Some(hash)
-                    && std::fs::read(&v.location)
-                        .is_ok_and(|bytes| blake3::hash(&bytes).as_bytes() == hash)
-            });
-            assert!(
-                found,
-                "an acknowledged version of {} is lost; versions: {versions:#?}",
-                String::from_utf8_lossy(path)
-            );
-        }
-    }
+    assert_acknowledged_intact(&setup.store, &acked)?;
     Ok(())
 }
 

@@ -3,33 +3,17 @@
 //! with source and mirror identical, and every version a completed run
 //! acknowledged is still in the store with its bytes.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use ferry_agent::store::Store;
-use ferry_proto::{Name, RelPath};
-use ferry_tests::tree::{self, Node};
+use ferry_tests::tree;
 
-use super::Rng;
+use super::{acknowledge, assert_acknowledged_intact, Acknowledged, Rng};
 use crate::crash::Setup;
 use crate::sync::pseudo_random;
 
 const ITERATIONS: u64 = 8;
 const KIB: u64 = 1024;
-
-/// Every content (blake3) each path had when a run that completed
-/// acknowledged it.
-type Acknowledged = BTreeMap<Vec<u8>, BTreeSet<[u8; 32]>>;
-
-fn acknowledge(source: &Path, acked: &mut Acknowledged) -> anyhow::Result<()> {
-    for (path, node) in tree::snapshot(source)? {
-        if let Node::File { content_hash, .. } = node {
-            acked.entry(path).or_default().insert(content_hash);
-        }
-    }
-    Ok(())
-}
 
 /// A file size: mostly small, sometimes a few MiB.
 fn size(rng: &mut Rng) -> usize {
@@ -110,33 +94,12 @@ fn kill_9_of_either_side_at_random_points_loses_nothing() -> anyhow::Result<()> 
     eprintln!("{mid_run_kills} of {ITERATIONS} kills hit a run in progress");
 
     // Every acknowledged content is still stored, current or archived.
-    let store = Store::open(&setup.store)?;
-    let sender = store
-        .sender_by_name(&Name::new("laptop")?)?
-        .expect("laptop is registered");
-    let ns = store.namespace(&sender, &Name::new("docs")?);
-    let mut checked = 0;
-    for (path, hashes) in &acked {
-        let versions = store.versions(&ns, &RelPath::from_bytes(path.clone())?)?;
-        for hash in hashes {
-            let found = versions.iter().any(|v| {
-                v.hash.as_ref() == Some(hash)
-                    && std::fs::read(&v.location)
-                        .is_ok_and(|bytes| blake3::hash(&bytes).as_bytes() == hash)
-            });
-            assert!(
-                found,
-                "an acknowledged version of {} is lost; versions: {versions:?}",
-                String::from_utf8_lossy(path)
-            );
-            checked += 1;
-        }
-    }
+    let checked = assert_acknowledged_intact(&setup.store, &acked)?;
     eprintln!(
         "{checked} acknowledged versions of {} paths intact",
         acked.len()
     );
-    let runs = store.runs(None)?;
+    let runs = setup.runs()?;
     assert!(runs.len() as u64 > ITERATIONS, "{runs:?}");
     Ok(())
 }
