@@ -3,6 +3,8 @@
 //! runs under the store's write lock: the filesystem first (archive, rename
 //! into place, make it durable), then one catalog transaction.
 
+use std::os::unix::fs::MetadataExt;
+
 use ferry_proto::{Entry, EntryKind, Hash, RelPath};
 
 use super::archive::Work;
@@ -281,12 +283,26 @@ impl Store {
         } else {
             None
         };
-        if !same || !meta.is_some_and(|m| m.is_file() && m.len() == size) {
+        if !same
+            || !meta
+                .as_ref()
+                .is_some_and(|m| m.is_file() && m.len() == size)
+        {
             return Err(StoreError::Conflict {
                 path: entry.path.clone(),
                 detail: "the stored content changed or is missing; send the content again".into(),
             });
         }
+        // The mirror's file has another mtime than the store gave the row:
+        // a commit cut off after it archived the row's bytes put this
+        // identical copy in place. The row then points at its own archived
+        // bytes, which stay accounted for.
+        let archive = match (&current, &meta) {
+            (Some(row), Some(m)) if m.mtime() * 1_000_000_000 + m.mtime_nsec() != row.mtime_ns => {
+                self.archived_bytes(ns, &entry.path, row)
+            }
+            _ => None,
+        };
         let target = entry.path.under(&self.ns_dir(ns));
         let file = self.tree.open_nofollow(&target, false)?;
         mirror::set_meta(&file, &target, entry.mode, 0, entry.mtime_ns)?;
@@ -295,7 +311,7 @@ impl Store {
         }
         work.changes.push(Change::Retire {
             path: entry.path.clone(),
-            archive: None,
+            archive,
             deleted: false,
             below: Below::Untouched,
         });

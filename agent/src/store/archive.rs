@@ -164,9 +164,7 @@ impl Store {
             }
             return Ok(());
         };
-        let found = self
-            .archived_dir(ns, rel)
-            .and_then(|dir| find_archived(&self.tree, &dir, rel, &row));
+        let found = self.find_archived_row(ns, rel, &row);
         let below = match &found {
             Some(path) if row.kind == "dir" => {
                 Below::Moved(mirror::relative_bytes(&self.root, path))
@@ -186,6 +184,29 @@ impl Store {
             below,
         });
         Ok(())
+    }
+
+    /// Where an operation cut off before its record archived `row`'s
+    /// bytes (named with its id), if it did.
+    fn find_archived_row(
+        &self,
+        ns: &Namespace,
+        rel: &RelPath,
+        row: &VersionRow,
+    ) -> Option<PathBuf> {
+        self.archived_dir(ns, rel)
+            .and_then(|dir| find_archived(&self.tree, &dir, rel, row))
+    }
+
+    /// [`Store::find_archived_row`], as the catalog records an archive.
+    pub(super) fn archived_bytes(
+        &self,
+        ns: &Namespace,
+        rel: &RelPath,
+        row: &VersionRow,
+    ) -> Option<Vec<u8>> {
+        self.find_archived_row(ns, rel, row)
+            .map(|found| mirror::relative_bytes(&self.root, &found))
     }
 
     /// The directory of the versions area where [`Store::archive_dest`]

@@ -558,9 +558,10 @@ fn simulate(seed: u64) -> u64 {
     for _ in 0..STEPS {
         mutate(&mut source, &mut rng, &mut clock);
         if rng.chance(40) {
-            // Somewhere in the run's commit path: most runs take tens to
-            // hundreds of steps.
-            store.tree.crash.plan(1 + rng.below(30) as u64);
+            // Somewhere in the run's commit path: most runs take a few
+            // tens of steps, some hundreds.
+            let span = if rng.chance(70) { 30 } else { 150 };
+            store.tree.crash.plan(1 + rng.below(span) as u64);
         }
         let mut tries = 0;
         let last = loop {
