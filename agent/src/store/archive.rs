@@ -244,14 +244,23 @@ impl Store {
         let source = rel.under(&self.ns_dir(ns));
         let moves_dir = self.tree.lstat(&source)?.is_some_and(|m| m.is_dir());
         let current = self.current_row(ns, rel, work)?;
-        // What the mirror holds may be a copy a failed batch put there
-        // without recording it; its bytes are then not the current row's.
-        let unrecorded = match &current {
-            Some(row) => !holds_row(&self.tree, &source, row)?,
-            None => false,
+        // What the mirror holds is the current row's if it is just as the
+        // store left it. Otherwise it may be a copy that a commit cut off
+        // before its record put there, after it had archived the row's own
+        // bytes (named with the row's id): those are then the row's.
+        let (owned, found) = match &current {
+            None => (false, None),
+            Some(row) if holds_row(&self.tree, &source, row, false)? => (true, None),
+            Some(row) => match self.find_archived_row(ns, rel, row) {
+                Some(found) => (false, Some(found)),
+                // Archived nowhere: the row's bytes are these if the content
+                // is the same (say, an mtime changed by hand).
+                None => (holds_row(&self.tree, &source, row, true)?, None),
+            },
         };
+        let unrecorded = current.is_some() && !owned;
         let tag = match &current {
-            Some(row) if !unrecorded && row.id != PENDING => {
+            Some(row) if owned && row.id != PENDING => {
                 Tag::Version(u64::try_from(row.id).unwrap_or(0))
             }
             _ => Tag::Unrecorded(self.next_counter()),
@@ -262,15 +271,10 @@ impl Store {
         work.touched(&dest);
         let dest_bytes = mirror::relative_bytes(&self.root, &dest);
         let (archive, below) = match &current {
-            // The failed batch archived the row's bytes (tagged with its id)
-            // before putting its copy in place: point the row at them. The
-            // rows below went with a directory: the one just moved, or the
-            // row's own directory found archived.
+            // The rows below went with a directory: the one just moved, or
+            // the row's own directory found archived.
             Some(row) if unrecorded => {
-                let found = dest
-                    .parent()
-                    .and_then(|dir| find_archived(&self.tree, dir, rel, row))
-                    .map(|found| mirror::relative_bytes(&self.root, &found));
+                let found = found.map(|found| mirror::relative_bytes(&self.root, &found));
                 let below = match (&found, moves_dir) {
                     (_, true) => Below::Moved(dest_bytes),
                     (Some(found), false) if row.kind == "dir" => Below::Moved(found.clone()),
@@ -365,10 +369,15 @@ fn pending_row(v: &NewVersion) -> VersionRow {
     }
 }
 
-/// True if what is at `path` is what `row` records: a file with its
-/// content (same size and mtime, as the store set them; or, if those
-/// differ, same hash), a symlink with its target, a directory.
-fn holds_row(tree: &Tree, path: &Path, row: &VersionRow) -> Result<bool, StoreError> {
+/// True if what is at `path` is what `row` records: a directory; a
+/// symlink with its target; a file just as the store left it (same size
+/// and mtime) or, with `by_content`, one with the same content.
+fn holds_row(
+    tree: &Tree,
+    path: &Path,
+    row: &VersionRow,
+    by_content: bool,
+) -> Result<bool, StoreError> {
     let Some(meta) = tree.lstat(path)? else {
         return Ok(false);
     };
@@ -389,7 +398,9 @@ fn holds_row(tree: &Tree, path: &Path, row: &VersionRow) -> Result<bool, StoreEr
     if i64::try_from(meta.len()) == Ok(row.size) && mtime_ns == row.mtime_ns {
         return Ok(true);
     }
-    Ok(row.hash.as_deref() == Some(&hash_file(tree, path)?[..]))
+    Ok(by_content
+        && i64::try_from(meta.len()) == Ok(row.size)
+        && row.hash.as_deref() == Some(&hash_file(tree, path)?[..]))
 }
 
 /// blake3 of a file's content.
@@ -426,5 +437,5 @@ fn find_archived(tree: &Tree, dir: &Path, rel: &RelPath, row: &VersionRow) -> Op
             tag_ends && leaf.starts_with(stem)
         })
         .map(|name| mirror::join_bytes(dir, &name))
-        .find(|path| holds_row(tree, path, row).unwrap_or(false))
+        .find(|path| holds_row(tree, path, row, true).unwrap_or(false))
 }
