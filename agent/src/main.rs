@@ -22,8 +22,23 @@ struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value = "text")]
     log_format: LogFormat,
+    /// More output: -v lists every file and logs INFO, -vv logs DEBUG.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Less output: errors and the summary only.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
     #[command(subcommand)]
     command: Command,
+}
+
+/// How much a command prints, from `-q` / `-v`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Verbosity {
+    /// Number of `-v` given.
+    pub verbose: u8,
+    /// `-q` given.
+    pub quiet: bool,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -238,7 +253,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match runtime.block_on(run(cli.command)) {
+    let verbosity = Verbosity {
+        verbose: cli.verbose,
+        quiet: cli.quiet,
+    };
+    match runtime.block_on(run(cli.command, verbosity)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("ferry: error: {e:#}");
@@ -247,7 +266,9 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(command: Command) -> anyhow::Result<ExitCode> {
+async fn run(command: Command, verbosity: Verbosity) -> anyhow::Result<ExitCode> {
+    let _ = verbosity; // each command's output follows it
+
     match command {
         Command::Id { state } => {
             let state = state.unwrap_or_else(default_state_dir);
