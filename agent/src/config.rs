@@ -120,10 +120,37 @@ fn load_toml<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, ConfigError
     })
 }
 
+/// The directory relative paths in the config file at `path` are taken
+/// from: the file's own, made absolute (a service's working directory is
+/// `/`, not where the admin wrote the file).
+fn config_dir(path: &Path) -> Result<PathBuf, ConfigError> {
+    let dir = path.parent().unwrap_or(Path::new(""));
+    std::path::absolute(dir).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// `path` taken from `dir` if it is relative (`~` is not expanded).
+fn beneath(dir: &Path, path: &mut Option<PathBuf>) {
+    if let Some(p) = path.as_mut() {
+        if p.is_relative() {
+            *p = dir.join(&*p);
+        }
+    }
+}
+
 impl ReceiverConfig {
-    /// Reads a TOML config file.
+    /// Reads a TOML config file. Relative paths in it are taken from the
+    /// file's directory, not the current one (flags stay relative to the
+    /// current directory).
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        load_toml(path)
+        let mut config: Self = load_toml(path)?;
+        let dir = config_dir(path)?;
+        beneath(&dir, &mut config.store);
+        beneath(&dir, &mut config.pairing_secret_file);
+        beneath(&dir, &mut config.state);
+        Ok(config)
     }
 
     /// `self` with every field that `over` sets replaced by it (allow lists are
@@ -210,9 +237,18 @@ impl ReceiverConfig {
 }
 
 impl SenderConfig {
-    /// Reads a TOML config file.
+    /// Reads a TOML config file. Relative paths in it are taken from the
+    /// file's directory, not the current one (flags stay relative to the
+    /// current directory).
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        load_toml(path)
+        let mut config: Self = load_toml(path)?;
+        let dir = config_dir(path)?;
+        beneath(&dir, &mut config.source);
+        beneath(&dir, &mut config.keep_copies);
+        beneath(&dir, &mut config.pairing_secret_file);
+        beneath(&dir, &mut config.store);
+        beneath(&dir, &mut config.state);
+        Ok(config)
     }
 
     /// `self` with every field that `over` sets replaced by it.
@@ -587,6 +623,43 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("max-delete-percent"));
+    }
+
+    #[test]
+    fn relative_paths_in_a_config_file_are_taken_from_its_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let etc = dir.path().join("etc");
+        std::fs::create_dir(&etc).unwrap();
+        let path = etc.join("sender.toml");
+        std::fs::write(
+            &path,
+            "source = \"docs\"\nkeep-copies = \"../copies\"\npairing-secret-file = \"secret\"\n\
+             store = \"store\"\nstate = \"/abs/state\"\n",
+        )
+        .unwrap();
+        let sender = SenderConfig::load(&path).unwrap();
+        assert_eq!(sender.source, Some(etc.join("docs")));
+        assert_eq!(sender.keep_copies, Some(etc.join("../copies")));
+        assert_eq!(sender.pairing_secret_file, Some(etc.join("secret")));
+        assert_eq!(sender.store, Some(etc.join("store")));
+        assert_eq!(sender.state, Some(PathBuf::from("/abs/state")));
+        // Flags merged over the file stay as given.
+        let flags = SenderConfig {
+            store: Some("here".into()),
+            ..Default::default()
+        };
+        assert_eq!(sender.merge(flags).store, Some(PathBuf::from("here")));
+
+        let path = etc.join("receiver.toml");
+        std::fs::write(
+            &path,
+            "store = \"store\"\npairing-secret-file = \"secret\"\nstate = \"state\"\n",
+        )
+        .unwrap();
+        let receiver = ReceiverConfig::load(&path).unwrap();
+        assert_eq!(receiver.store, Some(etc.join("store")));
+        assert_eq!(receiver.pairing_secret_file, Some(etc.join("secret")));
+        assert_eq!(receiver.state, Some(etc.join("state")));
     }
 
     #[test]
