@@ -282,7 +282,9 @@ async fn run(command: Command, verbosity: Verbosity) -> anyhow::Result<ExitCode>
             let receiver = Receiver::bind(&settings)?;
             tracing::info!(
                 id = %receiver.id(), addr = %receiver.local_addr()?, store = %settings.store.display(),
-                max_clients = settings.max_clients, quota = ?settings.quota,
+                max_clients = settings.max_clients,
+                // Absent when there is none (an Option records nothing).
+                quota = settings.quota,
                 limit_rate = %settings.limit_rate.as_ref().map_or("off".to_string(), ToString::to_string),
                 "receiver listening"
             );

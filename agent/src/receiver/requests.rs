@@ -112,7 +112,7 @@ async fn refuse(
     code: RefuseCode,
     message: String,
 ) {
-    tracing::warn!(peer = %conn.remote_address(), "read-only session refused: {message}");
+    tracing::warn!(remote = %conn.remote_address(), "read-only session refused: {message}");
     let _ = control
         .send
         .send(&Message::Refused(Refusal { code, message }))

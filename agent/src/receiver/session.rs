@@ -240,7 +240,7 @@ async fn session(
     // Capacity: only admitted senders take a slot.
     let Ok(_slot) = shared.clients.clone().try_acquire_owned() else {
         tracing::info!(
-            peer = %peer, name = %hello.name,
+            remote = %conn.remote_address(), peer = %peer, name = %hello.name,
             "sender told to retry later: all {} client slots are in use", shared.max_clients
         );
         let busy = Message::Busy {
@@ -278,7 +278,7 @@ async fn session(
     if paired {
         tracing::info!(peer = %peer, name = %hello.name, "paired a new sender");
     }
-    tracing::info!(peer = %peer, name = %hello.name, folder = %hello.folder, run = run_id, "sender connected");
+    tracing::info!(remote = %conn.remote_address(), peer = %peer, name = %hello.name, folder = %hello.folder, run = run_id, "sender connected");
     control
         .send
         .send(&Message::Welcome(Welcome {
@@ -346,12 +346,16 @@ async fn serve_run(
     };
     let store = shared.store.clone();
     let ns = ctx.ns.clone();
-    blocking(move || store.finish_run(&ns, run_id, &report, bytes_received, complete)).await?;
+    let logged = report.clone();
+    let recorded =
+        blocking(move || store.finish_run(&ns, run_id, &report, bytes_received, complete)).await;
+    log_run_end(ctx, peer, hello, &outcome, &logged, bytes_received);
+    recorded?;
     match outcome {
         Ok(Some(_)) => {
             control.send.send(&Message::Committed { run_id }).await?;
             control.send.finish();
-            tracing::info!(peer = %peer, name = %hello.name, run = run_id, "run committed");
+            tracing::debug!(peer = %peer, name = %hello.name, run = run_id, "run committed");
             // The sender closes once it has read `Committed`.
             let _ = tokio::time::timeout(Duration::from_secs(5), conn.closed()).await;
             conn.close(quinn::VarInt::from_u32(CLOSE_DONE), b"done");
@@ -363,6 +367,44 @@ async fn serve_run(
         }
         Err(e) => Err(e),
     }
+}
+
+/// The one line an admin reads per run: who, what, how much, how long, and
+/// how it ended (`completed`, `failed`, or `interrupted` when the sender left
+/// or the receiver stopped).
+fn log_run_end(
+    ctx: &RunContext,
+    peer: DeviceId,
+    hello: &Hello,
+    outcome: &Result<Option<RunReport>, SessionError>,
+    report: &RunReport,
+    bytes_received: u64,
+) {
+    let result = match outcome {
+        Ok(Some(_)) => "completed",
+        Ok(None) | Err(SessionError::Shutdown) => "interrupted",
+        Err(_) => "failed",
+    };
+    let duration = ctx.live.started.elapsed().unwrap_or_default();
+    tracing::info!(
+        peer = %peer,
+        sender = %hello.name,
+        folder = %hello.folder,
+        run = ctx.run,
+        result,
+        files = report.files_sent,
+        unchanged = report.files_unchanged,
+        deleted = report.files_deleted,
+        bytes = report.bytes_file_data,
+        bytes_received,
+        failures = report.errors,
+        duration_ms = duration.as_millis() as u64,
+        "run {result}: {} files, {}, {} failed, in {:.1}s",
+        report.files_sent,
+        crate::summary::human_bytes(report.bytes_file_data),
+        report.errors,
+        duration.as_secs_f64(),
+    );
 }
 
 mod bundle;
