@@ -11,6 +11,7 @@ mod promises;
 mod ratelimit;
 mod restore;
 mod resume;
+mod service;
 mod source_race;
 mod sparse;
 mod sync;
