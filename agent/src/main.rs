@@ -291,7 +291,7 @@ async fn run(command: Command, verbosity: Verbosity) -> anyhow::Result<ExitCode>
         }
         Command::History(args) => cli_history::history(args).await,
         Command::Versions(args) => cli_history::versions(args).await,
-        Command::Restore(args) => cli_history::restore(args).await,
+        Command::Restore(args) => cli_history::restore(args, verbosity).await,
         Command::Verify(args) => cli_history::verify(args).await,
         Command::Send(args) => {
             let json = args.json;
@@ -308,7 +308,11 @@ async fn run(command: Command, verbosity: Verbosity) -> anyhow::Result<ExitCode>
                         last_errors = summary.errors;
                         if json {
                             match serde_json::to_string(summary) {
-                                Ok(line) => println!("{line}"),
+                                Ok(line) => {
+                                    if let Err(e) = cli_history::out(line) {
+                                        tracing::error!("cannot print the summary: {e}");
+                                    }
+                                }
                                 Err(e) => tracing::error!("cannot print the summary: {e}"),
                             }
                         } else {
