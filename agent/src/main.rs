@@ -274,7 +274,7 @@ async fn run(command: Command, verbosity: Verbosity) -> anyhow::Result<ExitCode>
             let state = state.unwrap_or_else(default_state_dir);
             let identity = Identity::load_or_create(&state)
                 .with_context(|| format!("loading the identity in {}", state.display()))?;
-            println!("{}", identity.id);
+            cli_history::out(identity.id)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Receive(args) => {

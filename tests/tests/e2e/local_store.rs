@@ -320,7 +320,8 @@ fn a_closed_stdout_ends_history_versions_and_send_quietly() -> anyhow::Result<()
     let home = Home::new()?;
     home.send_once(&[("a.txt", "a")])?;
     home.send_once(&[("a.txt", "b")])?;
-    let commands: [&[&str]; 5] = [
+    let commands: [&[&str]; 6] = [
+        &["id"],
         &["history", "--store", "store", "--json"],
         &["history", "--store", "store", "--folder", "src", "--json"],
         &["history", "--store", "store"],
