@@ -69,10 +69,11 @@ impl RemoteArgs {
     }
 
     /// The receiver to ask (`--host`) or the local store to read (`store`,
-    /// or the config file's `store` when it gives no host), as which sender
-    /// and folder (defaults as for `ferry send`: the host name, the source's
-    /// base name; a local store without either: the sender's only folder).
-    fn source(&self, store: Option<&Path>) -> anyhow::Result<Option<Source>> {
+    /// or with `config_store` the config file's `store` when it gives no
+    /// host), as which sender and folder (defaults as for `ferry send`: the
+    /// host name, the source's base name; a local store without either: the
+    /// sender's only folder).
+    fn source(&self, store: Option<&Path>, config_store: bool) -> anyhow::Result<Option<Source>> {
         let c = self.config()?;
         let name = match &c.name {
             Some(n) => Name::new(n.clone()).context("--name")?,
@@ -95,8 +96,8 @@ impl RemoteArgs {
             .transpose()?;
         let local = match (store, &c.host) {
             (Some(store), _) => Some(store.to_path_buf()),
-            (None, None) => c.store.clone(),
-            (None, Some(_)) => None,
+            (None, None) if config_store => c.store.clone(),
+            (None, _) => None,
         };
         if let Some(root) = local {
             return Ok(Some(Source::Local(LocalStore { root, name, folder })));
@@ -333,7 +334,9 @@ pub async fn history(args: HistoryArgs) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    if let Some(source) = args.remote.source(args.store.as_deref())? {
+    // Without --host or --store: this sender's own index, as before (even
+    // if its config file stores locally).
+    if let Some(source) = args.remote.source(args.store.as_deref(), false)? {
         let mut client = source.open(true).await?;
         let runs = client.runs().await?;
         client.close().await;
@@ -403,7 +406,7 @@ pub async fn history(args: HistoryArgs) -> anyhow::Result<ExitCode> {
 
 /// Runs `ferry versions`; exits 1 if the path has no version at all.
 pub async fn versions(args: VersionsArgs) -> anyhow::Result<ExitCode> {
-    let source = required(args.remote.source(args.store.as_deref())?)?;
+    let source = required(args.remote.source(args.store.as_deref(), true)?)?;
     let path = rel(&args.path)?;
     let mut client = source.open(false).await?;
     let folder = match (&source, client.local_folder()) {
@@ -486,7 +489,7 @@ async fn restore_into(args: RestoreArgs, verbosity: crate::Verbosity) -> anyhow:
         }
         summary?
     } else {
-        let Some(source) = args.remote.source(args.store.as_deref())? else {
+        let Some(source) = args.remote.source(args.store.as_deref(), true)? else {
             bail!("give --host (restore from the receiver), --store DIR (from a store on this machine) or --from-copies DIR");
         };
         let at = match (&args.run, &args.at) {
