@@ -1,7 +1,9 @@
 //! Part of the `ferry` binary (not the library): the `history`, `versions`,
 //! `restore` and `verify` subcommands.
 
-use std::path::PathBuf;
+use std::fmt::Display;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -9,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context};
 use clap::Args;
 use ferry_agent::config::{default_name, default_state_dir, SenderConfig, DEFAULT_PORT};
-use ferry_agent::history::{Client, Remote};
+use ferry_agent::history::{Client, ClientError, LocalStore, Remote};
 use ferry_agent::index::Index;
 use ferry_agent::restore::{self, Destination};
 use ferry_agent::status::SenderStatus;
@@ -66,27 +68,46 @@ impl RemoteArgs {
         Ok(self.config()?.state.unwrap_or_else(default_state_dir))
     }
 
-    /// The receiver to ask, if a host was given.
-    fn remote(&self) -> anyhow::Result<Option<Remote>> {
+    /// The receiver to ask (`--host`) or the local store to read (`store`,
+    /// or with `config_store` the config file's `store` when it gives no
+    /// host), as which sender and folder (defaults as for `ferry send`: the
+    /// host name, the source's base name; a local store without either: the
+    /// sender's only folder).
+    fn source(&self, store: Option<&Path>, config_store: bool) -> anyhow::Result<Option<Source>> {
         let c = self.config()?;
-        let Some(host) = c.host.clone() else {
-            return Ok(None);
-        };
         let name = match &c.name {
             Some(n) => Name::new(n.clone()).context("--name")?,
             None => default_name(),
         };
         let folder = match (&c.folder, &c.source) {
-            (Some(f), _) => f.clone(),
-            (None, Some(source)) => source
-                .canonicalize()
-                .unwrap_or_else(|_| source.clone())
-                .file_name()
-                .map(|n| n.to_string_lossy().trim_start_matches('.').to_string())
-                .unwrap_or_default(),
-            (None, None) => bail!("--folder is required: the folder name the sender sends to"),
+            (Some(f), _) => Some(f.clone()),
+            (None, Some(source)) => Some(
+                source
+                    .canonicalize()
+                    .unwrap_or_else(|_| source.clone())
+                    .file_name()
+                    .map(|n| n.to_string_lossy().trim_start_matches('.').to_string())
+                    .unwrap_or_default(),
+            ),
+            (None, None) => None,
         };
-        let folder = Name::new(folder).context("--folder")?;
+        let folder = folder
+            .map(|f| Name::new(f).context("--folder"))
+            .transpose()?;
+        let local = match (store, &c.host) {
+            (Some(store), _) => Some(store.to_path_buf()),
+            (None, None) if config_store => c.store.clone(),
+            (None, _) => None,
+        };
+        if let Some(root) = local {
+            return Ok(Some(Source::Local(LocalStore { root, name, folder })));
+        }
+        let Some(host) = c.host.clone() else {
+            return Ok(None);
+        };
+        let Some(folder) = folder else {
+            bail!("--folder is required: the folder name the sender sends to");
+        };
         let receiver_id = match &c.receiver_id {
             Some(id) => Some(
                 id.parse()
@@ -94,14 +115,59 @@ impl RemoteArgs {
             ),
             None => None,
         };
-        Ok(Some(Remote {
+        Ok(Some(Source::Remote(Remote {
             host,
             port: c.port.unwrap_or(DEFAULT_PORT),
             receiver_id,
             state: c.state.unwrap_or_else(default_state_dir),
             name,
             folder,
-        }))
+        })))
+    }
+
+    /// True if neither the flags nor the config file name a sender or folder.
+    fn names_no_sender(&self) -> anyhow::Result<bool> {
+        let c = self.config()?;
+        Ok(c.name.is_none() && c.folder.is_none() && c.source.is_none())
+    }
+}
+
+/// Where the read commands get their answers.
+enum Source {
+    /// A receiver, over QUIC.
+    Remote(Remote),
+    /// A store on this machine, read directly.
+    Local(LocalStore),
+}
+
+impl Source {
+    /// Opens the session; for a local store without a folder, `any_folder`
+    /// takes the sender's first folder when it has several (its runs span
+    /// them all).
+    async fn open(&self, any_folder: bool) -> Result<Client, ClientError> {
+        match self {
+            Source::Remote(remote) => Client::connect(remote).await,
+            Source::Local(local) => match Client::open_store(local).await {
+                Err(ClientError::WhichFolder { folders, .. })
+                    if any_folder && !folders.is_empty() =>
+                {
+                    let mut local = local.clone();
+                    local.folder = folders.into_iter().next();
+                    Client::open_store(&local).await
+                }
+                other => other,
+            },
+        }
+    }
+}
+
+/// The source of a read command, or the error saying how to give one.
+fn required(source: Option<Source>) -> anyhow::Result<Source> {
+    match source {
+        Some(source) => Ok(source),
+        None => bail!(
+            "give --host HOST (ask the receiver) or --store DIR (read a store on this machine)"
+        ),
     }
 }
 
@@ -110,8 +176,9 @@ impl RemoteArgs {
 pub struct HistoryArgs {
     #[command(flatten)]
     remote: RemoteArgs,
-    /// Read every sender's runs from this receiver store (admin; works while
-    /// the receiver runs).
+    /// Read this store on this machine instead of asking a receiver (one made
+    /// by `ferry send --store`, or a receiver's; works while it runs).
+    /// Without --name/--folder: every sender's runs.
     #[arg(long, conflicts_with = "host")]
     store: Option<PathBuf>,
     /// One JSON object per run on stdout.
@@ -124,6 +191,10 @@ pub struct HistoryArgs {
 pub struct VersionsArgs {
     #[command(flatten)]
     remote: RemoteArgs,
+    /// Read this store on this machine instead of asking a receiver (one made
+    /// by `ferry send --store`, or a receiver's; works while it runs).
+    #[arg(long, conflicts_with = "host")]
+    store: Option<PathBuf>,
     /// The path in the folder, e.g. `notes/todo.txt`.
     path: String,
     /// One JSON object per version on stdout.
@@ -136,8 +207,12 @@ pub struct VersionsArgs {
 pub struct RestoreArgs {
     #[command(flatten)]
     remote: RemoteArgs,
+    /// Read this store on this machine instead of asking a receiver (one made
+    /// by `ferry send --store`, or a receiver's; works while it runs).
+    #[arg(long, conflicts_with = "host")]
+    store: Option<PathBuf>,
     /// Restore from this local keep-copies directory instead of the receiver.
-    #[arg(long, conflicts_with_all = ["host", "run", "at"])]
+    #[arg(long, conflicts_with_all = ["host", "store", "run", "at"])]
     from_copies: Option<PathBuf>,
     /// Directory to restore into (created if needed).
     #[arg(long)]
@@ -209,14 +284,28 @@ pub fn parse_at(text: &str, now: SystemTime) -> anyhow::Result<i64> {
     Ok(i64::try_from(ms).unwrap_or(i64::MAX))
 }
 
+/// Prints `line` on stdout. A closed stdout (`ferry history --json | head
+/// -1`) ends the command quietly, with exit 0, as it ends `ripgrep`: there
+/// is no one left to tell. Exiting here loses nothing: the read commands
+/// change nothing, and `ferry send` and `restore` print only after a run or
+/// a restore is complete and recorded.
+pub(crate) fn out(line: impl Display) -> std::io::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    let written = writeln!(stdout, "{line}").and_then(|()| stdout.flush());
+    match written {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        other => other,
+    }
+}
+
 fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string(value)?);
+    out(serde_json::to_string(value)?)?;
     Ok(())
 }
 
 /// Runs `ferry history`.
 pub async fn history(args: HistoryArgs) -> anyhow::Result<ExitCode> {
-    if let Some(store_dir) = &args.store {
+    if let (Some(store_dir), true) = (&args.store, args.remote.names_no_sender()?) {
         let dir = store_dir.clone();
         let runs = tokio::task::spawn_blocking(move || store::read_runs(&dir)).await??;
         for r in runs {
@@ -229,7 +318,7 @@ pub async fn history(args: HistoryArgs) -> anyhow::Result<ExitCode> {
                     "bytes_received": r.bytes_received, "errors": r.report.errors,
                 }))?;
             } else {
-                println!(
+                out(format_args!(
                     "run {:>6}  {}  {}/{}  {:<11}  {} files sent, {} deleted, {} received, {} errors",
                     r.id,
                     time(r.started_ms),
@@ -240,13 +329,15 @@ pub async fn history(args: HistoryArgs) -> anyhow::Result<ExitCode> {
                     r.report.files_deleted,
                     human_bytes(r.bytes_received),
                     r.report.errors
-                );
+                ))?;
             }
         }
         return Ok(ExitCode::SUCCESS);
     }
-    if let Some(remote) = args.remote.remote()? {
-        let mut client = Client::connect(&remote).await?;
+    // Without --host or --store: this sender's own index, as before (even
+    // if its config file stores locally).
+    if let Some(source) = args.remote.source(args.store.as_deref(), false)? {
+        let mut client = source.open(true).await?;
         let runs = client.runs().await?;
         client.close().await;
         for r in runs {
@@ -258,7 +349,7 @@ pub async fn history(args: HistoryArgs) -> anyhow::Result<ExitCode> {
                     "bytes_file_data": r.report.bytes_file_data, "errors": r.report.errors,
                 }))?;
             } else {
-                println!(
+                out(format_args!(
                     "run {:>6}  {}  {:<12}  {:<11}  {} files sent, {} deleted, {}, {} errors",
                     r.id,
                     time(r.started_ms),
@@ -268,7 +359,7 @@ pub async fn history(args: HistoryArgs) -> anyhow::Result<ExitCode> {
                     r.report.files_deleted,
                     human_bytes(r.report.bytes_file_data),
                     r.report.errors
-                );
+                ))?;
             }
         }
         return Ok(ExitCode::SUCCESS);
@@ -297,7 +388,7 @@ pub async fn history(args: HistoryArgs) -> anyhow::Result<ExitCode> {
                 .receiver_run
                 .map(|n| format!("run {n}"))
                 .unwrap_or_else(|| "-".into());
-            println!(
+            out(format_args!(
                 "{}  {:>9}  {} sent, {} unchanged, {} deleted, {}, {} errors  {}  ({target})",
                 time(r.started_ms),
                 run,
@@ -307,23 +398,30 @@ pub async fn history(args: HistoryArgs) -> anyhow::Result<ExitCode> {
                 human_bytes(r.bytes_file_data),
                 r.errors,
                 r.outcome
-            );
+            ))?;
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// Runs `ferry versions`.
+/// Runs `ferry versions`; exits 1 if the path has no version at all.
 pub async fn versions(args: VersionsArgs) -> anyhow::Result<ExitCode> {
-    let Some(remote) = args.remote.remote()? else {
-        bail!("--host is required: the receiver keeps the versions");
-    };
+    let source = required(args.remote.source(args.store.as_deref(), true)?)?;
     let path = rel(&args.path)?;
-    let mut client = Client::connect(&remote).await?;
+    let mut client = source.open(false).await?;
+    let folder = match (&source, client.local_folder()) {
+        (_, Some(folder)) => folder.to_string(),
+        (Source::Remote(remote), None) => remote.folder.to_string(),
+        (Source::Local(_), None) => String::new(),
+    };
+    let sender = client.sender().clone();
     let versions = client.versions(&path).await?;
     client.close().await;
-    if versions.is_empty() && !args.json {
-        eprintln!("ferry: no versions of {path} in {}", remote.folder);
+    if versions.is_empty() {
+        eprintln!(
+            "ferry: no versions of {path} in {sender}/{folder}: it was never stored there (the path is relative to the folder, e.g. notes/todo.txt)"
+        );
+        return Ok(ExitCode::from(1));
     }
     for v in versions {
         let (what, size) = match &v.kind {
@@ -343,7 +441,7 @@ pub async fn versions(args: VersionsArgs) -> anyhow::Result<ExitCode> {
                 "mode": format!("{:o}", v.mode), "replaced_run": v.replaced_run, "deleted": v.deleted,
             }))?;
         } else {
-            println!(
+            out(format_args!(
                 "run {:>6}  {}  {:<7} {:>10}  mode {:o}  modified {}  {}",
                 v.run,
                 time(v.stored_ms),
@@ -352,64 +450,86 @@ pub async fn versions(args: VersionsArgs) -> anyhow::Result<ExitCode> {
                 v.mode,
                 time(v.mtime_ns / 1_000_000),
                 state
-            );
+            ))?;
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// Runs `ferry restore`.
-pub async fn restore(args: RestoreArgs) -> anyhow::Result<ExitCode> {
+/// Runs `ferry restore`. A restore that fails before writing anything
+/// leaves no destination directory behind.
+pub async fn restore(args: RestoreArgs, verbosity: crate::Verbosity) -> anyhow::Result<ExitCode> {
+    let existed = args.to.exists();
+    let to = args.to.clone();
+    let result = restore_into(args, verbosity).await;
+    if result.is_err() && !existed {
+        // Only an empty directory is removed: nothing restored is lost.
+        let _ = std::fs::remove_dir(&to);
+    }
+    result
+}
+
+async fn restore_into(args: RestoreArgs, verbosity: crate::Verbosity) -> anyhow::Result<ExitCode> {
     let paths = args
         .paths
         .iter()
         .map(|p| rel(p))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let dest = Arc::new(Destination::new(&args.to, args.overwrite)?);
     let status = SenderStatus::new();
-    let display = terminal_display(status.clone());
     let summary = if let Some(copies) = args.from_copies.clone() {
-        let dest = dest.clone();
+        let dest = Arc::new(Destination::new(&args.to, args.overwrite)?);
+        let display = terminal_display(status.clone());
         let status = status.clone();
-        tokio::task::spawn_blocking(move || {
+        let summary = tokio::task::spawn_blocking(move || {
             restore::restore_from_copies(&copies, &paths, &dest, &status.progress)
         })
-        .await??
+        .await?;
+        if let Some(display) = display {
+            display.finish().await;
+        }
+        summary?
     } else {
-        let Some(remote) = args.remote.remote()? else {
-            bail!("give --host (restore from the receiver) or --from-copies DIR");
+        let Some(source) = args.remote.source(args.store.as_deref(), true)? else {
+            bail!("give --host (restore from the receiver), --store DIR (from a store on this machine) or --from-copies DIR");
         };
         let at = match (&args.run, &args.at) {
             (Some(run), _) => At::Run(*run),
             (None, Some(at)) => At::Time(parse_at(at, SystemTime::now())?),
             (None, None) => At::Latest,
         };
-        let mut client = Client::connect(&remote).await?;
+        let mut client = source.open(false).await?;
         let tree = client.tree_report(at, &paths).await?;
         if tree.entries.is_empty() && tree.not_served.is_empty() && !paths.is_empty() {
             eprintln!("ferry: nothing stored at these paths as of that point");
         }
+        // Only now that there is something to restore.
+        let dest = Arc::new(Destination::new(&args.to, args.overwrite)?);
+        let display = terminal_display(status.clone());
         let summary =
             restore::restore_remote_tree(&client.fetcher(), tree, dest, status.clone()).await;
         client.close().await;
+        if let Some(display) = display {
+            display.finish().await;
+        }
         summary
     };
-    if let Some(display) = display {
-        display.finish().await;
-    }
     if args.json {
         print_json(&summary)?;
     } else {
-        for s in &summary.skipped {
-            eprintln!(
-                "ferry: skipped {s}: it exists at the destination (use --overwrite to replace it)"
-            );
+        if verbosity.verbose > 0 {
+            for s in &summary.skipped {
+                eprintln!(
+                    "ferry: skipped {s}: it exists at the destination (use --overwrite to replace it)"
+                );
+            }
         }
         for p in &summary.problems {
             eprintln!("ferry: {}: {}", p.path, p.message);
         }
         eprintln!("ferry: {}", summary.line());
     }
+    // Files skipped because they exist are not a failure (as rsync
+    // --ignore-existing): the summary counts them.
     Ok(if summary.problems.is_empty() {
         ExitCode::SUCCESS
     } else {

@@ -1,10 +1,13 @@
 //! The client side of read-only sessions: ask a receiver for this sender's
 //! runs, the versions of a path, a folder's tree as of a point, and fetch
 //! the bytes of a version. Authenticates exactly like a run (same identity,
-//! same receiver pin), but never pairs.
+//! same receiver pin), but never pairs. The same questions can be put to a
+//! store on this machine ([`Client::open_store`]): the receiver's own
+//! request handlers answer them from the store, opened read-only.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_proto::{
@@ -13,6 +16,8 @@ use ferry_proto::{
 
 use crate::identity::{DeviceId, Identity, IdentityError};
 use crate::pins::{PinError, Pins};
+use crate::receiver::requests::{self, Answer, Ctx, VersionReader};
+use crate::store::{HistoryError, Store};
 use crate::stream::{Channel, FramedRecv, StreamError};
 use crate::tls::{self, TlsError};
 use crate::transport::{self, TransportError};
@@ -32,6 +37,18 @@ pub struct Remote {
     pub name: Name,
     /// The folder asked about.
     pub folder: Name,
+}
+
+/// A store on this machine to read instead of asking a receiver (`--store`):
+/// one made by `ferry send --store`, or a receiver's, read by its admin.
+#[derive(Debug, Clone)]
+pub struct LocalStore {
+    /// The store's directory.
+    pub root: PathBuf,
+    /// The sender whose folder is read.
+    pub name: Name,
+    /// The folder; `None`: the sender's only folder in the store.
+    pub folder: Option<Name>,
 }
 
 /// Why a question could not be answered.
@@ -55,6 +72,39 @@ pub enum ClientError {
     Connection(#[from] quinn::ConnectionError),
     #[error("the receiver could not send version {version}: {message}")]
     Fetch { version: u64, message: String },
+    /// The local store cannot be read.
+    #[error(transparent)]
+    Store(#[from] HistoryError),
+    /// The local store has no sender of that name.
+    #[error("the store {} has no sender named {name} (it has: {known}); give --name", root.display())]
+    UnknownSender {
+        root: PathBuf,
+        name: Name,
+        known: String,
+    },
+    /// No folder was given and the sender does not have exactly one.
+    #[error("{name} has {} in the store {}; give --folder", folder_list(folders), root.display())]
+    WhichFolder {
+        root: PathBuf,
+        name: Name,
+        /// The sender's folders in the store, by name.
+        folders: Vec<Name>,
+    },
+    /// The local store cannot answer the question (the message says why).
+    #[error("{message}")]
+    Unanswered { message: String },
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+fn folder_list(folders: &[Name]) -> String {
+    match folders {
+        [] => "sent nothing".into(),
+        _ => {
+            let names: Vec<&str> = folders.iter().map(Name::as_str).collect();
+            format!("the folders {}", names.join(", "))
+        }
+    }
 }
 
 /// A folder's tree as the receiver gave it.
@@ -68,13 +118,21 @@ pub struct RemoteTree {
     pub not_served: Vec<NotServed>,
 }
 
-/// An open read-only session.
+/// An open read-only session: with a receiver, or on a local store.
 pub struct Client {
-    endpoint: quinn::Endpoint,
-    conn: quinn::Connection,
-    control: Channel,
+    session: Session,
     sender: Name,
-    receiver: DeviceId,
+}
+
+enum Session {
+    Remote {
+        endpoint: quinn::Endpoint,
+        conn: quinn::Connection,
+        control: Channel,
+        receiver: DeviceId,
+    },
+    /// A local store, answered by the receiver's own request handlers.
+    Local(Arc<Ctx>),
 }
 
 impl Client {
@@ -119,11 +177,27 @@ impl Client {
             other => return Err(StreamError::unexpected("Opened", &other).into()),
         };
         Ok(Client {
-            endpoint,
-            conn,
-            control,
+            session: Session::Remote {
+                endpoint,
+                conn,
+                control,
+                receiver,
+            },
             sender,
-            receiver,
+        })
+    }
+
+    /// Opens `local.folder` of `local.name` in a store on this machine, read
+    /// only (a receiver may be running on it). The answers are the ones a
+    /// receiver gives: the same handlers compute them.
+    pub async fn open_store(local: &LocalStore) -> Result<Client, ClientError> {
+        let local = local.clone();
+        let ctx = tokio::task::spawn_blocking(move || open_local(local))
+            .await
+            .map_err(|e| ClientError::Internal(e.to_string()))??;
+        Ok(Client {
+            sender: ctx.ns.sender.clone(),
+            session: Session::Local(Arc::new(ctx)),
         })
     }
 
@@ -132,20 +206,38 @@ impl Client {
         &self.sender
     }
 
-    /// The receiver's device id.
-    pub fn receiver(&self) -> DeviceId {
-        self.receiver
+    /// The folder asked about, when reading a local store (`None` when
+    /// asking a receiver: it is the one asked for).
+    pub fn local_folder(&self) -> Option<&Name> {
+        match &self.session {
+            Session::Remote { .. } => None,
+            Session::Local(ctx) => Some(&ctx.ns.folder),
+        }
+    }
+
+    /// The receiver's device id (`None` for a local store).
+    pub fn receiver(&self) -> Option<DeviceId> {
+        match &self.session {
+            Session::Remote { receiver, .. } => Some(*receiver),
+            Session::Local(_) => None,
+        }
     }
 
     /// This sender's runs as the receiver recorded them, newest first.
     pub async fn runs(&mut self) -> Result<Vec<RunInfo>, ClientError> {
-        self.control
-            .send
-            .send(&Message::Request(Request::Runs))
-            .await?;
+        let control = match &mut self.session {
+            Session::Local(ctx) => {
+                return match ask_local(ctx, Request::Runs).await? {
+                    Answer::Runs(runs) => Ok(runs),
+                    Answer::Versions(..) => Err(ClientError::Internal("versions for runs".into())),
+                }
+            }
+            Session::Remote { control, .. } => control,
+        };
+        control.send.send(&Message::Request(Request::Runs)).await?;
         let mut out = Vec::new();
         loop {
-            match self.answer().await? {
+            match answer(control).await? {
                 Message::RunList(batch) => out.extend(batch),
                 Message::ListEnd { .. } => return Ok(out),
                 other => return Err(StreamError::unexpected("RunList", &other).into()),
@@ -186,10 +278,23 @@ impl Client {
     }
 
     async fn version_list(&mut self, request: Request) -> Result<RemoteTree, ClientError> {
-        self.control.send.send(&Message::Request(request)).await?;
+        let control = match &mut self.session {
+            Session::Local(ctx) => {
+                return match ask_local(ctx, request).await? {
+                    Answer::Versions(run, entries, not_served) => Ok(RemoteTree {
+                        run,
+                        entries,
+                        not_served,
+                    }),
+                    Answer::Runs(_) => Err(ClientError::Internal("runs for versions".into())),
+                }
+            }
+            Session::Remote { control, .. } => control,
+        };
+        control.send.send(&Message::Request(request)).await?;
         let mut out = RemoteTree::default();
         loop {
-            match self.answer().await? {
+            match answer(control).await? {
                 Message::VersionList(batch) => out.entries.extend(batch),
                 Message::NotServed(batch) => out.not_served.extend(batch),
                 Message::ListEnd { run } => {
@@ -201,54 +306,143 @@ impl Client {
         }
     }
 
-    async fn answer(&mut self) -> Result<Message, ClientError> {
-        match self.control.recv.expect().await? {
-            Message::Refused(r) => Err(ClientError::Refused {
-                code: r.code,
-                message: r.message,
-            }),
-            other => Ok(other),
-        }
-    }
-
     /// A handle that fetches versions' bytes, usable from several tasks.
     pub fn fetcher(&self) -> Fetcher {
-        Fetcher {
-            conn: self.conn.clone(),
+        match &self.session {
+            Session::Remote { conn, .. } => Fetcher(FetchFrom::Remote(conn.clone())),
+            Session::Local(ctx) => Fetcher(FetchFrom::Local(ctx.clone())),
         }
     }
 
     /// Ends the session cleanly.
-    pub async fn close(mut self) {
-        self.control.send.finish();
-        self.conn.close(quinn::VarInt::from_u32(0), b"done");
-        self.endpoint.wait_idle().await;
+    pub async fn close(self) {
+        if let Session::Remote {
+            endpoint,
+            conn,
+            mut control,
+            ..
+        } = self.session
+        {
+            control.send.finish();
+            conn.close(quinn::VarInt::from_u32(0), b"done");
+            endpoint.wait_idle().await;
+        }
     }
 }
 
-/// Fetches versions' bytes over the session's connection, one stream each.
+async fn answer(control: &mut Channel) -> Result<Message, ClientError> {
+    match control.recv.expect().await? {
+        Message::Refused(r) => Err(ClientError::Refused {
+            code: r.code,
+            message: r.message,
+        }),
+        other => Ok(other),
+    }
+}
+
+/// Opens the store and finds the namespace (blocking).
+fn open_local(local: LocalStore) -> Result<Ctx, ClientError> {
+    let store = Store::open_read_only(&local.root)?;
+    let runs = store.runs(None).map_err(HistoryError::from)?;
+    let sender = store
+        .sender_by_name(&local.name)
+        .map_err(HistoryError::from)?;
+    let Some(sender) = sender else {
+        let mut known: Vec<&str> = runs.iter().map(|r| r.sender.as_str()).collect();
+        known.sort_unstable();
+        known.dedup();
+        return Err(ClientError::UnknownSender {
+            root: local.root,
+            name: local.name,
+            known: known.join(", "),
+        });
+    };
+    let folder = match local.folder {
+        Some(folder) => folder,
+        None => {
+            let mut folders: Vec<Name> = runs
+                .into_iter()
+                .filter(|r| r.sender == sender.name)
+                .map(|r| r.folder)
+                .collect();
+            folders.sort_unstable_by(|a, b| a.as_str().cmp(b.as_str()));
+            folders.dedup();
+            match <[Name; 1]>::try_from(folders) {
+                Ok([only]) => only,
+                Err(folders) => {
+                    return Err(ClientError::WhichFolder {
+                        root: local.root,
+                        name: sender.name,
+                        folders,
+                    });
+                }
+            }
+        }
+    };
+    let ns = store.namespace(&sender, &folder);
+    Ok(Ctx {
+        store: Arc::new(store),
+        ns,
+    })
+}
+
+/// Answers `request` from the local store, as a receiver would.
+async fn ask_local(ctx: &Arc<Ctx>, request: Request) -> Result<Answer, ClientError> {
+    let ctx = ctx.clone();
+    tokio::task::spawn_blocking(move || requests::answer(&ctx, request))
+        .await
+        .map_err(|e| ClientError::Internal(e.to_string()))?
+        .map_err(|message| ClientError::Unanswered { message })
+}
+
+/// Fetches versions' bytes: over the session's connection, one stream each,
+/// or from the local store.
 #[derive(Clone)]
-pub struct Fetcher {
-    conn: quinn::Connection,
+pub struct Fetcher(FetchFrom);
+
+#[derive(Clone)]
+enum FetchFrom {
+    Remote(quinn::Connection),
+    Local(Arc<Ctx>),
 }
 
 impl Fetcher {
-    /// Asks for the bytes of `version` on a stream of its own.
+    /// Asks for the bytes of `version` (on a stream of its own).
     pub async fn fetch(&self, version: u64) -> Result<Fetch, ClientError> {
-        let mut channel = Channel::new(self.conn.open_bi().await?);
-        channel.send.send(&Message::Fetch { version }).await?;
-        channel.send.finish();
-        Ok(Fetch {
-            version,
-            recv: channel.recv,
-        })
+        let source = match &self.0 {
+            FetchFrom::Remote(conn) => {
+                let mut channel = Channel::new(conn.open_bi().await?);
+                channel.send.send(&Message::Fetch { version }).await?;
+                channel.send.finish();
+                FetchSource::Remote(channel.recv)
+            }
+            FetchFrom::Local(ctx) => {
+                let ctx = ctx.clone();
+                let file =
+                    tokio::task::spawn_blocking(move || requests::open_version(&ctx, version))
+                        .await
+                        .map_err(|e| ClientError::Internal(e.to_string()))?
+                        .map_err(|f| ClientError::Fetch {
+                            version,
+                            message: f.message,
+                        })?;
+                FetchSource::Local(Some(Box::new(VersionReader::new(version, file))))
+            }
+        };
+        Ok(Fetch { version, source })
     }
 }
 
 /// The bytes of one version, as they arrive.
 pub struct Fetch {
     version: u64,
-    recv: FramedRecv,
+    source: FetchSource,
+}
+
+enum FetchSource {
+    Remote(FramedRecv),
+    /// `None` once the end was given (boxed: the hasher is large).
+    Local(Option<Box<VersionReader>>),
 }
 
 /// One step of a [`Fetch`].
@@ -263,11 +457,39 @@ pub enum Piece {
 impl Fetch {
     /// The next piece of content.
     pub async fn next(&mut self) -> Result<Piece, ClientError> {
-        match self.recv.expect().await? {
+        let version = self.version;
+        let recv = match &mut self.source {
+            FetchSource::Remote(recv) => recv,
+            FetchSource::Local(slot) => {
+                let Some(mut reader) = slot.take() else {
+                    return Err(ClientError::Internal(format!(
+                        "version {version} was read to its end"
+                    )));
+                };
+                let (reader, chunk) = tokio::task::spawn_blocking(move || {
+                    let chunk = reader.next_chunk();
+                    (reader, chunk)
+                })
+                .await
+                .map_err(|e| ClientError::Internal(e.to_string()))?;
+                let chunk = chunk.map_err(|f| ClientError::Fetch {
+                    version,
+                    message: f.message,
+                })?;
+                return Ok(match chunk {
+                    Some(data) => {
+                        *slot = Some(reader);
+                        Piece::Data(data)
+                    }
+                    None => Piece::End(reader.hash()),
+                });
+            }
+        };
+        match recv.expect().await? {
             Message::Data(data) => Ok(Piece::Data(data)),
             Message::End { hash } => Ok(Piece::End(hash)),
             Message::Failed(f) => Err(ClientError::Fetch {
-                version: self.version,
+                version,
                 message: f.message,
             }),
             other => Err(StreamError::unexpected("Data", &other).into()),

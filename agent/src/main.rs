@@ -274,7 +274,7 @@ async fn run(command: Command, verbosity: Verbosity) -> anyhow::Result<ExitCode>
             let state = state.unwrap_or_else(default_state_dir);
             let identity = Identity::load_or_create(&state)
                 .with_context(|| format!("loading the identity in {}", state.display()))?;
-            println!("{}", identity.id);
+            cli_history::out(identity.id)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Receive(args) => {
@@ -293,7 +293,7 @@ async fn run(command: Command, verbosity: Verbosity) -> anyhow::Result<ExitCode>
         }
         Command::History(args) => cli_history::history(args).await,
         Command::Versions(args) => cli_history::versions(args).await,
-        Command::Restore(args) => cli_history::restore(args).await,
+        Command::Restore(args) => cli_history::restore(args, verbosity).await,
         Command::Verify(args) => cli_history::verify(args).await,
         Command::Send(args) => {
             let json = args.json;
@@ -310,7 +310,11 @@ async fn run(command: Command, verbosity: Verbosity) -> anyhow::Result<ExitCode>
                         last_errors = summary.errors;
                         if json {
                             match serde_json::to_string(summary) {
-                                Ok(line) => println!("{line}"),
+                                Ok(line) => {
+                                    if let Err(e) = cli_history::out(line) {
+                                        tracing::error!("cannot print the summary: {e}");
+                                    }
+                                }
                                 Err(e) => tracing::error!("cannot print the summary: {e}"),
                             }
                         } else {

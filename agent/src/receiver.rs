@@ -14,7 +14,7 @@ mod entry;
 pub mod entry_fuzz;
 pub mod pruning;
 mod quota;
-mod requests;
+pub(crate) mod requests;
 mod session;
 
 pub use admission::{decide, Facts, Proof, Verdict};
@@ -102,19 +102,18 @@ impl Receiver {
     /// Loads the identity from the state directory, opens the store and binds
     /// the listening address. Must be called inside a tokio runtime.
     pub fn bind(settings: &ReceiverSettings) -> Result<Receiver, ReceiverError> {
+        // The port first: a receiver that cannot listen creates no state
+        // or store directory.
+        let socket = transport::listen_socket(settings.listen)?;
         let identity = Identity::load_or_create(&settings.state)?;
         let store = Store::open(&settings.store)?;
         let admission = Admission {
             allow: settings.allow.clone(),
             pairing_secret: settings.pairing_secret.clone(),
         };
-        let receiver = Self::bind_with(
-            identity,
-            store,
-            settings.listen,
-            settings.max_clients,
-            admission,
-        )?;
+        let endpoint = transport::server_endpoint_on(&identity, socket)?;
+        let receiver =
+            Self::on_endpoint(identity, store, endpoint, settings.max_clients, admission)?;
         Ok(receiver
             .with_retention(settings.retention, settings.prune_every)
             .with_quota(settings.quota)
@@ -172,6 +171,16 @@ impl Receiver {
         admission: Admission,
     ) -> Result<Receiver, ReceiverError> {
         let endpoint = transport::server_endpoint(&identity, listen)?;
+        Self::on_endpoint(identity, store, endpoint, max_clients, admission)
+    }
+
+    fn on_endpoint(
+        identity: Identity,
+        store: Store,
+        endpoint: quinn::Endpoint,
+        max_clients: usize,
+        admission: Admission,
+    ) -> Result<Receiver, ReceiverError> {
         let server_config = crate::tls::server_config(&identity).map_err(TransportError::from)?;
         let shared = Arc::new(Shared {
             store: Arc::new(store),

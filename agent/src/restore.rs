@@ -54,15 +54,19 @@ pub struct RestoreSummary {
 }
 
 impl RestoreSummary {
-    /// One line for people.
+    /// One line for people; skipped entries are counted, with how to
+    /// replace them (`ferry restore -v` lists them).
     pub fn line(&self) -> String {
+        let skipped = match self.skipped.len() {
+            0 => "0 skipped".to_string(),
+            n => format!("{n} skipped (already at the destination: --overwrite replaces them, -v lists them)"),
+        };
         format!(
-            "restored {} files ({}), {} symlinks, {} directories; {} skipped (already there), {} errors; {:.1}s",
+            "restored {} files ({}), {} symlinks, {} directories; {skipped}, {} errors; {:.1}s",
             self.files,
             human_bytes(self.bytes),
             self.links,
             self.dirs,
-            self.skipped.len(),
             self.problems.len(),
             self.duration_ms as f64 / 1000.0
         )

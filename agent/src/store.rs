@@ -192,8 +192,9 @@ pub struct Store {
     write: Mutex<()>,
     /// Names staging files and archives without a version id.
     counter: AtomicU64,
-    /// Holds the lock on `.ferry/lock` while the store is open.
-    _lock: File,
+    /// Holds the lock on `.ferry/lock` while the store is open (`None`:
+    /// opened read-only, see [`Store::open_read_only`]).
+    _lock: Option<File>,
 }
 
 /// Milliseconds since the Unix epoch, now.
@@ -235,7 +236,7 @@ impl Store {
             catalog: Mutex::new(catalog),
             write: Mutex::new(()),
             counter: AtomicU64::new(1),
-            _lock: lock,
+            _lock: Some(lock),
         };
         // On a full disk this may fail even with the reserve: the runs stay
         // `running` in the history until the next start, which is no reason
@@ -259,6 +260,25 @@ impl Store {
             tracing::info!(kept = keep.len(), "kept interrupted transfers to resume");
         }
         Ok(store)
+    }
+
+    /// Opens the existing store at `root` to read its history and stored
+    /// bytes only (`ferry history`, `versions` and `restore --store`):
+    /// without the lock, so a receiver may be running on it; nothing is
+    /// created, cleaned or marked, and the catalog is opened read-only, so
+    /// any write fails.
+    pub fn open_read_only(root: &Path) -> Result<Store, HistoryError> {
+        let root = std::path::absolute(root).map_err(|e| io_err("resolve", root, e))?;
+        let catalog = history::open_read_only(&root)?;
+        let tree = Arc::new(mirror::Tree::open(&root)?);
+        Ok(Store {
+            root,
+            tree,
+            catalog: Mutex::new(catalog),
+            write: Mutex::new(()),
+            counter: AtomicU64::new(1),
+            _lock: None,
+        })
     }
 
     /// The store's root directory (absolute).

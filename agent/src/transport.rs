@@ -208,9 +208,25 @@ pub fn server_endpoint(
     identity: &Identity,
     addr: SocketAddr,
 ) -> Result<quinn::Endpoint, TransportError> {
+    server_endpoint_on(identity, listen_socket(addr)?)
+}
+
+/// Binds the receiver's UDP socket at `addr`, before anything else is set
+/// up: a taken port then fails the start with nothing created.
+pub fn listen_socket(addr: SocketAddr) -> Result<std::net::UdpSocket, TransportError> {
+    udp_socket(addr).map_err(|source| TransportError::Listen { addr, source })
+}
+
+/// The receiver's endpoint on a socket from [`listen_socket`].
+pub fn server_endpoint_on(
+    identity: &Identity,
+    socket: std::net::UdpSocket,
+) -> Result<quinn::Endpoint, TransportError> {
     let config = tls::server_config(identity)?;
+    let addr = socket
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)));
     let listen = |source| TransportError::Listen { addr, source };
-    let socket = udp_socket(addr).map_err(listen)?;
     let runtime = Arc::new(quinn::TokioRuntime);
     quinn::Endpoint::new(endpoint_config(), Some(config), socket, runtime).map_err(listen)
 }

@@ -353,42 +353,71 @@ async fn serve_fetch(channel: &mut Channel, ctx: &Arc<Ctx>) -> Result<(), Failur
     let opened = blocking(move || open_version(&c, version))
         .await
         .map_err(|e| fail(FailCode::Io, e.to_string()))?;
-    // Holes are read as zeros from memory, not paged in.
-    let mut file = crate::sparse::HoleReader::new(opened?);
-    let mut hasher = blake3::Hasher::new();
+    let mut reader = VersionReader::new(version, opened?);
     loop {
         let (back, chunk) = blocking(move || {
-            let mut buf = vec![0u8; MAX_DATA];
-            let read = read_full(&mut file, &mut buf);
-            (
-                file,
-                read.map(|n| {
-                    buf.truncate(n);
-                    buf
-                }),
-            )
+            let chunk = reader.next_chunk();
+            (reader, chunk)
         })
         .await
         .map_err(|e| fail(FailCode::Io, e.to_string()))?;
-        file = back;
-        let chunk =
-            chunk.map_err(|e| fail(FailCode::Io, format!("reading version {version}: {e}")))?;
-        if chunk.is_empty() {
-            break;
-        }
-        hasher.update(&chunk);
+        reader = back;
+        let Some(chunk) = chunk? else { break };
         channel
             .send
             .send_data(&chunk)
             .await
             .map_err(|e| fail(FailCode::Io, e.to_string()))?;
     }
-    let hash = *hasher.finalize().as_bytes();
+    let hash = reader.hash();
     channel
         .send
         .send(&Message::End { hash })
         .await
         .map_err(|e| fail(FailCode::Io, e.to_string()))
+}
+
+/// The bytes of one stored version, read in pieces of at most [`MAX_DATA`]
+/// and hashed as read: what a fetch streams to a client, and what a local
+/// restore (`ferry restore --store`) reads directly.
+pub(crate) struct VersionReader {
+    version: u64,
+    // Holes are read as zeros from memory, not paged in.
+    file: crate::sparse::HoleReader<File>,
+    hasher: blake3::Hasher,
+}
+
+impl VersionReader {
+    /// Reads `file`, the bytes of `version` (from [`open_version`]).
+    pub(crate) fn new(version: u64, file: File) -> VersionReader {
+        VersionReader {
+            version,
+            file: crate::sparse::HoleReader::new(file),
+            hasher: blake3::Hasher::new(),
+        }
+    }
+
+    /// The next piece (blocking), `None` at the end.
+    pub(crate) fn next_chunk(&mut self) -> Result<Option<Vec<u8>>, Failure> {
+        let mut buf = vec![0u8; MAX_DATA];
+        let n = read_full(&mut self.file, &mut buf).map_err(|e| {
+            fail(
+                FailCode::Io,
+                format!("reading version {}: {e}", self.version),
+            )
+        })?;
+        if n == 0 {
+            return Ok(None);
+        }
+        buf.truncate(n);
+        self.hasher.update(&buf);
+        Ok(Some(buf))
+    }
+
+    /// The hash of everything read.
+    pub(crate) fn hash(&self) -> [u8; 32] {
+        *self.hasher.finalize().as_bytes()
+    }
 }
 
 /// Opens the bytes of `version` if it is a file of the session's namespace.

@@ -7,6 +7,7 @@ mod delta;
 mod faults;
 mod hostile;
 mod limits;
+mod local_store;
 mod promises;
 mod ratelimit;
 mod restore;
