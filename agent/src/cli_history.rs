@@ -14,7 +14,8 @@ use ferry_agent::index::Index;
 use ferry_agent::restore::{self, Destination};
 use ferry_agent::status::SenderStatus;
 use ferry_agent::store;
-use ferry_agent::summary::{human_bytes, terminal_display};
+use ferry_agent::summary::human_bytes;
+use ferry_agent::terminal::Terminal;
 use ferry_proto::{At, Name, RelPath, VersionKind};
 
 /// Which receiver to ask, as which sender; each can also come from the
@@ -22,7 +23,7 @@ use ferry_proto::{At, Name, RelPath, VersionKind};
 #[derive(Args, Clone)]
 pub struct RemoteArgs {
     /// The sender's TOML config file (flags win over it).
-    #[arg(long)]
+    #[arg(short, long)]
     config: Option<PathBuf>,
     /// The receiver's host name or address.
     #[arg(long)]
@@ -359,7 +360,7 @@ pub async fn versions(args: VersionsArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Runs `ferry restore`.
-pub async fn restore(args: RestoreArgs) -> anyhow::Result<ExitCode> {
+pub async fn restore(args: RestoreArgs, terminal: &Terminal) -> anyhow::Result<ExitCode> {
     let paths = args
         .paths
         .iter()
@@ -367,7 +368,7 @@ pub async fn restore(args: RestoreArgs) -> anyhow::Result<ExitCode> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     let dest = Arc::new(Destination::new(&args.to, args.overwrite)?);
     let status = SenderStatus::new();
-    let display = terminal_display(status.clone());
+    let display = terminal.progress(status.clone());
     let summary = if let Some(copies) = args.from_copies.clone() {
         let dest = dest.clone();
         let status = status.clone();
@@ -408,7 +409,7 @@ pub async fn restore(args: RestoreArgs) -> anyhow::Result<ExitCode> {
         for p in &summary.problems {
             eprintln!("ferry: {}: {}", p.path, p.message);
         }
-        eprintln!("ferry: {}", summary.line());
+        terminal.summary(&format!("ferry: {}", summary.line()));
     }
     Ok(if summary.problems.is_empty() {
         ExitCode::SUCCESS
@@ -418,7 +419,7 @@ pub async fn restore(args: RestoreArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Runs `ferry verify`.
-pub async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
+pub async fn verify(args: VerifyArgs, terminal: &Terminal) -> anyhow::Result<ExitCode> {
     let dir = args.store.clone();
     let report = tokio::task::spawn_blocking(move || store::verify(&dir)).await??;
     if args.json {
@@ -440,15 +441,15 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
                 None => eprintln!("ferry: {}: {}", f.location.display(), f.kind),
             }
         }
-        eprintln!(
+        terminal.summary(&format!(
             "ferry: verified {} files ({}) and {} symlinks, walked {} entries: {} problems",
             report.files_checked,
             human_bytes(report.bytes_checked),
             report.links_checked,
             report.entries_walked,
             report.findings.len()
-        );
-        if report.unrecorded > 0 {
+        ));
+        if report.unrecorded > 0 && !terminal.is_quiet() {
             eprintln!(
                 "ferry: {} never acknowledged copies that interrupted commits left are kept in the versions area (named ~u<n>); they are not problems",
                 report.unrecorded

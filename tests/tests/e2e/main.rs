@@ -14,5 +14,6 @@ mod resume;
 mod source_race;
 mod sparse;
 mod sync;
+mod terminal;
 mod trust;
 mod util;
