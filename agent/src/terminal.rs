@@ -104,15 +104,21 @@ impl Terminal {
                     SenderPhase::Starting | SenderPhase::Running { .. }
                 );
                 let Ok(mut bar) = slot.lock() else { break };
-                if running && (s.entries_total > 0 || s.bytes_total > 0) {
-                    let bar = bar.get_or_insert_with(|| {
+                let started_work = s.entries_total > 0
+                    || s.bytes_total > 0
+                    || s.entries_done > 0
+                    || s.bytes_done > 0;
+                if running && started_work {
+                    bar.get_or_insert_with(new_bar)
+                        .set_message(progress_text(s, started.elapsed()));
+                } else {
+                    if let Some(bar) = bar.take() {
+                        bar.finish_and_clear();
+                    }
+                    if !running {
+                        // The next run's rate is counted from its start.
                         started = Instant::now();
-                        new_bar()
-                    });
-                    bar.set_message(progress_text(s, started.elapsed()));
-                    bar.set_position(permille(s));
-                } else if let Some(bar) = bar.take() {
-                    bar.finish_and_clear();
+                    }
                 }
             }
         });
@@ -124,14 +130,19 @@ impl Terminal {
     }
 }
 
-/// A bar drawn on stderr, its length in thousandths of the run.
+/// A bar on stderr that shows its message: indicatif draws it (at most a
+/// few times a second), takes it off the screen for other output and clears
+/// it; [`progress_text`] makes what it shows.
 fn new_bar() -> ProgressBar {
-    let bar = ProgressBar::with_draw_target(Some(1000), ProgressDrawTarget::stderr());
-    if let Ok(style) = ProgressStyle::with_template("{bar:25} {msg}") {
-        bar.set_style(style.progress_chars("=> "));
+    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+    if let Ok(style) = ProgressStyle::with_template("{wide_msg}") {
+        bar.set_style(style);
     }
     bar
 }
+
+/// Characters between the brackets of the bar.
+const BAR_WIDTH: usize = 25;
 
 /// How far the run is, in thousandths: by bytes when it has content, by
 /// entries otherwise.
@@ -147,9 +158,12 @@ fn permille(s: ProgressSnapshot) -> u64 {
     (u128::from(done.min(total)) * 1000 / u128::from(total)) as u64
 }
 
-/// The text beside the bar: percent, bytes, entries, rate and time left,
-/// e.g. `42% 2.1 MiB / 5.0 MiB, 12/30 entries, 1.0 MiB/s, ETA 3s`. The rate
-/// is the average since the run's bar appeared (`elapsed` ago).
+/// The bar's text: a bar, percent, bytes, entries, rate and time left, e.g.
+/// `[==========>              ]  42% 2.1 MiB / 5.0 MiB, 12/30 entries,
+/// 1.0 MiB/s, ETA 3s`. The rate
+/// is the average since the run started (`elapsed` ago).
+/// While the size is unknown (0 entries in total), only what was done and
+/// the rate: `1.5 MiB, 3 entries, 1.0 MiB/s`.
 pub fn progress_text(s: ProgressSnapshot, elapsed: Duration) -> String {
     let percent = permille(s) / 10;
     let secs = elapsed.as_secs_f64();
@@ -158,6 +172,14 @@ pub fn progress_text(s: ProgressSnapshot, elapsed: Duration) -> String {
     } else {
         0.0
     };
+    if s.entries_total == 0 && s.bytes_total == 0 {
+        return format!(
+            "{}, {} entries, {}/s",
+            human_bytes(s.bytes_done),
+            s.entries_done,
+            human_bytes(rate as u64)
+        );
+    }
     let left = s.bytes_total.saturating_sub(s.bytes_done);
     let eta = if left == 0 && s.bytes_total > 0 {
         "0s".to_string()
@@ -166,8 +188,14 @@ pub fn progress_text(s: ProgressSnapshot, elapsed: Duration) -> String {
     } else {
         "-".to_string()
     };
+    let filled = (permille(s) * BAR_WIDTH as u64 / 1000) as usize;
+    let mut bar = "=".repeat(filled);
+    if filled < BAR_WIDTH {
+        bar.push('>');
+        bar.push_str(&" ".repeat(BAR_WIDTH - filled - 1));
+    }
     format!(
-        "{percent:>3}% {} / {}, {}/{} entries, {}/s, ETA {eta}",
+        "[{bar}] {percent:>3}% {} / {}, {}/{} entries, {}/s, ETA {eta}",
         human_bytes(s.bytes_done),
         human_bytes(s.bytes_total),
         s.entries_done,
@@ -278,7 +306,7 @@ mod tests {
         let text = progress_text(snap((12, 30), (2 * mib, 5 * mib)), Duration::from_secs(2));
         assert_eq!(
             text,
-            " 40% 2.0 MiB / 5.0 MiB, 12/30 entries, 1.0 MiB/s, ETA 3s"
+            "[==========>              ]  40% 2.0 MiB / 5.0 MiB, 12/30 entries, 1.0 MiB/s, ETA 3s"
         );
         let text = progress_text(snap((1, 2), (mib, 101 * mib)), Duration::from_secs(1));
         assert!(text.ends_with("1.0 MiB/s, ETA 1m40s"), "{text}");
@@ -289,16 +317,25 @@ mod tests {
     #[test]
     fn progress_text_without_a_rate_has_no_eta() {
         let text = progress_text(snap((0, 3), (0, 300)), Duration::ZERO);
-        assert_eq!(text, "  0% 0 B / 300 B, 0/3 entries, 0 B/s, ETA -");
+        assert_eq!(
+            text,
+            "[>                        ]   0% 0 B / 300 B, 0/3 entries, 0 B/s, ETA -"
+        );
+    }
+
+    #[test]
+    fn progress_of_unknown_size_has_no_percent() {
+        let text = progress_text(snap((3, 0), (3 << 20, 0)), Duration::from_secs(3));
+        assert_eq!(text, "3.0 MiB, 3 entries, 1.0 MiB/s");
     }
 
     #[test]
     fn a_run_of_only_directories_counts_entries() {
         let text = progress_text(snap((3, 4), (0, 0)), Duration::from_secs(1));
-        assert!(text.starts_with(" 75% "), "{text}");
+        assert!(text.contains("]  75% "), "{text}");
         let done = progress_text(snap((5, 5), (100, 100)), Duration::from_secs(1));
         assert!(
-            done.starts_with("100% ") && done.ends_with("ETA 0s"),
+            done.starts_with(&format!("[{}] 100% ", "=".repeat(25))) && done.ends_with("ETA 0s"),
             "{done}"
         );
     }
