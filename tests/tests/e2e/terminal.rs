@@ -353,3 +353,38 @@ fn every_subcommand_help_has_examples() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn a_receiver_still_logs_info_by_default() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let log = dir.path().join("receiver.err");
+    let mut child = Command::new(ferry_bin())
+        .args(args(&[
+            &"receive",
+            &"--host",
+            &"127.0.0.1",
+            &"--port",
+            &"0",
+            &"--store",
+            &dir.path().join("store"),
+            &"--state",
+            &dir.path().join("rstate"),
+        ]))
+        .env_remove("FERRY_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log)?)
+        .spawn()?;
+    let listening = crate::util::poll_until(std::time::Duration::from_secs(30), || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        text.contains(" INFO ").then_some(text)
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = listening.unwrap_or_else(|| std::fs::read_to_string(&log).unwrap_or_default());
+    assert!(
+        text.contains(" INFO ") && text.contains("receiver listening"),
+        "a service logs INFO by default: {text}"
+    );
+    Ok(())
+}
