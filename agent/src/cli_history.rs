@@ -16,7 +16,8 @@ use ferry_agent::index::Index;
 use ferry_agent::restore::{self, Destination};
 use ferry_agent::status::SenderStatus;
 use ferry_agent::store;
-use ferry_agent::summary::{human_bytes, terminal_display};
+use ferry_agent::summary::human_bytes;
+use ferry_agent::terminal::Terminal;
 use ferry_proto::{At, Name, RelPath, VersionKind};
 
 /// Which receiver to ask, as which sender; each can also come from the
@@ -24,7 +25,7 @@ use ferry_proto::{At, Name, RelPath, VersionKind};
 #[derive(Args, Clone)]
 pub struct RemoteArgs {
     /// The sender's TOML config file (flags win over it).
-    #[arg(long)]
+    #[arg(short, long)]
     config: Option<PathBuf>,
     /// The receiver's host name or address.
     #[arg(long)]
@@ -458,10 +459,14 @@ pub async fn versions(args: VersionsArgs) -> anyhow::Result<ExitCode> {
 
 /// Runs `ferry restore`. A restore that fails before writing anything
 /// leaves no destination directory behind.
-pub async fn restore(args: RestoreArgs, verbosity: crate::Verbosity) -> anyhow::Result<ExitCode> {
+pub async fn restore(
+    args: RestoreArgs,
+    verbosity: crate::Verbosity,
+    terminal: &Terminal,
+) -> anyhow::Result<ExitCode> {
     let existed = args.to.exists();
     let to = args.to.clone();
-    let result = restore_into(args, verbosity).await;
+    let result = restore_into(args, verbosity, terminal).await;
     if result.is_err() && !existed {
         // Only an empty directory is removed: nothing restored is lost.
         let _ = std::fs::remove_dir(&to);
@@ -469,7 +474,11 @@ pub async fn restore(args: RestoreArgs, verbosity: crate::Verbosity) -> anyhow::
     result
 }
 
-async fn restore_into(args: RestoreArgs, verbosity: crate::Verbosity) -> anyhow::Result<ExitCode> {
+async fn restore_into(
+    args: RestoreArgs,
+    verbosity: crate::Verbosity,
+    terminal: &Terminal,
+) -> anyhow::Result<ExitCode> {
     let paths = args
         .paths
         .iter()
@@ -478,7 +487,7 @@ async fn restore_into(args: RestoreArgs, verbosity: crate::Verbosity) -> anyhow:
     let status = SenderStatus::new();
     let summary = if let Some(copies) = args.from_copies.clone() {
         let dest = Arc::new(Destination::new(&args.to, args.overwrite)?);
-        let display = terminal_display(status.clone());
+        let display = terminal.progress(status.clone());
         let status = status.clone();
         let summary = tokio::task::spawn_blocking(move || {
             restore::restore_from_copies(&copies, &paths, &dest, &status.progress)
@@ -500,11 +509,11 @@ async fn restore_into(args: RestoreArgs, verbosity: crate::Verbosity) -> anyhow:
         let mut client = source.open(false).await?;
         let tree = client.tree_report(at, &paths).await?;
         if tree.entries.is_empty() && tree.not_served.is_empty() && !paths.is_empty() {
-            eprintln!("ferry: nothing stored at these paths as of that point");
+            terminal.line("ferry: nothing stored at these paths as of that point");
         }
         // Only now that there is something to restore.
         let dest = Arc::new(Destination::new(&args.to, args.overwrite)?);
-        let display = terminal_display(status.clone());
+        let display = terminal.progress(status.clone());
         let summary =
             restore::restore_remote_tree(&client.fetcher(), tree, dest, status.clone()).await;
         client.close().await;
@@ -518,15 +527,15 @@ async fn restore_into(args: RestoreArgs, verbosity: crate::Verbosity) -> anyhow:
     } else {
         if verbosity.verbose > 0 {
             for s in &summary.skipped {
-                eprintln!(
+                terminal.line(&format!(
                     "ferry: skipped {s}: it exists at the destination (use --overwrite to replace it)"
-                );
+                ));
             }
         }
         for p in &summary.problems {
-            eprintln!("ferry: {}: {}", p.path, p.message);
+            terminal.line(&format!("ferry: {}: {}", p.path, p.message));
         }
-        eprintln!("ferry: {}", summary.line());
+        terminal.summary(&format!("ferry: {}", summary.line()));
     }
     // Files skipped because they exist are not a failure (as rsync
     // --ignore-existing): the summary counts them.
@@ -538,7 +547,7 @@ async fn restore_into(args: RestoreArgs, verbosity: crate::Verbosity) -> anyhow:
 }
 
 /// Runs `ferry verify`.
-pub async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
+pub async fn verify(args: VerifyArgs, terminal: &Terminal) -> anyhow::Result<ExitCode> {
     let dir = args.store.clone();
     let report = tokio::task::spawn_blocking(move || store::verify(&dir)).await??;
     if args.json {
@@ -560,15 +569,15 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
                 None => eprintln!("ferry: {}: {}", f.location.display(), f.kind),
             }
         }
-        eprintln!(
+        terminal.summary(&format!(
             "ferry: verified {} files ({}) and {} symlinks, walked {} entries: {} problems",
             report.files_checked,
             human_bytes(report.bytes_checked),
             report.links_checked,
             report.entries_walked,
             report.findings.len()
-        );
-        if report.unrecorded > 0 {
+        ));
+        if report.unrecorded > 0 && !terminal.is_quiet() {
             eprintln!(
                 "ferry: {} never acknowledged copies that interrupted commits left are kept in the versions area (named ~u<n>); they are not problems",
                 report.unrecorded

@@ -32,6 +32,8 @@
 //!   paces streams to them.
 //! - [`summary`]: the run summary and progress counters.
 //! - [`status`]: live status of a sender or receiver, for displays.
+//! - [`terminal`]: stderr of the `ferry` binary: the progress bar, and logs
+//!   and summaries printed around it.
 
 pub mod chunk;
 pub mod compress;
@@ -51,5 +53,6 @@ pub mod status;
 pub mod store;
 pub mod stream;
 pub mod summary;
+pub mod terminal;
 pub mod tls;
 pub mod transport;

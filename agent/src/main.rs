@@ -1,5 +1,6 @@
 //! `ferry`: the command line.
 
+mod cli_help;
 mod cli_history;
 
 use std::path::PathBuf;
@@ -12,7 +13,7 @@ use ferry_agent::identity::Identity;
 use ferry_agent::receiver::Receiver;
 use ferry_agent::sender;
 use ferry_agent::status::SenderStatus;
-use ferry_agent::summary::terminal_display;
+use ferry_agent::terminal::Terminal;
 use tokio_util::sync::CancellationToken;
 
 /// Ferry: periodic, versioned, peer-to-peer file backup over QUIC.
@@ -22,10 +23,13 @@ struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value = "text")]
     log_format: LogFormat,
-    /// More output: -v lists every file and logs INFO, -vv logs DEBUG.
+    /// More output: -v lists every file and logs INFO, -vv logs DEBUG
+    /// (`ferry receive` and a periodic `ferry send` log INFO by default,
+    /// DEBUG with -v, TRACE with -vv).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
-    /// Less output: errors and the summary only.
+    /// Less output: errors only; no progress bar and no summary line (the
+    /// exit code tells how it went).
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     quiet: bool,
     #[command(subcommand)]
@@ -50,24 +54,31 @@ enum LogFormat {
 #[derive(Subcommand)]
 enum Command {
     /// Print this machine's device id.
+    #[command(after_help = cli_help::ID)]
     Id {
         /// State directory (identity, index, known receivers).
         #[arg(long)]
         state: Option<PathBuf>,
     },
     /// Accept senders and store what they send.
+    #[command(override_usage = cli_help::RECEIVE_USAGE, after_help = cli_help::RECEIVE)]
     Receive(ReceiveArgs),
     /// Send a directory to a receiver, once or every period.
+    #[command(override_usage = cli_help::SEND_USAGE, after_help = cli_help::SEND)]
     Send(SendArgs),
     /// List runs: this sender's own, the receiver's record of them (--host),
     /// or every sender's (--store, on the receiver).
+    #[command(after_help = cli_help::HISTORY)]
     History(cli_history::HistoryArgs),
     /// List every stored version of one file (asks the receiver).
+    #[command(after_help = cli_help::VERSIONS)]
     Versions(cli_history::VersionsArgs),
     /// Restore files as of a run or a time, from the receiver or the local
     /// keep-copies.
+    #[command(after_help = cli_help::RESTORE)]
     Restore(cli_history::RestoreArgs),
     /// Re-hash a receiver store against its catalog; exits 1 on any mismatch.
+    #[command(after_help = cli_help::VERIFY)]
     Verify(cli_history::VerifyArgs),
 }
 
@@ -75,7 +86,7 @@ enum Command {
 #[derive(Args)]
 struct ReceiveArgs {
     /// TOML file with these settings (flags win over it).
-    #[arg(long)]
+    #[arg(short, long)]
     config: Option<PathBuf>,
     /// Address to listen on [default: 0.0.0.0].
     #[arg(long)]
@@ -86,7 +97,8 @@ struct ReceiveArgs {
     /// Senders served at once; the next one is told to retry later [default: 8].
     #[arg(long)]
     max_clients: Option<usize>,
-    /// Directory where senders' files and their history are kept.
+    /// Directory where senders' files and their history are kept
+    /// [required, here or in --config].
     #[arg(long)]
     store: Option<PathBuf>,
     /// File holding the secret that lets new senders pair with this receiver.
@@ -129,7 +141,7 @@ struct SendArgs {
     /// Where to send, as which sender (shared with history, versions, restore).
     #[command(flatten)]
     remote: cli_history::RemoteArgs,
-    /// The directory to send.
+    /// The directory to send [required, here or in --config].
     #[arg(long)]
     source: Option<PathBuf>,
     /// Run every period (e.g. 15m, 1h); without it, run once.
@@ -147,8 +159,9 @@ struct SendArgs {
     /// File holding the receiver's pairing secret (needed on first contact only).
     #[arg(long)]
     pairing_secret_file: Option<PathBuf>,
-    /// Store locally in this directory with an embedded receiver (instead of --host).
-    #[arg(long)]
+    /// Store locally in this directory with an embedded receiver (instead of
+    /// --host; one of the two is required, here or in --config).
+    #[arg(long, conflicts_with = "host")]
     store: Option<PathBuf>,
     /// Stop a run that would delete more than this share of the files sent
     /// before [default: 50].
@@ -193,6 +206,12 @@ impl ReceiveArgs {
 }
 
 impl SendArgs {
+    /// Whether these flags and the config file make a periodic sender.
+    fn periodic(&self) -> bool {
+        self.config()
+            .is_ok_and(|c| c.every.is_some() && !c.once.unwrap_or(false))
+    }
+
     fn config(&self) -> anyhow::Result<SenderConfig> {
         Ok(self.remote.config()?.merge(SenderConfig {
             source: self.source.clone(),
@@ -210,13 +229,40 @@ impl SendArgs {
     }
 }
 
-fn init_logging(format: LogFormat) {
+impl Command {
+    /// Whether this command runs until stopped, as a service whose logs are
+    /// its output (`ferry receive`, a periodic `ferry send`), rather than once
+    /// with a summary at the end.
+    fn runs_as_service(&self) -> bool {
+        match self {
+            Command::Receive(_) => true,
+            Command::Send(args) => args.periodic(),
+            _ => false,
+        }
+    }
+}
+
+/// The log level from `-q`/`-v`: one-shot commands log warnings (their
+/// summary is their output), services INFO; each `-v` one level more, `-q`
+/// errors only.
+fn log_level(verbosity: Verbosity, service: bool) -> &'static str {
+    const LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
+    if verbosity.quiet {
+        return LEVELS[0];
+    }
+    let base = if service { 2 } else { 1 };
+    LEVELS[(base + usize::from(verbosity.verbose)).min(LEVELS.len() - 1)]
+}
+
+/// Logs at `level` (`FERRY_LOG` overrides it) to stderr through `terminal`,
+/// so that no line tears the progress bar.
+fn init_logging(format: LogFormat, level: &str, terminal: Terminal) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
+        .with_writer(terminal);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -242,7 +288,16 @@ fn shutdown_on_signal() -> CancellationToken {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    let verbosity = Verbosity {
+        verbose: cli.verbose,
+        quiet: cli.quiet,
+    };
+    let terminal = Terminal::stderr(cli.quiet);
+    init_logging(
+        cli.log_format,
+        log_level(verbosity, cli.command.runs_as_service()),
+        terminal.clone(),
+    );
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -253,11 +308,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let verbosity = Verbosity {
-        verbose: cli.verbose,
-        quiet: cli.quiet,
-    };
-    match runtime.block_on(run(cli.command, verbosity)) {
+    match runtime.block_on(run(cli.command, verbosity, terminal)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("ferry: error: {e:#}");
@@ -266,9 +317,11 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(command: Command, verbosity: Verbosity) -> anyhow::Result<ExitCode> {
-    let _ = verbosity; // each command's output follows it
-
+async fn run(
+    command: Command,
+    verbosity: Verbosity,
+    terminal: Terminal,
+) -> anyhow::Result<ExitCode> {
     match command {
         Command::Id { state } => {
             let state = state.unwrap_or_else(default_state_dir);
@@ -293,13 +346,13 @@ async fn run(command: Command, verbosity: Verbosity) -> anyhow::Result<ExitCode>
         }
         Command::History(args) => cli_history::history(args).await,
         Command::Versions(args) => cli_history::versions(args).await,
-        Command::Restore(args) => cli_history::restore(args, verbosity).await,
-        Command::Verify(args) => cli_history::verify(args).await,
+        Command::Restore(args) => cli_history::restore(args, verbosity, &terminal).await,
+        Command::Verify(args) => cli_history::verify(args, &terminal).await,
         Command::Send(args) => {
             let json = args.json;
             let settings = args.config()?.settings()?;
             let status = SenderStatus::new();
-            let display = terminal_display(status.clone());
+            let display = terminal.progress(status.clone());
             let mut last_errors = 0;
             let result = sender::run(
                 settings,
@@ -319,9 +372,9 @@ async fn run(command: Command, verbosity: Verbosity) -> anyhow::Result<ExitCode>
                             }
                         } else {
                             for p in &summary.problems {
-                                eprintln!("ferry: {}: {}", p.path, p.message);
+                                terminal.line(&format!("ferry: {}: {}", p.path, p.message));
                             }
-                            eprintln!("ferry: {}", summary.line());
+                            terminal.summary(&format!("ferry: {}", summary.line()));
                         }
                     }
                     Err(e) => tracing::warn!("run did not complete: {e}"),
@@ -338,5 +391,50 @@ async fn run(command: Command, verbosity: Verbosity) -> anyhow::Result<ExitCode>
                 Err(e) => Err(e.into()),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_subcommand_has_examples() {
+        let mut cli = Cli::command();
+        for sub in cli.get_subcommands_mut() {
+            let help = sub.render_long_help().to_string();
+            assert!(help.contains("Examples:"), "{}: {help}", sub.get_name());
+        }
+    }
+
+    #[test]
+    fn one_shot_commands_log_warnings_and_services_info() {
+        let v = |verbose, quiet| Verbosity { verbose, quiet };
+        assert_eq!(log_level(v(0, false), false), "warn");
+        assert_eq!(log_level(v(1, false), false), "info");
+        assert_eq!(log_level(v(2, false), false), "debug");
+        assert_eq!(log_level(v(9, false), false), "trace");
+        assert_eq!(log_level(v(0, true), false), "error");
+        assert_eq!(log_level(v(0, false), true), "info");
+        assert_eq!(log_level(v(1, false), true), "debug");
+        assert_eq!(log_level(v(0, true), true), "error");
+    }
+
+    #[test]
+    fn a_send_is_a_service_only_when_periodic() {
+        let parse = |args: &[&str]| Cli::try_parse_from(args).map(|c| c.command.runs_as_service());
+        assert!(!parse(&["ferry", "send", "--source", "s", "--store", "d"]).unwrap());
+        assert!(
+            parse(&["ferry", "send", "--source", "s", "--store", "d", "--every", "1h"]).unwrap()
+        );
+        assert!(!parse(&["ferry", "send", "--every", "1h", "--once"]).unwrap());
+        assert!(parse(&["ferry", "receive", "--store", "d"]).unwrap());
+        assert!(!parse(&["ferry", "-v", "restore", "--to", "d"]).unwrap());
     }
 }

@@ -62,7 +62,12 @@ impl SenderStatus {
             .unwrap_or(SenderPhase::Stopped)
     }
 
+    /// Sets what the sender is doing; a new run starts its counters at zero,
+    /// so that no display shows the last run's figures as this one's.
     pub fn set_phase(&self, phase: SenderPhase) {
+        if matches!(phase, SenderPhase::Running { .. }) {
+            self.progress.reset(0, 0);
+        }
         if let Ok(mut p) = self.phase.lock() {
             *p = phase;
         }
@@ -179,6 +184,24 @@ mod tests {
         assert_eq!(status.sessions()[0].bytes, 10);
         status.remove(&s);
         assert!(status.sessions().is_empty());
+    }
+
+    #[test]
+    fn a_new_run_does_not_show_the_last_runs_progress() {
+        let status = SenderStatus::new();
+        status.progress.reset(3, 300);
+        status.progress.add_bytes(300);
+        status.set_phase(SenderPhase::Waiting {
+            next_run: SystemTime::UNIX_EPOCH,
+        });
+        assert_eq!(status.progress.snapshot().bytes_done, 300);
+        status.set_phase(SenderPhase::Running {
+            started: SystemTime::UNIX_EPOCH,
+        });
+        assert_eq!(
+            status.progress.snapshot(),
+            crate::summary::ProgressSnapshot::default()
+        );
     }
 
     #[tokio::test]

@@ -1,10 +1,8 @@
 //! What a run reports: the summary printed at its end (as text or JSON) and
-//! live progress counters that a terminal display or the launcher reads.
+//! live progress counters that the terminal's bar ([`crate::terminal`]) or the
+//! launcher reads.
 
-use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -125,53 +123,6 @@ impl Progress {
             bytes_total: self.bytes_total.load(Ordering::Relaxed),
             bytes_done: self.bytes_done.load(Ordering::Relaxed),
         }
-    }
-}
-
-/// Redraws one status line on stderr while a run is going, if stderr is a
-/// terminal. Dropping the returned guard stops it and clears the line.
-pub fn terminal_display(status: Arc<crate::status::SenderStatus>) -> Option<DisplayGuard> {
-    if !std::io::stderr().is_terminal() {
-        return None;
-    }
-    let stop = tokio_util::sync::CancellationToken::new();
-    let token = stop.clone();
-    let started = Instant::now();
-    let task = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_millis(200));
-        loop {
-            tokio::select! {
-                _ = token.cancelled() => break,
-                _ = tick.tick() => {}
-            }
-            let s = status.progress.snapshot();
-            let secs = started.elapsed().as_secs_f64().max(0.001);
-            let line = format!(
-                "\r\x1b[2K{}/{} entries, {} / {} ({}/s)",
-                s.entries_done,
-                s.entries_total,
-                human_bytes(s.bytes_done),
-                human_bytes(s.bytes_total),
-                human_bytes((s.bytes_done as f64 / secs) as u64)
-            );
-            let _ = std::io::stderr().write_all(line.as_bytes());
-        }
-        let _ = std::io::stderr().write_all(b"\r\x1b[2K");
-    });
-    Some(DisplayGuard { stop, task })
-}
-
-/// Stops the terminal display when dropped.
-pub struct DisplayGuard {
-    stop: tokio_util::sync::CancellationToken,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl DisplayGuard {
-    /// Stops the display and waits until its line is cleared.
-    pub async fn finish(self) {
-        self.stop.cancel();
-        let _ = self.task.await;
     }
 }
 

@@ -16,5 +16,6 @@ mod service;
 mod source_race;
 mod sparse;
 mod sync;
+mod terminal;
 mod trust;
 mod util;
