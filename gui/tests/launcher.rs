@@ -260,7 +260,7 @@ fn receiver_and_sender_run_on_loopback_and_stop() {
     let done = format!("{0}/{0} entries, 9.8 KiB / 9.8 KiB", line.entries_total);
     assert!(sh.query_by_label_contains(&done).is_some(), "{done}");
     assert!(sh.query_by_label_contains(", done").is_some());
-    assert!(sh.query_by_label_contains("Next run at").is_some());
+    assert!(sh.query_by_label_contains("Idle until").is_some());
     assert!(sh
         .query_by_label("2 sent, 0 unchanged, 0 deleted")
         .is_some());

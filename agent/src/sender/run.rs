@@ -219,6 +219,9 @@ async fn session(
     ctx.status
         .progress
         .reset(plan.items.len() as u64, bytes_total);
+    ctx.status.set_phase(crate::status::SenderPhase::Running {
+        started: std::time::SystemTime::now(),
+    });
     tracing::info!(
         to_send = plan.items.len(),
         unchanged = plan.unchanged,

@@ -9,9 +9,11 @@ pub fn error_color(ui: &Ui) -> Color32 {
     ui.visuals().error_fg_color
 }
 
-/// Shows a problem line (labelled so tests and screen readers find it).
+/// Shows a problem line (labelled so tests and screen readers find it),
+/// wrapped at the width left in the window: never cut off, even as the
+/// last cell of a grid row.
 pub fn error_line(ui: &mut Ui, text: &str) {
-    ui.label(RichText::new(text).color(error_color(ui)));
+    ui.add(egui::Label::new(RichText::new(text).color(error_color(ui))).wrap());
 }
 
 /// What a row's Browse button picks.

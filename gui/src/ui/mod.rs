@@ -20,6 +20,9 @@ use crate::settings::Role;
 
 /// How often the window refreshes while an agent runs.
 pub const REFRESH: Duration = Duration::from_millis(250);
+/// The window's size when it opens (logical points); everything the
+/// status area says must be readable at this size.
+pub const WINDOW_SIZE: [f32; 2] = [820.0, 680.0];
 
 /// Button labels, shared with the tests.
 pub mod button {

@@ -184,37 +184,70 @@ pub fn status(app: &mut LauncherApp, ui: &mut Ui) {
     let stopping = app.running.as_ref().is_some_and(|t| t.is_stopping());
     let phase = status.as_ref().map(|s| s.phase());
     let now = SystemTime::now();
+    let receiver = format!(
+        "{}:{}",
+        app.settings.sender.host.trim(),
+        app.settings.sender.port.trim()
+    );
     match (&phase, stopping) {
-        (_, true) => ui.label("Stopping… (finishing the current file)"),
-        (None, _) | (Some(SenderPhase::Stopped), _) => ui.label("Stopped"),
-        (Some(SenderPhase::Starting), _) => ui.label("Starting…"),
-        (Some(SenderPhase::Running { .. }), _) => ui.label("Sending…"),
-        (Some(SenderPhase::Waiting { next_run }), _) => ui.label(format!(
-            "Next run at {} (in {})",
-            clock(*next_run),
-            rounded(next_run.duration_since(now).unwrap_or_default())
-        )),
+        (_, true) => {
+            ui.label("Stopping… (finishing the current file)");
+        }
+        (None, _) | (Some(SenderPhase::Stopped), _) => {
+            ui.label("Stopped");
+        }
+        (Some(SenderPhase::Starting), _) => {
+            ui.label("Starting…");
+        }
+        (Some(SenderPhase::Connecting { .. }), _) => {
+            ui.label(format!("Connecting to {receiver} and looking for changes…"));
+        }
+        (Some(SenderPhase::Running { .. }), _) => {
+            ui.label(format!("Sending to {receiver}…"));
+        }
+        (Some(SenderPhase::Waiting { next_run }), _) => {
+            ui.label(format!(
+                "Idle until {} (next run in {})",
+                clock(*next_run),
+                rounded(next_run.duration_since(now).unwrap_or_default())
+            ));
+        }
+        (Some(SenderPhase::Retrying { at, because }), _) => {
+            ui.label(match at.duration_since(now) {
+                Ok(left) if left.as_secs() > 0 => format!(
+                    "Retrying in {} (at {}) because the last attempt failed:",
+                    rounded(left),
+                    clock(*at)
+                ),
+                _ => "Retrying now; the last attempt failed:".to_string(),
+            });
+            fields::error_line(ui, because);
+        }
     };
-    if let Some(status) = &status {
+    // The bar shows the run being sent, or the last run while idle after
+    // it ended well; never old figures while connecting or retrying.
+    let shown = match (&status, &phase) {
+        (Some(status), Some(SenderPhase::Running { started })) => Some((
+            status,
+            "Run progress",
+            now.duration_since(*started).unwrap_or_default(),
+        )),
+        (Some(status), Some(SenderPhase::Waiting { .. })) => app
+            .history
+            .first()
+            .and_then(|r| r.outcome.as_ref().ok())
+            .map(|r| (status, "Last run", Duration::from_millis(r.duration_ms))),
+        _ => None,
+    };
+    if let Some((status, name, elapsed)) = shown {
         let s = status.progress.snapshot();
-        let elapsed = match phase {
-            Some(SenderPhase::Running { started }) => {
-                now.duration_since(started).unwrap_or_default()
-            }
-            _ => app
-                .history
-                .first()
-                .and_then(|r| r.outcome.as_ref().ok())
-                .map(|r| Duration::from_millis(r.duration_ms))
-                .unwrap_or_default(),
-        };
         let fraction = match (s.bytes_total, s.entries_total) {
             (0, 0) => 1.0,
             (0, total) => s.entries_done as f32 / total as f32,
             (total, _) => s.bytes_done as f32 / total as f32,
         };
         let line = progress_line(&s, elapsed);
-        let label = ui.label("Run progress");
+        let label = ui.label(name);
         ui.add(ProgressBar::new(fraction.clamp(0.0, 1.0)).show_percentage())
             .labelled_by(label.id);
         ui.label(line);

@@ -1,0 +1,136 @@
+//! What the launcher says about a running sender, at the window's default
+//! size, through the accessibility tree.
+//! The agent runs for real on loopback.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use egui_kittest::kittest::Queryable;
+use egui_kittest::Harness;
+use ferry_agent::status::SenderPhase;
+use ferry_gui::settings::Role;
+use ferry_gui::ui::{button, WINDOW_SIZE};
+use ferry_gui::LauncherApp;
+
+/// Generous: a loaded 2-core CI machine (the handshake alone gives up
+/// after 10 s).
+const DEADLINE: Duration = Duration::from_secs(90);
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// The launcher at the size its window opens with.
+fn harness(app: LauncherApp) -> Harness<'static, LauncherApp> {
+    Harness::builder().with_size(WINDOW_SIZE).build_ui_state(
+        |ui, app: &mut LauncherApp| ferry_gui::ui::show(app, ui),
+        app,
+    )
+}
+
+fn step_until(
+    h: &mut Harness<'_, LauncherApp>,
+    what: &str,
+    mut done: impl FnMut(&mut Harness<'_, LauncherApp>) -> bool,
+) {
+    let start = Instant::now();
+    while !done(h) {
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+        h.step();
+    }
+}
+
+/// A UDP port on loopback where nothing listens.
+fn dead_port() -> u16 {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.local_addr().unwrap().port()
+}
+
+/// A sender app with a valid form in `dir`, sending to `port`.
+fn sender_app(dir: &Path, rt: &tokio::runtime::Runtime, port: u16) -> LauncherApp {
+    let source = dir.join("source");
+    std::fs::create_dir_all(&source).unwrap();
+    std::fs::write(source.join("a.txt"), "alpha").unwrap();
+    let mut app = LauncherApp::new(dir.join("sconfig"), rt.handle().clone());
+    app.set_role(Role::Sender);
+    let f = &mut app.settings.sender;
+    f.host = "127.0.0.1".into();
+    f.port = port.to_string();
+    f.source = source.display().to_string();
+    f.every = "1h".into();
+    f.name = "laptop".into();
+    f.state = dir.join("sstate").display().to_string();
+    app
+}
+
+fn phase(h: &Harness<'_, LauncherApp>) -> Option<SenderPhase> {
+    let task = h.state().running.as_ref()?;
+    Some(task.sender_status()?.phase())
+}
+
+fn assert_not_sending(h: &Harness<'_, LauncherApp>) {
+    assert!(
+        h.query_by_label_contains("Sending").is_none(),
+        "says it is sending while it is not"
+    );
+    assert!(
+        h.query_by_label("Run progress").is_none(),
+        "shows a progress bar while nothing is sent"
+    );
+}
+
+#[test]
+fn a_sender_whose_receiver_is_down_says_it_is_retrying_and_why_not_sending() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let port = dead_port();
+    let mut h = harness(sender_app(dir.path(), &rt, port));
+    h.run();
+    h.get_by_label(button::START).click();
+    let connecting = format!("Connecting to 127.0.0.1:{port}");
+    step_until(&mut h, "the connecting status", |h| {
+        h.query_by_label_contains(&connecting).is_some() || !h.state().history.is_empty()
+    });
+    assert_not_sending(&h);
+
+    step_until(&mut h, "the first attempt to fail", |h| {
+        !h.state().history.is_empty()
+    });
+    h.run();
+    let because = match &h.state().history[0].outcome {
+        Err(e) => e.clone(),
+        Ok(summary) => panic!("a run to a dead port succeeded: {summary:?}"),
+    };
+    assert!(because.contains(&format!("127.0.0.1:{port}")), "{because}");
+    assert!(
+        matches!(phase(&h), Some(SenderPhase::Retrying { because: ref b, .. }) if *b == because),
+        "{:?}",
+        phase(&h)
+    );
+    assert!(
+        h.query_by_label_contains("Retrying in").is_some()
+            || h.query_by_label_contains("Retrying now").is_some(),
+        "the status says it is retrying"
+    );
+    assert_not_sending(&h);
+    // The reason is shown whole, in the status area and in the History row,
+    // and fits in the window: wrapped, not cut off or elided.
+    let width = WINDOW_SIZE[0];
+    let shown: Vec<_> = h.query_all_by_label(&because).collect();
+    assert_eq!(shown.len(), 2, "status and history show: {because}");
+    for node in shown {
+        let rect = node.rect();
+        assert!(
+            rect.left() >= 0.0 && rect.right() <= width,
+            "{because:?} is drawn at {rect:?}, outside the {width}-point window"
+        );
+    }
+    assert!(h.query_by_label_contains("…").is_none(), "nothing elided");
+}
