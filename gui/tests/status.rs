@@ -1,5 +1,5 @@
-//! What the launcher says about a running sender, at the window's default
-//! size, through the accessibility tree.
+//! What the launcher says about a running sender, and what each role's form
+//! offers, at the window's default size, through the accessibility tree.
 //! The agent runs for real on loopback.
 
 #![allow(clippy::unwrap_used)]
@@ -7,9 +7,10 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use egui_kittest::kittest::Queryable;
+use egui_kittest::kittest::{NodeT, Queryable};
 use egui_kittest::Harness;
 use ferry_agent::status::SenderPhase;
+use ferry_gui::form::label;
 use ferry_gui::settings::Role;
 use ferry_gui::ui::{button, WINDOW_SIZE};
 use ferry_gui::LauncherApp;
@@ -133,4 +134,57 @@ fn a_sender_whose_receiver_is_down_says_it_is_retrying_and_why_not_sending() {
         );
     }
     assert!(h.query_by_label_contains("…").is_none(), "nothing elided");
+}
+
+#[test]
+fn the_sender_form_offers_no_generate_but_the_receiver_form_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let mut h = harness(sender_app(dir.path(), &rt, 7878));
+    h.run();
+    assert!(h.query_by_label(label::SECRET).is_some());
+    assert!(h.query_by_label("Generate").is_none());
+    assert!(h.query_by_label("Generate pairing secret").is_none());
+    assert!(h.query_by_label("Copy pairing secret").is_none());
+    assert!(
+        h.query_by_label_contains("receiver's admin").is_some(),
+        "the sender is told where its secret comes from"
+    );
+    assert!(
+        h.query_by_label_contains("to each sender").is_none(),
+        "no receiver-oriented hint on the sender form"
+    );
+
+    h.get_by_label(button::RECEIVER).click();
+    h.run();
+    assert!(h.query_by_label(label::STORE).is_some());
+    assert!(h.query_by_label("Generate pairing secret").is_some());
+    assert!(h.query_by_label_contains("to each new sender").is_some());
+}
+
+#[test]
+fn the_role_tabs_say_why_they_are_disabled() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let mut h = harness(sender_app(dir.path(), &rt, dead_port()));
+    h.run();
+    assert!(h.query_by_label_contains("to switch roles").is_none());
+    h.get_by_label(button::START).click();
+    h.run();
+    assert!(h.state().running.is_some());
+    for tab in [button::RECEIVER, button::SENDER] {
+        assert!(h.get_by_label(tab).accesskit_node().is_disabled(), "{tab}");
+    }
+    assert!(
+        h.query_by_label("Stop the running sender to switch roles")
+            .is_some(),
+        "the disabled tabs say why"
+    );
+    h.state_mut().shutdown();
+    h.run();
+    assert!(!h
+        .get_by_label(button::RECEIVER)
+        .accesskit_node()
+        .is_disabled());
+    assert!(h.query_by_label_contains("to switch roles").is_none());
 }

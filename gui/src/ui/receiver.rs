@@ -98,8 +98,9 @@ pub fn limit_rate_tip(scope: &str) -> String {
     )
 }
 
-/// The pairing secret row: editable (a sender pastes the receiver's),
-/// Generate and Copy buttons.
+/// The receiver's pairing secret row: editable, with Generate and Copy
+/// buttons (the receiver's admin makes the secret and hands it to senders;
+/// the sender's row is [`super::sender::secret_row`]).
 pub fn secret_row(ui: &mut Ui, secret: &mut String, enabled: bool, error: &mut Option<String>) {
     let label_response = ui.label(label::SECRET);
     ui.vertical(|ui| {
@@ -108,7 +109,7 @@ pub fn secret_row(ui: &mut Ui, secret: &mut String, enabled: bool, error: &mut O
                 enabled,
                 egui::TextEdit::singleline(secret)
                     .password(true)
-                    .hint_text("empty: no pairing")
+                    .hint_text("empty: only listed senders get in")
                     .desired_width(ui.available_width().min(300.0)),
             )
             .labelled_by(label_response.id);
@@ -131,7 +132,7 @@ pub fn secret_row(ui: &mut Ui, secret: &mut String, enabled: bool, error: &mut O
             }
         });
         ui.weak(
-            "Give the same secret to each sender once; it is stored in a file only you can read.",
+            "Generate a secret and give it to each new sender once; it is stored in a file only you can read.",
         );
     });
     ui.end_row();

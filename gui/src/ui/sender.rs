@@ -5,7 +5,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use eframe::egui::{Grid, ProgressBar, Ui};
+use eframe::egui::{Grid, ProgressBar, TextEdit, Ui};
 use ferry_agent::status::SenderPhase;
 use ferry_agent::summary::{human_bytes, ProgressSnapshot};
 
@@ -99,7 +99,7 @@ pub fn form(app: &mut LauncherApp, ui: &mut Ui) {
                 enabled,
                 Browse::None,
             );
-            super::receiver::secret_row(ui, &mut f.pairing_secret, enabled, &mut app.error);
+            secret_row(ui, &mut f.pairing_secret, enabled);
             fields::row(
                 ui,
                 label::RECEIVER_ID,
@@ -127,6 +127,30 @@ pub fn form(app: &mut LauncherApp, ui: &mut Ui) {
                 }
             }
         });
+}
+
+/// The hint in the sender's pairing secret field.
+pub const SECRET_HINT: &str = "paste the secret from the receiver's admin";
+
+/// The sender's pairing secret row: the sender pastes the secret the
+/// receiver's admin generated; it makes none of its own.
+pub fn secret_row(ui: &mut Ui, secret: &mut String, enabled: bool) {
+    let label_response = ui.label(label::SECRET);
+    ui.vertical(|ui| {
+        ui.add_enabled(
+            enabled,
+            TextEdit::singleline(secret)
+                .password(true)
+                .hint_text(SECRET_HINT)
+                .desired_width(ui.available_width().min(300.0)),
+        )
+        .labelled_by(label_response.id);
+        ui.weak(
+            "Needed until the receiver has paired with this sender (its first run), \
+             unless the receiver's admin listed this device id. Kept in a file only you can read.",
+        );
+    });
+    ui.end_row();
 }
 
 /// `ms` since the epoch as `HH:MM:SS UTC`.
