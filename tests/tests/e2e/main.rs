@@ -7,6 +7,7 @@ mod delta;
 mod faults;
 mod hostile;
 mod limits;
+mod newuser_status;
 mod promises;
 mod ratelimit;
 mod restore;
