@@ -155,9 +155,22 @@ fn the_sender_form_offers_no_generate_but_the_receiver_form_does() {
         "no receiver-oriented hint on the sender form"
     );
 
+    let tip =
+        |h: &Harness<'_, LauncherApp>| h.get_by_label("Device id").accesskit_node().description();
+    assert!(
+        tip(&h).is_some_and(|t| t.contains("give it to the receiver's admin")),
+        "{:?}",
+        tip(&h)
+    );
+
     h.get_by_label(button::RECEIVER).click();
     h.run();
     assert!(h.query_by_label(label::STORE).is_some());
+    assert!(
+        tip(&h).is_some_and(|t| t.contains("Senders pin it")),
+        "{:?}",
+        tip(&h)
+    );
     assert!(h.query_by_label("Generate pairing secret").is_some());
     assert!(h.query_by_label_contains("to each new sender").is_some());
 }

@@ -111,8 +111,9 @@ fn pick(browse: Browse, current: &str) -> Option<String> {
     picked.map(|p| p.display().to_string())
 }
 
-/// A read-only value with a Copy button (device ids, secrets).
-pub fn copyable(ui: &mut Ui, label: &str, value: &str) {
+/// A read-only value with a Copy button (device ids, secrets); `tip` says
+/// what it is for (hover hint and accessible description).
+pub fn copyable(ui: &mut Ui, label: &str, value: &str, tip: &str) {
     let label_response = ui.label(label);
     ui.horizontal(|ui| {
         // A `&str` buffer: selectable, not editable.
@@ -123,7 +124,8 @@ pub fn copyable(ui: &mut Ui, label: &str, value: &str) {
                 .interactive(true)
                 .desired_width(ui.available_width().min(560.0)),
         )
-        .labelled_by(label_response.id);
+        .labelled_by(label_response.id)
+        .on_hover_text(tip);
         if ui
             .button("Copy")
             .on_hover_text("Copy to the clipboard")

@@ -79,7 +79,7 @@ pub fn form(app: &mut LauncherApp, ui: &mut Ui) {
                 Browse::Folder,
             );
             match app.device_id() {
-                Ok(id) => fields::copyable(ui, "Device id", &id.to_string()),
+                Ok(id) => fields::copyable(ui, "Device id", &id.to_string(), RECEIVER_ID_TIP),
                 Err(e) => {
                     ui.label("Device id");
                     fields::error_line(ui, &e);
@@ -88,6 +88,10 @@ pub fn form(app: &mut LauncherApp, ui: &mut Ui) {
             }
         });
 }
+
+/// What the receiver's device id is for.
+pub const RECEIVER_ID_TIP: &str = "This receiver's id. Senders pin it on first contact, or \
+     can be given it beforehand (their Receiver id field).";
 
 /// The bandwidth limit's hover hint, with an example schedule.
 pub fn limit_rate_tip(scope: &str) -> String {

@@ -104,7 +104,7 @@ pub fn form(app: &mut LauncherApp, ui: &mut Ui) {
                 ui,
                 label::RECEIVER_ID,
                 &mut f.receiver_id,
-                "optional: pinned on first contact",
+                "optional: the receiver's device id (pinned on first contact)",
                 v.error(label::RECEIVER_ID),
                 enabled,
                 Browse::None,
@@ -119,7 +119,7 @@ pub fn form(app: &mut LauncherApp, ui: &mut Ui) {
                 Browse::Folder,
             );
             match app.device_id() {
-                Ok(id) => fields::copyable(ui, "Device id", &id.to_string()),
+                Ok(id) => fields::copyable(ui, "Device id", &id.to_string(), SENDER_ID_TIP),
                 Err(e) => {
                     ui.label("Device id");
                     fields::error_line(ui, &e);
@@ -128,6 +128,10 @@ pub fn form(app: &mut LauncherApp, ui: &mut Ui) {
             }
         });
 }
+
+/// What the sender's device id is for.
+pub const SENDER_ID_TIP: &str = "This sender's id. Without a pairing secret, give it to the \
+     receiver's admin to list (ferry receive --allow ID).";
 
 /// The hint in the sender's pairing secret field.
 pub const SECRET_HINT: &str = "paste the secret from the receiver's admin";
