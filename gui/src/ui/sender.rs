@@ -1,6 +1,7 @@
 //! The sender's panel: receiver address, source, period, bandwidth limit,
-//! compression, copies, name and pairing secret; while running, the current
-//! run's progress (files, bytes, rate, time left), the next run's time and the
+//! compression, copies, name and pairing secret (pasted, never generated
+//! here); while running, what it is doing now (connecting, sending with the
+//! run's progress, idle until the next run, or retrying and why) and the
 //! history of runs.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
