@@ -252,7 +252,8 @@ async fn schedule_loop(
     let every = ctx.settings.every;
     let mut schedule = Schedule::new();
     loop {
-        ctx.status.set_phase(SenderPhase::Running {
+        // Running (sending) is set by the run once it has planned.
+        ctx.status.set_phase(SenderPhase::Connecting {
             started: SystemTime::now(),
         });
         let result = run::run_once(ctx, shutdown).await;
@@ -289,9 +290,10 @@ async fn schedule_loop(
             "next run in {}",
             humantime::format_duration(Duration::from_secs(delay.as_secs().max(1)))
         );
-        ctx.status.set_phase(SenderPhase::Waiting {
-            next_run: SystemTime::now() + delay,
-        });
+        ctx.status.set_phase(SenderPhase::after_run(
+            result.as_ref().err().map(ToString::to_string),
+            SystemTime::now() + delay,
+        ));
         tokio::select! {
             _ = shutdown.cancelled() => return finish(ctx, result),
             _ = ctx.status.run_now_requested() => {}

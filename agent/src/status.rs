@@ -10,13 +10,51 @@ use tokio::sync::Notify;
 
 use crate::summary::{Progress, RunSummary};
 
-/// What a sender is doing.
+/// What a sender is doing now: the loop moves Starting → Connecting →
+/// Running (sending) → Waiting (idle) or Retrying → Connecting …, and
+/// Stopped at the end.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SenderPhase {
     Starting,
-    Running { started: SystemTime },
-    Waiting { next_run: SystemTime },
+    /// Scanning the source, connecting to the receiver and planning; the
+    /// progress counters still hold the previous run's figures.
+    Connecting {
+        started: SystemTime,
+    },
+    /// Sending: the progress counters are this run's.
+    Running {
+        started: SystemTime,
+    },
+    /// Idle after a run that ended well, until the next one.
+    Waiting {
+        next_run: SystemTime,
+    },
+    /// The last attempt failed (`because`, in plain words); the next one
+    /// starts at `at`.
+    Retrying {
+        at: SystemTime,
+        because: String,
+    },
     Stopped,
+}
+
+impl SenderPhase {
+    /// The phase after an attempt that ended with `failure` (`None` when
+    /// it ended well), the next one being due at `next_run`.
+    pub fn after_run(failure: Option<String>, next_run: SystemTime) -> SenderPhase {
+        match failure {
+            None => SenderPhase::Waiting { next_run },
+            Some(because) => SenderPhase::Retrying {
+                at: next_run,
+                because,
+            },
+        }
+    }
+
+    /// Whether the progress counters describe the run in progress.
+    pub fn is_sending(&self) -> bool {
+        matches!(self, SenderPhase::Running { .. })
+    }
 }
 
 /// A sender's live status.
@@ -202,6 +240,33 @@ mod tests {
             status.progress.snapshot(),
             crate::summary::ProgressSnapshot::default()
         );
+    }
+
+    #[test]
+    fn a_failed_attempt_is_retrying_with_its_reason_and_a_good_one_is_idle() {
+        let status = SenderStatus::new();
+        assert_eq!(status.phase(), SenderPhase::Starting);
+        let t0 = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1000);
+        status.set_phase(SenderPhase::Connecting { started: t0 });
+        assert!(!status.phase().is_sending(), "connecting is not sending");
+        let next = t0 + std::time::Duration::from_secs(8);
+        status.set_phase(SenderPhase::after_run(
+            Some("could not connect to 127.0.0.1:9: timed out".into()),
+            next,
+        ));
+        assert_eq!(
+            status.phase(),
+            SenderPhase::Retrying {
+                at: next,
+                because: "could not connect to 127.0.0.1:9: timed out".into()
+            }
+        );
+        assert!(!status.phase().is_sending());
+        status.set_phase(SenderPhase::Running { started: next });
+        assert!(status.phase().is_sending());
+        status.set_phase(SenderPhase::after_run(None, next));
+        assert_eq!(status.phase(), SenderPhase::Waiting { next_run: next });
+        assert!(!status.phase().is_sending());
     }
 
     #[tokio::test]

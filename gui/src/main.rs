@@ -26,7 +26,7 @@ fn main() -> anyhow::Result<()> {
         viewport: egui::ViewportBuilder::default()
             .with_title("Ferry")
             .with_app_id("ferry-gui")
-            .with_inner_size([820.0, 680.0])
+            .with_inner_size(ferry_gui::ui::WINDOW_SIZE)
             .with_min_inner_size([480.0, 360.0]),
         ..Default::default()
     };

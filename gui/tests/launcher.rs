@@ -243,8 +243,9 @@ fn receiver_and_sender_run_on_loopback_and_stop() {
     assert!(sh.query_by_label("no runs yet").is_some());
     sh.get_by_label(button::START).click();
     step_until(&mut sh, "a history row", |h| !h.state().history.is_empty());
-    step_until(&mut sh, "the run to be shown", |h| {
-        h.query_by_label("complete").is_some()
+    // The phase turns idle just after the run is reported.
+    step_until(&mut sh, "the run to be shown, and the sender idle", |h| {
+        h.query_by_label("complete").is_some() && h.query_by_label_contains("Idle until").is_some()
     });
     let line = sh
         .state()
@@ -260,7 +261,7 @@ fn receiver_and_sender_run_on_loopback_and_stop() {
     let done = format!("{0}/{0} entries, 9.8 KiB / 9.8 KiB", line.entries_total);
     assert!(sh.query_by_label_contains(&done).is_some(), "{done}");
     assert!(sh.query_by_label_contains(", done").is_some());
-    assert!(sh.query_by_label_contains("Next run at").is_some());
+    assert!(sh.query_by_label_contains("Idle until").is_some());
     assert!(sh
         .query_by_label("2 sent, 0 unchanged, 0 deleted")
         .is_some());

@@ -216,6 +216,10 @@ async fn session(
         .filter(|i| matches!(i.entry.kind, scan::ScanKind::File))
         .map(|i| i.entry.size)
         .sum();
+    // Running first: entering it clears the last run's counters.
+    ctx.status.set_phase(crate::status::SenderPhase::Running {
+        started: std::time::SystemTime::now(),
+    });
     ctx.status
         .progress
         .reset(plan.items.len() as u64, bytes_total);

@@ -9,9 +9,11 @@ pub fn error_color(ui: &Ui) -> Color32 {
     ui.visuals().error_fg_color
 }
 
-/// Shows a problem line (labelled so tests and screen readers find it).
+/// Shows a problem line (labelled so tests and screen readers find it),
+/// wrapped at the width left in the window: never cut off, even as the
+/// last cell of a grid row.
 pub fn error_line(ui: &mut Ui, text: &str) {
-    ui.label(RichText::new(text).color(error_color(ui)));
+    ui.add(egui::Label::new(RichText::new(text).color(error_color(ui))).wrap());
 }
 
 /// What a row's Browse button picks.
@@ -109,8 +111,9 @@ fn pick(browse: Browse, current: &str) -> Option<String> {
     picked.map(|p| p.display().to_string())
 }
 
-/// A read-only value with a Copy button (device ids, secrets).
-pub fn copyable(ui: &mut Ui, label: &str, value: &str) {
+/// A read-only value with a Copy button (device ids, secrets); `tip` says
+/// what it is for (hover hint and accessible description).
+pub fn copyable(ui: &mut Ui, label: &str, value: &str, tip: &str) {
     let label_response = ui.label(label);
     ui.horizontal(|ui| {
         // A `&str` buffer: selectable, not editable.
@@ -121,7 +124,8 @@ pub fn copyable(ui: &mut Ui, label: &str, value: &str) {
                 .interactive(true)
                 .desired_width(ui.available_width().min(560.0)),
         )
-        .labelled_by(label_response.id);
+        .labelled_by(label_response.id)
+        .on_hover_text(tip);
         if ui
             .button("Copy")
             .on_hover_text("Copy to the clipboard")

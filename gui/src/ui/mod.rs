@@ -20,6 +20,9 @@ use crate::settings::Role;
 
 /// How often the window refreshes while an agent runs.
 pub const REFRESH: Duration = Duration::from_millis(250);
+/// The window's size when it opens (logical points); everything the
+/// status area says must be readable at this size.
+pub const WINDOW_SIZE: [f32; 2] = [820.0, 680.0];
 
 /// Button labels, shared with the tests.
 pub mod button {
@@ -68,17 +71,25 @@ fn top_bar(app: &mut LauncherApp, ui: &mut Ui) {
     ui.horizontal(|ui| {
         ui.heading("Ferry");
         ui.separator();
-        let idle = app.running.is_none();
+        let locked = roles_locked(app);
         for (role, name) in [
             (Role::Receiver, button::RECEIVER),
             (Role::Sender, button::SENDER),
         ] {
-            let tab = ui
-                .add_enabled(idle, egui::Button::selectable(app.role() == role, name))
-                .on_disabled_hover_text("Stop first to switch roles");
+            let tab = ui.add_enabled(
+                locked.is_none(),
+                egui::Button::selectable(app.role() == role, name),
+            );
+            let tab = match &locked {
+                Some(why) => tab.on_disabled_hover_text(why.as_str()),
+                None => tab,
+            };
             if tab.clicked() {
                 app.set_role(role);
             }
+        }
+        if let Some(why) = &locked {
+            ui.weak(why.as_str());
         }
         ui.separator();
         let zoom = ui.ctx().zoom_factor();
@@ -90,6 +101,19 @@ fn top_bar(app: &mut LauncherApp, ui: &mut Ui) {
         }
         ui.weak(format!("text {:.0}%", zoom * 100.0));
     });
+}
+
+/// Why the role tabs are disabled, or `None` when they are not.
+pub fn roles_locked(app: &LauncherApp) -> Option<String> {
+    let task = app.running.as_ref()?;
+    let role = match task.role() {
+        Role::Receiver => "receiver",
+        Role::Sender => "sender",
+    };
+    Some(match task.is_stopping() {
+        true => format!("The {role} is stopping; roles can be switched once it has"),
+        false => format!("Stop the running {role} to switch roles"),
+    })
 }
 
 fn actions(app: &mut LauncherApp, ui: &mut Ui) {

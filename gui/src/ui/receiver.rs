@@ -79,7 +79,7 @@ pub fn form(app: &mut LauncherApp, ui: &mut Ui) {
                 Browse::Folder,
             );
             match app.device_id() {
-                Ok(id) => fields::copyable(ui, "Device id", &id.to_string()),
+                Ok(id) => fields::copyable(ui, "Device id", &id.to_string(), RECEIVER_ID_TIP),
                 Err(e) => {
                     ui.label("Device id");
                     fields::error_line(ui, &e);
@@ -88,6 +88,10 @@ pub fn form(app: &mut LauncherApp, ui: &mut Ui) {
             }
         });
 }
+
+/// What the receiver's device id is for.
+pub const RECEIVER_ID_TIP: &str = "This receiver's id. Senders pin it on first contact, or \
+     can be given it beforehand (their Receiver id field).";
 
 /// The bandwidth limit's hover hint, with an example schedule.
 pub fn limit_rate_tip(scope: &str) -> String {
@@ -98,8 +102,9 @@ pub fn limit_rate_tip(scope: &str) -> String {
     )
 }
 
-/// The pairing secret row: editable (a sender pastes the receiver's),
-/// Generate and Copy buttons.
+/// The receiver's pairing secret row: editable, with Generate and Copy
+/// buttons (the receiver's admin makes the secret and hands it to senders;
+/// the sender's row is [`super::sender::secret_row`]).
 pub fn secret_row(ui: &mut Ui, secret: &mut String, enabled: bool, error: &mut Option<String>) {
     let label_response = ui.label(label::SECRET);
     ui.vertical(|ui| {
@@ -108,7 +113,7 @@ pub fn secret_row(ui: &mut Ui, secret: &mut String, enabled: bool, error: &mut O
                 enabled,
                 egui::TextEdit::singleline(secret)
                     .password(true)
-                    .hint_text("empty: no pairing")
+                    .hint_text("empty: only listed senders get in")
                     .desired_width(ui.available_width().min(300.0)),
             )
             .labelled_by(label_response.id);
@@ -131,7 +136,7 @@ pub fn secret_row(ui: &mut Ui, secret: &mut String, enabled: bool, error: &mut O
             }
         });
         ui.weak(
-            "Give the same secret to each sender once; it is stored in a file only you can read.",
+            "Generate a secret and give it to each new sender once; it is stored in a file only you can read.",
         );
     });
     ui.end_row();

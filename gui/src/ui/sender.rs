@@ -1,11 +1,12 @@
 //! The sender's panel: receiver address, source, period, bandwidth limit,
-//! compression, copies, name and pairing secret; while running, the current
-//! run's progress (files, bytes, rate, time left), the next run's time and the
+//! compression, copies, name and pairing secret (pasted, never generated
+//! here); while running, what it is doing now (connecting, sending with the
+//! run's progress, idle until the next run, or retrying and why) and the
 //! history of runs.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use eframe::egui::{Grid, ProgressBar, Ui};
+use eframe::egui::{Grid, ProgressBar, TextEdit, Ui};
 use ferry_agent::status::SenderPhase;
 use ferry_agent::summary::{human_bytes, ProgressSnapshot};
 
@@ -99,12 +100,12 @@ pub fn form(app: &mut LauncherApp, ui: &mut Ui) {
                 enabled,
                 Browse::None,
             );
-            super::receiver::secret_row(ui, &mut f.pairing_secret, enabled, &mut app.error);
+            secret_row(ui, &mut f.pairing_secret, enabled);
             fields::row(
                 ui,
                 label::RECEIVER_ID,
                 &mut f.receiver_id,
-                "optional: pinned on first contact",
+                "optional: the receiver's device id (pinned on first contact)",
                 v.error(label::RECEIVER_ID),
                 enabled,
                 Browse::None,
@@ -119,7 +120,7 @@ pub fn form(app: &mut LauncherApp, ui: &mut Ui) {
                 Browse::Folder,
             );
             match app.device_id() {
-                Ok(id) => fields::copyable(ui, "Device id", &id.to_string()),
+                Ok(id) => fields::copyable(ui, "Device id", &id.to_string(), SENDER_ID_TIP),
                 Err(e) => {
                     ui.label("Device id");
                     fields::error_line(ui, &e);
@@ -127,6 +128,34 @@ pub fn form(app: &mut LauncherApp, ui: &mut Ui) {
                 }
             }
         });
+}
+
+/// What the sender's device id is for.
+pub const SENDER_ID_TIP: &str = "This sender's id. Without a pairing secret, give it to the \
+     receiver's admin to list (ferry receive --allow ID).";
+
+/// The hint in the sender's pairing secret field.
+pub const SECRET_HINT: &str = "paste the secret from the receiver's admin";
+
+/// The sender's pairing secret row: the sender pastes the secret the
+/// receiver's admin generated; it makes none of its own.
+pub fn secret_row(ui: &mut Ui, secret: &mut String, enabled: bool) {
+    let label_response = ui.label(label::SECRET);
+    ui.vertical(|ui| {
+        ui.add_enabled(
+            enabled,
+            TextEdit::singleline(secret)
+                .password(true)
+                .hint_text(SECRET_HINT)
+                .desired_width(ui.available_width().min(300.0)),
+        )
+        .labelled_by(label_response.id);
+        ui.weak(
+            "Needed until the receiver has paired with this sender (its first run), \
+             unless the receiver's admin listed this device id. Kept in a file only you can read.",
+        );
+    });
+    ui.end_row();
 }
 
 /// `ms` since the epoch as `HH:MM:SS UTC`.
@@ -184,37 +213,70 @@ pub fn status(app: &mut LauncherApp, ui: &mut Ui) {
     let stopping = app.running.as_ref().is_some_and(|t| t.is_stopping());
     let phase = status.as_ref().map(|s| s.phase());
     let now = SystemTime::now();
+    let receiver = format!(
+        "{}:{}",
+        app.settings.sender.host.trim(),
+        app.settings.sender.port.trim()
+    );
     match (&phase, stopping) {
-        (_, true) => ui.label("Stopping… (finishing the current file)"),
-        (None, _) | (Some(SenderPhase::Stopped), _) => ui.label("Stopped"),
-        (Some(SenderPhase::Starting), _) => ui.label("Starting…"),
-        (Some(SenderPhase::Running { .. }), _) => ui.label("Sending…"),
-        (Some(SenderPhase::Waiting { next_run }), _) => ui.label(format!(
-            "Next run at {} (in {})",
-            clock(*next_run),
-            rounded(next_run.duration_since(now).unwrap_or_default())
-        )),
+        (_, true) => {
+            ui.label("Stopping… (finishing the current file)");
+        }
+        (None, _) | (Some(SenderPhase::Stopped), _) => {
+            ui.label("Stopped");
+        }
+        (Some(SenderPhase::Starting), _) => {
+            ui.label("Starting…");
+        }
+        (Some(SenderPhase::Connecting { .. }), _) => {
+            ui.label(format!("Connecting to {receiver} and looking for changes…"));
+        }
+        (Some(SenderPhase::Running { .. }), _) => {
+            ui.label(format!("Sending to {receiver}…"));
+        }
+        (Some(SenderPhase::Waiting { next_run }), _) => {
+            ui.label(format!(
+                "Idle until {} (next run in {})",
+                clock(*next_run),
+                rounded(next_run.duration_since(now).unwrap_or_default())
+            ));
+        }
+        (Some(SenderPhase::Retrying { at, because }), _) => {
+            ui.label(match at.duration_since(now) {
+                Ok(left) if left.as_secs() > 0 => format!(
+                    "Retrying in {} (at {}) because the last attempt failed:",
+                    rounded(left),
+                    clock(*at)
+                ),
+                _ => "Retrying now; the last attempt failed:".to_string(),
+            });
+            fields::error_line(ui, because);
+        }
     };
-    if let Some(status) = &status {
+    // The bar shows the run being sent, or the last run while idle after
+    // it ended well; never old figures while connecting or retrying.
+    let shown = match (&status, &phase) {
+        (Some(status), Some(SenderPhase::Running { started })) => Some((
+            status,
+            "Run progress",
+            now.duration_since(*started).unwrap_or_default(),
+        )),
+        (Some(status), Some(SenderPhase::Waiting { .. })) => app
+            .history
+            .first()
+            .and_then(|r| r.outcome.as_ref().ok())
+            .map(|r| (status, "Last run", Duration::from_millis(r.duration_ms))),
+        _ => None,
+    };
+    if let Some((status, name, elapsed)) = shown {
         let s = status.progress.snapshot();
-        let elapsed = match phase {
-            Some(SenderPhase::Running { started }) => {
-                now.duration_since(started).unwrap_or_default()
-            }
-            _ => app
-                .history
-                .first()
-                .and_then(|r| r.outcome.as_ref().ok())
-                .map(|r| Duration::from_millis(r.duration_ms))
-                .unwrap_or_default(),
-        };
         let fraction = match (s.bytes_total, s.entries_total) {
             (0, 0) => 1.0,
             (0, total) => s.entries_done as f32 / total as f32,
             (total, _) => s.bytes_done as f32 / total as f32,
         };
         let line = progress_line(&s, elapsed);
-        let label = ui.label("Run progress");
+        let label = ui.label(name);
         ui.add(ProgressBar::new(fraction.clamp(0.0, 1.0)).show_percentage())
             .labelled_by(label.id);
         ui.label(line);

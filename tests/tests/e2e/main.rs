@@ -8,6 +8,7 @@ mod faults;
 mod hostile;
 mod limits;
 mod local_store;
+mod newuser_status;
 mod promises;
 mod ratelimit;
 mod restore;
