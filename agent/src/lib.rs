@@ -6,6 +6,7 @@
 //!
 //! ## Layout
 //!
+//! - [`chain`]: an error and its causes on one line, each cause once.
 //! - [`identity`]: this node's key pair, certificate and device id.
 //! - [`tls`]: rustls configurations that pin device ids instead of using a CA.
 //! - [`transport`]: QUIC endpoints and the transport tuning.
@@ -33,6 +34,7 @@
 //! - [`summary`]: the run summary and progress counters.
 //! - [`status`]: live status of a sender or receiver, for displays.
 
+pub mod chain;
 pub mod chunk;
 pub mod compress;
 pub mod config;

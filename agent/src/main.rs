@@ -12,7 +12,7 @@ use ferry_agent::identity::Identity;
 use ferry_agent::receiver::Receiver;
 use ferry_agent::sender;
 use ferry_agent::status::SenderStatus;
-use ferry_agent::summary::terminal_display;
+use ferry_agent::summary::{problem_lines, terminal_display};
 use tokio_util::sync::CancellationToken;
 
 /// Ferry: periodic, versioned, peer-to-peer file backup over QUIC.
@@ -260,7 +260,7 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli.command, verbosity)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("ferry: error: {e:#}");
+            eprintln!("ferry: error: {}", ferry_agent::chain::chain(e.as_ref()));
             ExitCode::from(2)
         }
     }
@@ -303,8 +303,10 @@ async fn run(command: Command, verbosity: Verbosity) -> anyhow::Result<ExitCode>
                 settings,
                 shutdown_on_signal(),
                 status,
-                |result| match result {
-                    Ok(summary) => {
+                // A failed attempt is logged by the sender if it retries,
+                // and printed below if it was the last.
+                |result| {
+                    if let Ok(summary) = result {
                         last_errors = summary.errors;
                         if json {
                             match serde_json::to_string(summary) {
@@ -312,13 +314,14 @@ async fn run(command: Command, verbosity: Verbosity) -> anyhow::Result<ExitCode>
                                 Err(e) => tracing::error!("cannot print the summary: {e}"),
                             }
                         } else {
-                            for p in &summary.problems {
-                                eprintln!("ferry: {}: {}", p.path, p.message);
+                            // One line per reason; -v: one per file.
+                            let all = verbosity.verbose > 0;
+                            for line in problem_lines(&summary.problems, all) {
+                                eprintln!("ferry: {line}");
                             }
                             eprintln!("ferry: {}", summary.line());
                         }
                     }
-                    Err(e) => tracing::warn!("run did not complete: {e}"),
                 },
             )
             .await;

@@ -24,7 +24,7 @@ const HEADER: &str = "# Receivers this sender has met, and the device id each on
 #[derive(Debug, thiserror::Error)]
 pub enum PinError {
     /// The pins file exists but could not be read.
-    #[error("could not read {path}: {source}")]
+    #[error("could not read {path}")]
     Read {
         /// The pins file.
         path: PathBuf,
@@ -33,8 +33,8 @@ pub enum PinError {
     },
     /// The pins file is not valid.
     #[error(
-        "{path} is not a valid list of receivers (lines of \"host:port\" = \"DEVICE-ID\"): \
-         {source}; fix or remove the bad line"
+        "{path} is not a valid list of receivers (lines of \"host:port\" = \"DEVICE-ID\"); \
+         fix or remove the bad line"
     )]
     Parse {
         /// The pins file.
@@ -43,7 +43,7 @@ pub enum PinError {
         source: toml::de::Error,
     },
     /// The pins could not be encoded.
-    #[error("could not encode the receivers for {path}: {source}")]
+    #[error("could not encode the receivers for {path}")]
     Encode {
         /// The pins file.
         path: PathBuf,
@@ -51,7 +51,7 @@ pub enum PinError {
         source: toml::ser::Error,
     },
     /// The pins file could not be written.
-    #[error("could not write {path}: {source}")]
+    #[error("could not write {path}")]
     Write {
         /// The pins file.
         path: PathBuf,
