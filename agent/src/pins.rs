@@ -311,7 +311,8 @@ mod tests {
         fs::write(&file, "\"nas:7878\" = \"not-an-id\"\n")?;
         let err = Pins::load(tmp.path()).err();
         assert!(matches!(err, Some(PinError::Parse { .. })));
-        let msg = err.map(|e| e.to_string()).unwrap_or_default();
+        // The parser's words are the error's source, not its message.
+        let msg = err.map(|e| crate::chain::chain(&e)).unwrap_or_default();
         assert!(msg.contains(&file.display().to_string()), "{msg}");
         assert!(msg.contains("not a Ferry device id"), "{msg}");
         Ok(())
