@@ -59,7 +59,7 @@ pub enum RunError {
     Protocol(#[from] StreamError),
     #[error("connection to the receiver lost")]
     Connection(#[from] quinn::ConnectionError),
-    #[error("connection to the receiver lost during the run: {0}")]
+    #[error("the run was cut off: {0}")]
     Lost(String),
     /// The receiver closed the connection and said why (its disk is full,
     /// it is shutting down): that reason, not the broken stream it caused.

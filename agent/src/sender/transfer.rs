@@ -64,7 +64,7 @@ pub enum EntryError {
     BaseDamaged(String),
     #[error(transparent)]
     Stream(#[from] StreamError),
-    #[error("connection to the receiver lost")]
+    #[error("connection lost")]
     Connection(#[from] quinn::ConnectionError),
     #[error("local copy: {0}")]
     Copy(String),

@@ -277,3 +277,66 @@ async fn files_that_fail_on_a_full_disk_are_one_line_and_the_run_is_not_left_run
     receiver.stop().await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_the_receiver_ends_fails_with_the_receivers_reason_first() -> anyhow::Result<()> {
+    use ferry_agent::chain::chain;
+    use ferry_agent::receiver::Admission;
+    use ferry_agent::status::SenderStatus;
+    use tokio_util::sync::CancellationToken;
+
+    let dir = tempfile::tempdir()?;
+    let sender = TestSender::new(dir.path(), "laptop")?;
+    let receiver = crate::util::TestReceiver::start(dir.path(), 8, {
+        let identity = ferry_agent::identity::Identity::load_or_create(&sender.state)?;
+        Admission {
+            allow: vec![identity.id],
+            pairing_secret: None,
+        }
+    })
+    .await?;
+    tree::write(&sender.source, "big.bin", pseudo_random(4 * MIB, 7))?;
+    // Slow enough that the receiver is stopped in the middle of the run.
+    let config = ferry_agent::config::SenderConfig {
+        limit_rate: Some("256KB/s".into()),
+        ..sender.config(&receiver)
+    };
+    let first = Arc::new(Mutex::new(None::<String>));
+    let run = {
+        let settings = config.settings()?;
+        let first = first.clone();
+        tokio::spawn(ferry_agent::sender::run(
+            settings,
+            CancellationToken::new(),
+            SenderStatus::new(),
+            move |result| {
+                if let (Err(e), Ok(mut first)) = (result, first.lock()) {
+                    first.get_or_insert_with(|| chain(e));
+                }
+            },
+        ))
+    };
+    let store = receiver.store.clone();
+    let running = tokio::task::spawn_blocking(move || {
+        poll_until(Duration::from_secs(30), || {
+            let runs = store.runs(None).ok()?;
+            runs.iter().any(|r| r.status == "running").then_some(())
+        })
+    })
+    .await?;
+    assert!(running.is_some(), "the run never started");
+    let store = receiver.store.clone();
+    receiver.stop().await?;
+    let _ = run.await?;
+    let first = first.lock().map_err(|_| anyhow::anyhow!("lock"))?.clone();
+    let first = first.unwrap_or_default();
+    eprintln!("first failed attempt: {first}");
+    assert!(
+        first.starts_with("the receiver ended the session")
+            || first.starts_with("receiver shutting down"),
+        "the receiver's reason does not lead: {first}"
+    );
+    let runs = store.runs(None)?;
+    assert!(runs.iter().all(|r| r.status != "running"), "{runs:?}");
+    Ok(())
+}
