@@ -125,6 +125,8 @@ async fn a_one_shot_send_where_nothing_listens_gives_up_in_seconds_with_one_line
     let dir = tempfile::tempdir()?;
     let port = free_udp_port()?;
     let args = send_to_nothing(dir.path(), port, &["--once"])?;
+    // Built (if need be) before the clock starts.
+    tokio::task::spawn_blocking(ferry_bin).await?;
     let started = Instant::now();
     let out = ferry(args).await?;
     let took = started.elapsed();
