@@ -24,7 +24,7 @@ pub const DEFAULT_MAX_CLIENTS: usize = 8;
 /// Why a configuration was rejected.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read config file {path}")]
     Read {
         path: PathBuf,
         source: std::io::Error,
@@ -41,7 +41,7 @@ pub enum ConfigError {
         field: &'static str,
         message: String,
     },
-    #[error("cannot read the pairing secret from {path}: {source}")]
+    #[error("cannot read the pairing secret from {path}")]
     Secret {
         path: PathBuf,
         source: std::io::Error,

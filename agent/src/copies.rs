@@ -30,7 +30,7 @@ const TMP_DIR: &str = ".ferry-tmp";
 #[derive(Debug, thiserror::Error)]
 pub enum CopiesError {
     /// The copies directory could not be created or opened.
-    #[error("cannot use {} as the keep-copies directory: {source}; check the --keep-copies path and its permissions", path.display())]
+    #[error("cannot use {} as the keep-copies directory; check the --keep-copies path and its permissions", path.display())]
     Open {
         /// The directory.
         path: PathBuf,
@@ -38,7 +38,7 @@ pub enum CopiesError {
         source: io::Error,
     },
     /// A filesystem operation on one copy failed.
-    #[error("keep-copies: cannot {what} {}: {source}", path.display())]
+    #[error("keep-copies: cannot {what} {}", path.display())]
     Io {
         /// What was being done.
         what: &'static str,

@@ -54,21 +54,21 @@ pub struct LocalStore {
 /// Why a question could not be answered.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("{0}")]
+    #[error(transparent)]
     Identity(#[from] IdentityError),
-    #[error("{0}")]
+    #[error(transparent)]
     Pin(#[from] PinError),
-    #[error("{0}")]
+    #[error(transparent)]
     Transport(#[from] TransportError),
-    #[error("{0}")]
+    #[error(transparent)]
     Tls(#[from] TlsError),
     #[error("the receiver is busy; try again in {retry_after:?}")]
     Busy { retry_after: Duration },
     #[error("the receiver refused: {message}")]
     Refused { code: RefuseCode, message: String },
-    #[error("protocol error: {0}")]
+    #[error("the connection to the receiver broke")]
     Protocol(#[from] StreamError),
-    #[error("connection to the receiver lost: {0}")]
+    #[error("connection to the receiver lost")]
     Connection(#[from] quinn::ConnectionError),
     #[error("the receiver could not send version {version}: {message}")]
     Fetch { version: u64, message: String },

@@ -37,7 +37,7 @@ const FILE_MODE: u32 = 0o600;
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
     /// A folder could not be created.
-    #[error("could not create the folder {path}: {source}")]
+    #[error("could not create the folder {path}")]
     CreateDir {
         /// The folder.
         path: PathBuf,
@@ -45,7 +45,7 @@ pub enum IdentityError {
         source: io::Error,
     },
     /// A file could not be read or examined.
-    #[error("could not read {path}: {source}")]
+    #[error("could not read {path}")]
     Read {
         /// The file.
         path: PathBuf,
@@ -53,7 +53,7 @@ pub enum IdentityError {
         source: io::Error,
     },
     /// A file could not be written.
-    #[error("could not write {path}: {source}")]
+    #[error("could not write {path}")]
     Write {
         /// The file.
         path: PathBuf,
@@ -100,7 +100,7 @@ pub enum IdentityError {
         mode: u32,
     },
     /// Key or certificate generation failed.
-    #[error("could not generate a key pair and certificate: {0}")]
+    #[error("could not generate a key pair and certificate")]
     Generate(#[from] rcgen::Error),
     /// Bytes that should be an X.509 certificate are not one.
     #[error("not a well-formed X.509 certificate: {reason}")]

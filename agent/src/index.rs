@@ -100,7 +100,7 @@ pub struct IndexEntry {
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
     /// The directory for the index could not be created.
-    #[error("cannot create the directory for the index {}: {source}", path.display())]
+    #[error("cannot create the directory for the index {}", path.display())]
     CreateDir {
         /// The index file.
         path: PathBuf,
@@ -108,7 +108,7 @@ pub enum IndexError {
         source: std::io::Error,
     },
     /// The file exists but is not a usable SQLite database.
-    #[error("the index {} is corrupt or not a Ferry index ({source}); move it aside to rebuild it (the next run re-checks every file)", path.display())]
+    #[error("the index {} is corrupt or not a Ferry index; move it aside to rebuild it (the next run re-checks every file)", path.display())]
     Corrupt {
         /// The index file.
         path: PathBuf,
@@ -130,7 +130,7 @@ pub enum IndexError {
         found: i64,
     },
     /// A database operation failed.
-    #[error("index {}: {what} failed: {source}", path.display())]
+    #[error("index {}: {what} failed", path.display())]
     Sql {
         /// The index file.
         path: PathBuf,

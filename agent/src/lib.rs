@@ -6,6 +6,7 @@
 //!
 //! ## Layout
 //!
+//! - [`chain`]: an error and its causes on one line, each cause once.
 //! - [`identity`]: this node's key pair, certificate and device id.
 //! - [`tls`]: rustls configurations that pin device ids instead of using a CA.
 //! - [`transport`]: QUIC endpoints and the transport tuning.
@@ -35,6 +36,7 @@
 //! - [`terminal`]: stderr of the `ferry` binary: the progress bar, and logs
 //!   and summaries printed around it.
 
+pub mod chain;
 pub mod chunk;
 pub mod compress;
 pub mod config;

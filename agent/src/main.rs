@@ -13,6 +13,7 @@ use ferry_agent::identity::Identity;
 use ferry_agent::receiver::Receiver;
 use ferry_agent::sender;
 use ferry_agent::status::SenderStatus;
+use ferry_agent::summary::problem_lines;
 use ferry_agent::terminal::Terminal;
 use tokio_util::sync::CancellationToken;
 
@@ -311,7 +312,7 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli.command, verbosity, terminal)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("ferry: error: {e:#}");
+            eprintln!("ferry: error: {}", ferry_agent::chain::chain(e.as_ref()));
             ExitCode::from(2)
         }
     }
@@ -358,8 +359,10 @@ async fn run(
                 settings,
                 shutdown_on_signal(),
                 status,
-                |result| match result {
-                    Ok(summary) => {
+                // A failed attempt is logged by the sender if it retries,
+                // and printed below if it was the last.
+                |result| {
+                    if let Ok(summary) = result {
                         last_errors = summary.errors;
                         if json {
                             match serde_json::to_string(summary) {
@@ -371,13 +374,14 @@ async fn run(
                                 Err(e) => tracing::error!("cannot print the summary: {e}"),
                             }
                         } else {
-                            for p in &summary.problems {
-                                terminal.line(&format!("ferry: {}: {}", p.path, p.message));
+                            // One line per reason; -v: one per file.
+                            let all = verbosity.verbose > 0;
+                            for line in problem_lines(&summary.problems, all) {
+                                terminal.line(&format!("ferry: {line}"));
                             }
                             terminal.summary(&format!("ferry: {}", summary.line()));
                         }
                     }
-                    Err(e) => tracing::warn!("run did not complete: {e}"),
                 },
             )
             .await;

@@ -24,7 +24,7 @@ const HEADER: &str = "# Receivers this sender has met, and the device id each on
 #[derive(Debug, thiserror::Error)]
 pub enum PinError {
     /// The pins file exists but could not be read.
-    #[error("could not read {path}: {source}")]
+    #[error("could not read {path}")]
     Read {
         /// The pins file.
         path: PathBuf,
@@ -33,8 +33,8 @@ pub enum PinError {
     },
     /// The pins file is not valid.
     #[error(
-        "{path} is not a valid list of receivers (lines of \"host:port\" = \"DEVICE-ID\"): \
-         {source}; fix or remove the bad line"
+        "{path} is not a valid list of receivers (lines of \"host:port\" = \"DEVICE-ID\"); \
+         fix or remove the bad line"
     )]
     Parse {
         /// The pins file.
@@ -43,7 +43,7 @@ pub enum PinError {
         source: toml::de::Error,
     },
     /// The pins could not be encoded.
-    #[error("could not encode the receivers for {path}: {source}")]
+    #[error("could not encode the receivers for {path}")]
     Encode {
         /// The pins file.
         path: PathBuf,
@@ -51,7 +51,7 @@ pub enum PinError {
         source: toml::ser::Error,
     },
     /// The pins file could not be written.
-    #[error("could not write {path}: {source}")]
+    #[error("could not write {path}")]
     Write {
         /// The pins file.
         path: PathBuf,
@@ -311,7 +311,8 @@ mod tests {
         fs::write(&file, "\"nas:7878\" = \"not-an-id\"\n")?;
         let err = Pins::load(tmp.path()).err();
         assert!(matches!(err, Some(PinError::Parse { .. })));
-        let msg = err.map(|e| e.to_string()).unwrap_or_default();
+        // The parser's words are the error's source, not its message.
+        let msg = err.map(|e| crate::chain::chain(&e)).unwrap_or_default();
         assert!(msg.contains(&file.display().to_string()), "{msg}");
         assert!(msg.contains("not a Ferry device id"), "{msg}");
         Ok(())

@@ -218,7 +218,7 @@ impl Receiver {
     pub fn local_addr(&self) -> Result<SocketAddr, ReceiverError> {
         self.endpoint
             .local_addr()
-            .map_err(|e| ReceiverError::Runtime(e.to_string()))
+            .map_err(|e| ReceiverError::Runtime(crate::chain::chain(&e)))
     }
 
     /// This receiver's device id.

@@ -90,9 +90,9 @@ enum Done {
 /// Why one remote entry failed.
 #[derive(Debug, thiserror::Error)]
 enum FetchError {
-    #[error("{0}")]
+    #[error(transparent)]
     Entry(#[from] EntryError),
-    #[error("{0}")]
+    #[error(transparent)]
     Client(#[from] ClientError),
     #[error("the receiver's hash of the content differs from the catalog's; it was discarded")]
     ServerHash,
@@ -105,7 +105,7 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, FetchError> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| FetchError::Internal(e.to_string()))?
+        .map_err(|e| FetchError::Internal(crate::chain::chain(&e)))?
         .map_err(FetchError::from)
 }
 
@@ -160,7 +160,7 @@ pub async fn restore_remote(
         let path = v.path.clone();
         match blocking(move || d.dir(&v.path, v.mode, v.mtime_ns)).await {
             Ok(()) => summary.dirs += 1,
-            Err(e) => summary.problem(path.to_string(), e.to_string()),
+            Err(e) => summary.problem(path.to_string(), crate::chain::chain(&e)),
         }
         progress.entry_done();
     }
@@ -191,14 +191,14 @@ pub async fn restore_remote(
             }
             Ok((_, Ok(Done::Link))) => summary.links += 1,
             Ok((path, Ok(Done::Skipped))) => summary.skipped.push(path),
-            Ok((path, Err(e))) => summary.problem(path, e.to_string()),
-            Err(e) => summary.problem("?", format!("internal error: {e}")),
+            Ok((path, Err(e))) => summary.problem(path, crate::chain::chain(&e)),
+            Err(e) => summary.problem("?", format!("internal error: {}", crate::chain::Chain(&e))),
         }
     }
     let d = dest.clone();
     if let Ok(errors) = tokio::task::spawn_blocking(move || d.finish_dirs()).await {
         for e in errors {
-            summary.problem("", e.to_string());
+            summary.problem("", crate::chain::chain(&e));
         }
     }
     summary.duration_ms = started.elapsed().as_millis() as u64;

@@ -101,7 +101,7 @@ impl Scan {
 #[derive(Debug, thiserror::Error)]
 pub enum ScanError {
     /// The root cannot be examined (missing, no permission, ...).
-    #[error("cannot scan source directory {}: {source}; check that it exists and is readable", root.display())]
+    #[error("cannot scan source directory {}; check that it exists and is readable", root.display())]
     Root {
         /// The root given.
         root: PathBuf,

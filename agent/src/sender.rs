@@ -39,15 +39,15 @@ use schedule::{Outcome, Schedule};
 /// Why a run did not complete.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    #[error("{0}")]
+    #[error(transparent)]
     Scan(#[from] ScanError),
-    #[error("{0}")]
+    #[error(transparent)]
     Index(#[from] IndexError),
-    #[error("{0}")]
+    #[error(transparent)]
     Transport(#[from] TransportError),
-    #[error("{0}")]
+    #[error(transparent)]
     Tls(#[from] TlsError),
-    #[error("{0}")]
+    #[error(transparent)]
     Pin(#[from] PinError),
     #[error("the receiver is busy (all its client slots are in use); retrying in {retry_after:?}")]
     Busy { retry_after: Duration },
@@ -55,13 +55,17 @@ pub enum RunError {
     Refused { code: RefuseCode, message: String },
     #[error("the receiver's identity is not the one expected: {0}")]
     WrongReceiver(String),
-    #[error("protocol error: {0}")]
+    #[error("the connection to the receiver broke")]
     Protocol(#[from] StreamError),
-    #[error("connection to the receiver lost: {0}")]
+    #[error("connection to the receiver lost")]
     Connection(#[from] quinn::ConnectionError),
-    #[error("connection to the receiver lost during the run: {0}")]
+    #[error("the run was cut off: {0}")]
     Lost(String),
+    /// The receiver closed the connection and said why (its disk is full,
+    /// it is shutting down): that reason, not the broken stream it caused.
     #[error("{0}")]
+    ReceiverEnded(String),
+    #[error(transparent)]
     MassDelete(#[from] guard::MassDelete),
     #[error("stopped")]
     Stopped,
@@ -70,6 +74,14 @@ pub enum RunError {
 }
 
 impl RunError {
+    /// True if the receiver's address did not answer at all.
+    pub fn is_no_answer(&self) -> bool {
+        matches!(
+            self,
+            RunError::Transport(TransportError::HandshakeTimeout { .. })
+        )
+    }
+
     /// How the scheduler should treat this failure.
     pub fn outcome(&self) -> Option<Outcome> {
         match self {
@@ -79,6 +91,7 @@ impl RunError {
             RunError::Transport(_)
             | RunError::Connection(_)
             | RunError::Lost(_)
+            | RunError::ReceiverEnded(_)
             | RunError::Protocol(_) => Some(Outcome::Unreachable),
             RunError::Refused { code, .. } if !run::is_permanent(*code) => {
                 Some(Outcome::Unreachable)
@@ -96,17 +109,17 @@ impl RunError {
 /// Why a sender could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum SenderError {
-    #[error("{0}")]
+    #[error(transparent)]
     Identity(#[from] IdentityError),
-    #[error("{0}")]
+    #[error(transparent)]
     Pins(#[from] PinError),
-    #[error("{0}")]
+    #[error(transparent)]
     Copies(#[from] CopiesError),
-    #[error("embedded receiver: {0}")]
+    #[error("could not start the embedded receiver")]
     Embedded(#[from] ReceiverError),
-    #[error("embedded receiver: {0}")]
+    #[error("could not open the local store")]
     Store(#[from] crate::store::StoreError),
-    #[error("{0}")]
+    #[error(transparent)]
     Run(#[from] RunError),
 }
 
@@ -192,7 +205,7 @@ pub async fn run(
         let store_dir = store.clone();
         let store = tokio::task::spawn_blocking(move || Store::open(&store_dir))
             .await
-            .map_err(|e| RunError::Internal(e.to_string()))??;
+            .map_err(|e| RunError::Internal(crate::chain::chain(&e)))??;
         let receiver_identity = Identity::load_or_create(&store.root().join(".ferry"))?;
         let admission = Admission {
             allow: vec![identity.id],
@@ -241,9 +254,6 @@ pub async fn run(
     result
 }
 
-/// One-shot senders retry a busy or unreachable receiver this many times.
-const ONCE_ATTEMPTS: u32 = 4;
-
 async fn schedule_loop(
     ctx: &SenderContext,
     shutdown: &CancellationToken,
@@ -272,26 +282,26 @@ async fn schedule_loop(
                 None => return finish(ctx, result),
             },
         };
-        if let Err(e) = &result {
-            tracing::warn!("run failed: {e}");
-        }
-        let give_up = match (&result, every) {
-            (Ok(_), None) => true,
-            (Err(_), None) => {
-                matches!(outcome, Outcome::Refused) || schedule.failures() + 1 >= ONCE_ATTEMPTS
-            }
-            (_, Some(_)) => false,
-        };
+        let give_up = every.is_none()
+            && schedule::once_gives_up(
+                outcome,
+                schedule.failures(),
+                result.as_ref().is_err_and(RunError::is_no_answer),
+            );
         if give_up {
+            // The caller reports the last result: nothing is logged here,
+            // so that a failure is told once.
             return finish(ctx, result);
         }
         let delay = schedule.next(outcome, every, schedule::clock_jitter());
-        tracing::info!(
-            "next run in {}",
-            humantime::format_duration(Duration::from_secs(delay.as_secs().max(1)))
-        );
+        let next = humantime::format_duration(Duration::from_secs(delay.as_secs().max(1)));
+        match &result {
+            // One line per failed attempt, with when the next one starts.
+            Err(e) => tracing::warn!("run failed: {}; retrying in {next}", crate::chain::Chain(e)),
+            Ok(_) => tracing::info!("next run in {next}"),
+        }
         ctx.status.set_phase(SenderPhase::after_run(
-            result.as_ref().err().map(ToString::to_string),
+            result.as_ref().err().map(|e| crate::chain::chain(e)),
             SystemTime::now() + delay,
         ));
         tokio::select! {

@@ -11,11 +11,11 @@ use crate::ratelimit::RateLimiter;
 /// Why a message could not be sent or received.
 #[derive(Debug, thiserror::Error)]
 pub enum StreamError {
-    #[error("{0}")]
+    #[error(transparent)]
     Frame(#[from] FrameError),
-    #[error("could not send: {0}")]
+    #[error("could not send")]
     Write(#[from] quinn::WriteError),
-    #[error("could not receive: {0}")]
+    #[error("could not receive")]
     Read(#[from] quinn::ReadError),
     #[error("the peer closed the stream before the expected message")]
     Closed,

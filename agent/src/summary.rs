@@ -65,6 +65,76 @@ impl RunSummary {
     }
 }
 
+/// Examples named in a grouped problem line.
+const PROBLEM_EXAMPLES: usize = 3;
+
+/// The problems of a run for people: with `all`, one line per entry
+/// (`path: why`); otherwise one line per reason, with how many entries it
+/// hit and a few of their paths, most frequent reason first:
+/// `2655 files not sent: the receiver's disk is full at …; … (a, b, c and
+/// 2652 more)`. Paths inside a reason (the receiver's own paths, say) are
+/// shown as `…` so that one reason is one line.
+pub fn problem_lines(problems: &[Problem], all: bool) -> Vec<String> {
+    if all {
+        return problems
+            .iter()
+            .map(|p| match p.path.is_empty() {
+                true => p.message.clone(),
+                false => format!("{}: {}", p.path, p.message),
+            })
+            .collect();
+    }
+    let mut groups: Vec<(String, Vec<&str>)> = Vec::new();
+    for p in problems {
+        let reason = without_paths(&p.message);
+        match groups.iter_mut().find(|(r, _)| *r == reason) {
+            Some((_, paths)) => paths.push(&p.path),
+            None => groups.push((reason, vec![&p.path])),
+        }
+    }
+    // Stable: equally frequent reasons keep the order they first came in.
+    groups.sort_by_key(|g| std::cmp::Reverse(g.1.len()));
+    groups
+        .into_iter()
+        .map(|(reason, paths)| {
+            let n = paths.len();
+            let noun = if n == 1 { "file" } else { "files" };
+            let shown: Vec<&str> = paths
+                .iter()
+                .copied()
+                .filter(|p| !p.is_empty())
+                .take(PROBLEM_EXAMPLES)
+                .collect();
+            let more = n - shown.len();
+            let examples = match (shown.is_empty(), more) {
+                (true, _) => String::new(),
+                (false, 0) => format!(" ({})", shown.join(", ")),
+                (false, more) => format!(" ({} and {more} more)", shown.join(", ")),
+            };
+            match reason.strip_prefix("not ") {
+                // "not deleted on the receiver: ...".
+                Some(_) => format!("{n} {noun} {reason}{examples}"),
+                None => format!("{n} {noun} not sent: {reason}{examples}"),
+            }
+        })
+        .collect()
+}
+
+/// `message` with each word that is a path (holds a `/`) replaced by `…`.
+fn without_paths(message: &str) -> String {
+    message
+        .split(' ')
+        .map(|word| {
+            let bare = word.trim_end_matches([';', ',', ':', ')', '.']);
+            match bare.contains('/') && !bare.contains("//") {
+                true => format!("…{}", &word[bare.len()..]),
+                false => word.to_string(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// `1536` → `1.5 KiB`.
 pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -154,5 +224,30 @@ mod tests {
             assert!(v.get(key).is_some(), "{key} missing");
         }
         assert_eq!(v["errors"], 1);
+    }
+
+    #[test]
+    fn problems_of_one_reason_are_one_line_with_a_few_examples() {
+        let mut summary = RunSummary::default();
+        for i in 0..2655 {
+            summary.problem(
+                format!("a/{i}"),
+                format!("the receiver did not store it: the receiver's disk is full at /st/.ferry/staging/{i}; free space and the sender will retry"),
+            );
+        }
+        summary.problem("b", "cannot read: Permission denied (os error 13)");
+        summary.problem("c", "not deleted on the receiver: busy");
+        let lines = problem_lines(&summary.problems, false);
+        assert_eq!(
+            lines,
+            [
+                "2655 files not sent: the receiver did not store it: the receiver's disk is full at …; free space and the sender will retry (a/0, a/1, a/2 and 2652 more)",
+                "1 file not sent: cannot read: Permission denied (os error 13) (b)",
+                "1 file not deleted on the receiver: busy (c)",
+            ]
+        );
+        let all = problem_lines(&summary.problems, true);
+        assert_eq!(all.len(), 2657);
+        assert_eq!(all[2656], "c: not deleted on the receiver: busy");
     }
 }

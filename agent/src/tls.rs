@@ -23,10 +23,10 @@ use crate::transport::transport_config;
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     /// rustls refused the configuration (for example, an unusable key).
-    #[error("could not set up TLS with this machine's identity: {0}")]
+    #[error("could not set up TLS with this machine's identity")]
     Config(#[from] rustls::Error),
     /// quinn found no QUIC-compatible cipher suite in the configuration.
-    #[error("could not set up QUIC's TLS: {0}")]
+    #[error("could not set up QUIC's TLS")]
     Quic(#[from] NoInitialCipherSuite),
     /// The peer presented no certificate (cannot happen after a handshake
     /// with these configurations, but the type allows it).
@@ -36,7 +36,7 @@ pub enum TlsError {
         peer: std::net::SocketAddr,
     },
     /// The peer's certificate could not be read.
-    #[error("the peer at {peer} presented an unusable certificate: {source}")]
+    #[error("the peer at {peer} presented an unusable certificate")]
     BadPeerCertificate {
         /// The peer's address.
         peer: std::net::SocketAddr,

@@ -56,7 +56,7 @@ pub enum TransportError {
     #[error(transparent)]
     Tls(#[from] TlsError),
     /// The receiver could not listen on its address.
-    #[error("could not listen on {addr}: {source} (is another receiver running on this port?)")]
+    #[error("could not listen on {addr} (is another receiver running on this port?)")]
     Listen {
         /// The address.
         addr: SocketAddr,
@@ -64,7 +64,7 @@ pub enum TransportError {
         source: io::Error,
     },
     /// The sender could not open a local UDP socket.
-    #[error("could not open a local UDP socket on {addr} to reach {remote}: {source}")]
+    #[error("could not open a local UDP socket on {addr} to reach {remote}")]
     ClientSocket {
         /// The local address.
         addr: SocketAddr,
@@ -74,7 +74,7 @@ pub enum TransportError {
         source: io::Error,
     },
     /// A connection attempt could not even start (bad local setup).
-    #[error("could not reach the receiver at {addr}: {source}")]
+    #[error("could not reach the receiver at {addr}")]
     Start {
         /// The receiver.
         addr: SocketAddr,
@@ -82,7 +82,7 @@ pub enum TransportError {
         source: quinn::ConnectError,
     },
     /// The handshake failed.
-    #[error("could not reach the receiver at {addr}: {source}")]
+    #[error("could not reach the receiver at {addr}")]
     Handshake {
         /// The receiver.
         addr: SocketAddr,
@@ -100,7 +100,7 @@ pub enum TransportError {
         addr: SocketAddr,
     },
     /// A host name could not be resolved.
-    #[error("could not resolve the host {host:?}: {source}")]
+    #[error("could not resolve the host {host:?}")]
     Resolve {
         /// The host as given.
         host: String,

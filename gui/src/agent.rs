@@ -174,7 +174,7 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, String> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| format!("internal error: {e}"))?
+        .map_err(|e| format!("internal error: {}", ferry_agent::chain::Chain(&e)))?
 }
 
 async fn receiver_task(
@@ -199,16 +199,25 @@ async fn serve_receiver(
     tx: &mpsc::Sender<Event>,
     notify: &Notify,
 ) -> Result<(), String> {
-    let settings = blocking(move || config.settings().map_err(|e| e.to_string())).await?;
+    let settings =
+        blocking(move || config.settings().map_err(|e| ferry_agent::chain::chain(&e))).await?;
     // `bind` opens the store (blocking) and needs the runtime: blocking
     // threads run inside it.
     let receiver = blocking(move || {
-        Receiver::bind(&settings).map_err(|e| format!("the receiver could not start: {e}"))
+        Receiver::bind(&settings).map_err(|e| {
+            format!(
+                "the receiver could not start: {}",
+                ferry_agent::chain::Chain(&e)
+            )
+        })
     })
     .await?;
-    let addr = receiver
-        .local_addr()
-        .map_err(|e| format!("the receiver could not start: {e}"))?;
+    let addr = receiver.local_addr().map_err(|e| {
+        format!(
+            "the receiver could not start: {}",
+            ferry_agent::chain::Chain(&e)
+        )
+    })?;
     let store = receiver.store();
     send(
         tx,
@@ -225,14 +234,17 @@ async fn serve_receiver(
         tokio::select! {
             _ = token.cancelled() => break,
             ended = &mut serve => {
-                return ended.map_err(|e| format!("the receiver stopped unexpectedly: {e}"));
+                return ended.map_err(|e| format!("the receiver stopped unexpectedly: {}", ferry_agent::chain::Chain(&e)));
             }
             _ = tick.tick() => send(tx, notify, Event::ReceiverRuns(recent_runs(&store).await)),
         }
     }
-    serve
-        .await
-        .map_err(|e| format!("the receiver did not stop cleanly: {e}"))
+    serve.await.map_err(|e| {
+        format!(
+            "the receiver did not stop cleanly: {}",
+            ferry_agent::chain::Chain(&e)
+        )
+    })
 }
 
 async fn recent_runs(store: &Arc<Store>) -> Vec<RunRecord> {
@@ -244,7 +256,7 @@ async fn recent_runs(store: &Arc<Store>) -> Vec<RunRecord> {
                 runs.truncate(RECENT_RUNS);
                 runs
             })
-            .map_err(|e| e.to_string())
+            .map_err(|e| ferry_agent::chain::chain(&e))
     })
     .await
     .unwrap_or_default()
@@ -274,7 +286,8 @@ async fn run_sender(
     tx: &mpsc::Sender<Event>,
     notify: &Notify,
 ) -> Result<(), String> {
-    let settings = blocking(move || config.settings().map_err(|e| e.to_string())).await?;
+    let settings =
+        blocking(move || config.settings().map_err(|e| ferry_agent::chain::chain(&e))).await?;
     let for_history = settings.clone();
     let past = blocking(move || Ok(past_runs(&for_history))).await?;
     send(tx, notify, Event::PastRuns(past));
@@ -288,7 +301,7 @@ async fn run_sender(
             finished: SystemTime::now(),
             outcome: match result {
                 Ok(summary) => Ok(summary.clone()),
-                Err(e) => Err(e.to_string()),
+                Err(e) => Err(ferry_agent::chain::chain(&e)),
             },
         };
         send(&run_tx, &run_notify, Event::RunFinished(row));
@@ -296,7 +309,7 @@ async fn run_sender(
     match ferry_agent::sender::run(settings, token, status, on_run).await {
         Ok(_) => Ok(()),
         Err(ferry_agent::sender::SenderError::Run(RunError::Stopped)) => Ok(()),
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(ferry_agent::chain::chain(&e)),
     }
 }
 
@@ -328,7 +341,10 @@ pub fn past_runs(settings: &SenderSettings) -> Vec<HistoryRow> {
     match Index::open(&path, &target).and_then(|index| index.runs()) {
         Ok(rows) => rows.iter().map(history_row).collect(),
         Err(e) => {
-            tracing::warn!("cannot read the sender's run history: {e}");
+            tracing::warn!(
+                "cannot read the sender's run history: {}",
+                ferry_agent::chain::Chain(&e)
+            );
             Vec::new()
         }
     }

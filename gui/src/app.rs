@@ -77,7 +77,10 @@ impl LauncherApp {
     pub fn new(config_dir: PathBuf, runtime: Handle) -> LauncherApp {
         let (settings, error) = match LauncherSettings::load(&config_dir) {
             Ok(s) => (s, None),
-            Err(e) => (LauncherSettings::default(), Some(e.to_string())),
+            Err(e) => (
+                LauncherSettings::default(),
+                Some(ferry_agent::chain::chain(&e)),
+            ),
         };
         let config_file = [Role::Receiver, Role::Sender]
             .into_iter()
@@ -149,7 +152,7 @@ impl LauncherApp {
         let secret = match self.settings.write_secret(&self.config_dir, role) {
             Ok(s) => s,
             Err(e) => {
-                self.error = Some(e.to_string());
+                self.error = Some(ferry_agent::chain::chain(&e));
                 return;
             }
         };
@@ -238,7 +241,7 @@ impl LauncherApp {
                 self.saved = self.settings.clone();
                 self.changed_at = None;
             }
-            Err(e) => self.error = Some(e.to_string()),
+            Err(e) => self.error = Some(ferry_agent::chain::chain(&e)),
         }
     }
 
@@ -249,7 +252,7 @@ impl LauncherApp {
         let secret = self
             .settings
             .write_secret(&self.config_dir, role)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| ferry_agent::chain::chain(&e))?;
         let invalid = |v: Validation| v.reason().unwrap_or_default();
         let (text, command) = match role {
             Role::Receiver => {
@@ -261,7 +264,12 @@ impl LauncherApp {
                 (toml::to_string_pretty(&config), "ferry send")
             }
         };
-        let text = text.map_err(|e| format!("cannot encode the config: {e}"))?;
+        let text = text.map_err(|e| {
+            format!(
+                "cannot encode the config: {}",
+                ferry_agent::chain::Chain(&e)
+            )
+        })?;
         let header = format!(
             "# Written by ferry-gui. Run headless with: {command} --config {}\n\n",
             path.display()
@@ -320,7 +328,7 @@ impl LauncherApp {
             .or_insert_with(|| {
                 Identity::load_or_create(&state)
                     .map(|i| i.id)
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| ferry_agent::chain::chain(&e))
             })
             .clone()
     }

@@ -44,27 +44,27 @@ pub struct LauncherSettings {
 /// Why the settings could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
-    #[error("cannot create the launcher's config directory {path}: {source}")]
+    #[error("cannot create the launcher's config directory {path}")]
     CreateDir {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Read {
         path: PathBuf,
         source: std::io::Error,
     },
     #[error("{path} is not valid launcher settings ({message}); fix or delete it")]
     Parse { path: PathBuf, message: String },
-    #[error("cannot write {path}: {source}")]
+    #[error("cannot write {path}")]
     Write {
         path: PathBuf,
         source: std::io::Error,
     },
     #[error("cannot encode the settings: {0}")]
     Encode(String),
-    #[error("cannot generate a secret: reading /dev/urandom failed: {0}")]
-    Random(std::io::Error),
+    #[error("cannot generate a secret: reading /dev/urandom failed")]
+    Random(#[source] std::io::Error),
 }
 
 /// `$XDG_CONFIG_HOME/ferry`, else `~/.config/ferry`, else `./.ferry-config`.

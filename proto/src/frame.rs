@@ -13,7 +13,7 @@ pub const MAX_FRAME: usize = crate::MAX_DATA + 64 * 1024;
 pub enum FrameError {
     #[error("frame of {len} bytes exceeds the limit of {max} bytes")]
     TooLarge { len: usize, max: usize },
-    #[error("malformed message: {0}")]
+    #[error("malformed message")]
     Malformed(#[from] postcard::Error),
     #[error("malformed message: {extra} bytes left over after the message")]
     TrailingBytes { extra: usize },
@@ -21,7 +21,7 @@ pub enum FrameError {
     NonCanonical { len: usize, canonical: usize },
     #[error("stream ended inside a frame")]
     Truncated,
-    #[error("i/o error on the stream: {0}")]
+    #[error("i/o error on the stream")]
     Io(#[from] std::io::Error),
 }
 

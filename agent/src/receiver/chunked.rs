@@ -63,7 +63,7 @@ impl ChunkedFile {
             Some(b) => match store.base(&ns, b) {
                 Ok(found) => found,
                 Err(e) => {
-                    tracing::warn!(path = %entry.path, base = %b.path, "base not usable: {e}");
+                    tracing::warn!(path = %entry.path, base = %b.path, "base not usable: {}", crate::chain::Chain(&e));
                     None
                 }
             },
@@ -203,7 +203,7 @@ impl ChunkedFile {
                 self.staged.keep();
             }
             Err(e) => {
-                tracing::warn!(path = %path, "could not keep an interrupted transfer: {e}");
+                tracing::warn!(path = %path, "could not keep an interrupted transfer: {}", crate::chain::Chain(&e));
                 let _ = self.store.forget_partial(&self.ns, &self.staged);
             }
         }

@@ -43,8 +43,10 @@ pub(crate) async fn run(
                 "pruned old versions"
             ),
             Ok(Ok(_)) => tracing::debug!("retention: nothing to prune"),
-            Ok(Err(e)) => tracing::warn!("{e}; retrying at the next pruning"),
-            Err(e) => tracing::warn!("pruning stopped unexpectedly: {e}"),
+            Ok(Err(e)) => {
+                tracing::warn!("{}; retrying at the next pruning", crate::chain::Chain(&e))
+            }
+            Err(e) => tracing::warn!("pruning stopped unexpectedly: {}", crate::chain::Chain(&e)),
         }
         let s = store.clone();
         match tokio::task::spawn_blocking(move || s.expire_partials(PARTIAL_GRACE)).await {
@@ -53,8 +55,13 @@ pub(crate) async fn run(
                 transfers = n,
                 "removed interrupted transfers no sender resumed within a day"
             ),
-            Ok(Err(e)) => tracing::warn!("{e}; retrying at the next pruning"),
-            Err(e) => tracing::warn!("expiring interrupted transfers stopped unexpectedly: {e}"),
+            Ok(Err(e)) => {
+                tracing::warn!("{}; retrying at the next pruning", crate::chain::Chain(&e))
+            }
+            Err(e) => tracing::warn!(
+                "expiring interrupted transfers stopped unexpectedly: {}",
+                crate::chain::Chain(&e)
+            ),
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,

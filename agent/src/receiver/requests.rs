@@ -42,9 +42,23 @@ pub(super) async fn serve(
     let sender = match found {
         Ok(Ok(sender)) => sender,
         Ok(Err(e)) => {
-            return refuse(conn, &mut control, RefuseCode::BadRequest, e.to_string()).await
+            return refuse(
+                conn,
+                &mut control,
+                RefuseCode::BadRequest,
+                crate::chain::chain(&e),
+            )
+            .await
         }
-        Err(e) => return refuse(conn, &mut control, RefuseCode::BadRequest, e.to_string()).await,
+        Err(e) => {
+            return refuse(
+                conn,
+                &mut control,
+                RefuseCode::BadRequest,
+                crate::chain::chain(&e),
+            )
+            .await
+        }
     };
     let Some(sender) = sender else {
         let message = format!("device {peer} is not known to this receiver: run `ferry send` (with the pairing secret) once before asking for history or a restore");
@@ -100,7 +114,7 @@ pub(super) async fn serve(
             conn.close(quinn::VarInt::from_u32(CLOSE_DONE), b"done");
         }
         Err(e) => {
-            tracing::debug!(peer = %peer, "read-only session ended: {e}");
+            tracing::debug!(peer = %peer, "read-only session ended: {}", crate::chain::Chain(&e));
             conn.close(quinn::VarInt::from_u32(CLOSE_DONE), b"session ended");
         }
     }
@@ -131,7 +145,7 @@ pub(crate) struct Ctx {
 /// Why answering a request failed on the receiver's side.
 #[derive(Debug, thiserror::Error)]
 enum AnswerError {
-    #[error("{0}")]
+    #[error(transparent)]
     Stream(#[from] StreamError),
     #[error("internal error: {0}")]
     Internal(String),
@@ -142,7 +156,7 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, AnswerError> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| AnswerError::Internal(e.to_string()))
+        .map_err(|e| AnswerError::Internal(crate::chain::chain(&e)))
 }
 
 /// Answers requests until the client finishes the control stream.
@@ -240,15 +254,21 @@ pub(crate) enum Answer {
 pub(crate) fn answer(ctx: &Ctx, request: Request) -> Result<Answer, String> {
     let store = &ctx.store;
     let ns = &ctx.ns;
-    let starts = store.run_starts(ns.sender_id).map_err(|e| e.to_string())?;
+    let starts = store
+        .run_starts(ns.sender_id)
+        .map_err(|e| crate::chain::chain(&e))?;
     let info = |v: VersionRecord| version_info(v, &starts);
     match request {
         Request::Runs => {
-            let runs = store.runs(Some(ns.sender_id)).map_err(|e| e.to_string())?;
+            let runs = store
+                .runs(Some(ns.sender_id))
+                .map_err(|e| crate::chain::chain(&e))?;
             Ok(Answer::Runs(runs.into_iter().map(run_info).collect()))
         }
         Request::Versions { path } => {
-            let versions = store.versions(ns, &path).map_err(|e| e.to_string())?;
+            let versions = store
+                .versions(ns, &path)
+                .map_err(|e| crate::chain::chain(&e))?;
             Ok(Answer::Versions(
                 None,
                 versions.into_iter().filter_map(info).collect(),
@@ -258,7 +278,7 @@ pub(crate) fn answer(ctx: &Ctx, request: Request) -> Result<Answer, String> {
         Request::Tree { at, under } => {
             let tree = store
                 .tree_report(ns, at, &under)
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| crate::chain::chain(&e))?;
             Ok(Answer::Versions(
                 tree.run,
                 tree.entries.into_iter().filter_map(info).collect(),
@@ -347,12 +367,12 @@ async fn serve_fetch(channel: &mut Channel, ctx: &Arc<Ctx>) -> Result<(), Failur
                 format!("expected Fetch, got {got}"),
             ));
         }
-        Err(e) => return Err(fail(FailCode::BadRequest, e.to_string())),
+        Err(e) => return Err(fail(FailCode::BadRequest, crate::chain::chain(&e))),
     };
     let c = ctx.clone();
     let opened = blocking(move || open_version(&c, version))
         .await
-        .map_err(|e| fail(FailCode::Io, e.to_string()))?;
+        .map_err(|e| fail(FailCode::Io, crate::chain::chain(&e)))?;
     let mut reader = VersionReader::new(version, opened?);
     loop {
         let (back, chunk) = blocking(move || {
@@ -360,21 +380,21 @@ async fn serve_fetch(channel: &mut Channel, ctx: &Arc<Ctx>) -> Result<(), Failur
             (reader, chunk)
         })
         .await
-        .map_err(|e| fail(FailCode::Io, e.to_string()))?;
+        .map_err(|e| fail(FailCode::Io, crate::chain::chain(&e)))?;
         reader = back;
         let Some(chunk) = chunk? else { break };
         channel
             .send
             .send_data(&chunk)
             .await
-            .map_err(|e| fail(FailCode::Io, e.to_string()))?;
+            .map_err(|e| fail(FailCode::Io, crate::chain::chain(&e)))?;
     }
     let hash = reader.hash();
     channel
         .send
         .send(&Message::End { hash })
         .await
-        .map_err(|e| fail(FailCode::Io, e.to_string()))
+        .map_err(|e| fail(FailCode::Io, crate::chain::chain(&e)))
 }
 
 /// The bytes of one stored version, read in pieces of at most [`MAX_DATA`]
@@ -403,7 +423,11 @@ impl VersionReader {
         let n = read_full(&mut self.file, &mut buf).map_err(|e| {
             fail(
                 FailCode::Io,
-                format!("reading version {}: {e}", self.version),
+                format!(
+                    "reading version {}: {}",
+                    self.version,
+                    crate::chain::Chain(&e)
+                ),
             )
         })?;
         if n == 0 {
@@ -425,7 +449,7 @@ pub(crate) fn open_version(ctx: &Ctx, version: u64) -> Result<File, Failure> {
     let record = ctx
         .store
         .version_in(&ctx.ns, version)
-        .map_err(|e| fail(FailCode::Io, e.to_string()))?;
+        .map_err(|e| fail(FailCode::Io, crate::chain::chain(&e)))?;
     let Some(record) = record else {
         return Err(fail(
             FailCode::BadRequest,
@@ -457,8 +481,9 @@ pub(crate) fn open_version(ctx: &Ctx, version: u64) -> Result<File, Failure> {
         fail(
             FailCode::Io,
             format!(
-                "the stored bytes of {} (version {version}) cannot be read: {e}",
-                record.path
+                "the stored bytes of {} (version {version}) cannot be read: {}",
+                record.path,
+                crate::chain::Chain(&e)
             ),
         )
     })

@@ -37,13 +37,13 @@ const CLOSE_PROTOCOL: u32 = 3;
 enum SessionError {
     #[error("handshake failed: {0}")]
     Handshake(String),
-    #[error("{0}")]
+    #[error(transparent)]
     Stream(#[from] StreamError),
     #[error("refused: {0}")]
     Refused(String),
-    #[error("store: {0}")]
+    #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("connection lost: {0}")]
+    #[error("connection lost")]
     Lost(#[from] quinn::ConnectionError),
     #[error("receiver shutting down")]
     Shutdown,
@@ -57,7 +57,7 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, SessionError> {
     match tokio::task::spawn_blocking(f).await {
         Ok(result) => result.map_err(SessionError::Store),
-        Err(e) => Err(SessionError::Internal(e.to_string())),
+        Err(e) => Err(SessionError::Internal(crate::chain::chain(&e))),
     }
 }
 
@@ -76,7 +76,7 @@ pub(crate) async fn handle(
     let conn = match tokio::time::timeout_at(deadline, incoming).await {
         Ok(Ok(conn)) => conn,
         Ok(Err(e)) => {
-            tracing::debug!(%remote, "handshake failed: {e}");
+            tracing::debug!(%remote, "handshake failed: {}", crate::chain::Chain(&e));
             return;
         }
         Err(_) => {
@@ -87,7 +87,7 @@ pub(crate) async fn handle(
     let peer = match tls::peer_id(&conn) {
         Ok(peer) => peer,
         Err(e) => {
-            tracing::warn!(%remote, "no usable peer certificate: {e}");
+            tracing::warn!(%remote, "no usable peer certificate: {}", crate::chain::Chain(&e));
             conn.close(quinn::VarInt::from_u32(CLOSE_REFUSED), b"no certificate");
             return;
         }
@@ -107,10 +107,11 @@ pub(crate) async fn handle(
             );
         }
         Err(e) => {
-            tracing::warn!(%remote, peer = %peer, "session ended: {e}");
-            shared
-                .status
-                .set_error(format!("session with {remote} ended: {e}"));
+            tracing::warn!(%remote, peer = %peer, "session ended: {}", crate::chain::Chain(&e));
+            shared.status.set_error(format!(
+                "session with {remote} ended: {}",
+                crate::chain::Chain(&e)
+            ));
             // The reason reaches the sender, whose log then says what went
             // wrong here (a full disk, say) rather than only "closed".
             conn.close(
@@ -123,7 +124,10 @@ pub(crate) async fn handle(
 
 /// A close reason for the sender: the error in words, cut to fit a packet.
 fn close_reason(e: &SessionError) -> String {
-    let mut reason = format!("the receiver ended the session: {e}");
+    let mut reason = format!(
+        "the receiver ended the session: {}",
+        crate::chain::Chain(&e)
+    );
     if reason.len() > MAX_CLOSE_REASON {
         let mut cut = MAX_CLOSE_REASON;
         while !reason.is_char_boundary(cut) {
@@ -183,7 +187,7 @@ async fn session(
             return Err(refuse(conn, &mut control, RefuseCode::BadRequest, message).await);
         }
         Ok(Err(e)) => {
-            let message = format!("bad Hello: {e}");
+            let message = format!("bad Hello: {}", crate::chain::Chain(&e));
             return Err(refuse(conn, &mut control, RefuseCode::BadRequest, message).await);
         }
     };
@@ -193,8 +197,8 @@ async fn session(
         (None, _) => Proof::Absent,
         (Some(_), None) => Proof::NotAccepted,
         (Some(offered), Some(secret)) => {
-            let material =
-                tls::pairing_material(conn).map_err(|e| SessionError::Handshake(e.to_string()))?;
+            let material = tls::pairing_material(conn)
+                .map_err(|e| SessionError::Handshake(crate::chain::chain(&e)))?;
             let expected = ferry_proto::pairing_proof(secret, &material);
             if ferry_proto::proofs_match(offered, &expected) {
                 Proof::Valid
@@ -279,14 +283,28 @@ async fn session(
         tracing::info!(peer = %peer, name = %hello.name, "paired a new sender");
     }
     tracing::info!(remote = %conn.remote_address(), peer = %peer, name = %hello.name, folder = %hello.folder, run = run_id, "sender connected");
-    control
+    let welcomed = control
         .send
         .send(&Message::Welcome(Welcome {
             run_id,
             paired,
             max_streams: MAX_STREAMS_PER_SENDER,
         }))
-        .await?;
+        .await;
+    if let Err(e) = welcomed {
+        // The sender went away before the run started: the run ends here
+        // as failed, not `running` until the receiver restarts.
+        let (store, ns) = (shared.store.clone(), ns.clone());
+        let report = RunReport::default();
+        if let Err(end) = blocking(move || store.finish_run(&ns, run_id, &report, 0, false)).await {
+            tracing::warn!(
+                run = run_id,
+                "could not record the run as failed: {}",
+                crate::chain::Chain(&end)
+            );
+        }
+        return Err(e.into());
+    }
 
     let live = Arc::new(Session {
         peer: peer.to_string(),
@@ -455,7 +473,7 @@ async fn control_loop(
                                 path,
                                 failure: Failure {
                                     code: e.fail_code(),
-                                    message: e.to_string(),
+                                    message: crate::chain::chain(&e),
                                 },
                             });
                         }
@@ -529,7 +547,7 @@ fn failure(code: FailCode, message: impl Into<String>) -> Failure {
 
 fn store_failure(e: SessionError) -> Failure {
     match e {
-        SessionError::Store(e) => failure(e.fail_code(), e.to_string()),
+        SessionError::Store(e) => failure(e.fail_code(), crate::chain::chain(&e)),
         other => failure(FailCode::Io, other.to_string()),
     }
 }
@@ -577,10 +595,10 @@ fn entry_message(received: Received) -> Result<Message, Failure> {
     match received {
         Ok(Some(Message::DataZstd(packed))) => crate::compress::decompress(&packed)
             .map(Message::Data)
-            .map_err(|e| failure(FailCode::BadRequest, e.to_string())),
+            .map_err(|e| failure(FailCode::BadRequest, crate::chain::chain(&e))),
         Ok(Some(message)) => Ok(message),
         Ok(None) | Err(StreamError::Read(_)) => Err(failure(FailCode::Aborted, STREAM_LOST)),
-        Err(e) => Err(failure(FailCode::BadRequest, e.to_string())),
+        Err(e) => Err(failure(FailCode::BadRequest, crate::chain::chain(&e))),
     }
 }
 
@@ -620,7 +638,7 @@ async fn receive_steps(
                             .send
                             .send(&want)
                             .await
-                            .map_err(|e| failure(FailCode::Io, e.to_string()))?;
+                            .map_err(|e| failure(FailCode::Io, crate::chain::chain(&e)))?;
                         let sink = Sink::open(ctx, &entry, size).await?;
                         *content = Some((entry, sink));
                     }
@@ -651,7 +669,7 @@ async fn receive_steps(
                         .send
                         .send(&go)
                         .await
-                        .map_err(|e| failure(FailCode::Io, e.to_string()))?;
+                        .map_err(|e| failure(FailCode::Io, crate::chain::chain(&e)))?;
                 }
             }
             Step::Begin { entry, size } => {
@@ -913,7 +931,7 @@ async fn commit(ctx: &Arc<RunContext>, op: Op) -> Result<(), Failure> {
         .send((op, tx))
         .map_err(|_| failure(FailCode::Io, "the receiver is shutting down this run"))?;
     match rx.await {
-        Ok(result) => result.map_err(|e| failure(e.fail_code(), e.to_string())),
+        Ok(result) => result.map_err(|e| failure(e.fail_code(), crate::chain::chain(&e))),
         Err(_) => Err(failure(
             FailCode::Io,
             "the change was not committed (internal error)",
@@ -940,7 +958,7 @@ fn committer(store: Arc<Store>, ns: Namespace, run: u64, mut rx: mpsc::Unbounded
         let content = batch.iter().any(|(op, _)| matches!(op, Op::File { .. }));
         let started = std::time::Instant::now();
         let flushed = match pending.is_some() || content {
-            true => store.flush().map_err(|e| e.to_string()),
+            true => store.flush().map_err(|e| crate::chain::chain(&e)),
             false => Ok(()),
         };
         if let Some((applied, replies)) = pending.take() {

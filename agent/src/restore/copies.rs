@@ -20,11 +20,9 @@ const COPIES_TMP: &[u8] = b".ferry-tmp";
 /// Why a restore from copies could not run at all.
 #[derive(Debug, thiserror::Error)]
 pub enum CopiesRestoreError {
-    #[error(
-        "cannot read the keep-copies directory {path}: {source}; check the --from-copies path"
-    )]
+    #[error("cannot read the keep-copies directory {path}; check the --from-copies path")]
     Open { path: PathBuf, source: io::Error },
-    #[error("{0}")]
+    #[error(transparent)]
     Destination(#[from] EntryError),
 }
 
@@ -67,7 +65,7 @@ pub fn restore_from_copies(
                     .path()
                     .map(|p| p.display().to_string())
                     .unwrap_or_default();
-                summary.problem(path, e.to_string());
+                summary.problem(path, crate::chain::chain(&e));
                 continue;
             }
         };
@@ -92,11 +90,11 @@ pub fn restore_from_copies(
                 summary.bytes += n;
             }
             Ok(Copied::Skipped) => summary.skipped.push(rel.to_string()),
-            Err(e) => summary.problem(rel.to_string(), e.to_string()),
+            Err(e) => summary.problem(rel.to_string(), crate::chain::chain(&e)),
         }
     }
     for e in dest.finish_dirs() {
-        summary.problem("", e.to_string());
+        summary.problem("", crate::chain::chain(&e));
     }
     summary.duration_ms = started.elapsed().as_millis() as u64;
     Ok(summary)

@@ -23,7 +23,7 @@ use crate::sparse::HoleWriter;
 /// Why one entry could not be restored.
 #[derive(Debug, thiserror::Error)]
 pub enum EntryError {
-    #[error("cannot {action} {path}: {source}")]
+    #[error("cannot {action} {path}")]
     Io {
         action: &'static str,
         path: PathBuf,

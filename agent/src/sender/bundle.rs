@@ -179,14 +179,16 @@ fn frames(
     if !data.is_empty() {
         if data.len() >= MIN_COMPRESSED && compress::worth_trying(data, mode) {
             if encoder.is_none() {
-                *encoder =
-                    Some(StreamEncoder::new().map_err(|e| EntryError::Internal(e.to_string()))?);
+                *encoder = Some(
+                    StreamEncoder::new()
+                        .map_err(|e| EntryError::Internal(crate::chain::chain(&e)))?,
+                );
             }
             let mut packed = Vec::new();
             if let Some(encoder) = encoder.as_mut() {
                 encoder
                     .piece(data, &mut packed)
-                    .map_err(|e| EntryError::Internal(e.to_string()))?;
+                    .map_err(|e| EntryError::Internal(crate::chain::chain(&e)))?;
             }
             wire = packed.len() as u64;
             out.extend_from_slice(&encode(&Message::Zstream(packed))?);
@@ -250,7 +252,7 @@ pub async fn lane(
             let group = match joined {
                 Ok(group) => group,
                 Err(e) => {
-                    tracing::error!("a read task failed: {e}");
+                    tracing::error!("a read task failed: {}", crate::chain::Chain(&e));
                     continue;
                 }
             };
@@ -297,9 +299,10 @@ pub async fn lane(
             Ok(done) => done,
             Err(e) => {
                 // The task died, and the compression state with it.
-                tracing::error!("framing a bundle failed: {e}");
+                tracing::error!("framing a bundle failed: {}", crate::chain::Chain(&e));
                 for path in paths {
-                    let _ = outcomes.send((path, Err(EntryError::Internal(e.to_string()))));
+                    let _ =
+                        outcomes.send((path, Err(EntryError::Internal(crate::chain::chain(&e)))));
                 }
                 break;
             }
@@ -310,7 +313,7 @@ pub async fn lane(
                 Ok(opened) => stream = Some(opened),
                 Err(e) => {
                     // Nothing was sent: the entries can go a stream each.
-                    tracing::debug!("could not open a bundle: {e}");
+                    tracing::debug!("could not open a bundle: {}", crate::chain::Chain(&e));
                     requeue.extend(todo.into_iter().map(|(item, _)| item));
                     break;
                 }
@@ -322,7 +325,7 @@ pub async fn lane(
         if let Err(e) = send.send_raw(&buf).await {
             // The first entry carries the error itself (the run sees a lost
             // connection by it); the others were cut off with it.
-            let message = format!("the bundle stream failed: {e}");
+            let message = format!("the bundle stream failed: {}", crate::chain::Chain(&e));
             let mut error = Some(EntryError::from(e));
             for (item, _) in todo.iter().take(wires.len()) {
                 let e = error

@@ -179,7 +179,7 @@ impl Reader {
             Some(copies) => Some(
                 copies
                     .begin(rel)
-                    .map_err(|e| EntryError::Copy(e.to_string()))?,
+                    .map_err(|e| EntryError::Copy(crate::chain::chain(&e)))?,
             ),
             None => None,
         };
@@ -199,7 +199,7 @@ impl Reader {
             match slot.as_ref() {
                 Some(index) => index
                     .base_for(rel, &first_hash)
-                    .map_err(|e| EntryError::Internal(e.to_string()))?,
+                    .map_err(|e| EntryError::Internal(crate::chain::chain(&e)))?,
                 None => None,
             }
         } else {
@@ -261,7 +261,7 @@ impl Reader {
             whole.update(chunk);
             if let Some(copy) = copy.as_mut() {
                 copy.write(chunk)
-                    .map_err(|e| EntryError::Copy(e.to_string()))?;
+                    .map_err(|e| EntryError::Copy(crate::chain::chain(&e)))?;
             }
             chunks.push(ChunkInfo {
                 len: chunk.len() as u32,

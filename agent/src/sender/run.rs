@@ -17,7 +17,7 @@ use crate::chunk::ChunkInfo;
 use crate::index::{Index, Plan, PlanItem, RunRow};
 use crate::scan::{self, Scan, ScanEntry};
 use crate::stream::{Channel, StreamError};
-use crate::summary::RunSummary;
+use crate::summary::{problem_lines, RunSummary};
 use crate::{tls, transport};
 
 /// Entries a sender keeps in flight at once (also capped by the receiver):
@@ -40,7 +40,7 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, RunError> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| RunError::Internal(e.to_string()))?
+        .map_err(|e| RunError::Internal(crate::chain::chain(&e)))?
 }
 
 /// Runs once against the receiver at `remote` whose id must be accepted by
@@ -82,17 +82,26 @@ pub async fn run_once(
 
     // 2. Get admitted, plan, send.
     let conn = conn?;
-    let result = session(ctx, &conn, root, scan, &mut summary, shutdown).await;
+    let result = session(ctx, &conn, root, scan, &mut summary, shutdown)
+        .await
+        .map_err(|e| receiver_reason_first(&conn, e));
     summary.bytes_on_wire = transport::bytes_on_wire(&conn);
     conn.close(quinn::VarInt::from_u32(0), b"done");
     // Long enough for the close to leave; the full drain (three probe
     // timeouts) would add about 100 ms to every run for nothing.
     let _ = tokio::time::timeout(CLOSE_GRACE, endpoint.wait_idle()).await;
     summary.duration_ms = started.elapsed().as_millis() as u64;
+    if result.is_err() {
+        // The summary of a run that did not complete is not printed: say
+        // here, in a line per reason, which files did not make it.
+        for line in problem_lines(&summary.problems, false) {
+            tracing::warn!("{line}");
+        }
+    }
     let outcome = match &result {
         Ok(()) if summary.errors == 0 => "complete".to_string(),
         Ok(()) => "complete with errors".to_string(),
-        Err(e) => format!("failed: {e}"),
+        Err(e) => format!("failed: {}", crate::chain::Chain(&e)),
     };
     // Refusals and busy receivers are not runs worth a history row.
     if !matches!(
@@ -125,10 +134,31 @@ pub async fn run_once(
         })
         .await;
         if let Err(e) = recorded {
-            tracing::warn!("could not record the run in the local history: {e}");
+            tracing::warn!(
+                "could not record the run in the local history: {}",
+                crate::chain::Chain(&e)
+            );
         }
     }
     result.map(|()| summary)
+}
+
+/// A connection the receiver closed with a reason (its disk is full, it is
+/// shutting down) breaks every stream of the run; the reason is what the
+/// user needs, so it replaces the stream error it caused.
+fn receiver_reason_first(conn: &quinn::Connection, e: RunError) -> RunError {
+    if !matches!(
+        e,
+        RunError::Protocol(_) | RunError::Connection(_) | RunError::Lost(_)
+    ) {
+        return e;
+    }
+    match conn.close_reason() {
+        Some(quinn::ConnectionError::ApplicationClosed(close)) if !close.reason.is_empty() => {
+            RunError::ReceiverEnded(String::from_utf8_lossy(&close.reason).into_owned())
+        }
+        _ => e,
+    }
 }
 
 fn now_ms() -> i64 {
@@ -294,7 +324,7 @@ async fn session(
         }
         let (path, result) = tokio::select! {
             Some(joined) = tasks.join_next() => {
-                joined.map_err(|e| RunError::Internal(e.to_string()))?
+                joined.map_err(|e| RunError::Internal(crate::chain::chain(&e)))?
             }
             outcome = outcomes.recv(), if !lanes_done => match outcome {
                 Some(outcome) => outcome,
@@ -327,8 +357,9 @@ async fn session(
             }
             Err(_) if shutdown.is_cancelled() => {}
             Err(e) => {
-                tracing::warn!(path = %path, "not sent: {e}");
-                summary.problem(path, e.to_string());
+                // Listed in the summary (one line per reason, -v: each).
+                tracing::debug!(path = %path, "not sent: {}", crate::chain::Chain(&e));
+                summary.problem(path, crate::chain::chain(&e));
             }
         }
     }
@@ -337,7 +368,7 @@ async fn session(
         return Err(RunError::Stopped);
     }
     if let Some(e) = lost {
-        return Err(RunError::Lost(e.to_string()));
+        return Err(RunError::Lost(crate::chain::chain(&e)));
     }
 
     // 5. Deletions: the receiver archives; it never destroys.
@@ -367,7 +398,7 @@ async fn session(
             if let Some(copies) = copies {
                 for path in &done {
                     if let Err(e) = copies.remove(path) {
-                        tracing::warn!(path = %path, "could not remove the local copy: {e}");
+                        tracing::warn!(path = %path, "could not remove the local copy: {}", crate::chain::Chain(&e));
                     }
                 }
             }

@@ -21,6 +21,24 @@ pub enum Outcome {
     Refused,
 }
 
+/// A one-shot sender (no period) tries a busy or unreachable receiver this
+/// many times in all.
+pub const ONCE_ATTEMPTS: u32 = 4;
+
+/// Whether a one-shot sender stops after a failed attempt instead of
+/// retrying. `failures` counts the failed attempts before this one;
+/// `no_answer` says the receiver's address did not answer at all (nothing
+/// listens there, or a firewall drops the packets): each further attempt
+/// would wait out the whole handshake timeout again, so a one-shot run
+/// reports it at once rather than after minutes.
+pub fn once_gives_up(outcome: Outcome, failures: u32, no_answer: bool) -> bool {
+    match outcome {
+        Outcome::Done | Outcome::Refused => true,
+        Outcome::Unreachable if no_answer => true,
+        Outcome::Busy { .. } | Outcome::Unreachable => failures + 1 >= ONCE_ATTEMPTS,
+    }
+}
+
 /// Backoff state across runs.
 #[derive(Debug, Clone, Default)]
 pub struct Schedule {
@@ -129,6 +147,47 @@ mod tests {
         assert!(d >= hint);
         let d = s.next(Outcome::Busy { retry_after: hint }, Some(MIN15), 0.99);
         assert!(d >= hint && d <= hint * 2);
+    }
+
+    #[test]
+    fn a_one_shot_run_gives_up_at_once_when_nothing_answers() {
+        // Before: four attempts of a 10 s handshake each, 46 s in all.
+        assert!(once_gives_up(Outcome::Unreachable, 0, true));
+        // A connection that broke is retried a few times.
+        assert!(!once_gives_up(Outcome::Unreachable, 0, false));
+        assert!(!once_gives_up(
+            Outcome::Unreachable,
+            ONCE_ATTEMPTS - 2,
+            false
+        ));
+        assert!(once_gives_up(
+            Outcome::Unreachable,
+            ONCE_ATTEMPTS - 1,
+            false
+        ));
+        let busy = Outcome::Busy {
+            retry_after: Duration::from_secs(1),
+        };
+        assert!(!once_gives_up(busy, 0, false));
+        assert!(once_gives_up(busy, ONCE_ATTEMPTS - 1, false));
+        assert!(once_gives_up(Outcome::Refused, 0, false));
+        assert!(once_gives_up(Outcome::Done, 0, false));
+    }
+
+    #[test]
+    fn a_periodic_sender_backs_off_1_2_4_8_seconds_up_to_its_period() {
+        // Without jitter each delay is half the backoff; with the most
+        // jitter, the whole of it.
+        let every = Some(Duration::from_secs(10));
+        let mut low = Schedule::new();
+        let mut high = Schedule::new();
+        let secs = |s: &mut Schedule, j: f64| s.next(Outcome::Unreachable, every, j).as_secs_f64();
+        let lows: Vec<f64> = (0..6).map(|_| secs(&mut low, 0.0)).collect();
+        let highs: Vec<f64> = (0..6).map(|_| secs(&mut high, 0.999_999)).collect();
+        assert_eq!(lows, [0.5, 1.0, 2.0, 4.0, 5.0, 5.0]);
+        for (h, want) in highs.iter().zip([1.0, 2.0, 4.0, 8.0, 10.0, 10.0]) {
+            assert!((h - want).abs() < 0.001, "{highs:?}");
+        }
     }
 
     #[test]

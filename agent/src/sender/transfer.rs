@@ -48,8 +48,8 @@ pub enum SentKind {
 /// Why one entry was not sent.
 #[derive(Debug, thiserror::Error)]
 pub enum EntryError {
-    #[error("cannot read: {0}")]
-    Read(std::io::Error),
+    #[error("cannot read")]
+    Read(#[source] std::io::Error),
     #[error("changed while being read; it will be sent on the next run")]
     Changed,
     #[error("is no longer a regular file")]
@@ -62,9 +62,9 @@ pub enum EntryError {
     Failed(String),
     #[error("the receiver's copy of the previous version is damaged: {0}")]
     BaseDamaged(String),
-    #[error("{0}")]
+    #[error(transparent)]
     Stream(#[from] StreamError),
-    #[error("connection: {0}")]
+    #[error("connection lost")]
     Connection(#[from] quinn::ConnectionError),
     #[error("local copy: {0}")]
     Copy(String),
@@ -165,7 +165,7 @@ fn read_content(
         hasher.update(&buf);
         if let Some(copy) = copy.as_mut() {
             copy.write(&buf)
-                .map_err(|e| EntryError::Copy(e.to_string()))?;
+                .map_err(|e| EntryError::Copy(crate::chain::chain(&e)))?;
         }
         if tx.blocking_send(buf).is_err() {
             // The sending side gave up (the stream failed); it reports why.
@@ -184,7 +184,7 @@ pub(super) async fn blocking<T: Send + 'static>(
 ) -> Result<T, EntryError> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| EntryError::Internal(e.to_string()))?
+        .map_err(|e| EntryError::Internal(crate::chain::chain(&e)))?
 }
 
 /// Reads the receiver's final answer for an entry.
@@ -301,7 +301,7 @@ pub(super) async fn stored_dir_or_symlink(
                 Some(target) => copies.put_symlink(&path, &target),
                 None => copies.put_dir(&path, mtime, mode),
             }
-            .map_err(|e| EntryError::Copy(e.to_string()))
+            .map_err(|e| EntryError::Copy(crate::chain::chain(&e)))
         })
         .await?;
     }
@@ -360,7 +360,7 @@ async fn send_chunked(
     drop(rx);
     let read = reading
         .await
-        .map_err(|e| EntryError::Internal(e.to_string()))?;
+        .map_err(|e| EntryError::Internal(crate::chain::chain(&e)))?;
     let ChunkedRead {
         stat,
         hash,
@@ -394,7 +394,7 @@ async fn abort(channel: &mut Channel, e: EntryError) -> EntryError {
     let _ = channel
         .send
         .send(&Message::Abort {
-            reason: e.to_string(),
+            reason: crate::chain::chain(&e),
         })
         .await;
     channel.send.finish();
@@ -430,7 +430,7 @@ pub(super) async fn stored_file(
     if let Some(copy) = copy {
         blocking(move || {
             copy.commit(stat.mtime_ns, stat.mode)
-                .map_err(|e| EntryError::Copy(e.to_string()))
+                .map_err(|e| EntryError::Copy(crate::chain::chain(&e)))
         })
         .await?;
     }
@@ -493,7 +493,7 @@ pub(super) fn prepare(
         Some(copies) => Some(
             copies
                 .begin(&scanned.path)
-                .map_err(|e| EntryError::Copy(e.to_string()))?,
+                .map_err(|e| EntryError::Copy(crate::chain::chain(&e)))?,
         ),
         None => None,
     };
@@ -512,7 +512,7 @@ pub(super) fn prepare(
     }
     if let Some(copy) = copy.as_mut() {
         copy.write(&data)
-            .map_err(|e| EntryError::Copy(e.to_string()))?;
+            .map_err(|e| EntryError::Copy(crate::chain::chain(&e)))?;
     }
     let hash = *blake3::hash(&data).as_bytes();
     Ok(Opened::Small {
@@ -543,7 +543,7 @@ async fn send_content(
                 let _ = channel
                     .send
                     .send(&Message::Abort {
-                        reason: e.to_string(),
+                        reason: crate::chain::chain(&e),
                     })
                     .await;
                 channel.send.finish();
@@ -624,7 +624,7 @@ async fn send_content(
                 }
                 let read = reader
                     .await
-                    .map_err(|e| EntryError::Internal(e.to_string()))?;
+                    .map_err(|e| EntryError::Internal(crate::chain::chain(&e)))?;
                 match read {
                     Ok((hash, copy)) => {
                         channel.send.send(&Message::End { hash }).await?;

@@ -129,7 +129,7 @@ impl Store {
     ) -> Vec<Result<(), StoreError>> {
         if ops.iter().any(|op| matches!(op, Op::File { .. })) {
             if let Err(e) = self.flush() {
-                let message = e.to_string();
+                let message = crate::chain::chain(&e);
                 return ops
                     .iter()
                     .map(|op| Err(batch_failed(op.path(), &message)))
@@ -137,7 +137,7 @@ impl Store {
             }
         }
         let applied = self.apply_ops(ns, run, ops);
-        let flushed = self.flush().map_err(|e| e.to_string());
+        let flushed = self.flush().map_err(|e| crate::chain::chain(&e));
         self.record_applied(applied, flushed)
     }
 
@@ -192,11 +192,13 @@ impl Store {
             mut results,
         } = applied;
         let recorded = flushed.and_then(|()| {
-            self.tree.step(&self.root).map_err(|e| e.to_string())?;
+            self.tree
+                .step(&self.root)
+                .map_err(|e| crate::chain::chain(&e))?;
             let mut cat = self.catalog();
             let run = super::catalog::sql_u64(run);
             Catalog::apply(&mut cat, ns.sender_id, &ns.folder, run, &work.changes)
-                .map_err(|e| e.to_string())
+                .map_err(|e| crate::chain::chain(&e))
         });
         if let Err(message) = recorded {
             for (result, path) in results.iter_mut().zip(&paths) {

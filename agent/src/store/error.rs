@@ -33,7 +33,7 @@ pub enum StoreError {
         longest: usize,
     },
     /// Any other filesystem error.
-    #[error("could not {action} {path}: {source}")]
+    #[error("could not {action} {path}")]
     Io {
         action: &'static str,
         path: PathBuf,
@@ -41,7 +41,7 @@ pub enum StoreError {
         source: io::Error,
     },
     /// `catalog.db` exists but is not an SQLite database.
-    #[error("{path} is not a Ferry catalog (not an SQLite database: {source}); move it away or point the receiver at another store; it was left untouched")]
+    #[error("{path} is not a Ferry catalog (not an SQLite database); move it away or point the receiver at another store; it was left untouched")]
     NotADatabase {
         path: PathBuf,
         #[source]
@@ -58,7 +58,7 @@ pub enum StoreError {
         expected: i64,
     },
     /// An SQLite operation on the catalog failed.
-    #[error("the catalog {path} failed: {source}")]
+    #[error("the catalog {path} failed")]
     Catalog {
         path: PathBuf,
         #[source]

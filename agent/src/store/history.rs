@@ -44,7 +44,7 @@ pub struct SkippedVersion {
 /// Why a history question could not be answered.
 #[derive(Debug, thiserror::Error)]
 pub enum HistoryError {
-    #[error("{0}")]
+    #[error(transparent)]
     Store(#[from] StoreError),
     /// The run does not exist or belongs to another sender or folder.
     #[error("run {run} is not a run of {sender}/{folder}; list the runs with `ferry history`")]

@@ -94,7 +94,10 @@ impl Store {
         match fill(&self.tree) {
             Ok(true) => {}
             Ok(false) => tracing::debug!("no room yet to put the space reserve back"),
-            Err(e) => tracing::warn!("could not keep the space reserve: {e}"),
+            Err(e) => tracing::warn!(
+                "could not keep the space reserve: {}",
+                crate::chain::Chain(&e)
+            ),
         }
     }
 }

@@ -48,7 +48,7 @@ impl Retention {
 /// Why pruning failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RetentionError {
-    #[error("pruning old versions: {0}")]
+    #[error("pruning old versions failed")]
     Store(#[from] StoreError),
 }
 

@@ -532,7 +532,7 @@ fn outside(why: &str) -> FindingKind {
 
 fn unreadable(e: io::Error) -> FindingKind {
     FindingKind::Unreadable {
-        error: e.to_string(),
+        error: crate::chain::chain(&e),
     }
 }
 

@@ -124,7 +124,7 @@ pub fn secret_row(ui: &mut Ui, secret: &mut String, enabled: bool, error: &mut O
             {
                 match generate_secret() {
                     Ok(s) => *secret = s,
-                    Err(e) => *error = Some(e.to_string()),
+                    Err(e) => *error = Some(ferry_agent::chain::chain(&e)),
                 }
             }
             if ui

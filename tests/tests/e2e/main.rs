@@ -4,6 +4,7 @@
 
 mod crash;
 mod delta;
+mod errors;
 mod faults;
 mod hostile;
 mod limits;

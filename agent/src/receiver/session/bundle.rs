@@ -104,7 +104,7 @@ async fn store_group(
         let staged = match verified {
             Ok(staged) => staged,
             Err(e) => {
-                let _ = done.send(Err(failure(e.fail_code(), e.to_string())));
+                let _ = done.send(Err(failure(e.fail_code(), crate::chain::chain(&e))));
                 continue;
             }
         };
@@ -133,7 +133,7 @@ async fn store_group(
                 ctx.live.entries.fetch_add(1, Ordering::Relaxed);
                 Ok(())
             }
-            Ok(Err(e)) => Err(failure(e.fail_code(), e.to_string())),
+            Ok(Err(e)) => Err(failure(e.fail_code(), crate::chain::chain(&e))),
             Err(_) => Err(failure(
                 FailCode::Io,
                 "the change was not committed (internal error)",
@@ -151,9 +151,12 @@ pub(super) async fn receive(channel: Channel, ctx: Arc<RunContext>) {
     let answering = tokio::spawn(async move {
         while let Some(outcome) = answers.recv().await {
             let result = match outcome {
-                Outcome::Storing(task) => task
-                    .await
-                    .unwrap_or_else(|e| Err(failure(FailCode::Io, format!("internal error: {e}")))),
+                Outcome::Storing(task) => task.await.unwrap_or_else(|e| {
+                    Err(failure(
+                        FailCode::Io,
+                        format!("internal error: {}", crate::chain::Chain(&e)),
+                    ))
+                }),
                 Outcome::Staging(answer) => answer.await.unwrap_or_else(|_| {
                     Err(failure(
                         FailCode::Io,
@@ -226,14 +229,15 @@ async fn next_entry(
             Message::Zstream(packed) => {
                 if decoder.is_none() {
                     *decoder = Some(
-                        StreamDecoder::new().map_err(|e| failure(FailCode::Io, e.to_string()))?,
+                        StreamDecoder::new()
+                            .map_err(|e| failure(FailCode::Io, crate::chain::chain(&e)))?,
                     );
                 }
                 let data = decoder
                     .as_mut()
                     .map(|d| d.piece(&packed))
                     .transpose()
-                    .map_err(|e| failure(FailCode::BadRequest, e.to_string()))?
+                    .map_err(|e| failure(FailCode::BadRequest, crate::chain::chain(&e)))?
                     .unwrap_or_default();
                 Message::Data(data)
             }
