@@ -50,14 +50,26 @@ pub struct RestoreSummary {
     pub skipped: Vec<String>,
     /// Entries that failed, and why.
     pub problems: Vec<Problem>,
+    /// From `--from-copies`: recorded files missing from the copies
+    /// directory (each is also in `problems`).
+    pub copies_missing: u64,
+    /// From `--from-copies`: recorded files whose copy does not match the
+    /// hash recorded (each is also in `problems`; none was restored).
+    pub copies_damaged: u64,
     pub duration_ms: u64,
 }
 
 impl RestoreSummary {
     /// One line for people.
     pub fn line(&self) -> String {
+        let copies = match (self.copies_missing, self.copies_damaged) {
+            (0, 0) => String::new(),
+            (missing, damaged) => format!(
+                "; the copies directory is incomplete or damaged: {missing} missing, {damaged} damaged"
+            ),
+        };
         format!(
-            "restored {} files ({}), {} symlinks, {} directories; {} skipped (already there), {} errors; {:.1}s",
+            "restored {} files ({}), {} symlinks, {} directories; {} skipped (already there), {} errors{copies}; {:.1}s",
             self.files,
             human_bytes(self.bytes),
             self.links,
