@@ -113,7 +113,8 @@ pub async fn run_once(
             files_sent: summary.files_sent,
             files_unchanged: summary.files_unchanged,
             files_deleted: summary.files_deleted,
-            bytes_file_data: summary.bytes_file_data,
+            bytes_file_data: Some(summary.bytes_file_data),
+            bytes_file_data_wire: summary.bytes_file_data_wire,
             bytes_on_wire: summary.bytes_on_wire,
             errors: summary.errors,
             receiver_run: summary.run_id,
@@ -365,7 +366,9 @@ async fn session(
                 match sent.kind {
                     SentKind::Content(bytes) => {
                         summary.files_sent += 1;
-                        summary.bytes_file_data += bytes;
+                        summary.bytes_file_data += sent.entry.size;
+                        summary.bytes_file_data_new += bytes.fresh;
+                        summary.bytes_file_data_wire += bytes.wire;
                     }
                     SentKind::Symlink => summary.files_sent += 1,
                     SentKind::MetadataOnly => summary.files_metadata_only += 1,

@@ -10,6 +10,7 @@ mod hostile;
 mod limits;
 mod promises;
 mod ratelimit;
+mod reporting;
 mod restore;
 mod resume;
 mod source_race;
