@@ -16,7 +16,7 @@ use ferry_agent::index::Index;
 use ferry_agent::restore::{self, Destination};
 use ferry_agent::status::SenderStatus;
 use ferry_agent::store;
-use ferry_agent::summary::human_bytes;
+use ferry_agent::summary::{human_bytes, recorded_data};
 use ferry_agent::terminal::Terminal;
 use ferry_proto::{At, Name, RelPath, VersionKind};
 
@@ -320,7 +320,7 @@ pub async fn history(args: HistoryArgs) -> anyhow::Result<ExitCode> {
                 }))?;
             } else {
                 out(format_args!(
-                    "run {:>6}  {}  {}/{}  {:<11}  {} files sent, {} deleted, {} received, {} errors",
+                    "run {:>6}  {}  {}/{}  {:<11}  {} files sent, {} deleted, {} of file data, {} received on the wire, {} errors",
                     r.id,
                     time(r.started_ms),
                     r.sender,
@@ -328,6 +328,7 @@ pub async fn history(args: HistoryArgs) -> anyhow::Result<ExitCode> {
                     r.status,
                     r.report.files_sent,
                     r.report.files_deleted,
+                    human_bytes(r.report.bytes_file_data),
                     human_bytes(r.bytes_received),
                     r.report.errors
                 ))?;
@@ -347,11 +348,12 @@ pub async fn history(args: HistoryArgs) -> anyhow::Result<ExitCode> {
                     "run": r.id, "folder": r.folder.as_str(), "started": time(r.started_ms),
                     "finished": r.finished_ms.map(time), "status": r.status,
                     "files_sent": r.report.files_sent, "files_deleted": r.report.files_deleted,
-                    "bytes_file_data": r.report.bytes_file_data, "errors": r.report.errors,
+                    "bytes_file_data": r.report.bytes_file_data,
+                    "bytes_received": r.bytes_received, "errors": r.report.errors,
                 }))?;
             } else {
                 out(format_args!(
-                    "run {:>6}  {}  {:<12}  {:<11}  {} files sent, {} deleted, {}, {} errors",
+                    "run {:>6}  {}  {:<12}  {:<11}  {} files sent, {} deleted, {} of file data, {} received on the wire, {} errors",
                     r.id,
                     time(r.started_ms),
                     r.folder,
@@ -359,6 +361,7 @@ pub async fn history(args: HistoryArgs) -> anyhow::Result<ExitCode> {
                     r.report.files_sent,
                     r.report.files_deleted,
                     human_bytes(r.report.bytes_file_data),
+                    human_bytes(r.bytes_received),
                     r.report.errors
                 ))?;
             }
@@ -382,6 +385,7 @@ pub async fn history(args: HistoryArgs) -> anyhow::Result<ExitCode> {
                 "target": target, "started": time(r.started_ms), "finished": time(r.finished_ms),
                 "files_sent": r.files_sent, "files_unchanged": r.files_unchanged,
                 "files_deleted": r.files_deleted, "bytes_file_data": r.bytes_file_data,
+                "bytes_file_data_wire": r.bytes_file_data_wire, "bytes_on_wire": r.bytes_on_wire,
                 "errors": r.errors, "receiver_run": r.receiver_run, "outcome": r.outcome,
             }))?;
         } else {
@@ -396,7 +400,7 @@ pub async fn history(args: HistoryArgs) -> anyhow::Result<ExitCode> {
                 r.files_sent,
                 r.files_unchanged,
                 r.files_deleted,
-                human_bytes(r.bytes_file_data),
+                recorded_data(r.bytes_file_data, r.bytes_file_data_wire),
                 r.errors,
                 r.outcome
             ))?;

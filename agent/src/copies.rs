@@ -7,8 +7,20 @@
 //! `symlink_metadata`, and a symlink in the way is replaced.
 //!
 //! Files are written to `ROOT/.ferry-tmp/` and renamed into place on
-//! [`CopyWriter::commit`], so a copy is either the old one or the new one.
-//! The top-level name `.ferry-tmp` is therefore reserved.
+//! [`CopyWriter::commit`], so a copy is either the old one or the new one;
+//! the temporary directory is removed at the end of each run
+//! ([`Copies::tidy`]), and what a killed process left there by the next one.
+//! What each copy holds (its hash, as last sent) is recorded in
+//! `ROOT/.ferry-copies.db` ([`book`]), so a restore can check every copy, and
+//! [`complete`] fills in the copies a run did not write (files sent before
+//! `--keep-copies` was given, metadata-only changes) from the source.
+//! The top-level names `.ferry-tmp` and `.ferry-copies*` are therefore
+//! reserved.
+//!
+//! ## Layout
+//!
+//! - [`book`]: the bookkeeping of what each copy holds.
+//! - [`complete`]: making the copies match what the receiver acknowledged.
 
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
@@ -23,8 +35,16 @@ use filetime::FileTime;
 
 use crate::sparse::HoleWriter;
 
+pub mod book;
+pub mod complete;
+
+pub use book::{Book, CopyRecord, Held, BOOK_FILE};
+pub use complete::{complete, Completed};
+
 /// Name of the temporary directory inside the copies root.
-const TMP_DIR: &str = ".ferry-tmp";
+pub const TMP_DIR: &str = ".ferry-tmp";
+/// Top-level names starting with this are the bookkeeping's.
+const BOOK_PREFIX: &str = ".ferry-copies";
 
 /// Errors of the local copies.
 #[derive(Debug, thiserror::Error)]
@@ -48,10 +68,28 @@ pub enum CopiesError {
         source: io::Error,
     },
     /// The path lies in the copies' own temporary directory.
-    #[error("keep-copies: {path} cannot be kept: the top-level name {TMP_DIR} is reserved for Ferry's temporary files")]
+    #[error("keep-copies: {path} cannot be kept: the top-level names {TMP_DIR} and {BOOK_PREFIX}* are reserved for Ferry's own files")]
     Reserved {
         /// The path refused.
         path: RelPath,
+    },
+    /// The bookkeeping file could not be read or written.
+    #[error("keep-copies: the record of what the copies hold, {}, cannot be used; move it aside and the next run rebuilds it", path.display())]
+    Book {
+        /// The bookkeeping file.
+        path: PathBuf,
+        /// The underlying error.
+        source: rusqlite::Error,
+    },
+    /// A row of the bookkeeping does not decode.
+    #[error("keep-copies: {}: the record of {row} is damaged ({message}); move the file aside and the next run rebuilds it", path.display())]
+    BadRecord {
+        /// The bookkeeping file.
+        path: PathBuf,
+        /// The row's path.
+        row: String,
+        /// What is wrong with it.
+        message: &'static str,
     },
 }
 
@@ -69,6 +107,7 @@ pub struct Copies {
     root: PathBuf,
     tmp: PathBuf,
     next: AtomicU64,
+    book: std::sync::Mutex<Book>,
 }
 
 impl Copies {
@@ -88,13 +127,51 @@ impl Copies {
             Err(err) if err.kind() == io::ErrorKind::NotFound => {}
             Err(err) => return Err(open_err(err)),
         }
-        fs::create_dir_all(&tmp).map_err(open_err)?;
         remove_stale_temps(&tmp);
-        Ok(Copies {
+        let book = Book::open(&root)?;
+        let copies = Copies {
             root,
             tmp,
             next: AtomicU64::new(0),
-        })
+            book: std::sync::Mutex::new(book),
+        };
+        copies.tidy();
+        Ok(copies)
+    }
+
+    /// Removes the temporary directory if nothing is being written in it
+    /// (called when a run ends; the next write creates it again).
+    pub fn tidy(&self) {
+        let _ = fs::remove_dir(&self.tmp);
+    }
+
+    /// Records copies that were moved into place (see [`book`]).
+    pub fn record(&self, records: &[CopyRecord]) -> Result<(), CopiesError> {
+        self.with_book(|book| book.record(records))
+    }
+
+    /// Forgets the records of `paths` and of everything below them.
+    pub fn forget(&self, paths: &[RelPath]) -> Result<(), CopiesError> {
+        self.with_book(|book| book.forget(paths))
+    }
+
+    /// Every record, sorted by path.
+    pub fn records(&self) -> Result<Vec<CopyRecord>, CopiesError> {
+        self.with_book(|book| book.all())
+    }
+
+    fn with_book<T>(
+        &self,
+        f: impl FnOnce(&mut Book) -> Result<T, CopiesError>,
+    ) -> Result<T, CopiesError> {
+        // A panic while the lock was held cannot leave the connection
+        // unusable (SQLite rolls an open transaction back), so a poisoned
+        // lock is used as it is.
+        let mut book = match self.book.lock() {
+            Ok(book) => book,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        f(&mut book)
     }
 
     /// The copies directory, canonical (so it can be given to
@@ -107,7 +184,7 @@ impl Copies {
     /// until [`CopyWriter::commit`].
     pub fn begin(&self, path: &RelPath) -> Result<CopyWriter, CopiesError> {
         self.check(path)?;
-        let tmp = self.temp_name();
+        let tmp = self.temp_name()?;
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -147,7 +224,7 @@ impl Copies {
     /// Makes `path` a symlink to `target` (replacing whatever is there).
     pub fn put_symlink(&self, path: &RelPath, target: &[u8]) -> Result<(), CopiesError> {
         self.check(path)?;
-        let tmp = self.temp_name();
+        let tmp = self.temp_name()?;
         symlink(OsStr::from_bytes(target), &tmp).map_err(io_err("create symlink", &tmp))?;
         let result = make_parents(&self.root, path).and_then(|dest| {
             clear_dir(&dest)?;
@@ -197,16 +274,16 @@ impl Copies {
 
     fn check(&self, path: &RelPath) -> Result<(), CopiesError> {
         match path.components().next() {
-            Some(first) if first == TMP_DIR.as_bytes() => {
-                Err(CopiesError::Reserved { path: path.clone() })
-            }
+            Some(first) if is_reserved(first) => Err(CopiesError::Reserved { path: path.clone() }),
             _ => Ok(()),
         }
     }
 
-    fn temp_name(&self) -> PathBuf {
+    /// A fresh name in the temporary directory, which is created if needed.
+    fn temp_name(&self) -> Result<PathBuf, CopiesError> {
+        create_dir(&self.tmp)?;
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        self.tmp.join(format!("{}-{n}.tmp", std::process::id()))
+        Ok(self.tmp.join(format!("{}-{n}.tmp", std::process::id())))
     }
 }
 
@@ -318,6 +395,11 @@ fn clear_dir(dest: &Path) -> Result<(), CopiesError> {
     }
 }
 
+/// True if a top-level name is one of the copies' own files.
+pub fn is_reserved(first: &[u8]) -> bool {
+    first == TMP_DIR.as_bytes() || first.starts_with(BOOK_PREFIX.as_bytes())
+}
+
 /// Removes `PID-N.tmp` files whose process no longer runs.
 fn remove_stale_temps(tmp: &Path) {
     let Ok(dir) = fs::read_dir(tmp) else { return };
@@ -366,7 +448,10 @@ mod tests {
     }
 
     fn temp_files(copies: &Copies) -> usize {
-        fs::read_dir(copies.root().join(TMP_DIR)).unwrap().count()
+        match fs::read_dir(copies.root().join(TMP_DIR)) {
+            Ok(dir) => dir.count(),
+            Err(_) => 0,
+        }
     }
 
     #[test]
@@ -486,11 +571,12 @@ mod tests {
         copies.remove(&rel("l")).unwrap();
         copies.remove(&rel("d")).unwrap();
         copies.remove(&rel("missing/x")).unwrap();
+        copies.tidy();
         let left: Vec<_> = fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name())
             .collect();
-        assert_eq!(left, [TMP_DIR]);
+        assert_eq!(left, [BOOK_FILE]);
     }
 
     #[test]
@@ -500,8 +586,11 @@ mod tests {
         let err = copies.begin(&rel(".ferry-tmp/x")).unwrap_err();
         assert!(matches!(err, CopiesError::Reserved { .. }), "{err}");
         assert!(copies.put_dir(&rel(".ferry-tmp"), 0, 0o755).is_err());
+        assert!(copies.begin(&rel(".ferry-copies.db-journal")).is_err());
+        let writing = copies.begin(&rel("x")).unwrap();
         copies.remove(&rel(".ferry-tmp")).unwrap();
         assert!(dir.path().join(TMP_DIR).is_dir());
+        drop(writing);
         // No pid is ever this large (pid_max <= 2^22).
         fs::write(dir.path().join(TMP_DIR).join("999999999-0.tmp"), b"stale").unwrap();
         let mine = dir

@@ -28,7 +28,15 @@ pub use plan::{Action, Plan, PlanItem};
 pub use runs::RunRow;
 
 /// Schema version stored in `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
+
+/// From version 1: `runs.bytes_file_data` held what the content took on the
+/// wire (compressed); it becomes `bytes_data_wire`, and `bytes_file_data`
+/// (the files' own size) is unknown (NULL) for those runs.
+const MIGRATE_1_TO_2: &str = "
+ALTER TABLE runs RENAME COLUMN bytes_file_data TO bytes_data_wire;
+ALTER TABLE runs ADD COLUMN bytes_file_data INTEGER;
+";
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS entries (
@@ -51,11 +59,12 @@ CREATE TABLE IF NOT EXISTS runs (
     files_sent      INTEGER NOT NULL,
     files_unchanged INTEGER NOT NULL,
     files_deleted   INTEGER NOT NULL,
-    bytes_file_data INTEGER NOT NULL,
+    bytes_data_wire INTEGER NOT NULL,  -- file content on the wire, compressed
     bytes_on_wire   INTEGER NOT NULL,
     errors          INTEGER NOT NULL,
     receiver_run    INTEGER,
-    outcome         TEXT    NOT NULL
+    outcome         TEXT    NOT NULL,
+    bytes_file_data INTEGER            -- the files' own size; NULL: not recorded
 );
 CREATE INDEX IF NOT EXISTS runs_by_target ON runs (target, id);
 CREATE TABLE IF NOT EXISTS chunk_lists (
@@ -431,8 +440,9 @@ impl Index {
         raw.map(|raw| self.decode(raw)).transpose()
     }
 
-    /// Creates the schema in a fresh file, under a write lock so two
-    /// processes opening a new index at once do not trip over each other.
+    /// Creates the schema in a fresh file, or brings an older one up to
+    /// date, under a write lock so two processes opening the index at once
+    /// do not trip over each other.
     fn create_schema(&self) -> Result<(), IndexError> {
         let what = "creating the schema";
         let path = self.path.clone();
@@ -451,6 +461,10 @@ impl Index {
                     return Ok(Err(IndexError::NotAnIndex { path }));
                 }
                 self.conn.execute_batch(SCHEMA)?;
+                self.conn
+                    .execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))?;
+            } else if version == 1 {
+                self.conn.execute_batch(MIGRATE_1_TO_2)?;
                 self.conn
                     .execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))?;
             }

@@ -50,6 +50,12 @@ pub struct RestoreSummary {
     pub skipped: Vec<String>,
     /// Entries that failed, and why.
     pub problems: Vec<Problem>,
+    /// From `--from-copies`: recorded files missing from the copies
+    /// directory (each is also in `problems`).
+    pub copies_missing: u64,
+    /// From `--from-copies`: recorded files whose copy does not match the
+    /// hash recorded (each is also in `problems`; none was restored).
+    pub copies_damaged: u64,
     pub duration_ms: u64,
 }
 
@@ -61,8 +67,14 @@ impl RestoreSummary {
             0 => "0 skipped".to_string(),
             n => format!("{n} skipped (already at the destination: --overwrite replaces them, -v lists them)"),
         };
+        let copies = match (self.copies_missing, self.copies_damaged) {
+            (0, 0) => String::new(),
+            (missing, damaged) => format!(
+                "; the copies directory is incomplete or damaged: {missing} missing, {damaged} damaged"
+            ),
+        };
         format!(
-            "restored {} files ({}), {} symlinks, {} directories; {skipped}, {} errors; {:.1}s",
+            "restored {} files ({}), {} symlinks, {} directories; {skipped}, {} errors{copies}; {:.1}s",
             self.files,
             human_bytes(self.bytes),
             self.links,

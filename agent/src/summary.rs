@@ -26,9 +26,16 @@ pub struct RunSummary {
     pub dirs_sent: u64,
     pub files_unchanged: u64,
     pub files_deleted: u64,
-    /// Bytes of file content sent.
+    /// The files' own size: the sum of the sizes of the files sent with
+    /// content.
     pub bytes_file_data: u64,
-    /// UDP bytes the connection sent and received, both directions.
+    /// Of that, the bytes sent as content, before compression (the rest
+    /// the receiver already had: unchanged chunks, a resumed transfer).
+    pub bytes_file_data_new: u64,
+    /// What that content took on the wire, after compression.
+    pub bytes_file_data_wire: u64,
+    /// UDP bytes the connection sent and received, both directions
+    /// (content, headers, answers, handshake): everything.
     pub bytes_on_wire: u64,
     /// Entries that failed (each is in `problems`).
     pub errors: u64,
@@ -51,13 +58,17 @@ impl RunSummary {
     /// One line for people.
     pub fn line(&self) -> String {
         format!(
-            "{} sent, {} metadata-only, {} unchanged, {} deleted, {} dirs; {} of file data, {} on the wire; {} errors; {:.1}s",
+            "{} sent, {} metadata-only, {} unchanged, {} deleted, {} dirs; {}, {} on the wire in all; {} errors; {:.1}s",
             self.files_sent,
             self.files_metadata_only,
             self.files_unchanged,
             self.files_deleted,
             self.dirs_sent,
-            human_bytes(self.bytes_file_data),
+            data_figures(
+                self.bytes_file_data,
+                self.bytes_file_data_new,
+                self.bytes_file_data_wire
+            ),
             human_bytes(self.bytes_on_wire),
             self.errors,
             self.duration_ms as f64 / 1000.0
@@ -135,6 +146,56 @@ fn without_paths(message: &str) -> String {
         .join(" ")
 }
 
+/// The file data of a run in words: the files' own size, what of it was
+/// new to the receiver (when not all), and what that took on the wire,
+/// with compression's saving: `5.3 MiB of file data, 47.1 KiB on the wire
+/// (compression saved 99%)`.
+pub fn data_figures(own: u64, new: u64, wire: u64) -> String {
+    let mut out = format!("{} of file data", human_bytes(own));
+    if new != own {
+        out.push_str(&format!(", {} of it new", human_bytes(new)));
+    }
+    out.push_str(&format!(", {} on the wire", human_bytes(wire)));
+    if let Some(saved) = saving_percent(new, wire) {
+        out.push_str(&format!(" (compression saved {saved}%)"));
+    }
+    out
+}
+
+/// A recorded run's file data in words: the files' own size (unknown for
+/// runs recorded before Ferry kept it) and what their content took on the
+/// wire.
+pub fn recorded_data(own: Option<u64>, wire: u64) -> String {
+    match own {
+        Some(own) => format!(
+            "{} of file data, {} on the wire",
+            human_bytes(own),
+            human_bytes(wire)
+        ),
+        None => format!("{} of file data on the wire", human_bytes(wire)),
+    }
+}
+
+/// A run's file data in a table cell: `5.3 MiB (47.1 KiB on the wire)`.
+/// A run with content on the wire but no size recorded (recorded before
+/// Ferry kept the files' size) shows the wire figure alone.
+pub fn data_cell(own: u64, wire: u64) -> String {
+    if own == 0 && wire > 0 {
+        return format!("{} on the wire", human_bytes(wire));
+    }
+    format!("{} ({} on the wire)", human_bytes(own), human_bytes(wire))
+}
+
+/// How much smaller `after` is than `before`, in whole percent; `None`
+/// when nothing was saved.
+pub fn saving_percent(before: u64, after: u64) -> Option<u64> {
+    if before == 0 || after >= before {
+        return None;
+    }
+    let saved = (before - after) as u128 * 100 / before as u128;
+    Some(saved as u64)
+}
+
 /// `1536` → `1.5 KiB`.
 pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -208,6 +269,24 @@ mod tests {
     }
 
     #[test]
+    fn file_data_is_the_files_size_and_the_wire_figure_is_apart() {
+        assert_eq!(
+            data_figures(5_557_452, 5_557_452, 48_230),
+            "5.3 MiB of file data, 47.1 KiB on the wire (compression saved 99%)"
+        );
+        assert_eq!(
+            data_figures(256 << 20, 32 << 10, 20 << 10),
+            "256.0 MiB of file data, 32.0 KiB of it new, 20.0 KiB on the wire (compression saved 37%)"
+        );
+        assert_eq!(
+            data_figures(1000, 1000, 1000),
+            "1000 B of file data, 1000 B on the wire"
+        );
+        assert_eq!(saving_percent(0, 0), None);
+        assert_eq!(saving_percent(u64::MAX, 1), Some(99));
+    }
+
+    #[test]
     fn summary_json_has_the_documented_fields() {
         let mut s = RunSummary::default();
         s.problem("a", "gone");
@@ -217,6 +296,8 @@ mod tests {
             "files_unchanged",
             "files_deleted",
             "bytes_file_data",
+            "bytes_file_data_new",
+            "bytes_file_data_wire",
             "bytes_on_wire",
             "errors",
             "duration_ms",

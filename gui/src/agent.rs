@@ -359,7 +359,10 @@ fn history_row(row: &RunRow) -> HistoryRow {
             files_sent: row.files_sent,
             files_unchanged: row.files_unchanged,
             files_deleted: row.files_deleted,
-            bytes_file_data: row.bytes_file_data,
+            // Unknown for runs recorded before Ferry kept it: the cell then
+            // shows the wire figure alone.
+            bytes_file_data: row.bytes_file_data.unwrap_or(0),
+            bytes_file_data_wire: row.bytes_file_data_wire,
             bytes_on_wire: row.bytes_on_wire,
             errors: row.errors,
             duration_ms: u64::try_from(row.finished_ms - row.started_ms).unwrap_or(0),

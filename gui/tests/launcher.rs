@@ -265,6 +265,10 @@ fn receiver_and_sender_run_on_loopback_and_stop() {
     assert!(sh
         .query_by_label("2 sent, 0 unchanged, 0 deleted")
         .is_some());
+    // "Data" is the files' own size (10,005 bytes), the compressed figure
+    // beside it.
+    assert!(sh.query_by_label_contains("9.8 KiB (").is_some());
+    assert!(sh.query_by_label_contains(" B on the wire)").is_some());
     assert_eq!(
         std::fs::read_to_string(dir.path().join("store/laptop/source/a.txt")).unwrap(),
         "alpha"

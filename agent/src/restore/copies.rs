@@ -1,6 +1,13 @@
 //! `ferry restore --from-copies DIR`: restore from the sender's local
 //! keep-copies directory (no network), with the same atomic, no-overwrite
 //! writes as a restore from the receiver.
+//!
+//! The copies' bookkeeping ([`crate::copies::book`]) says what the directory
+//! should hold: every recorded entry is restored, and a file that is missing
+//! or whose bytes do not match the recorded hash is reported (and not
+//! written), so an incomplete or damaged copies directory cannot pass for a
+//! complete restore. A directory made by an older Ferry, with no
+//! bookkeeping, is restored as it is, unchecked.
 
 use crate::sparse::HoleReader;
 use std::io::{self, Read};
@@ -12,18 +19,33 @@ use ferry_proto::RelPath;
 
 use super::dest::{Destination, EntryError, Slot};
 use super::RestoreSummary;
+use crate::copies::{is_reserved, Book, CopiesError, CopyRecord, Held};
 use crate::summary::Progress;
-
-/// The copies' own temporary directory (see [`crate::copies`]).
-const COPIES_TMP: &[u8] = b".ferry-tmp";
 
 /// Why a restore from copies could not run at all.
 #[derive(Debug, thiserror::Error)]
 pub enum CopiesRestoreError {
     #[error("cannot read the keep-copies directory {path}; check the --from-copies path")]
-    Open { path: PathBuf, source: io::Error },
+    Open {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error(transparent)]
     Destination(#[from] EntryError),
+    #[error(transparent)]
+    Book(#[from] CopiesError),
+}
+
+/// Why one recorded copy could not be restored.
+#[derive(Debug, thiserror::Error)]
+enum RecordedError {
+    #[error("missing from the copies directory")]
+    Missing,
+    #[error("damaged in the copies directory: {0}; it was not restored")]
+    Damaged(&'static str),
+    #[error(transparent)]
+    Entry(#[from] EntryError),
 }
 
 /// Restores the copies below `copies` (only at or below `under`, if not
@@ -50,13 +72,162 @@ pub fn restore_from_copies(
             path: copies.to_path_buf(),
             source,
         })?;
+    let mut summary = match Book::open_existing(copies)? {
+        Some(book) => from_book(copies, &book.all()?, under, dest, progress),
+        None => {
+            tracing::warn!(
+                "{} has no record of what it should hold (made by an older Ferry?): restoring what is there, unchecked",
+                copies.display()
+            );
+            from_walk(copies, under, dest, progress)
+        }
+    };
+    for e in dest.finish_dirs() {
+        summary.problem("", crate::chain::chain(&e));
+    }
+    summary.duration_ms = started.elapsed().as_millis() as u64;
+    Ok(summary)
+}
+
+/// Restores every recorded entry, checking each file against its hash.
+fn from_book(
+    copies: &Path,
+    records: &[CopyRecord],
+    under: &[RelPath],
+    dest: &Destination,
+    progress: &Progress,
+) -> RestoreSummary {
+    let mut summary = RestoreSummary::default();
+    for record in records {
+        let rel = &record.path;
+        if !under.is_empty() && !under.iter().any(|u| rel.starts_with(u)) {
+            continue;
+        }
+        progress.entry_done();
+        match restore_recorded(copies, record, dest, progress) {
+            Ok(Copied::Dir) => summary.dirs += 1,
+            Ok(Copied::Link) => summary.links += 1,
+            Ok(Copied::File(n)) => {
+                summary.files += 1;
+                summary.bytes += n;
+            }
+            Ok(Copied::Skipped) => summary.skipped.push(rel.to_string()),
+            Err(e) => {
+                match e {
+                    RecordedError::Missing => summary.copies_missing += 1,
+                    RecordedError::Damaged(_) => summary.copies_damaged += 1,
+                    RecordedError::Entry(_) => {}
+                }
+                summary.problem(rel.to_string(), crate::chain::chain(&e));
+            }
+        }
+    }
+    summary
+}
+
+fn restore_recorded(
+    copies: &Path,
+    record: &CopyRecord,
+    dest: &Destination,
+    progress: &Progress,
+) -> Result<Copied, RecordedError> {
+    let rel = &record.path;
+    let source = rel.under(copies);
+    let io = |action: &'static str| {
+        let path = source.clone();
+        move |source_err: io::Error| match source_err.kind() {
+            io::ErrorKind::NotFound => RecordedError::Missing,
+            _ => RecordedError::Entry(EntryError::Io {
+                action,
+                path,
+                source: source_err,
+            }),
+        }
+    };
+    let meta = std::fs::symlink_metadata(&source).map_err(io("inspect"))?;
+    match &record.held {
+        Held::Dir => {
+            if !meta.is_dir() {
+                return Err(RecordedError::Damaged("it is not a directory"));
+            }
+            dest.dir(rel, record.mode, record.mtime_ns)?;
+            Ok(Copied::Dir)
+        }
+        Held::Symlink { target } => {
+            let link = std::fs::read_link(&source).map_err(io("read the link"))?;
+            if link.as_os_str().as_bytes() != target.as_slice() {
+                return Err(RecordedError::Damaged(
+                    "the link's target is not the one sent",
+                ));
+            }
+            let slot = match dest.slot(rel)? {
+                Slot::Taken(_) => return Ok(Copied::Skipped),
+                Slot::Free(t) => t,
+            };
+            dest.symlink(slot, target, record.mtime_ns)?;
+            Ok(Copied::Link)
+        }
+        Held::File { hash, size } => {
+            if !meta.is_file() {
+                return Err(RecordedError::Damaged("it is not a regular file"));
+            }
+            if meta.len() != *size {
+                return Err(RecordedError::Damaged("its size is not the one recorded"));
+            }
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .open(&source)
+                .map_err(io("open"))?;
+            let slot = match dest.slot(rel)? {
+                Slot::Taken(_) => return Ok(Copied::Skipped),
+                Slot::Free(t) => t,
+            };
+            let mut reader = HoleReader::new(&file);
+            let mut pending = dest.begin_file(slot)?;
+            let mut hasher = blake3::Hasher::new();
+            let mut buf = vec![0u8; 256 * 1024];
+            let mut read = 0u64;
+            loop {
+                let n = read_some(&mut reader, &mut buf).map_err(io("read"))?;
+                if n == 0 {
+                    break;
+                }
+                hasher.update(&buf[..n]);
+                pending.write(&buf[..n])?;
+                read += n as u64;
+                progress.add_bytes(n as u64);
+            }
+            // A mismatch drops `pending`, which removes its temporary file.
+            if read != *size || hasher.finalize().as_bytes() != hash {
+                return Err(RecordedError::Damaged(
+                    "its bytes do not match the hash recorded when it was copied",
+                ));
+            }
+            Ok(Copied::File(pending.commit(
+                hash,
+                *size,
+                record.mode,
+                record.mtime_ns,
+            )?))
+        }
+    }
+}
+
+/// Restores what is in a copies directory that has no bookkeeping.
+fn from_walk(
+    copies: &Path,
+    under: &[RelPath],
+    dest: &Destination,
+    progress: &Progress,
+) -> RestoreSummary {
     let mut summary = RestoreSummary::default();
     let walk = walkdir::WalkDir::new(copies)
         .min_depth(1)
         .follow_links(false)
         .sort_by_file_name()
         .into_iter()
-        .filter_entry(|e| !(e.depth() == 1 && e.file_name().as_bytes() == COPIES_TMP));
+        .filter_entry(|e| !(e.depth() == 1 && is_reserved(e.file_name().as_bytes())));
     for entry in walk {
         let entry = match entry {
             Ok(e) => e,
@@ -93,11 +264,7 @@ pub fn restore_from_copies(
             Err(e) => summary.problem(rel.to_string(), crate::chain::chain(&e)),
         }
     }
-    for e in dest.finish_dirs() {
-        summary.problem("", crate::chain::chain(&e));
-    }
-    summary.duration_ms = started.elapsed().as_millis() as u64;
-    Ok(summary)
+    summary
 }
 
 enum Copied {
@@ -210,5 +377,44 @@ mod tests {
         let s = restore_from_copies(&copies, &only, &dest, &Progress::default()).unwrap();
         assert_eq!(s.files, 1);
         assert!(!to2.join("top").exists());
+    }
+
+    #[test]
+    fn a_copy_missing_or_not_matching_its_recorded_hash_is_reported_and_not_restored() {
+        let dir = tempfile::tempdir().unwrap();
+        let copies = crate::copies::Copies::open(&dir.path().join("copies")).unwrap();
+        let rel = |p: &str| RelPath::from_bytes(p).unwrap();
+        let mut records = Vec::new();
+        for (name, data) in [("good", "fine"), ("gone", "lost"), ("bad", "orig")] {
+            let mut w = copies.begin(&rel(name)).unwrap();
+            w.write(data.as_bytes()).unwrap();
+            w.commit(1_000_000_000, 0o644).unwrap();
+            records.push(CopyRecord {
+                path: rel(name),
+                held: Held::File {
+                    hash: *blake3::hash(data.as_bytes()).as_bytes(),
+                    size: 4,
+                },
+                mtime_ns: 1_000_000_000,
+                mode: 0o644,
+            });
+        }
+        copies.record(&records).unwrap();
+        copies.tidy();
+        std::fs::remove_file(copies.root().join("gone")).unwrap();
+        std::fs::write(copies.root().join("bad"), "ORIG").unwrap();
+        let to = dir.path().join("to");
+        let dest = Destination::new(&to, false).unwrap();
+        let s = restore_from_copies(copies.root(), &[], &dest, &Progress::default()).unwrap();
+        assert_eq!((s.files, s.copies_missing, s.copies_damaged), (1, 1, 1));
+        let named: Vec<_> = s.problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(named, ["bad", "gone"]);
+        assert!(s.line().contains("1 missing, 1 damaged"), "{}", s.line());
+        assert_eq!(std::fs::read(to.join("good")).unwrap(), b"fine");
+        let left: Vec<_> = std::fs::read_dir(&to)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, ["good"], "nothing else written, no temporary file");
     }
 }

@@ -15,8 +15,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::transfer::{
-    blocking, prepare, send_entry, stored_dir_or_symlink, stored_file, EntryError, FileStat,
-    Opened, Sent, TransferContext,
+    blocking, prepare, send_entry, stored_dir_or_symlink, stored_file, ContentBytes, EntryError,
+    FileStat, Opened, Sent, TransferContext,
 };
 use crate::compress::{self, StreamEncoder};
 use crate::copies::{Copies, CopyWriter};
@@ -437,7 +437,13 @@ async fn answers(
                 }
                 Read::File {
                     stat, hash, copy, ..
-                } => stored_file(sent.scanned, stat, hash, copy, sent.wire).await,
+                } => {
+                    let bytes = ContentBytes {
+                        fresh: stat.size,
+                        wire: sent.wire,
+                    };
+                    stored_file(sent.scanned, stat, hash, copy, bytes).await
+                }
             },
             Err(e) => Err(e),
         };

@@ -13,7 +13,7 @@ use ferry_proto::frame;
 use ferry_proto::{Base, Content, Entry, EntryKind, Go, Hash, Message};
 use tokio::sync::mpsc;
 
-use super::transfer::{fstat, open, EntryError, FileStat};
+use super::transfer::{fstat, open, ContentBytes, EntryError, FileStat};
 use crate::chunk::{ChunkInfo, Chunker};
 use crate::compress::{self, CompressMode};
 use crate::copies::{Copies, CopyWriter};
@@ -29,9 +29,9 @@ const FRAME_BATCH: usize = 512 << 10;
 pub(super) enum Out {
     /// The `Entry` header: send it, then hand the receiver's `Go` back.
     Header(Vec<u8>),
-    /// Encoded frames, how many of their bytes are content, and how many
-    /// bytes of the file they stand for.
-    Frames(Vec<u8>, u64, u64),
+    /// Encoded frames, the content they carry (before and after
+    /// compression), and how many bytes of the file they stand for.
+    Frames(Vec<u8>, ContentBytes, u64),
 }
 
 /// The result of reading and sending a file as chunks.
@@ -58,7 +58,7 @@ pub(super) struct Reader {
 struct Batch<'a> {
     tx: &'a mpsc::Sender<Out>,
     frames: Vec<u8>,
-    content: u64,
+    content: ContentBytes,
     /// Bytes of the file the gathered frames stand for.
     covered: u64,
     /// A run of base chunks not yet written as `Copy`.
@@ -115,13 +115,14 @@ impl Batch<'_> {
         } else if !skip {
             self.misses += 1;
         }
+        self.content.fresh += data.len() as u64;
         match packed {
             Some(packed) => {
-                self.content += packed.len() as u64;
+                self.content.wire += packed.len() as u64;
                 self.message(&Message::DataZstd(packed))?;
             }
             None => {
-                self.content += data.len() as u64;
+                self.content.wire += data.len() as u64;
                 self.frames
                     .extend_from_slice(&frame::data_header(data.len()).map_err(StreamError::from)?);
                 self.frames.extend_from_slice(data);
@@ -138,7 +139,7 @@ impl Batch<'_> {
             return Ok(());
         }
         let frames = std::mem::take(&mut self.frames);
-        let content = std::mem::take(&mut self.content);
+        let content = std::mem::replace(&mut self.content, ContentBytes { fresh: 0, wire: 0 });
         let covered = std::mem::take(&mut self.covered);
         self.tx
             .blocking_send(Out::Frames(frames, content, covered))
@@ -236,7 +237,7 @@ impl Reader {
         let mut batch = Batch {
             tx: &tx,
             frames: Vec::new(),
-            content: 0,
+            content: ContentBytes { fresh: 0, wire: 0 },
             covered: 0,
             run: None,
             misses: 0,

@@ -14,6 +14,7 @@ use super::bundle;
 use super::transfer::{send_entry, EntryError, SentKind, TransferContext};
 use super::{RunError, SenderContext};
 use crate::chunk::ChunkInfo;
+use crate::copies::{self, Copies, CopyRecord, Held};
 use crate::index::{Index, Plan, PlanItem, RunRow};
 use crate::scan::{self, Scan, ScanEntry};
 use crate::stream::{Channel, StreamError};
@@ -82,7 +83,7 @@ pub async fn run_once(
 
     // 2. Get admitted, plan, send.
     let conn = conn?;
-    let result = session(ctx, &conn, root, scan, &mut summary, shutdown)
+    let result = session(ctx, &conn, root.clone(), scan, &mut summary, shutdown)
         .await
         .map_err(|e| receiver_reason_first(&conn, e));
     summary.bytes_on_wire = transport::bytes_on_wire(&conn);
@@ -90,6 +91,12 @@ pub async fn run_once(
     // Long enough for the close to leave; the full drain (three probe
     // timeouts) would add about 100 ms to every run for nothing.
     let _ = tokio::time::timeout(CLOSE_GRACE, endpoint.wait_idle()).await;
+    if let Some(copies) = ctx.copies.clone() {
+        if result.is_ok() {
+            complete_copies(ctx, copies.clone(), root, &mut summary).await;
+        }
+        copies.tidy();
+    }
     summary.duration_ms = started.elapsed().as_millis() as u64;
     if result.is_err() {
         // The summary of a run that did not complete is not printed: say
@@ -115,7 +122,8 @@ pub async fn run_once(
             files_sent: summary.files_sent,
             files_unchanged: summary.files_unchanged,
             files_deleted: summary.files_deleted,
-            bytes_file_data: summary.bytes_file_data,
+            bytes_file_data: Some(summary.bytes_file_data),
+            bytes_file_data_wire: summary.bytes_file_data_wire,
             bytes_on_wire: summary.bytes_on_wire,
             errors: summary.errors,
             receiver_run: summary.run_id,
@@ -158,6 +166,57 @@ fn receiver_reason_first(conn: &quinn::Connection, e: RunError) -> RunError {
             RunError::ReceiverEnded(String::from_utf8_lossy(&close.reason).into_owned())
         }
         _ => e,
+    }
+}
+
+/// Makes the keep-copies directory hold every entry the receiver holds
+/// (see [`crate::copies::complete`]); a failure is one problem of the run.
+async fn complete_copies(
+    ctx: &SenderContext,
+    copies: Arc<Copies>,
+    source: Arc<scan::SourceDir>,
+    summary: &mut RunSummary,
+) {
+    let index = ctx.index.clone();
+    let root = copies.root().to_path_buf();
+    let done = blocking(move || {
+        let entries = {
+            let slot = index
+                .lock()
+                .map_err(|_| RunError::Internal("index lock".into()))?;
+            match slot.as_ref() {
+                Some(index) => index.entries()?,
+                None => return Ok(None),
+            }
+        };
+        Ok(Some(copies::complete(&copies, &entries, &source)))
+    })
+    .await;
+    let done = match done {
+        Ok(Some(Ok(done))) => Ok(Some(done)),
+        Ok(Some(Err(e))) => Err(crate::chain::chain(&e)),
+        Ok(None) => Ok(None),
+        Err(e) => Err(crate::chain::chain(&e)),
+    };
+    match done {
+        Ok(Some(done)) => {
+            if done.copied + done.metadata + done.removed > 0 {
+                tracing::info!(
+                    copied = done.copied,
+                    updated = done.metadata,
+                    removed = done.removed,
+                    "keep-copies: completed from the source"
+                );
+            }
+            for (path, why) in &done.left {
+                tracing::debug!(path = %path, "keep-copies: no copy yet: {why}");
+            }
+        }
+        Ok(None) => {}
+        Err(e) => {
+            tracing::warn!("{e}");
+            summary.problem(root.display().to_string(), e);
+        }
     }
 }
 
@@ -341,13 +400,16 @@ async fn session(
                 match sent.kind {
                     SentKind::Content(bytes) => {
                         summary.files_sent += 1;
-                        summary.bytes_file_data += bytes;
+                        summary.bytes_file_data += sent.entry.size;
+                        summary.bytes_file_data_new += bytes.fresh;
+                        summary.bytes_file_data_wire += bytes.wire;
                     }
                     SentKind::Symlink => summary.files_sent += 1,
                     SentKind::MetadataOnly => summary.files_metadata_only += 1,
                     SentKind::Dir => summary.dirs_sent += 1,
                 }
-                acked.push((sent.entry, sent.hash, sent.chunks));
+                let copied = ctx.copies.is_some() && sent.kind != SentKind::MetadataOnly;
+                acked.push((sent.entry, sent.hash, sent.chunks, copied));
                 if acked.len() >= INDEX_BATCH {
                     record_stored(ctx, std::mem::take(&mut acked)).await?;
                 }
@@ -401,6 +463,9 @@ async fn session(
                         tracing::warn!(path = %path, "could not remove the local copy: {}", crate::chain::Chain(&e));
                     }
                 }
+                if let Err(e) = copies.forget(&done) {
+                    tracing::warn!("{e}");
+                }
             }
             let mut slot = index
                 .lock()
@@ -430,15 +495,16 @@ async fn session(
     Ok(())
 }
 
-/// Entries the receiver acknowledged, with their content hash and, for
-/// chunked content, their chunk list.
-type Acked = Vec<(ScanEntry, Option<Hash>, Option<Vec<ChunkInfo>>)>;
+/// Entries the receiver acknowledged, with their content hash, for chunked
+/// content their chunk list, and whether their local copy was written.
+type Acked = Vec<(ScanEntry, Option<Hash>, Option<Vec<ChunkInfo>>, bool)>;
 
 async fn record_stored(ctx: &SenderContext, acked: Acked) -> Result<(), RunError> {
     if acked.is_empty() {
         return Ok(());
     }
     let index = ctx.index.clone();
+    let copies = ctx.copies.clone();
     blocking(move || {
         let mut slot = index
             .lock()
@@ -446,18 +512,49 @@ async fn record_stored(ctx: &SenderContext, acked: Acked) -> Result<(), RunError
         if let Some(index) = slot.as_mut() {
             let mut entries = Vec::with_capacity(acked.len());
             let mut lists = Vec::new();
-            for (entry, hash, chunks) in acked {
+            let mut copied = Vec::new();
+            for (entry, hash, chunks, copy) in acked {
                 if let (Some(hash), Some(chunks)) = (hash, chunks) {
                     lists.push((entry.path.clone(), hash, chunks));
+                }
+                if copy {
+                    copied.extend(copy_record(&entry, hash));
                 }
                 entries.push((entry, hash));
             }
             index.record_stored(&entries)?;
             index.record_chunks(&lists)?;
+            // After the index: a copy recorded is one the index knows.
+            if let Some(copies) = copies {
+                if let Err(e) = copies.record(&copied) {
+                    tracing::warn!("{e}");
+                }
+            }
         }
         Ok(())
     })
     .await
+}
+
+/// What the local copy of an acknowledged entry holds.
+fn copy_record(entry: &ScanEntry, hash: Option<Hash>) -> Option<CopyRecord> {
+    let held = match (&entry.kind, hash) {
+        (scan::ScanKind::File, Some(hash)) => Held::File {
+            hash,
+            size: entry.size,
+        },
+        (scan::ScanKind::File, None) => return None,
+        (scan::ScanKind::Dir, _) => Held::Dir,
+        (scan::ScanKind::Symlink { target }, _) => Held::Symlink {
+            target: target.clone(),
+        },
+    };
+    Some(CopyRecord {
+        path: entry.path.clone(),
+        held,
+        mtime_ns: entry.mtime_ns,
+        mode: entry.mode,
+    })
 }
 
 /// The canonical forms of paths that must never be scanned as part of the

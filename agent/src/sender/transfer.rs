@@ -33,12 +33,21 @@ pub struct Sent {
     pub chunks: Option<Vec<ChunkInfo>>,
 }
 
+/// How much of a file's content travelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ContentBytes {
+    /// Bytes of content sent, before compression: the file's size less the
+    /// chunks the receiver already had (or kept from an interrupted run).
+    pub fresh: u64,
+    /// What those bytes took on the wire, after compression.
+    pub wire: u64,
+}
+
 /// How an entry travelled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SentKind {
-    /// File content; this many bytes of it crossed the wire (after
-    /// compression, without the chunks the receiver already had).
-    Content(u64),
+    /// File content.
+    Content(ContentBytes),
     /// Only metadata: the receiver held the content.
     MetadataOnly,
     Dir,
@@ -332,7 +341,7 @@ async fn send_chunked(
     let (tx, mut rx) = mpsc::channel::<Out>(2);
     let (go_tx, go_rx) = std::sync::mpsc::channel();
     let reading = tokio::task::spawn_blocking(move || reader.run(tx, go_rx));
-    let mut content = 0u64;
+    let mut content = ContentBytes { fresh: 0, wire: 0 };
     let streamed: Result<(), EntryError> = async {
         while let Some(out) = rx.recv().await {
             match out {
@@ -348,7 +357,8 @@ async fn send_chunked(
                 }
                 Out::Frames(frames, bytes, covered) => {
                     channel.send.send_raw(&frames).await?;
-                    content += bytes;
+                    content.fresh += bytes.fresh;
+                    content.wire += bytes.wire;
                     ctx.status.progress.add_bytes(covered);
                 }
             }
@@ -403,29 +413,29 @@ async fn abort(channel: &mut Channel, e: EntryError) -> EntryError {
 }
 
 /// Ends a stream whose content was sent: waits for `Stored`, commits the
-/// local copy, and describes the file as read (`stat`), `wire` bytes of
-/// content having crossed.
+/// local copy, and describes the file as read (`stat`), `bytes` of content
+/// having crossed.
 async fn acknowledged(
     channel: &mut Channel,
     scanned: ScanEntry,
     stat: FileStat,
     hash: Hash,
     copy: Option<CopyWriter>,
-    wire: u64,
+    bytes: ContentBytes,
 ) -> Result<Sent, EntryError> {
     channel.send.finish();
     answer(channel).await?;
-    stored_file(scanned, stat, hash, copy, wire).await
+    stored_file(scanned, stat, hash, copy, bytes).await
 }
 
 /// A file the receiver stored: its local copy committed, and what was sent
-/// (the file as read, `wire` bytes of its content having crossed).
+/// (the file as read, `bytes` of its content having crossed).
 pub(super) async fn stored_file(
     scanned: ScanEntry,
     stat: FileStat,
     hash: Hash,
     copy: Option<CopyWriter>,
-    wire: u64,
+    bytes: ContentBytes,
 ) -> Result<Sent, EntryError> {
     if let Some(copy) = copy {
         blocking(move || {
@@ -444,7 +454,7 @@ pub(super) async fn stored_file(
             ..scanned
         },
         hash: Some(hash),
-        kind: SentKind::Content(wire),
+        kind: SentKind::Content(bytes),
         chunks: None,
     })
 }
@@ -609,7 +619,8 @@ async fn send_content(
                 );
                 channel.send.send_raw(&frames).await?;
                 ctx.status.progress.add_bytes(data.len() as u64);
-                (hash, copy, wire)
+                let fresh = data.len() as u64;
+                (hash, copy, ContentBytes { fresh, wire })
             }
             Opened::Large { file, stat, copy } => {
                 if !head.is_empty() {
@@ -628,7 +639,15 @@ async fn send_content(
                 match read {
                     Ok((hash, copy)) => {
                         channel.send.send(&Message::End { hash }).await?;
-                        (hash, copy, stat.size)
+                        let all = stat.size;
+                        (
+                            hash,
+                            copy,
+                            ContentBytes {
+                                fresh: all,
+                                wire: all,
+                            },
+                        )
                     }
                     Err(e) => return Err(abort(&mut channel, e).await),
                 }

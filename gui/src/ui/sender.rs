@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use eframe::egui::{Grid, ProgressBar, TextEdit, Ui};
 use ferry_agent::status::SenderPhase;
-use ferry_agent::summary::{human_bytes, ProgressSnapshot};
+use ferry_agent::summary::{data_cell, human_bytes, ProgressSnapshot};
 
 use super::fields::{self, Browse};
 use crate::app::LauncherApp;
@@ -309,7 +309,7 @@ pub fn status(app: &mut LauncherApp, ui: &mut Ui) {
                             "{} sent, {} unchanged, {} deleted",
                             r.files_sent, r.files_unchanged, r.files_deleted
                         ));
-                        ui.label(human_bytes(r.bytes_file_data));
+                        ui.label(data_cell(r.bytes_file_data, r.bytes_file_data_wire));
                         ui.label(format!("{:.1}s", r.duration_ms as f64 / 1000.0));
                         match r.problems.first() {
                             Some(p) => fields::error_line(

@@ -133,7 +133,7 @@ async fn compressed_and_raw_chunks_mix_in_one_file() -> anyhow::Result<()> {
     let summary = send_config(&d.config).await?;
     assert_eq!(summary.errors, 0, "{summary:?}");
     tree::assert_same(&d.sender.source, &d.receiver.mirror("laptop", "docs"))?;
-    let sent = summary.bytes_file_data;
+    let sent = summary.bytes_file_data_wire;
     // The random part goes raw, the text compressed to a fraction.
     assert!(sent >= random.len() as u64, "{sent}");
     assert!(
@@ -208,7 +208,7 @@ async fn small_text_files_compress_against_each_other() -> anyhow::Result<()> {
         "{summary:?}"
     );
     tree::assert_same(&sender.source, &receiver.mirror("laptop", "docs"))?;
-    let sent = summary.bytes_file_data;
+    let sent = summary.bytes_file_data_wire;
     assert!(
         sent * 10 < alone * 8,
         "{sent} bytes of content; each file compressed alone: {alone}; raw: {raw}"
@@ -232,7 +232,7 @@ async fn a_damaged_base_is_detected_and_the_file_sent_whole() -> anyhow::Result<
     let summary = send_config(&d.config).await?;
     assert_eq!(summary.errors, 0, "{summary:?}");
     tree::assert_same(&d.sender.source, &d.receiver.mirror("laptop", "docs"))?;
-    assert!(summary.bytes_file_data >= LARGE as u64, "{summary:?}");
+    assert!(summary.bytes_file_data_new >= LARGE as u64, "{summary:?}");
     d.receiver.stop().await
 }
 

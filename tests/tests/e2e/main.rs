@@ -2,6 +2,7 @@
 //! 127.0.0.1, real files, real SQLite. One test binary, one module per
 //! subject, shared helpers in `util`.
 
+mod copies;
 mod crash;
 mod delta;
 mod errors;
@@ -12,6 +13,7 @@ mod local_store;
 mod newuser_status;
 mod promises;
 mod ratelimit;
+mod reporting;
 mod restore;
 mod resume;
 mod service;

@@ -57,9 +57,9 @@ fn resend(setup: &Setup) -> anyhow::Result<u64> {
     let summary: serde_json::Value = serde_json::from_str(sender.stdout().trim())
         .with_context(|| format!("sender output: {}", sender.stdout()))?;
     tree::assert_same(&setup.source, &setup.mirror())?;
-    summary["bytes_file_data"]
+    summary["bytes_file_data_new"]
         .as_u64()
-        .context("no bytes_file_data in the summary")
+        .context("no bytes_file_data_new in the summary")
 }
 
 fn slow_sender(setup: &Setup) -> anyhow::Result<Proc> {
