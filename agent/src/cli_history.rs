@@ -423,9 +423,9 @@ pub async fn versions(args: VersionsArgs) -> anyhow::Result<ExitCode> {
     let versions = client.versions(&path).await?;
     client.close().await;
     if versions.is_empty() {
-        eprintln!(
+        note(format_args!(
             "ferry: no versions of {path} in {sender}/{folder}: it was never stored there (the path is relative to the folder, e.g. notes/todo.txt)"
-        );
+        ));
         return Ok(ExitCode::from(1));
     }
     for v in versions {
@@ -561,16 +561,16 @@ pub async fn verify(args: VerifyArgs, terminal: &Terminal) -> anyhow::Result<Exi
             match f.version {
                 Some(version) => {
                     let which = if f.current { "current" } else { "old version" };
-                    eprintln!(
+                    terminal.line(&format!(
                         "ferry: {}/{}/{} ({which} {version}, at {}): {}",
                         f.sender,
                         f.folder,
                         f.path,
                         f.location.display(),
                         f.kind
-                    );
+                    ));
                 }
-                None => eprintln!("ferry: {}: {}", f.location.display(), f.kind),
+                None => terminal.line(&format!("ferry: {}: {}", f.location.display(), f.kind)),
             }
         }
         terminal.summary(&format!(
@@ -582,10 +582,10 @@ pub async fn verify(args: VerifyArgs, terminal: &Terminal) -> anyhow::Result<Exi
             report.findings.len()
         ));
         if report.unrecorded > 0 && !terminal.is_quiet() {
-            eprintln!(
+            terminal.line(&format!(
                 "ferry: {} never acknowledged copies that interrupted commits left are kept in the versions area (named ~u<n>); they are not problems",
                 report.unrecorded
-            );
+            ));
         }
     }
     Ok(if report.findings.is_empty() {
@@ -593,6 +593,13 @@ pub async fn verify(args: VerifyArgs, terminal: &Terminal) -> anyhow::Result<Exi
     } else {
         ExitCode::from(1)
     })
+}
+
+/// Writes a line to stderr; a closed stderr is not an error (nothing is
+/// left to tell), so this never panics where the standard macro would.
+pub(crate) fn note(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
 }
 
 #[cfg(test)]

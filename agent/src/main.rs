@@ -305,14 +305,17 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("ferry: cannot start: {e}");
+            cli_history::note(format_args!("ferry: cannot start: {e}"));
             return ExitCode::from(2);
         }
     };
     match runtime.block_on(run(cli.command, verbosity, terminal)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("ferry: error: {}", ferry_agent::chain::chain(e.as_ref()));
+            cli_history::note(format_args!(
+                "ferry: error: {}",
+                ferry_agent::chain::chain(e.as_ref())
+            ));
             ExitCode::from(2)
         }
     }

@@ -308,6 +308,41 @@ fn a_restore_into_a_full_directory_prints_one_line_for_the_skipped_files() -> an
     Ok(())
 }
 
+#[test]
+fn a_closed_stderr_ends_commands_with_their_usual_status_not_a_panic() -> anyhow::Result<()> {
+    let home = Home::new()?;
+    home.send_once(&[("a.txt", "a")])?;
+    home.send_once(&[("a.txt", "b")])?;
+    // Each of these writes its summary or message to stderr.
+    let commands: [(&[&str], i32); 5] = [
+        (
+            &["send", "--source", "src", "--store", "store", "--once"],
+            0,
+        ),
+        (&["restore", "--store", "store", "--to", "dest"], 0),
+        (&["restore", "-v", "--store", "store", "--to", "dest"], 0),
+        (&["versions", "--store", "store", "never/was.txt"], 1),
+        (&["history", "--store", "store", "--run", "x"], 2),
+    ];
+    for (args, code) in commands {
+        let (reader, writer) = std::io::pipe()?;
+        drop(reader);
+        let out = Command::new(ferry_bin())
+            .args(args)
+            .current_dir(&home.root)
+            .env("HOME", &home.root)
+            .env_remove("XDG_STATE_HOME")
+            .env_remove("FERRY_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(writer))
+            .output()?;
+        // A panic exits 101.
+        assert_eq!(out.status.code(), Some(code), "ferry {args:?}");
+    }
+    Ok(())
+}
+
 /// Runs `ferry ARGS` with stdout a pipe whose reading end is already closed.
 fn into_closed_pipe(home: &Home, args: &[&str]) -> anyhow::Result<Output> {
     let (reader, writer) = std::io::pipe()?;
