@@ -205,6 +205,28 @@ fn now_ms() -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// How a run ended, as the catalog records it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunEnding {
+    /// The sender finished it and everything it reported is recorded.
+    Complete,
+    /// It ended on an error.
+    Failed,
+    /// The sender went away or the receiver stopped before it finished.
+    Interrupted,
+}
+
+impl RunEnding {
+    /// The run's status word in the catalog and in history.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunEnding::Complete => "complete",
+            RunEnding::Failed => "failed",
+            RunEnding::Interrupted => "interrupted",
+        }
+    }
+}
+
 impl Store {
     /// Opens (creating if needed) the store at `root`: creates the
     /// directories and the catalog, takes the lock, removes leftover staging
@@ -385,18 +407,18 @@ impl Store {
         })
     }
 
-    /// Records the end of a run (`complete` or `failed`) and re-applies the
-    /// recorded modification times of the namespace's current directories
-    /// (adding children during the run bumped them).
+    /// Records how a run ended and re-applies the recorded modification
+    /// times of the namespace's current directories (adding children during
+    /// the run bumped them).
     pub fn finish_run(
         &self,
         ns: &Namespace,
         run: u64,
         report: &RunReport,
         bytes_received: u64,
-        complete: bool,
+        ending: RunEnding,
     ) -> Result<(), StoreError> {
-        let status = if complete { "complete" } else { "failed" };
+        let status = ending.as_str();
         let end = catalog::RunEnd {
             report,
             bytes_received,
@@ -794,9 +816,11 @@ pub(crate) mod tests {
             bytes_file_data: 99,
             errors: 1,
         };
-        store.finish_run(&ns, first, &report, 120, true).unwrap();
         store
-            .finish_run(&ns, second, &RunReport::default(), 0, false)
+            .finish_run(&ns, first, &report, 120, RunEnding::Complete)
+            .unwrap();
+        store
+            .finish_run(&ns, second, &RunReport::default(), 0, RunEnding::Failed)
             .unwrap();
         let runs = store.runs(Some(ns.sender_id)).unwrap();
         assert_eq!(
@@ -814,7 +838,7 @@ pub(crate) mod tests {
             ..ns.clone()
         };
         let err = store
-            .finish_run(&other, first, &report, 0, true)
+            .finish_run(&other, first, &report, 0, RunEnding::Complete)
             .unwrap_err();
         assert!(matches!(err, StoreError::UnknownRun { .. }), "{err}");
     }
@@ -839,7 +863,7 @@ pub(crate) mod tests {
         };
         assert_ne!(mtime(&d), dir_mtime, "adding a child bumps the mtime");
         store
-            .finish_run(&ns, run, &RunReport::default(), 5, true)
+            .finish_run(&ns, run, &RunReport::default(), 5, RunEnding::Complete)
             .unwrap();
         assert_eq!(mtime(&d), dir_mtime);
 
@@ -848,14 +872,14 @@ pub(crate) mod tests {
         let later = filetime::FileTime::from_unix_time(1_700_000_000, 0);
         filetime::set_file_mtime(&d, later).unwrap();
         store
-            .finish_run(&ns, quiet, &RunReport::default(), 5, true)
+            .finish_run(&ns, quiet, &RunReport::default(), 5, RunEnding::Complete)
             .unwrap();
         assert_eq!(mtime(&d), 1_700_000_000_000_000_000);
         // One that changes something restores them.
         let busy = store.begin_run(&ns).unwrap();
         put_file(&store, &ns, busy, "d/another", b"x", 5);
         store
-            .finish_run(&ns, busy, &RunReport::default(), 5, true)
+            .finish_run(&ns, busy, &RunReport::default(), 5, RunEnding::Complete)
             .unwrap();
         assert_eq!(mtime(&d), dir_mtime);
     }

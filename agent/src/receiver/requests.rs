@@ -537,7 +537,13 @@ mod tests {
             let run = store.begin_run(&ns).unwrap();
             put(&store, &ns, run, "secret.txt", name.as_bytes());
             store
-                .finish_run(&ns, run, &RunReport::default(), 0, true)
+                .finish_run(
+                    &ns,
+                    run,
+                    &RunReport::default(),
+                    0,
+                    crate::store::RunEnding::Complete,
+                )
                 .unwrap();
             ctxs.push(Ctx {
                 store: store.clone(),

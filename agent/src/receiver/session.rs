@@ -22,7 +22,7 @@ use super::quota::{QuotaBudget, Reservation};
 use super::{Shared, BUSY_RETRY, MAX_STREAMS_PER_SENDER};
 use crate::identity::DeviceId;
 use crate::status::Session;
-use crate::store::{Namespace, Op, Staged, Store, StoreError, Verified};
+use crate::store::{Namespace, Op, RunEnding, Staged, Store, StoreError, Verified};
 use crate::stream::{Channel, StreamError};
 use crate::tls;
 
@@ -296,7 +296,9 @@ async fn session(
         // as failed, not `running` until the receiver restarts.
         let (store, ns) = (shared.store.clone(), ns.clone());
         let report = RunReport::default();
-        if let Err(end) = blocking(move || store.finish_run(&ns, run_id, &report, 0, false)).await {
+        if let Err(end) =
+            blocking(move || store.finish_run(&ns, run_id, &report, 0, RunEnding::Failed)).await
+        {
             tracing::warn!(
                 run = run_id,
                 "could not record the run as failed: {}",
@@ -354,7 +356,11 @@ async fn serve_run(
     let outcome = control_loop(&mut control, ctx, &files, hello, shutdown).await;
     acceptor.abort();
     let bytes_received = conn.stats().udp_rx.bytes;
-    let complete = matches!(outcome, Ok(Some(_)));
+    let ending = match &outcome {
+        Ok(Some(_)) => RunEnding::Complete,
+        Ok(None) | Err(SessionError::Shutdown) => RunEnding::Interrupted,
+        Err(_) => RunEnding::Failed,
+    };
     let report = match &outcome {
         Ok(Some(report)) => report.clone(),
         _ => RunReport {
@@ -366,8 +372,8 @@ async fn serve_run(
     let ns = ctx.ns.clone();
     let logged = report.clone();
     let recorded =
-        blocking(move || store.finish_run(&ns, run_id, &report, bytes_received, complete)).await;
-    log_run_end(ctx, peer, hello, &outcome, &logged, bytes_received);
+        blocking(move || store.finish_run(&ns, run_id, &report, bytes_received, ending)).await;
+    log_run_end(ctx, peer, hello, ending, &logged, bytes_received);
     recorded?;
     match outcome {
         Ok(Some(_)) => {
@@ -394,14 +400,14 @@ fn log_run_end(
     ctx: &RunContext,
     peer: DeviceId,
     hello: &Hello,
-    outcome: &Result<Option<RunReport>, SessionError>,
+    ending: RunEnding,
     report: &RunReport,
     bytes_received: u64,
 ) {
-    let result = match outcome {
-        Ok(Some(_)) => "completed",
-        Ok(None) | Err(SessionError::Shutdown) => "interrupted",
-        Err(_) => "failed",
+    let result = match ending {
+        RunEnding::Complete => "completed",
+        RunEnding::Interrupted => "interrupted",
+        RunEnding::Failed => "failed",
     };
     let duration = ctx.live.started.elapsed().unwrap_or_default();
     tracing::info!(

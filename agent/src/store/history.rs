@@ -308,7 +308,13 @@ mod tests {
 
     fn finish(store: &Store, ns: &Namespace, run: u64) {
         store
-            .finish_run(ns, run, &RunReport::default(), 0, true)
+            .finish_run(
+                ns,
+                run,
+                &RunReport::default(),
+                0,
+                crate::store::RunEnding::Complete,
+            )
             .unwrap();
     }
 

@@ -400,7 +400,13 @@ mod tests {
                 i as i64,
             );
             store
-                .finish_run(&ns, run, &RunReport::default(), 0, true)
+                .finish_run(
+                    &ns,
+                    run,
+                    &RunReport::default(),
+                    0,
+                    crate::store::RunEnding::Complete,
+                )
                 .unwrap();
         }
         let _ = run;

@@ -355,7 +355,17 @@ fn run(store: &Store, ns: &Namespace, source: &Source, model: &mut Model, rng: &
         ..RunReport::default()
     };
     store
-        .finish_run(ns, run, &report, 0, errors == 0)
+        .finish_run(
+            ns,
+            run,
+            &report,
+            0,
+            if errors == 0 {
+                crate::store::RunEnding::Complete
+            } else {
+                crate::store::RunEnding::Failed
+            },
+        )
         .unwrap_or_else(|e| panic!("finish run {run}: {e}"));
     assert_eq!(errors, 0, "run {run} had failures without a crash");
     Ended::Complete(run)

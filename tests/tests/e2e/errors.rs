@@ -281,7 +281,8 @@ async fn files_that_fail_on_a_full_disk_are_one_line_and_the_run_is_not_left_run
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_run_the_receiver_ends_fails_with_the_receivers_reason_first() -> anyhow::Result<()> {
+async fn a_run_the_receiver_ends_fails_with_the_receivers_reason_first_and_is_recorded_interrupted(
+) -> anyhow::Result<()> {
     use ferry_agent::chain::chain;
     use ferry_agent::receiver::Admission;
     use ferry_agent::status::SenderStatus;
@@ -340,5 +341,10 @@ async fn a_run_the_receiver_ends_fails_with_the_receivers_reason_first() -> anyh
     );
     let runs = store.runs(None)?;
     assert!(runs.iter().all(|r| r.status != "running"), "{runs:?}");
+    // Cut off by the receiver's stop: interrupted, not failed.
+    assert!(
+        runs.iter().any(|r| r.status == "interrupted"),
+        "the cut-off run is not recorded as interrupted: {runs:?}"
+    );
     Ok(())
 }

@@ -275,9 +275,13 @@ async fn look_alike_and_unprintable_names_are_refused_but_names_from_before_the_
     let legacy_folder = ferry_proto::Name::new("ｄｏｃｓ")?;
     let ns = receiver.store.namespace(&record, &legacy_folder);
     let run = receiver.store.begin_run(&ns)?;
-    receiver
-        .store
-        .finish_run(&ns, run, &Default::default(), 0, true)?;
+    receiver.store.finish_run(
+        &ns,
+        run,
+        &Default::default(),
+        0,
+        ferry_agent::store::RunEnding::Complete,
+    )?;
     tree::write(&old.source, "kept", "kept")?;
     let legacy = ferry_agent::config::SenderConfig {
         folder: Some("ｄｏｃｓ".into()),
