@@ -101,7 +101,7 @@ pub struct ScanStats {
     /// Directories listed.
     pub dirs_read: u64,
     /// Entries stat'ed.
-    pub stats: u64,
+    pub stat_calls: u64,
     /// Files (and symlinks) excluded by a pattern.
     pub excluded_files: u64,
     /// Directories excluded by a pattern or a marker file.
@@ -111,7 +111,7 @@ pub struct ScanStats {
 impl ScanStats {
     fn add(&mut self, other: &ScanStats) {
         self.dirs_read += other.dirs_read;
-        self.stats += other.stats;
+        self.stat_calls += other.stat_calls;
         self.excluded_files += other.excluded_files;
         self.excluded_dirs += other.excluded_dirs;
     }

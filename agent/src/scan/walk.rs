@@ -454,7 +454,7 @@ fn stat_names(
             }
         };
         let problem_path = || PathBuf::from(OsStr::from_bytes(&child));
-        out.stats.stats += 1;
+        out.stats.stat_calls += 1;
         let stat = match rustix::fs::statat(&dir.fd, name.as_slice(), AtFlags::SYMLINK_NOFOLLOW) {
             Ok(stat) => stat,
             Err(err) => {
@@ -832,7 +832,7 @@ mod tests {
         assert_eq!(paths(&scan), ["app", "app/main.js"]);
         // The root and `app` are listed; `node_modules` is stat'ed once.
         assert_eq!(scan.stats.dirs_read, 2, "{:?}", scan.stats);
-        assert_eq!(scan.stats.stats, 4, "{:?}", scan.stats);
+        assert_eq!(scan.stats.stat_calls, 4, "{:?}", scan.stats);
         assert_eq!(scan.stats.excluded_dirs, 1);
         assert_eq!(scan.stats.excluded_files, 1);
         assert!(scan.errors.is_empty(), "{:?}", scan.errors);

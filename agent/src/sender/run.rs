@@ -71,7 +71,7 @@ pub async fn run_once(
     let (root, scan): (Arc<scan::SourceDir>, Scan) = scan?;
     tracing::debug!(
         entries = scan.entries.len(),
-        stats = scan.stats.stats,
+        stat_calls = scan.stats.stat_calls,
         excluded_dirs = scan.stats.excluded_dirs,
         excluded_files = scan.stats.excluded_files,
         ms = started.elapsed().as_millis() as u64,
