@@ -279,3 +279,44 @@ async fn one_file_system_does_not_cross_into_a_mounted_filesystem() -> anyhow::R
     );
     receiver.stop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_config_file_gives_the_same_rules() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let receiver = TestReceiver::with_secret(dir.path(), SECRET).await?;
+    let sender = TestSender::new(dir.path(), "laptop")?;
+    let src = &sender.source;
+    for f in [
+        "a.txt",
+        "a.bak",
+        "b.iso",
+        "keep.iso",
+        "tmp/x",
+        "scratch/.nobackup",
+    ] {
+        tree::write(src, f, f)?;
+    }
+    // exclude-file is taken from the config file's directory.
+    let etc = dir.path().join("etc");
+    tree::write(&etc, "rules.txt", "*.iso\n")?;
+    tree::write(
+        &etc,
+        "sender.toml",
+        "exclude = [\"*.bak\", \"tmp/\"]\nexclude-file = \"rules.txt\"\n\
+         exclude-if-present = [\".nobackup\"]\n",
+    )?;
+    let config = etc.join("sender.toml").display().to_string();
+    // A flag's pattern comes after the file's and wins.
+    let out = ferry_send(
+        &receiver,
+        &sender,
+        &["-c", &config, "--exclude", "!keep.iso"],
+    )
+    .await?;
+    ok(&out);
+    assert_eq!(
+        listing(&receiver.mirror("laptop", "docs"))?,
+        set(&["a.txt", "keep.iso"])
+    );
+    receiver.stop().await
+}
