@@ -36,6 +36,9 @@ Examples:
       --pairing-secret-file ~/.ferry-secret
   One run that logs what it does (-q: errors only, no summary):
     ferry send -v --source ~/Documents --host nas.local
+  Leave out build output, logs and cache directories (also .ferryignore files):
+    ferry send --source ~/code --store /mnt/backup/ferry \\
+      --exclude target/ --exclude '*.log' --exclude-caches
   A sender configured in a file:
     ferry send -c /etc/ferry/sender.toml";
 

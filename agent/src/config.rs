@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::identity::DeviceId;
 use crate::ratelimit::RateSchedule;
+use crate::scan::ExcludeRules;
 use crate::sender::guard::DeleteGuard;
 use crate::store::Retention;
 
@@ -107,6 +108,16 @@ pub struct SenderConfig {
     /// Bandwidth limit of the whole sender, optionally by time of day
     /// (e.g. `08:00-18:00=2MB/s,10MB/s`); no limit if unset.
     pub limit_rate: Option<String>,
+    /// Patterns (gitignore syntax) of what not to send, from the source root.
+    pub exclude: Vec<String>,
+    /// A file of such patterns, one a line.
+    pub exclude_file: Option<PathBuf>,
+    /// Skip directories holding a valid `CACHEDIR.TAG`.
+    pub exclude_caches: Option<bool>,
+    /// Skip directories holding an entry of one of these names.
+    pub exclude_if_present: Vec<String>,
+    /// Do not descend into other filesystems mounted inside the source.
+    pub one_file_system: Option<bool>,
 }
 
 fn load_toml<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, ConfigError> {
@@ -248,12 +259,23 @@ impl SenderConfig {
         beneath(&dir, &mut config.pairing_secret_file);
         beneath(&dir, &mut config.store);
         beneath(&dir, &mut config.state);
+        beneath(&dir, &mut config.exclude_file);
         Ok(config)
     }
 
-    /// `self` with every field that `over` sets replaced by it.
+    /// `self` with every field that `over` sets replaced by it (pattern and
+    /// marker lists are joined, `over`'s patterns last so that they win).
     pub fn merge(self, over: SenderConfig) -> SenderConfig {
+        let mut exclude = self.exclude;
+        exclude.extend(over.exclude);
+        let mut exclude_if_present = self.exclude_if_present;
+        exclude_if_present.extend(over.exclude_if_present);
         SenderConfig {
+            exclude,
+            exclude_if_present,
+            exclude_file: over.exclude_file.or(self.exclude_file),
+            exclude_caches: over.exclude_caches.or(self.exclude_caches),
+            one_file_system: over.one_file_system.or(self.one_file_system),
             host: over.host.or(self.host),
             port: over.port.or(self.port),
             source: over.source.or(self.source),
@@ -356,7 +378,21 @@ impl SenderConfig {
             Some(mode) => mode.parse().map_err(|e| invalid("compress", e))?,
             None => CompressMode::default(),
         };
+        let mut exclude = ExcludeRules::new(&self.exclude, self.exclude_file.as_deref())
+            .map_err(|e| invalid("exclude", crate::chain::chain(&e)))?;
+        exclude.exclude_caches = self.exclude_caches.unwrap_or(false);
+        exclude.one_file_system = self.one_file_system.unwrap_or(false);
+        for name in &self.exclude_if_present {
+            if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+                return Err(invalid(
+                    "exclude-if-present",
+                    format!("{name:?} is not a file name (give a name such as .nobackup)"),
+                ));
+            }
+            exclude.exclude_if_present.push(PathBuf::from(name));
+        }
         Ok(SenderSettings {
+            exclude,
             compress,
             limit_rate: parse_limit_rate(self.limit_rate.as_deref())?,
             delete_guard: DeleteGuard {
@@ -469,6 +505,8 @@ pub struct SenderSettings {
     pub compress: CompressMode,
     /// Bandwidth limit of the whole sender; `None`: no limit.
     pub limit_rate: Option<RateSchedule>,
+    /// What the user chose not to send.
+    pub exclude: ExcludeRules,
 }
 
 /// `--limit-rate` parsed; a schedule that never limits is no limit at all.
@@ -816,5 +854,47 @@ mod tests {
             err.contains("limit-rate") && err.contains("\"fast\""),
             "{err}"
         );
+    }
+
+    #[test]
+    fn exclusion_settings_from_the_file_and_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("src")).unwrap();
+        std::fs::write(dir.path().join("rules.txt"), "*.iso\n").unwrap();
+        let path = dir.path().join("sender.toml");
+        std::fs::write(
+            &path,
+            "source = \"src\"\nstore = \"/s\"\nexclude = [\"*.tmp\"]\nexclude-file = \"rules.txt\"\n\
+             exclude-caches = true\nexclude-if-present = [\".nobackup\"]\none-file-system = true\n",
+        )
+        .unwrap();
+        let file = SenderConfig::load(&path).unwrap();
+        assert_eq!(file.exclude_file, Some(dir.path().join("rules.txt")));
+        let flags = SenderConfig {
+            exclude: vec!["!keep.tmp".into()],
+            exclude_if_present: vec![".skip".into()],
+            ..Default::default()
+        };
+        let merged = file.merge(flags);
+        assert_eq!(merged.exclude, ["*.tmp", "!keep.tmp"]);
+        let rules = merged.settings().unwrap().exclude;
+        assert!(rules.exclude_caches && rules.one_file_system);
+        assert_eq!(
+            rules.exclude_if_present,
+            [PathBuf::from(".nobackup"), PathBuf::from(".skip")]
+        );
+
+        let bad = SenderConfig {
+            exclude_if_present: vec!["a/b".into()],
+            ..merged.clone()
+        };
+        let err = bad.settings().unwrap_err().to_string();
+        assert!(err.contains("exclude-if-present"), "{err}");
+        let missing = SenderConfig {
+            exclude_file: Some(dir.path().join("nope.txt")),
+            ..merged
+        };
+        let err = missing.settings().unwrap_err().to_string();
+        assert!(err.contains("nope.txt"), "{err}");
     }
 }

@@ -13,7 +13,7 @@
 //! - [`pins`]: the sender's record of the receivers it has met.
 //! - [`stream`]: a framed message stream over a QUIC stream pair.
 //! - [`store`]: the receiver's store: mirror, staging, versions and catalog.
-//! - [`scan`]: walking the source tree (stat only).
+//! - [`scan`]: walking the source tree (stat only), with the exclusion rules.
 //! - [`index`]: the sender's index of what the receiver acknowledged, and the
 //!   run plan derived from it.
 //! - [`chunk`]: content-defined chunks (FastCDC) and chunk lists, for delta

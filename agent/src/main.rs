@@ -180,6 +180,24 @@ struct SendArgs {
     /// wins; windows may wrap midnight; 0 or off: no limit).
     #[arg(long, value_name = "SCHEDULE")]
     limit_rate: Option<String>,
+    /// Do not send what matches this pattern (gitignore syntax, from the
+    /// source root; repeatable). `.ferryignore` files in the source are
+    /// always read, and win over these.
+    #[arg(long, value_name = "PATTERN")]
+    exclude: Vec<String>,
+    /// Read exclude patterns from this file, one a line (gitignore syntax).
+    #[arg(long, value_name = "FILE")]
+    exclude_file: Option<PathBuf>,
+    /// Do not send directories holding a valid CACHEDIR.TAG.
+    #[arg(long)]
+    exclude_caches: bool,
+    /// Do not send directories holding an entry of this name (repeatable).
+    #[arg(long, value_name = "NAME")]
+    exclude_if_present: Vec<String>,
+    /// Do not descend into other filesystems mounted inside the source (a
+    /// mount point is sent as an empty directory).
+    #[arg(long)]
+    one_file_system: bool,
 }
 
 impl ReceiveArgs {
@@ -225,6 +243,11 @@ impl SendArgs {
             allow_mass_delete: self.allow_mass_delete.then_some(true),
             compress: self.compress.clone(),
             limit_rate: self.limit_rate.clone(),
+            exclude: self.exclude.clone(),
+            exclude_file: self.exclude_file.clone(),
+            exclude_caches: self.exclude_caches.then_some(true),
+            exclude_if_present: self.exclude_if_present.clone(),
+            one_file_system: self.one_file_system.then_some(true),
             ..SenderConfig::default()
         }))
     }

@@ -23,9 +23,11 @@ use std::path::{Path, PathBuf};
 
 use ferry_proto::{Hash, RelPath};
 
+mod exclude;
 mod source;
 mod walk;
 
+pub use exclude::{ExcludeRules, RulesError, CACHEDIR_SIGNATURE, CACHEDIR_TAG, IGNORE_FILE};
 pub use source::{OpenError, SourceDir};
 
 /// Size of one read while hashing a file.
@@ -85,6 +87,34 @@ pub struct Scan {
     /// Directories that could not be read, entries that vanished while being
     /// looked at, names that are not valid relative paths.
     pub errors: Vec<ScanProblem>,
+    /// What the walk did.
+    pub stats: ScanStats,
+    /// Directories excluded by a marker file, found by the walk (emptied
+    /// once their entries are removed).
+    marked: Vec<Vec<u8>>,
+}
+
+/// Counts of one walk: what it looked at and what the exclusion rules left
+/// out (an excluded directory counts once, whatever it holds).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ScanStats {
+    /// Directories listed.
+    pub dirs_read: u64,
+    /// Entries stat'ed.
+    pub stat_calls: u64,
+    /// Files (and symlinks) excluded by a pattern.
+    pub excluded_files: u64,
+    /// Directories excluded by a pattern or a marker file.
+    pub excluded_dirs: u64,
+}
+
+impl ScanStats {
+    fn add(&mut self, other: &ScanStats) {
+        self.dirs_read += other.dirs_read;
+        self.stat_calls += other.stat_calls;
+        self.excluded_files += other.excluded_files;
+        self.excluded_dirs += other.excluded_dirs;
+    }
 }
 
 impl Scan {
@@ -129,6 +159,12 @@ pub fn scan(root: &Path, exclude: &[PathBuf]) -> Result<Scan, ScanError> {
 /// [`scan`] of a source already open: the run then reads every file
 /// through the same descriptor.
 pub fn scan_dir(source: &SourceDir, exclude: &[PathBuf]) -> Scan {
+    scan_filtered(source, exclude, &ExcludeRules::default())
+}
+
+/// [`scan_dir`] that also leaves out what the user's exclusion `rules`
+/// exclude: an excluded directory is stat'ed once and never listed.
+pub fn scan_filtered(source: &SourceDir, exclude: &[PathBuf], rules: &ExcludeRules) -> Scan {
     // Exclusions as paths relative to the root; those elsewhere (or the
     // root itself) can never match an entry.
     let exclude: Vec<PathBuf> = exclude
@@ -137,8 +173,17 @@ pub fn scan_dir(source: &SourceDir, exclude: &[PathBuf]) -> Scan {
         .filter(|x| !x.as_os_str().is_empty())
         .map(Path::to_path_buf)
         .collect();
-    let mut out = walk::walk(source, &exclude);
+    let mut out = walk::walk(source, &exclude, rules);
     out.entries.sort_unstable_by(|a, b| a.path.cmp(&b.path));
+    if !out.marked.is_empty() {
+        let mut marked = std::mem::take(&mut out.marked);
+        marked.sort_unstable();
+        out.entries.retain(|e| {
+            marked
+                .binary_search_by(|m| m.as_slice().cmp(e.path.as_bytes()))
+                .is_err()
+        });
+    }
     // Threads finish in any order: sort the reports too, so that a scan of
     // the same tree always reads the same.
     let by_path = |a: &ScanProblem, b: &ScanProblem| {

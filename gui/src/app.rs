@@ -58,6 +58,8 @@ pub struct LauncherApp {
     pub message: Option<String>,
     /// Where "Save as config file" writes, per role, as typed.
     pub config_file: HashMap<Role, String>,
+    /// What the sender's exclude patterns leave out of its source.
+    pub exclusion_count: crate::exclusions::ExclusionCount,
     ids: HashMap<PathBuf, Result<DeviceId, String>>,
 }
 
@@ -98,6 +100,7 @@ impl LauncherApp {
             error,
             message: None,
             config_file,
+            exclusion_count: Default::default(),
             ids: HashMap::new(),
         }
     }

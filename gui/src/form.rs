@@ -14,6 +14,9 @@ use ferry_agent::compress::CompressMode;
 use ferry_agent::config::{ReceiverConfig, SenderConfig, DEFAULT_MAX_CLIENTS, DEFAULT_PORT};
 use ferry_agent::identity::DeviceId;
 use ferry_agent::ratelimit::RateSchedule;
+use ferry_agent::scan::ExcludeRules;
+
+use crate::exclusions::pattern_lines;
 use serde::{Deserialize, Serialize};
 
 /// The receiver form, as typed.
@@ -80,6 +83,8 @@ pub struct SenderForm {
     /// When to compress content (`--compress`); kept as the config's text
     /// (`auto`, `on`, `off`).
     pub compress: CompressMode,
+    /// Exclude patterns (`--exclude`), one a line, gitignore syntax.
+    pub exclude: String,
 }
 
 impl Default for SenderForm {
@@ -96,6 +101,7 @@ impl Default for SenderForm {
             state: String::new(),
             limit_rate: String::new(),
             compress: CompressMode::Auto,
+            exclude: String::new(),
         }
     }
 }
@@ -180,6 +186,8 @@ pub mod label {
     pub const LIMIT_RATE: &str = "Bandwidth limit";
     /// Compression choice (sender).
     pub const COMPRESS: &str = "Compression";
+    /// Exclude patterns field (sender).
+    pub const EXCLUDE: &str = "Exclude patterns";
 }
 
 /// An example bandwidth schedule, shown as the limit field's hover hint.
@@ -387,6 +395,12 @@ impl SenderForm {
         v.check(label::EVERY, parse_period(&self.every).map(|_| ()));
         v.check(label::LIMIT_RATE, check_limit_rate(&self.limit_rate));
         v.check(
+            label::EXCLUDE,
+            ExcludeRules::new(&pattern_lines(&self.exclude), None)
+                .map(|_| ())
+                .map_err(|e| ferry_agent::chain::chain(&e)),
+        );
+        v.check(
             label::KEEP_COPIES,
             optional(&self.keep_copies, |s| {
                 check_creatable_dir(s, "a directory for copies")
@@ -438,6 +452,7 @@ impl SenderForm {
             state: opt_path(&self.state),
             limit_rate: opt_string(&self.limit_rate),
             compress: Some(self.compress.to_string()),
+            exclude: pattern_lines(&self.exclude),
             ..SenderConfig::default()
         })
     }

@@ -9,6 +9,7 @@
 //! ## Layout
 //!
 //! - [`form`]: the forms as typed, their checks, and the agent configs.
+//! - [`exclusions`]: counting what the sender's exclude patterns leave out.
 //! - [`settings`]: what persists between launches, and the secret files.
 //! - [`agent`]: running a receiver or sender task, and its event stream.
 //! - [`app`]: the launcher's state and actions, without a window.
@@ -16,6 +17,7 @@
 
 pub mod agent;
 pub mod app;
+pub mod exclusions;
 pub mod form;
 pub mod settings;
 pub mod ui;

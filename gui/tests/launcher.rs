@@ -431,3 +431,34 @@ fn tab_moves_between_fields_and_text_can_grow() {
     assert!(h.query_by_label(label::STORE).is_some());
     assert!(!is_disabled(&h, button::START));
 }
+
+#[test]
+fn the_sender_form_counts_what_its_exclude_patterns_leave_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let mut app = sender_app(dir.path(), &rt, "secret", 7878);
+    let source = dir.path().join("source");
+    std::fs::create_dir_all(source.join("node_modules/pkg")).unwrap();
+    std::fs::write(source.join("node_modules/pkg/index.js"), "x").unwrap();
+    std::fs::write(source.join("debug.log"), "x").unwrap();
+    app.settings.sender.exclude = "node_modules/\n*.log\n".into();
+    let mut h = harness(app);
+    h.run();
+    assert!(h.query_by_label(label::EXCLUDE).is_some());
+    h.get_by_label(ferry_gui::ui::sender::COUNT_EXCLUDED)
+        .click();
+    // Counted on a thread of its own; the panel shows it once done.
+    step_until(&mut h, "the exclusion count", |h| {
+        h.query_by_label_contains("Excluded: 1 directory and 1 file")
+            .is_some()
+    });
+    // a.txt, sub, sub/b.txt are sent.
+    assert!(h.query_by_label_contains("3 entries to send").is_some());
+    // The patterns go into the sender's config, one per line.
+    let config = h.state().settings.sender.to_config(None).unwrap();
+    assert_eq!(config.exclude, ["node_modules/", "*.log"]);
+    // A changed pattern makes the count stale.
+    h.state_mut().settings.sender.exclude.push_str("sub/\n");
+    h.run();
+    assert!(h.query_by_label_contains("count again").is_some());
+}

@@ -25,6 +25,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use ferry_proto::RelPath;
 use rustix::fs::{AtFlags, FileType, OFlags, Stat};
 
+use super::exclude::{self, DirRules, ExcludeRules, CACHEDIR_SIGNATURE, CACHEDIR_TAG, IGNORE_FILE};
 use super::{Scan, ScanEntry, ScanKind, ScanProblem, SourceDir};
 
 /// Threads walking at once (the caller's included). They wait on the disk
@@ -41,6 +42,8 @@ struct OpenDir {
     rel: Vec<u8>,
     /// The descriptor its entries are stat'ed against.
     fd: OwnedFd,
+    /// The `.ferryignore` patterns that apply to its entries.
+    ignore: Option<Arc<DirRules>>,
 }
 
 /// One unit of work.
@@ -50,6 +53,7 @@ enum Job {
     Read {
         rel: Vec<u8>,
         expect: Option<(u64, u64)>,
+        ignore: Option<Arc<DirRules>>,
     },
     /// Stat these names (already checked) of an open directory.
     Stat {
@@ -76,6 +80,10 @@ struct Shared<'a> {
     wake: Condvar,
     /// Excluded paths, relative to the root.
     exclude: &'a [PathBuf],
+    /// The user's exclusion rules.
+    rules: &'a ExcludeRules,
+    /// The device of the root (for `--one-file-system`).
+    root_dev: u64,
     /// The root every directory is opened from.
     source: &'a SourceDir,
 }
@@ -148,19 +156,40 @@ impl Drop for Busy<'_, '_> {
 }
 
 /// Walks everything below `source`, skipping the relative paths in
-/// `exclude`. The result is not yet sorted.
-pub(super) fn walk(source: &SourceDir, exclude: &[PathBuf]) -> Scan {
+/// `exclude` and what `rules` exclude. The result is not yet sorted, and
+/// directories excluded by a marker file are still in it (listed in
+/// `marked`).
+#[allow(clippy::unnecessary_cast)] // `st_*` widths differ between architectures
+pub(super) fn walk(source: &SourceDir, exclude: &[PathBuf], rules: &ExcludeRules) -> Scan {
+    let root_dev = match source.open_at(b"", OFlags::PATH).and_then(|fd| {
+        rustix::fs::fstat(&fd)
+            .map(|st| st.st_dev as u64)
+            .map_err(io::Error::from)
+    }) {
+        Ok(dev) => dev,
+        Err(err) => {
+            let mut out = Scan::default();
+            out.errors.push(ScanProblem {
+                path: PathBuf::new(),
+                message: format!("cannot read: {err}"),
+            });
+            return out;
+        }
+    };
     let shared = Shared {
         queue: Mutex::new(Queue {
             reads: vec![Job::Read {
                 rel: Vec::new(),
                 expect: None,
+                ignore: None,
             }],
             stats: Vec::new(),
             busy: 0,
         }),
         wake: Condvar::new(),
         exclude,
+        rules,
+        root_dev,
         source,
     };
     std::thread::scope(|scope| {
@@ -199,6 +228,8 @@ fn merge(out: &mut Scan, part: Scan) {
     out.entries.extend(part.entries);
     out.skipped.extend(part.skipped);
     out.errors.extend(part.errors);
+    out.marked.extend(part.marked);
+    out.stats.add(&part.stats);
 }
 
 /// One thread's loop: take jobs until there are none left anywhere.
@@ -207,10 +238,14 @@ fn work(shared: &Shared<'_>) -> Scan {
     let mut new_jobs = Vec::new();
     while let Some(mut busy) = shared.next() {
         match busy.job.take() {
-            Some(Job::Read { rel, expect }) => {
-                read_dir(shared, rel, expect, &mut out, &mut new_jobs)
+            Some(Job::Read {
+                rel,
+                expect,
+                ignore,
+            }) => read_dir(shared, rel, expect, ignore, &mut out, &mut new_jobs),
+            Some(Job::Stat { dir, names }) => {
+                stat_names(shared, &dir, names, &mut out, &mut new_jobs)
             }
-            Some(Job::Stat { dir, names }) => stat_names(&dir, names, &mut out, &mut new_jobs),
             None => {}
         }
         shared.push(&mut new_jobs);
@@ -226,6 +261,7 @@ fn read_dir(
     shared: &Shared<'_>,
     rel: Vec<u8>,
     expect: Option<(u64, u64)>,
+    mut ignore: Option<Arc<DirRules>>,
     out: &mut Scan,
     new_jobs: &mut Vec<Job>,
 ) {
@@ -261,6 +297,13 @@ fn read_dir(
             Err(err) => return problem(out, format!("cannot read: {}", io::Error::from(err))),
         }
     }
+    if shared.rules.has_markers() && has_marker(shared.rules, &fd) {
+        // Left out whole: its own entry is removed once the walk is done.
+        out.stats.excluded_dirs += 1;
+        out.marked.push(rel);
+        return;
+    }
+    out.stats.dirs_read += 1;
     // One descriptor to list the directory, a duplicate to stat against.
     let (fd, list_fd) = match fd.try_clone() {
         Ok(dup) => (dup, fd),
@@ -290,7 +333,28 @@ fn read_dir(
         }
         names.push(name.to_vec());
     }
-    let dir = Arc::new(OpenDir { rel, fd });
+    if shared.rules.reads_ignore_files() && names.iter().any(|n| n == IGNORE_FILE.as_bytes()) {
+        match read_ignore_file(&fd) {
+            Ok(text) => {
+                let parsed = exclude::with_ignore_file(ignore.take(), &rel, &text);
+                ignore = Some(parsed.rules);
+                for (line, message) in parsed.bad {
+                    let path =
+                        PathBuf::from(OsStr::from_bytes(&join(&rel, IGNORE_FILE.as_bytes())));
+                    out.errors.push(ScanProblem {
+                        path,
+                        message: format!("line {line}: {message}"),
+                    });
+                }
+            }
+            // Read nothing: more is sent, never less.
+            Err(message) => out.errors.push(ScanProblem {
+                path: PathBuf::from(OsStr::from_bytes(&join(&rel, IGNORE_FILE.as_bytes()))),
+                message,
+            }),
+        }
+    }
+    let dir = Arc::new(OpenDir { rel, fd, ignore });
     let mut chunks = names.chunks(STAT_CHUNK);
     let first = chunks.next().map(<[_]>::to_vec);
     for chunk in chunks {
@@ -303,14 +367,78 @@ fn read_dir(
     // stats the first part.
     shared.push(new_jobs);
     if let Some(first) = first {
-        stat_names(&dir, first, out, new_jobs);
+        stat_names(shared, &dir, first, out, new_jobs);
     }
+}
+
+/// Whether the open directory `fd` holds a marker that excludes it: a valid
+/// `CACHEDIR.TAG` (`--exclude-caches`) or an entry named in
+/// `--exclude-if-present`.
+fn has_marker(rules: &ExcludeRules, fd: &OwnedFd) -> bool {
+    let present =
+        |name: &OsStr| rustix::fs::statat(fd, name.as_bytes(), AtFlags::SYMLINK_NOFOLLOW).is_ok();
+    if rules
+        .exclude_if_present
+        .iter()
+        .any(|name| present(name.as_os_str()))
+    {
+        return true;
+    }
+    rules.exclude_caches && is_cache_dir(fd)
+}
+
+/// Whether the directory `fd` holds a `CACHEDIR.TAG` starting with the
+/// signature (a regular file, not a symlink).
+fn is_cache_dir(fd: &OwnedFd) -> bool {
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let Ok(tag) = rustix::fs::openat(fd, CACHEDIR_TAG, flags, rustix::fs::Mode::empty()) else {
+        return false;
+    };
+    let mut head = [0u8; CACHEDIR_SIGNATURE.len()];
+    let mut file = std::fs::File::from(tag);
+    matches!(
+        rustix::fs::fstat(&file),
+        Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile
+    ) && std::io::Read::read_exact(&mut file, &mut head).is_ok()
+        && &head == CACHEDIR_SIGNATURE
+}
+
+/// The content of the `.ferryignore` in the open directory `fd`, or why it
+/// was not read.
+fn read_ignore_file(fd: &OwnedFd) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let file = rustix::fs::openat(fd, IGNORE_FILE, flags, rustix::fs::Mode::empty())
+        .map_err(|e| format!("exclusion rules not read: {}", io::Error::from(e)))?;
+    match rustix::fs::fstat(&file) {
+        Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile => {}
+        Ok(_) => return Err("exclusion rules not read: not a regular file".into()),
+        Err(e) => return Err(format!("exclusion rules not read: {}", io::Error::from(e))),
+    }
+    let mut text = Vec::new();
+    std::fs::File::from(file)
+        .take(exclude::MAX_RULES_FILE + 1)
+        .read_to_end(&mut text)
+        .map_err(|e| format!("exclusion rules not read: {e}"))?;
+    if text.len() as u64 > exclude::MAX_RULES_FILE {
+        return Err(format!(
+            "exclusion rules not read: larger than {} bytes",
+            exclude::MAX_RULES_FILE
+        ));
+    }
+    Ok(text)
 }
 
 /// Stats `names` inside `dir` and records each; subdirectories become new
 /// jobs.
 #[allow(clippy::unnecessary_cast)] // `st_*` widths differ between architectures
-fn stat_names(dir: &OpenDir, names: Vec<Vec<u8>>, out: &mut Scan, new_jobs: &mut Vec<Job>) {
+fn stat_names(
+    shared: &Shared<'_>,
+    dir: &OpenDir,
+    names: Vec<Vec<u8>>,
+    out: &mut Scan,
+    new_jobs: &mut Vec<Job>,
+) {
     for name in names {
         let child = join(&dir.rel, &name);
         let path = match RelPath::from_bytes(child.clone()) {
@@ -326,6 +454,7 @@ fn stat_names(dir: &OpenDir, names: Vec<Vec<u8>>, out: &mut Scan, new_jobs: &mut
             }
         };
         let problem_path = || PathBuf::from(OsStr::from_bytes(&child));
+        out.stats.stat_calls += 1;
         let stat = match rustix::fs::statat(&dir.fd, name.as_slice(), AtFlags::SYMLINK_NOFOLLOW) {
             Ok(stat) => stat,
             Err(err) => {
@@ -336,13 +465,29 @@ fn stat_names(dir: &OpenDir, names: Vec<Vec<u8>>, out: &mut Scan, new_jobs: &mut
                 continue;
             }
         };
-        let kind = match FileType::from_raw_mode(stat.st_mode) {
+        let file_type = FileType::from_raw_mode(stat.st_mode);
+        let is_dir = file_type == FileType::Directory;
+        if exclude::is_excluded(shared.rules, dir.ignore.as_ref(), &child, is_dir) {
+            // Never descended into: an excluded directory costs this stat.
+            if is_dir {
+                out.stats.excluded_dirs += 1;
+            } else {
+                out.stats.excluded_files += 1;
+            }
+            continue;
+        }
+        let kind = match file_type {
             FileType::RegularFile => ScanKind::File,
             FileType::Directory => {
-                new_jobs.push(Job::Read {
-                    rel: child.clone(),
-                    expect: Some((stat.st_dev as u64, stat.st_ino as u64)),
-                });
+                // Another filesystem's mount point is kept as an empty
+                // directory under --one-file-system.
+                if !shared.rules.one_file_system || stat.st_dev as u64 == shared.root_dev {
+                    new_jobs.push(Job::Read {
+                        rel: child.clone(),
+                        expect: Some((stat.st_dev as u64, stat.st_ino as u64)),
+                        ignore: dir.ignore.clone(),
+                    });
+                }
                 ScanKind::Dir
             }
             FileType::Symlink => {
@@ -596,10 +741,13 @@ mod tests {
         fs::create_dir(dir.path().join("e")).unwrap();
         let d = fs::symlink_metadata(dir.path().join("d")).unwrap();
         let source = SourceDir::open(dir.path()).unwrap();
+        let rules = ExcludeRules::default();
         let shared = Shared {
             queue: Mutex::new(Queue::default()),
             wake: Condvar::new(),
             exclude: &[],
+            rules: &rules,
+            root_dev: 0,
             source: &source,
         };
         // `d` listed by its parent, then swapped for a symlink to outside
@@ -611,6 +759,7 @@ mod tests {
             &shared,
             b"d".to_vec(),
             Some((d.dev(), d.ino())),
+            None,
             &mut out,
             &mut jobs,
         );
@@ -633,6 +782,7 @@ mod tests {
             &shared,
             b"e".to_vec(),
             Some((d.dev(), d.ino())),
+            None,
             &mut out,
             &mut jobs,
         );
@@ -652,6 +802,231 @@ mod tests {
             "{:?}",
             scan.entries
         );
+    }
+
+    fn scan_with(root: &Path, rules: &ExcludeRules) -> Scan {
+        let source = SourceDir::open(root).unwrap();
+        crate::scan::scan_filtered(&source, &[], rules)
+    }
+
+    fn paths(scan: &Scan) -> Vec<String> {
+        let paths = scan
+            .entries
+            .iter()
+            .map(|e| e.path.as_path().to_string_lossy());
+        paths.map(|p| p.to_string()).collect()
+    }
+
+    #[test]
+    fn an_excluded_directory_costs_one_stat_and_is_never_listed() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fs::create_dir_all(root.join("app/node_modules/pkg")).unwrap();
+        for i in 0..300 {
+            fs::write(root.join(format!("app/node_modules/pkg/f{i}")), b"x").unwrap();
+        }
+        fs::write(root.join("app/main.js"), b"x").unwrap();
+        fs::write(root.join("app/debug.log"), b"x").unwrap();
+        let rules = ExcludeRules::new(&["node_modules/".into(), "*.log".into()], None).unwrap();
+        let scan = scan_with(root, &rules);
+        assert_eq!(paths(&scan), ["app", "app/main.js"]);
+        // The root and `app` are listed; `node_modules` is stat'ed once.
+        assert_eq!(scan.stats.dirs_read, 2, "{:?}", scan.stats);
+        assert_eq!(scan.stats.stat_calls, 4, "{:?}", scan.stats);
+        assert_eq!(scan.stats.excluded_dirs, 1);
+        assert_eq!(scan.stats.excluded_files, 1);
+        assert!(scan.errors.is_empty(), "{:?}", scan.errors);
+        // Without rules, everything is walked.
+        let all = scan_with(root, &ExcludeRules::default());
+        assert_eq!(all.entries.len(), 305);
+        assert_eq!(all.stats.dirs_read, 4);
+    }
+
+    #[test]
+    fn cache_and_marker_directories_are_left_out_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for d in ["cache", "fake-cache", "marked", "plain"] {
+            fs::create_dir_all(root.join(d).join("sub")).unwrap();
+            fs::write(root.join(d).join("sub/f"), b"x").unwrap();
+        }
+        let mut tag = CACHEDIR_SIGNATURE.to_vec();
+        tag.extend_from_slice(b"\n# a cache\n");
+        fs::write(root.join("cache").join(CACHEDIR_TAG), &tag).unwrap();
+        // A tag without the signature is not a cache tag.
+        fs::write(
+            root.join("fake-cache").join(CACHEDIR_TAG),
+            b"Signature: nope",
+        )
+        .unwrap();
+        fs::write(root.join("marked/.nobackup"), b"").unwrap();
+        let rules = ExcludeRules {
+            exclude_caches: true,
+            exclude_if_present: vec![".nobackup".into()],
+            ..ExcludeRules::default()
+        };
+        let scan = scan_with(root, &rules);
+        assert_eq!(
+            paths(&scan),
+            [
+                "fake-cache",
+                "fake-cache/CACHEDIR.TAG",
+                "fake-cache/sub",
+                "fake-cache/sub/f",
+                "plain",
+                "plain/sub",
+                "plain/sub/f"
+            ]
+        );
+        assert_eq!(scan.stats.excluded_dirs, 2);
+        // Either option alone excludes only its own kind.
+        let caches = ExcludeRules {
+            exclude_caches: true,
+            ..ExcludeRules::default()
+        };
+        let scan = scan_with(root, &caches);
+        assert!(paths(&scan).contains(&"marked/sub/f".to_string()));
+        assert!(!paths(&scan).iter().any(|p| p.starts_with("cache")));
+    }
+
+    #[test]
+    fn one_file_system_keeps_a_mount_point_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fs::create_dir_all(root.join("mnt")).unwrap();
+        fs::write(root.join("f"), b"x").unwrap();
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=1m", "ferry-test"])
+            .arg(root.join("mnt"))
+            .status()
+            .unwrap();
+        assert!(mounted.success(), "mounting a tmpfs needs root");
+        struct Unmount(PathBuf);
+        impl Drop for Unmount {
+            fn drop(&mut self) {
+                let _ = Command::new("umount").arg(&self.0).status();
+            }
+        }
+        let _unmount = Unmount(root.join("mnt"));
+        fs::write(root.join("mnt/other"), b"x").unwrap();
+        let all = scan_with(root, &ExcludeRules::default());
+        assert_eq!(paths(&all), ["f", "mnt", "mnt/other"]);
+        let rules = ExcludeRules {
+            one_file_system: true,
+            ..ExcludeRules::default()
+        };
+        let one = scan_with(root, &rules);
+        assert_eq!(paths(&one), ["f", "mnt"]);
+        assert_eq!(one.stats.dirs_read, 1);
+    }
+
+    /// Lays out the same tree of files and pattern files (named `ignore`) at
+    /// `root`.
+    fn oracle_tree(root: &Path, ignore: &str) {
+        let rules: &[(&str, &str)] = &[
+            (
+                "",
+                "*.log\n!keep.log\n/top.txt\nbuild/\ndocs/**/*.tmp\n**/cache\nlit\\#hash\n[ab].bin\n",
+            ),
+            ("a", "!*.log\n*.txt\n!/b/\nx/\n"),
+            ("a/b", "*.txt\n!top.txt\n/only-here\n**/deep/**\n"),
+            ("docs", "!build/\n*.md\n!README.md\n"),
+            ("c/d", "*\n!*.keep\n!*/\n"),
+        ];
+        let dirs = [
+            "",
+            "a",
+            "a/b",
+            "a/b/c",
+            "a/b/deep",
+            "a/b/deep/e",
+            "a/x",
+            "a/y/x",
+            "docs",
+            "docs/build",
+            "docs/sub/z",
+            "build",
+            "c",
+            "c/d",
+            "c/d/e",
+            "cache",
+            "a/cache",
+        ];
+        let names = [
+            "f.log",
+            "keep.log",
+            "top.txt",
+            "n.txt",
+            "only-here",
+            "g.tmp",
+            "README.md",
+            "notes.md",
+            "lit#hash",
+            "a.bin",
+            "c.bin",
+            "plain",
+            "x.keep",
+            ".hidden",
+        ];
+        for d in dirs {
+            fs::create_dir_all(root.join(d)).unwrap();
+            for n in names {
+                fs::write(root.join(d).join(n), d).unwrap();
+            }
+        }
+        for (d, text) in rules {
+            fs::write(root.join(d).join(ignore), text).unwrap();
+        }
+    }
+
+    #[test]
+    fn patterns_match_what_git_ignores_on_the_same_tree() {
+        let dir = tempfile::tempdir().unwrap();
+        let ferry = dir.path().join("ferry");
+        let git = dir.path().join("git");
+        oracle_tree(&ferry, ".ferryignore");
+        oracle_tree(&git, ".gitignore");
+        // The global patterns play git's info/exclude.
+        let global = ["*.bin", "!c.bin", "plain", "/a/b/c/"];
+        let run = |args: &[&str]| {
+            let out = Command::new("git")
+                .args(args)
+                .current_dir(&git)
+                .env("GIT_CONFIG_GLOBAL", "/dev/null")
+                .env("GIT_CONFIG_NOSYSTEM", "1")
+                .output()
+                .expect("git is installed (a test dependency)");
+            assert!(out.status.success(), "{out:?}");
+            out.stdout
+        };
+        run(&["init", "-q"]);
+        fs::write(git.join(".git/info/exclude"), global.join("\n")).unwrap();
+        let listed = run(&["ls-files", "-z", "--others", "--exclude-standard"]);
+        let mut expected: Vec<String> = listed
+            .split(|b| *b == 0)
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                String::from_utf8(p.to_vec())
+                    .unwrap()
+                    .replace(".gitignore", ".ferryignore")
+            })
+            .collect();
+        expected.sort();
+
+        let global: Vec<String> = global.iter().map(|p| p.to_string()).collect();
+        let rules = ExcludeRules::new(&global, None).unwrap();
+        let scan = scan_with(&ferry, &rules);
+        assert!(scan.errors.is_empty(), "{:?}", scan.errors);
+        let mut files: Vec<String> = scan
+            .entries
+            .iter()
+            .filter(|e| e.kind == ScanKind::File)
+            .map(|e| e.path.as_path().to_string_lossy().to_string())
+            .collect();
+        files.sort();
+        assert!(expected.len() > 50, "{expected:?}");
+        assert!(expected.len() < 14 * 17, "nothing excluded");
+        assert_eq!(files, expected);
     }
 
     #[test]

@@ -59,17 +59,21 @@ pub async fn run_once(
     let endpoint = transport::client_endpoint(&ctx.identity, remote)?;
     let source = ctx.settings.source.clone();
     let exclude = ctx.exclude.clone();
+    let rules = ctx.settings.exclude.clone();
     // The root is opened once: the scan and every read of the run go
     // through this descriptor, never outside it.
     let scanned = blocking(move || {
         let root = scan::SourceDir::open(&source).map_err(RunError::Scan)?;
-        let scan = scan::scan_dir(&root, &exclude);
+        let scan = scan::scan_filtered(&root, &exclude, &rules);
         Ok((Arc::new(root), scan))
     });
     let (scan, conn) = tokio::join!(scanned, transport::connect(&endpoint, remote));
     let (root, scan): (Arc<scan::SourceDir>, Scan) = scan?;
     tracing::debug!(
         entries = scan.entries.len(),
+        stat_calls = scan.stats.stat_calls,
+        excluded_dirs = scan.stats.excluded_dirs,
+        excluded_files = scan.stats.excluded_files,
         ms = started.elapsed().as_millis() as u64,
         "scanned"
     );

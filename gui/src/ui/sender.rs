@@ -6,18 +6,20 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use eframe::egui::{Grid, ProgressBar, TextEdit, Ui};
+use eframe::egui::{Button, Grid, ProgressBar, TextEdit, Ui};
 use ferry_agent::status::SenderPhase;
 use ferry_agent::summary::{data_cell, human_bytes, ProgressSnapshot};
 
 use super::fields::{self, Browse};
 use crate::app::LauncherApp;
+use crate::exclusions::{CountState, Counted, ExclusionCount};
 use crate::form::{label, COMPRESS_CHOICES};
 
 /// The sender's form.
 pub fn form(app: &mut LauncherApp, ui: &mut Ui) {
     let enabled = app.running.is_none();
     let v = app.settings.sender.validate();
+    let count = app.exclusion_count.clone();
     ui.heading("Back up a folder to a receiver");
     Grid::new("sender-form")
         .num_columns(2)
@@ -51,6 +53,7 @@ pub fn form(app: &mut LauncherApp, ui: &mut Ui) {
                 enabled,
                 Browse::Folder,
             );
+            exclude_row(ui, f, v.error(label::EXCLUDE), enabled, &count);
             fields::row(
                 ui,
                 label::EVERY,
@@ -128,6 +131,73 @@ pub fn form(app: &mut LauncherApp, ui: &mut Ui) {
                 }
             }
         });
+}
+
+/// The label of the button that counts what the patterns exclude.
+pub const COUNT_EXCLUDED: &str = "Count excluded";
+
+/// The exclude patterns (one a line) and, on demand, what they leave out of
+/// the source (counted on a thread of its own).
+fn exclude_row(
+    ui: &mut Ui,
+    f: &mut crate::form::SenderForm,
+    problem: Option<&str>,
+    enabled: bool,
+    count: &ExclusionCount,
+) {
+    let label_response = ui.label(label::EXCLUDE);
+    ui.vertical(|ui| {
+        ui.add_enabled(
+            enabled,
+            TextEdit::multiline(&mut f.exclude)
+                .hint_text("one pattern a line, as in .gitignore: node_modules/, *.log, !keep.log")
+                .desired_rows(3)
+                .desired_width(ui.available_width().min(420.0)),
+        )
+        .labelled_by(label_response.id);
+        if let Some(problem) = problem {
+            fields::error_line(ui, problem);
+        }
+        ui.horizontal(|ui| {
+            let state = count.state();
+            let counting = state == CountState::Counting;
+            let can_count = !counting && problem.is_none() && !f.source.trim().is_empty();
+            if ui
+                .add_enabled(can_count, Button::new(COUNT_EXCLUDED))
+                .clicked()
+            {
+                let repaint = ui.ctx().clone();
+                count.start(&f.source, &f.exclude, move || repaint.request_repaint());
+            }
+            match state {
+                CountState::Idle => {
+                    ui.weak("also applies the .ferryignore files in the source");
+                }
+                CountState::Counting => {
+                    ui.weak("counting…");
+                }
+                CountState::Done(c) if c.source == f.source && c.patterns == f.exclude => {
+                    ui.label(exclusion_line(&c));
+                }
+                CountState::Done(_) => {
+                    ui.weak("the patterns or the source changed: count again");
+                }
+                CountState::Failed(e) => fields::error_line(ui, &e),
+            }
+        });
+    });
+    ui.end_row();
+}
+
+/// `Excluded: 2 directories and 5 files; 130 entries to send`.
+pub fn exclusion_line(c: &Counted) -> String {
+    let plural = |n: u64, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+    format!(
+        "Excluded: {} and {} (what excluded directories hold is not counted); {} to send",
+        plural(c.dirs, "directory", "directories"),
+        plural(c.files, "file", "files"),
+        plural(c.kept, "entry", "entries"),
+    )
 }
 
 /// What the sender's device id is for.

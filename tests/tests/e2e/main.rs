@@ -6,6 +6,7 @@ mod copies;
 mod crash;
 mod delta;
 mod errors;
+mod exclude;
 mod faults;
 mod hostile;
 mod limits;
