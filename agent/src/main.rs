@@ -180,6 +180,14 @@ struct SendArgs {
     /// wins; windows may wrap midnight; 0 or off: no limit).
     #[arg(long, value_name = "SCHEDULE")]
     limit_rate: Option<String>,
+    /// Send changes as they happen: watch the source (inotify) and run for
+    /// what changed; a full scan still runs every --every [default: 1h].
+    #[arg(long, conflicts_with = "once")]
+    watch: bool,
+    /// With --watch: how long a changed file must be quiet before it is
+    /// sent (a file still being written waits) [default: 2s].
+    #[arg(long, value_name = "DURATION")]
+    watch_delay: Option<String>,
 }
 
 impl ReceiveArgs {
@@ -209,8 +217,9 @@ impl ReceiveArgs {
 impl SendArgs {
     /// Whether these flags and the config file make a periodic sender.
     fn periodic(&self) -> bool {
-        self.config()
-            .is_ok_and(|c| c.every.is_some() && !c.once.unwrap_or(false))
+        self.config().is_ok_and(|c| {
+            (c.every.is_some() || c.watch.unwrap_or(false)) && !c.once.unwrap_or(false)
+        })
     }
 
     fn config(&self) -> anyhow::Result<SenderConfig> {
@@ -225,6 +234,8 @@ impl SendArgs {
             allow_mass_delete: self.allow_mass_delete.then_some(true),
             compress: self.compress.clone(),
             limit_rate: self.limit_rate.clone(),
+            watch: self.watch.then_some(true),
+            watch_delay: self.watch_delay.clone(),
             ..SenderConfig::default()
         }))
     }

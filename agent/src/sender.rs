@@ -8,6 +8,7 @@ pub mod guard;
 mod run;
 pub mod schedule;
 mod transfer;
+pub mod watch;
 
 pub use run::MAX_IN_FLIGHT;
 pub use transfer::{EntryError, SentKind};
@@ -261,11 +262,31 @@ async fn schedule_loop(
 ) -> Result<RunSummary, SenderError> {
     let every = ctx.settings.every;
     let mut schedule = Schedule::new();
+    // Started before the first run, so that nothing changed during it is
+    // missed. A watch that cannot start leaves periodic runs.
+    let watch = match &ctx.settings.watch {
+        Some(settings) => match watch::SourceWatch::start(&ctx.settings.source, &ctx.exclude) {
+            Ok(w) => {
+                tracing::info!(source = %ctx.settings.source.display(), "watching for changes");
+                Some((w, settings.delay))
+            }
+            Err(e) => {
+                tracing::warn!("{}", crate::chain::Chain(&e));
+                None
+            }
+        },
+        None => None,
+    };
     loop {
         // Running (sending) is set by the run once it has planned.
         ctx.status.set_phase(SenderPhase::Connecting {
             started: SystemTime::now(),
         });
+        // Every run is a full scan, triggered or not: what changed before
+        // it starts is seen by it.
+        if let Some((watch, _)) = &watch {
+            watch.clear();
+        }
         let result = run::run_once(ctx, shutdown).await;
         on_run(&result);
         ctx.status.set_last(
@@ -298,16 +319,32 @@ async fn schedule_loop(
         match &result {
             // One line per failed attempt, with when the next one starts.
             Err(e) => tracing::warn!("run failed: {}; retrying in {next}", crate::chain::Chain(e)),
+            Ok(_) if watch.is_some() => {
+                tracing::info!("next full scan in {next}, or when something changes")
+            }
             Ok(_) => tracing::info!("next run in {next}"),
         }
         ctx.status.set_phase(SenderPhase::after_run(
             result.as_ref().err().map(|e| crate::chain::chain(e)),
             SystemTime::now() + delay,
         ));
+        // After a failure the retry waits its backoff whatever changes: it
+        // is a full run, and sees them.
+        let changes = async {
+            match &watch {
+                Some((watch, delay)) if outcome == Outcome::Done => watch.next_batch(*delay).await,
+                _ => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = shutdown.cancelled() => return finish(ctx, result),
             _ = ctx.status.run_now_requested() => {}
             _ = tokio::time::sleep(delay) => {}
+            batch = changes => {
+                if let watch::Batch::Paths(paths) = &batch {
+                    tracing::debug!(changed = paths.len(), "changes settled");
+                }
+            }
         }
     }
 }

@@ -23,3 +23,4 @@ mod sync;
 mod terminal;
 mod trust;
 mod util;
+mod watch;
