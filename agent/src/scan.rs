@@ -85,6 +85,20 @@ pub struct Scan {
     /// Directories that could not be read, entries that vanished while being
     /// looked at, names that are not valid relative paths.
     pub errors: Vec<ScanProblem>,
+    /// `None` for a scan of the whole tree; else the only directories this
+    /// scan looked at ([`scan_dirs`]): what the index knows elsewhere was
+    /// not looked at, so it is neither unchanged nor deleted.
+    pub partial: Option<Vec<ScanRoot>>,
+}
+
+/// One directory a partial scan looks at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanRoot {
+    /// Relative to the source root; empty for the root itself.
+    pub path: PathBuf,
+    /// With everything below it (a directory that appeared), or only its
+    /// own entries (a directory whose entries changed).
+    pub recursive: bool,
 }
 
 impl Scan {
@@ -94,6 +108,35 @@ impl Scan {
     pub fn is_below_error(&self, path: &RelPath) -> bool {
         let path = path.as_path();
         self.errors.iter().any(|e| path.starts_with(&e.path))
+    }
+
+    /// Whether `path`, known to the index but absent from this scan, is
+    /// gone: always for a full scan; for a partial one, only if the scan
+    /// looked where it, or the nearest of its parents, would be listed
+    /// and found nothing there (a directory moved away takes everything
+    /// below it). `scanned` tells whether a path is in [`Scan::entries`].
+    pub fn saw_gone(&self, path: &RelPath, scanned: impl Fn(&Path) -> bool) -> bool {
+        let Some(roots) = &self.partial else {
+            return true;
+        };
+        let listed_by_scan = |p: &Path| {
+            roots.iter().any(|r| {
+                if r.recursive {
+                    p.starts_with(&r.path) && p != r.path
+                } else {
+                    p.parent() == Some(r.path.as_path())
+                }
+            })
+        };
+        let mut at = Some(path.as_path());
+        while let Some(p) = at.filter(|p| !p.as_os_str().is_empty()) {
+            if listed_by_scan(p) {
+                // The path itself is absent; a parent must be too.
+                return p == path.as_path() || !scanned(p);
+            }
+            at = p.parent();
+        }
+        false
     }
 }
 
@@ -137,7 +180,33 @@ pub fn scan_dir(source: &SourceDir, exclude: &[PathBuf]) -> Scan {
         .filter(|x| !x.as_os_str().is_empty())
         .map(Path::to_path_buf)
         .collect();
-    let mut out = walk::walk(source, &exclude);
+    let out = walk::walk(source, &exclude);
+    sorted(out)
+}
+
+/// A partial scan: only the directories in `roots` (see [`ScanRoot`]), for a
+/// run that watch mode triggered. `exclude` as for [`scan_dir`].
+pub fn scan_dirs(source: &SourceDir, exclude: &[PathBuf], roots: Vec<ScanRoot>) -> Scan {
+    let exclude: Vec<PathBuf> = exclude
+        .iter()
+        .filter_map(|x| x.strip_prefix(source.path()).ok())
+        .filter(|x| !x.as_os_str().is_empty())
+        .map(Path::to_path_buf)
+        .collect();
+    let starts: Vec<(Vec<u8>, bool)> = roots
+        .iter()
+        .map(|r| (r.path.as_os_str().as_bytes().to_vec(), r.recursive))
+        .collect();
+    let mut out = sorted(walk::walk_from(source, &exclude, &starts));
+    // Roots never overlap ([`ScanRoot`]s are made so), but a duplicate
+    // entry must never reach the plan.
+    out.entries.dedup_by(|a, b| a.path == b.path);
+    out.partial = Some(roots);
+    out
+}
+
+/// `out` with its entries and reports in path order.
+fn sorted(mut out: Scan) -> Scan {
     out.entries.sort_unstable_by(|a, b| a.path.cmp(&b.path));
     // Threads finish in any order: sort the reports too, so that a scan of
     // the same tree always reads the same.

@@ -264,6 +264,9 @@ async fn schedule_loop(
     let mut schedule = Schedule::new();
     // Started before the first run, so that nothing changed during it is
     // missed. A watch that cannot start leaves periodic runs.
+    // What the next run looks at: `None` for everything, else the paths
+    // that changed.
+    let mut changed: Option<Vec<std::path::PathBuf>> = None;
     let watch = match &ctx.settings.watch {
         Some(settings) => match watch::SourceWatch::start(&ctx.settings.source, &ctx.exclude) {
             Ok(w) => {
@@ -282,12 +285,11 @@ async fn schedule_loop(
         ctx.status.set_phase(SenderPhase::Connecting {
             started: SystemTime::now(),
         });
-        // Every run is a full scan, triggered or not: what changed before
-        // it starts is seen by it.
-        if let Some((watch, _)) = &watch {
+        // A full scan sees every change made before it starts.
+        if let (Some((watch, _)), None) = (&watch, &changed) {
             watch.clear();
         }
-        let result = run::run_once(ctx, shutdown).await;
+        let result = run::run_once(ctx, shutdown, changed.take()).await;
         on_run(&result);
         ctx.status.set_last(
             result
@@ -329,7 +331,7 @@ async fn schedule_loop(
             SystemTime::now() + delay,
         ));
         // After a failure the retry waits its backoff whatever changes: it
-        // is a full run, and sees them.
+        // is a full scan, and sees them.
         let changes = async {
             match &watch {
                 Some((watch, delay)) if outcome == Outcome::Done => watch.next_batch(*delay).await,
@@ -341,8 +343,9 @@ async fn schedule_loop(
             _ = ctx.status.run_now_requested() => {}
             _ = tokio::time::sleep(delay) => {}
             batch = changes => {
-                if let watch::Batch::Paths(paths) = &batch {
+                if let watch::Batch::Paths(paths) = batch {
                     tracing::debug!(changed = paths.len(), "changes settled");
+                    changed = Some(paths);
                 }
             }
         }

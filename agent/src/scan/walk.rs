@@ -41,6 +41,8 @@ struct OpenDir {
     rel: Vec<u8>,
     /// The descriptor its entries are stat'ed against.
     fd: OwnedFd,
+    /// Whether its subdirectories are walked too.
+    descend: bool,
 }
 
 /// One unit of work.
@@ -50,6 +52,7 @@ enum Job {
     Read {
         rel: Vec<u8>,
         expect: Option<(u64, u64)>,
+        descend: bool,
     },
     /// Stat these names (already checked) of an open directory.
     Stat {
@@ -150,12 +153,26 @@ impl Drop for Busy<'_, '_> {
 /// Walks everything below `source`, skipping the relative paths in
 /// `exclude`. The result is not yet sorted.
 pub(super) fn walk(source: &SourceDir, exclude: &[PathBuf]) -> Scan {
+    walk_from(source, exclude, &[(Vec::new(), true)])
+}
+
+/// Walks only the directories in `starts` (relative paths, empty for the
+/// root), each with its subdirectories if its flag says so.
+pub(super) fn walk_from(
+    source: &SourceDir,
+    exclude: &[PathBuf],
+    starts: &[(Vec<u8>, bool)],
+) -> Scan {
     let shared = Shared {
         queue: Mutex::new(Queue {
-            reads: vec![Job::Read {
-                rel: Vec::new(),
-                expect: None,
-            }],
+            reads: starts
+                .iter()
+                .map(|(rel, descend)| Job::Read {
+                    rel: rel.clone(),
+                    expect: None,
+                    descend: *descend,
+                })
+                .collect(),
             stats: Vec::new(),
             busy: 0,
         }),
@@ -207,9 +224,11 @@ fn work(shared: &Shared<'_>) -> Scan {
     let mut new_jobs = Vec::new();
     while let Some(mut busy) = shared.next() {
         match busy.job.take() {
-            Some(Job::Read { rel, expect }) => {
-                read_dir(shared, rel, expect, &mut out, &mut new_jobs)
-            }
+            Some(Job::Read {
+                rel,
+                expect,
+                descend,
+            }) => read_dir_from(shared, (rel, descend), expect, &mut out, &mut new_jobs),
             Some(Job::Stat { dir, names }) => stat_names(&dir, names, &mut out, &mut new_jobs),
             None => {}
         }
@@ -219,12 +238,24 @@ fn work(shared: &Shared<'_>) -> Scan {
     out
 }
 
-/// Lists one directory, then stats its entries (splitting a big one into
-/// several jobs).
-#[allow(clippy::unnecessary_cast)] // `st_*` widths differ between architectures
+/// [`read_dir_from`] of a directory walked with everything below it.
+#[cfg(test)]
 fn read_dir(
     shared: &Shared<'_>,
     rel: Vec<u8>,
+    expect: Option<(u64, u64)>,
+    out: &mut Scan,
+    new_jobs: &mut Vec<Job>,
+) {
+    read_dir_from(shared, (rel, true), expect, out, new_jobs)
+}
+
+/// Lists one directory, then stats its entries (splitting a big one into
+/// several jobs); with `descend`, its subdirectories become jobs too.
+#[allow(clippy::unnecessary_cast)] // `st_*` widths differ between architectures
+fn read_dir_from(
+    shared: &Shared<'_>,
+    (rel, descend): (Vec<u8>, bool),
     expect: Option<(u64, u64)>,
     out: &mut Scan,
     new_jobs: &mut Vec<Job>,
@@ -290,7 +321,7 @@ fn read_dir(
         }
         names.push(name.to_vec());
     }
-    let dir = Arc::new(OpenDir { rel, fd });
+    let dir = Arc::new(OpenDir { rel, fd, descend });
     let mut chunks = names.chunks(STAT_CHUNK);
     let first = chunks.next().map(<[_]>::to_vec);
     for chunk in chunks {
@@ -339,10 +370,13 @@ fn stat_names(dir: &OpenDir, names: Vec<Vec<u8>>, out: &mut Scan, new_jobs: &mut
         let kind = match FileType::from_raw_mode(stat.st_mode) {
             FileType::RegularFile => ScanKind::File,
             FileType::Directory => {
-                new_jobs.push(Job::Read {
-                    rel: child.clone(),
-                    expect: Some((stat.st_dev as u64, stat.st_ino as u64)),
-                });
+                if dir.descend {
+                    new_jobs.push(Job::Read {
+                        rel: child.clone(),
+                        expect: Some((stat.st_dev as u64, stat.st_ino as u64)),
+                        descend: true,
+                    });
+                }
                 ScanKind::Dir
             }
             FileType::Symlink => {

@@ -15,7 +15,7 @@
 //! `--keep-copies`, an embedded `--store` inside the source) are dropped as
 //! they arrive: the run's own writes there never trigger another run.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -23,6 +23,8 @@ use std::time::{Duration, Instant};
 use notify::event::{AccessKind, AccessMode, EventKind};
 use notify::{RecommendedWatcher, RecursiveMode, Watcher as _};
 use tokio::sync::Notify;
+
+use crate::scan::ScanRoot;
 
 /// The watch delay unless `--watch-delay` says otherwise.
 pub const DEFAULT_WATCH_DELAY: Duration = Duration::from_secs(2);
@@ -217,6 +219,70 @@ impl SourceWatch {
     }
 }
 
+/// The directories a run triggered by `changed` (absolute paths below
+/// `source`) scans: the directory listing each changed path (a change of
+/// content, a name added, removed or renamed there), and everything below
+/// each changed path that is a directory now (created, moved in or renamed
+/// within the tree). A listing directory that no longer exists is replaced
+/// by its nearest existing parent, where its absence is seen. Roots never
+/// overlap.
+pub fn scan_roots(source: &Path, changed: &[PathBuf]) -> Vec<ScanRoot> {
+    let mut listed: BTreeSet<PathBuf> = BTreeSet::new();
+    let mut below: BTreeSet<PathBuf> = BTreeSet::new();
+    for path in changed {
+        let Ok(rel) = path.strip_prefix(source) else {
+            continue;
+        };
+        let mut dir = rel.parent().unwrap_or(Path::new(""));
+        while !is_real_dir(source, dir) {
+            dir = dir.parent().unwrap_or(Path::new(""));
+        }
+        listed.insert(dir.to_path_buf());
+        if !rel.as_os_str().is_empty() && is_real_dir(source, rel) {
+            below.insert(rel.to_path_buf());
+        }
+    }
+    // A directory inside another one scanned whole adds nothing.
+    let under = |p: &Path, set: &BTreeSet<PathBuf>| {
+        p.ancestors()
+            .skip(1)
+            .any(|a| set.contains(a) && !a.as_os_str().is_empty())
+    };
+    let whole: Vec<PathBuf> = below
+        .iter()
+        .filter(|p| !under(p, &below))
+        .cloned()
+        .collect();
+    let whole_set: BTreeSet<PathBuf> = whole.iter().cloned().collect();
+    let mut roots: Vec<ScanRoot> = listed
+        .into_iter()
+        .filter(|p| !whole_set.contains(p) && !under(p, &whole_set))
+        .map(|path| ScanRoot {
+            path,
+            recursive: false,
+        })
+        .collect();
+    roots.extend(whole.into_iter().map(|path| ScanRoot {
+        path,
+        recursive: true,
+    }));
+    roots
+}
+
+/// Whether `rel` below `source` is a directory reached without any symlink
+/// (the root itself is).
+fn is_real_dir(source: &Path, rel: &Path) -> bool {
+    let mut at = source.to_path_buf();
+    for part in rel.components() {
+        at.push(part);
+        match std::fs::symlink_metadata(&at) {
+            Ok(meta) if meta.is_dir() => {}
+            _ => return false,
+        }
+    }
+    true
+}
+
 /// The batch of what has been quiet for `delay` at `now`, or how long to
 /// wait for the next one (`None`: until something changes).
 fn take(pending: &mut Pending, now: Instant, delay: Duration) -> Result<Batch, Option<Duration>> {
@@ -315,6 +381,46 @@ mod tests {
         assert!(is_change(&EventKind::Remove(
             notify::event::RemoveKind::File
         )));
+    }
+
+    fn roots(source: &Path, changed: &[&str]) -> Vec<(String, bool)> {
+        let changed: Vec<PathBuf> = changed.iter().map(|c| source.join(c)).collect();
+        scan_roots(source, &changed)
+            .into_iter()
+            .map(|r| (r.path.display().to_string(), r.recursive))
+            .collect()
+    }
+
+    #[test]
+    fn scan_roots_are_the_listing_directories_and_new_directories_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path();
+        std::fs::create_dir_all(source.join("a/b/c")).unwrap();
+        std::fs::create_dir_all(source.join("moved-in/x")).unwrap();
+        std::os::unix::fs::symlink("a", source.join("link")).unwrap();
+        // A file changed at the top and deep down; a directory moved in
+        // (and a change inside it: covered by it); a deleted directory
+        // (seen from its nearest parent); a path through a symlink.
+        let got = roots(
+            source,
+            &[
+                "top.txt",
+                "a/b/c/f",
+                "moved-in",
+                "moved-in/x/y",
+                "a/gone/deeper/f",
+                "link/b/f",
+            ],
+        );
+        assert_eq!(
+            got,
+            vec![
+                (String::new(), false),
+                ("a".into(), false),
+                ("a/b/c".into(), false),
+                ("moved-in".into(), true),
+            ]
+        );
     }
 
     #[tokio::test]

@@ -3,8 +3,7 @@
 //! what real programs do to files.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -12,6 +11,7 @@ use ferry_agent::config::SenderConfig;
 use ferry_agent::receiver::Admission;
 use ferry_agent::sender;
 use ferry_agent::status::SenderStatus;
+use ferry_agent::summary::RunSummary;
 use ferry_tests::tree;
 use tokio_util::sync::CancellationToken;
 
@@ -26,7 +26,7 @@ const ARRIVES: Duration = Duration::from_secs(90);
 struct Watching {
     token: CancellationToken,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
-    runs: Arc<AtomicUsize>,
+    runs: Arc<Mutex<Vec<RunSummary>>>,
 }
 
 impl Watching {
@@ -42,18 +42,24 @@ impl Watching {
         };
         let settings = config.settings()?;
         let token = CancellationToken::new();
-        let runs = Arc::new(AtomicUsize::new(0));
+        let runs = Arc::new(Mutex::new(Vec::new()));
         let task = {
             let token = token.clone();
             let runs = runs.clone();
             tokio::spawn(async move {
-                sender::run(settings, token, SenderStatus::new(), |result| {
-                    if result.is_ok() {
-                        runs.fetch_add(1, Ordering::SeqCst);
+                let ran = sender::run(settings, token, SenderStatus::new(), |result| {
+                    if let Ok(summary) = result {
+                        if let Ok(mut runs) = runs.lock() {
+                            runs.push(summary.clone());
+                        }
                     }
                 })
-                .await?;
-                Ok(())
+                .await;
+                match ran {
+                    // Stopped in the middle of a run: what the test asked.
+                    Ok(_) | Err(sender::SenderError::Run(sender::RunError::Stopped)) => Ok(()),
+                    Err(e) => Err(e.into()),
+                }
             })
         };
         let watching = Watching { token, task, runs };
@@ -61,8 +67,13 @@ impl Watching {
         Ok(watching)
     }
 
+    /// Runs completed so far.
     fn runs(&self) -> usize {
-        self.runs.load(Ordering::SeqCst)
+        self.summaries().len()
+    }
+
+    fn summaries(&self) -> Vec<RunSummary> {
+        self.runs.lock().map(|r| r.clone()).unwrap_or_default()
     }
 
     async fn stop(self) -> anyhow::Result<()> {
@@ -111,8 +122,47 @@ async fn a_change_arrives_without_waiting_for_the_period() -> anyhow::Result<()>
             && content(&mirror.join("d/deep/new.txt")).as_deref() == Some("new")
     })
     .await?;
-    // Not the period: it is an hour.
-    assert!(watching.runs() >= 2);
+    // Not the period: it is an hour. (The mirror is written before the
+    // run ends: wait for its summary.)
+    wait_for("the second run", || watching.runs() >= 2).await?;
+    watching.stop().await?;
+    receiver.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_triggered_run_scans_only_the_directories_that_changed() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (receiver, sender) = setup(dir.path()).await?;
+    for d in 0..20 {
+        for f in 0..20 {
+            tree::write(&sender.source, format!("many/{d}/{f}.txt"), "x")?;
+        }
+    }
+    let watching = Watching::start(sender.with_secret(&receiver, SECRET)?).await?;
+    let first = watching.summaries()[0].clone();
+    assert!(!first.partial_scan);
+    assert!(first.entries_scanned > 420, "{first:?}");
+    let mirror = receiver.mirror("laptop", "docs");
+
+    tree::write(&sender.source, "many/7/3.txt", "changed")?;
+    wait_for("the change", || {
+        content(&mirror.join("many/7/3.txt")).as_deref() == Some("changed")
+    })
+    .await?;
+    let sent_it = |s: &&RunSummary| s.files_sent == 1;
+    wait_for("the run that sent the change", || {
+        watching.summaries().iter().skip(1).any(|s| sent_it(&s))
+    })
+    .await?;
+    let runs = watching.summaries();
+    let triggered = runs
+        .iter()
+        .skip(1)
+        .find(sent_it)
+        .context("the run that sent the change")?;
+    assert!(triggered.partial_scan, "{triggered:?}");
+    // many/7 alone: 20 entries, of a tree of more than 420.
+    assert!(triggered.entries_scanned <= 25, "{triggered:?}");
     watching.stop().await?;
     receiver.stop().await
 }
@@ -248,6 +298,7 @@ async fn an_overflow_of_events_falls_back_to_a_full_scan() -> anyhow::Result<()>
     tree::write(&sender.source, "a.txt", "one")?;
     let store = dir.path().join("store");
     let log = dir.path().join("sender.log");
+    let json = dir.path().join("summaries.json");
     let mut child = std::process::Command::new(ferry_bin())
         .args(["send", "--watch", "--watch-delay", "1s", "--name", "laptop"])
         .arg("--source")
@@ -257,7 +308,8 @@ async fn an_overflow_of_events_falls_back_to_a_full_scan() -> anyhow::Result<()>
         .arg("--state")
         .arg(&sender.state)
         .env("FERRY_WATCH_QUEUE_LIMIT", "5")
-        .stdout(std::process::Stdio::null())
+        .arg("--json")
+        .stdout(std::fs::File::create(&json)?)
         .stderr(std::fs::File::create(&log)?)
         .spawn()
         .context("starting ferry send --watch")?;
@@ -279,6 +331,19 @@ async fn an_overflow_of_events_falls_back_to_a_full_scan() -> anyhow::Result<()>
             text.contains("more than 5 paths changed at once; doing a full scan"),
             "the overflow is logged: {text}"
         );
+        // A run after the first was a full scan (the period is an hour:
+        // only the overflow can have made it one).
+        let runs = || -> Vec<serde_json::Value> {
+            std::fs::read_to_string(&json)
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|line| serde_json::from_str(line).ok())
+                .collect()
+        };
+        wait_for("a full scan after the first run", || {
+            runs().iter().skip(1).any(|r| r["partial_scan"] == false)
+        })
+        .await?;
         anyhow::Ok(())
     }
     .await;
