@@ -80,6 +80,9 @@ pub struct SenderForm {
     /// When to compress content (`--compress`); kept as the config's text
     /// (`auto`, `on`, `off`).
     pub compress: CompressMode,
+    /// Send changes as they happen (`--watch`); the period is then that of
+    /// the safety-net full scan.
+    pub watch: bool,
 }
 
 impl Default for SenderForm {
@@ -96,6 +99,7 @@ impl Default for SenderForm {
             state: String::new(),
             limit_rate: String::new(),
             compress: CompressMode::Auto,
+            watch: false,
         }
     }
 }
@@ -180,6 +184,8 @@ pub mod label {
     pub const LIMIT_RATE: &str = "Bandwidth limit";
     /// Compression choice (sender).
     pub const COMPRESS: &str = "Compression";
+    /// Watch mode checkbox (sender).
+    pub const WATCH: &str = "Send changes as they happen";
 }
 
 /// An example bandwidth schedule, shown as the limit field's hover hint.
@@ -438,6 +444,7 @@ impl SenderForm {
             state: opt_path(&self.state),
             limit_rate: opt_string(&self.limit_rate),
             compress: Some(self.compress.to_string()),
+            watch: self.watch.then_some(true),
             ..SenderConfig::default()
         })
     }
@@ -581,6 +588,21 @@ mod tests {
         assert_eq!(config.limit_rate.as_deref(), Some("10MB/s"));
         sender.limit_rate.clear();
         assert_eq!(sender.to_config(None).unwrap().limit_rate, None);
+    }
+
+    #[test]
+    fn watch_reaches_the_sender_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut form = SenderForm {
+            host: "127.0.0.1".into(),
+            source: dir.path().display().to_string(),
+            ..Default::default()
+        };
+        assert_eq!(form.to_config(None).unwrap().watch, None);
+        form.watch = true;
+        let config = form.to_config(None).unwrap();
+        assert_eq!(config.watch, Some(true));
+        assert!(config.settings().unwrap().watch.is_some());
     }
 
     #[test]

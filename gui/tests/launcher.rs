@@ -197,6 +197,19 @@ fn compression_is_chosen_by_label() {
 }
 
 #[test]
+fn watch_mode_is_a_checkbox_by_label() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let mut h = harness(sender_app(dir.path(), &rt, "", 7878));
+    h.run();
+    assert!(!h.state().settings.sender.watch);
+    h.get_by_label(label::WATCH).click();
+    h.run();
+    assert!(h.state().settings.sender.watch);
+    assert!(!is_disabled(&h, button::START));
+}
+
+#[test]
 fn a_sender_form_is_checked_as_typed() {
     let dir = tempfile::tempdir().unwrap();
     let rt = runtime();

@@ -6,7 +6,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use eframe::egui::{Grid, ProgressBar, TextEdit, Ui};
+use eframe::egui::{Checkbox, Grid, ProgressBar, TextEdit, Ui};
 use ferry_agent::status::SenderPhase;
 use ferry_agent::summary::{data_cell, human_bytes, ProgressSnapshot};
 
@@ -60,6 +60,13 @@ pub fn form(app: &mut LauncherApp, ui: &mut Ui) {
                 enabled,
                 Browse::None,
             );
+            ui.label("");
+            ui.add_enabled(enabled, Checkbox::new(&mut f.watch, label::WATCH))
+                .on_hover_text(
+                    "Watch the source folder and send each change a few seconds after it \
+                     is made; the period is then how often a full scan double-checks.",
+                );
+            ui.end_row();
             fields::row_with_tip(
                 ui,
                 label::LIMIT_RATE,
