@@ -197,7 +197,20 @@ pub fn scan_dirs(source: &SourceDir, exclude: &[PathBuf], roots: Vec<ScanRoot>) 
         .iter()
         .map(|r| (r.path.as_os_str().as_bytes().to_vec(), r.recursive))
         .collect();
-    let mut out = sorted(walk::walk_from(source, &exclude, &starts));
+    let mut out = walk::walk_from(source, &exclude, &starts);
+    // Each root's own entry too: a name added or removed changed its mtime.
+    // (Opened as the walk opens it; an error there is the walk's to report.)
+    for (rel, _) in starts.iter().filter(|(rel, _)| !rel.is_empty()) {
+        let flags = rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY;
+        let stat = source
+            .open_at(rel, flags)
+            .ok()
+            .and_then(|fd| rustix::fs::fstat(&fd).ok());
+        if let (Some(stat), Ok(path)) = (stat, RelPath::from_bytes(rel.clone())) {
+            out.entries.push(walk::entry(path, ScanKind::Dir, &stat));
+        }
+    }
+    let mut out = sorted(out);
     // Roots never overlap ([`ScanRoot`]s are made so), but a duplicate
     // entry must never reach the plan.
     out.entries.dedup_by(|a, b| a.path == b.path);

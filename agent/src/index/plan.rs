@@ -269,10 +269,12 @@ mod tests {
             path: path.into(),
             recursive,
         };
-        // Only `d` listed: a.txt is not looked for, d/e and d/e/c are gone.
+        // Only `d` listed: a.txt is not looked for, d/e and d/e/c are gone,
+        // and `d` itself (its mtime moved) is sent again.
+        fx.set_mtime("d", 9_000);
         let plan = partial(vec![root("d", false)]);
         assert_eq!(plan.deleted, [rel("d/e/c"), rel("d/e")]);
-        assert!(plan.items.is_empty(), "{:?}", actions(&plan));
+        assert_eq!(actions(&plan), [("d".to_string(), Action::New)]);
         assert_eq!(plan.unchanged, 1); // d/b.bin
                                        // Only the root listed: a.txt is gone; d is there, so nothing below
                                        // it is judged.

@@ -413,7 +413,7 @@ fn stat_names(dir: &OpenDir, names: Vec<Vec<u8>>, out: &mut Scan, new_jobs: &mut
 /// gives (`st_*` field widths differ between architectures, hence the
 /// casts).
 #[allow(clippy::unnecessary_cast)]
-fn entry(path: RelPath, kind: ScanKind, stat: &Stat) -> ScanEntry {
+pub(super) fn entry(path: RelPath, kind: ScanKind, stat: &Stat) -> ScanEntry {
     ScanEntry {
         path,
         kind,
