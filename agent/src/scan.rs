@@ -193,6 +193,12 @@ pub fn scan_dirs(source: &SourceDir, exclude: &[PathBuf], roots: Vec<ScanRoot>) 
         .filter(|x| !x.as_os_str().is_empty())
         .map(Path::to_path_buf)
         .collect();
+    // A root at or below an exclusion is not looked at (the walk checks
+    // only the names it lists).
+    let roots: Vec<ScanRoot> = roots
+        .into_iter()
+        .filter(|r| !exclude.iter().any(|x| r.path.starts_with(x)))
+        .collect();
     let starts: Vec<(Vec<u8>, bool)> = roots
         .iter()
         .map(|r| (r.path.as_os_str().as_bytes().to_vec(), r.recursive))
@@ -398,6 +404,30 @@ mod tests {
         fs::write(dir.path().join("file"), b"x").unwrap();
         let err = scan(&dir.path().join("file"), &[]).unwrap_err();
         assert!(matches!(err, ScanError::NotADirectory { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_partial_scan_never_looks_below_an_exclusion() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        fs::create_dir_all(root.join("copies/inner")).unwrap();
+        fs::write(root.join("copies/inner/x"), b"x").unwrap();
+        fs::write(root.join("a"), b"a").unwrap();
+        let source = SourceDir::open(&root).unwrap();
+        let roots = vec![
+            ScanRoot {
+                path: "copies/inner".into(),
+                recursive: true,
+            },
+            ScanRoot {
+                path: "".into(),
+                recursive: false,
+            },
+        ];
+        let scan = scan_dirs(&source, &[root.join("copies")], roots);
+        let paths: Vec<String> = scan.entries.iter().map(|e| e.path.to_string()).collect();
+        assert_eq!(paths, ["a"]);
+        assert!(scan.errors.is_empty(), "{:?}", scan.errors);
     }
 
     #[test]

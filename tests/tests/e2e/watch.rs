@@ -370,3 +370,37 @@ fn once_and_watch_together_is_an_error_that_says_why() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// A local store and the keep-copies directory inside the source: the
+/// run's own writes there trigger no run, and are never sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_and_copies_inside_the_source_trigger_nothing() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let sender = TestSender::new(dir.path(), "laptop")?;
+    tree::write(&sender.source, "a.txt", "one")?;
+    let store = sender.source.join(".ferry-store");
+    let config = SenderConfig {
+        source: Some(sender.source.clone()),
+        store: Some(store.clone()),
+        keep_copies: Some(sender.source.join(".ferry-copies")),
+        name: Some("laptop".into()),
+        folder: Some("docs".into()),
+        state: Some(sender.state.clone()),
+        ..Default::default()
+    };
+    let watching = Watching::start(config).await?;
+    let mirror = store.join("laptop/docs");
+    tree::write(&sender.source, "a.txt", "two")?;
+    wait_for("the change", || {
+        content(&mirror.join("a.txt")).as_deref() == Some("two") && watching.runs() >= 2
+    })
+    .await?;
+    // Ten times the watch delay: a run triggered by its own writes would
+    // have started by now.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let runs = watching.summaries();
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    assert!(!mirror.join(".ferry-store").exists());
+    assert!(!mirror.join(".ferry-copies").exists());
+    watching.stop().await
+}
