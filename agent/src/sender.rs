@@ -267,7 +267,7 @@ async fn schedule_loop(
     // What the next run looks at: `None` for everything, else the paths
     // that changed.
     let mut changed: Option<Vec<std::path::PathBuf>> = None;
-    let watch = match &ctx.settings.watch {
+    let mut watch = match &ctx.settings.watch {
         Some(settings) => match watch::SourceWatch::start(&ctx.settings.source, &ctx.exclude) {
             Ok(w) => {
                 tracing::info!(source = %ctx.settings.source.display(), "watching for changes");
@@ -348,6 +348,14 @@ async fn schedule_loop(
                     changed = Some(paths);
                 }
             }
+        }
+        if watch.as_ref().is_some_and(|(w, _)| w.out_of_watches()) {
+            tracing::warn!(
+                "watch: stopped (a directory could not be watched); \
+                 going on with periodic full scans only"
+            );
+            changed = None;
+            watch = None;
         }
     }
 }

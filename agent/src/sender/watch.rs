@@ -64,6 +64,9 @@ struct Pending {
     overflow: Option<Instant>,
     /// The warning for a lost event was already logged.
     warned: bool,
+    /// A directory could not be watched (out of inotify watches): its
+    /// changes would go unseen, so the sender falls back to periodic runs.
+    out_of_watches: bool,
 }
 
 /// A running watch of the source tree.
@@ -120,6 +123,7 @@ impl Shared {
             Err(e) => {
                 let why = match e.kind {
                     notify::ErrorKind::MaxFilesWatch => {
+                        pending.out_of_watches = true;
                         "out of inotify watches (raise fs.inotify.max_user_watches)".to_string()
                     }
                     _ => crate::chain::chain(&e),
@@ -213,9 +217,10 @@ impl SourceWatch {
         }
     }
 
-    /// How many changed paths wait for a batch.
-    pub fn pending(&self) -> usize {
-        self.shared.lock().paths.len()
+    /// Whether a directory could not be watched: events no longer cover
+    /// the whole tree, and only periodic full scans can be trusted.
+    pub fn out_of_watches(&self) -> bool {
+        self.shared.lock().out_of_watches
     }
 }
 
@@ -365,6 +370,22 @@ mod tests {
         assert_eq!(take(&mut pending, t0, DELAY), Err(Some(DELAY)));
         assert_eq!(take(&mut pending, t0 + DELAY, DELAY), Ok(Batch::Full));
         assert_eq!(take(&mut pending, t0 + DELAY, DELAY), Err(None));
+    }
+
+    #[test]
+    fn running_out_of_watches_is_a_full_scan_and_says_so() {
+        let shared = Shared {
+            pending: Mutex::new(Pending::default()),
+            changed: Notify::new(),
+            root: "/s".into(),
+            exclude: vec![],
+            limit: 10,
+        };
+        shared.handle(Err(notify::Error::new(notify::ErrorKind::MaxFilesWatch)));
+        let mut pending = shared.lock();
+        assert!(pending.out_of_watches);
+        let later = Instant::now() + DELAY;
+        assert_eq!(take(&mut pending, later, DELAY), Ok(Batch::Full));
     }
 
     #[test]
