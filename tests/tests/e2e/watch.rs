@@ -27,6 +27,8 @@ struct Watching {
     token: CancellationToken,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
     runs: Arc<Mutex<Vec<RunSummary>>>,
+    /// Attempts that failed (receiver down).
+    failed: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Watching {
@@ -43,17 +45,27 @@ impl Watching {
         let settings = config.settings()?;
         let token = CancellationToken::new();
         let runs = Arc::new(Mutex::new(Vec::new()));
+        let failed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let task = {
             let token = token.clone();
             let runs = runs.clone();
+            let failed = failed.clone();
             tokio::spawn(async move {
-                let ran = sender::run(settings, token, SenderStatus::new(), |result| {
-                    if let Ok(summary) = result {
-                        if let Ok(mut runs) = runs.lock() {
-                            runs.push(summary.clone());
+                let ran = sender::run(
+                    settings,
+                    token,
+                    SenderStatus::new(),
+                    |result| match result {
+                        Ok(summary) => {
+                            if let Ok(mut runs) = runs.lock() {
+                                runs.push(summary.clone());
+                            }
                         }
-                    }
-                })
+                        Err(_) => {
+                            failed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        }
+                    },
+                )
                 .await;
                 match ran {
                     // Stopped in the middle of a run: what the test asked.
@@ -62,7 +74,12 @@ impl Watching {
                 }
             })
         };
-        let watching = Watching { token, task, runs };
+        let watching = Watching {
+            token,
+            task,
+            runs,
+            failed,
+        };
         wait_for("the first run", || watching.runs() >= 1).await?;
         Ok(watching)
     }
@@ -272,8 +289,11 @@ async fn changes_made_while_the_receiver_is_down_arrive_when_it_is_back() -> any
         "written while the receiver was down",
     )?;
     tree::write(&sender.source, "while-down.txt", "new")?;
-    // Let the triggered run find the receiver down at least once.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The triggered run finds the receiver down.
+    wait_for("a run failing while the receiver is down", || {
+        watching.failed.load(std::sync::atomic::Ordering::SeqCst) >= 1
+    })
+    .await?;
     let admission = Admission {
         allow: vec![],
         pairing_secret: Some(SECRET.as_bytes().to_vec()),
