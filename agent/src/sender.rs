@@ -271,6 +271,12 @@ async fn schedule_loop(
         Some(settings) => match watch::SourceWatch::start(&ctx.settings.source, &ctx.exclude) {
             Ok(w) => {
                 tracing::info!(source = %ctx.settings.source.display(), "watching for changes");
+                ctx.status.update_watching(|_| {
+                    Some(crate::status::Watching {
+                        directories: 1,
+                        last_change_sent: None,
+                    })
+                });
                 Some((w, settings.delay))
             }
             Err(e) => {
@@ -289,7 +295,25 @@ async fn schedule_loop(
         if let (Some((watch, _)), None) = (&watch, &changed) {
             watch.clear();
         }
+        let triggered = changed.is_some();
         let result = run::run_once(ctx, shutdown, changed.take()).await;
+        if let (Some(_), Ok(summary)) = (&watch, &result) {
+            let sent = summary.files_sent
+                + summary.files_metadata_only
+                + summary.dirs_sent
+                + summary.files_deleted;
+            ctx.status.update_watching(|w| {
+                w.map(|mut w| {
+                    if !summary.partial_scan {
+                        w.directories = summary.dirs_scanned + 1;
+                    }
+                    if triggered && sent > 0 {
+                        w.last_change_sent = Some(SystemTime::now());
+                    }
+                    w
+                })
+            });
+        }
         on_run(&result);
         ctx.status.set_last(
             result
@@ -356,6 +380,7 @@ async fn schedule_loop(
             );
             changed = None;
             watch = None;
+            ctx.status.update_watching(|_| None);
         }
     }
 }

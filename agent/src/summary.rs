@@ -45,6 +45,8 @@ pub struct RunSummary {
     pub problems: Vec<Problem>,
     /// Files, directories and symlinks the run's scan looked at.
     pub entries_scanned: u64,
+    /// Of those, directories.
+    pub dirs_scanned: u64,
     /// The scan looked only at the directories that changed (watch mode).
     pub partial_scan: bool,
 }

@@ -79,6 +79,11 @@ pub async fn run_once(
     let (root, scan): (Arc<scan::SourceDir>, Scan) = scan?;
     summary.entries_scanned = scan.entries.len() as u64;
     summary.partial_scan = scan.partial.is_some();
+    summary.dirs_scanned = scan
+        .entries
+        .iter()
+        .filter(|e| e.kind == scan::ScanKind::Dir)
+        .count() as u64;
     tracing::debug!(
         entries = scan.entries.len(),
         partial = scan.partial.is_some(),

@@ -242,11 +242,27 @@ pub fn status(app: &mut LauncherApp, ui: &mut Ui) {
             ui.label(format!("Sending to {receiver}…"));
         }
         (Some(SenderPhase::Waiting { next_run }), _) => {
-            ui.label(format!(
-                "Idle until {} (next run in {})",
-                clock(*next_run),
-                rounded(next_run.duration_since(now).unwrap_or_default())
-            ));
+            match status.as_ref().and_then(|s| s.watching()) {
+                Some(watching) => {
+                    ui.label(format!(
+                        "Watching {} directories; full scan at {} (in {})",
+                        watching.directories,
+                        clock(*next_run),
+                        rounded(next_run.duration_since(now).unwrap_or_default())
+                    ));
+                    ui.label(match watching.last_change_sent {
+                        Some(at) => format!("Last change sent at {}", clock(at)),
+                        None => "No change sent yet".to_string(),
+                    });
+                }
+                None => {
+                    ui.label(format!(
+                        "Idle until {} (next run in {})",
+                        clock(*next_run),
+                        rounded(next_run.duration_since(now).unwrap_or_default())
+                    ));
+                }
+            }
         }
         (Some(SenderPhase::Retrying { at, because }), _) => {
             ui.label(match at.duration_since(now) {

@@ -29,6 +29,7 @@ struct Watching {
     runs: Arc<Mutex<Vec<RunSummary>>>,
     /// Attempts that failed (receiver down).
     failed: Arc<std::sync::atomic::AtomicUsize>,
+    status: Arc<SenderStatus>,
 }
 
 impl Watching {
@@ -46,26 +47,23 @@ impl Watching {
         let token = CancellationToken::new();
         let runs = Arc::new(Mutex::new(Vec::new()));
         let failed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let status = SenderStatus::new();
         let task = {
             let token = token.clone();
             let runs = runs.clone();
             let failed = failed.clone();
+            let status = status.clone();
             tokio::spawn(async move {
-                let ran = sender::run(
-                    settings,
-                    token,
-                    SenderStatus::new(),
-                    |result| match result {
-                        Ok(summary) => {
-                            if let Ok(mut runs) = runs.lock() {
-                                runs.push(summary.clone());
-                            }
+                let ran = sender::run(settings, token, status, |result| match result {
+                    Ok(summary) => {
+                        if let Ok(mut runs) = runs.lock() {
+                            runs.push(summary.clone());
                         }
-                        Err(_) => {
-                            failed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                        }
-                    },
-                )
+                    }
+                    Err(_) => {
+                        failed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                })
                 .await;
                 match ran {
                     // Stopped in the middle of a run: what the test asked.
@@ -79,6 +77,7 @@ impl Watching {
             task,
             runs,
             failed,
+            status,
         };
         wait_for("the first run", || watching.runs() >= 1).await?;
         Ok(watching)
@@ -180,6 +179,10 @@ async fn a_triggered_run_scans_only_the_directories_that_changed() -> anyhow::Re
     assert!(triggered.partial_scan, "{triggered:?}");
     // many/7 alone: 20 entries, of a tree of more than 420.
     assert!(triggered.entries_scanned <= 25, "{triggered:?}");
+    // What the launcher shows: the root, d, d/deep, many and its 20.
+    let shown = watching.status.watching().context("watching status")?;
+    assert_eq!(shown.directories, 24);
+    assert!(shown.last_change_sent.is_some());
     watching.stop().await?;
     receiver.stop().await
 }
