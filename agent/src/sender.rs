@@ -1,6 +1,7 @@
 //! The sender: one run ([`run::run_once`]), and the loop around it that runs
 //! every period, never two runs at once, with backoff while the receiver is
-//! unreachable or busy.
+//! unreachable or busy; with `--watch` ([`watch`]), also a run of the
+//! directories that changed as soon as their changes settle.
 
 mod bundle;
 mod chunked;
