@@ -4,12 +4,12 @@
 //! what changed.
 //!
 //! The handler runs on notify's own thread and only records *which paths*
-//! changed and when ([`Pending`]); the sender's loop takes a [`Batch`] of
+//! changed and when (`Pending`); the sender's loop takes a [`Batch`] of
 //! the paths that have been quiet for the watch delay, so a file still being
 //! written waits for the next batch. Everything the events cannot vouch for
 //! becomes a full scan: the kernel's queue overflowed, a watch could not be
 //! added (`fs.inotify.max_user_watches`), or more paths changed between two
-//! batches than [`Pending`] keeps ([`DEFAULT_QUEUE_LIMIT`]).
+//! batches than `Pending` keeps ([`DEFAULT_QUEUE_LIMIT`]).
 //!
 //! Paths below the never-scanned directories (the state directory,
 //! `--keep-copies`, an embedded `--store` inside the source) are dropped as
