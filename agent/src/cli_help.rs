@@ -34,6 +34,8 @@ Examples:
   Send to a receiver every 15 minutes (the secret is needed on first contact):
     ferry send --source ~/Documents --host nas.local --every 15m \\
       --pairing-secret-file ~/.ferry-secret
+  Send changes as they happen (and a full scan every hour):
+    ferry send --source ~/Documents --host nas.local --watch
   One run that logs what it does (-q: errors only, no summary):
     ferry send -v --source ~/Documents --host nas.local
   Leave out build output, logs and cache directories (also .ferryignore files):

@@ -118,6 +118,10 @@ pub struct SenderConfig {
     pub exclude_if_present: Vec<String>,
     /// Do not descend into other filesystems mounted inside the source.
     pub one_file_system: Option<bool>,
+    /// Watch the source and send changes as they happen (inotify).
+    pub watch: Option<bool>,
+    /// How long changes must be quiet before a watch-triggered run (default 2s).
+    pub watch_delay: Option<String>,
 }
 
 fn load_toml<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, ConfigError> {
@@ -292,6 +296,8 @@ impl SenderConfig {
             allow_mass_delete: over.allow_mass_delete.or(self.allow_mass_delete),
             compress: over.compress.or(self.compress),
             limit_rate: over.limit_rate.or(self.limit_rate),
+            watch: over.watch.or(self.watch),
+            watch_delay: over.watch_delay.or(self.watch_delay),
         }
     }
 
@@ -342,7 +348,9 @@ impl SenderConfig {
                 })
             }
         };
+        let watch = self.watch_settings()?;
         let every = match (&self.every, self.once.unwrap_or(false)) {
+            (None, false) if watch.is_some() => Some(crate::sender::watch::DEFAULT_WATCH_EVERY),
             (_, true) | (None, false) => None,
             (Some(every), false) => {
                 let every = humantime::parse_duration(every).map_err(|e| {
@@ -393,6 +401,7 @@ impl SenderConfig {
         }
         Ok(SenderSettings {
             exclude,
+            watch,
             compress,
             limit_rate: parse_limit_rate(self.limit_rate.as_deref())?,
             delete_guard: DeleteGuard {
@@ -409,6 +418,45 @@ impl SenderConfig {
             state: self.state.clone().unwrap_or_else(default_state_dir),
         })
     }
+}
+
+impl SenderConfig {
+    /// `--watch` and `--watch-delay` checked: `None` if not watching.
+    fn watch_settings(&self) -> Result<Option<WatchSettings>, ConfigError> {
+        if !self.watch.unwrap_or(false) {
+            if self.watch_delay.is_some() {
+                return Err(invalid("watch-delay", "only applies with --watch"));
+            }
+            return Ok(None);
+        }
+        if self.once.unwrap_or(false) {
+            return Err(invalid(
+                "watch",
+                "--once and --watch cannot go together: --once runs one transfer and exits, \
+                 --watch keeps running and sends changes as they happen; give one of them",
+            ));
+        }
+        let delay = match &self.watch_delay {
+            Some(text) => humantime::parse_duration(text).map_err(|e| {
+                invalid(
+                    "watch-delay",
+                    format!("{text:?}: {e} (examples: 500ms, 2s)"),
+                )
+            })?,
+            None => crate::sender::watch::DEFAULT_WATCH_DELAY,
+        };
+        if delay > Duration::from_secs(3600) {
+            return Err(invalid("watch-delay", "must be at most 1h"));
+        }
+        Ok(Some(WatchSettings { delay }))
+    }
+}
+
+/// Watch mode, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchSettings {
+    /// How long a changed path must be quiet before a run sends it.
+    pub delay: Duration,
 }
 
 /// A validated receiver configuration.
@@ -507,6 +555,8 @@ pub struct SenderSettings {
     pub limit_rate: Option<RateSchedule>,
     /// What the user chose not to send.
     pub exclude: ExcludeRules,
+    /// Watch mode (`--watch`); `None`: periodic runs only.
+    pub watch: Option<WatchSettings>,
 }
 
 /// `--limit-rate` parsed; a schedule that never limits is no limit at all.

@@ -26,7 +26,8 @@
 //! - [`restore`]: writing a tree (from the receiver or the local copies) into
 //!   a destination, verified and atomic.
 //! - [`receiver`]: the receiver: accept loop, admission, per-connection sessions.
-//! - [`sender`]: one sender run, and the periodic schedule around it.
+//! - [`sender`]: one sender run, and the periodic schedule around it; in
+//!   watch mode (`sender::watch`), runs of what inotify says changed.
 //! - [`config`]: configuration from flags, TOML and the launcher, validated into
 //!   settings.
 //! - [`ratelimit`]: bandwidth limits by time of day, and the limiter that

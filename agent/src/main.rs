@@ -198,6 +198,14 @@ struct SendArgs {
     /// mount point is sent as an empty directory).
     #[arg(long)]
     one_file_system: bool,
+    /// Send changes as they happen: watch the source (inotify) and run for
+    /// what changed; a full scan still runs every --every [default: 1h].
+    #[arg(long, conflicts_with = "once")]
+    watch: bool,
+    /// With --watch: how long a changed file must be quiet before it is
+    /// sent (a file still being written waits) [default: 2s].
+    #[arg(long, value_name = "DURATION")]
+    watch_delay: Option<String>,
 }
 
 impl ReceiveArgs {
@@ -227,8 +235,9 @@ impl ReceiveArgs {
 impl SendArgs {
     /// Whether these flags and the config file make a periodic sender.
     fn periodic(&self) -> bool {
-        self.config()
-            .is_ok_and(|c| c.every.is_some() && !c.once.unwrap_or(false))
+        self.config().is_ok_and(|c| {
+            (c.every.is_some() || c.watch.unwrap_or(false)) && !c.once.unwrap_or(false)
+        })
     }
 
     fn config(&self) -> anyhow::Result<SenderConfig> {
@@ -248,6 +257,8 @@ impl SendArgs {
             exclude_caches: self.exclude_caches.then_some(true),
             exclude_if_present: self.exclude_if_present.clone(),
             one_file_system: self.one_file_system.then_some(true),
+            watch: self.watch.then_some(true),
+            watch_delay: self.watch_delay.clone(),
             ..SenderConfig::default()
         }))
     }

@@ -92,6 +92,10 @@ pub struct Scan {
     /// Directories excluded by a marker file, found by the walk (emptied
     /// once their entries are removed).
     marked: Vec<Vec<u8>>,
+    /// `None` for a scan of the whole tree; else the only directories this
+    /// scan looked at ([`scan_dirs`]): what the index knows elsewhere was
+    /// not looked at, so it is neither unchanged nor deleted.
+    pub partial: Option<Vec<ScanRoot>>,
 }
 
 /// Counts of one walk: what it looked at and what the exclusion rules left
@@ -117,6 +121,16 @@ impl ScanStats {
     }
 }
 
+/// One directory a partial scan looks at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanRoot {
+    /// Relative to the source root; empty for the root itself.
+    pub path: PathBuf,
+    /// With everything below it (a directory that appeared), or only its
+    /// own entries (a directory whose entries changed).
+    pub recursive: bool,
+}
+
 impl Scan {
     /// True if `path` is at or below a path listed in [`Scan::errors`]: what
     /// the index knows there must not be treated as deleted, because the scan
@@ -124,6 +138,35 @@ impl Scan {
     pub fn is_below_error(&self, path: &RelPath) -> bool {
         let path = path.as_path();
         self.errors.iter().any(|e| path.starts_with(&e.path))
+    }
+
+    /// Whether `path`, known to the index but absent from this scan, is
+    /// gone: always for a full scan; for a partial one, only if the scan
+    /// looked where it, or the nearest of its parents, would be listed
+    /// and found nothing there (a directory moved away takes everything
+    /// below it). `scanned` tells whether a path is in [`Scan::entries`].
+    pub fn saw_gone(&self, path: &RelPath, scanned: impl Fn(&Path) -> bool) -> bool {
+        let Some(roots) = &self.partial else {
+            return true;
+        };
+        let listed_by_scan = |p: &Path| {
+            roots.iter().any(|r| {
+                if r.recursive {
+                    p.starts_with(&r.path) && p != r.path
+                } else {
+                    p.parent() == Some(r.path.as_path())
+                }
+            })
+        };
+        let mut at = Some(path.as_path());
+        while let Some(p) = at.filter(|p| !p.as_os_str().is_empty()) {
+            if listed_by_scan(p) {
+                // The path itself is absent; a parent must be too.
+                return p == path.as_path() || !scanned(p);
+            }
+            at = p.parent();
+        }
+        false
     }
 }
 
@@ -173,7 +216,60 @@ pub fn scan_filtered(source: &SourceDir, exclude: &[PathBuf], rules: &ExcludeRul
         .filter(|x| !x.as_os_str().is_empty())
         .map(Path::to_path_buf)
         .collect();
-    let mut out = walk::walk(source, &exclude, rules);
+    let out = walk::walk(source, &exclude, rules);
+    sorted(out)
+}
+
+/// A partial scan: only the directories in `roots` (see [`ScanRoot`]), for a
+/// run that watch mode triggered. `exclude` and `rules` as for
+/// [`scan_filtered`]; a root that the rules exclude (or that lies below an
+/// excluded directory) is not looked at.
+pub fn scan_dirs(
+    source: &SourceDir,
+    exclude: &[PathBuf],
+    rules: &ExcludeRules,
+    roots: Vec<ScanRoot>,
+) -> Scan {
+    let exclude: Vec<PathBuf> = exclude
+        .iter()
+        .filter_map(|x| x.strip_prefix(source.path()).ok())
+        .filter(|x| !x.as_os_str().is_empty())
+        .map(Path::to_path_buf)
+        .collect();
+    // A root at or below an exclusion is not looked at (the walk checks
+    // only the names it lists).
+    let roots: Vec<ScanRoot> = roots
+        .into_iter()
+        .filter(|r| !exclude.iter().any(|x| r.path.starts_with(x)))
+        .filter(|r| !walk::is_left_out(source, rules, r.path.as_os_str().as_bytes()))
+        .collect();
+    let starts: Vec<(Vec<u8>, bool)> = roots
+        .iter()
+        .map(|r| (r.path.as_os_str().as_bytes().to_vec(), r.recursive))
+        .collect();
+    let mut out = walk::walk_from(source, &exclude, rules, &starts);
+    // Each root's own entry too: a name added or removed changed its mtime.
+    // (Opened as the walk opens it; an error there is the walk's to report.)
+    for (rel, _) in starts.iter().filter(|(rel, _)| !rel.is_empty()) {
+        let flags = rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY;
+        let stat = source
+            .open_at(rel, flags)
+            .ok()
+            .and_then(|fd| rustix::fs::fstat(&fd).ok());
+        if let (Some(stat), Ok(path)) = (stat, RelPath::from_bytes(rel.clone())) {
+            out.entries.push(walk::entry(path, ScanKind::Dir, &stat));
+        }
+    }
+    let mut out = sorted(out);
+    // Roots never overlap ([`ScanRoot`]s are made so), but a duplicate
+    // entry must never reach the plan.
+    out.entries.dedup_by(|a, b| a.path == b.path);
+    out.partial = Some(roots);
+    out
+}
+
+/// `out` with its entries and reports in path order.
+fn sorted(mut out: Scan) -> Scan {
     out.entries.sort_unstable_by(|a, b| a.path.cmp(&b.path));
     if !out.marked.is_empty() {
         let mut marked = std::mem::take(&mut out.marked);
@@ -193,6 +289,13 @@ pub fn scan_filtered(source: &SourceDir, exclude: &[PathBuf], rules: &ExcludeRul
     out.skipped.sort_by(by_path);
     out.errors.sort_by(by_path);
     out
+}
+
+/// Whether a scan under `rules` leaves out `path` (relative to the root):
+/// it or a directory above it is excluded (a pattern, a `.ferryignore`, a
+/// marker file, another filesystem).
+pub fn is_left_out(source: &SourceDir, rules: &ExcludeRules, path: &Path) -> bool {
+    walk::is_left_out(source, rules, path.as_os_str().as_bytes())
 }
 
 /// Hashes the content of the regular file `entry` describes with blake3;
@@ -361,6 +464,97 @@ mod tests {
         fs::write(dir.path().join("file"), b"x").unwrap();
         let err = scan(&dir.path().join("file"), &[]).unwrap_err();
         assert!(matches!(err, ScanError::NotADirectory { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_partial_scan_applies_the_exclusion_rules_of_the_directories_above_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        fs::create_dir_all(root.join("a/b/build")).unwrap();
+        fs::create_dir_all(root.join("cache/sub")).unwrap();
+        fs::write(root.join(".ferryignore"), "build/\n").unwrap();
+        fs::write(root.join("a/.ferryignore"), "*.tmp\n!keep.tmp\n").unwrap();
+        for f in [
+            "a/b/x.tmp",
+            "a/b/keep.tmp",
+            "a/b/y.txt",
+            "a/b/z.log",
+            "a/b/build/o",
+        ] {
+            fs::write(root.join(f), b"x").unwrap();
+        }
+        fs::write(root.join("cache/CACHEDIR.TAG"), CACHEDIR_SIGNATURE).unwrap();
+        fs::write(root.join("cache/sub/c"), b"x").unwrap();
+        let source = SourceDir::open(&root).unwrap();
+        let mut rules = ExcludeRules::new(&["*.log".to_string()], None).unwrap();
+        rules.exclude_caches = true;
+        let roots = vec![
+            ScanRoot {
+                path: "a/b".into(),
+                recursive: true,
+            },
+            ScanRoot {
+                path: "cache/sub".into(),
+                recursive: true,
+            },
+        ];
+        let partial = scan_dirs(&source, &[], &rules, roots);
+        let paths: Vec<String> = partial.entries.iter().map(|e| e.path.to_string()).collect();
+        // What the full scan holds below the same directories.
+        let full = scan_filtered(&source, &[], &rules);
+        let below: Vec<String> = full
+            .entries
+            .iter()
+            .map(|e| e.path.to_string())
+            .filter(|p| p == "a/b" || p.starts_with("a/b/") || p.starts_with("cache/"))
+            .collect();
+        assert_eq!(paths, below);
+        assert_eq!(paths, ["a/b", "a/b/keep.tmp", "a/b/y.txt"]);
+        // Watch mode's filter agrees.
+        for (path, left_out) in [
+            ("a/b/x.tmp", true),
+            ("a/b/keep.tmp", false),
+            ("a/b/z.log", true),
+            ("a/b/build/o", true),
+            ("cache/sub/c", true),
+            ("a/b/y.txt", false),
+            ("a/b/new.txt", false),
+        ] {
+            assert_eq!(
+                is_left_out(&source, &rules, Path::new(path)),
+                left_out,
+                "{path}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_partial_scan_never_looks_below_an_exclusion() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        fs::create_dir_all(root.join("copies/inner")).unwrap();
+        fs::write(root.join("copies/inner/x"), b"x").unwrap();
+        fs::write(root.join("a"), b"a").unwrap();
+        let source = SourceDir::open(&root).unwrap();
+        let roots = vec![
+            ScanRoot {
+                path: "copies/inner".into(),
+                recursive: true,
+            },
+            ScanRoot {
+                path: "".into(),
+                recursive: false,
+            },
+        ];
+        let scan = scan_dirs(
+            &source,
+            &[root.join("copies")],
+            &ExcludeRules::default(),
+            roots,
+        );
+        let paths: Vec<String> = scan.entries.iter().map(|e| e.path.to_string()).collect();
+        assert_eq!(paths, ["a"]);
+        assert!(scan.errors.is_empty(), "{:?}", scan.errors);
     }
 
     #[test]

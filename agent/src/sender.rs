@@ -1,6 +1,7 @@
 //! The sender: one run ([`run::run_once`]), and the loop around it that runs
 //! every period, never two runs at once, with backoff while the receiver is
-//! unreachable or busy.
+//! unreachable or busy; with `--watch` ([`watch`]), also a run of the
+//! directories that changed as soon as their changes settle.
 
 mod bundle;
 mod chunked;
@@ -8,6 +9,7 @@ pub mod guard;
 mod run;
 pub mod schedule;
 mod transfer;
+pub mod watch;
 
 pub use run::MAX_IN_FLIGHT;
 pub use transfer::{EntryError, SentKind};
@@ -261,12 +263,58 @@ async fn schedule_loop(
 ) -> Result<RunSummary, SenderError> {
     let every = ctx.settings.every;
     let mut schedule = Schedule::new();
+    // Started before the first run, so that nothing changed during it is
+    // missed. A watch that cannot start leaves periodic runs.
+    // What the next run looks at: `None` for everything, else the paths
+    // that changed.
+    let mut changed: Option<Vec<std::path::PathBuf>> = None;
+    let mut watch = match &ctx.settings.watch {
+        Some(settings) => match watch::SourceWatch::start(&ctx.settings.source, &ctx.exclude) {
+            Ok(w) => {
+                tracing::info!(source = %ctx.settings.source.display(), "watching for changes");
+                ctx.status.update_watching(|_| {
+                    Some(crate::status::Watching {
+                        directories: 1,
+                        last_change_sent: None,
+                    })
+                });
+                Some((w, settings.delay))
+            }
+            Err(e) => {
+                tracing::warn!("{}", crate::chain::Chain(&e));
+                None
+            }
+        },
+        None => None,
+    };
     loop {
         // Running (sending) is set by the run once it has planned.
         ctx.status.set_phase(SenderPhase::Connecting {
             started: SystemTime::now(),
         });
-        let result = run::run_once(ctx, shutdown).await;
+        // A full scan sees every change made before it starts.
+        if let (Some((watch, _)), None) = (&watch, &changed) {
+            watch.clear();
+        }
+        let triggered = changed.is_some();
+        let result = run::run_once(ctx, shutdown, changed.take()).await;
+        if let (Some(_), Ok(summary)) = (&watch, &result) {
+            let sent = summary.files_sent
+                + summary.files_metadata_only
+                + summary.dirs_sent
+                + summary.files_deleted;
+            ctx.status.update_watching(|w| {
+                w.map(|mut w| {
+                    if !summary.partial_scan {
+                        w.directories = summary.dirs_scanned + 1;
+                    }
+                    if triggered && sent > 0 {
+                        w.last_change_sent = Some(SystemTime::now());
+                    }
+                    w
+                })
+            });
+        }
         on_run(&result);
         ctx.status.set_last(
             result
@@ -298,18 +346,72 @@ async fn schedule_loop(
         match &result {
             // One line per failed attempt, with when the next one starts.
             Err(e) => tracing::warn!("run failed: {}; retrying in {next}", crate::chain::Chain(e)),
+            Ok(_) if watch.is_some() => {
+                tracing::info!("next full scan in {next}, or when something changes")
+            }
             Ok(_) => tracing::info!("next run in {next}"),
         }
         ctx.status.set_phase(SenderPhase::after_run(
             result.as_ref().err().map(|e| crate::chain::chain(e)),
             SystemTime::now() + delay,
         ));
-        tokio::select! {
-            _ = shutdown.cancelled() => return finish(ctx, result),
-            _ = ctx.status.run_now_requested() => {}
-            _ = tokio::time::sleep(delay) => {}
+        // After a failure the retry waits its backoff whatever changes: it
+        // is a full scan, and sees them.
+        let next_run = tokio::time::Instant::now() + delay;
+        loop {
+            let changes = async {
+                match &watch {
+                    Some((watch, delay)) if outcome == Outcome::Done => {
+                        watch.next_batch(*delay).await
+                    }
+                    _ => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => return finish(ctx, result),
+                _ = ctx.status.run_now_requested() => {}
+                _ = tokio::time::sleep_until(next_run) => {}
+                batch = changes => {
+                    if let watch::Batch::Paths(paths) = batch {
+                        let paths = without_left_out(&ctx.settings, paths);
+                        if paths.is_empty() {
+                            // Only excluded paths changed: nothing to send.
+                            tracing::debug!("changes settled, all in excluded paths");
+                            continue;
+                        }
+                        tracing::debug!(changed = paths.len(), "changes settled");
+                        changed = Some(paths);
+                    }
+                }
+            }
+            break;
+        }
+        if watch.as_ref().is_some_and(|(w, _)| w.out_of_watches()) {
+            tracing::warn!(
+                "watch: stopped (a directory could not be watched); \
+                 going on with periodic full scans only"
+            );
+            changed = None;
+            watch = None;
+            ctx.status.update_watching(|_| None);
         }
     }
+}
+
+/// `paths` (absolute, below the source) without those the user's exclusion
+/// rules leave out: a change there must not start a run.
+fn without_left_out(settings: &SenderSettings, paths: Vec<PathBuf>) -> Vec<PathBuf> {
+    let Ok(source) = crate::scan::SourceDir::open(&settings.source) else {
+        // The run reports why the source cannot be read.
+        return paths;
+    };
+    paths
+        .into_iter()
+        .filter(|path| match path.strip_prefix(&settings.source) {
+            Ok(rel) => !crate::scan::is_left_out(&source, &settings.exclude, rel),
+            Err(_) => true,
+        })
+        .collect()
 }
 
 fn finish(

@@ -65,6 +65,16 @@ pub struct SenderStatus {
     phase: Mutex<SenderPhase>,
     last: Mutex<Option<Result<RunSummary, String>>>,
     run_now: Notify,
+    watching: Mutex<Option<Watching>>,
+}
+
+/// What a watching sender (`--watch`) shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Watching {
+    /// Directories under watch (those the last full scan found, and the root).
+    pub directories: u64,
+    /// When a run triggered by changes last sent or deleted something.
+    pub last_change_sent: Option<SystemTime>,
 }
 
 impl Default for SenderStatus {
@@ -74,6 +84,7 @@ impl Default for SenderStatus {
             phase: Mutex::new(SenderPhase::Starting),
             last: Mutex::new(None),
             run_now: Notify::new(),
+            watching: Mutex::new(None),
         }
     }
 }
@@ -119,6 +130,18 @@ impl SenderStatus {
     pub fn set_last(&self, outcome: Result<RunSummary, String>) {
         if let Ok(mut l) = self.last.lock() {
             *l = Some(outcome);
+        }
+    }
+
+    /// `None` unless the sender watches its source.
+    pub fn watching(&self) -> Option<Watching> {
+        self.watching.lock().ok().and_then(|w| *w)
+    }
+
+    /// Starts, updates (`f`) or ends (`None`) what [`Self::watching`] says.
+    pub fn update_watching(&self, f: impl FnOnce(Option<Watching>) -> Option<Watching>) {
+        if let Ok(mut w) = self.watching.lock() {
+            *w = f(*w);
         }
     }
 }

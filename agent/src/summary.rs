@@ -43,6 +43,12 @@ pub struct RunSummary {
     pub skipped: u64,
     pub duration_ms: u64,
     pub problems: Vec<Problem>,
+    /// Files, directories and symlinks the run's scan looked at.
+    pub entries_scanned: u64,
+    /// Of those, directories.
+    pub dirs_scanned: u64,
+    /// The scan looked only at the directories that changed (watch mode).
+    pub partial_scan: bool,
 }
 
 impl RunSummary {

@@ -85,6 +85,9 @@ pub struct SenderForm {
     pub compress: CompressMode,
     /// Exclude patterns (`--exclude`), one a line, gitignore syntax.
     pub exclude: String,
+    /// Send changes as they happen (`--watch`); the period is then that of
+    /// the safety-net full scan.
+    pub watch: bool,
 }
 
 impl Default for SenderForm {
@@ -102,6 +105,7 @@ impl Default for SenderForm {
             limit_rate: String::new(),
             compress: CompressMode::Auto,
             exclude: String::new(),
+            watch: false,
         }
     }
 }
@@ -188,6 +192,8 @@ pub mod label {
     pub const COMPRESS: &str = "Compression";
     /// Exclude patterns field (sender).
     pub const EXCLUDE: &str = "Exclude patterns";
+    /// Watch mode checkbox (sender).
+    pub const WATCH: &str = "Send changes as they happen";
 }
 
 /// An example bandwidth schedule, shown as the limit field's hover hint.
@@ -453,6 +459,7 @@ impl SenderForm {
             limit_rate: opt_string(&self.limit_rate),
             compress: Some(self.compress.to_string()),
             exclude: pattern_lines(&self.exclude),
+            watch: self.watch.then_some(true),
             ..SenderConfig::default()
         })
     }
@@ -596,6 +603,21 @@ mod tests {
         assert_eq!(config.limit_rate.as_deref(), Some("10MB/s"));
         sender.limit_rate.clear();
         assert_eq!(sender.to_config(None).unwrap().limit_rate, None);
+    }
+
+    #[test]
+    fn watch_reaches_the_sender_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut form = SenderForm {
+            host: "127.0.0.1".into(),
+            source: dir.path().display().to_string(),
+            ..Default::default()
+        };
+        assert_eq!(form.to_config(None).unwrap().watch, None);
+        form.watch = true;
+        let config = form.to_config(None).unwrap();
+        assert_eq!(config.watch, Some(true));
+        assert!(config.settings().unwrap().watch.is_some());
     }
 
     #[test]

@@ -197,6 +197,19 @@ fn compression_is_chosen_by_label() {
 }
 
 #[test]
+fn watch_mode_is_a_checkbox_by_label() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let mut h = harness(sender_app(dir.path(), &rt, "", 7878));
+    h.run();
+    assert!(!h.state().settings.sender.watch);
+    h.get_by_label(label::WATCH).click();
+    h.run();
+    assert!(h.state().settings.sender.watch);
+    assert!(!is_disabled(&h, button::START));
+}
+
+#[test]
 fn a_sender_form_is_checked_as_typed() {
     let dir = tempfile::tempdir().unwrap();
     let rt = runtime();
@@ -461,4 +474,40 @@ fn the_sender_form_counts_what_its_exclude_patterns_leave_out() {
     h.state_mut().settings.sender.exclude.push_str("sub/\n");
     h.run();
     assert!(h.query_by_label_contains("count again").is_some());
+}
+
+#[test]
+fn a_watching_sender_says_how_many_directories_it_watches_and_when_it_last_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let secret = generate_secret().unwrap();
+    let mut rh = harness(receiver_app(dir.path(), &rt, &secret));
+    rh.run();
+    rh.get_by_label(button::START).click();
+    step_until(&mut rh, "the receiver to listen", |h| {
+        h.state().receiver.addr.is_some()
+    });
+    let port = rh.state().receiver.addr.unwrap().port();
+
+    let mut app = sender_app(dir.path(), &rt, &secret, port);
+    app.settings.sender.watch = true;
+    let mut sh = harness(app);
+    sh.run();
+    sh.get_by_label(button::START).click();
+    // The source holds itself and `sub`.
+    step_until(&mut sh, "the watching status", |h| {
+        h.query_by_label_contains("Watching 2 directories")
+            .is_some()
+    });
+    assert!(sh.query_by_label("No change sent yet").is_some());
+    std::fs::write(dir.path().join("source/sub/c.txt"), "new").unwrap();
+    step_until(&mut sh, "the change sent", |h| {
+        h.query_by_label_contains("Last change sent at").is_some()
+    });
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("store/laptop/source/sub/c.txt")).unwrap(),
+        "new"
+    );
+    sh.state_mut().shutdown();
+    rh.state_mut().shutdown();
 }

@@ -85,9 +85,13 @@ impl Index {
                 None => plan.unchanged += 1,
             }
         }
+        // A partial scan (watch mode) deletes only what it looked for.
+        let scanned: std::collections::HashSet<&std::path::Path> =
+            scan.entries.iter().map(|e| e.path.as_path()).collect();
         let mut deleted: Vec<RelPath> = known
             .into_keys()
             .filter(|path| !scan.is_below_error(path))
+            .filter(|path| scan.saw_gone(path, |p| scanned.contains(p)))
             .collect();
         deleted.sort_by(|a, b| {
             let depth = |p: &RelPath| p.components().count();
@@ -247,6 +251,43 @@ mod tests {
         assert!(second.items.is_empty(), "{:?}", actions(&second));
         assert_eq!(second.unchanged, 7);
         assert!(second.deleted.is_empty() && second.problems.is_empty());
+    }
+
+    #[test]
+    fn a_partial_scan_deletes_only_what_it_looked_for() {
+        let mut fx = Fixture::new();
+        fx.sync();
+        // Gone: a top-level file, a directory deep down (with its file),
+        // and the directory `d/e` is only seen gone from `d`'s listing.
+        fs::remove_file(fx.root().join("a.txt")).unwrap();
+        fs::remove_dir_all(fx.root().join("d/e")).unwrap();
+        let partial = |roots: Vec<crate::scan::ScanRoot>| {
+            let scan = crate::scan::scan_dirs(
+                &fx.source(),
+                &[],
+                &crate::scan::ExcludeRules::default(),
+                roots,
+            );
+            fx.index.plan(&fx.source(), &scan).unwrap()
+        };
+        let root = |path: &str, recursive| crate::scan::ScanRoot {
+            path: path.into(),
+            recursive,
+        };
+        // Only `d` listed: a.txt is not looked for, d/e and d/e/c are gone,
+        // and `d` itself (its mtime moved) is sent again.
+        fx.set_mtime("d", 9_000);
+        let plan = partial(vec![root("d", false)]);
+        assert_eq!(plan.deleted, [rel("d/e/c"), rel("d/e")]);
+        assert_eq!(actions(&plan), [("d".to_string(), Action::New)]);
+        assert_eq!(plan.unchanged, 1); // d/b.bin
+                                       // Only the root listed: a.txt is gone; d is there, so nothing below
+                                       // it is judged.
+        let plan = partial(vec![root("", false)]);
+        assert_eq!(plan.deleted, [rel("a.txt")]);
+        // `d` whole: its own listing and below.
+        let plan = partial(vec![root("d", true)]);
+        assert_eq!(plan.deleted, [rel("d/e/c"), rel("d/e")]);
     }
 
     #[test]

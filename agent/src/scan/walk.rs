@@ -44,6 +44,8 @@ struct OpenDir {
     fd: OwnedFd,
     /// The `.ferryignore` patterns that apply to its entries.
     ignore: Option<Arc<DirRules>>,
+    /// Whether its subdirectories are walked too.
+    descend: bool,
 }
 
 /// One unit of work.
@@ -54,6 +56,7 @@ enum Job {
         rel: Vec<u8>,
         expect: Option<(u64, u64)>,
         ignore: Option<Arc<DirRules>>,
+        descend: bool,
     },
     /// Stat these names (already checked) of an open directory.
     Stat {
@@ -159,8 +162,22 @@ impl Drop for Busy<'_, '_> {
 /// `exclude` and what `rules` exclude. The result is not yet sorted, and
 /// directories excluded by a marker file are still in it (listed in
 /// `marked`).
-#[allow(clippy::unnecessary_cast)] // `st_*` widths differ between architectures
 pub(super) fn walk(source: &SourceDir, exclude: &[PathBuf], rules: &ExcludeRules) -> Scan {
+    walk_from(source, exclude, rules, &[(Vec::new(), true)])
+}
+
+/// Walks only the directories in `starts` (relative paths, empty for the
+/// root), each with its subdirectories if its flag says so, as [`walk`]
+/// would walk them: a start that `rules` exclude (itself or a directory
+/// above it: a pattern, a marker file, another filesystem) is not looked at,
+/// and the `.ferryignore` files above a start apply below it.
+#[allow(clippy::unnecessary_cast)] // `st_*` widths differ between architectures
+pub(super) fn walk_from(
+    source: &SourceDir,
+    exclude: &[PathBuf],
+    rules: &ExcludeRules,
+    starts: &[(Vec<u8>, bool)],
+) -> Scan {
     let root_dev = match source.open_at(b"", OFlags::PATH).and_then(|fd| {
         rustix::fs::fstat(&fd)
             .map(|st| st.st_dev as u64)
@@ -178,11 +195,7 @@ pub(super) fn walk(source: &SourceDir, exclude: &[PathBuf], rules: &ExcludeRules
     };
     let shared = Shared {
         queue: Mutex::new(Queue {
-            reads: vec![Job::Read {
-                rel: Vec::new(),
-                expect: None,
-                ignore: None,
-            }],
+            reads: Vec::new(),
             stats: Vec::new(),
             busy: 0,
         }),
@@ -192,6 +205,18 @@ pub(super) fn walk(source: &SourceDir, exclude: &[PathBuf], rules: &ExcludeRules
         root_dev,
         source,
     };
+    let mut jobs = Vec::new();
+    for (rel, descend) in starts {
+        if let Some(ignore) = start_state(source, rules, root_dev, rel) {
+            jobs.push(Job::Read {
+                rel: rel.clone(),
+                expect: None,
+                ignore,
+                descend: *descend,
+            });
+        }
+    }
+    shared.push(&mut jobs);
     std::thread::scope(|scope| {
         let mut helpers = Vec::new();
         for i in 1..THREADS {
@@ -242,7 +267,15 @@ fn work(shared: &Shared<'_>) -> Scan {
                 rel,
                 expect,
                 ignore,
-            }) => read_dir(shared, rel, expect, ignore, &mut out, &mut new_jobs),
+                descend,
+            }) => read_dir(
+                shared,
+                (rel, descend),
+                expect,
+                ignore,
+                &mut out,
+                &mut new_jobs,
+            ),
             Some(Job::Stat { dir, names }) => {
                 stat_names(shared, &dir, names, &mut out, &mut new_jobs)
             }
@@ -255,11 +288,11 @@ fn work(shared: &Shared<'_>) -> Scan {
 }
 
 /// Lists one directory, then stats its entries (splitting a big one into
-/// several jobs).
+/// several jobs); with `descend`, its subdirectories become jobs too.
 #[allow(clippy::unnecessary_cast)] // `st_*` widths differ between architectures
 fn read_dir(
     shared: &Shared<'_>,
-    rel: Vec<u8>,
+    (rel, descend): (Vec<u8>, bool),
     expect: Option<(u64, u64)>,
     mut ignore: Option<Arc<DirRules>>,
     out: &mut Scan,
@@ -354,7 +387,12 @@ fn read_dir(
             }),
         }
     }
-    let dir = Arc::new(OpenDir { rel, fd, ignore });
+    let dir = Arc::new(OpenDir {
+        rel,
+        fd,
+        ignore,
+        descend,
+    });
     let mut chunks = names.chunks(STAT_CHUNK);
     let first = chunks.next().map(<[_]>::to_vec);
     for chunk in chunks {
@@ -369,6 +407,83 @@ fn read_dir(
     if let Some(first) = first {
         stat_names(shared, &dir, first, out, new_jobs);
     }
+}
+
+/// How a walk that starts at `rel` (not the root; a directory, or for
+/// watch mode's filter any path) stands: the
+/// `.ferryignore` chain of the directories above it, or `None` when the
+/// full walk would never reach it (`rel` or a directory above it is
+/// excluded by a pattern or a marker file, or lies on another filesystem
+/// under `--one-file-system`). A directory above it that cannot be opened
+/// leaves the error to the walk, which cannot open `rel` either.
+#[allow(clippy::unnecessary_cast)] // `st_*` widths differ between architectures
+pub(super) fn start_state(
+    source: &SourceDir,
+    rules: &ExcludeRules,
+    root_dev: u64,
+    rel: &[u8],
+) -> Option<Option<Arc<DirRules>>> {
+    let mut ignore: Option<Arc<DirRules>> = None;
+    if rel.is_empty() {
+        return Some(ignore);
+    }
+    let mut dir: Vec<u8> = Vec::new();
+    for name in rel.split(|b| *b == b'/') {
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY;
+        let Ok(fd) = source.open_at(&dir, flags) else {
+            return Some(ignore);
+        };
+        if !dir.is_empty() && rules.has_markers() && has_marker(rules, &fd) {
+            return None;
+        }
+        let has_ignore_file = rules.reads_ignore_files()
+            && rustix::fs::statat(&fd, IGNORE_FILE, AtFlags::SYMLINK_NOFOLLOW).is_ok();
+        if has_ignore_file {
+            // A bad or unreadable file is reported by full scans; here it
+            // applies what it can, as the full walk does.
+            if let Ok(text) = read_ignore_file(&fd) {
+                ignore = Some(exclude::with_ignore_file(ignore.take(), &dir, &text).rules);
+            }
+        }
+        let child = join(&dir, name);
+        let stat = rustix::fs::statat(&fd, name, AtFlags::SYMLINK_NOFOLLOW).ok();
+        // Gone: judged as a directory, as what it was cannot be known.
+        let is_dir = stat
+            .as_ref()
+            .is_none_or(|st| FileType::from_raw_mode(st.st_mode) == FileType::Directory);
+        if exclude::is_excluded(rules, ignore.as_ref(), &child, is_dir) {
+            return None;
+        }
+        if rules.one_file_system && stat.is_some_and(|st| st.st_dev as u64 != root_dev) {
+            return None;
+        }
+        dir = child;
+    }
+    Some(ignore)
+}
+
+/// Whether a full walk would leave `rel` (relative to the root) out: it, or
+/// a directory above it, is excluded by the user's rules. Watch mode asks
+/// this of each changed path, so that changes there start no run.
+#[allow(clippy::unnecessary_cast)] // `st_*` widths differ between architectures
+pub(super) fn is_left_out(source: &SourceDir, rules: &ExcludeRules, rel: &[u8]) -> bool {
+    if rel.is_empty()
+        || !(rules.has_markers()
+            || rules.reads_ignore_files()
+            || rules.one_file_system
+            || rules.global.is_some())
+    {
+        return false;
+    }
+    let root_dev = match source.open_at(b"", OFlags::PATH).and_then(|fd| {
+        rustix::fs::fstat(&fd)
+            .map(|st| st.st_dev as u64)
+            .map_err(io::Error::from)
+    }) {
+        Ok(dev) => dev,
+        Err(_) => return false,
+    };
+    start_state(source, rules, root_dev, rel).is_none()
 }
 
 /// Whether the open directory `fd` holds a marker that excludes it: a valid
@@ -481,11 +596,14 @@ fn stat_names(
             FileType::Directory => {
                 // Another filesystem's mount point is kept as an empty
                 // directory under --one-file-system.
-                if !shared.rules.one_file_system || stat.st_dev as u64 == shared.root_dev {
+                let same_fs =
+                    !shared.rules.one_file_system || stat.st_dev as u64 == shared.root_dev;
+                if dir.descend && same_fs {
                     new_jobs.push(Job::Read {
                         rel: child.clone(),
                         expect: Some((stat.st_dev as u64, stat.st_ino as u64)),
                         ignore: dir.ignore.clone(),
+                        descend: true,
                     });
                 }
                 ScanKind::Dir
@@ -524,7 +642,7 @@ fn stat_names(
 /// gives (`st_*` field widths differ between architectures, hence the
 /// casts).
 #[allow(clippy::unnecessary_cast)]
-fn entry(path: RelPath, kind: ScanKind, stat: &Stat) -> ScanEntry {
+pub(super) fn entry(path: RelPath, kind: ScanKind, stat: &Stat) -> ScanEntry {
     ScanEntry {
         path,
         kind,
@@ -757,7 +875,7 @@ mod tests {
         let (mut out, mut jobs) = (Scan::default(), Vec::new());
         read_dir(
             &shared,
-            b"d".to_vec(),
+            (b"d".to_vec(), true),
             Some((d.dev(), d.ino())),
             None,
             &mut out,
@@ -780,7 +898,7 @@ mod tests {
         let mut out = Scan::default();
         read_dir(
             &shared,
-            b"e".to_vec(),
+            (b"e".to_vec(), true),
             Some((d.dev(), d.ino())),
             None,
             &mut out,

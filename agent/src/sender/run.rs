@@ -45,10 +45,13 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// Runs once against the receiver at `remote` whose id must be accepted by
-/// `ctx.check_receiver`.
+/// `ctx.check_receiver`. `changed` (watch mode): only these paths
+/// (absolute) changed, so only the directories holding them are scanned;
+/// `None`: the whole tree.
 pub async fn run_once(
     ctx: &SenderContext,
     shutdown: &CancellationToken,
+    changed: Option<Vec<PathBuf>>,
 ) -> Result<RunSummary, RunError> {
     let started = Instant::now();
     let started_ms = now_ms();
@@ -64,16 +67,30 @@ pub async fn run_once(
     // through this descriptor, never outside it.
     let scanned = blocking(move || {
         let root = scan::SourceDir::open(&source).map_err(RunError::Scan)?;
-        let scan = scan::scan_filtered(&root, &exclude, &rules);
+        let scan = match changed {
+            Some(changed) => {
+                let roots = super::watch::scan_roots(&source, &changed);
+                scan::scan_dirs(&root, &exclude, &rules, roots)
+            }
+            None => scan::scan_filtered(&root, &exclude, &rules),
+        };
         Ok((Arc::new(root), scan))
     });
     let (scan, conn) = tokio::join!(scanned, transport::connect(&endpoint, remote));
     let (root, scan): (Arc<scan::SourceDir>, Scan) = scan?;
+    summary.entries_scanned = scan.entries.len() as u64;
+    summary.partial_scan = scan.partial.is_some();
+    summary.dirs_scanned = scan
+        .entries
+        .iter()
+        .filter(|e| e.kind == scan::ScanKind::Dir)
+        .count() as u64;
     tracing::debug!(
         entries = scan.entries.len(),
         stat_calls = scan.stats.stat_calls,
         excluded_dirs = scan.stats.excluded_dirs,
         excluded_files = scan.stats.excluded_files,
+        partial = scan.partial.is_some(),
         ms = started.elapsed().as_millis() as u64,
         "scanned"
     );

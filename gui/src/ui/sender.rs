@@ -6,7 +6,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use eframe::egui::{Button, Grid, ProgressBar, TextEdit, Ui};
+use eframe::egui::{Button, Checkbox, Grid, ProgressBar, TextEdit, Ui};
 use ferry_agent::status::SenderPhase;
 use ferry_agent::summary::{data_cell, human_bytes, ProgressSnapshot};
 
@@ -63,6 +63,13 @@ pub fn form(app: &mut LauncherApp, ui: &mut Ui) {
                 enabled,
                 Browse::None,
             );
+            ui.label("");
+            ui.add_enabled(enabled, Checkbox::new(&mut f.watch, label::WATCH))
+                .on_hover_text(
+                    "Watch the source folder and send each change a few seconds after it \
+                     is made; the period is then how often a full scan double-checks.",
+                );
+            ui.end_row();
             fields::row_with_tip(
                 ui,
                 label::LIMIT_RATE,
@@ -305,11 +312,27 @@ pub fn status(app: &mut LauncherApp, ui: &mut Ui) {
             ui.label(format!("Sending to {receiver}…"));
         }
         (Some(SenderPhase::Waiting { next_run }), _) => {
-            ui.label(format!(
-                "Idle until {} (next run in {})",
-                clock(*next_run),
-                rounded(next_run.duration_since(now).unwrap_or_default())
-            ));
+            match status.as_ref().and_then(|s| s.watching()) {
+                Some(watching) => {
+                    ui.label(format!(
+                        "Watching {} directories; full scan at {} (in {})",
+                        watching.directories,
+                        clock(*next_run),
+                        rounded(next_run.duration_since(now).unwrap_or_default())
+                    ));
+                    ui.label(match watching.last_change_sent {
+                        Some(at) => format!("Last change sent at {}", clock(at)),
+                        None => "No change sent yet".to_string(),
+                    });
+                }
+                None => {
+                    ui.label(format!(
+                        "Idle until {} (next run in {})",
+                        clock(*next_run),
+                        rounded(next_run.duration_since(now).unwrap_or_default())
+                    ));
+                }
+            }
         }
         (Some(SenderPhase::Retrying { at, because }), _) => {
             ui.label(match at.duration_since(now) {

@@ -24,3 +24,4 @@ mod sync;
 mod terminal;
 mod trust;
 mod util;
+mod watch;
