@@ -427,3 +427,42 @@ async fn the_store_and_copies_inside_the_source_trigger_nothing() -> anyhow::Res
     assert!(!mirror.join(".ferry-copies").exists());
     watching.stop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_in_excluded_paths_start_no_run_and_are_not_sent() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (receiver, sender) = setup(dir.path()).await?;
+    tree::write(&sender.source, "node_modules/pkg/index.js", "v1")?;
+    tree::write(&sender.source, "d/.ferryignore", "*.o\n")?;
+    let config = SenderConfig {
+        exclude: vec!["node_modules/".into()],
+        ..sender.with_secret(&receiver, SECRET)?
+    };
+    let watching = Watching::start(config).await?;
+    let mirror = receiver.mirror("laptop", "docs");
+    assert!(!mirror.join("node_modules").exists());
+
+    // Excluded by a flag and by a .ferryignore above the change.
+    tree::write(&sender.source, "node_modules/pkg/index.js", "v2")?;
+    tree::write(&sender.source, "node_modules/pkg/new.js", "new")?;
+    tree::write(&sender.source, "d/deep/x.o", "object")?;
+    // Ten times the watch delay: a run these changes started would have
+    // begun by now, before the change below.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    tree::write(&sender.source, "a.txt", "two")?;
+    wait_for("the included change", || {
+        watching.summaries().iter().any(|s| s.files_sent == 1)
+    })
+    .await?;
+    assert_eq!(content(&mirror.join("a.txt")).as_deref(), Some("two"));
+    let runs = watching.summaries();
+    assert_eq!(
+        runs.len(),
+        2,
+        "changes in excluded paths started a run: {runs:?}"
+    );
+    assert!(!mirror.join("node_modules").exists());
+    assert!(!mirror.join("d/deep/x.o").exists());
+    watching.stop().await?;
+    receiver.stop().await
+}
