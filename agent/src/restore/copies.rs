@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use ferry_proto::RelPath;
 
-use super::dest::{Destination, EntryError, Slot};
+use super::dest::{Destination, EntryError, PendingFile, Slot};
 use super::RestoreSummary;
 use crate::copies::{is_reserved, Book, CopiesError, CopyRecord, Held};
 use crate::summary::Progress;
@@ -185,21 +185,9 @@ fn restore_recorded(
             };
             let mut reader = HoleReader::new(&file);
             let mut pending = dest.begin_file(slot)?;
-            let mut hasher = blake3::Hasher::new();
-            let mut buf = vec![0u8; 256 * 1024];
-            let mut read = 0u64;
-            loop {
-                let n = read_some(&mut reader, &mut buf).map_err(io("read"))?;
-                if n == 0 {
-                    break;
-                }
-                hasher.update(&buf[..n]);
-                pending.write(&buf[..n])?;
-                read += n as u64;
-                progress.add_bytes(n as u64);
-            }
+            let (got, read) = copy_hashed(&mut reader, &mut pending, &source, progress)?;
             // A mismatch drops `pending`, which removes its temporary file.
-            if read != *size || hasher.finalize().as_bytes() != hash {
+            if read != *size || &got != hash {
                 return Err(RecordedError::Damaged(
                     "its bytes do not match the hash recorded when it was copied",
                 ));
@@ -316,11 +304,28 @@ fn restore_entry(
     // Holes are read as zeros from memory and written back as holes.
     let mut reader = HoleReader::new(&file);
     let mut pending = dest.begin_file(target)?;
+    let (hash, size) = copy_hashed(&mut reader, &mut pending, source, progress)?;
+    let written = pending.commit(&hash, size, meta.mode(), mtime_ns(&meta))?;
+    Ok(Copied::File(written))
+}
+
+/// Copies what `reader` gives into `pending`, hashing it on the way;
+/// returns the hash and the byte count. `path` names the copy in errors.
+fn copy_hashed(
+    reader: &mut impl Read,
+    pending: &mut PendingFile,
+    path: &Path,
+    progress: &Progress,
+) -> Result<([u8; 32], u64), EntryError> {
     let mut hasher = blake3::Hasher::new();
     let mut buf = vec![0u8; 256 * 1024];
     let mut size = 0u64;
     loop {
-        let n = read_some(&mut reader, &mut buf).map_err(io("read"))?;
+        let n = read_some(reader, &mut buf).map_err(|source| EntryError::Io {
+            action: "read",
+            path: path.to_path_buf(),
+            source,
+        })?;
         if n == 0 {
             break;
         }
@@ -329,9 +334,7 @@ fn restore_entry(
         size += n as u64;
         progress.add_bytes(n as u64);
     }
-    let hash = *hasher.finalize().as_bytes();
-    let written = pending.commit(&hash, size, meta.mode(), mtime_ns(&meta))?;
-    Ok(Copied::File(written))
+    Ok((*hasher.finalize().as_bytes(), size))
 }
 
 fn read_some(file: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
