@@ -15,7 +15,7 @@ pub use run::MAX_IN_FLIGHT;
 pub use transfer::{EntryError, SentKind};
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -373,7 +373,19 @@ async fn schedule_loop(
                 _ = tokio::time::sleep_until(next_run) => {}
                 batch = changes => {
                     if let watch::Batch::Paths(paths) = batch {
-                        let paths = without_left_out(&ctx.settings, paths);
+                        let (source, rules) =
+                            (ctx.settings.source.clone(), ctx.settings.exclude.clone());
+                        // Stats and reads `.ferryignore` files: off the runtime.
+                        let paths = tokio::task::spawn_blocking(move || {
+                            without_left_out(&source, &rules, paths)
+                        })
+                        .await;
+                        let Ok(paths) = paths else {
+                            // Only a bug panics there: a full scan sees
+                            // the changes.
+                            changed = None;
+                            break;
+                        };
                         if paths.is_empty() {
                             // Only excluded paths changed: nothing to send.
                             tracing::debug!("changes settled, all in excluded paths");
@@ -400,15 +412,19 @@ async fn schedule_loop(
 
 /// `paths` (absolute, below the source) without those the user's exclusion
 /// rules leave out: a change there must not start a run.
-fn without_left_out(settings: &SenderSettings, paths: Vec<PathBuf>) -> Vec<PathBuf> {
-    let Ok(source) = crate::scan::SourceDir::open(&settings.source) else {
+fn without_left_out(
+    root: &Path,
+    rules: &crate::scan::ExcludeRules,
+    paths: Vec<PathBuf>,
+) -> Vec<PathBuf> {
+    let Ok(source) = crate::scan::SourceDir::open(root) else {
         // The run reports why the source cannot be read.
         return paths;
     };
     paths
         .into_iter()
-        .filter(|path| match path.strip_prefix(&settings.source) {
-            Ok(rel) => !crate::scan::is_left_out(&source, &settings.exclude, rel),
+        .filter(|path| match path.strip_prefix(root) {
+            Ok(rel) => !crate::scan::is_left_out(&source, rules, rel),
             Err(_) => true,
         })
         .collect()
