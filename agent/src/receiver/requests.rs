@@ -38,26 +38,14 @@ pub(super) async fn serve(
 ) {
     let store = shared.store.clone();
     let device = peer.to_string();
-    let found = tokio::task::spawn_blocking(move || store.sender_by_device(&device)).await;
+    let found = tokio::task::spawn_blocking(move || store.sender_by_device(&device))
+        .await
+        .map_err(|e| crate::chain::chain(&e))
+        .and_then(|found| found.map_err(|e| crate::chain::chain(&e)));
     let sender = match found {
-        Ok(Ok(sender)) => sender,
-        Ok(Err(e)) => {
-            return refuse(
-                conn,
-                &mut control,
-                RefuseCode::BadRequest,
-                crate::chain::chain(&e),
-            )
-            .await
-        }
-        Err(e) => {
-            return refuse(
-                conn,
-                &mut control,
-                RefuseCode::BadRequest,
-                crate::chain::chain(&e),
-            )
-            .await
+        Ok(sender) => sender,
+        Err(message) => {
+            return refuse(conn, &mut control, RefuseCode::BadRequest, message).await;
         }
     };
     let Some(sender) = sender else {

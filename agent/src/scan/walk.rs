@@ -178,11 +178,7 @@ pub(super) fn walk_from(
     rules: &ExcludeRules,
     starts: &[(Vec<u8>, bool)],
 ) -> Scan {
-    let root_dev = match source.open_at(b"", OFlags::PATH).and_then(|fd| {
-        rustix::fs::fstat(&fd)
-            .map(|st| st.st_dev as u64)
-            .map_err(io::Error::from)
-    }) {
+    let root_dev = match root_dev(source) {
         Ok(dev) => dev,
         Err(err) => {
             let mut out = Scan::default();
@@ -409,6 +405,16 @@ fn read_dir(
     }
 }
 
+/// The device of the source root (for `--one-file-system`).
+#[allow(clippy::unnecessary_cast)] // `st_*` widths differ between architectures
+fn root_dev(source: &SourceDir) -> io::Result<u64> {
+    source.open_at(b"", OFlags::PATH).and_then(|fd| {
+        rustix::fs::fstat(&fd)
+            .map(|st| st.st_dev as u64)
+            .map_err(io::Error::from)
+    })
+}
+
 /// How a walk that starts at `rel` (not the root; a directory, or for
 /// watch mode's filter any path) stands: the
 /// `.ferryignore` chain of the directories above it, or `None` when the
@@ -475,11 +481,7 @@ pub(super) fn is_left_out(source: &SourceDir, rules: &ExcludeRules, rel: &[u8]) 
     {
         return false;
     }
-    let root_dev = match source.open_at(b"", OFlags::PATH).and_then(|fd| {
-        rustix::fs::fstat(&fd)
-            .map(|st| st.st_dev as u64)
-            .map_err(io::Error::from)
-    }) {
+    let root_dev = match root_dev(source) {
         Ok(dev) => dev,
         Err(_) => return false,
     };
