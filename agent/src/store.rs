@@ -59,6 +59,8 @@
 //! - `locate`: where a version's bytes are (the catalog's rules).
 //! - `reserve`: space kept back so runs open and end on a full disk.
 //! - `retention`: the receiver's retention policy and pruning.
+//! - `senders`: the admin's revocations and pairing switch, and what each
+//!   sender has stored.
 //! - `verify`: reconciling the store with the catalog both ways.
 //! - `sim` (tests): the seeded crash simulation of the store.
 
@@ -72,6 +74,7 @@ mod locate;
 mod mirror;
 mod reserve;
 mod retention;
+mod senders;
 #[cfg(test)]
 mod sim;
 mod staging;
@@ -93,6 +96,7 @@ use error::io_err;
 pub use error::StoreError;
 pub use history::{catalog_path, read_runs, HistoryError, SkippedVersion, TreeReport};
 pub use locate::Unservable;
+pub use senders::{read_access, Access, AccessError, AccessWriter, LastRun, SenderSummary};
 pub use retention::{select_kept, KeepCandidate, PruneReport, Retention, RetentionError};
 pub use staging::{Staged, Verified};
 pub use verify::{verify, Finding, FindingKind, VerifyReport};

@@ -154,6 +154,16 @@
 //! printable and in its plain (NFKC) form ([`Name::check_new`]), else it is
 //! refused `BadName`; names registered before that rule keep working.
 //!
+//! ## Revoked senders and pairing switched off
+//!
+//! The receiver's admin can revoke a registered sender (`ferry senders
+//! revoke`): its `Hello` and `Open` are then answered `Refused { Revoked }`
+//! (code appended in this version; a sender treats it, like every refusal
+//! but `ShuttingDown`, as final), and a connection it has open is closed
+//! with a reason naming the revocation. With pairing switched off (`ferry
+//! senders pairing off`), a device that is neither registered nor listed is
+//! refused `UnknownSender`, whatever pairing proof it offers.
+//!
 //! ## Errors
 //!
 //! - A frame that does not decode, or a message out of order, ends the stream

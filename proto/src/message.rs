@@ -139,6 +139,9 @@ pub enum RefuseCode {
     /// The sender or folder name is new to the receiver and breaks the rule
     /// for new names ([`crate::Name::check_new`]).
     BadName,
+    /// The receiver's admin revoked this device: it is no longer admitted
+    /// (its stored files stay on the receiver). Retrying will not help.
+    Revoked,
 }
 
 /// A refusal with words for the person reading the log.
@@ -544,6 +547,17 @@ mod tests {
             let back: Message = postcard::from_bytes(&bytes).unwrap();
             assert_eq!(back, message);
         }
+    }
+
+    #[test]
+    fn revoked_refusal_is_pinned() {
+        let message = Message::Refused(Refusal {
+            code: RefuseCode::Revoked,
+            message: "no".into(),
+        });
+        let bytes = postcard::to_stdvec(&message).unwrap();
+        assert_eq!(hex(&bytes), "0308026e6f");
+        assert_eq!(postcard::from_bytes::<Message>(&bytes).unwrap(), message);
     }
 
     #[test]

@@ -384,6 +384,10 @@ impl Catalog {
             .conn
             .execute_batch(STORED_SIZES)
             .map_err(|e| catalog.err(e))?;
+        catalog
+            .conn
+            .execute_batch(super::senders::ACCESS_TABLES)
+            .map_err(|e| catalog.err(e))?;
         if version == 1 {
             // Version 1 lacks the chunk tables: add them.
             let migrate =
