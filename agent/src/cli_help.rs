@@ -79,3 +79,14 @@ Examples:
     ferry verify --store /srv/ferry
   The report as JSON:
     ferry verify --store /srv/ferry --json > verify.json";
+
+pub const SENDERS: &str = "\
+Examples:
+  Every sender of this receiver, with bytes stored and who is connected:
+    ferry senders list --store /srv/ferry
+  Shut a lost laptop out (its files and history stay):
+    ferry senders revoke laptop --store /srv/ferry
+  Let it back in:
+    ferry senders allow laptop --store /srv/ferry
+  Stop accepting new senders, even with the pairing secret:
+    ferry senders pairing off --store /srv/ferry";

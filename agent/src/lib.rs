@@ -33,6 +33,8 @@
 //! - [`ratelimit`]: bandwidth limits by time of day, and the limiter that
 //!   paces streams to them.
 //! - [`summary`]: the run summary and progress counters.
+//! - [`senders`]: the receiver admin's view of its senders: list, revoke,
+//!   allow, the pairing switch, and the running receiver's live record.
 //! - [`status`]: live status of a sender or receiver, for displays.
 //! - [`terminal`]: stderr of the `ferry` binary: the progress bar, and logs
 //!   and summaries printed around it.
@@ -51,6 +53,7 @@ pub mod receiver;
 pub mod restore;
 pub mod scan;
 pub mod sender;
+pub mod senders;
 pub mod sparse;
 pub mod status;
 pub mod store;

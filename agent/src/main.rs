@@ -2,6 +2,7 @@
 
 mod cli_help;
 mod cli_history;
+mod cli_senders;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -81,6 +82,10 @@ enum Command {
     /// Re-hash a receiver store against its catalog; exits 1 on any mismatch.
     #[command(after_help = cli_help::VERIFY)]
     Verify(cli_history::VerifyArgs),
+    /// On the receiver: list its senders, revoke or re-admit one, switch
+    /// pairing on or off (while it runs).
+    #[command(after_help = cli_help::SENDERS)]
+    Senders(cli_senders::SendersArgs),
 }
 
 /// Options of `ferry receive`; each can also be set in the config file.
@@ -386,6 +391,7 @@ async fn run(
         Command::Versions(args) => cli_history::versions(args).await,
         Command::Restore(args) => cli_history::restore(args, verbosity, &terminal).await,
         Command::Verify(args) => cli_history::verify(args, &terminal).await,
+        Command::Senders(args) => cli_senders::senders(args).await,
         Command::Send(args) => {
             let json = args.json;
             let settings = args.config()?.settings()?;

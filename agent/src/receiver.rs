@@ -7,6 +7,7 @@
 //! mirror; the run is recorded as interrupted); wait for all sessions; close
 //! the endpoint and wait until it is idle.
 
+mod access;
 mod admission;
 mod chunked;
 mod entry;
@@ -85,6 +86,8 @@ pub(crate) struct Shared {
     pub pending: Arc<Semaphore>,
     /// See [`HELLO_TIMEOUT`].
     pub hello_timeout: Duration,
+    /// The admin's revocations and pairing switch, re-read while serving.
+    pub access: access::AccessState,
 }
 
 /// A bound receiver, ready to [`serve`](Receiver::serve).
@@ -182,6 +185,7 @@ impl Receiver {
         admission: Admission,
     ) -> Result<Receiver, ReceiverError> {
         let server_config = crate::tls::server_config(&identity).map_err(TransportError::from)?;
+        let access = access::AccessState::new(store.access()?);
         let shared = Arc::new(Shared {
             store: Arc::new(store),
             admission,
@@ -192,6 +196,7 @@ impl Receiver {
             limit_rate: None,
             pending: Arc::new(Semaphore::new(MAX_PENDING_SESSIONS)),
             hello_timeout: HELLO_TIMEOUT,
+            access,
         });
         Ok(Receiver {
             endpoint,
@@ -244,6 +249,7 @@ impl Receiver {
             let store = self.shared.store.clone();
             sessions.spawn(pruning::run(store, policy, every, shutdown.child_token()));
         }
+        sessions.spawn(access::watch(self.shared.clone(), shutdown.child_token()));
         loop {
             let incoming = tokio::select! {
                 _ = shutdown.cancelled() => break,

@@ -96,8 +96,8 @@ use error::io_err;
 pub use error::StoreError;
 pub use history::{catalog_path, read_runs, HistoryError, SkippedVersion, TreeReport};
 pub use locate::Unservable;
-pub use senders::{read_access, Access, AccessError, AccessWriter, LastRun, SenderSummary};
 pub use retention::{select_kept, KeepCandidate, PruneReport, Retention, RetentionError};
+pub use senders::{read_access, Access, AccessError, AccessWriter, LastRun, SenderSummary};
 pub use staging::{Staged, Verified};
 pub use verify::{verify, Finding, FindingKind, VerifyReport};
 

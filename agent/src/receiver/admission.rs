@@ -34,6 +34,10 @@ pub struct Facts<'a> {
     /// True if the admin listed the peer with `--allow`.
     pub allowed: bool,
     pub proof: Proof,
+    /// True if the receiver's admin revoked this device.
+    pub revoked: bool,
+    /// True if the receiver's admin switched pairing off.
+    pub pairing_off: bool,
 }
 
 /// The outcome.
@@ -67,6 +71,18 @@ pub fn decide(facts: &Facts<'_>) -> Verdict {
             ),
         );
     }
+    if facts.revoked {
+        let name = facts
+            .registered_as
+            .map_or(hello.name.as_str(), Name::as_str);
+        return refuse(
+            RefuseCode::Revoked,
+            format!(
+                "the receiver's admin revoked this sender ({name:?}, device {}): it is no longer admitted; its stored files stay on the receiver. Ask the admin to run `ferry senders allow {name}` to back up again",
+                facts.peer
+            ),
+        );
+    }
     if let Some(name) = facts.registered_as {
         if name != &hello.name {
             return refuse(
@@ -94,6 +110,15 @@ pub fn decide(facts: &Facts<'_>) -> Verdict {
     // learns nothing about the names this receiver holds.
     let paired = match (facts.allowed, facts.proof) {
         (true, _) => false,
+        (false, Proof::Valid | Proof::Invalid) if facts.pairing_off => {
+            return refuse(
+                RefuseCode::UnknownSender,
+                format!(
+                    "device {} is not known and this receiver is not accepting new senders now (its admin switched pairing off): ask the admin to run `ferry senders pairing on`, or to add --allow {}",
+                    facts.peer, facts.peer
+                ),
+            )
+        }
         (false, Proof::Valid) => true,
         (false, Proof::Invalid) => {
             return refuse(
@@ -173,7 +198,53 @@ mod tests {
             folder_known: false,
             allowed: false,
             proof: Proof::Absent,
+            revoked: false,
+            pairing_off: false,
         }
+    }
+
+    #[test]
+    fn a_revoked_device_is_refused_even_when_listed_and_named_right() {
+        let h = hello("lap", 1);
+        let name = Name::new("lap").unwrap();
+        let revoked = Facts {
+            registered_as: Some(&name),
+            allowed: true,
+            revoked: true,
+            ..facts(&h)
+        };
+        let (code, message) = refused(&revoked).expect("admitted");
+        assert_eq!(code, RefuseCode::Revoked);
+        assert!(message.contains("ferry senders allow lap"), "{message}");
+    }
+
+    #[test]
+    fn pairing_off_refuses_a_right_secret_but_not_a_known_or_listed_device() {
+        let h = hello("lap", 1);
+        for proof in [Proof::Valid, Proof::Invalid] {
+            let (code, message) = refused(&Facts {
+                proof,
+                pairing_off: true,
+                ..facts(&h)
+            })
+            .expect("admitted");
+            assert_eq!(code, RefuseCode::UnknownSender);
+            assert!(message.contains("pairing on"), "{message}");
+        }
+        let name = Name::new("lap").unwrap();
+        let known = Facts {
+            registered_as: Some(&name),
+            pairing_off: true,
+            ..facts(&h)
+        };
+        assert!(refused(&known).is_none());
+        let listed = Facts {
+            allowed: true,
+            proof: Proof::Valid,
+            pairing_off: true,
+            ..facts(&h)
+        };
+        assert!(refused(&listed).is_none());
     }
 
     #[test]

@@ -52,6 +52,11 @@ pub(super) async fn serve(
         let message = format!("device {peer} is not known to this receiver: run `ferry send` (with the pairing secret) once before asking for history or a restore");
         return refuse(conn, &mut control, RefuseCode::UnknownSender, message).await;
     };
+    if shared.access.is_revoked(&peer) {
+        let message = format!("the receiver's admin revoked this sender ({}): it is no longer admitted; its stored files stay on the receiver, where its admin can restore them", sender.name);
+        return refuse(conn, &mut control, RefuseCode::Revoked, message).await;
+    }
+    shared.access.track(&peer, conn);
     if open.protocol != ferry_proto::PROTOCOL_VERSION {
         let message = format!(
             "this receiver speaks protocol {}, the client {}",

@@ -230,10 +230,13 @@ async fn session(
         folder_known,
         allowed: shared.admission.allow.contains(&peer),
         proof,
+        revoked: shared.access.is_revoked(&peer),
+        pairing_off: shared.access.pairing_off(),
     };
     let (register, paired) = match decide(&facts) {
         Verdict::Admit { register, paired } => {
             drop(pending);
+            shared.access.track(&peer, conn);
             (register, paired)
         }
         Verdict::Refuse { code, message } => {

@@ -108,9 +108,7 @@ impl Store {
         }
         let conn = cat.conn();
         let mut stmt = conn
-            .prepare(
-                "SELECT s.device FROM revoked_senders r JOIN senders s ON s.id = r.sender_id",
-            )
+            .prepare("SELECT s.device FROM revoked_senders r JOIN senders s ON s.id = r.sender_id")
             .map_err(|e| cat.err(e))?;
         let revoked = stmt
             .query_map([], |r| r.get::<_, String>(0))
@@ -144,7 +142,9 @@ impl Store {
             );
             let mut stmt = cat.conn().prepare(&sql).map_err(|e| cat.err(e))?;
             let rows = stmt
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+                .query_map([], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                })
                 .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
                 .map_err(|e| cat.err(e))?;
             rows
@@ -330,11 +330,7 @@ mod tests {
     fn revocation_and_pairing_round_trip_beside_an_open_store() {
         let (dir, store, a) = fixture();
         assert_eq!(store.access().unwrap(), Access::default());
-        let device = store
-            .sender_by_name(&a.sender)
-            .unwrap()
-            .unwrap()
-            .device;
+        let device = store.sender_by_name(&a.sender).unwrap().unwrap().device;
         // The store stays open (as a running receiver holds it).
         let writer = AccessWriter::open(&dir.path().join("store")).unwrap();
         assert!(writer.set_revoked(a.sender.as_str(), true).unwrap());

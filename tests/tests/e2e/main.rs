@@ -17,6 +17,7 @@ mod ratelimit;
 mod reporting;
 mod restore;
 mod resume;
+mod senders;
 mod service;
 mod source_race;
 mod sparse;
