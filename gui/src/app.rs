@@ -60,6 +60,8 @@ pub struct LauncherApp {
     pub config_file: HashMap<Role, String>,
     /// What the sender's exclude patterns leave out of its source.
     pub exclusion_count: crate::exclusions::ExclusionCount,
+    /// The receiver's Senders view.
+    pub senders: crate::senders::SendersView,
     ids: HashMap<PathBuf, Result<DeviceId, String>>,
 }
 
@@ -88,6 +90,7 @@ impl LauncherApp {
             .into_iter()
             .map(|role| (role, default_config_file(&config_dir, role)))
             .collect();
+        let senders = crate::senders::SendersView::new(runtime.clone());
         LauncherApp {
             config_dir,
             runtime,
@@ -101,6 +104,7 @@ impl LauncherApp {
             message: None,
             config_file,
             exclusion_count: Default::default(),
+            senders,
             ids: HashMap::new(),
         }
     }

@@ -12,6 +12,8 @@
 //! - [`exclusions`]: counting what the sender's exclude patterns leave out.
 //! - [`settings`]: what persists between launches, and the secret files.
 //! - [`agent`]: running a receiver or sender task, and its event stream.
+//! - [`senders`]: the receiver's Senders view state: the list and the
+//!   admin's actions.
 //! - [`app`]: the launcher's state and actions, without a window.
 //! - [`ui`]: the panels that draw it.
 
@@ -19,6 +21,7 @@ pub mod agent;
 pub mod app;
 pub mod exclusions;
 pub mod form;
+pub mod senders;
 pub mod settings;
 pub mod ui;
 

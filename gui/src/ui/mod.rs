@@ -5,10 +5,12 @@
 //! - [`fields`]: labelled form rows with Browse buttons and problems.
 //! - [`receiver`]: the receiver's form and live status.
 //! - [`sender`]: the sender's form, progress and history.
+//! - [`senders`]: the receiver's Senders view (revoke, allow, pairing).
 
 pub mod fields;
 pub mod receiver;
 pub mod sender;
+pub mod senders;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -62,6 +64,10 @@ pub fn show(app: &mut LauncherApp, ui: &mut Ui) {
                 match app.role() {
                     Role::Receiver => receiver::status(app, ui),
                     Role::Sender => sender::status(app, ui),
+                }
+                if app.role() == Role::Receiver {
+                    ui.separator();
+                    senders::view(app, ui);
                 }
             });
     });
