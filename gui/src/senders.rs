@@ -13,7 +13,9 @@ use ferry_agent::senders::{self, SendersReport};
 use ferry_agent::store::HistoryError;
 use tokio::runtime::Handle;
 
-/// How often the list is read again while it is shown.
+/// How often the list is read again while it is shown, at most: a list
+/// that took long to read (a catalog of millions of versions) is read again
+/// only after ten times as long, so the view costs at most a tenth of a core.
 pub const LIST_EVERY: Duration = Duration::from_secs(2);
 
 /// What one background job found.
@@ -24,6 +26,8 @@ struct Outcome {
     action: Option<Result<String, String>>,
     /// The list, read after the action.
     list: Result<SendersReport, Unread>,
+    /// How long reading the list took.
+    took: Duration,
 }
 
 /// Why there is no list.
@@ -51,6 +55,8 @@ pub struct SendersView {
     store: Option<PathBuf>,
     pending: Option<mpsc::Receiver<Outcome>>,
     read_at: Option<Instant>,
+    /// How long the last read took.
+    took: Duration,
 }
 
 impl std::fmt::Debug for SendersView {
@@ -82,6 +88,7 @@ impl SendersView {
             store: None,
             pending: None,
             read_at: None,
+            took: Duration::ZERO,
         }
     }
 
@@ -117,7 +124,9 @@ impl SendersView {
             return;
         };
         let due = self.store.as_deref() != Some(root.as_path())
-            || self.read_at.is_none_or(|at| at.elapsed() >= LIST_EVERY);
+            || self
+                .read_at
+                .is_none_or(|at| at.elapsed() >= LIST_EVERY.max(self.took * 10));
         if due {
             self.spawn(root, None);
         }
@@ -125,6 +134,7 @@ impl SendersView {
 
     fn finish(&mut self, outcome: Outcome) {
         self.read_at = Some(Instant::now());
+        self.took = outcome.took;
         self.store = Some(outcome.store);
         match outcome.action {
             Some(Ok(message)) => self.message = Some(message),
@@ -190,11 +200,13 @@ impl SendersView {
         self.pending = Some(rx);
         self.runtime.spawn_blocking(move || {
             let action = action.map(|a| run_action(&root, a));
+            let started = Instant::now();
             let list = senders::list(&root).map_err(|e| list_error(&root, &e));
             let _ = tx.send(Outcome {
                 store: root,
                 action,
                 list,
+                took: started.elapsed(),
             });
         });
     }
