@@ -122,9 +122,11 @@ pub async fn senders(args: SendersArgs) -> anyhow::Result<ExitCode> {
         SendersCommand::Pairing { state, store } => {
             let root = store.root()?;
             let on = matches!(state, Switch::On);
-            let shown = root.clone();
-            blocking(move || Ok(senders::set_pairing(&root, on)?)).await?;
-            let live = senders::read_live(&shown, senders::now_ms());
+            let live = blocking(move || {
+                senders::set_pairing(&root, on)?;
+                Ok(senders::read_live(&root, senders::now_ms()))
+            })
+            .await?;
             match (on, live) {
                 (false, _) => out("pairing is off: new senders are refused, even with the pairing secret; known senders keep working")?,
                 (true, Some(l)) if !l.pairing_secret => out("pairing is on, but the running receiver has no pairing secret: start it with --pairing-secret-file to pair new senders")?,

@@ -10,7 +10,7 @@
 //!
 //! Who is connected now is known only to the running receiver: it keeps a
 //! small **live record**, `STORE/.ferry/receiver-live.json`, up to date
-//! (rewritten when its connections change and at least every
+//! (rewritten in place when its connections change and at least every
 //! [`LIVE_HEARTBEAT`]; removed when it stops). A record older than
 //! [`LIVE_STALE`] is ignored: its receiver was killed.
 
@@ -57,13 +57,26 @@ pub struct LiveSession {
     pub run: u64,
 }
 
+/// The live record's size on disk while it is small enough: it is written
+/// in place, padded with spaces to this size, so rewriting it never
+/// allocates space on the store's disk (a full disk is then not made fuller
+/// at the moment a run needs the last blocks).
+pub const LIVE_SIZE: usize = 16 * 1024;
+
 /// Reads the live record of the store at `root`: `None` when no receiver
 /// is running on it (no record, an unreadable one, or a stale one).
 pub fn read_live(root: &Path, now_ms: i64) -> Option<LiveRecord> {
-    let text = std::fs::read(live_path(root)).ok()?;
-    let record: LiveRecord = serde_json::from_slice(&text).ok()?;
-    let age = now_ms.saturating_sub(record.updated_ms);
-    (age <= LIVE_STALE.as_millis() as i64).then_some(record)
+    // It is rewritten in place: a read in the middle of a write may see a
+    // mix that does not parse; the next read sees the whole.
+    for _ in 0..5 {
+        let text = std::fs::read(live_path(root)).ok()?;
+        if let Ok(record) = serde_json::from_slice::<LiveRecord>(text.trim_ascii_end()) {
+            let age = now_ms.saturating_sub(record.updated_ms);
+            return (age <= LIVE_STALE.as_millis() as i64).then_some(record);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
 }
 
 /// Why the live record could not be written.
@@ -75,17 +88,28 @@ pub struct LiveError {
     source: std::io::Error,
 }
 
-/// Writes the live record atomically (a temporary file renamed over it).
+/// Writes the live record in place, padded to [`LIVE_SIZE`] (see there).
 pub fn write_live(root: &Path, record: &LiveRecord) -> Result<(), LiveError> {
+    use std::os::unix::fs::FileExt;
     let path = live_path(root);
-    let tmp = path.with_extension("json.tmp");
     let err = |source| LiveError {
         path: path.clone(),
         source,
     };
-    let bytes = serde_json::to_vec(record).map_err(|e| err(std::io::Error::other(e)))?;
-    std::fs::write(&tmp, bytes).map_err(err)?;
-    std::fs::rename(&tmp, &path).map_err(err)
+    let mut bytes = serde_json::to_vec(record).map_err(|e| err(std::io::Error::other(e)))?;
+    let len = bytes.len().max(LIVE_SIZE);
+    bytes.resize(len, b' ');
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(err)?;
+    file.write_all_at(&bytes, 0).map_err(err)?;
+    if file.metadata().map_err(err)?.len() > len as u64 {
+        file.set_len(len as u64).map_err(err)?;
+    }
+    Ok(())
 }
 
 /// Removes the live record (the receiver stopped).
@@ -228,9 +252,18 @@ mod tests {
             ..LiveRecord::default()
         };
         write_live(dir.path(), &record).unwrap();
-        assert_eq!(read_live(dir.path(), 2_000), Some(record));
+        assert_eq!(read_live(dir.path(), 2_000), Some(record.clone()));
         let stale = 1_000 + LIVE_STALE.as_millis() as i64 + 1;
         assert_eq!(read_live(dir.path(), stale), None);
+        // Rewritten shorter in place: the rest is padding, not old bytes.
+        let shorter = LiveRecord {
+            connected: vec![],
+            ..record
+        };
+        write_live(dir.path(), &shorter).unwrap();
+        assert_eq!(read_live(dir.path(), 2_000), Some(shorter));
+        let size = std::fs::metadata(live_path(dir.path())).unwrap().len();
+        assert_eq!(size, LIVE_SIZE as u64);
         remove_live(dir.path());
         assert_eq!(read_live(dir.path(), 2_000), None);
     }
