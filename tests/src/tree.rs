@@ -54,16 +54,36 @@ fn mtime_ns(meta: &std::fs::Metadata) -> i64 {
 /// Every path below `root` (not following symlinks) with its metadata.
 /// Directory mtimes are not compared: they change as entries come and go.
 pub fn snapshot(root: &Path) -> anyhow::Result<BTreeMap<Vec<u8>, Node>> {
+    snapshot_except(root, |_| false)
+}
+
+/// Same as [`snapshot`], without the paths (relative to `root`) for which
+/// `skip` is true, nor anything below them: the walk never enters them. For
+/// a tree where a running process creates and removes files of its own (a
+/// receiver's `.ferry`): a file removed between the listing of its
+/// directory and its read would fail the walk.
+pub fn snapshot_except(
+    root: &Path,
+    skip: impl Fn(&[u8]) -> bool,
+) -> anyhow::Result<BTreeMap<Vec<u8>, Node>> {
     let mut out = BTreeMap::new();
-    walk(root, root, &mut out)?;
+    walk(root, root, &skip, &mut out)?;
     Ok(out)
 }
 
-fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<Vec<u8>, Node>) -> anyhow::Result<()> {
+fn walk(
+    root: &Path,
+    dir: &Path,
+    skip: &dyn Fn(&[u8]) -> bool,
+    out: &mut BTreeMap<Vec<u8>, Node>,
+) -> anyhow::Result<()> {
     for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
         let entry = entry?;
         let path = entry.path();
         let rel = path.strip_prefix(root)?.as_os_str().as_bytes().to_vec();
+        if skip(&rel) {
+            continue;
+        }
         let meta = std::fs::symlink_metadata(&path)?;
         let ft = meta.file_type();
         if ft.is_symlink() {
@@ -81,7 +101,7 @@ fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<Vec<u8>, Node>) -> anyhow::R
                     mode: meta.mode() & 0o7777,
                 },
             );
-            walk(root, &path, out)?;
+            walk(root, &path, skip, out)?;
         } else if ft.is_file() {
             let bytes = std::fs::read(&path)?;
             out.insert(
@@ -127,4 +147,21 @@ pub fn assert_same(source: &Path, mirror: &Path) -> anyhow::Result<()> {
         bail!("trees differ:\n{}", problems.join("\n"));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_except_never_enters_a_skipped_directory() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        write(dir.path(), "kept/a.txt", "a")?;
+        write(dir.path(), "busy/inner/b.txt", "b")?;
+        let snap = snapshot_except(dir.path(), |p| p == b"busy")?;
+        let paths: Vec<&[u8]> = snap.keys().map(|k| k.as_slice()).collect();
+        assert_eq!(paths, vec![&b"kept"[..], b"kept/a.txt"]);
+        assert_eq!(snapshot(dir.path())?.len(), 5);
+        Ok(())
+    }
 }
