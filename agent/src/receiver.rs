@@ -5,7 +5,8 @@
 //! every session sees its token cancelled and closes its connection (files in
 //! flight stay in staging and are discarded; nothing partial reaches the
 //! mirror; the run is recorded as interrupted); wait for all sessions; close
-//! the endpoint and wait until it is idle.
+//! the endpoint and wait until it is idle; drop it and wait until its UDP
+//! socket is closed, so the port can be bound again at once.
 
 mod access;
 mod admission;
@@ -46,6 +47,10 @@ pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// a flood of connection attempts cannot grow the receiver's memory without
 /// bound; admitted senders do not count (they are capped by `max_clients`).
 pub const MAX_PENDING_SESSIONS: usize = 128;
+/// How long a stopping receiver waits for its UDP socket to be closed (see
+/// [`Receiver::serve`]); it takes milliseconds unless a connection handle
+/// was leaked.
+const SOCKET_RELEASE_LIMIT: Duration = Duration::from_secs(10);
 /// The retry hint given to a sender turned away because the receiver is full.
 pub const BUSY_RETRY: Duration = Duration::from_secs(2);
 
@@ -99,6 +104,8 @@ pub struct Receiver {
     retention: Option<(Retention, Duration)>,
     /// The endpoint's server configuration, to change its transport.
     server_config: quinn::ServerConfig,
+    /// Resolves once the endpoint's socket is closed (`serve` waits for it).
+    released: Option<transport::SocketReleased>,
 }
 
 impl Receiver {
@@ -114,9 +121,10 @@ impl Receiver {
             allow: settings.allow.clone(),
             pairing_secret: settings.pairing_secret.clone(),
         };
-        let endpoint = transport::server_endpoint_on(&identity, socket)?;
-        let receiver =
+        let (endpoint, released) = transport::server_endpoint_released(&identity, socket)?;
+        let mut receiver =
             Self::on_endpoint(identity, store, endpoint, settings.max_clients, admission)?;
+        receiver.released = Some(released);
         Ok(receiver
             .with_retention(settings.retention, settings.prune_every)
             .with_quota(settings.quota)
@@ -173,8 +181,11 @@ impl Receiver {
         max_clients: usize,
         admission: Admission,
     ) -> Result<Receiver, ReceiverError> {
-        let endpoint = transport::server_endpoint(&identity, listen)?;
-        Self::on_endpoint(identity, store, endpoint, max_clients, admission)
+        let socket = transport::listen_socket(listen)?;
+        let (endpoint, released) = transport::server_endpoint_released(&identity, socket)?;
+        let mut receiver = Self::on_endpoint(identity, store, endpoint, max_clients, admission)?;
+        receiver.released = Some(released);
+        Ok(receiver)
     }
 
     fn on_endpoint(
@@ -204,6 +215,7 @@ impl Receiver {
             shared,
             retention: None,
             server_config,
+            released: None,
         })
     }
 
@@ -242,7 +254,10 @@ impl Receiver {
     }
 
     /// Serves senders until `shutdown` is cancelled, then shuts down in the
-    /// documented order.
+    /// documented order. Returns once the UDP socket is closed: a receiver
+    /// bound with [`bind`](Receiver::bind) or
+    /// [`bind_with`](Receiver::bind_with) can at once be started again on
+    /// the same port.
     pub async fn serve(self, shutdown: CancellationToken) {
         let sessions = TaskTracker::new();
         if let Some((policy, every)) = self.retention {
@@ -277,6 +292,20 @@ impl Receiver {
         self.endpoint
             .close(quinn::VarInt::from_u32(0), b"receiver shutting down");
         self.endpoint.wait_idle().await;
+        // The socket closes when the last handle to the endpoint or to one
+        // of its connections goes: ours first, then wait for the rest (the
+        // endpoint's driver task, connection tasks winding down), so that a
+        // receiver restarted on this port at once can bind it.
+        drop(self.endpoint);
+        drop(self.shared);
+        if let Some(released) = self.released {
+            if !released.wait(SOCKET_RELEASE_LIMIT).await {
+                tracing::warn!(
+                    "the receiver's UDP socket is still open {}s after it stopped",
+                    SOCKET_RELEASE_LIMIT.as_secs()
+                );
+            }
+        }
         tracing::info!("receiver stopped");
     }
 }

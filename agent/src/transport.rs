@@ -14,6 +14,9 @@ use quinn::{IdleTimeout, TransportConfig, VarInt};
 use crate::identity::Identity;
 use crate::tls::{self, TlsError};
 
+mod released;
+pub use released::SocketReleased;
+
 /// The server name a sender puts in its TLS ClientHello. Receivers ignore it:
 /// trust comes from the pinned device id, not from a name.
 pub const SERVER_NAME: &str = "ferry";
@@ -229,6 +232,28 @@ pub fn server_endpoint_on(
     let listen = |source| TransportError::Listen { addr, source };
     let runtime = Arc::new(quinn::TokioRuntime);
     quinn::Endpoint::new(endpoint_config(), Some(config), socket, runtime).map_err(listen)
+}
+
+/// The receiver's endpoint on a socket from [`listen_socket`], with what
+/// tells when the socket is closed again (see [`SocketReleased`]): a
+/// receiver stops only then, so it can be restarted on the same port at
+/// once. Must be called inside a tokio runtime.
+pub fn server_endpoint_released(
+    identity: &Identity,
+    socket: std::net::UdpSocket,
+) -> Result<(quinn::Endpoint, SocketReleased), TransportError> {
+    use quinn::Runtime;
+    let config = tls::server_config(identity)?;
+    let addr = socket
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)));
+    let listen = |source| TransportError::Listen { addr, source };
+    let runtime = Arc::new(quinn::TokioRuntime);
+    let (socket, released) = released::track(runtime.wrap_udp_socket(socket).map_err(listen)?);
+    let endpoint =
+        quinn::Endpoint::new_with_abstract_socket(endpoint_config(), Some(config), socket, runtime)
+            .map_err(listen)?;
+    Ok((endpoint, released))
 }
 
 /// Socket buffer size asked for (the kernel caps it at `net.core.rmem_max`

@@ -228,7 +228,6 @@ impl QuotaReceiver {
             allow: vec![],
             pairing_secret: Some(SECRET.as_bytes().to_vec()),
         };
-        crate::util::port_released(addr).await?;
         let receiver = Receiver::bind_with(identity, store, addr, 8, admission)?.with_quota(quota);
         let token = CancellationToken::new();
         Ok(QuotaReceiver {

@@ -15,6 +15,7 @@ mod newuser_status;
 mod promises;
 mod ratelimit;
 mod reporting;
+mod restart;
 mod restore;
 mod resume;
 mod senders;

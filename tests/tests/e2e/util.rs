@@ -63,7 +63,6 @@ impl TestReceiver {
             let store_dir = store_dir.clone();
             tokio::task::spawn_blocking(move || Store::open(&store_dir)).await??
         };
-        port_released(addr).await?;
         let receiver = Receiver::bind_with(identity, store, addr, max_clients, admission)?;
         let addr = receiver.local_addr()?;
         let id = receiver.id();
@@ -257,28 +256,4 @@ pub async fn hello(
         .await?;
     let answer = tokio::time::timeout(HELLO_ANSWER, control.recv.expect()).await??;
     Ok((control, answer))
-}
-
-/// Waits until `addr`'s UDP port can be bound again (port 0: at once). A
-/// stopped receiver's socket is closed by its endpoint's driver task once
-/// the last handle is gone, a moment after `serve` returns; a receiver
-/// restarted on the same port in the same process must not race it.
-pub(crate) async fn port_released(addr: SocketAddr) -> anyhow::Result<()> {
-    if addr.port() == 0 {
-        return Ok(());
-    }
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        match std::net::UdpSocket::bind(addr) {
-            Ok(_) => return Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
-                anyhow::ensure!(
-                    std::time::Instant::now() < deadline,
-                    "{addr} is still in use 30 s after its receiver stopped"
-                );
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
 }
