@@ -431,6 +431,28 @@ impl Catalog {
             .conn
             .execute_batch("PRAGMA busy_timeout = 5000;")
             .map_err(|e| catalog.err(e))?;
+        // A catalog no current receiver has opened for writing lacks the
+        // tables added since without a schema bump (`stored_sizes`); it
+        // cannot be added here, read-only. An empty one in this
+        // connection's own temporary schema answers in its place: no
+        // version is sparse. (Read-only opens are short-lived: one created
+        // by a receiver meanwhile is seen by the next open.)
+        let has_sizes: bool = catalog
+            .conn
+            .query_row(
+                "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'stored_sizes'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|e| catalog.err(e))?;
+        if !has_sizes {
+            catalog
+                .conn
+                .execute_batch(
+                    "CREATE TEMP TABLE stored_sizes (version_id INTEGER PRIMARY KEY, stored INTEGER NOT NULL);",
+                )
+                .map_err(|e| catalog.err(e))?;
+        }
         Ok(catalog)
     }
 

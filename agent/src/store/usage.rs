@@ -94,4 +94,39 @@ mod tests {
         put_file(&store, &a, run, "dense", &[5; 10_000], 1);
         assert_eq!(store.stored_bytes(a.sender_id).unwrap(), stored + 10_000);
     }
+
+    /// Regression: the read-only open queried `stored_sizes`, which only a
+    /// writable open creates, so a catalog no current receiver had opened
+    /// failed `ferry senders list --store`.
+    #[test]
+    fn a_catalog_without_stored_sizes_reads_as_no_sparse_files() {
+        let (dir, store, a) = fixture();
+        let run = store.begin_run(&a).unwrap();
+        put_file(&store, &a, run, "x", &[1; 100], 1);
+        put_file(&store, &a, run, "x", &[2; 10], 2);
+        let root = store.root().to_path_buf();
+        drop(store);
+        // As a receiver from before the table left it.
+        let db = rusqlite::Connection::open(root.join(".ferry/catalog.db")).unwrap();
+        db.execute_batch("DROP TABLE stored_sizes").unwrap();
+        drop(db);
+
+        let ro = crate::store::Store::open_read_only(&root).unwrap();
+        assert_eq!(ro.stored_bytes(a.sender_id).unwrap(), 110);
+        let report = crate::senders::list(&root).unwrap();
+        assert_eq!(report.senders.len(), 1, "{report:?}");
+        assert_eq!(report.senders[0].current_bytes, 10);
+        assert_eq!(report.senders[0].stored_bytes, 110);
+        // The read left the catalog as it was.
+        let db = rusqlite::Connection::open(root.join(".ferry/catalog.db")).unwrap();
+        let tables: i64 = db
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name = 'stored_sizes'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(tables, 0);
+        drop(dir);
+    }
 }
