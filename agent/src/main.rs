@@ -310,15 +310,30 @@ fn init_logging(format: LogFormat, level: &str, terminal: Terminal) {
 }
 
 /// Cancels the returned token on Ctrl-C or SIGTERM.
+///
+/// The handlers are in place when this returns (a signal from then on is
+/// seen), so call it before announcing anything a supervisor or a test
+/// acts on: registered later, in the spawned task, a SIGINT sent right
+/// after "receiver listening" was lost (the process never stopped) or
+/// killed the process uncleanly.
 fn shutdown_on_signal() -> CancellationToken {
+    use tokio::signal::unix::{signal, SignalKind};
     let token = CancellationToken::new();
     let t = token.clone();
+    let mut interrupt = signal(SignalKind::interrupt()).ok();
+    let mut term = signal(SignalKind::terminate()).ok();
     tokio::spawn(async move {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        async fn next(signal: Option<&mut tokio::signal::unix::Signal>) {
+            match signal {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        }
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = async { match term.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => {}
+            _ = next(interrupt.as_mut()) => {}
+            _ = next(term.as_mut()) => {}
         }
         tracing::info!("stopping (signal received)");
         t.cancel();
@@ -375,6 +390,7 @@ async fn run(
         }
         Command::Receive(args) => {
             let settings = args.config()?.settings()?;
+            let shutdown = shutdown_on_signal();
             let receiver = Receiver::bind(&settings)?;
             tracing::info!(
                 id = %receiver.id(), addr = %receiver.local_addr()?, store = %settings.store.display(),
@@ -384,7 +400,7 @@ async fn run(
                 limit_rate = %settings.limit_rate.as_ref().map_or("off".to_string(), ToString::to_string),
                 "receiver listening"
             );
-            receiver.serve(shutdown_on_signal()).await;
+            receiver.serve(shutdown).await;
             Ok(ExitCode::SUCCESS)
         }
         Command::History(args) => cli_history::history(args).await,
