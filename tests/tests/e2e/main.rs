@@ -20,6 +20,7 @@ mod restore;
 mod resume;
 mod senders;
 mod service;
+mod signals;
 mod source_race;
 mod sparse;
 mod sync;
