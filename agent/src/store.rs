@@ -56,6 +56,8 @@
 //! - `archive`: moving what is in the way into the versions area.
 //! - `history`: the tree as of a run or a time, versions by id, the admin's
 //!   read-only view of the runs.
+//! - `browse`: one directory's children as of a point ([`DirListing`]), by
+//!   index lookups.
 //! - `locate`: where a version's bytes are (the catalog's rules).
 //! - `reserve`: space kept back so runs open and end on a full disk.
 //! - `retention`: the receiver's retention policy and pruning.
@@ -66,6 +68,7 @@
 
 mod apply;
 mod archive;
+mod browse;
 mod catalog;
 mod chunked;
 mod error;
@@ -90,6 +93,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use ferry_proto::{Hash, Name, RelPath, RunReport};
 
 pub use apply::{Applied, Op};
+pub use browse::DirListing;
 use catalog::{Catalog, VersionRow};
 pub use chunked::{BaseContent, Resumable};
 use error::io_err;

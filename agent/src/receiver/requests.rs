@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_proto::{
-    FailCode, Failure, Message, NotServed, Open, Refusal, RefuseCode, Request, RunInfo,
+    DirEntry, FailCode, Failure, Message, NotServed, Open, Refusal, RefuseCode, Request, RunInfo,
     VersionInfo, VersionKind, MAX_DATA, MAX_LIST_BYTES,
 };
 use tokio_util::sync::CancellationToken;
@@ -186,6 +186,9 @@ async fn answer_requests(
                 }
                 send_lists(control, not_served, Message::NotServed, run).await?
             }
+            Ok(Answer::Dir(run, entries)) => {
+                send_lists(control, entries, Message::DirList, run).await?
+            }
             Err(message) => refused(control, message).await?,
         }
     }
@@ -240,6 +243,8 @@ pub(crate) enum Answer {
     /// The versions (or the tree and the run it resolved to), and the tree's
     /// versions that cannot be served.
     Versions(Option<u64>, Vec<VersionInfo>, Vec<NotServed>),
+    /// A directory's children, and the run the point resolved to.
+    Dir(Option<u64>, Vec<DirEntry>),
 }
 
 /// Answers one request from the session's namespace (blocking); `Err` is
@@ -277,6 +282,12 @@ pub(crate) fn answer(ctx: &Ctx, request: Request) -> Result<Answer, String> {
                 tree.entries.into_iter().filter_map(info).collect(),
                 tree.skipped.into_iter().map(not_served).collect(),
             ))
+        }
+        Request::List { at, dir } => {
+            let listing = store
+                .list_dir(ns, at, dir.as_ref())
+                .map_err(|e| crate::chain::chain(&e))?;
+            Ok(Answer::Dir(listing.run, listing.entries))
         }
     }
 }
@@ -551,7 +562,7 @@ mod tests {
     fn tree(ctx: &Ctx, at: At) -> Result<(Option<u64>, Vec<VersionInfo>), String> {
         match answer(ctx, Request::Tree { at, under: vec![] })? {
             Answer::Versions(run, v, _) => Ok((run, v)),
-            Answer::Runs(_) => Err("runs".into()),
+            _ => Err("another answer".into()),
         }
     }
 
@@ -594,6 +605,28 @@ mod tests {
         };
         assert_eq!(versions.len(), 1);
         assert_ne!(versions[0].id, alice_version);
+    }
+
+    #[test]
+    fn a_listing_holds_only_the_senders_own_entries() {
+        let (_dir, alice, bob) = two_senders();
+        let list = |ctx: &Ctx, at: At| match answer(ctx, Request::List { at, dir: None }) {
+            Ok(Answer::Dir(run, entries)) => Ok((run, entries)),
+            Ok(_) => Err("another answer".to_string()),
+            Err(e) => Err(e),
+        };
+        let (_, alice_tree) = tree(&alice, At::Latest).unwrap();
+        let (run, entries) = list(&alice, At::Latest).unwrap();
+        assert_eq!(run, None);
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].name(), b"secret.txt");
+        assert_eq!(entries[0].version, Some(alice_tree[0].id));
+        let (_, bobs) = list(&bob, At::Latest).unwrap();
+        assert_eq!(bobs.len(), 1);
+        assert_ne!(bobs[0].version, entries[0].version);
+        // Alice's run is not Bob's: refused, as for a tree.
+        let err = list(&bob, At::Run(entries[0].run.unwrap())).unwrap_err();
+        assert!(err.contains("not a run of bob/docs"), "{err}");
     }
 
     #[test]
