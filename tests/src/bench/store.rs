@@ -29,21 +29,33 @@ pub fn run(extra: &Extra<'_>, report: &mut Report) -> anyhow::Result<()> {
     )?;
     let scratch = extra.scratch;
     for rep in 0..plan.reps {
-        ferry.reset(&local)?;
-        ferry.reset(&remote)?;
         for (scenario, bytes) in [("store-first", set.bytes), ("store-nochange", 0)] {
             // The first sync is also the base of the no-change run.
             if scenario == "store-nochange" && !plan.wants(scenario) {
                 continue;
             }
+            // Before a first sync each store is emptied right before its
+            // own run (untimed), so that neither creates its files right
+            // after the other's were deleted.
+            let first = scenario == "store-first";
             let (embedded, mut others) = alternate(
                 plan.reps,
                 rep,
                 scenario,
-                Box::new(|| embedded_run(&ferry, &local, &set.root, scratch)),
+                Box::new(|| {
+                    if first {
+                        ferry.reset(&local)?;
+                    }
+                    embedded_run(&ferry, &local, &set.root, scratch)
+                }),
                 vec![(
                     FERRY_RECEIVER,
-                    Box::new(|| ferry.run(&remote, &set.root, scratch)),
+                    Box::new(|| {
+                        if first {
+                            ferry.reset(&remote)?;
+                        }
+                        ferry.run(&remote, &set.root, scratch)
+                    }),
                 )],
             )?;
             ferry_tests::tree::assert_same(&set.root, &ferry.mirror(&local))
