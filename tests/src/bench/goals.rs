@@ -166,5 +166,12 @@ mod tests {
         );
         let json = report.json(serde_json::json!({}));
         assert_eq!(json["targets"].as_array().map(Vec::len), Some(3));
+
+        // Only checks (the watch scenarios alone): no empty table header.
+        let mut only = Report::default();
+        only.checks.push(idle_cpu(0.1, 60));
+        let table = only.table();
+        assert!(!table.contains("scenario"), "{table}");
+        assert!(table.contains("watch-idle: cpu 0.10"), "{table}");
     }
 }

@@ -247,7 +247,13 @@ impl Report {
             .map(|c| lines.iter().map(|l| l[c].len()).max().unwrap_or(0))
             .collect();
         let mut out = String::new();
-        for (i, line) in lines.iter().enumerate() {
+        // No header without rows (e.g. only the watch scenarios measured).
+        let shown = if self.rows.is_empty() {
+            &[][..]
+        } else {
+            &lines[..]
+        };
+        for (i, line) in shown.iter().enumerate() {
             let cells: Vec<String> = line
                 .iter()
                 .zip(&widths)
