@@ -7,7 +7,11 @@
 //! - `tools`: the Ferry receiver and sender, the rsync daemon, sshd, `cp`;
 //! - `scenarios`: what is measured, in which order;
 //! - `report`: medians, the table and the JSON;
-//! - `verify`: comparing a copy with its source.
+//! - `verify`: comparing a copy with its source;
+//! - `goals`: the targets of issues 15 and 17;
+//! - `store`, `exclude`, `watch`: the scenarios of issues 15 and 17 that
+//!   need their own trees or processes (the embedded store, a tree with an
+//!   excluded `node_modules`, a watching sender).
 
 pub mod data;
 pub mod process;
@@ -15,3 +19,8 @@ pub mod report;
 pub mod scenarios;
 pub mod tools;
 pub mod verify;
+
+pub mod exclude;
+pub mod goals;
+pub mod store;
+pub mod watch;

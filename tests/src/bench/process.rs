@@ -302,16 +302,64 @@ fn parent_of(stat: &str) -> Option<u32> {
     rest.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// Writes dirty pages and drops the page cache so the next run starts cold.
+/// Set while a [`KeepPageCache`] guard lives.
+static KEEP_PAGE_CACHE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// While it lives, [`drop_caches`] only writes dirty pages and keeps the
+/// page cache: the `-hot` variants of the first syncs, whatever tool runs.
+pub struct KeepPageCache(());
+
+impl KeepPageCache {
+    /// Keeps the page cache until the guard is dropped.
+    pub fn start() -> KeepPageCache {
+        KEEP_PAGE_CACHE.store(true, std::sync::atomic::Ordering::SeqCst);
+        KeepPageCache(())
+    }
+}
+
+impl Drop for KeepPageCache {
+    fn drop(&mut self) {
+        KEEP_PAGE_CACHE.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Writes dirty pages and drops the page cache so the next run starts cold
+/// (unless a [`KeepPageCache`] guard lives: then it only writes them).
 /// Dropping needs root; without it the run is warm, which is reported once.
 pub fn drop_caches() {
     let _ = Command::new("sync").status();
+    if KEEP_PAGE_CACHE.load(std::sync::atomic::Ordering::SeqCst) {
+        return;
+    }
     if std::fs::write("/proc/sys/vm/drop_caches", "3").is_err() {
         static WARNED: std::sync::Once = std::sync::Once::new();
         WARNED.call_once(|| {
             eprintln!("bench: cannot drop the page cache (not root?): runs are not cold");
         });
     }
+}
+
+/// Reads every file below `root`, so that a `-hot` run finds the source in
+/// the page cache.
+pub fn warm_page_cache(root: &Path) -> anyhow::Result<()> {
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in
+            std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))?
+        {
+            let entry = entry?;
+            let kind = entry.file_type()?;
+            if kind.is_dir() {
+                dirs.push(entry.path());
+            } else if kind.is_file() {
+                let mut file = std::fs::File::open(entry.path())
+                    .with_context(|| format!("opening {}", entry.path().display()))?;
+                std::io::copy(&mut file, &mut std::io::sink())
+                    .with_context(|| format!("reading {}", entry.path().display()))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A TCP port on 127.0.0.1 that was free a moment ago.

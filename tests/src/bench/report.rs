@@ -33,14 +33,16 @@ pub const TARGETS: &[(&str, &str, Limit)] = &[
     ("text-first", RSYNC_Z, Limit::WallRatio(0.5)),
 ];
 
-/// One target checked against a row's medians.
+/// One target checked against a row's medians (or, for the watch
+/// scenarios, against what they measured: see `goals`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TargetCheck {
     /// Scenario name.
     pub scenario: String,
     /// The reference tool of the row.
     pub reference: String,
-    /// "wire" (bytes) or "wall" (seconds).
+    /// "wire" (bytes) or "wall" (seconds); for the watch scenarios also
+    /// "latency" and "cpu" (seconds), "rss" (KiB) and "entries" (a count).
     pub measure: &'static str,
     /// The target as written in the issue.
     pub target: String,
@@ -157,6 +159,12 @@ pub struct Report {
     pub rows: Vec<Row>,
     /// Remarks printed under the table (skipped rows, warm caches, ...).
     pub notes: Vec<String>,
+    /// Targets checked by the scenarios themselves (watch mode), printed
+    /// with those of `goals::TARGETS`.
+    pub checks: Vec<TargetCheck>,
+    /// Measurements that are not samples of a row (per-change watch
+    /// latencies, ...), by scenario; in the JSON only.
+    pub details: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Report {
@@ -239,7 +247,13 @@ impl Report {
             .map(|c| lines.iter().map(|l| l[c].len()).max().unwrap_or(0))
             .collect();
         let mut out = String::new();
-        for (i, line) in lines.iter().enumerate() {
+        // No header without rows (e.g. only the watch scenarios measured).
+        let shown = if self.rows.is_empty() {
+            &[][..]
+        } else {
+            &lines[..]
+        };
+        for (i, line) in shown.iter().enumerate() {
             let cells: Vec<String> = line
                 .iter()
                 .zip(&widths)
@@ -271,18 +285,14 @@ impl Report {
         if !targets.is_empty() {
             out.push_str("\nTargets of issue 5 (Ferry's medians):\n");
             for t in &targets {
-                let (ferry, limit) = match t.measure {
-                    "wall" => (secs(Some(t.ferry)), secs(Some(t.limit))),
-                    _ => (bytes(Some(t.ferry)), bytes(Some(t.limit))),
-                };
-                out.push_str(&format!(
-                    "  {} vs {}: {} {ferry}, target {} = {limit}: {}\n",
-                    t.scenario,
-                    t.reference,
-                    t.measure,
-                    t.target,
-                    if t.met { "met" } else { "MISSED" }
-                ));
+                out.push_str(&target_line(t));
+            }
+        }
+        let goals = self.goals();
+        if !goals.is_empty() {
+            out.push_str("\nTargets of issues 15 and 17 (Ferry's medians):\n");
+            for t in &goals {
+                out.push_str(&target_line(t));
             }
         }
         for note in &self.notes {
@@ -293,8 +303,20 @@ impl Report {
 
     /// [`TARGETS`] checked against the rows measured (others are left out).
     pub fn targets(&self) -> Vec<TargetCheck> {
+        self.check_list(TARGETS)
+    }
+
+    /// The targets of issues 15 and 17: `goals::TARGETS` checked against
+    /// the rows measured, then [`Report::checks`].
+    pub fn goals(&self) -> Vec<TargetCheck> {
+        let mut out = self.check_list(super::goals::TARGETS);
+        out.extend(self.checks.iter().cloned());
+        out
+    }
+
+    fn check_list(&self, list: &[(&str, &str, Limit)]) -> Vec<TargetCheck> {
         let mut out = Vec::new();
-        for &(scenario, reference, limit) in TARGETS {
+        for &(scenario, reference, limit) in list {
             let Some(row) = self
                 .rows
                 .iter()
@@ -350,11 +372,11 @@ impl Report {
     fn cpu_lines(&self) -> Vec<String> {
         let mut out = Vec::new();
         let mut ferry_seen: Vec<&Vec<Sample>> = Vec::new();
-        for row in self
-            .rows
-            .iter()
-            .filter(|r| r.scenario.ends_with("-first") || r.scenario == "large-ssh")
-        {
+        for row in self.rows.iter().filter(|r| {
+            r.scenario.ends_with("-first")
+                || r.scenario.ends_with("-first-hot")
+                || r.scenario == "large-ssh"
+        }) {
             if !row.ferry.is_empty() && !ferry_seen.contains(&&row.ferry) {
                 ferry_seen.push(&row.ferry);
                 if let Some(v) = Self::cpu_per_gb(&Medians::of(&row.ferry), row.bytes) {
@@ -392,10 +414,36 @@ impl Report {
         serde_json::json!({
             "meta": meta,
             "rows": rows,
-            "targets": self.targets(),
+            "targets": self.targets().into_iter().chain(self.goals()).collect::<Vec<_>>(),
+            "details": self.details,
             "notes": self.notes,
         })
     }
+}
+
+/// "  scenario vs reference: measure x, target t = limit: met" (no "vs" for
+/// a check without a reference).
+fn target_line(t: &TargetCheck) -> String {
+    let show = |v: f64| match t.measure {
+        "wall" | "latency" | "cpu" => secs(Some(v)),
+        "rss" => format!("{} MiB", mib(Some(v))),
+        "entries" => format!("{v:.0}"),
+        _ => bytes(Some(v)),
+    };
+    let vs = if t.reference.is_empty() {
+        String::new()
+    } else {
+        format!(" vs {}", t.reference)
+    };
+    format!(
+        "  {}{vs}: {} {}, target {} = {}: {}\n",
+        t.scenario,
+        t.measure,
+        show(t.ferry),
+        t.target,
+        show(t.limit),
+        if t.met { "met" } else { "MISSED" }
+    )
 }
 
 fn secs(v: Option<f64>) -> String {

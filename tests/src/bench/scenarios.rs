@@ -9,9 +9,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 
 use super::data::{DataSet, SetKind, Sizes, OVERWRITE_LEN};
+use super::goals::RSYNC_FSYNC;
+use super::process;
 use super::report::{Report, Sample, RSYNC, RSYNC_Z};
 use super::tools::{self, remove_tree, Ferry, RsyncDaemon, Sshd};
-use super::verify;
+use super::{exclude, store, verify, watch};
 
 /// Every scenario, as `--scenarios` names them.
 pub const ALL: &[&str] = &[
@@ -26,6 +28,15 @@ pub const ALL: &[&str] = &[
     "large-rename",
     "large-overwrite",
     "text-first",
+    "small-first-hot",
+    "large-first-hot",
+    "text-first-hot",
+    "store-first",
+    "store-nochange",
+    "exclude-first",
+    "exclude-nochange",
+    "watch-latency",
+    "watch-idle",
 ];
 
 /// What to run.
@@ -44,7 +55,8 @@ pub struct Plan {
 }
 
 impl Plan {
-    fn wants(&self, scenario: &str) -> bool {
+    /// Whether `scenario` is to be measured.
+    pub fn wants(&self, scenario: &str) -> bool {
         self.scenarios.iter().any(|s| s == scenario)
     }
 
@@ -117,13 +129,73 @@ pub fn run(plan: &Plan) -> anyhow::Result<Report> {
         let set = DataSet::prepare(&plan.data_dir, SetKind::Text, plan.sizes)?;
         bench.text(&set)?;
     }
-    let report = bench.report;
+    let mut report = bench.report;
+    // Issues 15 and 17: each with its own Ferry identities and stores.
+    let more = Extra {
+        plan,
+        work: &work,
+        scratch: &work.join("scratch"),
+    };
+    if plan.wants_set("store-") {
+        store::run(&more, &mut report)?;
+    }
+    if plan.wants_set("exclude-") {
+        exclude::run(&more, &mut report)?;
+    }
+    if plan.wants_set("watch-") {
+        watch::run(&more, &mut report)?;
+    }
     remove_tree(&work)?;
     Ok(report)
 }
 
 /// A reference tool's run: a closure so the order can alternate.
-type Job<'b> = Box<dyn FnOnce() -> anyhow::Result<Sample> + 'b>;
+pub type Job<'b> = Box<dyn FnOnce() -> anyhow::Result<Sample> + 'b>;
+
+/// What the scenarios of issues 15 and 17 (in their own modules) share.
+pub struct Extra<'a> {
+    /// The plan.
+    pub plan: &'a Plan,
+    /// The harness's working directory (removed at the end).
+    pub work: &'a Path,
+    /// Where `time` and logs go.
+    pub scratch: &'a Path,
+}
+
+/// Runs Ferry and `others` in an order that alternates with `rep` (Ferry
+/// first on even repetitions); returns Ferry's sample and the others' in
+/// the order given.
+pub fn alternate(
+    reps: usize,
+    rep: usize,
+    label: &str,
+    ferry: Job<'_>,
+    others: Vec<(&str, Job<'_>)>,
+) -> anyhow::Result<(Sample, Vec<Sample>)> {
+    let run = |tool: &str, job: Job<'_>| -> anyhow::Result<Sample> {
+        let sample = job().with_context(|| format!("{label}, {tool}, repetition {}", rep + 1))?;
+        eprintln!(
+            "bench: {label} rep {}/{reps}: {tool} {:.2} s",
+            rep + 1,
+            sample.wall_s
+        );
+        Ok(sample)
+    };
+    if rep.is_multiple_of(2) {
+        let f = run("ferry", ferry)?;
+        let mut o = Vec::new();
+        for (tool, job) in others {
+            o.push(run(tool, job)?);
+        }
+        Ok((f, o))
+    } else {
+        let mut o = Vec::new();
+        for (tool, job) in others {
+            o.push(run(tool, job)?);
+        }
+        Ok((run("ferry", ferry)?, o))
+    }
+}
 
 impl Bench<'_> {
     fn rsync_dst(&self, name: &str) -> PathBuf {
@@ -139,31 +211,7 @@ impl Bench<'_> {
         ferry: Job<'_>,
         others: Vec<(&str, Job<'_>)>,
     ) -> anyhow::Result<(Sample, Vec<Sample>)> {
-        let run = |tool: &str, job: Job<'_>| -> anyhow::Result<Sample> {
-            let sample =
-                job().with_context(|| format!("{label}, {tool}, repetition {}", rep + 1))?;
-            eprintln!(
-                "bench: {label} rep {}/{}: {tool} {:.2} s",
-                rep + 1,
-                self.plan.reps,
-                sample.wall_s
-            );
-            Ok(sample)
-        };
-        if rep.is_multiple_of(2) {
-            let f = run("ferry", ferry)?;
-            let mut o = Vec::new();
-            for (tool, job) in others {
-                o.push(run(tool, job)?);
-            }
-            Ok((f, o))
-        } else {
-            let mut o = Vec::new();
-            for (tool, job) in others {
-                o.push(run(tool, job)?);
-            }
-            Ok((run("ferry", ferry)?, o))
-        }
+        alternate(self.plan.reps, rep, label, ferry, others)
     }
 
     /// Ferry against the rsync daemon (with `rsync_args`) on `set` as it is
@@ -208,10 +256,75 @@ impl Bench<'_> {
         remove_tree(&self.rsync_dst(&set.name))
     }
 
+    /// A first sync of `set` into empty destinations: Ferry against the
+    /// rsync daemon and, on the small and large sets when the scenario is
+    /// wanted, `rsync --fsync`. With `hot` the source is read first and the
+    /// page cache kept (the `-hot` variants); otherwise it is dropped before
+    /// each run, as everywhere.
+    fn first_sync(
+        &mut self,
+        rep: usize,
+        scenario: &str,
+        set: &DataSet,
+        hot: bool,
+    ) -> anyhow::Result<()> {
+        self.fresh(set)?;
+        let fsync = set.kind != SetKind::Text && self.plan.wants(scenario);
+        let fsync_name = format!("{}-fsync", set.name);
+        remove_tree(&self.rsync_dst(&fsync_name))?;
+        let keep = if hot {
+            process::warm_page_cache(&set.root)?;
+            Some(process::KeepPageCache::start())
+        } else {
+            None
+        };
+        let mut others: Vec<(&str, Job<'_>)> = vec![(
+            RSYNC,
+            Box::new(|| self.rsync.run(&set.name, &set.root, &[], &self.scratch)),
+        )];
+        if fsync {
+            others.push((
+                RSYNC_FSYNC,
+                Box::new(|| {
+                    self.rsync
+                        .run(&fsync_name, &set.root, &["--fsync"], &self.scratch)
+                }),
+            ));
+        }
+        let (ferry, mut results) = self.alternate(
+            rep,
+            scenario,
+            Box::new(|| self.ferry.run(&set.name, &set.root, &self.scratch)),
+            others,
+        )?;
+        drop(keep);
+        self.check_mirrors(scenario, set)?;
+        let rsync = results.remove(0);
+        if self.plan.wants(scenario) {
+            self.report
+                .add(scenario, RSYNC, set.bytes, Some(ferry.clone()), rsync);
+        }
+        if fsync {
+            ferry_tests::tree::assert_same(&set.root, &self.rsync_dst(&fsync_name))
+                .with_context(|| format!("{scenario}: rsync --fsync's copy differs"))?;
+            let synced = results.remove(0);
+            self.report
+                .add(scenario, RSYNC_FSYNC, set.bytes, Some(ferry), synced);
+            remove_tree(&self.rsync_dst(&fsync_name))?;
+        }
+        Ok(())
+    }
+
     fn small(&mut self, set: &DataSet) -> anyhow::Result<()> {
+        let cold = ["small-first", "small-nochange", "small-modify"];
         for rep in 0..self.plan.reps {
-            self.fresh(set)?;
-            self.pair(rep, "small-first", set, &[], set.bytes)?;
+            if self.plan.wants("small-first-hot") {
+                self.first_sync(rep, "small-first-hot", set, true)?;
+            }
+            if !cold.iter().any(|s| self.plan.wants(s)) {
+                continue;
+            }
+            self.first_sync(rep, "small-first", set, false)?;
             if self.plan.wants("small-nochange") {
                 self.pair(rep, "small-nochange", set, &["--delete"], 0)?;
             }
@@ -237,7 +350,19 @@ impl Bench<'_> {
 
     fn large(&mut self, set: &DataSet) -> anyhow::Result<()> {
         for rep in 0..self.plan.reps {
+            if self.plan.wants("large-first-hot") {
+                self.first_sync(rep, "large-first-hot", set, true)?;
+            }
+            if !ALL
+                .iter()
+                .any(|s| s.starts_with("large-") && *s != "large-first-hot" && self.plan.wants(s))
+            {
+                continue;
+            }
             self.fresh(set)?;
+            let fsync = self.plan.wants("large-first");
+            let fsync_name = format!("{}-fsync", set.name);
+            remove_tree(&self.rsync_dst(&fsync_name))?;
             let cp_dst = self.work.join("cp").join(&set.name);
             let ssh_dst = self.work.join("ssh-dst").join(&set.name);
             remove_tree(&cp_dst)?;
@@ -252,6 +377,15 @@ impl Bench<'_> {
                 RSYNC,
                 Box::new(|| self.rsync.run(&set.name, &set.root, &[], &self.scratch)),
             )];
+            if fsync {
+                others.push((
+                    RSYNC_FSYNC,
+                    Box::new(|| {
+                        self.rsync
+                            .run(&fsync_name, &set.root, &["--fsync"], &self.scratch)
+                    }),
+                ));
+            }
             let want_cp = self.plan.wants("large-cp");
             if want_cp {
                 others.push((
@@ -277,6 +411,19 @@ impl Bench<'_> {
             if self.plan.wants("large-first") {
                 self.report
                     .add("large-first", RSYNC, set.bytes, Some(ferry.clone()), rsync);
+            }
+            if fsync {
+                ferry_tests::tree::assert_same(&set.root, &self.rsync_dst(&fsync_name))
+                    .context("large-first: rsync --fsync's copy differs")?;
+                let synced = results.remove(0);
+                self.report.add(
+                    "large-first",
+                    RSYNC_FSYNC,
+                    set.bytes,
+                    Some(ferry.clone()),
+                    synced,
+                );
+                remove_tree(&self.rsync_dst(&fsync_name))?;
             }
             if want_cp {
                 verify::same_content(&set.root, &cp_dst)
@@ -351,6 +498,12 @@ impl Bench<'_> {
     fn text(&mut self, set: &DataSet) -> anyhow::Result<()> {
         let z_name = format!("{}-z", set.name);
         for rep in 0..self.plan.reps {
+            if self.plan.wants("text-first-hot") {
+                self.first_sync(rep, "text-first-hot", set, true)?;
+            }
+            if !self.plan.wants("text-first") {
+                continue;
+            }
             self.fresh(set)?;
             remove_tree(&self.rsync_dst(&z_name))?;
             let mut others: Vec<(&str, Job<'_>)> = vec![(

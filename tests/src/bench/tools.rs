@@ -76,11 +76,18 @@ impl Ferry {
         })
     }
 
-    fn store(&self, set: &str) -> PathBuf {
+    /// The `ferry` binary.
+    pub fn bin(&self) -> &Path {
+        &self.bin
+    }
+
+    /// The store (receiver's or embedded) of data set `set`.
+    pub fn store(&self, set: &str) -> PathBuf {
         self.dir.join(set).join("store")
     }
 
-    fn sender_state(&self, set: &str) -> PathBuf {
+    /// The sender state directory of data set `set`.
+    pub fn sender_state(&self, set: &str) -> PathBuf {
         self.dir.join(set).join("sstate")
     }
 
@@ -114,6 +121,13 @@ impl Ferry {
     /// One measured run: a fresh receiver on the store of `set`, caches
     /// dropped, `ferry send --once --json` of `source`, receiver stopped.
     pub fn run(&self, set: &str, source: &Path, scratch: &Path) -> anyhow::Result<Sample> {
+        self.run_with(set, source, &[], scratch)
+    }
+
+    /// Starts a receiver on the store of `set` (admitting every sender
+    /// identity of this harness) and waits until it listens; returns it
+    /// and its UDP port.
+    pub fn start_receiver(&self, set: &str, scratch: &Path) -> anyhow::Result<(Server, u16)> {
         let port = process::free_udp_port()?;
         let port_s = port.to_string();
         let store = self.store(set);
@@ -141,46 +155,42 @@ impl Ferry {
             &scratch.join("ferry-receive.log"),
         )?;
         receiver.wait_ready(READY_TIMEOUT, |_| process::udp_bound(port))?;
+        Ok((receiver, port))
+    }
+
+    /// [`Ferry::run`] with `extra` arguments for `ferry send`.
+    pub fn run_with(
+        &self,
+        set: &str,
+        source: &Path,
+        extra: &[&OsStr],
+        scratch: &Path,
+    ) -> anyhow::Result<Sample> {
+        let (receiver, port) = self.start_receiver(set, scratch)?;
+        let port_s = port.to_string();
         drop_caches();
         let state = self.sender_state(set);
-        let done = process::run_timed(
-            &self.bin,
-            &[
-                "send".as_ref(),
-                "--host".as_ref(),
-                "127.0.0.1".as_ref(),
-                "--port".as_ref(),
-                port_s.as_ref(),
-                "--source".as_ref(),
-                source.as_os_str(),
-                "--state".as_ref(),
-                state.as_os_str(),
-                "--name".as_ref(),
-                "bench".as_ref(),
-                "--folder".as_ref(),
-                set.as_ref(),
-                "--once".as_ref(),
-                "--json".as_ref(),
-            ],
-            &scratch.join("ferry-send.time"),
-        )?;
+        let mut args: Vec<&OsStr> = vec![
+            "send".as_ref(),
+            "--host".as_ref(),
+            "127.0.0.1".as_ref(),
+            "--port".as_ref(),
+            port_s.as_ref(),
+            "--source".as_ref(),
+            source.as_os_str(),
+            "--state".as_ref(),
+            state.as_os_str(),
+            "--name".as_ref(),
+            "bench".as_ref(),
+            "--folder".as_ref(),
+            set.as_ref(),
+            "--once".as_ref(),
+            "--json".as_ref(),
+        ];
+        args.extend_from_slice(extra);
+        let done = process::run_timed(&self.bin, &args, &scratch.join("ferry-send.time"))?;
         let server = receiver.stop()?;
-        if !done.status.success() {
-            bail!(
-                "ferry send of {set} failed ({}): {}",
-                done.status,
-                done.stderr.trim()
-            );
-        }
-        let summary: serde_json::Value = done
-            .stdout
-            .lines()
-            .rev()
-            .find_map(|l| serde_json::from_str(l).ok())
-            .with_context(|| format!("no JSON summary from ferry send: {:?}", done.stdout))?;
-        if summary["errors"].as_u64() != Some(0) {
-            bail!("ferry send of {set} reported errors: {summary}");
-        }
+        let summary = send_summary(set, &done)?;
         Ok(Sample {
             wall_s: done.wall_s,
             wire_total: summary["bytes_on_wire"].as_u64(),
@@ -190,6 +200,28 @@ impl Ferry {
             server: Some(server),
         })
     }
+}
+
+/// The JSON summary of a finished `ferry send --once --json` of `set`;
+/// fails unless it exited 0 with no error.
+pub fn send_summary(set: &str, done: &process::Finished) -> anyhow::Result<serde_json::Value> {
+    if !done.status.success() {
+        bail!(
+            "ferry send of {set} failed ({}): {}",
+            done.status,
+            done.stderr.trim()
+        );
+    }
+    let summary: serde_json::Value = done
+        .stdout
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .with_context(|| format!("no JSON summary from ferry send: {:?}", done.stdout))?;
+    if summary["errors"].as_u64() != Some(0) {
+        bail!("ferry send of {set} reported errors: {summary}");
+    }
+    Ok(summary)
 }
 
 /// Parses `rsync --stats`: (total bytes sent, total bytes received).

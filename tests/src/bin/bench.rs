@@ -35,7 +35,10 @@ struct Args {
     reps: Option<usize>,
     /// Comma-separated scenarios to measure [default: all]: small-first,
     /// small-nochange, small-modify, large-first, large-cp, large-ssh,
-    /// large-append, large-insert, large-rename, large-overwrite, text-first.
+    /// large-append, large-insert, large-rename, large-overwrite, text-first,
+    /// small-first-hot, large-first-hot, text-first-hot, store-first,
+    /// store-nochange, exclude-first, exclude-nochange, watch-latency,
+    /// watch-idle.
     #[arg(long, value_name = "LIST")]
     scenarios: Option<String>,
     /// Where the data sets are generated and kept between runs [default:

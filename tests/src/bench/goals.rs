@@ -1,0 +1,177 @@
+//! The targets of issues 15 (exclusions, watch mode) and 17 (a
+//! durability-fair reference, the embedded store), and the checks of the
+//! watch scenarios, which compare Ferry with a bound rather than with
+//! another tool.
+
+use super::report::{median, Limit, TargetCheck};
+
+/// The durability-fair reference: `rsync -a --fsync` to the daemon.
+pub const RSYNC_FSYNC: &str = "rsync --fsync";
+/// The reference of the `store-*` rows: Ferry to a receiver (their Ferry
+/// column is `ferry send --store`).
+pub const FERRY_RECEIVER: &str = "ferry to a receiver";
+/// The reference of the `exclude-*` rows: Ferry on the same tree without
+/// its `node_modules`.
+pub const WITHOUT_NODE_MODULES: &str = "ferry, no node_modules";
+
+/// Row targets: (scenario, reference, limit), as in `report::TARGETS`.
+pub const TARGETS: &[(&str, &str, Limit)] = &[
+    ("small-first", RSYNC_FSYNC, Limit::WallRatio(0.5)),
+    ("small-first-hot", RSYNC_FSYNC, Limit::WallRatio(0.5)),
+    ("store-first", FERRY_RECEIVER, Limit::WallRatio(1.0)),
+    ("store-nochange", FERRY_RECEIVER, Limit::WallRatio(1.0)),
+    ("exclude-first", WITHOUT_NODE_MODULES, Limit::WallRatio(1.1)),
+    (
+        "exclude-nochange",
+        WITHOUT_NODE_MODULES,
+        Limit::WallRatio(1.1),
+    ),
+];
+
+/// Most entries a watch-triggered run may stat.
+pub const WATCH_ENTRIES_MAX: u64 = 1_000;
+/// Most CPU seconds an idle watching sender may use in the idle window.
+pub const IDLE_CPU_MAX_S: f64 = 0.5;
+/// Highest peak RSS of an idle watching sender, KiB.
+pub const IDLE_RSS_MAX_KIB: u64 = 64 << 10;
+
+fn check(
+    scenario: &str,
+    measure: &'static str,
+    target: String,
+    value: f64,
+    limit: f64,
+) -> TargetCheck {
+    TargetCheck {
+        scenario: scenario.to_string(),
+        reference: String::new(),
+        measure,
+        target,
+        ferry: value,
+        other: None,
+        limit,
+        met: value <= limit,
+    }
+}
+
+/// `watch-latency`: the median of the latencies (seconds from a file's
+/// close to its version in the receiver's catalog) against the watch delay
+/// plus one second. `None` without latencies.
+pub fn watch_latency(latencies: &[f64], delay_s: f64) -> Option<TargetCheck> {
+    let median = median(latencies.to_vec())?;
+    Some(check(
+        "watch-latency",
+        "latency",
+        format!("median <= watch delay ({delay_s} s) + 1 s"),
+        median,
+        delay_s + 1.0,
+    ))
+}
+
+/// `watch-latency`: the largest count of entries a triggered run stat'ed.
+/// `None` without runs.
+pub fn watch_entries(counts: &[u64]) -> Option<TargetCheck> {
+    let most = counts.iter().copied().max()?;
+    Some(check(
+        "watch-latency",
+        "entries",
+        format!("each triggered run <= {WATCH_ENTRIES_MAX} entries stat'ed (the most)"),
+        most as f64,
+        WATCH_ENTRIES_MAX as f64,
+    ))
+}
+
+/// `watch-idle`: the sender's CPU seconds over the idle window.
+pub fn idle_cpu(cpu_s: f64, window_s: u64) -> TargetCheck {
+    check(
+        "watch-idle",
+        "cpu",
+        format!("<= {IDLE_CPU_MAX_S} s of sender CPU in {window_s} s idle"),
+        cpu_s,
+        IDLE_CPU_MAX_S,
+    )
+}
+
+/// `watch-idle`: the sender's peak RSS (KiB) over the idle window.
+pub fn idle_rss(peak_kib: u64) -> TargetCheck {
+    check(
+        "watch-idle",
+        "rss",
+        format!("sender peak RSS <= {} MiB", IDLE_RSS_MAX_KIB >> 10),
+        peak_kib as f64,
+        IDLE_RSS_MAX_KIB as f64,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::report::{Report, Sample};
+
+    #[test]
+    fn watch_checks_read_the_median_and_the_most() {
+        let t = watch_latency(&[2.9, 9.0, 2.1, 2.5], 2.0).expect("latencies");
+        assert_eq!(t.ferry, 2.7);
+        assert_eq!(t.limit, 3.0);
+        assert!(t.met);
+        let t = watch_latency(&[3.2, 3.1, 1.0], 2.0).expect("latencies");
+        assert!(!t.met, "{t:?}");
+        assert!(watch_latency(&[], 2.0).is_none());
+
+        let t = watch_entries(&[212, 1001, 3]).expect("runs");
+        assert_eq!(t.ferry, 1001.0);
+        assert!(!t.met);
+        assert!(watch_entries(&[1000]).expect("runs").met);
+        assert!(watch_entries(&[]).is_none());
+
+        assert!(idle_cpu(0.5, 60).met);
+        assert!(!idle_cpu(0.51, 60).met);
+        assert!(idle_rss(64 << 10).met);
+        assert!(!idle_rss((64 << 10) + 1).met);
+    }
+
+    #[test]
+    fn goals_are_printed_apart_from_issue_5s() {
+        let mut report = Report::default();
+        let wall = |wall_s| Sample {
+            wall_s,
+            ..Sample::default()
+        };
+        report.add("small-first", RSYNC_FSYNC, 1, Some(wall(2.0)), wall(5.0));
+        report.add("store-first", FERRY_RECEIVER, 1, Some(wall(2.0)), wall(1.0));
+        report.checks.push(idle_rss(20 << 10));
+        let goals = report.goals();
+        let got: Vec<(&str, bool)> = goals.iter().map(|t| (t.scenario.as_str(), t.met)).collect();
+        assert_eq!(
+            got,
+            [
+                ("small-first", true),
+                ("store-first", false),
+                ("watch-idle", true)
+            ]
+        );
+        assert!(report.targets().is_empty());
+        let table = report.table();
+        assert!(table.contains("Targets of issues 15 and 17"), "{table}");
+        assert!(
+            table.contains(
+                "small-first vs rsync --fsync: wall 2.00, target <= 0.5 x rsync --fsync's = 2.50: met"
+            ),
+            "{table}"
+        );
+        assert!(
+            table
+                .contains("watch-idle: rss 20 MiB, target sender peak RSS <= 64 MiB = 64 MiB: met"),
+            "{table}"
+        );
+        let json = report.json(serde_json::json!({}));
+        assert_eq!(json["targets"].as_array().map(Vec::len), Some(3));
+
+        // Only checks (the watch scenarios alone): no empty table header.
+        let mut only = Report::default();
+        only.checks.push(idle_cpu(0.1, 60));
+        let table = only.table();
+        assert!(!table.contains("scenario"), "{table}");
+        assert!(table.contains("watch-idle: cpu 0.10"), "{table}");
+    }
+}
