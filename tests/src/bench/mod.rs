@@ -7,11 +7,17 @@
 //! - `tools`: the Ferry receiver and sender, the rsync daemon, sshd, `cp`;
 //! - `scenarios`: what is measured, in which order;
 //! - `report`: medians, the table and the JSON;
-//! - `verify`: comparing a copy with its source.
+//! - `verify`: comparing a copy with its source;
+//! - `peers`: Ferry against restic, borg and Syncthing (issue 17), with
+//!   `backup_tools` (restic, borg) and `syncthing` (two instances driven over
+//!   their REST API).
 
+pub mod backup_tools;
 pub mod data;
+pub mod peers;
 pub mod process;
 pub mod report;
 pub mod scenarios;
+pub mod syncthing;
 pub mod tools;
 pub mod verify;

@@ -18,6 +18,9 @@ pub enum Limit {
     WireRatio(f64),
     /// Wall time at most this times the reference's.
     WallRatio(f64),
+    /// CPU seconds per GB moved, both sides, at most this times the
+    /// reference's.
+    CpuRatio(f64),
 }
 
 /// Issue 5's targets: (scenario, reference, limit). They are stated for a
@@ -40,7 +43,7 @@ pub struct TargetCheck {
     pub scenario: String,
     /// The reference tool of the row.
     pub reference: String,
-    /// "wire" (bytes) or "wall" (seconds).
+    /// "wire" (bytes), "wall" (seconds) or "cpu" (CPU seconds per GB).
     pub measure: &'static str,
     /// The target as written in the issue.
     pub target: String,
@@ -52,6 +55,8 @@ pub struct TargetCheck {
     pub limit: f64,
     /// Whether it does not.
     pub met: bool,
+    /// Ferry's median over the reference's, for the ratio targets.
+    pub ratio: Option<f64>,
 }
 
 /// What one measured run of one tool gave.
@@ -269,19 +274,21 @@ impl Report {
         }
         let targets = self.targets();
         if !targets.is_empty() {
-            out.push_str("\nTargets of issue 5 (Ferry's medians):\n");
+            out.push_str("\nTargets of issue 5 and issue 17 (Ferry's medians):\n");
             for t in &targets {
                 let (ferry, limit) = match t.measure {
-                    "wall" => (secs(Some(t.ferry)), secs(Some(t.limit))),
+                    "wall" | "cpu" => (secs(Some(t.ferry)), secs(Some(t.limit))),
                     _ => (bytes(Some(t.ferry)), bytes(Some(t.limit))),
                 };
                 out.push_str(&format!(
-                    "  {} vs {}: {} {ferry}, target {} = {limit}: {}\n",
+                    "  {} vs {}: {} {ferry}, target {} = {limit}: {}{}\n",
                     t.scenario,
                     t.reference,
                     t.measure,
                     t.target,
-                    if t.met { "met" } else { "MISSED" }
+                    if t.met { "met" } else { "MISSED" },
+                    t.ratio
+                        .map_or(String::new(), |r| format!(" (ratio {r:.2})"))
                 ));
             }
         }
@@ -294,7 +301,7 @@ impl Report {
     /// [`TARGETS`] checked against the rows measured (others are left out).
     pub fn targets(&self) -> Vec<TargetCheck> {
         let mut out = Vec::new();
-        for &(scenario, reference, limit) in TARGETS {
+        for &(scenario, reference, limit) in TARGETS.iter().chain(super::peers::TARGETS) {
             let Some(row) = self
                 .rows
                 .iter()
@@ -326,10 +333,24 @@ impl Report {
                     o.wall_s,
                     o.wall_s.map(|s| k * s),
                 ),
+                Limit::CpuRatio(k) => {
+                    let o = Self::cpu_per_gb(&o, row.bytes);
+                    (
+                        "cpu",
+                        format!("<= {k} x {reference}'s CPU-s/GB"),
+                        Self::cpu_per_gb(&f, row.bytes),
+                        o,
+                        o.map(|c| k * c),
+                    )
+                }
             };
+            let absolute = matches!(limit, Limit::Wire(_));
             let (Some(ferry), Some(limit)) = (ferry, bound) else {
                 continue;
             };
+            let ratio = (!absolute)
+                .then(|| other.filter(|o| *o > 0.0).map(|o| ferry / o))
+                .flatten();
             out.push(TargetCheck {
                 scenario: scenario.to_string(),
                 reference: reference.to_string(),
@@ -339,6 +360,7 @@ impl Report {
                 other,
                 limit,
                 met: ferry <= limit,
+                ratio,
             });
         }
         out
