@@ -66,7 +66,7 @@ pub fn connected(connections: &serde_json::Value, device: &str) -> bool {
 
 /// Bytes in and out over all connections, from `/rest/system/connections`.
 pub fn bytes_total(connections: &serde_json::Value) -> Option<u64> {
-    let total = &connections["connections"]["total"];
+    let total = &connections["total"];
     Some(total["inBytesTotal"].as_u64()? + total["outBytesTotal"].as_u64()?)
 }
 
@@ -386,8 +386,8 @@ mod tests {
     fn reads_connections_and_http_replies() -> anyhow::Result<()> {
         let c = json!({"connections": {
             "AAA": {"connected": true, "inBytesTotal": 5, "outBytesTotal": 7},
-            "BBB": {"connected": false},
-            "total": {"inBytesTotal": 100, "outBytesTotal": 23}}});
+            "BBB": {"connected": false}},
+            "total": {"inBytesTotal": 100, "outBytesTotal": 23}});
         assert!(connected(&c, "AAA"));
         assert!(!connected(&c, "BBB"));
         assert!(!connected(&c, "CCC"));
