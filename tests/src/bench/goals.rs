@@ -51,6 +51,7 @@ fn check(
         other: None,
         limit,
         met: value <= limit,
+        ratio: None,
     }
 }
 

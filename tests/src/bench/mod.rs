@@ -12,11 +12,17 @@
 //! - `store`, `exclude`, `watch`: the scenarios of issues 15 and 17 that
 //!   need their own trees or processes (the embedded store, a tree with an
 //!   excluded `node_modules`, a watching sender).
+//! - `peers`: Ferry against restic, borg and Syncthing (issue 17), with
+//!   `backup_tools` (restic, borg) and `syncthing` (two instances driven over
+//!   their REST API).
 
+pub mod backup_tools;
 pub mod data;
+pub mod peers;
 pub mod process;
 pub mod report;
 pub mod scenarios;
+pub mod syncthing;
 pub mod tools;
 pub mod verify;
 

@@ -18,6 +18,9 @@ pub enum Limit {
     WireRatio(f64),
     /// Wall time at most this times the reference's.
     WallRatio(f64),
+    /// CPU seconds per GB moved, both sides, at most this times the
+    /// reference's.
+    CpuRatio(f64),
 }
 
 /// Issue 5's targets: (scenario, reference, limit). They are stated for a
@@ -41,8 +44,9 @@ pub struct TargetCheck {
     pub scenario: String,
     /// The reference tool of the row.
     pub reference: String,
-    /// "wire" (bytes) or "wall" (seconds); for the watch scenarios also
-    /// "latency" and "cpu" (seconds), "rss" (KiB) and "entries" (a count).
+    /// "wire" (bytes), "wall" (seconds) or "cpu" (CPU seconds per GB); for
+    /// the watch scenarios also "latency" and "cpu" (seconds), "rss" (KiB)
+    /// and "entries" (a count).
     pub measure: &'static str,
     /// The target as written in the issue.
     pub target: String,
@@ -54,6 +58,8 @@ pub struct TargetCheck {
     pub limit: f64,
     /// Whether it does not.
     pub met: bool,
+    /// Ferry's median over the reference's, for the ratio targets.
+    pub ratio: Option<f64>,
 }
 
 /// What one measured run of one tool gave.
@@ -283,7 +289,7 @@ impl Report {
         }
         let targets = self.targets();
         if !targets.is_empty() {
-            out.push_str("\nTargets of issue 5 (Ferry's medians):\n");
+            out.push_str("\nTargets of issue 5 and issue 17 (Ferry's medians):\n");
             for t in &targets {
                 out.push_str(&target_line(t));
             }
@@ -303,7 +309,8 @@ impl Report {
 
     /// [`TARGETS`] checked against the rows measured (others are left out).
     pub fn targets(&self) -> Vec<TargetCheck> {
-        self.check_list(TARGETS)
+        let list: Vec<_> = TARGETS.iter().chain(super::peers::TARGETS).copied().collect();
+        self.check_list(&list)
     }
 
     /// The targets of issues 15 and 17: `goals::TARGETS` checked against
@@ -348,10 +355,24 @@ impl Report {
                     o.wall_s,
                     o.wall_s.map(|s| k * s),
                 ),
+                Limit::CpuRatio(k) => {
+                    let o = Self::cpu_per_gb(&o, row.bytes);
+                    (
+                        "cpu",
+                        format!("<= {k} x {reference}'s CPU-s/GB"),
+                        Self::cpu_per_gb(&f, row.bytes),
+                        o,
+                        o.map(|c| k * c),
+                    )
+                }
             };
+            let absolute = matches!(limit, Limit::Wire(_));
             let (Some(ferry), Some(limit)) = (ferry, bound) else {
                 continue;
             };
+            let ratio = (!absolute)
+                .then(|| other.filter(|o| *o > 0.0).map(|o| ferry / o))
+                .flatten();
             out.push(TargetCheck {
                 scenario: scenario.to_string(),
                 reference: reference.to_string(),
@@ -361,6 +382,7 @@ impl Report {
                 other,
                 limit,
                 met: ferry <= limit,
+                ratio,
             });
         }
         out
@@ -436,13 +458,14 @@ fn target_line(t: &TargetCheck) -> String {
         format!(" vs {}", t.reference)
     };
     format!(
-        "  {}{vs}: {} {}, target {} = {}: {}\n",
+        "  {}{vs}: {} {}, target {} = {}: {}{}\n",
         t.scenario,
         t.measure,
         show(t.ferry),
         t.target,
         show(t.limit),
-        if t.met { "met" } else { "MISSED" }
+        if t.met { "met" } else { "MISSED" },
+        t.ratio.map_or(String::new(), |r| format!(" (ratio {r:.2})"))
     )
 }
 

@@ -37,6 +37,11 @@ pub const ALL: &[&str] = &[
     "exclude-nochange",
     "watch-latency",
     "watch-idle",
+    "backup-small",
+    "backup-large",
+    "backup-text",
+    "syncthing-small",
+    "syncthing-large",
 ];
 
 /// What to run.
@@ -85,11 +90,13 @@ pub fn run(plan: &Plan) -> anyhow::Result<Report> {
     let scratch = work.join("scratch");
     std::fs::create_dir_all(&scratch)?;
     let mut report = Report::default();
-    let sshd = if plan.wants("large-ssh") {
+    let sshd = if plan.wants("large-ssh") || plan.wants_set("backup-") {
         match Sshd::setup(&work.join("ssh")) {
             Ok(sshd) => Some(sshd),
             Err(e) => {
-                report.notes.push(format!("large-ssh skipped: {e:#}"));
+                report.notes.push(format!(
+                    "large-ssh (and restic, borg over ssh) skipped: {e:#}"
+                ));
                 None
             }
         }
@@ -129,6 +136,18 @@ pub fn run(plan: &Plan) -> anyhow::Result<Report> {
         let set = DataSet::prepare(&plan.data_dir, SetKind::Text, plan.sizes)?;
         bench.text(&set)?;
     }
+    let peers = super::peers::PeerBench {
+        reps: plan.reps,
+        scenarios: &plan.scenarios,
+        sizes: plan.sizes,
+        data_dir: &plan.data_dir,
+        ferry_bin: &plan.ferry_bin,
+        ferry: &bench.ferry,
+        sshd: bench.sshd.as_ref(),
+        work: &work.join("peers"),
+        scratch: &bench.scratch,
+    };
+    super::peers::run(&peers, &mut bench.report)?;
     let mut report = bench.report;
     // Issues 15 and 17: each with its own Ferry identities and stores.
     let more = Extra {

@@ -409,6 +409,32 @@ impl Sshd {
     /// "ssh ... -c aes128-gcm@openssh.com" source/ user@127.0.0.1:dest/`,
     /// sshd stopped.
     pub fn run(&self, source: &Path, dest: &Path, scratch: &Path) -> anyhow::Result<Sample> {
+        self.run_client(scratch, |login| {
+            let src = format!("{}/", source.display());
+            let dst = format!("{}:{}/", login.target, dest.display());
+            rsync_client(
+                &[
+                    "-a".as_ref(),
+                    "--stats".as_ref(),
+                    "-e".as_ref(),
+                    login.ssh.as_ref(),
+                    src.as_ref(),
+                    dst.as_ref(),
+                ],
+                scratch,
+                "rsync over ssh",
+            )
+        })
+    }
+
+    /// One measured run of some ssh client: a fresh sshd, caches dropped,
+    /// `client(login)`, sshd stopped; the sample gets sshd's usage (with the
+    /// session's children: `rsync`, `sftp-server`, `borg serve`).
+    pub fn run_client(
+        &self,
+        scratch: &Path,
+        client: impl FnOnce(&SshLogin) -> anyhow::Result<Sample>,
+    ) -> anyhow::Result<Sample> {
         let port = process::free_tcp_port()?;
         let port_s = port.to_string();
         let mut sshd = Server::spawn(
@@ -427,31 +453,32 @@ impl Sshd {
         )?;
         sshd.wait_ready(READY_TIMEOUT, |_| process::tcp_listening(port))?;
         drop_caches();
-        let ssh = format!(
-            "ssh -p {port} -i {} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
-             -o BatchMode=yes -o LogLevel=ERROR -c aes128-gcm@openssh.com",
-            self.key.display()
-        );
-        let src = format!("{}/", source.display());
-        let dst = format!("{}@127.0.0.1:{}/", self.user, dest.display());
-        let sample = rsync_client(
-            &[
-                "-a".as_ref(),
-                "--stats".as_ref(),
-                "-e".as_ref(),
-                ssh.as_ref(),
-                src.as_ref(),
-                dst.as_ref(),
-            ],
-            scratch,
-            "rsync over ssh",
-        );
+        let login = SshLogin {
+            ssh: format!(
+                "ssh -p {port} -i {} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
+                 -o BatchMode=yes -o LogLevel=ERROR -c aes128-gcm@openssh.com",
+                self.key.display()
+            ),
+            target: format!("{}@127.0.0.1", self.user),
+            port,
+        };
+        let sample = client(&login);
         let server = sshd.stop()?;
         Ok(Sample {
             server: Some(server),
             ..sample?
         })
     }
+}
+
+/// How a client reaches the bench's sshd for one run.
+pub struct SshLogin {
+    /// The `ssh` command line (port, key, options, cipher), without the host.
+    pub ssh: String,
+    /// `user@127.0.0.1`.
+    pub target: String,
+    /// sshd's port.
+    pub port: u16,
 }
 
 /// One measured `cp -r source dest` (caches dropped first).

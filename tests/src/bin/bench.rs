@@ -1,7 +1,8 @@
 //! `cargo run --release -p ferry-tests --bin bench -- [--quick] [--json FILE]
 //! [--reps N] [--scenarios a,b,..] [--data DIR] [--ferry-bin PATH]`
 //!
-//! Measures Ferry against rsync (daemon, over ssh) and `cp -r` on loopback,
+//! Measures Ferry against rsync (daemon, over ssh), `cp -r`, restic, borg
+//! and Syncthing on loopback,
 //! on deterministic data sets, and prints one table of medians. It asserts
 //! no timing; it fails only when a tool fails or a copy differs from its
 //! source. See README.md, "Performance".
@@ -23,7 +24,8 @@ use bench::scenarios::{self, Plan};
 #[command(name = "bench")]
 struct Args {
     /// Small data sets (2,000 small files, 1 × 64 MiB, 200 text files) and
-    /// one repetition: well under a minute; for CI.
+    /// one repetition, without backup-large, backup-text and syncthing-large
+    /// unless named in --scenarios: a few minutes; for CI.
     #[arg(long)]
     quick: bool,
     /// Also write the table as JSON to this file.
@@ -38,7 +40,9 @@ struct Args {
     /// large-append, large-insert, large-rename, large-overwrite, text-first,
     /// small-first-hot, large-first-hot, text-first-hot, store-first,
     /// store-nochange, exclude-first, exclude-nochange, watch-latency,
-    /// watch-idle.
+    /// watch-idle,
+    /// backup-small, backup-large, backup-text (restic, borg),
+    /// syncthing-small, syncthing-large.
     #[arg(long, value_name = "LIST")]
     scenarios: Option<String>,
     /// Where the data sets are generated and kept between runs [default:
@@ -91,7 +95,11 @@ fn run(args: Args) -> anyhow::Result<()> {
         reps,
         scenarios: match &args.scenarios {
             Some(list) => scenarios::parse_scenarios(list)?,
-            None => scenarios::ALL.iter().map(|s| s.to_string()).collect(),
+            None => scenarios::ALL
+                .iter()
+                .filter(|s| !args.quick || !bench::peers::NOT_QUICK.contains(s))
+                .map(|s| s.to_string())
+                .collect(),
         },
         sizes: if args.quick {
             Sizes::quick()
@@ -188,5 +196,8 @@ fn meta(plan: &Plan, quick: bool) -> serde_json::Value {
             .map(|d| d.as_secs())
             .ok(),
         "ferry_bin": plan.ferry_bin,
+        "restic": first_line("restic", "version"),
+        "borg": first_line("borg", "--version"),
+        "syncthing": first_line("syncthing", "--version"),
     })
 }
