@@ -61,6 +61,8 @@ pub struct LauncherApp {
     /// What the sender's exclude patterns leave out of its source.
     pub exclusion_count: crate::exclusions::ExclusionCount,
     ids: HashMap<PathBuf, Result<DeviceId, String>>,
+    /// The sender's Backups view: browse and restore.
+    pub backups: crate::backups::Backups,
 }
 
 impl std::fmt::Debug for LauncherApp {
@@ -90,7 +92,7 @@ impl LauncherApp {
             .collect();
         LauncherApp {
             config_dir,
-            runtime,
+            runtime: runtime.clone(),
             saved: settings.clone(),
             settings,
             changed_at: None,
@@ -102,6 +104,7 @@ impl LauncherApp {
             config_file,
             exclusion_count: Default::default(),
             ids: HashMap::new(),
+            backups: crate::backups::Backups::new(runtime),
         }
     }
 

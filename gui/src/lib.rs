@@ -13,10 +13,12 @@
 //! - [`settings`]: what persists between launches, and the secret files.
 //! - [`agent`]: running a receiver or sender task, and its event stream.
 //! - [`app`]: the launcher's state and actions, without a window.
+//! - [`backups`]: the sender's Backups view (browse, restore), without a window.
 //! - [`ui`]: the panels that draw it.
 
 pub mod agent;
 pub mod app;
+pub mod backups;
 pub mod exclusions;
 pub mod form;
 pub mod settings;
