@@ -193,13 +193,40 @@ pub async fn list(origin: Origin, at: At, dir: Option<RelPath>) -> Result<Vec<Ro
     Ok(rows)
 }
 
-/// The direct children of `dir` among a subtree's versions.
+/// The direct children of `dir` among a subtree's versions. A directory
+/// known only from what it holds is listed too, without a time or mode: the
+/// receiver keeps one row per directory and updates it in place, so as of
+/// an earlier run a directory whose metadata changed later has no row.
 fn children(entries: Vec<VersionInfo>, dir: Option<&RelPath>) -> Vec<Row> {
-    entries
-        .into_iter()
-        .filter(|v| v.path.parent().as_ref() == dir)
-        .map(|v| row(&v))
-        .collect()
+    let depth = dir.map_or(0, |d| d.components().count());
+    let mut rows: Vec<Row> = Vec::new();
+    let mut implied = std::collections::BTreeSet::new();
+    for v in entries {
+        if v.path.parent().as_ref() == dir {
+            rows.push(row(&v));
+            continue;
+        }
+        let inside = dir.is_none_or(|d| v.path.starts_with(d));
+        let first: Vec<&[u8]> = v.path.components().take(depth + 1).collect();
+        if inside && first.len() == depth + 1 {
+            if let Ok(p) = RelPath::from_bytes(first.join(&b'/')) {
+                implied.insert(p);
+            }
+        }
+    }
+    for path in implied {
+        if rows.iter().all(|r| r.path != path) {
+            rows.push(Row {
+                name: name_of(&path),
+                path,
+                kind: RowKind::Dir,
+                mtime_ns: 0,
+                mode: 0,
+                run: None,
+            });
+        }
+    }
+    rows
 }
 
 fn name_of(path: &RelPath) -> String {
@@ -386,11 +413,18 @@ mod tests {
             version("a.txt", file.clone()),
             version("sub", VersionKind::Dir),
             version("sub/b.txt", file.clone()),
-            version("sub/deeper/c.txt", file),
+            version("sub/deeper/c.txt", file.clone()),
+            version("implied/d.txt", file),
         ];
         let names = |rows: Vec<Row>| rows.into_iter().map(|r| r.name).collect::<Vec<_>>();
-        assert_eq!(names(children(entries.clone(), None)), ["a.txt", "sub"]);
-        assert_eq!(names(children(entries, Some(&rel("sub")))), ["b.txt"]);
+        assert_eq!(
+            names(children(entries.clone(), None)),
+            ["a.txt", "sub", "implied"]
+        );
+        assert_eq!(
+            names(children(entries, Some(&rel("sub")))),
+            ["b.txt", "deeper"]
+        );
     }
 
     #[test]

@@ -57,9 +57,9 @@ pub mod names {
     pub fn expand(path: &str) -> String {
         format!("Expand {path}")
     }
-    /// A file's versions button: `Versions of sub/b.txt`.
+    /// A file's versions button: `Show versions of sub/b.txt`.
     pub fn versions(path: &str) -> String {
-        format!("Versions of {path}")
+        format!("Show versions of {path}")
     }
     /// A sub-folder in the chooser: `Go into docs`.
     pub fn go_into(name: &str) -> String {
@@ -292,7 +292,7 @@ fn entry_row(b: &Backups, ui: &mut Ui, row: &Row, indent: f32, actions: &mut Vec
         match &row.kind {
             RowKind::Dir => {
                 let open = b.expanded.contains(&path);
-                let arrow = if open { "▾" } else { "▸" };
+                let arrow = if open { "-" } else { "+" };
                 if ui
                     .add(Button::new(format!("{arrow} {}/", row.name)).frame(false))
                     .accessible_name(names::expand(&path))
@@ -306,10 +306,12 @@ fn entry_row(b: &Backups, ui: &mut Ui, row: &Row, indent: f32, actions: &mut Vec
                 ui.weak(human_bytes(*size));
             }
             RowKind::Symlink { target } => {
-                ui.label(format!("{} → {target}", row.name));
+                ui.label(format!("{} -> {target}", row.name));
             }
         }
-        ui.weak(format!("modified {}", when_ns(row.mtime_ns)));
+        if row.mtime_ns != 0 {
+            ui.weak(format!("modified {}", when_ns(row.mtime_ns)));
+        }
         if let RowKind::File { .. } = row.kind {
             if ui
                 .small_button("versions")
