@@ -62,6 +62,15 @@ Examples:
   The same for a sender configured in a file, as JSON:
     ferry versions -c /etc/ferry/sender.toml --json notes/todo.txt";
 
+pub const LS: &str = "\
+Examples:
+  The folder's top directory as the receiver holds it now:
+    ferry ls --host nas.local --folder Documents
+  One directory as of run 42 (see `ferry history --host`), as JSON:
+    ferry ls --host nas.local --folder Documents --run 42 --json notes
+  A directory as it was yesterday, from a local store:
+    ferry ls --store /mnt/backup --at 1day photos/2026";
+
 pub const RESTORE: &str = "\
 Examples:
   The latest state of the whole folder into ./restored:

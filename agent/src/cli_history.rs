@@ -1,5 +1,5 @@
 //! Part of the `ferry` binary (not the library): the `history`, `versions`,
-//! `restore` and `verify` subcommands.
+//! `restore` and `verify` subcommands (and what `ferry ls` shares with them).
 
 use std::fmt::Display;
 use std::io::Write;
@@ -74,7 +74,11 @@ impl RemoteArgs {
     /// host), as which sender and folder (defaults as for `ferry send`: the
     /// host name, the source's base name; a local store without either: the
     /// sender's only folder).
-    fn source(&self, store: Option<&Path>, config_store: bool) -> anyhow::Result<Option<Source>> {
+    pub(crate) fn source(
+        &self,
+        store: Option<&Path>,
+        config_store: bool,
+    ) -> anyhow::Result<Option<Source>> {
         let c = self.config()?;
         let name = match &c.name {
             Some(n) => Name::new(n.clone()).context("--name")?,
@@ -134,7 +138,7 @@ impl RemoteArgs {
 }
 
 /// Where the read commands get their answers.
-enum Source {
+pub(crate) enum Source {
     /// A receiver, over QUIC.
     Remote(Remote),
     /// A store on this machine, read directly.
@@ -145,7 +149,7 @@ impl Source {
     /// Opens the session; for a local store without a folder, `any_folder`
     /// takes the sender's first folder when it has several (its runs span
     /// them all).
-    async fn open(&self, any_folder: bool) -> Result<Client, ClientError> {
+    pub(crate) async fn open(&self, any_folder: bool) -> Result<Client, ClientError> {
         match self {
             Source::Remote(remote) => Client::connect(remote).await,
             Source::Local(local) => match Client::open_store(local).await {
@@ -163,7 +167,7 @@ impl Source {
 }
 
 /// The source of a read command, or the error saying how to give one.
-fn required(source: Option<Source>) -> anyhow::Result<Source> {
+pub(crate) fn required(source: Option<Source>) -> anyhow::Result<Source> {
     match source {
         Some(source) => Ok(source),
         None => bail!(
@@ -246,7 +250,7 @@ pub struct VerifyArgs {
     json: bool,
 }
 
-fn time(ms: i64) -> String {
+pub(crate) fn time(ms: i64) -> String {
     let t = if ms >= 0 {
         UNIX_EPOCH + Duration::from_millis(ms.unsigned_abs())
     } else {
@@ -255,7 +259,7 @@ fn time(ms: i64) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
-fn rel(path: &str) -> anyhow::Result<RelPath> {
+pub(crate) fn rel(path: &str) -> anyhow::Result<RelPath> {
     let trimmed = path.trim_start_matches("./").trim_end_matches('/');
     RelPath::from_bytes(trimmed.as_bytes())
         .with_context(|| format!("{path:?} is not a path in the folder (relative, no `..`)"))
@@ -299,7 +303,7 @@ pub(crate) fn out(line: impl Display) -> std::io::Result<()> {
     }
 }
 
-fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+pub(crate) fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
     out(serde_json::to_string(value)?)?;
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! The client side of read-only sessions: ask a receiver for this sender's
 //! runs, the versions of a path, a folder's tree as of a point, and fetch
-//! the bytes of a version. Authenticates exactly like a run (same identity,
+//! the bytes of a version, and browse a folder one directory at a time
+//! ([`Client::list`]). Authenticates exactly like a run (same identity,
 //! same receiver pin), but never pairs. The same questions can be put to a
 //! store on this machine ([`Client::open_store`]): the receiver's own
 //! request handlers answer them from the store, opened read-only.
@@ -10,6 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use ferry_proto::DirEntry;
 use ferry_proto::{
     At, Message, Name, NotServed, Open, RefuseCode, RelPath, Request, RunInfo, VersionInfo,
 };
@@ -116,6 +118,15 @@ pub struct RemoteTree {
     pub entries: Vec<VersionInfo>,
     /// The versions the receiver cannot serve, and why.
     pub not_served: Vec<NotServed>,
+}
+
+/// One directory of a folder as the receiver gave it ([`Client::listing`]).
+#[derive(Debug, Clone, Default)]
+pub struct Listing {
+    /// The run the point resolved to (`None`: the latest state).
+    pub run: Option<u64>,
+    /// The directory's children, sorted by name.
+    pub entries: Vec<DirEntry>,
 }
 
 /// An open read-only session: with a receiver, or on a local store.
@@ -229,7 +240,7 @@ impl Client {
             Session::Local(ctx) => {
                 return match ask_local(ctx, Request::Runs).await? {
                     Answer::Runs(runs) => Ok(runs),
-                    Answer::Versions(..) => Err(ClientError::Internal("versions for runs".into())),
+                    _ => Err(ClientError::Internal("another answer for runs".into())),
                 }
             }
             Session::Remote { control, .. } => control,
@@ -277,6 +288,48 @@ impl Client {
         self.version_list(request).await
     }
 
+    /// The immediate children of `dir` (`None`: the folder's root) as of
+    /// `at`, sorted by name (bytewise): each with its kind (a file's size
+    /// and hash, a symlink's target), mtime, mode, and the version id and
+    /// run that [`Client::versions`] lists and [`Fetcher::fetch`] takes. A
+    /// directory that did not exist then, or a file, has no children.
+    pub async fn list(
+        &mut self,
+        at: At,
+        dir: Option<&RelPath>,
+    ) -> Result<Vec<DirEntry>, ClientError> {
+        Ok(self.listing(at, dir).await?.entries)
+    }
+
+    /// As [`Client::list`], with the run `at` resolved to.
+    pub async fn listing(&mut self, at: At, dir: Option<&RelPath>) -> Result<Listing, ClientError> {
+        let request = Request::List {
+            at,
+            dir: dir.cloned(),
+        };
+        let control = match &mut self.session {
+            Session::Local(ctx) => {
+                return match ask_local(ctx, request).await? {
+                    Answer::Dir(run, entries) => Ok(Listing { run, entries }),
+                    _ => Err(ClientError::Internal("another answer for a listing".into())),
+                }
+            }
+            Session::Remote { control, .. } => control,
+        };
+        control.send.send(&Message::Request(request)).await?;
+        let mut out = Listing::default();
+        loop {
+            match answer(control).await? {
+                Message::DirList(batch) => out.entries.extend(batch),
+                Message::ListEnd { run } => {
+                    out.run = run;
+                    return Ok(out);
+                }
+                other => return Err(StreamError::unexpected("DirList", &other).into()),
+            }
+        }
+    }
+
     async fn version_list(&mut self, request: Request) -> Result<RemoteTree, ClientError> {
         let control = match &mut self.session {
             Session::Local(ctx) => {
@@ -286,7 +339,7 @@ impl Client {
                         entries,
                         not_served,
                     }),
-                    Answer::Runs(_) => Err(ClientError::Internal("runs for versions".into())),
+                    _ => Err(ClientError::Internal("another answer for versions".into())),
                 }
             }
             Session::Remote { control, .. } => control,

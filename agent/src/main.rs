@@ -2,6 +2,7 @@
 
 mod cli_help;
 mod cli_history;
+mod cli_ls;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -74,6 +75,10 @@ enum Command {
     /// List every stored version of one file (asks the receiver).
     #[command(after_help = cli_help::VERSIONS)]
     Versions(cli_history::VersionsArgs),
+    /// List one directory of the folder as of a run or a time (asks the
+    /// receiver, or reads a local store).
+    #[command(after_help = cli_help::LS)]
+    Ls(cli_ls::LsArgs),
     /// Restore files as of a run or a time, from the receiver or the local
     /// keep-copies.
     #[command(after_help = cli_help::RESTORE)]
@@ -384,6 +389,7 @@ async fn run(
         }
         Command::History(args) => cli_history::history(args).await,
         Command::Versions(args) => cli_history::versions(args).await,
+        Command::Ls(args) => cli_ls::ls(args).await,
         Command::Restore(args) => cli_history::restore(args, verbosity, &terminal).await,
         Command::Verify(args) => cli_history::verify(args, &terminal).await,
         Command::Send(args) => {

@@ -64,6 +64,7 @@
 
 mod apply;
 mod archive;
+mod browse;
 mod catalog;
 mod chunked;
 mod error;
@@ -87,6 +88,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use ferry_proto::{Hash, Name, RelPath, RunReport};
 
 pub use apply::{Applied, Op};
+pub use browse::DirListing;
 use catalog::{Catalog, VersionRow};
 pub use chunked::{BaseContent, Resumable};
 use error::io_err;

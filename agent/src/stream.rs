@@ -65,6 +65,7 @@ pub fn describe(message: &Message) -> String {
         Message::Bundle => "Bundle",
         Message::Zstream(_) => "Zstream",
         Message::NotServed(_) => "NotServed",
+        Message::DirList(_) => "DirList",
     };
     kind.to_string()
 }

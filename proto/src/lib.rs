@@ -118,8 +118,9 @@
 //! S→R  Open { protocol, name, folder, agent }
 //! R→S  Opened { sender } | Busy { retry_after_ms } | Refused { code, message }
 //! then, one at a time:
-//! S→R  Request(Runs | Versions { path } | Tree { at, under })
-//! R→S  RunList(..)* | VersionList(..)* NotServed(..)*, then ListEnd { run }
+//! S→R  Request(Runs | Versions { path } | Tree { at, under } | List { at, dir })
+//! R→S  RunList(..)* | VersionList(..)* NotServed(..)* | DirList(..)*,
+//!      then ListEnd { run }
 //!    | Refused { BadRequest, .. }    (e.g. a run of another folder or sender)
 //! ```
 //!
@@ -130,6 +131,16 @@
 //! version the receiver cannot serve (a damaged catalog row, bytes not kept
 //! or recorded outside the store) is not in the `VersionList`s but in a
 //! `NotServed` with the reason; the client reports it and restores the rest.
+//!
+//! `List` is for browsing a large folder one directory at a time: it gives
+//! the immediate children of `dir` (`None`: the folder's root) as of a point,
+//! as [`DirEntry`]s in bytewise name order across the `DirList` messages,
+//! each with its kind (a file's size and hash, a symlink's target), mtime,
+//! mode, and the version id and run that `Versions` and `Fetch` use; a child
+//! directory that was not stored itself but has entries below it is listed
+//! with no version. `ListEnd.run` names the run the point resolved to. A
+//! directory that does not exist at that point, or a file, has no children:
+//! the answer is an empty list, not a refusal.
 //!
 //! **Restore streams** — one bidirectional stream per file, opened by the
 //! client of a read-only session:
@@ -169,7 +180,7 @@
 //! - [`path`]: [`RelPath`] and [`Name`].
 //! - [`message`]: [`Message`] and its parts.
 //! - [`request`]: the payloads of read-only sessions ([`Open`], [`Request`],
-//!   [`RunInfo`], [`VersionInfo`]).
+//!   [`RunInfo`], [`VersionInfo`], [`DirEntry`]).
 //! - [`frame`]: length-prefixed framing and a tokio-util codec (feature
 //!   `codec`).
 //! - `fuzz_support` (hidden): the harnesses of the fuzz targets in
@@ -186,7 +197,7 @@ pub use frame::{FrameError, MAX_FRAME};
 pub use message::*;
 pub use path::{Name, NameRuleError, PathError, RelPath, MAX_COMPONENT_LEN, MAX_PATH_LEN};
 pub use request::{
-    At, NotServed, Open, Request, RunInfo, VersionInfo, VersionKind, MAX_LIST_BYTES,
+    At, DirEntry, NotServed, Open, Request, RunInfo, VersionInfo, VersionKind, MAX_LIST_BYTES,
 };
 
 /// The QUIC ALPN of this protocol version.

@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::path::{Name, RelPath};
-use crate::request::{NotServed, Open, Request, RunInfo, VersionInfo};
+use crate::request::{DirEntry, NotServed, Open, Request, RunInfo, VersionInfo};
 
 /// A blake3 hash of a file's whole content.
 pub type Hash = [u8; 32];
@@ -90,6 +90,9 @@ pub enum Message {
     /// versions of the tree that cannot be served, and why. The client
     /// reports each one and restores the rest.
     NotServed(Vec<NotServed>),
+    /// Receiver → sender: a batch of a directory's children answering
+    /// `Request::List`, in name order across batches.
+    DirList(Vec<DirEntry>),
 }
 
 /// The opening of a session.
@@ -536,6 +539,49 @@ mod tests {
                     reason: "r".into(),
                 }]),
                 "1c010301610172",
+            ),
+            (
+                Message::Request(Request::List {
+                    at: At::Run(5),
+                    dir: Some(path("d")),
+                }),
+                "11030105010164",
+            ),
+            (
+                Message::Request(Request::List {
+                    at: At::Latest,
+                    dir: None,
+                }),
+                "11030000",
+            ),
+            (
+                Message::DirList(vec![
+                    DirEntry {
+                        path: path("d/f"),
+                        kind: VersionKind::File {
+                            size: 2,
+                            hash: [9; 32],
+                        },
+                        mtime_ns: 1,
+                        mode: 0o644,
+                        version: Some(7),
+                        run: Some(3),
+                    },
+                    DirEntry {
+                        path: path("l"),
+                        kind: VersionKind::Symlink {
+                            target: b"t".to_vec(),
+                        },
+                        mtime_ns: -1,
+                        mode: 0,
+                        version: None,
+                        run: None,
+                    },
+                ]),
+                "1d0203642f660002\
+                 0909090909090909090909090909090909090909090909090909090909090909\
+                 02a40301070103\
+                 016c02017401000000",
             ),
         ];
         for (message, expected) in cases {

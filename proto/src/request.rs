@@ -38,6 +38,11 @@ pub enum Request {
     /// empty), in path order. Answered with `VersionList`*, `NotServed`*
     /// then `ListEnd` (whose `run` names the run the point resolved to).
     Tree { at: At, under: Vec<RelPath> },
+    /// The immediate children of one directory of the folder (`None`: the
+    /// folder's root) as of a point, sorted by name (bytewise). Answered
+    /// with `DirList`* then `ListEnd` (whose `run` names the run the point
+    /// resolved to).
+    List { at: At, dir: Option<RelPath> },
 }
 
 /// A point in a folder's history.
@@ -114,8 +119,39 @@ pub struct NotServed {
     pub reason: String,
 }
 
+/// One child of a directory as of a point (answering [`Request::List`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirEntry {
+    /// The child's path in the folder (the listed directory, then its name).
+    pub path: RelPath,
+    pub kind: VersionKind,
+    /// ns since the Unix epoch.
+    pub mtime_ns: i64,
+    /// Permission bits as sent.
+    pub mode: u32,
+    /// The version the child is at that point: what `Versions` lists and a
+    /// `Fetch` names. A directory's row is kept and updated in place, so a
+    /// directory whose metadata changed after the point shows its newer
+    /// metadata and that version; a directory that has no row at all (only
+    /// entries below it were stored) has `None`, and mtime and mode 0.
+    pub version: Option<u64>,
+    /// The run that stored that version (`None` with `version`).
+    pub run: Option<u64>,
+}
+
+impl DirEntry {
+    /// The child's name: the last component of its path.
+    pub fn name(&self) -> &[u8] {
+        let bytes = self.path.as_bytes();
+        match bytes.iter().rposition(|&b| b == b'/') {
+            Some(slash) => &bytes[slash + 1..],
+            None => bytes,
+        }
+    }
+}
+
 /// Largest encoded size of the items of one `RunList` or `VersionList`
-/// message, so that a list always fits a frame.
+/// message (or of one `DirList`), so that a list always fits a frame.
 pub const MAX_LIST_BYTES: usize = 128 * 1024;
 
 #[cfg(test)]

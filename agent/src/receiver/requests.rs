@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_proto::{
-    FailCode, Failure, Message, NotServed, Open, Refusal, RefuseCode, Request, RunInfo,
+    DirEntry, FailCode, Failure, Message, NotServed, Open, Refusal, RefuseCode, Request, RunInfo,
     VersionInfo, VersionKind, MAX_DATA, MAX_LIST_BYTES,
 };
 use tokio_util::sync::CancellationToken;
@@ -181,6 +181,9 @@ async fn answer_requests(
                 }
                 send_lists(control, not_served, Message::NotServed, run).await?
             }
+            Ok(Answer::Dir(run, entries)) => {
+                send_lists(control, entries, Message::DirList, run).await?
+            }
             Err(message) => refused(control, message).await?,
         }
     }
@@ -235,6 +238,8 @@ pub(crate) enum Answer {
     /// The versions (or the tree and the run it resolved to), and the tree's
     /// versions that cannot be served.
     Versions(Option<u64>, Vec<VersionInfo>, Vec<NotServed>),
+    /// A directory's children, and the run the point resolved to.
+    Dir(Option<u64>, Vec<DirEntry>),
 }
 
 /// Answers one request from the session's namespace (blocking); `Err` is
@@ -272,6 +277,12 @@ pub(crate) fn answer(ctx: &Ctx, request: Request) -> Result<Answer, String> {
                 tree.entries.into_iter().filter_map(info).collect(),
                 tree.skipped.into_iter().map(not_served).collect(),
             ))
+        }
+        Request::List { at, dir } => {
+            let listing = store
+                .list_dir(ns, at, dir.as_ref())
+                .map_err(|e| crate::chain::chain(&e))?;
+            Ok(Answer::Dir(listing.run, listing.entries))
         }
     }
 }
@@ -546,7 +557,7 @@ mod tests {
     fn tree(ctx: &Ctx, at: At) -> Result<(Option<u64>, Vec<VersionInfo>), String> {
         match answer(ctx, Request::Tree { at, under: vec![] })? {
             Answer::Versions(run, v, _) => Ok((run, v)),
-            Answer::Runs(_) => Err("runs".into()),
+            _ => Err("another answer".into()),
         }
     }
 

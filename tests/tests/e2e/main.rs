@@ -2,6 +2,7 @@
 //! 127.0.0.1, real files, real SQLite. One test binary, one module per
 //! subject, shared helpers in `util`.
 
+mod browse;
 mod copies;
 mod crash;
 mod delta;
