@@ -66,6 +66,8 @@ pub struct Backups {
     pub store_dir: String,
     /// Where the answers shown come from (`None` until loaded).
     pub origin: Option<Origin>,
+    /// The read-only session with it, kept between questions.
+    session: Option<work::Session>,
     /// Said above everything else (e.g. "the receiver cannot be reached:
     /// showing the local copies").
     pub notice: Option<String>,
@@ -131,6 +133,7 @@ impl Backups {
             generation: 0,
             store_dir: String::new(),
             origin: None,
+            session: None,
             notice: None,
             error: None,
             runs: None,
@@ -189,6 +192,9 @@ impl Backups {
             Ok(origin) => origin,
             Err(e) => {
                 self.origin = None;
+                if let Some(old) = self.session.take() {
+                    self.runtime.spawn(old.close());
+                }
                 self.error = Some(e);
                 return;
             }
@@ -224,9 +230,14 @@ impl Backups {
 
     fn ask_runs(&mut self, origin: Origin) {
         self.origin = Some(origin.clone());
+        if let Some(old) = self.session.take() {
+            self.runtime.spawn(old.close());
+        }
+        let session = work::Session::new(origin);
+        self.session = Some(session.clone());
         self.runs = Some(Loading::Pending);
         let generation = self.generation;
-        self.spawn(async move { Reply::Runs(generation, work::runs(origin).await) });
+        self.spawn(async move { Reply::Runs(generation, work::runs(session).await) });
     }
 
     fn clear_browser(&mut self) {
@@ -260,7 +271,7 @@ impl Backups {
     }
 
     fn ask_dir(&mut self, key: String) {
-        let (Some(origin), Some(at)) = (self.origin.clone(), self.at) else {
+        let (Some(session), Some(at)) = (self.session.clone(), self.at) else {
             return;
         };
         let dir = match key.as_str() {
@@ -272,7 +283,7 @@ impl Backups {
         };
         self.dirs.insert(key.clone(), Loading::Pending);
         let generation = self.generation;
-        self.spawn(async move { Reply::Dir(generation, key, work::list(origin, at, dir).await) });
+        self.spawn(async move { Reply::Dir(generation, key, work::list(session, at, dir).await) });
     }
 
     /// Expands or collapses the directory `path`; its entries are asked for
@@ -291,7 +302,7 @@ impl Backups {
 
     /// Shows the versions of the file `path`.
     pub fn show_versions(&mut self, path: &RelPath) {
-        let Some(origin) = self.origin.clone() else {
+        let Some(session) = self.session.clone() else {
             return;
         };
         let key = path.to_string();
@@ -299,7 +310,7 @@ impl Backups {
         let generation = self.generation;
         let path = path.clone();
         self.spawn(
-            async move { Reply::Versions(generation, key, work::versions(origin, path).await) },
+            async move { Reply::Versions(generation, key, work::versions(session, path).await) },
         );
     }
 
@@ -342,7 +353,7 @@ impl Backups {
             self.error = Some(format!("Cannot restore: {why}"));
             return;
         }
-        let (Some(origin), Some(at)) = (self.origin.clone(), self.at) else {
+        let (Some(session), Some(at)) = (self.session.clone(), self.at) else {
             return;
         };
         self.error = None;
@@ -350,13 +361,13 @@ impl Backups {
         let status = SenderStatus::new();
         self.restoring = Some(Restoring {
             dest: dest.clone(),
-            from: origin.describe(),
+            from: session.origin().describe(),
             status: status.clone(),
             started: Instant::now(),
             result: None,
         });
         let job = work::RestoreJob {
-            origin,
+            session,
             at,
             paths: self.selected.values().cloned().collect(),
             dest,

@@ -9,10 +9,10 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use ferry_agent::history::{Client, ClientError, LocalStore, Remote};
+use ferry_agent::history::{Client, ClientError, Fetcher, LocalStore, Remote, RemoteTree};
 use ferry_agent::restore::{self, Destination, RestoreSummary};
 use ferry_agent::status::SenderStatus;
-use ferry_proto::{At, RefuseCode, RelPath, RunInfo, VersionInfo, VersionKind};
+use ferry_proto::{At, DirEntry, RefuseCode, RelPath, RunInfo, VersionInfo, VersionKind};
 
 /// Where the view's answers come from.
 #[derive(Debug, Clone)]
@@ -145,45 +145,144 @@ async fn open(origin: &Origin) -> Result<Client, ClientError> {
     }
 }
 
+/// A read-only session with one origin, opened on the first question and
+/// kept for the next ones (one handshake per view, not per click); a kept
+/// session that broke is opened again once.
+#[derive(Clone)]
+pub struct Session {
+    origin: Origin,
+    client: Arc<tokio::sync::Mutex<Option<Client>>>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("origin", &self.origin)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A question for a session.
+enum Ask {
+    Runs,
+    List(At, Option<RelPath>),
+    Versions(RelPath),
+    Tree(At, Vec<RelPath>),
+}
+
+/// Its answer.
+enum Got {
+    Runs(Vec<RunInfo>),
+    List(Vec<DirEntry>),
+    Versions(Vec<VersionInfo>),
+    Tree(RemoteTree, Fetcher),
+}
+
+async fn ask_client(client: &mut Client, origin: &Origin, ask: &Ask) -> Result<Got, ClientError> {
+    Ok(match ask {
+        Ask::Runs => {
+            let folder = match (origin, client.local_folder()) {
+                (_, Some(folder)) => Some(folder.clone()),
+                (Origin::Receiver(r), None) => Some(r.folder.clone()),
+                _ => None,
+            };
+            let mut runs = client.runs().await?;
+            if let Some(folder) = folder {
+                runs.retain(|r| r.folder == folder);
+            }
+            runs.sort_by_key(|r| std::cmp::Reverse(r.id));
+            Got::Runs(runs)
+        }
+        Ask::List(at, dir) => Got::List(client.list(*at, dir.as_ref()).await?),
+        Ask::Versions(path) => Got::Versions(client.versions(path).await?),
+        Ask::Tree(at, paths) => {
+            let tree = client.tree_report(*at, paths).await?;
+            Got::Tree(tree, client.fetcher())
+        }
+    })
+}
+
+/// Worth opening a kept session again for: it may just have gone stale.
+fn broken(e: &ClientError) -> bool {
+    matches!(
+        e,
+        ClientError::Connection(_) | ClientError::Protocol(_) | ClientError::Transport(_)
+    )
+}
+
+impl Session {
+    /// A session with `origin`, not opened yet.
+    pub fn new(origin: Origin) -> Session {
+        Session {
+            origin,
+            client: Arc::new(tokio::sync::Mutex::new(None)),
+        }
+    }
+
+    /// Where it asks.
+    pub fn origin(&self) -> &Origin {
+        &self.origin
+    }
+
+    async fn ask(&self, ask: Ask) -> Result<Got, Failure> {
+        let origin = &self.origin;
+        let mut slot = self.client.lock().await;
+        let mut reopened = slot.is_none();
+        loop {
+            if slot.is_none() {
+                *slot = Some(open(origin).await.map_err(|e| failure(origin, &e))?);
+            }
+            let Some(client) = slot.as_mut() else {
+                continue;
+            };
+            match ask_client(client, origin, &ask).await {
+                Ok(got) => return Ok(got),
+                Err(e) => {
+                    if let Some(client) = slot.take() {
+                        client.close().await;
+                    }
+                    if reopened || !broken(&e) {
+                        return Err(failure(origin, &e));
+                    }
+                    reopened = true;
+                }
+            }
+        }
+    }
+
+    /// Ends the session cleanly (the view moved on to another origin).
+    pub async fn close(self) {
+        if let Some(client) = self.client.lock().await.take() {
+            client.close().await;
+        }
+    }
+}
+
 /// The folder's runs, newest first (the local copies have none).
-pub async fn runs(origin: Origin) -> Result<Vec<RunInfo>, Failure> {
-    if let Origin::Copies(_) = origin {
+pub async fn runs(session: Session) -> Result<Vec<RunInfo>, Failure> {
+    if let Origin::Copies(_) = session.origin {
         return Ok(Vec::new());
     }
-    let mut client = open(&origin).await.map_err(|e| failure(&origin, &e))?;
-    let folder = match (&origin, client.local_folder()) {
-        (_, Some(folder)) => Some(folder.clone()),
-        (Origin::Receiver(r), None) => Some(r.folder.clone()),
-        _ => None,
-    };
-    let runs = client.runs().await.map_err(|e| failure(&origin, &e));
-    client.close().await;
-    let mut runs = runs?;
-    if let Some(folder) = folder {
-        runs.retain(|r| r.folder == folder);
+    match session.ask(Ask::Runs).await? {
+        Got::Runs(runs) => Ok(runs),
+        _ => Err(Failure::plain("internal error: another answer for runs")),
     }
-    runs.sort_by_key(|r| std::cmp::Reverse(r.id));
-    Ok(runs)
 }
 
 /// The entries of `dir` (`None`: the root) as of `at`, directories first,
 /// then by name.
-pub async fn list(origin: Origin, at: At, dir: Option<RelPath>) -> Result<Vec<Row>, Failure> {
-    let mut rows = match &origin {
+pub async fn list(session: Session, at: At, dir: Option<RelPath>) -> Result<Vec<Row>, Failure> {
+    let mut rows = match &session.origin {
         Origin::Copies(root) => {
             let root = root.clone();
             tokio::task::spawn_blocking(move || list_copies(&root, dir.as_ref()))
                 .await
                 .map_err(|e| Failure::plain(format!("internal error: {e}")))??
         }
-        _ => {
-            let mut client = open(&origin).await.map_err(|e| failure(&origin, &e))?;
-            let under: Vec<RelPath> = dir.iter().cloned().collect();
-            let tree = client.tree(at, &under).await;
-            client.close().await;
-            let (_, entries) = tree.map_err(|e| failure(&origin, &e))?;
-            children(entries, dir.as_ref())
-        }
+        _ => match session.ask(Ask::List(at, dir)).await? {
+            Got::List(entries) => entries.into_iter().map(row_of).collect(),
+            _ => return Err(Failure::plain("internal error: another answer for a list")),
+        },
     };
     rows.sort_by(|a, b| {
         (a.kind != RowKind::Dir)
@@ -193,61 +292,21 @@ pub async fn list(origin: Origin, at: At, dir: Option<RelPath>) -> Result<Vec<Ro
     Ok(rows)
 }
 
-/// The direct children of `dir` among a subtree's versions. A directory
-/// known only from what it holds is listed too, without a time or mode: the
-/// receiver keeps one row per directory and updates it in place, so as of
-/// an earlier run a directory whose metadata changed later has no row.
-fn children(entries: Vec<VersionInfo>, dir: Option<&RelPath>) -> Vec<Row> {
-    let depth = dir.map_or(0, |d| d.components().count());
-    let mut rows: Vec<Row> = Vec::new();
-    let mut implied = std::collections::BTreeSet::new();
-    for v in entries {
-        if v.path.parent().as_ref() == dir {
-            rows.push(row(&v));
-            continue;
-        }
-        let inside = dir.is_none_or(|d| v.path.starts_with(d));
-        let first: Vec<&[u8]> = v.path.components().take(depth + 1).collect();
-        if inside && first.len() == depth + 1 {
-            if let Ok(p) = RelPath::from_bytes(first.join(&b'/')) {
-                implied.insert(p);
-            }
-        }
-    }
-    for path in implied {
-        if rows.iter().all(|r| r.path != path) {
-            rows.push(Row {
-                name: name_of(&path),
-                path,
-                kind: RowKind::Dir,
-                mtime_ns: 0,
-                mode: 0,
-                run: None,
-            });
-        }
-    }
-    rows
-}
-
-fn name_of(path: &RelPath) -> String {
-    let last = path.components().last().unwrap_or_default();
-    String::from_utf8_lossy(last).into_owned()
-}
-
-fn row(v: &VersionInfo) -> Row {
+/// One listed entry as a row.
+fn row_of(e: DirEntry) -> Row {
     Row {
-        path: v.path.clone(),
-        name: name_of(&v.path),
-        kind: match &v.kind {
-            VersionKind::File { size, .. } => RowKind::File { size: *size },
+        name: String::from_utf8_lossy(e.name()).into_owned(),
+        kind: match e.kind {
+            VersionKind::File { size, .. } => RowKind::File { size },
             VersionKind::Dir => RowKind::Dir,
             VersionKind::Symlink { target } => RowKind::Symlink {
-                target: String::from_utf8_lossy(target).into_owned(),
+                target: String::from_utf8_lossy(&target).into_owned(),
             },
         },
-        mtime_ns: v.mtime_ns,
-        mode: v.mode,
-        run: Some(v.run),
+        path: e.path,
+        mtime_ns: e.mtime_ns,
+        mode: e.mode,
+        run: e.run,
     }
 }
 
@@ -310,22 +369,24 @@ fn list_copies(root: &Path, dir: Option<&RelPath>) -> Result<Vec<Row>, Failure> 
 }
 
 /// Every stored version of `path`, newest first.
-pub async fn versions(origin: Origin, path: RelPath) -> Result<Vec<VersionInfo>, Failure> {
-    if let Origin::Copies(_) = origin {
+pub async fn versions(session: Session, path: RelPath) -> Result<Vec<VersionInfo>, Failure> {
+    if let Origin::Copies(_) = session.origin {
         return Err(Failure::plain(
             "The local copies hold only the version last sent; earlier versions are on the receiver.",
         ));
     }
-    let mut client = open(&origin).await.map_err(|e| failure(&origin, &e))?;
-    let versions = client.versions(&path).await;
-    client.close().await;
-    versions.map_err(|e| failure(&origin, &e))
+    match session.ask(Ask::Versions(path)).await? {
+        Got::Versions(v) => Ok(v),
+        _ => Err(Failure::plain(
+            "internal error: another answer for versions",
+        )),
+    }
 }
 
 /// What to restore, and where.
 #[derive(Debug, Clone)]
 pub struct RestoreJob {
-    pub origin: Origin,
+    pub session: Session,
     pub at: At,
     /// The files and folders chosen (each folder with all it holds).
     pub paths: Vec<RelPath>,
@@ -343,89 +404,32 @@ pub async fn restore(job: RestoreJob, status: Arc<SenderStatus>) -> Result<Resto
             .map(Arc::new)
             .map_err(|e| ferry_agent::chain::chain(&e))
     };
-    match &job.origin {
-        Origin::Copies(copies) => {
-            let copies = copies.clone();
-            let paths = job.paths.clone();
-            tokio::task::spawn_blocking(move || {
-                let dest = make_dest()?;
-                restore::restore_from_copies(&copies, &paths, &dest, &status.progress)
-                    .map_err(|e| ferry_agent::chain::chain(&e))
-            })
-            .await
-            .map_err(|e| format!("internal error: {e}"))?
-        }
-        origin => {
-            let mut client = open(origin)
-                .await
-                .map_err(|e| failure(origin, &e).message)?;
-            let tree = match client.tree_report(job.at, &job.paths).await {
-                Ok(tree) => tree,
-                Err(e) => {
-                    client.close().await;
-                    return Err(failure(origin, &e).message);
-                }
-            };
-            let dest = match tokio::task::spawn_blocking(make_dest).await {
-                Ok(Ok(dest)) => dest,
-                Ok(Err(e)) => {
-                    client.close().await;
-                    return Err(e);
-                }
-                Err(e) => return Err(format!("internal error: {e}")),
-            };
-            let summary = restore::restore_remote_tree(&client.fetcher(), tree, dest, status).await;
-            client.close().await;
-            Ok(summary)
-        }
+    if let Origin::Copies(copies) = &job.session.origin {
+        let copies = copies.clone();
+        let paths = job.paths.clone();
+        return tokio::task::spawn_blocking(move || {
+            let dest = make_dest()?;
+            restore::restore_from_copies(&copies, &paths, &dest, &status.progress)
+                .map_err(|e| ferry_agent::chain::chain(&e))
+        })
+        .await
+        .map_err(|e| format!("internal error: {e}"))?;
     }
+    let (tree, fetcher) = match job.session.ask(Ask::Tree(job.at, job.paths)).await {
+        Ok(Got::Tree(tree, fetcher)) => (tree, fetcher),
+        Ok(_) => return Err("internal error: another answer for a tree".into()),
+        Err(f) => return Err(f.message),
+    };
+    // Only now that there is something to restore.
+    let dest = tokio::task::spawn_blocking(make_dest)
+        .await
+        .map_err(|e| format!("internal error: {e}"))??;
+    Ok(restore::restore_remote_tree(&fetcher, tree, dest, status).await)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn rel(s: &str) -> RelPath {
-        RelPath::from_bytes(s.as_bytes()).unwrap()
-    }
-
-    fn version(path: &str, kind: VersionKind) -> VersionInfo {
-        VersionInfo {
-            id: 1,
-            path: rel(path),
-            kind,
-            mtime_ns: 0,
-            mode: 0o644,
-            run: 3,
-            stored_ms: 0,
-            replaced_run: None,
-            deleted: false,
-        }
-    }
-
-    #[test]
-    fn children_are_the_direct_entries_of_a_directory() {
-        let file = VersionKind::File {
-            size: 5,
-            hash: [0; 32],
-        };
-        let entries = vec![
-            version("a.txt", file.clone()),
-            version("sub", VersionKind::Dir),
-            version("sub/b.txt", file.clone()),
-            version("sub/deeper/c.txt", file.clone()),
-            version("implied/d.txt", file),
-        ];
-        let names = |rows: Vec<Row>| rows.into_iter().map(|r| r.name).collect::<Vec<_>>();
-        assert_eq!(
-            names(children(entries.clone(), None)),
-            ["a.txt", "sub", "implied"]
-        );
-        assert_eq!(
-            names(children(entries, Some(&rel("sub")))),
-            ["b.txt", "deeper"]
-        );
-    }
 
     #[test]
     fn the_copies_bookkeeping_is_not_listed() {
