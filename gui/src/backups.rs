@@ -68,6 +68,7 @@ pub struct Backups {
     pub origin: Option<Origin>,
     /// The read-only session with it, kept between questions.
     session: Option<work::Session>,
+    opening: work::Opening,
     /// Said above everything else (e.g. "the receiver cannot be reached:
     /// showing the local copies").
     pub notice: Option<String>,
@@ -97,6 +98,8 @@ pub struct Backups {
     pub restoring: Option<Restoring>,
     /// The sender's keep-copies directory, if it keeps one.
     copies: Option<PathBuf>,
+    /// What the shown answers were asked from (see [`Backups::outdated`]).
+    loaded: Option<String>,
     /// "Open folder"; tests replace it.
     pub opener: Opener,
     /// Whether the view is shown (instead of the sender's form).
@@ -134,6 +137,7 @@ impl Backups {
             store_dir: String::new(),
             origin: None,
             session: None,
+            opening: Default::default(),
             notice: None,
             error: None,
             runs: None,
@@ -148,6 +152,7 @@ impl Backups {
             chooser: None,
             restoring: None,
             copies: None,
+            loaded: None,
             opener: xdg_open,
             open: false,
         }
@@ -187,6 +192,7 @@ impl Backups {
         self.runs = None;
         self.at = None;
         self.clear_browser();
+        self.loaded = Some(self.key(form));
         self.copies = optional_path(&form.keep_copies);
         let origin = match origin_of(form, &self.store_dir) {
             Ok(origin) => origin,
@@ -207,8 +213,40 @@ impl Backups {
         self.ask_runs(origin);
     }
 
+    /// What the answers depend on: the sender form's receiver, source,
+    /// name, state and copies, and the store typed.
+    fn key(&self, form: &SenderForm) -> String {
+        let f = form;
+        [
+            &f.host,
+            &f.port,
+            &f.receiver_id,
+            &f.source,
+            &f.name,
+            &f.state,
+            &f.keep_copies,
+            &self.store_dir,
+        ]
+        .map(|s| s.trim())
+        .join("\n")
+    }
+
+    /// Whether anything was loaded yet (or tried).
+    pub fn is_loaded(&self) -> bool {
+        self.loaded.is_some()
+    }
+
+    /// True if what is shown was asked of another receiver, folder or store
+    /// than the form and the store field now name.
+    pub fn outdated(&self, form: &SenderForm) -> bool {
+        self.loaded
+            .as_ref()
+            .is_some_and(|loaded| *loaded != self.key(form))
+    }
+
     /// Browses the local keep-copies directory instead of the receiver.
     pub fn use_copies(&mut self, form: &SenderForm) {
+        self.loaded = Some(self.key(form));
         self.generation += 1;
         self.notice = None;
         self.error = None;
@@ -233,7 +271,7 @@ impl Backups {
         if let Some(old) = self.session.take() {
             self.runtime.spawn(old.close());
         }
-        let session = work::Session::new(origin);
+        let session = work::Session::new(origin, self.opening.clone());
         self.session = Some(session.clone());
         self.runs = Some(Loading::Pending);
         let generation = self.generation;

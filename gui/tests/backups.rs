@@ -301,7 +301,7 @@ fn browse_a_run_and_restore_two_files_and_a_folder_as_they_were() {
     let summary = summary.unwrap().unwrap();
     assert_eq!((summary.files, summary.dirs), (4, 1), "{summary:?}");
     assert!(summary.skipped.is_empty() && summary.problems.is_empty());
-    let line = "Restored 4 files (2.9 MiB), 0 symlinks, 1 folders; 0 skipped; 0 failed";
+    let line = "Restored 4 files (2.9 MiB), 0 symlinks, 1 folder; 0 skipped; 0 failed";
     assert!(h.query_by_label(line).is_some(), "{line}");
 
     // Byte for byte, modes and mtimes included, as of run 1.
@@ -516,7 +516,11 @@ fn errors_show_in_plain_words_in_the_view() {
     std::fs::create_dir(&other).unwrap();
     h.state_mut().shutdown();
     h.state_mut().settings.sender.source = path(&other);
-    open_view(&mut h);
+    click(&mut h, names::TAB);
+    // What is shown was asked about the other folder: the view says so.
+    assert!(h.query_by_label(names::OUTDATED).is_some());
+    click(&mut h, names::LOAD);
+    assert!(h.query_by_label(names::OUTDATED).is_none());
     step_until(&mut h, "the wrong-folder notice", |h| {
         h.query_by_label_contains("No runs of this folder")
             .is_some()

@@ -152,7 +152,13 @@ async fn open(origin: &Origin) -> Result<Client, ClientError> {
 pub struct Session {
     origin: Origin,
     client: Arc<tokio::sync::Mutex<Option<Client>>>,
+    opening: Opening,
 }
+
+/// Held while a session opens: one at a time per view, because two first
+/// contacts at once would both write the receiver pins file (its atomic
+/// write uses one temporary name) and one of them fail.
+pub type Opening = Arc<tokio::sync::Mutex<()>>;
 
 impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -211,11 +217,13 @@ fn broken(e: &ClientError) -> bool {
 }
 
 impl Session {
-    /// A session with `origin`, not opened yet.
-    pub fn new(origin: Origin) -> Session {
+    /// A session with `origin`, not opened yet; `opening` is shared by
+    /// all the view's sessions.
+    pub fn new(origin: Origin, opening: Opening) -> Session {
         Session {
             origin,
             client: Arc::new(tokio::sync::Mutex::new(None)),
+            opening,
         }
     }
 
@@ -230,6 +238,7 @@ impl Session {
         let mut reopened = slot.is_none();
         loop {
             if slot.is_none() {
+                let _one = self.opening.lock().await;
                 *slot = Some(open(origin).await.map_err(|e| failure(origin, &e))?);
             }
             let Some(client) = slot.as_mut() else {

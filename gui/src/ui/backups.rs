@@ -45,6 +45,9 @@ pub mod names {
     pub const PROGRESS: &str = "Restore progress";
     /// Open the restored folder.
     pub const OPEN: &str = "Open folder";
+    /// Said when the form or the store changed since the last load.
+    pub const OUTDATED: &str = "The sender form or the store changed since these backups were \
+        loaded: press \"Load backups\" to see the ones it names now";
     /// A run's button: `Run 7`.
     pub fn run(id: u64) -> String {
         format!("Run {id}")
@@ -91,8 +94,21 @@ pub fn show(app: &mut LauncherApp, ui: &mut Ui) {
     if b.busy() {
         ui.ctx().request_repaint_after(super::REFRESH);
     }
+    if !b.is_loaded() {
+        b.load(&app.settings.sender);
+    }
     ui.heading("Backups of this folder");
     source_row(app, ui);
+    if app.backups.outdated(&app.settings.sender) {
+        ui.add(
+            egui::Label::new(
+                RichText::new(names::OUTDATED)
+                    .strong()
+                    .color(fields::error_color(ui)),
+            )
+            .wrap(),
+        );
+    }
     let b = &mut app.backups;
     if let Some(origin) = &b.origin {
         ui.label(format!("Reading from {}", origin.describe()));
@@ -417,12 +433,15 @@ fn restore(b: &mut Backups, ui: &mut Ui, source: &str) {
             }
             Some(Err(e)) => fields::error_line(ui, &format!("The restore failed: {e}")),
             Some(Ok(summary)) => {
+                let plural = |n: u64, one: &str, many: &str| {
+                    format!("{n} {}", if n == 1 { one } else { many })
+                };
                 ui.label(format!(
-                    "Restored {} files ({}), {} symlinks, {} folders; {} skipped; {} failed",
-                    summary.files,
+                    "Restored {} ({}), {}, {}; {} skipped; {} failed",
+                    plural(summary.files, "file", "files"),
                     human_bytes(summary.bytes),
-                    summary.links,
-                    summary.dirs,
+                    plural(summary.links, "symlink", "symlinks"),
+                    plural(summary.dirs, "folder", "folders"),
                     summary.skipped.len(),
                     summary.problems.len()
                 ));
