@@ -21,8 +21,8 @@
 //! - [`compress`]: zstd per piece of content, when it shrinks it.
 //! - [`copies`]: the sender's local copies of what it sent.
 //! - [`sparse`]: holes kept when content is written, skipped when it is read.
-//! - [`history`]: the client of read-only sessions: runs, versions, trees and
-//!   version bytes from the receiver.
+//! - [`history`]: the client of read-only sessions: runs, versions, trees,
+//!   one directory's listing and version bytes from the receiver.
 //! - [`restore`]: writing a tree (from the receiver or the local copies) into
 //!   a destination, verified and atomic.
 //! - [`receiver`]: the receiver: accept loop, admission, per-connection sessions.

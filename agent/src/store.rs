@@ -56,6 +56,8 @@
 //! - `archive`: moving what is in the way into the versions area.
 //! - `history`: the tree as of a run or a time, versions by id, the admin's
 //!   read-only view of the runs.
+//! - `browse`: one directory's children as of a point ([`DirListing`]), by
+//!   index lookups.
 //! - `locate`: where a version's bytes are (the catalog's rules).
 //! - `reserve`: space kept back so runs open and end on a full disk.
 //! - `retention`: the receiver's retention policy and pruning.

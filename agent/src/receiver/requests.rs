@@ -603,6 +603,28 @@ mod tests {
     }
 
     #[test]
+    fn a_listing_holds_only_the_senders_own_entries() {
+        let (_dir, alice, bob) = two_senders();
+        let list = |ctx: &Ctx, at: At| match answer(ctx, Request::List { at, dir: None }) {
+            Ok(Answer::Dir(run, entries)) => Ok((run, entries)),
+            Ok(_) => Err("another answer".to_string()),
+            Err(e) => Err(e),
+        };
+        let (_, alice_tree) = tree(&alice, At::Latest).unwrap();
+        let (run, entries) = list(&alice, At::Latest).unwrap();
+        assert_eq!(run, None);
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].name(), b"secret.txt");
+        assert_eq!(entries[0].version, Some(alice_tree[0].id));
+        let (_, bobs) = list(&bob, At::Latest).unwrap();
+        assert_eq!(bobs.len(), 1);
+        assert_ne!(bobs[0].version, entries[0].version);
+        // Alice's run is not Bob's: refused, as for a tree.
+        let err = list(&bob, At::Run(entries[0].run.unwrap())).unwrap_err();
+        assert!(err.contains("not a run of bob/docs"), "{err}");
+    }
+
+    #[test]
     fn a_symlinked_parent_never_leads_out_of_the_store() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
