@@ -360,6 +360,16 @@ fn browse_a_run_and_restore_two_files_and_a_folder_as_they_were() {
         .query_by_label_contains("Cannot reach the receiver at 127.0.0.1:")
         .is_some());
     assert!(h.query_by_label("The folder as last sent").is_some());
+    // The copies keep no history: a file's versions say where they are.
+    click(&mut h, &names::expand("docs"));
+    step_until(&mut h, "docs in the copies", |h| {
+        h.query_by_label(&names::versions("docs/x.md")).is_some()
+    });
+    click(&mut h, &names::versions("docs/x.md"));
+    step_until(&mut h, "the copies' answer", |h| {
+        h.query_by_label_contains("earlier versions are on the receiver")
+            .is_some()
+    });
     click(&mut h, &names::select("docs"));
     let from_copies = dir.path().join("from-copies");
     h.state_mut().backups.restore_to = path(&from_copies);
