@@ -2,16 +2,17 @@
 //! a directory as of a point, found by index lookups on `versions_path`
 //! rather than by reading the folder's whole tree.
 //!
-//! The children are found by a skip-scan over `(sender_id, folder, path)`:
-//! seek to the first path after the directory's prefix, take the child's
-//! name from it, then seek past that child (its own row: to the path just
-//! after it; a path below it: past its whole subtree, `child + "0"`, `'0'`
-//! being the byte after `'/'`). A child's rows are then one lookup of its
-//! exact path. A directory of `n` children and any number of descendants
-//! costs at most `2n + 1` seeks and `n` lookups.
+//! The directory's rows are read in index order (`path`, then `id`) from
+//! its prefix on. A row of a child itself (no `/` after the prefix) is kept;
+//! the first row *below* a child ends that read, and the next one seeks past
+//! the child's whole subtree (`child + "0"`, `'0'` being the byte after
+//! `'/'`). So a directory of files is one range read, and a directory of
+//! `n` subdirectories costs `n` seeks whatever lies below them. The lock on
+//! the catalog is let go every [`ROWS_PER_LOCK`] rows, so that a receiver's
+//! commits are not held up by a large directory.
 //!
 //! Bytewise order puts `a.txt` (`.` < `/`) between `a` and `a/x`, so a
-//! child can be met twice (by its own row and by its subtree); the children
+//! child can be met twice (by its own rows and by its subtree); the children
 //! are gathered in a sorted map, which also gives the name order.
 //!
 //! Which row of a child is shown follows [`super::history`]: the row stored
@@ -31,16 +32,21 @@ use super::catalog::{self, Catalog, VersionRow, VERSION_COLUMNS};
 use super::history::HistoryError;
 use super::{Namespace, Store, StoreError};
 
-/// The first path at or after `?3` in the namespace, below the upper bound
-/// `?4` (a directory's children).
-pub(super) const FIRST_PATH_BELOW: &str = "SELECT path FROM versions
-    WHERE sender_id = ?1 AND folder = ?2 AND path >= ?3 AND path < ?4
-    ORDER BY path LIMIT 1";
+/// Rows read under one hold of the catalog lock (3 in tests, so that they
+/// cross the boundary: a path's rows split, a path with more rows than
+/// that).
+const ROWS_PER_LOCK: usize = if cfg!(test) { 3 } else { 4096 };
 
-/// The first path at or after `?3` in the namespace (the root's children).
-pub(super) const FIRST_PATH: &str = "SELECT path FROM versions
-    WHERE sender_id = ?1 AND folder = ?2 AND path >= ?3
-    ORDER BY path LIMIT 1";
+/// The rows of the namespace from path `?3` on, below `?4` if `bounded`
+/// (a directory's range; the root's has no upper bound), in index order.
+pub(super) fn range_rows_sql(bounded: bool) -> String {
+    let below = if bounded { "AND path < ?4" } else { "" };
+    format!(
+        "SELECT {VERSION_COLUMNS} FROM versions
+         WHERE sender_id = ?1 AND folder = ?2 AND path >= ?3 {below}
+         ORDER BY path, id"
+    )
+}
 
 /// Every row of one path, newest first.
 pub(super) fn path_rows_sql() -> String {
@@ -67,6 +73,25 @@ pub struct DirListing {
     pub entries: Vec<DirEntry>,
 }
 
+/// How one read of a directory's range ended.
+enum Stop {
+    /// The range is read to its end.
+    End,
+    /// A row below this child was met.
+    Below(Vec<u8>),
+    /// [`ROWS_PER_LOCK`] rows were read.
+    Full,
+}
+
+/// A child as far as its rows tell.
+enum Child {
+    /// Listed (or left out: `None`, a row that does not make an entry).
+    Done(Option<DirEntry>),
+    /// No row of its own belongs to the point: listed only as a directory
+    /// with something below it that does.
+    Open { rows: Vec<VersionRow>, below: bool },
+}
+
 impl Store {
     /// The immediate children of `dir` (`None`: the folder's root) in `ns`
     /// as of `at`, sorted by name, and the run `at` resolved to. A
@@ -90,91 +115,111 @@ impl Store {
                 (lo, Some(hi))
             }
         };
-        // child path -> true if something below it was seen
-        let mut children: BTreeMap<Vec<u8>, bool> = BTreeMap::new();
+        let mut children: BTreeMap<Vec<u8>, Child> = BTreeMap::new();
         let mut cursor = lo.clone();
-        // Each seek moves the cursor past at least one row, so this ends;
-        // the catalog lock is taken per seek, not for the whole listing,
-        // so a receiver's commits are not held up by a large directory.
-        while let Some(path) = self.first_path(ns, &cursor, hi.as_deref())? {
-            let rest = path.get(lo.len()..).unwrap_or_default();
-            match rest.iter().position(|&b| b == b'/') {
-                None => {
-                    cursor = path.clone();
+        // Each read moves the cursor forward (past a child's subtree, or to
+        // the last path it read, which is then read whole), so this ends.
+        loop {
+            let (mut rows, stop) = self.read_range(ns, lo.len(), &cursor, hi.as_deref())?;
+            if let Stop::Full = stop {
+                // The last path's rows may go on: read them again next time,
+                // unless they are all this read held.
+                let Some(last) = rows.last().map(|r| r.path.clone()) else {
+                    break;
+                };
+                if rows.first().map(|r| &r.path) == Some(&last) {
+                    let cat = self.catalog();
+                    let mut all = path_rows(&cat, ns, &last)?;
+                    all.reverse();
+                    rows = all;
+                    cursor = last;
                     cursor.push(0);
-                    if !rest.is_empty() {
-                        children.entry(path).or_insert(false);
-                    }
+                } else {
+                    rows.retain(|r| r.path != last);
+                    cursor = last;
                 }
-                Some(slash) => {
-                    let child = path[..lo.len() + slash].to_vec();
+            }
+            add_rows(&mut children, rows, run, lo.len());
+            match stop {
+                Stop::End => break,
+                Stop::Full => {}
+                Stop::Below(child) => {
                     cursor = child.clone();
                     cursor.push(b'0');
-                    if slash > 0 {
-                        children.insert(child, true);
+                    match children.entry(child).or_insert(Child::Open {
+                        rows: Vec::new(),
+                        below: false,
+                    }) {
+                        Child::Open { below, .. } => *below = true,
+                        Child::Done(_) => {}
                     }
                 }
             }
         }
         let mut entries = Vec::with_capacity(children.len());
-        for (child, has_below) in children {
-            if let Some(entry) = self.child_entry(ns, run, child, has_below)? {
-                entries.push(entry);
-            }
+        for (child, state) in children {
+            let listed = match state {
+                Child::Done(entry) => entry,
+                Child::Open { below: false, .. } => None,
+                Child::Open { rows, below: true } => self.dir_as_of(ns, run, child, &rows)?,
+            };
+            entries.extend(listed);
         }
         Ok(DirListing { run, entries })
     }
 
-    /// The first path of `ns` at or after `from` (and before `below`).
-    fn first_path(
+    /// Reads the range from `from` (before `below`) in index order, up to
+    /// [`ROWS_PER_LOCK`] rows, stopping at the first row more than one level
+    /// below the prefix of length `prefix`.
+    fn read_range(
         &self,
         ns: &Namespace,
+        prefix: usize,
         from: &[u8],
         below: Option<&[u8]>,
-    ) -> Result<Option<Vec<u8>>, StoreError> {
+    ) -> Result<(Vec<VersionRow>, Stop), StoreError> {
         let cat = self.catalog();
         let folder = ns.folder.as_str();
-        let found = match below {
-            Some(hi) => cat
+        let read = || -> rusqlite::Result<(Vec<VersionRow>, Stop)> {
+            let mut stmt = cat
                 .conn()
-                .prepare_cached(FIRST_PATH_BELOW)
-                .and_then(|mut s| {
-                    s.query_row(params![ns.sender_id, folder, from, hi], |r| r.get(0))
-                        .optional()
-                }),
-            None => cat.conn().prepare_cached(FIRST_PATH).and_then(|mut s| {
-                s.query_row(params![ns.sender_id, folder, from], |r| r.get(0))
-                    .optional()
-            }),
+                .prepare_cached(&range_rows_sql(below.is_some()))?;
+            let mut found = match below {
+                Some(hi) => stmt.query(params![ns.sender_id, folder, from, hi])?,
+                None => stmt.query(params![ns.sender_id, folder, from])?,
+            };
+            let mut rows = Vec::new();
+            while let Some(row) = found.next()? {
+                let row = catalog::version_row(row)?;
+                let rest = row.path.get(prefix..).unwrap_or_default();
+                // (An empty first component, from a damaged row, is no child.)
+                if let Some(slash) = rest.iter().position(|&b| b == b'/').filter(|&s| s > 0) {
+                    let child = row.path[..prefix + slash].to_vec();
+                    return Ok((rows, Stop::Below(child)));
+                }
+                rows.push(row);
+                if rows.len() >= ROWS_PER_LOCK {
+                    return Ok((rows, Stop::Full));
+                }
+            }
+            Ok((rows, Stop::End))
         };
-        found.map_err(|e| cat.err(e))
+        read().map_err(|e| cat.err(e))
     }
 
-    /// The entry of one child as of `run`, if it belongs to that point.
-    fn child_entry(
+    /// A child with no row of its own as of `run` but something below it
+    /// that is: a directory then, with the metadata of its oldest directory
+    /// row not retired by then (`rows` oldest first), or none.
+    fn dir_as_of(
         &self,
         ns: &Namespace,
         run: Option<u64>,
         child: Vec<u8>,
-        has_below: bool,
+        rows: &[VersionRow],
     ) -> Result<Option<DirEntry>, StoreError> {
-        let cat = self.catalog();
-        let rows = path_rows(&cat, ns, &child)?;
-        let visible = |r: &&VersionRow| match run {
-            None => r.replaced_run.is_none(),
-            Some(run) => {
-                let run = catalog::sql_u64(run);
-                r.run_id <= run && r.replaced_run.is_none_or(|by| by > run)
-            }
-        };
-        if let Some(row) = rows.iter().find(visible) {
-            return Ok(entry(child, row, false));
-        }
-        if !has_below || !any_visible_below(&cat, ns, run, &child)? {
+        if !any_visible_below(&self.catalog(), ns, run, &child)? {
             return Ok(None);
         }
-        // A directory as of `run` whose row changed later (or that has no
-        // row): its oldest directory row not retired by then.
         let not_retired = |r: &&VersionRow| {
             r.kind == "dir"
                 && match run {
@@ -182,7 +227,7 @@ impl Store {
                     Some(run) => r.replaced_run.is_none_or(|by| by > catalog::sql_u64(run)),
                 }
         };
-        match rows.iter().rev().find(not_retired) {
+        match rows.iter().find(not_retired) {
             Some(row) => Ok(entry(child, row, true)),
             None => Ok(RelPath::from_bytes(child.clone())
                 .map_err(|e| warn_bad(&child, &e.to_string()))
@@ -196,6 +241,43 @@ impl Store {
                     run: None,
                 })),
         }
+    }
+}
+
+/// Adds the rows of children (in path order, each path's rows oldest first
+/// and complete) to `children`.
+fn add_rows(
+    children: &mut BTreeMap<Vec<u8>, Child>,
+    rows: Vec<VersionRow>,
+    run: Option<u64>,
+    prefix: usize,
+) {
+    let visible = |r: &VersionRow| match run {
+        None => r.replaced_run.is_none(),
+        Some(run) => {
+            let run = catalog::sql_u64(run);
+            r.run_id <= run && r.replaced_run.is_none_or(|by| by > run)
+        }
+    };
+    let mut rows = rows.into_iter().peekable();
+    while let Some(first) = rows.next() {
+        let mut group = vec![first];
+        while let Some(next) = rows.next_if(|r| r.path == group[0].path) {
+            group.push(next);
+        }
+        let path = group[0].path.clone();
+        if path.len() <= prefix {
+            continue;
+        }
+        // Newest visible row (ids grow with time).
+        let state = match group.iter().rev().find(|r| visible(r)) {
+            Some(row) => Child::Done(entry(path.clone(), row, false)),
+            None => Child::Open {
+                rows: group,
+                below: false,
+            },
+        };
+        children.insert(path, state);
     }
 }
 
@@ -353,6 +435,9 @@ mod tests {
         put_link(&store, &ns, r1, "l", b"a/x");
         finish(&store, &ns, r1);
         let r2 = store.begin_run(&ns).unwrap();
+        // Four rows of one path: more than the test's rows per lock.
+        put_file(&store, &ns, r2, "b", b"bee 2a", 2);
+        put_file(&store, &ns, r2, "b", b"bee 2b", 2);
         put_file(&store, &ns, r2, "b", b"bee two", 2);
         store.delete(&ns, r2, &rel("a.txt")).unwrap();
         put_file(&store, &ns, r2, "c", b"c", 2);
@@ -367,7 +452,9 @@ mod tests {
         let a = &root.entries[0];
         assert_eq!((a.mode, a.mtime_ns, a.run), (0o750, 5, Some(r1)));
         let b_v1 = root.entries[2].version.unwrap();
-        assert_eq!(store.versions(&ns, &rel("b")).unwrap()[1].id as u64, b_v1);
+        let b_versions = store.versions(&ns, &rel("b")).unwrap();
+        assert_eq!(b_versions.len(), 4);
+        assert_eq!(b_versions[3].id as u64, b_v1);
 
         let latest = store.list_dir(&ns, At::Latest, None).unwrap();
         assert_eq!(latest.run, None);
@@ -425,6 +512,32 @@ mod tests {
         assert_eq!(show(&at_r2), ["g file 1"]);
     }
 
+    #[test]
+    fn a_directory_read_in_several_holds_of_the_lock_lists_each_child_once() {
+        let (_dir, store, ns) = fixture();
+        let r1 = store.begin_run(&ns).unwrap();
+        for i in 0..7 {
+            put_file(&store, &ns, r1, &format!("flat/f{i}"), b"one", 1);
+        }
+        put_file(&store, &ns, r1, "flat/f3", b"three", 1);
+        put_file(&store, &ns, r1, "flat/f4/deeper", b"x", 1);
+        finish(&store, &ns, r1);
+        let flat = store.list_dir(&ns, At::Latest, Some(&rel("flat"))).unwrap();
+        assert_eq!(
+            show(&flat),
+            [
+                "f0 file 3",
+                "f1 file 3",
+                "f2 file 3",
+                "f3 file 5",
+                // Replaced in the same run by a directory holding "deeper".
+                "f4 dir",
+                "f5 file 3",
+                "f6 file 3"
+            ]
+        );
+    }
+
     /// The queries a listing runs are index lookups: none scans the
     /// versions table (or its index) from end to end.
     #[test]
@@ -436,10 +549,11 @@ mod tests {
         }
         finish(&store, &ns, r1);
         let cat = store.catalog();
-        let rows = path_rows_sql();
+        let (range, root_range, rows) =
+            (range_rows_sql(true), range_rows_sql(false), path_rows_sql());
         let queries: [(&str, usize); 4] = [
-            (FIRST_PATH_BELOW, 4),
-            (FIRST_PATH, 3),
+            (&range, 4),
+            (&root_range, 3),
             (&rows, 3),
             (ANY_VISIBLE_BELOW, 5),
         ];
@@ -460,8 +574,11 @@ mod tests {
                 .unwrap()
                 .collect::<rusqlite::Result<_>>()
                 .unwrap();
+            // No full scan, and no sort of a whole range before its first
+            // row (the order must be the index's).
             assert!(
-                plan.iter().all(|d| !d.starts_with("SCAN")),
+                plan.iter()
+                    .all(|d| !d.starts_with("SCAN") && !d.contains("TEMP B-TREE")),
                 "{sql}\n{plan:?}"
             );
             assert!(
