@@ -547,4 +547,34 @@ fn errors_show_in_plain_words_in_the_view() {
     assert!(h
         .query_by_label_contains("No runs of this folder")
         .is_none());
+
+    // A receiver that does not answer, and no local copies to fall back on.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    let f = &mut h.state_mut().settings.sender;
+    f.host = "127.0.0.1".into();
+    f.port = silent_port.to_string();
+    f.keep_copies.clear();
+    click(&mut h, names::LOAD);
+    let unreachable = format!("Cannot reach the receiver at 127.0.0.1:{silent_port}");
+    step_until(&mut h, "the unreachable receiver", |h| {
+        h.query_by_label_contains(&unreachable).is_some()
+    });
+    assert!(is_disabled(&h, names::USE_COPIES));
+    drop(silent);
+
+    // "Use local copies" reads them on demand, saying so.
+    let copies = dir.path().join("copies");
+    std::fs::create_dir_all(&copies).unwrap();
+    std::fs::write(copies.join("kept.txt"), "kept").unwrap();
+    h.state_mut().settings.sender.keep_copies = path(&copies);
+    settle(&mut h);
+    click(&mut h, names::USE_COPIES);
+    step_until(&mut h, "the local copies", |h| {
+        h.query_by_label("kept.txt").is_some()
+    });
+    assert!(h
+        .query_by_label_contains("Reading from the local copies in")
+        .is_some());
+    assert!(h.query_by_label_contains(&unreachable).is_none());
 }
