@@ -4,6 +4,15 @@
 //! A receiver is pinned on first successful contact (or to the id the user
 //! gave with `--receiver-id`). A receiver presenting a different id later is a
 //! hard error, never a silent re-trust.
+//!
+//! Several writers may pin at once (senders of one launcher, or several
+//! `ferry` processes sharing a state directory). A pin is written under an
+//! exclusive `flock` of `STATE/.receivers.toml.lock`, after reading the file
+//! again, so no writer's pin is lost and a receiver pinned meanwhile by
+//! another writer is checked against that pin. `flock`, not `fcntl`: its lock
+//! belongs to the open file, so it also excludes threads of one process, and
+//! the kernel drops it when a writer dies. The lock is a file of its own
+//! because the pins file is replaced by a rename at each write.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -16,6 +25,8 @@ use crate::identity::{write_atomic, DeviceId};
 pub const PINS_FILE: &str = "receivers.toml";
 /// Mode of the pins file (not secret, but only the owner may change it).
 const PINS_MODE: u32 = 0o644;
+/// The lock file beside the pins file (see the module doc).
+const LOCK_FILE: &str = ".receivers.toml.lock";
 /// First lines of a written pins file.
 const HEADER: &str = "# Receivers this sender has met, and the device id each one proved.\n\
                       # Remove a line to accept a receiver's new id on the next contact.\n\n";
@@ -54,6 +65,14 @@ pub enum PinError {
     #[error("could not write {path}")]
     Write {
         /// The pins file.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// The pins' lock file could not be opened or locked.
+    #[error("could not lock {path}")]
+    Lock {
+        /// The lock file.
         path: PathBuf,
         /// The OS error.
         source: io::Error,
@@ -110,14 +129,7 @@ impl Pins {
     /// Loads `state_dir/receivers.toml`; a missing file means no pins yet.
     pub fn load(state_dir: &Path) -> Result<Pins, PinError> {
         let path = state_dir.join(PINS_FILE);
-        let pins = match fs::read_to_string(&path) {
-            Ok(text) => toml::from_str(&text).map_err(|source| PinError::Parse {
-                path: path.clone(),
-                source,
-            })?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => BTreeMap::new(),
-            Err(source) => return Err(PinError::Read { path, source }),
-        };
+        let pins = read(&path)?;
         Ok(Pins { path, pins })
     }
 
@@ -140,6 +152,42 @@ impl Pins {
         presented: DeviceId,
         expected: Option<DeviceId>,
     ) -> Result<PinOutcome, PinError> {
+        if !self.decide(receiver, presented, expected)? {
+            return Ok(PinOutcome::Matched);
+        }
+        // About to write: under the lock, against the file as it is now, so
+        // that another writer's pins are kept and its pin of this receiver
+        // (if it made one meanwhile) is checked.
+        if let Some(dir) = self.path.parent() {
+            fs::create_dir_all(dir).map_err(|source| PinError::Write {
+                path: self.path.clone(),
+                source,
+            })?;
+        }
+        let _lock = lock(&self.path)?;
+        self.pins = read(&self.path)?;
+        if !self.decide(receiver, presented, expected)? {
+            return Ok(PinOutcome::Matched);
+        }
+        let before = self.pins.clone();
+        self.pins.insert(receiver.to_string(), presented);
+        if let Err(e) = self.save() {
+            // Keep memory and disk in agreement.
+            self.pins = before;
+            return Err(e);
+        }
+        Ok(PinOutcome::PinnedNow)
+    }
+
+    /// Checks `presented` against `expected` and the pin in memory: an
+    /// error, `false` if the pin stands as it is, `true` if `presented`
+    /// must be pinned.
+    fn decide(
+        &self,
+        receiver: &str,
+        presented: DeviceId,
+        expected: Option<DeviceId>,
+    ) -> Result<bool, PinError> {
         let pinned = self.get(receiver);
         match expected {
             Some(expected) if expected != presented => {
@@ -162,19 +210,7 @@ impl Pins {
                 }
             }
         }
-        if pinned == Some(presented) {
-            return Ok(PinOutcome::Matched);
-        }
-        self.pins.insert(receiver.to_string(), presented);
-        if let Err(e) = self.save() {
-            // Keep memory and disk in agreement.
-            match pinned {
-                Some(old) => self.pins.insert(receiver.to_string(), old),
-                None => self.pins.remove(receiver),
-            };
-            return Err(e);
-        }
-        Ok(PinOutcome::PinnedNow)
+        Ok(pinned != Some(presented))
     }
 
     /// Writes the pins file atomically, creating the state directory if needed.
@@ -187,11 +223,46 @@ impl Pins {
             path: self.path.clone(),
             source,
         };
-        if let Some(dir) = self.path.parent() {
-            fs::create_dir_all(dir).map_err(write_err)?;
-        }
         write_atomic(&self.path, format!("{HEADER}{body}").as_bytes(), PINS_MODE).map_err(write_err)
     }
+}
+
+/// The pins in the file at `path`; a missing file means no pins yet.
+fn read(path: &Path) -> Result<BTreeMap<String, DeviceId>, PinError> {
+    match fs::read_to_string(path) {
+        Ok(text) => toml::from_str(&text).map_err(|source| PinError::Parse {
+            path: path.to_path_buf(),
+            source,
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(BTreeMap::new()),
+        Err(source) => Err(PinError::Read {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// Takes the exclusive lock of the pins file at `pins` (blocking until
+/// another writer, which holds it for one write, lets go); dropping the
+/// returned file releases it.
+fn lock(pins: &Path) -> Result<fs::File, PinError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = pins.with_file_name(LOCK_FILE);
+    let lock_err = |source| PinError::Lock {
+        path: path.clone(),
+        source,
+    };
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(PINS_MODE)
+        .open(&path)
+        .map_err(lock_err)?;
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
+        .map_err(|e| lock_err(e.into()))?;
+    Ok(file)
 }
 
 #[cfg(test)]
@@ -301,6 +372,67 @@ mod tests {
         let reloaded = Pins::load(tmp.path())?;
         assert_eq!(reloaded.get("nas:7878"), Some(id(1)));
         assert_eq!(reloaded.get("[::1]:7878"), Some(id(2)));
+        Ok(())
+    }
+
+    /// Many first contacts at once, each writer with its own `Pins` (as
+    /// senders of one launcher, or processes sharing the state directory):
+    /// none fails, and every pin is in the file afterwards.
+    #[test]
+    fn concurrent_first_contacts_keep_every_pin() -> anyhow::Result<()> {
+        const WRITERS: u8 = 24;
+        let tmp = tempfile::tempdir()?;
+        let state = tmp.path().join("state");
+        let start = std::sync::Barrier::new(usize::from(WRITERS));
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (0..WRITERS)
+                .map(|n| {
+                    let (state, start) = (&state, &start);
+                    s.spawn(move || -> anyhow::Result<PinOutcome> {
+                        let mut pins = Pins::load(state)?;
+                        start.wait();
+                        Ok(pins.check(&format!("host{n}:7878"), id(n), None)?)
+                    })
+                })
+                .collect();
+            for h in handles {
+                let outcome = h
+                    .join()
+                    .map_err(|_| anyhow::anyhow!("a writer panicked"))??;
+                assert_eq!(outcome, PinOutcome::PinnedNow);
+            }
+            anyhow::Ok(())
+        })?;
+        let pins = Pins::load(&state)?;
+        for n in 0..WRITERS {
+            assert_eq!(pins.get(&format!("host{n}:7878")), Some(id(n)), "{n}");
+        }
+        // No temporary file is left behind.
+        let mut names: Vec<String> = fs::read_dir(&state)?
+            .map(|e| Ok(e?.file_name().to_string_lossy().into_owned()))
+            .collect::<anyhow::Result<_>>()?;
+        names.sort();
+        assert_eq!(names, [LOCK_FILE, PINS_FILE]);
+        Ok(())
+    }
+
+    /// Two writers meeting one receiver at once with different ids: the
+    /// first pin stands and the other writer gets `Changed`, as it would
+    /// have one run later.
+    #[test]
+    fn a_pin_made_meanwhile_by_another_writer_is_checked() -> anyhow::Result<()> {
+        let tmp = tempfile::tempdir()?;
+        let mut first = Pins::load(tmp.path())?;
+        let mut second = Pins::load(tmp.path())?;
+        let mut third = Pins::load(tmp.path())?;
+        assert_eq!(first.check("nas:7878", id(1), None)?, PinOutcome::PinnedNow);
+        let err = second.check("nas:7878", id(2), None).err();
+        assert!(
+            matches!(err, Some(PinError::Changed { pinned, .. }) if pinned == id(1)),
+            "{err:?}"
+        );
+        assert_eq!(third.check("nas:7878", id(1), None)?, PinOutcome::Matched);
+        assert_eq!(Pins::load(tmp.path())?.get("nas:7878"), Some(id(1)));
         Ok(())
     }
 

@@ -63,6 +63,8 @@ pub struct LauncherApp {
     /// The receiver's Senders view.
     pub senders: crate::senders::SendersView,
     ids: HashMap<PathBuf, Result<DeviceId, String>>,
+    /// The sender's Backups view: browse and restore.
+    pub backups: crate::backups::Backups,
 }
 
 impl std::fmt::Debug for LauncherApp {
@@ -93,7 +95,7 @@ impl LauncherApp {
         let senders = crate::senders::SendersView::new(runtime.clone());
         LauncherApp {
             config_dir,
-            runtime,
+            runtime: runtime.clone(),
             saved: settings.clone(),
             settings,
             changed_at: None,
@@ -106,6 +108,7 @@ impl LauncherApp {
             exclusion_count: Default::default(),
             senders,
             ids: HashMap::new(),
+            backups: crate::backups::Backups::new(runtime),
         }
     }
 

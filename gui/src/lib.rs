@@ -15,10 +15,12 @@
 //! - [`senders`]: the receiver's Senders view state: the list and the
 //!   admin's actions.
 //! - [`app`]: the launcher's state and actions, without a window.
+//! - [`backups`]: the sender's Backups view (browse, restore), without a window.
 //! - [`ui`]: the panels that draw it.
 
 pub mod agent;
 pub mod app;
+pub mod backups;
 pub mod exclusions;
 pub mod form;
 pub mod senders;

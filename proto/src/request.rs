@@ -130,10 +130,12 @@ pub struct DirEntry {
     /// Permission bits as sent.
     pub mode: u32,
     /// The version the child is at that point: what `Versions` lists and a
-    /// `Fetch` names. A directory's row is kept and updated in place, so a
-    /// directory whose metadata changed after the point shows its newer
-    /// metadata and that version; a directory that has no row at all (only
-    /// entries below it were stored) has `None`, and mtime and mode 0.
+    /// `Fetch` names. A directory's metadata change is a new version, as a
+    /// file's, so a directory shows its metadata as of the point (a store
+    /// written before Ferry kept them updated a directory's row in place:
+    /// there a directory whose metadata changed after the point shows its
+    /// newer metadata and that version); a directory that has no row at all
+    /// (only entries below it were stored) has `None`, and mtime and mode 0.
     pub version: Option<u64>,
     /// The run that stored that version (`None` with `version`).
     pub run: Option<u64>,

@@ -98,11 +98,21 @@ fn from_book(
     progress: &Progress,
 ) -> RestoreSummary {
     let mut summary = RestoreSummary::default();
-    for record in records {
+    let chosen: Vec<&CopyRecord> = records
+        .iter()
+        .filter(|r| under.is_empty() || under.iter().any(|u| r.path.starts_with(u)))
+        .collect();
+    // The work ahead, so that a progress bar moves as bytes are copied.
+    let bytes = chosen
+        .iter()
+        .map(|r| match r.held {
+            Held::File { size, .. } => size,
+            _ => 0,
+        })
+        .sum();
+    progress.reset(chosen.len() as u64, bytes);
+    for record in chosen {
         let rel = &record.path;
-        if !under.is_empty() && !under.iter().any(|u| rel.starts_with(u)) {
-            continue;
-        }
         progress.entry_done();
         match restore_recorded(copies, record, dest, progress) {
             Ok(Copied::Dir) => summary.dirs += 1,
@@ -210,6 +220,7 @@ fn from_walk(
     progress: &Progress,
 ) -> RestoreSummary {
     let mut summary = RestoreSummary::default();
+    let mut chosen: Vec<(walkdir::DirEntry, RelPath)> = Vec::new();
     let walk = walkdir::WalkDir::new(copies)
         .min_depth(1)
         .follow_links(false)
@@ -240,6 +251,16 @@ fn from_walk(
         if !under.is_empty() && !under.iter().any(|u| rel.starts_with(u)) {
             continue;
         }
+        chosen.push((entry, rel));
+    }
+    // The work ahead (sizes as walked), so that a progress bar moves.
+    let bytes = chosen
+        .iter()
+        .filter_map(|(e, _)| e.metadata().ok().filter(|m| m.is_file()))
+        .map(|m| m.len())
+        .sum();
+    progress.reset(chosen.len() as u64, bytes);
+    for (entry, rel) in chosen {
         progress.entry_done();
         match restore_entry(entry.path(), &rel, dest, progress) {
             Ok(Copied::Dir) => summary.dirs += 1,
@@ -365,8 +386,17 @@ mod tests {
         std::fs::create_dir_all(&to).unwrap();
         std::fs::write(to.join("top"), "mine").unwrap();
         let dest = Destination::new(&to, false).unwrap();
-        let s = restore_from_copies(&copies, &[], &dest, &Progress::default()).unwrap();
+        let progress = Progress::default();
+        let s = restore_from_copies(&copies, &[], &dest, &progress).unwrap();
         assert_eq!((s.files, s.links, s.dirs), (1, 1, 2), "{s:?}");
+        // The totals are known before the copying: a progress bar moves.
+        let p = progress.snapshot();
+        assert_eq!((p.entries_total, p.entries_done), (5, 5), "{p:?}");
+        assert_eq!(
+            (p.bytes_total, p.bytes_done),
+            (8, 5),
+            "alpha and top; top kept"
+        );
         assert_eq!(s.skipped, ["top"]);
         assert!(s.problems.is_empty(), "{s:?}");
         assert_eq!(std::fs::read(to.join("d/a.txt")).unwrap(), b"alpha");
@@ -377,8 +407,10 @@ mod tests {
         let to2 = dir.path().join("to2");
         let dest = Destination::new(&to2, false).unwrap();
         let only = [RelPath::from_bytes("d").unwrap()];
-        let s = restore_from_copies(&copies, &only, &dest, &Progress::default()).unwrap();
+        let s = restore_from_copies(&copies, &only, &dest, &progress).unwrap();
         assert_eq!(s.files, 1);
+        let p = progress.snapshot();
+        assert_eq!((p.entries_total, p.bytes_total, p.bytes_done), (3, 5, 5));
         assert!(!to2.join("top").exists());
     }
 
@@ -408,8 +440,12 @@ mod tests {
         std::fs::write(copies.root().join("bad"), "ORIG").unwrap();
         let to = dir.path().join("to");
         let dest = Destination::new(&to, false).unwrap();
-        let s = restore_from_copies(copies.root(), &[], &dest, &Progress::default()).unwrap();
+        let progress = Progress::default();
+        let s = restore_from_copies(copies.root(), &[], &dest, &progress).unwrap();
         assert_eq!((s.files, s.copies_missing, s.copies_damaged), (1, 1, 1));
+        // The recorded sizes are the total, known before the copying.
+        let p = progress.snapshot();
+        assert_eq!((p.entries_total, p.bytes_total), (3, 12), "{p:?}");
         let named: Vec<_> = s.problems.iter().map(|p| p.path.as_str()).collect();
         assert_eq!(named, ["bad", "gone"]);
         assert!(s.line().contains("1 missing, 1 damaged"), "{}", s.line());

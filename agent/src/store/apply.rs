@@ -339,7 +339,7 @@ impl Store {
         let current = self.current_row(ns, &entry.path, work)?;
         let existing = self.tree.lstat(&target)?;
         let keep_row = match (&existing, &current) {
-            (Some(m), Some(row)) if m.is_dir() && row.kind == "dir" => Some(row.id),
+            (Some(m), Some(row)) if m.is_dir() && row.kind == "dir" => Some(row),
             (Some(m), _) if m.is_dir() => {
                 // A directory without a current dir row: created as a
                 // parent, or by an operation cut off before its record.
@@ -357,27 +357,38 @@ impl Store {
         };
         let dir = self.tree.open_nofollow(&target, true)?;
         mirror::set_meta(&dir, &target, entry.mode, 0o700, entry.mtime_ns)?;
-        work.changes.push(match keep_row {
+        let new_row = Change::Insert(NewVersion {
+            path: entry.path.clone(),
+            kind: "dir",
+            size: 0,
+            mtime_ns: entry.mtime_ns,
+            mode: entry.mode,
+            hash: None,
+            target: None,
+            chunks: None,
+            stored: None,
+        });
+        match keep_row {
             // Recorded by this very batch (the same path twice): the first
             // row stands.
-            Some(super::archive::PENDING) => return Ok(()),
-            Some(id) => Change::DirMeta {
-                id,
-                mtime_ns: entry.mtime_ns,
-                mode: entry.mode,
-            },
-            None => Change::Insert(NewVersion {
-                path: entry.path.clone(),
-                kind: "dir",
-                size: 0,
-                mtime_ns: entry.mtime_ns,
-                mode: entry.mode,
-                hash: None,
-                target: None,
-                chunks: None,
-                stored: None,
-            }),
-        });
+            Some(row) if row.id == super::archive::PENDING => {}
+            // The same metadata: the row stands, with the run that recorded it.
+            Some(row) if row.mtime_ns == entry.mtime_ns && row.mode == i64::from(entry.mode) => {}
+            // New metadata: a new version, as a file's metadata-only change,
+            // so that the tree as of an earlier run keeps the directory as
+            // it was. A directory holds no bytes: nothing is archived, and
+            // what is below it stays current.
+            Some(_) => {
+                work.changes.push(Change::Retire {
+                    path: entry.path.clone(),
+                    archive: None,
+                    deleted: false,
+                    below: Below::Untouched,
+                });
+                work.changes.push(new_row);
+            }
+            None => work.changes.push(new_row),
+        }
         Ok(())
     }
 

@@ -16,9 +16,10 @@
 //! are gathered in a sorted map, which also gives the name order.
 //!
 //! Which row of a child is shown follows [`super::history`]: the row stored
-//! by a run up to `R` and not replaced by a run up to `R`. A directory's row
-//! is updated in place when its metadata changes, so a directory whose
-//! metadata changed after `R` has no such row; it is still listed if
+//! by a run up to `R` and not replaced by a run up to `R`. A directory's
+//! metadata change is a new version, but stores written before that updated
+//! a directory's row in place, so there a directory whose metadata changed
+//! after `R` has no such row; it is still listed if
 //! something below it belongs to the tree as of `R` (one more range lookup,
 //! which stops at the first such descendant), with the metadata of its row
 //! that was current at `R` or later, or with none if it never had a row.
@@ -485,7 +486,7 @@ mod tests {
         put_dir(&store, &ns, r1, "empty", 1);
         finish(&store, &ns, r1);
         let r2 = store.begin_run(&ns).unwrap();
-        // Its row is updated in place: it now says run 2.
+        // New metadata: a new version; run 1's stays as it was.
         put_dir(&store, &ns, r2, "d", 2);
         put_dir(&store, &ns, r2, "new", 2);
         put_file(&store, &ns, r2, "new/g", b"g", 2);
@@ -494,11 +495,7 @@ mod tests {
         let root = store.list_dir(&ns, At::Run(r1), None).unwrap();
         assert_eq!(show(&root), ["d dir", "empty dir"]);
         let d = &root.entries[0];
-        assert_eq!(
-            (d.mtime_ns, d.run),
-            (2, Some(r2)),
-            "the row's newer metadata"
-        );
+        assert_eq!((d.mtime_ns, d.run), (1, Some(r1)), "run 1's metadata");
         assert!(d.version.is_some());
         let latest = store.list_dir(&ns, At::Latest, None).unwrap();
         assert_eq!(show(&latest), ["d dir", "empty dir", "new dir"]);

@@ -176,9 +176,6 @@ pub(crate) enum Change {
     },
     /// A new current version.
     Insert(NewVersion),
-    /// A directory's metadata changed; directories keep one row, updated in
-    /// place (they hold no bytes to keep).
-    DirMeta { id: i64, mtime_ns: i64, mode: u32 },
 }
 
 /// The catalog connection and the file it lives in.
@@ -895,12 +892,6 @@ impl Catalog {
                                 params![id, sql_u64(stored)],
                             )?;
                         }
-                    }
-                    Change::DirMeta { id, mtime_ns, mode } => {
-                        tx.execute(
-                            "UPDATE versions SET mtime_ns = ?1, mode = ?2, run_id = ?3 WHERE id = ?4",
-                            params![mtime_ns, mode, run, id],
-                        )?;
                     }
                 }
             }

@@ -4,9 +4,12 @@
 //!
 //! A version row belongs to the tree as of run `R` if it was stored by a run
 //! up to `R` and not replaced or deleted by a run up to `R`
-//! (`run_id <= R < replaced_run`). Directories keep one row updated in place,
-//! so a directory whose metadata changed after `R` is missing from the tree
-//! as of `R`; its files are not, and a restore creates the directory for them.
+//! (`run_id <= R < replaced_run`). A directory's metadata change retires its
+//! row and records a new one (no bytes are archived), so the tree as of `R`
+//! has the directory as it was. Stores written before that updated a
+//! directory's row in place: there a directory whose metadata changed after
+//! `R` is missing from the tree as of `R`; its files are not, and a restore
+//! creates the directory for them.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -438,6 +441,61 @@ mod tests {
             ..ns.clone()
         };
         assert!(store.version_in(&other_folder, id).unwrap().is_none());
+    }
+
+    /// A directory whose mode and mtime changed in run 2 is, as of run 1,
+    /// as it was then; its metadata change retired a row without an archive.
+    #[test]
+    fn a_directory_keeps_its_metadata_as_of_each_run() {
+        let (_dir, store, ns) = fixture();
+        let dir = |mode: u32, mtime_ns: i64| ferry_proto::Entry {
+            path: rel("d"),
+            kind: ferry_proto::EntryKind::Dir,
+            mtime_ns,
+            mode,
+        };
+        let (t1, t2) = (1_700_000_000_000_000_000, 1_800_000_000_000_000_000);
+        let r1 = store.begin_run(&ns).unwrap();
+        store.put_dir(&ns, r1, &dir(0o755, t1)).unwrap();
+        put_file(&store, &ns, r1, "d/f", b"f", 1);
+        finish(&store, &ns, r1);
+        let r2 = store.begin_run(&ns).unwrap();
+        store.put_dir(&ns, r2, &dir(0o700, t2)).unwrap();
+        // The same again (a batch sending it twice, or no change): no new row.
+        store.put_dir(&ns, r2, &dir(0o700, t2)).unwrap();
+        finish(&store, &ns, r2);
+
+        let meta = |at: At| {
+            let (_, tree) = store.tree(&ns, at, &[]).unwrap();
+            let paths: Vec<String> = tree.iter().map(|v| v.path.to_string()).collect();
+            assert_eq!(paths, ["d", "d/f"], "{at:?}");
+            (tree[0].mode, tree[0].mtime_ns, tree[0].run)
+        };
+        assert_eq!(meta(At::Run(r1)), (0o755, t1, r1));
+        assert_eq!(meta(At::Run(r2)), (0o700, t2, r2));
+        assert_eq!(meta(At::Latest), (0o700, t2, r2));
+        let versions = store.versions(&ns, &rel("d")).unwrap();
+        let seen: Vec<_> = versions
+            .iter()
+            .map(|v| {
+                (
+                    v.mode,
+                    v.current,
+                    v.replaced_run,
+                    v.deleted,
+                    v.unservable.is_none(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (0o700, true, None, false, true),
+                (0o755, false, Some(r2), false, true)
+            ]
+        );
+        // What is below stays current.
+        assert!(store.versions(&ns, &rel("d/f")).unwrap()[0].current);
     }
 
     #[test]

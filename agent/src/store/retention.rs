@@ -201,7 +201,11 @@ impl Store {
                 .map(|v| &v.location)
                 .collect();
             for v in &all {
-                if v.current || kept.contains(&v.id) || kept_locations.contains(&v.location) {
+                // A directory without an archive of its own owns no bytes
+                // (its location is the mirror's): nothing else depends on it.
+                let owns_nothing = v.kind == "dir" && !v.location.starts_with(&versions_root);
+                let shares_kept = !owns_nothing && kept_locations.contains(&v.location);
+                if v.current || kept.contains(&v.id) || shares_kept {
                     continue;
                 }
                 drop_ids.push(v.id);
@@ -441,5 +445,49 @@ mod tests {
         // A second pass has nothing to do.
         let again = store.prune(&policy, super::super::now_ms()).unwrap();
         assert_eq!(again, PruneReport::default());
+    }
+    /// A directory's old metadata versions (rows without an archive) are
+    /// pruned as a file's are; the directory and what it holds stay.
+    #[test]
+    fn prune_drops_old_directory_metadata_versions() {
+        let (dir, store, ns) = fixture();
+        for i in 1..=3 {
+            let run = store.begin_run(&ns).unwrap();
+            let entry = ferry_proto::Entry {
+                path: super::super::tests::rel("d"),
+                kind: ferry_proto::EntryKind::Dir,
+                mtime_ns: i,
+                mode: 0o700,
+            };
+            store.put_dir(&ns, run, &entry).unwrap();
+            if i == 1 {
+                put_file(&store, &ns, run, "d/f", b"f", 1);
+            }
+            store
+                .finish_run(
+                    &ns,
+                    run,
+                    &RunReport::default(),
+                    0,
+                    crate::store::RunEnding::Complete,
+                )
+                .unwrap();
+        }
+        let d = super::super::tests::rel("d");
+        assert_eq!(store.versions(&ns, &d).unwrap().len(), 3);
+        let policy = Retention {
+            keep_versions: Some(1),
+            ..Default::default()
+        };
+        let report = store.prune(&policy, super::super::now_ms()).unwrap();
+        assert_eq!(report.versions_removed, 1, "{report:?}");
+        let left: Vec<i64> = store
+            .versions(&ns, &d)
+            .unwrap()
+            .iter()
+            .map(|v| v.mtime_ns)
+            .collect();
+        assert_eq!(left, [3, 2]);
+        assert!(dir.path().join("store/lap/docs/d/f").is_file());
     }
 }

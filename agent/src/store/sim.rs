@@ -488,7 +488,7 @@ fn check(store: &Store, ns: &Namespace, source: &Source, model: &Model, last: u6
                     a.run
                 );
             }
-            Node::Dir { .. } => {} // directories hold no bytes; their row is updated in place
+            Node::Dir { .. } => {} // directories hold no bytes
         }
     }
     let want = expected(source);

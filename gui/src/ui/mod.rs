@@ -5,8 +5,10 @@
 //! - [`fields`]: labelled form rows with Browse buttons and problems.
 //! - [`receiver`]: the receiver's form and live status.
 //! - [`sender`]: the sender's form, progress and history.
+//! - [`backups`]: the sender's Backups view: browse runs, restore.
 //! - [`senders`]: the receiver's Senders view (revoke, allow, pairing).
 
+pub mod backups;
 pub mod fields;
 pub mod receiver;
 pub mod sender;
@@ -54,6 +56,9 @@ pub fn show(app: &mut LauncherApp, ui: &mut Ui) {
         egui::ScrollArea::vertical()
             .auto_shrink([false, false])
             .show(ui, |ui| {
+                if app.role() == Role::Sender && app.backups.open {
+                    return backups::show(app, ui);
+                }
                 match app.role() {
                     Role::Receiver => receiver::form(app, ui),
                     Role::Sender => sender::form(app, ui),
@@ -92,6 +97,16 @@ fn top_bar(app: &mut LauncherApp, ui: &mut Ui) {
             };
             if tab.clicked() {
                 app.set_role(role);
+            }
+        }
+        if app.role() == Role::Sender {
+            let open = app.backups.open;
+            if ui
+                .add(egui::Button::selectable(open, backups::names::TAB))
+                .on_hover_text("Browse this folder's backups and restore files")
+                .clicked()
+            {
+                app.backups.open = !open;
             }
         }
         if let Some(why) = &locked {

@@ -6,6 +6,7 @@ mod browse;
 mod copies;
 mod crash;
 mod delta;
+mod dirmeta;
 mod errors;
 mod exclude;
 mod faults;

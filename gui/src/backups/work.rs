@@ -1,0 +1,453 @@
+//! The Backups view's work, run on the launcher's tokio runtime, never on
+//! the UI thread: each question opens the same read-only, authenticated
+//! session `ferry history`/`restore` use ([`Client`]), asks, and closes;
+//! the answer comes back to the view as a [`Reply`]. The local keep-copies
+//! directory is read the way `ferry restore --from-copies` reads it.
+
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use ferry_agent::history::{Client, ClientError, Fetcher, LocalStore, Remote, RemoteTree};
+use ferry_agent::restore::{self, Destination, RestoreSummary};
+use ferry_agent::status::SenderStatus;
+use ferry_proto::{At, DirEntry, RefuseCode, RelPath, RunInfo, VersionInfo, VersionKind};
+
+/// Where the view's answers come from.
+#[derive(Debug, Clone)]
+pub enum Origin {
+    /// The receiver the sender form names, over QUIC.
+    Receiver(Remote),
+    /// A store on this machine (`ferry send --store`, or a receiver's).
+    Store(LocalStore),
+    /// The sender's local keep-copies directory: the files as last sent.
+    Copies(PathBuf),
+}
+
+impl Origin {
+    /// Which source this is, in plain words.
+    pub fn describe(&self) -> String {
+        match self {
+            Origin::Receiver(r) => format!(
+                "the receiver at {}:{} (folder {} of {})",
+                r.host, r.port, r.folder, r.name
+            ),
+            Origin::Store(s) => match &s.folder {
+                Some(folder) => format!(
+                    "the store {} (folder {folder} of {})",
+                    s.root.display(),
+                    s.name
+                ),
+                None => format!("the store {} ({})", s.root.display(), s.name),
+            },
+            Origin::Copies(dir) => format!(
+                "the local copies in {} (the files as last sent; no earlier versions)",
+                dir.display()
+            ),
+        }
+    }
+}
+
+/// What a listed entry is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RowKind {
+    /// A regular file of this many bytes.
+    File { size: u64 },
+    /// A directory (its entries are listed when it is expanded).
+    Dir,
+    /// A symbolic link to this target.
+    Symlink { target: String },
+}
+
+/// One entry of a listed directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    /// Its path in the folder.
+    pub path: RelPath,
+    /// Its name in its directory.
+    pub name: String,
+    pub kind: RowKind,
+    /// Modified time, ns since the Unix epoch.
+    pub mtime_ns: i64,
+    /// Permission bits.
+    pub mode: u32,
+    /// The run that stored it (`None` for the local copies).
+    pub run: Option<u64>,
+}
+
+/// Why a question could not be answered, in plain words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub message: String,
+    /// The receiver could not be reached (the local copies may stand in).
+    pub unreachable: bool,
+}
+
+impl Failure {
+    fn plain(message: impl Into<String>) -> Failure {
+        Failure {
+            message: message.into(),
+            unreachable: false,
+        }
+    }
+}
+
+/// An answer for the view; the number is the request generation it was
+/// asked in, so an answer to a superseded question is dropped.
+#[derive(Debug)]
+pub enum Reply {
+    /// The folder's runs, newest first.
+    Runs(u64, Result<Vec<RunInfo>, Failure>),
+    /// One directory's entries (`dir` empty: the folder's root).
+    Dir(u64, String, Result<Vec<Row>, Failure>),
+    /// Every stored version of a file.
+    Versions(u64, String, Result<Vec<VersionInfo>, Failure>),
+    /// A restore ended.
+    Restored(u64, Result<RestoreSummary, String>),
+}
+
+/// Puts `e` in plain words.
+pub fn failure(origin: &Origin, e: &ClientError) -> Failure {
+    let chain = ferry_agent::chain::chain(e);
+    let place = match origin {
+        Origin::Receiver(r) => format!("{}:{}", r.host, r.port),
+        _ => String::new(),
+    };
+    match e {
+        ClientError::Transport(_) | ClientError::Connection(_) | ClientError::Busy { .. } => {
+            Failure {
+                message: format!("Cannot reach the receiver at {place}: {chain}"),
+                unreachable: true,
+            }
+        }
+        ClientError::Refused {
+            code: RefuseCode::UnknownSender,
+            message,
+        } => Failure::plain(format!(
+            "The receiver at {place} does not admit this sender (it was revoked, or has \
+             not paired yet): {message}"
+        )),
+        ClientError::Refused { message, .. } => {
+            Failure::plain(format!("The receiver at {place} refused: {message}"))
+        }
+        _ => Failure::plain(chain),
+    }
+}
+
+async fn open(origin: &Origin) -> Result<Client, ClientError> {
+    match origin {
+        Origin::Receiver(remote) => Client::connect(remote).await,
+        Origin::Store(local) => Client::open_store(local).await,
+        Origin::Copies(_) => Err(ClientError::Unanswered {
+            message: "the local copies keep no runs".into(),
+        }),
+    }
+}
+
+/// A read-only session with one origin, opened on the first question and
+/// kept for the next ones (one handshake per view, not per click); a kept
+/// session that broke is opened again once.
+#[derive(Clone)]
+pub struct Session {
+    origin: Origin,
+    client: Arc<tokio::sync::Mutex<Option<Client>>>,
+    opening: Opening,
+}
+
+/// Held while a session opens: one at a time per view, because two first
+/// contacts at once would both write the receiver pins file (its atomic
+/// write uses one temporary name) and one of them fail.
+pub type Opening = Arc<tokio::sync::Mutex<()>>;
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("origin", &self.origin)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A question for a session.
+enum Ask {
+    Runs,
+    List(At, Option<RelPath>),
+    Versions(RelPath),
+    Tree(At, Vec<RelPath>),
+}
+
+/// Its answer.
+enum Got {
+    Runs(Vec<RunInfo>),
+    List(Vec<DirEntry>),
+    Versions(Vec<VersionInfo>),
+    Tree(RemoteTree, Fetcher),
+}
+
+async fn ask_client(client: &mut Client, origin: &Origin, ask: &Ask) -> Result<Got, ClientError> {
+    Ok(match ask {
+        Ask::Runs => {
+            let folder = match (origin, client.local_folder()) {
+                (_, Some(folder)) => Some(folder.clone()),
+                (Origin::Receiver(r), None) => Some(r.folder.clone()),
+                _ => None,
+            };
+            let mut runs = client.runs().await?;
+            if let Some(folder) = folder {
+                runs.retain(|r| r.folder == folder);
+            }
+            runs.sort_by_key(|r| std::cmp::Reverse(r.id));
+            Got::Runs(runs)
+        }
+        Ask::List(at, dir) => Got::List(client.list(*at, dir.as_ref()).await?),
+        Ask::Versions(path) => Got::Versions(client.versions(path).await?),
+        Ask::Tree(at, paths) => {
+            let tree = client.tree_report(*at, paths).await?;
+            Got::Tree(tree, client.fetcher())
+        }
+    })
+}
+
+/// Worth opening a kept session again for: it may just have gone stale.
+fn broken(e: &ClientError) -> bool {
+    matches!(
+        e,
+        ClientError::Connection(_) | ClientError::Protocol(_) | ClientError::Transport(_)
+    )
+}
+
+impl Session {
+    /// A session with `origin`, not opened yet; `opening` is shared by
+    /// all the view's sessions.
+    pub fn new(origin: Origin, opening: Opening) -> Session {
+        Session {
+            origin,
+            client: Arc::new(tokio::sync::Mutex::new(None)),
+            opening,
+        }
+    }
+
+    /// Where it asks.
+    pub fn origin(&self) -> &Origin {
+        &self.origin
+    }
+
+    async fn ask(&self, ask: Ask) -> Result<Got, Failure> {
+        let origin = &self.origin;
+        let mut slot = self.client.lock().await;
+        let mut reopened = slot.is_none();
+        loop {
+            if slot.is_none() {
+                let _one = self.opening.lock().await;
+                *slot = Some(open(origin).await.map_err(|e| failure(origin, &e))?);
+            }
+            let Some(client) = slot.as_mut() else {
+                continue;
+            };
+            match ask_client(client, origin, &ask).await {
+                Ok(got) => return Ok(got),
+                Err(e) => {
+                    if let Some(client) = slot.take() {
+                        client.close().await;
+                    }
+                    if reopened || !broken(&e) {
+                        return Err(failure(origin, &e));
+                    }
+                    reopened = true;
+                }
+            }
+        }
+    }
+
+    /// Ends the session cleanly (the view moved on to another origin).
+    pub async fn close(self) {
+        if let Some(client) = self.client.lock().await.take() {
+            client.close().await;
+        }
+    }
+}
+
+/// The folder's runs, newest first (the local copies have none).
+pub async fn runs(session: Session) -> Result<Vec<RunInfo>, Failure> {
+    if let Origin::Copies(_) = session.origin {
+        return Ok(Vec::new());
+    }
+    match session.ask(Ask::Runs).await? {
+        Got::Runs(runs) => Ok(runs),
+        _ => Err(Failure::plain("internal error: another answer for runs")),
+    }
+}
+
+/// The entries of `dir` (`None`: the root) as of `at`, directories first,
+/// then by name.
+pub async fn list(session: Session, at: At, dir: Option<RelPath>) -> Result<Vec<Row>, Failure> {
+    let mut rows = match &session.origin {
+        Origin::Copies(root) => {
+            let root = root.clone();
+            tokio::task::spawn_blocking(move || list_copies(&root, dir.as_ref()))
+                .await
+                .map_err(|e| Failure::plain(format!("internal error: {e}")))??
+        }
+        _ => match session.ask(Ask::List(at, dir)).await? {
+            Got::List(entries) => entries.into_iter().map(row_of).collect(),
+            _ => return Err(Failure::plain("internal error: another answer for a list")),
+        },
+    };
+    rows.sort_by(|a, b| {
+        (a.kind != RowKind::Dir)
+            .cmp(&(b.kind != RowKind::Dir))
+            .then_with(|| a.name.cmp(&b.name))
+    });
+    Ok(rows)
+}
+
+/// One listed entry as a row.
+fn row_of(e: DirEntry) -> Row {
+    Row {
+        name: String::from_utf8_lossy(e.name()).into_owned(),
+        kind: match e.kind {
+            VersionKind::File { size, .. } => RowKind::File { size },
+            VersionKind::Dir => RowKind::Dir,
+            VersionKind::Symlink { target } => RowKind::Symlink {
+                target: String::from_utf8_lossy(&target).into_owned(),
+            },
+        },
+        path: e.path,
+        mtime_ns: e.mtime_ns,
+        mode: e.mode,
+        run: e.run,
+    }
+}
+
+/// One directory of the keep-copies directory, without its bookkeeping.
+fn list_copies(root: &Path, dir: Option<&RelPath>) -> Result<Vec<Row>, Failure> {
+    let at = match dir {
+        Some(d) => d.under(root),
+        None => root.to_path_buf(),
+    };
+    let read = std::fs::read_dir(&at).map_err(|e| {
+        Failure::plain(format!(
+            "cannot read the local copies in {}: {e}",
+            at.display()
+        ))
+    })?;
+    let mut rows = Vec::new();
+    for entry in read {
+        let entry = entry.map_err(|e| {
+            Failure::plain(format!(
+                "cannot read the local copies in {}: {e}",
+                at.display()
+            ))
+        })?;
+        let name = entry.file_name();
+        if dir.is_none() && ferry_agent::copies::is_reserved(name.as_bytes()) {
+            continue;
+        }
+        let path = match dir {
+            Some(d) => {
+                let mut bytes = d.as_bytes().to_vec();
+                bytes.push(b'/');
+                bytes.extend_from_slice(name.as_bytes());
+                RelPath::from_bytes(bytes)
+            }
+            None => RelPath::from_bytes(name.as_bytes()),
+        };
+        let (Ok(path), Ok(meta)) = (path, entry.path().symlink_metadata()) else {
+            continue;
+        };
+        let kind = if meta.is_dir() {
+            RowKind::Dir
+        } else if meta.file_type().is_symlink() {
+            let target = std::fs::read_link(entry.path()).unwrap_or_default();
+            RowKind::Symlink {
+                target: target.display().to_string(),
+            }
+        } else {
+            RowKind::File { size: meta.len() }
+        };
+        rows.push(Row {
+            path,
+            name: name.to_string_lossy().into_owned(),
+            kind,
+            mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+            mode: meta.permissions().mode() & 0o7777,
+            run: None,
+        });
+    }
+    Ok(rows)
+}
+
+/// Every stored version of `path`, newest first.
+pub async fn versions(session: Session, path: RelPath) -> Result<Vec<VersionInfo>, Failure> {
+    if let Origin::Copies(_) = session.origin {
+        return Err(Failure::plain(
+            "The local copies hold only the version last sent; earlier versions are on the receiver.",
+        ));
+    }
+    match session.ask(Ask::Versions(path)).await? {
+        Got::Versions(v) => Ok(v),
+        _ => Err(Failure::plain(
+            "internal error: another answer for versions",
+        )),
+    }
+}
+
+/// What to restore, and where.
+#[derive(Debug, Clone)]
+pub struct RestoreJob {
+    pub session: Session,
+    pub at: At,
+    /// The files and folders chosen (each folder with all it holds).
+    pub paths: Vec<RelPath>,
+    pub dest: PathBuf,
+    /// Replace what exists at the destination.
+    pub overwrite: bool,
+}
+
+/// Restores `job`, reporting progress through `status`.
+pub async fn restore(job: RestoreJob, status: Arc<SenderStatus>) -> Result<RestoreSummary, String> {
+    let dest = job.dest.clone();
+    let overwrite = job.overwrite;
+    let make_dest = move || {
+        Destination::new(&dest, overwrite)
+            .map(Arc::new)
+            .map_err(|e| ferry_agent::chain::chain(&e))
+    };
+    if let Origin::Copies(copies) = &job.session.origin {
+        let copies = copies.clone();
+        let paths = job.paths.clone();
+        return tokio::task::spawn_blocking(move || {
+            let dest = make_dest()?;
+            restore::restore_from_copies(&copies, &paths, &dest, &status.progress)
+                .map_err(|e| ferry_agent::chain::chain(&e))
+        })
+        .await
+        .map_err(|e| format!("internal error: {e}"))?;
+    }
+    let (tree, fetcher) = match job.session.ask(Ask::Tree(job.at, job.paths)).await {
+        Ok(Got::Tree(tree, fetcher)) => (tree, fetcher),
+        Ok(_) => return Err("internal error: another answer for a tree".into()),
+        Err(f) => return Err(f.message),
+    };
+    // Only now that there is something to restore.
+    let dest = tokio::task::spawn_blocking(make_dest)
+        .await
+        .map_err(|e| format!("internal error: {e}"))??;
+    Ok(restore::restore_remote_tree(&fetcher, tree, dest, status).await)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_copies_bookkeeping_is_not_listed() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join(".ferry-tmp")).unwrap();
+        std::fs::write(dir.path().join("kept.txt"), "x").unwrap();
+        let rows = list_copies(dir.path(), None).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].name, "kept.txt");
+        assert_eq!(rows[0].kind, RowKind::File { size: 1 });
+    }
+}
