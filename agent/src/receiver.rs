@@ -96,6 +96,9 @@ pub struct Receiver {
     retention: Option<(Retention, Duration)>,
     /// The endpoint's server configuration, to change its transport.
     server_config: quinn::ServerConfig,
+    /// At shutdown, how long to wait for closed connections to drain:
+    /// `None` until they have (three probe timeouts of each).
+    drain_grace: Option<Duration>,
 }
 
 impl Receiver {
@@ -199,7 +202,18 @@ impl Receiver {
             shared,
             retention: None,
             server_config,
+            drain_grace: None,
         })
+    }
+
+    /// Waits at most `grace` at shutdown for closed connections to drain.
+    /// For the embedded receiver: its only peer is the sender of the same
+    /// process, which has already closed, so the full drain (three probe
+    /// timeouts, 50-100 ms on loopback) would only delay the end of every
+    /// `ferry send --store` run.
+    pub fn with_drain_grace(mut self, grace: Duration) -> Receiver {
+        self.drain_grace = Some(grace);
+        self
     }
 
     /// Gives senders `timeout` instead of [`HELLO_TIMEOUT`] to complete the
@@ -270,7 +284,12 @@ impl Receiver {
         sessions.wait().await;
         self.endpoint
             .close(quinn::VarInt::from_u32(0), b"receiver shutting down");
-        self.endpoint.wait_idle().await;
+        match self.drain_grace {
+            Some(grace) => {
+                let _ = tokio::time::timeout(grace, self.endpoint.wait_idle()).await;
+            }
+            None => self.endpoint.wait_idle().await,
+        }
         tracing::info!("receiver stopped");
     }
 }
