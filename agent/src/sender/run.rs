@@ -305,7 +305,7 @@ async fn session(
             .lock()
             .map_err(|_| RunError::Internal("index lock".into()))?;
         let index = Index::open(&index_path, &target)?;
-        let plan = index.plan(&source, &scan)?;
+        let plan = index.plan(&source, scan)?;
         let indexed = index.len()?;
         *slot = Some(index);
         Ok((plan, indexed))
