@@ -229,6 +229,20 @@ impl Index {
 
     /// Every entry recorded for this target, sorted by path bytes.
     pub fn entries(&self) -> Result<Vec<IndexEntry>, IndexError> {
+        let mut out = Vec::new();
+        self.for_each_entry(|entry| {
+            out.push(entry);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Calls `f` with every entry recorded for this target, in path-bytes
+    /// order, one row at a time (the whole set is never held).
+    pub fn for_each_entry(
+        &self,
+        mut f: impl FnMut(IndexEntry) -> Result<(), IndexError>,
+    ) -> Result<(), IndexError> {
         let what = "reading entries";
         let mut stmt = self
             .conn
@@ -251,12 +265,11 @@ impl Index {
                 })
             })
             .map_err(|e| self.sql(what, e))?;
-        let mut out = Vec::new();
         for row in rows {
             let raw = row.map_err(|e| self.sql(what, e))?;
-            out.push(self.decode(raw)?);
+            f(self.decode(raw)?)?;
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Records entries the receiver acknowledged (with the content hash for

@@ -106,6 +106,9 @@ pub struct Receiver {
     server_config: quinn::ServerConfig,
     /// Resolves once the endpoint's socket is closed (`serve` waits for it).
     released: Option<transport::SocketReleased>,
+    /// At shutdown, how long to wait for closed connections to drain:
+    /// `None` until they have (three probe timeouts of each).
+    drain_grace: Option<Duration>,
 }
 
 impl Receiver {
@@ -216,7 +219,18 @@ impl Receiver {
             retention: None,
             server_config,
             released: None,
+            drain_grace: None,
         })
+    }
+
+    /// Waits at most `grace` at shutdown for closed connections to drain.
+    /// For the embedded receiver: its only peer is the sender of the same
+    /// process, which has already closed, so the full drain (three probe
+    /// timeouts, 50-100 ms on loopback) would only delay the end of every
+    /// `ferry send --store` run.
+    pub fn with_drain_grace(mut self, grace: Duration) -> Receiver {
+        self.drain_grace = Some(grace);
+        self
     }
 
     /// Gives senders `timeout` instead of [`HELLO_TIMEOUT`] to complete the
@@ -291,7 +305,17 @@ impl Receiver {
         sessions.wait().await;
         self.endpoint
             .close(quinn::VarInt::from_u32(0), b"receiver shutting down");
-        self.endpoint.wait_idle().await;
+        match self.drain_grace {
+            Some(grace) => {
+                // An embedded receiver: its own process's sender closed the
+                // connection, nobody binds its ephemeral port again, and
+                // waiting out the drain would cost every run.
+                let _ = tokio::time::timeout(grace, self.endpoint.wait_idle()).await;
+                tracing::info!("receiver stopped");
+                return;
+            }
+            None => self.endpoint.wait_idle().await,
+        }
         // The socket closes when the last handle to the endpoint or to one
         // of its connections goes: ours first, then wait for the rest (the
         // endpoint's driver task, connection tasks winding down), so that a

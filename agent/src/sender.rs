@@ -38,6 +38,10 @@ use crate::tls::TlsError;
 use crate::transport::{self, TransportError};
 use schedule::{Outcome, Schedule};
 
+/// How long the embedded receiver waits, when the sender is done, for the
+/// connection the sender closed to drain (see [`Receiver::with_drain_grace`]).
+const EMBEDDED_DRAIN_GRACE: Duration = Duration::from_millis(5);
+
 /// Why a run did not complete.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -221,7 +225,8 @@ pub async fn run(
                 .map_err(|_| RunError::Internal("address".into()))?,
             1,
             admission,
-        )?;
+        )?
+        .with_drain_grace(EMBEDDED_DRAIN_GRACE);
         embedded = Some((receiver.local_addr()?, receiver.id()));
         receiver_task = Some(tokio::spawn(receiver.serve(receiver_token.clone())));
     }

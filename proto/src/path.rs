@@ -41,15 +41,18 @@ pub enum PathError {
 
 /// A relative path of one or more non-empty components separated by `/`,
 /// with no `.` or `..` component, no NUL and at most [`MAX_PATH_LEN`] bytes.
+///
+/// Held as a boxed slice: no spare capacity and 8 bytes less than a `Vec`,
+/// which counts in a scan of a million paths.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct RelPath(Vec<u8>);
+pub struct RelPath(Box<[u8]>);
 
 impl RelPath {
     /// Checks `bytes` and wraps them.
     pub fn from_bytes(bytes: impl Into<Vec<u8>>) -> Result<Self, PathError> {
         let bytes = bytes.into();
         validate_rel(&bytes)?;
-        Ok(Self(bytes))
+        Ok(Self(bytes.into_boxed_slice()))
     }
 
     /// Builds a path from a relative filesystem path (e.g. a walk entry with
@@ -80,7 +83,7 @@ impl RelPath {
     }
 
     pub fn into_bytes(self) -> Vec<u8> {
-        self.0
+        self.0.into_vec()
     }
 
     /// The path as an OS path, to be joined to a root directory.
@@ -101,7 +104,7 @@ impl RelPath {
     /// The parent path, or `None` for a single component.
     pub fn parent(&self) -> Option<RelPath> {
         let cut = self.0.iter().rposition(|b| *b == b'/')?;
-        Some(RelPath(self.0[..cut].to_vec()))
+        Some(RelPath(self.0[..cut].into()))
     }
 
     /// True if `self` is `other` or lies below it.

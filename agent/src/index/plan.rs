@@ -51,56 +51,120 @@ pub struct Plan {
 }
 
 impl Index {
-    /// Compares `scan` (taken of `root`) against this target's entries.
+    /// Compares `scan` (taken of `root`) against this target's entries and
+    /// turns its entries into the plan's items (moved, never copied).
     /// Files are read through `root` ([`SourceDir`]): never outside it.
     ///
     /// Hashes only files whose size is unchanged but whose mtime or inode
     /// moved. Index entries missing from the scan are deleted unless they lie
     /// below a path the scan could not read.
-    pub fn plan(&self, root: &SourceDir, scan: &Scan) -> Result<Plan, IndexError> {
-        let mut known: HashMap<RelPath, IndexEntry> = self
-            .entries()?
-            .into_iter()
-            .map(|e| (e.path.clone(), e))
-            .collect();
-        let mut plan = Plan::default();
-        for entry in &scan.entries {
-            let old = known.remove(&entry.path);
-            let decision = match old {
-                None => Some(Action::New),
-                Some(old) => match compare(root, entry, &old) {
-                    Ok(decision) => decision,
-                    Err(problem) => {
-                        tracing::warn!(path = %entry.path, message = %problem.message, "cannot check file");
-                        plan.problems.push(problem);
-                        continue;
-                    }
-                },
-            };
-            match decision {
-                Some(action) => plan.items.push(PlanItem {
-                    entry: entry.clone(),
-                    action,
-                }),
-                None => plan.unchanged += 1,
-            }
+    ///
+    /// Memory: the index is read as a stream in path order and merged with
+    /// the scan (also in path order), so no second copy of the tree is held;
+    /// a verdict of one byte per scanned entry is all that is added.
+    pub fn plan(&self, root: &SourceDir, mut scan: Scan) -> Result<Plan, IndexError> {
+        let mut entries = std::mem::take(&mut scan.entries);
+        // The scan sorts its entries; the merge below relies on it.
+        if !entries.is_sorted_by(|a, b| a.path <= b.path) {
+            entries.sort_unstable_by(|a, b| a.path.cmp(&b.path));
         }
-        // A partial scan (watch mode) deletes only what it looked for.
-        let scanned: std::collections::HashSet<&std::path::Path> =
-            scan.entries.iter().map(|e| e.path.as_path()).collect();
-        let mut deleted: Vec<RelPath> = known
-            .into_keys()
-            .filter(|path| !scan.is_below_error(path))
-            .filter(|path| scan.saw_gone(path, |p| scanned.contains(p)))
-            .collect();
+        let mut plan = Plan::default();
+        let mut verdicts = vec![Verdict::New; entries.len()];
+        // Content hashes of metadata-only entries, by their scan position.
+        let mut same_content: HashMap<usize, Hash> = HashMap::new();
+        let mut next = 0;
+        let mut deleted = Vec::new();
+        self.for_each_entry(|old| {
+            // Scanned paths before this one are not in the index: new.
+            while next < entries.len() && entries[next].path < old.path {
+                next += 1;
+            }
+            if next < entries.len() && entries[next].path == old.path {
+                let at = next;
+                next += 1;
+                verdicts[at] = match compare(root, &entries[at], &old) {
+                    Ok(None) => Verdict::Unchanged,
+                    Ok(Some(Action::New)) => Verdict::New,
+                    Ok(Some(Action::Changed)) => Verdict::Changed,
+                    Ok(Some(Action::MetadataOnly { hash })) => {
+                        same_content.insert(at, hash);
+                        Verdict::MetadataOnly
+                    }
+                    Err(problem) => {
+                        tracing::warn!(path = %entries[at].path, message = %problem.message, "cannot check file");
+                        plan.problems.push(problem);
+                        Verdict::Problem
+                    }
+                };
+                return Ok(());
+            }
+            // Known to the index, absent from the scan. A partial scan
+            // (watch mode) deletes only what it looked for.
+            let scanned = |p: &std::path::Path| {
+                entries
+                    .binary_search_by(|e| e.path.as_path().cmp(p))
+                    .is_ok()
+            };
+            if !scan.is_below_error(&old.path) && scan.saw_gone(&old.path, scanned) {
+                deleted.push(old.path);
+            }
+            Ok(())
+        })?;
         deleted.sort_by(|a, b| {
             let depth = |p: &RelPath| p.components().count();
             depth(b).cmp(&depth(a)).then_with(|| a.cmp(b))
         });
         plan.deleted = deleted;
+        plan.unchanged = verdicts
+            .iter()
+            .filter(|v| matches!(v, Verdict::Unchanged))
+            .count() as u64;
+        let to_send = verdicts
+            .iter()
+            .filter(|v| !matches!(v, Verdict::Unchanged | Verdict::Problem))
+            .count();
+        // Entries move into items from the back, the scan's buffer shrinking
+        // as the plan's grows, so the two are never both whole in memory.
+        plan.items.reserve_exact(to_send);
+        let mut since_shrink = 0;
+        while let Some(entry) = entries.pop() {
+            let at = entries.len();
+            let action = match verdicts[at] {
+                Verdict::Unchanged | Verdict::Problem => continue,
+                Verdict::New => Action::New,
+                Verdict::Changed => Action::Changed,
+                Verdict::MetadataOnly => match same_content.remove(&at) {
+                    Some(hash) => Action::MetadataOnly { hash },
+                    None => Action::Changed,
+                },
+            };
+            plan.items.push(PlanItem { entry, action });
+            since_shrink += 1;
+            if since_shrink == SHRINK_EVERY {
+                since_shrink = 0;
+                entries.shrink_to_fit();
+            }
+        }
+        // In scan order again: parents before children.
+        plan.items.reverse();
         Ok(plan)
     }
 }
+
+/// What the merge decided for one scanned entry.
+#[derive(Debug, Clone, Copy)]
+enum Verdict {
+    Unchanged,
+    New,
+    Changed,
+    /// Its content hash is in the side table.
+    MetadataOnly,
+    /// Could not be checked: neither sent nor deleted.
+    Problem,
+}
+
+/// Entries moved into the plan between two shrinks of the scan's buffer.
+const SHRINK_EVERY: usize = 16 * 1024;
 
 /// `None` if `entry` is unchanged from `old`, else the action to take.
 fn compare(
@@ -201,7 +265,7 @@ mod tests {
 
         fn plan(&self) -> Plan {
             let scan = scan(&self.root(), &[]).unwrap();
-            self.index.plan(&self.source(), &scan).unwrap()
+            self.index.plan(&self.source(), scan).unwrap()
         }
 
         /// Plans and records everything planned as acknowledged.
@@ -268,7 +332,7 @@ mod tests {
                 &crate::scan::ExcludeRules::default(),
                 roots,
             );
-            fx.index.plan(&fx.source(), &scan).unwrap()
+            fx.index.plan(&fx.source(), scan).unwrap()
         };
         let root = |path: &str, recursive| crate::scan::ScanRoot {
             path: path.into(),
@@ -373,6 +437,52 @@ mod tests {
         );
     }
 
+    /// The plan merges the scan and the index in path-bytes order: names
+    /// that sort around `/` (`a b`, `a.txt`, `a/x`, `a0`, `ab`) and paths
+    /// added, removed and kept between them must each get their own verdict.
+    #[test]
+    fn merge_in_path_order_matches_every_path_to_its_own_entry() {
+        let mut fx = Fixture::new();
+        fs::create_dir_all(fx.root().join("m/a")).unwrap();
+        for name in ["m/a b", "m/a.txt", "m/a/x", "m/a0", "m/ab", "m/b"] {
+            fx.write(name, name.as_bytes(), 100);
+        }
+        fx.sync();
+        // Removed around kept ones, added between them, one changed.
+        fs::remove_file(fx.root().join("m/a.txt")).unwrap();
+        fs::remove_file(fx.root().join("m/ab")).unwrap();
+        fx.write("m/a-new", b"new", 100);
+        fx.write("m/a/w", b"new", 100);
+        fx.write("m/a0", b"changed", 100);
+        fx.write("m/aa", b"new", 100);
+        let plan = fx.plan();
+        let mut got: Vec<_> = actions(&plan)
+            .into_iter()
+            .filter(|(p, _)| p.starts_with("m/"))
+            .collect();
+        got.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(
+            got,
+            [
+                ("m/a".to_string(), Action::New),
+                ("m/a-new".to_string(), Action::New),
+                ("m/a/w".to_string(), Action::New),
+                ("m/a0".to_string(), Action::Changed),
+                ("m/aa".to_string(), Action::New),
+            ]
+        );
+        let deleted: Vec<_> = plan.deleted.iter().map(|p| p.to_string()).collect();
+        assert_eq!(deleted, ["m/a.txt", "m/ab"]);
+        // The fixture's 7 and `m/a b`, `m/a/x`, `m/b` (`m` and `m/a`, whose
+        // mtimes moved as entries came and went, are sent again).
+        assert_eq!(plan.unchanged, 7 + 3);
+        // Items keep scan order: parents before children.
+        let paths: Vec<_> = plan.items.iter().map(|i| i.entry.path.clone()).collect();
+        let mut sorted = paths.clone();
+        sorted.sort();
+        assert_eq!(paths, sorted);
+    }
+
     #[test]
     fn deletions_are_deepest_first() {
         let mut fx = Fixture::new();
@@ -402,7 +512,7 @@ mod tests {
         });
         fs::remove_file(fx.root().join("a.txt")).unwrap();
         scan.entries.retain(|e| e.path != rel("a.txt"));
-        let plan = fx.index.plan(&fx.source(), &scan).unwrap();
+        let plan = fx.index.plan(&fx.source(), scan).unwrap();
         let deleted: Vec<_> = plan.deleted.iter().map(|p| p.to_string()).collect();
         assert_eq!(deleted, ["a.txt"]);
     }
@@ -414,7 +524,7 @@ mod tests {
         fx.set_mtime("a.txt", 4_000);
         let scan = scan(&fx.root(), &[]).unwrap();
         fs::remove_file(fx.root().join("a.txt")).unwrap();
-        let plan = fx.index.plan(&fx.source(), &scan).unwrap();
+        let plan = fx.index.plan(&fx.source(), scan).unwrap();
         assert!(plan.items.is_empty(), "{:?}", actions(&plan));
         assert!(plan.deleted.is_empty());
         assert_eq!(plan.problems.len(), 1);
@@ -428,7 +538,7 @@ mod tests {
         fx.sync();
         let other = Index::open(&fx.dir.path().join("state/index.db"), "r/other").unwrap();
         let scan = scan(&fx.root(), &[]).unwrap();
-        let plan = other.plan(&fx.source(), &scan).unwrap();
+        let plan = other.plan(&fx.source(), scan).unwrap();
         assert_eq!(plan.items.len(), 7);
         assert!(plan.items.iter().all(|i| i.action == Action::New));
     }

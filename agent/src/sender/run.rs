@@ -76,7 +76,13 @@ pub async fn run_once(
         };
         Ok((Arc::new(root), scan))
     });
-    let (scan, conn) = tokio::join!(scanned, transport::connect(&endpoint, remote));
+    // Admitted while the scan runs (see `admit`).
+    let connected = async {
+        let conn = transport::connect(&endpoint, remote).await?;
+        let admitted = admit(ctx, &conn).await;
+        Ok::<_, RunError>((conn, admitted))
+    };
+    let (scan, connected) = tokio::join!(scanned, connected);
     let (root, scan): (Arc<scan::SourceDir>, Scan) = scan?;
     summary.entries_scanned = scan.entries.len() as u64;
     summary.partial_scan = scan.partial.is_some();
@@ -102,11 +108,24 @@ pub async fn run_once(
         summary.problem(problem.path.display().to_string(), problem.message.clone());
     }
 
-    // 2. Get admitted, plan, send.
-    let conn = conn?;
-    let result = session(ctx, &conn, root.clone(), scan, &mut summary, shutdown)
-        .await
-        .map_err(|e| receiver_reason_first(&conn, e));
+    // 2. Plan, send.
+    let (conn, admitted) = connected?;
+    let result = match admitted {
+        Ok(admitted) => {
+            session(
+                ctx,
+                &conn,
+                admitted,
+                root.clone(),
+                scan,
+                &mut summary,
+                shutdown,
+            )
+            .await
+        }
+        Err(e) => Err(e),
+    }
+    .map_err(|e| receiver_reason_first(&conn, e));
     summary.bytes_on_wire = transport::bytes_on_wire(&conn);
     conn.close(quinn::VarInt::from_u32(0), b"done");
     // Long enough for the close to leave; the full drain (three probe
@@ -248,14 +267,18 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-async fn session(
-    ctx: &SenderContext,
-    conn: &quinn::Connection,
-    root: Arc<scan::SourceDir>,
-    scan: Scan,
-    summary: &mut RunSummary,
-    shutdown: &CancellationToken,
-) -> Result<(), RunError> {
+/// A connection on which the receiver has welcomed this sender.
+struct Admitted {
+    receiver_id: crate::identity::DeviceId,
+    control: Channel,
+    welcome: ferry_proto::Welcome,
+}
+
+/// Checks the receiver, says `Hello` and waits for `Welcome`: done while
+/// the scan runs, since a receiver gives a sender only so long
+/// ([`crate::receiver::HELLO_TIMEOUT`]) between connecting and `Hello`, and
+/// scanning a tree of a million files can take longer.
+async fn admit(ctx: &SenderContext, conn: &quinn::Connection) -> Result<Admitted, RunError> {
     let receiver_id = tls::peer_id(conn)?;
     ctx.check_receiver(receiver_id)?;
     let pairing = match &ctx.settings.pairing_secret {
@@ -294,6 +317,27 @@ async fn session(
     if welcome.paired {
         tracing::info!(receiver = %receiver_id, "paired with the receiver; later runs need no pairing secret");
     }
+    Ok(Admitted {
+        receiver_id,
+        control,
+        welcome,
+    })
+}
+
+async fn session(
+    ctx: &SenderContext,
+    conn: &quinn::Connection,
+    admitted: Admitted,
+    root: Arc<scan::SourceDir>,
+    scan: Scan,
+    summary: &mut RunSummary,
+    shutdown: &CancellationToken,
+) -> Result<(), RunError> {
+    let Admitted {
+        receiver_id,
+        mut control,
+        welcome,
+    } = admitted;
 
     // 3. Plan against the index of this receiver and folder.
     let target = format!("{}/{}", receiver_id, ctx.settings.folder.as_str());
@@ -305,7 +349,7 @@ async fn session(
             .lock()
             .map_err(|_| RunError::Internal("index lock".into()))?;
         let index = Index::open(&index_path, &target)?;
-        let plan = index.plan(&source, &scan)?;
+        let plan = index.plan(&source, scan)?;
         let indexed = index.len()?;
         *slot = Some(index);
         Ok((plan, indexed))
@@ -353,8 +397,10 @@ async fn session(
     let in_flight = MAX_IN_FLIGHT.min(welcome.max_streams.max(1) as usize);
     // Small files, directories and symlinks go in bundles, a few lanes of
     // them; the rest a stream each, in the streams left.
-    let (bundled, single): (Vec<PlanItem>, Vec<PlanItem>) =
-        plan.items.into_iter().partition(bundle::fits);
+    // The large ones are taken out of the plan's buffer, which the bundled
+    // keep: a tree of a million small files is not copied a second time.
+    let mut bundled = plan.items;
+    let single: Vec<PlanItem> = bundled.extract_if(.., |i| !bundle::fits(i)).collect();
     let lanes = bundle::lanes_for(bundled.len()).min(in_flight - 1);
     let queue: bundle::Queue = Arc::new(std::sync::Mutex::new(bundled.into()));
     let (outcome_tx, mut outcomes) = mpsc::unbounded_channel();
