@@ -309,7 +309,11 @@ impl Report {
 
     /// [`TARGETS`] checked against the rows measured (others are left out).
     pub fn targets(&self) -> Vec<TargetCheck> {
-        let list: Vec<_> = TARGETS.iter().chain(super::peers::TARGETS).copied().collect();
+        let list: Vec<_> = TARGETS
+            .iter()
+            .chain(super::peers::TARGETS)
+            .copied()
+            .collect();
         self.check_list(&list)
     }
 
@@ -465,7 +469,8 @@ fn target_line(t: &TargetCheck) -> String {
         t.target,
         show(t.limit),
         if t.met { "met" } else { "MISSED" },
-        t.ratio.map_or(String::new(), |r| format!(" (ratio {r:.2})"))
+        t.ratio
+            .map_or(String::new(), |r| format!(" (ratio {r:.2})"))
     )
 }
 
