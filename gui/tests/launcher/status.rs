@@ -2,8 +2,6 @@
 //! offers, at the window's default size, through the accessibility tree.
 //! The agent runs for real on loopback.
 
-#![allow(clippy::unwrap_used)]
-
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -15,37 +13,10 @@ use ferry_gui::settings::Role;
 use ferry_gui::ui::{button, WINDOW_SIZE};
 use ferry_gui::LauncherApp;
 
-/// Generous: a loaded 2-core CI machine (the handshake alone gives up
-/// after 10 s).
-const DEADLINE: Duration = Duration::from_secs(90);
+use super::util::{self, runtime, step_until};
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-/// The launcher at the size its window opens with.
 fn harness(app: LauncherApp) -> Harness<'static, LauncherApp> {
-    Harness::builder().with_size(WINDOW_SIZE).build_ui_state(
-        |ui, app: &mut LauncherApp| ferry_gui::ui::show(app, ui),
-        app,
-    )
-}
-
-fn step_until(
-    h: &mut Harness<'_, LauncherApp>,
-    what: &str,
-    mut done: impl FnMut(&mut Harness<'_, LauncherApp>) -> bool,
-) {
-    let start = Instant::now();
-    while !done(h) {
-        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-        h.step();
-    }
+    util::harness(app, WINDOW_SIZE)
 }
 
 /// A UDP port on loopback where nothing listens.

@@ -4,8 +4,6 @@
 //! file's versions, restore a selection and compare it with the source as
 //! of that run, fall back to the local copies, and say what went wrong.
 
-#![allow(clippy::unwrap_used)]
-
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -20,47 +18,29 @@ use ferry_gui::ui::backups::names;
 use ferry_gui::ui::button;
 use ferry_gui::LauncherApp;
 
-/// Generous: a loaded 2-core CI machine (a handshake with nobody listening
-/// alone takes 10 s to give up).
-const DEADLINE: Duration = Duration::from_secs(90);
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
+use super::util::{self, is_disabled, path, runtime, DEADLINE};
 
 fn harness(app: LauncherApp) -> Harness<'static, LauncherApp> {
-    Harness::builder()
-        .with_size([1000.0, 2400.0])
-        .build_ui_state(
-            |ui, app: &mut LauncherApp| ferry_gui::ui::show(app, ui),
-            app,
-        )
+    util::harness(app, [1000.0, 2400.0])
 }
 
+/// Steps the harness until `done` holds; on timeout, says where the view is.
 fn step_until(
     h: &mut Harness<'_, LauncherApp>,
     what: &str,
-    mut done: impl FnMut(&mut Harness<'_, LauncherApp>) -> bool,
+    done: impl FnMut(&mut Harness<'_, LauncherApp>) -> bool,
 ) {
-    let start = Instant::now();
-    while !done(h) {
+    util::step_until_says(h, done, |h| {
         let b = &h.state().backups;
-        assert!(
-            start.elapsed() < DEADLINE,
+        format!(
             "timed out waiting for {what}: at {:?}, runs {:?}, dirs {:?}, error {:?}, notice {:?}",
             b.at,
             b.runs.as_ref().map(|r| matches!(r, Loading::Ready(_))),
             b.dirs,
             b.error,
             b.notice
-        );
-        std::thread::sleep(Duration::from_millis(20));
-        h.step();
-    }
+        )
+    });
 }
 
 fn click(h: &mut Harness<'_, LauncherApp>, name: &str) {
@@ -72,14 +52,6 @@ fn click(h: &mut Harness<'_, LauncherApp>, name: &str) {
 /// question is out, so the harness never settles then).
 fn settle(h: &mut Harness<'_, LauncherApp>) {
     h.run_steps(3);
-}
-
-fn is_disabled(h: &Harness<'_, LauncherApp>, name: &str) -> bool {
-    h.get_by_label(name).accesskit_node().is_disabled()
-}
-
-fn path(p: &Path) -> String {
-    p.display().to_string()
 }
 
 fn set_mtime(p: &Path, secs: u64) {

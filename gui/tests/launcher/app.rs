@@ -1,8 +1,6 @@
 //! The launcher driven through its accessibility tree with egui_kittest: no
 //! display needed. The agent runs for real on loopback.
 
-#![allow(clippy::unwrap_used)]
-
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -16,46 +14,10 @@ use ferry_gui::settings::{generate_secret, Role};
 use ferry_gui::ui::button;
 use ferry_gui::LauncherApp;
 
-/// Generous: a loaded 2-core CI machine.
-const DEADLINE: Duration = Duration::from_secs(60);
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
+use super::util::{self, is_disabled, path, runtime, step_until};
 
 fn harness(app: LauncherApp) -> Harness<'static, LauncherApp> {
-    Harness::builder()
-        .with_size([1000.0, 2000.0])
-        .build_ui_state(
-            |ui, app: &mut LauncherApp| ferry_gui::ui::show(app, ui),
-            app,
-        )
-}
-
-/// Steps the harness until `done` holds, failing after [`DEADLINE`].
-fn step_until(
-    h: &mut Harness<'_, LauncherApp>,
-    what: &str,
-    mut done: impl FnMut(&mut Harness<'_, LauncherApp>) -> bool,
-) {
-    let start = Instant::now();
-    while !done(h) {
-        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-        h.step();
-    }
-}
-
-fn is_disabled(h: &Harness<'_, LauncherApp>, name: &str) -> bool {
-    h.get_by_label(name).accesskit_node().is_disabled()
-}
-
-fn path(p: &Path) -> String {
-    p.display().to_string()
+    util::harness(app, [1000.0, 2000.0])
 }
 
 /// A receiver app with a valid form in `dir`.

@@ -2,8 +2,6 @@
 //! a real store, Revoke / Allow, the pairing switch, and errors in plain
 //! words inside the view.
 
-#![allow(clippy::unwrap_used)]
-
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -15,38 +13,10 @@ use ferry_gui::ui::senders::label;
 use ferry_gui::LauncherApp;
 use ferry_proto::{Name, RunReport};
 
-/// Generous, for a loaded 2-core machine.
-const DEADLINE: Duration = Duration::from_secs(60);
+use super::util::{self, runtime, step_until};
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-/// Tall enough that the whole receiver panel and the view are on screen.
 fn harness(app: LauncherApp) -> Harness<'static, LauncherApp> {
-    Harness::builder()
-        .with_size([1100.0, 2400.0])
-        .build_ui_state(
-            |ui, app: &mut LauncherApp| ferry_gui::ui::show(app, ui),
-            app,
-        )
-}
-
-fn step_until(
-    h: &mut Harness<'_, LauncherApp>,
-    what: &str,
-    mut done: impl FnMut(&mut Harness<'_, LauncherApp>) -> bool,
-) {
-    let start = Instant::now();
-    while !done(h) {
-        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-        h.step();
-    }
+    util::harness(app, [1100.0, 2400.0])
 }
 
 /// A store with senders `lap` (a complete run of "docs") and `desk` (none).
