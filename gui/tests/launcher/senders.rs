@@ -3,7 +3,6 @@
 //! words inside the view.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use egui_kittest::kittest::Queryable;
 use egui_kittest::Harness;

@@ -3,7 +3,6 @@
 //! The agent runs for real on loopback.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use egui_kittest::kittest::{NodeT, Queryable};
 use egui_kittest::Harness;
