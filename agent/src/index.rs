@@ -23,6 +23,7 @@ use crate::scan::{ScanEntry, ScanKind};
 
 mod plan;
 mod runs;
+mod under;
 
 pub use plan::{Action, Plan, PlanItem};
 pub use runs::RunRow;

@@ -61,7 +61,9 @@ impl Index {
     ///
     /// Memory: the index is read as a stream in path order and merged with
     /// the scan (also in path order), so no second copy of the tree is held;
-    /// a verdict of one byte per scanned entry is all that is added.
+    /// a verdict of one byte per scanned entry is all that is added. For a
+    /// partial scan only the rows at or below its directories are read, so
+    /// a triggered run's plan costs what it scanned, not the folder.
     pub fn plan(&self, root: &SourceDir, mut scan: Scan) -> Result<Plan, IndexError> {
         let mut entries = std::mem::take(&mut scan.entries);
         // The scan sorts its entries; the merge below relies on it.
@@ -74,7 +76,13 @@ impl Index {
         let mut same_content: HashMap<usize, Hash> = HashMap::new();
         let mut next = 0;
         let mut deleted = Vec::new();
-        self.for_each_entry(|old| {
+        // A partial scan (watch mode) speaks only of its directories and
+        // what lies below them: only those rows are read.
+        let scanned_dirs: Option<Vec<std::path::PathBuf>> = scan
+            .partial
+            .as_ref()
+            .map(|roots| roots.iter().map(|r| r.path.clone()).collect());
+        let visit = |old: IndexEntry| {
             // Scanned paths before this one are not in the index: new.
             while next < entries.len() && entries[next].path < old.path {
                 next += 1;
@@ -109,7 +117,11 @@ impl Index {
                 deleted.push(old.path);
             }
             Ok(())
-        })?;
+        };
+        match &scanned_dirs {
+            Some(dirs) => self.for_each_entry_under(dirs, visit)?,
+            None => self.for_each_entry(visit)?,
+        }
         deleted.sort_by(|a, b| {
             let depth = |p: &RelPath| p.components().count();
             depth(b).cmp(&depth(a)).then_with(|| a.cmp(b))
