@@ -253,18 +253,7 @@ impl Index {
             )
             .map_err(|e| self.sql(what, e))?;
         let rows = stmt
-            .query_map([&self.target], |r| {
-                Ok(RawEntry {
-                    path: r.get(0)?,
-                    kind: r.get(1)?,
-                    link_target: r.get(2)?,
-                    size: r.get(3)?,
-                    mtime_ns: r.get(4)?,
-                    mode: r.get(5)?,
-                    ino: r.get(6)?,
-                    hash: r.get(7)?,
-                })
-            })
+            .query_map([&self.target], RawEntry::read)
             .map_err(|e| self.sql(what, e))?;
         for row in rows {
             let raw = row.map_err(|e| self.sql(what, e))?;
@@ -436,18 +425,7 @@ impl Index {
                 "SELECT path, kind, link_target, size, mtime_ns, mode, ino, hash
                  FROM entries WHERE target = ?1 AND path = ?2",
                 params![self.target, path.as_bytes()],
-                |r| {
-                    Ok(RawEntry {
-                        path: r.get(0)?,
-                        kind: r.get(1)?,
-                        link_target: r.get(2)?,
-                        size: r.get(3)?,
-                        mtime_ns: r.get(4)?,
-                        mode: r.get(5)?,
-                        ino: r.get(6)?,
-                        hash: r.get(7)?,
-                    })
-                },
+                RawEntry::read,
             )
             .optional()
             .map_err(|e| self.sql(what, e))?;
@@ -552,6 +530,23 @@ struct RawEntry {
     mode: u32,
     ino: i64,
     hash: Option<Vec<u8>>,
+}
+
+impl RawEntry {
+    /// A row of `SELECT path, kind, link_target, size, mtime_ns, mode, ino,
+    /// hash FROM entries`, in that order.
+    fn read(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawEntry> {
+        Ok(RawEntry {
+            path: r.get(0)?,
+            kind: r.get(1)?,
+            link_target: r.get(2)?,
+            size: r.get(3)?,
+            mtime_ns: r.get(4)?,
+            mode: r.get(5)?,
+            ino: r.get(6)?,
+            hash: r.get(7)?,
+        })
+    }
 }
 
 #[cfg(test)]

@@ -42,18 +42,7 @@ impl Index {
         let mut last: Option<Vec<u8>> = None;
         for (lo, hi) in ranges(dirs) {
             let rows = stmt
-                .query_map(rusqlite::params![&self.target, lo, hi], |r| {
-                    Ok(RawEntry {
-                        path: r.get(0)?,
-                        kind: r.get(1)?,
-                        link_target: r.get(2)?,
-                        size: r.get(3)?,
-                        mtime_ns: r.get(4)?,
-                        mode: r.get(5)?,
-                        ino: r.get(6)?,
-                        hash: r.get(7)?,
-                    })
-                })
+                .query_map(rusqlite::params![&self.target, lo, hi], RawEntry::read)
                 .map_err(|e| self.sql(what, e))?;
             for row in rows {
                 let raw = row.map_err(|e| self.sql(what, e))?;
