@@ -36,6 +36,7 @@
 //! - [`senders`]: the receiver admin's view of its senders: list, revoke,
 //!   allow, the pairing switch, and the running receiver's live record.
 //! - [`status`]: live status of a sender or receiver, for displays.
+//! - [`tasks`]: the task model, and the one helper that runs blocking work.
 //! - [`terminal`]: stderr of the `ferry` binary: the progress bar, and logs
 //!   and summaries printed around it.
 
@@ -60,5 +61,6 @@ pub mod store;
 pub mod stream;
 pub mod summary;
 pub mod terminal;
+pub mod tasks;
 pub mod tls;
 pub mod transport;
