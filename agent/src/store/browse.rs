@@ -30,7 +30,7 @@ use ferry_proto::{At, DirEntry, Hash, RelPath, VersionKind};
 use rusqlite::{params, OptionalExtension};
 
 use super::catalog::{self, Catalog, VersionRow, VERSION_COLUMNS};
-use super::history::HistoryError;
+use super::HistoryError;
 use super::{Namespace, Store, StoreError};
 
 /// Rows read under one hold of the catalog lock (3 in tests, so that they

@@ -1,4 +1,6 @@
-//! Errors of the receiver's store.
+//! Errors of the receiver's store: [`StoreError`] for what the store does,
+//! [`HistoryError`] for questions about the past (as of a run or a time) and
+//! read-only opens.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -118,6 +120,30 @@ pub enum StoreError {
         sender: Name,
         folder: Name,
     },
+}
+
+/// Why a history question could not be answered.
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The run does not exist or belongs to another sender or folder.
+    #[error("run {run} is not a run of {sender}/{folder}; list the runs with `ferry history`")]
+    UnknownRun {
+        run: u64,
+        sender: Name,
+        folder: Name,
+    },
+    /// No run of the folder had ended by that time.
+    #[error("{sender}/{folder} has no run that ended by {}; list the runs with `ferry history`", humantime::format_rfc3339_seconds(super::mirror::system_time(at_ms.saturating_mul(1_000_000))))]
+    NothingYet {
+        at_ms: i64,
+        sender: Name,
+        folder: Name,
+    },
+    /// The directory has no catalog.
+    #[error("{path} does not exist: is this a ferry store directory (the one given to `ferry receive --store`)?")]
+    NoCatalog { path: PathBuf },
 }
 
 impl StoreError {

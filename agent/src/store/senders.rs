@@ -16,21 +16,8 @@ use std::path::{Path, PathBuf};
 use ferry_proto::Name;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
-use super::catalog::{Catalog, SCHEMA_VERSION};
-use super::{history, Store, StoreError};
-
-/// Tables of the admin's settings; created when missing on every writable
-/// open, so no schema version bump is needed.
-pub(crate) const ACCESS_TABLES: &str = "
-CREATE TABLE IF NOT EXISTS revoked_senders (
-    sender_id INTEGER PRIMARY KEY REFERENCES senders(id),
-    revoked_ms INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS receiver_settings (
-    key TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
-";
+use super::catalog::{catalog_path, Catalog, ACCESS_TABLES, SCHEMA_VERSION};
+use super::{HistoryError, Store, StoreError};
 
 /// The `receiver_settings` key of the pairing switch (`on` / `off`).
 const PAIRING_KEY: &str = "pairing";
@@ -219,7 +206,7 @@ impl Store {
 }
 
 /// Reads the admin's settings of the store at `root` without its lock.
-pub fn read_access(root: &Path) -> Result<Access, history::HistoryError> {
+pub fn read_access(root: &Path) -> Result<Access, HistoryError> {
     Store::open_read_only(root)?.access().map_err(Into::into)
 }
 
@@ -234,7 +221,7 @@ pub struct AccessWriter {
 impl AccessWriter {
     /// Opens the existing catalog of the store at `root` for these writes.
     pub fn open(root: &Path) -> Result<AccessWriter, AccessError> {
-        let path = history::catalog_path(root);
+        let path = catalog_path(root);
         if !path.is_file() {
             return Err(AccessError::NoCatalog { path });
         }

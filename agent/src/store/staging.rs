@@ -10,6 +10,7 @@ use ferry_proto::{Hash, RelPath};
 
 use super::error::{hex, io_err, StoreError};
 use super::mirror::{self, Tree};
+use super::{Namespace, Store};
 use crate::sparse::HoleWriter;
 
 /// A staging file that is removed when dropped, unless it was renamed away.
@@ -280,6 +281,20 @@ pub(crate) fn clear(
         removed += 1;
     }
     Ok(removed)
+}
+
+impl Store {
+    /// Starts receiving `size` bytes of content for `path` into a new
+    /// staging file.
+    pub fn stage(&self, ns: &Namespace, path: &RelPath, size: u64) -> Result<Staged, StoreError> {
+        let _ = ns; // staging is shared by all namespaces: same filesystem as the mirror
+        let name = format!("{}.part", self.next_counter());
+        let file = StagingFile::create(
+            &self.tree,
+            self.root.join(".ferry").join("staging").join(name),
+        )?;
+        Ok(Staged::new(file, path.clone(), size))
+    }
 }
 
 #[cfg(test)]

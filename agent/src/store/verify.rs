@@ -35,11 +35,12 @@ use rusqlite::params;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use serde::Serialize;
 
+use super::catalog::read_only_at;
 use super::catalog::{self, Catalog, VersionRow, VERSION_COLUMNS};
 use super::error::hex;
-use super::history::{open_read_only, HistoryError};
 use super::locate::{self, Located, Unservable};
 use super::mirror;
+use super::HistoryError;
 
 /// What is wrong with one stored version, or one file of the store.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -153,7 +154,7 @@ struct Row {
 /// Verifies the store at `root`; see the module documentation.
 pub fn verify(root: &Path) -> Result<VerifyReport, HistoryError> {
     let root = std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf());
-    let cat = open_read_only(&root)?;
+    let cat = read_only_at(&root)?;
     let dir = Beneath::open(&root).map_err(|e| super::error::io_err("open", &root, e))?;
     let rows = all_rows(&cat)?;
     let mut report = VerifyReport::default();

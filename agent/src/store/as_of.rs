@@ -1,6 +1,5 @@
-//! Reading a namespace's history: the tree as of a run or a time, one
-//! version by id, the runs' start times; and the admin's read-only view of
-//! every sender's runs, taken without the store's lock.
+//! A namespace's tree as of a point: the run a point (latest, a run, a
+//! time) stands for, and the tree then, with what cannot be served.
 //!
 //! A version row belongs to the tree as of run `R` if it was stored by a run
 //! up to `R` and not replaced or deleted by a run up to `R`
@@ -11,15 +10,12 @@
 //! `R` is missing from the tree as of `R`; its files are not, and a restore
 //! creates the directory for them.
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-
-use ferry_proto::{At, Name, RelPath};
+use ferry_proto::{At, RelPath};
 use rusqlite::{params, OptionalExtension};
 
-use super::catalog::{self, Catalog, VERSION_COLUMNS};
+use super::catalog::{self, VERSION_COLUMNS};
 use super::locate::{self, Unservable};
-use super::{Namespace, RunRecord, Store, StoreError, VersionRecord};
+use super::{HistoryError, Namespace, Store, VersionRecord};
 
 /// A folder's tree as of a point, with what could not be served.
 #[derive(Debug, Clone, Default)]
@@ -42,30 +38,6 @@ pub struct SkippedVersion {
     /// `"file"`, `"dir"` or `"symlink"` as the catalog has it.
     pub kind: String,
     pub reason: Unservable,
-}
-
-/// Why a history question could not be answered.
-#[derive(Debug, thiserror::Error)]
-pub enum HistoryError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// The run does not exist or belongs to another sender or folder.
-    #[error("run {run} is not a run of {sender}/{folder}; list the runs with `ferry history`")]
-    UnknownRun {
-        run: u64,
-        sender: Name,
-        folder: Name,
-    },
-    /// No run of the folder had ended by that time.
-    #[error("{sender}/{folder} has no run that ended by {}; list the runs with `ferry history`", humantime::format_rfc3339_seconds(super::mirror::system_time(at_ms.saturating_mul(1_000_000))))]
-    NothingYet {
-        at_ms: i64,
-        sender: Name,
-        folder: Name,
-    },
-    /// The directory has no catalog.
-    #[error("{path} does not exist: is this a ferry store directory (the one given to `ferry receive --store`)?")]
-    NoCatalog { path: PathBuf },
 }
 
 impl Store {
@@ -228,78 +200,6 @@ impl Store {
         }
         Ok(report)
     }
-
-    /// Version `id`, if it is a version of `ns` (of any other sender or
-    /// folder it is `None`, as if it did not exist).
-    pub fn version_in(&self, ns: &Namespace, id: u64) -> Result<Option<VersionRecord>, StoreError> {
-        let path: Option<Vec<u8>> = {
-            let cat = self.catalog();
-            cat.conn()
-                .query_row(
-                    "SELECT path FROM versions WHERE id = ?1 AND sender_id = ?2 AND folder = ?3",
-                    params![catalog::sql_u64(id), ns.sender_id, ns.folder.as_str()],
-                    |r| r.get(0),
-                )
-                .optional()
-                .map_err(|e| cat.err(e))?
-        };
-        let Some(path) = path else { return Ok(None) };
-        let path = RelPath::from_bytes(path)
-            .map_err(|e| self.catalog().corrupt(format!("version {id}: {e}")))?;
-        let id = i64::try_from(id).unwrap_or(i64::MAX);
-        Ok(self.versions(ns, &path)?.into_iter().find(|v| v.id == id))
-    }
-
-    /// When each run of a sender started (ms since the Unix epoch).
-    pub fn run_starts(&self, sender_id: i64) -> Result<HashMap<u64, i64>, StoreError> {
-        let cat = self.catalog();
-        let read = || -> rusqlite::Result<HashMap<u64, i64>> {
-            let mut stmt = cat
-                .conn()
-                .prepare("SELECT id, started_ms FROM runs WHERE sender_id = ?1")?;
-            let rows = stmt.query_map([sender_id], |r| {
-                Ok((u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0), r.get(1)?))
-            })?;
-            rows.collect()
-        };
-        read().map_err(|e| cat.err(e))
-    }
-}
-
-/// The catalog path of the store at `root`.
-pub fn catalog_path(root: &Path) -> PathBuf {
-    root.join(".ferry").join("catalog.db")
-}
-
-/// Opens the catalog of the store at `root` read-only, without the lock.
-pub(crate) fn open_read_only(root: &Path) -> Result<Catalog, HistoryError> {
-    let path = catalog_path(root);
-    if !path.is_file() {
-        return Err(HistoryError::NoCatalog { path });
-    }
-    Ok(Catalog::open_read_only(&path)?)
-}
-
-/// Every sender's runs, newest first, read from the catalog of the store at
-/// `root` without taking the store's lock (a receiver may be running).
-pub fn read_runs(root: &Path) -> Result<Vec<RunRecord>, HistoryError> {
-    let cat = open_read_only(root)?;
-    let name = |s: String| Name::new(s).map_err(|e| cat.corrupt(e.to_string()));
-    let mut out = Vec::new();
-    for r in cat.runs(None)? {
-        out.push(RunRecord {
-            id: u64::try_from(r.id)
-                .map_err(|_| cat.corrupt(format!("negative run id {}", r.id)))?,
-            sender: name(r.sender)?,
-            folder: name(r.folder)?,
-            started_ms: r.started_ms,
-            finished_ms: r.finished_ms,
-            status: r.status,
-            report: r.report,
-            bytes_received: u64::try_from(r.bytes_received).unwrap_or(0),
-        });
-    }
-    Ok(out)
 }
 
 #[cfg(test)]
@@ -307,6 +207,7 @@ pub fn read_runs(root: &Path) -> Result<Vec<RunRecord>, HistoryError> {
 mod tests {
     use super::super::tests::{fixture, put_file, rel};
     use super::*;
+    use ferry_proto::Name;
     use ferry_proto::RunReport;
 
     fn finish(store: &Store, ns: &Namespace, run: u64) {
@@ -496,17 +397,5 @@ mod tests {
         );
         // What is below stays current.
         assert!(store.versions(&ns, &rel("d/f")).unwrap()[0].current);
-    }
-
-    #[test]
-    fn admin_reads_runs_while_the_store_is_open() {
-        let (dir, store, ns) = fixture();
-        let r1 = store.begin_run(&ns).unwrap();
-        finish(&store, &ns, r1);
-        let runs = read_runs(&dir.path().join("store")).unwrap();
-        assert_eq!(runs.len(), 1);
-        assert_eq!(runs[0].sender.as_str(), "lap");
-        let err = read_runs(dir.path()).unwrap_err();
-        assert!(matches!(err, HistoryError::NoCatalog { .. }), "{err}");
     }
 }
