@@ -22,127 +22,35 @@
 //! beside a receiver; a file the receiver replaces while it is being checked
 //! may then be reported, so a finding is re-checked against a fresh read of
 //! the catalog before it is reported.
+//!
+//! ## Layout
+//!
+//! - `report`: [`VerifyReport`], its [`Finding`]s and their [`FindingKind`].
+//! - `beneath`: reaching the store's files without following a symlink or
+//!   leaving the store, and walking its trees.
+//! - `checks`: one version's bytes against its row (size and hash, link target).
+//!
+//! This file reads the rows, locates each version's bytes, checks them and
+//! looks for orphans.
+
+mod beneath;
+mod checks;
+mod report;
 
 use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
-use std::fs::File;
-use std::io::{self, Read};
-use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use rusqlite::params;
-use rustix::fs::{AtFlags, FileType, Mode, OFlags};
-use serde::Serialize;
 
-use super::catalog::read_only_at;
-use super::catalog::{self, Catalog, VersionRow, VERSION_COLUMNS};
-use super::error::hex;
+use super::catalog::{self, read_only_at, Catalog, VersionRow, VERSION_COLUMNS};
 use super::locate::{self, Located, Unservable};
 use super::mirror;
 use super::HistoryError;
-
-/// What is wrong with one stored version, or one file of the store.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "kind", rename_all = "kebab-case")]
-pub enum FindingKind {
-    /// The bytes hash to something else than the catalog says.
-    HashMismatch { expected: String, actual: String },
-    /// The file has another size than the catalog says.
-    SizeMismatch { expected: u64, actual: u64 },
-    /// Nothing is where the bytes should be.
-    Missing,
-    /// Something other than a file (or symlink) is there.
-    WrongKind,
-    /// A symlink points elsewhere than recorded.
-    LinkChanged,
-    /// The bytes could not be read.
-    Unreadable { error: String },
-    /// The version's bytes were not kept: it was deleted or replaced without
-    /// an archive, and no newer version has its content.
-    Lost { reason: String },
-    /// The row's location is not beneath the store (or its folder's versions
-    /// area), or is reached through a symlink. It was not read.
-    Outside { reason: String },
-    /// The row's path, sender or folder does not decode.
-    InvalidPath { detail: String },
-    /// A file or symlink in the mirror or the versions area that no row
-    /// accounts for.
-    Orphan,
-}
-
-impl std::fmt::Display for FindingKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            FindingKind::HashMismatch { expected, actual } => {
-                write!(
-                    f,
-                    "content changed: hashes to {actual}, the catalog says {expected}"
-                )
-            }
-            FindingKind::SizeMismatch { expected, actual } => {
-                write!(
-                    f,
-                    "content changed: {actual} bytes, the catalog says {expected}"
-                )
-            }
-            FindingKind::Missing => write!(f, "missing"),
-            FindingKind::WrongKind => write!(f, "something else is in its place"),
-            FindingKind::LinkChanged => write!(f, "the symlink points elsewhere"),
-            FindingKind::Unreadable { error } => write!(f, "unreadable: {error}"),
-            FindingKind::Lost { reason } => write!(f, "its bytes were not kept: {reason}"),
-            FindingKind::Outside { reason } => {
-                write!(
-                    f,
-                    "its location is not beneath the store ({reason}); not read"
-                )
-            }
-            FindingKind::InvalidPath { detail } => {
-                write!(f, "the catalog row does not decode: {detail}")
-            }
-            FindingKind::Orphan => write!(f, "no version in the catalog accounts for it"),
-        }
-    }
-}
-
-/// One stored version whose bytes do not match the catalog, or one file
-/// that belongs to no version.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Finding {
-    pub sender: String,
-    pub folder: String,
-    /// The path in the sender's folder (lossy UTF-8); for an orphan, its
-    /// path relative to the store.
-    pub path: String,
-    /// The version's id (`None` for an orphan).
-    pub version: Option<i64>,
-    /// True if it is the current version (in the mirror), or an orphan in
-    /// the mirror.
-    pub current: bool,
-    /// Where its bytes are (or are recorded to be).
-    pub location: PathBuf,
-    #[serde(flatten)]
-    pub kind: FindingKind,
-}
-
-/// The result of a verification.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct VerifyReport {
-    /// Files re-hashed.
-    pub files_checked: u64,
-    /// Bytes read.
-    pub bytes_checked: u64,
-    /// Symlinks checked.
-    pub links_checked: u64,
-    /// Files and symlinks found in the mirror and the versions area.
-    pub entries_walked: u64,
-    /// Files and symlinks in the versions area that no version accounts
-    /// for but that were archived as unrecorded (`~u<n>`): copies an
-    /// interrupted commit left in the mirror, never acknowledged, kept.
-    pub unrecorded: u64,
-    /// Everything that does not match.
-    pub findings: Vec<Finding>,
-}
+use beneath::{walk, Beneath};
+use checks::{check_file, check_link};
+pub use report::{Finding, FindingKind, VerifyReport};
 
 struct Row {
     sender: Option<String>,
@@ -379,229 +287,6 @@ fn still_same(cat: &Catalog, v: &VersionRow) -> Result<bool, HistoryError> {
         })
         .map_err(|e| cat.err(e))?;
     Ok(now == Some((v.replaced_run, v.archive.clone())))
-}
-
-/// The store's root directory, from which everything is opened without
-/// following a symlink and without leaving it.
-pub(crate) struct Beneath {
-    root: OwnedFd,
-}
-
-/// What is at a path below the root.
-enum Found {
-    Missing,
-    /// Reached through a symlink, or leads out of the store.
-    Outside(&'static str),
-    /// The parent directory (opened `O_PATH`) and the entry's type.
-    At(OwnedFd, FileType),
-}
-
-impl Beneath {
-    pub(crate) fn open(root: &Path) -> io::Result<Beneath> {
-        let root = rustix::fs::open(
-            root,
-            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )?;
-        Ok(Beneath { root })
-    }
-
-    /// Opens the directory `rel` (relative to the root; empty: the root).
-    fn dir(&self, rel: &Path, flags: OFlags) -> io::Result<OwnedFd> {
-        let rel = if rel.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            rel
-        };
-        // No O_NOFOLLOW: RESOLVE_NO_SYMLINKS refuses a symlink in the last
-        // component too (ELOOP), where O_PATH | O_NOFOLLOW would open the
-        // link itself.
-        mirror::open_beneath(&self.root, rel, flags | OFlags::DIRECTORY, Mode::empty())
-    }
-
-    fn find(&self, rel: &Path) -> io::Result<Found> {
-        let (Some(parent), Some(leaf)) = (rel.parent(), rel.file_name()) else {
-            return Ok(Found::Outside("not a plain path"));
-        };
-        let parent = match self.dir(parent, OFlags::PATH) {
-            Ok(fd) => fd,
-            Err(e) => return classify(e),
-        };
-        match rustix::fs::statat(&parent, leaf, AtFlags::SYMLINK_NOFOLLOW) {
-            Ok(st) => Ok(Found::At(parent, FileType::from_raw_mode(st.st_mode))),
-            Err(e) => classify(e.into()),
-        }
-    }
-}
-
-/// Opens the regular file `rel` below the directory `dir` for reading,
-/// never through a symlink and never outside `dir`.
-fn open_regular(dir: &OwnedFd, rel: &Path) -> io::Result<File> {
-    let fd = mirror::open_beneath(
-        dir,
-        rel,
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK,
-        Mode::empty(),
-    )?;
-    let file = File::from(fd);
-    if !file.metadata()?.is_file() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "not a regular file",
-        ));
-    }
-    Ok(file)
-}
-
-/// Not there, or reached through a symlink or out of the store, or an error.
-fn classify(e: io::Error) -> io::Result<Found> {
-    match e.raw_os_error() {
-        Some(libc::ENOENT) | Some(libc::ENOTDIR) => Ok(Found::Missing),
-        Some(libc::ELOOP) => Ok(Found::Outside("reached through a symlink")),
-        Some(libc::EXDEV) => Ok(Found::Outside("it leads out of the store")),
-        _ => Err(e),
-    }
-}
-
-fn check_file(
-    dir: &Beneath,
-    rel: &Path,
-    v: &VersionRow,
-    buf: &mut [u8],
-    bytes: &mut u64,
-) -> Option<FindingKind> {
-    let parent = match dir.find(rel) {
-        Ok(Found::Missing) => return Some(FindingKind::Missing),
-        Ok(Found::Outside(why)) => return Some(outside(why)),
-        Ok(Found::At(parent, FileType::RegularFile)) => parent,
-        Ok(Found::At(..)) => return Some(FindingKind::WrongKind),
-        Err(e) => return Some(unreadable(e)),
-    };
-    let leaf = rel.file_name().unwrap_or_default();
-    let mut file = match open_regular(&parent, Path::new(leaf)) {
-        Ok(f) => f,
-        Err(e) => return Some(unreadable(e)),
-    };
-    let len = match file.metadata() {
-        Ok(m) => m.len(),
-        Err(e) => return Some(unreadable(e)),
-    };
-    let expected_size = u64::try_from(v.size).unwrap_or(0);
-    if len != expected_size {
-        return Some(FindingKind::SizeMismatch {
-            expected: expected_size,
-            actual: len,
-        });
-    }
-    let actual = match hash_reader(&mut file, buf) {
-        Ok((hash, n)) => {
-            *bytes += n;
-            hash
-        }
-        Err(e) => return Some(unreadable(e)),
-    };
-    match &v.hash {
-        Some(expected) if expected.as_slice() == actual.as_bytes() => None,
-        expected => Some(FindingKind::HashMismatch {
-            expected: expected.as_deref().map(hex).unwrap_or_default(),
-            actual: actual.to_hex().to_string(),
-        }),
-    }
-}
-
-fn check_link(dir: &Beneath, rel: &Path, v: &VersionRow) -> Option<FindingKind> {
-    let parent = match dir.find(rel) {
-        Ok(Found::Missing) => return Some(FindingKind::Missing),
-        Ok(Found::Outside(why)) => return Some(outside(why)),
-        Ok(Found::At(parent, FileType::Symlink)) => parent,
-        Ok(Found::At(..)) => return Some(FindingKind::WrongKind),
-        Err(e) => return Some(unreadable(e)),
-    };
-    let leaf = rel.file_name().unwrap_or_default();
-    match rustix::fs::readlinkat(&parent, leaf, Vec::new()) {
-        Ok(target) if Some(target.as_bytes()) == v.target.as_deref() => None,
-        Ok(_) => Some(FindingKind::LinkChanged),
-        Err(e) => Some(unreadable(e.into())),
-    }
-}
-
-fn outside(why: &str) -> FindingKind {
-    FindingKind::Outside {
-        reason: why.to_owned(),
-    }
-}
-
-fn unreadable(e: io::Error) -> FindingKind {
-    FindingKind::Unreadable {
-        error: crate::chain::chain(&e),
-    }
-}
-
-/// Every file, symlink or other non-directory below the directories `tops`
-/// (relative to the root), relative to the root; directories are entered
-/// without following symlinks, and one that cannot be opened is skipped.
-fn walk(dir: &Beneath, tops: &[PathBuf]) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut pending: Vec<PathBuf> = tops.to_vec();
-    while let Some(rel) = pending.pop() {
-        let fd = match dir.dir(&rel, OFlags::RDONLY) {
-            Ok(fd) => fd,
-            Err(e) => {
-                if e.kind() != io::ErrorKind::NotFound {
-                    tracing::warn!(path = %rel.display(), error = %e, "cannot list a directory of the store");
-                }
-                continue;
-            }
-        };
-        let listing = match rustix::fs::Dir::read_from(&fd) {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::warn!(path = %rel.display(), error = %e, "cannot list a directory of the store");
-                continue;
-            }
-        };
-        for entry in listing {
-            let Ok(entry) = entry else { break };
-            let name = entry.file_name().to_bytes();
-            if name == b"." || name == b".." {
-                continue;
-            }
-            let name = OsStr::from_bytes(name);
-            let kind = match entry.file_type() {
-                FileType::Unknown => match rustix::fs::statat(&fd, name, AtFlags::SYMLINK_NOFOLLOW)
-                {
-                    Ok(st) => FileType::from_raw_mode(st.st_mode),
-                    Err(_) => continue,
-                },
-                kind => kind,
-            };
-            if kind == FileType::Directory {
-                pending.push(rel.join(name));
-            } else {
-                out.push(rel.join(name));
-            }
-        }
-    }
-    out
-}
-
-/// blake3 of everything `reader` gives, and its length.
-fn hash_reader(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<(blake3::Hash, u64)> {
-    let mut hasher = blake3::Hasher::new();
-    let mut n = 0u64;
-    loop {
-        let got = match reader.read(buf) {
-            Ok(got) => got,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        if got == 0 {
-            break;
-        }
-        hasher.update(&buf[..got]);
-        n += got as u64;
-    }
-    Ok((hasher.finalize(), n))
 }
 
 #[cfg(test)]
