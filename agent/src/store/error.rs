@@ -259,4 +259,70 @@ mod tests {
         );
         assert!(matches!(e, StoreError::Io { .. }));
     }
+
+    /// Each level of the chain says what failed; the cause it wraps is its
+    /// `source()`, never also part of its message (`{:#}` and
+    /// `crate::chain::chain` would print it twice).
+    fn assert_each_cause_once(e: &dyn std::error::Error) {
+        let mut level: &dyn std::error::Error = e;
+        while let Some(cause) = level.source() {
+            let (outer, inner) = (level.to_string(), cause.to_string());
+            assert!(
+                !outer.contains(&inner),
+                "{outer:?} repeats its cause {inner:?}"
+            );
+            level = cause;
+        }
+        let line = crate::chain::chain(e);
+        let full = {
+            let mut parts = vec![e.to_string()];
+            let mut cause = e.source();
+            while let Some(c) = cause {
+                parts.push(c.to_string());
+                cause = c.source();
+            }
+            parts.join(": ")
+        };
+        assert_eq!(line, full, "nothing was left out as a repeat");
+    }
+
+    #[test]
+    fn store_history_access_and_retention_errors_name_each_cause_once() {
+        let io = || {
+            io_err(
+                "open",
+                Path::new("/s/lap/docs/a"),
+                io::Error::from(io::ErrorKind::PermissionDenied),
+            )
+        };
+        let catalog = || StoreError::Catalog {
+            path: PathBuf::from("/s/.ferry/catalog.db"),
+            source: rusqlite::Error::ExecuteReturnedResults,
+        };
+        let not_db = StoreError::NotADatabase {
+            path: PathBuf::from("/s/.ferry/catalog.db"),
+            source: rusqlite::Error::InvalidQuery,
+        };
+        let errors: Vec<Box<dyn std::error::Error>> = vec![
+            Box::new(io()),
+            Box::new(catalog()),
+            Box::new(not_db),
+            Box::new(HistoryError::from(io())),
+            Box::new(HistoryError::from(catalog())),
+            Box::new(super::super::AccessError::from(catalog())),
+            Box::new(super::super::RetentionError::from(io())),
+        ];
+        for e in &errors {
+            assert_each_cause_once(e.as_ref());
+        }
+        // A transparent wrapper prints its cause's message once, with the
+        // cause's own source after it.
+        let line = crate::chain::chain(&HistoryError::from(io()));
+        assert_eq!(
+            line.matches("could not open /s/lap/docs/a").count(),
+            1,
+            "{line}"
+        );
+        assert!(line.ends_with("permission denied"), "{line}");
+    }
 }
