@@ -47,33 +47,34 @@
 //!
 //! ## Layout
 //!
-//! - `records`: what callers get back: [`SenderRecord`], [`Namespace`],
-//!   [`RunRecord`], [`VersionRecord`], [`RunEnding`].
-//! - `error`: [`StoreError`], and [`HistoryError`] for questions about the past.
-//! - `catalog`: the SQLite catalog: its schema, opening it, its queries.
-//! - `mirror`: the store's root by descriptor (`Tree`): no-follow,
-//!   never-escaping filesystem primitives, and archive names.
+//! - `records`: what callers get: senders, [`Namespace`]s, runs, versions, [`RunEnding`].
+//! - `error`: [`StoreError`]; [`HistoryError`] for questions about the past.
+//! - `catalog`: the SQLite catalog: its schema, opening it, one file per table.
+//! - `mirror`: the root by descriptor (`Tree`): no-follow primitives, archive names.
 //! - `registry`: registering senders; a sender's folder as a [`Namespace`].
 //! - `runs`: opening, closing and listing runs.
 //! - `staging`: content being received: [`Staged`], then [`Verified`].
-//! - `apply`: the changes to the mirror (commit, metadata, dirs, symlinks,
-//!   deletes), each recorded in one catalog transaction; group commit of
-//!   many files in one transaction is the receiver's committer (`commit`).
+//! - `apply`: changes to the mirror ([`Op`]), each batch in one catalog transaction.
 //! - `archive`: moving what is in the way into the versions area.
 //! - `delta_base`: the stored version a delta copies from ([`BaseContent`]).
 //! - `partials`: chunked transfers kept in staging to resume ([`Resumable`]).
 //! - `versions`: a path's versions as records, and opening stored bytes.
 //! - `as_of`: the tree as of a run or a time ([`TreeReport`]).
-//! - `browse`: one directory's children as of a point ([`DirListing`]), by
-//!   index lookups.
+//! - `browse`: one directory's children as of a point ([`DirListing`]).
 //! - `locate`: where a version's bytes are (the catalog's rules).
 //! - `reserve`: space kept back so runs open and end on a full disk.
 //! - `retention`: the receiver's retention policy and pruning.
-//! - `usage`: the bytes a sender's versions take on disk.
-//! - `senders`: the admin's revocations and pairing switch, and what each
-//!   sender has stored.
-//! - `verify`: reconciling the store with the catalog both ways.
+//! - `usage`: the bytes a sender has stored, for its quota.
+//! - `senders`: the admin's revocations and pairing switch; what each sender stored.
+//! - `verify`: reconciling the store with the catalog both ways (`ferry verify`).
 //! - `sim` (tests): the seeded crash simulation of the store.
+//!
+//! Group commit: many files' changes are made on disk under one write lock
+//! ([`Store::apply_ops`]), made durable with one `syncfs` ([`Store::flush`])
+//! and recorded in one catalog transaction ([`Store::record_applied`])
+//! before any is answered `Stored`. [`Store::apply_batch`] runs the three;
+//! the receiver's group committer runs them with one `syncfs` serving two
+//! batches.
 
 mod apply;
 mod archive;

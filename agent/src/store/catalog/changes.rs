@@ -5,7 +5,7 @@ use ferry_proto::{Hash, Name, RelPath};
 use rusqlite::params;
 
 use super::{sql_u64, Catalog};
-use crate::store::StoreError;
+use crate::store::error::StoreError;
 
 /// A new version to record.
 #[derive(Debug, Clone)]

@@ -4,7 +4,7 @@ use ferry_proto::{Name, RelPath};
 use rusqlite::{params, OptionalExtension};
 
 use super::{sql_u64, Catalog};
-use crate::store::StoreError;
+use crate::store::error::StoreError;
 
 impl Catalog {
     /// The partial transfer kept for `path`: staging file name, durable

@@ -5,7 +5,7 @@ use ferry_proto::{Name, RunReport};
 use rusqlite::params;
 
 use super::{sql_u64, Catalog};
-use crate::store::StoreError;
+use crate::store::error::StoreError;
 
 /// A run's row, with its sender's name.
 pub(crate) struct CatalogRun {

@@ -3,7 +3,7 @@
 use rusqlite::{params, OptionalExtension};
 
 use super::Catalog;
-use crate::store::StoreError;
+use crate::store::error::StoreError;
 
 /// A sender's row.
 pub(crate) struct SenderRow {

@@ -5,7 +5,7 @@ use ferry_proto::{Hash, Name, RelPath};
 use rusqlite::{params, OptionalExtension, Row as SqlRow};
 
 use super::Catalog;
-use crate::store::StoreError;
+use crate::store::error::StoreError;
 
 /// A version's row.
 #[derive(Debug, Clone)]
