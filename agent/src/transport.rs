@@ -118,6 +118,14 @@ pub enum TransportError {
     },
 }
 
+/// The receiver's QUIC server configuration: [`tls::server_config`] with
+/// Ferry's transport ([`transport_config`]).
+pub fn server_config(identity: &Identity) -> Result<quinn::ServerConfig, TlsError> {
+    let mut config = tls::server_config(identity)?;
+    config.transport_config(transport_config());
+    Ok(config)
+}
+
 /// The transport configuration shared by both roles.
 pub fn transport_config() -> Arc<TransportConfig> {
     transport_config_with_receive_window(VarInt::from_u32(CONNECTION_RECEIVE_WINDOW))
@@ -225,7 +233,7 @@ pub fn server_endpoint_on(
     identity: &Identity,
     socket: std::net::UdpSocket,
 ) -> Result<quinn::Endpoint, TransportError> {
-    let config = tls::server_config(identity)?;
+    let config = server_config(identity)?;
     let addr = socket
         .local_addr()
         .unwrap_or_else(|_| SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)));
@@ -243,7 +251,7 @@ pub fn server_endpoint_released(
     socket: std::net::UdpSocket,
 ) -> Result<(quinn::Endpoint, SocketReleased), TransportError> {
     use quinn::Runtime;
-    let config = tls::server_config(identity)?;
+    let config = server_config(identity)?;
     let addr = socket
         .local_addr()
         .unwrap_or_else(|_| SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)));
