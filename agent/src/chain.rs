@@ -44,11 +44,11 @@ mod tests {
     use crate::copies::CopiesError;
     use crate::history::ClientError;
     use crate::identity::IdentityError;
+    use crate::index::guard::MassDelete;
     use crate::index::IndexError;
     use crate::pins::PinError;
     use crate::receiver::ReceiverError;
     use crate::scan::ScanError;
-    use crate::sender::guard::MassDelete;
     use crate::sender::{EntryError, RunError, SenderError};
     use crate::store::RetentionError;
     use crate::store::StoreError;

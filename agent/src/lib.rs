@@ -30,6 +30,7 @@
 //!   watch mode (`sender::watch`), runs of what inotify says changed.
 //! - [`config`]: configuration from flags, TOML and the launcher, validated into
 //!   settings.
+//! - [`units`]: sizes as written in flags and config files (a leaf).
 //! - [`ratelimit`]: bandwidth limits by time of day, and the limiter that
 //!   paces streams to them.
 //! - [`summary`]: the run summary and progress counters.
@@ -60,7 +61,8 @@ pub mod status;
 pub mod store;
 pub mod stream;
 pub mod summary;
-pub mod terminal;
 pub mod tasks;
+pub mod terminal;
 pub mod tls;
 pub mod transport;
+pub mod units;

@@ -5,7 +5,6 @@
 
 mod bundle;
 mod chunked;
-pub mod guard;
 mod run;
 pub mod schedule;
 mod transfer;
@@ -25,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{SenderSettings, Target};
 use crate::copies::{Copies, CopiesError};
 use crate::identity::{DeviceId, Identity, IdentityError};
-use crate::index::{Index, IndexError};
+use crate::index::{guard, Index, IndexError};
 use crate::pins::{PinError, Pins};
 use crate::ratelimit::RateLimiter;
 use crate::receiver::{Admission, Receiver, ReceiverError};
