@@ -26,6 +26,8 @@
 //! - [`restore`]: writing a tree (from the receiver or the local copies) into
 //!   a destination, verified and atomic.
 //! - [`receiver`]: the receiver: accept loop, admission, per-connection sessions.
+//! - [`embedded`]: the embedded receiver: the receiver a `--store` sender
+//!   starts in its own process, on loopback.
 //! - [`sender`]: one sender run, and the periodic schedule around it; in
 //!   watch mode (`sender::watch`), runs of what inotify says changed.
 //! - [`config`]: configuration from flags, TOML and the launcher, validated into
@@ -46,6 +48,7 @@ pub mod chunk;
 pub mod compress;
 pub mod config;
 pub mod copies;
+pub mod embedded;
 pub mod history;
 pub mod identity;
 pub mod index;
