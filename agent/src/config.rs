@@ -5,19 +5,18 @@
 //!
 //! ## Layout
 //!
-//! - [`receiver`]: `ferry receive`'s config and settings.
-//! - [`sender`]: `ferry send`'s config and settings, and where it sends.
+//! - `receiver`: `ferry receive`'s config and settings.
+//! - `sender`: `ferry send`'s config and settings, and where it sends.
 //!
-//! This file holds what both roles share: the error, reading a TOML file,
-//! the pairing secret, the default state directory and sender name.
+//! This file holds what both roles share: the error, the port, reading a
+//! TOML file, the pairing secret, the default state directory and sender
+//! name.
 //! Units (sizes) are read by [`crate::units`].
 
 mod receiver;
 mod sender;
 
-pub use receiver::{
-    ReceiverConfig, ReceiverSettings, DEFAULT_MAX_CLIENTS, DEFAULT_PORT, DEFAULT_PRUNE_EVERY,
-};
+pub use receiver::{ReceiverConfig, ReceiverSettings, DEFAULT_MAX_CLIENTS, DEFAULT_PRUNE_EVERY};
 pub use sender::{
     SenderConfig, SenderSettings, Target, WatchSettings, DEFAULT_WATCH_DELAY, DEFAULT_WATCH_EVERY,
 };
@@ -28,6 +27,10 @@ use ferry_proto::Name;
 use serde::Deserialize;
 
 use crate::ratelimit::RateSchedule;
+
+/// The port a receiver listens on, and a sender sends to, unless told
+/// otherwise.
+pub const DEFAULT_PORT: u16 = 7878;
 
 /// Why a configuration was rejected.
 #[derive(Debug, thiserror::Error)]

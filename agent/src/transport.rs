@@ -2,7 +2,15 @@
 //!
 //! The transport is tuned for LAN throughput: large flow-control windows
 //! (measured +19% on loopback over quinn's defaults, see FACTS.md) and MTU
-//! discovery up to [`MAX_UDP_PAYLOAD`].
+//! discovery up to [`MAX_UDP_PAYLOAD`]. The TLS side (who is trusted, and
+//! how) is [`crate::tls`]'s, a leaf below this module.
+//!
+//! ## Layout
+//!
+//! - this file: the tuning, the endpoints of both roles, connecting and
+//!   resolving.
+//! - `released`: a receiver's UDP socket that tells when it is closed
+//!   ([`SocketReleased`]).
 
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};

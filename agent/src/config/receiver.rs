@@ -9,15 +9,13 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     beneath, config_dir, default_state_dir, invalid, load_toml, parse_limit_rate, read_secret,
-    ConfigError,
+    ConfigError, DEFAULT_PORT,
 };
 use crate::identity::DeviceId;
 use crate::ratelimit::RateSchedule;
 use crate::store::Retention;
 use crate::units::parse_size;
 
-/// The port a receiver listens on unless told otherwise.
-pub const DEFAULT_PORT: u16 = 7878;
 /// How many senders a receiver serves at once unless told otherwise.
 pub const DEFAULT_MAX_CLIENTS: usize = 8;
 /// How often a receiver prunes unless told otherwise.
