@@ -42,18 +42,21 @@ mod tests {
     use super::*;
     use crate::config::ConfigError;
     use crate::copies::CopiesError;
+    use crate::embedded::EmbeddedError;
     use crate::history::ClientError;
     use crate::identity::IdentityError;
+    use crate::index::guard::MassDelete;
     use crate::index::IndexError;
     use crate::pins::PinError;
     use crate::receiver::ReceiverError;
     use crate::scan::ScanError;
-    use crate::sender::guard::MassDelete;
     use crate::sender::{EntryError, RunError, SenderError};
     use crate::store::RetentionError;
     use crate::store::StoreError;
     use crate::stream::StreamError;
+    use crate::tls::TlsError;
     use crate::transport::TransportError;
+    use crate::units::SizeError;
 
     #[derive(Debug, thiserror::Error)]
     #[error("could not open {path}")]
@@ -183,5 +186,36 @@ mod tests {
             path,
             source: os(io::ErrorKind::PermissionDenied),
         }));
+    }
+
+    #[test]
+    fn embedded_config_and_tls_chains_name_each_cause_once() {
+        let addr = "127.0.0.1:7878".parse().expect("an address");
+        let path = PathBuf::from("/s/x");
+        let listen = || TransportError::Listen {
+            addr,
+            source: addr_in_use(),
+        };
+        assert_each_cause_once(EmbeddedError::Store(StoreError::Io {
+            action: "create",
+            path: path.clone(),
+            source: os(io::ErrorKind::PermissionDenied),
+        }));
+        assert_each_cause_once(EmbeddedError::Receiver(ReceiverError::Transport(listen())));
+        assert_each_cause_once(EmbeddedError::Identity(IdentityError::Read {
+            path: path.clone(),
+            source: os(io::ErrorKind::PermissionDenied),
+        }));
+        assert_each_cause_once(ConfigError::Secret {
+            path,
+            source: os(io::ErrorKind::NotFound),
+        });
+        let tls = || TlsError::Config(rustls::Error::General("no usable key".into()));
+        assert_each_cause_once(tls());
+        assert_each_cause_once(TransportError::Tls(tls()));
+        assert_each_cause_once(SizeError::UnknownUnit {
+            text: "10 parsecs".into(),
+            unit: "parsecs".into(),
+        });
     }
 }

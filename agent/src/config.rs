@@ -2,25 +2,35 @@
 //! launcher all produce (every field optional, so "flags win over the file" is
 //! a plain merge), then validated [`ReceiverSettings`] / [`SenderSettings`]
 //! with defaults applied and everything checked, passed down explicitly.
+//!
+//! ## Layout
+//!
+//! - `receiver`: `ferry receive`'s config and settings.
+//! - `sender`: `ferry send`'s config and settings, and where it sends.
+//!
+//! This file holds what both roles share: the error, the port, reading a
+//! TOML file, the pairing secret, the default state directory and sender
+//! name.
+//! Units (sizes) are read by [`crate::units`].
 
-use std::net::{SocketAddr, ToSocketAddrs};
+mod receiver;
+mod sender;
+
+pub use receiver::{ReceiverConfig, ReceiverSettings, DEFAULT_MAX_CLIENTS, DEFAULT_PRUNE_EVERY};
+pub use sender::{
+    SenderConfig, SenderSettings, Target, WatchSettings, DEFAULT_WATCH_DELAY, DEFAULT_WATCH_EVERY,
+};
+
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use crate::compress::CompressMode;
 use ferry_proto::Name;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
-use crate::identity::DeviceId;
 use crate::ratelimit::RateSchedule;
-use crate::scan::ExcludeRules;
-use crate::sender::guard::DeleteGuard;
-use crate::store::Retention;
 
-/// The port a receiver listens on unless told otherwise.
+/// The port a receiver listens on, and a sender sends to, unless told
+/// otherwise.
 pub const DEFAULT_PORT: u16 = 7878;
-/// How many senders a receiver serves at once unless told otherwise.
-pub const DEFAULT_MAX_CLIENTS: usize = 8;
 
 /// Why a configuration was rejected.
 #[derive(Debug, thiserror::Error)]
@@ -56,74 +66,6 @@ fn invalid(field: &'static str, message: impl Into<String>) -> ConfigError {
     }
 }
 
-/// `ferry receive` settings as written in a TOML file or given as flags.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
-pub struct ReceiverConfig {
-    pub host: Option<String>,
-    pub port: Option<u16>,
-    pub max_clients: Option<usize>,
-    pub store: Option<PathBuf>,
-    pub pairing_secret_file: Option<PathBuf>,
-    pub allow: Vec<String>,
-    pub state: Option<PathBuf>,
-    /// Retention: keep the newest N old versions of each path.
-    pub keep_versions: Option<u32>,
-    /// Retention: keep old versions younger than this (e.g. `90d`).
-    pub keep_for: Option<String>,
-    /// Retention: thin old versions out with age (Syncthing's staggered).
-    pub staggered: Option<bool>,
-    /// How often retention is applied (default 1h).
-    pub prune_every: Option<String>,
-    /// Most bytes stored per sender, current and old versions together
-    /// (e.g. `100GiB`); no limit if unset.
-    pub quota: Option<String>,
-    /// Bandwidth limit per sender connection, optionally by time of day
-    /// (e.g. `08:00-18:00=2MB/s,10MB/s`); no limit if unset.
-    pub limit_rate: Option<String>,
-}
-
-/// `ferry send` settings as written in a TOML file or given as flags.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
-pub struct SenderConfig {
-    pub host: Option<String>,
-    pub port: Option<u16>,
-    pub source: Option<PathBuf>,
-    pub every: Option<String>,
-    pub once: Option<bool>,
-    pub keep_copies: Option<PathBuf>,
-    pub pairing_secret_file: Option<PathBuf>,
-    pub name: Option<String>,
-    pub folder: Option<String>,
-    pub store: Option<PathBuf>,
-    pub receiver_id: Option<String>,
-    pub state: Option<PathBuf>,
-    /// The mass-delete guard's threshold, in percent (default 50).
-    pub max_delete_percent: Option<u8>,
-    /// Let a run delete more than the threshold.
-    pub allow_mass_delete: Option<bool>,
-    /// When to compress content: `auto`, `on` or `off`.
-    pub compress: Option<String>,
-    /// Bandwidth limit of the whole sender, optionally by time of day
-    /// (e.g. `08:00-18:00=2MB/s,10MB/s`); no limit if unset.
-    pub limit_rate: Option<String>,
-    /// Patterns (gitignore syntax) of what not to send, from the source root.
-    pub exclude: Vec<String>,
-    /// A file of such patterns, one a line.
-    pub exclude_file: Option<PathBuf>,
-    /// Skip directories holding a valid `CACHEDIR.TAG`.
-    pub exclude_caches: Option<bool>,
-    /// Skip directories holding an entry of one of these names.
-    pub exclude_if_present: Vec<String>,
-    /// Do not descend into other filesystems mounted inside the source.
-    pub one_file_system: Option<bool>,
-    /// Watch the source and send changes as they happen (inotify).
-    pub watch: Option<bool>,
-    /// How long changes must be quiet before a watch-triggered run (default 2s).
-    pub watch_delay: Option<String>,
-}
-
 fn load_toml<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_owned(),
@@ -155,410 +97,6 @@ fn beneath(dir: &Path, path: &mut Option<PathBuf>) {
     }
 }
 
-impl ReceiverConfig {
-    /// Reads a TOML config file. Relative paths in it are taken from the
-    /// file's directory, not the current one (flags stay relative to the
-    /// current directory).
-    pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let mut config: Self = load_toml(path)?;
-        let dir = config_dir(path)?;
-        beneath(&dir, &mut config.store);
-        beneath(&dir, &mut config.pairing_secret_file);
-        beneath(&dir, &mut config.state);
-        Ok(config)
-    }
-
-    /// `self` with every field that `over` sets replaced by it (allow lists are
-    /// joined).
-    pub fn merge(self, over: ReceiverConfig) -> ReceiverConfig {
-        let mut allow = self.allow;
-        allow.extend(over.allow);
-        ReceiverConfig {
-            host: over.host.or(self.host),
-            port: over.port.or(self.port),
-            max_clients: over.max_clients.or(self.max_clients),
-            store: over.store.or(self.store),
-            pairing_secret_file: over.pairing_secret_file.or(self.pairing_secret_file),
-            allow,
-            state: over.state.or(self.state),
-            keep_versions: over.keep_versions.or(self.keep_versions),
-            keep_for: over.keep_for.or(self.keep_for),
-            staggered: over.staggered.or(self.staggered),
-            prune_every: over.prune_every.or(self.prune_every),
-            quota: over.quota.or(self.quota),
-            limit_rate: over.limit_rate.or(self.limit_rate),
-        }
-    }
-
-    /// Checks everything and applies defaults.
-    pub fn settings(&self) -> Result<ReceiverSettings, ConfigError> {
-        let host = self.host.as_deref().unwrap_or("0.0.0.0");
-        let port = self.port.unwrap_or(DEFAULT_PORT);
-        let listen = resolve(host, port)?;
-        let max_clients = self.max_clients.unwrap_or(DEFAULT_MAX_CLIENTS);
-        if max_clients == 0 {
-            return Err(invalid("max-clients", "must be at least 1"));
-        }
-        let store = self.store.clone().ok_or(ConfigError::Missing {
-            what: "--store",
-            hint: "give the directory where the receiver keeps what senders send",
-        })?;
-        let allow = self
-            .allow
-            .iter()
-            .map(|id| {
-                id.parse()
-                    .map_err(|e| invalid("allow", format!("{id:?}: {e}")))
-            })
-            .collect::<Result<Vec<DeviceId>, _>>()?;
-        let duration = |field: &'static str, text: &str| {
-            humantime::parse_duration(text)
-                .map_err(|e| invalid(field, format!("{text:?}: {e} (examples: 90d, 12h, 30m)")))
-        };
-        let retention = Retention {
-            keep_versions: self.keep_versions,
-            keep_for: self
-                .keep_for
-                .as_deref()
-                .map(|d| duration("keep-for", d))
-                .transpose()?,
-            staggered: self.staggered.unwrap_or(false),
-        };
-        let prune_every = match &self.prune_every {
-            Some(d) => duration("prune-every", d)?,
-            None => crate::receiver::pruning::DEFAULT_PRUNE_EVERY,
-        };
-        if prune_every < Duration::from_secs(1) {
-            return Err(invalid("prune-every", "must be at least 1s"));
-        }
-        let quota = self
-            .quota
-            .as_deref()
-            .map(|q| parse_size(q).map_err(|e| invalid("quota", e)))
-            .transpose()?;
-        Ok(ReceiverSettings {
-            limit_rate: parse_limit_rate(self.limit_rate.as_deref())?,
-            quota,
-            retention,
-            prune_every,
-            listen,
-            max_clients,
-            store,
-            pairing_secret: read_secret(self.pairing_secret_file.as_deref())?,
-            allow,
-            state: self.state.clone().unwrap_or_else(default_state_dir),
-        })
-    }
-}
-
-impl SenderConfig {
-    /// Reads a TOML config file. Relative paths in it are taken from the
-    /// file's directory, not the current one (flags stay relative to the
-    /// current directory).
-    pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let mut config: Self = load_toml(path)?;
-        let dir = config_dir(path)?;
-        beneath(&dir, &mut config.source);
-        beneath(&dir, &mut config.keep_copies);
-        beneath(&dir, &mut config.pairing_secret_file);
-        beneath(&dir, &mut config.store);
-        beneath(&dir, &mut config.state);
-        beneath(&dir, &mut config.exclude_file);
-        Ok(config)
-    }
-
-    /// `self` with every field that `over` sets replaced by it (pattern and
-    /// marker lists are joined, `over`'s patterns last so that they win).
-    pub fn merge(self, over: SenderConfig) -> SenderConfig {
-        let mut exclude = self.exclude;
-        exclude.extend(over.exclude);
-        let mut exclude_if_present = self.exclude_if_present;
-        exclude_if_present.extend(over.exclude_if_present);
-        SenderConfig {
-            exclude,
-            exclude_if_present,
-            exclude_file: over.exclude_file.or(self.exclude_file),
-            exclude_caches: over.exclude_caches.or(self.exclude_caches),
-            one_file_system: over.one_file_system.or(self.one_file_system),
-            host: over.host.or(self.host),
-            port: over.port.or(self.port),
-            source: over.source.or(self.source),
-            every: over.every.or(self.every),
-            once: over.once.or(self.once),
-            keep_copies: over.keep_copies.or(self.keep_copies),
-            pairing_secret_file: over.pairing_secret_file.or(self.pairing_secret_file),
-            name: over.name.or(self.name),
-            folder: over.folder.or(self.folder),
-            store: over.store.or(self.store),
-            receiver_id: over.receiver_id.or(self.receiver_id),
-            state: over.state.or(self.state),
-            max_delete_percent: over.max_delete_percent.or(self.max_delete_percent),
-            allow_mass_delete: over.allow_mass_delete.or(self.allow_mass_delete),
-            compress: over.compress.or(self.compress),
-            limit_rate: over.limit_rate.or(self.limit_rate),
-            watch: over.watch.or(self.watch),
-            watch_delay: over.watch_delay.or(self.watch_delay),
-        }
-    }
-
-    /// Checks everything and applies defaults.
-    pub fn settings(&self) -> Result<SenderSettings, ConfigError> {
-        let source = self.source.clone().ok_or(ConfigError::Missing {
-            what: "--source",
-            hint: "give the directory to back up",
-        })?;
-        let meta = std::fs::metadata(&source)
-            .map_err(|e| invalid("source", format!("{}: {e}", source.display())))?;
-        if !meta.is_dir() {
-            return Err(invalid(
-                "source",
-                format!("{} is not a directory", source.display()),
-            ));
-        }
-        let source = source
-            .canonicalize()
-            .map_err(|e| invalid("source", format!("{}: {e}", source.display())))?;
-        let target = match (&self.host, &self.store) {
-            (Some(host), None) => Target::Remote {
-                host: host.clone(),
-                port: self.port.unwrap_or(DEFAULT_PORT),
-                receiver_id: self
-                    .receiver_id
-                    .as_deref()
-                    .map(|id| {
-                        id.parse()
-                            .map_err(|e| invalid("receiver-id", format!("{e}")))
-                    })
-                    .transpose()?,
-            },
-            (None, Some(store)) => Target::Embedded {
-                store: store.clone(),
-            },
-            (Some(_), Some(_)) => {
-                return Err(invalid(
-                    "store",
-                    "give either --host (send to a receiver) or --store (store locally), not both",
-                ))
-            }
-            (None, None) => {
-                return Err(ConfigError::Missing {
-                    what: "--host or --store",
-                    hint:
-                        "--host HOST sends to a running `ferry receive`; --store DIR stores locally",
-                })
-            }
-        };
-        let watch = self.watch_settings()?;
-        let every = match (&self.every, self.once.unwrap_or(false)) {
-            (None, false) if watch.is_some() => Some(crate::sender::watch::DEFAULT_WATCH_EVERY),
-            (_, true) | (None, false) => None,
-            (Some(every), false) => {
-                let every = humantime::parse_duration(every).map_err(|e| {
-                    invalid("every", format!("{every:?}: {e} (examples: 30s, 15m, 1h)"))
-                })?;
-                if every < Duration::from_secs(1) {
-                    return Err(invalid("every", "must be at least 1s"));
-                }
-                Some(every)
-            }
-        };
-        let name = match &self.name {
-            Some(name) => Name::new(name.clone()).map_err(|e| invalid("name", e.to_string()))?,
-            None => default_name(),
-        };
-        let folder = match &self.folder {
-            Some(folder) => folder.clone(),
-            // The base name, without leading dots (`~/.config` → `config`).
-            None => source
-                .file_name()
-                .map(|n| n.to_string_lossy().trim_start_matches('.').to_string())
-                .filter(|n| !n.is_empty())
-                .unwrap_or_else(|| "root".to_string()),
-        };
-        let folder = Name::new(folder).map_err(|e| invalid("folder", e.to_string()))?;
-        let max_percent = self
-            .max_delete_percent
-            .unwrap_or(crate::sender::guard::DEFAULT_MAX_DELETE_PERCENT);
-        if max_percent > 100 {
-            return Err(invalid("max-delete-percent", "must be between 0 and 100"));
-        }
-        let compress = match &self.compress {
-            Some(mode) => mode.parse().map_err(|e| invalid("compress", e))?,
-            None => CompressMode::default(),
-        };
-        let mut exclude = ExcludeRules::new(&self.exclude, self.exclude_file.as_deref())
-            .map_err(|e| invalid("exclude", crate::chain::chain(&e)))?;
-        exclude.exclude_caches = self.exclude_caches.unwrap_or(false);
-        exclude.one_file_system = self.one_file_system.unwrap_or(false);
-        for name in &self.exclude_if_present {
-            if name.is_empty() || name.contains('/') || name == "." || name == ".." {
-                return Err(invalid(
-                    "exclude-if-present",
-                    format!("{name:?} is not a file name (give a name such as .nobackup)"),
-                ));
-            }
-            exclude.exclude_if_present.push(PathBuf::from(name));
-        }
-        Ok(SenderSettings {
-            exclude,
-            watch,
-            compress,
-            limit_rate: parse_limit_rate(self.limit_rate.as_deref())?,
-            delete_guard: DeleteGuard {
-                max_percent,
-                allow: self.allow_mass_delete.unwrap_or(false),
-            },
-            target,
-            source,
-            every,
-            keep_copies: self.keep_copies.clone(),
-            pairing_secret: read_secret(self.pairing_secret_file.as_deref())?,
-            name,
-            folder,
-            state: self.state.clone().unwrap_or_else(default_state_dir),
-        })
-    }
-}
-
-impl SenderConfig {
-    /// `--watch` and `--watch-delay` checked: `None` if not watching.
-    fn watch_settings(&self) -> Result<Option<WatchSettings>, ConfigError> {
-        if !self.watch.unwrap_or(false) {
-            if self.watch_delay.is_some() {
-                return Err(invalid("watch-delay", "only applies with --watch"));
-            }
-            return Ok(None);
-        }
-        if self.once.unwrap_or(false) {
-            return Err(invalid(
-                "watch",
-                "--once and --watch cannot go together: --once runs one transfer and exits, \
-                 --watch keeps running and sends changes as they happen; give one of them",
-            ));
-        }
-        let delay = match &self.watch_delay {
-            Some(text) => humantime::parse_duration(text).map_err(|e| {
-                invalid(
-                    "watch-delay",
-                    format!("{text:?}: {e} (examples: 500ms, 2s)"),
-                )
-            })?,
-            None => crate::sender::watch::DEFAULT_WATCH_DELAY,
-        };
-        if delay > Duration::from_secs(3600) {
-            return Err(invalid("watch-delay", "must be at most 1h"));
-        }
-        Ok(Some(WatchSettings { delay }))
-    }
-}
-
-/// Watch mode, validated.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WatchSettings {
-    /// How long a changed path must be quiet before a run sends it.
-    pub delay: Duration,
-}
-
-/// A validated receiver configuration.
-#[derive(Debug, Clone)]
-pub struct ReceiverSettings {
-    pub listen: SocketAddr,
-    pub max_clients: usize,
-    pub store: PathBuf,
-    pub pairing_secret: Option<Vec<u8>>,
-    pub allow: Vec<DeviceId>,
-    /// Where the receiver's identity lives.
-    pub state: PathBuf,
-    /// Which old versions are kept.
-    pub retention: Retention,
-    /// How often retention is applied.
-    pub prune_every: Duration,
-    /// Most bytes stored per sender (current and old versions); `None`: no
-    /// limit.
-    pub quota: Option<u64>,
-    /// Bandwidth limit per sender connection; `None`: no limit.
-    pub limit_rate: Option<RateSchedule>,
-}
-
-/// Parses a size such as `100GiB`, `10MiB`, `1TB`, `512k` or `4096` (bytes):
-/// a whole or decimal number, then an optional unit, case-insensitive. `K`,
-/// `M`, `G`, `T` with `iB` are powers of 1024, with `B` powers of 1000; a
-/// bare letter is a power of 1024.
-pub fn parse_size(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    let examples = "examples: 500MiB, 100GiB, 1TB, 4096";
-    let number: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a size ({examples})"))?;
-    let unit = unit.trim().to_ascii_lowercase();
-    let factor: u64 = match unit.as_str() {
-        "" | "b" => 1,
-        "k" | "kib" => 1 << 10,
-        "m" | "mib" => 1 << 20,
-        "g" | "gib" => 1 << 30,
-        "t" | "tib" => 1 << 40,
-        "kb" => 1_000,
-        "mb" => 1_000_000,
-        "gb" => 1_000_000_000,
-        "tb" => 1_000_000_000_000,
-        _ => {
-            return Err(format!(
-                "{text:?} has an unknown unit {unit:?} ({examples})"
-            ))
-        }
-    };
-    let bytes = (number * factor as f64).round();
-    if !bytes.is_finite() || bytes < 1.0 || bytes >= u64::MAX as f64 {
-        return Err(format!(
-            "{text:?} is out of range: give at least one byte ({examples})"
-        ));
-    }
-    // In range: checked just above.
-    Ok(bytes as u64)
-}
-
-/// Where a sender sends.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Target {
-    /// A receiver on the network.
-    Remote {
-        host: String,
-        port: u16,
-        receiver_id: Option<DeviceId>,
-    },
-    /// A receiver started inside this process on loopback, storing into `store`.
-    Embedded { store: PathBuf },
-}
-
-/// A validated sender configuration.
-#[derive(Debug, Clone)]
-pub struct SenderSettings {
-    pub target: Target,
-    /// The source directory, canonical.
-    pub source: PathBuf,
-    /// `None`: one run, then exit.
-    pub every: Option<Duration>,
-    pub keep_copies: Option<PathBuf>,
-    pub pairing_secret: Option<Vec<u8>>,
-    pub name: Name,
-    pub folder: Name,
-    pub state: PathBuf,
-    /// The mass-delete guard.
-    pub delete_guard: DeleteGuard,
-    /// When to compress content.
-    pub compress: CompressMode,
-    /// Bandwidth limit of the whole sender; `None`: no limit.
-    pub limit_rate: Option<RateSchedule>,
-    /// What the user chose not to send.
-    pub exclude: ExcludeRules,
-    /// Watch mode (`--watch`); `None`: periodic runs only.
-    pub watch: Option<WatchSettings>,
-}
-
 /// `--limit-rate` parsed; a schedule that never limits is no limit at all.
 fn parse_limit_rate(text: Option<&str>) -> Result<Option<RateSchedule>, ConfigError> {
     let Some(text) = text else { return Ok(None) };
@@ -566,14 +104,6 @@ fn parse_limit_rate(text: Option<&str>) -> Result<Option<RateSchedule>, ConfigEr
         .parse()
         .map_err(|e: crate::ratelimit::ScheduleError| invalid("limit-rate", e.to_string()))?;
     Ok((!schedule.is_unlimited()).then_some(schedule))
-}
-
-fn resolve(host: &str, port: u16) -> Result<SocketAddr, ConfigError> {
-    (host, port)
-        .to_socket_addrs()
-        .map_err(|e| invalid("host", format!("{host:?} does not resolve: {e}")))?
-        .next()
-        .ok_or_else(|| invalid("host", format!("{host:?} has no address")))
 }
 
 /// Reads a pairing secret file: its content with surrounding whitespace
@@ -628,46 +158,8 @@ fn fallback_name() -> Name {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn flags_win_over_file() {
-        let file: SenderConfig = toml::from_str(
-            "host = \"backup.lan\"\nport = 9000\nsource = \"/tmp\"\nevery = \"15m\"\n",
-        )
-        .unwrap();
-        let flags = SenderConfig {
-            port: Some(7000),
-            ..Default::default()
-        };
-        let merged = file.merge(flags);
-        assert_eq!(merged.port, Some(7000));
-        assert_eq!(merged.host.as_deref(), Some("backup.lan"));
-        let settings = merged.settings().unwrap();
-        assert_eq!(settings.every, Some(Duration::from_secs(900)));
-        assert_eq!(settings.folder.as_str(), "tmp");
-    }
-
-    #[test]
-    fn receiver_config_file_is_read() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("receiver.toml");
-        std::fs::write(
-            &path,
-            "host = \"127.0.0.1\"\nport = 9999\nmax-clients = 3\nstore = \"/srv/ferry\"\n",
-        )
-        .unwrap();
-        let file = ReceiverConfig::load(&path).unwrap();
-        let flags = ReceiverConfig {
-            port: Some(7000),
-            ..Default::default()
-        };
-        let settings = file.merge(flags).settings().unwrap();
-        assert_eq!(settings.listen, "127.0.0.1:7000".parse().unwrap());
-        assert_eq!(settings.max_clients, 3);
-        assert_eq!(settings.store, PathBuf::from("/srv/ferry"));
-        let err = ReceiverConfig::load(&dir.path().join("missing.toml")).unwrap_err();
-        assert!(err.to_string().contains("missing.toml"));
-    }
+    use crate::units::parse_size;
+    use std::time::Duration;
 
     #[test]
     fn retention_and_guard_settings() {
@@ -748,11 +240,6 @@ mod tests {
         assert_eq!(receiver.store, Some(etc.join("store")));
         assert_eq!(receiver.pairing_secret_file, Some(etc.join("secret")));
         assert_eq!(receiver.state, Some(etc.join("state")));
-    }
-
-    #[test]
-    fn unknown_keys_rejected() {
-        assert!(toml::from_str::<ReceiverConfig>("prot = 1\n").is_err());
     }
 
     #[test]
@@ -904,47 +391,5 @@ mod tests {
             err.contains("limit-rate") && err.contains("\"fast\""),
             "{err}"
         );
-    }
-
-    #[test]
-    fn exclusion_settings_from_the_file_and_flags() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("src")).unwrap();
-        std::fs::write(dir.path().join("rules.txt"), "*.iso\n").unwrap();
-        let path = dir.path().join("sender.toml");
-        std::fs::write(
-            &path,
-            "source = \"src\"\nstore = \"/s\"\nexclude = [\"*.tmp\"]\nexclude-file = \"rules.txt\"\n\
-             exclude-caches = true\nexclude-if-present = [\".nobackup\"]\none-file-system = true\n",
-        )
-        .unwrap();
-        let file = SenderConfig::load(&path).unwrap();
-        assert_eq!(file.exclude_file, Some(dir.path().join("rules.txt")));
-        let flags = SenderConfig {
-            exclude: vec!["!keep.tmp".into()],
-            exclude_if_present: vec![".skip".into()],
-            ..Default::default()
-        };
-        let merged = file.merge(flags);
-        assert_eq!(merged.exclude, ["*.tmp", "!keep.tmp"]);
-        let rules = merged.settings().unwrap().exclude;
-        assert!(rules.exclude_caches && rules.one_file_system);
-        assert_eq!(
-            rules.exclude_if_present,
-            [PathBuf::from(".nobackup"), PathBuf::from(".skip")]
-        );
-
-        let bad = SenderConfig {
-            exclude_if_present: vec!["a/b".into()],
-            ..merged.clone()
-        };
-        let err = bad.settings().unwrap_err().to_string();
-        assert!(err.contains("exclude-if-present"), "{err}");
-        let missing = SenderConfig {
-            exclude_file: Some(dir.path().join("nope.txt")),
-            ..merged
-        };
-        let err = missing.settings().unwrap_err().to_string();
-        assert!(err.contains("nope.txt"), "{err}");
     }
 }

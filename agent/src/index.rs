@@ -21,6 +21,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use crate::chunk::ChunkInfo;
 use crate::scan::{ScanEntry, ScanKind};
 
+pub mod guard;
 mod plan;
 mod runs;
 mod under;

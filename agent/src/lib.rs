@@ -28,10 +28,13 @@
 //! - [`restore`]: writing a tree (from the receiver or the local copies) into
 //!   a destination, verified and atomic.
 //! - [`receiver`]: the receiver: accept loop, admission, per-connection sessions.
+//! - [`embedded`]: the embedded receiver: the receiver a `--store` sender
+//!   starts in its own process, on loopback.
 //! - [`sender`]: one sender run, and the periodic schedule around it; in
 //!   watch mode (`sender::watch`), runs of what inotify says changed.
 //! - [`config`]: configuration from flags, TOML and the launcher, validated into
 //!   settings.
+//! - [`units`]: sizes as written in flags and config files (a leaf).
 //! - [`ratelimit`]: bandwidth limits by time of day, and the limiter that
 //!   paces streams to them.
 //! - [`summary`]: the run summary and progress counters.
@@ -47,6 +50,7 @@ pub mod chunk;
 pub mod compress;
 pub mod config;
 pub mod copies;
+pub mod embedded;
 pub mod history;
 pub mod identity;
 pub mod index;
@@ -67,3 +71,4 @@ pub mod tasks;
 pub mod terminal;
 pub mod tls;
 pub mod transport;
+pub mod units;

@@ -198,7 +198,7 @@ impl Receiver {
         max_clients: usize,
         admission: Admission,
     ) -> Result<Receiver, ReceiverError> {
-        let server_config = crate::tls::server_config(&identity).map_err(TransportError::from)?;
+        let server_config = transport::server_config(&identity).map_err(TransportError::from)?;
         let access = access::AccessState::new(store.access()?);
         let shared = Arc::new(Shared {
             store: Arc::new(store),

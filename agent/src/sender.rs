@@ -5,7 +5,6 @@
 
 mod bundle;
 mod chunked;
-pub mod guard;
 mod run;
 pub mod schedule;
 mod transfer;
@@ -24,23 +23,19 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{SenderSettings, Target};
 use crate::copies::{Copies, CopiesError};
+use crate::embedded::{EmbeddedError, EmbeddedReceiver};
 use crate::identity::{DeviceId, Identity, IdentityError};
-use crate::index::{Index, IndexError};
+use crate::index::{guard, Index, IndexError};
 use crate::pins::{PinError, Pins};
 use crate::ratelimit::RateLimiter;
-use crate::receiver::{Admission, Receiver, ReceiverError};
+use crate::receiver::ReceiverError;
 use crate::scan::ScanError;
 use crate::status::{SenderPhase, SenderStatus};
-use crate::store::Store;
 use crate::stream::StreamError;
 use crate::summary::RunSummary;
 use crate::tls::TlsError;
 use crate::transport::{self, TransportError};
 use schedule::{Outcome, Schedule};
-
-/// How long the embedded receiver waits, when the sender is done, for the
-/// connection the sender closed to drain (see [`Receiver::with_drain_grace`]).
-const EMBEDDED_DRAIN_GRACE: Duration = Duration::from_millis(5);
 
 /// Why a run did not complete.
 #[derive(Debug, thiserror::Error)]
@@ -202,34 +197,17 @@ pub async fn run(
         None => None,
     };
 
-    // The embedded receiver: the same receiver code, in this process, on
-    // loopback, with its own identity kept in the store.
-    let receiver_token = shutdown.child_token();
-    let mut embedded = None;
-    let mut receiver_task = None;
-    if let Target::Embedded { store } = &settings.target {
-        let store_dir = store.clone();
-        let store = tokio::task::spawn_blocking(move || Store::open(&store_dir))
-            .await
-            .map_err(|e| RunError::Internal(crate::chain::chain(&e)))??;
-        let receiver_identity = Identity::load_or_create(&store.root().join(".ferry"))?;
-        let admission = Admission {
-            allow: vec![identity.id],
-            pairing_secret: None,
-        };
-        let receiver = Receiver::bind_with(
-            receiver_identity,
-            store,
-            "127.0.0.1:0"
-                .parse()
-                .map_err(|_| RunError::Internal("address".into()))?,
-            1,
-            admission,
-        )?
-        .with_drain_grace(EMBEDDED_DRAIN_GRACE);
-        embedded = Some((receiver.local_addr()?, receiver.id()));
-        receiver_task = Some(tokio::spawn(receiver.serve(receiver_token.clone())));
-    }
+    // The embedded receiver (`--store`): the run sees only its address and
+    // device id, as of any receiver.
+    let receiver = match &settings.target {
+        Target::Embedded { store } => Some(
+            EmbeddedReceiver::start(store, identity.id, &shutdown)
+                .await
+                .map_err(embedded_error)?,
+        ),
+        Target::Remote { .. } => None,
+    };
+    let embedded = receiver.as_ref().map(|r| (r.addr(), r.id()));
 
     // Computed once the embedded store exists, so that it can be excluded.
     let mut never_scan = vec![settings.state.as_path()];
@@ -254,11 +232,20 @@ pub async fn run(
         embedded,
     };
     let result = schedule_loop(&ctx, &shutdown, &mut on_run).await;
-    receiver_token.cancel();
-    if let Some(task) = receiver_task {
-        let _ = task.await;
+    if let Some(receiver) = receiver {
+        receiver.stop().await;
     }
     result
+}
+
+/// Why the embedded receiver did not start, as the sender reports it.
+fn embedded_error(e: EmbeddedError) -> SenderError {
+    match e {
+        EmbeddedError::Store(e) => SenderError::Store(e),
+        EmbeddedError::Identity(e) => SenderError::Identity(e),
+        EmbeddedError::Receiver(e) => SenderError::Embedded(e),
+        EmbeddedError::Cancelled(_) => SenderError::Run(RunError::Stopped),
+    }
 }
 
 async fn schedule_loop(

@@ -17,7 +17,6 @@ use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, SignatureScheme};
 
 use crate::identity::{DeviceId, Identity, IdentityError};
-use crate::transport::transport_config;
 
 /// What went wrong building a TLS configuration or reading a peer's identity.
 #[derive(Debug, thiserror::Error)]
@@ -57,7 +56,8 @@ fn provider() -> Arc<CryptoProvider> {
 }
 
 /// The receiver's QUIC server configuration: TLS 1.3 only, client
-/// certificates mandatory, ALPN [`ferry_proto::ALPN`], Ferry's transport.
+/// certificates mandatory, ALPN [`ferry_proto::ALPN`]. The transport tuning
+/// is quinn's default: [`crate::transport::server_config`] adds Ferry's.
 pub fn server_config(identity: &Identity) -> Result<quinn::ServerConfig, TlsError> {
     let provider = provider();
     let verifier = PeerVerifier::new(&provider);
@@ -68,14 +68,15 @@ pub fn server_config(identity: &Identity) -> Result<quinn::ServerConfig, TlsErro
     tls.alpn_protocols = vec![ferry_proto::ALPN.to_vec()];
     // Senders never resume (see `client_config`), so tickets would be wasted.
     tls.send_tls13_tickets = 0;
-    let mut config = quinn::ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(tls)?));
-    config.transport_config(transport_config());
-    Ok(config)
+    Ok(quinn::ServerConfig::with_crypto(Arc::new(
+        QuicServerConfig::try_from(tls)?,
+    )))
 }
 
 /// The sender's QUIC client configuration: TLS 1.3 only, presents this
 /// node's certificate, accepts any receiver certificate (the caller checks
-/// [`peer_id`]), ALPN [`ferry_proto::ALPN`], Ferry's transport.
+/// [`peer_id`]), ALPN [`ferry_proto::ALPN`]. The transport tuning is quinn's
+/// default: [`crate::transport::client_endpoint`] sets the sender's.
 ///
 /// Session resumption is off: every connection is a full handshake, so every
 /// connection proves possession of the receiver's key afresh (and tickets
@@ -90,9 +91,9 @@ pub fn client_config(identity: &Identity) -> Result<quinn::ClientConfig, TlsErro
         .with_client_auth_cert(vec![identity.cert.clone()], identity.key.clone_key())?;
     tls.alpn_protocols = vec![ferry_proto::ALPN.to_vec()];
     tls.resumption = rustls::client::Resumption::disabled();
-    let mut config = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls)?));
-    config.transport_config(transport_config());
-    Ok(config)
+    Ok(quinn::ClientConfig::new(Arc::new(
+        QuicClientConfig::try_from(tls)?,
+    )))
 }
 
 /// The device id of the peer of an established connection.

@@ -2,7 +2,15 @@
 //!
 //! The transport is tuned for LAN throughput: large flow-control windows
 //! (measured +19% on loopback over quinn's defaults, see FACTS.md) and MTU
-//! discovery up to [`MAX_UDP_PAYLOAD`].
+//! discovery up to [`MAX_UDP_PAYLOAD`]. The TLS side (who is trusted, and
+//! how) is [`crate::tls`]'s, a leaf below this module.
+//!
+//! ## Layout
+//!
+//! - this file: the tuning, the endpoints of both roles, connecting and
+//!   resolving.
+//! - `released`: a receiver's UDP socket that tells when it is closed
+//!   ([`SocketReleased`]).
 
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -118,6 +126,14 @@ pub enum TransportError {
     },
 }
 
+/// The receiver's QUIC server configuration: [`tls::server_config`] with
+/// Ferry's transport ([`transport_config`]).
+pub fn server_config(identity: &Identity) -> Result<quinn::ServerConfig, TlsError> {
+    let mut config = tls::server_config(identity)?;
+    config.transport_config(transport_config());
+    Ok(config)
+}
+
 /// The transport configuration shared by both roles.
 pub fn transport_config() -> Arc<TransportConfig> {
     transport_config_with_receive_window(VarInt::from_u32(CONNECTION_RECEIVE_WINDOW))
@@ -225,7 +241,7 @@ pub fn server_endpoint_on(
     identity: &Identity,
     socket: std::net::UdpSocket,
 ) -> Result<quinn::Endpoint, TransportError> {
-    let config = tls::server_config(identity)?;
+    let config = server_config(identity)?;
     let addr = socket
         .local_addr()
         .unwrap_or_else(|_| SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)));
@@ -243,7 +259,7 @@ pub fn server_endpoint_released(
     socket: std::net::UdpSocket,
 ) -> Result<(quinn::Endpoint, SocketReleased), TransportError> {
     use quinn::Runtime;
-    let config = tls::server_config(identity)?;
+    let config = server_config(identity)?;
     let addr = socket
         .local_addr()
         .unwrap_or_else(|_| SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)));

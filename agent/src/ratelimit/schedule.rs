@@ -202,7 +202,7 @@ fn parse_time(window: &str, text: &str) -> Result<u16, ScheduleError> {
 }
 
 /// A rate: `0`, `off`, `unlimited` (no limit), or a size as
-/// [`crate::config::parse_size`] reads it with an optional `/s`.
+/// [`crate::units::parse_size`] reads it with an optional `/s`.
 pub fn parse_rate(text: &str) -> Result<Rate, ScheduleError> {
     let t = text.trim();
     let lower = t.to_ascii_lowercase();
@@ -213,7 +213,7 @@ pub fn parse_rate(text: &str) -> Result<Rate, ScheduleError> {
     if size.trim().is_empty() {
         return Err(bad(text, "a rate is a size per second, such as 10MB/s"));
     }
-    crate::config::parse_size(size)
+    crate::units::parse_size(size)
         .map(Some)
         .map_err(|e| bad(text, format!("not a rate: {e}")))
 }

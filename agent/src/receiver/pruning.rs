@@ -10,9 +10,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::store::{PruneReport, Retention, RetentionError, Store};
 
-/// How often a receiver prunes unless told otherwise.
-pub const DEFAULT_PRUNE_EVERY: Duration = Duration::from_secs(3600);
-
 /// How long the kept part of an interrupted transfer waits for its sender
 /// to come back and resume it before its staging file is removed.
 pub const PARTIAL_GRACE: Duration = Duration::from_secs(24 * 3600);

@@ -26,11 +26,6 @@ use tokio::sync::Notify;
 
 use crate::scan::ScanRoot;
 
-/// The watch delay unless `--watch-delay` says otherwise.
-pub const DEFAULT_WATCH_DELAY: Duration = Duration::from_secs(2);
-/// The period of the safety-net full scan in watch mode unless `--every`
-/// says otherwise.
-pub const DEFAULT_WATCH_EVERY: Duration = Duration::from_secs(3600);
 /// Changed paths kept between two batches; past that the batch is a full
 /// scan (cheaper than a scan per directory, and no path list grows without
 /// bound). `FERRY_WATCH_QUEUE_LIMIT` lowers it, for tests.
