@@ -49,7 +49,7 @@ mod tests {
     use crate::receiver::ReceiverError;
     use crate::scan::ScanError;
     use crate::sender::guard::MassDelete;
-    use crate::sender::{EntryError, RunError, SenderError};
+    use crate::sender::{RunError, SendEntryError, SenderError, SourceError};
     use crate::store::RetentionError;
     use crate::store::StoreError;
     use crate::stream::StreamError;
@@ -142,8 +142,10 @@ mod tests {
         };
         assert_each_cause_once(RunError::Protocol(lost()));
         assert_each_cause_once(RunError::Connection(quinn::ConnectionError::Reset));
-        assert_each_cause_once(EntryError::Stream(lost()));
-        assert_each_cause_once(EntryError::Read(os(io::ErrorKind::PermissionDenied)));
+        assert_each_cause_once(SendEntryError::Stream(lost()));
+        assert_each_cause_once(SendEntryError::Source(SourceError::Read(os(
+            io::ErrorKind::PermissionDenied,
+        ))));
         assert_each_cause_once(ClientError::Protocol(lost()));
         assert_each_cause_once(ClientError::Transport(listen()));
         let store = || StoreError::Io {

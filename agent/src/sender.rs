@@ -2,17 +2,44 @@
 //! every period, never two runs at once, with backoff while the receiver is
 //! unreachable or busy; with `--watch` ([`watch`]), also a run of the
 //! directories that changed as soon as their changes settle.
+//!
+//! ## Layout
+//!
+//! - `run`: one run in order (scan, connect, plan, send, delete, finish,
+//!   record), a thin driver of the streams below.
+//! - `control`: the control stream (`Hello`/`Welcome`, `Delete`/`Deleted`,
+//!   `Finish`/`Committed`); its state machine in `control/machine.rs`.
+//! - `file_stream`: one entry on a stream of its own (content inline,
+//!   offered by hash, or chunked); its state machine in
+//!   `file_stream/machine.rs`.
+//! - `bundle`: bundles, small entries one after another on a long-lived
+//!   stream; the answers matched in order in `bundle/answers.rs`.
+//! - `delta_reader`: a large file read as chunks against a base the receiver
+//!   holds, framed on a blocking thread.
+//! - `source_file`: opening, checking and reading a source file.
+//! - `record`: what a run leaves in the index, the history and the copies.
+//! - `schedule`: when the next run starts (period, backoff, busy hints).
+//! - `watch`: inotify, for runs of what changed.
+//! - `guard`: the mass-delete guard.
+//! - `file_stream_fuzz`: the fuzz harness of the sender's state machines.
 
 mod bundle;
-mod chunked;
+mod control;
+mod delta_reader;
+mod file_stream;
+#[cfg(test)]
+pub mod file_stream_fuzz;
 pub mod guard;
+mod record;
 mod run;
 pub mod schedule;
-mod transfer;
+mod source_file;
 pub mod watch;
 
+pub use delta_reader::DeltaError;
+pub use file_stream::{SendEntryError, SentKind};
 pub use run::MAX_IN_FLIGHT;
-pub use transfer::{EntryError, SentKind};
+pub use source_file::SourceError;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -36,7 +63,7 @@ use crate::stream::StreamError;
 use crate::summary::RunSummary;
 use crate::tls::TlsError;
 use crate::transport::{self, TransportError};
-use schedule::{Outcome, Schedule};
+use schedule::{RunOutcome, Schedule};
 
 /// How long the embedded receiver waits, when the sender is done, for the
 /// connection the sender closed to drain (see [`Receiver::with_drain_grace`]).
@@ -65,18 +92,26 @@ pub enum RunError {
     Protocol(#[from] StreamError),
     #[error("connection to the receiver lost")]
     Connection(#[from] quinn::ConnectionError),
-    #[error("the run was cut off: {0}")]
-    Lost(String),
+    #[error("the run was cut off")]
+    Lost(#[source] SendEntryError),
     /// The receiver closed the connection and said why (its disk is full,
     /// it is shutting down): that reason, not the broken stream it caused.
     #[error("{0}")]
     ReceiverEnded(String),
     #[error(transparent)]
     MassDelete(#[from] guard::MassDelete),
+    /// The sender was stopped (shutdown) during the run.
     #[error("stopped")]
     Stopped,
-    #[error("internal error: {0}")]
-    Internal(String),
+    #[error(transparent)]
+    Cancelled(#[from] crate::tasks::Cancelled),
+    #[error("the index is unusable: a thread panicked while holding it")]
+    IndexPoisoned,
+    #[error("the pinned identities are unusable: a thread panicked while holding them")]
+    PinsPoisoned,
+    /// A run was asked of an embedded receiver that is not running.
+    #[error("embedded receiver not started")]
+    EmbeddedNotStarted,
 }
 
 impl RunError {
@@ -89,22 +124,22 @@ impl RunError {
     }
 
     /// How the scheduler should treat this failure.
-    pub fn outcome(&self) -> Option<Outcome> {
+    pub fn outcome(&self) -> Option<RunOutcome> {
         match self {
-            RunError::Busy { retry_after } => Some(Outcome::Busy {
+            RunError::Busy { retry_after } => Some(RunOutcome::Busy {
                 retry_after: *retry_after,
             }),
             RunError::Transport(_)
             | RunError::Connection(_)
             | RunError::Lost(_)
             | RunError::ReceiverEnded(_)
-            | RunError::Protocol(_) => Some(Outcome::Unreachable),
-            RunError::Refused { code, .. } if !run::is_permanent(*code) => {
-                Some(Outcome::Unreachable)
+            | RunError::Protocol(_) => Some(RunOutcome::Unreachable),
+            RunError::Refused { code, .. } if !control::machine::is_permanent(*code) => {
+                Some(RunOutcome::Unreachable)
             }
-            RunError::Refused { .. } => Some(Outcome::Refused),
+            RunError::Refused { .. } => Some(RunOutcome::Refused),
             // The source may be mounted again by the next period.
-            RunError::MassDelete(_) => Some(Outcome::Refused),
+            RunError::MassDelete(_) => Some(RunOutcome::Refused),
             // A changed receiver identity, a broken index, an unreadable
             // source: retrying will not fix them.
             _ => None,
@@ -149,9 +184,7 @@ impl SenderContext {
         match (&self.embedded, &self.settings.target) {
             (Some((addr, _)), _) => Ok(*addr),
             (None, Target::Remote { host, port, .. }) => Ok(transport::resolve(host, *port).await?),
-            (None, Target::Embedded { .. }) => {
-                Err(RunError::Internal("embedded receiver not started".into()))
-            }
+            (None, Target::Embedded { .. }) => Err(RunError::EmbeddedNotStarted),
         }
     }
 
@@ -170,19 +203,14 @@ impl SenderContext {
                     receiver_id,
                 },
             ) => {
-                let mut pins = self
-                    .pins
-                    .lock()
-                    .map_err(|_| RunError::Internal("pins lock".into()))?;
+                let mut pins = self.pins.lock().map_err(|_| RunError::PinsPoisoned)?;
                 let outcome = pins.check(&format!("{host}:{port}"), presented, *receiver_id)?;
                 if matches!(outcome, crate::pins::PinOutcome::PinnedNow) {
                     tracing::info!(receiver = %presented, "pinned the receiver's identity on first contact");
                 }
                 Ok(())
             }
-            (None, Target::Embedded { .. }) => {
-                Err(RunError::Internal("embedded receiver not started".into()))
-            }
+            (None, Target::Embedded { .. }) => Err(RunError::EmbeddedNotStarted),
         }
     }
 }
@@ -209,9 +237,9 @@ pub async fn run(
     let mut receiver_task = None;
     if let Target::Embedded { store } = &settings.target {
         let store_dir = store.clone();
-        let store = tokio::task::spawn_blocking(move || Store::open(&store_dir))
+        let store = crate::tasks::blocking(move || Store::open(&store_dir))
             .await
-            .map_err(|e| RunError::Internal(crate::chain::chain(&e)))??;
+            .map_err(RunError::Cancelled)??;
         let receiver_identity = Identity::load_or_create(&store.root().join(".ferry"))?;
         let admission = Admission {
             allow: vec![identity.id],
@@ -220,9 +248,7 @@ pub async fn run(
         let receiver = Receiver::bind_with(
             receiver_identity,
             store,
-            "127.0.0.1:0"
-                .parse()
-                .map_err(|_| RunError::Internal("address".into()))?,
+            SocketAddr::from(([127, 0, 0, 1], 0)),
             1,
             admission,
         )?
@@ -328,7 +354,7 @@ async fn schedule_loop(
                 .map_err(ToString::to_string),
         );
         let outcome = match &result {
-            Ok(_) => Outcome::Done,
+            Ok(_) => RunOutcome::Done,
             Err(e) => match e.outcome() {
                 Some(outcome) => outcome,
                 // Stopped, or a failure that retrying cannot fix.
@@ -366,7 +392,7 @@ async fn schedule_loop(
         loop {
             let changes = async {
                 match &watch {
-                    Some((watch, delay)) if outcome == Outcome::Done => {
+                    Some((watch, delay)) if outcome == RunOutcome::Done => {
                         watch.next_batch(*delay).await
                     }
                     _ => std::future::pending().await,
