@@ -49,11 +49,39 @@ pub async fn run_once(
 ) -> Result<RunSummary, RunError> {
     let started = Instant::now();
     let started_ms = now_ms();
-    let mut summary = RunSummary::default();
-
-    // 1. Scan (stat only) while the connection is being set up.
     let remote = ctx.remote().await?;
     let endpoint = transport::client_endpoint(&ctx.identity, remote)?;
+    let connect = async { Ok(transport::connect(&endpoint, remote).await?) };
+    let mut attempt = attempt(ctx, shutdown, changed, connect, started).await?;
+    attempt.summary.bytes_on_wire = transport::bytes_on_wire(&attempt.link);
+    attempt.link.close(quinn::VarInt::from_u32(0), b"done");
+    // Long enough for the close to leave; the full drain (three probe
+    // timeouts) would add about 100 ms to every run for nothing.
+    let _ = tokio::time::timeout(CLOSE_GRACE, endpoint.wait_idle()).await;
+    wrap_up(ctx, attempt, started, started_ms).await
+}
+
+/// A run that reached the receiver, before it is wrapped up.
+pub(super) struct Attempt<L> {
+    pub summary: RunSummary,
+    /// The source root the run read through.
+    pub root: Arc<scan::SourceDir>,
+    pub link: L,
+    pub result: Result<(), RunError>,
+}
+
+/// Scans while connecting (`connect`) and being admitted, then plans and
+/// sends. Fails only if the scan or the connection did; what failed after
+/// is the attempt's `result`.
+pub(super) async fn attempt(
+    ctx: &SenderContext,
+    shutdown: &CancellationToken,
+    changed: Option<Vec<PathBuf>>,
+    connect: impl std::future::Future<Output = Result<quinn::Connection, RunError>>,
+    started: Instant,
+) -> Result<Attempt<quinn::Connection>, RunError> {
+    let mut summary = RunSummary::default();
+    // 1. Scan (stat only) while the connection is being set up.
     let source = ctx.settings.source.clone();
     let exclude = ctx.exclude.clone();
     let rules = ctx.settings.exclude.clone();
@@ -72,9 +100,9 @@ pub async fn run_once(
     });
     // Admitted while the scan runs (see `admit`).
     let connected = async {
-        let conn = transport::connect(&endpoint, remote).await?;
-        let admitted = admit(ctx, &conn).await;
-        Ok::<_, RunError>((conn, admitted))
+        let link = connect.await?;
+        let admitted = admit(ctx, &link).await;
+        Ok::<_, RunError>((link, admitted))
     };
     let (scan, connected) = tokio::join!(scanned, connected);
     let (root, scan): (Arc<scan::SourceDir>, Scan) = scan??;
@@ -103,12 +131,12 @@ pub async fn run_once(
     }
 
     // 2. Plan, send.
-    let (conn, admitted) = connected?;
+    let (link, admitted) = connected?;
     let result = match admitted {
         Ok(admitted) => {
             session(
                 ctx,
-                &conn,
+                &link,
                 admitted,
                 root.clone(),
                 scan,
@@ -119,12 +147,29 @@ pub async fn run_once(
         }
         Err(e) => Err(e),
     }
-    .map_err(|e| receiver_reason_first(&conn, e));
-    summary.bytes_on_wire = transport::bytes_on_wire(&conn);
-    conn.close(quinn::VarInt::from_u32(0), b"done");
-    // Long enough for the close to leave; the full drain (three probe
-    // timeouts) would add about 100 ms to every run for nothing.
-    let _ = tokio::time::timeout(CLOSE_GRACE, endpoint.wait_idle()).await;
+    .map_err(|e| receiver_reason_first(&link, e));
+    Ok(Attempt {
+        summary,
+        root,
+        link,
+        result,
+    })
+}
+
+/// Completes the local copies of a run whose link is closed, and records it
+/// in the local history.
+pub(super) async fn wrap_up<L>(
+    ctx: &SenderContext,
+    attempt: Attempt<L>,
+    started: Instant,
+    started_ms: i64,
+) -> Result<RunSummary, RunError> {
+    let Attempt {
+        mut summary,
+        root,
+        result,
+        ..
+    } = attempt;
     if let Some(copies) = ctx.copies.clone() {
         if result.is_ok() {
             record::complete_copies(ctx, copies.clone(), root, &mut summary).await;
