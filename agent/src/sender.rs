@@ -468,3 +468,63 @@ fn finish(
     ctx.status.set_phase(SenderPhase::Stopped);
     Ok(result?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::copies::CopiesError;
+
+    /// Asserts that `{:#}` (anyhow's rendering in `main`) and
+    /// [`crate::chain::chain`] of `e` hold each cause's text once.
+    fn each_cause_once(e: impl std::error::Error + Send + Sync + 'static) {
+        let mut causes = Vec::new();
+        let mut cause = e.source();
+        while let Some(c) = cause {
+            causes.push(c.to_string());
+            cause = c.source();
+        }
+        let line = crate::chain::chain(&e);
+        let alternate = format!("{:#}", anyhow::Error::new(e));
+        for rendered in [&alternate, &line] {
+            for c in &causes {
+                assert_eq!(
+                    rendered.matches(c.as_str()).count(),
+                    1,
+                    "{c:?} in {rendered}"
+                );
+            }
+        }
+    }
+
+    fn copy_failed() -> CopiesError {
+        CopiesError::Io {
+            what: "write",
+            path: "/copies/a".into(),
+            source: std::io::Error::other("disk on fire"),
+        }
+    }
+
+    #[test]
+    fn the_senders_errors_name_each_cause_once() {
+        let read = || SourceError::Read(std::io::Error::other("bad sector"));
+        each_cause_once(SendEntryError::Source(read()));
+        each_cause_once(SendEntryError::Source(SourceError::Copy(copy_failed())));
+        each_cause_once(SendEntryError::Delta(DeltaError::Source(read())));
+        each_cause_once(SendEntryError::Copy(copy_failed()));
+        each_cause_once(SendEntryError::Compress(std::io::Error::other("zstd")));
+        each_cause_once(RunError::Lost(SendEntryError::Source(read())));
+        each_cause_once(SenderError::Run(RunError::Lost(SendEntryError::Copy(
+            copy_failed(),
+        ))));
+        each_cause_once(RunError::Cancelled(crate::tasks::Cancelled));
+    }
+
+    #[test]
+    fn a_cut_off_run_says_so_before_its_cause() {
+        let e = RunError::Lost(SendEntryError::Source(SourceError::Changed));
+        assert_eq!(
+            crate::chain::chain(&e),
+            "the run was cut off: changed while being read; it will be sent on the next run"
+        );
+    }
+}
