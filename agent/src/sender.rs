@@ -407,13 +407,14 @@ async fn schedule_loop(
                         let (source, rules) =
                             (ctx.settings.source.clone(), ctx.settings.exclude.clone());
                         // Stats and reads `.ferryignore` files: off the runtime.
-                        let paths = tokio::task::spawn_blocking(move || {
+                        let paths = crate::tasks::blocking(move || {
                             without_left_out(&source, &rules, paths)
                         })
                         .await;
                         let Ok(paths) = paths else {
-                            // Only a bug panics there: a full scan sees
-                            // the changes.
+                            // The runtime is shutting down: the loop ends
+                            // at the next turn, or a full scan sees the
+                            // changes.
                             changed = None;
                             break;
                         };

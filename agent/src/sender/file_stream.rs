@@ -195,10 +195,8 @@ pub async fn send_entry(ctx: &TransferContext, item: PlanItem) -> Result<Sent, S
                     })
                 }
                 Step::SendContent => send_content(ctx, channel, machine, scanned).await,
-                Step::Done(ended) => Err(ended_result(ended).err().unwrap_or_else(|| {
-                    // Stored before any content is AlreadyStored: unreachable.
-                    StreamError::Closed.into()
-                })),
+                // A failure; `Stored` to an offer is `AlreadyStored`.
+                Step::Done(ended) => ended_result(ended).and(Err(StreamError::Closed.into())),
                 Step::SendChunks(_) => Err(StreamError::Closed.into()),
             }
         }
