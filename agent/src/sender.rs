@@ -22,6 +22,8 @@
 //! - `watch`: inotify, for runs of what changed.
 //! - `guard`: the mass-delete guard.
 //! - `file_stream_fuzz`: the fuzz harness of the sender's state machines.
+//! - `pair_tests`: a whole run over an in-memory link against a scripted
+//!   receiver.
 
 mod bundle;
 mod control;
@@ -30,6 +32,8 @@ mod file_stream;
 #[cfg(test)]
 pub mod file_stream_fuzz;
 pub mod guard;
+#[cfg(test)]
+mod pair_tests;
 mod record;
 mod run;
 pub mod schedule;

@@ -362,7 +362,7 @@ fn fail(code: FailCode, message: impl Into<String>) -> Failure {
 
 /// Streams one version's bytes: `Data`*, `End { hash }`.
 async fn serve_fetch(channel: &mut Channel, ctx: &Arc<Ctx>) -> Result<(), Failure> {
-    let version = match channel.recv.expect().await {
+    let version = match channel.recv.recv_message().await {
         Ok(Message::Fetch { version }) => version,
         Ok(other) => {
             let got = crate::stream::describe(&other);

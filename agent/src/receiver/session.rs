@@ -174,7 +174,7 @@ async fn session(
         .await
         .map_err(|_| SessionError::Handshake("no control stream in time".into()))??;
     let mut control = Channel::new(pair);
-    let hello = match tokio::time::timeout_at(deadline, control.recv.expect()).await {
+    let hello = match tokio::time::timeout_at(deadline, control.recv.recv_message()).await {
         Err(_) => return Err(SessionError::Handshake("no Hello in time".into())),
         Ok(Ok(Message::Hello(hello))) => hello,
         Ok(Ok(Message::Open(open))) => {

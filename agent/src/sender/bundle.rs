@@ -29,6 +29,7 @@ use super::source_file::{prepare, ContentBytes, FileStat, Opened, SourceError};
 use crate::compress::{self, StreamEncoder};
 use crate::copies::{Copies, CopyWriter};
 use crate::index::{Action, PlanItem};
+use crate::link::Link;
 use crate::scan::{ScanEntry, ScanKind, SourceDir};
 use crate::stream::{FramedSend, StreamError};
 use crate::tasks::blocking;
@@ -218,8 +219,8 @@ fn frames(
 /// are reported failed, the ones it had only read go back to the queue.
 /// The tasks it starts (its answers, files grown too large for it) are its
 /// own: it returns when they have.
-pub async fn lane(
-    ctx: Arc<TransferContext>,
+pub async fn lane<L: Link>(
+    ctx: Arc<TransferContext<L>>,
     queue: Queue,
     outcomes: mpsc::Sender<EntryOutcome>,
     shutdown: CancellationToken,
@@ -416,8 +417,8 @@ pub async fn lane(
 }
 
 /// Opens the lane's stream and starts the task that reads its answers.
-async fn open(
-    ctx: &Arc<TransferContext>,
+async fn open<L: Link>(
+    ctx: &Arc<TransferContext<L>>,
     unanswered: Option<mpsc::Receiver<Unanswered>>,
     outcomes: mpsc::Sender<EntryOutcome>,
 ) -> Result<(FramedSend, tokio::task::JoinHandle<()>), SendEntryError> {
@@ -425,8 +426,7 @@ async fn open(
     let Some(unanswered) = unanswered else {
         return Err(StreamError::Closed.into());
     };
-    let mut channel = crate::stream::Channel::new(ctx.conn.open_bi().await?);
-    channel.send.set_limiter(ctx.limiter.clone());
+    let mut channel = ctx.open().await?;
     channel.send.send(&Message::Bundle).await?;
     let crate::stream::Channel { send, recv } = channel;
     let c = ctx.clone();
@@ -435,8 +435,8 @@ async fn open(
 }
 
 /// Matches the receiver's answers, in order, to the entries sent.
-async fn answers(
-    ctx: Arc<TransferContext>,
+async fn answers<L: Link>(
+    ctx: Arc<TransferContext<L>>,
     mut recv: crate::stream::FramedRecv,
     mut unanswered: mpsc::Receiver<Unanswered>,
     outcomes: mpsc::Sender<EntryOutcome>,

@@ -13,8 +13,8 @@ use ferry_proto::{Hello, PathFailure, RelPath, RunReport, Welcome};
 
 use super::{RunError, SenderContext};
 use crate::identity::DeviceId;
+use crate::link::Link;
 use crate::stream::{Channel, StreamError};
-use crate::tls;
 use machine::{ControlEvent, ControlSender};
 
 /// The control stream of a connection on which the receiver has welcomed
@@ -71,21 +71,18 @@ impl ControlStream {
 /// the scan runs, since a receiver gives a sender only so long
 /// ([`crate::receiver::HELLO_TIMEOUT`]) between connecting and `Hello`, and
 /// scanning a tree of a million files can take longer.
-pub(super) async fn admit(
-    ctx: &SenderContext,
-    conn: &quinn::Connection,
-) -> Result<Admitted, RunError> {
-    let receiver_id = tls::peer_id(conn)?;
+pub(super) async fn admit(ctx: &SenderContext, link: &impl Link) -> Result<Admitted, RunError> {
+    let receiver_id = link.peer()?;
     ctx.check_receiver(receiver_id)?;
     let pairing = match &ctx.settings.pairing_secret {
         Some(secret) => Some(ferry_proto::pairing_proof(
             secret,
-            &tls::pairing_material(conn)?,
+            &link.pairing_material()?,
         )),
         None => None,
     };
     let mut control = ControlStream {
-        channel: Channel::new(conn.open_bi().await?),
+        channel: link.open().await?,
         machine: ControlSender::new(),
     };
     let hello = control.machine.hello(Hello {

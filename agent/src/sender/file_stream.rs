@@ -22,6 +22,7 @@ use crate::compress::{self, CompressMode};
 use crate::copies::{Copies, CopiesError, CopyWriter};
 use crate::index::Index;
 use crate::index::{Action, PlanItem};
+use crate::link::Link;
 use crate::scan::{ScanEntry, ScanKind, SourceDir};
 use crate::status::SenderStatus;
 use crate::stream::{Channel, StreamError};
@@ -90,16 +91,14 @@ impl SendEntryError {
     /// True if the connection itself is gone (the run cannot go on).
     pub fn is_connection_lost(&self) -> bool {
         matches!(self, SendEntryError::Connection(_))
-            || matches!(
-                self,
-                SendEntryError::Stream(StreamError::Write(_) | StreamError::Read(_))
-            )
+            || matches!(self, SendEntryError::Stream(e) if e.is_lost())
     }
 }
 
 /// Everything an entry transfer needs besides the entry.
-pub struct TransferContext {
-    pub conn: quinn::Connection,
+pub struct TransferContext<L> {
+    /// The connection to the receiver.
+    pub link: L,
     /// The source root, open: every file is read through it.
     pub source: Arc<SourceDir>,
     pub copies: Option<Arc<Copies>>,
@@ -112,10 +111,10 @@ pub struct TransferContext {
     pub limiter: Option<Arc<crate::ratelimit::RateLimiter>>,
 }
 
-impl TransferContext {
+impl<L: Link> TransferContext<L> {
     /// Opens a stream for one entry, paced by the limiter.
-    async fn open(&self) -> Result<Channel, SendEntryError> {
-        let mut channel = Channel::new(self.conn.open_bi().await?);
+    pub(super) async fn open(&self) -> Result<Channel, SendEntryError> {
+        let mut channel = self.link.open().await?;
         channel.send.set_limiter(self.limiter.clone());
         Ok(channel)
     }
@@ -146,7 +145,10 @@ fn ended_result(ended: Ended) -> Result<(), SendEntryError> {
 }
 
 /// Sends one planned entry and waits for the receiver's answer.
-pub async fn send_entry(ctx: &TransferContext, item: PlanItem) -> Result<Sent, SendEntryError> {
+pub async fn send_entry(
+    ctx: &TransferContext<impl Link>,
+    item: PlanItem,
+) -> Result<Sent, SendEntryError> {
     let mut channel = ctx.open().await?;
     let scanned = item.entry;
     let header = |kind| Entry {
@@ -220,7 +222,7 @@ pub async fn send_entry(ctx: &TransferContext, item: PlanItem) -> Result<Sent, S
 /// A directory (`target` `None`) or symlink the receiver stored: its local
 /// copy, and what was sent.
 pub(super) async fn stored_dir_or_symlink(
-    ctx: &TransferContext,
+    ctx: &TransferContext<impl Link>,
     scanned: ScanEntry,
     target: Option<Vec<u8>>,
 ) -> Result<Sent, SendEntryError> {
@@ -248,7 +250,7 @@ pub(super) async fn stored_dir_or_symlink(
 /// Sends a large file as chunked content (see [`super::delta_reader`]);
 /// with `use_base`, against the base the index knows.
 async fn send_chunked(
-    ctx: &TransferContext,
+    ctx: &TransferContext<impl Link>,
     mut channel: Channel,
     scanned: ScanEntry,
     use_base: bool,
@@ -302,7 +304,8 @@ async fn send_chunked(
         copy,
     } = match (streamed, read) {
         (Ok(()), Ok(read)) => read,
-        (Err(SendEntryError::Stream(StreamError::Write(quinn::WriteError::Stopped(code)))), _) => {
+        (Err(SendEntryError::Stream(e)), _) if e.stopped_code().is_some() => {
+            let code = e.stopped_code().unwrap_or_default();
             return Err(stopped(&mut channel, &mut machine, code).await);
         }
         (Err(e), _) => return Err(e),
@@ -310,7 +313,8 @@ async fn send_chunked(
     };
     match channel.send.send(&Message::End { hash }).await {
         Ok(()) => {}
-        Err(StreamError::Write(quinn::WriteError::Stopped(code))) => {
+        Err(e) if e.stopped_code().is_some() => {
+            let code = e.stopped_code().unwrap_or_default();
             return Err(stopped(&mut channel, &mut machine, code).await);
         }
         Err(e) => return Err(e.into()),
@@ -399,11 +403,7 @@ pub(super) async fn stored_file(
 
 /// The receiver stopped a stream while content was on the way (disk full,
 /// over quota); its answer says why. Only this file failed.
-async fn stopped(
-    channel: &mut Channel,
-    machine: &mut EntrySender,
-    code: quinn::VarInt,
-) -> SendEntryError {
+async fn stopped(channel: &mut Channel, machine: &mut EntrySender, code: u64) -> SendEntryError {
     match answer(channel, machine).await {
         Err(e @ (SendEntryError::Failed(_) | SendEntryError::BaseDamaged(_))) => e,
         _ => SendEntryError::Failed(format!(
@@ -443,7 +443,7 @@ fn small_frames(
 /// metadata) goes first; otherwise it was sent already (an offer the
 /// receiver wanted), and the file must still match the scan.
 async fn send_content(
-    ctx: &TransferContext,
+    ctx: &TransferContext<impl Link>,
     mut channel: Channel,
     mut machine: EntrySender,
     scanned: ScanEntry,
@@ -540,7 +540,8 @@ async fn send_content(
     .await;
     let (hash, copy, wire) = match sent {
         Ok(sent) => sent,
-        Err(SendEntryError::Stream(StreamError::Write(quinn::WriteError::Stopped(code)))) => {
+        Err(SendEntryError::Stream(e)) if e.stopped_code().is_some() => {
+            let code = e.stopped_code().unwrap_or_default();
             return Err(stopped(&mut channel, &mut machine, code).await);
         }
         Err(e) => return Err(e),

@@ -18,6 +18,7 @@ use super::file_stream::{send_entry, SendEntryError, SentKind, TransferContext};
 use super::record::{self, Acked};
 use super::{RunError, SenderContext};
 use crate::index::{Index, Plan, PlanItem, RunRow};
+use crate::link::Link;
 use crate::scan::{self, Scan};
 use crate::summary::{problem_lines, RunSummary};
 use crate::tasks::blocking;
@@ -73,13 +74,13 @@ pub(super) struct Attempt<L> {
 /// Scans while connecting (`connect`) and being admitted, then plans and
 /// sends. Fails only if the scan or the connection did; what failed after
 /// is the attempt's `result`.
-pub(super) async fn attempt(
+pub(super) async fn attempt<L: Link>(
     ctx: &SenderContext,
     shutdown: &CancellationToken,
     changed: Option<Vec<PathBuf>>,
-    connect: impl std::future::Future<Output = Result<quinn::Connection, RunError>>,
+    connect: impl std::future::Future<Output = Result<L, RunError>>,
     started: Instant,
-) -> Result<Attempt<quinn::Connection>, RunError> {
+) -> Result<Attempt<L>, RunError> {
     let mut summary = RunSummary::default();
     // 1. Scan (stat only) while the connection is being set up.
     let source = ctx.settings.source.clone();
@@ -217,14 +218,14 @@ pub(super) async fn wrap_up<L>(
 /// A connection the receiver closed with a reason (its disk is full, it is
 /// shutting down) breaks every stream of the run; the reason is what the
 /// user needs, so it replaces the stream error it caused.
-fn receiver_reason_first(conn: &quinn::Connection, e: RunError) -> RunError {
+fn receiver_reason_first(link: &impl Link, e: RunError) -> RunError {
     if !matches!(
         e,
         RunError::Protocol(_) | RunError::Connection(_) | RunError::Lost(_)
     ) {
         return e;
     }
-    match conn.close_reason() {
+    match link.close_reason() {
         Some(quinn::ConnectionError::ApplicationClosed(close)) if !close.reason.is_empty() => {
             RunError::ReceiverEnded(String::from_utf8_lossy(&close.reason).into_owned())
         }
@@ -239,9 +240,9 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-async fn session(
+async fn session<L: Link>(
     ctx: &SenderContext,
-    conn: &quinn::Connection,
+    link: &L,
     admitted: Admitted,
     root: Arc<scan::SourceDir>,
     scan: Scan,
@@ -299,7 +300,7 @@ async fn session(
 
     // 4. Entries, several in flight.
     let transfer = Arc::new(TransferContext {
-        conn: conn.clone(),
+        link: link.clone(),
         source: root,
         copies: ctx.copies.clone(),
         status: ctx.status.clone(),
