@@ -50,7 +50,7 @@ mod tests {
     use crate::pins::PinError;
     use crate::receiver::ReceiverError;
     use crate::scan::ScanError;
-    use crate::sender::{EntryError, RunError, SenderError};
+    use crate::sender::{RunError, SendEntryError, SenderError, SourceError};
     use crate::store::RetentionError;
     use crate::store::StoreError;
     use crate::stream::StreamError;
@@ -127,7 +127,9 @@ mod tests {
         assert_each_cause_once(ReceiverError::Transport(listen()));
         assert_each_cause_once(RunError::Transport(listen()));
         assert_each_cause_once(SenderError::Run(RunError::Transport(listen())));
-        assert_each_cause_once(SenderError::Embedded(ReceiverError::Transport(listen())));
+        assert_each_cause_once(SenderError::Embedded(EmbeddedError::Receiver(
+            ReceiverError::Transport(listen()),
+        )));
         assert_each_cause_once(TransportError::Resolve {
             host: "h".into(),
             source: os(io::ErrorKind::NotFound),
@@ -145,8 +147,10 @@ mod tests {
         };
         assert_each_cause_once(RunError::Protocol(lost()));
         assert_each_cause_once(RunError::Connection(quinn::ConnectionError::Reset));
-        assert_each_cause_once(EntryError::Stream(lost()));
-        assert_each_cause_once(EntryError::Read(os(io::ErrorKind::PermissionDenied)));
+        assert_each_cause_once(SendEntryError::Stream(lost()));
+        assert_each_cause_once(SendEntryError::Source(SourceError::Read(os(
+            io::ErrorKind::PermissionDenied,
+        ))));
         assert_each_cause_once(ClientError::Protocol(lost()));
         assert_each_cause_once(ClientError::Transport(listen()));
         let store = || StoreError::Io {
@@ -156,7 +160,7 @@ mod tests {
         };
         assert_each_cause_once(store());
         assert_each_cause_once(RetentionError::Store(store()));
-        assert_each_cause_once(SenderError::Store(store()));
+        assert_each_cause_once(SenderError::Embedded(EmbeddedError::Store(store())));
         assert_each_cause_once(ReceiverError::Store(store()));
         assert_each_cause_once(PinError::Read {
             path: path.clone(),

@@ -2,16 +2,47 @@
 //! every period, never two runs at once, with backoff while the receiver is
 //! unreachable or busy; with `--watch` ([`watch`]), also a run of the
 //! directories that changed as soon as their changes settle.
+//!
+//! ## Layout
+//!
+//! - `run`: one run in order (scan, connect, plan, send, delete, finish,
+//!   record), a thin driver of the streams below.
+//! - `control`: the control stream (`Hello`/`Welcome`, `Delete`/`Deleted`,
+//!   `Finish`/`Committed`); its state machine in `control/machine.rs`.
+//! - `file_stream`: one entry on a stream of its own (content inline,
+//!   offered by hash, or chunked); its state machine in
+//!   `file_stream/machine.rs`.
+//! - `bundle`: bundles, small entries one after another on a long-lived
+//!   stream; the answers matched in order in `bundle/answers.rs`.
+//! - `delta_reader`: a large file read as chunks against a base the receiver
+//!   holds, framed on a blocking thread.
+//! - `source_file`: opening, checking and reading a source file.
+//! - `record`: what a run leaves in the index, the history and the copies.
+//! - `schedule`: when the next run starts (period, backoff, busy hints).
+//! - `watch`: inotify, for runs of what changed.
+//! - `guard`: the mass-delete guard.
+//! - `file_stream_fuzz`: the fuzz harness of the sender's state machines.
+//! - `pair_tests`: a whole run over an in-memory link against a scripted
+//!   receiver.
 
 mod bundle;
-mod chunked;
+mod control;
+mod delta_reader;
+mod file_stream;
+#[cfg(test)]
+pub mod file_stream_fuzz;
+#[cfg(test)]
+mod pair_tests;
+mod record;
 mod run;
 pub mod schedule;
-mod transfer;
+mod source_file;
 pub mod watch;
 
+pub use delta_reader::DeltaError;
+pub use file_stream::{SendEntryError, SentKind};
 pub use run::MAX_IN_FLIGHT;
-pub use transfer::{EntryError, SentKind};
+pub use source_file::SourceError;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -28,14 +59,13 @@ use crate::identity::{DeviceId, Identity, IdentityError};
 use crate::index::{guard, Index, IndexError};
 use crate::pins::{PinError, Pins};
 use crate::ratelimit::RateLimiter;
-use crate::receiver::ReceiverError;
 use crate::scan::ScanError;
 use crate::status::{SenderPhase, SenderStatus};
 use crate::stream::StreamError;
 use crate::summary::RunSummary;
 use crate::tls::TlsError;
 use crate::transport::{self, TransportError};
-use schedule::{Outcome, Schedule};
+use schedule::{RunOutcome, Schedule};
 
 /// Why a run did not complete.
 #[derive(Debug, thiserror::Error)]
@@ -60,18 +90,26 @@ pub enum RunError {
     Protocol(#[from] StreamError),
     #[error("connection to the receiver lost")]
     Connection(#[from] quinn::ConnectionError),
-    #[error("the run was cut off: {0}")]
-    Lost(String),
+    #[error("the run was cut off")]
+    Lost(#[source] SendEntryError),
     /// The receiver closed the connection and said why (its disk is full,
     /// it is shutting down): that reason, not the broken stream it caused.
     #[error("{0}")]
     ReceiverEnded(String),
     #[error(transparent)]
     MassDelete(#[from] guard::MassDelete),
+    /// The sender was stopped (shutdown) during the run.
     #[error("stopped")]
     Stopped,
-    #[error("internal error: {0}")]
-    Internal(String),
+    #[error(transparent)]
+    Cancelled(#[from] crate::tasks::Cancelled),
+    #[error("the index is unusable: a thread panicked while holding it")]
+    IndexPoisoned,
+    #[error("the pinned identities are unusable: a thread panicked while holding them")]
+    PinsPoisoned,
+    /// A run was asked of an embedded receiver that is not running.
+    #[error("embedded receiver not started")]
+    EmbeddedNotStarted,
 }
 
 impl RunError {
@@ -84,22 +122,22 @@ impl RunError {
     }
 
     /// How the scheduler should treat this failure.
-    pub fn outcome(&self) -> Option<Outcome> {
+    pub fn outcome(&self) -> Option<RunOutcome> {
         match self {
-            RunError::Busy { retry_after } => Some(Outcome::Busy {
+            RunError::Busy { retry_after } => Some(RunOutcome::Busy {
                 retry_after: *retry_after,
             }),
             RunError::Transport(_)
             | RunError::Connection(_)
             | RunError::Lost(_)
             | RunError::ReceiverEnded(_)
-            | RunError::Protocol(_) => Some(Outcome::Unreachable),
-            RunError::Refused { code, .. } if !run::is_permanent(*code) => {
-                Some(Outcome::Unreachable)
+            | RunError::Protocol(_) => Some(RunOutcome::Unreachable),
+            RunError::Refused { code, .. } if !control::machine::is_permanent(*code) => {
+                Some(RunOutcome::Unreachable)
             }
-            RunError::Refused { .. } => Some(Outcome::Refused),
+            RunError::Refused { .. } => Some(RunOutcome::Refused),
             // The source may be mounted again by the next period.
-            RunError::MassDelete(_) => Some(Outcome::Refused),
+            RunError::MassDelete(_) => Some(RunOutcome::Refused),
             // A changed receiver identity, a broken index, an unreadable
             // source: retrying will not fix them.
             _ => None,
@@ -116,10 +154,8 @@ pub enum SenderError {
     Pins(#[from] PinError),
     #[error(transparent)]
     Copies(#[from] CopiesError),
-    #[error("could not start the embedded receiver")]
-    Embedded(#[from] ReceiverError),
-    #[error("could not open the local store")]
-    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Embedded(#[from] EmbeddedError),
     #[error(transparent)]
     Run(#[from] RunError),
 }
@@ -144,9 +180,7 @@ impl SenderContext {
         match (&self.embedded, &self.settings.target) {
             (Some((addr, _)), _) => Ok(*addr),
             (None, Target::Remote { host, port, .. }) => Ok(transport::resolve(host, *port).await?),
-            (None, Target::Embedded { .. }) => {
-                Err(RunError::Internal("embedded receiver not started".into()))
-            }
+            (None, Target::Embedded { .. }) => Err(RunError::EmbeddedNotStarted),
         }
     }
 
@@ -165,19 +199,14 @@ impl SenderContext {
                     receiver_id,
                 },
             ) => {
-                let mut pins = self
-                    .pins
-                    .lock()
-                    .map_err(|_| RunError::Internal("pins lock".into()))?;
+                let mut pins = self.pins.lock().map_err(|_| RunError::PinsPoisoned)?;
                 let outcome = pins.check(&format!("{host}:{port}"), presented, *receiver_id)?;
                 if matches!(outcome, crate::pins::PinOutcome::PinnedNow) {
                     tracing::info!(receiver = %presented, "pinned the receiver's identity on first contact");
                 }
                 Ok(())
             }
-            (None, Target::Embedded { .. }) => {
-                Err(RunError::Internal("embedded receiver not started".into()))
-            }
+            (None, Target::Embedded { .. }) => Err(RunError::EmbeddedNotStarted),
         }
     }
 }
@@ -200,11 +229,9 @@ pub async fn run(
     // The embedded receiver (`--store`): the run sees only its address and
     // device id, as of any receiver.
     let receiver = match &settings.target {
-        Target::Embedded { store } => Some(
-            EmbeddedReceiver::start(store, identity.id, &shutdown)
-                .await
-                .map_err(embedded_error)?,
-        ),
+        Target::Embedded { store } => {
+            Some(EmbeddedReceiver::start(store, identity.id, &shutdown).await?)
+        }
         Target::Remote { .. } => None,
     };
     let embedded = receiver.as_ref().map(|r| (r.addr(), r.id()));
@@ -236,16 +263,6 @@ pub async fn run(
         receiver.stop().await;
     }
     result
-}
-
-/// Why the embedded receiver did not start, as the sender reports it.
-fn embedded_error(e: EmbeddedError) -> SenderError {
-    match e {
-        EmbeddedError::Store(e) => SenderError::Store(e),
-        EmbeddedError::Identity(e) => SenderError::Identity(e),
-        EmbeddedError::Receiver(e) => SenderError::Embedded(e),
-        EmbeddedError::Cancelled(_) => SenderError::Run(RunError::Stopped),
-    }
 }
 
 async fn schedule_loop(
@@ -315,7 +332,7 @@ async fn schedule_loop(
                 .map_err(ToString::to_string),
         );
         let outcome = match &result {
-            Ok(_) => Outcome::Done,
+            Ok(_) => RunOutcome::Done,
             Err(e) => match e.outcome() {
                 Some(outcome) => outcome,
                 // Stopped, or a failure that retrying cannot fix.
@@ -353,7 +370,7 @@ async fn schedule_loop(
         loop {
             let changes = async {
                 match &watch {
-                    Some((watch, delay)) if outcome == Outcome::Done => {
+                    Some((watch, delay)) if outcome == RunOutcome::Done => {
                         watch.next_batch(*delay).await
                     }
                     _ => std::future::pending().await,
@@ -368,13 +385,14 @@ async fn schedule_loop(
                         let (source, rules) =
                             (ctx.settings.source.clone(), ctx.settings.exclude.clone());
                         // Stats and reads `.ferryignore` files: off the runtime.
-                        let paths = tokio::task::spawn_blocking(move || {
+                        let paths = crate::tasks::blocking(move || {
                             without_left_out(&source, &rules, paths)
                         })
                         .await;
                         let Ok(paths) = paths else {
-                            // Only a bug panics there: a full scan sees
-                            // the changes.
+                            // The runtime is shutting down: the loop ends
+                            // at the next turn, or a full scan sees the
+                            // changes.
                             changed = None;
                             break;
                         };
@@ -428,4 +446,64 @@ fn finish(
 ) -> Result<RunSummary, SenderError> {
     ctx.status.set_phase(SenderPhase::Stopped);
     Ok(result?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::copies::CopiesError;
+
+    /// Asserts that `{:#}` (anyhow's rendering in `main`) and
+    /// [`crate::chain::chain`] of `e` hold each cause's text once.
+    fn each_cause_once(e: impl std::error::Error + Send + Sync + 'static) {
+        let mut causes = Vec::new();
+        let mut cause = e.source();
+        while let Some(c) = cause {
+            causes.push(c.to_string());
+            cause = c.source();
+        }
+        let line = crate::chain::chain(&e);
+        let alternate = format!("{:#}", anyhow::Error::new(e));
+        for rendered in [&alternate, &line] {
+            for c in &causes {
+                assert_eq!(
+                    rendered.matches(c.as_str()).count(),
+                    1,
+                    "{c:?} in {rendered}"
+                );
+            }
+        }
+    }
+
+    fn copy_failed() -> CopiesError {
+        CopiesError::Io {
+            what: "write",
+            path: "/copies/a".into(),
+            source: std::io::Error::other("disk on fire"),
+        }
+    }
+
+    #[test]
+    fn the_senders_errors_name_each_cause_once() {
+        let read = || SourceError::Read(std::io::Error::other("bad sector"));
+        each_cause_once(SendEntryError::Source(read()));
+        each_cause_once(SendEntryError::Source(SourceError::Copy(copy_failed())));
+        each_cause_once(SendEntryError::Delta(DeltaError::Source(read())));
+        each_cause_once(SendEntryError::Copy(copy_failed()));
+        each_cause_once(SendEntryError::Compress(std::io::Error::other("zstd")));
+        each_cause_once(RunError::Lost(SendEntryError::Source(read())));
+        each_cause_once(SenderError::Run(RunError::Lost(SendEntryError::Copy(
+            copy_failed(),
+        ))));
+        each_cause_once(RunError::Cancelled(crate::tasks::Cancelled));
+    }
+
+    #[test]
+    fn a_cut_off_run_says_so_before_its_cause() {
+        let e = RunError::Lost(SendEntryError::Source(SourceError::Changed));
+        assert_eq!(
+            crate::chain::chain(&e),
+            "the run was cut off: changed while being read; it will be sent on the next run"
+        );
+    }
 }

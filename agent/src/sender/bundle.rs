@@ -2,8 +2,13 @@
 //! go one after another on long-lived streams ("lanes") instead of a stream
 //! each, their content compressed as one zstd stream per lane. Files
 //! are read ahead in groups on the blocking pool; the receiver's answers come
-//! back in order and are matched to what was sent on a second task, so the
-//! lane never waits for a round trip.
+//! back in order and are matched to what was sent ([`answers`]) on a second
+//! task, so the lane never waits for a round trip.
+//!
+//! ## Layout
+//!
+//! - `answers`: the receiver's answers matched to the entries sent, in
+//!   order, as a state machine without I/O.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -12,17 +17,23 @@ use ferry_proto::{frame, Content, Entry, EntryKind, Message, MAX_BUNDLED};
 use futures_util::stream::{FuturesOrdered, StreamExt};
 use futures_util::FutureExt;
 use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::transfer::{
-    blocking, prepare, send_entry, stored_dir_or_symlink, stored_file, ContentBytes, EntryError,
-    FileStat, Opened, Sent, TransferContext,
+mod answers;
+
+use super::file_stream::{
+    send_entry, stored_dir_or_symlink, stored_file, SendEntryError, Sent, TransferContext,
 };
+use super::source_file::{prepare, ContentBytes, FileStat, Opened, SourceError};
 use crate::compress::{self, StreamEncoder};
 use crate::copies::{Copies, CopyWriter};
 use crate::index::{Action, PlanItem};
+use crate::link::Link;
 use crate::scan::{ScanEntry, ScanKind, SourceDir};
 use crate::stream::{FramedSend, StreamError};
+use crate::tasks::blocking;
+use answers::{AnswerMatcher, BundleAnswer};
 
 /// Lanes a run uses at most. One: on the benchmark's text set two lanes
 /// used a third more CPU (two compression contexts of about 8 MiB competing
@@ -52,7 +63,7 @@ const MAX_UNANSWERED: usize = 256;
 const MIN_COMPRESSED: usize = 64;
 
 /// The result of one entry, by its path.
-pub type Outcome = (String, Result<Sent, EntryError>);
+pub type EntryOutcome = (String, Result<Sent, SendEntryError>);
 
 /// True if `item` may travel in a bundle: a directory, a symlink, or a
 /// new or changed file small enough.
@@ -116,7 +127,7 @@ fn read(
     source: &SourceDir,
     copies: Option<&Copies>,
     item: &PlanItem,
-) -> Result<Option<Read>, EntryError> {
+) -> Result<Option<Read>, SourceError> {
     Ok(Some(match &item.entry.kind {
         ScanKind::Dir => Read::Dir,
         ScanKind::Symlink { target } => Read::Symlink(target.clone()),
@@ -145,7 +156,7 @@ fn frames(
     encoder: &mut Option<StreamEncoder>,
     mode: compress::CompressMode,
     out: &mut Vec<u8>,
-) -> Result<u64, EntryError> {
+) -> Result<u64, SendEntryError> {
     let (kind, mtime_ns, mode_bits) = match what {
         Read::Dir => (EntryKind::Dir, scanned.mtime_ns, scanned.mode),
         Read::Symlink(target) => (
@@ -170,7 +181,8 @@ fn frames(
         mtime_ns,
         mode: mode_bits,
     };
-    let encode = |m: &Message| frame::encode(m).map_err(|e| EntryError::from(StreamError::from(e)));
+    let encode =
+        |m: &Message| frame::encode(m).map_err(|e| SendEntryError::from(StreamError::from(e)));
     out.extend_from_slice(&encode(&Message::Entry(entry))?);
     let Read::File { data, hash, .. } = what else {
         return Ok(0);
@@ -179,16 +191,13 @@ fn frames(
     if !data.is_empty() {
         if data.len() >= MIN_COMPRESSED && compress::worth_trying(data, mode) {
             if encoder.is_none() {
-                *encoder = Some(
-                    StreamEncoder::new()
-                        .map_err(|e| EntryError::Internal(crate::chain::chain(&e)))?,
-                );
+                *encoder = Some(StreamEncoder::new().map_err(SendEntryError::Compress)?);
             }
             let mut packed = Vec::new();
             if let Some(encoder) = encoder.as_mut() {
                 encoder
                     .piece(data, &mut packed)
-                    .map_err(|e| EntryError::Internal(crate::chain::chain(&e)))?;
+                    .map_err(SendEntryError::Compress)?;
             }
             wire = packed.len() as u64;
             out.extend_from_slice(&encode(&Message::Zstream(packed))?);
@@ -196,7 +205,7 @@ fn frames(
             wire = data.len() as u64;
             out.extend_from_slice(
                 &frame::data_header(data.len())
-                    .map_err(|e| EntryError::from(StreamError::from(e)))?,
+                    .map_err(|e| SendEntryError::from(StreamError::from(e)))?,
             );
             out.extend_from_slice(data);
         }
@@ -208,10 +217,12 @@ fn frames(
 /// Runs one lane until the queue is empty, reporting every entry it took to
 /// `outcomes`. If its stream fails it stops early: the entries it had sent
 /// are reported failed, the ones it had only read go back to the queue.
-pub async fn lane(
-    ctx: Arc<TransferContext>,
+/// The tasks it starts (its answers, files grown too large for it) are its
+/// own: it returns when they have.
+pub async fn lane<L: Link>(
+    ctx: Arc<TransferContext<L>>,
     queue: Queue,
-    outcomes: mpsc::UnboundedSender<Outcome>,
+    outcomes: mpsc::Sender<EntryOutcome>,
     shutdown: CancellationToken,
 ) {
     let mut reads = FuturesOrdered::new();
@@ -221,6 +232,8 @@ pub async fn lane(
     let mut encoder: Option<StreamEncoder> = None;
     let mut buf = Vec::new();
     let mut requeue = Vec::new();
+    // Files grown past the bundle limit since the scan, a stream each.
+    let mut grown = JoinSet::new();
     'lane: loop {
         while reads.len() < READS_IN_FLIGHT && !shutdown.is_cancelled() {
             let group = next_group(&queue);
@@ -228,7 +241,7 @@ pub async fn lane(
                 break;
             }
             let c = ctx.clone();
-            reads.push_back(tokio::task::spawn_blocking(move || {
+            reads.push_back(blocking(move || {
                 group
                     .into_iter()
                     .map(|item| {
@@ -251,10 +264,8 @@ pub async fn lane(
         for joined in groups {
             let group = match joined {
                 Ok(group) => group,
-                Err(e) => {
-                    tracing::error!("a read task failed: {}", crate::chain::Chain(&e));
-                    continue;
-                }
+                // Shutting down: nothing more is sent.
+                Err(_) => continue,
             };
             for (item, read) in group {
                 match read {
@@ -262,13 +273,16 @@ pub async fn lane(
                     // Grew past the bundle limit since the scan.
                     Ok(None) => {
                         let (c, out) = (ctx.clone(), outcomes.clone());
-                        tokio::spawn(async move {
+                        grown.spawn(async move {
                             let path = item.entry.path.to_string();
-                            let _ = out.send((path, send_entry(&c, item).await));
+                            let _ = out.send((path, send_entry(&c, item).await)).await;
                         });
                     }
                     Err(e) => {
-                        let _ = outcomes.send((item.entry.path.to_string(), Err(e)));
+                        let outcome = (item.entry.path.to_string(), Err(e.into()));
+                        if outcomes.send(outcome).await.is_err() {
+                            break 'lane;
+                        }
                     }
                 }
             }
@@ -292,17 +306,16 @@ pub async fn lane(
                     }
                 }
             }
-            Ok((todo, wires, encoder, buf))
+            (todo, wires, encoder, buf)
         })
         .await;
         let (todo, wires, enc, b) = match framed {
             Ok(done) => done,
-            Err(e) => {
-                // The task died, and the compression state with it.
-                tracing::error!("framing a bundle failed: {}", crate::chain::Chain(&e));
+            Err(cancelled) => {
+                // Shutting down, and the compression state is gone with the
+                // task.
                 for path in paths {
-                    let _ =
-                        outcomes.send((path, Err(EntryError::Internal(crate::chain::chain(&e)))));
+                    let _ = outcomes.send((path, Err(cancelled.into()))).await;
                 }
                 break;
             }
@@ -326,12 +339,12 @@ pub async fn lane(
             // The first entry carries the error itself (the run sees a lost
             // connection by it); the others were cut off with it.
             let message = format!("the bundle stream failed: {}", crate::chain::Chain(&e));
-            let mut error = Some(EntryError::from(e));
+            let mut error = Some(SendEntryError::from(e));
             for (item, _) in todo.iter().take(wires.len()) {
                 let e = error
                     .take()
-                    .unwrap_or_else(|| EntryError::Failed(message.clone()));
-                let _ = outcomes.send((item.entry.path.to_string(), Err(e)));
+                    .unwrap_or_else(|| SendEntryError::Failed(message.clone()));
+                let _ = outcomes.send((item.entry.path.to_string(), Err(e))).await;
             }
             requeue.extend(todo.into_iter().skip(wires.len()).map(|(item, _)| item));
             break;
@@ -348,7 +361,7 @@ pub async fn lane(
                 Err(e) => {
                     // Cannot happen with valid entries; the stream's
                     // compression state is unknown now, so the lane ends.
-                    let _ = outcomes.send((path, Err(e)));
+                    let _ = outcomes.send((path, Err(e))).await;
                     break;
                 }
             };
@@ -389,6 +402,7 @@ pub async fn lane(
         send.finish();
         let _ = answers.await;
     }
+    while grown.join_next().await.is_some() {}
     // What was read and not sent goes back, for a stream each.
     while let Some(joined) = reads.next().await {
         if let Ok(group) = joined {
@@ -403,16 +417,16 @@ pub async fn lane(
 }
 
 /// Opens the lane's stream and starts the task that reads its answers.
-async fn open(
-    ctx: &Arc<TransferContext>,
+async fn open<L: Link>(
+    ctx: &Arc<TransferContext<L>>,
     unanswered: Option<mpsc::Receiver<Unanswered>>,
-    outcomes: mpsc::UnboundedSender<Outcome>,
-) -> Result<(FramedSend, tokio::task::JoinHandle<()>), EntryError> {
+    outcomes: mpsc::Sender<EntryOutcome>,
+) -> Result<(FramedSend, tokio::task::JoinHandle<()>), SendEntryError> {
+    // The lane opens its stream once, the first time it has entries.
     let Some(unanswered) = unanswered else {
-        return Err(EntryError::Internal("a lane opened twice".into()));
+        return Err(StreamError::Closed.into());
     };
-    let mut channel = crate::stream::Channel::new(ctx.conn.open_bi().await?);
-    channel.send.set_limiter(ctx.limiter.clone());
+    let mut channel = ctx.open().await?;
     channel.send.send(&Message::Bundle).await?;
     let crate::stream::Channel { send, recv } = channel;
     let c = ctx.clone();
@@ -421,16 +435,31 @@ async fn open(
 }
 
 /// Matches the receiver's answers, in order, to the entries sent.
-async fn answers(
-    ctx: Arc<TransferContext>,
-    recv: crate::stream::FramedRecv,
+async fn answers<L: Link>(
+    ctx: Arc<TransferContext<L>>,
+    mut recv: crate::stream::FramedRecv,
     mut unanswered: mpsc::Receiver<Unanswered>,
-    outcomes: mpsc::UnboundedSender<Outcome>,
+    outcomes: mpsc::Sender<EntryOutcome>,
 ) {
-    let mut channel = AnswerChannel(recv);
+    let mut matcher = AnswerMatcher::default();
     while let Some(sent) = unanswered.recv().await {
-        let result = match channel.answer().await {
-            Ok(()) => match sent.what {
+        matcher.sent(sent);
+        let (sent, answer) = match recv.recv().await {
+            Ok(message) => match matcher.on_message(message) {
+                Ok(matched) => matched,
+                // One entry was waiting: it took the answer.
+                Err(_) => break,
+            },
+            Err(e) => match matcher.on_message(None) {
+                Ok((sent, _)) => {
+                    let _ = outcomes.send((sent.path, Err(e.into()))).await;
+                    continue;
+                }
+                Err(_) => break,
+            },
+        };
+        let result = match answer {
+            BundleAnswer::Stored => match sent.what {
                 Read::Dir => stored_dir_or_symlink(&ctx, sent.scanned, None).await,
                 Read::Symlink(target) => {
                     stored_dir_or_symlink(&ctx, sent.scanned, Some(target)).await
@@ -445,22 +474,10 @@ async fn answers(
                     stored_file(sent.scanned, stat, hash, copy, bytes).await
                 }
             },
-            Err(e) => Err(e),
+            BundleAnswer::Failed(message) => Err(SendEntryError::Failed(message)),
+            BundleAnswer::Violation(v) => Err(v.into()),
         };
-        let _ = outcomes.send((sent.path, result));
-    }
-}
-
-/// The receiving half of a bundle stream.
-struct AnswerChannel(crate::stream::FramedRecv);
-
-impl AnswerChannel {
-    async fn answer(&mut self) -> Result<(), EntryError> {
-        match self.0.recv_message().await? {
-            Message::Stored => Ok(()),
-            Message::Failed(f) => Err(EntryError::Failed(f.message)),
-            other => Err(StreamError::unexpected("Stored or Failed", &other).into()),
-        }
+        let _ = outcomes.send((sent.path, result)).await;
     }
 }
 

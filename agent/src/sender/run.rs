@@ -1,25 +1,28 @@
-//! One sender run: scan, connect, plan against the index, send entries with
-//! several in flight, propagate deletions, finish, record.
+//! One sender run, in order: scan, connect and be admitted
+//! ([`super::control`]), plan against the index, send entries with several
+//! in flight (bundles and a stream each), propagate deletions, finish,
+//! record ([`super::record`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferry_proto::{Hash, Hello, Message, RefuseCode, RunReport};
+use ferry_proto::RunReport;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::bundle;
-use super::transfer::{send_entry, EntryError, SentKind, TransferContext};
+use super::bundle::{self, EntryOutcome};
+use super::control::{admit, Admitted};
+use super::file_stream::{send_entry, SendEntryError, SentKind, TransferContext};
+use super::record::{self, Acked};
 use super::{RunError, SenderContext};
-use crate::chunk::ChunkInfo;
-use crate::copies::{self, Copies, CopyRecord, Held};
 use crate::index::{Index, Plan, PlanItem, RunRow};
-use crate::scan::{self, Scan, ScanEntry};
-use crate::stream::{Channel, StreamError};
+use crate::link::Link;
+use crate::scan::{self, Scan};
 use crate::summary::{problem_lines, RunSummary};
-use crate::{tls, transport};
+use crate::tasks::blocking;
+use crate::transport;
 
 /// Entries a sender keeps in flight at once (also capped by the receiver):
 /// many, so small files are not paced by round trips and the receiver can
@@ -36,14 +39,6 @@ const CLOSE_GRACE: Duration = Duration::from_millis(30);
 /// Deletions per `Delete` message.
 const DELETE_BATCH: usize = 1000;
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, RunError> + Send + 'static,
-) -> Result<T, RunError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| RunError::Internal(crate::chain::chain(&e)))?
-}
-
 /// Runs once against the receiver at `remote` whose id must be accepted by
 /// `ctx.check_receiver`. `changed` (watch mode): only these paths
 /// (absolute) changed, so only the directories holding them are scanned;
@@ -55,11 +50,39 @@ pub async fn run_once(
 ) -> Result<RunSummary, RunError> {
     let started = Instant::now();
     let started_ms = now_ms();
-    let mut summary = RunSummary::default();
-
-    // 1. Scan (stat only) while the connection is being set up.
     let remote = ctx.remote().await?;
     let endpoint = transport::client_endpoint(&ctx.identity, remote)?;
+    let connect = async { Ok(transport::connect(&endpoint, remote).await?) };
+    let mut attempt = attempt(ctx, shutdown, changed, connect, started).await?;
+    attempt.summary.bytes_on_wire = transport::bytes_on_wire(&attempt.link);
+    attempt.link.close(quinn::VarInt::from_u32(0), b"done");
+    // Long enough for the close to leave; the full drain (three probe
+    // timeouts) would add about 100 ms to every run for nothing.
+    let _ = tokio::time::timeout(CLOSE_GRACE, endpoint.wait_idle()).await;
+    wrap_up(ctx, attempt, started, started_ms).await
+}
+
+/// A run that reached the receiver, before it is wrapped up.
+pub(super) struct Attempt<L> {
+    pub summary: RunSummary,
+    /// The source root the run read through.
+    pub root: Arc<scan::SourceDir>,
+    pub link: L,
+    pub result: Result<(), RunError>,
+}
+
+/// Scans while connecting (`connect`) and being admitted, then plans and
+/// sends. Fails only if the scan or the connection did; what failed after
+/// is the attempt's `result`.
+pub(super) async fn attempt<L: Link>(
+    ctx: &SenderContext,
+    shutdown: &CancellationToken,
+    changed: Option<Vec<PathBuf>>,
+    connect: impl std::future::Future<Output = Result<L, RunError>>,
+    started: Instant,
+) -> Result<Attempt<L>, RunError> {
+    let mut summary = RunSummary::default();
+    // 1. Scan (stat only) while the connection is being set up.
     let source = ctx.settings.source.clone();
     let exclude = ctx.exclude.clone();
     let rules = ctx.settings.exclude.clone();
@@ -74,16 +97,16 @@ pub async fn run_once(
             }
             None => scan::scan_filtered(&root, &exclude, &rules),
         };
-        Ok((Arc::new(root), scan))
+        Ok::<_, RunError>((Arc::new(root), scan))
     });
     // Admitted while the scan runs (see `admit`).
     let connected = async {
-        let conn = transport::connect(&endpoint, remote).await?;
-        let admitted = admit(ctx, &conn).await;
-        Ok::<_, RunError>((conn, admitted))
+        let link = connect.await?;
+        let admitted = admit(ctx, &link).await;
+        Ok::<_, RunError>((link, admitted))
     };
     let (scan, connected) = tokio::join!(scanned, connected);
-    let (root, scan): (Arc<scan::SourceDir>, Scan) = scan?;
+    let (root, scan): (Arc<scan::SourceDir>, Scan) = scan??;
     summary.entries_scanned = scan.entries.len() as u64;
     summary.partial_scan = scan.partial.is_some();
     summary.dirs_scanned = scan
@@ -109,12 +132,12 @@ pub async fn run_once(
     }
 
     // 2. Plan, send.
-    let (conn, admitted) = connected?;
+    let (link, admitted) = connected?;
     let result = match admitted {
         Ok(admitted) => {
             session(
                 ctx,
-                &conn,
+                &link,
                 admitted,
                 root.clone(),
                 scan,
@@ -125,15 +148,32 @@ pub async fn run_once(
         }
         Err(e) => Err(e),
     }
-    .map_err(|e| receiver_reason_first(&conn, e));
-    summary.bytes_on_wire = transport::bytes_on_wire(&conn);
-    conn.close(quinn::VarInt::from_u32(0), b"done");
-    // Long enough for the close to leave; the full drain (three probe
-    // timeouts) would add about 100 ms to every run for nothing.
-    let _ = tokio::time::timeout(CLOSE_GRACE, endpoint.wait_idle()).await;
+    .map_err(|e| receiver_reason_first(&link, e));
+    Ok(Attempt {
+        summary,
+        root,
+        link,
+        result,
+    })
+}
+
+/// Completes the local copies of a run whose link is closed, and records it
+/// in the local history.
+pub(super) async fn wrap_up<L>(
+    ctx: &SenderContext,
+    attempt: Attempt<L>,
+    started: Instant,
+    started_ms: i64,
+) -> Result<RunSummary, RunError> {
+    let Attempt {
+        mut summary,
+        root,
+        result,
+        ..
+    } = attempt;
     if let Some(copies) = ctx.copies.clone() {
         if result.is_ok() {
-            complete_copies(ctx, copies.clone(), root, &mut summary).await;
+            record::complete_copies(ctx, copies.clone(), root, &mut summary).await;
         }
         copies.tidy();
     }
@@ -170,23 +210,7 @@ pub async fn run_once(
             outcome,
         };
         // An SQLite write: on the blocking pool, like every other index use.
-        let index = ctx.index.clone();
-        let recorded = blocking(move || {
-            let mut slot = index
-                .lock()
-                .map_err(|_| RunError::Internal("index lock".into()))?;
-            match slot.as_mut() {
-                Some(index) => Ok(index.record_run(&row)?),
-                None => Ok(0),
-            }
-        })
-        .await;
-        if let Err(e) = recorded {
-            tracing::warn!(
-                "could not record the run in the local history: {}",
-                crate::chain::Chain(&e)
-            );
-        }
+        record::record_run(ctx, row).await;
     }
     result.map(|()| summary)
 }
@@ -194,69 +218,18 @@ pub async fn run_once(
 /// A connection the receiver closed with a reason (its disk is full, it is
 /// shutting down) breaks every stream of the run; the reason is what the
 /// user needs, so it replaces the stream error it caused.
-fn receiver_reason_first(conn: &quinn::Connection, e: RunError) -> RunError {
+fn receiver_reason_first(link: &impl Link, e: RunError) -> RunError {
     if !matches!(
         e,
         RunError::Protocol(_) | RunError::Connection(_) | RunError::Lost(_)
     ) {
         return e;
     }
-    match conn.close_reason() {
+    match link.close_reason() {
         Some(quinn::ConnectionError::ApplicationClosed(close)) if !close.reason.is_empty() => {
             RunError::ReceiverEnded(String::from_utf8_lossy(&close.reason).into_owned())
         }
         _ => e,
-    }
-}
-
-/// Makes the keep-copies directory hold every entry the receiver holds
-/// (see [`crate::copies::complete`]); a failure is one problem of the run.
-async fn complete_copies(
-    ctx: &SenderContext,
-    copies: Arc<Copies>,
-    source: Arc<scan::SourceDir>,
-    summary: &mut RunSummary,
-) {
-    let index = ctx.index.clone();
-    let root = copies.root().to_path_buf();
-    let done = blocking(move || {
-        let entries = {
-            let slot = index
-                .lock()
-                .map_err(|_| RunError::Internal("index lock".into()))?;
-            match slot.as_ref() {
-                Some(index) => index.entries()?,
-                None => return Ok(None),
-            }
-        };
-        Ok(Some(copies::complete(&copies, &entries, &source)))
-    })
-    .await;
-    let done = match done {
-        Ok(Some(Ok(done))) => Ok(Some(done)),
-        Ok(Some(Err(e))) => Err(crate::chain::chain(&e)),
-        Ok(None) => Ok(None),
-        Err(e) => Err(crate::chain::chain(&e)),
-    };
-    match done {
-        Ok(Some(done)) => {
-            if done.copied + done.metadata + done.removed > 0 {
-                tracing::info!(
-                    copied = done.copied,
-                    updated = done.metadata,
-                    removed = done.removed,
-                    "keep-copies: completed from the source"
-                );
-            }
-            for (path, why) in &done.left {
-                tracing::debug!(path = %path, "keep-copies: no copy yet: {why}");
-            }
-        }
-        Ok(None) => {}
-        Err(e) => {
-            tracing::warn!("{e}");
-            summary.problem(root.display().to_string(), e);
-        }
     }
 }
 
@@ -267,66 +240,9 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// A connection on which the receiver has welcomed this sender.
-struct Admitted {
-    receiver_id: crate::identity::DeviceId,
-    control: Channel,
-    welcome: ferry_proto::Welcome,
-}
-
-/// Checks the receiver, says `Hello` and waits for `Welcome`: done while
-/// the scan runs, since a receiver gives a sender only so long
-/// ([`crate::receiver::HELLO_TIMEOUT`]) between connecting and `Hello`, and
-/// scanning a tree of a million files can take longer.
-async fn admit(ctx: &SenderContext, conn: &quinn::Connection) -> Result<Admitted, RunError> {
-    let receiver_id = tls::peer_id(conn)?;
-    ctx.check_receiver(receiver_id)?;
-    let pairing = match &ctx.settings.pairing_secret {
-        Some(secret) => Some(ferry_proto::pairing_proof(
-            secret,
-            &tls::pairing_material(conn)?,
-        )),
-        None => None,
-    };
-    let mut control = Channel::new(conn.open_bi().await?);
-    control
-        .send
-        .send(&Message::Hello(Hello {
-            protocol: ferry_proto::PROTOCOL_VERSION,
-            name: ctx.settings.name.clone(),
-            folder: ctx.settings.folder.clone(),
-            pairing,
-            agent: format!("ferry {}", env!("CARGO_PKG_VERSION")),
-        }))
-        .await?;
-    let welcome = match control.recv.recv_message().await? {
-        Message::Welcome(welcome) => welcome,
-        Message::Busy { retry_after_ms } => {
-            return Err(RunError::Busy {
-                retry_after: Duration::from_millis(retry_after_ms.min(3_600_000)),
-            })
-        }
-        Message::Refused(refusal) => {
-            return Err(RunError::Refused {
-                code: refusal.code,
-                message: refusal.message,
-            })
-        }
-        other => return Err(StreamError::unexpected("Welcome", &other).into()),
-    };
-    if welcome.paired {
-        tracing::info!(receiver = %receiver_id, "paired with the receiver; later runs need no pairing secret");
-    }
-    Ok(Admitted {
-        receiver_id,
-        control,
-        welcome,
-    })
-}
-
-async fn session(
+async fn session<L: Link>(
     ctx: &SenderContext,
-    conn: &quinn::Connection,
+    link: &L,
     admitted: Admitted,
     root: Arc<scan::SourceDir>,
     scan: Scan,
@@ -345,16 +261,14 @@ async fn session(
     let source = root.clone();
     let index_slot = ctx.index.clone();
     let plan: (Plan, u64) = blocking(move || {
-        let mut slot = index_slot
-            .lock()
-            .map_err(|_| RunError::Internal("index lock".into()))?;
+        let mut slot = index_slot.lock().map_err(|_| RunError::IndexPoisoned)?;
         let index = Index::open(&index_path, &target)?;
         let plan = index.plan(&source, scan)?;
         let indexed = index.len()?;
         *slot = Some(index);
-        Ok((plan, indexed))
+        Ok::<_, RunError>((plan, indexed))
     })
-    .await?;
+    .await??;
     // The mass-delete guard: stop before anything is sent or deleted.
     let (plan, indexed) = plan;
     ctx.settings
@@ -386,7 +300,7 @@ async fn session(
 
     // 4. Entries, several in flight.
     let transfer = Arc::new(TransferContext {
-        conn: conn.clone(),
+        link: link.clone(),
         source: root,
         copies: ctx.copies.clone(),
         status: ctx.status.clone(),
@@ -403,9 +317,11 @@ async fn session(
     let single: Vec<PlanItem> = bundled.extract_if(.., |i| !bundle::fits(i)).collect();
     let lanes = bundle::lanes_for(bundled.len()).min(in_flight - 1);
     let queue: bundle::Queue = Arc::new(std::sync::Mutex::new(bundled.into()));
-    let (outcome_tx, mut outcomes) = mpsc::unbounded_channel();
+    // Bounded: lanes wait while the loop below records a batch.
+    let (outcome_tx, mut outcomes) = mpsc::channel::<EntryOutcome>(MAX_IN_FLIGHT);
+    let mut lane_tasks = JoinSet::new();
     for _ in 0..lanes {
-        tokio::spawn(bundle::lane(
+        lane_tasks.spawn(bundle::lane(
             transfer.clone(),
             queue.clone(),
             outcome_tx.clone(),
@@ -417,9 +333,9 @@ async fn session(
     // left (a lane whose stream failed stops early).
     let mut lanes_done = lanes == 0;
     let single_slots = in_flight - lanes;
-    let mut tasks: JoinSet<bundle::Outcome> = JoinSet::new();
+    let mut tasks: JoinSet<EntryOutcome> = JoinSet::new();
     let mut acked: Acked = Vec::new();
-    let mut lost: Option<EntryError> = None;
+    let mut lost: Option<SendEntryError> = None;
     let mut items = single.into_iter();
     let large = Arc::new(tokio::sync::Semaphore::new(MAX_LARGE_IN_FLIGHT));
     loop {
@@ -443,15 +359,13 @@ async fn session(
                 };
                 let result = tokio::select! {
                     r = send_entry(&transfer, item) => r,
-                    _ = token.cancelled() => Err(EntryError::Internal("stopped".into())),
+                    _ = token.cancelled() => Err(SendEntryError::Stopped),
                 };
                 (path, result)
             });
         }
         let (path, result) = tokio::select! {
-            Some(joined) = tasks.join_next() => {
-                joined.map_err(|e| RunError::Internal(crate::chain::chain(&e)))?
-            }
+            Some(joined) = tasks.join_next() => joined_outcome(joined)?,
             outcome = outcomes.recv(), if !lanes_done => match outcome {
                 Some(outcome) => outcome,
                 None => {
@@ -478,7 +392,7 @@ async fn session(
                 let copied = ctx.copies.is_some() && sent.kind != SentKind::MetadataOnly;
                 acked.push((sent.entry, sent.hash, sent.chunks, copied));
                 if acked.len() >= INDEX_BATCH {
-                    record_stored(ctx, std::mem::take(&mut acked)).await?;
+                    record::record_stored(ctx, std::mem::take(&mut acked)).await?;
                 }
             }
             Err(e) if e.is_connection_lost() => {
@@ -492,26 +406,19 @@ async fn session(
             }
         }
     }
-    record_stored(ctx, acked).await?;
+    // Every lane has ended: its outcomes are all in.
+    while lane_tasks.join_next().await.is_some() {}
+    record::record_stored(ctx, acked).await?;
     if shutdown.is_cancelled() {
         return Err(RunError::Stopped);
     }
     if let Some(e) = lost {
-        return Err(RunError::Lost(crate::chain::chain(&e)));
+        return Err(RunError::Lost(e));
     }
 
     // 5. Deletions: the receiver archives; it never destroys.
     for batch in plan.deleted.chunks(DELETE_BATCH) {
-        control
-            .send
-            .send(&Message::Delete {
-                paths: batch.to_vec(),
-            })
-            .await?;
-        let failed = match control.recv.recv_message().await? {
-            Message::Deleted { failed } => failed,
-            other => return Err(StreamError::unexpected("Deleted", &other).into()),
-        };
+        let failed = control.delete(batch.to_vec()).await?;
         let mut done = batch.to_vec();
         done.retain(|p| !failed.iter().any(|f| &f.path == p));
         for f in failed {
@@ -521,28 +428,7 @@ async fn session(
             );
         }
         summary.files_deleted += done.len() as u64;
-        let copies = ctx.copies.clone();
-        let index = ctx.index.clone();
-        blocking(move || {
-            if let Some(copies) = copies {
-                for path in &done {
-                    if let Err(e) = copies.remove(path) {
-                        tracing::warn!(path = %path, "could not remove the local copy: {}", crate::chain::Chain(&e));
-                    }
-                }
-                if let Err(e) = copies.forget(&done) {
-                    tracing::warn!("{e}");
-                }
-            }
-            let mut slot = index
-                .lock()
-                .map_err(|_| RunError::Internal("index lock".into()))?;
-            if let Some(index) = slot.as_mut() {
-                index.record_deleted(&done)?;
-            }
-            Ok(())
-        })
-        .await?;
+        record::record_deleted(ctx, done).await?;
     }
 
     // 6. Finish: the receiver records the run.
@@ -553,75 +439,20 @@ async fn session(
         bytes_file_data: summary.bytes_file_data,
         errors: summary.errors,
     };
-    control.send.send(&Message::Finish(report)).await?;
-    match control.recv.recv_message().await? {
-        Message::Committed { run_id } => summary.run_id = Some(run_id),
-        other => return Err(StreamError::unexpected("Committed", &other).into()),
-    }
-    control.send.finish();
+    summary.run_id = Some(control.finish(report).await?);
     Ok(())
 }
 
-/// Entries the receiver acknowledged, with their content hash, for chunked
-/// content their chunk list, and whether their local copy was written.
-type Acked = Vec<(ScanEntry, Option<Hash>, Option<Vec<ChunkInfo>>, bool)>;
-
-async fn record_stored(ctx: &SenderContext, acked: Acked) -> Result<(), RunError> {
-    if acked.is_empty() {
-        return Ok(());
+/// The outcome of an entry's task; a panic in it is resumed here.
+fn joined_outcome(
+    joined: Result<EntryOutcome, tokio::task::JoinError>,
+) -> Result<EntryOutcome, RunError> {
+    match joined {
+        Ok(outcome) => Ok(outcome),
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        // Only the runtime shutting down cancels a task of the set.
+        Err(_) => Err(crate::tasks::Cancelled.into()),
     }
-    let index = ctx.index.clone();
-    let copies = ctx.copies.clone();
-    blocking(move || {
-        let mut slot = index
-            .lock()
-            .map_err(|_| RunError::Internal("index lock".into()))?;
-        if let Some(index) = slot.as_mut() {
-            let mut entries = Vec::with_capacity(acked.len());
-            let mut lists = Vec::new();
-            let mut copied = Vec::new();
-            for (entry, hash, chunks, copy) in acked {
-                if let (Some(hash), Some(chunks)) = (hash, chunks) {
-                    lists.push((entry.path.clone(), hash, chunks));
-                }
-                if copy {
-                    copied.extend(copy_record(&entry, hash));
-                }
-                entries.push((entry, hash));
-            }
-            index.record_stored(&entries)?;
-            index.record_chunks(&lists)?;
-            // After the index: a copy recorded is one the index knows.
-            if let Some(copies) = copies {
-                if let Err(e) = copies.record(&copied) {
-                    tracing::warn!("{e}");
-                }
-            }
-        }
-        Ok(())
-    })
-    .await
-}
-
-/// What the local copy of an acknowledged entry holds.
-fn copy_record(entry: &ScanEntry, hash: Option<Hash>) -> Option<CopyRecord> {
-    let held = match (&entry.kind, hash) {
-        (scan::ScanKind::File, Some(hash)) => Held::File {
-            hash,
-            size: entry.size,
-        },
-        (scan::ScanKind::File, None) => return None,
-        (scan::ScanKind::Dir, _) => Held::Dir,
-        (scan::ScanKind::Symlink { target }, _) => Held::Symlink {
-            target: target.clone(),
-        },
-    };
-    Some(CopyRecord {
-        path: entry.path.clone(),
-        held,
-        mtime_ns: entry.mtime_ns,
-        mode: entry.mode,
-    })
 }
 
 /// The canonical forms of paths that must never be scanned as part of the
@@ -629,9 +460,4 @@ fn copy_record(entry: &ScanEntry, hash: Option<Hash>) -> Option<CopyRecord> {
 /// inside it). Paths that do not exist are left out.
 pub fn excluded_paths(paths: &[&std::path::Path]) -> Vec<PathBuf> {
     paths.iter().filter_map(|p| p.canonicalize().ok()).collect()
-}
-
-/// True if the refusal will not go away by retrying soon.
-pub fn is_permanent(code: RefuseCode) -> bool {
-    !matches!(code, RefuseCode::ShuttingDown)
 }

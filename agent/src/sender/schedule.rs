@@ -10,7 +10,7 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(300);
 
 /// How a run ended, as far as scheduling cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub enum RunOutcome {
     /// The run was committed (possibly with file errors).
     Done,
     /// The receiver said it is full; it hinted when to come back.
@@ -31,11 +31,11 @@ pub const ONCE_ATTEMPTS: u32 = 4;
 /// listens there, or a firewall drops the packets): each further attempt
 /// would wait out the whole handshake timeout again, so a one-shot run
 /// reports it at once rather than after minutes.
-pub fn once_gives_up(outcome: Outcome, failures: u32, no_answer: bool) -> bool {
+pub fn once_gives_up(outcome: RunOutcome, failures: u32, no_answer: bool) -> bool {
     match outcome {
-        Outcome::Done | Outcome::Refused => true,
-        Outcome::Unreachable if no_answer => true,
-        Outcome::Busy { .. } | Outcome::Unreachable => failures + 1 >= ONCE_ATTEMPTS,
+        RunOutcome::Done | RunOutcome::Refused => true,
+        RunOutcome::Unreachable if no_answer => true,
+        RunOutcome::Busy { .. } | RunOutcome::Unreachable => failures + 1 >= ONCE_ATTEMPTS,
     }
 }
 
@@ -58,25 +58,25 @@ impl Schedule {
     /// The delay before the next run. `every` is the period (`None` for a
     /// one-shot sender, whose retries are capped by [`BACKOFF_MAX`] alone);
     /// `jitter` is a number in `[0, 1)` that spreads senders apart.
-    pub fn next(&mut self, outcome: Outcome, every: Option<Duration>, jitter: f64) -> Duration {
+    pub fn next(&mut self, outcome: RunOutcome, every: Option<Duration>, jitter: f64) -> Duration {
         let jitter = jitter.clamp(0.0, 1.0);
         match outcome {
-            Outcome::Done => {
+            RunOutcome::Done => {
                 self.failures = 0;
                 let every = every.unwrap_or(Duration::ZERO);
                 // Up to 5% later, never earlier: no two runs overlap.
                 every + every.mul_f64(0.05 * jitter)
             }
-            Outcome::Refused => {
+            RunOutcome::Refused => {
                 self.failures += 1;
                 every.unwrap_or(BACKOFF_MAX)
             }
-            Outcome::Busy { retry_after } => {
+            RunOutcome::Busy { retry_after } => {
                 self.failures += 1;
                 let backoff = self.backoff(every);
                 retry_after.max(backoff.mul_f64(0.5)) + retry_after.mul_f64(0.5 * jitter)
             }
-            Outcome::Unreachable => {
+            RunOutcome::Unreachable => {
                 self.failures += 1;
                 let backoff = self.backoff(every);
                 backoff.mul_f64(0.5) + backoff.mul_f64(0.5 * jitter)
@@ -111,8 +111,8 @@ mod tests {
     #[test]
     fn success_waits_the_period_plus_a_little() {
         let mut s = Schedule::new();
-        assert_eq!(s.next(Outcome::Done, Some(MIN15), 0.0), MIN15);
-        let late = s.next(Outcome::Done, Some(MIN15), 0.99);
+        assert_eq!(s.next(RunOutcome::Done, Some(MIN15), 0.0), MIN15);
+        let late = s.next(RunOutcome::Done, Some(MIN15), 0.99);
         assert!(late > MIN15 && late < MIN15.mul_f64(1.05));
     }
 
@@ -120,7 +120,7 @@ mod tests {
     fn unreachable_backs_off_exponentially_up_to_the_period() {
         let mut s = Schedule::new();
         let delays: Vec<Duration> = (0..12)
-            .map(|_| s.next(Outcome::Unreachable, Some(MIN15), 0.999))
+            .map(|_| s.next(RunOutcome::Unreachable, Some(MIN15), 0.999))
             .collect();
         assert!(delays.windows(2).all(|w| w[1] >= w[0]), "{delays:?}");
         assert!(delays[0] <= Duration::from_secs(1));
@@ -130,12 +130,15 @@ mod tests {
         let mut s = Schedule::new();
         for _ in 0..10 {
             assert!(
-                s.next(Outcome::Unreachable, Some(Duration::from_secs(30)), 0.999)
-                    <= Duration::from_secs(30)
+                s.next(
+                    RunOutcome::Unreachable,
+                    Some(Duration::from_secs(30)),
+                    0.999
+                ) <= Duration::from_secs(30)
             );
         }
         // Success resets.
-        s.next(Outcome::Done, Some(MIN15), 0.0);
+        s.next(RunOutcome::Done, Some(MIN15), 0.0);
         assert_eq!(s.failures(), 0);
     }
 
@@ -143,35 +146,35 @@ mod tests {
     fn busy_honours_the_hint() {
         let mut s = Schedule::new();
         let hint = Duration::from_secs(2);
-        let d = s.next(Outcome::Busy { retry_after: hint }, Some(MIN15), 0.0);
+        let d = s.next(RunOutcome::Busy { retry_after: hint }, Some(MIN15), 0.0);
         assert!(d >= hint);
-        let d = s.next(Outcome::Busy { retry_after: hint }, Some(MIN15), 0.99);
+        let d = s.next(RunOutcome::Busy { retry_after: hint }, Some(MIN15), 0.99);
         assert!(d >= hint && d <= hint * 2);
     }
 
     #[test]
     fn a_one_shot_run_gives_up_at_once_when_nothing_answers() {
         // Before: four attempts of a 10 s handshake each, 46 s in all.
-        assert!(once_gives_up(Outcome::Unreachable, 0, true));
+        assert!(once_gives_up(RunOutcome::Unreachable, 0, true));
         // A connection that broke is retried a few times.
-        assert!(!once_gives_up(Outcome::Unreachable, 0, false));
+        assert!(!once_gives_up(RunOutcome::Unreachable, 0, false));
         assert!(!once_gives_up(
-            Outcome::Unreachable,
+            RunOutcome::Unreachable,
             ONCE_ATTEMPTS - 2,
             false
         ));
         assert!(once_gives_up(
-            Outcome::Unreachable,
+            RunOutcome::Unreachable,
             ONCE_ATTEMPTS - 1,
             false
         ));
-        let busy = Outcome::Busy {
+        let busy = RunOutcome::Busy {
             retry_after: Duration::from_secs(1),
         };
         assert!(!once_gives_up(busy, 0, false));
         assert!(once_gives_up(busy, ONCE_ATTEMPTS - 1, false));
-        assert!(once_gives_up(Outcome::Refused, 0, false));
-        assert!(once_gives_up(Outcome::Done, 0, false));
+        assert!(once_gives_up(RunOutcome::Refused, 0, false));
+        assert!(once_gives_up(RunOutcome::Done, 0, false));
     }
 
     #[test]
@@ -181,7 +184,8 @@ mod tests {
         let every = Some(Duration::from_secs(10));
         let mut low = Schedule::new();
         let mut high = Schedule::new();
-        let secs = |s: &mut Schedule, j: f64| s.next(Outcome::Unreachable, every, j).as_secs_f64();
+        let secs =
+            |s: &mut Schedule, j: f64| s.next(RunOutcome::Unreachable, every, j).as_secs_f64();
         let lows: Vec<f64> = (0..6).map(|_| secs(&mut low, 0.0)).collect();
         let highs: Vec<f64> = (0..6).map(|_| secs(&mut high, 0.999_999)).collect();
         assert_eq!(lows, [0.5, 1.0, 2.0, 4.0, 5.0, 5.0]);

@@ -1,26 +1,43 @@
-//! Sending a large file as chunked content: cut with FastCDC while it is
-//! read (once), each chunk either copied from the base the receiver holds
-//! (consecutive ones as one `Copy`) or sent, compressed when that shrinks
-//! it. The base is the chunk list last acknowledged for the same path, or
-//! for a file that started with the same chunk (a rename or a copy).
+//! Reading a large file as a delta against a base the receiver holds, on a
+//! blocking thread: cut with FastCDC while it is read (once), each chunk
+//! either copied from the base (consecutive ones as one `Copy`) or sent,
+//! compressed when that shrinks it, all framed for the file stream
+//! ([`super::file_stream`]) to write. The base is the chunk list last
+//! acknowledged for the same path, or for a file that started with the same
+//! chunk (a rename or a copy).
 
 use std::collections::HashMap;
-use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::sync::{Arc, Mutex};
 
-use ferry_proto::frame;
+use ferry_proto::frame::{self, FrameError};
 use ferry_proto::{Base, Content, Entry, EntryKind, Go, Hash, Message};
 use tokio::sync::mpsc;
 
-use super::transfer::{fstat, open, ContentBytes, EntryError, FileStat};
+use super::source_file::{
+    begin_copy, open, prefix_matches, unchanged, ContentBytes, FileStat, SourceError,
+};
 use crate::chunk::{ChunkInfo, Chunker};
 use crate::compress::{self, CompressMode};
 use crate::copies::{Copies, CopyWriter};
-use crate::index::Index;
+use crate::index::{Index, IndexError};
 use crate::scan::{ScanEntry, SourceDir};
 use crate::sparse::HoleReader;
-use crate::stream::StreamError;
+
+/// Why a file could not be read as a delta.
+#[derive(Debug, thiserror::Error)]
+pub enum DeltaError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error("could not look up the base in the index")]
+    Base(#[source] IndexError),
+    #[error("the index is unusable: a thread panicked while holding it")]
+    IndexPoisoned,
+    #[error("could not frame the content")]
+    Frame(#[from] FrameError),
+    /// The stream ended before the receiver's `Go` (it reports why).
+    #[error("no answer to the chunked entry")]
+    NoGo,
+}
 
 /// Frames are handed to the stream in batches of about this size.
 const FRAME_BATCH: usize = 512 << 10;
@@ -34,8 +51,8 @@ pub(super) enum Out {
     Frames(Vec<u8>, ContentBytes, u64),
 }
 
-/// The result of reading and sending a file as chunks.
-pub(super) struct ChunkedRead {
+/// What reading a file as a delta found.
+pub(super) struct DeltaRead {
     pub stat: FileStat,
     pub hash: Hash,
     pub chunks: Vec<ChunkInfo>,
@@ -43,7 +60,7 @@ pub(super) struct ChunkedRead {
 }
 
 /// Everything the reading thread needs.
-pub(super) struct Reader {
+pub(super) struct DeltaReader {
     /// The source root the file is read through.
     pub source: Arc<SourceDir>,
     /// The file as scanned.
@@ -75,13 +92,12 @@ const GIVE_UP_AFTER: u32 = 8;
 const RETRY_EVERY: u64 = 16;
 
 impl Batch<'_> {
-    fn message(&mut self, message: &Message) -> Result<(), EntryError> {
-        self.frames
-            .extend_from_slice(&frame::encode(message).map_err(StreamError::from)?);
+    fn message(&mut self, message: &Message) -> Result<(), DeltaError> {
+        self.frames.extend_from_slice(&frame::encode(message)?);
         Ok(())
     }
 
-    fn copy(&mut self, index: u32) -> Result<(), EntryError> {
+    fn copy(&mut self, index: u32) -> Result<(), DeltaError> {
         match &mut self.run {
             Some((start, count)) if *start + *count == index => *count += 1,
             _ => {
@@ -92,14 +108,14 @@ impl Batch<'_> {
         Ok(())
     }
 
-    fn end_run(&mut self) -> Result<(), EntryError> {
+    fn end_run(&mut self) -> Result<(), DeltaError> {
         if let Some((start, count)) = self.run.take() {
             self.message(&Message::Copy { start, count })?;
         }
         Ok(())
     }
 
-    fn data(&mut self, data: &[u8], mode: CompressMode) -> Result<(), EntryError> {
+    fn data(&mut self, data: &[u8], mode: CompressMode) -> Result<(), DeltaError> {
         self.end_run()?;
         self.sent += 1;
         let skip = mode == CompressMode::Auto
@@ -124,7 +140,7 @@ impl Batch<'_> {
             None => {
                 self.content.wire += data.len() as u64;
                 self.frames
-                    .extend_from_slice(&frame::data_header(data.len()).map_err(StreamError::from)?);
+                    .extend_from_slice(&frame::data_header(data.len())?);
                 self.frames.extend_from_slice(data);
             }
         }
@@ -134,7 +150,7 @@ impl Batch<'_> {
         Ok(())
     }
 
-    fn flush(&mut self) -> Result<(), EntryError> {
+    fn flush(&mut self) -> Result<(), DeltaError> {
         if self.frames.is_empty() {
             return Ok(());
         }
@@ -143,29 +159,11 @@ impl Batch<'_> {
         let covered = std::mem::take(&mut self.covered);
         self.tx
             .blocking_send(Out::Frames(frames, content, covered))
-            .map_err(|_| EntryError::Internal("stream closed while reading".into()))
+            .map_err(|_| DeltaError::Source(SourceError::StreamGone))
     }
 }
 
-/// True if the first `len` bytes of `file` hash to `hash`.
-fn prefix_matches(file: &File, len: u64, hash: &Hash) -> Result<bool, EntryError> {
-    let mut hasher = blake3::Hasher::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut at = 0u64;
-    while at < len {
-        let n = (len - at).min(buf.len() as u64) as usize;
-        match file.read_exact_at(&mut buf[..n], at) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(false),
-            Err(e) => return Err(EntryError::Read(e)),
-        }
-        hasher.update(&buf[..n]);
-        at += n as u64;
-    }
-    Ok(hasher.finalize().as_bytes() == hash)
-}
-
-impl Reader {
+impl DeltaReader {
     /// Reads the file as chunks and hands the frames to `tx`: first the
     /// header, then (after `go`) the content. Fails if the file changes
     /// while it is read.
@@ -173,34 +171,22 @@ impl Reader {
         self,
         tx: mpsc::Sender<Out>,
         go: std::sync::mpsc::Receiver<Go>,
-    ) -> Result<ChunkedRead, EntryError> {
+    ) -> Result<DeltaRead, DeltaError> {
         let (file, stat) = open(&self.source, &self.entry)?;
         let rel = &self.entry.path;
-        let mut copy = match &self.copies {
-            Some(copies) => Some(
-                copies
-                    .begin(rel)
-                    .map_err(|e| EntryError::Copy(crate::chain::chain(&e)))?,
-            ),
-            None => None,
-        };
+        let mut copy = begin_copy(self.copies.as_deref(), &self.entry)?;
         // Holes come from memory: a sparse file's are not paged in.
         let mut chunker = Chunker::new(HoleReader::new(&file));
         let first: Vec<u8> = chunker
             .next_chunk()
-            .map_err(EntryError::Read)?
+            .map_err(SourceError::Read)?
             .map(<[u8]>::to_vec)
             .unwrap_or_default();
         let first_hash = *blake3::hash(&first).as_bytes();
         let base = if self.use_base {
-            let slot = self
-                .index
-                .lock()
-                .map_err(|_| EntryError::Internal("index lock".into()))?;
+            let slot = self.index.lock().map_err(|_| DeltaError::IndexPoisoned)?;
             match slot.as_ref() {
-                Some(index) => index
-                    .base_for(rel, &first_hash)
-                    .map_err(|e| EntryError::Internal(crate::chain::chain(&e)))?,
+                Some(index) => index.base_for(rel, &first_hash).map_err(DeltaError::Base)?,
                 None => None,
             }
         } else {
@@ -220,13 +206,11 @@ impl Reader {
             mtime_ns: stat.mtime_ns,
             mode: stat.mode,
         };
-        let header = frame::encode(&Message::Entry(header)).map_err(StreamError::from)?;
+        let header = frame::encode(&Message::Entry(header))?;
         tx.blocking_send(Out::Header(header))
-            .map_err(|_| EntryError::Internal("stream closed while reading".into()))?;
+            .map_err(|_| SourceError::StreamGone)?;
         let Ok(go) = go.recv() else {
-            return Err(EntryError::Internal(
-                "no answer to the chunked entry".into(),
-            ));
+            return Err(DeltaError::NoGo);
         };
         let mut known: HashMap<Hash, u32> = HashMap::new();
         if let (true, Some((_, _, chunks))) = (go.base, &base) {
@@ -261,8 +245,7 @@ impl Reader {
             let hash = *blake3::hash(chunk).as_bytes();
             whole.update(chunk);
             if let Some(copy) = copy.as_mut() {
-                copy.write(chunk)
-                    .map_err(|e| EntryError::Copy(crate::chain::chain(&e)))?;
+                copy.write(chunk).map_err(SourceError::Copy)?;
             }
             chunks.push(ChunkInfo {
                 len: chunk.len() as u32,
@@ -270,7 +253,7 @@ impl Reader {
             });
             let end = at + chunk.len() as u64;
             if end > stat.size {
-                return Err(EntryError::Changed);
+                return Err(SourceError::Changed.into());
             }
             if end <= keep {
                 // Already on the receiver.
@@ -283,18 +266,15 @@ impl Reader {
             }
             batch.covered += chunk.len() as u64;
             at = end;
-            chunk = match chunker.next_chunk().map_err(EntryError::Read)? {
+            chunk = match chunker.next_chunk().map_err(SourceError::Read)? {
                 Some(next) => next,
                 None => break,
             };
         }
         batch.end_run()?;
         batch.flush()?;
-        let (now, _) = fstat(&file).map_err(EntryError::Read)?;
-        if at != stat.size || now != stat {
-            return Err(EntryError::Changed);
-        }
-        Ok(ChunkedRead {
+        unchanged(&file, &stat, at)?;
+        Ok(DeltaRead {
             stat,
             hash: *whole.finalize().as_bytes(),
             chunks,
