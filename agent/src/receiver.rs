@@ -9,18 +9,17 @@
 //! socket is closed, so the port can be bound again at once.
 
 mod access;
-mod admission;
-mod chunked;
 mod entry;
 #[doc(hidden)]
 pub mod entry_fuzz;
 pub mod pruning;
 mod quota;
+mod rebuild;
 pub(crate) mod requests;
 mod session;
 
-pub use admission::{decide, Facts, Proof, Verdict};
 pub use entry::{EntryReceiver, Step, Violation};
+pub use session::admission::{decide, Facts, Proof, Verdict};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -65,8 +64,8 @@ pub enum ReceiverError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Transport(#[from] TransportError),
-    #[error("could not start the receiver: {0}")]
-    Runtime(String),
+    #[error("could not read the address the receiver is bound to")]
+    LocalAddr(#[source] std::io::Error),
 }
 
 /// Who may get in, and with what.
@@ -247,9 +246,7 @@ impl Receiver {
 
     /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> Result<SocketAddr, ReceiverError> {
-        self.endpoint
-            .local_addr()
-            .map_err(|e| ReceiverError::Runtime(crate::chain::chain(&e)))
+        self.endpoint.local_addr().map_err(ReceiverError::LocalAddr)
     }
 
     /// This receiver's device id.

@@ -71,6 +71,7 @@ mod archive;
 mod browse;
 mod catalog;
 mod chunked;
+pub(crate) mod commit;
 mod error;
 mod history;
 mod locate;

@@ -38,7 +38,7 @@ pub(super) async fn serve(
 ) {
     let store = shared.store.clone();
     let device = peer.to_string();
-    let found = tokio::task::spawn_blocking(move || store.sender_by_device(&device))
+    let found = crate::tasks::blocking(move || store.sender_by_device(&device))
         .await
         .map_err(|e| crate::chain::chain(&e))
         .and_then(|found| found.map_err(|e| crate::chain::chain(&e)));
@@ -93,10 +93,18 @@ pub(super) async fn serve(
         store: shared.store.clone(),
         ns,
     });
+    // The fetch acceptor stops with the control stream, through its own
+    // token; it is tracked with the fetches it starts.
     let fetches = TaskTracker::new();
-    let acceptor = tokio::spawn(accept_fetches(conn.clone(), ctx.clone(), fetches.clone()));
+    let stop = shutdown.child_token();
+    fetches.spawn(accept_fetches(
+        conn.clone(),
+        ctx.clone(),
+        fetches.clone(),
+        stop.clone(),
+    ));
     let result = answer_requests(&mut control, &ctx, shutdown).await;
-    acceptor.abort();
+    stop.cancel();
     fetches.close();
     match result {
         Ok(()) => {
@@ -111,6 +119,8 @@ pub(super) async fn serve(
             conn.close(quinn::VarInt::from_u32(CLOSE_DONE), b"session ended");
         }
     }
+    // The connection is closed: the fetches still running end at once.
+    fetches.wait().await;
 }
 
 async fn refuse(
@@ -140,16 +150,8 @@ pub(crate) struct Ctx {
 enum AnswerError {
     #[error(transparent)]
     Stream(#[from] StreamError),
-    #[error("internal error: {0}")]
-    Internal(String),
-}
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, AnswerError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| AnswerError::Internal(crate::chain::chain(&e)))
+    #[error(transparent)]
+    Cancelled(#[from] crate::tasks::Cancelled),
 }
 
 /// Answers requests until the client finishes the control stream.
@@ -177,7 +179,7 @@ async fn answer_requests(
             Err(e) => return Err(e.into()),
         };
         let c = ctx.clone();
-        let answer = blocking(move || answer(&c, request)).await?;
+        let answer = crate::tasks::blocking(move || answer(&c, request)).await?;
         match answer {
             Ok(Answer::Runs(runs)) => send_lists(control, runs, Message::RunList, None).await?,
             Ok(Answer::Versions(run, versions, not_served)) => {
@@ -338,9 +340,20 @@ fn version_info(
     })
 }
 
-/// Accepts restore streams and spawns one task each.
-async fn accept_fetches(conn: quinn::Connection, ctx: Arc<Ctx>, tasks: TaskTracker) {
-    while let Ok(pair) = conn.accept_bi().await {
+/// Accepts restore streams until the connection ends or `stop` is
+/// cancelled, and runs each in a task of `tasks`.
+async fn accept_fetches(
+    conn: quinn::Connection,
+    ctx: Arc<Ctx>,
+    tasks: TaskTracker,
+    stop: CancellationToken,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.cancelled() => return,
+            accepted = conn.accept_bi() => accepted,
+        };
+        let Ok(pair) = accepted else { return };
         let ctx = ctx.clone();
         tasks.spawn(async move {
             let mut channel = Channel::new(pair);
@@ -374,12 +387,12 @@ async fn serve_fetch(channel: &mut Channel, ctx: &Arc<Ctx>) -> Result<(), Failur
         Err(e) => return Err(fail(FailCode::BadRequest, crate::chain::chain(&e))),
     };
     let c = ctx.clone();
-    let opened = blocking(move || open_version(&c, version))
+    let opened = crate::tasks::blocking(move || open_version(&c, version))
         .await
         .map_err(|e| fail(FailCode::Io, crate::chain::chain(&e)))?;
     let mut reader = VersionReader::new(version, opened?);
     loop {
-        let (back, chunk) = blocking(move || {
+        let (back, chunk) = crate::tasks::blocking(move || {
             let chunk = reader.next_chunk();
             (reader, chunk)
         })

@@ -10,9 +10,10 @@ use ferry_proto::{Entry, FailCode, Failure, Message, MAX_BUNDLED};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use super::{commit, entry_message, failure, reserve, Reservation, RunContext};
+use super::file::{commit, entry_message, failure, reserve, RunContext};
 use crate::compress::StreamDecoder;
 use crate::receiver::entry::{EntryReceiver, Step};
+use crate::receiver::quota::Reservation;
 use crate::store::Op;
 use crate::stream::{Channel, FramedRecv};
 
@@ -80,7 +81,7 @@ async fn store_group(
     slot: tokio::sync::OwnedSemaphorePermit,
 ) {
     let (store, ns) = (ctx.store.clone(), ctx.ns.clone());
-    let staged = tokio::task::spawn_blocking(move || {
+    let staged = crate::tasks::blocking(move || {
         group
             .into_iter()
             .map(|a| {
@@ -96,7 +97,8 @@ async fn store_group(
     })
     .await;
     let Ok(staged) = staged else {
-        // The task died: its senders are gone, each entry fails.
+        // The runtime is stopping: the answers' senders are dropped, and
+        // each entry of the group fails.
         return;
     };
     let mut waiting = Vec::with_capacity(staged.len());
@@ -113,6 +115,7 @@ async fn store_group(
         if ctx
             .commits
             .send((Op::File { entry, staged }, reply))
+            .await
             .is_err()
         {
             let _ = done.send(Err(failure(

@@ -1,10 +1,108 @@
-//! Who gets in: the admission decision for a sender that completed the TLS
-//! handshake and said `Hello`. Pure logic, no I/O: the connection driver looks
-//! up what it needs, asks [`decide`], and carries out the verdict.
+//! Who gets in: the handshake of a sender that completed TLS, without I/O.
+//! The connection driver reads the first message and asks [`opening`] what
+//! it asks for; for a `Hello` it checks the pairing proof ([`proof`]), looks
+//! up what the store knows ([`Known`]), gathers the [`Facts`], asks
+//! [`decide`], and carries out the verdict.
 
-use ferry_proto::{Hello, Name, RefuseCode, PROTOCOL_VERSION};
+use ferry_proto::{Hash, Hello, Message, Name, Open, RefuseCode, PROTOCOL_VERSION};
 
 use crate::identity::DeviceId;
+use crate::store::SenderRecord;
+use crate::stream::StreamError;
+
+/// What the first message on a connection's control stream asks for.
+#[derive(Debug)]
+pub(crate) enum Opening {
+    /// A run: `Hello`, to admit or refuse.
+    Run(Hello),
+    /// A read-only session: `Open` (history, versions, restore).
+    Requests(Open),
+    /// Neither: refuse with this code and message.
+    Refuse { code: RefuseCode, message: String },
+}
+
+/// What the first message (or the failure to read it) asks for.
+pub(crate) fn opening(first: Result<Message, StreamError>) -> Opening {
+    match first {
+        Ok(Message::Hello(hello)) => Opening::Run(hello),
+        Ok(Message::Open(open)) => Opening::Requests(open),
+        Ok(other) => Opening::Refuse {
+            code: RefuseCode::BadRequest,
+            message: format!("expected Hello, got {}", crate::stream::describe(&other)),
+        },
+        Err(e) => Opening::Refuse {
+            code: RefuseCode::BadRequest,
+            message: format!("bad Hello: {}", crate::chain::Chain(&e)),
+        },
+    }
+}
+
+/// Checks the pairing proof a `Hello` offers against this receiver's
+/// `secret`; `material` (the TLS session's exported keying material) is
+/// asked for only when there is a proof to check.
+pub(crate) fn proof<E>(
+    offered: Option<&Hash>,
+    secret: Option<&[u8]>,
+    material: impl FnOnce() -> Result<[u8; 32], E>,
+) -> Result<Proof, E> {
+    Ok(match (offered, secret) {
+        (None, _) => Proof::Absent,
+        (Some(_), None) => Proof::NotAccepted,
+        (Some(offered), Some(secret)) => {
+            let expected = ferry_proto::pairing_proof(secret, &material()?);
+            if ferry_proto::proofs_match(offered, &expected) {
+                Proof::Valid
+            } else {
+                Proof::Invalid
+            }
+        }
+    })
+}
+
+/// What the store knows about a peer and the name and folder it asks for.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Known {
+    /// The sender this device is registered as, if any.
+    pub by_device: Option<SenderRecord>,
+    /// The sender holding the name the `Hello` asks for, if any.
+    pub by_name: Option<SenderRecord>,
+    /// True if this device has sent the `Hello`'s folder before.
+    pub folder_known: bool,
+}
+
+/// What the receiver's admin set, as it stands when the `Hello` arrives.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Policy {
+    pub allowed: bool,
+    pub revoked: bool,
+    pub pairing_off: bool,
+}
+
+impl<'a> Facts<'a> {
+    /// Gathers the facts of `hello` from `peer`.
+    pub(crate) fn gather(
+        peer: DeviceId,
+        hello: &'a Hello,
+        known: &'a Known,
+        proof: Proof,
+        policy: Policy,
+    ) -> Facts<'a> {
+        Facts {
+            peer,
+            hello,
+            registered_as: known.by_device.as_ref().map(|s| &s.name),
+            name_taken: known
+                .by_name
+                .as_ref()
+                .is_some_and(|s| s.device != peer.to_string()),
+            folder_known: known.folder_known,
+            allowed: policy.allowed,
+            proof,
+            revoked: policy.revoked,
+            pairing_off: policy.pairing_off,
+        }
+    }
+}
 
 /// What the driver found out about the pairing proof.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -427,5 +525,82 @@ mod tests {
             refused(&new_folder).map(|(code, _)| code),
             Some(RefuseCode::BadName)
         );
+    }
+
+    #[test]
+    fn the_first_message_opens_a_run_a_request_session_or_a_refusal() {
+        let h = hello("lap", PROTOCOL_VERSION);
+        assert!(matches!(opening(Ok(Message::Hello(h.clone()))), Opening::Run(got) if got == h));
+        let open = Open {
+            protocol: PROTOCOL_VERSION,
+            name: Name::new("lap").unwrap(),
+            folder: Name::new("docs").unwrap(),
+            agent: String::new(),
+        };
+        assert!(matches!(
+            opening(Ok(Message::Open(open))),
+            Opening::Requests(_)
+        ));
+        let Opening::Refuse { code, message } = opening(Ok(Message::Stored)) else {
+            panic!("a Stored first was not refused");
+        };
+        assert_eq!(code, RefuseCode::BadRequest);
+        assert!(message.starts_with("expected Hello, got "), "{message}");
+        let garbage = Err(StreamError::Frame(ferry_proto::FrameError::Truncated));
+        let Opening::Refuse { code, message } = opening(garbage) else {
+            panic!("garbage was not refused");
+        };
+        assert_eq!(code, RefuseCode::BadRequest);
+        assert_eq!(message, "bad Hello: stream ended inside a frame");
+    }
+
+    #[test]
+    fn the_pairing_proof_is_checked_only_when_one_is_offered_and_accepted() {
+        let material = [7u8; 32];
+        let secret = b"sesame".as_slice();
+        let right = ferry_proto::pairing_proof(secret, &material);
+        let wrong = ferry_proto::pairing_proof(b"other", &material);
+        let never = || -> Result<[u8; 32], ()> { panic!("material asked for") };
+        assert_eq!(proof(None, Some(secret), never), Ok(Proof::Absent));
+        assert_eq!(proof(Some(&right), None, never), Ok(Proof::NotAccepted));
+        let have = || Ok::<_, ()>(material);
+        assert_eq!(proof(Some(&right), Some(secret), have), Ok(Proof::Valid));
+        assert_eq!(proof(Some(&wrong), Some(secret), have), Ok(Proof::Invalid));
+        assert_eq!(
+            proof(Some(&right), Some(secret), || Err("no export")),
+            Err("no export")
+        );
+    }
+
+    #[test]
+    fn facts_are_gathered_from_what_the_store_knows() {
+        let h = hello("lap", PROTOCOL_VERSION);
+        let peer = DeviceId::from_spki(b"peer");
+        let record = |device: &str, name: &str| SenderRecord {
+            id: 1,
+            device: device.into(),
+            name: Name::new(name).unwrap(),
+        };
+        let policy = Policy {
+            allowed: true,
+            revoked: false,
+            pairing_off: true,
+        };
+        let known = Known {
+            by_device: Some(record(&peer.to_string(), "lap")),
+            by_name: Some(record(&peer.to_string(), "lap")),
+            folder_known: true,
+        };
+        let f = Facts::gather(peer, &h, &known, Proof::Absent, policy);
+        assert_eq!(f.registered_as.map(Name::as_str), Some("lap"));
+        assert!(!f.name_taken, "its own name is not taken");
+        assert!(f.folder_known && f.allowed && f.pairing_off && !f.revoked);
+        let other = Known {
+            by_name: Some(record("someone else", "lap")),
+            ..Known::default()
+        };
+        let f = Facts::gather(peer, &h, &other, Proof::Valid, policy);
+        assert!(f.name_taken && f.registered_as.is_none());
+        assert_eq!(f.proof, Proof::Valid);
     }
 }
