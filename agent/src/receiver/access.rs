@@ -97,7 +97,7 @@ pub(crate) async fn watch(shared: Arc<Shared>, shutdown: CancellationToken) {
     let mut failing = false;
     loop {
         let store = shared.store.clone();
-        match tokio::task::spawn_blocking(move || store.access()).await {
+        match crate::tasks::blocking(move || store.access()).await {
             Ok(Ok(access)) => {
                 failing = false;
                 shared.access.set(access);
@@ -136,8 +136,7 @@ pub(crate) async fn watch(shared: Arc<Shared>, shutdown: CancellationToken) {
                 connected: connected.clone(),
             };
             let root = root.clone();
-            let written =
-                tokio::task::spawn_blocking(move || senders::write_live(&root, &record)).await;
+            let written = crate::tasks::blocking(move || senders::write_live(&root, &record)).await;
             if let Ok(Err(e)) = written {
                 tracing::debug!("{}", crate::chain::Chain(&e));
             }

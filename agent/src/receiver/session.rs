@@ -33,7 +33,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use self::admission::{decide, Facts, Known, Opening, Policy, Verdict};
+use self::admission::{Action, Event, Handshake, Known, Policy};
 use self::file::RunContext;
 use super::quota::QuotaBudget;
 use super::{Shared, BUSY_RETRY, MAX_STREAMS_PER_SENDER};
@@ -229,53 +229,66 @@ async fn session(
     let first = tokio::time::timeout_at(deadline, control.recv.expect())
         .await
         .map_err(|_| SessionError::NoHello)?;
-    let hello = match admission::opening(first) {
-        Opening::Run(hello) => hello,
-        Opening::Requests(open) => {
-            drop(pending);
-            super::requests::serve(conn, peer, shared, control, open, shutdown).await;
-            return Ok(());
-        }
-        Opening::Refuse { code, message } => {
-            return Err(refuse(conn, &mut control, code, message).await);
-        }
-    };
 
-    // Admission: who is it, and may it in?
-    let proof = admission::proof(
-        hello.pairing.as_ref(),
-        shared.admission.pairing_secret.as_deref(),
-        || tls::pairing_material(conn),
-    )
-    .map_err(SessionError::PairingMaterial)?;
-    let known = look_up(shared, peer, &hello).await?;
-    let policy = Policy {
-        allowed: shared.admission.allow.contains(&peer),
-        revoked: shared.access.is_revoked(&peer),
-        pairing_off: shared.access.pairing_off(),
+    // Admission: who is it, and may it in? Then capacity: only admitted
+    // senders take a slot.
+    let mut handshake = Handshake::new(peer);
+    let mut pending = Some(pending);
+    let mut slot = None;
+    let mut action = handshake.on(Event::First(first));
+    let (hello, ctx, paired) = loop {
+        let event = match action {
+            Action::CheckProof(offered) => {
+                let secret = shared.admission.pairing_secret.as_deref();
+                let proof =
+                    admission::proof(offered.as_ref(), secret, || tls::pairing_material(conn));
+                Event::Proved(proof.map_err(SessionError::PairingMaterial)?)
+            }
+            Action::LookUp(hello) => {
+                let known = look_up(shared, peer, &hello).await?;
+                let policy = Policy {
+                    allowed: shared.admission.allow.contains(&peer),
+                    revoked: shared.access.is_revoked(&peer),
+                    pairing_off: shared.access.pairing_off(),
+                };
+                Event::Found(known, policy)
+            }
+            Action::TakeSlot => {
+                drop(pending.take());
+                shared.access.track(&peer, conn);
+                slot = shared.clients.clone().try_acquire_owned().ok();
+                Event::Slot(slot.is_some())
+            }
+            Action::ServeRequests(open) => {
+                drop(pending.take());
+                super::requests::serve(conn, peer, shared, control, open, shutdown).await;
+                return Ok(());
+            }
+            Action::Refuse { code, message } => {
+                return Err(refuse(conn, &mut control, code, message).await);
+            }
+            Action::Busy(hello) => {
+                tracing::info!(
+                    remote = %conn.remote_address(), peer = %peer, name = %hello.name,
+                    "sender told to retry later: all {} client slots are in use", shared.max_clients
+                );
+                busy(conn, &mut control).await;
+                return Ok(());
+            }
+            Action::BeginRun {
+                hello,
+                known,
+                register,
+                paired,
+            } => {
+                let ctx = begin_run(conn, peer, shared, &hello, known, register, tasks).await?;
+                break (hello, ctx, paired);
+            }
+        };
+        action = handshake.on(event);
     };
-    let (register, paired) = match decide(&Facts::gather(peer, &hello, &known, proof, policy)) {
-        Verdict::Admit { register, paired } => {
-            drop(pending);
-            shared.access.track(&peer, conn);
-            (register, paired)
-        }
-        Verdict::Refuse { code, message } => {
-            return Err(refuse(conn, &mut control, code, message).await)
-        }
-    };
-
-    // Capacity: only admitted senders take a slot.
-    let Ok(_slot) = shared.clients.clone().try_acquire_owned() else {
-        tracing::info!(
-            remote = %conn.remote_address(), peer = %peer, name = %hello.name,
-            "sender told to retry later: all {} client slots are in use", shared.max_clients
-        );
-        busy(conn, &mut control).await;
-        return Ok(());
-    };
-
-    let ctx = begin_run(conn, peer, shared, &hello, known, register, tasks).await?;
+    // Held until the run ends.
+    let _slot = slot;
     if paired {
         tracing::info!(peer = %peer, name = %hello.name, "paired a new sender");
     }

@@ -104,6 +104,140 @@ impl<'a> Facts<'a> {
     }
 }
 
+/// The handshake of one connection after TLS, without I/O: the driver
+/// feeds what it read and looked up ([`Event`]), and carries out what the
+/// machine returns ([`Action`]) until a run begins or the session ends.
+#[derive(Debug)]
+pub(crate) struct Handshake {
+    peer: DeviceId,
+    state: Stage,
+}
+
+/// Where the handshake is.
+#[derive(Debug)]
+enum Stage {
+    /// Waiting for the first message.
+    First,
+    /// `Hello` read: its pairing proof is being checked.
+    Proving(Hello),
+    /// The proof is known: the store is being asked about the peer.
+    LookingUp(Hello, Proof),
+    /// Admitted: a client slot is being taken.
+    Admitted {
+        hello: Hello,
+        known: Known,
+        register: bool,
+        paired: bool,
+    },
+    /// An ending action was given.
+    Over,
+}
+
+/// What happened, as the handshake's driver tells it.
+#[derive(Debug)]
+pub(crate) enum Event {
+    /// The first message on the control stream, or why it was unreadable.
+    First(Result<Message, StreamError>),
+    /// The pairing proof asked for by [`Action::CheckProof`].
+    Proved(Proof),
+    /// What the store knows, and the admin's policy, asked for by
+    /// [`Action::LookUp`].
+    Found(Known, Policy),
+    /// Whether a client slot was free ([`Action::TakeSlot`]).
+    Slot(bool),
+}
+
+/// What the handshake's driver must do next.
+#[derive(Debug)]
+pub(crate) enum Action {
+    /// Check the pairing proof `hello` offers; then [`Event::Proved`].
+    CheckProof(Option<Hash>),
+    /// Look up `hello`'s sender and folder, and the admin's policy for the
+    /// peer; then [`Event::Found`].
+    LookUp(Hello),
+    /// The peer is admitted: watch it for revocation, give back its
+    /// pending slot and take a client slot; then [`Event::Slot`].
+    TakeSlot,
+    /// Serve a read-only session for this `Open`: the handshake is over.
+    ServeRequests(Open),
+    /// Refuse with this code and message, and close: the session is over.
+    Refuse { code: RefuseCode, message: String },
+    /// Tell the sender to retry later: the session is over.
+    Busy(Hello),
+    /// Register the sender if `register`, begin its run and welcome it.
+    BeginRun {
+        hello: Hello,
+        known: Known,
+        register: bool,
+        paired: bool,
+    },
+}
+
+impl Handshake {
+    pub(crate) fn new(peer: DeviceId) -> Handshake {
+        Handshake {
+            peer,
+            state: Stage::First,
+        }
+    }
+
+    /// Takes what happened; returns what to do next. An event the driver
+    /// should not have sent now ends the handshake with a refusal.
+    pub(crate) fn on(&mut self, event: Event) -> Action {
+        match (std::mem::replace(&mut self.state, Stage::Over), event) {
+            (Stage::First, Event::First(first)) => match opening(first) {
+                Opening::Run(hello) => {
+                    let offered = hello.pairing;
+                    self.state = Stage::Proving(hello);
+                    Action::CheckProof(offered)
+                }
+                Opening::Requests(open) => Action::ServeRequests(open),
+                Opening::Refuse { code, message } => Action::Refuse { code, message },
+            },
+            (Stage::Proving(hello), Event::Proved(proof)) => {
+                self.state = Stage::LookingUp(hello.clone(), proof);
+                Action::LookUp(hello)
+            }
+            (Stage::LookingUp(hello, proof), Event::Found(known, policy)) => {
+                match decide(&Facts::gather(self.peer, &hello, &known, proof, policy)) {
+                    Verdict::Admit { register, paired } => {
+                        self.state = Stage::Admitted {
+                            hello,
+                            known,
+                            register,
+                            paired,
+                        };
+                        Action::TakeSlot
+                    }
+                    Verdict::Refuse { code, message } => Action::Refuse { code, message },
+                }
+            }
+            (
+                Stage::Admitted {
+                    hello,
+                    known,
+                    register,
+                    paired,
+                },
+                Event::Slot(free),
+            ) => match free {
+                true => Action::BeginRun {
+                    hello,
+                    known,
+                    register,
+                    paired,
+                },
+                false => Action::Busy(hello),
+            },
+            // A bug of the driver: end rather than guess.
+            (_, _) => Action::Refuse {
+                code: RefuseCode::BadRequest,
+                message: "the receiver's handshake went out of order".into(),
+            },
+        }
+    }
+}
+
 /// What the driver found out about the pairing proof.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Proof {
@@ -602,5 +736,94 @@ mod tests {
         let f = Facts::gather(peer, &h, &other, Proof::Valid, policy);
         assert!(f.name_taken && f.registered_as.is_none());
         assert_eq!(f.proof, Proof::Valid);
+    }
+
+    /// The policy of a receiver that lists the peer with `--allow`.
+    const LISTED: Policy = Policy {
+        allowed: true,
+        revoked: false,
+        pairing_off: false,
+    };
+
+    #[test]
+    fn a_listed_sender_is_proved_looked_up_admitted_and_its_run_begun() {
+        let peer = DeviceId::from_spki(b"peer");
+        let h = hello("lap", PROTOCOL_VERSION);
+        let mut m = Handshake::new(peer);
+        let a = m.on(Event::First(Ok(Message::Hello(h.clone()))));
+        assert!(matches!(a, Action::CheckProof(None)), "{a:?}");
+        let a = m.on(Event::Proved(Proof::Absent));
+        assert!(matches!(&a, Action::LookUp(got) if *got == h), "{a:?}");
+        let a = m.on(Event::Found(Known::default(), LISTED));
+        assert!(matches!(a, Action::TakeSlot), "{a:?}");
+        let a = m.on(Event::Slot(true));
+        assert!(
+            matches!(&a, Action::BeginRun { hello, register: true, paired: false, .. } if *hello == h),
+            "{a:?}"
+        );
+    }
+
+    #[test]
+    fn no_free_slot_means_busy() {
+        let mut m = Handshake::new(DeviceId::from_spki(b"peer"));
+        m.on(Event::First(Ok(Message::Hello(hello(
+            "lap",
+            PROTOCOL_VERSION,
+        )))));
+        m.on(Event::Proved(Proof::Absent));
+        m.on(Event::Found(Known::default(), LISTED));
+        assert!(matches!(m.on(Event::Slot(false)), Action::Busy(_)));
+    }
+
+    #[test]
+    fn open_is_served_and_other_first_messages_or_strangers_refused() {
+        let open = Open {
+            protocol: PROTOCOL_VERSION,
+            name: Name::new("lap").unwrap(),
+            folder: Name::new("docs").unwrap(),
+            agent: String::new(),
+        };
+        let peer = DeviceId::from_spki(b"peer");
+        let a = Handshake::new(peer).on(Event::First(Ok(Message::Open(open))));
+        assert!(matches!(a, Action::ServeRequests(_)), "{a:?}");
+        let a = Handshake::new(peer).on(Event::First(Ok(Message::Stored)));
+        assert!(
+            matches!(
+                a,
+                Action::Refuse {
+                    code: RefuseCode::BadRequest,
+                    ..
+                }
+            ),
+            "{a:?}"
+        );
+        // A stranger offering a proof: checked, then refused.
+        let mut m = Handshake::new(peer);
+        let mut h = hello("lap", PROTOCOL_VERSION);
+        h.pairing = Some([3; 32]);
+        let a = m.on(Event::First(Ok(Message::Hello(h))));
+        assert!(
+            matches!(a, Action::CheckProof(Some(p)) if p == [3; 32]),
+            "{a:?}"
+        );
+        m.on(Event::Proved(Proof::Invalid));
+        let stranger = Policy {
+            allowed: false,
+            ..LISTED
+        };
+        let a = m.on(Event::Found(Known::default(), stranger));
+        assert!(
+            matches!(
+                a,
+                Action::Refuse {
+                    code: RefuseCode::BadPairingSecret,
+                    ..
+                }
+            ),
+            "{a:?}"
+        );
+        // An event out of order ends the handshake.
+        let a = Handshake::new(peer).on(Event::Slot(true));
+        assert!(matches!(a, Action::Refuse { .. }), "{a:?}");
     }
 }

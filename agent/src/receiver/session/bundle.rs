@@ -9,6 +9,7 @@ use std::sync::Arc;
 use ferry_proto::{Entry, FailCode, Failure, Message, MAX_BUNDLED};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
+use tokio_util::task::TaskTracker;
 
 use super::file::{commit, entry_message, failure, reserve, RunContext};
 use crate::compress::StreamDecoder;
@@ -150,8 +151,11 @@ async fn store_group(
 /// finishes the stream or breaks its rules.
 pub(super) async fn receive(channel: Channel, ctx: Arc<RunContext>) {
     let Channel { mut send, mut recv } = channel;
+    // The bundle's tasks: the answerer, the stager, one per directory or
+    // symlink being stored; all waited for before the bundle ends.
+    let tasks = TaskTracker::new();
     let (outcomes, mut answers) = mpsc::channel::<Outcome>(MAX_PENDING);
-    let answering = tokio::spawn(async move {
+    let answering = tasks.spawn(async move {
         while let Some(outcome) = answers.recv().await {
             let result = match outcome {
                 Outcome::Storing(task) => task.await.unwrap_or_else(|e| {
@@ -182,10 +186,10 @@ pub(super) async fn receive(channel: Channel, ctx: Arc<RunContext>) {
         send.finish();
     });
     let (to_stage, arrived) = mpsc::channel(MAX_ARRIVED);
-    let staging = tokio::spawn(stager(ctx.clone(), arrived));
+    let staging = tasks.spawn(stager(ctx.clone(), arrived));
     let mut decoder = None;
     loop {
-        let outcome = match next_entry(&mut recv, &ctx, &mut decoder, &to_stage).await {
+        let outcome = match next_entry(&mut recv, &ctx, &mut decoder, &to_stage, &tasks).await {
             Ok(None) => break,
             Ok(Some(outcome)) => outcome,
             Err(f) => {
@@ -206,6 +210,8 @@ pub(super) async fn receive(channel: Channel, ctx: Arc<RunContext>) {
     drop(to_stage);
     let _ = staging.await;
     let _ = answering.await;
+    tasks.close();
+    tasks.wait().await;
 }
 
 /// Reads the next entry of the bundle: `None` when the sender finished the
@@ -215,6 +221,7 @@ async fn next_entry(
     ctx: &Arc<RunContext>,
     decoder: &mut Option<StreamDecoder>,
     to_stage: &mpsc::Sender<Arrived>,
+    tasks: &TaskTracker,
 ) -> Result<Option<Outcome>, Failure> {
     let mut machine = EntryReceiver::new();
     let mut content: Option<(Entry, Vec<u8>)> = None;
@@ -250,8 +257,8 @@ async fn next_entry(
             .on_message(message)
             .map_err(|v| failure(v.code, v.message))?;
         match step {
-            Step::PutDir(entry) => return Ok(Some(storing(ctx, Op::Dir(entry)))),
-            Step::PutSymlink(entry) => return Ok(Some(storing(ctx, Op::Symlink(entry)))),
+            Step::PutDir(entry) => return Ok(Some(storing(ctx, tasks, Op::Dir(entry)))),
+            Step::PutSymlink(entry) => return Ok(Some(storing(ctx, tasks, Op::Symlink(entry)))),
             Step::Begin { entry, size } => {
                 if size > MAX_BUNDLED {
                     return Err(failure(
@@ -315,10 +322,10 @@ async fn next_entry(
     }
 }
 
-/// Hands a directory or symlink to the committer.
-fn storing(ctx: &Arc<RunContext>, op: Op) -> Outcome {
+/// Hands a directory or symlink to the committer, in a task of `tasks`.
+fn storing(ctx: &Arc<RunContext>, tasks: &TaskTracker, op: Op) -> Outcome {
     let ctx = ctx.clone();
-    Outcome::Storing(tokio::spawn(async move {
+    Outcome::Storing(tasks.spawn(async move {
         commit(&ctx, op).await?;
         ctx.live.entries.fetch_add(1, Ordering::Relaxed);
         Ok(())
