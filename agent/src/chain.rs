@@ -136,9 +136,9 @@ mod tests {
         };
         assert_each_cause_once(SenderError::Run(RunError::MassDelete(mass())));
         let lost = || {
-            StreamError::Read(quinn::ReadError::ConnectionLost(
-                quinn::ConnectionError::TimedOut,
-            ))
+            StreamError::Read(
+                quinn::ReadError::ConnectionLost(quinn::ConnectionError::TimedOut).into(),
+            )
         };
         assert_each_cause_once(RunError::Protocol(lost()));
         assert_each_cause_once(RunError::Connection(quinn::ConnectionError::Reset));

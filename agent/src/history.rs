@@ -171,7 +171,7 @@ impl Client {
                 agent: format!("ferry {}", env!("CARGO_PKG_VERSION")),
             }))
             .await?;
-        let sender = match control.recv.expect().await? {
+        let sender = match control.recv.recv_message().await? {
             Message::Opened { sender } => sender,
             Message::Busy { retry_after_ms } => {
                 return Err(ClientError::Busy {
@@ -384,7 +384,7 @@ impl Client {
 }
 
 async fn answer(control: &mut Channel) -> Result<Message, ClientError> {
-    match control.recv.expect().await? {
+    match control.recv.recv_message().await? {
         Message::Refused(r) => Err(ClientError::Refused {
             code: r.code,
             message: r.message,
@@ -538,7 +538,7 @@ impl Fetch {
                 });
             }
         };
-        match recv.expect().await? {
+        match recv.recv_message().await? {
             Message::Data(data) => Ok(Piece::Data(data)),
             Message::End { hash } => Ok(Piece::End(hash)),
             Message::Failed(f) => Err(ClientError::Fetch {

@@ -10,8 +10,10 @@
 //! - [`identity`]: this node's key pair, certificate and device id.
 //! - [`tls`]: rustls configurations that pin device ids instead of using a CA.
 //! - [`transport`]: QUIC endpoints and the transport tuning.
+//! - [`link`]: one connection as the sessions see it (QUIC, or memory in
+//!   tests).
 //! - [`pins`]: the sender's record of the receivers it has met.
-//! - [`stream`]: a framed message stream over a QUIC stream pair.
+//! - [`stream`]: a framed message stream over any byte-stream pair.
 //! - [`store`]: the receiver's store: mirror, staging, versions and catalog.
 //! - [`scan`]: walking the source tree (stat only), with the exclusion rules.
 //! - [`index`]: the sender's index of what the receiver acknowledged, and the
@@ -48,6 +50,7 @@ pub mod copies;
 pub mod history;
 pub mod identity;
 pub mod index;
+pub mod link;
 pub mod pins;
 pub mod ratelimit;
 pub mod receiver;
@@ -60,7 +63,7 @@ pub mod status;
 pub mod store;
 pub mod stream;
 pub mod summary;
-pub mod terminal;
 pub mod tasks;
+pub mod terminal;
 pub mod tls;
 pub mod transport;

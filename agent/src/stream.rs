@@ -1,10 +1,14 @@
-//! A framed message stream over a QUIC stream pair: [`Message`] in, [`Message`]
-//! out, with the frame size checked before anything is allocated.
+//! A framed message stream: [`Message`] in, [`Message`] out, with the frame
+//! size checked before anything is allocated. It runs over any pair of
+//! byte-stream halves ([`SendHalf`], [`RecvHalf`]): a QUIC stream in
+//! production, an in-memory pipe ([`crate::link::memory`]) in tests.
 
+use std::io;
 use std::sync::Arc;
 
 use ferry_proto::frame::{self, FrameError};
 use ferry_proto::Message;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::ratelimit::RateLimiter;
 
@@ -14,9 +18,9 @@ pub enum StreamError {
     #[error(transparent)]
     Frame(#[from] FrameError),
     #[error("could not send")]
-    Write(#[from] quinn::WriteError),
+    Write(#[source] io::Error),
     #[error("could not receive")]
-    Read(#[from] quinn::ReadError),
+    Read(#[source] io::Error),
     #[error("the peer closed the stream before the expected message")]
     Closed,
     #[error("protocol error: expected {expected}, got {got}")]
@@ -30,6 +34,55 @@ impl StreamError {
             expected,
             got: describe(got),
         }
+    }
+
+    /// The code the peer gave when it stopped reading this stream (it
+    /// wants no more of it), if that is why a send failed.
+    pub fn stopped_code(&self) -> Option<u64> {
+        match self {
+            StreamError::Write(e) => match e.get_ref()?.downcast_ref::<quinn::WriteError>()? {
+                quinn::WriteError::Stopped(code) => Some(code.into_inner()),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// The stream or its connection went away (as opposed to the peer
+    /// saying something wrong on it).
+    pub fn is_lost(&self) -> bool {
+        matches!(self, StreamError::Write(_) | StreamError::Read(_))
+    }
+}
+
+/// The sending half of a byte stream, as a [`FramedSend`] needs it.
+pub trait SendHalf: AsyncWrite + Send + Sync + Unpin + 'static {
+    /// Ends the stream after everything written has been delivered.
+    fn finish(&mut self);
+    /// Abandons the stream: the peer sees it reset.
+    fn reset(&mut self);
+}
+
+/// The receiving half of a byte stream, as a [`FramedRecv`] needs it.
+pub trait RecvHalf: AsyncRead + Send + Sync + Unpin + 'static {
+    /// Tells the peer to stop sending on this stream.
+    fn stop(&mut self);
+}
+
+impl SendHalf for quinn::SendStream {
+    fn finish(&mut self) {
+        // Finishing twice, or after the peer stopped the stream, is harmless.
+        let _ = quinn::SendStream::finish(self);
+    }
+
+    fn reset(&mut self) {
+        let _ = quinn::SendStream::reset(self, quinn::VarInt::from_u32(1));
+    }
+}
+
+impl RecvHalf for quinn::RecvStream {
+    fn stop(&mut self) {
+        let _ = quinn::RecvStream::stop(self, quinn::VarInt::from_u32(1));
     }
 }
 
@@ -72,14 +125,14 @@ pub fn describe(message: &Message) -> String {
 
 /// The sending half: writes one frame per message.
 pub struct FramedSend {
-    inner: quinn::SendStream,
+    inner: Box<dyn SendHalf>,
     limiter: Option<Arc<RateLimiter>>,
 }
 
 impl FramedSend {
-    pub fn new(inner: quinn::SendStream) -> Self {
+    pub fn new(inner: impl SendHalf) -> Self {
         Self {
-            inner,
+            inner: Box::new(inner),
             limiter: None,
         }
     }
@@ -97,19 +150,24 @@ impl FramedSend {
         }
     }
 
+    async fn write(&mut self, bytes: &[u8]) -> Result<(), StreamError> {
+        self.inner
+            .write_all(bytes)
+            .await
+            .map_err(StreamError::Write)
+    }
+
     /// Sends one message.
     pub async fn send(&mut self, message: &Message) -> Result<(), StreamError> {
         let bytes = frame::encode(message)?;
         self.pace(bytes.len()).await;
-        self.inner.write_all(&bytes).await?;
-        Ok(())
+        self.write(&bytes).await
     }
 
     /// Sends bytes that are already frames (see [`ferry_proto::frame`]).
     pub async fn send_raw(&mut self, frames: &[u8]) -> Result<(), StreamError> {
         self.pace(frames.len()).await;
-        self.inner.write_all(frames).await?;
-        Ok(())
+        self.write(frames).await
     }
 
     /// Sends `data` as one `Data` message without copying it into a message
@@ -117,33 +175,31 @@ impl FramedSend {
     pub async fn send_data(&mut self, data: &[u8]) -> Result<(), StreamError> {
         let header = frame::data_header(data.len())?;
         self.pace(header.len() + data.len()).await;
-        self.inner.write_all(&header).await?;
-        self.inner.write_all(data).await?;
-        Ok(())
+        self.write(&header).await?;
+        self.write(data).await
     }
 
     /// Ends the stream after everything written has been delivered.
     pub fn finish(&mut self) {
-        // Finishing twice, or after the peer stopped the stream, is harmless.
-        let _ = self.inner.finish();
+        self.inner.finish();
     }
 
     /// Abandons the stream: the peer sees it reset.
     pub fn reset(&mut self) {
-        let _ = self.inner.reset(quinn::VarInt::from_u32(1));
+        self.inner.reset();
     }
 }
 
 /// The receiving half: reads one frame at a time.
 pub struct FramedRecv {
-    inner: quinn::RecvStream,
+    inner: Box<dyn RecvHalf>,
     limiter: Option<Arc<RateLimiter>>,
 }
 
 impl FramedRecv {
-    pub fn new(inner: quinn::RecvStream) -> Self {
+    pub fn new(inner: impl RecvHalf) -> Self {
         Self {
-            inner,
+            inner: Box::new(inner),
             limiter: None,
         }
     }
@@ -168,13 +224,14 @@ impl FramedRecv {
     /// The next message and its size on the stream (header included).
     async fn read_frame(&mut self) -> Result<Option<(Message, usize)>, StreamError> {
         let mut header = [0u8; 4];
-        match self.inner.read_exact(&mut header).await {
-            Ok(()) => {}
-            Err(quinn::ReadExactError::FinishedEarly(0)) => return Ok(None),
-            Err(quinn::ReadExactError::FinishedEarly(_)) => {
-                return Err(FrameError::Truncated.into())
+        let mut got = 0;
+        while got < header.len() {
+            match self.inner.read(&mut header[got..]).await {
+                Ok(0) if got == 0 => return Ok(None),
+                Ok(0) => return Err(FrameError::Truncated.into()),
+                Ok(n) => got += n,
+                Err(e) => return Err(StreamError::Read(e)),
             }
-            Err(quinn::ReadExactError::ReadError(e)) => return Err(e.into()),
         }
         let len = frame::body_len(header)?;
         // The first bytes tell a Data frame, whose content is read straight
@@ -200,20 +257,20 @@ impl FramedRecv {
     /// Reads exactly `buf.len()` bytes of a frame body.
     async fn read_body(&mut self, buf: &mut [u8]) -> Result<(), StreamError> {
         match self.inner.read_exact(buf).await {
-            Ok(()) => Ok(()),
-            Err(quinn::ReadExactError::FinishedEarly(_)) => Err(FrameError::Truncated.into()),
-            Err(quinn::ReadExactError::ReadError(e)) => Err(e.into()),
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Err(FrameError::Truncated.into()),
+            Err(e) => Err(StreamError::Read(e)),
         }
     }
 
     /// The next message; the end of the stream is an error.
-    pub async fn expect(&mut self) -> Result<Message, StreamError> {
+    pub async fn recv_message(&mut self) -> Result<Message, StreamError> {
         self.recv().await?.ok_or(StreamError::Closed)
     }
 
     /// Tells the peer to stop sending on this stream.
     pub fn stop(&mut self) {
-        let _ = self.inner.stop(quinn::VarInt::from_u32(1));
+        self.inner.stop();
     }
 }
 
@@ -224,7 +281,7 @@ pub struct Channel {
 }
 
 impl Channel {
-    pub fn new((send, recv): (quinn::SendStream, quinn::RecvStream)) -> Self {
+    pub fn new((send, recv): (impl SendHalf, impl RecvHalf)) -> Self {
         Self {
             send: FramedSend::new(send),
             recv: FramedRecv::new(recv),

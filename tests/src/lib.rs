@@ -1,6 +1,17 @@
 //! Shared helpers for Ferry's end-to-end tests and benchmark harness: a test
 //! receiver on `127.0.0.1:0`, sender settings, tree builders and tree
 //! comparison.
+//!
+//! ## Layout
+//!
+//! - [`cargo`]: building the `ferry` binary from inside a test or the bench.
+//! - [`tree`]: temp trees, snapshots and comparisons of trees (content and
+//!   metadata).
+//! - `src/bench/` (compiled into the `bench` binary, `src/bin/bench.rs`):
+//!   the benchmark harness against rsync, restic, borg and Syncthing; its
+//!   own Layout is in `bench/mod.rs`.
+//! - `tests/e2e/`: the end-to-end test binary, one module per subject.
+//! - `examples/browse_timing.rs`: timing of browsing a large run.
 
 pub mod cargo;
 pub mod tree;

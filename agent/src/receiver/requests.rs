@@ -20,6 +20,7 @@ use tokio_util::task::TaskTracker;
 
 use super::{Shared, BUSY_RETRY};
 use crate::identity::DeviceId;
+use crate::link::Link;
 use crate::store::{Namespace, RunRecord, SkippedVersion, Store, VersionRecord};
 use crate::stream::{Channel, StreamError};
 
@@ -29,7 +30,7 @@ const CLOSE_REFUSED: u32 = 1;
 
 /// Serves a read-only session whose `Open` has been read; logs its outcome.
 pub(super) async fn serve(
-    conn: &quinn::Connection,
+    conn: &impl Link,
     peer: DeviceId,
     shared: &Arc<Shared>,
     mut control: Channel,
@@ -112,23 +113,18 @@ pub(super) async fn serve(
                 _ = fetches.wait() => {}
                 _ = shutdown.cancelled() => {}
             }
-            conn.close(quinn::VarInt::from_u32(CLOSE_DONE), b"done");
+            conn.close(CLOSE_DONE, b"done");
         }
         Err(e) => {
             tracing::debug!(peer = %peer, "read-only session ended: {}", crate::chain::Chain(&e));
-            conn.close(quinn::VarInt::from_u32(CLOSE_DONE), b"session ended");
+            conn.close(CLOSE_DONE, b"session ended");
         }
     }
     // The connection is closed: the fetches still running end at once.
     fetches.wait().await;
 }
 
-async fn refuse(
-    conn: &quinn::Connection,
-    control: &mut Channel,
-    code: RefuseCode,
-    message: String,
-) {
+async fn refuse(conn: &impl Link, control: &mut Channel, code: RefuseCode, message: String) {
     tracing::warn!(remote = %conn.remote_address(), "read-only session refused: {message}");
     let _ = control
         .send
@@ -136,7 +132,7 @@ async fn refuse(
         .await;
     control.send.finish();
     let _ = tokio::time::timeout(Duration::from_secs(2), conn.closed()).await;
-    conn.close(quinn::VarInt::from_u32(CLOSE_REFUSED), b"refused");
+    conn.close(CLOSE_REFUSED, b"refused");
 }
 
 /// What every handler of one session needs.
@@ -343,7 +339,7 @@ fn version_info(
 /// Accepts restore streams until the connection ends or `stop` is
 /// cancelled, and runs each in a task of `tasks`.
 async fn accept_fetches(
-    conn: quinn::Connection,
+    conn: impl Link,
     ctx: Arc<Ctx>,
     tasks: TaskTracker,
     stop: CancellationToken,
@@ -351,12 +347,11 @@ async fn accept_fetches(
     loop {
         let accepted = tokio::select! {
             _ = stop.cancelled() => return,
-            accepted = conn.accept_bi() => accepted,
+            accepted = conn.accept() => accepted,
         };
-        let Ok(pair) = accepted else { return };
+        let Ok(mut channel) = accepted else { return };
         let ctx = ctx.clone();
         tasks.spawn(async move {
-            let mut channel = Channel::new(pair);
             if let Err(failure) = serve_fetch(&mut channel, &ctx).await {
                 tracing::debug!("fetch failed: {}", failure.message);
                 let _ = channel.send.send(&Message::Failed(failure)).await;
@@ -375,7 +370,7 @@ fn fail(code: FailCode, message: impl Into<String>) -> Failure {
 
 /// Streams one version's bytes: `Data`*, `End { hash }`.
 async fn serve_fetch(channel: &mut Channel, ctx: &Arc<Ctx>) -> Result<(), Failure> {
-    let version = match channel.recv.expect().await {
+    let version = match channel.recv.recv_message().await {
         Ok(Message::Fetch { version }) => version,
         Ok(other) => {
             let got = crate::stream::describe(&other);

@@ -21,6 +21,8 @@ pub(super) mod admission;
 mod bundle;
 mod control;
 mod file;
+#[cfg(test)]
+mod pair_tests;
 mod sink;
 
 use std::sync::atomic::AtomicU64;
@@ -38,10 +40,12 @@ use self::file::RunContext;
 use super::quota::QuotaBudget;
 use super::{Shared, BUSY_RETRY, MAX_STREAMS_PER_SENDER};
 use crate::identity::DeviceId;
+use crate::link::Link;
+use crate::ratelimit::RateLimiter;
 use crate::status::Session;
 use crate::store::{RunEnding, StoreError};
 use crate::stream::{Channel, StreamError};
-use crate::tls::{self, TlsError};
+use crate::tls::TlsError;
 
 /// QUIC application close codes.
 const CLOSE_DONE: u32 = 0;
@@ -100,20 +104,35 @@ pub(crate) async fn handle(
     serve_connection(conn, shared, shutdown, deadline, pending).await;
 }
 
+/// Serves one connection to its end, as [`handle`] does once the TLS
+/// handshake is done: without an endpoint, over any [`Link`] (tests run
+/// sessions over [`crate::link::memory`]). The peer has the receiver's
+/// Hello timeout from now.
+#[cfg_attr(not(test), allow(dead_code))]
+pub(crate) async fn serve(link: impl Link, shared: Arc<Shared>, shutdown: CancellationToken) {
+    let Ok(pending) = shared.pending.clone().try_acquire_owned() else {
+        tracing::warn!(remote = %link.remote_address(), "connection refused: too many connections are in the handshake");
+        link.close(CLOSE_REFUSED, b"busy");
+        return;
+    };
+    let deadline = Instant::now() + shared.hello_timeout;
+    serve_connection(link, shared, shutdown, deadline, pending).await;
+}
+
 /// Serves one established connection to its end (see [`handle`]).
 async fn serve_connection(
-    conn: quinn::Connection,
+    conn: impl Link,
     shared: Arc<Shared>,
     shutdown: CancellationToken,
     deadline: Instant,
     pending: OwnedSemaphorePermit,
 ) {
     let remote = conn.remote_address();
-    let peer = match tls::peer_id(&conn) {
+    let peer = match conn.peer() {
         Ok(peer) => peer,
         Err(e) => {
             tracing::warn!(%remote, "no usable peer certificate: {}", crate::chain::Chain(&e));
-            conn.close(quinn::VarInt::from_u32(CLOSE_REFUSED), b"no certificate");
+            conn.close(CLOSE_REFUSED, b"no certificate");
             return;
         }
     };
@@ -130,10 +149,7 @@ async fn serve_connection(
                 .set_error(format!("refused a sender from {remote}: {why}"));
         }
         Err(SessionError::Shutdown) => {
-            conn.close(
-                quinn::VarInt::from_u32(CLOSE_SHUTDOWN),
-                b"receiver shutting down",
-            );
+            conn.close(CLOSE_SHUTDOWN, b"receiver shutting down");
         }
         Err(e) => {
             tracing::warn!(%remote, peer = %peer, "session ended: {}", crate::chain::Chain(&e));
@@ -143,10 +159,7 @@ async fn serve_connection(
             ));
             // The reason reaches the sender, whose log then says what went
             // wrong here (a full disk, say) rather than only "closed".
-            conn.close(
-                quinn::VarInt::from_u32(CLOSE_PROTOCOL),
-                close_reason(&e).as_bytes(),
-            );
+            conn.close(CLOSE_PROTOCOL, close_reason(&e).as_bytes());
         }
     }
     // The run's file streams end with the connection; a sender that left
@@ -156,10 +169,7 @@ async fn serve_connection(
         _ = tasks.wait() => return,
         _ = shutdown.cancelled() => {}
     }
-    conn.close(
-        quinn::VarInt::from_u32(CLOSE_SHUTDOWN),
-        b"receiver shutting down",
-    );
+    conn.close(CLOSE_SHUTDOWN, b"receiver shutting down");
     tasks.wait().await;
 }
 
@@ -184,7 +194,7 @@ const MAX_CLOSE_REASON: usize = 512;
 
 /// Sends a refusal, lets it reach the sender, and closes.
 async fn refuse(
-    conn: &quinn::Connection,
+    conn: &impl Link,
     control: &mut Channel,
     code: RefuseCode,
     message: String,
@@ -199,12 +209,12 @@ async fn refuse(
     control.send.finish();
     // The sender closes the connection when it has read the refusal.
     let _ = tokio::time::timeout(Duration::from_secs(2), conn.closed()).await;
-    conn.close(quinn::VarInt::from_u32(CLOSE_REFUSED), b"refused");
+    conn.close(CLOSE_REFUSED, b"refused");
     SessionError::Refused(message)
 }
 
 /// Tells a sender to come back later, lets it read that, and ends.
-async fn busy(conn: &quinn::Connection, control: &mut Channel) {
+async fn busy(conn: &impl Link, control: &mut Channel) {
     let busy = Message::Busy {
         retry_after_ms: BUSY_RETRY.as_millis() as u64,
     };
@@ -213,8 +223,8 @@ async fn busy(conn: &quinn::Connection, control: &mut Channel) {
     let _ = tokio::time::timeout(Duration::from_secs(2), conn.closed()).await;
 }
 
-async fn session(
-    conn: &quinn::Connection,
+async fn session<L: Link>(
+    conn: &L,
     peer: DeviceId,
     shared: &Arc<Shared>,
     shutdown: &CancellationToken,
@@ -222,11 +232,10 @@ async fn session(
     pending: OwnedSemaphorePermit,
     tasks: &TaskTracker,
 ) -> Result<(), SessionError> {
-    let pair = tokio::time::timeout_at(deadline, conn.accept_bi())
+    let mut control = tokio::time::timeout_at(deadline, conn.accept())
         .await
         .map_err(|_| SessionError::NoControlStream)??;
-    let mut control = Channel::new(pair);
-    let first = tokio::time::timeout_at(deadline, control.recv.expect())
+    let first = tokio::time::timeout_at(deadline, control.recv.recv_message())
         .await
         .map_err(|_| SessionError::NoHello)?;
 
@@ -240,8 +249,7 @@ async fn session(
         let event = match action {
             Action::CheckProof(offered) => {
                 let secret = shared.admission.pairing_secret.as_deref();
-                let proof =
-                    admission::proof(offered.as_ref(), secret, || tls::pairing_material(conn));
+                let proof = admission::proof(offered.as_ref(), secret, || conn.pairing_material());
                 Event::Proved(proof.map_err(SessionError::PairingMaterial)?)
             }
             Action::LookUp(hello) => {
@@ -365,7 +373,7 @@ async fn look_up(shared: &Shared, peer: DeviceId, hello: &Hello) -> Result<Known
 /// Registers the sender if it must be, opens its run, and starts the run's
 /// group committer in `tasks`.
 async fn begin_run(
-    conn: &quinn::Connection,
+    conn: &impl Link,
     peer: DeviceId,
     shared: &Shared,
     hello: &Hello,
@@ -418,10 +426,13 @@ async fn begin_run(
         live,
         commits,
         quota,
-        limiter: shared
-            .limit_rate
-            .clone()
-            .map(|s| crate::ratelimit::for_connection(conn, s)),
+        limiter: shared.limit_rate.clone().map(|schedule| {
+            // Keeps the connection's receive window sized to the rate.
+            let link = conn.clone();
+            RateLimiter::with_observer(schedule, move |rate| {
+                link.set_receive_window(crate::ratelimit::receive_window(rate))
+            })
+        }),
     }))
 }
 

@@ -456,7 +456,7 @@ struct AnswerChannel(crate::stream::FramedRecv);
 
 impl AnswerChannel {
     async fn answer(&mut self) -> Result<(), EntryError> {
-        match self.0.expect().await? {
+        match self.0.recv_message().await? {
             Message::Stored => Ok(()),
             Message::Failed(f) => Err(EntryError::Failed(f.message)),
             other => Err(StreamError::unexpected("Stored or Failed", &other).into()),

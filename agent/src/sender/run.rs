@@ -299,7 +299,7 @@ async fn admit(ctx: &SenderContext, conn: &quinn::Connection) -> Result<Admitted
             agent: format!("ferry {}", env!("CARGO_PKG_VERSION")),
         }))
         .await?;
-    let welcome = match control.recv.expect().await? {
+    let welcome = match control.recv.recv_message().await? {
         Message::Welcome(welcome) => welcome,
         Message::Busy { retry_after_ms } => {
             return Err(RunError::Busy {
@@ -508,7 +508,7 @@ async fn session(
                 paths: batch.to_vec(),
             })
             .await?;
-        let failed = match control.recv.expect().await? {
+        let failed = match control.recv.recv_message().await? {
             Message::Deleted { failed } => failed,
             other => return Err(StreamError::unexpected("Deleted", &other).into()),
         };
@@ -554,7 +554,7 @@ async fn session(
         errors: summary.errors,
     };
     control.send.send(&Message::Finish(report)).await?;
-    match control.recv.expect().await? {
+    match control.recv.recv_message().await? {
         Message::Committed { run_id } => summary.run_id = Some(run_id),
         other => return Err(StreamError::unexpected("Committed", &other).into()),
     }

@@ -95,10 +95,7 @@ impl EntryError {
     /// True if the connection itself is gone (the run cannot go on).
     pub fn is_connection_lost(&self) -> bool {
         matches!(self, EntryError::Connection(_))
-            || matches!(
-                self,
-                EntryError::Stream(StreamError::Write(_) | StreamError::Read(_))
-            )
+            || matches!(self, EntryError::Stream(e) if e.is_lost())
     }
 }
 
@@ -198,7 +195,7 @@ pub(super) async fn blocking<T: Send + 'static>(
 
 /// Reads the receiver's final answer for an entry.
 pub(super) async fn answer(channel: &mut Channel) -> Result<(), EntryError> {
-    match channel.recv.expect().await? {
+    match channel.recv.recv_message().await? {
         Message::Stored => Ok(()),
         Message::Failed(f) if f.code == FailCode::BaseDamaged => {
             Err(EntryError::BaseDamaged(f.message))
@@ -260,7 +257,7 @@ pub async fn send_entry(ctx: &TransferContext, item: PlanItem) -> Result<Sent, E
                 content: Content::Offer { hash },
             };
             channel.send.send(&Message::Entry(header(kind))).await?;
-            match channel.recv.expect().await? {
+            match channel.recv.recv_message().await? {
                 Message::Stored => {
                     channel.send.finish();
                     Ok(Sent {
@@ -347,7 +344,7 @@ async fn send_chunked(
             match out {
                 Out::Header(header) => {
                     channel.send.send_raw(&header).await?;
-                    match channel.recv.expect().await? {
+                    match channel.recv.recv_message().await? {
                         Message::Go(go) => {
                             let _ = go_tx.send(go);
                         }
@@ -378,16 +375,16 @@ async fn send_chunked(
         copy,
     } = match (streamed, read) {
         (Ok(()), Ok(read)) => read,
-        (Err(EntryError::Stream(StreamError::Write(quinn::WriteError::Stopped(code)))), _) => {
-            return Err(stopped(&mut channel, code).await);
+        (Err(EntryError::Stream(e)), _) if e.stopped_code().is_some() => {
+            return Err(stopped(&mut channel, e.stopped_code().unwrap_or_default()).await);
         }
         (Err(e), _) => return Err(e),
         (Ok(()), Err(e)) => return Err(abort(&mut channel, e).await),
     };
     match channel.send.send(&Message::End { hash }).await {
         Ok(()) => {}
-        Err(StreamError::Write(quinn::WriteError::Stopped(code))) => {
-            return Err(stopped(&mut channel, code).await);
+        Err(e) if e.stopped_code().is_some() => {
+            return Err(stopped(&mut channel, e.stopped_code().unwrap_or_default()).await);
         }
         Err(e) => return Err(e.into()),
     }
@@ -461,7 +458,7 @@ pub(super) async fn stored_file(
 
 /// The receiver stopped a stream while content was on the way (disk full,
 /// over quota); its answer says why. Only this file failed.
-async fn stopped(channel: &mut Channel, code: quinn::VarInt) -> EntryError {
+async fn stopped(channel: &mut Channel, code: u64) -> EntryError {
     match answer(channel).await {
         Err(EntryError::Failed(message)) => EntryError::Failed(message),
         Err(EntryError::BaseDamaged(message)) => EntryError::BaseDamaged(message),
@@ -657,8 +654,8 @@ async fn send_content(
     .await;
     let (hash, copy, wire) = match sent {
         Ok(sent) => sent,
-        Err(EntryError::Stream(StreamError::Write(quinn::WriteError::Stopped(code)))) => {
-            return Err(stopped(&mut channel, code).await);
+        Err(EntryError::Stream(e)) if e.stopped_code().is_some() => {
+            return Err(stopped(&mut channel, e.stopped_code().unwrap_or_default()).await);
         }
         Err(e) => return Err(e),
     };

@@ -241,7 +241,7 @@ impl Admitted {
             .send
             .send(&Message::Finish(RunReport::default()))
             .await?;
-        match tokio::time::timeout(ANSWER_TIMEOUT, self.control.recv.expect()).await?? {
+        match tokio::time::timeout(ANSWER_TIMEOUT, self.control.recv.recv_message()).await?? {
             Message::Committed { .. } => {}
             other => bail!("expected Committed, got {other:?}"),
         }

@@ -254,6 +254,6 @@ pub async fn hello(
             agent: "ferry tests".into(),
         }))
         .await?;
-    let answer = tokio::time::timeout(HELLO_ANSWER, control.recv.expect()).await??;
+    let answer = tokio::time::timeout(HELLO_ANSWER, control.recv.recv_message()).await??;
     Ok((control, answer))
 }

@@ -331,3 +331,178 @@ fn storing(ctx: &Arc<RunContext>, tasks: &TaskTracker, op: Op) -> Outcome {
         Ok(())
     }))
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failing unwrap is a failing test
+mod tests {
+    use ferry_proto::{frame, Content, EntryKind, RelPath};
+
+    use super::*;
+    use crate::identity::DeviceId;
+    use crate::link::{memory, Link};
+    use crate::receiver::session::file::testing::{self, TestRun};
+
+    fn encode(message: &Message) -> Vec<u8> {
+        frame::encode(message).unwrap()
+    }
+
+    fn entry(path: &str, kind: EntryKind) -> Vec<u8> {
+        encode(&Message::Entry(Entry {
+            path: RelPath::from_bytes(path).unwrap(),
+            kind,
+            mtime_ns: 0,
+            mode: 0o644,
+        }))
+    }
+
+    /// A whole small file: Entry, Data, End with `hash`.
+    fn file(path: &str, data: &[u8], hash: [u8; 32]) -> Vec<u8> {
+        let mut out = entry(
+            path,
+            EntryKind::File {
+                size: data.len() as u64,
+                content: Content::Inline,
+            },
+        );
+        out.extend(encode(&Message::Data(data.to_vec())));
+        out.extend(encode(&Message::End { hash }));
+        out
+    }
+
+    fn good(path: &str, text: &str) -> Vec<u8> {
+        file(
+            path,
+            text.as_bytes(),
+            *blake3::hash(text.as_bytes()).as_bytes(),
+        )
+    }
+
+    /// Sends `bytes` as a bundle to a run on a fresh store; returns the
+    /// run and every answer, in order, until the receiver ends its side.
+    async fn bundle(bytes: Vec<u8>) -> (TestRun, Vec<Message>) {
+        let run = testing::run();
+        let (sender, receiver) = memory::pair(
+            DeviceId::from_spki(b"sender"),
+            DeviceId::from_spki(b"receiver"),
+        );
+        let mut ours = sender.open().await.unwrap();
+        ours.send.send(&Message::Bundle).await.unwrap();
+        let mut theirs = receiver.accept().await.unwrap();
+        assert!(matches!(
+            theirs.recv.recv().await,
+            Ok(Some(Message::Bundle))
+        ));
+        let receiving = tokio::spawn(receive(theirs, run.ctx.clone()));
+        // The receiver may stop reading early: a failed write is allowed.
+        let _ = ours.send.send_raw(&bytes).await;
+        ours.send.finish();
+        let mut answers = Vec::new();
+        while let Ok(Some(message)) = ours.recv.recv().await {
+            answers.push(message);
+        }
+        receiving.await.unwrap();
+        (run, answers)
+    }
+
+    fn mirror(run: &TestRun) -> std::path::PathBuf {
+        run.dir.path().join("store/lap/docs")
+    }
+
+    fn failed(answer: &Message) -> FailCode {
+        match answer {
+            Message::Failed(f) => f.code,
+            other => panic!("expected Failed, got {other:?}"),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn files_dirs_and_symlinks_are_stored_and_answered_in_order() {
+        let mut bytes = good("a.txt", "alpha");
+        bytes.extend(entry("d", EntryKind::Dir));
+        bytes.extend(entry(
+            "d/link",
+            EntryKind::Symlink {
+                target: "../a.txt".into(),
+            },
+        ));
+        bytes.extend(good("d/b.txt", "beta"));
+        let (run, answers) = bundle(bytes).await;
+        assert_eq!(answers, vec![Message::Stored; 4]);
+        assert_eq!(std::fs::read(mirror(&run).join("a.txt")).unwrap(), b"alpha");
+        assert_eq!(
+            std::fs::read(mirror(&run).join("d/b.txt")).unwrap(),
+            b"beta"
+        );
+        let link = std::fs::read_link(mirror(&run).join("d/link")).unwrap();
+        assert_eq!(link, std::path::Path::new("../a.txt"));
+        assert_eq!(run.ctx.live.entries.load(Ordering::Relaxed), 4);
+        assert_eq!(run.ctx.store.current(&run.ctx.ns).unwrap().len(), 4);
+        run.end();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_wrong_hash_fails_one_entry_and_the_bundle_goes_on() {
+        let mut bytes = good("one.txt", "first");
+        bytes.extend(file("two.txt", b"wrong", [0; 32]));
+        bytes.extend(good("three.txt", "third"));
+        let (run, answers) = bundle(bytes).await;
+        assert_eq!(answers.len(), 3, "{answers:?}");
+        assert_eq!(answers[0], Message::Stored);
+        assert_eq!(failed(&answers[1]), FailCode::HashMismatch);
+        assert_eq!(answers[2], Message::Stored);
+        assert!(mirror(&run).join("three.txt").exists());
+        assert!(!mirror(&run).join("two.txt").exists());
+        run.end();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_entry_that_breaks_the_rules_ends_the_bundle_after_what_came_before() {
+        let offer = entry(
+            "offered.txt",
+            EntryKind::File {
+                size: 5,
+                content: Content::Offer { hash: [1; 32] },
+            },
+        );
+        let mut huge = entry(
+            "huge.bin",
+            EntryKind::File {
+                size: MAX_BUNDLED + 1,
+                content: Content::Inline,
+            },
+        );
+        huge.extend(encode(&Message::Data(vec![1; 1000])));
+        let mut not_zstd = entry(
+            "garbage.txt",
+            EntryKind::File {
+                size: 5,
+                content: Content::Inline,
+            },
+        );
+        not_zstd.extend(encode(&Message::Zstream(b"not zstd at all".to_vec())));
+        for (case, breaking) in [
+            ("offer", offer),
+            ("too large", huge),
+            ("not zstd", not_zstd),
+        ] {
+            let mut bytes = good("before.txt", case);
+            bytes.extend(breaking);
+            bytes.extend(good("after.txt", "never read"));
+            let (run, answers) = bundle(bytes).await;
+            assert_eq!(answers.len(), 2, "{case}: {answers:?}");
+            assert_eq!(answers[0], Message::Stored, "{case}");
+            assert_eq!(failed(&answers[1]), FailCode::BadRequest, "{case}");
+            assert!(mirror(&run).join("before.txt").exists(), "{case}");
+            assert!(!mirror(&run).join("after.txt").exists(), "{case}");
+            run.end();
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_empty_bundle_is_answered_with_nothing() {
+        let (run, answers) = bundle(Vec::new()).await;
+        assert!(answers.is_empty(), "{answers:?}");
+        assert!(run.ctx.store.current(&run.ctx.ns).unwrap().is_empty());
+        run.end();
+    }
+}

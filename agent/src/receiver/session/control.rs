@@ -21,6 +21,7 @@ use tokio_util::task::TaskTracker;
 use super::file::RunContext;
 use super::{SessionError, CLOSE_DONE};
 use crate::identity::DeviceId;
+use crate::link::Link;
 use crate::store::RunEnding;
 use crate::stream::{Channel, StreamError};
 
@@ -55,7 +56,8 @@ impl Event {
     pub(super) fn read(received: Result<Option<Message>, StreamError>) -> Event {
         match received {
             Ok(Some(message)) => Event::Received(message),
-            Ok(None) | Err(StreamError::Read(_)) => Event::Left,
+            Ok(None) => Event::Left,
+            Err(e) if e.is_lost() => Event::Left,
             Err(e) => Event::Failed(e.into()),
         }
     }
@@ -202,7 +204,7 @@ pub(super) struct Who<'a> {
 /// Drives the control stream of an admitted run to its end: reads, deletes,
 /// waits for the file streams, records the run, answers `Committed`.
 pub(super) async fn drive(
-    conn: &quinn::Connection,
+    link: &impl Link,
     who: Who<'_>,
     ctx: &Arc<RunContext>,
     mut control: Channel,
@@ -235,7 +237,7 @@ pub(super) async fn drive(
                 Event::FilesAnswered
             }
             Action::Record { ending, report } => {
-                record(conn, &who, ctx, ending, report).await?;
+                record(link, &who, ctx, ending, report).await?;
                 Event::Recorded
             }
             Action::Commit(committed) => {
@@ -243,8 +245,8 @@ pub(super) async fn drive(
                 control.send.finish();
                 tracing::debug!(peer = %who.peer, name = %who.hello.name, run = ctx.run, "run committed");
                 // The sender closes once it has read `Committed`.
-                let _ = tokio::time::timeout(Duration::from_secs(5), conn.closed()).await;
-                conn.close(quinn::VarInt::from_u32(CLOSE_DONE), b"done");
+                let _ = tokio::time::timeout(Duration::from_secs(5), link.closed()).await;
+                link.close(CLOSE_DONE, b"done");
                 return Ok(());
             }
             Action::End(Ok(_)) => {
@@ -284,13 +286,13 @@ async fn delete(
 
 /// Records the run's end in the catalog and logs the line an admin reads.
 async fn record(
-    conn: &quinn::Connection,
+    link: &impl Link,
     who: &Who<'_>,
     ctx: &Arc<RunContext>,
     ending: RunEnding,
     report: Option<RunReport>,
 ) -> Result<(), SessionError> {
-    let bytes_received = conn.stats().udp_rx.bytes;
+    let bytes_received = link.bytes_received();
     let report = report.unwrap_or_else(|| RunReport {
         files_sent: ctx.live.entries.load(Ordering::Relaxed),
         ..RunReport::default()

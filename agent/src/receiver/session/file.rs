@@ -14,6 +14,7 @@ use tokio_util::task::TaskTracker;
 
 use super::bundle;
 use super::sink::Sink;
+use crate::link::Link;
 use crate::receiver::entry::{EntryReceiver, Step};
 use crate::receiver::quota::{QuotaBudget, Reservation};
 use crate::receiver::rebuild::ChunkedFile;
@@ -51,7 +52,7 @@ pub(super) fn reserve(
 /// Accepts file streams until the connection ends or `stop` is cancelled,
 /// and runs each in a task of `files`.
 pub(super) async fn accept_entries(
-    conn: quinn::Connection,
+    link: impl Link,
     ctx: Arc<RunContext>,
     files: TaskTracker,
     stop: CancellationToken,
@@ -59,10 +60,10 @@ pub(super) async fn accept_entries(
     loop {
         let accepted = tokio::select! {
             _ = stop.cancelled() => return,
-            accepted = conn.accept_bi() => accepted,
+            accepted = link.accept() => accepted,
         };
-        let Ok(pair) = accepted else { return };
-        files.spawn(serve_stream(Channel::new(pair), ctx.clone()));
+        let Ok(channel) = accepted else { return };
+        files.spawn(serve_stream(channel, ctx.clone()));
     }
 }
 
@@ -157,7 +158,8 @@ pub(super) fn entry_message(received: Received) -> Result<Message, Failure> {
             .map(Message::Data)
             .map_err(|e| failure(FailCode::BadRequest, crate::chain::chain(&e))),
         Ok(Some(message)) => Ok(message),
-        Ok(None) | Err(StreamError::Read(_)) => Err(failure(FailCode::Aborted, STREAM_LOST)),
+        Ok(None) => Err(failure(FailCode::Aborted, STREAM_LOST)),
+        Err(e) if e.is_lost() => Err(failure(FailCode::Aborted, STREAM_LOST)),
         Err(e) => Err(failure(FailCode::BadRequest, crate::chain::chain(&e))),
     }
 }
@@ -290,5 +292,68 @@ pub(super) async fn commit(ctx: &Arc<RunContext>, op: Op) -> Result<(), Failure>
             FailCode::Io,
             "the change was not committed (internal error)",
         )),
+    }
+}
+
+#[cfg(test)]
+pub(super) mod testing {
+    //! A run's context on a real store in a temporary directory, with its
+    //! committer running, for tests that drive file and bundle streams.
+
+    use std::sync::atomic::AtomicU64;
+
+    use super::*;
+
+    /// A run in progress: its context, and the committer's thread (which
+    /// ends once every clone of the context is dropped).
+    pub(crate) struct TestRun {
+        pub dir: tempfile::TempDir,
+        pub ctx: Arc<RunContext>,
+        pub committer: std::thread::JoinHandle<()>,
+    }
+
+    impl TestRun {
+        /// Drops the run's context and waits for its committer, which ends
+        /// once no task holds the context (none was left behind).
+        #[allow(clippy::unwrap_used)] // a failing unwrap is a failing test
+        pub(crate) fn end(self) {
+            drop(self.ctx);
+            self.committer.join().unwrap();
+        }
+    }
+
+    #[allow(clippy::unwrap_used)] // a failing unwrap is a failing test
+    pub(crate) fn run() -> TestRun {
+        let (dir, store, ns) = crate::store::tests::fixture();
+        let store = Arc::new(store);
+        let run = store.begin_run(&ns).unwrap();
+        let (commits, queue) = crate::store::commit::queue();
+        let committer = {
+            let (store, ns) = (store.clone(), ns.clone());
+            std::thread::spawn(move || crate::store::commit::committer(store, ns, run, queue))
+        };
+        let live = Arc::new(Session {
+            peer: "peer".into(),
+            name: "lap".into(),
+            folder: "docs".into(),
+            run,
+            started: std::time::SystemTime::now(),
+            entries: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+        });
+        let ctx = Arc::new(RunContext {
+            store,
+            ns,
+            run,
+            live,
+            commits,
+            quota: None,
+            limiter: None,
+        });
+        TestRun {
+            dir,
+            ctx,
+            committer,
+        }
     }
 }
