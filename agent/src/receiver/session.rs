@@ -106,7 +106,7 @@ pub(crate) async fn handle(
 
 /// Serves one connection to its end, as [`handle`] does once the TLS
 /// handshake is done: without an endpoint, over any [`Link`] (tests run
-/// sessions over [`crate::link::memory`]). The peer has the receiver's
+/// sessions over `crate::link::memory`). The peer has the receiver's
 /// Hello timeout from now.
 #[cfg_attr(not(test), allow(dead_code))]
 pub(crate) async fn serve(link: impl Link, shared: Arc<Shared>, shutdown: CancellationToken) {
@@ -446,5 +446,29 @@ mod tests {
         let reason = close_reason(&e);
         assert!(reason.len() <= MAX_CLOSE_REASON);
         assert!(reason.starts_with("the receiver ended the session: refused: é"));
+    }
+
+    /// No error of a session prints the error it wraps, so each cause
+    /// shows once in a chain (`{:#}`, `crate::chain::Chain`).
+    #[test]
+    fn no_session_error_prints_its_cause() {
+        use std::error::Error;
+        let peer = std::net::SocketAddr::from(([127, 0, 0, 1], 1));
+        let errors = [
+            SessionError::PairingMaterial(TlsError::Export { peer }),
+            SessionError::Stream(StreamError::Read(std::io::Error::other("disk on fire"))),
+            SessionError::Lost(quinn::ConnectionError::TimedOut),
+            SessionError::Cancelled(crate::tasks::Cancelled),
+        ];
+        for e in errors {
+            let own = e.to_string();
+            let mut cause = e.source();
+            while let Some(c) = cause {
+                assert!(!own.contains(&c.to_string()), "{own:?} prints its cause");
+                cause = c.source();
+            }
+            let chain = crate::chain::chain(&e);
+            assert!(chain.starts_with(&own), "{chain}");
+        }
     }
 }
