@@ -7,20 +7,35 @@
 //! mirror; the run is recorded as interrupted); wait for all sessions; close
 //! the endpoint and wait until it is idle; drop it and wait until its UDP
 //! socket is closed, so the port can be bound again at once.
+//!
+//! ## Layout
+//!
+//! - `session`: one sender's connection, from the handshake to its close
+//!   (admission, the run's control stream, file and bundle streams); its
+//!   changes go to the run's group committer, [`crate::store::commit`].
+//! - `entry`: one file stream's message order, a pure state machine
+//!   ([`EntryReceiver`]), fuzzed by `entry_fuzz`.
+//! - `rebuild`: a file rebuilt in staging from a base's chunks and new
+//!   ones, resumable after an interruption.
+//! - `requests`: the read-only request server (history, versions, listing,
+//!   restore fetches) for a sender that says `Open`.
+//! - `access`: the admin's revocations and pairing switch, re-read while
+//!   serving; the live record of who is connected.
+//! - `quota`: the bytes each sender may store.
+//! - `pruning`: the retention policy applied on a schedule.
 
 mod access;
-mod admission;
-mod chunked;
 mod entry;
 #[doc(hidden)]
 pub mod entry_fuzz;
 pub mod pruning;
 mod quota;
+mod rebuild;
 pub(crate) mod requests;
 mod session;
 
-pub use admission::{decide, Facts, Proof, Verdict};
 pub use entry::{EntryReceiver, Step, Violation};
+pub use session::admission::{decide, Facts, Proof, Verdict};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -65,8 +80,8 @@ pub enum ReceiverError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Transport(#[from] TransportError),
-    #[error("could not start the receiver: {0}")]
-    Runtime(String),
+    #[error("could not read the address the receiver is bound to")]
+    LocalAddr(#[source] std::io::Error),
 }
 
 /// Who may get in, and with what.
@@ -93,6 +108,31 @@ pub(crate) struct Shared {
     pub hello_timeout: Duration,
     /// The admin's revocations and pairing switch, re-read while serving.
     pub access: access::AccessState,
+}
+
+impl Shared {
+    /// The state of a receiver storing into `store`, serving at most
+    /// `max_clients` senders at once, with no quota or rate limit (a
+    /// session can run on it without an endpoint: tests build one).
+    pub(crate) fn new(
+        store: Store,
+        max_clients: usize,
+        admission: Admission,
+    ) -> Result<Shared, ReceiverError> {
+        let access = access::AccessState::new(store.access()?);
+        Ok(Shared {
+            store: Arc::new(store),
+            admission,
+            clients: Arc::new(Semaphore::new(max_clients)),
+            max_clients,
+            status: Arc::new(ReceiverStatus::default()),
+            quota: None,
+            limit_rate: None,
+            pending: Arc::new(Semaphore::new(MAX_PENDING_SESSIONS)),
+            hello_timeout: HELLO_TIMEOUT,
+            access,
+        })
+    }
 }
 
 /// A bound receiver, ready to [`serve`](Receiver::serve).
@@ -199,19 +239,7 @@ impl Receiver {
         admission: Admission,
     ) -> Result<Receiver, ReceiverError> {
         let server_config = transport::server_config(&identity).map_err(TransportError::from)?;
-        let access = access::AccessState::new(store.access()?);
-        let shared = Arc::new(Shared {
-            store: Arc::new(store),
-            admission,
-            clients: Arc::new(Semaphore::new(max_clients)),
-            max_clients,
-            status: Arc::new(ReceiverStatus::default()),
-            quota: None,
-            limit_rate: None,
-            pending: Arc::new(Semaphore::new(MAX_PENDING_SESSIONS)),
-            hello_timeout: HELLO_TIMEOUT,
-            access,
-        });
+        let shared = Arc::new(Shared::new(store, max_clients, admission)?);
         Ok(Receiver {
             endpoint,
             id: identity.id,
@@ -247,9 +275,7 @@ impl Receiver {
 
     /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> Result<SocketAddr, ReceiverError> {
-        self.endpoint
-            .local_addr()
-            .map_err(|e| ReceiverError::Runtime(crate::chain::chain(&e)))
+        self.endpoint.local_addr().map_err(ReceiverError::LocalAddr)
     }
 
     /// This receiver's device id.

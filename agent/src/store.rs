@@ -81,6 +81,7 @@ mod archive;
 mod as_of;
 mod browse;
 mod catalog;
+pub(crate) mod commit;
 mod delta_base;
 mod error;
 mod locate;

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Shared;
 use crate::identity::DeviceId;
+use crate::link::{Closable, Link};
 use crate::senders::{self, LiveRecord, LiveSession, ACCESS_POLL, LIVE_HEARTBEAT};
 use crate::store::Access;
 
@@ -26,7 +27,7 @@ pub(crate) struct AccessState {
     pairing_off: AtomicBool,
     /// Admitted connections, by device id (closed ones are dropped on
     /// each read of the settings).
-    connections: Mutex<Vec<(String, quinn::Connection)>>,
+    connections: Mutex<Vec<(String, Box<dyn Closable>)>>,
 }
 
 impl AccessState {
@@ -54,11 +55,11 @@ impl AccessState {
     }
 
     /// Watches an admitted connection, so that revoking its sender closes it.
-    pub fn track(&self, peer: &DeviceId, conn: &quinn::Connection) {
+    pub fn track(&self, peer: &DeviceId, link: &impl Link) {
         self.connections
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .push((peer.to_string(), conn.clone()));
+            .push((peer.to_string(), Box::new(link.clone())));
     }
 
     /// Closes the connections of revoked senders, forgets closed ones;
@@ -71,7 +72,7 @@ impl AccessState {
             .unwrap_or_else(PoisonError::into_inner);
         let mut closed = 0;
         conns.retain(|(device, conn)| {
-            if conn.close_reason().is_some() {
+            if conn.is_closed() {
                 return false;
             }
             if !revoked.contains(device) {
@@ -79,7 +80,7 @@ impl AccessState {
             }
             tracing::warn!(peer = %device, "closing the connection of a revoked sender");
             conn.close(
-                quinn::VarInt::from_u32(CLOSE_REVOKED),
+                CLOSE_REVOKED,
                 b"the receiver's admin revoked this sender: it is no longer admitted (its stored files stay on the receiver)",
             );
             closed += 1;
@@ -97,7 +98,7 @@ pub(crate) async fn watch(shared: Arc<Shared>, shutdown: CancellationToken) {
     let mut failing = false;
     loop {
         let store = shared.store.clone();
-        match tokio::task::spawn_blocking(move || store.access()).await {
+        match crate::tasks::blocking(move || store.access()).await {
             Ok(Ok(access)) => {
                 failing = false;
                 shared.access.set(access);
@@ -136,8 +137,7 @@ pub(crate) async fn watch(shared: Arc<Shared>, shutdown: CancellationToken) {
                 connected: connected.clone(),
             };
             let root = root.clone();
-            let written =
-                tokio::task::spawn_blocking(move || senders::write_live(&root, &record)).await;
+            let written = crate::tasks::blocking(move || senders::write_live(&root, &record)).await;
             if let Ok(Err(e)) = written {
                 tracing::debug!("{}", crate::chain::Chain(&e));
             }

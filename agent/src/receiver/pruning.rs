@@ -32,7 +32,7 @@ pub(crate) async fn run(
 ) {
     loop {
         let s = store.clone();
-        match tokio::task::spawn_blocking(move || prune_now(&s, &policy)).await {
+        match crate::tasks::blocking(move || prune_now(&s, &policy)).await {
             Ok(Ok(report)) if report.versions_removed > 0 => tracing::info!(
                 versions = report.versions_removed,
                 files = report.files_removed,
@@ -43,10 +43,11 @@ pub(crate) async fn run(
             Ok(Err(e)) => {
                 tracing::warn!("{}; retrying at the next pruning", crate::chain::Chain(&e))
             }
-            Err(e) => tracing::warn!("pruning stopped unexpectedly: {}", crate::chain::Chain(&e)),
+            // The runtime is stopping.
+            Err(crate::tasks::Cancelled) => return,
         }
         let s = store.clone();
-        match tokio::task::spawn_blocking(move || s.expire_partials(PARTIAL_GRACE)).await {
+        match crate::tasks::blocking(move || s.expire_partials(PARTIAL_GRACE)).await {
             Ok(Ok(0)) => {}
             Ok(Ok(n)) => tracing::info!(
                 transfers = n,
@@ -55,10 +56,7 @@ pub(crate) async fn run(
             Ok(Err(e)) => {
                 tracing::warn!("{}; retrying at the next pruning", crate::chain::Chain(&e))
             }
-            Err(e) => tracing::warn!(
-                "expiring interrupted transfers stopped unexpectedly: {}",
-                crate::chain::Chain(&e)
-            ),
+            Err(crate::tasks::Cancelled) => return,
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,

@@ -20,6 +20,7 @@ use tokio_util::task::TaskTracker;
 
 use super::{Shared, BUSY_RETRY};
 use crate::identity::DeviceId;
+use crate::link::Link;
 use crate::store::{Namespace, RunRecord, SkippedVersion, Store, VersionRecord};
 use crate::stream::{Channel, StreamError};
 
@@ -29,7 +30,7 @@ const CLOSE_REFUSED: u32 = 1;
 
 /// Serves a read-only session whose `Open` has been read; logs its outcome.
 pub(super) async fn serve(
-    conn: &quinn::Connection,
+    conn: &impl Link,
     peer: DeviceId,
     shared: &Arc<Shared>,
     mut control: Channel,
@@ -38,7 +39,7 @@ pub(super) async fn serve(
 ) {
     let store = shared.store.clone();
     let device = peer.to_string();
-    let found = tokio::task::spawn_blocking(move || store.sender_by_device(&device))
+    let found = crate::tasks::blocking(move || store.sender_by_device(&device))
         .await
         .map_err(|e| crate::chain::chain(&e))
         .and_then(|found| found.map_err(|e| crate::chain::chain(&e)));
@@ -93,10 +94,18 @@ pub(super) async fn serve(
         store: shared.store.clone(),
         ns,
     });
+    // The fetch acceptor stops with the control stream, through its own
+    // token; it is tracked with the fetches it starts.
     let fetches = TaskTracker::new();
-    let acceptor = tokio::spawn(accept_fetches(conn.clone(), ctx.clone(), fetches.clone()));
+    let stop = shutdown.child_token();
+    fetches.spawn(accept_fetches(
+        conn.clone(),
+        ctx.clone(),
+        fetches.clone(),
+        stop.clone(),
+    ));
     let result = answer_requests(&mut control, &ctx, shutdown).await;
-    acceptor.abort();
+    stop.cancel();
     fetches.close();
     match result {
         Ok(()) => {
@@ -104,21 +113,18 @@ pub(super) async fn serve(
                 _ = fetches.wait() => {}
                 _ = shutdown.cancelled() => {}
             }
-            conn.close(quinn::VarInt::from_u32(CLOSE_DONE), b"done");
+            conn.close(CLOSE_DONE, b"done");
         }
         Err(e) => {
             tracing::debug!(peer = %peer, "read-only session ended: {}", crate::chain::Chain(&e));
-            conn.close(quinn::VarInt::from_u32(CLOSE_DONE), b"session ended");
+            conn.close(CLOSE_DONE, b"session ended");
         }
     }
+    // The connection is closed: the fetches still running end at once.
+    fetches.wait().await;
 }
 
-async fn refuse(
-    conn: &quinn::Connection,
-    control: &mut Channel,
-    code: RefuseCode,
-    message: String,
-) {
+async fn refuse(conn: &impl Link, control: &mut Channel, code: RefuseCode, message: String) {
     tracing::warn!(remote = %conn.remote_address(), "read-only session refused: {message}");
     let _ = control
         .send
@@ -126,7 +132,7 @@ async fn refuse(
         .await;
     control.send.finish();
     let _ = tokio::time::timeout(Duration::from_secs(2), conn.closed()).await;
-    conn.close(quinn::VarInt::from_u32(CLOSE_REFUSED), b"refused");
+    conn.close(CLOSE_REFUSED, b"refused");
 }
 
 /// What every handler of one session needs.
@@ -140,16 +146,8 @@ pub(crate) struct Ctx {
 enum AnswerError {
     #[error(transparent)]
     Stream(#[from] StreamError),
-    #[error("internal error: {0}")]
-    Internal(String),
-}
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, AnswerError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| AnswerError::Internal(crate::chain::chain(&e)))
+    #[error(transparent)]
+    Cancelled(#[from] crate::tasks::Cancelled),
 }
 
 /// Answers requests until the client finishes the control stream.
@@ -177,7 +175,7 @@ async fn answer_requests(
             Err(e) => return Err(e.into()),
         };
         let c = ctx.clone();
-        let answer = blocking(move || answer(&c, request)).await?;
+        let answer = crate::tasks::blocking(move || answer(&c, request)).await?;
         match answer {
             Ok(Answer::Runs(runs)) => send_lists(control, runs, Message::RunList, None).await?,
             Ok(Answer::Versions(run, versions, not_served)) => {
@@ -338,12 +336,22 @@ fn version_info(
     })
 }
 
-/// Accepts restore streams and spawns one task each.
-async fn accept_fetches(conn: quinn::Connection, ctx: Arc<Ctx>, tasks: TaskTracker) {
-    while let Ok(pair) = conn.accept_bi().await {
+/// Accepts restore streams until the connection ends or `stop` is
+/// cancelled, and runs each in a task of `tasks`.
+async fn accept_fetches(
+    conn: impl Link,
+    ctx: Arc<Ctx>,
+    tasks: TaskTracker,
+    stop: CancellationToken,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.cancelled() => return,
+            accepted = conn.accept() => accepted,
+        };
+        let Ok(mut channel) = accepted else { return };
         let ctx = ctx.clone();
         tasks.spawn(async move {
-            let mut channel = Channel::new(pair);
             if let Err(failure) = serve_fetch(&mut channel, &ctx).await {
                 tracing::debug!("fetch failed: {}", failure.message);
                 let _ = channel.send.send(&Message::Failed(failure)).await;
@@ -374,12 +382,12 @@ async fn serve_fetch(channel: &mut Channel, ctx: &Arc<Ctx>) -> Result<(), Failur
         Err(e) => return Err(fail(FailCode::BadRequest, crate::chain::chain(&e))),
     };
     let c = ctx.clone();
-    let opened = blocking(move || open_version(&c, version))
+    let opened = crate::tasks::blocking(move || open_version(&c, version))
         .await
         .map_err(|e| fail(FailCode::Io, crate::chain::chain(&e)))?;
     let mut reader = VersionReader::new(version, opened?);
     loop {
-        let (back, chunk) = blocking(move || {
+        let (back, chunk) = crate::tasks::blocking(move || {
             let chunk = reader.next_chunk();
             (reader, chunk)
         })

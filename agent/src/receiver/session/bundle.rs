@@ -9,10 +9,12 @@ use std::sync::Arc;
 use ferry_proto::{Entry, FailCode, Failure, Message, MAX_BUNDLED};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
+use tokio_util::task::TaskTracker;
 
-use super::{commit, entry_message, failure, reserve, Reservation, RunContext};
+use super::file::{commit, entry_message, failure, reserve, RunContext};
 use crate::compress::StreamDecoder;
 use crate::receiver::entry::{EntryReceiver, Step};
+use crate::receiver::quota::Reservation;
 use crate::store::Op;
 use crate::stream::{Channel, FramedRecv};
 
@@ -80,7 +82,7 @@ async fn store_group(
     slot: tokio::sync::OwnedSemaphorePermit,
 ) {
     let (store, ns) = (ctx.store.clone(), ctx.ns.clone());
-    let staged = tokio::task::spawn_blocking(move || {
+    let staged = crate::tasks::blocking(move || {
         group
             .into_iter()
             .map(|a| {
@@ -96,7 +98,8 @@ async fn store_group(
     })
     .await;
     let Ok(staged) = staged else {
-        // The task died: its senders are gone, each entry fails.
+        // The runtime is stopping: the answers' senders are dropped, and
+        // each entry of the group fails.
         return;
     };
     let mut waiting = Vec::with_capacity(staged.len());
@@ -113,6 +116,7 @@ async fn store_group(
         if ctx
             .commits
             .send((Op::File { entry, staged }, reply))
+            .await
             .is_err()
         {
             let _ = done.send(Err(failure(
@@ -147,8 +151,11 @@ async fn store_group(
 /// finishes the stream or breaks its rules.
 pub(super) async fn receive(channel: Channel, ctx: Arc<RunContext>) {
     let Channel { mut send, mut recv } = channel;
+    // The bundle's tasks: the answerer, the stager, one per directory or
+    // symlink being stored; all waited for before the bundle ends.
+    let tasks = TaskTracker::new();
     let (outcomes, mut answers) = mpsc::channel::<Outcome>(MAX_PENDING);
-    let answering = tokio::spawn(async move {
+    let answering = tasks.spawn(async move {
         while let Some(outcome) = answers.recv().await {
             let result = match outcome {
                 Outcome::Storing(task) => task.await.unwrap_or_else(|e| {
@@ -179,10 +186,10 @@ pub(super) async fn receive(channel: Channel, ctx: Arc<RunContext>) {
         send.finish();
     });
     let (to_stage, arrived) = mpsc::channel(MAX_ARRIVED);
-    let staging = tokio::spawn(stager(ctx.clone(), arrived));
+    let staging = tasks.spawn(stager(ctx.clone(), arrived));
     let mut decoder = None;
     loop {
-        let outcome = match next_entry(&mut recv, &ctx, &mut decoder, &to_stage).await {
+        let outcome = match next_entry(&mut recv, &ctx, &mut decoder, &to_stage, &tasks).await {
             Ok(None) => break,
             Ok(Some(outcome)) => outcome,
             Err(f) => {
@@ -203,6 +210,8 @@ pub(super) async fn receive(channel: Channel, ctx: Arc<RunContext>) {
     drop(to_stage);
     let _ = staging.await;
     let _ = answering.await;
+    tasks.close();
+    tasks.wait().await;
 }
 
 /// Reads the next entry of the bundle: `None` when the sender finished the
@@ -212,6 +221,7 @@ async fn next_entry(
     ctx: &Arc<RunContext>,
     decoder: &mut Option<StreamDecoder>,
     to_stage: &mpsc::Sender<Arrived>,
+    tasks: &TaskTracker,
 ) -> Result<Option<Outcome>, Failure> {
     let mut machine = EntryReceiver::new();
     let mut content: Option<(Entry, Vec<u8>)> = None;
@@ -247,8 +257,8 @@ async fn next_entry(
             .on_message(message)
             .map_err(|v| failure(v.code, v.message))?;
         match step {
-            Step::PutDir(entry) => return Ok(Some(storing(ctx, Op::Dir(entry)))),
-            Step::PutSymlink(entry) => return Ok(Some(storing(ctx, Op::Symlink(entry)))),
+            Step::PutDir(entry) => return Ok(Some(storing(ctx, tasks, Op::Dir(entry)))),
+            Step::PutSymlink(entry) => return Ok(Some(storing(ctx, tasks, Op::Symlink(entry)))),
             Step::Begin { entry, size } => {
                 if size > MAX_BUNDLED {
                     return Err(failure(
@@ -312,12 +322,187 @@ async fn next_entry(
     }
 }
 
-/// Hands a directory or symlink to the committer.
-fn storing(ctx: &Arc<RunContext>, op: Op) -> Outcome {
+/// Hands a directory or symlink to the committer, in a task of `tasks`.
+fn storing(ctx: &Arc<RunContext>, tasks: &TaskTracker, op: Op) -> Outcome {
     let ctx = ctx.clone();
-    Outcome::Storing(tokio::spawn(async move {
+    Outcome::Storing(tasks.spawn(async move {
         commit(&ctx, op).await?;
         ctx.live.entries.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failing unwrap is a failing test
+mod tests {
+    use ferry_proto::{frame, Content, EntryKind, RelPath};
+
+    use super::*;
+    use crate::identity::DeviceId;
+    use crate::link::{memory, Link};
+    use crate::receiver::session::file::testing::{self, TestRun};
+
+    fn encode(message: &Message) -> Vec<u8> {
+        frame::encode(message).unwrap()
+    }
+
+    fn entry(path: &str, kind: EntryKind) -> Vec<u8> {
+        encode(&Message::Entry(Entry {
+            path: RelPath::from_bytes(path).unwrap(),
+            kind,
+            mtime_ns: 0,
+            mode: 0o644,
+        }))
+    }
+
+    /// A whole small file: Entry, Data, End with `hash`.
+    fn file(path: &str, data: &[u8], hash: [u8; 32]) -> Vec<u8> {
+        let mut out = entry(
+            path,
+            EntryKind::File {
+                size: data.len() as u64,
+                content: Content::Inline,
+            },
+        );
+        out.extend(encode(&Message::Data(data.to_vec())));
+        out.extend(encode(&Message::End { hash }));
+        out
+    }
+
+    fn good(path: &str, text: &str) -> Vec<u8> {
+        file(
+            path,
+            text.as_bytes(),
+            *blake3::hash(text.as_bytes()).as_bytes(),
+        )
+    }
+
+    /// Sends `bytes` as a bundle to a run on a fresh store; returns the
+    /// run and every answer, in order, until the receiver ends its side.
+    async fn bundle(bytes: Vec<u8>) -> (TestRun, Vec<Message>) {
+        let run = testing::run();
+        let (sender, receiver) = memory::pair(
+            DeviceId::from_spki(b"sender"),
+            DeviceId::from_spki(b"receiver"),
+        );
+        let mut ours = sender.open().await.unwrap();
+        ours.send.send(&Message::Bundle).await.unwrap();
+        let mut theirs = receiver.accept().await.unwrap();
+        assert!(matches!(
+            theirs.recv.recv().await,
+            Ok(Some(Message::Bundle))
+        ));
+        let receiving = tokio::spawn(receive(theirs, run.ctx.clone()));
+        // The receiver may stop reading early: a failed write is allowed.
+        let _ = ours.send.send_raw(&bytes).await;
+        ours.send.finish();
+        let mut answers = Vec::new();
+        while let Ok(Some(message)) = ours.recv.recv().await {
+            answers.push(message);
+        }
+        receiving.await.unwrap();
+        (run, answers)
+    }
+
+    fn mirror(run: &TestRun) -> std::path::PathBuf {
+        run.dir.path().join("store/lap/docs")
+    }
+
+    fn failed(answer: &Message) -> FailCode {
+        match answer {
+            Message::Failed(f) => f.code,
+            other => panic!("expected Failed, got {other:?}"),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn files_dirs_and_symlinks_are_stored_and_answered_in_order() {
+        let mut bytes = good("a.txt", "alpha");
+        bytes.extend(entry("d", EntryKind::Dir));
+        bytes.extend(entry(
+            "d/link",
+            EntryKind::Symlink {
+                target: "../a.txt".into(),
+            },
+        ));
+        bytes.extend(good("d/b.txt", "beta"));
+        let (run, answers) = bundle(bytes).await;
+        assert_eq!(answers, vec![Message::Stored; 4]);
+        assert_eq!(std::fs::read(mirror(&run).join("a.txt")).unwrap(), b"alpha");
+        assert_eq!(
+            std::fs::read(mirror(&run).join("d/b.txt")).unwrap(),
+            b"beta"
+        );
+        let link = std::fs::read_link(mirror(&run).join("d/link")).unwrap();
+        assert_eq!(link, std::path::Path::new("../a.txt"));
+        assert_eq!(run.ctx.live.entries.load(Ordering::Relaxed), 4);
+        assert_eq!(run.ctx.store.current(&run.ctx.ns).unwrap().len(), 4);
+        run.end();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_wrong_hash_fails_one_entry_and_the_bundle_goes_on() {
+        let mut bytes = good("one.txt", "first");
+        bytes.extend(file("two.txt", b"wrong", [0; 32]));
+        bytes.extend(good("three.txt", "third"));
+        let (run, answers) = bundle(bytes).await;
+        assert_eq!(answers.len(), 3, "{answers:?}");
+        assert_eq!(answers[0], Message::Stored);
+        assert_eq!(failed(&answers[1]), FailCode::HashMismatch);
+        assert_eq!(answers[2], Message::Stored);
+        assert!(mirror(&run).join("three.txt").exists());
+        assert!(!mirror(&run).join("two.txt").exists());
+        run.end();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_entry_that_breaks_the_rules_ends_the_bundle_after_what_came_before() {
+        let offer = entry(
+            "offered.txt",
+            EntryKind::File {
+                size: 5,
+                content: Content::Offer { hash: [1; 32] },
+            },
+        );
+        let mut huge = entry(
+            "huge.bin",
+            EntryKind::File {
+                size: MAX_BUNDLED + 1,
+                content: Content::Inline,
+            },
+        );
+        huge.extend(encode(&Message::Data(vec![1; 1000])));
+        let mut not_zstd = entry(
+            "garbage.txt",
+            EntryKind::File {
+                size: 5,
+                content: Content::Inline,
+            },
+        );
+        not_zstd.extend(encode(&Message::Zstream(b"not zstd at all".to_vec())));
+        for (case, breaking) in [
+            ("offer", offer),
+            ("too large", huge),
+            ("not zstd", not_zstd),
+        ] {
+            let mut bytes = good("before.txt", case);
+            bytes.extend(breaking);
+            bytes.extend(good("after.txt", "never read"));
+            let (run, answers) = bundle(bytes).await;
+            assert_eq!(answers.len(), 2, "{case}: {answers:?}");
+            assert_eq!(answers[0], Message::Stored, "{case}");
+            assert_eq!(failed(&answers[1]), FailCode::BadRequest, "{case}");
+            assert!(mirror(&run).join("before.txt").exists(), "{case}");
+            assert!(!mirror(&run).join("after.txt").exists(), "{case}");
+            run.end();
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_empty_bundle_is_answered_with_nothing() {
+        let (run, answers) = bundle(Vec::new()).await;
+        assert!(answers.is_empty(), "{answers:?}");
+        assert!(run.ctx.store.current(&run.ctx.ns).unwrap().is_empty());
+        run.end();
+    }
 }
