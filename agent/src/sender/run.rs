@@ -15,7 +15,7 @@ use super::transfer::{send_entry, EntryError, SentKind, TransferContext};
 use super::{RunError, SenderContext};
 use crate::chunk::ChunkInfo;
 use crate::copies::{self, Copies, CopyRecord, Held};
-use crate::index::{Index, Plan, PlanItem, RunRow};
+use crate::index::{Index, Plan, PlanItem, SenderRun};
 use crate::scan::{self, Scan, ScanEntry};
 use crate::stream::{Channel, StreamError};
 use crate::summary::{problem_lines, RunSummary};
@@ -155,7 +155,7 @@ pub async fn run_once(
         result,
         Err(RunError::Busy { .. } | RunError::Refused { .. })
     ) {
-        let row = RunRow {
+        let row = SenderRun {
             id: 0,
             started_ms,
             finished_ms: now_ms(),
