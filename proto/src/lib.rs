@@ -191,6 +191,8 @@
 //! - [`message`]: [`Message`] and its parts.
 //! - [`request`]: the payloads of read-only sessions ([`Open`], [`Request`],
 //!   [`RunInfo`], [`VersionInfo`], [`DirEntry`]).
+//! - `types`: the small types messages and requests share ([`Hash`],
+//!   [`RunReport`]), re-exported here.
 //! - [`frame`]: length-prefixed framing and a tokio-util codec (feature
 //!   `codec`).
 //! - `fuzz_support` (hidden): the harnesses of the fuzz targets in
@@ -202,9 +204,11 @@ pub mod fuzz_support;
 pub mod message;
 pub mod path;
 pub mod request;
+mod types;
 
 pub use frame::{FrameError, MAX_FRAME};
 pub use message::*;
+pub use types::{Hash, RunReport};
 pub use path::{Name, NameRuleError, PathError, RelPath, MAX_COMPONENT_LEN, MAX_PATH_LEN};
 pub use request::{
     At, DirEntry, NotServed, Open, Request, RunInfo, VersionInfo, VersionKind, MAX_LIST_BYTES,
