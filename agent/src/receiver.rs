@@ -12,6 +12,7 @@ mod access;
 mod admission;
 mod chunked;
 mod entry;
+#[cfg(any(test, feature = "fuzz"))]
 #[doc(hidden)]
 pub mod entry_fuzz;
 pub mod pruning;

@@ -195,10 +195,13 @@
 //!   [`RunReport`]), re-exported here.
 //! - [`frame`]: length-prefixed framing and a tokio-util codec (feature
 //!   `codec`).
-//! - `fuzz_support` (hidden): the harnesses of the fuzz targets in
-//!   `proto/fuzz/`, also run a bounded number of times by the unit tests.
+//! - `fuzz_support` (hidden, feature `fuzz`): the harnesses of the fuzz
+//!   targets in `proto/fuzz/` and `agent/fuzz/`, in three modules
+//!   (generators, property checks, seed corpus), also run a bounded number
+//!   of times by the unit tests.
 
 pub mod frame;
+#[cfg(any(test, feature = "fuzz"))]
 #[doc(hidden)]
 pub mod fuzz_support;
 pub mod message;
@@ -208,11 +211,11 @@ mod types;
 
 pub use frame::{FrameError, MAX_FRAME};
 pub use message::*;
-pub use types::{Hash, RunReport};
 pub use path::{Name, NameRuleError, PathError, RelPath, MAX_COMPONENT_LEN, MAX_PATH_LEN};
 pub use request::{
     At, DirEntry, NotServed, Open, Request, RunInfo, VersionInfo, VersionKind, MAX_LIST_BYTES,
 };
+pub use types::{Hash, RunReport};
 
 /// The QUIC ALPN of this protocol version.
 pub const ALPN: &[u8] = b"ferry/1";
