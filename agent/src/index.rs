@@ -8,9 +8,17 @@
 //! [`Index::record_deleted`]), so the next [`Index::plan`] re-sends anything
 //! that was not confirmed.
 //!
-//! Layout: this file holds the database handle and the entry rows;
-//! `index/plan.rs` compares a scan against them ([`Plan`]); `index/runs.rs`
-//! keeps the sender's run history ([`RunRow`]).
+//! ## Layout
+//!
+//! This file holds the database handle and the entry rows.
+//!
+//! - `schema`: the tables, their version, and migrating an older file.
+//! - `plan`: comparing a scan against the entries ([`Plan`]).
+//! - `under`: the entries of one directory's subtree.
+//! - `chunk_lists`: the chunk lists deltas are described against.
+//! - `runs`: the sender's history of its runs ([`SenderRun`]).
+//! - `guard`: the mass-delete guard, which judges a plan before anything is
+//!   deleted.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -18,67 +26,21 @@ use std::time::Duration;
 use ferry_proto::{Hash, RelPath};
 use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::chunk::ChunkInfo;
 use crate::scan::{ScanEntry, ScanKind};
+// The tests below build chunk lists.
+#[cfg(test)]
+use crate::chunk::ChunkInfo;
 
+mod chunk_lists;
 pub mod guard;
 mod plan;
 mod runs;
+mod schema;
 mod under;
 
 pub use plan::{Action, Plan, PlanItem};
-pub use runs::RunRow;
-
-/// Schema version stored in `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 2;
-
-/// From version 1: `runs.bytes_file_data` held what the content took on the
-/// wire (compressed); it becomes `bytes_data_wire`, and `bytes_file_data`
-/// (the files' own size) is unknown (NULL) for those runs.
-const MIGRATE_1_TO_2: &str = "
-ALTER TABLE runs RENAME COLUMN bytes_file_data TO bytes_data_wire;
-ALTER TABLE runs ADD COLUMN bytes_file_data INTEGER;
-";
-
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS entries (
-    target      TEXT    NOT NULL,
-    path        BLOB    NOT NULL,
-    kind        INTEGER NOT NULL,  -- 0 file, 1 dir, 2 symlink
-    link_target BLOB,
-    size        INTEGER NOT NULL,
-    mtime_ns    INTEGER NOT NULL,
-    mode        INTEGER NOT NULL,
-    ino         INTEGER NOT NULL,
-    hash        BLOB,
-    PRIMARY KEY (target, path)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS runs (
-    id              INTEGER PRIMARY KEY AUTOINCREMENT,
-    target          TEXT    NOT NULL,
-    started_ms      INTEGER NOT NULL,
-    finished_ms     INTEGER NOT NULL,
-    files_sent      INTEGER NOT NULL,
-    files_unchanged INTEGER NOT NULL,
-    files_deleted   INTEGER NOT NULL,
-    bytes_data_wire INTEGER NOT NULL,  -- file content on the wire, compressed
-    bytes_on_wire   INTEGER NOT NULL,
-    errors          INTEGER NOT NULL,
-    receiver_run    INTEGER,
-    outcome         TEXT    NOT NULL,
-    bytes_file_data INTEGER            -- the files' own size; NULL: not recorded
-);
-CREATE INDEX IF NOT EXISTS runs_by_target ON runs (target, id);
-CREATE TABLE IF NOT EXISTS chunk_lists (
-    target    TEXT NOT NULL,
-    path      BLOB NOT NULL,
-    file_hash BLOB NOT NULL,
-    first     BLOB NOT NULL,
-    list      BLOB NOT NULL,
-    PRIMARY KEY (target, path)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS chunk_lists_first ON chunk_lists (target, first);
-";
+pub use runs::SenderRun;
+use schema::{SCHEMA, SCHEMA_VERSION};
 
 /// The sender's index for one target, backed by a shared SQLite file.
 #[derive(Debug)]
@@ -335,88 +297,6 @@ impl Index {
         tx.commit().map_err(|e| sql(what, e))
     }
 
-    /// Records the chunk lists of chunked files the receiver acknowledged:
-    /// the bases later deltas are described against. Kept after the path is
-    /// deleted, so a rename finds its old content.
-    pub fn record_chunks(
-        &mut self,
-        items: &[(RelPath, Hash, Vec<ChunkInfo>)],
-    ) -> Result<(), IndexError> {
-        let (path, target) = (&self.path, &self.target);
-        let sql = |what, source| IndexError::Sql {
-            path: path.clone(),
-            what,
-            source,
-        };
-        let what = "recording chunk lists";
-        let tx = self.conn.transaction().map_err(|e| sql(what, e))?;
-        {
-            let mut stmt = tx
-                .prepare_cached(
-                    "INSERT OR REPLACE INTO chunk_lists (target, path, file_hash, first, list)
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
-                )
-                .map_err(|e| sql(what, e))?;
-            for (p, hash, chunks) in items {
-                let Some(first) = chunks.first() else {
-                    continue;
-                };
-                stmt.execute(params![
-                    target,
-                    p.as_bytes(),
-                    hash.as_slice(),
-                    first.hash.as_slice(),
-                    crate::chunk::encode_list(chunks),
-                ])
-                .map_err(|e| sql(what, e))?;
-            }
-        }
-        tx.commit().map_err(|e| sql(what, e))
-    }
-
-    /// The base for chunked content of `path`: the chunk list last
-    /// acknowledged for `path`, else that of another file whose first chunk
-    /// is `first` (a rename or copy). Returns the base's path, content hash
-    /// and chunks.
-    pub fn base_for(
-        &self,
-        path: &RelPath,
-        first: &Hash,
-    ) -> Result<Option<(RelPath, Hash, Vec<ChunkInfo>)>, IndexError> {
-        let what = "reading chunk lists";
-        let row: Option<(Vec<u8>, Vec<u8>, Vec<u8>)> = self
-            .conn
-            .query_row(
-                "SELECT path, file_hash, list FROM (
-                     SELECT 0 AS pick, path, file_hash, list FROM chunk_lists
-                         WHERE target = ?1 AND path = ?2
-                     UNION ALL
-                     SELECT 1 AS pick, path, file_hash, list FROM chunk_lists
-                         WHERE target = ?1 AND first = ?3)
-                 ORDER BY pick LIMIT 1",
-                params![self.target, path.as_bytes(), first.as_slice()],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
-            .optional()
-            .map_err(|e| self.sql(what, e))?;
-        let Some((p, hash, list)) = row else {
-            return Ok(None);
-        };
-        let decoded = (
-            RelPath::from_bytes(p),
-            Hash::try_from(hash.as_slice()),
-            crate::chunk::decode_list(&list),
-        );
-        match decoded {
-            (Ok(p), Ok(hash), Some(chunks)) => Ok(Some((p, hash, chunks))),
-            _ => Err(IndexError::BadRow {
-                path: self.path.clone(),
-                row: format!("chunk list of {path}"),
-                message: "undecodable".into(),
-            }),
-        }
-    }
-
     /// The entry recorded for one path, if any.
     pub fn get(&self, path: &RelPath) -> Result<Option<IndexEntry>, IndexError> {
         let what = "reading an entry";
@@ -431,52 +311,6 @@ impl Index {
             .optional()
             .map_err(|e| self.sql(what, e))?;
         raw.map(|raw| self.decode(raw)).transpose()
-    }
-
-    /// Creates the schema in a fresh file, or brings an older one up to
-    /// date, under a write lock so two processes opening the index at once
-    /// do not trip over each other.
-    fn create_schema(&self) -> Result<(), IndexError> {
-        let what = "creating the schema";
-        let path = self.path.clone();
-        self.conn
-            .execute_batch("BEGIN IMMEDIATE")
-            .map_err(|e| self.sql(what, e))?;
-        let result = (|| {
-            let version: i64 = self
-                .conn
-                .query_row("PRAGMA user_version", [], |r| r.get(0))?;
-            if version == 0 {
-                let tables: i64 =
-                    self.conn
-                        .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
-                if tables > 0 {
-                    return Ok(Err(IndexError::NotAnIndex { path }));
-                }
-                self.conn.execute_batch(SCHEMA)?;
-                self.conn
-                    .execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))?;
-            } else if version == 1 {
-                self.conn.execute_batch(MIGRATE_1_TO_2)?;
-                self.conn
-                    .execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))?;
-            }
-            Ok(Ok(()))
-        })();
-        match result {
-            Ok(Ok(())) => self
-                .conn
-                .execute_batch("COMMIT")
-                .map_err(|e| self.sql(what, e)),
-            Ok(Err(err)) => {
-                let _ = self.conn.execute_batch("ROLLBACK");
-                Err(err)
-            }
-            Err(err) => {
-                let _ = self.conn.execute_batch("ROLLBACK");
-                Err(self.sql(what, err))
-            }
-        }
     }
 
     fn sql(&self, what: &'static str, source: rusqlite::Error) -> IndexError {

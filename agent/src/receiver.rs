@@ -26,6 +26,7 @@
 
 mod access;
 mod entry;
+#[cfg(any(test, feature = "fuzz"))]
 #[doc(hidden)]
 pub mod entry_fuzz;
 pub mod pruning;

@@ -14,6 +14,15 @@
 //! The walk itself runs on a few threads at once (module `walk`): on a cold cache
 //! it waits on the disk, and the disk answers several requests faster than
 //! one after another.
+//!
+//! ## Layout
+//!
+//! - `source`: the source root's descriptor, every open relative to it.
+//! - `exclude`: the user's exclusion rules (patterns, markers, `.ferryignore`).
+//! - `walk`: the parallel walk, reading directories and stat'ing entries.
+//! - `jobs`: the stack of jobs the walk's threads share.
+//! - `markers`: the rule files a directory holds (marker files, `.ferryignore`).
+//! - `start`: where the rules leave a path below the root (partial walks, watch).
 
 use std::fs::Metadata;
 use std::io::{self, Read};
@@ -24,7 +33,10 @@ use std::path::{Path, PathBuf};
 use ferry_proto::{Hash, RelPath};
 
 mod exclude;
+mod jobs;
+mod markers;
 mod source;
+mod start;
 mod walk;
 
 pub use exclude::{ExcludeRules, RulesError, CACHEDIR_SIGNATURE, CACHEDIR_TAG, IGNORE_FILE};
@@ -241,7 +253,7 @@ pub fn scan_dirs(
     let roots: Vec<ScanRoot> = roots
         .into_iter()
         .filter(|r| !exclude.iter().any(|x| r.path.starts_with(x)))
-        .filter(|r| !walk::is_left_out(source, rules, r.path.as_os_str().as_bytes()))
+        .filter(|r| !start::is_left_out(source, rules, r.path.as_os_str().as_bytes()))
         .collect();
     let starts: Vec<(Vec<u8>, bool)> = roots
         .iter()
@@ -295,7 +307,7 @@ fn sorted(mut out: Scan) -> Scan {
 /// it or a directory above it is excluded (a pattern, a `.ferryignore`, a
 /// marker file, another filesystem).
 pub fn is_left_out(source: &SourceDir, rules: &ExcludeRules, path: &Path) -> bool {
-    walk::is_left_out(source, rules, path.as_os_str().as_bytes())
+    start::is_left_out(source, rules, path.as_os_str().as_bytes())
 }
 
 /// Hashes the content of the regular file `entry` describes with blake3;
@@ -334,6 +346,17 @@ pub fn mtime_ns(meta: &Metadata) -> i64 {
     meta.mtime()
         .saturating_mul(1_000_000_000)
         .saturating_add(meta.mtime_nsec())
+}
+
+/// `parent/name`, or `name` at the root.
+fn join(parent: &[u8], name: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(parent.len() + 1 + name.len());
+    if !parent.is_empty() {
+        out.extend_from_slice(parent);
+        out.push(b'/');
+    }
+    out.extend_from_slice(name);
+    out
 }
 
 #[cfg(test)]

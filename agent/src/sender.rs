@@ -29,7 +29,8 @@ mod bundle;
 mod control;
 mod delta_reader;
 mod file_stream;
-#[cfg(test)]
+#[cfg(any(test, feature = "fuzz"))]
+#[doc(hidden)]
 pub mod file_stream_fuzz;
 #[cfg(test)]
 mod pair_tests;

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ferry_agent::config::{ReceiverConfig, SenderConfig, SenderSettings, Target};
 use ferry_agent::identity::DeviceId;
-use ferry_agent::index::{Index, RunRow};
+use ferry_agent::index::{Index, SenderRun};
 use ferry_agent::pins::Pins;
 use ferry_agent::receiver::Receiver;
 use ferry_agent::sender::RunError;
@@ -350,7 +350,7 @@ pub fn past_runs(settings: &SenderSettings) -> Vec<HistoryRow> {
     }
 }
 
-fn history_row(row: &RunRow) -> HistoryRow {
+fn history_row(row: &SenderRun) -> HistoryRow {
     let finished = UNIX_EPOCH + Duration::from_millis(u64::try_from(row.finished_ms).unwrap_or(0));
     let outcome = match row.outcome.strip_prefix("failed: ") {
         Some(why) => Err(why.to_string()),

@@ -191,17 +191,23 @@
 //! - [`message`]: [`Message`] and its parts.
 //! - [`request`]: the payloads of read-only sessions ([`Open`], [`Request`],
 //!   [`RunInfo`], [`VersionInfo`], [`DirEntry`]).
+//! - `types`: the small types messages and requests share ([`Hash`],
+//!   [`RunReport`]), re-exported here.
 //! - [`frame`]: length-prefixed framing and a tokio-util codec (feature
 //!   `codec`).
-//! - `fuzz_support` (hidden): the harnesses of the fuzz targets in
-//!   `proto/fuzz/`, also run a bounded number of times by the unit tests.
+//! - `fuzz_support` (hidden, feature `fuzz`): the harnesses of the fuzz
+//!   targets in `proto/fuzz/` and `agent/fuzz/`, in three modules
+//!   (generators, property checks, seed corpus), also run a bounded number
+//!   of times by the unit tests.
 
 pub mod frame;
+#[cfg(any(test, feature = "fuzz"))]
 #[doc(hidden)]
 pub mod fuzz_support;
 pub mod message;
 pub mod path;
 pub mod request;
+mod types;
 
 pub use frame::{FrameError, MAX_FRAME};
 pub use message::*;
@@ -209,6 +215,7 @@ pub use path::{Name, NameRuleError, PathError, RelPath, MAX_COMPONENT_LEN, MAX_P
 pub use request::{
     At, DirEntry, NotServed, Open, Request, RunInfo, VersionInfo, VersionKind, MAX_LIST_BYTES,
 };
+pub use types::{Hash, RunReport};
 
 /// The QUIC ALPN of this protocol version.
 pub const ALPN: &[u8] = b"ferry/1";

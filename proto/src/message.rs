@@ -8,9 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::path::{Name, RelPath};
 use crate::request::{DirEntry, NotServed, Open, Request, RunInfo, VersionInfo};
-
-/// A blake3 hash of a file's whole content.
-pub type Hash = [u8; 32];
+pub use crate::types::{Hash, RunReport};
 
 /// A message on a Ferry stream. Which variants may appear where is in the
 /// crate documentation.
@@ -260,16 +258,6 @@ pub struct Failure {
 pub struct PathFailure {
     pub path: RelPath,
     pub failure: Failure,
-}
-
-/// The sender's account of a run, recorded by the receiver.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RunReport {
-    pub files_sent: u64,
-    pub files_unchanged: u64,
-    pub files_deleted: u64,
-    pub bytes_file_data: u64,
-    pub errors: u64,
 }
 
 #[cfg(test)]

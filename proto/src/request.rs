@@ -9,8 +9,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::message::{Hash, RunReport};
 use crate::path::{Name, RelPath};
+use crate::types::{Hash, RunReport};
 
 /// The opening of a read-only session (instead of `Hello`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -4,9 +4,10 @@ use rusqlite::params;
 
 use super::{Index, IndexError};
 
-/// One sender run as recorded in the sender's own history.
+/// The sender's record of one of its runs, in its own history (the
+/// receiver's record of a run is the store's `CatalogRun`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RunRow {
+pub struct SenderRun {
     /// Row id (ignored by [`Index::record_run`]).
     pub id: i64,
     /// Start, milliseconds since the Unix epoch.
@@ -37,7 +38,7 @@ pub struct RunRow {
 impl Index {
     /// Appends a run to this target's history; returns its id (`run.id` is
     /// ignored).
-    pub fn record_run(&mut self, run: &RunRow) -> Result<i64, IndexError> {
+    pub fn record_run(&mut self, run: &SenderRun) -> Result<i64, IndexError> {
         self.conn
             .execute(
                 "INSERT INTO runs (target, started_ms, finished_ms, files_sent, files_unchanged,
@@ -64,7 +65,7 @@ impl Index {
     }
 
     /// This target's runs, newest first.
-    pub fn runs(&self) -> Result<Vec<RunRow>, IndexError> {
+    pub fn runs(&self) -> Result<Vec<SenderRun>, IndexError> {
         let what = "reading runs";
         let mut stmt = self
             .conn
@@ -76,7 +77,7 @@ impl Index {
             .map_err(|e| self.sql(what, e))?;
         let rows = stmt
             .query_map([&self.target], |r| {
-                Ok(RunRow {
+                Ok(SenderRun {
                     id: r.get(0)?,
                     started_ms: r.get(1)?,
                     finished_ms: r.get(2)?,
@@ -100,7 +101,7 @@ impl Index {
 impl Index {
     /// The runs of every target in this index file (receiver id and
     /// folder), newest first: the sender's whole local history.
-    pub fn runs_of_all_targets(&self) -> Result<Vec<(String, RunRow)>, IndexError> {
+    pub fn runs_of_all_targets(&self) -> Result<Vec<(String, SenderRun)>, IndexError> {
         let what = "reading runs";
         let mut stmt = self
             .conn
@@ -118,7 +119,7 @@ impl Index {
                 };
                 Ok((
                     r.get::<_, String>(11)?,
-                    RunRow {
+                    SenderRun {
                         id: r.get(0)?,
                         started_ms: r.get(1)?,
                         finished_ms: r.get(2)?,
@@ -149,8 +150,8 @@ impl Index {
 mod tests {
     use super::*;
 
-    fn run(started_ms: i64, outcome: &str) -> RunRow {
-        RunRow {
+    fn run(started_ms: i64, outcome: &str) -> SenderRun {
+        SenderRun {
             id: 0,
             started_ms,
             finished_ms: started_ms + 5,
@@ -173,7 +174,7 @@ mod tests {
         let mut index = Index::open(&db, "t").unwrap();
         let first = index.record_run(&run(100, "ok")).unwrap();
         let second = index
-            .record_run(&RunRow {
+            .record_run(&SenderRun {
                 receiver_run: None,
                 ..run(100, "failed")
             })
@@ -196,7 +197,7 @@ mod tests {
         assert_eq!(runs[0].receiver_run, None);
         assert_eq!(
             runs[1],
-            RunRow {
+            SenderRun {
                 id: first,
                 ..run(100, "ok")
             }

@@ -1,5 +1,6 @@
 //! The fuzz harness of [`EntryReceiver`] (target `entry_receiver` in
-//! `proto/fuzz/`), also run a bounded number of times by the unit tests.
+//! `agent/fuzz/`, feature `fuzz`), also run a bounded number of times by the
+//! unit tests.
 //!
 //! It feeds the state machine arbitrary message sequences and offer answers
 //! and checks it against a small reference model of the protocol's file
@@ -371,8 +372,8 @@ mod tests {
     /// The kept corpus, then 2,000 seeded random streams of each reading.
     #[test]
     fn entry_receiver_bounded() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../proto/fuzz/corpus/entry_receiver");
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/entry_receiver");
         let mut seeds = 0;
         for file in std::fs::read_dir(&dir).unwrap() {
             check_entry_receiver(&std::fs::read(file.unwrap().path()).unwrap());

@@ -2,7 +2,7 @@
 //!
 //! A cold scan is bound by I/O latency, not CPU: each `lstat` of an inode
 //! that is not cached waits for the disk. So a small pool of threads (more
-//! than there are cores: they mostly wait) share a stack of jobs — "read this
+//! than there are cores: they mostly wait) share a stack of jobs (`super::jobs`) — "read this
 //! directory" and "stat these names of that directory" — and the disk serves
 //! their requests in parallel. Each directory is opened once, relative to the
 //! source root's descriptor without following any symlink on the way
@@ -17,16 +17,21 @@
 
 use std::ffi::OsStr;
 use std::io;
-use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex};
 
 use ferry_proto::RelPath;
 use rustix::fs::{AtFlags, FileType, OFlags, Stat};
 
-use super::exclude::{self, DirRules, ExcludeRules, CACHEDIR_SIGNATURE, CACHEDIR_TAG, IGNORE_FILE};
-use super::{Scan, ScanEntry, ScanKind, ScanProblem, SourceDir};
+use super::exclude::{self, DirRules, ExcludeRules, IGNORE_FILE};
+use super::jobs::{Job, OpenDir, Queue, Shared};
+use super::markers::{has_marker, read_ignore_file};
+use super::start::{root_dev, start_state};
+use super::{join, Scan, ScanEntry, ScanKind, ScanProblem, SourceDir};
+// The tests below build cache directories with these.
+#[cfg(test)]
+use super::exclude::{CACHEDIR_SIGNATURE, CACHEDIR_TAG};
 
 /// Threads walking at once (the caller's included). They wait on the disk
 /// far more than they compute, so this exceeds the core count on purpose.
@@ -35,128 +40,6 @@ const THREADS: usize = 16;
 /// Names of one directory stat'ed by one job; a bigger directory is split so
 /// that several threads stat it at once.
 const STAT_CHUNK: usize = 64;
-
-/// An open directory whose entries are being stat'ed.
-struct OpenDir {
-    /// Its path relative to the scanned root (empty for the root).
-    rel: Vec<u8>,
-    /// The descriptor its entries are stat'ed against.
-    fd: OwnedFd,
-    /// The `.ferryignore` patterns that apply to its entries.
-    ignore: Option<Arc<DirRules>>,
-    /// Whether its subdirectories are walked too.
-    descend: bool,
-}
-
-/// One unit of work.
-enum Job {
-    /// Open and list a directory (relative path), which must be the one
-    /// its parent listed (device and inode; `None` for the root).
-    Read {
-        rel: Vec<u8>,
-        expect: Option<(u64, u64)>,
-        ignore: Option<Arc<DirRules>>,
-        descend: bool,
-    },
-    /// Stat these names (already checked) of an open directory.
-    Stat {
-        dir: Arc<OpenDir>,
-        names: Vec<Vec<u8>>,
-    },
-}
-
-/// The jobs waiting and how many are being worked on.
-///
-/// Stat jobs go first: a directory is only opened when no other one still
-/// has names waiting, so at most about two descriptors per thread are open
-/// at once, however wide or deep the tree.
-#[derive(Default)]
-struct Queue {
-    reads: Vec<Job>,
-    stats: Vec<Job>,
-    busy: usize,
-}
-
-/// What the threads share.
-struct Shared<'a> {
-    queue: Mutex<Queue>,
-    wake: Condvar,
-    /// Excluded paths, relative to the root.
-    exclude: &'a [PathBuf],
-    /// The user's exclusion rules.
-    rules: &'a ExcludeRules,
-    /// The device of the root (for `--one-file-system`).
-    root_dev: u64,
-    /// The root every directory is opened from.
-    source: &'a SourceDir,
-}
-
-impl Shared<'_> {
-    fn lock(&self) -> MutexGuard<'_, Queue> {
-        // A poisoned lock means a worker panicked; its guard has already
-        // balanced `busy`, and the queue itself is always consistent.
-        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn push(&self, jobs: &mut Vec<Job>) {
-        if jobs.is_empty() {
-            return;
-        }
-        let n = jobs.len();
-        let mut queue = self.lock();
-        for job in jobs.drain(..) {
-            match job {
-                Job::Read { .. } => queue.reads.push(job),
-                Job::Stat { .. } => queue.stats.push(job),
-            }
-        }
-        drop(queue);
-        if n == 1 {
-            self.wake.notify_one();
-        } else {
-            self.wake.notify_all();
-        }
-    }
-
-    /// The next job, or `None` once the stack is empty and nobody is busy
-    /// (so nothing more can be pushed).
-    fn next(&self) -> Option<Busy<'_, '_>> {
-        let mut queue = self.lock();
-        loop {
-            if let Some(job) = queue.stats.pop().or_else(|| queue.reads.pop()) {
-                queue.busy += 1;
-                return Some(Busy {
-                    shared: self,
-                    job: Some(job),
-                });
-            }
-            if queue.busy == 0 {
-                return None;
-            }
-            queue = self
-                .wake
-                .wait(queue)
-                .unwrap_or_else(PoisonError::into_inner);
-        }
-    }
-}
-
-/// A job being worked on; dropping it (even while unwinding) marks it done,
-/// so the other threads never wait forever.
-struct Busy<'s, 'a> {
-    shared: &'s Shared<'a>,
-    job: Option<Job>,
-}
-
-impl Drop for Busy<'_, '_> {
-    fn drop(&mut self) {
-        let mut queue = self.shared.lock();
-        queue.busy -= 1;
-        if queue.busy == 0 && queue.reads.is_empty() && queue.stats.is_empty() {
-            self.shared.wake.notify_all();
-        }
-    }
-}
 
 /// Walks everything below `source`, skipping the relative paths in
 /// `exclude` and what `rules` exclude. The result is not yet sorted, and
@@ -404,148 +287,6 @@ fn read_dir(
         stat_names(shared, &dir, first, out, new_jobs);
     }
 }
-
-/// The device of the source root (for `--one-file-system`).
-#[allow(clippy::unnecessary_cast)] // `st_*` widths differ between architectures
-fn root_dev(source: &SourceDir) -> io::Result<u64> {
-    source.open_at(b"", OFlags::PATH).and_then(|fd| {
-        rustix::fs::fstat(&fd)
-            .map(|st| st.st_dev as u64)
-            .map_err(io::Error::from)
-    })
-}
-
-/// How a walk that starts at `rel` (not the root; a directory, or for
-/// watch mode's filter any path) stands: the
-/// `.ferryignore` chain of the directories above it, or `None` when the
-/// full walk would never reach it (`rel` or a directory above it is
-/// excluded by a pattern or a marker file, or lies on another filesystem
-/// under `--one-file-system`). A directory above it that cannot be opened
-/// leaves the error to the walk, which cannot open `rel` either.
-#[allow(clippy::unnecessary_cast)] // `st_*` widths differ between architectures
-pub(super) fn start_state(
-    source: &SourceDir,
-    rules: &ExcludeRules,
-    root_dev: u64,
-    rel: &[u8],
-) -> Option<Option<Arc<DirRules>>> {
-    let mut ignore: Option<Arc<DirRules>> = None;
-    if rel.is_empty() {
-        return Some(ignore);
-    }
-    let mut dir: Vec<u8> = Vec::new();
-    for name in rel.split(|b| *b == b'/') {
-        let flags = OFlags::RDONLY | OFlags::DIRECTORY;
-        let Ok(fd) = source.open_at(&dir, flags) else {
-            return Some(ignore);
-        };
-        if !dir.is_empty() && rules.has_markers() && has_marker(rules, &fd) {
-            return None;
-        }
-        let has_ignore_file = rules.reads_ignore_files()
-            && rustix::fs::statat(&fd, IGNORE_FILE, AtFlags::SYMLINK_NOFOLLOW).is_ok();
-        if has_ignore_file {
-            // A bad or unreadable file is reported by full scans; here it
-            // applies what it can, as the full walk does.
-            if let Ok(text) = read_ignore_file(&fd) {
-                ignore = Some(exclude::with_ignore_file(ignore.take(), &dir, &text).rules);
-            }
-        }
-        let child = join(&dir, name);
-        let stat = rustix::fs::statat(&fd, name, AtFlags::SYMLINK_NOFOLLOW).ok();
-        // Gone: judged as a directory, as what it was cannot be known.
-        let is_dir = stat
-            .as_ref()
-            .is_none_or(|st| FileType::from_raw_mode(st.st_mode) == FileType::Directory);
-        if exclude::is_excluded(rules, ignore.as_ref(), &child, is_dir) {
-            return None;
-        }
-        if rules.one_file_system && stat.is_some_and(|st| st.st_dev as u64 != root_dev) {
-            return None;
-        }
-        dir = child;
-    }
-    Some(ignore)
-}
-
-/// Whether a full walk would leave `rel` (relative to the root) out: it, or
-/// a directory above it, is excluded by the user's rules. Watch mode asks
-/// this of each changed path, so that changes there start no run.
-#[allow(clippy::unnecessary_cast)] // `st_*` widths differ between architectures
-pub(super) fn is_left_out(source: &SourceDir, rules: &ExcludeRules, rel: &[u8]) -> bool {
-    if rel.is_empty()
-        || !(rules.has_markers()
-            || rules.reads_ignore_files()
-            || rules.one_file_system
-            || rules.global.is_some())
-    {
-        return false;
-    }
-    let root_dev = match root_dev(source) {
-        Ok(dev) => dev,
-        Err(_) => return false,
-    };
-    start_state(source, rules, root_dev, rel).is_none()
-}
-
-/// Whether the open directory `fd` holds a marker that excludes it: a valid
-/// `CACHEDIR.TAG` (`--exclude-caches`) or an entry named in
-/// `--exclude-if-present`.
-fn has_marker(rules: &ExcludeRules, fd: &OwnedFd) -> bool {
-    let present =
-        |name: &OsStr| rustix::fs::statat(fd, name.as_bytes(), AtFlags::SYMLINK_NOFOLLOW).is_ok();
-    if rules
-        .exclude_if_present
-        .iter()
-        .any(|name| present(name.as_os_str()))
-    {
-        return true;
-    }
-    rules.exclude_caches && is_cache_dir(fd)
-}
-
-/// Whether the directory `fd` holds a `CACHEDIR.TAG` starting with the
-/// signature (a regular file, not a symlink).
-fn is_cache_dir(fd: &OwnedFd) -> bool {
-    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
-    let Ok(tag) = rustix::fs::openat(fd, CACHEDIR_TAG, flags, rustix::fs::Mode::empty()) else {
-        return false;
-    };
-    let mut head = [0u8; CACHEDIR_SIGNATURE.len()];
-    let mut file = std::fs::File::from(tag);
-    matches!(
-        rustix::fs::fstat(&file),
-        Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile
-    ) && std::io::Read::read_exact(&mut file, &mut head).is_ok()
-        && &head == CACHEDIR_SIGNATURE
-}
-
-/// The content of the `.ferryignore` in the open directory `fd`, or why it
-/// was not read.
-fn read_ignore_file(fd: &OwnedFd) -> Result<Vec<u8>, String> {
-    use std::io::Read;
-    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
-    let file = rustix::fs::openat(fd, IGNORE_FILE, flags, rustix::fs::Mode::empty())
-        .map_err(|e| format!("exclusion rules not read: {}", io::Error::from(e)))?;
-    match rustix::fs::fstat(&file) {
-        Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile => {}
-        Ok(_) => return Err("exclusion rules not read: not a regular file".into()),
-        Err(e) => return Err(format!("exclusion rules not read: {}", io::Error::from(e))),
-    }
-    let mut text = Vec::new();
-    std::fs::File::from(file)
-        .take(exclude::MAX_RULES_FILE + 1)
-        .read_to_end(&mut text)
-        .map_err(|e| format!("exclusion rules not read: {e}"))?;
-    if text.len() as u64 > exclude::MAX_RULES_FILE {
-        return Err(format!(
-            "exclusion rules not read: larger than {} bytes",
-            exclude::MAX_RULES_FILE
-        ));
-    }
-    Ok(text)
-}
-
 /// Stats `names` inside `dir` and records each; subdirectories become new
 /// jobs.
 #[allow(clippy::unnecessary_cast)] // `st_*` widths differ between architectures
@@ -657,18 +398,6 @@ pub(super) fn entry(path: RelPath, kind: ScanKind, stat: &Stat) -> ScanEntry {
         dev: stat.st_dev as u64,
     }
 }
-
-/// `parent/name`, or `name` at the root.
-fn join(parent: &[u8], name: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(parent.len() + 1 + name.len());
-    if !parent.is_empty() {
-        out.extend_from_slice(parent);
-        out.push(b'/');
-    }
-    out.extend_from_slice(name);
-    out
-}
-
 /// Whether `parent/name` is one of the excluded relative paths.
 fn is_excluded(exclude: &[PathBuf], parent: &[u8], name: &[u8]) -> bool {
     !exclude.is_empty() && {

@@ -10,7 +10,7 @@ use ferry_proto::{Hash, RelPath};
 use super::{RunError, SenderContext};
 use crate::chunk::ChunkInfo;
 use crate::copies::{self, Copies, CopyRecord, Held};
-use crate::index::{Index, RunRow};
+use crate::index::{Index, SenderRun};
 use crate::scan::{self, ScanEntry};
 use crate::summary::RunSummary;
 use crate::tasks::blocking;
@@ -94,7 +94,7 @@ pub(super) async fn record_deleted(
 }
 
 /// Records the run in the local history; a failure is only logged.
-pub(super) async fn record_run(ctx: &SenderContext, row: RunRow) {
+pub(super) async fn record_run(ctx: &SenderContext, row: SenderRun) {
     let recorded = with_index(&ctx.index, move |index| Ok(index.record_run(&row)?)).await;
     if let Err(e) = recorded {
         tracing::warn!(

@@ -17,7 +17,7 @@ use super::control::{admit, Admitted};
 use super::file_stream::{send_entry, SendEntryError, SentKind, TransferContext};
 use super::record::{self, Acked};
 use super::{RunError, SenderContext};
-use crate::index::{Index, Plan, PlanItem, RunRow};
+use crate::index::{Index, Plan, PlanItem, SenderRun};
 use crate::link::Link;
 use crate::scan::{self, Scan};
 use crate::summary::{problem_lines, RunSummary};
@@ -195,7 +195,7 @@ pub(super) async fn wrap_up<L>(
         result,
         Err(RunError::Busy { .. } | RunError::Refused { .. })
     ) {
-        let row = RunRow {
+        let row = SenderRun {
             id: 0,
             started_ms,
             finished_ms: now_ms(),

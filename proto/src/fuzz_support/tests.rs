@@ -11,7 +11,9 @@ const CASES: u64 = 2_000;
 
 fn corpus_dir(target: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("fuzz/corpus")
+        .join("..")
+        .join(corpus_home(target))
+        .join("corpus")
         .join(target)
 }
 
