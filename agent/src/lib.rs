@@ -12,6 +12,8 @@
 //! - [`transport`]: QUIC endpoints and the transport tuning.
 //! - [`link`]: one connection as the sessions see it (QUIC, or memory in
 //!   tests).
+//! - `pair_tests` (tests only): a whole run in memory, the real sender and
+//!   the real receiver over `link::memory`.
 //! - [`pins`]: the sender's record of the receivers it has met.
 //! - [`stream`]: a framed message stream over any byte-stream pair.
 //! - [`store`]: the receiver's store: mirror, staging, versions and catalog.
@@ -55,6 +57,8 @@ pub mod history;
 pub mod identity;
 pub mod index;
 pub mod link;
+#[cfg(test)]
+mod pair_tests;
 pub mod pins;
 pub mod ratelimit;
 pub mod receiver;

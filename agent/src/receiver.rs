@@ -34,6 +34,8 @@ mod quota;
 mod rebuild;
 pub(crate) mod requests;
 mod session;
+#[cfg(test)]
+pub(crate) use session::serve;
 
 pub use entry::{EntryReceiver, Step, Violation};
 pub use session::admission::{decide, Facts, Proof, Verdict};

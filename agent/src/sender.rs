@@ -33,7 +33,7 @@ mod file_stream;
 #[doc(hidden)]
 pub mod file_stream_fuzz;
 #[cfg(test)]
-mod pair_tests;
+pub(crate) mod pair_tests;
 mod record;
 mod run;
 pub mod schedule;

@@ -25,12 +25,12 @@ use crate::status::SenderStatus;
 use crate::stream::Channel;
 use crate::summary::RunSummary;
 
-fn receiver_id() -> DeviceId {
+pub(crate) fn receiver_id() -> DeviceId {
     DeviceId::from_spki(b"the scripted receiver")
 }
 
 /// A sender of `source` keeping its state in `state`.
-fn sender(source: &Path, state: &Path) -> SenderContext {
+pub(crate) fn sender(source: &Path, state: &Path) -> SenderContext {
     let mut settings = SenderSettings {
         target: Target::Remote {
             host: "receiver.test".into(),
@@ -65,7 +65,7 @@ fn sender(source: &Path, state: &Path) -> SenderContext {
 }
 
 /// One run of `ctx` over `link`, closed when done as `run_once` closes it.
-async fn run(ctx: &SenderContext, link: MemoryLink) -> Result<RunSummary, RunError> {
+pub(crate) async fn run(ctx: &SenderContext, link: MemoryLink) -> Result<RunSummary, RunError> {
     let shutdown = CancellationToken::new();
     let started = Instant::now();
     let connect = async { Ok(link) };

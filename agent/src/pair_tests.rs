@@ -1,0 +1,169 @@
+//! A whole run in memory: the real sender and the real receiver, over an
+//! in-memory link ([`crate::link::memory`]), with a real store and a real
+//! index in temporary directories and no socket. The sender's and the
+//! receiver's own pair tests script the other side; here both are real.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::link::memory;
+use crate::receiver::{serve, Admission, Shared};
+use crate::sender::pair_tests::{receiver_id, run, sender};
+use crate::sender::SenderContext;
+use crate::store::Store;
+use crate::summary::RunSummary;
+
+/// A receiver on a store in a temporary directory that admits one sender.
+struct Receiver {
+    store_dir: std::path::PathBuf,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+    sessions: TaskTracker,
+}
+
+impl Receiver {
+    fn new(store_dir: &Path, sender: &SenderContext) -> Receiver {
+        let store = Store::open(store_dir).unwrap();
+        let admission = Admission {
+            allow: vec![sender.identity.id],
+            pairing_secret: None,
+        };
+        Receiver {
+            store_dir: store_dir.to_path_buf(),
+            shared: Arc::new(Shared::new(store, 2, admission).unwrap()),
+            shutdown: CancellationToken::new(),
+            sessions: TaskTracker::new(),
+        }
+    }
+
+    /// One run of `sender` against this receiver, over a new link.
+    async fn run(&self, sender: &SenderContext) -> RunSummary {
+        let (ours, theirs) = memory::pair(sender.identity.id, receiver_id());
+        self.sessions.spawn(serve(
+            theirs,
+            self.shared.clone(),
+            self.shutdown.child_token(),
+        ));
+        let summary = run(sender, ours).await.unwrap();
+        // The session ends once the sender has closed the link.
+        self.sessions.close();
+        self.sessions.wait().await;
+        self.sessions.reopen();
+        summary
+    }
+
+    fn mirror(&self) -> std::path::PathBuf {
+        self.store_dir.join("laptop/docs")
+    }
+
+    fn statuses(&self) -> Vec<String> {
+        let runs = self.shared.store.runs(None).unwrap();
+        runs.into_iter().map(|r| r.status).collect()
+    }
+}
+
+/// Every file, directory and symlink below `root`: content, target, mode.
+fn tree(root: &Path) -> BTreeMap<String, String> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let rel = path.strip_prefix(root).unwrap().display().to_string();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            let mode = meta.permissions().mode() & 0o7777;
+            let what = if meta.file_type().is_symlink() {
+                format!("link {}", std::fs::read_link(&path).unwrap().display())
+            } else if meta.is_dir() {
+                walk(root, &path, out);
+                format!("dir {mode:o}")
+            } else {
+                let bytes = std::fs::read(&path).unwrap();
+                format!("file {mode:o} {}", blake3::hash(&bytes))
+            };
+            out.insert(rel, what);
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(root, root, &mut out);
+    out
+}
+
+/// Bytes that do not compress, from a seed.
+fn noise(len: usize, seed: u8) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len);
+    let mut counter = 0u64;
+    while out.len() < len {
+        let block = blake3::hash(&[&[seed][..], &counter.to_le_bytes()].concat());
+        out.extend_from_slice(block.as_bytes());
+        counter += 1;
+    }
+    out.truncate(len);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_run_a_change_and_no_change_arrive_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("source");
+    std::fs::create_dir_all(source.join("notes/deep")).unwrap();
+    for i in 0..40 {
+        let text = format!("note {i}\n").repeat(i + 1);
+        std::fs::write(source.join(format!("notes/n{i:02}.txt")), text).unwrap();
+    }
+    std::fs::write(source.join("notes/deep/empty"), b"").unwrap();
+    std::fs::set_permissions(
+        source.join("notes/n00.txt"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("notes/n01.txt", source.join("latest")).unwrap();
+    let mut big = noise(3 << 20, 1);
+    std::fs::write(source.join("disk.img"), &big).unwrap();
+
+    let ctx = sender(&source, &dir.path().join("state"));
+    let receiver = Receiver::new(&dir.path().join("store"), &ctx);
+
+    // The first run sends everything; the mirror is the source.
+    let first = receiver.run(&ctx).await;
+    assert_eq!(first.errors, 0, "{:?}", first.problems);
+    assert_eq!(first.files_sent, 43);
+    assert_eq!(tree(&receiver.mirror()), tree(&source));
+
+    // A small edit in the large file travels as a delta; a deletion is
+    // archived, not lost; a new file arrives.
+    big[1_500_000..1_500_100].fill(0xee);
+    std::fs::write(source.join("disk.img"), &big).unwrap();
+    std::fs::remove_file(source.join("notes/n05.txt")).unwrap();
+    std::fs::write(source.join("notes/new.txt"), b"new\n").unwrap();
+    let second = receiver.run(&ctx).await;
+    assert_eq!(second.errors, 0, "{:?}", second.problems);
+    assert_eq!(second.files_sent, 2);
+    assert_eq!(second.files_deleted, 1);
+    assert!(
+        second.bytes_file_data_wire < 1 << 20,
+        "a 100-byte edit of a 3 MiB file sent {} bytes",
+        second.bytes_file_data_wire
+    );
+    assert_eq!(tree(&receiver.mirror()), tree(&source));
+    let store = &receiver.shared.store;
+    let laptop = store
+        .sender_by_name(&ferry_proto::Name::new("laptop").unwrap())
+        .unwrap()
+        .unwrap();
+    let ns = store.namespace(&laptop, &ferry_proto::Name::new("docs").unwrap());
+    let gone = ferry_proto::RelPath::from_bytes(b"notes/n05.txt".to_vec()).unwrap();
+    let versions = receiver.shared.store.versions(&ns, &gone).unwrap();
+    assert_eq!(versions.len(), 1, "the deleted file's version is kept");
+
+    // Nothing changed: nothing is sent, and every run is recorded complete.
+    let third = receiver.run(&ctx).await;
+    assert_eq!(third.files_sent, 0);
+    assert_eq!(third.files_deleted, 0);
+    assert_eq!(tree(&receiver.mirror()), tree(&source));
+    assert_eq!(receiver.statuses(), vec!["complete"; 3]);
+    receiver.shutdown.cancel();
+}
