@@ -42,10 +42,10 @@ mod tests {
     use super::*;
     use crate::config::ConfigError;
     use crate::copies::CopiesError;
-    use crate::history::ClientError;
     use crate::identity::IdentityError;
     use crate::index::IndexError;
     use crate::pins::PinError;
+    use crate::reader::ConnectError;
     use crate::receiver::ReceiverError;
     use crate::scan::ScanError;
     use crate::sender::guard::MassDelete;
@@ -144,8 +144,8 @@ mod tests {
         assert_each_cause_once(RunError::Connection(quinn::ConnectionError::Reset));
         assert_each_cause_once(EntryError::Stream(lost()));
         assert_each_cause_once(EntryError::Read(os(io::ErrorKind::PermissionDenied)));
-        assert_each_cause_once(ClientError::Protocol(lost()));
-        assert_each_cause_once(ClientError::Transport(listen()));
+        assert_each_cause_once(ConnectError::Protocol(lost()));
+        assert_each_cause_once(ConnectError::Transport(listen()));
         let store = || StoreError::Io {
             action: "write",
             path: path.clone(),

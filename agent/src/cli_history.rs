@@ -11,8 +11,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context};
 use clap::Args;
 use ferry_agent::config::{default_name, default_state_dir, SenderConfig, DEFAULT_PORT};
-use ferry_agent::history::{Client, ClientError, LocalStore, Remote};
 use ferry_agent::index::Index;
+use ferry_agent::reader::{Client, ClientError, LocalStore, OpenStoreError, Remote};
 use ferry_agent::restore::{self, Destination};
 use ferry_agent::status::SenderStatus;
 use ferry_agent::store;
@@ -151,16 +151,16 @@ impl Source {
     /// them all).
     pub(crate) async fn open(&self, any_folder: bool) -> Result<Client, ClientError> {
         match self {
-            Source::Remote(remote) => Client::connect(remote).await,
+            Source::Remote(remote) => Ok(Client::connect(remote).await?),
             Source::Local(local) => match Client::open_store(local).await {
-                Err(ClientError::WhichFolder { folders, .. })
+                Err(OpenStoreError::WhichFolder { folders, .. })
                     if any_folder && !folders.is_empty() =>
                 {
                     let mut local = local.clone();
                     local.folder = folders.into_iter().next();
-                    Client::open_store(&local).await
+                    Ok(Client::open_store(&local).await?)
                 }
-                other => other,
+                other => Ok(other?),
             },
         }
     }

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::SystemTime;
 
 use clap::Args;
-use ferry_agent::history::{Client, DirEntry};
+use ferry_agent::reader::{Client, DirEntry};
 use ferry_agent::summary::human_bytes;
 use ferry_proto::{At, RelPath, VersionKind};
 

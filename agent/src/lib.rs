@@ -21,8 +21,8 @@
 //! - [`compress`]: zstd per piece of content, when it shrinks it.
 //! - [`copies`]: the sender's local copies of what it sent.
 //! - [`sparse`]: holes kept when content is written, skipped when it is read.
-//! - [`history`]: the client of read-only sessions: runs, versions, trees,
-//!   one directory's listing and version bytes from the receiver.
+//! - [`reader`]: the client of read-only sessions: runs, versions, trees,
+//!   one directory's listing and version bytes, from a receiver or a store.
 //! - [`restore`]: writing a tree (from the receiver or the local copies) into
 //!   a destination, verified and atomic.
 //! - [`receiver`]: the receiver: accept loop, admission, per-connection sessions.
@@ -45,11 +45,11 @@ pub mod chunk;
 pub mod compress;
 pub mod config;
 pub mod copies;
-pub mod history;
 pub mod identity;
 pub mod index;
 pub mod pins;
 pub mod ratelimit;
+pub mod reader;
 pub mod receiver;
 pub mod restore;
 pub mod scan;
@@ -60,7 +60,7 @@ pub mod status;
 pub mod store;
 pub mod stream;
 pub mod summary;
-pub mod terminal;
 pub mod tasks;
+pub mod terminal;
 pub mod tls;
 pub mod transport;
