@@ -10,9 +10,7 @@ use ferry_agent::reader::{Client, DirEntry};
 use ferry_agent::summary::human_bytes;
 use ferry_proto::{At, RelPath, VersionKind};
 
-use crate::cli_history::{
-    note, out, parse_at, print_json, rel, required, time, RemoteArgs, Source,
-};
+use crate::cli_read::{note, out, parse_at, print_json, rel, required, time, RemoteArgs, Source};
 
 /// `ferry ls [PATH]`.
 #[derive(Args)]
