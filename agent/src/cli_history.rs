@@ -31,7 +31,7 @@ pub struct HistoryArgs {
 pub async fn history(args: HistoryArgs) -> anyhow::Result<ExitCode> {
     if let (Some(store_dir), true) = (&args.store, args.remote.names_no_sender()?) {
         let dir = store_dir.clone();
-        let runs = tokio::task::spawn_blocking(move || store::read_runs(&dir)).await??;
+        let runs = ferry_agent::tasks::blocking(move || store::read_runs(&dir)).await??;
         for r in runs {
             if args.json {
                 print_json(&serde_json::json!({
@@ -100,7 +100,7 @@ pub async fn history(args: HistoryArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let runs =
-        tokio::task::spawn_blocking(move || Index::open(&index_path, "")?.runs_of_all_targets())
+        ferry_agent::tasks::blocking(move || Index::open(&index_path, "")?.runs_of_all_targets())
             .await??;
     for (target, r) in runs {
         if args.json {

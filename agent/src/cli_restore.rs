@@ -80,7 +80,7 @@ async fn restore_into(
         let dest = Arc::new(Destination::new(&args.to, args.overwrite)?);
         let display = terminal.progress(status.clone());
         let status = status.clone();
-        let summary = tokio::task::spawn_blocking(move || {
+        let summary = ferry_agent::tasks::blocking(move || {
             restore::restore_from_copies(&copies, &paths, &dest, &status.progress)
         })
         .await?;

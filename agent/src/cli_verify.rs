@@ -25,7 +25,7 @@ pub struct VerifyArgs {
 /// Runs `ferry verify`.
 pub async fn verify(args: VerifyArgs, terminal: &Terminal) -> anyhow::Result<ExitCode> {
     let dir = args.store.clone();
-    let report = tokio::task::spawn_blocking(move || store::verify(&dir)).await??;
+    let report = ferry_agent::tasks::blocking(move || store::verify(&dir)).await??;
     if args.json {
         print_json(&report)?;
     } else {
