@@ -43,11 +43,11 @@ mod tests {
     use crate::config::ConfigError;
     use crate::copies::CopiesError;
     use crate::embedded::EmbeddedError;
-    use crate::history::ClientError;
     use crate::identity::IdentityError;
     use crate::index::guard::MassDelete;
     use crate::index::IndexError;
     use crate::pins::PinError;
+    use crate::reader::ConnectError;
     use crate::receiver::ReceiverError;
     use crate::scan::ScanError;
     use crate::sender::{RunError, SendEntryError, SenderError, SourceError};
@@ -151,8 +151,8 @@ mod tests {
         assert_each_cause_once(SendEntryError::Source(SourceError::Read(os(
             io::ErrorKind::PermissionDenied,
         ))));
-        assert_each_cause_once(ClientError::Protocol(lost()));
-        assert_each_cause_once(ClientError::Transport(listen()));
+        assert_each_cause_once(ConnectError::Protocol(lost()));
+        assert_each_cause_once(ConnectError::Transport(listen()));
         let store = || StoreError::Io {
             action: "write",
             path: path.clone(),

@@ -6,13 +6,11 @@ use std::process::ExitCode;
 use std::time::SystemTime;
 
 use clap::Args;
-use ferry_agent::history::{Client, DirEntry};
+use ferry_agent::reader::{Client, DirEntry};
 use ferry_agent::summary::human_bytes;
 use ferry_proto::{At, RelPath, VersionKind};
 
-use crate::cli_history::{
-    note, out, parse_at, print_json, rel, required, time, RemoteArgs, Source,
-};
+use crate::cli_read::{note, out, parse_at, print_json, rel, required, time, RemoteArgs, Source};
 
 /// `ferry ls [PATH]`.
 #[derive(Args)]

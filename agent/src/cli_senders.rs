@@ -5,13 +5,14 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use clap::{Args, Subcommand, ValueEnum};
 use ferry_agent::config::ReceiverConfig;
 use ferry_agent::senders::{self, SenderInfo, SendersReport};
 use ferry_agent::summary::human_bytes;
+use ferry_agent::tasks::blocking;
 
-use crate::cli_history::out;
+use crate::cli_read::out;
 
 /// `ferry senders`.
 #[derive(Args)]
@@ -92,7 +93,7 @@ pub async fn senders(args: SendersArgs) -> anyhow::Result<ExitCode> {
     match args.command {
         SendersCommand::List { store, json } => {
             let root = store.root()?;
-            let report = blocking(move || Ok(senders::list(&root)?)).await?;
+            let report = blocking(move || senders::list(&root)).await??;
             if json {
                 out(serde_json::to_string(&report)?)?;
             } else {
@@ -102,7 +103,7 @@ pub async fn senders(args: SendersArgs) -> anyhow::Result<ExitCode> {
         SendersCommand::Revoke { name, store } => {
             let root = store.root()?;
             let shown = name.clone();
-            let changed = blocking(move || Ok(senders::set_revoked(&root, &name, true)?)).await?;
+            let changed = blocking(move || senders::set_revoked(&root, &name, true)).await??;
             if changed {
                 out(format!("revoked {shown}: a running receiver refuses it within seconds and closes its connection; its files stay (`ferry restore --store`); undo with `ferry senders allow {shown}`"))?;
             } else {
@@ -112,7 +113,7 @@ pub async fn senders(args: SendersArgs) -> anyhow::Result<ExitCode> {
         SendersCommand::Allow { name, store } => {
             let root = store.root()?;
             let shown = name.clone();
-            let changed = blocking(move || Ok(senders::set_revoked(&root, &name, false)?)).await?;
+            let changed = blocking(move || senders::set_revoked(&root, &name, false)).await??;
             if changed {
                 out(format!("{shown} is admitted again"))?;
             } else {
@@ -124,9 +125,9 @@ pub async fn senders(args: SendersArgs) -> anyhow::Result<ExitCode> {
             let on = matches!(state, Switch::On);
             let live = blocking(move || {
                 senders::set_pairing(&root, on)?;
-                Ok(senders::read_live(&root, senders::now_ms()))
+                anyhow::Ok(senders::read_live(&root, senders::now_ms()))
             })
-            .await?;
+            .await??;
             match (on, live) {
                 (false, _) => out("pairing is off: new senders are refused, even with the pairing secret; known senders keep working")?,
                 (true, Some(l)) if !l.pairing_secret => out("pairing is on, but the running receiver has no pairing secret: start it with --pairing-secret-file to pair new senders")?,
@@ -135,14 +136,6 @@ pub async fn senders(args: SendersArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
-) -> anyhow::Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .context("the senders command stopped")?
 }
 
 fn time(ms: i64) -> String {

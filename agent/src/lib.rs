@@ -25,8 +25,8 @@
 //! - [`compress`]: zstd per piece of content, when it shrinks it.
 //! - [`copies`]: the sender's local copies of what it sent.
 //! - [`sparse`]: holes kept when content is written, skipped when it is read.
-//! - [`history`]: the client of read-only sessions: runs, versions, trees,
-//!   one directory's listing and version bytes from the receiver.
+//! - [`reader`]: the client of read-only sessions: runs, versions, trees,
+//!   one directory's listing and version bytes, from a receiver or a store.
 //! - [`restore`]: writing a tree (from the receiver or the local copies) into
 //!   a destination, verified and atomic.
 //! - [`receiver`]: the receiver: accept loop, admission, per-connection sessions.
@@ -53,7 +53,6 @@ pub mod compress;
 pub mod config;
 pub mod copies;
 pub mod embedded;
-pub mod history;
 pub mod identity;
 pub mod index;
 pub mod link;
@@ -61,6 +60,7 @@ pub mod link;
 mod pair_tests;
 pub mod pins;
 pub mod ratelimit;
+pub mod reader;
 pub mod receiver;
 pub mod restore;
 pub mod scan;

@@ -3,7 +3,11 @@
 mod cli_help;
 mod cli_history;
 mod cli_ls;
+mod cli_read;
+mod cli_restore;
 mod cli_senders;
+mod cli_verify;
+mod cli_versions;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -75,7 +79,7 @@ enum Command {
     History(cli_history::HistoryArgs),
     /// List every stored version of one file (asks the receiver).
     #[command(after_help = cli_help::VERSIONS)]
-    Versions(cli_history::VersionsArgs),
+    Versions(cli_versions::VersionsArgs),
     /// List one directory of the folder as of a run or a time (asks the
     /// receiver, or reads a local store).
     #[command(after_help = cli_help::LS)]
@@ -83,10 +87,10 @@ enum Command {
     /// Restore files as of a run or a time, from the receiver or the local
     /// keep-copies.
     #[command(after_help = cli_help::RESTORE)]
-    Restore(cli_history::RestoreArgs),
+    Restore(cli_restore::RestoreArgs),
     /// Re-hash a receiver store against its catalog; exits 1 on any mismatch.
     #[command(after_help = cli_help::VERIFY)]
-    Verify(cli_history::VerifyArgs),
+    Verify(cli_verify::VerifyArgs),
     /// On the receiver: list its senders, revoke or re-admit one, switch
     /// pairing on or off (while it runs).
     #[command(after_help = cli_help::SENDERS)]
@@ -151,7 +155,7 @@ struct ReceiveArgs {
 struct SendArgs {
     /// Where to send, as which sender (shared with history, versions, restore).
     #[command(flatten)]
-    remote: cli_history::RemoteArgs,
+    remote: cli_read::RemoteArgs,
     /// The directory to send [required, here or in --config].
     #[arg(long)]
     source: Option<PathBuf>,
@@ -364,14 +368,14 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            cli_history::note(format_args!("ferry: cannot start: {e}"));
+            cli_read::note(format_args!("ferry: cannot start: {e}"));
             return ExitCode::from(2);
         }
     };
     match runtime.block_on(run(cli.command, verbosity, terminal)) {
         Ok(code) => code,
         Err(e) => {
-            cli_history::note(format_args!(
+            cli_read::note(format_args!(
                 "ferry: error: {}",
                 ferry_agent::chain::chain(e.as_ref())
             ));
@@ -390,7 +394,7 @@ async fn run(
             let state = state.unwrap_or_else(default_state_dir);
             let identity = Identity::load_or_create(&state)
                 .with_context(|| format!("loading the identity in {}", state.display()))?;
-            cli_history::out(identity.id)?;
+            cli_read::out(identity.id)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Receive(args) => {
@@ -409,10 +413,10 @@ async fn run(
             Ok(ExitCode::SUCCESS)
         }
         Command::History(args) => cli_history::history(args).await,
-        Command::Versions(args) => cli_history::versions(args).await,
+        Command::Versions(args) => cli_versions::versions(args).await,
         Command::Ls(args) => cli_ls::ls(args).await,
-        Command::Restore(args) => cli_history::restore(args, verbosity, &terminal).await,
-        Command::Verify(args) => cli_history::verify(args, &terminal).await,
+        Command::Restore(args) => cli_restore::restore(args, verbosity, &terminal).await,
+        Command::Verify(args) => cli_verify::verify(args, &terminal).await,
         Command::Senders(args) => cli_senders::senders(args).await,
         Command::Send(args) => {
             let json = args.json;
@@ -432,7 +436,7 @@ async fn run(
                         if json {
                             match serde_json::to_string(summary) {
                                 Ok(line) => {
-                                    if let Err(e) = cli_history::out(line) {
+                                    if let Err(e) = cli_read::out(line) {
                                         tracing::error!("cannot print the summary: {e}");
                                     }
                                 }

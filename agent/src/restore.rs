@@ -17,7 +17,7 @@ mod copies;
 pub mod dest;
 
 pub use copies::{restore_from_copies, CopiesRestoreError};
-pub use dest::{Destination, EntryError, Slot};
+pub use dest::{Destination, Slot, WriteError};
 
 use std::sync::Arc;
 
@@ -25,7 +25,7 @@ use ferry_proto::{VersionInfo, VersionKind};
 use serde::Serialize;
 use tokio::task::JoinSet;
 
-use crate::history::{ClientError, Fetcher, Piece, RemoteTree};
+use crate::reader::{FetchError, Fetcher, Piece, RemoteTree};
 use crate::status::SenderStatus;
 use crate::summary::{human_bytes, Problem, Progress};
 
@@ -99,29 +99,27 @@ enum Done {
     Skipped,
 }
 
-/// Why one remote entry failed.
+/// Why one entry fetched from a receiver (or a store) was not restored.
 #[derive(Debug, thiserror::Error)]
-enum FetchError {
+enum RemoteEntryError {
     #[error(transparent)]
-    Entry(#[from] EntryError),
+    Write(#[from] WriteError),
     #[error(transparent)]
-    Client(#[from] ClientError),
+    Fetch(#[from] FetchError),
     #[error("the receiver's hash of the content differs from the catalog's; it was discarded")]
     ServerHash,
-    #[error("internal error: {0}")]
-    Internal(String),
+    #[error(transparent)]
+    Cancelled(#[from] crate::tasks::Cancelled),
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, EntryError> + Send + 'static,
-) -> Result<T, FetchError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| FetchError::Internal(crate::chain::chain(&e)))?
-        .map_err(FetchError::from)
+/// Runs `f`, one step of writing at the destination, on the blocking pool.
+async fn write<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, WriteError> + Send + 'static,
+) -> Result<T, RemoteEntryError> {
+    Ok(crate::tasks::blocking(f).await??)
 }
 
-/// Restores `tree` (from [`crate::history::Client::tree_report`]) into
+/// Restores `tree` (from [`crate::reader::Client::tree_report`]) into
 /// `dest`, fetching file content through `fetcher`; each version the
 /// receiver could not serve is reported as a problem (the restore goes on
 /// without it).
@@ -145,7 +143,7 @@ pub async fn restore_remote_tree(
     summary
 }
 
-/// Restores `entries` (a tree from [`crate::history::Client::tree`]) into
+/// Restores `entries` (a tree from [`crate::reader::Client::tree`]) into
 /// `dest`, fetching file content through `fetcher`.
 pub async fn restore_remote(
     fetcher: &Fetcher,
@@ -170,13 +168,13 @@ pub async fn restore_remote(
     for v in dirs {
         let d = dest.clone();
         let path = v.path.clone();
-        match blocking(move || d.dir(&v.path, v.mode, v.mtime_ns)).await {
+        match write(move || d.dir(&v.path, v.mode, v.mtime_ns)).await {
             Ok(()) => summary.dirs += 1,
             Err(e) => summary.problem(path.to_string(), crate::chain::chain(&e)),
         }
         progress.entry_done();
     }
-    let mut tasks: JoinSet<(String, Result<Done, FetchError>)> = JoinSet::new();
+    let mut tasks: JoinSet<(String, Result<Done, RemoteEntryError>)> = JoinSet::new();
     let mut items = others.into_iter();
     loop {
         while tasks.len() < RESTORE_IN_FLIGHT {
@@ -208,7 +206,7 @@ pub async fn restore_remote(
         }
     }
     let d = dest.clone();
-    if let Ok(errors) = tokio::task::spawn_blocking(move || d.finish_dirs()).await {
+    if let Ok(errors) = crate::tasks::blocking(move || d.finish_dirs()).await {
         for e in errors {
             summary.problem("", crate::chain::chain(&e));
         }
@@ -222,10 +220,10 @@ async fn restore_one(
     dest: &Arc<Destination>,
     v: VersionInfo,
     progress: &Progress,
-) -> Result<Done, FetchError> {
+) -> Result<Done, RemoteEntryError> {
     let d = dest.clone();
     let path = v.path.clone();
-    let target = match blocking(move || d.slot(&path)).await? {
+    let target = match write(move || d.slot(&path)).await? {
         Slot::Taken(_) => return Ok(Done::Skipped),
         Slot::Free(target) => target,
     };
@@ -233,18 +231,18 @@ async fn restore_one(
         VersionKind::Dir => Ok(Done::Skipped),
         VersionKind::Symlink { target: link } => {
             let d = dest.clone();
-            blocking(move || d.symlink(target, &link, v.mtime_ns)).await?;
+            write(move || d.symlink(target, &link, v.mtime_ns)).await?;
             Ok(Done::Link)
         }
         VersionKind::File { size, hash } => {
             let d = dest.clone();
-            let mut pending = blocking(move || d.begin_file(target)).await?;
+            let mut pending = write(move || d.begin_file(target)).await?;
             let mut fetch = fetcher.fetch(v.id).await?;
             loop {
                 match fetch.next().await? {
                     Piece::Data(data) => {
                         let n = data.len() as u64;
-                        pending = blocking(move || {
+                        pending = write(move || {
                             pending.write(&data)?;
                             Ok(pending)
                         })
@@ -253,10 +251,10 @@ async fn restore_one(
                     }
                     Piece::End(sent) => {
                         if sent != hash {
-                            return Err(FetchError::ServerHash);
+                            return Err(RemoteEntryError::ServerHash);
                         }
-                        let n = blocking(move || pending.commit(&hash, size, v.mode, v.mtime_ns))
-                            .await?;
+                        let n =
+                            write(move || pending.commit(&hash, size, v.mode, v.mtime_ns)).await?;
                         return Ok(Done::File(n));
                     }
                 }

@@ -17,6 +17,7 @@ use ferry_agent::sender::RunError;
 use ferry_agent::status::{ReceiverStatus, SenderStatus};
 use ferry_agent::store::{RunRecord, Store};
 use ferry_agent::summary::RunSummary;
+use ferry_agent::tasks::blocking;
 use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -169,14 +170,6 @@ impl AgentTask {
     }
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, String> + Send + 'static,
-) -> Result<T, String> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| format!("internal error: {}", ferry_agent::chain::Chain(&e)))?
-}
-
 async fn receiver_task(
     config: ReceiverConfig,
     token: CancellationToken,
@@ -199,8 +192,9 @@ async fn serve_receiver(
     tx: &mpsc::Sender<Event>,
     notify: &Notify,
 ) -> Result<(), String> {
-    let settings =
-        blocking(move || config.settings().map_err(|e| ferry_agent::chain::chain(&e))).await?;
+    let settings = blocking(move || config.settings().map_err(|e| ferry_agent::chain::chain(&e)))
+        .await
+        .map_err(|e| e.to_string())??;
     // `bind` opens the store (blocking) and needs the runtime: blocking
     // threads run inside it.
     let receiver = blocking(move || {
@@ -211,7 +205,8 @@ async fn serve_receiver(
             )
         })
     })
-    .await?;
+    .await
+    .map_err(|e| e.to_string())??;
     let addr = receiver.local_addr().map_err(|e| {
         format!(
             "the receiver could not start: {}",
@@ -259,6 +254,8 @@ async fn recent_runs(store: &Arc<Store>) -> Vec<RunRecord> {
             .map_err(|e| ferry_agent::chain::chain(&e))
     })
     .await
+    .ok()
+    .and_then(Result::ok)
     .unwrap_or_default()
 }
 
@@ -286,10 +283,13 @@ async fn run_sender(
     tx: &mpsc::Sender<Event>,
     notify: &Notify,
 ) -> Result<(), String> {
-    let settings =
-        blocking(move || config.settings().map_err(|e| ferry_agent::chain::chain(&e))).await?;
+    let settings = blocking(move || config.settings().map_err(|e| ferry_agent::chain::chain(&e)))
+        .await
+        .map_err(|e| e.to_string())??;
     let for_history = settings.clone();
-    let past = blocking(move || Ok(past_runs(&for_history))).await?;
+    let past = blocking(move || past_runs(&for_history))
+        .await
+        .map_err(|e| e.to_string())?;
     send(tx, notify, Event::PastRuns(past));
     let run_tx = tx.clone();
     let run_notify = notify.clone();

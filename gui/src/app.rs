@@ -361,13 +361,3 @@ fn default_config_file(dir: &Path, role: Role) -> String {
     };
     dir.join(name).display().to_string()
 }
-
-impl eframe::App for LauncherApp {
-    fn ui(&mut self, ui: &mut eframe::egui::Ui, _frame: &mut eframe::Frame) {
-        crate::ui::show(self, ui);
-    }
-
-    fn on_exit(&mut self, _gl: Option<&eframe::glow::Context>) {
-        self.shutdown();
-    }
-}

@@ -6,6 +6,8 @@
 //! so the UI never waits. When the receiver cannot be reached, the view
 //! falls back to the local keep-copies directory and says so.
 //!
+//! ## Layout
+//!
 //! - [`place`]: where to ask and restore to; "Date and time" parsed.
 //! - [`work`]: the questions and the restore, off the UI thread.
 

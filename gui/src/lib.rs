@@ -14,7 +14,8 @@
 //! - [`agent`]: running a receiver or sender task, and its event stream.
 //! - [`senders`]: the receiver's Senders view state: the list and the
 //!   admin's actions.
-//! - [`app`]: the launcher's state and actions, without a window.
+//! - [`app`]: the launcher's state and actions, without a window (it does
+//!   not know the panels: [`ui`] draws it and is what eframe runs).
 //! - [`backups`]: the sender's Backups view (browse, restore), without a window.
 //! - [`ui`]: the panels that draw it.
 

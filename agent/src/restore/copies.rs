@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use ferry_proto::RelPath;
 
-use super::dest::{Destination, EntryError, PendingFile, Slot};
+use super::dest::{Destination, PendingFile, Slot, WriteError};
 use super::RestoreSummary;
 use crate::copies::{is_reserved, Book, CopiesError, CopyRecord, Held};
 use crate::summary::Progress;
@@ -32,7 +32,7 @@ pub enum CopiesRestoreError {
         source: io::Error,
     },
     #[error(transparent)]
-    Destination(#[from] EntryError),
+    Destination(#[from] WriteError),
     #[error(transparent)]
     Book(#[from] CopiesError),
 }
@@ -42,10 +42,10 @@ pub enum CopiesRestoreError {
 enum RecordedError {
     #[error("missing from the copies directory")]
     Missing,
-    #[error("damaged in the copies directory: {0}; it was not restored")]
-    Damaged(&'static str),
+    #[error("damaged in the copies directory: {why}; it was not restored")]
+    Damaged { why: &'static str },
     #[error(transparent)]
-    Entry(#[from] EntryError),
+    Write(#[from] WriteError),
 }
 
 /// Restores the copies below `copies` (only at or below `under`, if not
@@ -125,8 +125,8 @@ fn from_book(
             Err(e) => {
                 match e {
                     RecordedError::Missing => summary.copies_missing += 1,
-                    RecordedError::Damaged(_) => summary.copies_damaged += 1,
-                    RecordedError::Entry(_) => {}
+                    RecordedError::Damaged { .. } => summary.copies_damaged += 1,
+                    RecordedError::Write(_) => {}
                 }
                 summary.problem(rel.to_string(), crate::chain::chain(&e));
             }
@@ -147,7 +147,7 @@ fn restore_recorded(
         let path = source.clone();
         move |source_err: io::Error| match source_err.kind() {
             io::ErrorKind::NotFound => RecordedError::Missing,
-            _ => RecordedError::Entry(EntryError::Io {
+            _ => RecordedError::Write(WriteError::Io {
                 action,
                 path,
                 source: source_err,
@@ -158,7 +158,9 @@ fn restore_recorded(
     match &record.held {
         Held::Dir => {
             if !meta.is_dir() {
-                return Err(RecordedError::Damaged("it is not a directory"));
+                return Err(RecordedError::Damaged {
+                    why: "it is not a directory",
+                });
             }
             dest.dir(rel, record.mode, record.mtime_ns)?;
             Ok(Copied::Dir)
@@ -166,9 +168,9 @@ fn restore_recorded(
         Held::Symlink { target } => {
             let link = std::fs::read_link(&source).map_err(io("read the link"))?;
             if link.as_os_str().as_bytes() != target.as_slice() {
-                return Err(RecordedError::Damaged(
-                    "the link's target is not the one sent",
-                ));
+                return Err(RecordedError::Damaged {
+                    why: "the link's target is not the one sent",
+                });
             }
             let slot = match dest.slot(rel)? {
                 Slot::Taken(_) => return Ok(Copied::Skipped),
@@ -179,10 +181,14 @@ fn restore_recorded(
         }
         Held::File { hash, size } => {
             if !meta.is_file() {
-                return Err(RecordedError::Damaged("it is not a regular file"));
+                return Err(RecordedError::Damaged {
+                    why: "it is not a regular file",
+                });
             }
             if meta.len() != *size {
-                return Err(RecordedError::Damaged("its size is not the one recorded"));
+                return Err(RecordedError::Damaged {
+                    why: "its size is not the one recorded",
+                });
             }
             let file = std::fs::OpenOptions::new()
                 .read(true)
@@ -198,9 +204,9 @@ fn restore_recorded(
             let (got, read) = copy_hashed(&mut reader, &mut pending, &source, progress)?;
             // A mismatch drops `pending`, which removes its temporary file.
             if read != *size || &got != hash {
-                return Err(RecordedError::Damaged(
-                    "its bytes do not match the hash recorded when it was copied",
-                ));
+                return Err(RecordedError::Damaged {
+                    why: "its bytes do not match the hash recorded when it was copied",
+                });
             }
             Ok(Copied::File(pending.commit(
                 hash,
@@ -292,9 +298,9 @@ fn restore_entry(
     rel: &RelPath,
     dest: &Destination,
     progress: &Progress,
-) -> Result<Copied, EntryError> {
+) -> Result<Copied, WriteError> {
     let io = |action: &'static str| {
-        move |source_err: io::Error| EntryError::Io {
+        move |source_err: io::Error| WriteError::Io {
             action,
             path: source.to_path_buf(),
             source: source_err,
@@ -337,12 +343,12 @@ fn copy_hashed(
     pending: &mut PendingFile,
     path: &Path,
     progress: &Progress,
-) -> Result<([u8; 32], u64), EntryError> {
+) -> Result<([u8; 32], u64), WriteError> {
     let mut hasher = blake3::Hasher::new();
     let mut buf = vec![0u8; 256 * 1024];
     let mut size = 0u64;
     loop {
-        let n = read_some(reader, &mut buf).map_err(|source| EntryError::Io {
+        let n = read_some(reader, &mut buf).map_err(|source| WriteError::Io {
             action: "read",
             path: path.to_path_buf(),
             source,

@@ -20,9 +20,9 @@ use ferry_proto::{Hash, RelPath};
 
 use crate::sparse::HoleWriter;
 
-/// Why one entry could not be restored.
+/// Why an entry could not be written at the destination.
 #[derive(Debug, thiserror::Error)]
-pub enum EntryError {
+pub enum WriteError {
     #[error("cannot {action} {path}")]
     Io {
         action: &'static str,
@@ -45,8 +45,8 @@ pub enum EntryError {
     },
 }
 
-fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> EntryError + 'a {
-    move |source| EntryError::Io {
+fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> WriteError + 'a {
+    move |source| WriteError::Io {
         action,
         path: path.to_path_buf(),
         source,
@@ -73,7 +73,7 @@ pub struct Destination {
 
 impl Destination {
     /// Creates `root` if needed.
-    pub fn new(root: &Path, overwrite: bool) -> Result<Destination, EntryError> {
+    pub fn new(root: &Path, overwrite: bool) -> Result<Destination, WriteError> {
         fs::create_dir_all(root).map_err(io_err("create the destination", root))?;
         Ok(Destination {
             root: root.to_path_buf(),
@@ -90,11 +90,11 @@ impl Destination {
 
     /// Makes the parents of `rel` real directories (never through a
     /// symlink) and says whether `rel` may be written.
-    pub fn slot(&self, rel: &RelPath) -> Result<Slot, EntryError> {
+    pub fn slot(&self, rel: &RelPath) -> Result<Slot, WriteError> {
         let mut at = self.root.clone();
         let components: Vec<&[u8]> = rel.components().collect();
         let Some((_, parents)) = components.split_last() else {
-            return Err(EntryError::Blocked {
+            return Err(WriteError::Blocked {
                 path: rel.under(&self.root),
             });
         };
@@ -102,7 +102,7 @@ impl Destination {
             at.push(OsStr::from_bytes(part));
             match fs::symlink_metadata(&at) {
                 Ok(m) if m.is_dir() => {}
-                Ok(_) => return Err(EntryError::Blocked { path: at }),
+                Ok(_) => return Err(WriteError::Blocked { path: at }),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => match fs::create_dir(&at) {
                     Ok(()) => {}
                     Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
@@ -133,7 +133,7 @@ impl Destination {
     }
 
     /// Starts writing a file at `target` (from [`Destination::slot`]).
-    pub fn begin_file(&self, target: PathBuf) -> Result<PendingFile, EntryError> {
+    pub fn begin_file(&self, target: PathBuf) -> Result<PendingFile, WriteError> {
         let tmp = self.temp_beside(&target);
         let file = OpenOptions::new()
             .write(true)
@@ -153,7 +153,7 @@ impl Destination {
     }
 
     /// Makes `target` a symlink to `link` with this mtime.
-    pub fn symlink(&self, target: PathBuf, link: &[u8], mtime_ns: i64) -> Result<(), EntryError> {
+    pub fn symlink(&self, target: PathBuf, link: &[u8], mtime_ns: i64) -> Result<(), WriteError> {
         let tmp = self.temp_beside(&target);
         std::os::unix::fs::symlink(OsStr::from_bytes(link), &tmp)
             .map_err(io_err("create the symlink", &tmp))?;
@@ -169,13 +169,13 @@ impl Destination {
 
     /// Makes `rel` a directory; its mode and mtime are applied by
     /// [`Destination::finish_dirs`] once its children are written.
-    pub fn dir(&self, rel: &RelPath, mode: u32, mtime_ns: i64) -> Result<(), EntryError> {
+    pub fn dir(&self, rel: &RelPath, mode: u32, mtime_ns: i64) -> Result<(), WriteError> {
         let target = match self.slot(rel)? {
             Slot::Free(t) | Slot::Taken(t) => t,
         };
         match fs::symlink_metadata(&target) {
             Ok(m) if m.is_dir() => {}
-            Ok(_) => return Err(EntryError::Blocked { path: target }),
+            Ok(_) => return Err(WriteError::Blocked { path: target }),
             Err(_) => fs::create_dir(&target).map_err(io_err("create the directory", &target))?,
         }
         if let Ok(mut dirs) = self.dirs.lock() {
@@ -185,7 +185,7 @@ impl Destination {
     }
 
     /// Applies the directories' modes and mtimes, deepest first.
-    pub fn finish_dirs(&self) -> Vec<EntryError> {
+    pub fn finish_dirs(&self) -> Vec<WriteError> {
         let mut dirs = match self.dirs.lock() {
             Ok(mut d) => std::mem::take(&mut *d),
             Err(_) => return Vec::new(),
@@ -207,14 +207,14 @@ impl Destination {
         errors
     }
 
-    fn place(&self, tmp: &Path, target: &Path) -> Result<(), EntryError> {
+    fn place(&self, tmp: &Path, target: &Path) -> Result<(), WriteError> {
         place(tmp, target, self.overwrite)
     }
 }
 
 /// Puts `tmp` at `target`: `rename` when overwriting, else `link` (fails if
 /// `target` exists) and remove `tmp`.
-fn place(tmp: &Path, target: &Path, overwrite: bool) -> Result<(), EntryError> {
+fn place(tmp: &Path, target: &Path, overwrite: bool) -> Result<(), WriteError> {
     if overwrite {
         return fs::rename(tmp, target).map_err(io_err("move into place", target));
     }
@@ -244,7 +244,7 @@ pub struct PendingFile {
 impl PendingFile {
     /// Appends content; its all-zero blocks stay holes (a sparse file is
     /// restored sparse).
-    pub fn write(&mut self, data: &[u8]) -> Result<(), EntryError> {
+    pub fn write(&mut self, data: &[u8]) -> Result<(), WriteError> {
         let Some(file) = self.file.as_ref() else {
             return Ok(());
         };
@@ -262,17 +262,17 @@ impl PendingFile {
         size: u64,
         mode: u32,
         mtime_ns: i64,
-    ) -> Result<u64, EntryError> {
+    ) -> Result<u64, WriteError> {
         let actual = self.hasher.finalize();
         if self.written.pos() != size {
-            return Err(EntryError::SizeMismatch {
+            return Err(WriteError::SizeMismatch {
                 path: self.target.clone(),
                 expected: size,
                 actual: self.written.pos(),
             });
         }
         if actual.as_bytes() != hash {
-            return Err(EntryError::HashMismatch {
+            return Err(WriteError::HashMismatch {
                 path: self.target.clone(),
                 expected: blake3::Hash::from(*hash).to_hex().to_string(),
                 actual: actual.to_hex().to_string(),
@@ -362,7 +362,7 @@ mod tests {
         let err = f
             .commit(blake3::hash(b"good").as_bytes(), 4, 0o644, 0)
             .unwrap_err();
-        assert!(matches!(err, EntryError::HashMismatch { .. }), "{err}");
+        assert!(matches!(err, WriteError::HashMismatch { .. }), "{err}");
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
         // An abandoned file (an interrupted restore) leaves nothing either.
         let mut f = dest.begin_file(target.clone()).unwrap();
@@ -388,7 +388,7 @@ mod tests {
         std::os::unix::fs::symlink(outside.path(), dir.path().join("l")).unwrap();
         assert!(matches!(
             dest.slot(&rel("l/x")),
-            Err(EntryError::Blocked { .. })
+            Err(WriteError::Blocked { .. })
         ));
         dest.symlink(dir.path().join("s"), b"../t", 5_000_000_000)
             .unwrap();

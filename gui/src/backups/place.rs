@@ -3,10 +3,10 @@
 //! keeps a restore out of the source, and "Date and time" parsed.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use ferry_agent::config::{default_name, default_state_dir, DEFAULT_PORT};
-use ferry_agent::history::{LocalStore, Remote};
+use ferry_agent::reader::{parse_point_in_time, LocalStore, Remote};
 use ferry_proto::Name;
 
 use super::Origin;
@@ -127,31 +127,13 @@ pub fn inside_source(dest: &Path, source: &str) -> bool {
 /// Parses "Date and time": `2026-11-20 14:00` (UTC), RFC 3339, or a
 /// duration ago (`3h`); ms since the Unix epoch.
 pub fn parse_time(text: &str, now: SystemTime) -> Result<i64, String> {
-    let t = text.trim();
-    let candidates = [t.to_string(), format!("{t}:00"), format!("{t} 00:00:00")];
-    let parsed = candidates
-        .iter()
-        .find_map(|c| humantime::parse_rfc3339_weak(c).ok())
-        .or_else(|| {
-            humantime::parse_duration(t)
-                .ok()
-                .and_then(|d| now.checked_sub(d))
-        });
-    let Some(at) = parsed else {
-        return Err(format!(
-            "Date and time {t:?}: give a time like \"2026-11-20 14:00\" (UTC) or a duration ago like 3h"
-        ));
-    };
-    let ms = at
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO)
-        .as_millis();
-    Ok(i64::try_from(ms).unwrap_or(i64::MAX))
+    parse_point_in_time(text.trim(), now).map_err(|e| format!("Date and time {e}"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
 
     #[test]
     fn times_are_dates_or_durations_ago() {

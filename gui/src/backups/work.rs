@@ -9,7 +9,10 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use ferry_agent::history::{Client, ClientError, Fetcher, LocalStore, Remote, RemoteTree};
+use ferry_agent::reader::{
+    AskError, Client, ClientError, ConnectError, FetchError, Fetcher, LocalStore, Remote,
+    RemoteTree,
+};
 use ferry_agent::restore::{self, Destination, RestoreSummary};
 use ferry_agent::status::SenderStatus;
 use ferry_proto::{At, DirEntry, RefuseCode, RelPath, RunInfo, VersionInfo, VersionKind};
@@ -114,21 +117,29 @@ pub fn failure(origin: &Origin, e: &ClientError) -> Failure {
         Origin::Receiver(r) => format!("{}:{}", r.host, r.port),
         _ => String::new(),
     };
-    match e {
-        ClientError::Transport(_) | ClientError::Connection(_) | ClientError::Busy { .. } => {
-            Failure {
-                message: format!("Cannot reach the receiver at {place}: {chain}"),
-                unreachable: true,
-            }
-        }
-        ClientError::Refused {
-            code: RefuseCode::UnknownSender,
-            message,
-        } => Failure::plain(format!(
+    let refused = match e {
+        ClientError::Connect(ConnectError::Refused { code, message })
+        | ClientError::Ask(AskError::Refused { code, message }) => Some((*code, message)),
+        _ => None,
+    };
+    match (e, refused) {
+        (
+            ClientError::Connect(
+                ConnectError::Transport(_)
+                | ConnectError::Connection(_)
+                | ConnectError::Busy { .. },
+            )
+            | ClientError::Fetch(FetchError::Connection(_)),
+            _,
+        ) => Failure {
+            message: format!("Cannot reach the receiver at {place}: {chain}"),
+            unreachable: true,
+        },
+        (_, Some((RefuseCode::UnknownSender, message))) => Failure::plain(format!(
             "The receiver at {place} does not admit this sender (it was revoked, or has \
              not paired yet): {message}"
         )),
-        ClientError::Refused { message, .. } => {
+        (_, Some((_, message))) => {
             Failure::plain(format!("The receiver at {place} refused: {message}"))
         }
         _ => Failure::plain(chain),
@@ -137,11 +148,12 @@ pub fn failure(origin: &Origin, e: &ClientError) -> Failure {
 
 async fn open(origin: &Origin) -> Result<Client, ClientError> {
     match origin {
-        Origin::Receiver(remote) => Client::connect(remote).await,
-        Origin::Store(local) => Client::open_store(local).await,
-        Origin::Copies(_) => Err(ClientError::Unanswered {
+        Origin::Receiver(remote) => Ok(Client::connect(remote).await?),
+        Origin::Store(local) => Ok(Client::open_store(local).await?),
+        Origin::Copies(_) => Err(AskError::Unanswered {
             message: "the local copies keep no runs".into(),
-        }),
+        }
+        .into()),
     }
 }
 
@@ -212,7 +224,10 @@ async fn ask_client(client: &mut Client, origin: &Origin, ask: &Ask) -> Result<G
 fn broken(e: &ClientError) -> bool {
     matches!(
         e,
-        ClientError::Connection(_) | ClientError::Protocol(_) | ClientError::Transport(_)
+        ClientError::Connect(
+            ConnectError::Connection(_) | ConnectError::Protocol(_) | ConnectError::Transport(_)
+        ) | ClientError::Ask(AskError::Protocol(_))
+            | ClientError::Fetch(FetchError::Connection(_) | FetchError::Protocol(_))
     )
 }
 
@@ -284,9 +299,9 @@ pub async fn list(session: Session, at: At, dir: Option<RelPath>) -> Result<Vec<
     let mut rows = match &session.origin {
         Origin::Copies(root) => {
             let root = root.clone();
-            tokio::task::spawn_blocking(move || list_copies(&root, dir.as_ref()))
+            ferry_agent::tasks::blocking(move || list_copies(&root, dir.as_ref()))
                 .await
-                .map_err(|e| Failure::plain(format!("internal error: {e}")))??
+                .map_err(|e| Failure::plain(e.to_string()))??
         }
         _ => match session.ask(Ask::List(at, dir)).await? {
             Got::List(entries) => entries.into_iter().map(row_of).collect(),
@@ -416,13 +431,13 @@ pub async fn restore(job: RestoreJob, status: Arc<SenderStatus>) -> Result<Resto
     if let Origin::Copies(copies) = &job.session.origin {
         let copies = copies.clone();
         let paths = job.paths.clone();
-        return tokio::task::spawn_blocking(move || {
+        return ferry_agent::tasks::blocking(move || {
             let dest = make_dest()?;
             restore::restore_from_copies(&copies, &paths, &dest, &status.progress)
                 .map_err(|e| ferry_agent::chain::chain(&e))
         })
         .await
-        .map_err(|e| format!("internal error: {e}"))?;
+        .map_err(|e| e.to_string())?;
     }
     let (tree, fetcher) = match job.session.ask(Ask::Tree(job.at, job.paths)).await {
         Ok(Got::Tree(tree, fetcher)) => (tree, fetcher),
@@ -430,9 +445,9 @@ pub async fn restore(job: RestoreJob, status: Arc<SenderStatus>) -> Result<Resto
         Err(f) => return Err(f.message),
     };
     // Only now that there is something to restore.
-    let dest = tokio::task::spawn_blocking(make_dest)
+    let dest = ferry_agent::tasks::blocking(make_dest)
         .await
-        .map_err(|e| format!("internal error: {e}"))??;
+        .map_err(|e| e.to_string())??;
     Ok(restore::restore_remote_tree(&fetcher, tree, dest, status).await)
 }
 

@@ -1,8 +1,13 @@
 //! Form rows: a label, a text field labelled by it (so screen readers and
 //! egui_kittest find it by name), an optional Browse button, and the field's
-//! problem in plain words underneath; and a labelled choice (a combo box).
+//! problem in plain words underneath; a labelled choice (a combo box); and
+//! the texts rows share (times of day, the bandwidth limit's hint).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use eframe::egui::{self, Color32, RichText, TextEdit, Ui};
+
+use crate::form::LIMIT_RATE_EXAMPLE;
 
 /// Colour of problem text.
 pub fn error_color(ui: &Ui) -> Color32 {
@@ -171,4 +176,29 @@ pub fn choice<T: Copy + PartialEq>(
         .on_disabled_hover_text(tip);
     ui.end_row();
     changed
+}
+
+/// The bandwidth limit's hover hint, with an example schedule.
+pub fn limit_rate_tip(scope: &str) -> String {
+    format!(
+        "{scope}. A rate such as 10MB/s, or daily windows in local time: \
+         {LIMIT_RATE_EXAMPLE} is 2 MB/s from 08:00 to 18:00 and 10 MB/s \
+         otherwise; =off in a window lifts the limit. Empty: no limit."
+    )
+}
+
+/// `ms` since the epoch as `HH:MM:SS UTC`.
+pub fn clock_ms(ms: i64) -> String {
+    clock(UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0)))
+}
+
+/// A time of day as `HH:MM:SS UTC`.
+pub fn clock(t: SystemTime) -> String {
+    let secs = t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs() % 86_400;
+    format!(
+        "{:02}:{:02}:{:02} UTC",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
 }

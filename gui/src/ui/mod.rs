@@ -2,7 +2,10 @@
 //! role's form, its actions (Start / Stop / Run now / Save as config file)
 //! and what the running agent is doing.
 //!
-//! - [`fields`]: labelled form rows with Browse buttons and problems.
+//! ## Layout
+//!
+//! - [`fields`]: labelled form rows with Browse buttons and problems, and
+//!   the texts rows share (times of day, the bandwidth limit's hint).
 //! - [`receiver`]: the receiver's form and live status.
 //! - [`sender`]: the sender's form, progress and history.
 //! - [`backups`]: the sender's Backups view: browse runs, restore.
@@ -193,5 +196,17 @@ fn actions(app: &mut LauncherApp, ui: &mut Ui) {
     }
     if let Some(error) = app.error.clone() {
         fields::error_line(ui, &error);
+    }
+}
+
+/// The launcher as eframe runs it: each frame draws the window; closing
+/// it stops the running role.
+impl eframe::App for LauncherApp {
+    fn ui(&mut self, ui: &mut eframe::egui::Ui, _frame: &mut eframe::Frame) {
+        show(self, ui);
+    }
+
+    fn on_exit(&mut self, _gl: Option<&eframe::glow::Context>) {
+        self.shutdown();
     }
 }

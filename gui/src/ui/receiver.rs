@@ -9,7 +9,7 @@ use ferry_agent::summary::human_bytes;
 
 use super::fields::{self, Browse};
 use crate::app::LauncherApp;
-use crate::form::{label, LIMIT_RATE_EXAMPLE};
+use crate::form::label;
 use crate::settings::generate_secret;
 
 /// The receiver's form.
@@ -54,7 +54,7 @@ pub fn form(app: &mut LauncherApp, ui: &mut Ui) {
                 label::LIMIT_RATE,
                 &mut f.limit_rate,
                 "optional: e.g. 10MB/s",
-                Some(&limit_rate_tip("Per sender connection")),
+                Some(&fields::limit_rate_tip("Per sender connection")),
                 v.error(label::LIMIT_RATE),
                 enabled,
                 Browse::None,
@@ -92,15 +92,6 @@ pub fn form(app: &mut LauncherApp, ui: &mut Ui) {
 /// What the receiver's device id is for.
 pub const RECEIVER_ID_TIP: &str = "This receiver's id. Senders pin it on first contact, or \
      can be given it beforehand (their Receiver id field).";
-
-/// The bandwidth limit's hover hint, with an example schedule.
-pub fn limit_rate_tip(scope: &str) -> String {
-    format!(
-        "{scope}. A rate such as 10MB/s, or daily windows in local time: \
-         {LIMIT_RATE_EXAMPLE} is 2 MB/s from 08:00 to 18:00 and 10 MB/s \
-         otherwise; =off in a window lifts the limit. Empty: no limit."
-    )
-}
 
 /// The receiver's pairing secret row: editable, with Generate and Copy
 /// buttons (the receiver's admin makes the secret and hands it to senders;
@@ -219,7 +210,7 @@ pub fn status(app: &mut LauncherApp, ui: &mut Ui) {
                 ui.label(format!("#{}", run.id));
                 ui.label(run.sender.as_str());
                 ui.label(run.folder.as_str());
-                ui.label(crate::ui::sender::clock_ms(run.started_ms));
+                ui.label(fields::clock_ms(run.started_ms));
                 ui.label(&run.status);
                 ui.label(human_bytes(run.bytes_received));
                 ui.end_row();

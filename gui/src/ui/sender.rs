@@ -4,7 +4,7 @@
 //! run's progress, idle until the next run, or retrying and why) and the
 //! history of runs.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use eframe::egui::{Button, Checkbox, Grid, ProgressBar, TextEdit, Ui};
 use ferry_agent::status::SenderPhase;
@@ -75,9 +75,7 @@ pub fn form(app: &mut LauncherApp, ui: &mut Ui) {
                 label::LIMIT_RATE,
                 &mut f.limit_rate,
                 "optional: e.g. 10MB/s",
-                Some(&super::receiver::limit_rate_tip(
-                    "For all of this sender's sending",
-                )),
+                Some(&fields::limit_rate_tip("For all of this sender's sending")),
                 v.error(label::LIMIT_RATE),
                 enabled,
                 Browse::None,
@@ -235,22 +233,6 @@ pub fn secret_row(ui: &mut Ui, secret: &mut String, enabled: bool) {
     ui.end_row();
 }
 
-/// `ms` since the epoch as `HH:MM:SS UTC`.
-pub fn clock_ms(ms: i64) -> String {
-    clock(UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0)))
-}
-
-/// A time of day as `HH:MM:SS UTC`.
-pub fn clock(t: SystemTime) -> String {
-    let secs = t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs() % 86_400;
-    format!(
-        "{:02}:{:02}:{:02} UTC",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    )
-}
-
 fn rounded(d: Duration) -> String {
     humantime::format_duration(Duration::from_secs(d.as_secs())).to_string()
 }
@@ -317,18 +299,18 @@ pub fn status(app: &mut LauncherApp, ui: &mut Ui) {
                     ui.label(format!(
                         "Watching {} directories; full scan at {} (in {})",
                         watching.directories,
-                        clock(*next_run),
+                        fields::clock(*next_run),
                         rounded(next_run.duration_since(now).unwrap_or_default())
                     ));
                     ui.label(match watching.last_change_sent {
-                        Some(at) => format!("Last change sent at {}", clock(at)),
+                        Some(at) => format!("Last change sent at {}", fields::clock(at)),
                         None => "No change sent yet".to_string(),
                     });
                 }
                 None => {
                     ui.label(format!(
                         "Idle until {} (next run in {})",
-                        clock(*next_run),
+                        fields::clock(*next_run),
                         rounded(next_run.duration_since(now).unwrap_or_default())
                     ));
                 }
@@ -339,7 +321,7 @@ pub fn status(app: &mut LauncherApp, ui: &mut Ui) {
                 Ok(left) if left.as_secs() > 0 => format!(
                     "Retrying in {} (at {}) because the last attempt failed:",
                     rounded(left),
-                    clock(*at)
+                    fields::clock(*at)
                 ),
                 _ => "Retrying now; the last attempt failed:".to_string(),
             });
@@ -390,7 +372,7 @@ pub fn status(app: &mut LauncherApp, ui: &mut Ui) {
             }
             ui.end_row();
             for row in &app.history {
-                ui.label(clock(row.finished));
+                ui.label(fields::clock(row.finished));
                 match &row.outcome {
                     Ok(r) => {
                         ui.label(if r.errors == 0 {

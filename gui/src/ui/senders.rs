@@ -103,7 +103,7 @@ fn row(ui: &mut Ui, s: &SenderInfo) -> Option<(String, bool)> {
     match &s.last_run {
         Some(r) => ui.label(format!(
             "{} {}",
-            super::sender::clock_ms(r.finished_ms.unwrap_or(r.started_ms)),
+            fields::clock_ms(r.finished_ms.unwrap_or(r.started_ms)),
             r.result
         )),
         None => ui.weak("none"),

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use ferry_agent::history::{Client, Piece};
+use ferry_agent::reader::{Client, Piece};
 use ferry_proto::{At, RelPath, VersionKind};
 use ferry_tests::tree;
 

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use ferry_agent::config::SenderConfig;
-use ferry_agent::history::{Client, ClientError, Piece, Remote};
+use ferry_agent::reader::{AskError, Client, ConnectError, FetchError, Piece, Remote};
 use ferry_agent::receiver::pruning::prune_now;
 use ferry_agent::restore::{restore_from_copies, restore_remote, Destination};
 use ferry_agent::sender::{RunError, SenderError};
@@ -252,7 +252,7 @@ async fn a_second_sender_cannot_list_or_restore_the_first_senders_files() -> any
     assert!(
         matches!(
             err,
-            Some(ClientError::Refused {
+            Some(AskError::Refused {
                 code: RefuseCode::BadRequest,
                 ..
             })
@@ -262,7 +262,7 @@ async fn a_second_sender_cannot_list_or_restore_the_first_senders_files() -> any
     // ... and a crafted fetch of Alice's version id gets nothing.
     let mut fetch = as_bob.fetcher().fetch(secret_id).await?;
     match fetch.next().await {
-        Err(ClientError::Fetch { .. }) => {}
+        Err(FetchError::Failed { .. }) => {}
         other => anyhow::bail!("bob fetched alice's version: {other:?}"),
     }
     as_bob.close().await;
@@ -271,7 +271,7 @@ async fn a_second_sender_cannot_list_or_restore_the_first_senders_files() -> any
     let mut bob_as_alice = remote(&receiver, &bob)?;
     bob_as_alice.name = Name::new("alice")?;
     match Client::connect(&bob_as_alice).await {
-        Err(ClientError::Refused {
+        Err(ConnectError::Refused {
             code: RefuseCode::WrongName,
             ..
         }) => {}
@@ -280,7 +280,7 @@ async fn a_second_sender_cannot_list_or_restore_the_first_senders_files() -> any
     // A device that never paired is refused, and not paired by asking.
     let stranger = TestSender::new(dir.path(), "stranger")?;
     match Client::connect(&remote(&receiver, &stranger)?).await {
-        Err(ClientError::Refused {
+        Err(ConnectError::Refused {
             code: RefuseCode::UnknownSender,
             ..
         }) => {}

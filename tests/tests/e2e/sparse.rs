@@ -5,7 +5,7 @@ use std::fs::File;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
 
-use ferry_agent::history::{Client, Remote};
+use ferry_agent::reader::{Client, Remote};
 use ferry_agent::restore::{restore_from_copies, restore_remote, Destination};
 use ferry_agent::status::SenderStatus;
 use ferry_agent::summary::Progress;

@@ -4,8 +4,8 @@ use std::collections::BTreeSet;
 
 use std::sync::Arc;
 
-use ferry_agent::history::{Client, Remote};
 use ferry_agent::index::Index;
+use ferry_agent::reader::{Client, Remote};
 use ferry_agent::restore::{restore_remote, Destination};
 use ferry_agent::status::SenderStatus;
 use ferry_proto::{At, Name, RelPath};

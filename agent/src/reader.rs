@@ -1,10 +1,20 @@
-//! The client side of read-only sessions: ask a receiver for this sender's
-//! runs, the versions of a path, a folder's tree as of a point, and fetch
-//! the bytes of a version, and browse a folder one directory at a time
+//! The client of read-only sessions: ask a receiver for this sender's runs,
+//! the versions of a path, a folder's tree as of a point, and fetch the
+//! bytes of a version, and browse a folder one directory at a time
 //! ([`Client::list`]). Authenticates exactly like a run (same identity,
 //! same receiver pin), but never pairs. The same questions can be put to a
 //! store on this machine ([`Client::open_store`]): the receiver's own
 //! request handlers answer them from the store, opened read-only.
+//!
+//! ## Layout
+//!
+//! - [`local`]: a store on this machine, opened read-only and asked directly.
+//! - [`fetch`]: fetching one version's bytes, from a receiver or a store.
+//! - [`point_in_time`]: "a date and time, or a duration ago" parsed.
+
+pub mod fetch;
+pub mod local;
+pub mod point_in_time;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -15,12 +25,14 @@ pub use ferry_proto::DirEntry;
 use ferry_proto::{
     At, Message, Name, NotServed, Open, RefuseCode, RelPath, Request, RunInfo, VersionInfo,
 };
+pub use fetch::{Fetch, FetchError, Fetcher, Piece};
+pub use local::{LocalStore, OpenStoreError};
+pub use point_in_time::{parse_point_in_time, PointInTimeError};
 
 use crate::identity::{DeviceId, Identity, IdentityError};
 use crate::pins::{PinError, Pins};
-use crate::receiver::requests::{self, Answer, Ctx, VersionReader};
-use crate::store::{HistoryError, Store};
-use crate::stream::{Channel, FramedRecv, StreamError};
+use crate::receiver::requests::{Answer, Ctx};
+use crate::stream::{Channel, StreamError};
 use crate::tls::{self, TlsError};
 use crate::transport::{self, TransportError};
 
@@ -41,21 +53,9 @@ pub struct Remote {
     pub folder: Name,
 }
 
-/// A store on this machine to read instead of asking a receiver (`--store`):
-/// one made by `ferry send --store`, or a receiver's, read by its admin.
-#[derive(Debug, Clone)]
-pub struct LocalStore {
-    /// The store's directory.
-    pub root: PathBuf,
-    /// The sender whose folder is read.
-    pub name: Name,
-    /// The folder; `None`: the sender's only folder in the store.
-    pub folder: Option<Name>,
-}
-
-/// Why a question could not be answered.
+/// Why a session with a receiver could not be opened ([`Client::connect`]).
 #[derive(Debug, thiserror::Error)]
-pub enum ClientError {
+pub enum ConnectError {
     #[error(transparent)]
     Identity(#[from] IdentityError),
     #[error(transparent)]
@@ -72,41 +72,37 @@ pub enum ClientError {
     Protocol(#[from] StreamError),
     #[error("connection to the receiver lost")]
     Connection(#[from] quinn::ConnectionError),
-    #[error("the receiver could not send version {version}: {message}")]
-    Fetch { version: u64, message: String },
-    /// The local store cannot be read.
-    #[error(transparent)]
-    Store(#[from] HistoryError),
-    /// The local store has no sender of that name.
-    #[error("the store {} has no sender named {name} (it has: {known}); give --name", root.display())]
-    UnknownSender {
-        root: PathBuf,
-        name: Name,
-        known: String,
-    },
-    /// No folder was given and the sender does not have exactly one.
-    #[error("{name} has {} in the store {}; give --folder", folder_list(folders), root.display())]
-    WhichFolder {
-        root: PathBuf,
-        name: Name,
-        /// The sender's folders in the store, by name.
-        folders: Vec<Name>,
-    },
+}
+
+/// Why a question (runs, versions, a tree, a listing) got no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum AskError {
+    #[error("the receiver refused: {message}")]
+    Refused { code: RefuseCode, message: String },
+    #[error("the connection to the receiver broke")]
+    Protocol(#[from] StreamError),
     /// The local store cannot answer the question (the message says why).
     #[error("{message}")]
     Unanswered { message: String },
-    #[error("internal error: {0}")]
-    Internal(String),
+    /// The store's handlers answered another question than the one asked.
+    #[error("the store answered another question than the {asked} asked for")]
+    OtherAnswer { asked: &'static str },
+    #[error(transparent)]
+    Cancelled(#[from] crate::tasks::Cancelled),
 }
 
-fn folder_list(folders: &[Name]) -> String {
-    match folders {
-        [] => "sent nothing".into(),
-        _ => {
-            let names: Vec<&str> = folders.iter().map(Name::as_str).collect();
-            format!("the folders {}", names.join(", "))
-        }
-    }
+/// Any error of a read-only session, for a caller that opens, asks and
+/// fetches in one place (each operation has its own error).
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    #[error(transparent)]
+    OpenStore(#[from] OpenStoreError),
+    #[error(transparent)]
+    Ask(#[from] AskError),
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
 }
 
 /// A folder's tree as the receiver gave it.
@@ -149,7 +145,7 @@ enum Session {
 impl Client {
     /// Connects, checks the receiver's id against the pin, and opens a
     /// read-only session for `remote.folder`.
-    pub async fn connect(remote: &Remote) -> Result<Client, ClientError> {
+    pub async fn connect(remote: &Remote) -> Result<Client, ConnectError> {
         let identity = Identity::load_or_create(&remote.state)?;
         let addr: SocketAddr = transport::resolve(&remote.host, remote.port).await?;
         let endpoint = transport::client_endpoint(&identity, addr)?;
@@ -174,13 +170,13 @@ impl Client {
         let sender = match control.recv.recv_message().await? {
             Message::Opened { sender } => sender,
             Message::Busy { retry_after_ms } => {
-                return Err(ClientError::Busy {
+                return Err(ConnectError::Busy {
                     retry_after: Duration::from_millis(retry_after_ms.min(3_600_000)),
                 })
             }
             Message::Refused(r) => {
                 conn.close(quinn::VarInt::from_u32(0), b"refused");
-                return Err(ClientError::Refused {
+                return Err(ConnectError::Refused {
                     code: r.code,
                     message: r.message,
                 });
@@ -201,11 +197,9 @@ impl Client {
     /// Opens `local.folder` of `local.name` in a store on this machine, read
     /// only (a receiver may be running on it). The answers are the ones a
     /// receiver gives: the same handlers compute them.
-    pub async fn open_store(local: &LocalStore) -> Result<Client, ClientError> {
+    pub async fn open_store(local: &LocalStore) -> Result<Client, OpenStoreError> {
         let local = local.clone();
-        let ctx = tokio::task::spawn_blocking(move || open_local(local))
-            .await
-            .map_err(|e| ClientError::Internal(e.to_string()))??;
+        let ctx = crate::tasks::blocking(move || local::open(local)).await??;
         Ok(Client {
             sender: ctx.ns.sender.clone(),
             session: Session::Local(Arc::new(ctx)),
@@ -235,12 +229,12 @@ impl Client {
     }
 
     /// This sender's runs as the receiver recorded them, newest first.
-    pub async fn runs(&mut self) -> Result<Vec<RunInfo>, ClientError> {
+    pub async fn runs(&mut self) -> Result<Vec<RunInfo>, AskError> {
         let control = match &mut self.session {
             Session::Local(ctx) => {
-                return match ask_local(ctx, Request::Runs).await? {
+                return match local::ask(ctx, Request::Runs).await? {
                     Answer::Runs(runs) => Ok(runs),
-                    _ => Err(ClientError::Internal("another answer for runs".into())),
+                    _ => Err(AskError::OtherAnswer { asked: "runs" }),
                 }
             }
             Session::Remote { control, .. } => control,
@@ -257,7 +251,7 @@ impl Client {
     }
 
     /// Every stored version of `path`, newest first.
-    pub async fn versions(&mut self, path: &RelPath) -> Result<Vec<VersionInfo>, ClientError> {
+    pub async fn versions(&mut self, path: &RelPath) -> Result<Vec<VersionInfo>, AskError> {
         let request = Request::Versions { path: path.clone() };
         Ok(self.version_list(request).await?.entries)
     }
@@ -269,18 +263,14 @@ impl Client {
         &mut self,
         at: At,
         under: &[RelPath],
-    ) -> Result<(Option<u64>, Vec<VersionInfo>), ClientError> {
+    ) -> Result<(Option<u64>, Vec<VersionInfo>), AskError> {
         let tree = self.tree_report(at, under).await?;
         Ok((tree.run, tree.entries))
     }
 
     /// The folder's tree as of `at` (below `under` if not empty), the run
     /// it resolved to, and the versions the receiver cannot serve.
-    pub async fn tree_report(
-        &mut self,
-        at: At,
-        under: &[RelPath],
-    ) -> Result<RemoteTree, ClientError> {
+    pub async fn tree_report(&mut self, at: At, under: &[RelPath]) -> Result<RemoteTree, AskError> {
         let request = Request::Tree {
             at,
             under: under.to_vec(),
@@ -293,25 +283,21 @@ impl Client {
     /// and hash, a symlink's target), mtime, mode, and the version id and
     /// run that [`Client::versions`] lists and [`Fetcher::fetch`] takes. A
     /// directory that did not exist then, or a file, has no children.
-    pub async fn list(
-        &mut self,
-        at: At,
-        dir: Option<&RelPath>,
-    ) -> Result<Vec<DirEntry>, ClientError> {
+    pub async fn list(&mut self, at: At, dir: Option<&RelPath>) -> Result<Vec<DirEntry>, AskError> {
         Ok(self.listing(at, dir).await?.entries)
     }
 
     /// As [`Client::list`], with the run `at` resolved to.
-    pub async fn listing(&mut self, at: At, dir: Option<&RelPath>) -> Result<Listing, ClientError> {
+    pub async fn listing(&mut self, at: At, dir: Option<&RelPath>) -> Result<Listing, AskError> {
         let request = Request::List {
             at,
             dir: dir.cloned(),
         };
         let control = match &mut self.session {
             Session::Local(ctx) => {
-                return match ask_local(ctx, request).await? {
+                return match local::ask(ctx, request).await? {
                     Answer::Dir(run, entries) => Ok(Listing { run, entries }),
-                    _ => Err(ClientError::Internal("another answer for a listing".into())),
+                    _ => Err(AskError::OtherAnswer { asked: "listing" }),
                 }
             }
             Session::Remote { control, .. } => control,
@@ -330,16 +316,16 @@ impl Client {
         }
     }
 
-    async fn version_list(&mut self, request: Request) -> Result<RemoteTree, ClientError> {
+    async fn version_list(&mut self, request: Request) -> Result<RemoteTree, AskError> {
         let control = match &mut self.session {
             Session::Local(ctx) => {
-                return match ask_local(ctx, request).await? {
+                return match local::ask(ctx, request).await? {
                     Answer::Versions(run, entries, not_served) => Ok(RemoteTree {
                         run,
                         entries,
                         not_served,
                     }),
-                    _ => Err(ClientError::Internal("another answer for versions".into())),
+                    _ => Err(AskError::OtherAnswer { asked: "versions" }),
                 }
             }
             Session::Remote { control, .. } => control,
@@ -362,8 +348,8 @@ impl Client {
     /// A handle that fetches versions' bytes, usable from several tasks.
     pub fn fetcher(&self) -> Fetcher {
         match &self.session {
-            Session::Remote { conn, .. } => Fetcher(FetchFrom::Remote(conn.clone())),
-            Session::Local(ctx) => Fetcher(FetchFrom::Local(ctx.clone())),
+            Session::Remote { conn, .. } => Fetcher::remote(conn.clone()),
+            Session::Local(ctx) => Fetcher::local(ctx.clone()),
         }
     }
 
@@ -383,169 +369,12 @@ impl Client {
     }
 }
 
-async fn answer(control: &mut Channel) -> Result<Message, ClientError> {
+async fn answer(control: &mut Channel) -> Result<Message, AskError> {
     match control.recv.recv_message().await? {
-        Message::Refused(r) => Err(ClientError::Refused {
+        Message::Refused(r) => Err(AskError::Refused {
             code: r.code,
             message: r.message,
         }),
         other => Ok(other),
-    }
-}
-
-/// Opens the store and finds the namespace (blocking).
-fn open_local(local: LocalStore) -> Result<Ctx, ClientError> {
-    let store = Store::open_read_only(&local.root)?;
-    let runs = store.runs(None).map_err(HistoryError::from)?;
-    let sender = store
-        .sender_by_name(&local.name)
-        .map_err(HistoryError::from)?;
-    let Some(sender) = sender else {
-        let mut known: Vec<&str> = runs.iter().map(|r| r.sender.as_str()).collect();
-        known.sort_unstable();
-        known.dedup();
-        return Err(ClientError::UnknownSender {
-            root: local.root,
-            name: local.name,
-            known: known.join(", "),
-        });
-    };
-    let folder = match local.folder {
-        Some(folder) => folder,
-        None => {
-            let mut folders: Vec<Name> = runs
-                .into_iter()
-                .filter(|r| r.sender == sender.name)
-                .map(|r| r.folder)
-                .collect();
-            folders.sort_unstable_by(|a, b| a.as_str().cmp(b.as_str()));
-            folders.dedup();
-            match <[Name; 1]>::try_from(folders) {
-                Ok([only]) => only,
-                Err(folders) => {
-                    return Err(ClientError::WhichFolder {
-                        root: local.root,
-                        name: sender.name,
-                        folders,
-                    });
-                }
-            }
-        }
-    };
-    let ns = store.namespace(&sender, &folder);
-    Ok(Ctx {
-        store: Arc::new(store),
-        ns,
-    })
-}
-
-/// Answers `request` from the local store, as a receiver would.
-async fn ask_local(ctx: &Arc<Ctx>, request: Request) -> Result<Answer, ClientError> {
-    let ctx = ctx.clone();
-    tokio::task::spawn_blocking(move || requests::answer(&ctx, request))
-        .await
-        .map_err(|e| ClientError::Internal(e.to_string()))?
-        .map_err(|message| ClientError::Unanswered { message })
-}
-
-/// Fetches versions' bytes: over the session's connection, one stream each,
-/// or from the local store.
-#[derive(Clone)]
-pub struct Fetcher(FetchFrom);
-
-#[derive(Clone)]
-enum FetchFrom {
-    Remote(quinn::Connection),
-    Local(Arc<Ctx>),
-}
-
-impl Fetcher {
-    /// Asks for the bytes of `version` (on a stream of its own).
-    pub async fn fetch(&self, version: u64) -> Result<Fetch, ClientError> {
-        let source = match &self.0 {
-            FetchFrom::Remote(conn) => {
-                let mut channel = Channel::new(conn.open_bi().await?);
-                channel.send.send(&Message::Fetch { version }).await?;
-                channel.send.finish();
-                FetchSource::Remote(channel.recv)
-            }
-            FetchFrom::Local(ctx) => {
-                let ctx = ctx.clone();
-                let file =
-                    tokio::task::spawn_blocking(move || requests::open_version(&ctx, version))
-                        .await
-                        .map_err(|e| ClientError::Internal(e.to_string()))?
-                        .map_err(|f| ClientError::Fetch {
-                            version,
-                            message: f.message,
-                        })?;
-                FetchSource::Local(Some(Box::new(VersionReader::new(version, file))))
-            }
-        };
-        Ok(Fetch { version, source })
-    }
-}
-
-/// The bytes of one version, as they arrive.
-pub struct Fetch {
-    version: u64,
-    source: FetchSource,
-}
-
-enum FetchSource {
-    Remote(FramedRecv),
-    /// `None` once the end was given (boxed: the hasher is large).
-    Local(Option<Box<VersionReader>>),
-}
-
-/// One step of a [`Fetch`].
-#[derive(Debug)]
-pub enum Piece {
-    /// The next bytes.
-    Data(Vec<u8>),
-    /// All bytes were sent; the receiver hashed them to this.
-    End([u8; 32]),
-}
-
-impl Fetch {
-    /// The next piece of content.
-    pub async fn next(&mut self) -> Result<Piece, ClientError> {
-        let version = self.version;
-        let recv = match &mut self.source {
-            FetchSource::Remote(recv) => recv,
-            FetchSource::Local(slot) => {
-                let Some(mut reader) = slot.take() else {
-                    return Err(ClientError::Internal(format!(
-                        "version {version} was read to its end"
-                    )));
-                };
-                let (reader, chunk) = tokio::task::spawn_blocking(move || {
-                    let chunk = reader.next_chunk();
-                    (reader, chunk)
-                })
-                .await
-                .map_err(|e| ClientError::Internal(e.to_string()))?;
-                let chunk = chunk.map_err(|f| ClientError::Fetch {
-                    version,
-                    message: f.message,
-                })?;
-                return Ok(match chunk {
-                    Some(data) => {
-                        *slot = Some(reader);
-                        Piece::Data(data)
-                    }
-                    None => Piece::End(reader.hash()),
-                });
-            }
-        };
-        match recv.recv_message().await? {
-            Message::Data(data) => Ok(Piece::Data(data)),
-            Message::End { hash } => Ok(Piece::End(hash)),
-            Message::Failed(f) => Err(ClientError::Fetch {
-                version,
-                message: f.message,
-            }),
-            other => Err(StreamError::unexpected("Data", &other).into()),
-        }
     }
 }
