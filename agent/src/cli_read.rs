@@ -5,7 +5,7 @@
 use std::fmt::Display;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use anyhow::{bail, Context};
 use clap::Args;
@@ -172,12 +172,7 @@ pub(crate) fn required(source: Option<Source>) -> anyhow::Result<Source> {
 }
 
 pub(crate) fn time(ms: i64) -> String {
-    let t = if ms >= 0 {
-        UNIX_EPOCH + Duration::from_millis(ms.unsigned_abs())
-    } else {
-        UNIX_EPOCH
-    };
-    humantime::format_rfc3339_seconds(t).to_string()
+    ferry_agent::units::utc_seconds(ms)
 }
 
 pub(crate) fn rel(path: &str) -> anyhow::Result<RelPath> {
@@ -219,6 +214,7 @@ pub(crate) fn note(line: std::fmt::Arguments<'_>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
 
     #[test]
     fn at_accepts_dates_and_durations_ago() {

@@ -139,8 +139,7 @@ pub async fn senders(args: SendersArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn time(ms: i64) -> String {
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0).unsigned_abs());
-    humantime::format_rfc3339_seconds(t).to_string()
+    ferry_agent::units::utc_seconds(ms)
 }
 
 fn print_report(report: &SendersReport) -> anyhow::Result<()> {

@@ -1,6 +1,27 @@
 //! Units as people write them in flags and config files: sizes such as
-//! `100GiB` or `1TB`. A leaf: it imports nothing of the crate, so that both
-//! [`crate::config`] and [`crate::ratelimit`] can read sizes.
+//! `100GiB` or `1TB`; and the times Ferry keeps (nanoseconds or
+//! milliseconds from the Unix epoch) as system times and as text. A leaf:
+//! it imports nothing of the crate, so that [`crate::config`],
+//! [`crate::ratelimit`], the store and the commands can all use it.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The time `ns` nanoseconds from the Unix epoch (negative: before it).
+pub fn system_time(ns: i64) -> SystemTime {
+    let magnitude = Duration::from_nanos(ns.unsigned_abs());
+    if ns >= 0 {
+        UNIX_EPOCH + magnitude
+    } else {
+        UNIX_EPOCH - magnitude
+    }
+}
+
+/// A time `ms` milliseconds from the Unix epoch as RFC 3339 text in UTC, to
+/// the second (times before the epoch show as the epoch).
+pub fn utc_seconds(ms: i64) -> String {
+    let t = UNIX_EPOCH + Duration::from_millis(ms.max(0).unsigned_abs());
+    humantime::format_rfc3339_seconds(t).to_string()
+}
 
 /// Examples shown with every size that does not parse.
 const EXAMPLES: &str = "examples: 500MiB, 100GiB, 1TB, 4096";
@@ -63,6 +84,21 @@ pub fn parse_size(text: &str) -> Result<u64, SizeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn negative_times() {
+        assert_eq!(
+            system_time(-1_500_000_000),
+            UNIX_EPOCH - Duration::from_millis(1500)
+        );
+        assert_eq!(system_time(5), UNIX_EPOCH + Duration::from_nanos(5));
+    }
+
+    #[test]
+    fn utc_seconds_to_the_second() {
+        assert_eq!(utc_seconds(1_767_323_045_678), "2026-01-02T03:04:05Z");
+        assert_eq!(utc_seconds(-5), "1970-01-01T00:00:00Z");
+    }
 
     #[test]
     fn sizes_in_both_unit_families() {

@@ -8,6 +8,8 @@
 //!   for, the pairing proof, the facts and the admission decision.
 //! - `control`: the run's control stream (`Delete`, `Finish`, `Committed`)
 //!   as a state machine without I/O, and its driver.
+//! - `context`: what every stream of a run shares (store, namespace, the
+//!   group commit queue, quota) and the helpers that make an entry's answer.
 //! - `file`: one file stream: the driver of the pure entry machine
 //!   (`receiver::entry`), handing each change to the group committer
 //!   (`store::commit`).
@@ -19,6 +21,7 @@
 
 pub(super) mod admission;
 mod bundle;
+mod context;
 mod control;
 mod file;
 #[cfg(test)]
@@ -36,7 +39,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use self::admission::{Action, Event, Handshake, Known, Policy};
-use self::file::RunContext;
+use self::context::RunContext;
 use super::quota::QuotaBudget;
 use super::{Shared, BUSY_RETRY, MAX_STREAMS_PER_SENDER};
 use crate::identity::DeviceId;

@@ -135,7 +135,7 @@ pub enum HistoryError {
         folder: Name,
     },
     /// No run of the folder had ended by that time.
-    #[error("{sender}/{folder} has no run that ended by {}; list the runs with `ferry history`", humantime::format_rfc3339_seconds(super::mirror::system_time(at_ms.saturating_mul(1_000_000))))]
+    #[error("{sender}/{folder} has no run that ended by {}; list the runs with `ferry history`", crate::units::utc_seconds(*at_ms))]
     NothingYet {
         at_ms: i64,
         sender: Name,

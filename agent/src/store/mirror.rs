@@ -21,12 +21,13 @@ use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use ferry_proto::RelPath;
 use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags};
 
 use super::error::{io_err, StoreError};
+use crate::units::system_time;
 
 /// Permission bits applied on disk: the sender's bits without setuid and
 /// setgid (the catalog keeps the full mode), so that a sender cannot plant a
@@ -427,16 +428,6 @@ pub(crate) fn ancestors(rel: &RelPath) -> Vec<RelPath> {
     out
 }
 
-/// The time `ns` nanoseconds from the Unix epoch (negative: before it).
-pub(crate) fn system_time(ns: i64) -> SystemTime {
-    let magnitude = Duration::from_nanos(ns.unsigned_abs());
-    if ns >= 0 {
-        UNIX_EPOCH + magnitude
-    } else {
-        UNIX_EPOCH - magnitude
-    }
-}
-
 /// Sets permission bits (masked by [`DISK_MODE_MASK`], plus `extra`) and the
 /// modification time, through a handle.
 pub(crate) fn set_meta(
@@ -533,6 +524,7 @@ mod tests {
     use super::*;
     use std::fs;
     use std::os::unix::fs::symlink;
+    use std::time::{Duration, UNIX_EPOCH};
 
     #[test]
     fn stamps_and_names() {
@@ -555,15 +547,6 @@ mod tests {
             archive_name(&long, "20260102-030405", Tag::Version(12), 0).len(),
             255
         );
-    }
-
-    #[test]
-    fn negative_times() {
-        assert_eq!(
-            system_time(-1_500_000_000),
-            UNIX_EPOCH - Duration::from_millis(1500)
-        );
-        assert_eq!(system_time(5), UNIX_EPOCH + Duration::from_nanos(5));
     }
 
     #[test]

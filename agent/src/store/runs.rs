@@ -109,7 +109,7 @@ fn restore_dir_mtime(
     }
     let path = rel.under(ns_dir);
     let dir = tree.open_nofollow(&path, true)?;
-    dir.set_times(fs::FileTimes::new().set_modified(mirror::system_time(mtime_ns)))
+    dir.set_times(fs::FileTimes::new().set_modified(crate::units::system_time(mtime_ns)))
         .map_err(|e| io_err("set the modification time of", &path, e))
 }
 

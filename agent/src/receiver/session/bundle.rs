@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::task::TaskTracker;
 
-use super::file::{commit, entry_message, failure, reserve, RunContext};
+use super::context::{commit, entry_message, failure, reserve, RunContext};
 use crate::compress::StreamDecoder;
 use crate::receiver::entry::{EntryReceiver, Step};
 use crate::receiver::quota::Reservation;
@@ -340,7 +340,7 @@ mod tests {
     use super::*;
     use crate::identity::DeviceId;
     use crate::link::{memory, Link};
-    use crate::receiver::session::file::testing::{self, TestRun};
+    use crate::receiver::session::context::testing::{self, TestRun};
 
     fn encode(message: &Message) -> Vec<u8> {
         frame::encode(message).unwrap()

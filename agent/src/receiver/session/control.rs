@@ -18,7 +18,7 @@ use ferry_proto::{
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::file::RunContext;
+use super::context::RunContext;
 use super::{SessionError, CLOSE_DONE};
 use crate::identity::DeviceId;
 use crate::link::Link;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use ferry_proto::{Entry, FailCode, Failure, Hash};
 
-use super::file::{failure, on_store, RunContext};
+use super::context::{failure, on_store, RunContext};
 use crate::receiver::rebuild::{ChunkOp, ChunkedFile};
 use crate::store::{Staged, StoreError, Verified};
 
