@@ -330,7 +330,7 @@ async fn schedule_loop(
             result
                 .as_ref()
                 .map(Clone::clone)
-                .map_err(ToString::to_string),
+                .map_err(|e| crate::chain::chain(e)),
         );
         let outcome = match &result {
             Ok(_) => RunOutcome::Done,
