@@ -265,7 +265,8 @@ async fn send_chunked(
     };
     let mut machine = EntrySender::new(Offer::Chunked);
     let (tx, rx) = mpsc::channel::<Out>(2);
-    let (go_tx, go_rx) = std::sync::mpsc::channel();
+    // One `Go` per stream: a channel of one.
+    let (go_tx, go_rx) = std::sync::mpsc::sync_channel(1);
     let mut content = ContentBytes { fresh: 0, wire: 0 };
     // The stream's side owns `rx` and `go_tx`: when it ends, early or not,
     // they go with it and the reading thread stops too.
