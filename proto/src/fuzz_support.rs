@@ -18,6 +18,7 @@
 //! - `generate`: arbitrary paths, names, entries and messages from a [`Source`].
 //! - `check`: the properties each fuzz target checks.
 //! - `corpus`: the seed corpus kept in the repository ([`seed_corpus`]).
+//! - `raw`: hand-encoded frames with any path bytes, for hostile tests.
 //!
 //! [`Message`]: crate::Message
 //! [`RelPath::from_bytes`]: crate::RelPath::from_bytes
@@ -25,6 +26,7 @@
 mod check;
 mod corpus;
 mod generate;
+mod raw;
 
 pub use check::{
     check_frame_decode, check_message_decode, check_path, check_round_trip, spec_rel_path,
@@ -34,6 +36,7 @@ pub use generate::{
     arbitrary_entry, arbitrary_message, arbitrary_name, arbitrary_path_bytes, arbitrary_rel_path,
     Bytes, Rng, Source,
 };
+pub use raw::{raw_entry, raw_frame, varint, RawKind};
 
 // The tests below encode frames with it.
 #[cfg(test)]

@@ -13,6 +13,7 @@ use ferry_agent::identity::Identity;
 use ferry_agent::receiver::Admission;
 use ferry_agent::stream::{Channel, FramedRecv};
 use ferry_agent::transport;
+use ferry_proto::fuzz_support::{raw_entry, raw_frame, RawKind};
 use ferry_proto::{
     frame, Content, Entry, EntryKind, FailCode, Message, Name, RefuseCode, RelPath, RunReport,
 };
@@ -250,57 +251,6 @@ impl Hostile {
     }
 }
 
-fn varint(mut n: u64, out: &mut Vec<u8>) {
-    loop {
-        let byte = (n & 0x7f) as u8;
-        n >>= 7;
-        if n == 0 {
-            out.push(byte);
-            return;
-        }
-        out.push(byte | 0x80);
-    }
-}
-
-/// A frame around `body`, length prefix included.
-fn raw_frame(body: &[u8]) -> Vec<u8> {
-    let mut out = (body.len() as u32).to_be_bytes().to_vec();
-    out.extend_from_slice(body);
-    out
-}
-
-/// The kinds of entries hand-encoded below.
-#[derive(Clone, Copy)]
-enum RawKind<'a> {
-    File { size: u64 },
-    Dir,
-    Symlink { target: &'a [u8] },
-}
-
-/// The postcard body of `Message::Entry` with any path bytes at all, mtime
-/// 0 and mode 0o644 (see the pinned encodings in `ferry_proto::message`).
-fn raw_entry(path: &[u8], kind: RawKind) -> Vec<u8> {
-    let mut out = vec![0x04];
-    varint(path.len() as u64, &mut out);
-    out.extend_from_slice(path);
-    match kind {
-        RawKind::File { size } => {
-            out.push(0x00);
-            varint(size, &mut out);
-            out.push(0x00); // Content::Inline
-        }
-        RawKind::Dir => out.push(0x01),
-        RawKind::Symlink { target } => {
-            out.push(0x02);
-            varint(target.len() as u64, &mut out);
-            out.extend_from_slice(target);
-        }
-    }
-    out.push(0x00); // mtime_ns 0
-    varint(0o644, &mut out);
-    raw_frame(&out)
-}
-
 fn encode(message: &Message) -> anyhow::Result<Vec<u8>> {
     Ok(frame::encode(message)?)
 }
@@ -326,34 +276,6 @@ fn file_entry(
     out.extend(encode(&Message::Data(content.to_vec()))?);
     out.extend(encode(&Message::End { hash })?);
     Ok(out)
-}
-
-#[test]
-fn the_hand_encoder_matches_the_real_one() -> anyhow::Result<()> {
-    // The hostile frames differ from real ones only in their path bytes.
-    let ours = raw_entry(b"a/b", RawKind::File { size: 5 });
-    let real = file_header("a/b", 5, Content::Inline)?;
-    assert_eq!(ours, real);
-    let ours = raw_entry(b"l", RawKind::Symlink { target: b"../t" });
-    let real = encode(&Message::Entry(Entry {
-        path: RelPath::from_bytes("l")?,
-        kind: EntryKind::Symlink {
-            target: b"../t".to_vec(),
-        },
-        mtime_ns: 0,
-        mode: 0o644,
-    }))?;
-    assert_eq!(ours, real);
-    assert_eq!(
-        raw_entry(b"d", RawKind::Dir),
-        encode(&Message::Entry(Entry {
-            path: RelPath::from_bytes("d")?,
-            kind: EntryKind::Dir,
-            mtime_ns: 0,
-            mode: 0o644,
-        }))?
-    );
-    Ok(())
 }
 
 /// Case 1: paths that escape the namespace, absolute paths, NUL bytes.

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ferry_proto::fuzz_support::{raw_entry, raw_frame, RawKind};
 use ferry_proto::{
     frame, Content, Entry, EntryKind, FailCode, Hello, Message, Name, RefuseCode, RelPath,
     RunReport, MAX_FRAME, PROTOCOL_VERSION,
@@ -286,57 +287,6 @@ fn hello() -> Message {
 
 fn encode(message: &Message) -> Vec<u8> {
     frame::encode(message).unwrap()
-}
-
-fn varint(mut n: u64, out: &mut Vec<u8>) {
-    loop {
-        let byte = (n & 0x7f) as u8;
-        n >>= 7;
-        if n == 0 {
-            out.push(byte);
-            return;
-        }
-        out.push(byte | 0x80);
-    }
-}
-
-/// A frame around `body`, length prefix included.
-fn raw_frame(body: &[u8]) -> Vec<u8> {
-    let mut out = (body.len() as u32).to_be_bytes().to_vec();
-    out.extend_from_slice(body);
-    out
-}
-
-/// The kinds of entries hand-encoded below.
-#[derive(Clone, Copy)]
-enum RawKind<'a> {
-    File { size: u64 },
-    Dir,
-    Symlink { target: &'a [u8] },
-}
-
-/// The postcard body of `Message::Entry` with any path bytes at all, mtime
-/// 0 and mode 0o644 (the pinned encoding of `ferry_proto::message`).
-fn raw_entry(path: &[u8], kind: RawKind) -> Vec<u8> {
-    let mut out = vec![0x04];
-    varint(path.len() as u64, &mut out);
-    out.extend_from_slice(path);
-    match kind {
-        RawKind::File { size } => {
-            out.push(0x00);
-            varint(size, &mut out);
-            out.push(0x00); // Content::Inline
-        }
-        RawKind::Dir => out.push(0x01),
-        RawKind::Symlink { target } => {
-            out.push(0x02);
-            varint(target.len() as u64, &mut out);
-            out.extend_from_slice(target);
-        }
-    }
-    out.push(0x00); // mtime_ns 0
-    varint(0o644, &mut out);
-    raw_frame(&out)
 }
 
 /// The frame of a file's `Entry` (mtime 0, mode 0o644).
