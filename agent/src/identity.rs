@@ -5,6 +5,12 @@
 //! `cert.der` (X.509). It is created on first start and never silently
 //! replaced: a new key means a new device id, which every peer would have to be
 //! told about.
+//!
+//! ## Layout
+//!
+//! - this file: the key pair and certificate, created and loaded.
+//! - `device_id`: the [`DeviceId`] (a hash of the public key), its text form
+//!   and parsing.
 
 mod device_id;
 
