@@ -723,3 +723,76 @@ async fn a_sender_that_leaves_mid_run_is_recorded_interrupted() {
     assert_eq!(arena.mirror_files(), ["kept.txt"]);
     arena.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_planted_symlink_is_archived_never_written_through() {
+    let arena = Arena::new(1);
+    // A directory outside the store that a symlink in the mirror points to.
+    let outside = arena.dir.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    let target = outside.as_os_str().as_encoded_bytes().to_vec();
+    let run = arena.connect().await;
+    for name in ["evil", "evil-dir", "evil-link"] {
+        let planted = encode(&Message::Entry(Entry {
+            path: RelPath::from_bytes(name).unwrap(),
+            kind: EntryKind::Symlink {
+                target: target.clone(),
+            },
+            mtime_ns: 0,
+            mode: 0o777,
+        }));
+        run.stream(&planted).await.assert_stored(name);
+        assert_eq!(
+            std::fs::read_link(arena.mirror().join(name)).unwrap(),
+            outside,
+            "{name} was not planted"
+        );
+    }
+    // Then content, a directory and a symlink below each planted link.
+    let content = b"through the looking glass";
+    let file = file_entry(
+        "evil/file.txt",
+        content.len() as u64,
+        content,
+        *blake3::hash(content).as_bytes(),
+    );
+    run.stream(&file).await.assert_stored("a file below a link");
+    let dir = encode(&Message::Entry(Entry {
+        path: RelPath::from_bytes("evil-dir/sub/deeper").unwrap(),
+        kind: EntryKind::Dir,
+        mtime_ns: 0,
+        mode: 0o755,
+    }));
+    run.stream(&dir)
+        .await
+        .assert_stored("a directory below a link");
+    let link = encode(&Message::Entry(Entry {
+        path: RelPath::from_bytes("evil-link/inner").unwrap(),
+        kind: EntryKind::Symlink {
+            target: b"/etc/passwd".to_vec(),
+        },
+        mtime_ns: 0,
+        mode: 0o777,
+    }));
+    run.stream(&link)
+        .await
+        .assert_stored("a symlink below a link");
+    run.finish().await;
+
+    // Nothing went through the links: the outside directory is empty, the
+    // links became real directories holding what was sent.
+    assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
+    for name in ["evil", "evil-dir", "evil-link"] {
+        let meta = std::fs::symlink_metadata(arena.mirror().join(name)).unwrap();
+        assert!(meta.is_dir(), "{name} is not a real directory: {meta:?}");
+    }
+    let stored = std::fs::read(arena.mirror().join("evil/file.txt")).unwrap();
+    assert_eq!(stored, content);
+    assert!(arena.mirror().join("evil-dir/sub/deeper").is_dir());
+    assert_eq!(
+        std::fs::read_link(arena.mirror().join("evil-link/inner")).unwrap(),
+        std::path::Path::new("/etc/passwd")
+    );
+    arena.legit_run("after-symlinks.txt").await;
+    arena.stop().await;
+}
