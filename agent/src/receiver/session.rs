@@ -248,7 +248,7 @@ async fn session<L: Link>(
     let mut pending = Some(pending);
     let mut slot = None;
     let mut action = handshake.on(Event::First(first));
-    let (hello, ctx, paired) = loop {
+    let (Asked { hello, protection }, ctx, paired) = loop {
         let event = match action {
             Action::CheckProof(offered) => {
                 let secret = shared.admission.pairing_secret.as_deref();
@@ -292,7 +292,7 @@ async fn session<L: Link>(
                 register,
                 paired,
             } => match begin_run(conn, peer, shared, &asked, known, register, tasks).await? {
-                Begun::Run(ctx) => break (asked.hello, ctx, paired),
+                Begun::Run(ctx) => break (asked, ctx, paired),
                 Begun::Refused(message) => {
                     let code = RefuseCode::Protection;
                     return Err(refuse(conn, &mut control, code, message).await);
@@ -306,7 +306,7 @@ async fn session<L: Link>(
     if paired {
         tracing::info!(peer = %peer, name = %hello.name, "paired a new sender");
     }
-    tracing::info!(remote = %conn.remote_address(), peer = %peer, name = %hello.name, folder = %hello.folder, run = ctx.run, "sender connected");
+    tracing::info!(remote = %conn.remote_address(), peer = %peer, name = %hello.name, folder = %hello.folder, protection = crate::store::protection::describe(&protection), run = ctx.run, "sender connected");
     let welcomed = control
         .send
         .send(&Message::Welcome(Welcome {
