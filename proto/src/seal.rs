@@ -98,7 +98,8 @@
 //! *some* path of this folder. The receiver could still serve an object at
 //! another opaque path than its own, or an older version than asked for: a
 //! reader checks that `opaque_path(header.path)` is where the object was
-//! stored, and relies on the catalog for which version it asked.
+//! stored ([`Opener::public`]), and relies on the catalog for which version
+//! it asked.
 //!
 //! ## What the receiver still sees
 //!

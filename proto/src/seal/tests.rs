@@ -732,6 +732,7 @@ fn known_answers() {
     ];
     assert_eq!(answers, expected, "the sealed format changed");
     let mut opener = Opener::new(&key);
+    assert_eq!(opener.public(), &public);
     assert_eq!(
         opener.open(&small_object).expect("opens"),
         (small, b"hello world".to_vec())
