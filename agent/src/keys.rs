@@ -217,6 +217,31 @@ fn create_with(
     Ok(public)
 }
 
+/// Test support: a key file `folder.key` (passphrase `pass`, in the file
+/// `pass`) and its public file `folder.pub` in `dir`, made with small
+/// Argon2id costs.
+#[cfg(test)]
+pub(crate) fn test_key_files(dir: &Path) -> (PathBuf, PathBuf, FolderPublic) {
+    let pass = dir.join("pass");
+    let (key, public_file) = (dir.join("folder.key"), dir.join("folder.pub"));
+    let cheap = KdfParams {
+        m_kib: 64,
+        t: 1,
+        p: 1,
+    };
+    let made = std::fs::write(&pass, "pass").map_err(|source| WriteKeyError::Write {
+        path: pass.clone(),
+        source,
+    });
+    let public = made
+        .and_then(|()| create_with(&key, &Passphrase::File(pass), cheap))
+        .and_then(|public| write_public_file(&public_file, &public).map(|()| public));
+    match public {
+        Ok(public) => (key, public_file, public),
+        Err(e) => panic!("test keys: {}", crate::chain::chain(&e)),
+    }
+}
+
 /// The text of a public file holding `public`.
 pub fn public_file_text(public: &FolderPublic) -> String {
     format::render_public(public)

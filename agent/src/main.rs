@@ -2,6 +2,7 @@
 
 mod cli_help;
 mod cli_history;
+mod cli_key;
 mod cli_ls;
 mod cli_read;
 mod cli_restore;
@@ -91,6 +92,9 @@ enum Command {
     /// Re-hash a receiver store against its catalog; exits 1 on any mismatch.
     #[command(after_help = cli_help::VERIFY)]
     Verify(cli_verify::VerifyArgs),
+    /// Folder keys for --protect: make one, print its public half or its id.
+    #[command(after_help = cli_help::KEY)]
+    Key(cli_key::KeyArgs),
     /// On the receiver: list its senders, revoke or re-admit one, switch
     /// pairing on or off (while it runs).
     #[command(after_help = cli_help::SENDERS)]
@@ -220,6 +224,17 @@ struct SendArgs {
     /// sent (a file still being written waits) [default: 2s].
     #[arg(long, value_name = "DURATION")]
     watch_delay: Option<String>,
+    /// How the receiver keeps the folder, fixed when it is first sent:
+    /// plain (a browsable mirror), encrypted (sealed objects; this machine
+    /// holds the key and can restore) or write-only (sealed to a public
+    /// file; this machine cannot read back what it sent) [default: plain].
+    #[arg(long, value_name = "MODE", value_parser = ["plain", "encrypted", "write-only"])]
+    protect: Option<String>,
+    /// With --protect: the key file (`ferry key new`) for encrypted, its
+    /// public file (`ferry key public`) for write-only. Sending reads only
+    /// the public half: no passphrase is asked.
+    #[arg(long, value_name = "FILE")]
+    key_file: Option<PathBuf>,
 }
 
 impl ReceiveArgs {
@@ -273,6 +288,8 @@ impl SendArgs {
             one_file_system: self.one_file_system.then_some(true),
             watch: self.watch.then_some(true),
             watch_delay: self.watch_delay.clone(),
+            protect: self.protect.clone(),
+            key_file: self.key_file.clone(),
             ..SenderConfig::default()
         }))
     }
@@ -418,6 +435,7 @@ async fn run(
         Command::Restore(args) => cli_restore::restore(args, verbosity, &terminal).await,
         Command::Verify(args) => cli_verify::verify(args, &terminal).await,
         Command::Senders(args) => cli_senders::senders(args).await,
+        Command::Key(args) => cli_key::key(args).await,
         Command::Send(args) => {
             let json = args.json;
             let settings = args.config()?.settings()?;
