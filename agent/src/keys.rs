@@ -116,6 +116,12 @@ pub enum WriteKeyError {
         #[source]
         source: PassphraseError,
     },
+    #[error("the system gave no randomness for the new key {path}; nothing was written")]
+    Random {
+        path: PathBuf,
+        #[source]
+        source: ferry_proto::seal::RandomnessError,
+    },
     #[error("cannot lock the new key file {path} with the passphrase; nothing was written")]
     Lock {
         path: PathBuf,
@@ -205,7 +211,10 @@ fn create_with(
             path: out.to_owned(),
             source,
         })?;
-    let secret = FolderSecret::generate();
+    let secret = FolderSecret::generate().map_err(|source| WriteKeyError::Random {
+        path: out.to_owned(),
+        source,
+    })?;
     let public = secret.public();
     let bytes = zeroize::Zeroizing::new(secret.to_bytes());
     let sealed =
