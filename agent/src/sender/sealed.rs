@@ -369,3 +369,161 @@ fn seal_content(
     send(last, 0)?;
     Ok((hash, *object.finalize().as_bytes(), copy))
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failing unwrap is a failing test
+mod tests {
+    use super::*;
+    use ferry_proto::seal::{FolderSecret, Opener};
+    use std::os::unix::fs::MetadataExt;
+
+    fn scanned(path: &str, kind: ScanKind, size: u64) -> ScanEntry {
+        ScanEntry {
+            path: RelPath::from_bytes(path).unwrap(),
+            kind,
+            size,
+            mtime_ns: 1_700_000_000_123_456_789,
+            mode: 0o750,
+            ino: 0,
+            dev: 0,
+        }
+    }
+
+    /// The messages of a run of frames.
+    fn messages(mut frames: &[u8]) -> Vec<Message> {
+        let mut out = Vec::new();
+        while !frames.is_empty() {
+            let len = u32::from_be_bytes(frames[..4].try_into().unwrap()) as usize;
+            out.push(postcard::from_bytes(&frames[4..4 + len]).unwrap());
+            frames = &frames[4 + len..];
+        }
+        out
+    }
+
+    #[test]
+    fn the_header_holds_the_real_path_and_metadata() {
+        let link = ScanKind::Symlink {
+            target: b"../secret/target".to_vec(),
+        };
+        let h = header(&scanned("a/link", link, 16), None);
+        assert_eq!(h.path.to_string(), "a/link");
+        let target = b"../secret/target".to_vec();
+        assert_eq!(h.kind, SealedKind::Symlink { target });
+        assert_eq!((h.mode, h.size), (0o750, 0));
+        assert_eq!(h.mtime_ns, 1_700_000_000_123_456_789);
+        assert_eq!(header(&scanned("d", ScanKind::Dir, 4096), None).size, 0);
+        // A file as scanned, then as opened: the open file's metadata wins.
+        let file = scanned("f", ScanKind::File, 10);
+        assert_eq!(header(&file, None).size, 10);
+        let stat = FileStat {
+            size: 12,
+            mtime_ns: 5,
+            mode: 0o600,
+            ino: 1,
+            dev: 1,
+        };
+        let h = header(&file, Some(&stat));
+        assert_eq!((h.size, h.mtime_ns, h.mode), (12, 5, 0o600));
+        assert_eq!(h.kind, SealedKind::File);
+    }
+
+    #[test]
+    fn an_object_sealed_whole_travels_as_a_0600_file_at_its_opaque_path() {
+        let secret = FolderSecret::generate();
+        let seal = Sealing::new(&secret.public());
+        let file = scanned("notes/plan.txt", ScanKind::File, 11);
+        let stat = FileStat {
+            size: 11,
+            mtime_ns: 42,
+            mode: 0o640,
+            ino: 0,
+            dev: 0,
+        };
+        let object = seal.seal_whole(&file, Some(&stat), b"hello world").unwrap();
+        let path = RelPath::from_bytes("notes/plan.txt").unwrap();
+        assert_eq!(object.entry.path, secret.public().opaque_path(&path));
+        assert_eq!((object.entry.mode, object.entry.mtime_ns), (0o600, 0));
+        let len = RunSealer::object_len(&header(&file, Some(&stat))).unwrap();
+        assert_eq!(object.len(), len);
+        let size_and_inline = EntryKind::File {
+            size: len,
+            content: Content::Inline,
+        };
+        assert_eq!(object.entry.kind, size_and_inline);
+        assert_eq!(object.hash, *blake3::hash(&object.object).as_bytes());
+        // Its frames: the header, the object raw, its hash.
+        let mut frames = Vec::new();
+        object.frames(&mut frames).unwrap();
+        let got = messages(&frames);
+        assert_eq!(got[0], Message::Entry(object.entry.clone()));
+        let data: Vec<u8> = got[1..got.len() - 1]
+            .iter()
+            .flat_map(|m| match m {
+                Message::Data(d) => d.clone(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(data, object.object);
+        assert_eq!(got.last(), Some(&Message::End { hash: object.hash }));
+        // The folder key opens it to the entry.
+        let (opened, content) = Opener::new(&secret).open(&object.object).unwrap();
+        assert_eq!(opened, header(&file, Some(&stat)));
+        assert_eq!(content, b"hello world");
+    }
+
+    #[test]
+    fn deletions_go_by_opaque_paths_in_order_and_small_objects_fit_bundles() {
+        let secret = FolderSecret::generate();
+        let seal = Sealing::new(&secret.public());
+        let paths: Vec<RelPath> = ["d/e/c", "d/e", "a.txt"]
+            .iter()
+            .map(|p| RelPath::from_bytes(*p).unwrap())
+            .collect();
+        let wire = seal.wire_paths(&paths);
+        assert_eq!(wire.len(), 3);
+        for (real, sent) in paths.iter().zip(&wire) {
+            assert_eq!(*sent, seal.opaque_path(real));
+            assert_ne!(sent, real);
+        }
+        let item = |entry, action| PlanItem { entry, action };
+        let new = crate::index::Action::New;
+        let small = item(scanned("s", ScanKind::File, 1000), new.clone());
+        assert!(seal.fits(&small));
+        let large = ferry_proto::MAX_BUNDLED;
+        assert!(!seal.fits(&item(scanned("l", ScanKind::File, large), new.clone())));
+        // A metadata-only change is sent whole, in a bundle if small.
+        let touched = crate::index::Action::MetadataOnly { hash: [0; 32] };
+        assert!(seal.fits(&item(scanned("t", ScanKind::File, 10), touched)));
+        assert!(seal.fits(&item(scanned("d", ScanKind::Dir, 0), new)));
+    }
+
+    #[test]
+    fn a_large_file_is_sealed_as_it_is_read_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..MAX_DATA * 3 + 777).map(|i| (i % 253) as u8).collect();
+        std::fs::write(dir.path().join("big"), &data).unwrap();
+        let meta = std::fs::metadata(dir.path().join("big")).unwrap();
+        let source = SourceDir::open(dir.path()).unwrap();
+        let mut entry = scanned("big", ScanKind::File, data.len() as u64);
+        (entry.mtime_ns, entry.mode) = (crate::scan::mtime_ns(&meta), meta.mode() & 0o7777);
+        (entry.ino, entry.dev) = (meta.ino(), meta.dev());
+        let (file, stat) = source_file::open(&source, &entry).unwrap();
+
+        let secret = FolderSecret::generate();
+        let seal = Sealing::new(&secret.public());
+        let h = header(&entry, Some(&stat));
+        let len = RunSealer::object_len(&h).unwrap();
+        let (tx, mut rx) = mpsc::channel(1024);
+        let (hash, object_hash, _) = seal_content(&seal, h.clone(), file, stat, None, tx).unwrap();
+        let (mut object, mut covered) = (Vec::new(), 0);
+        while let Ok((sealed, bytes)) = rx.try_recv() {
+            object.extend_from_slice(&sealed);
+            covered += bytes;
+        }
+        assert_eq!(hash, *blake3::hash(&data).as_bytes());
+        assert_eq!(object_hash, *blake3::hash(&object).as_bytes());
+        assert_eq!((object.len() as u64, covered), (len, data.len() as u64));
+        let (opened, content) = Opener::new(&secret).open(&object).unwrap();
+        assert_eq!((opened, content), (h, data));
+    }
+}
