@@ -259,7 +259,7 @@ async fn an_encrypted_folder_is_kept_sealed_and_opens_to_the_source() {
     let dir = tempfile::tempdir().unwrap();
     let source = dir.path().join("source");
     make_tree(&source);
-    let secret = FolderSecret::generate();
+    let secret = FolderSecret::generate().unwrap();
     let ctx = sealed_sender(&source, &dir.path().join("state"), &secret, false);
     let receiver = Receiver::new(&dir.path().join("store"), &ctx);
 
@@ -321,7 +321,7 @@ async fn a_write_only_folder_is_kept_sealed_and_opens_with_the_private_key() {
     let dir = tempfile::tempdir().unwrap();
     let source = dir.path().join("source");
     make_tree(&source);
-    let secret = FolderSecret::generate();
+    let secret = FolderSecret::generate().unwrap();
     let ctx = sealed_sender(&source, &dir.path().join("state"), &secret, true);
     let receiver = Receiver::new(&dir.path().join("store"), &ctx);
 

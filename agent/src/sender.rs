@@ -102,6 +102,10 @@ pub enum RunError {
     ReceiverEnded(String),
     #[error(transparent)]
     MassDelete(#[from] guard::MassDelete),
+    /// The folder's key cannot seal this run (a key that is not a usable
+    /// public key, no randomness).
+    #[error("cannot seal the encrypted folder's entries")]
+    Seal(#[source] ferry_proto::seal::SealError),
     /// The sender was stopped (shutdown) during the run.
     #[error("stopped")]
     Stopped,

@@ -587,7 +587,7 @@ fn sealed(source: &Path, state: &Path, secret: &ferry_proto::seal::FolderSecret)
 #[tokio::test]
 async fn a_sealed_folder_says_hello_protected_and_a_protection_refusal_is_final() {
     let (source, state) = dirs();
-    let secret = ferry_proto::seal::FolderSecret::generate();
+    let secret = ferry_proto::seal::FolderSecret::generate().unwrap();
     let ctx = sealed(source.path(), state.path(), &secret);
     let key = secret.public().key_id();
     let err = against(&ctx, |link| async move {
@@ -621,7 +621,7 @@ async fn a_sealed_folder_deletes_by_opaque_paths_and_reports_real_ones() {
     let (source, state) = dirs();
     std::fs::write(source.path().join("a"), b"a").unwrap();
     std::fs::write(source.path().join("b"), b"b").unwrap();
-    let secret = ferry_proto::seal::FolderSecret::generate();
+    let secret = ferry_proto::seal::FolderSecret::generate().unwrap();
     let ctx = sealed(source.path(), state.path(), &secret);
     let public = secret.public();
     against(&ctx, |link| async move {

@@ -300,7 +300,14 @@ async fn session<L: Link>(
         "run planned"
     );
 
-    // 4. Entries, several in flight.
+    // 4. Entries, several in flight. One run key per attempt, shared by all
+    // its entries.
+    let seal = match &ctx.settings.protect {
+        FolderProtect::Plain => None,
+        FolderProtect::Sealed { public, .. } => {
+            Some(Arc::new(Sealing::new(public).map_err(RunError::Seal)?))
+        }
+    };
     let transfer = Arc::new(TransferContext {
         link: link.clone(),
         source: root,
@@ -309,11 +316,7 @@ async fn session<L: Link>(
         index: ctx.index.clone(),
         compress: ctx.settings.compress,
         limiter: ctx.limiter.clone(),
-        // One run key per attempt, shared by all its entries.
-        seal: match &ctx.settings.protect {
-            FolderProtect::Plain => None,
-            FolderProtect::Sealed { public, .. } => Some(Arc::new(Sealing::new(public))),
-        },
+        seal,
     });
     let in_flight = MAX_IN_FLIGHT.min(welcome.max_streams.max(1) as usize);
     // Small files, directories and symlinks go in bundles, a few lanes of

@@ -18,7 +18,7 @@
 use std::fs::File;
 use std::sync::Arc;
 
-use ferry_proto::seal::{FolderPublic, RunSealer, SealedHeader, SealedKind};
+use ferry_proto::seal::{FolderPublic, RunSealer, SealError, SealedHeader, SealedKind};
 use ferry_proto::{frame, Content, Entry, EntryKind, Hash, Message, RelPath, MAX_DATA};
 use tokio::sync::mpsc;
 
@@ -101,11 +101,11 @@ pub fn header(scanned: &ScanEntry, file: Option<&FileStat>) -> SealedHeader {
 
 impl Sealing {
     /// A fresh run key for the folder `public` seals to.
-    pub fn new(public: &FolderPublic) -> Sealing {
-        Sealing {
+    pub fn new(public: &FolderPublic) -> Result<Sealing, SealError> {
+        Ok(Sealing {
             public: public.clone(),
-            run: RunSealer::new(public),
-        }
+            run: RunSealer::new(public)?,
+        })
     }
 
     /// Where the receiver keeps the objects of the entry at `path`.
@@ -429,8 +429,8 @@ mod tests {
 
     #[test]
     fn an_object_sealed_whole_travels_as_a_0600_file_at_its_opaque_path() {
-        let secret = FolderSecret::generate();
-        let seal = Sealing::new(&secret.public());
+        let secret = FolderSecret::generate().unwrap();
+        let seal = Sealing::new(&secret.public()).unwrap();
         let file = scanned("notes/plan.txt", ScanKind::File, 11);
         let stat = FileStat {
             size: 11,
@@ -473,8 +473,8 @@ mod tests {
 
     #[test]
     fn deletions_go_by_opaque_paths_in_order_and_small_objects_fit_bundles() {
-        let secret = FolderSecret::generate();
-        let seal = Sealing::new(&secret.public());
+        let secret = FolderSecret::generate().unwrap();
+        let seal = Sealing::new(&secret.public()).unwrap();
         let paths: Vec<RelPath> = ["d/e/c", "d/e", "a.txt"]
             .iter()
             .map(|p| RelPath::from_bytes(*p).unwrap())
@@ -509,8 +509,8 @@ mod tests {
         (entry.ino, entry.dev) = (meta.ino(), meta.dev());
         let (file, stat) = source_file::open(&source, &entry).unwrap();
 
-        let secret = FolderSecret::generate();
-        let seal = Sealing::new(&secret.public());
+        let secret = FolderSecret::generate().unwrap();
+        let seal = Sealing::new(&secret.public()).unwrap();
         let h = header(&entry, Some(&stat));
         let len = RunSealer::object_len(&h).unwrap();
         let (tx, mut rx) = mpsc::channel(1024);
