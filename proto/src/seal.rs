@@ -61,6 +61,14 @@
 //! |plain| = padme(4 + |header| + size)
 //! ```
 //!
+//! X25519 is RFC 7748's (secrets clamped when used, stored as drawn),
+//! AES-256-GCM has a 96-bit nonce and a 128-bit tag appended to each block,
+//! and `derive_key`/`keyed_hash` are blake3's modes with the context strings
+//! above. The header's postcard encoding is: `path` as a varint length and
+//! its bytes; `kind` as a varint variant index (0 `File`, 1 `Dir`, 2
+//! `Symlink`, followed by the target as a varint length and its bytes);
+//! `mode` and `size` as varints; `mtime_ns` as a zigzag varint.
+//!
 //! A fresh key per object makes the counter nonces unique; the `last` flag
 //! and the index in the nonce make truncation, reordering and splicing fail
 //! authentication, and the prefix as associated data binds every block to
