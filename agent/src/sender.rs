@@ -510,6 +510,9 @@ mod tests {
             copy_failed(),
         ))));
         each_cause_once(RunError::Cancelled(crate::tasks::Cancelled));
+        let weak = || ferry_proto::seal::SealError::WeakPublicKey;
+        each_cause_once(RunError::Seal(weak()));
+        each_cause_once(RunError::Lost(SendEntryError::Seal(weak())));
     }
 
     #[test]
