@@ -95,10 +95,14 @@
 //! only then).
 //!
 //! An object that opens was sealed by someone holding the public half, for
-//! *some* path of this folder. The receiver could still serve an object at
+//! *some* path of this folder. The public half is public only in the sense
+//! of asymmetric encryption: it holds the naming secret and lets its holder
+//! add objects that open, so it is given to the folder's senders and never
+//! to the receiver or anyone else. The receiver could still serve an object at
 //! another opaque path than its own, or an older version than asked for: a
 //! reader checks that `opaque_path(header.path)` is where the object was
-//! stored, and relies on the catalog for which version it asked.
+//! stored ([`Opener::public`]), and relies on the catalog for which version
+//! it asked.
 //!
 //! ## What the receiver still sees
 //!
@@ -260,11 +264,11 @@ impl Layout {
         })
     }
 
-    /// Plaintext bytes of block `index`.
+    /// Plaintext bytes of block `index` (0 past the last block).
     fn block_len(&self, index: u64) -> usize {
-        let start = index * BLOCK as u64;
+        let start = index.saturating_mul(BLOCK as u64);
         // At most BLOCK, so the conversion is exact.
-        (self.plain_len - start).min(BLOCK as u64) as usize
+        self.plain_len.saturating_sub(start).min(BLOCK as u64) as usize
     }
 
     /// Bytes of the whole sealed object.

@@ -124,6 +124,7 @@ fn files_of_every_edge_size_round_trip() {
         2 * BLOCK - 4 - h,
         3 * BLOCK + 5,
         7 * BLOCK + 12_345,
+        (4 << 20) + 1, // padded by two whole blocks of zeros and more
     ];
     let run = run(2);
     for size in sizes {
@@ -134,6 +135,11 @@ fn files_of_every_edge_size_round_trip() {
             RunSealer::object_len(&header).expect("len"),
             sealed.len() as u64,
             "object_len of {size}"
+        );
+        let layout = Layout::new(header_len(&header), size as u64).expect("layout");
+        assert_eq!(
+            (sealed.len() - PREFIX).div_ceil(BLOCK + TAG) as u64,
+            layout.blocks
         );
         let (opened, got) = open(&sealed).expect("opens");
         assert_eq!(opened, header, "header of {size}");
@@ -732,6 +738,7 @@ fn known_answers() {
     ];
     assert_eq!(answers, expected, "the sealed format changed");
     let mut opener = Opener::new(&key);
+    assert_eq!(opener.public(), &public);
     assert_eq!(
         opener.open(&small_object).expect("opens"),
         (small, b"hello world".to_vec())
