@@ -975,3 +975,58 @@ async fn a_busy_or_refused_session_fixes_no_protection() {
     assert_eq!(arena.fixed("vault"), Some(Protection::Plain));
     arena.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sealed_object_is_kept_as_it_came_and_opens_with_the_folder_key() {
+    use ferry_proto::seal::{FolderSecret, Opener, RunSealer, SealedHeader, SealedKind};
+    let arena = Arena::new(4);
+    let secret = FolderSecret::from_bytes(&[0x42; 64]);
+    let public = secret.public();
+    let protection = Protection::WriteOnly {
+        key: public.key_id(),
+    };
+    let real = RelPath::from_bytes("notes/plans.txt").unwrap();
+    let content = b"meet at noon".to_vec();
+    let header = SealedHeader {
+        path: real.clone(),
+        kind: SealedKind::File,
+        mode: 0o640,
+        mtime_ns: 1_700_000_000_000_000_000,
+        size: content.len() as u64,
+    };
+    let mut object = Vec::new();
+    let mut sealer = RunSealer::new(&public)
+        .unwrap()
+        .object(header.clone())
+        .unwrap();
+    sealer.push(&content, &mut object).unwrap();
+    sealer.finish(&mut object).unwrap();
+    let opaque = public.opaque_path(&real);
+    // As the design has it: a regular file, mode 0600, mtime 0.
+    let mut stream = encode(&Message::Entry(Entry {
+        path: opaque.clone(),
+        kind: EntryKind::File {
+            size: object.len() as u64,
+            content: Content::Inline,
+        },
+        mtime_ns: 0,
+        mode: 0o600,
+    }));
+    stream.extend(encode(&Message::Data(object.clone())));
+    stream.extend(encode(&Message::End {
+        hash: *blake3::hash(&object).as_bytes(),
+    }));
+
+    let run = arena.connect_with(&hello_for("docs", protection)).await;
+    run.stream(&stream).await.assert_stored("sealed object");
+    run.finish().await;
+    assert_eq!(arena.fixed("docs"), Some(protection));
+    assert_eq!(arena.asked_protection("docs").await, protection);
+    // The receiver keeps the object byte for byte, under its opaque name.
+    assert_eq!(arena.mirror_files(), [opaque.to_string()]);
+    let kept = std::fs::read(arena.mirror().join(opaque.to_string())).unwrap();
+    assert_eq!(kept, object);
+    let (opened, plain) = Opener::new(&secret).open(&kept).unwrap();
+    assert_eq!((opened, plain), (header, content));
+    arena.stop().await;
+}
