@@ -1,8 +1,8 @@
 //! The control stream, the sender's side: `Hello` (`HelloProtected` for an
-//! encrypted or write-only folder) and the receiver's
-//! `Welcome` (or `Busy`, `Refused`), then each batch of deletions (`Delete`,
-//! `Deleted`) and the run's end (`Finish`, `Committed`). The message order
-//! is [`machine::ControlSender`]'s; this driver does the I/O.
+//! encrypted or write-only folder) and the receiver's `Welcome` (or `Busy`,
+//! `Refused`), then each batch of deletions (`Delete`, `Deleted`) and the
+//! run's end (`Finish`, `Committed`). The message order is
+//! [`machine::ControlSender`]'s; this driver does the I/O.
 //!
 //! ## Layout
 //!

@@ -13,7 +13,9 @@
 //! offered by hash, never against a delta base, never compressed (ciphertext
 //! does not compress), and what an interrupted transfer kept is not resumed.
 //! The index keeps real paths and real metadata, as for a plain folder, and
-//! no chunk list.
+//! no chunk list. The `hh/` directories are not sent: the receiver makes
+//! the parents of what it stores itself. Deletions go by opaque paths, one
+//! object each (the plan lists a directory's contents before it).
 
 use std::fs::File;
 use std::sync::Arc;
