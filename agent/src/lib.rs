@@ -14,6 +14,8 @@
 //!   tests).
 //! - `pair_tests` (tests only): a whole run in memory, the real sender and
 //!   the real receiver over `link::memory`.
+//! - `sealed_pair_tests` (tests only): the same for encrypted and write-only
+//!   folders: the receiver keeps nothing it could read.
 //! - [`pins`]: the sender's record of the receivers it has met.
 //! - [`stream`]: a framed message stream over any byte-stream pair.
 //! - [`store`]: the receiver's store: mirror, staging, versions and catalog.
@@ -67,6 +69,8 @@ pub mod reader;
 pub mod receiver;
 pub mod restore;
 pub mod scan;
+#[cfg(test)]
+mod sealed_pair_tests;
 pub mod sender;
 pub mod senders;
 pub mod sparse;

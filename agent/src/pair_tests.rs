@@ -19,15 +19,15 @@ use crate::store::Store;
 use crate::summary::RunSummary;
 
 /// A receiver on a store in a temporary directory that admits one sender.
-struct Receiver {
-    store_dir: std::path::PathBuf,
-    shared: Arc<Shared>,
-    shutdown: CancellationToken,
+pub(crate) struct Receiver {
+    pub store_dir: std::path::PathBuf,
+    pub shared: Arc<Shared>,
+    pub shutdown: CancellationToken,
     sessions: TaskTracker,
 }
 
 impl Receiver {
-    fn new(store_dir: &Path, sender: &SenderContext) -> Receiver {
+    pub fn new(store_dir: &Path, sender: &SenderContext) -> Receiver {
         let store = Store::open(store_dir).unwrap();
         let admission = Admission {
             allow: vec![sender.identity.id],
@@ -42,7 +42,7 @@ impl Receiver {
     }
 
     /// One run of `sender` against this receiver, over a new link.
-    async fn run(&self, sender: &SenderContext) -> RunSummary {
+    pub async fn run(&self, sender: &SenderContext) -> RunSummary {
         let (ours, theirs) = memory::pair(sender.identity.id, receiver_id());
         self.sessions.spawn(serve(
             theirs,
@@ -57,11 +57,11 @@ impl Receiver {
         summary
     }
 
-    fn mirror(&self) -> std::path::PathBuf {
+    pub fn mirror(&self) -> std::path::PathBuf {
         self.store_dir.join("laptop/docs")
     }
 
-    fn statuses(&self) -> Vec<String> {
+    pub fn statuses(&self) -> Vec<String> {
         let runs = self.shared.store.runs(None).unwrap();
         runs.into_iter().map(|r| r.status).collect()
     }
@@ -93,7 +93,7 @@ fn tree(root: &Path) -> BTreeMap<String, String> {
 }
 
 /// Bytes that do not compress, from a seed.
-fn noise(len: usize, seed: u8) -> Vec<u8> {
+pub(crate) fn noise(len: usize, seed: u8) -> Vec<u8> {
     let mut out = Vec::with_capacity(len);
     let mut counter = 0u64;
     while out.len() < len {

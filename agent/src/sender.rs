@@ -16,6 +16,8 @@
 //!   stream; the answers matched in order in `bundle/answers.rs`.
 //! - `delta_reader`: a large file read as chunks against a base the receiver
 //!   holds, framed on a blocking thread.
+//! - `sealed`: an encrypted or write-only folder's entries as sealed
+//!   objects at opaque paths, the one seam between plain and sealed sending.
 //! - `source_file`: opening, checking and reading a source file.
 //! - `record`: what a run leaves in the index, the history and the copies.
 //! - `schedule`: when the next run starts (period, backoff, busy hints).
@@ -37,6 +39,7 @@ pub(crate) mod pair_tests;
 mod record;
 mod run;
 pub mod schedule;
+mod sealed;
 mod source_file;
 pub mod watch;
 
@@ -99,6 +102,10 @@ pub enum RunError {
     ReceiverEnded(String),
     #[error(transparent)]
     MassDelete(#[from] guard::MassDelete),
+    /// The folder's key cannot seal this run (a key that is not a usable
+    /// public key, no randomness).
+    #[error("cannot seal the encrypted folder's entries")]
+    Seal(#[source] ferry_proto::seal::SealError),
     /// The sender was stopped (shutdown) during the run.
     #[error("stopped")]
     Stopped,
@@ -133,6 +140,12 @@ impl RunError {
             | RunError::Lost(_)
             | RunError::ReceiverEnded(_)
             | RunError::Protocol(_) => Some(RunOutcome::Unreachable),
+            // A folder kept under another protection or key: only the
+            // user can settle it, and no later run would be admitted.
+            RunError::Refused {
+                code: RefuseCode::Protection,
+                ..
+            } => None,
             RunError::Refused { code, .. } if !control::machine::is_permanent(*code) => {
                 Some(RunOutcome::Unreachable)
             }
@@ -497,6 +510,9 @@ mod tests {
             copy_failed(),
         ))));
         each_cause_once(RunError::Cancelled(crate::tasks::Cancelled));
+        let weak = || ferry_proto::seal::SealError::WeakPublicKey;
+        each_cause_once(RunError::Seal(weak()));
+        each_cause_once(RunError::Lost(SendEntryError::Seal(weak())));
     }
 
     #[test]

@@ -25,6 +25,7 @@ mod answers;
 use super::file_stream::{
     send_entry, stored_dir_or_symlink, stored_file, SendEntryError, Sent, TransferContext,
 };
+use super::sealed::SealedObject;
 use super::source_file::{prepare, ContentBytes, FileStat, Opened, SourceError};
 use crate::compress::{self, StreamEncoder};
 use crate::copies::{Copies, CopyWriter};
@@ -104,7 +105,7 @@ fn next_group(queue: &Queue) -> Vec<PlanItem> {
 struct Unanswered {
     path: String,
     scanned: ScanEntry,
-    what: Read,
+    what: Kept,
     /// Bytes of its content on the wire.
     wire: u64,
 }
@@ -118,6 +119,11 @@ enum Read {
         data: Vec<u8>,
         hash: ferry_proto::Hash,
         copy: Option<CopyWriter>,
+    },
+    /// An entry of a sealed folder: what was read, and its object.
+    Sealed {
+        real: Box<Read>,
+        object: SealedObject,
     },
 }
 
@@ -148,6 +154,54 @@ fn read(
     }))
 }
 
+/// Reads one entry for a bundle of `ctx`'s folder: as [`read`], sealed if
+/// the folder is; `Ok(None)`: too large for a bundle now, it goes on a
+/// stream of its own.
+fn read_for<L>(ctx: &TransferContext<L>, item: &PlanItem) -> Result<Option<Read>, SendEntryError> {
+    let read = read(&ctx.source, ctx.copies.as_deref(), item)?;
+    let (Some(seal), Some(real)) = (&ctx.seal, &read) else {
+        return Ok(read);
+    };
+    let object = match real {
+        Read::File { stat, data, .. } => seal.seal_whole(&item.entry, Some(stat), data)?,
+        _ => seal.seal_whole(&item.entry, None, &[])?,
+    };
+    if object.len() > MAX_BUNDLED {
+        return Ok(None);
+    }
+    Ok(read.map(|real| Read::Sealed {
+        real: Box::new(real),
+        object,
+    }))
+}
+
+/// What a framed entry keeps until it is answered: what was read, without
+/// its content (of a sealed entry: what was read, not its object).
+enum Kept {
+    Dir,
+    Symlink(Vec<u8>),
+    File {
+        stat: FileStat,
+        hash: ferry_proto::Hash,
+        copy: Option<CopyWriter>,
+    },
+}
+
+/// `what` once framed; returns the bytes of file content it held.
+fn kept(what: Read) -> (Kept, u64) {
+    match what {
+        Read::Dir => (Kept::Dir, 0),
+        Read::Symlink(target) => (Kept::Symlink(target), 0),
+        Read::File {
+            stat,
+            hash,
+            copy,
+            data,
+        } => (Kept::File { stat, hash, copy }, data.len() as u64),
+        Read::Sealed { real, .. } => kept(*real),
+    }
+}
+
 /// Frames of one entry: header, content, end. Returns the bytes of content
 /// put on the wire.
 fn frames(
@@ -158,6 +212,11 @@ fn frames(
     out: &mut Vec<u8>,
 ) -> Result<u64, SendEntryError> {
     let (kind, mtime_ns, mode_bits) = match what {
+        // Raw: ciphertext does not compress.
+        Read::Sealed { object, .. } => {
+            object.frames(out)?;
+            return Ok(object.len());
+        }
         Read::Dir => (EntryKind::Dir, scanned.mtime_ns, scanned.mode),
         Read::Symlink(target) => (
             EntryKind::Symlink {
@@ -245,7 +304,7 @@ pub async fn lane<L: Link>(
                 group
                     .into_iter()
                     .map(|item| {
-                        let read = read(&c.source, c.copies.as_deref(), &item);
+                        let read = read_for(&c, &item);
                         (item, read)
                     })
                     .collect::<Vec<_>>()
@@ -279,7 +338,7 @@ pub async fn lane<L: Link>(
                         });
                     }
                     Err(e) => {
-                        let outcome = (item.entry.path.to_string(), Err(e.into()));
+                        let outcome = (item.entry.path.to_string(), Err(e));
                         if outcomes.send(outcome).await.is_err() {
                             break 'lane;
                         }
@@ -365,23 +424,8 @@ pub async fn lane<L: Link>(
                     break;
                 }
             };
-            let what = match what {
-                Read::File {
-                    stat,
-                    hash,
-                    copy,
-                    data,
-                } => {
-                    ctx.status.progress.add_bytes(data.len() as u64);
-                    Read::File {
-                        stat,
-                        data: Vec::new(),
-                        hash,
-                        copy,
-                    }
-                }
-                other => other,
-            };
+            let (what, content) = kept(what);
+            ctx.status.progress.add_bytes(content);
             let pending = Unanswered {
                 path,
                 wire,
@@ -460,13 +504,11 @@ async fn answers<L: Link>(
         };
         let result = match answer {
             BundleAnswer::Stored => match sent.what {
-                Read::Dir => stored_dir_or_symlink(&ctx, sent.scanned, None).await,
-                Read::Symlink(target) => {
+                Kept::Dir => stored_dir_or_symlink(&ctx, sent.scanned, None).await,
+                Kept::Symlink(target) => {
                     stored_dir_or_symlink(&ctx, sent.scanned, Some(target)).await
                 }
-                Read::File {
-                    stat, hash, copy, ..
-                } => {
+                Kept::File { stat, hash, copy } => {
                     let bytes = ContentBytes {
                         fresh: stat.size,
                         wire: sent.wire,

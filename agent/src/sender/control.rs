@@ -1,7 +1,8 @@
-//! The control stream, the sender's side: `Hello` and the receiver's
-//! `Welcome` (or `Busy`, `Refused`), then each batch of deletions (`Delete`,
-//! `Deleted`) and the run's end (`Finish`, `Committed`). The message order
-//! is [`machine::ControlSender`]'s; this driver does the I/O.
+//! The control stream, the sender's side: `Hello` (`HelloProtected` for an
+//! encrypted or write-only folder) and the receiver's `Welcome` (or `Busy`,
+//! `Refused`), then each batch of deletions (`Delete`, `Deleted`) and the
+//! run's end (`Finish`, `Committed`). The message order is
+//! [`machine::ControlSender`]'s; this driver does the I/O.
 //!
 //! ## Layout
 //!
@@ -12,6 +13,7 @@ pub mod machine;
 use ferry_proto::{Hello, PathFailure, RelPath, RunReport, Welcome};
 
 use super::{RunError, SenderContext};
+use crate::config::FolderProtect;
 use crate::identity::DeviceId;
 use crate::link::Link;
 use crate::stream::{Channel, StreamError};
@@ -85,13 +87,19 @@ pub(super) async fn admit(ctx: &SenderContext, link: &impl Link) -> Result<Admit
         channel: link.open().await?,
         machine: ControlSender::new(),
     };
-    let hello = control.machine.hello(Hello {
+    let hello = Hello {
         protocol: ferry_proto::PROTOCOL_VERSION,
         name: ctx.settings.name.clone(),
         folder: ctx.settings.folder.clone(),
         pairing,
         agent: format!("ferry {}", env!("CARGO_PKG_VERSION")),
-    });
+    };
+    let hello = match &ctx.settings.protect {
+        FolderProtect::Plain => control.machine.hello(hello),
+        FolderProtect::Sealed { protection, .. } => {
+            control.machine.hello_protected(hello, *protection)
+        }
+    };
     control.channel.send.send(&hello).await?;
     let welcome = match control.event().await? {
         ControlEvent::Admitted(welcome) => welcome,

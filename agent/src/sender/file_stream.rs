@@ -16,6 +16,7 @@ use ferry_proto::{Content, Entry, EntryKind, Hash, Message, MAX_DATA};
 use tokio::sync::mpsc;
 
 use super::delta_reader::{DeltaError, DeltaRead, DeltaReader, Out};
+use super::sealed::{self, Sealing};
 use super::source_file::{self, ContentBytes, FileStat, Opened, SourceError};
 use crate::chunk::{ChunkInfo, CHUNKED_MIN_SIZE};
 use crate::compress::{self, CompressMode};
@@ -70,6 +71,10 @@ pub enum SendEntryError {
     /// The local copy (`--keep-copies`) could not be completed.
     #[error("local copy")]
     Copy(#[source] CopiesError),
+    /// The entry could not be sealed for its encrypted or write-only
+    /// folder.
+    #[error("cannot be sealed")]
+    Seal(#[source] ferry_proto::seal::SealError),
     /// A bundle's compression stream failed.
     #[error("could not compress the bundle")]
     Compress(#[source] std::io::Error),
@@ -109,6 +114,9 @@ pub struct TransferContext<L> {
     pub compress: CompressMode,
     /// The sender's bandwidth limit, shared by every stream of the process.
     pub limiter: Option<Arc<crate::ratelimit::RateLimiter>>,
+    /// The run's sealing, for an encrypted or write-only folder: every entry
+    /// travels as a sealed object ([`super::sealed`]).
+    pub seal: Option<Arc<Sealing>>,
 }
 
 impl<L: Link> TransferContext<L> {
@@ -127,7 +135,10 @@ async fn next(channel: &mut Channel, machine: &mut EntrySender) -> Result<Step, 
 }
 
 /// Reads the answer that ends the entry: `Ok` if the receiver stored it.
-async fn answer(channel: &mut Channel, machine: &mut EntrySender) -> Result<(), SendEntryError> {
+pub(super) async fn answer(
+    channel: &mut Channel,
+    machine: &mut EntrySender,
+) -> Result<(), SendEntryError> {
     match next(channel, machine).await? {
         Step::Done(ended) => ended_result(ended),
         // Only Want and Go ask for more, and both are asked for earlier.
@@ -149,6 +160,9 @@ pub async fn send_entry(
     ctx: &TransferContext<impl Link>,
     item: PlanItem,
 ) -> Result<Sent, SendEntryError> {
+    if let Some(seal) = &ctx.seal {
+        return sealed::send_entry(ctx, seal, item).await;
+    }
     let mut channel = ctx.open().await?;
     let scanned = item.entry;
     let header = |kind| Entry {
@@ -339,7 +353,7 @@ async fn send_chunked(
 
 /// Sends `Abort` for content that could not be read (the receiver then
 /// answers `Failed(Aborted)`) and returns the local error, the one to report.
-async fn abort(
+pub(super) async fn abort(
     channel: &mut Channel,
     machine: &mut EntrySender,
     e: SendEntryError,
@@ -359,7 +373,7 @@ async fn abort(
 /// Ends a stream whose content was sent: waits for `Stored`, commits the
 /// local copy, and describes the file as read (`stat`), `bytes` of content
 /// having crossed.
-async fn acknowledged(
+pub(super) async fn acknowledged(
     channel: &mut Channel,
     machine: &mut EntrySender,
     scanned: ScanEntry,
@@ -404,7 +418,11 @@ pub(super) async fn stored_file(
 
 /// The receiver stopped a stream while content was on the way (disk full,
 /// over quota); its answer says why. Only this file failed.
-async fn stopped(channel: &mut Channel, machine: &mut EntrySender, code: u64) -> SendEntryError {
+pub(super) async fn stopped(
+    channel: &mut Channel,
+    machine: &mut EntrySender,
+    code: u64,
+) -> SendEntryError {
     match answer(channel, machine).await {
         Err(e @ (SendEntryError::Failed(_) | SendEntryError::BaseDamaged(_))) => e,
         _ => SendEntryError::Failed(format!(

@@ -572,3 +572,116 @@ async fn a_protocol_error_on_the_control_stream_ends_the_run() {
         "the connection to the receiver broke: protocol error: expected Committed, got Want"
     );
 }
+
+/// `sender`, into a folder encrypted to `secret`.
+fn sealed(source: &Path, state: &Path, secret: &ferry_proto::seal::FolderSecret) -> SenderContext {
+    let mut ctx = sender(source, state);
+    let public = secret.public();
+    let protection = ferry_proto::Protection::Encrypted {
+        key: public.key_id(),
+    };
+    ctx.settings.protect = crate::config::FolderProtect::Sealed { protection, public };
+    ctx
+}
+
+#[tokio::test]
+async fn a_sealed_folder_says_hello_protected_and_a_protection_refusal_is_final() {
+    let (source, state) = dirs();
+    let secret = ferry_proto::seal::FolderSecret::generate().unwrap();
+    let ctx = sealed(source.path(), state.path(), &secret);
+    let key = secret.public().key_id();
+    let err = against(&ctx, |link| async move {
+        let mut control = link.accept().await.unwrap();
+        match control.recv.recv_message().await.unwrap() {
+            Message::HelloProtected { hello, protection } => {
+                assert_eq!(hello.folder.as_str(), "docs");
+                assert_eq!(protection, ferry_proto::Protection::Encrypted { key });
+            }
+            other => panic!("expected HelloProtected, got {other:?}"),
+        }
+        let refusal = Refusal {
+            code: RefuseCode::Protection,
+            message: "docs is a plain folder; it cannot be continued encrypted".into(),
+        };
+        control.send.send(&Message::Refused(refusal)).await.unwrap();
+        link.closed().await;
+    })
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&err, RunError::Refused { code: RefuseCode::Protection, message } if message.contains("plain folder")),
+        "{err:?}"
+    );
+    // No retry: only the user can settle it.
+    assert_eq!(err.outcome(), None);
+}
+
+#[tokio::test]
+async fn a_sealed_folder_deletes_by_opaque_paths_and_reports_real_ones() {
+    let (source, state) = dirs();
+    std::fs::write(source.path().join("a"), b"a").unwrap();
+    std::fs::write(source.path().join("b"), b"b").unwrap();
+    let secret = ferry_proto::seal::FolderSecret::generate().unwrap();
+    let ctx = sealed(source.path(), state.path(), &secret);
+    let public = secret.public();
+    against(&ctx, |link| async move {
+        let mut control = link.accept().await.unwrap();
+        let hello = control.recv.recv_message().await.unwrap();
+        assert!(matches!(hello, Message::HelloProtected { .. }));
+        control.send.send(&welcome(1)).await.unwrap();
+        for _ in 0..2 {
+            let (mut channel, entry) = entry(&link).await;
+            // A 0600 regular file of mtime 0, content raw.
+            assert_eq!((entry.mode, entry.mtime_ns), (0o600, 0));
+            assert!(matches!(
+                entry.kind,
+                EntryKind::File {
+                    content: Content::Inline,
+                    ..
+                }
+            ));
+            let got = content(&mut channel).await;
+            assert!(got
+                .iter()
+                .all(|m| matches!(m, Message::Data(_) | Message::End { .. })));
+            channel.send.send(&Message::Stored).await.unwrap();
+        }
+        commit(&mut control, 1).await;
+        link.closed().await;
+    })
+    .await
+    .unwrap();
+    assert_eq!(indexed(&ctx), ["a", "b"]);
+    std::fs::remove_file(source.path().join("b")).unwrap();
+    let b = public.opaque_path(&ferry_proto::RelPath::from_bytes("b").unwrap());
+    let summary = against(&ctx, |link| async move {
+        let mut control = link.accept().await.unwrap();
+        control.recv.recv_message().await.unwrap();
+        control.send.send(&welcome(1)).await.unwrap();
+        match control.recv.recv_message().await.unwrap() {
+            Message::Delete { paths } => assert_eq!(paths, std::slice::from_ref(&b)),
+            other => panic!("expected Delete, got {other:?}"),
+        }
+        let failed = vec![ferry_proto::PathFailure {
+            path: b,
+            failure: Failure {
+                code: FailCode::Io,
+                message: "disk on fire".into(),
+            },
+        }];
+        control
+            .send
+            .send(&Message::Deleted { failed })
+            .await
+            .unwrap();
+        commit(&mut control, 2).await;
+        link.closed().await;
+    })
+    .await
+    .unwrap();
+    assert_eq!(summary.files_deleted, 0);
+    assert_eq!(summary.problems.len(), 1, "{:?}", summary.problems);
+    assert_eq!(summary.problems[0].path, "b");
+    assert!(summary.problems[0].message.contains("disk on fire"));
+    assert_eq!(indexed(&ctx), ["a", "b"], "not deleted: still indexed");
+}

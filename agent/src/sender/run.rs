@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferry_proto::RunReport;
+use ferry_proto::{RelPath, RunReport};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -16,7 +16,9 @@ use super::bundle::{self, EntryOutcome};
 use super::control::{admit, Admitted};
 use super::file_stream::{send_entry, SendEntryError, SentKind, TransferContext};
 use super::record::{self, Acked};
+use super::sealed::Sealing;
 use super::{RunError, SenderContext};
+use crate::config::FolderProtect;
 use crate::index::{Index, Plan, PlanItem, SenderRun};
 use crate::link::Link;
 use crate::scan::{self, Scan};
@@ -298,7 +300,14 @@ async fn session<L: Link>(
         "run planned"
     );
 
-    // 4. Entries, several in flight.
+    // 4. Entries, several in flight. One run key per attempt, shared by all
+    // its entries.
+    let seal = match &ctx.settings.protect {
+        FolderProtect::Plain => None,
+        FolderProtect::Sealed { public, .. } => {
+            Some(Arc::new(Sealing::new(public).map_err(RunError::Seal)?))
+        }
+    };
     let transfer = Arc::new(TransferContext {
         link: link.clone(),
         source: root,
@@ -307,6 +316,7 @@ async fn session<L: Link>(
         index: ctx.index.clone(),
         compress: ctx.settings.compress,
         limiter: ctx.limiter.clone(),
+        seal,
     });
     let in_flight = MAX_IN_FLIGHT.min(welcome.max_streams.max(1) as usize);
     // Small files, directories and symlinks go in bundles, a few lanes of
@@ -314,7 +324,11 @@ async fn session<L: Link>(
     // The large ones are taken out of the plan's buffer, which the bundled
     // keep: a tree of a million small files is not copied a second time.
     let mut bundled = plan.items;
-    let single: Vec<PlanItem> = bundled.extract_if(.., |i| !bundle::fits(i)).collect();
+    let fits = |i: &PlanItem| match &transfer.seal {
+        Some(seal) => seal.fits(i),
+        None => bundle::fits(i),
+    };
+    let single: Vec<PlanItem> = bundled.extract_if(.., |i| !fits(i)).collect();
     let lanes = bundle::lanes_for(bundled.len()).min(in_flight - 1);
     let queue: bundle::Queue = Arc::new(std::sync::Mutex::new(bundled.into()));
     // Bounded: lanes wait while the loop below records a batch.
@@ -416,14 +430,21 @@ async fn session<L: Link>(
         return Err(RunError::Lost(e));
     }
 
-    // 5. Deletions: the receiver archives; it never destroys.
+    // 5. Deletions: the receiver archives; it never destroys. A sealed
+    // folder's entries are deleted by their opaque paths, each on its own
+    // (the plan lists a directory's contents before it).
     for batch in plan.deleted.chunks(DELETE_BATCH) {
-        let failed = control.delete(batch.to_vec()).await?;
+        let wire = match &transfer.seal {
+            Some(seal) => seal.wire_paths(batch),
+            None => batch.to_vec(),
+        };
+        let failed = control.delete(wire.clone()).await?;
         let mut done = batch.to_vec();
-        done.retain(|p| !failed.iter().any(|f| &f.path == p));
+        let real = |sent: &RelPath| wire.iter().position(|p| p == sent).map(|i| &batch[i]);
+        done.retain(|p| !failed.iter().any(|f| real(&f.path) == Some(p)));
         for f in failed {
             summary.problem(
-                f.path.to_string(),
+                real(&f.path).unwrap_or(&f.path).to_string(),
                 format!("not deleted on the receiver: {}", f.failure.message),
             );
         }

@@ -122,8 +122,24 @@ pub(super) fn read_content(
     tx: mpsc::Sender<Vec<u8>>,
     mut copy: Option<CopyWriter>,
 ) -> Result<(Hash, Option<CopyWriter>), SourceError> {
+    let hash = read_pieces(&file, &opened, &mut copy, |buf| {
+        // The sending side gave up (the stream failed); it reports why.
+        tx.blocking_send(buf).map_err(|_| SourceError::StreamGone)
+    })?;
+    Ok((hash, copy))
+}
+
+/// Reads the whole file in `MAX_DATA` pieces, each given to `each` after it
+/// is hashed and written to the local copy; returns the content's hash once
+/// the file is known not to have changed meanwhile.
+pub(super) fn read_pieces<E: From<SourceError>>(
+    file: &File,
+    opened: &FileStat,
+    copy: &mut Option<CopyWriter>,
+    mut each: impl FnMut(Vec<u8>) -> Result<(), E>,
+) -> Result<Hash, E> {
     // Holes come from memory: a sparse file's are not paged in.
-    let mut reader = HoleReader::new(&file);
+    let mut reader = HoleReader::new(file);
     let mut hasher = blake3::Hasher::new();
     let mut total = 0u64;
     loop {
@@ -134,13 +150,13 @@ pub(super) fn read_content(
                 Ok(0) => break,
                 Ok(n) => filled += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(SourceError::Read(e)),
+                Err(e) => return Err(SourceError::Read(e).into()),
             }
         }
         buf.truncate(filled);
         total += filled as u64;
         if total > opened.size {
-            return Err(SourceError::Changed);
+            return Err(SourceError::Changed.into());
         }
         if filled == 0 {
             break;
@@ -149,13 +165,10 @@ pub(super) fn read_content(
         if let Some(copy) = copy.as_mut() {
             copy.write(&buf).map_err(SourceError::Copy)?;
         }
-        if tx.blocking_send(buf).is_err() {
-            // The sending side gave up (the stream failed); it reports why.
-            return Err(SourceError::StreamGone);
-        }
+        each(buf)?;
     }
-    unchanged(&file, &opened, total)?;
-    Ok((*hasher.finalize().as_bytes(), copy))
+    unchanged(file, opened, total)?;
+    Ok(*hasher.finalize().as_bytes())
 }
 
 /// True if the first `len` bytes of `file` hash to `hash`.

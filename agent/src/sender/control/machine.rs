@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use ferry_proto::{Hello, Message, PathFailure, RefuseCode, RelPath, RunReport, Welcome};
+use ferry_proto::{
+    Hello, Message, PathFailure, Protection, RefuseCode, RelPath, RunReport, Welcome,
+};
 
 use super::super::file_stream::machine::Violation;
 use crate::stream::describe;
@@ -84,6 +86,18 @@ impl ControlSender {
     pub fn hello(&mut self, hello: Hello) -> Message {
         self.state = State::AwaitWelcome;
         Message::Hello(hello)
+    }
+
+    /// The first message of a folder whose protection is `protection`:
+    /// `Hello` for a plain folder, else `HelloProtected` (answered alike).
+    pub fn hello_protected(&mut self, hello: Hello, protection: Protection) -> Message {
+        match protection {
+            Protection::Plain => self.hello(hello),
+            protection => {
+                self.state = State::AwaitWelcome;
+                Message::HelloProtected { hello, protection }
+            }
+        }
     }
 
     /// A `Delete` of `paths` to send, once ready.
@@ -309,5 +323,47 @@ mod tests {
             })
         );
         assert!(m.is_done());
+    }
+
+    #[test]
+    fn a_protected_folder_says_hello_with_its_protection_and_is_answered_alike() {
+        let mut m = ControlSender::new();
+        assert_eq!(
+            m.hello_protected(hello(), Protection::Plain),
+            Message::Hello(hello())
+        );
+        let protection = Protection::Encrypted { key: [7; 32] };
+        let mut m = ControlSender::new();
+        assert_eq!(
+            m.hello_protected(hello(), protection),
+            Message::HelloProtected {
+                hello: hello(),
+                protection
+            }
+        );
+        let refusal = Refusal {
+            code: RefuseCode::Protection,
+            message: "this folder is encrypted under another key".into(),
+        };
+        assert_eq!(
+            m.on_message(Some(Message::Refused(refusal))),
+            Ok(ControlEvent::Refused {
+                code: RefuseCode::Protection,
+                message: "this folder is encrypted under another key".into(),
+                permanent: true
+            })
+        );
+        let mut m = ControlSender::new();
+        m.hello_protected(hello(), Protection::WriteOnly { key: [1; 32] });
+        let welcome = Welcome {
+            run_id: 3,
+            paired: false,
+            max_streams: 4,
+        };
+        assert_eq!(
+            m.on_message(Some(Message::Welcome(welcome.clone()))),
+            Ok(ControlEvent::Admitted(welcome))
+        );
+        assert!(m.is_ready());
     }
 }

@@ -1,0 +1,531 @@
+//! A sealed folder's entries, the sender's side (`--protect encrypted` or
+//! `write-only`): every file, directory and symlink travels as one regular
+//! file at its opaque path, mode `0600`, mtime 0, whose content is the
+//! sealed object of the entry ([`ferry_proto::seal`]): its real path and
+//! metadata, then its content. The receiver stores objects as it stores
+//! files and learns nothing it could read.
+//!
+//! This is the one seam between plain and sealed sending: [`Sealing`] turns
+//! a planned entry into its wire header and sealed content; bundles frame
+//! the objects it seals in memory ([`Sealing::seal_whole`]), and
+//! [`send_entry`] sends one on a stream of its own, a large file sealed as
+//! it is read on the blocking thread. Sealed entries travel whole: never
+//! offered by hash, never against a delta base, never compressed (ciphertext
+//! does not compress), and what an interrupted transfer kept is not resumed.
+//! The index keeps real paths and real metadata, as for a plain folder, and
+//! no chunk list. The `hh/` directories are not sent: the receiver makes
+//! the parents of what it stores itself. Deletions go by opaque paths, one
+//! object each (the plan lists a directory's contents before it).
+
+use std::fs::File;
+use std::sync::Arc;
+
+use ferry_proto::seal::{FolderPublic, RunSealer, SealError, SealedHeader, SealedKind};
+use ferry_proto::{frame, Content, Entry, EntryKind, Hash, Message, RelPath, MAX_DATA};
+use tokio::sync::mpsc;
+
+use super::file_stream::machine::{EntrySender, Offer};
+use super::file_stream::{
+    abort, acknowledged, answer, stopped, stored_dir_or_symlink, SendEntryError, Sent,
+    TransferContext,
+};
+use super::source_file::{self, ContentBytes, FileStat, Opened, SourceError};
+use crate::copies::{Copies, CopyWriter};
+use crate::index::PlanItem;
+use crate::link::Link;
+use crate::scan::{ScanEntry, ScanKind, SourceDir};
+use crate::stream::{Channel, StreamError};
+use crate::tasks::blocking;
+
+/// Mode of every object on the receiver.
+pub const OBJECT_MODE: u32 = 0o600;
+
+/// One run's sealing: the folder's public half (names objects) and the
+/// run's key (seals them), shared by every entry of the run.
+pub struct Sealing {
+    public: FolderPublic,
+    run: RunSealer,
+}
+
+/// An entry sealed whole in memory, ready to frame.
+#[derive(Debug)]
+pub struct SealedObject {
+    /// The wire header: the opaque path, a regular file of the object's size.
+    pub entry: Entry,
+    /// The object's bytes.
+    pub object: Vec<u8>,
+    /// The blake3 of `object`: what the receiver checks at `End`.
+    pub hash: Hash,
+}
+
+impl SealedObject {
+    /// Bytes of the object on the wire.
+    pub fn len(&self) -> u64 {
+        self.object.len() as u64
+    }
+
+    /// Appends the object's frames (`Entry`, `Data`, `End`) to `out`.
+    pub fn frames(&self, out: &mut Vec<u8>) -> Result<(), StreamError> {
+        out.extend_from_slice(&frame::encode(&Message::Entry(self.entry.clone()))?);
+        for piece in self.object.chunks(MAX_DATA) {
+            out.extend_from_slice(&frame::data_header(piece.len())?);
+            out.extend_from_slice(piece);
+        }
+        out.extend_from_slice(&frame::encode(&Message::End { hash: self.hash })?);
+        Ok(())
+    }
+}
+
+/// The sealed header of `scanned`: with `file` (a file as opened), the open
+/// file's metadata; without, as scanned (a directory or symlink has no
+/// content).
+pub fn header(scanned: &ScanEntry, file: Option<&FileStat>) -> SealedHeader {
+    let kind = match &scanned.kind {
+        ScanKind::File => SealedKind::File,
+        ScanKind::Dir => SealedKind::Dir,
+        ScanKind::Symlink { target } => SealedKind::Symlink {
+            target: target.clone(),
+        },
+    };
+    let (mode, mtime_ns, size) = match (file, &scanned.kind) {
+        (Some(stat), _) => (stat.mode, stat.mtime_ns, stat.size),
+        (None, ScanKind::File) => (scanned.mode, scanned.mtime_ns, scanned.size),
+        (None, _) => (scanned.mode, scanned.mtime_ns, 0),
+    };
+    SealedHeader {
+        path: scanned.path.clone(),
+        kind,
+        mode,
+        mtime_ns,
+        size,
+    }
+}
+
+impl Sealing {
+    /// A fresh run key for the folder `public` seals to.
+    pub fn new(public: &FolderPublic) -> Result<Sealing, SealError> {
+        Ok(Sealing {
+            public: public.clone(),
+            run: RunSealer::new(public)?,
+        })
+    }
+
+    /// Where the receiver keeps the objects of the entry at `path`.
+    pub fn opaque_path(&self, path: &RelPath) -> RelPath {
+        self.public.opaque_path(path)
+    }
+
+    /// The paths the receiver knows `paths` (real) by, in the same order.
+    pub fn wire_paths(&self, paths: &[RelPath]) -> Vec<RelPath> {
+        paths.iter().map(|p| self.opaque_path(p)).collect()
+    }
+
+    /// The wire header of the object of `path`, `len` bytes long.
+    pub fn wire_entry(&self, path: &RelPath, len: u64) -> Entry {
+        Entry {
+            path: self.opaque_path(path),
+            kind: EntryKind::File {
+                size: len,
+                content: Content::Inline,
+            },
+            mtime_ns: 0,
+            mode: OBJECT_MODE,
+        }
+    }
+
+    /// True if `item`'s object, as scanned, may travel in a bundle.
+    pub fn fits(&self, item: &PlanItem) -> bool {
+        RunSealer::object_len(&header(&item.entry, None))
+            .is_ok_and(|len| len <= ferry_proto::MAX_BUNDLED)
+    }
+
+    /// Seals `scanned` whole: a directory or symlink (`file` `None`, no
+    /// content), or a file as opened (`file`) with its `content`.
+    pub fn seal_whole(
+        &self,
+        scanned: &ScanEntry,
+        file: Option<&FileStat>,
+        content: &[u8],
+    ) -> Result<SealedObject, SendEntryError> {
+        let header = header(scanned, file);
+        let len = RunSealer::object_len(&header).map_err(SendEntryError::Seal)?;
+        let mut object = Vec::with_capacity(len as usize);
+        let mut sealer = self.run.object(header).map_err(SendEntryError::Seal)?;
+        sealer
+            .push(content, &mut object)
+            .map_err(SendEntryError::Seal)?;
+        sealer.finish(&mut object).map_err(SendEntryError::Seal)?;
+        let hash = *blake3::hash(&object).as_bytes();
+        Ok(SealedObject {
+            entry: self.wire_entry(&scanned.path, object.len() as u64),
+            object,
+            hash,
+        })
+    }
+}
+
+/// What an entry on a stream of its own was, for the index once stored.
+enum Real {
+    Dir,
+    Symlink(Vec<u8>),
+    File {
+        stat: FileStat,
+        hash: Hash,
+        copy: Option<CopyWriter>,
+    },
+}
+
+/// An entry read for a stream of its own.
+enum Prepared {
+    /// Sealed whole in memory already (a directory, a symlink, a small file).
+    Whole { object: SealedObject, real: Real },
+    /// A large file, sealed as it is read.
+    Streamed {
+        file: File,
+        stat: FileStat,
+        copy: Option<CopyWriter>,
+    },
+}
+
+/// Reads `scanned` (a small file whole, a large one only opened) and seals
+/// what was read.
+fn prepare(
+    seal: &Sealing,
+    source: &SourceDir,
+    copies: Option<&Copies>,
+    scanned: &ScanEntry,
+) -> Result<Prepared, SendEntryError> {
+    let (object, real) = match &scanned.kind {
+        ScanKind::Dir => (seal.seal_whole(scanned, None, &[])?, Real::Dir),
+        ScanKind::Symlink { target } => (
+            seal.seal_whole(scanned, None, &[])?,
+            Real::Symlink(target.clone()),
+        ),
+        ScanKind::File => match source_file::prepare(source, scanned, copies)? {
+            Opened::Small {
+                stat,
+                data,
+                hash,
+                copy,
+            } => (
+                seal.seal_whole(scanned, Some(&stat), &data)?,
+                Real::File { stat, hash, copy },
+            ),
+            Opened::Large { file, stat, copy } => {
+                return Ok(Prepared::Streamed { file, stat, copy })
+            }
+        },
+    };
+    Ok(Prepared::Whole { object, real })
+}
+
+/// Sends one planned entry of a sealed folder on a stream of its own,
+/// whatever its action (a metadata-only change re-sends the whole object:
+/// its header changed), and waits for the receiver's answer.
+pub async fn send_entry(
+    ctx: &TransferContext<impl Link>,
+    seal: &Arc<Sealing>,
+    item: PlanItem,
+) -> Result<Sent, SendEntryError> {
+    let mut channel = ctx.open().await?;
+    let scanned = item.entry;
+    let (s, source, copies, entry) = (
+        seal.clone(),
+        ctx.source.clone(),
+        ctx.copies.clone(),
+        scanned.clone(),
+    );
+    let prepared = blocking(move || prepare(&s, &source, copies.as_deref(), &entry)).await??;
+    let (object, real) = match prepared {
+        Prepared::Whole { object, real } => (object, real),
+        Prepared::Streamed { file, stat, copy } => {
+            return send_streamed(ctx, seal, channel, scanned, file, stat, copy).await
+        }
+    };
+    let mut machine = EntrySender::new(Offer::Whole);
+    let mut frames = Vec::new();
+    object.frames(&mut frames)?;
+    match channel.send.send_raw(&frames).await {
+        Ok(()) => {}
+        Err(e) if e.stopped_code().is_some() => {
+            let code = e.stopped_code().unwrap_or_default();
+            return Err(stopped(&mut channel, &mut machine, code).await);
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let wire = object.len();
+    match real {
+        Real::Dir => {
+            channel.send.finish();
+            answer(&mut channel, &mut machine).await?;
+            stored_dir_or_symlink(ctx, scanned, None).await
+        }
+        Real::Symlink(target) => {
+            channel.send.finish();
+            answer(&mut channel, &mut machine).await?;
+            stored_dir_or_symlink(ctx, scanned, Some(target)).await
+        }
+        Real::File { stat, hash, copy } => {
+            ctx.status.progress.add_bytes(stat.size);
+            let bytes = ContentBytes {
+                fresh: stat.size,
+                wire,
+            };
+            acknowledged(&mut channel, &mut machine, scanned, stat, hash, copy, bytes).await
+        }
+    }
+}
+
+/// Sends a large file's object: its header first (the object's size is
+/// known from the open file's metadata), then its content read, hashed,
+/// copied and sealed on a blocking thread, then the object's hash.
+async fn send_streamed(
+    ctx: &TransferContext<impl Link>,
+    seal: &Arc<Sealing>,
+    mut channel: Channel,
+    scanned: ScanEntry,
+    file: File,
+    stat: FileStat,
+    copy: Option<CopyWriter>,
+) -> Result<Sent, SendEntryError> {
+    let header = header(&scanned, Some(&stat));
+    let len = RunSealer::object_len(&header).map_err(SendEntryError::Seal)?;
+    let mut machine = EntrySender::new(Offer::Whole);
+    channel
+        .send
+        .send(&Message::Entry(seal.wire_entry(&scanned.path, len)))
+        .await?;
+    // Sealed bytes, with the bytes of content they cover.
+    let (tx, rx) = mpsc::channel::<(Vec<u8>, u64)>(4);
+    let pumping = async {
+        let mut rx = rx;
+        while let Some((sealed, covered)) = rx.recv().await {
+            for piece in sealed.chunks(MAX_DATA) {
+                channel.send.send_data(piece).await?;
+            }
+            ctx.status.progress.add_bytes(covered);
+        }
+        Ok::<(), SendEntryError>(())
+    };
+    let s = seal.clone();
+    let reading = blocking(move || seal_content(&s, header, file, stat, copy, tx));
+    let (pumped, read) = tokio::join!(pumping, reading);
+    let sent = match (pumped, read?) {
+        (Ok(()), Ok(read)) => Ok(read),
+        (Err(e), _) => Err(e),
+        (Ok(()), Err(e)) => return Err(abort(&mut channel, &mut machine, e).await),
+    };
+    let sent = match sent {
+        Ok((hash, object_hash, copy)) => channel
+            .send
+            .send(&Message::End { hash: object_hash })
+            .await
+            .map(|()| (hash, copy))
+            .map_err(SendEntryError::from),
+        Err(e) => Err(e),
+    };
+    let (hash, copy) = match sent {
+        Ok(sent) => sent,
+        Err(SendEntryError::Stream(e)) if e.stopped_code().is_some() => {
+            let code = e.stopped_code().unwrap_or_default();
+            return Err(stopped(&mut channel, &mut machine, code).await);
+        }
+        Err(e) => return Err(e),
+    };
+    machine.content_sent();
+    let bytes = ContentBytes {
+        fresh: stat.size,
+        wire: len,
+    };
+    acknowledged(&mut channel, &mut machine, scanned, stat, hash, copy, bytes).await
+}
+
+/// Reads `file` once, sealing it under `header` into `tx`; returns the
+/// content's hash (for the index), the object's (for `End`) and the local
+/// copy. A file that changes while read is refused, never sealed torn.
+fn seal_content(
+    seal: &Sealing,
+    header: SealedHeader,
+    file: File,
+    stat: FileStat,
+    mut copy: Option<CopyWriter>,
+    tx: mpsc::Sender<(Vec<u8>, u64)>,
+) -> Result<(Hash, Hash, Option<CopyWriter>), SendEntryError> {
+    let mut sealer = seal.run.object(header).map_err(SendEntryError::Seal)?;
+    let mut object = blake3::Hasher::new();
+    let mut send = |sealed: Vec<u8>, covered: u64| {
+        object.update(&sealed);
+        // The sending side gave up (the stream failed); it reports why.
+        tx.blocking_send((sealed, covered))
+            .map_err(|_| SendEntryError::Source(SourceError::StreamGone))
+    };
+    let hash = source_file::read_pieces(&file, &stat, &mut copy, |piece: Vec<u8>| {
+        let mut sealed = Vec::with_capacity(piece.len() + piece.len() / 1024 + 64);
+        sealer
+            .push(&piece, &mut sealed)
+            .map_err(SendEntryError::Seal)?;
+        send(sealed, piece.len() as u64)
+    })?;
+    let mut last = Vec::new();
+    sealer.finish(&mut last).map_err(SendEntryError::Seal)?;
+    send(last, 0)?;
+    Ok((hash, *object.finalize().as_bytes(), copy))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failing unwrap is a failing test
+mod tests {
+    use super::*;
+    use ferry_proto::seal::{FolderSecret, Opener};
+    use std::os::unix::fs::MetadataExt;
+
+    fn scanned(path: &str, kind: ScanKind, size: u64) -> ScanEntry {
+        ScanEntry {
+            path: RelPath::from_bytes(path).unwrap(),
+            kind,
+            size,
+            mtime_ns: 1_700_000_000_123_456_789,
+            mode: 0o750,
+            ino: 0,
+            dev: 0,
+        }
+    }
+
+    /// The messages of a run of frames.
+    fn messages(mut frames: &[u8]) -> Vec<Message> {
+        let mut out = Vec::new();
+        while !frames.is_empty() {
+            let len = u32::from_be_bytes(frames[..4].try_into().unwrap()) as usize;
+            out.push(postcard::from_bytes(&frames[4..4 + len]).unwrap());
+            frames = &frames[4 + len..];
+        }
+        out
+    }
+
+    #[test]
+    fn the_header_holds_the_real_path_and_metadata() {
+        let link = ScanKind::Symlink {
+            target: b"../secret/target".to_vec(),
+        };
+        let h = header(&scanned("a/link", link, 16), None);
+        assert_eq!(h.path.to_string(), "a/link");
+        let target = b"../secret/target".to_vec();
+        assert_eq!(h.kind, SealedKind::Symlink { target });
+        assert_eq!((h.mode, h.size), (0o750, 0));
+        assert_eq!(h.mtime_ns, 1_700_000_000_123_456_789);
+        assert_eq!(header(&scanned("d", ScanKind::Dir, 4096), None).size, 0);
+        // A file as scanned, then as opened: the open file's metadata wins.
+        let file = scanned("f", ScanKind::File, 10);
+        assert_eq!(header(&file, None).size, 10);
+        let stat = FileStat {
+            size: 12,
+            mtime_ns: 5,
+            mode: 0o600,
+            ino: 1,
+            dev: 1,
+        };
+        let h = header(&file, Some(&stat));
+        assert_eq!((h.size, h.mtime_ns, h.mode), (12, 5, 0o600));
+        assert_eq!(h.kind, SealedKind::File);
+    }
+
+    #[test]
+    fn an_object_sealed_whole_travels_as_a_0600_file_at_its_opaque_path() {
+        let secret = FolderSecret::generate().unwrap();
+        let seal = Sealing::new(&secret.public()).unwrap();
+        let file = scanned("notes/plan.txt", ScanKind::File, 11);
+        let stat = FileStat {
+            size: 11,
+            mtime_ns: 42,
+            mode: 0o640,
+            ino: 0,
+            dev: 0,
+        };
+        let object = seal.seal_whole(&file, Some(&stat), b"hello world").unwrap();
+        let path = RelPath::from_bytes("notes/plan.txt").unwrap();
+        assert_eq!(object.entry.path, secret.public().opaque_path(&path));
+        assert_eq!((object.entry.mode, object.entry.mtime_ns), (0o600, 0));
+        let len = RunSealer::object_len(&header(&file, Some(&stat))).unwrap();
+        assert_eq!(object.len(), len);
+        let size_and_inline = EntryKind::File {
+            size: len,
+            content: Content::Inline,
+        };
+        assert_eq!(object.entry.kind, size_and_inline);
+        assert_eq!(object.hash, *blake3::hash(&object.object).as_bytes());
+        // Its frames: the header, the object raw, its hash.
+        let mut frames = Vec::new();
+        object.frames(&mut frames).unwrap();
+        let got = messages(&frames);
+        assert_eq!(got[0], Message::Entry(object.entry.clone()));
+        let data: Vec<u8> = got[1..got.len() - 1]
+            .iter()
+            .flat_map(|m| match m {
+                Message::Data(d) => d.clone(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(data, object.object);
+        assert_eq!(got.last(), Some(&Message::End { hash: object.hash }));
+        // The folder key opens it to the entry.
+        let (opened, content) = Opener::new(&secret).open(&object.object).unwrap();
+        assert_eq!(opened, header(&file, Some(&stat)));
+        assert_eq!(content, b"hello world");
+    }
+
+    #[test]
+    fn deletions_go_by_opaque_paths_in_order_and_small_objects_fit_bundles() {
+        let secret = FolderSecret::generate().unwrap();
+        let seal = Sealing::new(&secret.public()).unwrap();
+        let paths: Vec<RelPath> = ["d/e/c", "d/e", "a.txt"]
+            .iter()
+            .map(|p| RelPath::from_bytes(*p).unwrap())
+            .collect();
+        let wire = seal.wire_paths(&paths);
+        assert_eq!(wire.len(), 3);
+        for (real, sent) in paths.iter().zip(&wire) {
+            assert_eq!(*sent, seal.opaque_path(real));
+            assert_ne!(sent, real);
+        }
+        let item = |entry, action| PlanItem { entry, action };
+        let new = crate::index::Action::New;
+        let small = item(scanned("s", ScanKind::File, 1000), new.clone());
+        assert!(seal.fits(&small));
+        let large = ferry_proto::MAX_BUNDLED;
+        assert!(!seal.fits(&item(scanned("l", ScanKind::File, large), new.clone())));
+        // A metadata-only change is sent whole, in a bundle if small.
+        let touched = crate::index::Action::MetadataOnly { hash: [0; 32] };
+        assert!(seal.fits(&item(scanned("t", ScanKind::File, 10), touched)));
+        assert!(seal.fits(&item(scanned("d", ScanKind::Dir, 0), new)));
+    }
+
+    #[test]
+    fn a_large_file_is_sealed_as_it_is_read_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..MAX_DATA * 3 + 777).map(|i| (i % 253) as u8).collect();
+        std::fs::write(dir.path().join("big"), &data).unwrap();
+        let meta = std::fs::metadata(dir.path().join("big")).unwrap();
+        let source = SourceDir::open(dir.path()).unwrap();
+        let mut entry = scanned("big", ScanKind::File, data.len() as u64);
+        (entry.mtime_ns, entry.mode) = (crate::scan::mtime_ns(&meta), meta.mode() & 0o7777);
+        (entry.ino, entry.dev) = (meta.ino(), meta.dev());
+        let (file, stat) = source_file::open(&source, &entry).unwrap();
+
+        let secret = FolderSecret::generate().unwrap();
+        let seal = Sealing::new(&secret.public()).unwrap();
+        let h = header(&entry, Some(&stat));
+        let len = RunSealer::object_len(&h).unwrap();
+        let (tx, mut rx) = mpsc::channel(1024);
+        let (hash, object_hash, _) = seal_content(&seal, h.clone(), file, stat, None, tx).unwrap();
+        let (mut object, mut covered) = (Vec::new(), 0);
+        while let Ok((sealed, bytes)) = rx.try_recv() {
+            object.extend_from_slice(&sealed);
+            covered += bytes;
+        }
+        assert_eq!(hash, *blake3::hash(&data).as_bytes());
+        assert_eq!(object_hash, *blake3::hash(&object).as_bytes());
+        assert_eq!((object.len() as u64, covered), (len, data.len() as u64));
+        let (opened, content) = Opener::new(&secret).open(&object).unwrap();
+        assert_eq!((opened, content), (h, data));
+    }
+}
