@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use ferry_proto::{Name, Request};
+use ferry_proto::{Name, Protection, Request};
 
 use super::AskError;
 use crate::receiver::requests::{self, Answer, Ctx};
@@ -111,6 +111,13 @@ pub(super) async fn ask(ctx: &Arc<Ctx>, request: Request) -> Result<Answer, AskE
     crate::tasks::blocking(move || requests::answer(&ctx, request))
         .await?
         .map_err(|message| AskError::Unanswered { message })
+}
+
+/// The folder's protection, as the store recorded it.
+pub(super) async fn protection(_ctx: &Arc<Ctx>) -> Result<Protection, AskError> {
+    // Stand-in until the store records a folder's protection (the
+    // receiver's part of issue 18): every folder reads as plain.
+    Ok(Protection::Plain)
 }
 
 #[cfg(test)]
