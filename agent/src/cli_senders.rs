@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::bail;
 use clap::{Args, Subcommand, ValueEnum};
 use ferry_agent::config::ReceiverConfig;
-use ferry_agent::senders::{self, SenderInfo, SendersReport};
+use ferry_agent::senders::{self, FolderMode, SenderInfo, SendersReport};
 use ferry_agent::summary::human_bytes;
 use ferry_agent::tasks::blocking;
 
@@ -176,7 +176,8 @@ fn print_sender(s: &SenderInfo, quota: Option<u64>) -> anyhow::Result<()> {
     });
     out(format!("\n{} [{}]", s.name, state.join(", ")))?;
     out(format!("  device   {}", s.device))?;
-    out(format!("  folders  {}", s.folders.join(", ")))?;
+    let folders: Vec<String> = s.folder_modes.iter().map(FolderMode::label).collect();
+    out(format!("  folders  {}", folders.join(", ")))?;
     match &s.last_run {
         Some(r) => out(format!(
             "  last run {} ({} of {}, run {})",

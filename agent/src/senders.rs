@@ -19,7 +19,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::store::{AccessError, AccessWriter, HistoryError, Store};
+use ferry_proto::Protection;
+
+use crate::store::{protection, AccessError, AccessWriter, HistoryError, Store};
 
 /// How often a running receiver re-reads the admin's settings.
 pub const ACCESS_POLL: Duration = Duration::from_secs(1);
@@ -140,6 +142,8 @@ pub struct SenderInfo {
     pub device: String,
     pub added_ms: i64,
     pub folders: Vec<String>,
+    /// Each folder's protection, in the order of `folders`.
+    pub folder_modes: Vec<FolderMode>,
     pub last_run: Option<LastRunInfo>,
     pub current_bytes: u64,
     pub old_bytes: u64,
@@ -151,6 +155,40 @@ pub struct SenderInfo {
     pub revoked_ms: Option<i64>,
     /// Connected to the running receiver now.
     pub connected: bool,
+}
+
+/// One folder's protection, as `ferry senders list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FolderMode {
+    pub folder: String,
+    /// `plain`, `encrypted` or `write-only`.
+    pub mode: String,
+    /// The first bytes of the key id in hex (`None` for `plain`).
+    pub key: Option<String>,
+}
+
+impl FolderMode {
+    fn new(folder: String, protection: &Protection) -> FolderMode {
+        let key = match protection {
+            Protection::Plain => None,
+            Protection::Encrypted { key } | Protection::WriteOnly { key } => {
+                Some(protection::short_key(key))
+            }
+        };
+        FolderMode {
+            folder,
+            mode: protection::mode_name(protection).to_string(),
+            key,
+        }
+    }
+
+    /// `docs` for a plain folder, `docs (encrypted, key ab12…)` otherwise.
+    pub fn label(&self) -> String {
+        match &self.key {
+            None => self.folder.clone(),
+            Some(key) => format!("{} ({}, key {key}…)", self.folder, self.mode),
+        }
+    }
 }
 
 /// A sender's newest run.
@@ -189,6 +227,12 @@ pub fn list(root: &Path) -> Result<SendersReport, HistoryError> {
                 name: s.name.to_string(),
                 device: s.device,
                 added_ms: s.added_ms,
+                folder_modes: s
+                    .folders
+                    .iter()
+                    .zip(&s.protections)
+                    .map(|(folder, p)| FolderMode::new(folder.clone(), p))
+                    .collect(),
                 folders: s.folders,
                 last_run: s.last_run.map(|r| LastRunInfo {
                     run: r.id,
@@ -266,5 +310,20 @@ mod tests {
         assert_eq!(size, LIVE_SIZE as u64);
         remove_live(dir.path());
         assert_eq!(read_live(dir.path(), 2_000), None);
+    }
+
+    #[test]
+    fn folder_modes_are_labelled_with_a_short_key_id() {
+        let plain = FolderMode::new("docs".into(), &Protection::Plain);
+        assert_eq!((plain.mode.as_str(), plain.key.as_deref()), ("plain", None));
+        assert_eq!(plain.label(), "docs");
+        let sealed = FolderMode::new("pics".into(), &Protection::WriteOnly { key: [0xcd; 32] });
+        assert_eq!(sealed.mode, "write-only");
+        assert_eq!(sealed.label(), "pics (write-only, key cdcdcdcdcdcd…)");
+        let json = serde_json::to_string(&sealed).unwrap();
+        assert_eq!(
+            json,
+            r#"{"folder":"pics","mode":"write-only","key":"cdcdcdcdcdcd"}"#
+        );
     }
 }

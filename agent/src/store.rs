@@ -4,7 +4,7 @@
 //! STORE/<sender>/<folder>/...                    the current files: a plain, browsable mirror
 //! STORE/.ferry/staging/                          content being received (same filesystem)
 //! STORE/.ferry/versions/<sender>/<folder>/...    replaced and deleted versions
-//! STORE/.ferry/catalog.db                        SQLite: senders, runs, versions
+//! STORE/.ferry/catalog.db                        SQLite: senders, runs, versions, folder protections
 //! STORE/.ferry/lock                              locked while a process has the store open
 //! STORE/.ferry/reserve                           1 MiB kept back for the catalog on a full disk
 //! ```
@@ -58,6 +58,7 @@
 //! - `archive`: moving what is in the way into the versions area.
 //! - `delta_base`: the stored version a delta copies from ([`BaseContent`]).
 //! - `partials`: chunked transfers kept in staging to resume ([`Resumable`]).
+//! - `protection`: each folder's protection, fixed by its first run.
 //! - `versions`: a path's versions as records, and opening stored bytes.
 //! - `as_of`: the tree as of a run or a time ([`TreeReport`]).
 //! - `browse`: one directory's children as of a point ([`DirListing`]).
@@ -87,6 +88,7 @@ mod error;
 mod locate;
 mod mirror;
 mod partials;
+pub mod protection;
 mod records;
 mod registry;
 mod reserve;

@@ -1,4 +1,5 @@
-//! Read-only sessions on the receiver: history, versions and restore.
+//! Read-only sessions on the receiver: history, versions, restore, and the
+//! folder's protection (so a reader knows whether it must open objects).
 //!
 //! The session is admitted like a run, but never pairs and never opens a
 //! run. The sender is found by the device id of the TLS session alone; the
@@ -12,8 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_proto::{
-    DirEntry, FailCode, Failure, Message, NotServed, Open, Refusal, RefuseCode, Request, RunInfo,
-    VersionInfo, VersionKind, MAX_DATA, MAX_LIST_BYTES,
+    DirEntry, FailCode, Failure, Message, NotServed, Open, Protection, Refusal, RefuseCode,
+    Request, RunInfo, VersionInfo, VersionKind, MAX_DATA, MAX_LIST_BYTES,
 };
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -187,6 +188,12 @@ async fn answer_requests(
             Ok(Answer::Dir(run, entries)) => {
                 send_lists(control, entries, Message::DirList, run).await?
             }
+            Ok(Answer::Protection(protection)) => {
+                control
+                    .send
+                    .send(&Message::FolderProtection(protection))
+                    .await?
+            }
             Err(message) => refused(control, message).await?,
         }
     }
@@ -243,6 +250,8 @@ pub(crate) enum Answer {
     Versions(Option<u64>, Vec<VersionInfo>, Vec<NotServed>),
     /// A directory's children, and the run the point resolved to.
     Dir(Option<u64>, Vec<DirEntry>),
+    /// The folder's protection (`Plain` for a folder never sent).
+    Protection(Protection),
 }
 
 /// Answers one request from the session's namespace (blocking); `Err` is
@@ -287,8 +296,12 @@ pub(crate) fn answer(ctx: &Ctx, request: Request) -> Result<Answer, String> {
                 .map_err(|e| crate::chain::chain(&e))?;
             Ok(Answer::Dir(listing.run, listing.entries))
         }
-        // Issue 18: answered from the catalog's folder record (receiver part).
-        Request::Protection => Err("the folder's protection is not known yet".to_string()),
+        Request::Protection => {
+            let protection = store
+                .folder_protection(&ns.sender, &ns.folder)
+                .map_err(|e| crate::chain::chain(&e))?;
+            Ok(Answer::Protection(protection))
+        }
     }
 }
 
@@ -574,6 +587,45 @@ mod tests {
             Answer::Versions(run, v, _) => Ok((run, v)),
             _ => Err("another answer".into()),
         }
+    }
+
+    fn protection(ctx: &Ctx) -> Protection {
+        match answer(ctx, Request::Protection).unwrap() {
+            Answer::Protection(p) => p,
+            _ => panic!("another answer"),
+        }
+    }
+
+    #[test]
+    fn the_protection_answered_is_the_senders_own_folders() {
+        let (_dir, alice, bob) = two_senders();
+        // Sent before protection existed: plain.
+        assert_eq!(protection(&alice), Protection::Plain);
+        let pics = Name::new("pics").unwrap();
+        let bob_sender = bob.store.sender_by_name(&bob.ns.sender).unwrap().unwrap();
+        let bob_pics = Ctx {
+            store: bob.store.clone(),
+            ns: bob.store.namespace(&bob_sender, &pics),
+        };
+        // Never sent: plain.
+        assert_eq!(protection(&bob_pics), Protection::Plain);
+        let sealed = Protection::WriteOnly { key: [9; 32] };
+        assert_eq!(
+            bob.store.fix_protection(&bob_pics.ns, &sealed).unwrap(),
+            sealed
+        );
+        assert_eq!(protection(&bob_pics), sealed);
+        let alice_sender = alice
+            .store
+            .sender_by_name(&alice.ns.sender)
+            .unwrap()
+            .unwrap();
+        let alice_pics = Ctx {
+            store: alice.store.clone(),
+            ns: alice.store.namespace(&alice_sender, &pics),
+        };
+        assert_eq!(protection(&alice_pics), Protection::Plain);
+        assert_eq!(protection(&bob), Protection::Plain);
     }
 
     #[test]

@@ -16,12 +16,14 @@
 //! - `versions`: reading version rows ([`VersionRow`]).
 //! - `changes`: a store operation's changes, applied in one transaction.
 //! - `partials`: the partial transfers kept to resume.
+//! - `protection`: each folder's protection, fixed when it is first sent.
 //!
 //! This file opens the catalog (checked before anything is written, created
 //! with its schema, upgraded in place) and wraps its errors.
 
 mod changes;
 mod partials;
+mod protection;
 mod runs;
 mod schema;
 mod senders;
@@ -35,7 +37,7 @@ use super::error::{HistoryError, StoreError};
 pub(crate) use changes::{Below, Change, NewVersion};
 pub(crate) use runs::RunEnd;
 pub(crate) use schema::{ACCESS_TABLES, SCHEMA_VERSION};
-use schema::{CHUNK_TABLES, SCHEMA, STORED_SIZES};
+use schema::{CHUNK_TABLES, PROTECTION_TABLE, SCHEMA, STORED_SIZES};
 pub(crate) use senders::SenderRow;
 pub(crate) use versions::{version_row, VersionRow, VERSION_COLUMNS};
 
@@ -216,6 +218,10 @@ impl Catalog {
             .conn
             .execute_batch(ACCESS_TABLES)
             .map_err(|e| catalog.err(e))?;
+        catalog
+            .conn
+            .execute_batch(PROTECTION_TABLE)
+            .map_err(|e| catalog.err(e))?;
         if version == 1 {
             // Version 1 lacks the chunk tables: add them.
             let migrate =
@@ -278,6 +284,16 @@ impl Catalog {
                 .conn
                 .execute_batch(
                     "CREATE TEMP TABLE stored_sizes (version_id INTEGER PRIMARY KEY, stored INTEGER NOT NULL);",
+                )
+                .map_err(|e| catalog.err(e))?;
+        }
+        // Likewise a catalog without folder protections: every folder in it
+        // is plain.
+        if !catalog.has_protection_table()? {
+            catalog
+                .conn
+                .execute_batch(
+                    "CREATE TEMP TABLE folder_protection (sender_id INTEGER NOT NULL, folder TEXT NOT NULL, mode TEXT NOT NULL, key BLOB, recorded_ms INTEGER NOT NULL, PRIMARY KEY (sender_id, folder));",
                 )
                 .map_err(|e| catalog.err(e))?;
         }

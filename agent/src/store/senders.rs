@@ -13,7 +13,7 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use ferry_proto::Name;
+use ferry_proto::{Name, Protection};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 use super::catalog::{catalog_path, Catalog, ACCESS_TABLES, SCHEMA_VERSION};
@@ -40,6 +40,8 @@ pub struct SenderSummary {
     pub added_ms: i64,
     /// The folders it has sent, by name.
     pub folders: Vec<String>,
+    /// Each folder's protection, in the order of `folders`.
+    pub protections: Vec<Protection>,
     /// Its newest run, of any folder.
     pub last_run: Option<LastRun>,
     /// Bytes of its current files (what the mirror holds).
@@ -139,6 +141,7 @@ impl Store {
         let mut out = Vec::with_capacity(rows.len());
         for (id, name, device, added_ms, revoked_ms) in rows {
             let total = self.stored_bytes(id)?;
+            let recorded = self.folder_protections(id)?;
             let cat = self.catalog();
             let name = Name::new(name).map_err(|e| cat.corrupt(e.to_string()))?;
             let conn = cat.conn();
@@ -149,6 +152,15 @@ impl Store {
                 .query_map([id], |r| r.get::<_, String>(0))
                 .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
                 .map_err(|e| cat.err(e))?;
+            let protections = folders
+                .iter()
+                .map(|folder| {
+                    recorded
+                        .iter()
+                        .find(|(f, _)| f == folder)
+                        .map_or(Protection::Plain, |(_, p)| *p)
+                })
+                .collect();
             let last = conn
                 .query_row(
                     "SELECT id, folder, started_ms, finished_ms, status FROM runs
@@ -193,6 +205,7 @@ impl Store {
                 device,
                 added_ms,
                 folders,
+                protections,
                 last_run,
                 // The current files' bytes are counted once in `total`
                 // (versions of a path with the same content share them).
@@ -362,9 +375,24 @@ mod tests {
         let s = &all[0];
         assert_eq!(s.name, a.sender);
         assert_eq!(s.folders, vec![a.folder.to_string()]);
+        assert_eq!(s.protections, vec![Protection::Plain]);
         assert_eq!((s.current_bytes, s.old_bytes), (50, 100));
         let last = s.last_run.as_ref().unwrap();
         assert_eq!((last.id, last.status.as_str()), (run, "running"));
         assert_eq!(s.revoked_ms, None);
+    }
+
+    #[test]
+    fn summaries_give_each_folder_its_protection() {
+        let (_dir, store, a) = fixture();
+        store.begin_run(&a).unwrap();
+        let sender = store.sender_by_name(&a.sender).unwrap().unwrap();
+        let pics = store.namespace(&sender, &Name::new("pics").unwrap());
+        let sealed = Protection::Encrypted { key: [7; 32] };
+        store.fix_protection(&pics, &sealed).unwrap();
+        store.begin_run(&pics).unwrap();
+        let s = &store.sender_summaries().unwrap()[0];
+        assert_eq!(s.folders, vec!["docs".to_string(), "pics".to_string()]);
+        assert_eq!(s.protections, vec![Protection::Plain, sealed]);
     }
 }

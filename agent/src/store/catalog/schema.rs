@@ -86,3 +86,18 @@ CREATE TABLE IF NOT EXISTS receiver_settings (
     value TEXT NOT NULL
 );
 ";
+
+/// Each folder's protection (plain, encrypted or write-only, with the key
+/// id), recorded when the folder is first sent and fixed afterwards; a
+/// folder with runs and no row is plain (it was sent before protection
+/// existed). Created when missing on every writable open: no schema bump.
+pub(super) const PROTECTION_TABLE: &str = "
+CREATE TABLE IF NOT EXISTS folder_protection (
+    sender_id INTEGER NOT NULL REFERENCES senders(id),
+    folder TEXT NOT NULL,
+    mode TEXT NOT NULL,
+    key BLOB,
+    recorded_ms INTEGER NOT NULL,
+    PRIMARY KEY (sender_id, folder)
+);
+";
