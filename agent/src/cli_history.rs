@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use anyhow::bail;
 use clap::Args;
 use ferry_agent::index::Index;
-use ferry_agent::reader::sealed;
 use ferry_agent::store;
+use ferry_agent::store::protection::describe;
 use ferry_agent::summary::{human_bytes, recorded_data};
 
 use crate::cli_read::{out, print_json, time, RemoteArgs};
@@ -73,17 +73,14 @@ pub async fn history(args: HistoryArgs) -> anyhow::Result<ExitCode> {
         };
         client.close().await;
         if let (Some((folder, protection)), false) = (&protection, args.json) {
-            out(format_args!(
-                "folder {folder}: {}",
-                sealed::describe(protection)
-            ))?;
+            out(format_args!("folder {folder}: {}", describe(protection)))?;
         }
         for r in runs {
             if args.json {
                 let protection = protection
                     .as_ref()
                     .filter(|(folder, _)| *folder == r.folder)
-                    .map(|(_, p)| sealed::describe(p));
+                    .map(|(_, p)| describe(p));
                 print_json(&serde_json::json!({
                     "run": r.id, "folder": r.folder.as_str(), "protection": protection,
                     "started": time(r.started_ms),

@@ -270,18 +270,9 @@ impl Client {
                     .send
                     .send(&Message::Request(Request::Protection))
                     .await?;
-                match answer(control).await {
-                    Ok(Message::FolderProtection(p)) => p,
-                    // A receiver from before protected folders does not
-                    // know the question: it keeps plain folders only.
-                    Err(AskError::Refused {
-                        code: RefuseCode::BadRequest,
-                        ..
-                    }) => Protection::Plain,
-                    Ok(other) => {
-                        return Err(StreamError::unexpected("FolderProtection", &other).into())
-                    }
-                    Err(e) => return Err(e),
+                match answer(control).await? {
+                    Message::FolderProtection(p) => p,
+                    other => return Err(StreamError::unexpected("FolderProtection", &other).into()),
                 }
             }
         };

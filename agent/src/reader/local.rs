@@ -114,10 +114,13 @@ pub(super) async fn ask(ctx: &Arc<Ctx>, request: Request) -> Result<Answer, AskE
 }
 
 /// The folder's protection, as the store recorded it.
-pub(super) async fn protection(_ctx: &Arc<Ctx>) -> Result<Protection, AskError> {
-    // Stand-in until the store records a folder's protection (the
-    // receiver's part of issue 18): every folder reads as plain.
-    Ok(Protection::Plain)
+pub(super) async fn protection(ctx: &Arc<Ctx>) -> Result<Protection, AskError> {
+    match ask(ctx, Request::Protection).await? {
+        Answer::Protection(p) => Ok(p),
+        _ => Err(AskError::OtherAnswer {
+            asked: "protection",
+        }),
+    }
 }
 
 #[cfg(test)]

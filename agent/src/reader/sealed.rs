@@ -15,6 +15,7 @@ use ferry_proto::{DirEntry, Hash, Name, Protection, RelPath, VersionInfo, Versio
 use tokio::task::JoinSet;
 
 use super::{FetchError, Fetcher, Piece};
+use crate::store::protection::short_key;
 
 /// Objects opened at once.
 pub const OPEN_IN_FLIGHT: usize = 8;
@@ -29,7 +30,7 @@ pub enum LockedError {
     WriteOnly { folder: Name },
     #[error("folder {folder} is encrypted: a public file cannot open it; give the key file `ferry key new` wrote")]
     PublicOfEncrypted { folder: Name },
-    #[error("this key is not the folder's (key {key}, folder uses {folder_key})")]
+    #[error("this key is not the folder's (key {key}…, folder uses {folder_key}…)")]
     WrongKey { key: String, folder_key: String },
 }
 
@@ -85,22 +86,6 @@ pub fn check_key(
         });
     }
     Ok(Needs::Secret { key })
-}
-
-/// A key id for people: its first 4 bytes in hex, then `…`.
-pub fn short_key(key: &Hash) -> String {
-    let hex: String = key[..4].iter().map(|b| format!("{b:02x}")).collect();
-    format!("{hex}…")
-}
-
-/// A folder's protection for people: `plain`, `encrypted (key ab12cd34…)`,
-/// `write-only (key ab12cd34…)`.
-pub fn describe(protection: &Protection) -> String {
-    match protection {
-        Protection::Plain => "plain".to_string(),
-        Protection::Encrypted { key } => format!("encrypted (key {})", short_key(key)),
-        Protection::WriteOnly { key } => format!("write-only (key {})", short_key(key)),
-    }
 }
 
 /// Checks that `secret` is the key `needs` names (a key file whose public
@@ -423,20 +408,6 @@ mod tests {
         assert_eq!(file.len(), 1);
         assert_eq!(file[0].path, rel("top.txt"));
         assert_eq!(listing(&all, Some(&rel("nothing"))), None);
-    }
-
-    #[test]
-    fn protection_is_described_with_a_short_key_id() {
-        let key = [0xab; 32];
-        assert_eq!(describe(&Protection::Plain), "plain");
-        assert_eq!(
-            describe(&Protection::Encrypted { key }),
-            "encrypted (key abababab…)"
-        );
-        assert_eq!(
-            describe(&Protection::WriteOnly { key }),
-            "write-only (key abababab…)"
-        );
     }
 
     #[test]
