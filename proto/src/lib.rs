@@ -31,6 +31,7 @@
 //!
 //! ```text
 //! S→R  Hello { protocol, name, folder, pairing?, agent }
+//!    | HelloProtected { hello, protection }        a sealed folder (see "Sealed folders")
 //! R→S  Welcome { run_id, paired, max_streams }       admitted, run opened
 //!    | Busy { retry_after_ms }                        too many senders: retry later
 //!    | Refused { code, message }                      unknown sender, bad secret, ...
@@ -121,6 +122,8 @@
 //! S→R  Request(Runs | Versions { path } | Tree { at, under } | List { at, dir })
 //! R→S  RunList(..)* | VersionList(..)* NotServed(..)* | DirList(..)*,
 //!      then ListEnd { run }
+//! S→R  Request(Protection)
+//! R→S  FolderProtection(protection)   (Plain for a folder never sent)
 //!    | Refused { BadRequest, .. }    (e.g. a run of another folder or sender)
 //! ```
 //!
@@ -153,6 +156,20 @@
 //!
 //! The client checks the content against the hash of the listing while
 //! writing it, and discards it on a mismatch.
+//!
+//! ## Sealed folders
+//!
+//! A folder whose [`Protection`] is `Encrypted` or `WriteOnly` is sealed on
+//! the sender: its control stream opens with `HelloProtected` (the
+//! protection names the folder key's id, which the receiver pins: a folder
+//! keeps its mode and key for good), and every file, directory and symlink
+//! travels as one regular-file `Entry` at an opaque path (`hh/` and 30 hex
+//! digits), mode `0600`, mtime 0, whose content is a sealed object: the real
+//! path, kind, metadata and content, padded and encrypted to the folder key.
+//! The receiver stores, versions and serves objects as files and can open
+//! none; a reader with the key opens them after `Fetch`. The construction
+//! (keys, opaque paths, the object format, what is authenticated and padded,
+//! what the receiver still sees) is specified in [`seal`].
 //!
 //! ## Paths and names
 //!
@@ -193,6 +210,8 @@
 //!   [`RunInfo`], [`VersionInfo`], [`DirEntry`]).
 //! - `types`: the small types messages and requests share ([`Hash`],
 //!   [`RunReport`]), re-exported here.
+//! - [`seal`]: sealed objects of encrypted and write-only folders (the
+//!   construction's spec, folder keys, sealing and opening).
 //! - [`frame`]: length-prefixed framing and a tokio-util codec (feature
 //!   `codec`).
 //! - `fuzz_support` (hidden, feature `fuzz`): the harnesses of the fuzz

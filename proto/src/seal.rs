@@ -7,15 +7,21 @@
 //! stores, versions, retains, verifies and serves objects as it does plain
 //! files; it never holds a key that opens them.
 //!
+//! Primitives: X25519 (`x25519-dalek`), AES-256-GCM (`ring`), blake3 (keyed
+//! hashing and key derivation), the operating system's randomness (`ring`).
+//! Nothing here is hand-written cryptography: this module only composes them.
+//!
 //! ## Keys
 //!
 //! A **folder key** ([`FolderSecret`], 64 bytes) is an X25519 static secret
-//! `sk` and a 32-byte **naming secret** `ns`. Its **public half**
-//! ([`FolderPublic`]) is `pk = X25519(sk, 9)` and the same `ns`. A sender
-//! needs only the public half to send; opening an object needs `sk`. An
-//! `encrypted` folder's sender holds the whole key (it may restore), a
-//! `write-only` folder's sender holds only the public half: it cannot open
-//! what it sent, not even its own history.
+//! `sk` and a 32-byte **naming secret** `ns`, both drawn from the operating
+//! system's randomness. Its **public half** ([`FolderPublic`]) is
+//! `pk = X25519(sk, 9)` and the same `ns`. A sender needs only the public
+//! half to send; opening an object needs `sk`. An `encrypted` folder's sender
+//! holds the whole key (it may restore), a `write-only` folder's sender holds
+//! only the public half: it cannot open what it sent, not even its own
+//! history. Neither half is ever given to the receiver. Secrets in memory are
+//! zeroed when dropped.
 //!
 //! The **key id** ([`FolderPublic::key_id`]) is
 //! `blake3::derive_key("ferry 2026-11 seal v1 key id", pk ‖ ns)`: the receiver
@@ -33,11 +39,15 @@
 //!
 //! ## Run keys
 //!
-//! Each run draws a fresh X25519 ephemeral secret `e` (forgotten when the run
-//! ends) and derives `R = blake3::derive_key("ferry 2026-11 seal v1 run key",
-//! X25519(e, pk) ‖ E ‖ pk)` where `E = X25519(e, 9)`. The opener derives the
-//! same `R` from `X25519(sk, E)`. One Diffie–Hellman per run on the sender,
-//! one per distinct `E` when opening.
+//! Each run draws a fresh X25519 ephemeral secret `e`, computes
+//! `E = X25519(e, 9)` and `R = blake3::derive_key("ferry 2026-11 seal v1 run
+//! key", X25519(e, pk) ‖ E ‖ pk)`, and forgets `e` at once ([`RunSealer`]
+//! keeps only `E` and `R`). The opener derives the same `R` from
+//! `X25519(sk, E)`. One Diffie–Hellman per run on the sender, one per
+//! distinct `E` when opening ([`Opener`] remembers them). A shared secret
+//! that is not contributory (a low-order `pk` or `E`, whose result is known
+//! to anyone) is refused on both sides: [`SealError::WeakPublicKey`] when
+//! sealing, [`OpenError::Authentication`] when opening.
 //!
 //! ## An object
 //!
@@ -53,16 +63,62 @@
 //!
 //! A fresh key per object makes the counter nonces unique; the `last` flag
 //! and the index in the nonce make truncation, reordering and splicing fail
-//! authentication. Padding with [`padme`] leaves at most O(log log size) bits
-//! of the exact size visible (at most 12% overhead). The header must fit in
-//! block 0. After the content, every byte of `plain` must be zero.
+//! authentication, and the prefix as associated data binds every block to
+//! its object. Padding with [`padme`] leaves at most O(log log size) bits of
+//! the exact size visible (at most 12% overhead). The header must fit in
+//! block 0 (`4 + |header| ≤ BLOCK`, [`SealError::HeaderTooLong`]); an object
+//! has at most 2³² blocks (256 TiB, [`SealError::TooLarge`]). A directory's
+//! or symlink's `size` is 0. After the content, every byte of `plain` must
+//! be zero. The size of an object is known from its header alone
+//! ([`RunSealer::object_len`]):
+//! `PREFIX + |plain| + TAG · ⌈|plain| / BLOCK⌉`.
+//!
+//! ## Opening
+//!
+//! The opener reads the prefix, derives `K`, and opens the blocks in order.
+//! Block 0 tells the header's `size`, hence `|plain|` and `m`; until it is
+//! open, a block 0 of full length is taken as the last only if nothing
+//! follows it. Any failure of authentication, a plaintext that breaks the
+//! rules above (a header that does not decode, a length that disagrees with
+//! `m`, non-zero padding), bytes after the last block or an object that ends
+//! early, fails the whole object. Content is handed out block by block as
+//! each block authenticates; it is the object's only when
+//! [`ObjectOpener::finish`] succeeds (write it to a staging file, keep it
+//! only then).
+//!
+//! An object that opens was sealed by someone holding the public half, for
+//! *some* path of this folder. The receiver could still serve an object at
+//! another opaque path than its own, or an older version than asked for: a
+//! reader checks that `opaque_path(header.path)` is where the object was
+//! stored, and relies on the catalog for which version it asked.
 //!
 //! ## What the receiver still sees
 //!
 //! How many entries a folder has, each object's padded size, which objects a
 //! run replaced or deleted, when runs happen, and which sender sent them.
+//!
+//! ## Layout
+//!
+//! - `keys`: [`FolderSecret`], [`FolderPublic`], the key id, opaque paths and
+//!   the run and object key derivations.
+//! - `sealer`: [`RunSealer`] and [`ObjectSealer`], sealing as content is
+//!   pushed.
+//! - `opener`: [`Opener`] and [`ObjectOpener`], opening as sealed bytes are
+//!   pushed.
+//! - `tests`: round trips, tampering, and the known-answer tests that pin
+//!   the format.
 
-use crate::{Hash, RelPath};
+mod keys;
+mod opener;
+mod sealer;
+#[cfg(test)]
+mod tests;
+
+pub use keys::{FolderPublic, FolderSecret};
+pub use opener::{ObjectOpener, Opener};
+pub use sealer::{ObjectSealer, RunSealer};
+
+use crate::RelPath;
 use serde::{Deserialize, Serialize};
 
 /// Plaintext bytes per block (the last block of an object may be shorter).
@@ -73,6 +129,13 @@ pub const TAG: usize = 16;
 pub const PREFIX: usize = 1 + 32 + 16;
 /// The object format's version byte.
 pub const VERSION: u8 = 1;
+/// Most blocks an object may have (block indexes are 32-bit).
+const MAX_BLOCKS: u64 = 1 << 32;
+
+/// The operating system gave no randomness.
+#[derive(Debug, thiserror::Error)]
+#[error("the operating system's random number generator failed (is /dev/urandom available?)")]
+pub struct RandomnessError;
 
 /// Why an object could not be sealed.
 #[derive(Debug, thiserror::Error)]
@@ -83,10 +146,25 @@ pub enum SealError {
     /// More or fewer content bytes than the header's size were given.
     #[error("the content was {got} bytes, not the {expected} announced")]
     SizeMismatch { expected: u64, got: u64 },
+    /// The content is larger than an object can hold.
+    #[error("the file is too large to seal ({size} bytes; at most 256 TiB)")]
+    TooLarge { size: u64 },
+    /// A directory or symlink announced content.
+    #[error("a directory or symlink cannot have content ({size} bytes announced)")]
+    ContentOfNonFile { size: u64 },
+    /// No salt or ephemeral secret could be drawn.
+    #[error("could not draw the random values sealing needs")]
+    Randomness(#[source] RandomnessError),
+    /// The folder's public key is a low-order point: anything sealed to it
+    /// could be opened by anyone.
+    #[error(
+        "the folder's public key is not a usable X25519 key; make a new key with `ferry key new`"
+    )]
+    WeakPublicKey,
 }
 
 /// Why an object could not be opened.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum OpenError {
     /// Not an object of a version this code knows.
     #[error("not a sealed object (format version {0})")]
@@ -99,7 +177,7 @@ pub enum OpenError {
     #[error("the sealed object does not open with this key (tampered with, or another folder's)")]
     Authentication,
     /// The authenticated plaintext is not a well-formed object (header,
-    /// size or padding).
+    /// size or padding), or bytes follow its last block.
     #[error("the sealed object is malformed: {0}")]
     Malformed(&'static str),
 }
@@ -129,129 +207,69 @@ pub struct SealedHeader {
     pub size: u64,
 }
 
-/// A folder key: opens objects. Zeroed when dropped.
-pub struct FolderSecret {/* sk, ns */}
-
-/// The public half of a folder key: seals objects and names them.
-#[derive(Clone, PartialEq, Eq)]
-pub struct FolderPublic {/* pk, ns */}
-
-impl std::fmt::Debug for FolderPublic {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FolderPublic").finish_non_exhaustive()
-    }
-}
-
-impl FolderSecret {
-    /// A new key from the operating system's randomness.
-    pub fn generate() -> FolderSecret {
-        todo!()
-    }
-    /// `sk ‖ ns`.
-    pub fn from_bytes(bytes: &[u8; 64]) -> FolderSecret {
-        todo!()
-    }
-    /// `sk ‖ ns`.
-    pub fn to_bytes(&self) -> [u8; 64] {
-        todo!()
-    }
-    pub fn public(&self) -> FolderPublic {
-        todo!()
-    }
-}
-
-impl FolderPublic {
-    /// `pk ‖ ns`.
-    pub fn from_bytes(bytes: &[u8; 64]) -> FolderPublic {
-        todo!()
-    }
-    /// `pk ‖ ns`.
-    pub fn to_bytes(&self) -> [u8; 64] {
-        todo!()
-    }
-    /// The key id the receiver pins per folder.
-    pub fn key_id(&self) -> Hash {
-        todo!()
-    }
-    /// The opaque path an entry's objects are stored at.
-    pub fn opaque_path(&self, path: &RelPath) -> RelPath {
-        todo!()
-    }
-}
-
-/// The Padmé length `len` is padded to.
+/// The Padmé length `len` is padded to (Nikitin et al., "Reducing Metadata
+/// Leakage from Encrypted Files and Communication with PURBs", 2019): the
+/// low `⌊log₂ L⌋ − ⌊log₂ ⌊log₂ L⌋⌋ − 1` bits of `L` are rounded up to zero.
+/// At most 12% more than `len`; `padme(len) ≥ len` (saturating at
+/// `u64::MAX`, far past any object).
 pub fn padme(len: u64) -> u64 {
-    todo!()
+    if len < 2 {
+        return len;
+    }
+    let e = u64::from(len.ilog2());
+    let s = u64::from(e.ilog2()) + 1;
+    let mask = (1u64 << (e - s)) - 1;
+    len.checked_add(mask).map_or(u64::MAX, |l| l & !mask)
 }
 
-/// One run's sealing key. The ephemeral secret lives only in this value.
-pub struct RunSealer {/* E, R */}
+/// The plaintext layout of an object: `|plain|` and the number of blocks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Layout {
+    /// `4 + |header|`: where the content starts in `plain`.
+    content_start: u64,
+    /// Where the content ends and the padding starts.
+    content_end: u64,
+    /// `|plain|`.
+    plain_len: u64,
+    /// `m`.
+    blocks: u64,
+}
 
-impl RunSealer {
-    /// A fresh run key for `public`.
-    pub fn new(public: &FolderPublic) -> RunSealer {
-        todo!()
+impl Layout {
+    /// The layout of an object whose header is `header_len` bytes long and
+    /// whose content is `size` bytes; `None` if it would exceed
+    /// [`MAX_BLOCKS`].
+    fn new(header_len: usize, size: u64) -> Option<Layout> {
+        let content_start = 4 + header_len as u64;
+        let content_end = content_start.checked_add(size)?;
+        let plain_len = padme(content_end);
+        let blocks = plain_len.div_ceil(BLOCK as u64);
+        (blocks <= MAX_BLOCKS).then_some(Layout {
+            content_start,
+            content_end,
+            plain_len,
+            blocks,
+        })
     }
-    /// The size of the object `header` seals to, known before its content
-    /// is read.
-    pub fn object_len(header: &SealedHeader) -> Result<u64, SealError> {
-        todo!()
+
+    /// Plaintext bytes of block `index`.
+    fn block_len(&self, index: u64) -> usize {
+        let start = index * BLOCK as u64;
+        // At most BLOCK, so the conversion is exact.
+        (self.plain_len - start).min(BLOCK as u64) as usize
     }
-    /// Starts sealing one object (a fresh random salt).
-    pub fn object(&self, header: SealedHeader) -> Result<ObjectSealer, SealError> {
-        todo!()
+
+    /// Bytes of the whole sealed object.
+    fn object_len(&self) -> u64 {
+        PREFIX as u64 + self.plain_len + self.blocks * TAG as u64
     }
 }
 
-/// Seals one object as its content is pushed.
-pub struct ObjectSealer {/* ... */}
-
-impl ObjectSealer {
-    /// Appends content; the sealed bytes ready so far are appended to `out`
-    /// (the prefix with the first call). Fails past the header's size.
-    pub fn push(&mut self, content: &[u8], out: &mut Vec<u8>) -> Result<(), SealError> {
-        todo!()
-    }
-    /// After exactly `size` content bytes: the padding and the last block.
-    pub fn finish(self, out: &mut Vec<u8>) -> Result<(), SealError> {
-        todo!()
-    }
-}
-
-/// Opens objects of one folder, remembering run keys already derived.
-pub struct Opener {/* secret, cache E -> R */}
-
-impl Opener {
-    pub fn new(secret: &FolderSecret) -> Opener {
-        todo!()
-    }
-    /// Starts opening one object.
-    pub fn object(&mut self) -> ObjectOpener<'_> {
-        todo!()
-    }
-    /// Opens a whole object held in memory.
-    pub fn open(&mut self, sealed: &[u8]) -> Result<(SealedHeader, Vec<u8>), OpenError> {
-        todo!()
-    }
-}
-
-/// Opens one object as its bytes are pushed.
-pub struct ObjectOpener<'a> {
-    _opener: &'a mut Opener,
-}
-
-impl ObjectOpener<'_> {
-    /// Appends sealed bytes; content opened so far is appended to `out`.
-    pub fn push(&mut self, sealed: &[u8], out: &mut Vec<u8>) -> Result<(), OpenError> {
-        todo!()
-    }
-    /// The header, once block 0 is open.
-    pub fn header(&self) -> Option<&SealedHeader> {
-        todo!()
-    }
-    /// Checks the end (last block seen, padding all zero) and returns the
-    /// header.
-    pub fn finish(self) -> Result<SealedHeader, OpenError> {
-        todo!()
-    }
+/// The AES-GCM nonce of block `index`.
+fn nonce(index: u64, last: bool) -> ring::aead::Nonce {
+    let mut bytes = [0u8; 12];
+    // index < MAX_BLOCKS = 2^32: the layout checks it before any block.
+    bytes[..4].copy_from_slice(&(index as u32).to_be_bytes());
+    bytes[4] = u8::from(last);
+    ring::aead::Nonce::assume_unique_for_key(bytes)
 }
