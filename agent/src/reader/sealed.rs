@@ -247,7 +247,7 @@ fn header_of(opener: &mut Opener, bytes: &[u8], ended: bool) -> Result<SealedHea
     let mut content = Vec::new();
     object.push(bytes, &mut content)?;
     if ended {
-        return Ok(object.finish()?);
+        return Ok(object.finish(&mut content)?);
     }
     object.header().cloned().ok_or(ObjectError::NoHeader)
 }

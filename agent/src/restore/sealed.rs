@@ -203,9 +203,18 @@ async fn restore_object(
         Ok((opener, done)) => (Some(opener), done),
         Err(cancelled) => (None, Err(ObjectError::from(cancelled).into())),
     };
-    // A failed fetch explains an object that ended early.
+    // A failed fetch explains an object that ended early; an object that
+    // failed to open is reported as such, even if its fetch failed after;
+    // one not needed (outside the paths asked, or its place taken) is not
+    // a failure, whatever its fetch did after.
     let done = match (fed, done) {
-        (Err(e), Err(Failed { real, .. })) => Err(Failed {
+        (
+            Err(e),
+            Err(Failed {
+                real,
+                error: EntryError::Object(ObjectError::Interrupted),
+            }),
+        ) => Err(Failed {
             real,
             error: e.into(),
         }),
@@ -278,9 +287,11 @@ fn write_object(
                 break;
             }
         };
-        object
-            .push(&data, &mut content)
-            .map_err(|e| failed(&real, ObjectError::from(e).into()))?;
+        if let Err(e) = object.push(&data, &mut content) {
+            // A later block may fail in the push that opened the header.
+            let real = real.or_else(|| object.header().map(|h| h.path.clone()));
+            return Err(failed(&real, ObjectError::from(e).into()));
+        }
         if target.is_none() {
             if let Some(header) = object.header() {
                 real = Some(header.path.clone());
@@ -302,8 +313,9 @@ fn write_object(
     if !ended {
         return Err(failed(&real, ObjectError::Interrupted.into()));
     }
+    // The last block's content may come only now.
     let header = object
-        .finish()
+        .finish(&mut content)
         .map_err(|e| failed(&real, ObjectError::from(e).into()))?;
     let real = Some(header.path.clone());
     let target = match target {
@@ -359,4 +371,362 @@ fn decide(
         SealedKind::File => Target::File(Box::new(dest.begin_file(slot)?)),
         _ => Target::Link(slot),
     })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failing unwrap is a failing test
+mod tests {
+    use super::*;
+    use crate::reader::sealed::{check_key, open_headers, GivenKey, LockedError, Needs};
+    use crate::reader::{Client, LocalStore};
+    use crate::store::protection::short_key;
+    use crate::store::{Namespace, RunEnding, Store};
+    use ferry_proto::seal::{FolderPublic, RunSealer};
+    use ferry_proto::{At, Content, Entry, EntryKind, Name, Protection, RunReport};
+    use std::os::unix::fs::MetadataExt;
+    use std::path::{Path, PathBuf};
+
+    fn rel(s: &str) -> RelPath {
+        RelPath::from_bytes(s).unwrap()
+    }
+
+    fn name(s: &str) -> Name {
+        Name::new(s).unwrap()
+    }
+
+    const T: i64 = 1_700_000_000_123_456_789;
+
+    /// What the test folder holds: path, kind, mode, mtime, content.
+    fn source() -> Vec<(SealedHeader, Vec<u8>)> {
+        let big: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let entry = |path: &str, kind: SealedKind, mode: u32, content: &[u8]| {
+            let header = SealedHeader {
+                path: rel(path),
+                kind,
+                mode,
+                mtime_ns: T,
+                size: content.len() as u64,
+            };
+            (header, content.to_vec())
+        };
+        vec![
+            entry("a", SealedKind::Dir, 0o750, b""),
+            entry("a/b.txt", SealedKind::File, 0o640, b"hello"),
+            entry(
+                "a/l",
+                SealedKind::Symlink {
+                    target: b"b.txt".to_vec(),
+                },
+                0o777,
+                b"",
+            ),
+            entry("a/empty", SealedKind::Dir, 0o700, b""),
+            entry("big.bin", SealedKind::File, 0o600, &big),
+            entry("top.txt", SealedKind::File, 0o644, b"top"),
+            entry("zero.txt", SealedKind::File, 0o644, b""),
+        ]
+    }
+
+    fn seal(sealer: &RunSealer, header: &SealedHeader, content: &[u8]) -> Vec<u8> {
+        let mut object = sealer.object(header.clone()).unwrap();
+        let mut sealed = Vec::new();
+        object.push(content, &mut sealed).unwrap();
+        object.finish(&mut sealed).unwrap();
+        sealed
+    }
+
+    /// Stores `data` at `opaque` as a run stores an object: a regular
+    /// file, mode 0600, mtime 0.
+    fn put(store: &Store, ns: &Namespace, run: u64, opaque: RelPath, data: &[u8]) {
+        let entry = Entry {
+            path: opaque,
+            kind: EntryKind::File {
+                size: data.len() as u64,
+                content: Content::Inline,
+            },
+            mtime_ns: 0,
+            mode: 0o600,
+        };
+        let mut staged = store.stage(ns, &entry.path, data.len() as u64).unwrap();
+        staged.write(data).unwrap();
+        let verified = staged.finish(blake3::hash(data).as_bytes()).unwrap();
+        store.commit_file(ns, run, &entry, verified).unwrap();
+    }
+
+    /// A store holding the test folder `docs` of `lap`, encrypted to a new
+    /// key; the objects as stored, by real path.
+    struct Sealed {
+        dir: tempfile::TempDir,
+        secret: FolderSecret,
+        public: FolderPublic,
+        objects: Vec<(RelPath, Vec<u8>)>,
+    }
+
+    fn sealed_store() -> Sealed {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store")).unwrap();
+        let sender = store.add_sender("dev-1", &name("lap")).unwrap();
+        let ns = store.namespace(&sender, &name("docs"));
+        let secret = FolderSecret::generate().unwrap();
+        let public = secret.public();
+        let protection = Protection::Encrypted {
+            key: public.key_id(),
+        };
+        assert_eq!(store.fix_protection(&ns, &protection).unwrap(), protection);
+        let run = store.begin_run(&ns).unwrap();
+        let sealer = RunSealer::new(&public).unwrap();
+        let mut objects = Vec::new();
+        for (header, content) in source() {
+            let object = seal(&sealer, &header, &content);
+            put(&store, &ns, run, public.opaque_path(&header.path), &object);
+            objects.push((header.path, object));
+        }
+        store
+            .finish_run(&ns, run, &RunReport::default(), 0, RunEnding::Complete)
+            .unwrap();
+        Sealed {
+            dir,
+            secret,
+            public,
+            objects,
+        }
+    }
+
+    async fn client(s: &Sealed) -> Client {
+        Client::open_store(&LocalStore {
+            root: s.dir.path().join("store"),
+            name: name("lap"),
+            folder: Some(name("docs")),
+        })
+        .await
+        .unwrap()
+    }
+
+    async fn restore(s: &Sealed, under: &[RelPath], to: &Path) -> RestoreSummary {
+        let mut client = client(s).await;
+        let tree = client.tree_report(At::Latest, &[]).await.unwrap();
+        let dest = Arc::new(Destination::new(to, false).unwrap());
+        let status = SenderStatus::new();
+        restore_sealed_tree(&client.fetcher(), tree, &s.secret, under, dest, status).await
+    }
+
+    fn mtime(path: &Path) -> i64 {
+        let m = std::fs::symlink_metadata(path).unwrap();
+        m.mtime() * 1_000_000_000 + m.mtime_nsec()
+    }
+
+    #[tokio::test]
+    async fn a_protected_folder_restores_exactly_with_its_key() {
+        let s = sealed_store();
+        // The store holds no real name.
+        let mut client = client(&s).await;
+        let tree = client.tree_report(At::Latest, &[]).await.unwrap();
+        assert_eq!(tree.entries.len(), source().len());
+        for v in &tree.entries {
+            assert!(!v.path.to_string().contains(".txt"), "{}", v.path);
+            assert_eq!((v.mode, v.mtime_ns), (0o600, 0));
+        }
+        let to = s.dir.path().join("restored");
+        let summary = restore(&s, &[], &to).await;
+        assert_eq!(summary.problems, Vec::new());
+        assert_eq!((summary.files, summary.links, summary.dirs), (4, 1, 2));
+        assert_eq!(summary.bytes, 300_000 + 5 + 3);
+        for (header, content) in source() {
+            let at = header.path.under(&to);
+            let m = std::fs::symlink_metadata(&at).unwrap();
+            match &header.kind {
+                SealedKind::File => {
+                    assert_eq!(std::fs::read(&at).unwrap(), content, "{}", header.path);
+                    assert_eq!(m.mode() & 0o7777, header.mode, "{}", header.path);
+                }
+                SealedKind::Dir => {
+                    assert!(m.is_dir(), "{}", header.path);
+                    assert_eq!(m.mode() & 0o7777, header.mode, "{}", header.path);
+                }
+                SealedKind::Symlink { target } => {
+                    let link = std::fs::read_link(&at).unwrap();
+                    assert_eq!(link.as_os_str().as_encoded_bytes(), target.as_slice());
+                }
+            }
+            assert_eq!(mtime(&at), T, "{}", header.path);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_subtree_keeps_the_real_paths_at_or_below_those_asked() {
+        let s = sealed_store();
+        let to = s.dir.path().join("restored");
+        let summary = restore(&s, &[rel("a")], &to).await;
+        assert_eq!(summary.problems, Vec::new());
+        assert_eq!((summary.files, summary.links, summary.dirs), (1, 1, 2));
+        let mut names: Vec<PathBuf> = std::fs::read_dir(&to)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into())
+            .collect();
+        names.sort();
+        assert_eq!(names, [PathBuf::from("a")]);
+        assert_eq!(std::fs::read(to.join("a/b.txt")).unwrap(), b"hello");
+        // Restored again: everything is there already, nothing replaced.
+        let again = restore(&s, &[rel("a/b.txt")], &to).await;
+        assert_eq!(again.files, 0);
+        assert_eq!(again.skipped, ["a/b.txt"]);
+    }
+
+    #[tokio::test]
+    async fn a_tampered_object_is_reported_by_its_opaque_path_and_the_rest_restored() {
+        let s = sealed_store();
+        let (real, object) = s
+            .objects
+            .iter()
+            .find(|(path, _)| *path == rel("big.bin"))
+            .unwrap();
+        let root = s.dir.path().join("store");
+        // `ferry verify` checks objects against the catalog without the key.
+        let report = crate::store::verify(&root).unwrap();
+        assert_eq!(report.findings.len(), 0, "{:?}", report.findings);
+        assert_eq!(report.files_checked, source().len() as u64);
+        let stored = find_file(&root, object).unwrap();
+        let mut bytes = object.clone();
+        bytes[object.len() / 2] ^= 1;
+        std::fs::write(&stored, &bytes).unwrap();
+        let report = crate::store::verify(&root).unwrap();
+        assert_eq!(report.findings.len(), 1, "{:?}", report.findings);
+        assert_eq!(
+            report.findings[0].path,
+            s.public.opaque_path(real).to_string()
+        );
+        let to = s.dir.path().join("restored");
+        let summary = restore(&s, &[], &to).await;
+        assert_eq!(summary.problems.len(), 1, "{:?}", summary.problems);
+        let problem = &summary.problems[0];
+        let opaque = s.public.opaque_path(real).to_string();
+        assert_eq!(
+            problem.path,
+            format!("sealed object {opaque} (big.bin)"),
+            "{problem:?}"
+        );
+        assert!(problem.message.contains("does not open"), "{problem:?}");
+        assert_eq!((summary.files, summary.links, summary.dirs), (3, 1, 2));
+        assert!(!to.join("big.bin").exists());
+        // Nothing half-written is left beside the others.
+        let left: Vec<_> = std::fs::read_dir(&to).unwrap().collect();
+        assert_eq!(left.len(), 3, "{left:?}");
+    }
+
+    #[tokio::test]
+    async fn the_key_is_checked_before_anything_is_read() {
+        let s = sealed_store();
+        let mut client = client(&s).await;
+        let protection = client.protection().await.unwrap();
+        let docs = name("docs");
+        let key = s.public.key_id();
+        assert_eq!(protection, Protection::Encrypted { key });
+        let given = |public, secret| Some(GivenKey { public, secret });
+        assert_eq!(
+            check_key(&docs, protection, given(&s.public, true), false),
+            Ok(Needs::Secret { key })
+        );
+        assert_eq!(
+            check_key(&docs, protection, None, false),
+            Err(LockedError::Encrypted {
+                folder: docs.clone()
+            })
+        );
+        assert_eq!(
+            check_key(&docs, protection, given(&s.public, false), false),
+            Err(LockedError::PublicOfEncrypted {
+                folder: docs.clone()
+            })
+        );
+        // Listing a path's versions needs only the names.
+        assert!(check_key(&docs, protection, given(&s.public, false), true).is_ok());
+        let write_only = Protection::WriteOnly { key };
+        let e = check_key(&docs, write_only, given(&s.public, false), false).unwrap_err();
+        assert_eq!(
+            e,
+            LockedError::WriteOnly {
+                folder: docs.clone()
+            }
+        );
+        let other = FolderSecret::generate().unwrap();
+        let e = check_key(&docs, protection, given(&other.public(), true), false).unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.starts_with("this key is not the folder's (key "),
+            "{text}"
+        );
+        assert!(text.contains(&short_key(&key)), "{text}");
+        assert!(crate::reader::sealed::check_secret(&other, &key).is_err());
+    }
+
+    #[tokio::test]
+    async fn another_folders_key_opens_nothing_and_writes_nothing() {
+        let s = sealed_store();
+        let other = Sealed {
+            secret: FolderSecret::generate().unwrap(),
+            ..s
+        };
+        let to = other.dir.path().join("restored");
+        let summary = restore(&other, &[], &to).await;
+        assert_eq!(summary.problems.len(), source().len());
+        assert!(summary.problems[0].message.contains("does not open"));
+        assert_eq!(std::fs::read_dir(&to).unwrap().count(), 0);
+    }
+
+    #[tokio::test]
+    async fn headers_list_the_real_children_of_a_directory() {
+        let s = sealed_store();
+        let mut client = client(&s).await;
+        let tree = client.tree_report(At::Latest, &[]).await.unwrap();
+        let (opened, unopened) = open_headers(&client.fetcher(), &s.secret, tree.entries).await;
+        assert!(unopened.is_empty(), "{unopened:?}");
+        let paths: Vec<String> = opened.iter().map(|o| o.header.path.to_string()).collect();
+        assert_eq!(
+            paths,
+            ["a", "a/b.txt", "a/empty", "a/l", "big.bin", "top.txt", "zero.txt"]
+        );
+        let root = crate::reader::sealed::listing(&opened, None).unwrap();
+        let names: Vec<&[u8]> = root.iter().map(|e| e.name()).collect();
+        assert_eq!(
+            names,
+            [b"a".as_slice(), b"big.bin", b"top.txt", b"zero.txt"]
+        );
+        assert_eq!(
+            root[1].kind,
+            ferry_proto::VersionKind::File {
+                size: 300_000,
+                hash: match &tree_hash(&opened, "big.bin") {
+                    Some(h) => *h,
+                    None => [0; 32],
+                }
+            }
+        );
+    }
+
+    fn tree_hash(opened: &[crate::reader::sealed::Opened], path: &str) -> Option<Hash> {
+        let o = opened.iter().find(|o| o.header.path == rel(path))?;
+        match o.version.kind {
+            VersionKind::File { hash, .. } => Some(hash),
+            _ => None,
+        }
+    }
+
+    /// The file below `root` (not in `.ferry`) whose bytes are `bytes`.
+    fn find_file(root: &Path, bytes: &[u8]) -> Option<PathBuf> {
+        for entry in std::fs::read_dir(root).ok()? {
+            let path = entry.ok()?.path();
+            if path.file_name() == Some(std::ffi::OsStr::new(".ferry")) {
+                continue;
+            }
+            let m = std::fs::symlink_metadata(&path).ok()?;
+            if m.is_dir() {
+                if let Some(found) = find_file(&path, bytes) {
+                    return Some(found);
+                }
+            } else if m.len() == bytes.len() as u64 && std::fs::read(&path).ok()? == bytes {
+                return Some(path);
+            }
+        }
+        None
+    }
 }
