@@ -41,6 +41,12 @@ Examples:
   Leave out build output, logs and cache directories (also .ferryignore files):
     ferry send --source ~/code --store /mnt/backup/ferry \\
       --exclude target/ --exclude '*.log' --exclude-caches
+  Encrypted on the receiver (make the key first: `ferry key new`):
+    ferry send --source ~/Documents --host nas.local \\
+      --protect encrypted --key-file ~/folder.key
+  Write-only: this machine can add versions but never read them back:
+    ferry send --source ~/Documents --host nas.local \\
+      --protect write-only --key-file ~/folder.pub
   A sender configured in a file:
     ferry send -c /etc/ferry/sender.toml";
 
@@ -99,3 +105,31 @@ Examples:
     ferry senders allow laptop --store /srv/ferry
   Stop accepting new senders, even with the pairing secret:
     ferry senders pairing off --store /srv/ferry";
+
+pub const KEY: &str = "\
+Examples:
+  A new folder key (asks the passphrase twice):
+    ferry key new --out ~/folder.key
+  Its public half, for a write-only sender:
+    ferry key public ~/folder.key --out folder.pub
+  The key id of either file:
+    ferry key id folder.pub";
+
+pub const KEY_NEW: &str = "\
+Examples:
+  A new folder key (asks the passphrase twice; keep a copy of the file):
+    ferry key new --out ~/folder.key
+  For a script, with the passphrase in a file:
+    ferry key new --out folder.key --passphrase-file /run/secrets/ferry-pass";
+
+pub const KEY_PUBLIC: &str = "\
+Examples:
+  Write the public half for a write-only sender:
+    ferry key public ~/folder.key --out folder.pub
+  Print it:
+    ferry key public ~/folder.key";
+
+pub const KEY_ID: &str = "\
+Examples:
+  The key id of a key file or a public file:
+    ferry key id ~/folder.key";

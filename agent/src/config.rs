@@ -7,12 +7,15 @@
 //!
 //! - `receiver`: `ferry receive`'s config and settings.
 //! - `sender`: `ferry send`'s config and settings, and where it sends.
+//! - `protect`: `--protect` and `--key-file` checked into the folder's
+//!   protection.
 //!
 //! This file holds what both roles share: the error, the port, reading a
 //! TOML file, the pairing secret, the default state directory and sender
 //! name.
 //! Units (sizes) are read by [`crate::units`].
 
+mod protect;
 mod receiver;
 mod sender;
 
@@ -52,6 +55,11 @@ pub enum ConfigError {
     Invalid {
         field: &'static str,
         message: String,
+    },
+    #[error("key-file")]
+    Key {
+        #[source]
+        source: crate::keys::KeyError,
     },
     #[error("cannot read the pairing secret from {path}")]
     Secret {

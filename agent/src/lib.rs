@@ -23,6 +23,8 @@
 //! - [`chunk`]: content-defined chunks (FastCDC) and chunk lists, for delta
 //!   transfer.
 //! - [`compress`]: zstd per piece of content, when it shrinks it.
+//! - [`keys`]: folder keys on disk: key files (the secret under a
+//!   passphrase), public files, where the passphrase comes from.
 //! - [`copies`]: the sender's local copies of what it sent.
 //! - [`sparse`]: holes kept when content is written, skipped when it is read.
 //! - [`reader`]: the client of read-only sessions: runs, versions, trees,
@@ -55,6 +57,7 @@ pub mod copies;
 pub mod embedded;
 pub mod identity;
 pub mod index;
+pub mod keys;
 pub mod link;
 #[cfg(test)]
 mod pair_tests;

@@ -2,6 +2,7 @@
 
 mod cli_help;
 mod cli_history;
+mod cli_key;
 mod cli_ls;
 mod cli_read;
 mod cli_restore;
@@ -91,6 +92,9 @@ enum Command {
     /// Re-hash a receiver store against its catalog; exits 1 on any mismatch.
     #[command(after_help = cli_help::VERIFY)]
     Verify(cli_verify::VerifyArgs),
+    /// Folder keys for --protect: make one, print its public half or its id.
+    #[command(after_help = cli_help::KEY)]
+    Key(cli_key::KeyArgs),
     /// On the receiver: list its senders, revoke or re-admit one, switch
     /// pairing on or off (while it runs).
     #[command(after_help = cli_help::SENDERS)]
@@ -220,6 +224,17 @@ struct SendArgs {
     /// sent (a file still being written waits) [default: 2s].
     #[arg(long, value_name = "DURATION")]
     watch_delay: Option<String>,
+    /// How the receiver keeps the folder, fixed when it is first sent:
+    /// plain (a browsable mirror), encrypted (sealed objects; this machine
+    /// holds the key and can restore) or write-only (sealed to a public
+    /// file; this machine cannot read back what it sent) [default: plain].
+    #[arg(long, value_name = "MODE", value_parser = ["plain", "encrypted", "write-only"])]
+    protect: Option<String>,
+    /// With --protect: the key file (`ferry key new`) for encrypted, its
+    /// public file (`ferry key public`) for write-only. Sending reads only
+    /// the public half: no passphrase is asked.
+    #[arg(long, value_name = "FILE")]
+    key_file: Option<PathBuf>,
 }
 
 impl ReceiveArgs {
@@ -273,6 +288,8 @@ impl SendArgs {
             one_file_system: self.one_file_system.then_some(true),
             watch: self.watch.then_some(true),
             watch_delay: self.watch_delay.clone(),
+            protect: self.protect.clone(),
+            key_file: self.key_file.clone(),
             ..SenderConfig::default()
         }))
     }
@@ -418,6 +435,7 @@ async fn run(
         Command::Restore(args) => cli_restore::restore(args, verbosity, &terminal).await,
         Command::Verify(args) => cli_verify::verify(args, &terminal).await,
         Command::Senders(args) => cli_senders::senders(args).await,
+        Command::Key(args) => cli_key::key(args).await,
         Command::Send(args) => {
             let json = args.json;
             let settings = args.config()?.settings()?;
@@ -509,5 +527,61 @@ mod tests {
         assert!(!parse(&["ferry", "send", "--every", "1h", "--once"]).unwrap());
         assert!(parse(&["ferry", "receive", "--store", "d"]).unwrap());
         assert!(!parse(&["ferry", "-v", "restore", "--to", "d"]).unwrap());
+    }
+
+    #[test]
+    fn protect_and_key_file_reach_the_sender_config() {
+        let parse = |args: &[&str]| Cli::try_parse_from(args);
+        let cli = parse(&[
+            "ferry",
+            "send",
+            "--source",
+            "s",
+            "--store",
+            "d",
+            "--protect",
+            "encrypted",
+            "--key-file",
+            "folder.key",
+        ])
+        .unwrap();
+        let Command::Send(args) = cli.command else {
+            panic!("not send")
+        };
+        let config = args.config().unwrap();
+        assert_eq!(config.protect.as_deref(), Some("encrypted"));
+        assert_eq!(config.key_file, Some(PathBuf::from("folder.key")));
+        let cli = parse(&["ferry", "send", "--protect", "write-only"]).unwrap();
+        let Command::Send(args) = cli.command else {
+            panic!("not send")
+        };
+        assert_eq!(
+            args.config().unwrap().protect.as_deref(),
+            Some("write-only")
+        );
+        assert!(parse(&["ferry", "send", "--protect", "secret"]).is_err());
+        assert!(parse(&["ferry", "send", "--key-file"]).is_err());
+    }
+
+    #[test]
+    fn key_subcommands_parse() {
+        let parse = |args: &[&str]| Cli::try_parse_from(args).map(|_| ());
+        parse(&["ferry", "key", "new", "--out", "f.key"]).unwrap();
+        parse(&[
+            "ferry",
+            "key",
+            "new",
+            "--out",
+            "f.key",
+            "--passphrase-file",
+            "p",
+        ])
+        .unwrap();
+        parse(&["ferry", "key", "public", "f.key"]).unwrap();
+        parse(&["ferry", "key", "public", "f.key", "--out", "f.pub"]).unwrap();
+        parse(&["ferry", "key", "id", "f.pub"]).unwrap();
+        assert!(parse(&["ferry", "key", "new"]).is_err());
+        assert!(parse(&["ferry", "key", "public"]).is_err());
+        assert!(parse(&["ferry", "key"]).is_err());
     }
 }

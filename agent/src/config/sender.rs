@@ -7,6 +7,7 @@ use std::time::Duration;
 use ferry_proto::Name;
 use serde::{Deserialize, Serialize};
 
+use super::protect::folder_protect;
 use super::{
     beneath, config_dir, default_name, default_state_dir, invalid, load_toml, parse_limit_rate,
     read_secret, ConfigError, DEFAULT_PORT,
@@ -62,6 +63,16 @@ pub struct SenderConfig {
     pub watch: Option<bool>,
     /// How long changes must be quiet before a watch-triggered run (default 2s).
     pub watch_delay: Option<String>,
+    /// How the folder travels and is kept: `plain` (default), `encrypted`
+    /// or `write-only`.
+    pub protect: Option<String>,
+    /// The folder's key file (`encrypted`) or public file (`write-only`);
+    /// the read commands open the folder with it.
+    #[serde(alias = "key_file")]
+    pub key_file: Option<PathBuf>,
+    /// The key file's passphrase, for the read commands (sending needs none).
+    #[serde(alias = "passphrase_file")]
+    pub passphrase_file: Option<PathBuf>,
 }
 
 impl SenderConfig {
@@ -77,6 +88,8 @@ impl SenderConfig {
         beneath(&dir, &mut config.store);
         beneath(&dir, &mut config.state);
         beneath(&dir, &mut config.exclude_file);
+        beneath(&dir, &mut config.key_file);
+        beneath(&dir, &mut config.passphrase_file);
         Ok(config)
     }
 
@@ -111,6 +124,9 @@ impl SenderConfig {
             limit_rate: over.limit_rate.or(self.limit_rate),
             watch: over.watch.or(self.watch),
             watch_delay: over.watch_delay.or(self.watch_delay),
+            protect: over.protect.or(self.protect),
+            key_file: over.key_file.or(self.key_file),
+            passphrase_file: over.passphrase_file.or(self.passphrase_file),
         }
     }
 
@@ -229,7 +245,7 @@ impl SenderConfig {
             name,
             folder,
             state: self.state.clone().unwrap_or_else(default_state_dir),
-            protect: FolderProtect::Plain,
+            protect: folder_protect(self.protect.as_deref(), self.key_file.as_deref())?,
         })
     }
 }
