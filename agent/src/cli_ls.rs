@@ -61,7 +61,12 @@ pub async fn ls(args: LsArgs) -> anyhow::Result<ExitCode> {
     let mut client = source.open(false).await?;
     let folder = source.folder(&client);
     let unlocked = match &folder {
-        Some(folder) => args.key.unlock(&mut client, folder, false).await,
+        Some(folder) => {
+            args.key
+                .or_config(&args.remote)?
+                .unlock(&mut client, folder, false)
+                .await
+        }
         None => Ok(Unlocked::Plain),
     };
     let mut failed = false;

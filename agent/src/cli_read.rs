@@ -11,6 +11,7 @@ use std::time::SystemTime;
 use anyhow::{bail, Context};
 use clap::Args;
 use ferry_agent::config::{default_name, default_state_dir, SenderConfig, DEFAULT_PORT};
+use ferry_agent::keys;
 use ferry_agent::reader::sealed::{self, GivenKey, Needs};
 use ferry_agent::reader::{
     parse_point_in_time, Client, ClientError, LocalStore, OpenStoreError, Remote,
@@ -203,6 +204,16 @@ pub(crate) enum Unlocked {
 }
 
 impl KeyArgs {
+    /// These flags, each else from the sender's config file (`key-file`,
+    /// `passphrase-file`) that `remote` names.
+    pub(crate) fn or_config(&self, remote: &RemoteArgs) -> anyhow::Result<KeyArgs> {
+        let c = remote.config()?;
+        Ok(KeyArgs {
+            key_file: self.key_file.clone().or(c.key_file),
+            passphrase_file: self.passphrase_file.clone().or(c.passphrase_file),
+        })
+    }
+
     /// Learns `folder`'s protection and checks the key given against it:
     /// before the passphrase is asked, and before anything is written. With
     /// `names_only`, a public file is enough and no passphrase is asked.
@@ -246,46 +257,6 @@ impl KeyArgs {
         Ok(Unlocked::Sealed {
             public,
             secret: Some(secret),
-        })
-    }
-}
-
-/// Stand-in for the key files of `ferry key` (`ferry_agent::keys`), with
-/// the same signatures, until they are merged.
-#[allow(dead_code)]
-mod keys {
-    use std::path::{Path, PathBuf};
-
-    use ferry_proto::seal::{FolderPublic, FolderSecret};
-
-    #[derive(Debug, Clone)]
-    pub enum Passphrase {
-        File(PathBuf),
-        Terminal,
-    }
-
-    #[derive(Debug, thiserror::Error)]
-    #[error("{path}: key files are not read by this build yet")]
-    pub struct KeyError {
-        path: PathBuf,
-    }
-
-    pub fn passphrase_source(flag: Option<&Path>) -> Passphrase {
-        match flag {
-            Some(path) => Passphrase::File(path.to_owned()),
-            None => Passphrase::Terminal,
-        }
-    }
-
-    pub fn load_public(path: &Path) -> Result<(FolderPublic, bool), KeyError> {
-        Err(KeyError {
-            path: path.to_owned(),
-        })
-    }
-
-    pub fn load_secret(path: &Path, _passphrase: &Passphrase) -> Result<FolderSecret, KeyError> {
-        Err(KeyError {
-            path: path.to_owned(),
         })
     }
 }

@@ -101,7 +101,12 @@ async fn restore_into(
         };
         let mut client = source.open(false).await?;
         let unlocked = match source.folder(&client) {
-            Some(folder) => args.key.unlock(&mut client, &folder, false).await?,
+            Some(folder) => {
+                args.key
+                    .or_config(&args.remote)?
+                    .unlock(&mut client, &folder, false)
+                    .await?
+            }
             None => Unlocked::Plain,
         };
         let secret = match unlocked {

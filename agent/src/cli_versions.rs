@@ -35,7 +35,12 @@ pub async fn versions(args: VersionsArgs) -> anyhow::Result<ExitCode> {
     let mut client = source.open(false).await?;
     let folder = source.folder(&client);
     let unlocked = match &folder {
-        Some(folder) => args.key.unlock(&mut client, folder, true).await?,
+        Some(folder) => {
+            args.key
+                .or_config(&args.remote)?
+                .unlock(&mut client, folder, true)
+                .await?
+        }
         None => Unlocked::Plain,
     };
     let folder = folder.map(|f| f.to_string()).unwrap_or_default();

@@ -659,6 +659,45 @@ mod tests {
         assert!(crate::reader::sealed::check_secret(&other, &key).is_err());
     }
 
+    #[test]
+    fn key_files_and_public_files_are_checked_as_the_commands_check_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let (key_file, public_file, public) = crate::keys::test_key_files(dir.path());
+        let docs = name("docs");
+        let write_only = Protection::WriteOnly {
+            key: public.key_id(),
+        };
+        // The public file a write-only sender holds names, and opens nothing.
+        let (from_public, secret) = crate::keys::load_public(&public_file).unwrap();
+        assert!(!secret);
+        let given = GivenKey {
+            public: &from_public,
+            secret,
+        };
+        assert_eq!(
+            check_key(&docs, write_only, Some(given), false),
+            Err(LockedError::WriteOnly {
+                folder: docs.clone()
+            })
+        );
+        assert!(check_key(&docs, write_only, Some(given), true).is_ok());
+        // The key file opens it, once its passphrase is given.
+        let (from_key, secret) = crate::keys::load_public(&key_file).unwrap();
+        assert!(secret);
+        let given = GivenKey {
+            public: &from_key,
+            secret,
+        };
+        let key = public.key_id();
+        assert_eq!(
+            check_key(&docs, write_only, Some(given), false),
+            Ok(Needs::Secret { key })
+        );
+        let passphrase = crate::keys::passphrase_source(Some(&dir.path().join("pass")));
+        let opened = crate::keys::load_secret(&key_file, &passphrase).unwrap();
+        assert!(crate::reader::sealed::check_secret(&opened, &key).is_ok());
+    }
+
     #[tokio::test]
     async fn another_folders_key_opens_nothing_and_writes_nothing() {
         let s = sealed_store();
