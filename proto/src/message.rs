@@ -588,6 +588,55 @@ mod tests {
                  02a40301070103\
                  016c02017401000000",
             ),
+            (
+                Message::HelloProtected {
+                    hello: Hello {
+                        protocol: 1,
+                        name: name("lap"),
+                        folder: name("docs"),
+                        pairing: None,
+                        agent: "f".into(),
+                    },
+                    protection: Protection::Encrypted { key: [5; 32] },
+                },
+                "1e01036c617004646f6373000166\
+                 01\
+                 0505050505050505050505050505050505050505050505050505050505050505",
+            ),
+            (
+                Message::HelloProtected {
+                    hello: Hello {
+                        protocol: 1,
+                        name: name("lap"),
+                        folder: name("docs"),
+                        pairing: Some([7; 32]),
+                        agent: String::new(),
+                    },
+                    protection: Protection::Plain,
+                },
+                "1e01036c617004646f637301\
+                 0707070707070707070707070707070707070707070707070707070707070707\
+                 0000",
+            ),
+            (Message::FolderProtection(Protection::Plain), "1f00"),
+            (
+                Message::FolderProtection(Protection::Encrypted { key: [8; 32] }),
+                "1f01\
+                 0808080808080808080808080808080808080808080808080808080808080808",
+            ),
+            (
+                Message::FolderProtection(Protection::WriteOnly { key: [6; 32] }),
+                "1f02\
+                 0606060606060606060606060606060606060606060606060606060606060606",
+            ),
+            (Message::Request(Request::Protection), "1104"),
+            (
+                Message::Refused(Refusal {
+                    code: RefuseCode::Protection,
+                    message: "no".into(),
+                }),
+                "0309026e6f",
+            ),
         ];
         for (message, expected) in cases {
             let bytes = postcard::to_stdvec(&message).unwrap();

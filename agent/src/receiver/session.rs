@@ -38,7 +38,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use self::admission::{Action, Event, Handshake, Known, Policy};
+use self::admission::{Action, Asked, Event, Handshake, Known, Policy};
 use self::context::RunContext;
 use super::quota::QuotaBudget;
 use super::{Shared, BUSY_RETRY, MAX_STREAMS_PER_SENDER};
@@ -248,7 +248,7 @@ async fn session<L: Link>(
     let mut pending = Some(pending);
     let mut slot = None;
     let mut action = handshake.on(Event::First(first));
-    let (hello, ctx, paired) = loop {
+    let (Asked { hello, protection }, ctx, paired) = loop {
         let event = match action {
             Action::CheckProof(offered) => {
                 let secret = shared.admission.pairing_secret.as_deref();
@@ -287,14 +287,17 @@ async fn session<L: Link>(
                 return Ok(());
             }
             Action::BeginRun {
-                hello,
+                asked,
                 known,
                 register,
                 paired,
-            } => {
-                let ctx = begin_run(conn, peer, shared, &hello, known, register, tasks).await?;
-                break (hello, ctx, paired);
-            }
+            } => match begin_run(conn, peer, shared, &asked, known, register, tasks).await? {
+                Begun::Run(ctx) => break (asked, ctx, paired),
+                Begun::Refused(message) => {
+                    let code = RefuseCode::Protection;
+                    return Err(refuse(conn, &mut control, code, message).await);
+                }
+            },
         };
         action = handshake.on(event);
     };
@@ -303,7 +306,7 @@ async fn session<L: Link>(
     if paired {
         tracing::info!(peer = %peer, name = %hello.name, "paired a new sender");
     }
-    tracing::info!(remote = %conn.remote_address(), peer = %peer, name = %hello.name, folder = %hello.folder, run = ctx.run, "sender connected");
+    tracing::info!(remote = %conn.remote_address(), peer = %peer, name = %hello.name, folder = %hello.folder, protection = crate::store::protection::describe(&protection), run = ctx.run, "sender connected");
     let welcomed = control
         .send
         .send(&Message::Welcome(Welcome {
@@ -359,41 +362,60 @@ async fn look_up(shared: &Shared, peer: DeviceId, hello: &Hello) -> Result<Known
     let folder = hello.folder.clone();
     let known = crate::tasks::blocking(move || -> Result<Known, StoreError> {
         let by_device = store.sender_by_device(&device)?;
-        let folder_known = match &by_device {
-            Some(sender) => store.folder_known(sender, &folder)?,
-            None => false,
+        let (folder_known, protection) = match &by_device {
+            Some(sender) => (
+                store.folder_known(sender, &folder)?,
+                store.recorded_protection(sender, &folder)?,
+            ),
+            None => (false, None),
         };
         Ok(Known {
             by_device,
             by_name: store.sender_by_name(&name)?,
             folder_known,
+            protection,
         })
     })
     .await??;
     Ok(known)
 }
 
-/// Registers the sender if it must be, opens its run, and starts the run's
-/// group committer in `tasks`.
+/// How beginning a run went.
+enum Begun {
+    /// The run is open.
+    Run(Arc<RunContext>),
+    /// Another session fixed the folder's protection to another one since
+    /// the look-up: refuse with this message.
+    Refused(String),
+}
+
+/// Registers the sender if it must be, fixes the folder's protection if it
+/// has none, opens its run, and starts the run's group committer in `tasks`.
 async fn begin_run(
     conn: &impl Link,
     peer: DeviceId,
     shared: &Shared,
-    hello: &Hello,
+    asked: &Asked,
     known: Known,
     register: bool,
     tasks: &TaskTracker,
-) -> Result<Arc<RunContext>, SessionError> {
+) -> Result<Begun, SessionError> {
+    let hello = &asked.hello;
     let store = shared.store.clone();
     let device = peer.to_string();
-    let hello_name = hello.name.clone();
-    let folder = hello.folder.clone();
+    let for_store = asked.clone();
     let limit = shared.quota;
-    let (ns, run, quota) = crate::tasks::blocking(move || -> Result<_, StoreError> {
+    let begun = crate::tasks::blocking(move || -> Result<_, StoreError> {
+        let hello = &for_store.hello;
         let sender = match known.by_device {
             Some(sender) if !register => sender,
-            _ => store.add_sender(&device, &hello_name)?,
+            _ => store.add_sender(&device, &hello.name)?,
         };
+        let ns = store.namespace(&sender, &hello.folder);
+        let fixed = store.fix_protection(&ns, &for_store.protection)?;
+        if let Some(message) = admission::protection_refusal(hello, &fixed, &for_store.protection) {
+            return Ok(Err(message));
+        }
         let quota = match limit {
             Some(limit) => Some(QuotaBudget::new(
                 limit,
@@ -402,11 +424,14 @@ async fn begin_run(
             )),
             None => None,
         };
-        let ns = store.namespace(&sender, &folder);
         let run = store.begin_run(&ns)?;
-        Ok((ns, run, quota))
+        Ok(Ok((ns, run, quota)))
     })
     .await??;
+    let (ns, run, quota) = match begun {
+        Ok(begun) => begun,
+        Err(message) => return Ok(Begun::Refused(message)),
+    };
     let live = Arc::new(Session {
         peer: peer.to_string(),
         name: hello.name.to_string(),
@@ -422,7 +447,7 @@ async fn begin_run(
         // Ends once every sender of the queue (the run's file tasks) is gone.
         tasks.spawn_blocking(move || crate::store::commit::committer(store, ns, run, queue));
     }
-    Ok(Arc::new(RunContext {
+    Ok(Begun::Run(Arc::new(RunContext {
         store: shared.store.clone(),
         ns,
         run,
@@ -436,7 +461,7 @@ async fn begin_run(
                 link.set_receive_window(crate::ratelimit::receive_window(rate))
             })
         }),
-    }))
+    })))
 }
 
 #[cfg(test)]

@@ -288,7 +288,7 @@ fn version_kind(src: &mut impl Source) -> VersionKind {
 /// A structurally valid message of any kind (every variant of [`Message`]
 /// and of its parts can come out).
 pub fn arbitrary_message(src: &mut impl Source) -> Message {
-    match src.below(30) {
+    match src.below(32) {
         0 => Message::Hello(Hello {
             protocol: src.edgy_u64() as u32,
             name: arbitrary_name(src),
@@ -314,6 +314,8 @@ pub fn arbitrary_message(src: &mut impl Source) -> Message {
                 RefuseCode::ShuttingDown,
                 RefuseCode::WrongName,
                 RefuseCode::BadName,
+                RefuseCode::Revoked,
+                RefuseCode::Protection,
             ];
             Message::Refused(Refusal {
                 code: codes[src.below(codes.len() as u64) as usize],
@@ -351,7 +353,7 @@ pub fn arbitrary_message(src: &mut impl Source) -> Message {
         16 => Message::Opened {
             sender: arbitrary_name(src),
         },
-        17 => Message::Request(match src.below(4) {
+        17 => Message::Request(match src.below(5) {
             0 => Request::Runs,
             1 => Request::Versions {
                 path: arbitrary_rel_path(src),
@@ -360,10 +362,11 @@ pub fn arbitrary_message(src: &mut impl Source) -> Message {
                 at: at(src),
                 under: (0..src.below(3)).map(|_| arbitrary_rel_path(src)).collect(),
             },
-            _ => Request::List {
+            3 => Request::List {
                 at: at(src),
                 dir: maybe(src, arbitrary_rel_path),
             },
+            _ => Request::Protection,
         }),
         18 => Message::RunList(
             (0..src.below(3))
@@ -421,7 +424,7 @@ pub fn arbitrary_message(src: &mut impl Source) -> Message {
             path: text(src),
             reason: text(src),
         }]),
-        _ => Message::DirList(
+        29 => Message::DirList(
             (0..src.below(3))
                 .map(|_| DirEntry {
                     path: arbitrary_rel_path(src),
@@ -433,5 +436,24 @@ pub fn arbitrary_message(src: &mut impl Source) -> Message {
                 })
                 .collect(),
         ),
+        30 => Message::HelloProtected {
+            hello: Hello {
+                protocol: src.edgy_u64() as u32,
+                name: arbitrary_name(src),
+                folder: arbitrary_name(src),
+                pairing: maybe(src, hash),
+                agent: text(src),
+            },
+            protection: protection(src),
+        },
+        _ => Message::FolderProtection(protection(src)),
+    }
+}
+
+fn protection(src: &mut impl Source) -> Protection {
+    match src.below(3) {
+        0 => Protection::Plain,
+        1 => Protection::Encrypted { key: hash(src) },
+        _ => Protection::WriteOnly { key: hash(src) },
     }
 }

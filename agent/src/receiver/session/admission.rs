@@ -1,10 +1,15 @@
 //! Who gets in: the handshake of a sender that completed TLS, without I/O.
 //! The connection driver reads the first message and asks [`opening`] what
-//! it asks for; for a `Hello` it checks the pairing proof ([`proof`]), looks
-//! up what the store knows ([`Known`]), gathers the [`Facts`], asks
-//! [`decide`], and carries out the verdict.
+//! it asks for; for a `Hello` (or `HelloProtected`) it checks the pairing
+//! proof ([`proof`]), looks up what the store knows ([`Known`]), gathers the
+//! [`Facts`], asks [`decide`], and carries out the verdict.
+//!
+//! A folder's protection is fixed by its first run: a sender admitted
+//! otherwise is refused when it asks for another one than the folder's
+//! ([`protection_refusal`]), and the driver records a new folder's only when
+//! its run begins (never for a refused or busy session).
 
-use ferry_proto::{Hash, Hello, Message, Name, Open, RefuseCode, PROTOCOL_VERSION};
+use ferry_proto::{Hash, Hello, Message, Name, Open, Protection, RefuseCode, PROTOCOL_VERSION};
 
 use crate::identity::DeviceId;
 use crate::store::SenderRecord;
@@ -13,8 +18,8 @@ use crate::stream::StreamError;
 /// What the first message on a connection's control stream asks for.
 #[derive(Debug)]
 pub(crate) enum Opening {
-    /// A run: `Hello`, to admit or refuse.
-    Run(Hello),
+    /// A run: `Hello` (plain) or `HelloProtected`, to admit or refuse.
+    Run(Hello, Protection),
     /// A read-only session: `Open` (history, versions, restore).
     Requests(Open),
     /// Neither: refuse with this code and message.
@@ -24,7 +29,8 @@ pub(crate) enum Opening {
 /// What the first message (or the failure to read it) asks for.
 pub(crate) fn opening(first: Result<Message, StreamError>) -> Opening {
     match first {
-        Ok(Message::Hello(hello)) => Opening::Run(hello),
+        Ok(Message::Hello(hello)) => Opening::Run(hello, Protection::Plain),
+        Ok(Message::HelloProtected { hello, protection }) => Opening::Run(hello, protection),
         Ok(Message::Open(open)) => Opening::Requests(open),
         Ok(other) => Opening::Refuse {
             code: RefuseCode::BadRequest,
@@ -68,6 +74,9 @@ pub(crate) struct Known {
     pub by_name: Option<SenderRecord>,
     /// True if this device has sent the `Hello`'s folder before.
     pub folder_known: bool,
+    /// The protection the folder is fixed to; `None` for a folder this
+    /// device has never sent (its first run fixes it).
+    pub protection: Option<Protection>,
 }
 
 /// What the receiver's admin set, as it stands when the `Hello` arrives.
@@ -82,14 +91,16 @@ impl<'a> Facts<'a> {
     /// Gathers the facts of `hello` from `peer`.
     pub(crate) fn gather(
         peer: DeviceId,
-        hello: &'a Hello,
+        asked: &'a Asked,
         known: &'a Known,
         proof: Proof,
         policy: Policy,
     ) -> Facts<'a> {
         Facts {
             peer,
-            hello,
+            hello: &asked.hello,
+            protection: asked.protection,
+            fixed: known.protection,
             registered_as: known.by_device.as_ref().map(|s| &s.name),
             name_taken: known
                 .by_name
@@ -113,18 +124,25 @@ pub(crate) struct Handshake {
     state: Stage,
 }
 
+/// What a sender asks for: a run of `hello`'s folder, kept as `protection`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Asked {
+    pub hello: Hello,
+    pub protection: Protection,
+}
+
 /// Where the handshake is.
 #[derive(Debug)]
 enum Stage {
     /// Waiting for the first message.
     First,
     /// `Hello` read: its pairing proof is being checked.
-    Proving(Hello),
+    Proving(Asked),
     /// The proof is known: the store is being asked about the peer.
-    LookingUp(Hello, Proof),
+    LookingUp(Asked, Proof),
     /// Admitted: a client slot is being taken.
     Admitted {
-        hello: Hello,
+        asked: Asked,
         known: Known,
         register: bool,
         paired: bool,
@@ -164,9 +182,12 @@ pub(crate) enum Action {
     Refuse { code: RefuseCode, message: String },
     /// Tell the sender to retry later: the session is over.
     Busy(Hello),
-    /// Register the sender if `register`, begin its run and welcome it.
+    /// Register the sender if `register`, fix the folder's protection if
+    /// it has none yet (`asked.protection`; refuse with
+    /// [`protection_refusal`] if another run fixed another meanwhile),
+    /// begin its run and welcome it.
     BeginRun {
-        hello: Hello,
+        asked: Asked,
         known: Known,
         register: bool,
         paired: bool,
@@ -186,23 +207,24 @@ impl Handshake {
     pub(crate) fn on(&mut self, event: Event) -> Action {
         match (std::mem::replace(&mut self.state, Stage::Over), event) {
             (Stage::First, Event::First(first)) => match opening(first) {
-                Opening::Run(hello) => {
+                Opening::Run(hello, protection) => {
                     let offered = hello.pairing;
-                    self.state = Stage::Proving(hello);
+                    self.state = Stage::Proving(Asked { hello, protection });
                     Action::CheckProof(offered)
                 }
                 Opening::Requests(open) => Action::ServeRequests(open),
                 Opening::Refuse { code, message } => Action::Refuse { code, message },
             },
-            (Stage::Proving(hello), Event::Proved(proof)) => {
-                self.state = Stage::LookingUp(hello.clone(), proof);
+            (Stage::Proving(asked), Event::Proved(proof)) => {
+                let hello = asked.hello.clone();
+                self.state = Stage::LookingUp(asked, proof);
                 Action::LookUp(hello)
             }
-            (Stage::LookingUp(hello, proof), Event::Found(known, policy)) => {
-                match decide(&Facts::gather(self.peer, &hello, &known, proof, policy)) {
+            (Stage::LookingUp(asked, proof), Event::Found(known, policy)) => {
+                match decide(&Facts::gather(self.peer, &asked, &known, proof, policy)) {
                     Verdict::Admit { register, paired } => {
                         self.state = Stage::Admitted {
-                            hello,
+                            asked,
                             known,
                             register,
                             paired,
@@ -214,7 +236,7 @@ impl Handshake {
             }
             (
                 Stage::Admitted {
-                    hello,
+                    asked,
                     known,
                     register,
                     paired,
@@ -222,12 +244,12 @@ impl Handshake {
                 Event::Slot(free),
             ) => match free {
                 true => Action::BeginRun {
-                    hello,
+                    asked,
                     known,
                     register,
                     paired,
                 },
-                false => Action::Busy(hello),
+                false => Action::Busy(asked.hello),
             },
             // A bug of the driver: end rather than guess.
             (_, _) => Action::Refuse {
@@ -256,6 +278,11 @@ pub enum Proof {
 pub struct Facts<'a> {
     pub peer: DeviceId,
     pub hello: &'a Hello,
+    /// The protection the sender keeps the folder in (`Plain` for `Hello`).
+    pub protection: Protection,
+    /// The protection the folder is fixed to; `None`: a folder this device
+    /// has never sent.
+    pub fixed: Option<Protection>,
     /// The name this device is registered under, if it is known.
     pub registered_as: Option<&'a Name>,
     /// True if another device holds `hello.name`.
@@ -289,6 +316,48 @@ pub enum Verdict {
 
 fn refuse(code: RefuseCode, message: String) -> Verdict {
     Verdict::Refuse { code, message }
+}
+
+/// Why a run of `hello`'s folder, fixed to `fixed`, cannot be kept as
+/// `asked` (a folder's protection never changes); `None` if it can.
+pub(crate) fn protection_refusal(
+    hello: &Hello,
+    fixed: &Protection,
+    asked: &Protection,
+) -> Option<String> {
+    use crate::store::protection::{describe, mode_name, short_key};
+    if fixed == asked {
+        return None;
+    }
+    let folder = format!("folder {} of {}", hello.folder, hello.name);
+    Some(match (fixed, asked) {
+        (Protection::Encrypted { .. }, Protection::Plain) => format!(
+            "{folder} is {}: send it with --protect encrypted and its key file",
+            describe(fixed)
+        ),
+        (Protection::WriteOnly { .. }, Protection::Plain) => format!(
+            "{folder} is {}: send it with --protect write-only and its public key file",
+            describe(fixed)
+        ),
+        (Protection::Plain, _) => format!(
+            "{folder} was first sent unencrypted; a folder's protection is fixed: send without --protect, or to a new folder name (--folder) to keep it {}",
+            mode_name(asked)
+        ),
+        (_, _) => {
+            let not = match asked {
+                Protection::Encrypted { key } | Protection::WriteOnly { key }
+                    if mode_name(asked) == mode_name(fixed) =>
+                {
+                    format!("{}…", short_key(key))
+                }
+                _ => describe(asked),
+            };
+            format!(
+                "{folder} is {}, not {not}; a folder's protection is fixed: use the key file it was first sent with, or send to a new folder name (--folder)",
+                describe(fixed)
+            )
+        }
+    })
 }
 
 /// Decides whether a sender is admitted.
@@ -331,6 +400,11 @@ pub fn decide(facts: &Facts<'_>) -> Verdict {
                     RefuseCode::BadName,
                     format!("folder {e}: choose another with --folder"),
                 );
+            }
+        }
+        if let Some(fixed) = &facts.fixed {
+            if let Some(message) = protection_refusal(hello, fixed, &facts.protection) {
+                return refuse(RefuseCode::Protection, message);
             }
         }
         return Verdict::Admit {
@@ -425,6 +499,8 @@ mod tests {
         Facts {
             peer: DeviceId::from_spki(b"peer"),
             hello,
+            protection: Protection::Plain,
+            fixed: None,
             registered_as: None,
             name_taken: false,
             folder_known: false,
@@ -664,7 +740,15 @@ mod tests {
     #[test]
     fn the_first_message_opens_a_run_a_request_session_or_a_refusal() {
         let h = hello("lap", PROTOCOL_VERSION);
-        assert!(matches!(opening(Ok(Message::Hello(h.clone()))), Opening::Run(got) if got == h));
+        assert!(
+            matches!(opening(Ok(Message::Hello(h.clone()))), Opening::Run(got, Protection::Plain) if got == h)
+        );
+        let sealed = Protection::Encrypted { key: [1; 32] };
+        let protected = Message::HelloProtected {
+            hello: h.clone(),
+            protection: sealed,
+        };
+        assert!(matches!(opening(Ok(protected)), Opening::Run(got, p) if got == h && p == sealed));
         let open = Open {
             protocol: PROTOCOL_VERSION,
             name: Name::new("lap").unwrap(),
@@ -724,8 +808,15 @@ mod tests {
             by_device: Some(record(&peer.to_string(), "lap")),
             by_name: Some(record(&peer.to_string(), "lap")),
             folder_known: true,
+            protection: Some(Protection::Plain),
         };
-        let f = Facts::gather(peer, &h, &known, Proof::Absent, policy);
+        let asked = Asked {
+            hello: h,
+            protection: Protection::WriteOnly { key: [4; 32] },
+        };
+        let f = Facts::gather(peer, &asked, &known, Proof::Absent, policy);
+        assert_eq!(f.protection, asked.protection);
+        assert_eq!(f.fixed, Some(Protection::Plain));
         assert_eq!(f.registered_as.map(Name::as_str), Some("lap"));
         assert!(!f.name_taken, "its own name is not taken");
         assert!(f.folder_known && f.allowed && f.pairing_off && !f.revoked);
@@ -733,7 +824,8 @@ mod tests {
             by_name: Some(record("someone else", "lap")),
             ..Known::default()
         };
-        let f = Facts::gather(peer, &h, &other, Proof::Valid, policy);
+        let f = Facts::gather(peer, &asked, &other, Proof::Valid, policy);
+        assert_eq!(f.fixed, None);
         assert!(f.name_taken && f.registered_as.is_none());
         assert_eq!(f.proof, Proof::Valid);
     }
@@ -758,7 +850,7 @@ mod tests {
         assert!(matches!(a, Action::TakeSlot), "{a:?}");
         let a = m.on(Event::Slot(true));
         assert!(
-            matches!(&a, Action::BeginRun { hello, register: true, paired: false, .. } if *hello == h),
+            matches!(&a, Action::BeginRun { asked, register: true, paired: false, .. } if asked.hello == h && asked.protection == Protection::Plain),
             "{a:?}"
         );
     }
@@ -825,5 +917,188 @@ mod tests {
         // An event out of order ends the handshake.
         let a = Handshake::new(peer).on(Event::Slot(true));
         assert!(matches!(a, Action::Refuse { .. }), "{a:?}");
+    }
+
+    const ENCRYPTED: Protection = Protection::Encrypted { key: [0xab; 32] };
+    const OTHER_KEY: Protection = Protection::Encrypted { key: [0xef; 32] };
+    const WRITE_ONLY: Protection = Protection::WriteOnly { key: [0xab; 32] };
+
+    /// The verdict on `lap` (registered) sending `docs` as `asked` when the
+    /// folder is fixed to `fixed`.
+    fn verdict_on(fixed: Option<Protection>, asked: Protection) -> Verdict {
+        let h = hello("lap", PROTOCOL_VERSION);
+        let name = Name::new("lap").unwrap();
+        decide(&Facts {
+            registered_as: Some(&name),
+            folder_known: fixed.is_some(),
+            protection: asked,
+            fixed,
+            ..facts(&h)
+        })
+    }
+
+    const ADMIT: Verdict = Verdict::Admit {
+        register: false,
+        paired: false,
+    };
+
+    #[test]
+    fn a_new_folder_is_admitted_in_any_mode_and_a_fixed_one_in_its_own() {
+        for asked in [Protection::Plain, ENCRYPTED, WRITE_ONLY] {
+            assert_eq!(verdict_on(None, asked), ADMIT, "{asked:?}");
+            assert_eq!(verdict_on(Some(asked), asked), ADMIT, "{asked:?}");
+        }
+    }
+
+    fn protection_refused(fixed: Protection, asked: Protection) -> String {
+        match verdict_on(Some(fixed), asked) {
+            Verdict::Refuse {
+                code: RefuseCode::Protection,
+                message,
+            } => message,
+            other => panic!("{fixed:?} asked as {asked:?}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn plain_into_a_protected_folder_is_refused_with_what_to_do() {
+        let m = protection_refused(ENCRYPTED, Protection::Plain);
+        assert_eq!(
+            m,
+            "folder docs of lap is encrypted with key abababababab…: send it with --protect encrypted and its key file"
+        );
+        let m = protection_refused(WRITE_ONLY, Protection::Plain);
+        assert!(m.starts_with("folder docs of lap is write-only with key abababababab…: send it with --protect write-only"), "{m}");
+    }
+
+    #[test]
+    fn a_protected_sender_into_a_plain_folder_is_refused() {
+        for asked in [ENCRYPTED, WRITE_ONLY] {
+            let m = protection_refused(Protection::Plain, asked);
+            assert!(m.starts_with("folder docs of lap was first sent unencrypted; a folder's protection is fixed: "), "{m}");
+            assert!(m.contains("new folder name"), "{m}");
+        }
+    }
+
+    #[test]
+    fn another_key_or_mode_is_refused_naming_both() {
+        let m = protection_refused(ENCRYPTED, OTHER_KEY);
+        assert!(
+            m.starts_with(
+                "folder docs of lap is encrypted with key abababababab…, not efefefefefef…;"
+            ),
+            "{m}"
+        );
+        let m = protection_refused(ENCRYPTED, WRITE_ONLY);
+        assert!(
+            m.starts_with("folder docs of lap is encrypted with key abababababab…, not write-only with key abababababab…;"),
+            "{m}"
+        );
+        let m = protection_refused(WRITE_ONLY, ENCRYPTED);
+        assert!(m.contains("is write-only with key"), "{m}");
+    }
+
+    #[test]
+    fn identity_is_decided_before_protection() {
+        // A stranger or a wrong name learns nothing about the folder.
+        let h = hello("lap", PROTOCOL_VERSION);
+        let other = Name::new("desk").unwrap();
+        let wrong_name = Facts {
+            registered_as: Some(&other),
+            protection: Protection::Plain,
+            fixed: Some(ENCRYPTED),
+            ..facts(&h)
+        };
+        assert_eq!(
+            refused(&wrong_name).map(|(code, _)| code),
+            Some(RefuseCode::WrongName)
+        );
+        let stranger = Facts {
+            fixed: Some(ENCRYPTED),
+            ..facts(&h)
+        };
+        assert_eq!(
+            refused(&stranger).map(|(code, _)| code),
+            Some(RefuseCode::UnknownSender)
+        );
+    }
+
+    /// A registered `lap` whose `docs` is fixed to `fixed`.
+    fn known_lap(peer: DeviceId, fixed: Option<Protection>) -> Known {
+        let lap = SenderRecord {
+            id: 1,
+            device: peer.to_string(),
+            name: Name::new("lap").unwrap(),
+        };
+        Known {
+            by_device: Some(lap.clone()),
+            by_name: Some(lap),
+            folder_known: fixed.is_some(),
+            protection: fixed,
+        }
+    }
+
+    /// Drives a handshake of `first` up to the look-up's answer.
+    fn looked_up(peer: DeviceId, first: Message, known: Known) -> (Handshake, Action) {
+        let mut m = Handshake::new(peer);
+        m.on(Event::First(Ok(first)));
+        m.on(Event::Proved(Proof::Absent));
+        let a = m.on(Event::Found(known, LISTED));
+        (m, a)
+    }
+
+    #[test]
+    fn a_first_protected_run_begins_with_its_protection_to_record() {
+        let peer = DeviceId::from_spki(b"peer");
+        let h = hello("lap", PROTOCOL_VERSION);
+        let first = Message::HelloProtected {
+            hello: h.clone(),
+            protection: WRITE_ONLY,
+        };
+        let (mut m, a) = looked_up(peer, first, known_lap(peer, None));
+        assert!(matches!(a, Action::TakeSlot), "{a:?}");
+        let a = m.on(Event::Slot(true));
+        assert!(
+            matches!(&a, Action::BeginRun { asked, register: false, .. } if asked.hello == h && asked.protection == WRITE_ONLY),
+            "{a:?}"
+        );
+        // The same mode and key again: admitted.
+        let again = Message::HelloProtected {
+            hello: h,
+            protection: WRITE_ONLY,
+        };
+        let (_, a) = looked_up(peer, again, known_lap(peer, Some(WRITE_ONLY)));
+        assert!(matches!(a, Action::TakeSlot), "{a:?}");
+    }
+
+    #[test]
+    fn refused_and_busy_sessions_never_reach_the_run_that_records() {
+        let peer = DeviceId::from_spki(b"peer");
+        let h = hello("lap", PROTOCOL_VERSION);
+        // Plain into an encrypted folder: refused before any slot is taken.
+        let (mut m, a) = looked_up(
+            peer,
+            Message::Hello(h.clone()),
+            known_lap(peer, Some(ENCRYPTED)),
+        );
+        assert!(
+            matches!(
+                a,
+                Action::Refuse {
+                    code: RefuseCode::Protection,
+                    ..
+                }
+            ),
+            "{a:?}"
+        );
+        // The handshake is over: nothing more begins.
+        assert!(matches!(m.on(Event::Slot(true)), Action::Refuse { .. }));
+        // A new folder's first run, but no slot: busy, nothing begun.
+        let first = Message::HelloProtected {
+            hello: h,
+            protection: ENCRYPTED,
+        };
+        let (mut m, _) = looked_up(peer, first, known_lap(peer, None));
+        assert!(matches!(m.on(Event::Slot(false)), Action::Busy(_)));
     }
 }

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use ferry_proto::fuzz_support::{raw_entry, raw_frame, RawKind};
 use ferry_proto::{
-    frame, Content, Entry, EntryKind, FailCode, Hello, Message, Name, RefuseCode, RelPath,
-    RunReport, MAX_FRAME, PROTOCOL_VERSION,
+    frame, Content, Entry, EntryKind, FailCode, Hello, Message, Name, Open, Protection, RefuseCode,
+    RelPath, Request, RunReport, MAX_FRAME, PROTOCOL_VERSION,
 };
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -79,7 +79,13 @@ impl Arena {
 
     /// Says `Hello` as mallory; expects `Welcome`.
     async fn connect(&self) -> Run {
-        let (link, control, answer) = self.open_with(sender_id(), &encode(&hello())).await;
+        self.connect_with(&hello()).await
+    }
+
+    /// Says `first` (a `Hello` or `HelloProtected`) as mallory; expects
+    /// `Welcome`.
+    async fn connect_with(&self, first: &Message) -> Run {
+        let (link, control, answer) = self.open_with(sender_id(), &encode(first)).await;
         match answer {
             Answer::Reply(Message::Welcome(welcome)) => {
                 assert_eq!(welcome.max_streams, MAX_STREAMS_PER_SENDER);
@@ -794,5 +800,233 @@ async fn a_planted_symlink_is_archived_never_written_through() {
         std::path::Path::new("/etc/passwd")
     );
     arena.legit_run("after-symlinks.txt").await;
+    arena.stop().await;
+}
+
+const ENCRYPTED: Protection = Protection::Encrypted { key: [0xab; 32] };
+
+/// Mallory's `Hello` for `folder`, kept as `protection` (`HelloProtected`
+/// unless plain).
+fn hello_for(folder: &str, protection: Protection) -> Message {
+    let Message::Hello(mut hello) = hello() else {
+        unreachable!("hello() is a Hello")
+    };
+    hello.folder = Name::new(folder).unwrap();
+    match protection {
+        Protection::Plain => Message::Hello(hello),
+        protection => Message::HelloProtected { hello, protection },
+    }
+}
+
+impl Arena {
+    /// Says `first` as mallory; expects a refusal with `code`, returns
+    /// its message.
+    async fn refused(&self, first: &Message, code: RefuseCode) -> String {
+        let (link, _control, answer) = self.open_with(sender_id(), &encode(first)).await;
+        link.close(0, b"bye");
+        match answer {
+            Answer::Reply(Message::Refused(r)) if r.code == code => r.message,
+            other => panic!("expected Refused({code:?}), got {other:?}"),
+        }
+    }
+
+    /// The protection of mallory's `folder`, as a read session answers it.
+    async fn asked_protection(&self, folder: &str) -> Protection {
+        let open = Message::Open(Open {
+            protocol: PROTOCOL_VERSION,
+            name: Name::new("mallory").unwrap(),
+            folder: Name::new(folder).unwrap(),
+            agent: "pair test".into(),
+        });
+        let (link, mut control, answer) = self.open_with(sender_id(), &encode(&open)).await;
+        assert!(
+            matches!(answer, Answer::Reply(Message::Opened { .. })),
+            "{answer:?}"
+        );
+        let request = Message::Request(Request::Protection);
+        control.send.send(&request).await.unwrap();
+        let answer = read(&mut control).await;
+        control.send.finish();
+        link.close(0, b"done");
+        match answer {
+            Answer::Reply(Message::FolderProtection(p)) => p,
+            other => panic!("expected FolderProtection, got {other:?}"),
+        }
+    }
+
+    /// What the store has fixed mallory's `folder` to (`None`: nothing).
+    fn fixed(&self, folder: &str) -> Option<Protection> {
+        let store = &self.shared.store;
+        let sender = store
+            .sender_by_device(&sender_id().to_string())
+            .unwrap()
+            .unwrap();
+        store
+            .recorded_protection(&sender, &Name::new(folder).unwrap())
+            .unwrap()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_protected_folder_is_fixed_by_its_first_run_and_refuses_another_mode_or_key() {
+    let arena = Arena::new(4);
+    arena.legit_run("a.txt").await;
+    // Never sent: plain.
+    assert_eq!(arena.asked_protection("vault").await, Protection::Plain);
+    // A sealed object travels as an ordinary file at an opaque path.
+    let run = arena.connect_with(&hello_for("vault", ENCRYPTED)).await;
+    let object = noise(300, 7);
+    let hash = *blake3::hash(&object).as_bytes();
+    run.stream(&file_entry("3f/a1c2", 300, &object, hash))
+        .await
+        .assert_stored("3f/a1c2");
+    run.finish().await;
+    assert_eq!(arena.fixed("vault"), Some(ENCRYPTED));
+    assert_eq!(arena.asked_protection("vault").await, ENCRYPTED);
+    let stored = std::fs::read(arena.store_dir().join("mallory/vault/3f/a1c2")).unwrap();
+    assert_eq!(stored, object);
+
+    let plain = arena
+        .refused(
+            &hello_for("vault", Protection::Plain),
+            RefuseCode::Protection,
+        )
+        .await;
+    assert!(
+        plain.starts_with("folder vault of mallory is encrypted with key abababababab…: send it with --protect encrypted"),
+        "{plain}"
+    );
+    let other_key = Protection::Encrypted { key: [0xef; 32] };
+    let other = arena
+        .refused(&hello_for("vault", other_key), RefuseCode::Protection)
+        .await;
+    assert!(other.contains("not efefefefefef…"), "{other}");
+    let write_only = Protection::WriteOnly { key: [0xab; 32] };
+    let mode = arena
+        .refused(&hello_for("vault", write_only), RefuseCode::Protection)
+        .await;
+    assert!(mode.contains("not write-only with key"), "{mode}");
+    // The plain folder refuses a protected run.
+    let sealed = arena
+        .refused(&hello_for("docs", ENCRYPTED), RefuseCode::Protection)
+        .await;
+    assert!(sealed.contains("was first sent unencrypted"), "{sealed}");
+    assert_eq!(arena.fixed("docs"), Some(Protection::Plain));
+    // Refused runs were never begun; the folder's own mode still works.
+    assert_eq!(arena.run_statuses(), ["complete", "complete"]);
+    arena
+        .connect_with(&hello_for("vault", ENCRYPTED))
+        .await
+        .finish()
+        .await;
+    assert_eq!(arena.fixed("vault"), Some(ENCRYPTED));
+    arena.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_or_refused_session_fixes_no_protection() {
+    let arena = Arena::new(1);
+    let first = arena.connect().await;
+    let (link, _control, answer) = arena
+        .open_with(sender_id(), &encode(&hello_for("vault", ENCRYPTED)))
+        .await;
+    link.close(0, b"later");
+    assert!(
+        matches!(answer, Answer::Reply(Message::Busy { .. })),
+        "{answer:?}"
+    );
+    assert_eq!(arena.fixed("vault"), None);
+    first.finish().await;
+    // A stranger's protected Hello is refused before anything is looked up
+    // for it.
+    let stranger = DeviceId::from_spki(b"stranger");
+    let (link, _control, answer) = arena
+        .open_with(stranger, &encode(&hello_for("vault", ENCRYPTED)))
+        .await;
+    link.close(0, b"bye");
+    assert!(
+        matches!(&answer, Answer::Reply(Message::Refused(r)) if r.code == RefuseCode::UnknownSender),
+        "{answer:?}"
+    );
+    assert_eq!(arena.fixed("vault"), None);
+    // Nothing was fixed: the folder's first admitted run chooses, here plain.
+    let again = tokio::time::timeout(PATIENCE, async {
+        loop {
+            let first = encode(&hello_for("vault", Protection::Plain));
+            let (link, control, answer) = arena.open_with(sender_id(), &first).await;
+            match answer {
+                Answer::Reply(Message::Welcome(w)) => {
+                    return Run {
+                        link,
+                        control,
+                        run_id: w.run_id,
+                    }
+                }
+                _ => {
+                    link.close(0, b"later");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
+    })
+    .await
+    .expect("the slot was never given back");
+    again.finish().await;
+    assert_eq!(arena.fixed("vault"), Some(Protection::Plain));
+    arena.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sealed_object_is_kept_as_it_came_and_opens_with_the_folder_key() {
+    use ferry_proto::seal::{FolderSecret, Opener, RunSealer, SealedHeader, SealedKind};
+    let arena = Arena::new(4);
+    let secret = FolderSecret::from_bytes(&[0x42; 64]);
+    let public = secret.public();
+    let protection = Protection::WriteOnly {
+        key: public.key_id(),
+    };
+    let real = RelPath::from_bytes("notes/plans.txt").unwrap();
+    let content = b"meet at noon".to_vec();
+    let header = SealedHeader {
+        path: real.clone(),
+        kind: SealedKind::File,
+        mode: 0o640,
+        mtime_ns: 1_700_000_000_000_000_000,
+        size: content.len() as u64,
+    };
+    let mut object = Vec::new();
+    let mut sealer = RunSealer::new(&public)
+        .unwrap()
+        .object(header.clone())
+        .unwrap();
+    sealer.push(&content, &mut object).unwrap();
+    sealer.finish(&mut object).unwrap();
+    let opaque = public.opaque_path(&real);
+    // As the design has it: a regular file, mode 0600, mtime 0.
+    let mut stream = encode(&Message::Entry(Entry {
+        path: opaque.clone(),
+        kind: EntryKind::File {
+            size: object.len() as u64,
+            content: Content::Inline,
+        },
+        mtime_ns: 0,
+        mode: 0o600,
+    }));
+    stream.extend(encode(&Message::Data(object.clone())));
+    stream.extend(encode(&Message::End {
+        hash: *blake3::hash(&object).as_bytes(),
+    }));
+
+    let run = arena.connect_with(&hello_for("docs", protection)).await;
+    run.stream(&stream).await.assert_stored("sealed object");
+    run.finish().await;
+    assert_eq!(arena.fixed("docs"), Some(protection));
+    assert_eq!(arena.asked_protection("docs").await, protection);
+    // The receiver keeps the object byte for byte, under its opaque name.
+    assert_eq!(arena.mirror_files(), [opaque.to_string()]);
+    let kept = std::fs::read(arena.mirror().join(opaque.to_string())).unwrap();
+    assert_eq!(kept, object);
+    let (opened, plain) = Opener::new(&secret).open(&kept).unwrap();
+    assert_eq!((opened, plain), (header, content));
     arena.stop().await;
 }
