@@ -8,6 +8,7 @@ use anyhow::bail;
 use clap::Args;
 use ferry_agent::index::Index;
 use ferry_agent::store;
+use ferry_agent::store::protection::describe;
 use ferry_agent::summary::{human_bytes, recorded_data};
 
 use crate::cli_read::{out, print_json, time, RemoteArgs};
@@ -64,11 +65,25 @@ pub async fn history(args: HistoryArgs) -> anyhow::Result<ExitCode> {
     if let Some(source) = args.remote.source(args.store.as_deref(), false)? {
         let mut client = source.open(true).await?;
         let runs = client.runs().await?;
+        // The protection of the session's folder (the runs may be of
+        // several folders of the sender).
+        let protection = match source.folder(&client) {
+            Some(folder) => Some((folder, client.protection().await?)),
+            None => None,
+        };
         client.close().await;
+        if let (Some((folder, protection)), false) = (&protection, args.json) {
+            out(format_args!("folder {folder}: {}", describe(protection)))?;
+        }
         for r in runs {
             if args.json {
+                let protection = protection
+                    .as_ref()
+                    .filter(|(folder, _)| *folder == r.folder)
+                    .map(|(_, p)| describe(p));
                 print_json(&serde_json::json!({
-                    "run": r.id, "folder": r.folder.as_str(), "started": time(r.started_ms),
+                    "run": r.id, "folder": r.folder.as_str(), "protection": protection,
+                    "started": time(r.started_ms),
                     "finished": r.finished_ms.map(time), "status": r.status,
                     "files_sent": r.report.files_sent, "files_deleted": r.report.files_deleted,
                     "bytes_file_data": r.report.bytes_file_data,

@@ -6,17 +6,22 @@ use std::process::ExitCode;
 use std::time::SystemTime;
 
 use clap::Args;
-use ferry_agent::reader::{Client, DirEntry};
+use ferry_agent::reader::{sealed, Client, DirEntry};
 use ferry_agent::summary::human_bytes;
+use ferry_proto::seal::FolderSecret;
 use ferry_proto::{At, RelPath, VersionKind};
 
-use crate::cli_read::{note, out, parse_at, print_json, rel, required, time, RemoteArgs, Source};
+use crate::cli_read::{
+    note, out, parse_at, print_json, rel, required, time, KeyArgs, RemoteArgs, Unlocked,
+};
 
 /// `ferry ls [PATH]`.
 #[derive(Args)]
 pub struct LsArgs {
     #[command(flatten)]
     remote: RemoteArgs,
+    #[command(flatten)]
+    key: KeyArgs,
     /// Read this store on this machine instead of asking a receiver (one made
     /// by `ferry send --store`, or a receiver's; works while it runs).
     #[arg(long, conflicts_with = "host")]
@@ -54,12 +59,32 @@ pub async fn ls(args: LsArgs) -> anyhow::Result<ExitCode> {
         (None, None) => At::Latest,
     };
     let mut client = source.open(false).await?;
-    let result = list(&mut client, at, dir.as_ref()).await;
-    let folder = match (&source, client.local_folder()) {
-        (_, Some(folder)) => folder.to_string(),
-        (Source::Remote(remote), None) => remote.folder.to_string(),
-        (Source::Local(_), None) => String::new(),
+    let folder = source.folder(&client);
+    let unlocked = match &folder {
+        Some(folder) => {
+            args.key
+                .or_config(&args.remote)?
+                .unlock(&mut client, folder, false)
+                .await
+        }
+        None => Ok(Unlocked::Plain),
     };
+    let mut failed = false;
+    let result = match unlocked {
+        Ok(Unlocked::Sealed {
+            secret: Some(secret),
+            ..
+        }) => {
+            let sealed = list_sealed(&mut client, &secret, at, dir.as_ref()).await;
+            sealed.map(|(entries, unopened)| {
+                failed = unopened;
+                entries
+            })
+        }
+        Ok(_) => list(&mut client, at, dir.as_ref()).await,
+        Err(e) => Err(e),
+    };
+    let folder = folder.map(|f| f.to_string()).unwrap_or_default();
     let sender = client.sender().clone();
     client.close().await;
     let Some(entries) = result? else {
@@ -76,7 +101,39 @@ pub async fn ls(args: LsArgs) -> anyhow::Result<ExitCode> {
             out(line(e))?;
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// As [`list`] for a protected folder: the headers of every object of the
+/// tree at `at` opened, the real children of `dir` kept; objects that do
+/// not open are noted on stderr (the bool: some did not).
+async fn list_sealed(
+    client: &mut Client,
+    secret: &FolderSecret,
+    at: At,
+    dir: Option<&RelPath>,
+) -> anyhow::Result<(Option<Vec<DirEntry>>, bool)> {
+    let tree = client.tree_report(at, &[]).await?;
+    for n in &tree.not_served {
+        note(format_args!(
+            "ferry: sealed object {}: the receiver cannot serve version {}: {}",
+            n.path, n.id, n.reason
+        ));
+    }
+    let (opened, unopened) = sealed::open_headers(&client.fetcher(), secret, tree.entries).await;
+    for u in &unopened {
+        note(format_args!(
+            "ferry: sealed object {}: {}",
+            u.version.path,
+            ferry_agent::chain::chain(&u.error)
+        ));
+    }
+    let failed = !unopened.is_empty() || !tree.not_served.is_empty();
+    Ok((sealed::listing(&opened, dir), failed))
 }
 
 /// The children of `dir`; if it has none and is not a directory, the entry

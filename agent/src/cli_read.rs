@@ -1,6 +1,7 @@
 //! Part of the `ferry` binary (not the library): what the read commands
 //! (`history`, `versions`, `ls`, `restore`) share: which receiver or store
-//! to ask, paths and times as typed, and lines printed.
+//! to ask, the key of a protected folder, paths and times as typed, and
+//! lines printed.
 
 use std::fmt::Display;
 use std::io::Write;
@@ -10,10 +11,13 @@ use std::time::SystemTime;
 use anyhow::{bail, Context};
 use clap::Args;
 use ferry_agent::config::{default_name, default_state_dir, SenderConfig, DEFAULT_PORT};
+use ferry_agent::keys;
+use ferry_agent::reader::sealed::{self, GivenKey, Needs};
 use ferry_agent::reader::{
     parse_point_in_time, Client, ClientError, LocalStore, OpenStoreError, Remote,
 };
-use ferry_proto::{Name, RelPath};
+use ferry_proto::seal::{FolderPublic, FolderSecret};
+use ferry_proto::{Name, Protection, RelPath};
 
 /// Which receiver to ask, as which sender; each can also come from the
 /// sender's config file.
@@ -158,6 +162,102 @@ impl Source {
                 other => Ok(other?),
             },
         }
+    }
+}
+
+impl Source {
+    /// The folder the session reads: the one asked for, or the store's
+    /// only (or first) folder of the sender.
+    pub(crate) fn folder(&self, client: &Client) -> Option<Name> {
+        match (self, client.local_folder()) {
+            (_, Some(folder)) => Some(folder.clone()),
+            (Source::Remote(remote), None) => Some(remote.folder.clone()),
+            (Source::Local(_), None) => None,
+        }
+    }
+}
+
+/// The key of a protected folder (`encrypted` or `write-only`); a plain
+/// folder needs none.
+#[derive(Args, Clone, Default)]
+pub struct KeyArgs {
+    /// The folder's key file (from `ferry key new`), to read a protected
+    /// folder; `ferry versions` also takes its public file.
+    #[arg(long)]
+    key_file: Option<PathBuf>,
+    /// Read the key file's passphrase from this file [default:
+    /// $FERRY_PASSPHRASE_FILE, else ask on the terminal].
+    #[arg(long)]
+    passphrase_file: Option<PathBuf>,
+}
+
+/// What reading a folder takes, the key given checked against it.
+pub(crate) enum Unlocked {
+    /// A plain folder: read as it is.
+    Plain,
+    /// A protected folder: its objects are named with `public`, and opened
+    /// with `secret` (`None` when only names were asked for).
+    Sealed {
+        public: FolderPublic,
+        secret: Option<FolderSecret>,
+    },
+}
+
+impl KeyArgs {
+    /// These flags, each else from the sender's config file (`key-file`,
+    /// `passphrase-file`) that `remote` names.
+    pub(crate) fn or_config(&self, remote: &RemoteArgs) -> anyhow::Result<KeyArgs> {
+        let c = remote.config()?;
+        Ok(KeyArgs {
+            key_file: self.key_file.clone().or(c.key_file),
+            passphrase_file: self.passphrase_file.clone().or(c.passphrase_file),
+        })
+    }
+
+    /// Learns `folder`'s protection and checks the key given against it:
+    /// before the passphrase is asked, and before anything is written. With
+    /// `names_only`, a public file is enough and no passphrase is asked.
+    pub(crate) async fn unlock(
+        &self,
+        client: &mut Client,
+        folder: &Name,
+        names_only: bool,
+    ) -> anyhow::Result<Unlocked> {
+        let protection = client.protection().await?;
+        let Some(path) = self.key_file.clone() else {
+            // Without a key, only a plain folder can be read; otherwise
+            // this says what to give.
+            sealed::check_key(folder, protection, None, names_only)?;
+            return Ok(Unlocked::Plain);
+        };
+        if protection == Protection::Plain {
+            return Ok(Unlocked::Plain);
+        }
+        let p = path.clone();
+        let (public, key_file) =
+            ferry_agent::tasks::blocking(move || keys::load_public(&p)).await??;
+        let given = GivenKey {
+            public: &public,
+            secret: key_file,
+        };
+        let Needs::Secret { key } = sealed::check_key(folder, protection, Some(given), names_only)?
+        else {
+            return Ok(Unlocked::Plain);
+        };
+        if names_only {
+            return Ok(Unlocked::Sealed {
+                public,
+                secret: None,
+            });
+        }
+        let passphrase = keys::passphrase_source(self.passphrase_file.as_deref());
+        let secret =
+            ferry_agent::tasks::blocking(move || keys::load_secret(&path, &passphrase)).await??;
+        sealed::check_secret(&secret, &key)?;
+        Ok(Unlocked::Sealed {
+            public,
+            secret: Some(secret),
+        })
     }
 }
 

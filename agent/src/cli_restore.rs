@@ -14,13 +14,15 @@ use ferry_agent::status::SenderStatus;
 use ferry_agent::terminal::Terminal;
 use ferry_proto::At;
 
-use crate::cli_read::{parse_at, print_json, rel, RemoteArgs};
+use crate::cli_read::{parse_at, print_json, rel, KeyArgs, RemoteArgs, Unlocked};
 
 /// `ferry restore`.
 #[derive(Args)]
 pub struct RestoreArgs {
     #[command(flatten)]
     remote: RemoteArgs,
+    #[command(flatten)]
+    key: KeyArgs,
     /// Read this store on this machine instead of asking a receiver (one made
     /// by `ferry send --store`, or a receiver's; works while it runs).
     #[arg(long, conflicts_with = "host")]
@@ -98,15 +100,52 @@ async fn restore_into(
             (None, None) => At::Latest,
         };
         let mut client = source.open(false).await?;
-        let tree = client.tree_report(at, &paths).await?;
-        if tree.entries.is_empty() && tree.not_served.is_empty() && !paths.is_empty() {
+        let unlocked = match source.folder(&client) {
+            Some(folder) => {
+                args.key
+                    .or_config(&args.remote)?
+                    .unlock(&mut client, &folder, false)
+                    .await?
+            }
+            None => Unlocked::Plain,
+        };
+        let secret = match unlocked {
+            Unlocked::Sealed {
+                secret: Some(secret),
+                ..
+            } => Some(secret),
+            _ => None,
+        };
+        // A protected folder's objects are at opaque paths: the whole tree
+        // is asked for, and kept by real path once opened.
+        let asked: &[_] = if secret.is_some() { &[] } else { &paths };
+        let tree = client.tree_report(at, asked).await?;
+        let nothing = tree.entries.is_empty() && tree.not_served.is_empty();
+        if secret.is_none() && nothing && !paths.is_empty() {
             terminal.line("ferry: nothing stored at these paths as of that point");
         }
         // Only now that there is something to restore.
         let dest = Arc::new(Destination::new(&args.to, args.overwrite)?);
         let display = terminal.progress(status.clone());
-        let summary =
-            restore::restore_remote_tree(&client.fetcher(), tree, dest, status.clone()).await;
+        let fetcher = client.fetcher();
+        let summary = match &secret {
+            Some(secret) => {
+                let summary = restore::restore_sealed_tree(
+                    &fetcher,
+                    tree,
+                    secret,
+                    &paths,
+                    dest,
+                    status.clone(),
+                )
+                .await;
+                if summary.is_empty() && !paths.is_empty() {
+                    terminal.line("ferry: nothing stored at these paths as of that point");
+                }
+                summary
+            }
+            None => restore::restore_remote_tree(&fetcher, tree, dest, status.clone()).await,
+        };
         client.close().await;
         if let Some(display) = display {
             display.finish().await;

@@ -11,10 +11,12 @@
 //! - [`local`]: a store on this machine, opened read-only and asked directly.
 //! - [`fetch`]: fetching one version's bytes, from a receiver or a store.
 //! - [`point_in_time`]: "a date and time, or a duration ago" parsed.
+//! - [`sealed`]: a protected folder: the key checked, objects' headers opened.
 
 pub mod fetch;
 pub mod local;
 pub mod point_in_time;
+pub mod sealed;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -23,7 +25,8 @@ use std::time::Duration;
 
 pub use ferry_proto::DirEntry;
 use ferry_proto::{
-    At, Message, Name, NotServed, Open, RefuseCode, RelPath, Request, RunInfo, VersionInfo,
+    At, Message, Name, NotServed, Open, Protection, RefuseCode, RelPath, Request, RunInfo,
+    VersionInfo,
 };
 pub use fetch::{Fetch, FetchError, Fetcher, Piece};
 pub use local::{LocalStore, OpenStoreError};
@@ -129,6 +132,8 @@ pub struct Listing {
 pub struct Client {
     session: Session,
     sender: Name,
+    /// The folder's protection, once asked ([`Client::protection`]).
+    protection: Option<Protection>,
 }
 
 enum Session {
@@ -191,6 +196,7 @@ impl Client {
                 receiver,
             },
             sender,
+            protection: None,
         })
     }
 
@@ -203,6 +209,7 @@ impl Client {
         Ok(Client {
             sender: ctx.ns.sender.clone(),
             session: Session::Local(Arc::new(ctx)),
+            protection: None,
         })
     }
 
@@ -248,6 +255,29 @@ impl Client {
                 other => return Err(StreamError::unexpected("RunList", &other).into()),
             }
         }
+    }
+
+    /// The folder's protection (`Plain` for a folder never sent), asked
+    /// once per session.
+    pub async fn protection(&mut self) -> Result<Protection, AskError> {
+        if let Some(known) = self.protection {
+            return Ok(known);
+        }
+        let known = match &mut self.session {
+            Session::Local(ctx) => local::protection(ctx).await?,
+            Session::Remote { control, .. } => {
+                control
+                    .send
+                    .send(&Message::Request(Request::Protection))
+                    .await?;
+                match answer(control).await? {
+                    Message::FolderProtection(p) => p,
+                    other => return Err(StreamError::unexpected("FolderProtection", &other).into()),
+                }
+            }
+        };
+        self.protection = Some(known);
+        Ok(known)
     }
 
     /// Every stored version of `path`, newest first.

@@ -12,12 +12,15 @@
 //!
 //! - [`dest`]: the destination: slots, atomic files, symlinks, directories.
 //! - `copies`: restoring from the `--keep-copies` directory.
+//! - `sealed`: restoring a protected folder, its objects opened with its key.
 
 mod copies;
 pub mod dest;
+mod sealed;
 
 pub use copies::{restore_from_copies, CopiesRestoreError};
 pub use dest::{Destination, Slot, WriteError};
+pub use sealed::restore_sealed_tree;
 
 use std::sync::Arc;
 
@@ -82,6 +85,13 @@ impl RestoreSummary {
             self.problems.len(),
             self.duration_ms as f64 / 1000.0
         )
+    }
+
+    /// True if nothing was restored, skipped or reported.
+    pub fn is_empty(&self) -> bool {
+        self.files + self.links + self.dirs == 0
+            && self.skipped.is_empty()
+            && self.problems.is_empty()
     }
 
     fn problem(&mut self, path: impl Into<String>, message: impl Into<String>) {

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use ferry_proto::{Name, Request};
+use ferry_proto::{Name, Protection, Request};
 
 use super::AskError;
 use crate::receiver::requests::{self, Answer, Ctx};
@@ -111,6 +111,16 @@ pub(super) async fn ask(ctx: &Arc<Ctx>, request: Request) -> Result<Answer, AskE
     crate::tasks::blocking(move || requests::answer(&ctx, request))
         .await?
         .map_err(|message| AskError::Unanswered { message })
+}
+
+/// The folder's protection, as the store recorded it.
+pub(super) async fn protection(ctx: &Arc<Ctx>) -> Result<Protection, AskError> {
+    match ask(ctx, Request::Protection).await? {
+        Answer::Protection(p) => Ok(p),
+        _ => Err(AskError::OtherAnswer {
+            asked: "protection",
+        }),
+    }
 }
 
 #[cfg(test)]

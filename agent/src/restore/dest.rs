@@ -176,7 +176,13 @@ impl Destination {
         match fs::symlink_metadata(&target) {
             Ok(m) if m.is_dir() => {}
             Ok(_) => return Err(WriteError::Blocked { path: target }),
-            Err(_) => fs::create_dir(&target).map_err(io_err("create the directory", &target))?,
+            // Another entry's parents may be made at the same time.
+            Err(_) => match fs::create_dir(&target) {
+                Err(e)
+                    if e.kind() == io::ErrorKind::AlreadyExists
+                        && fs::symlink_metadata(&target).is_ok_and(|m| m.is_dir()) => {}
+                made => made.map_err(io_err("create the directory", &target))?,
+            },
         }
         if let Ok(mut dirs) = self.dirs.lock() {
             dirs.push((target, mode, mtime_ns));
@@ -257,7 +263,7 @@ impl PendingFile {
 
     /// Checks the content, sets mode and mtime, fsyncs and puts it in place.
     pub fn commit(
-        mut self,
+        self,
         hash: &Hash,
         size: u64,
         mode: u32,
@@ -278,6 +284,25 @@ impl PendingFile {
                 actual: actual.to_hex().to_string(),
             });
         }
+        self.place_checked(mode, mtime_ns)
+    }
+
+    /// As [`PendingFile::commit`] for content opened from a sealed object:
+    /// its blocks were authenticated as they were opened, so only the size
+    /// is checked (there is no catalog hash of the real content).
+    pub fn commit_opened(self, size: u64, mode: u32, mtime_ns: i64) -> Result<u64, WriteError> {
+        if self.written.pos() != size {
+            return Err(WriteError::SizeMismatch {
+                path: self.target.clone(),
+                expected: size,
+                actual: self.written.pos(),
+            });
+        }
+        self.place_checked(mode, mtime_ns)
+    }
+
+    /// Sets mode and mtime, fsyncs and puts the checked content in place.
+    fn place_checked(mut self, mode: u32, mtime_ns: i64) -> Result<u64, WriteError> {
         let Some(file) = self.file.take() else {
             return Ok(0);
         };
