@@ -20,6 +20,7 @@ mod reporting;
 mod restart;
 mod restore;
 mod resume;
+mod sealed;
 mod senders;
 mod service;
 mod signals;

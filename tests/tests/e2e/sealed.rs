@@ -1,0 +1,464 @@
+//! Encrypted and write-only folders, end to end, as a user runs them: the
+//! real `ferry` binary makes the keys, sends over real QUIC to a real
+//! receiver on 127.0.0.1 and restores. The receiver keeps nothing it could
+//! read: no name, no 16-byte window of any content, anywhere under its
+//! store; the key restores everything exactly; without it nothing opens.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use ferry_tests::tree;
+
+use crate::sync::pseudo_random;
+use crate::util::{ferry_bin, TestReceiver};
+
+const SECRET: &str = "sealed folders pairing secret";
+const PASSPHRASE: &str = "a long and memorable passphrase";
+
+/// A receiver, and the directories of one sender that uses the CLI.
+struct Setup {
+    dir: tempfile::TempDir,
+    receiver: TestReceiver,
+}
+
+impl Setup {
+    async fn new() -> anyhow::Result<Setup> {
+        let dir = tempfile::tempdir()?;
+        let receiver = TestReceiver::with_secret(dir.path(), SECRET).await?;
+        std::fs::write(dir.path().join("pairing"), SECRET)?;
+        std::fs::write(dir.path().join("passphrase"), PASSPHRASE)?;
+        std::fs::create_dir(dir.path().join("src"))?;
+        Ok(Setup { dir, receiver })
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    fn src(&self) -> PathBuf {
+        self.path("src")
+    }
+
+    /// `ferry ARGS`, in the scratch directory, with no terminal.
+    async fn run(&self, args: &[&str]) -> anyhow::Result<Output> {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let cwd = self.dir.path().to_path_buf();
+        Ok(tokio::task::spawn_blocking(move || {
+            Command::new(ferry_bin())
+                .args(&args)
+                .current_dir(&cwd)
+                .env("HOME", &cwd)
+                .env_remove("XDG_STATE_HOME")
+                .env_remove("FERRY_LOG")
+                .env_remove("FERRY_PASSPHRASE_FILE")
+                .stdin(Stdio::null())
+                .output()
+        })
+        .await??)
+    }
+
+    /// `ferry ARGS`, which must exit 0; its stdout.
+    async fn ok(&self, args: &[&str]) -> anyhow::Result<String> {
+        let out = self.run(args).await?;
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "ferry {args:?}:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8(out.stdout)?)
+    }
+
+    /// The flags that reach the receiver as sender `laptop`, folder `folder`.
+    fn remote(&self, folder: &str) -> Vec<String> {
+        let addr = self.receiver.addr;
+        [
+            "--host",
+            &addr.ip().to_string(),
+            "--port",
+            &addr.port().to_string(),
+            "--name",
+            "laptop",
+            "--folder",
+            folder,
+            "--state",
+            "state",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    }
+
+    /// `ferry send --once` of `src` into `folder` with `extra` flags.
+    async fn send(&self, folder: &str, extra: &[&str]) -> anyhow::Result<Output> {
+        let mut args: Vec<String> = vec!["send".into(), "--once".into()];
+        args.extend(self.remote(folder));
+        args.extend(["--source", "src", "--pairing-secret-file", "pairing"].map(String::from));
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.run(&args).await
+    }
+
+    /// `ferry restore` of `folder` to `to` with `extra` flags.
+    async fn restore(&self, folder: &str, to: &str, extra: &[&str]) -> anyhow::Result<Output> {
+        let mut args: Vec<String> = vec!["restore".into(), "--to".into(), to.into()];
+        args.extend(self.remote(folder));
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.run(&args).await
+    }
+
+    /// `ferry key new` and `ferry key public` into `name` and `name.pub`.
+    async fn keys(&self, name: &str) -> anyhow::Result<()> {
+        self.ok(&[
+            "key",
+            "new",
+            "--out",
+            name,
+            "--passphrase-file",
+            "passphrase",
+        ])
+        .await?;
+        let public = format!("{name}.pub");
+        self.ok(&["key", "public", name, "--out", &public]).await?;
+        Ok(())
+    }
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn assert_ok(out: &Output, what: &str) {
+    assert_eq!(out.status.code(), Some(0), "{what}:\n{}", stderr(out));
+}
+
+/// A tree whose names and contents are easy to look for: every name is a
+/// distinctive word, every content is pseudo-random (no run of 16 bytes
+/// repeats by chance), with the metadata a restore must bring back.
+fn write_tree(root: &Path, seed: u64) -> anyhow::Result<Vec<Vec<u8>>> {
+    let mut contents = Vec::new();
+    let files: [(&str, usize); 6] = [
+        ("quarterly-report-zebrafish.txt", 1_234),
+        ("projects/aubergine-plan/notes-marmalade.md", 20_000),
+        ("projects/aubergine-plan/budget-tangerine.csv", 65_536),
+        (
+            "photos/holiday-kilimanjaro/img-0001-pelican.raw",
+            3 * 1024 * 1024 + 17,
+        ),
+        ("photos/holiday-kilimanjaro/img-0002-flamingo.raw", 200_000),
+        ("letters/to-grandmother-october.txt", 90),
+    ];
+    for (i, (path, len)) in files.iter().enumerate() {
+        let bytes = pseudo_random(*len, seed * 100 + i as u64);
+        tree::write(root, path, &bytes)?;
+        contents.push(bytes);
+    }
+    tree::write(root, "letters/empty-envelope.txt", "")?;
+    tree::chmod(root, "letters/to-grandmother-october.txt", 0o600)?;
+    tree::chmod(root, "quarterly-report-zebrafish.txt", 0o751)?;
+    tree::set_mtime(
+        root,
+        "quarterly-report-zebrafish.txt",
+        1_500_000_000,
+        987_654_321,
+    )?;
+    std::fs::create_dir_all(root.join("archive-catacombs/unused-labyrinth"))?;
+    std::os::unix::fs::symlink(
+        "../projects/aubergine-plan/secret-symlink-destination",
+        root.join("letters/shortcut-periwinkle"),
+    )?;
+    Ok(contents)
+}
+
+/// Every name of the tree, and the symlink's target.
+const NAMES: &[&str] = &[
+    "quarterly-report-zebrafish",
+    "aubergine-plan",
+    "notes-marmalade",
+    "budget-tangerine",
+    "holiday-kilimanjaro",
+    "pelican",
+    "flamingo",
+    "to-grandmother-october",
+    "empty-envelope",
+    "archive-catacombs",
+    "unused-labyrinth",
+    "shortcut-periwinkle",
+    "secret-symlink-destination",
+];
+
+/// Every file under `root` (the whole store: objects, versions, staging,
+/// the catalog and its journal), read whole.
+fn every_file(root: &Path) -> anyhow::Result<Vec<(PathBuf, Vec<u8>)>> {
+    let mut out = Vec::new();
+    for entry in walkdir::WalkDir::new(root) {
+        let entry = entry?;
+        if entry.file_type().is_file() {
+            out.push((entry.path().to_path_buf(), std::fs::read(entry.path())?));
+        }
+    }
+    Ok(out)
+}
+
+/// Fails if any name in [`NAMES`], or any 16-byte window of any of
+/// `contents`, appears in any file under `store` (or in a file's name).
+fn assert_nothing_readable(store: &Path, contents: &[Vec<u8>]) -> anyhow::Result<()> {
+    let mut windows: HashSet<[u8; 16]> = HashSet::new();
+    for bytes in contents {
+        for w in bytes.windows(16) {
+            windows.insert(w.try_into()?);
+        }
+    }
+    let files = every_file(store)?;
+    assert!(files.len() > 5, "the store holds {} files", files.len());
+    for (path, bytes) in &files {
+        let shown = path.display().to_string();
+        for name in NAMES {
+            assert!(!shown.contains(name), "{name} names a stored file: {shown}");
+            let found = bytes.windows(name.len()).any(|w| w == name.as_bytes());
+            assert!(!found, "{name} appears in {shown}");
+        }
+        let leaked = bytes
+            .windows(16)
+            .position(|w| windows.contains(<&[u8; 16]>::try_from(w).expect("16 bytes")));
+        assert!(leaked.is_none(), "content appears in {shown} at {leaked:?}");
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_encrypted_folder_keeps_nothing_readable_and_its_key_restores_it_exactly(
+) -> anyhow::Result<()> {
+    let setup = Setup::new().await?;
+    setup.keys("folder.key").await?;
+    let contents = write_tree(&setup.src(), 1)?;
+    let sealed = ["--protect", "encrypted", "--key-file", "folder.key"];
+    let mut first_flags = sealed.to_vec();
+    first_flags.push("--json");
+    let out = setup.send("docs", &first_flags).await?;
+    assert_ok(&out, "first encrypted run");
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let first_run = summary["run_id"]
+        .as_u64()
+        .ok_or_else(|| anyhow::anyhow!("no run id in {summary}"))?
+        .to_string();
+
+    assert_nothing_readable(&setup.receiver.store_dir, &contents)?;
+    // What the receiver keeps are 0600 files at opaque paths.
+    for (path, _) in every_file(&setup.receiver.mirror("laptop", "docs"))? {
+        let meta = std::fs::metadata(&path)?;
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o7777,
+            0o600
+        );
+    }
+
+    let key = [
+        "--key-file",
+        "folder.key",
+        "--passphrase-file",
+        "passphrase",
+    ];
+    assert_ok(&setup.restore("docs", "restored", &key).await?, "restore");
+    tree::assert_same(&setup.src(), &setup.path("restored"))?;
+
+    // A second run: an edit, a deletion, a new file; the first state stays
+    // restorable as of its run, the new one as the latest.
+    let first = tree::snapshot(&setup.src())?;
+    tree::write(
+        &setup.src(),
+        "letters/to-grandmother-october.txt",
+        "rewritten",
+    )?;
+    std::fs::remove_file(
+        setup
+            .src()
+            .join("projects/aubergine-plan/budget-tangerine.csv"),
+    )?;
+    tree::write(
+        &setup.src(),
+        "new-arrival-okapi.txt",
+        pseudo_random(5_000, 77),
+    )?;
+    assert_ok(&setup.send("docs", &sealed).await?, "second encrypted run");
+    assert_ok(
+        &setup.restore("docs", "latest", &key).await?,
+        "restore latest",
+    );
+    tree::assert_same(&setup.src(), &setup.path("latest"))?;
+    let mut at_first = key.to_vec();
+    at_first.extend(["--run", first_run.as_str()]);
+    assert_ok(
+        &setup.restore("docs", "as-of-first", &at_first).await?,
+        "restore run 1",
+    );
+    assert_eq!(tree::snapshot(&setup.path("as-of-first"))?, first);
+
+    // The receiver's own check finds every object intact, without a key.
+    let report = ferry_agent::store::verify(&setup.receiver.store_dir)?;
+    assert!(report.findings.is_empty(), "{:?}", report.findings);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_key_or_with_another_nothing_is_restored() -> anyhow::Result<()> {
+    let setup = Setup::new().await?;
+    setup.keys("folder.key").await?;
+    setup.keys("other.key").await?;
+    write_tree(&setup.src(), 2)?;
+    let sealed = ["--protect", "encrypted", "--key-file", "folder.key"];
+    assert_ok(&setup.send("docs", &sealed).await?, "encrypted run");
+
+    let cases: [(&str, Vec<&str>, &str); 4] = [
+        ("no key", vec![], "--key-file"),
+        (
+            "another key",
+            vec!["--key-file", "other.key", "--passphrase-file", "passphrase"],
+            "not the folder's",
+        ),
+        (
+            "the public half",
+            vec!["--key-file", "folder.key.pub"],
+            "ferry key new",
+        ),
+        (
+            "a wrong passphrase",
+            vec!["--key-file", "folder.key", "--passphrase-file", "pairing"],
+            "passphrase",
+        ),
+    ];
+    for (i, (what, flags, says)) in cases.into_iter().enumerate() {
+        let to = format!("attempt-{i}");
+        let out = setup.restore("docs", &to, &flags).await?;
+        assert_ne!(out.status.code(), Some(0), "{what}: restore succeeded");
+        assert!(stderr(&out).contains(says), "{what}: {}", stderr(&out));
+        let written = std::fs::read_dir(setup.path(&to))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        assert_eq!(written, 0, "{what}: something was written");
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_only_sender_cannot_restore_and_the_key_restores_everything() -> anyhow::Result<()>
+{
+    let setup = Setup::new().await?;
+    setup.keys("vault.key").await?;
+    let contents = write_tree(&setup.src(), 3)?;
+    // A write-only sender must not be given the whole key.
+    let out = setup
+        .send(
+            "vault",
+            &["--protect", "write-only", "--key-file", "vault.key"],
+        )
+        .await?;
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        stderr(&out).contains("ferry key public"),
+        "{}",
+        stderr(&out)
+    );
+
+    let sealed = ["--protect", "write-only", "--key-file", "vault.key.pub"];
+    assert_ok(&setup.send("vault", &sealed).await?, "write-only run");
+    assert_nothing_readable(&setup.receiver.store_dir, &contents)?;
+
+    // What the sender holds cannot restore; the message says what can.
+    let out = setup
+        .restore("vault", "refused", &["--key-file", "vault.key.pub"])
+        .await?;
+    assert_ne!(out.status.code(), Some(0));
+    assert!(stderr(&out).contains("ferry key new"), "{}", stderr(&out));
+    assert!(
+        !setup.path("refused").exists() || std::fs::read_dir(setup.path("refused"))?.count() == 0
+    );
+
+    let key = ["--key-file", "vault.key", "--passphrase-file", "passphrase"];
+    assert_ok(
+        &setup.restore("vault", "restored", &key).await?,
+        "restore with the key",
+    );
+    tree::assert_same(&setup.src(), &setup.path("restored"))?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_folder_keeps_the_protection_and_key_it_was_first_sent_with() -> anyhow::Result<()> {
+    let setup = Setup::new().await?;
+    setup.keys("folder.key").await?;
+    setup.keys("other.key").await?;
+    write_tree(&setup.src(), 4)?;
+    let sealed = ["--protect", "encrypted", "--key-file", "folder.key"];
+    assert_ok(&setup.send("docs", &sealed).await?, "encrypted run");
+    let objects = tree::snapshot(&setup.receiver.mirror("laptop", "docs"))?;
+
+    tree::write(&setup.src(), "plaintext-would-leak.txt", "plaintext")?;
+    for (what, flags) in [
+        ("plain", vec![]),
+        (
+            "another key",
+            vec!["--protect", "encrypted", "--key-file", "other.key"],
+        ),
+        (
+            "write-only",
+            vec!["--protect", "write-only", "--key-file", "folder.key.pub"],
+        ),
+    ] {
+        let out = setup.send("docs", &flags).await?;
+        assert_ne!(out.status.code(), Some(0), "{what} was accepted");
+        assert!(stderr(&out).contains("docs"), "{what}: {}", stderr(&out));
+        assert_eq!(
+            tree::snapshot(&setup.receiver.mirror("laptop", "docs"))?,
+            objects,
+            "{what} changed the folder"
+        );
+    }
+    // And a plain folder stays plain.
+    assert_ok(&setup.send("plain", &[]).await?, "plain run");
+    let out = setup.send("plain", &sealed).await?;
+    assert_ne!(
+        out.status.code(),
+        Some(0),
+        "a plain folder turned encrypted"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tampered_object_fails_alone_and_the_rest_is_restored() -> anyhow::Result<()> {
+    let setup = Setup::new().await?;
+    setup.keys("folder.key").await?;
+    write_tree(&setup.src(), 5)?;
+    let sealed = ["--protect", "encrypted", "--key-file", "folder.key"];
+    assert_ok(&setup.send("docs", &sealed).await?, "encrypted run");
+
+    // Flip one byte in the middle of the largest object (the 3 MiB file).
+    let mirror = setup.receiver.mirror("laptop", "docs");
+    let (victim, mut bytes) = every_file(&mirror)?
+        .into_iter()
+        .max_by_key(|(_, b)| b.len())
+        .ok_or_else(|| anyhow::anyhow!("no object"))?;
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    std::fs::write(&victim, &bytes)?;
+
+    let key = [
+        "--key-file",
+        "folder.key",
+        "--passphrase-file",
+        "passphrase",
+    ];
+    let out = setup.restore("docs", "restored", &key).await?;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let big = "photos/holiday-kilimanjaro/img-0001-pelican.raw";
+    let expected = tree::snapshot(&setup.src())?
+        .into_iter()
+        .filter(|(path, _)| path.as_slice() != big.as_bytes())
+        .collect::<std::collections::BTreeMap<_, _>>();
+    let restored = tree::snapshot(&setup.path("restored"))?;
+    assert_eq!(restored, expected, "{}", stderr(&out));
+    Ok(())
+}
