@@ -18,7 +18,8 @@ mod sender;
 
 pub use receiver::{ReceiverConfig, ReceiverSettings, DEFAULT_MAX_CLIENTS, DEFAULT_PRUNE_EVERY};
 pub use sender::{
-    SenderConfig, SenderSettings, Target, WatchSettings, DEFAULT_WATCH_DELAY, DEFAULT_WATCH_EVERY,
+    FolderProtect, SenderConfig, SenderSettings, Target, WatchSettings, DEFAULT_WATCH_DELAY,
+    DEFAULT_WATCH_EVERY,
 };
 
 use std::path::{Path, PathBuf};

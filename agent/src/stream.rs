@@ -119,6 +119,8 @@ pub fn describe(message: &Message) -> String {
         Message::Zstream(_) => "Zstream",
         Message::NotServed(_) => "NotServed",
         Message::DirList(_) => "DirList",
+        Message::HelloProtected { .. } => "HelloProtected",
+        Message::FolderProtection(_) => "FolderProtection",
     };
     kind.to_string()
 }

@@ -207,6 +207,7 @@ pub mod fuzz_support;
 pub mod message;
 pub mod path;
 pub mod request;
+pub mod seal;
 mod types;
 
 pub use frame::{FrameError, MAX_FRAME};
@@ -215,7 +216,7 @@ pub use path::{Name, NameRuleError, PathError, RelPath, MAX_COMPONENT_LEN, MAX_P
 pub use request::{
     At, DirEntry, NotServed, Open, Request, RunInfo, VersionInfo, VersionKind, MAX_LIST_BYTES,
 };
-pub use types::{Hash, RunReport};
+pub use types::{Hash, Protection, RunReport};
 
 /// The QUIC ALPN of this protocol version.
 pub const ALPN: &[u8] = b"ferry/1";

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::path::{Name, RelPath};
 use crate::request::{DirEntry, NotServed, Open, Request, RunInfo, VersionInfo};
-pub use crate::types::{Hash, RunReport};
+pub use crate::types::{Hash, Protection, RunReport};
 
 /// A message on a Ferry stream. Which variants may appear where is in the
 /// crate documentation.
@@ -91,6 +91,16 @@ pub enum Message {
     /// Receiver → sender: a batch of a directory's children answering
     /// `Request::List`, in name order across batches.
     DirList(Vec<DirEntry>),
+    /// Sender → receiver, first message of the control stream of a folder
+    /// whose protection is not `Plain` (instead of `Hello`; a `Hello` means
+    /// `Plain`). Answered as `Hello` is.
+    HelloProtected {
+        hello: Hello,
+        protection: Protection,
+    },
+    /// Receiver → sender, answering `Request::Protection`: the folder's
+    /// protection (`Plain` for a folder never sent).
+    FolderProtection(Protection),
 }
 
 /// The opening of a session.
@@ -143,6 +153,10 @@ pub enum RefuseCode {
     /// The receiver's admin revoked this device: it is no longer admitted
     /// (its stored files stay on the receiver). Retrying will not help.
     Revoked,
+    /// The folder's protection or key is not the one it was first sent
+    /// with (a folder's protection is fixed), or plaintext was sent into a
+    /// protected folder. Retrying will not help.
+    Protection,
 }
 
 /// A refusal with words for the person reading the log.

@@ -43,6 +43,8 @@ pub enum Request {
     /// with `DirList`* then `ListEnd` (whose `run` names the run the point
     /// resolved to).
     List { at: At, dir: Option<RelPath> },
+    /// The folder's protection. Answered with `FolderProtection`.
+    Protection,
 }
 
 /// A point in a folder's history.

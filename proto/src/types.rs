@@ -15,3 +15,17 @@ pub struct RunReport {
     pub bytes_file_data: u64,
     pub errors: u64,
 }
+
+/// How a folder is kept on the receiver, chosen by the sender when the
+/// folder is first sent and fixed afterwards (see [`crate::seal`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Protection {
+    /// The receiver keeps a browsable mirror of the files.
+    Plain,
+    /// The receiver keeps only sealed objects; the sender holds the whole
+    /// folder key (`key` is its [`crate::seal::FolderPublic::key_id`]).
+    Encrypted { key: Hash },
+    /// Like `Encrypted`, but the sender holds only the key's public half: it
+    /// can add versions and cannot open any.
+    WriteOnly { key: Hash },
+}

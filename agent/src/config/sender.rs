@@ -229,6 +229,7 @@ impl SenderConfig {
             name,
             folder,
             state: self.state.clone().unwrap_or_else(default_state_dir),
+            protect: FolderProtect::Plain,
         })
     }
 }
@@ -308,6 +309,24 @@ pub struct SenderSettings {
     pub exclude: ExcludeRules,
     /// Watch mode (`--watch`); `None`: periodic runs only.
     pub watch: Option<WatchSettings>,
+    /// How the folder travels and is kept (`--protect`, `--key-file`).
+    pub protect: FolderProtect,
+}
+
+/// A folder's protection as the sender applies it.
+#[derive(Debug, Clone, Default)]
+pub enum FolderProtect {
+    /// Files travel and are kept as they are.
+    #[default]
+    Plain,
+    /// Every entry travels as a sealed object (`ferry_proto::seal`) at an
+    /// opaque path: `Encrypted` when the sender holds the whole key,
+    /// `WriteOnly` when it holds only the public half.
+    Sealed {
+        /// `Encrypted { key }` or `WriteOnly { key }` (`key` is `public.key_id()`).
+        protection: ferry_proto::Protection,
+        public: ferry_proto::seal::FolderPublic,
+    },
 }
 
 #[cfg(test)]

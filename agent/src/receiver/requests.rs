@@ -287,6 +287,8 @@ pub(crate) fn answer(ctx: &Ctx, request: Request) -> Result<Answer, String> {
                 .map_err(|e| crate::chain::chain(&e))?;
             Ok(Answer::Dir(listing.run, listing.entries))
         }
+        // Issue 18: answered from the catalog's folder record (receiver part).
+        Request::Protection => Err("the folder's protection is not known yet".to_string()),
     }
 }
 

@@ -49,6 +49,7 @@ pub(crate) fn sender(source: &Path, state: &Path) -> SenderContext {
         limit_rate: None,
         exclude: Default::default(),
         watch: None,
+        protect: Default::default(),
     };
     settings.delete_guard.allow = true;
     SenderContext {
