@@ -1,7 +1,7 @@
-//! The targets of issues 15 (exclusions, watch mode) and 17 (a
-//! durability-fair reference, the embedded store), and the checks of the
-//! watch scenarios, which compare Ferry with a bound rather than with
-//! another tool.
+//! The targets of issues 15 (exclusions, watch mode), 17 (a
+//! durability-fair reference, the embedded store) and 18 (encrypted
+//! folders), and the checks of the watch scenarios, which compare Ferry
+//! with a bound rather than with another tool.
 
 use super::report::{median, Limit, TargetCheck};
 
@@ -13,6 +13,9 @@ pub const FERRY_RECEIVER: &str = "ferry to a receiver";
 /// The reference of the `exclude-*` rows: Ferry on the same tree without
 /// its `node_modules`.
 pub const WITHOUT_NODE_MODULES: &str = "ferry, no node_modules";
+/// The reference of the `sealed-*` rows: the same set sent plain to a
+/// receiver (their Ferry column is `--protect encrypted`).
+pub const FERRY_PLAIN: &str = "ferry, plain";
 
 /// Row targets: (scenario, reference, limit), as in `report::TARGETS`.
 pub const TARGETS: &[(&str, &str, Limit)] = &[
@@ -26,6 +29,13 @@ pub const TARGETS: &[(&str, &str, Limit)] = &[
         WITHOUT_NODE_MODULES,
         Limit::WallRatio(1.1),
     ),
+    // Issue 18: what encryption may cost over the same folder sent plain.
+    ("sealed-large-first", FERRY_PLAIN, Limit::WallRatio(1.15)),
+    ("sealed-large-first", FERRY_PLAIN, Limit::CpuRatio(1.2)),
+    ("sealed-large-insert", FERRY_PLAIN, Limit::WireRatio(1.2)),
+    ("sealed-large-rename", FERRY_PLAIN, Limit::WireRatio(1.2)),
+    ("sealed-large-overwrite", FERRY_PLAIN, Limit::WireRatio(1.2)),
+    ("sealed-small-first", FERRY_PLAIN, Limit::WallRatio(1.2)),
 ];
 
 /// Most entries a watch-triggered run may stat.
@@ -107,6 +117,7 @@ pub fn idle_rss(peak_kib: u64) -> TargetCheck {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bench::process::Usage;
     use crate::bench::report::{Report, Sample};
 
     #[test]
@@ -132,6 +143,73 @@ mod tests {
     }
 
     #[test]
+    fn sealed_rows_are_held_to_plain_ferrys_figures() {
+        let mut report = Report::default();
+        let run = |wall_s, wire, cpu_s| Sample {
+            wall_s,
+            wire_total: Some(wire),
+            client: Some(Usage {
+                cpu_s,
+                max_rss_kib: 1,
+            }),
+            server: Some(Usage {
+                cpu_s,
+                max_rss_kib: 1,
+            }),
+            ..Sample::default()
+        };
+        let gb = 1 << 30;
+        report.add(
+            "sealed-large-first",
+            FERRY_PLAIN,
+            gb,
+            Some(run(11.0, gb, 1.1)),
+            run(10.0, gb, 1.0),
+        );
+        report.add(
+            "sealed-large-insert",
+            FERRY_PLAIN,
+            1,
+            Some(run(1.0, 64 << 20, 0.5)),
+            run(1.0, 10_000, 0.1),
+        );
+        report.add(
+            "sealed-small-first",
+            FERRY_PLAIN,
+            1 << 20,
+            Some(run(1.3, 1, 0.1)),
+            run(1.0, 1, 0.1),
+        );
+        let goals = report.goals();
+        let got: Vec<(&str, &str, bool)> = goals
+            .iter()
+            .map(|t| (t.scenario.as_str(), t.measure, t.met))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("sealed-large-first", "wall", true),
+                ("sealed-large-first", "cpu", true),
+                ("sealed-large-insert", "wire", false),
+                ("sealed-small-first", "wall", false),
+            ]
+        );
+        assert!(report.targets().is_empty(), "not issue 5's targets");
+        let table = report.table();
+        assert!(
+            table.contains(
+                "sealed-small-first vs ferry, plain: wall 1.30, target <= 1.2 x ferry, plain's = 1.20: MISSED (ratio 1.30)"
+            ),
+            "{table}"
+        );
+        assert!(table.contains("sealed-large-first ferry: "), "{table}");
+        assert!(
+            table.contains("sealed-large-insert vs ferry, plain: wire 67.1 MB"),
+            "{table}"
+        );
+    }
+
+    #[test]
     fn goals_are_printed_apart_from_issue_5s() {
         let mut report = Report::default();
         let wall = |wall_s| Sample {
@@ -153,7 +231,7 @@ mod tests {
         );
         assert!(report.targets().is_empty());
         let table = report.table();
-        assert!(table.contains("Targets of issues 15 and 17"), "{table}");
+        assert!(table.contains("Targets of issues 15, 17 and 18"), "{table}");
         assert!(
             table.contains(
                 "small-first vs rsync --fsync: wall 2.00, target <= 0.5 x rsync --fsync's = 2.50: met"

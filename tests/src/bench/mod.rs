@@ -8,10 +8,12 @@
 //! - `scenarios`: what is measured, in which order;
 //! - `report`: medians, the table and the JSON;
 //! - `verify`: comparing a copy with its source;
-//! - `goals`: the targets of issues 15 and 17;
+//! - `goals`: the targets of issues 15, 17 and 18;
 //! - `store`, `exclude`, `watch`: the scenarios of issues 15 and 17 that
 //!   need their own trees or processes (the embedded store, a tree with an
 //!   excluded `node_modules`, a watching sender).
+//! - `sealed`: the scenarios of issue 18, an encrypted folder against the
+//!   same set sent plain;
 //! - `peers`: Ferry against restic, borg and Syncthing (issue 17), with
 //!   `backup_tools` (restic, borg) and `syncthing` (two instances driven over
 //!   their REST API).
@@ -28,5 +30,6 @@ pub mod verify;
 
 pub mod exclude;
 pub mod goals;
+pub mod sealed;
 pub mod store;
 pub mod watch;

@@ -13,7 +13,7 @@ use super::goals::RSYNC_FSYNC;
 use super::process;
 use super::report::{Report, Sample, RSYNC, RSYNC_Z};
 use super::tools::{self, remove_tree, Ferry, RsyncDaemon, Sshd};
-use super::{exclude, store, verify, watch};
+use super::{exclude, sealed, store, verify, watch};
 
 /// Every scenario, as `--scenarios` names them.
 pub const ALL: &[&str] = &[
@@ -42,6 +42,12 @@ pub const ALL: &[&str] = &[
     "backup-text",
     "syncthing-small",
     "syncthing-large",
+    "sealed-small-first",
+    "sealed-small-nochange",
+    "sealed-large-first",
+    "sealed-large-insert",
+    "sealed-large-rename",
+    "sealed-large-overwrite",
 ];
 
 /// What to run.
@@ -149,7 +155,7 @@ pub fn run(plan: &Plan) -> anyhow::Result<Report> {
     };
     super::peers::run(&peers, &mut bench.report)?;
     let mut report = bench.report;
-    // Issues 15 and 17: each with its own Ferry identities and stores.
+    // Issues 15, 17 and 18: each with its own Ferry identities and stores.
     let more = Extra {
         plan,
         work: &work,
@@ -164,6 +170,9 @@ pub fn run(plan: &Plan) -> anyhow::Result<Report> {
     if plan.wants_set("watch-") {
         watch::run(&more, &mut report)?;
     }
+    if plan.wants_set("sealed-") {
+        sealed::run(&more, &mut report)?;
+    }
     remove_tree(&work)?;
     Ok(report)
 }
@@ -171,7 +180,7 @@ pub fn run(plan: &Plan) -> anyhow::Result<Report> {
 /// A reference tool's run: a closure so the order can alternate.
 pub type Job<'b> = Box<dyn FnOnce() -> anyhow::Result<Sample> + 'b>;
 
-/// What the scenarios of issues 15 and 17 (in their own modules) share.
+/// What the scenarios of issues 15, 17 and 18 (in their own modules) share.
 pub struct Extra<'a> {
     /// The plan.
     pub plan: &'a Plan,

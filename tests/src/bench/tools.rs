@@ -17,7 +17,7 @@ use super::report::Sample;
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Runs `program args` untimed and returns its stdout; fails with stderr.
-fn output(program: impl AsRef<OsStr>, args: &[&OsStr]) -> anyhow::Result<String> {
+pub fn output(program: impl AsRef<OsStr>, args: &[&OsStr]) -> anyhow::Result<String> {
     let program = program.as_ref();
     let out = Command::new(program)
         .args(args)

@@ -2,7 +2,7 @@
 //! [--reps N] [--scenarios a,b,..] [--data DIR] [--ferry-bin PATH]`
 //!
 //! Measures Ferry against rsync (daemon, over ssh), `cp -r`, restic, borg
-//! and Syncthing on loopback,
+//! and Syncthing on loopback, and encrypted folders against plain ones,
 //! on deterministic data sets, and prints one table of medians. It asserts
 //! no timing; it fails only when a tool fails or a copy differs from its
 //! source. See README.md, "Performance".
@@ -42,7 +42,10 @@ struct Args {
     /// store-nochange, exclude-first, exclude-nochange, watch-latency,
     /// watch-idle,
     /// backup-small, backup-large, backup-text (restic, borg),
-    /// syncthing-small, syncthing-large.
+    /// syncthing-small, syncthing-large, sealed-small-first,
+    /// sealed-small-nochange, sealed-large-first, sealed-large-insert,
+    /// sealed-large-rename, sealed-large-overwrite (an encrypted folder
+    /// against the same sent plain).
     #[arg(long, value_name = "LIST")]
     scenarios: Option<String>,
     /// Where the data sets are generated and kept between runs [default:
