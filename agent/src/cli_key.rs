@@ -100,3 +100,46 @@ pub async fn key(args: KeyArgs) -> anyhow::Result<ExitCode> {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn new_then_public_then_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let pass = dir.path().join("pass");
+        std::fs::write(&pass, "pass phrase\n").unwrap();
+        let key_file = dir.path().join("folder.key");
+        let run = |command| key(KeyArgs { command });
+        run(KeyCommand::New {
+            out: key_file.clone(),
+            passphrase_file: Some(pass.clone()),
+        })
+        .await
+        .unwrap();
+        let (public, whole) = keys::load_public(&key_file).unwrap();
+        assert!(whole);
+        let secret = keys::load_secret(&key_file, &keys::Passphrase::File(pass.clone())).unwrap();
+        assert_eq!(secret.public(), public);
+        let public_file = dir.path().join("folder.pub");
+        run(KeyCommand::Public {
+            file: key_file.clone(),
+            out: Some(public_file.clone()),
+        })
+        .await
+        .unwrap();
+        assert_eq!(keys::load_public(&public_file).unwrap(), (public, false));
+        run(KeyCommand::Id { file: public_file }).await.unwrap();
+        // A second `new` over the same file is refused, the key kept.
+        let before = std::fs::read(&key_file).unwrap();
+        let err = run(KeyCommand::New {
+            out: key_file.clone(),
+            passphrase_file: Some(pass),
+        })
+        .await
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("already exists"), "{err:#}");
+        assert_eq!(std::fs::read(&key_file).unwrap(), before);
+    }
+}

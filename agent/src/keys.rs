@@ -88,7 +88,10 @@ pub enum KeyError {
     },
     #[error("the key file {path} is damaged (its {what} line): use your copy of it")]
     Damaged { path: PathBuf, what: &'static str },
-    #[error("the key file {path} asks for key-derivation costs this machine cannot meet")]
+    #[error(
+        "the key file {path} asks for key-derivation costs that cannot be used \
+         (damaged, or from a newer Ferry): use your copy of it"
+    )]
     Kdf {
         path: PathBuf,
         #[source]

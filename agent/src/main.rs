@@ -528,4 +528,60 @@ mod tests {
         assert!(parse(&["ferry", "receive", "--store", "d"]).unwrap());
         assert!(!parse(&["ferry", "-v", "restore", "--to", "d"]).unwrap());
     }
+
+    #[test]
+    fn protect_and_key_file_reach_the_sender_config() {
+        let parse = |args: &[&str]| Cli::try_parse_from(args);
+        let cli = parse(&[
+            "ferry",
+            "send",
+            "--source",
+            "s",
+            "--store",
+            "d",
+            "--protect",
+            "encrypted",
+            "--key-file",
+            "folder.key",
+        ])
+        .unwrap();
+        let Command::Send(args) = cli.command else {
+            panic!("not send")
+        };
+        let config = args.config().unwrap();
+        assert_eq!(config.protect.as_deref(), Some("encrypted"));
+        assert_eq!(config.key_file, Some(PathBuf::from("folder.key")));
+        let cli = parse(&["ferry", "send", "--protect", "write-only"]).unwrap();
+        let Command::Send(args) = cli.command else {
+            panic!("not send")
+        };
+        assert_eq!(
+            args.config().unwrap().protect.as_deref(),
+            Some("write-only")
+        );
+        assert!(parse(&["ferry", "send", "--protect", "secret"]).is_err());
+        assert!(parse(&["ferry", "send", "--key-file"]).is_err());
+    }
+
+    #[test]
+    fn key_subcommands_parse() {
+        let parse = |args: &[&str]| Cli::try_parse_from(args).map(|_| ());
+        parse(&["ferry", "key", "new", "--out", "f.key"]).unwrap();
+        parse(&[
+            "ferry",
+            "key",
+            "new",
+            "--out",
+            "f.key",
+            "--passphrase-file",
+            "p",
+        ])
+        .unwrap();
+        parse(&["ferry", "key", "public", "f.key"]).unwrap();
+        parse(&["ferry", "key", "public", "f.key", "--out", "f.pub"]).unwrap();
+        parse(&["ferry", "key", "id", "f.pub"]).unwrap();
+        assert!(parse(&["ferry", "key", "new"]).is_err());
+        assert!(parse(&["ferry", "key", "public"]).is_err());
+        assert!(parse(&["ferry", "key"]).is_err());
+    }
 }

@@ -61,6 +61,14 @@
 //! |plain| = padme(4 + |header| + size)
 //! ```
 //!
+//! X25519 is RFC 7748's (secrets clamped when used, stored as drawn),
+//! AES-256-GCM has a 96-bit nonce and a 128-bit tag appended to each block,
+//! and `derive_key`/`keyed_hash` are blake3's modes with the context strings
+//! above. The header's postcard encoding is: `path` as a varint length and
+//! its bytes; `kind` as a varint variant index (0 `File`, 1 `Dir`, 2
+//! `Symlink`, followed by the target as a varint length and its bytes);
+//! `mode` and `size` as varints; `mtime_ns` as a zigzag varint.
+//!
 //! A fresh key per object makes the counter nonces unique; the `last` flag
 //! and the index in the nonce make truncation, reordering and splicing fail
 //! authentication, and the prefix as associated data binds every block to
@@ -87,10 +95,14 @@
 //! only then).
 //!
 //! An object that opens was sealed by someone holding the public half, for
-//! *some* path of this folder. The receiver could still serve an object at
+//! *some* path of this folder. The public half is public only in the sense
+//! of asymmetric encryption: it holds the naming secret and lets its holder
+//! add objects that open, so it is given to the folder's senders and never
+//! to the receiver or anyone else. The receiver could still serve an object at
 //! another opaque path than its own, or an older version than asked for: a
 //! reader checks that `opaque_path(header.path)` is where the object was
-//! stored, and relies on the catalog for which version it asked.
+//! stored ([`Opener::public`]), and relies on the catalog for which version
+//! it asked.
 //!
 //! ## What the receiver still sees
 //!
@@ -252,11 +264,11 @@ impl Layout {
         })
     }
 
-    /// Plaintext bytes of block `index`.
+    /// Plaintext bytes of block `index` (0 past the last block).
     fn block_len(&self, index: u64) -> usize {
-        let start = index * BLOCK as u64;
+        let start = index.saturating_mul(BLOCK as u64);
         // At most BLOCK, so the conversion is exact.
-        (self.plain_len - start).min(BLOCK as u64) as usize
+        self.plain_len.saturating_sub(start).min(BLOCK as u64) as usize
     }
 
     /// Bytes of the whole sealed object.

@@ -2,7 +2,7 @@
 //! [`ObjectOpener`] per object, blocks opened in place in the caller's
 //! output buffer.
 
-use super::keys::{object_key, FolderSecret};
+use super::keys::{object_key, FolderPublic, FolderSecret};
 use super::{nonce, Layout, OpenError, SealedHeader, SealedKind, BLOCK, PREFIX, TAG, VERSION};
 use ring::aead::{Aad, LessSafeKey};
 use std::collections::HashMap;
@@ -16,6 +16,7 @@ const MAX_RUN_KEYS: usize = 4096;
 /// Its secrets are zeroed when dropped.
 pub struct Opener {
     secret: FolderSecret,
+    public: FolderPublic,
     runs: HashMap<[u8; 32], Zeroizing<[u8; 32]>>,
 }
 
@@ -31,8 +32,17 @@ impl Opener {
     pub fn new(secret: &FolderSecret) -> Opener {
         Opener {
             secret: secret.clone(),
+            public: secret.public(),
             runs: HashMap::new(),
         }
+    }
+
+    /// The folder key's public half: its [`FolderPublic::opaque_path`] tells
+    /// where a real path's objects are stored, and whether an opened object
+    /// was stored where its header's path belongs (the receiver could serve
+    /// one object in place of another of the same folder).
+    pub fn public(&self) -> &FolderPublic {
+        &self.public
     }
 
     /// Starts opening one object.
