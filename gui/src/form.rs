@@ -15,8 +15,8 @@ mod check;
 use std::path::PathBuf;
 
 use check::{
-    check_creatable_dir, check_host, check_readable_dir, opt_path, opt_string, optional,
-    parse_max_clients,
+    check_creatable_dir, check_host, check_key_file, check_readable_dir, opt_path, opt_string,
+    optional, parse_max_clients,
 };
 pub use check::{check_limit_rate, parse_period, parse_port};
 
@@ -97,7 +97,44 @@ pub struct SenderForm {
     /// Send changes as they happen (`--watch`); the period is then that of
     /// the safety-net full scan.
     pub watch: bool,
+    /// How the folder is kept on the receiver (`--protect`).
+    pub protect: Protect,
+    /// The folder key file (`--key-file`): the key for `Encrypted`, its
+    /// public half for `WriteOnly`.
+    pub key_file: String,
 }
+
+/// The folder protections in the launcher (`--protect`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Protect {
+    /// A browsable mirror on the receiver.
+    #[default]
+    Plain,
+    /// The receiver keeps only ciphertext; this machine holds the key.
+    Encrypted,
+    /// The receiver keeps only ciphertext; this machine holds only the
+    /// key's public half and cannot read back what it sent.
+    WriteOnly,
+}
+
+impl Protect {
+    /// The value of `--protect` (and of `protect` in the config file).
+    pub fn flag(self) -> &'static str {
+        match self {
+            Protect::Plain => "plain",
+            Protect::Encrypted => "encrypted",
+            Protect::WriteOnly => "write-only",
+        }
+    }
+}
+
+/// The protection choices in the order shown, with their names.
+pub const PROTECT_CHOICES: [(Protect, &str); 3] = [
+    (Protect::Plain, "Plain"),
+    (Protect::Encrypted, "Encrypted"),
+    (Protect::WriteOnly, "Write-only"),
+];
 
 impl Default for SenderForm {
     fn default() -> Self {
@@ -115,6 +152,8 @@ impl Default for SenderForm {
             compress: CompressMode::Auto,
             exclude: String::new(),
             watch: false,
+            protect: Protect::Plain,
+            key_file: String::new(),
         }
     }
 }
@@ -203,6 +242,10 @@ pub mod label {
     pub const EXCLUDE: &str = "Exclude patterns";
     /// Watch mode checkbox (sender).
     pub const WATCH: &str = "Send changes as they happen";
+    /// Folder protection choice (sender).
+    pub const PROTECT: &str = "Protection";
+    /// Folder key file field (sender).
+    pub const KEY_FILE: &str = "Key file";
 }
 
 /// An example bandwidth schedule, shown as the limit field's hover hint.
@@ -323,6 +366,7 @@ impl SenderForm {
             label::STATE,
             optional(&self.state, |s| check_creatable_dir(s, "a state directory")),
         );
+        v.check(label::KEY_FILE, check_key_file(self.protect, &self.key_file));
         v
     }
 
@@ -350,6 +394,11 @@ impl SenderForm {
             compress: Some(self.compress.to_string()),
             exclude: pattern_lines(&self.exclude),
             watch: self.watch.then_some(true),
+            protect: (self.protect != Protect::Plain).then(|| self.protect.flag().to_string()),
+            key_file: match self.protect {
+                Protect::Plain => None,
+                Protect::Encrypted | Protect::WriteOnly => opt_path(&self.key_file),
+            },
             ..SenderConfig::default()
         })
     }

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use ferry_agent::ratelimit::RateSchedule;
 
+use super::Protect;
+
 pub(crate) fn check_host(host: &str, empty_hint: &str) -> Result<(), String> {
     let host = host.trim();
     if host.is_empty() {
@@ -25,6 +27,32 @@ pub(crate) fn check_host(host: &str, empty_hint: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!("{host:?} is neither an IP address nor a host name"))
+    }
+}
+
+/// The key file for `protect`: none for `Plain`; a key file (`ferry key
+/// new`) for `Encrypted`; a public half (`ferry key public`) for
+/// `WriteOnly`. Reads only the file's public half: no passphrase.
+pub(crate) fn check_key_file(protect: Protect, key_file: &str) -> Result<(), String> {
+    let path = key_file.trim();
+    let needs = match protect {
+        Protect::Plain => return Ok(()),
+        Protect::Encrypted => "Encrypted needs the key file `ferry key new` wrote",
+        Protect::WriteOnly => "Write-only needs the key's public half (`ferry key public`)",
+    };
+    if path.is_empty() {
+        return Err(format!("is empty: {needs}"));
+    }
+    let (_, whole) = ferry_agent::keys::load_public(Path::new(path))
+        .map_err(|e| ferry_agent::chain::chain(&e))?;
+    match (protect, whole) {
+        (Protect::Encrypted, false) => Err(format!(
+            "holds only a public half: {needs} (or choose Write-only)"
+        )),
+        (Protect::WriteOnly, true) => Err(format!(
+            "holds the whole key: a write-only sender must not; {needs}"
+        )),
+        _ => Ok(()),
     }
 }
 

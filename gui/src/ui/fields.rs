@@ -30,6 +30,8 @@ pub enum Browse {
     Folder,
     /// A file to write.
     SaveFile,
+    /// An existing file to read.
+    OpenFile,
 }
 
 /// One row of a two-column form grid: label, then field (+ Browse) with its
@@ -111,6 +113,7 @@ fn pick(browse: Browse, current: &str) -> Option<String> {
             }
             dialog.save_file()
         }
+        Browse::OpenFile => dialog.pick_file(),
         Browse::None => None,
     };
     picked.map(|p| p.display().to_string())

@@ -13,7 +13,7 @@ use ferry_agent::summary::{data_cell, human_bytes, ProgressSnapshot};
 use super::fields::{self, Browse};
 use crate::app::LauncherApp;
 use crate::exclusions::{CountState, Counted, ExclusionCount};
-use crate::form::{label, COMPRESS_CHOICES};
+use crate::form::{label, Protect, COMPRESS_CHOICES, PROTECT_CHOICES};
 
 /// The sender's form.
 pub fn form(app: &mut LauncherApp, ui: &mut Ui) {
@@ -90,6 +90,31 @@ pub fn form(app: &mut LauncherApp, ui: &mut Ui) {
                  compressed only when that makes it smaller.",
                 enabled,
             );
+            fields::choice(
+                ui,
+                label::PROTECT,
+                &mut f.protect,
+                &PROTECT_CHOICES,
+                "Plain keeps a browsable copy on the receiver. Encrypted: the receiver \
+                 keeps only ciphertext; this machine holds the key (and can restore). \
+                 Write-only: this machine holds only the key's public half and cannot \
+                 read back anything it sent. Fixed when the folder is first sent.",
+                enabled,
+            );
+            if f.protect != Protect::Plain {
+                fields::row(
+                    ui,
+                    label::KEY_FILE,
+                    &mut f.key_file,
+                    match f.protect {
+                        Protect::WriteOnly => "the public half: ferry key public KEY --out FILE",
+                        _ => "the key file: ferry key new --out FILE",
+                    },
+                    v.error(label::KEY_FILE),
+                    enabled,
+                    Browse::OpenFile,
+                );
+            }
             fields::row(
                 ui,
                 label::KEEP_COPIES,
