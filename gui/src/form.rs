@@ -366,7 +366,10 @@ impl SenderForm {
             label::STATE,
             optional(&self.state, |s| check_creatable_dir(s, "a state directory")),
         );
-        v.check(label::KEY_FILE, check_key_file(self.protect, &self.key_file));
+        v.check(
+            label::KEY_FILE,
+            check_key_file(self.protect, &self.key_file),
+        );
         v
     }
 
@@ -557,5 +560,76 @@ mod tests {
             toml::from_str("compress = \"off\"\nlimit-rate = \"1MB/s\"\n").unwrap();
         assert_eq!(sender.compress, CompressMode::Off);
         assert_eq!(sender.limit_rate, "1MB/s");
+    }
+
+    #[test]
+    fn the_protection_and_its_key_file_reach_the_sender_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let passphrase = dir.path().join("passphrase");
+        std::fs::write(&passphrase, "launcher test passphrase").unwrap();
+        let key = dir.path().join("folder.key");
+        let public = ferry_agent::keys::create_key_file(
+            &key,
+            &ferry_agent::keys::Passphrase::File(passphrase),
+        )
+        .unwrap();
+        let public_file = dir.path().join("folder.pub");
+        ferry_agent::keys::write_public_file(&public_file, &public).unwrap();
+        let source = dir.path().join("src");
+        std::fs::create_dir(&source).unwrap();
+        let form = |protect, key_file: &std::path::Path| SenderForm {
+            host: "backup.lan".into(),
+            source: source.display().to_string(),
+            protect,
+            key_file: key_file.display().to_string(),
+            ..SenderForm::default()
+        };
+
+        // Each mode with its kind of file is accepted, and reaches the
+        // settings the sender runs with.
+        for (protect, file, expected) in [
+            (
+                Protect::Encrypted,
+                &key,
+                ferry_proto::Protection::Encrypted {
+                    key: public.key_id(),
+                },
+            ),
+            (
+                Protect::WriteOnly,
+                &public_file,
+                ferry_proto::Protection::WriteOnly {
+                    key: public.key_id(),
+                },
+            ),
+        ] {
+            let config = form(protect, file).to_config(None).unwrap();
+            assert_eq!(config.protect.as_deref(), Some(protect.flag()));
+            assert_eq!(config.key_file.as_deref(), Some(file.as_path()));
+            match config.settings().unwrap().protect {
+                ferry_agent::config::FolderProtect::Sealed { protection, .. } => {
+                    assert_eq!(protection, expected)
+                }
+                other => panic!("{protect:?}: {other:?}"),
+            }
+        }
+
+        // The wrong kind of file, none, or one that is not a key: the key
+        // file field says what is needed.
+        for (protect, file, says) in [
+            (Protect::Encrypted, public_file.clone(), "public half"),
+            (Protect::WriteOnly, key.clone(), "whole key"),
+            (Protect::Encrypted, std::path::PathBuf::new(), "is empty"),
+            (Protect::WriteOnly, source.join("missing"), "key file"),
+        ] {
+            let v = form(protect, &file).validate();
+            let problem = v.error(label::KEY_FILE).unwrap_or_default().to_string();
+            assert!(problem.contains(says), "{protect:?} {file:?}: {problem:?}");
+            assert!(form(protect, &file).to_config(None).is_err());
+        }
+
+        // Plain ignores a key file left in the field.
+        let config = form(Protect::Plain, &key).to_config(None).unwrap();
+        assert_eq!((config.protect, config.key_file), (None, None));
     }
 }
