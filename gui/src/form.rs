@@ -366,7 +366,10 @@ impl SenderForm {
             label::STATE,
             optional(&self.state, |s| check_creatable_dir(s, "a state directory")),
         );
-        v.check(label::KEY_FILE, check_key_file(self.protect, &self.key_file));
+        v.check(
+            label::KEY_FILE,
+            check_key_file(self.protect, &self.key_file),
+        );
         v
     }
 

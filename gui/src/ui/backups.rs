@@ -119,9 +119,13 @@ pub fn show(app: &mut LauncherApp, ui: &mut Ui) {
     if let Some(error) = b.error.clone() {
         fields::error_line(ui, &error);
     }
+    super::unlock::show(b, ui);
     ui.separator();
     runs(b, ui);
-    if b.at.is_some() {
+    if let (Some(_), Some(why)) = (b.at, b.key.blocked()) {
+        ui.separator();
+        ui.weak(format!("Cannot browse yet: {why}"));
+    } else if b.at.is_some() {
         ui.separator();
         browser(b, ui);
         versions(b, ui);
