@@ -373,13 +373,14 @@ impl Backups {
         self.versions = Some((key.clone(), Loading::Pending));
         let generation = self.generation;
         // A protected folder keeps a path's versions at its opaque path.
-        let path = match self.key.secret() {
+        let secret = self.key.secret();
+        let path = match &secret {
             Some(secret) => secret.public().opaque_path(path),
             None => path.clone(),
         };
-        self.spawn(
-            async move { Reply::Versions(generation, key, work::versions(session, path).await) },
-        );
+        self.spawn(async move {
+            Reply::Versions(generation, key, work::versions(session, path, secret).await)
+        });
     }
 
     /// Selects or unselects `path` for the restore.
@@ -511,9 +512,9 @@ impl Backups {
                 // An answer to a question asked before a reload or another
                 // point: stale.
                 Reply::Runs(..) | Reply::Dir(..) | Reply::Versions(..) => {}
-                Reply::Unlocked(..) => self.key.finish(Err(
-                    "the backups were loaded again while the key opened: unlock again".into(),
-                )),
+                // The view loaded again meanwhile: that key was for the
+                // folder shown before.
+                Reply::Unlocked(..) => {}
             }
         }
     }

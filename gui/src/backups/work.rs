@@ -208,7 +208,9 @@ enum Ask {
     /// A protected folder's objects at a point, their headers opened.
     Headers(At, Arc<FolderSecret>),
     List(At, Option<RelPath>),
-    Versions(RelPath),
+    /// With a key: the path is an object's opaque path, whose versions
+    /// are opened to show their real size, time and mode.
+    Versions(RelPath, Option<Arc<FolderSecret>>),
     Tree(At, Vec<RelPath>),
 }
 
@@ -257,12 +259,43 @@ async fn ask_client(client: &mut Client, origin: &Origin, ask: &Ask) -> Result<G
             Got::Headers(opened)
         }
         Ask::List(at, dir) => Got::List(client.list(*at, dir.as_ref()).await?),
-        Ask::Versions(path) => Got::Versions(client.versions(path).await?),
+        Ask::Versions(path, None) => Got::Versions(client.versions(path).await?),
+        Ask::Versions(path, Some(secret)) => {
+            let versions = client.versions(path).await?;
+            Got::Versions(opened_versions(client, secret, versions).await)
+        }
         Ask::Tree(at, paths) => {
             let tree = client.tree_report(*at, paths).await?;
             Got::Tree(tree, client.fetcher())
         }
     })
+}
+
+/// A protected folder's versions of one object with their headers opened:
+/// the real path, kind, size, time and mode (a version that does not open
+/// is shown as stored), newest first.
+async fn opened_versions(
+    client: &Client,
+    secret: &FolderSecret,
+    versions: Vec<VersionInfo>,
+) -> Vec<VersionInfo> {
+    let (opened, unopened) = sealed::open_headers(&client.fetcher(), secret, versions).await;
+    let mut out: Vec<VersionInfo> = opened
+        .into_iter()
+        .map(|o| {
+            let real = sealed::dir_entry(&o);
+            VersionInfo {
+                path: real.path,
+                kind: real.kind,
+                mtime_ns: real.mtime_ns,
+                mode: real.mode,
+                ..o.version
+            }
+        })
+        .collect();
+    out.extend(unopened.into_iter().map(|u| u.version));
+    out.sort_by_key(|v| std::cmp::Reverse(v.id));
+    out
 }
 
 /// Worth opening a kept session again for: it may just have gone stale.
@@ -481,14 +514,19 @@ fn list_copies(root: &Path, dir: Option<&RelPath>) -> Result<Vec<Row>, Failure> 
     Ok(rows)
 }
 
-/// Every stored version of `path`, newest first.
-pub async fn versions(session: Session, path: RelPath) -> Result<Vec<VersionInfo>, Failure> {
+/// Every stored version of `path`, newest first; with `secret`, `path` is
+/// a protected folder's opaque path and the versions are opened.
+pub async fn versions(
+    session: Session,
+    path: RelPath,
+    secret: Option<Arc<FolderSecret>>,
+) -> Result<Vec<VersionInfo>, Failure> {
     if let Origin::Copies(_) = session.origin {
         return Err(Failure::plain(
             "The local copies hold only the version last sent; earlier versions are on the receiver.",
         ));
     }
-    match session.ask(Ask::Versions(path)).await? {
+    match session.ask(Ask::Versions(path, secret)).await? {
         Got::Versions(v) => Ok(v),
         _ => Err(Failure::plain(
             "internal error: another answer for versions",

@@ -16,6 +16,7 @@ use ferry_gui::settings::Role;
 use ferry_gui::ui::backups::names;
 use ferry_gui::ui::unlock::names as key_names;
 use ferry_gui::LauncherApp;
+use ferry_proto::VersionKind;
 
 use super::util::{self, is_disabled, path, runtime};
 
@@ -135,6 +136,15 @@ fn an_encrypted_folder_is_locked_until_its_key_opens_then_browsed_and_restored()
         &mut h,
         "a.txt's versions",
         |h| matches!(&h.state().backups.versions, Some((_, Loading::Ready(v))) if v.len() == 1),
+    );
+    // Opened: its real path and size, not the padded object's.
+    let Some((_, Loading::Ready(v))) = &h.state().backups.versions else {
+        unreachable!()
+    };
+    assert_eq!(v[0].path.to_string(), "a.txt");
+    assert!(
+        matches!(v[0].kind, VersionKind::File { size: 5, .. }),
+        "{v:?}"
     );
 
     // Restore a.txt and sub/b.txt: the files come back, c.txt does not.
