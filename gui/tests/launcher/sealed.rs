@@ -1,7 +1,7 @@
 //! The Backups view on an encrypted folder, driven through its
 //! accessibility tree: a real local store holding a folder the real sender
 //! sealed (`FolderProtect::Sealed` through `--store`). Locked, the view says
-//! why and lists nothing; a wrong passphrase says so; unlocked with the key
+//! why and lists nothing (and the Senders view shows the folder's mode); a wrong passphrase says so; unlocked with the key
 //! file and its passphrase, the real names are listed, a file's versions
 //! shown, and a restore gives back the files chosen.
 
@@ -67,21 +67,47 @@ fn send_sealed(dir: &Path, source: &Path, store: &Path, key: &Path, rt: &tokio::
     .unwrap();
 }
 
-#[test]
-fn an_encrypted_folder_is_locked_until_its_key_opens_then_browsed_and_restored() {
-    let dir = tempfile::tempdir().unwrap();
-    let rt = runtime();
-    let source = dir.path().join("papers");
+/// `dir/papers` (a.txt, sub/b.txt, sub/c.txt) sent once, encrypted, into
+/// `dir/store`; returns the source, the store and the key file (its
+/// passphrase: "correct horse").
+fn sealed_store(
+    dir: &Path,
+    rt: &tokio::runtime::Runtime,
+) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let source = dir.join("papers");
     std::fs::create_dir_all(source.join("sub")).unwrap();
     std::fs::write(source.join("a.txt"), b"alpha").unwrap();
     std::fs::write(source.join("sub/b.txt"), [7u8; 10_000]).unwrap();
     std::fs::write(source.join("sub/c.txt"), b"not restored").unwrap();
-    let phrase = dir.path().join("phrase");
+    let phrase = dir.join("phrase");
     std::fs::write(&phrase, "correct horse").unwrap();
-    let key = dir.path().join("papers.key");
+    let key = dir.join("papers.key");
     keys::create_key_file(&key, &Passphrase::File(phrase)).unwrap();
-    let store = dir.path().join("store");
-    send_sealed(dir.path(), &source, &store, &key, &rt);
+    let store = dir.join("store");
+    send_sealed(dir, &source, &store, &key, rt);
+    (source, store, key)
+}
+
+#[test]
+fn the_senders_view_shows_the_folders_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let (_, store, _) = sealed_store(dir.path(), &rt);
+    let mut app = LauncherApp::new(dir.path().join("rconfig"), rt.handle().clone());
+    app.set_role(Role::Receiver);
+    app.settings.receiver.store = path(&store);
+    let mut h = util::harness(app, [1100.0, 2400.0]);
+    util::step_until(&mut h, "the folder's mode", |h| {
+        h.query_by_label_contains("papers (encrypted, key ")
+            .is_some()
+    });
+}
+
+#[test]
+fn an_encrypted_folder_is_locked_until_its_key_opens_then_browsed_and_restored() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let (source, store, key) = sealed_store(dir.path(), &rt);
 
     let mut app = LauncherApp::new(dir.path().join("sconfig"), rt.handle().clone());
     app.set_role(Role::Sender);
