@@ -92,6 +92,10 @@ pub struct Backups {
     pub expanded: BTreeSet<String>,
     /// The file whose versions are shown, and them.
     pub versions: Option<(String, Loading<Vec<VersionInfo>>)>,
+    /// A protected folder's objects at the point browsed that did not open
+    /// (damaged, or not this folder's), in words; their entries are not
+    /// listed.
+    pub unopened: Vec<String>,
     /// Chosen files and folders, by path.
     pub selected: BTreeMap<String, RelPath>,
     /// "Restore to" as typed.
@@ -157,6 +161,7 @@ impl Backups {
             expanded: BTreeSet::new(),
             versions: None,
             selected: BTreeMap::new(),
+            unopened: Vec::new(),
             restore_to: String::new(),
             overwrite: false,
             chooser: None,
@@ -296,6 +301,7 @@ impl Backups {
 
     fn clear_browser(&mut self) {
         self.dirs.clear();
+        self.unopened.clear();
         self.expanded.clear();
         self.versions = None;
         self.selected.clear();
@@ -495,7 +501,10 @@ impl Backups {
                 }
                 Reply::Dir(g, key, result) if g == self.generation => {
                     let shown = match result {
-                        Ok(rows) => Loading::Ready(rows),
+                        Ok((rows, failed)) => {
+                            self.unopened = failed;
+                            Loading::Ready(rows)
+                        }
                         Err(f) => Loading::Failed(f.message),
                     };
                     self.dirs.insert(key, shown);

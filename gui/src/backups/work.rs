@@ -117,8 +117,9 @@ pub struct Runs {
 pub enum Reply {
     /// The folder's runs, newest first, and its protection.
     Runs(u64, Result<Runs, Failure>),
-    /// One directory's entries (`dir` empty: the folder's root).
-    Dir(u64, String, Result<Vec<Row>, Failure>),
+    /// One directory's entries (`dir` empty: the folder's root), and the
+    /// protected folder's objects that did not open, in words.
+    Dir(u64, String, Result<(Vec<Row>, Vec<String>), Failure>),
     /// Every stored version of a file.
     Versions(u64, String, Result<Vec<VersionInfo>, Failure>),
     /// A restore ended.
@@ -187,7 +188,7 @@ pub struct Session {
 }
 
 /// A protected folder's opened headers at one point.
-type Headers = (At, Arc<Vec<Opened>>);
+type Headers = (At, Arc<(Vec<Opened>, Vec<String>)>);
 
 /// Held while a session opens: one at a time per view, because two first
 /// contacts at once would both write the receiver pins file (its atomic
@@ -217,7 +218,7 @@ enum Ask {
 /// Its answer.
 enum Got {
     Runs(Runs),
-    Headers(Vec<Opened>),
+    Headers(Vec<Opened>, Vec<String>),
     List(Vec<DirEntry>),
     Versions(Vec<VersionInfo>),
     Tree(RemoteTree, Fetcher),
@@ -254,9 +255,21 @@ async fn ask_client(client: &mut Client, origin: &Origin, ask: &Ask) -> Result<G
         }
         Ask::Headers(at, secret) => {
             let tree = client.tree_report(*at, &[]).await?;
-            let (opened, _unopened) =
+            let (opened, unopened) =
                 sealed::open_headers(&client.fetcher(), secret, tree.entries).await;
-            Got::Headers(opened)
+            let mut failed: Vec<String> = tree
+                .not_served
+                .iter()
+                .map(|n| format!("{}: the receiver cannot serve it: {}", n.path, n.reason))
+                .collect();
+            failed.extend(unopened.iter().map(|u| {
+                format!(
+                    "{}: {}",
+                    u.version.path,
+                    ferry_agent::chain::chain(&u.error)
+                )
+            }));
+            Got::Headers(opened, failed)
         }
         Ask::List(at, dir) => Got::List(client.list(*at, dir.as_ref()).await?),
         Ask::Versions(path, None) => Got::Versions(client.versions(path).await?),
@@ -377,12 +390,13 @@ pub async fn runs(session: Session) -> Result<Runs, Failure> {
     }
 }
 
-/// A protected folder's headers at `at`, opened once per point and kept.
+/// A protected folder's headers at `at`, opened once per point and kept,
+/// and the objects that did not open.
 async fn headers(
     session: &Session,
     at: At,
     secret: Arc<FolderSecret>,
-) -> Result<Arc<Vec<Opened>>, Failure> {
+) -> Result<Arc<(Vec<Opened>, Vec<String>)>, Failure> {
     let mut kept = session.headers.lock().await;
     if let Some((point, opened)) = kept.as_ref() {
         if *point == at {
@@ -390,8 +404,8 @@ async fn headers(
         }
     }
     match session.ask(Ask::Headers(at, secret)).await? {
-        Got::Headers(opened) => {
-            let opened = Arc::new(opened);
+        Got::Headers(opened, failed) => {
+            let opened = Arc::new((opened, failed));
             *kept = Some((at, opened.clone()));
             Ok(opened)
         }
@@ -400,20 +414,23 @@ async fn headers(
 }
 
 /// The entries of `dir` (`None`: the root) as of `at`, directories first,
-/// then by name; with `secret`, the real entries of a protected folder.
+/// then by name; with `secret`, the real entries of a protected folder
+/// (and its objects that did not open).
 pub async fn list(
     session: Session,
     at: At,
     dir: Option<RelPath>,
     secret: Option<Arc<FolderSecret>>,
-) -> Result<Vec<Row>, Failure> {
+) -> Result<(Vec<Row>, Vec<String>), Failure> {
+    let mut failed = Vec::new();
     let mut rows = match &session.origin {
         _ if secret.is_some() => {
             let opened = match secret {
                 Some(secret) => headers(&session, at, secret).await?,
                 None => return Err(Failure::plain("internal error: no key")),
             };
-            sealed::listing(&opened, dir.as_ref())
+            failed = opened.1.clone();
+            sealed::listing(&opened.0, dir.as_ref())
                 .unwrap_or_default()
                 .into_iter()
                 .map(row_of)
@@ -435,7 +452,7 @@ pub async fn list(
             .cmp(&(b.kind != RowKind::Dir))
             .then_with(|| a.name.cmp(&b.name))
     });
-    Ok(rows)
+    Ok((rows, failed))
 }
 
 /// One listed entry as a row.

@@ -243,6 +243,19 @@ fn point(at: Option<At>) -> String {
 
 fn browser(b: &mut Backups, ui: &mut Ui) {
     ui.strong(format!("The folder {}", point(b.at)));
+    if !b.unopened.is_empty() {
+        fields::error_line(
+            ui,
+            &format!(
+                "{} stored objects did not open (damaged, or sealed to another key) and are \
+                 not listed; a restore reports them too:",
+                b.unopened.len()
+            ),
+        );
+        for line in b.unopened.iter().take(10) {
+            ui.weak(line);
+        }
+    }
     let mut actions = Vec::new();
     egui::ScrollArea::vertical()
         .id_salt("backup-browser")

@@ -190,3 +190,48 @@ fn an_encrypted_folder_is_locked_until_its_key_opens_then_browsed_and_restored()
     );
     assert!(!dest.join("sub/c.txt").exists());
 }
+
+#[test]
+fn an_object_that_does_not_open_is_reported_and_the_rest_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let (source, store, key) = sealed_store(dir.path(), &rt);
+    // Flip the last byte of a.txt's object.
+    let (public, _) = keys::load_public(&key).unwrap();
+    let a_txt = ferry_proto::RelPath::from_bytes(b"a.txt").unwrap();
+    let object = public
+        .opaque_path(&a_txt)
+        .under(&store.join("laptop/papers"));
+    let mut bytes = std::fs::read(&object).unwrap();
+    *bytes.last_mut().unwrap() ^= 1;
+    std::fs::write(&object, bytes).unwrap();
+
+    let mut app = LauncherApp::new(dir.path().join("sconfig"), rt.handle().clone());
+    app.set_role(Role::Sender);
+    app.settings.sender.source = path(&source);
+    app.settings.sender.name = "laptop".into();
+    let mut h = util::harness(app, [1000.0, 2400.0]);
+    h.run_steps(3);
+    click(&mut h, names::TAB);
+    type_into(&mut h, names::STORE, &path(&store));
+    click(&mut h, names::LOAD);
+    step_until(&mut h, "the locked folder", |h| {
+        h.query_by_label(key_names::UNLOCK).is_some()
+    });
+    // Not prefilled: the sender form names no key file.
+    assert_eq!(h.state().backups.key.key_file, "");
+    type_into(&mut h, key_names::KEY_FILE, &path(&key));
+    type_into(&mut h, key_names::PASSPHRASE, "correct horse");
+    click(&mut h, key_names::UNLOCK);
+    step_until(&mut h, "the damaged object reported", |h| {
+        h.query_by_label_contains("1 stored objects did not open")
+            .is_some()
+    });
+    assert_eq!(h.state().backups.unopened.len(), 1);
+    // The rest is listed by its real names.
+    let root = h.state().backups.dirs.get("").cloned();
+    assert!(
+        matches!(&root, Some(Loading::Ready(rows)) if rows.len() == 1 && rows[0].name == "sub"),
+        "{root:?}"
+    );
+}
