@@ -9,10 +9,12 @@
 //! ## Layout
 //!
 //! - [`key`]: a protected folder's key: locked, unlocking, unlocked.
+//! - [`opened`]: a protected folder's objects opened (headers, versions).
 //! - [`place`]: where to ask and restore to; "Date and time" parsed.
 //! - [`work`]: the questions and the restore, off the UI thread.
 
 pub mod key;
+pub mod opened;
 pub mod place;
 pub mod work;
 

@@ -9,6 +9,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::opened;
 use ferry_agent::reader::sealed::{self, Opened};
 use ferry_agent::reader::{
     AskError, Client, ClientError, ConnectError, FetchError, Fetcher, LocalStore, Remote,
@@ -255,60 +256,20 @@ async fn ask_client(client: &mut Client, origin: &Origin, ask: &Ask) -> Result<G
         }
         Ask::Headers(at, secret) => {
             let tree = client.tree_report(*at, &[]).await?;
-            let (opened, unopened) =
-                sealed::open_headers(&client.fetcher(), secret, tree.entries).await;
-            let mut failed: Vec<String> = tree
-                .not_served
-                .iter()
-                .map(|n| format!("{}: the receiver cannot serve it: {}", n.path, n.reason))
-                .collect();
-            failed.extend(unopened.iter().map(|u| {
-                format!(
-                    "{}: {}",
-                    u.version.path,
-                    ferry_agent::chain::chain(&u.error)
-                )
-            }));
+            let (opened, failed) = opened::headers(client, secret, tree).await;
             Got::Headers(opened, failed)
         }
         Ask::List(at, dir) => Got::List(client.list(*at, dir.as_ref()).await?),
         Ask::Versions(path, None) => Got::Versions(client.versions(path).await?),
         Ask::Versions(path, Some(secret)) => {
             let versions = client.versions(path).await?;
-            Got::Versions(opened_versions(client, secret, versions).await)
+            Got::Versions(opened::versions(client, secret, versions).await)
         }
         Ask::Tree(at, paths) => {
             let tree = client.tree_report(*at, paths).await?;
             Got::Tree(tree, client.fetcher())
         }
     })
-}
-
-/// A protected folder's versions of one object with their headers opened:
-/// the real path, kind, size, time and mode (a version that does not open
-/// is shown as stored), newest first.
-async fn opened_versions(
-    client: &Client,
-    secret: &FolderSecret,
-    versions: Vec<VersionInfo>,
-) -> Vec<VersionInfo> {
-    let (opened, unopened) = sealed::open_headers(&client.fetcher(), secret, versions).await;
-    let mut out: Vec<VersionInfo> = opened
-        .into_iter()
-        .map(|o| {
-            let real = sealed::dir_entry(&o);
-            VersionInfo {
-                path: real.path,
-                kind: real.kind,
-                mtime_ns: real.mtime_ns,
-                mode: real.mode,
-                ..o.version
-            }
-        })
-        .collect();
-    out.extend(unopened.into_iter().map(|u| u.version));
-    out.sort_by_key(|v| std::cmp::Reverse(v.id));
-    out
 }
 
 /// Worth opening a kept session again for: it may just have gone stale.
