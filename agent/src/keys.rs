@@ -50,7 +50,7 @@ use std::path::{Path, PathBuf};
 use ferry_proto::seal::{FolderPublic, FolderSecret};
 use ferry_proto::Hash;
 
-use format::{KdfParams, Parsed, Problem};
+use format::{KdfParams, Parsed, Problem, SealedSecret};
 use lock::LockError;
 
 /// The most bytes read from a file given as a key (key files are well under
@@ -166,7 +166,30 @@ pub fn load_secret(path: &Path, passphrase: &Passphrase) -> Result<FolderSecret,
             path: path.to_owned(),
             source,
         })?;
-    let bytes = lock::open(&sealed, &public.to_bytes(), &phrase).map_err(|e| match e {
+    open_secret(path, public, sealed, &phrase)
+}
+
+/// As [`load_secret`], with the passphrase already in hand (the launcher's
+/// password field). Blocking, as [`load_secret`].
+pub fn load_secret_with_passphrase(path: &Path, phrase: &[u8]) -> Result<FolderSecret, KeyError> {
+    let (public, sealed) = match parse(path)? {
+        Parsed::Key { public, secret } => (public, secret),
+        Parsed::Public(_) => {
+            return Err(KeyError::PublicOnly {
+                path: path.to_owned(),
+            })
+        }
+    };
+    open_secret(path, public, sealed, phrase)
+}
+
+fn open_secret(
+    path: &Path,
+    public: FolderPublic,
+    sealed: SealedSecret,
+    phrase: &[u8],
+) -> Result<FolderSecret, KeyError> {
+    let bytes = lock::open(&sealed, &public.to_bytes(), phrase).map_err(|e| match e {
         LockError::Kdf(source) => KeyError::Kdf {
             path: path.to_owned(),
             source,

@@ -8,9 +8,13 @@
 //!
 //! ## Layout
 //!
+//! - [`key`]: a protected folder's key: locked, unlocking, unlocked.
+//! - [`opened`]: a protected folder's objects opened (headers, versions).
 //! - [`place`]: where to ask and restore to; "Date and time" parsed.
 //! - [`work`]: the questions and the restore, off the UI thread.
 
+pub mod key;
+pub mod opened;
 pub mod place;
 pub mod work;
 
@@ -25,9 +29,10 @@ use ferry_proto::{At, RelPath, RunInfo, VersionInfo};
 use tokio::runtime::Handle;
 
 use crate::agent::Notify;
-use crate::form::SenderForm;
+use crate::form::{Protect, SenderForm};
+pub use key::{KeyPanel, KeyState};
 use place::{default_destination, inside_source, optional_path, origin_of, parse_time};
-pub use work::{Failure, Origin, Reply, Row, RowKind};
+pub use work::{Failure, Origin, Reply, Row, RowKind, Runs};
 
 /// Something asked for: not yet answered, answered, or failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,6 +94,10 @@ pub struct Backups {
     pub expanded: BTreeSet<String>,
     /// The file whose versions are shown, and them.
     pub versions: Option<(String, Loading<Vec<VersionInfo>>)>,
+    /// A protected folder's objects at the point browsed that did not open
+    /// (damaged, or not this folder's), in words; their entries are not
+    /// listed.
+    pub unopened: Vec<String>,
     /// Chosen files and folders, by path.
     pub selected: BTreeMap<String, RelPath>,
     /// "Restore to" as typed.
@@ -107,6 +116,10 @@ pub struct Backups {
     pub opener: Opener,
     /// Whether the view is shown (instead of the sender's form).
     pub open: bool,
+    /// A protected folder's key.
+    pub key: KeyPanel,
+    /// The sender form's protection and key file, when last loaded.
+    form_key: (Protect, String),
 }
 
 impl std::fmt::Debug for Backups {
@@ -150,6 +163,7 @@ impl Backups {
             expanded: BTreeSet::new(),
             versions: None,
             selected: BTreeMap::new(),
+            unopened: Vec::new(),
             restore_to: String::new(),
             overwrite: false,
             chooser: None,
@@ -158,6 +172,8 @@ impl Backups {
             loaded: None,
             opener: xdg_open,
             open: false,
+            key: KeyPanel::default(),
+            form_key: (Protect::Plain, String::new()),
         }
     }
 
@@ -172,6 +188,7 @@ impl Backups {
             || self.dirs.values().any(|d| *d == Loading::Pending)
             || matches!(self.versions, Some((_, Loading::Pending)))
             || self.restoring.as_ref().is_some_and(|r| r.result.is_none())
+            || matches!(self.key.state, KeyState::Unlocking)
     }
 
     fn spawn(&self, work: impl std::future::Future<Output = Reply> + Send + 'static) {
@@ -195,6 +212,8 @@ impl Backups {
         self.runs = None;
         self.at = None;
         self.clear_browser();
+        self.key.reset();
+        self.form_key = (form.protect, form.key_file.clone());
         self.loaded = Some(self.key(form));
         self.copies = optional_path(&form.keep_copies);
         let origin = match origin_of(form, &self.store_dir) {
@@ -255,6 +274,7 @@ impl Backups {
         self.error = None;
         self.at = None;
         self.clear_browser();
+        self.key.reset();
         match optional_path(&form.keep_copies) {
             Some(dir) => {
                 self.copies = Some(dir.clone());
@@ -283,6 +303,7 @@ impl Backups {
 
     fn clear_browser(&mut self) {
         self.dirs.clear();
+        self.unopened.clear();
         self.expanded.clear();
         self.versions = None;
         self.selected.clear();
@@ -315,6 +336,11 @@ impl Backups {
         let (Some(session), Some(at)) = (self.session.clone(), self.at) else {
             return;
         };
+        // Locked: the objects' names mean nothing; the view says why.
+        if self.key.blocked().is_some() {
+            return;
+        }
+        let secret = self.key.secret();
         let dir = match key.as_str() {
             "" => None,
             k => match RelPath::from_bytes(k.as_bytes()) {
@@ -324,7 +350,9 @@ impl Backups {
         };
         self.dirs.insert(key.clone(), Loading::Pending);
         let generation = self.generation;
-        self.spawn(async move { Reply::Dir(generation, key, work::list(session, at, dir).await) });
+        self.spawn(async move {
+            Reply::Dir(generation, key, work::list(session, at, dir, secret).await)
+        });
     }
 
     /// Expands or collapses the directory `path`; its entries are asked for
@@ -346,13 +374,21 @@ impl Backups {
         let Some(session) = self.session.clone() else {
             return;
         };
+        if self.key.blocked().is_some() {
+            return;
+        }
         let key = path.to_string();
         self.versions = Some((key.clone(), Loading::Pending));
         let generation = self.generation;
-        let path = path.clone();
-        self.spawn(
-            async move { Reply::Versions(generation, key, work::versions(session, path).await) },
-        );
+        // A protected folder keeps a path's versions at its opaque path.
+        let secret = self.key.secret();
+        let path = match &secret {
+            Some(secret) => secret.public().opaque_path(path),
+            None => path.clone(),
+        };
+        self.spawn(async move {
+            Reply::Versions(generation, key, work::versions(session, path, secret).await)
+        });
     }
 
     /// Selects or unselects `path` for the restore.
@@ -367,6 +403,9 @@ impl Backups {
     pub fn restore_blocked(&self, source: &str) -> Option<String> {
         if self.restoring.as_ref().is_some_and(|r| r.result.is_none()) {
             return Some("a restore is running".into());
+        }
+        if let Some(why) = self.key.blocked() {
+            return Some(why);
         }
         if self.at.is_none() {
             return Some("pick a run or a date and time first".into());
@@ -413,10 +452,26 @@ impl Backups {
             paths: self.selected.values().cloned().collect(),
             dest,
             overwrite: self.overwrite,
+            secret: self.key.secret(),
         };
         // A restore outlives the browsing generation that started it.
         let generation = self.generation;
         self.spawn(async move { Reply::Restored(generation, work::restore(job, status).await) });
+    }
+
+    /// "Unlock": loads the key typed on a blocking thread and checks it
+    /// against the folder; the passphrase field is wiped now.
+    pub fn unlock(&mut self) {
+        let Some(unlock) = self.key.start() else {
+            return;
+        };
+        let generation = self.generation;
+        self.spawn(async move {
+            let result = ferry_agent::tasks::blocking(move || unlock.run())
+                .await
+                .unwrap_or_else(|e| Err(e.to_string()));
+            Reply::Unlocked(generation, result)
+        });
     }
 
     /// "Open folder": shows the last restore's destination.
@@ -438,9 +493,20 @@ impl Backups {
                     }
                 }
                 Reply::Runs(g, result) if g == self.generation => self.take_runs(result),
+                Reply::Unlocked(g, result) if g == self.generation => {
+                    let unlocked = result.is_ok();
+                    self.key.finish(result);
+                    // Browse the point chosen while locked, now with names.
+                    if let (true, Some(at)) = (unlocked, self.at) {
+                        self.browse(at);
+                    }
+                }
                 Reply::Dir(g, key, result) if g == self.generation => {
                     let shown = match result {
-                        Ok(rows) => Loading::Ready(rows),
+                        Ok((rows, failed)) => {
+                            self.unopened = failed;
+                            Loading::Ready(rows)
+                        }
                         Err(f) => Loading::Failed(f.message),
                     };
                     self.dirs.insert(key, shown);
@@ -457,13 +523,22 @@ impl Backups {
                 // An answer to a question asked before a reload or another
                 // point: stale.
                 Reply::Runs(..) | Reply::Dir(..) | Reply::Versions(..) => {}
+                // The view loaded again meanwhile: that key was for the
+                // folder shown before.
+                Reply::Unlocked(..) => {}
             }
         }
     }
 
-    fn take_runs(&mut self, result: Result<Vec<RunInfo>, Failure>) {
+    fn take_runs(&mut self, result: Result<Runs, Failure>) {
         match result {
-            Ok(runs) => {
+            Ok(Runs {
+                runs,
+                protection,
+                folder,
+            }) => {
+                self.key
+                    .set_protection(protection, folder, self.form_key.0, &self.form_key.1);
                 if let Some(newest) = runs.first() {
                     let id = newest.id;
                     self.runs = Some(Loading::Ready(runs));

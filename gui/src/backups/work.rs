@@ -9,13 +9,18 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::opened;
+use ferry_agent::reader::sealed::{self, Opened};
 use ferry_agent::reader::{
     AskError, Client, ClientError, ConnectError, FetchError, Fetcher, LocalStore, Remote,
     RemoteTree,
 };
 use ferry_agent::restore::{self, Destination, RestoreSummary};
 use ferry_agent::status::SenderStatus;
-use ferry_proto::{At, DirEntry, RefuseCode, RelPath, RunInfo, VersionInfo, VersionKind};
+use ferry_proto::seal::FolderSecret;
+use ferry_proto::{
+    At, DirEntry, Name, Protection, RefuseCode, RelPath, RunInfo, VersionInfo, VersionKind,
+};
 
 /// Where the view's answers come from.
 #[derive(Debug, Clone)]
@@ -96,18 +101,32 @@ impl Failure {
     }
 }
 
+/// The folder's runs and how it is kept.
+#[derive(Debug, Clone)]
+pub struct Runs {
+    /// Newest first.
+    pub runs: Vec<RunInfo>,
+    /// `Plain` for the local copies and a folder never sent.
+    pub protection: Protection,
+    /// The folder asked about, when known.
+    pub folder: Option<Name>,
+}
+
 /// An answer for the view; the number is the request generation it was
 /// asked in, so an answer to a superseded question is dropped.
 #[derive(Debug)]
 pub enum Reply {
-    /// The folder's runs, newest first.
-    Runs(u64, Result<Vec<RunInfo>, Failure>),
-    /// One directory's entries (`dir` empty: the folder's root).
-    Dir(u64, String, Result<Vec<Row>, Failure>),
+    /// The folder's runs, newest first, and its protection.
+    Runs(u64, Result<Runs, Failure>),
+    /// One directory's entries (`dir` empty: the folder's root), and the
+    /// protected folder's objects that did not open, in words.
+    Dir(u64, String, Result<(Vec<Row>, Vec<String>), Failure>),
     /// Every stored version of a file.
     Versions(u64, String, Result<Vec<VersionInfo>, Failure>),
     /// A restore ended.
     Restored(u64, Result<RestoreSummary, String>),
+    /// The key typed was loaded and checked against the folder (or why not).
+    Unlocked(u64, Result<Arc<FolderSecret>, String>),
 }
 
 /// Puts `e` in plain words.
@@ -165,7 +184,12 @@ pub struct Session {
     origin: Origin,
     client: Arc<tokio::sync::Mutex<Option<Client>>>,
     opening: Opening,
+    /// A protected folder's opened headers, for the last point listed.
+    headers: Arc<tokio::sync::Mutex<Option<Headers>>>,
 }
+
+/// A protected folder's opened headers at one point.
+type Headers = (At, Arc<(Vec<Opened>, Vec<String>)>);
 
 /// Held while a session opens: one at a time per view, because two first
 /// contacts at once would both write the receiver pins file (its atomic
@@ -183,14 +207,19 @@ impl std::fmt::Debug for Session {
 /// A question for a session.
 enum Ask {
     Runs,
+    /// A protected folder's objects at a point, their headers opened.
+    Headers(At, Arc<FolderSecret>),
     List(At, Option<RelPath>),
-    Versions(RelPath),
+    /// With a key: the path is an object's opaque path, whose versions
+    /// are opened to show their real size, time and mode.
+    Versions(RelPath, Option<Arc<FolderSecret>>),
     Tree(At, Vec<RelPath>),
 }
 
 /// Its answer.
 enum Got {
-    Runs(Vec<RunInfo>),
+    Runs(Runs),
+    Headers(Vec<Opened>, Vec<String>),
     List(Vec<DirEntry>),
     Versions(Vec<VersionInfo>),
     Tree(RemoteTree, Fetcher),
@@ -209,10 +238,33 @@ async fn ask_client(client: &mut Client, origin: &Origin, ask: &Ask) -> Result<G
                 runs.retain(|r| r.folder == folder);
             }
             runs.sort_by_key(|r| std::cmp::Reverse(r.id));
-            Got::Runs(runs)
+            // A store read without a folder (no source in the form) has
+            // none to ask about.
+            let folder = client.local_folder().cloned().or(match origin {
+                Origin::Receiver(r) => Some(r.folder.clone()),
+                _ => None,
+            });
+            let protection = match folder {
+                Some(_) => client.protection().await?,
+                None => Protection::Plain,
+            };
+            Got::Runs(Runs {
+                runs,
+                protection,
+                folder,
+            })
+        }
+        Ask::Headers(at, secret) => {
+            let tree = client.tree_report(*at, &[]).await?;
+            let (opened, failed) = opened::headers(client, secret, tree).await;
+            Got::Headers(opened, failed)
         }
         Ask::List(at, dir) => Got::List(client.list(*at, dir.as_ref()).await?),
-        Ask::Versions(path) => Got::Versions(client.versions(path).await?),
+        Ask::Versions(path, None) => Got::Versions(client.versions(path).await?),
+        Ask::Versions(path, Some(secret)) => {
+            let versions = client.versions(path).await?;
+            Got::Versions(opened::versions(client, secret, versions).await)
+        }
         Ask::Tree(at, paths) => {
             let tree = client.tree_report(*at, paths).await?;
             Got::Tree(tree, client.fetcher())
@@ -239,6 +291,7 @@ impl Session {
             origin,
             client: Arc::new(tokio::sync::Mutex::new(None)),
             opening,
+            headers: Arc::new(tokio::sync::Mutex::new(None)),
         }
     }
 
@@ -282,10 +335,15 @@ impl Session {
     }
 }
 
-/// The folder's runs, newest first (the local copies have none).
-pub async fn runs(session: Session) -> Result<Vec<RunInfo>, Failure> {
+/// The folder's runs, newest first (the local copies have none), and its
+/// protection.
+pub async fn runs(session: Session) -> Result<Runs, Failure> {
     if let Origin::Copies(_) = session.origin {
-        return Ok(Vec::new());
+        return Ok(Runs {
+            runs: Vec::new(),
+            protection: Protection::Plain,
+            folder: None,
+        });
     }
     match session.ask(Ask::Runs).await? {
         Got::Runs(runs) => Ok(runs),
@@ -293,10 +351,52 @@ pub async fn runs(session: Session) -> Result<Vec<RunInfo>, Failure> {
     }
 }
 
+/// A protected folder's headers at `at`, opened once per point and kept,
+/// and the objects that did not open.
+async fn headers(
+    session: &Session,
+    at: At,
+    secret: Arc<FolderSecret>,
+) -> Result<Arc<(Vec<Opened>, Vec<String>)>, Failure> {
+    let mut kept = session.headers.lock().await;
+    if let Some((point, opened)) = kept.as_ref() {
+        if *point == at {
+            return Ok(opened.clone());
+        }
+    }
+    match session.ask(Ask::Headers(at, secret)).await? {
+        Got::Headers(opened, failed) => {
+            let opened = Arc::new((opened, failed));
+            *kept = Some((at, opened.clone()));
+            Ok(opened)
+        }
+        _ => Err(Failure::plain("internal error: another answer for headers")),
+    }
+}
+
 /// The entries of `dir` (`None`: the root) as of `at`, directories first,
-/// then by name.
-pub async fn list(session: Session, at: At, dir: Option<RelPath>) -> Result<Vec<Row>, Failure> {
+/// then by name; with `secret`, the real entries of a protected folder
+/// (and its objects that did not open).
+pub async fn list(
+    session: Session,
+    at: At,
+    dir: Option<RelPath>,
+    secret: Option<Arc<FolderSecret>>,
+) -> Result<(Vec<Row>, Vec<String>), Failure> {
+    let mut failed = Vec::new();
     let mut rows = match &session.origin {
+        _ if secret.is_some() => {
+            let opened = match secret {
+                Some(secret) => headers(&session, at, secret).await?,
+                None => return Err(Failure::plain("internal error: no key")),
+            };
+            failed = opened.1.clone();
+            sealed::listing(&opened.0, dir.as_ref())
+                .unwrap_or_default()
+                .into_iter()
+                .map(row_of)
+                .collect()
+        }
         Origin::Copies(root) => {
             let root = root.clone();
             ferry_agent::tasks::blocking(move || list_copies(&root, dir.as_ref()))
@@ -313,7 +413,7 @@ pub async fn list(session: Session, at: At, dir: Option<RelPath>) -> Result<Vec<
             .cmp(&(b.kind != RowKind::Dir))
             .then_with(|| a.name.cmp(&b.name))
     });
-    Ok(rows)
+    Ok((rows, failed))
 }
 
 /// One listed entry as a row.
@@ -392,14 +492,19 @@ fn list_copies(root: &Path, dir: Option<&RelPath>) -> Result<Vec<Row>, Failure> 
     Ok(rows)
 }
 
-/// Every stored version of `path`, newest first.
-pub async fn versions(session: Session, path: RelPath) -> Result<Vec<VersionInfo>, Failure> {
+/// Every stored version of `path`, newest first; with `secret`, `path` is
+/// a protected folder's opaque path and the versions are opened.
+pub async fn versions(
+    session: Session,
+    path: RelPath,
+    secret: Option<Arc<FolderSecret>>,
+) -> Result<Vec<VersionInfo>, Failure> {
     if let Origin::Copies(_) = session.origin {
         return Err(Failure::plain(
             "The local copies hold only the version last sent; earlier versions are on the receiver.",
         ));
     }
-    match session.ask(Ask::Versions(path)).await? {
+    match session.ask(Ask::Versions(path, secret)).await? {
         Got::Versions(v) => Ok(v),
         _ => Err(Failure::plain(
             "internal error: another answer for versions",
@@ -417,6 +522,8 @@ pub struct RestoreJob {
     pub dest: PathBuf,
     /// Replace what exists at the destination.
     pub overwrite: bool,
+    /// A protected folder's key: the objects are opened, `paths` are real.
+    pub secret: Option<Arc<FolderSecret>>,
 }
 
 /// Restores `job`, reporting progress through `status`.
@@ -439,7 +546,13 @@ pub async fn restore(job: RestoreJob, status: Arc<SenderStatus>) -> Result<Resto
         .await
         .map_err(|e| e.to_string())?;
     }
-    let (tree, fetcher) = match job.session.ask(Ask::Tree(job.at, job.paths)).await {
+    // A protected folder's objects are asked for whole: their real paths
+    // are only known once opened.
+    let asked = match job.secret {
+        Some(_) => Vec::new(),
+        None => job.paths.clone(),
+    };
+    let (tree, fetcher) = match job.session.ask(Ask::Tree(job.at, asked)).await {
         Ok(Got::Tree(tree, fetcher)) => (tree, fetcher),
         Ok(_) => return Err("internal error: another answer for a tree".into()),
         Err(f) => return Err(f.message),
@@ -448,7 +561,12 @@ pub async fn restore(job: RestoreJob, status: Arc<SenderStatus>) -> Result<Resto
     let dest = ferry_agent::tasks::blocking(make_dest)
         .await
         .map_err(|e| e.to_string())??;
-    Ok(restore::restore_remote_tree(&fetcher, tree, dest, status).await)
+    Ok(match job.secret {
+        Some(secret) => {
+            restore::restore_sealed_tree(&fetcher, tree, &secret, &job.paths, dest, status).await
+        }
+        None => restore::restore_remote_tree(&fetcher, tree, dest, status).await,
+    })
 }
 
 #[cfg(test)]

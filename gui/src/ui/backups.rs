@@ -119,9 +119,13 @@ pub fn show(app: &mut LauncherApp, ui: &mut Ui) {
     if let Some(error) = b.error.clone() {
         fields::error_line(ui, &error);
     }
+    super::unlock::show(b, ui);
     ui.separator();
     runs(b, ui);
-    if b.at.is_some() {
+    if let (Some(_), Some(why)) = (b.at, b.key.blocked()) {
+        ui.separator();
+        ui.weak(format!("Cannot browse yet: {why}"));
+    } else if b.at.is_some() {
         ui.separator();
         browser(b, ui);
         versions(b, ui);
@@ -239,6 +243,19 @@ fn point(at: Option<At>) -> String {
 
 fn browser(b: &mut Backups, ui: &mut Ui) {
     ui.strong(format!("The folder {}", point(b.at)));
+    if !b.unopened.is_empty() {
+        fields::error_line(
+            ui,
+            &format!(
+                "{} stored objects did not open (damaged, or sealed to another key) and are \
+                 not listed; a restore reports them too:",
+                b.unopened.len()
+            ),
+        );
+        for line in b.unopened.iter().take(10) {
+            ui.weak(line);
+        }
+    }
     let mut actions = Vec::new();
     egui::ScrollArea::vertical()
         .id_salt("backup-browser")

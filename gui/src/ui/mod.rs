@@ -9,6 +9,7 @@
 //! - [`receiver`]: the receiver's form and live status.
 //! - [`sender`]: the sender's form, progress and history.
 //! - [`backups`]: the sender's Backups view: browse runs, restore.
+//! - [`unlock`]: its key panel for an encrypted or write-only folder.
 //! - [`senders`]: the receiver's Senders view (revoke, allow, pairing).
 
 pub mod backups;
@@ -16,6 +17,7 @@ pub mod fields;
 pub mod receiver;
 pub mod sender;
 pub mod senders;
+pub mod unlock;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -99,7 +99,13 @@ fn row(ui: &mut Ui, s: &SenderInfo) -> Option<(String, bool)> {
     ui.label(&s.name);
     let short: String = s.device.chars().take(12).collect();
     ui.label(format!("{short}…")).on_hover_text(&s.device);
-    ui.label(s.folders.join(", "));
+    // Each folder with its mode: `docs (encrypted, key ab12…)`.
+    let folders: Vec<String> = if s.folder_modes.len() == s.folders.len() {
+        s.folder_modes.iter().map(|m| m.label()).collect()
+    } else {
+        s.folders.clone()
+    };
+    ui.label(folders.join(", "));
     match &s.last_run {
         Some(r) => ui.label(format!(
             "{} {}",
