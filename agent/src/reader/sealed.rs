@@ -118,6 +118,11 @@ pub enum ObjectError {
     NoHeader,
     #[error("the sealed object ended early: the receiver stopped sending it")]
     Interrupted,
+    /// The object opened, but its header names a path whose objects are
+    /// kept elsewhere: it was moved (or copied) to this place by someone
+    /// else than its sender. Not used.
+    #[error("the sealed object of {real} was stored at another path; it was not used")]
+    Misplaced { real: RelPath },
     #[error(transparent)]
     Cancelled(#[from] crate::tasks::Cancelled),
 }
@@ -209,8 +214,9 @@ async fn read_header(
         Ok(got) => got,
         Err(e) => return (Some(opener), Err(e)),
     };
+    let stored = v.path.clone();
     let opened = crate::tasks::blocking(move || {
-        let header = header_of(&mut opener, &bytes, ended);
+        let header = header_of(&mut opener, &bytes, ended, &stored);
         (opener, header)
     })
     .await;
@@ -241,15 +247,41 @@ async fn first_block(
 }
 
 /// Opens the header in `bytes` (blocking); `ended`: `bytes` is the whole
-/// object, checked to its end.
-fn header_of(opener: &mut Opener, bytes: &[u8], ended: bool) -> Result<SealedHeader, ObjectError> {
+/// object, checked to its end. The header must belong at `stored`.
+fn header_of(
+    opener: &mut Opener,
+    bytes: &[u8],
+    ended: bool,
+    stored: &RelPath,
+) -> Result<SealedHeader, ObjectError> {
+    let public = opener.public().clone();
     let mut object = opener.object();
     let mut content = Vec::new();
     object.push(bytes, &mut content)?;
-    if ended {
-        return Ok(object.finish(&mut content)?);
+    let header = if ended {
+        object.finish(&mut content)?
+    } else {
+        object.header().cloned().ok_or(ObjectError::NoHeader)?
+    };
+    check_place(&public, &header, stored)?;
+    Ok(header)
+}
+
+/// Fails unless `header` (of an object stored at `stored`) names a path
+/// whose objects are stored there: the receiver cannot move an object to
+/// another path without this being noticed.
+pub fn check_place(
+    public: &FolderPublic,
+    header: &SealedHeader,
+    stored: &RelPath,
+) -> Result<(), ObjectError> {
+    if public.opaque_path(&header.path) == *stored {
+        Ok(())
+    } else {
+        Err(ObjectError::Misplaced {
+            real: header.path.clone(),
+        })
     }
-    object.header().cloned().ok_or(ObjectError::NoHeader)
 }
 
 /// A directory's listing as `ferry ls` shows it, from the opened objects of

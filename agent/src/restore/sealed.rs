@@ -23,7 +23,7 @@ use tokio::task::JoinSet;
 
 use super::dest::{Destination, PendingFile, Slot, WriteError};
 use super::{RestoreSummary, RESTORE_IN_FLIGHT};
-use crate::reader::sealed::{is_under, ObjectError};
+use crate::reader::sealed::{check_place, is_under, ObjectError};
 use crate::reader::{Fetcher, Piece, RemoteTree};
 use crate::status::SenderStatus;
 use crate::summary::Progress;
@@ -194,8 +194,9 @@ async fn restore_object(
         return (Some(opener), Err(ObjectError::NotAnObject.into()));
     };
     let (tx, rx) = mpsc::channel(FEED_DEPTH);
+    let stored = v.path.clone();
     let write = crate::tasks::blocking(move || {
-        let done = write_object(&mut opener, rx, &dest, &under);
+        let done = write_object(&mut opener, rx, &stored, &dest, &under);
         (opener, done)
     });
     let (fed, written) = tokio::join!(feed(fetcher, v.id, &hash, tx, progress), write);
@@ -266,9 +267,11 @@ enum Target {
 fn write_object(
     opener: &mut Opener,
     mut rx: mpsc::Receiver<Feed>,
+    stored: &RelPath,
     dest: &Destination,
     under: &[RelPath],
 ) -> Result<Restored, Failed> {
+    let public = opener.public().clone();
     let mut object = opener.object();
     let mut content = Vec::new();
     // The real path, once the header is open, names the entry in errors.
@@ -295,6 +298,7 @@ fn write_object(
         if target.is_none() {
             if let Some(header) = object.header() {
                 real = Some(header.path.clone());
+                check_place(&public, header, stored).map_err(|e| failed(&real, e.into()))?;
                 target = Some(decide(header, dest, under).map_err(|e| failed(&real, e))?);
             }
         }
@@ -318,6 +322,7 @@ fn write_object(
         .finish(&mut content)
         .map_err(|e| failed(&real, ObjectError::from(e).into()))?;
     let real = Some(header.path.clone());
+    check_place(&public, &header, stored).map_err(|e| failed(&real, e.into()))?;
     let target = match target {
         Some(decided) => decided,
         // An object of one block may open only at its end.
@@ -611,6 +616,57 @@ mod tests {
         // Nothing half-written is left beside the others.
         let left: Vec<_> = std::fs::read_dir(&to).unwrap().collect();
         assert_eq!(left.len(), 3, "{left:?}");
+    }
+
+    #[tokio::test]
+    async fn an_object_moved_to_another_path_is_refused_there() {
+        let s = sealed_store();
+        // A dishonest receiver records one entry's object (and its hash)
+        // under another path's place as if a run had sent it there.
+        let (real, object) = s.objects[0].clone();
+        {
+            let store = Store::open(&s.dir.path().join("store")).unwrap();
+            let sender = store.sender_by_name(&name("lap")).unwrap().unwrap();
+            let ns = store.namespace(&sender, &name("docs"));
+            let run = store.begin_run(&ns).unwrap();
+            put(
+                &store,
+                &ns,
+                run,
+                s.public.opaque_path(&rel("planted.txt")),
+                &object,
+            );
+            store
+                .finish_run(&ns, run, &RunReport::default(), 0, RunEnding::Complete)
+                .unwrap();
+        }
+        let to = s.dir.path().join("restored");
+        let summary = restore(&s, &[], &to).await;
+        assert_eq!(summary.problems.len(), 1, "{:?}", summary.problems);
+        let problem = &summary.problems[0];
+        assert!(
+            problem.message.contains("stored at another path"),
+            "{problem:?}"
+        );
+        assert!(problem.path.contains(&real.to_string()), "{problem:?}");
+        assert!(!to.join("planted.txt").exists());
+        // The entry itself comes back once, from its own object.
+        let content = &source()
+            .into_iter()
+            .find(|(h, _)| h.path == real)
+            .unwrap()
+            .1;
+        if let Ok(bytes) = std::fs::read(real.under(&to)) {
+            assert_eq!(&bytes, content);
+        }
+        // Listing headers refuses it the same way.
+        let mut client = client(&s).await;
+        let tree = client.tree_report(At::Latest, &[]).await.unwrap();
+        let (opened, failed) =
+            crate::reader::sealed::open_headers(&client.fetcher(), &s.secret, tree.entries).await;
+        assert_eq!(opened.len(), source().len());
+        assert_eq!(failed.len(), 1);
+        assert!(matches!(failed[0].error, ObjectError::Misplaced { .. }));
     }
 
     #[tokio::test]
