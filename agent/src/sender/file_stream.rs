@@ -317,23 +317,15 @@ async fn send_chunked(
         hash,
         chunks,
         copy,
-    } = match (streamed, read) {
-        (Ok(()), Ok(read)) => read,
-        (Err(SendEntryError::Stream(e)), _) if e.stopped_code().is_some() => {
-            let code = e.stopped_code().unwrap_or_default();
-            return Err(stopped(&mut channel, &mut machine, code).await);
-        }
-        (Err(e), _) => return Err(e),
-        (Ok(()), Err(e)) => return Err(abort(&mut channel, &mut machine, e.into()).await),
+    } = match unless_stopped(&mut channel, &mut machine, streamed).await {
+        Err(e) => return Err(e),
+        Ok(()) => match read {
+            Ok(read) => read,
+            Err(e) => return Err(abort(&mut channel, &mut machine, e.into()).await),
+        },
     };
-    match channel.send.send(&Message::End { hash }).await {
-        Ok(()) => {}
-        Err(e) if e.stopped_code().is_some() => {
-            let code = e.stopped_code().unwrap_or_default();
-            return Err(stopped(&mut channel, &mut machine, code).await);
-        }
-        Err(e) => return Err(e.into()),
-    }
+    let end = channel.send.send(&Message::End { hash }).await;
+    unless_stopped(&mut channel, &mut machine, end.map_err(Into::into)).await?;
     machine.content_sent();
     let sent = acknowledged(
         &mut channel,
@@ -418,6 +410,22 @@ pub(super) async fn stored_file(
 
 /// The receiver stopped a stream while content was on the way (disk full,
 /// over quota); its answer says why. Only this file failed.
+/// `result` of writing to the stream, unless the receiver stopped the
+/// stream: then why it did ([`stopped`]).
+pub(super) async fn unless_stopped<T>(
+    channel: &mut Channel,
+    machine: &mut EntrySender,
+    result: Result<T, SendEntryError>,
+) -> Result<T, SendEntryError> {
+    match result {
+        Err(SendEntryError::Stream(e)) if e.stopped_code().is_some() => {
+            let code = e.stopped_code().unwrap_or_default();
+            Err(stopped(channel, machine, code).await)
+        }
+        other => other,
+    }
+}
+
 pub(super) async fn stopped(
     channel: &mut Channel,
     machine: &mut EntrySender,
@@ -557,14 +565,7 @@ async fn send_content(
         })
     }
     .await;
-    let (hash, copy, wire) = match sent {
-        Ok(sent) => sent,
-        Err(SendEntryError::Stream(e)) if e.stopped_code().is_some() => {
-            let code = e.stopped_code().unwrap_or_default();
-            return Err(stopped(&mut channel, &mut machine, code).await);
-        }
-        Err(e) => return Err(e),
-    };
+    let (hash, copy, wire) = unless_stopped(&mut channel, &mut machine, sent).await?;
     machine.content_sent();
     acknowledged(&mut channel, &mut machine, scanned, stat, hash, copy, wire).await
 }

@@ -26,7 +26,7 @@ use tokio::sync::mpsc;
 
 use super::file_stream::machine::{EntrySender, Offer};
 use super::file_stream::{
-    abort, acknowledged, answer, stopped, stored_dir_or_symlink, SendEntryError, Sent,
+    abort, acknowledged, answer, stored_dir_or_symlink, unless_stopped, SendEntryError, Sent,
     TransferContext,
 };
 use super::source_file::{self, ContentBytes, FileStat, Opened, SourceError};
@@ -245,14 +245,8 @@ pub async fn send_entry(
     let mut machine = EntrySender::new(Offer::Whole);
     let mut frames = Vec::new();
     object.frames(&mut frames)?;
-    match channel.send.send_raw(&frames).await {
-        Ok(()) => {}
-        Err(e) if e.stopped_code().is_some() => {
-            let code = e.stopped_code().unwrap_or_default();
-            return Err(stopped(&mut channel, &mut machine, code).await);
-        }
-        Err(e) => return Err(e.into()),
-    }
+    let sent = channel.send.send_raw(&frames).await;
+    unless_stopped(&mut channel, &mut machine, sent.map_err(Into::into)).await?;
     let wire = object.len();
     match real {
         Real::Dir => {
@@ -324,14 +318,7 @@ async fn send_streamed(
             .map_err(SendEntryError::from),
         Err(e) => Err(e),
     };
-    let (hash, copy) = match sent {
-        Ok(sent) => sent,
-        Err(SendEntryError::Stream(e)) if e.stopped_code().is_some() => {
-            let code = e.stopped_code().unwrap_or_default();
-            return Err(stopped(&mut channel, &mut machine, code).await);
-        }
-        Err(e) => return Err(e),
-    };
+    let (hash, copy) = unless_stopped(&mut channel, &mut machine, sent).await?;
     machine.content_sent();
     let bytes = ContentBytes {
         fresh: stat.size,
