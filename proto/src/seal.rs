@@ -104,10 +104,76 @@
 //! stored ([`Opener::public`]), and relies on the catalog for which version
 //! it asked.
 //!
+//! ## Chunked objects (format version 2)
+//!
+//! A file larger than a bundle travels as a **chunked object**, so that a
+//! change, a rename or an interrupted transfer costs what changed and not
+//! the whole file. The sender cuts the content with FastCDC (8/32/128 KiB),
+//! its gear table seeded with [`FolderPublic::chunker_seed`]
+//! (`derive_key("ferry 2026-11 seal v2 chunker", ns)`'s first 8 bytes,
+//! little-endian), and seals every chunk **deterministically** under a key
+//! derived from the naming secret and the chunk itself: the same chunk
+//! always seals to the same bytes, so the sender can name an unchanged
+//! chunk's piece as a `Copy` of the previous object's, and a resumed
+//! transfer's kept prefix is the same bytes.
+//!
+//! ```text
+//! object  = 2 ‖ E_h (32) ‖ front_len (u32 LE) ‖ front ‖ body ‖ trailer ‖ trailer_len (u32 LE)
+//! front   = AES-256-GCM(K_h, 0, aad = 2 ‖ E_h ‖ front_len, pad(header_len (u32 LE) ‖ header))
+//! e_h     = derive_key("… v2 front secret", ns ‖ header_len ‖ header);  E_h = X25519(e_h, 9)
+//! K_h     = derive_key("… v2 front key", X25519(e_h, pk) ‖ E_h ‖ pk)
+//! body    = for each group: piece(c) for each chunk c of the group ‖ group piece
+//! cid     = keyed_hash(derive_key("… v2 chunk id", ns), c)[..16]
+//! K_c     = derive_key("… v2 chunk key", ns ‖ cid)
+//! piece   = nonce (12) ‖ AES-256-GCM(K_c, nonce, aad = 2, pad(flag ‖ data_len (u32 LE) ‖ data))
+//!           flag 0: data = c, nonce = 0;  flag 1: data = zstd(c), nonce = blake3(data)[..12] | 0x80 (first byte)
+//! group   = count (u32 LE) ‖ (cid ‖ piece_len (u32 LE))*          (a group ends after a chunk
+//!           whose cid[15] & 63 = 0, or at 256 chunks)
+//! gid     = keyed_hash(derive_key("… v2 group id", ns), group)
+//! K_g     = derive_key("… v2 group key", ns ‖ gid[..16])
+//! group piece = AES-256-GCM(K_g, gid[16..28], aad = 2, pad(group))
+//! trailer = E ‖ salt (16) ‖ AES-256-GCM(K_t, 0, aad = 2 ‖ E ‖ salt,
+//!           pad(blake3(2 ‖ E_h ‖ front_len ‖ front) ‖ count (u32 LE) ‖ (gid ‖ group_piece_len (u32 LE) ‖ span (u64 LE))*))
+//! K_t     = derive_key("… v2 trailer key", R ‖ salt)       (R: the run key, as for whole objects)
+//! pad(x)  = x ‖ zeros to padme(|x|)
+//! ```
+//!
+//! (`…` is `ferry 2026-11 seal`; `span` is the bytes of the group's data
+//! pieces, which come right before its group piece.) Each key seals one
+//! plaintext only: a chunk's key and nonce fix its piece (raw), or the
+//! packed bytes fix the nonce (compressed); a group's id is the hash of its
+//! plaintext; the front's ephemeral secret is a function of its header; the
+//! trailer's salt is fresh. The trailer binds the front by its hash; each
+//! group is checked against its id and each chunk against its id, so a
+//! piece of another object, of another place in this one, a dropped, added,
+//! reordered or truncated piece, and a wrong key all fail the object.
+//!
+//! What the sender keeps secret: without `sk`, the front opens only to one
+//! who holds `ns` and guesses the whole header (path, mode, mtime to the
+//! nanosecond, size) — it then learns nothing new; the trailer needs `R`
+//! (forgotten with the run's ephemeral secret), the groups their ids (in
+//! the trailer), a chunk its id (in its group). So a `write-only` sender,
+//! which holds `ns`, can open nothing it sent, except a chunk whose content
+//! it already knows: it can confirm that a guessed chunk is stored, as it
+//! can confirm a guessed path. The receiver, without `ns`, cannot confirm
+//! either. It sees each piece's padded length and which pieces a new object
+//! shares with an older one (what a delta copies): approximate chunk sizes,
+//! with boundaries it cannot predict (keyed chunker).
+//!
+//! Opening reads the front (the header is known from the first
+//! `FRONT_PREFIX + front_len` bytes alone: [`Opener::chunked_header`]),
+//! then the trailer from the end, then each group and its pieces
+//! ([`Opener::open_source`], from a file or memory). Content is handed out
+//! chunk by chunk as each checks; the object's only once `open_source`
+//! returns its header. The first byte tells the formats apart
+//! ([`is_chunked`]).
+//!
 //! ## What the receiver still sees
 //!
 //! How many entries a folder has, each object's padded size, which objects a
-//! run replaced or deleted, when runs happen, and which sender sent them.
+//! run replaced or deleted, when runs happen, and which sender sent them;
+//! for chunked objects, the padded size of each piece and which pieces
+//! versions share.
 //!
 //! ## Layout
 //!
@@ -117,15 +183,24 @@
 //!   pushed.
 //! - `opener`: [`Opener`] and [`ObjectOpener`], opening as sealed bytes are
 //!   pushed.
-//! - `tests`: round trips, tampering, and the known-answer tests that pin
+//! - `chunked`: [`ChunkedSealer`] and the derivations of chunked objects.
+//! - `chunked_open`: [`Opener::open_source`] for either format from an
+//!   [`ObjectSource`], [`Opener::chunked_header`].
+//! - `tests`, `chunked_tests`: round trips, tampering, and the known-answer tests that pin
 //!   the format.
 
+mod chunked;
+mod chunked_open;
+#[cfg(test)]
+mod chunked_tests;
 mod keys;
 mod opener;
 mod sealer;
 #[cfg(test)]
 mod tests;
 
+pub use chunked::{ChunkedSealer, Piece, CHUNKED_VERSION, FRONT_PREFIX, MAX_CHUNK};
+pub use chunked_open::{is_chunked, ObjectSource, ReadObjectError};
 pub use keys::{FolderPublic, FolderSecret};
 pub use opener::{ObjectOpener, Opener};
 pub use sealer::{ObjectSealer, RunSealer};
@@ -164,6 +239,10 @@ pub enum SealError {
     /// A directory or symlink announced content.
     #[error("a directory or symlink cannot have content ({size} bytes announced)")]
     ContentOfNonFile { size: u64 },
+    /// A chunk of a chunked object that is empty or longer than
+    /// [`MAX_CHUNK`].
+    #[error("a chunk of {len} bytes cannot be sealed (1 to 131072 bytes)")]
+    ChunkLength { len: usize },
     /// No salt or ephemeral secret could be drawn.
     #[error("could not draw the random values sealing needs")]
     Randomness(#[source] RandomnessError),

@@ -100,7 +100,28 @@ impl FolderSecret {
     }
 }
 
+impl FolderSecret {
+    /// `X25519(sk, public)`, or `None` if it is not contributory.
+    pub(super) fn agree(&self, public: &[u8; 32]) -> Option<Zeroizing<[u8; 32]>> {
+        let shared = self.sk.diffie_hellman(&PublicKey::from(*public));
+        shared
+            .was_contributory()
+            .then(|| Zeroizing::new(*shared.as_bytes()))
+    }
+}
+
 impl FolderPublic {
+    /// `(E, X25519(e, pk))` for the secret `e`, or `None` if the shared
+    /// secret is not contributory.
+    pub(super) fn agree(&self, secret: [u8; 32]) -> Option<([u8; 32], Zeroizing<[u8; 32]>)> {
+        let secret = StaticSecret::from(secret);
+        let e_public = PublicKey::from(&secret);
+        let shared = secret.diffie_hellman(&self.pk);
+        shared
+            .was_contributory()
+            .then(|| (*e_public.as_bytes(), Zeroizing::new(*shared.as_bytes())))
+    }
+
     /// `pk ‖ ns`.
     pub fn from_bytes(bytes: &[u8; 64]) -> FolderPublic {
         let (pk, ns) = halves(bytes);
@@ -145,6 +166,16 @@ impl FolderPublic {
         }
     }
 
+    /// The naming secret `ns`: the root of the chunked objects' keys.
+    pub(super) fn ns(&self) -> &[u8; 32] {
+        &self.ns
+    }
+
+    /// `pk`.
+    pub(super) fn pk(&self) -> &PublicKey {
+        &self.pk
+    }
+
     /// `(E, R)` for the ephemeral secret `ephemeral`, or `None` if the
     /// shared secret is not contributory (`pk` is a low-order point).
     pub(super) fn run_key(
@@ -170,6 +201,16 @@ fn run_key(shared: &[u8; 32], ephemeral: &[u8; 32], pk: &[u8; 32]) -> Zeroizing<
     material[32..64].copy_from_slice(ephemeral);
     material[64..].copy_from_slice(pk);
     Zeroizing::new(blake3::derive_key(RUN_KEY_CONTEXT, &material[..]))
+}
+
+/// An AES-256-GCM key from 32 derived bytes.
+pub(super) fn aead_key(key: &[u8; 32]) -> ring::aead::LessSafeKey {
+    match ring::aead::UnboundKey::new(&ring::aead::AES_256_GCM, &key[..]) {
+        Ok(key) => ring::aead::LessSafeKey::new(key),
+        // ring refuses only a key of the wrong length; this one is 32 bytes,
+        // AES-256's length.
+        Err(_) => unreachable!("AES-256-GCM takes a 32-byte key"),
+    }
 }
 
 /// The AES-256-GCM key of one object: `K = derive_key(object key, R ‖

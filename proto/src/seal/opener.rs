@@ -69,6 +69,30 @@ impl Opener {
         Ok((header, content))
     }
 
+    /// `R` of the run whose ephemeral public key is `ephemeral`, derived
+    /// once and remembered.
+    pub(super) fn run_key(&mut self, ephemeral: &[u8; 32]) -> Result<&[u8; 32], OpenError> {
+        if !self.runs.contains_key(ephemeral) {
+            let run = self
+                .secret
+                .run_key(ephemeral)
+                .ok_or(OpenError::Authentication)?;
+            if self.runs.len() >= MAX_RUN_KEYS {
+                self.runs.clear();
+            }
+            self.runs.insert(*ephemeral, run);
+        }
+        match self.runs.get(ephemeral) {
+            Some(run) => Ok(run),
+            None => Err(OpenError::Authentication),
+        }
+    }
+
+    /// The folder key.
+    pub(super) fn secret(&self) -> &FolderSecret {
+        &self.secret
+    }
+
     /// The object key of the object with `prefix`.
     fn object_key(&mut self, prefix: &[u8; PREFIX]) -> Result<LessSafeKey, OpenError> {
         let mut ephemeral = [0u8; 32];

@@ -35,6 +35,16 @@ impl RunSealer {
         Ok(RunSealer { ephemeral, run })
     }
 
+    /// `E` of this run.
+    pub(super) fn ephemeral(&self) -> &[u8; 32] {
+        &self.ephemeral
+    }
+
+    /// `R` of this run.
+    pub(super) fn run_key(&self) -> &[u8; 32] {
+        &self.run
+    }
+
     /// The size of the object `header` seals to, known before its content
     /// is read.
     pub fn object_len(header: &SealedHeader) -> Result<u64, SealError> {
@@ -78,7 +88,7 @@ impl RunSealer {
 }
 
 /// `header_len ‖ header` and the object's layout.
-fn encode_header(header: &SealedHeader) -> Result<(Vec<u8>, Layout), SealError> {
+pub(super) fn encode_header(header: &SealedHeader) -> Result<(Vec<u8>, Layout), SealError> {
     if header.kind != SealedKind::File && header.size != 0 {
         return Err(SealError::ContentOfNonFile { size: header.size });
     }
