@@ -56,6 +56,9 @@
 //!          R→S  Go { base, resume? }
 //!          S→R  Keep { len }?             only if resume was offered and is right
 //!          S→R  (Data | DataZstd | Copy { start, count })* , End { hash } | Abort
+//!      kind = File { size, ChunkedUpTo { base? } }:
+//!          as Chunked; `size` is an upper bound, the content is what
+//!          arrives before End (a sealed folder's chunked object)
 //!      kind = Dir | Symlink { target }:   nothing follows
 //! R→S  Stored | Failed { code, message }
 //! ```

@@ -206,6 +206,19 @@ pub enum Content {
     /// Files whose previous content the receiver holds cost only the chunks
     /// that changed; an interrupted transfer resumes where it stopped.
     Chunked { base: Option<Base> },
+    /// As `Chunked`, for content whose exact length is known only at its
+    /// end (a sealed folder's chunked object, [`crate::seal`]): the entry's
+    /// `size` is an upper bound, and the content is what arrives before
+    /// `End`.
+    ChunkedUpTo { base: Option<Base> },
+}
+
+impl Content {
+    /// True if the entry's `size` is the content's exact length (false: at
+    /// most).
+    pub fn size_is_exact(&self) -> bool {
+        !matches!(self, Content::ChunkedUpTo { .. })
+    }
 }
 
 /// A version the receiver holds, that chunked content may copy from: the
@@ -520,6 +533,18 @@ mod tests {
                     mode: 0,
                 }),
                 "04016400010201016503030303030303030303030303030303030303030303030303030303030303030000",
+            ),
+            (
+                Message::Entry(Entry {
+                    path: path("d"),
+                    kind: EntryKind::File {
+                        size: 300,
+                        content: Content::ChunkedUpTo { base: None },
+                    },
+                    mtime_ns: 0,
+                    mode: 0o600,
+                }),
+                "04016400ac020300008003",
             ),
             (
                 Message::Go(Go {

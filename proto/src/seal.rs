@@ -199,7 +199,7 @@ mod sealer;
 #[cfg(test)]
 mod tests;
 
-pub use chunked::{ChunkedSealer, Piece, CHUNKED_VERSION, FRONT_PREFIX, MAX_CHUNK};
+pub use chunked::{ChunkedSealer, Piece, CHUNKED_VERSION, FRONT_PREFIX, MAX_CHUNK, MIN_CHUNK};
 pub use chunked_open::{is_chunked, ObjectSource, ReadObjectError};
 pub use keys::{FolderPublic, FolderSecret};
 pub use opener::{ObjectOpener, Opener};

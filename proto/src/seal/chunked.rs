@@ -17,6 +17,9 @@ pub const CHUNKED_VERSION: u8 = 2;
 pub const FRONT_PREFIX: usize = 1 + 32 + 4;
 /// The longest chunk a chunked object holds (FastCDC's maximum).
 pub const MAX_CHUNK: usize = 128 * 1024;
+/// The shortest chunk but the last (FastCDC's minimum): bounds how many
+/// pieces a file of a given size seals to.
+pub const MIN_CHUNK: usize = 8 * 1024;
 /// Bytes of a chunk id kept in a group.
 const CID: usize = 16;
 /// Bytes of a nonce.
@@ -276,6 +279,32 @@ impl ChunkedSealer {
             size: header.size,
             pushed: 0,
         })
+    }
+
+    /// An upper bound of the length of the chunked object of `header`,
+    /// known before the file is read (the exact length depends on where
+    /// the chunks are cut and how they compress): what the sender announces
+    /// as `size` of [`crate::Content::ChunkedUpTo`]. Every chunk but the
+    /// last is at least [`MIN_CHUNK`] long.
+    pub fn max_len(header: &SealedHeader) -> Result<u64, SealError> {
+        let (plain_header, _) = encode_header(header)?;
+        let front = (FRONT_PREFIX + TAG) as u64 + padme(plain_header.len() as u64);
+        let size = header.size;
+        let chunks = size / MIN_CHUNK as u64 + 1;
+        // A piece: nonce, flag and length, padding (at most an eighth of
+        // the chunk and its 5 bytes), tag. A group entry (20 bytes) and a
+        // trailer entry (44) per chunk at most, an eighth more for padding,
+        // and a group's tag. The trailer's prefix, hash, count, tag, length.
+        let per_chunk = (NONCE + 5 + TAG) as u64
+            + 1
+            + (GROUP_ENTRY + 4 + TRAILER_ENTRY) as u64 * 9 / 8
+            + 1
+            + TAG as u64;
+        let trailer = (TRAILER_PREFIX + 32 + 4 + TAG + 4) as u64 * 2;
+        size.checked_add(size / 8)
+            .and_then(|n| n.checked_add(chunks.checked_mul(per_chunk)?))
+            .and_then(|n| n.checked_add(front + trailer))
+            .ok_or(SealError::TooLarge { size })
     }
 
     /// The object's first piece: its front (the sealed header). `None` once

@@ -296,6 +296,37 @@ fn whole_objects_open_through_the_same_source() {
 }
 
 #[test]
+fn the_announced_bound_holds_for_the_worst_case() {
+    // Every chunk at the minimum, incompressible, every one ending a group
+    // (worst padding of pieces, groups and trailer); and the usual case.
+    let public = secret().public();
+    for (count, len) in [
+        (1usize, 1usize),
+        (1, MIN_CHUNK),
+        (40, MIN_CHUNK),
+        (3, MAX_CHUNK),
+        (1000, MIN_CHUNK),
+    ] {
+        let size = (count * len) as u64;
+        let mut sealer = ChunkedSealer::new(&public, &run(5), &header(size)).expect("starts");
+        let mut pieces = vec![sealer.take_front().expect("front")];
+        for i in 0..count {
+            sealer
+                .push(&noise(len, i as u8), None, &mut pieces)
+                .expect("push");
+        }
+        sealer.finish(&mut pieces).expect("finish");
+        let got: u64 = pieces.iter().map(|p| p.bytes.len() as u64).sum();
+        let bound = ChunkedSealer::max_len(&header(size)).expect("bound");
+        assert!(got <= bound, "{count} chunks of {len}: {got} > {bound}");
+        assert!(
+            bound <= size + size / 5 + 4096,
+            "{count}×{len}: a loose bound {bound}"
+        );
+    }
+}
+
+#[test]
 fn the_chunker_seed_is_the_folders() {
     assert_eq!(
         secret().public().chunker_seed(),
