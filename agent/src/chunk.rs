@@ -51,7 +51,9 @@ pub fn decode_list(bytes: &[u8]) -> Option<Vec<ChunkInfo>> {
         .map(|b| {
             let len = u32::from_le_bytes(b[..4].try_into().ok()?);
             let hash = Hash::try_from(&b[4..]).ok()?;
-            (len as usize <= MAX_CHUNK).then_some(ChunkInfo { len, hash })
+            // One `Data` message at most: a chunk of a plain file, or a
+            // piece of a sealed folder's chunked object (a little longer).
+            (len as usize <= ferry_proto::MAX_DATA).then_some(ChunkInfo { len, hash })
         })
         .collect()
 }
@@ -59,20 +61,55 @@ pub fn decode_list(bytes: &[u8]) -> Option<Vec<ChunkInfo>> {
 /// The length of the next chunk at the start of `data`. `data` must hold at
 /// least [`MAX_CHUNK`] bytes unless it is the rest of the file.
 pub fn cut(data: &[u8]) -> usize {
+    cut_with(data, None)
+}
+
+/// A keyed chunker's gear tables (FastCDC's, XORed with a seed): a sealed
+/// folder's chunk boundaries depend on its key, so the sizes of what the
+/// receiver stores do not fingerprint a known file.
+#[derive(Debug)]
+pub struct Gear {
+    gear: Box<[u64; 256]>,
+    gear_ls: Box<[u64; 256]>,
+}
+
+impl Gear {
+    pub fn seeded(seed: u64) -> Gear {
+        let (gear, gear_ls) = fastcdc::v2020::get_gear_with_seed(seed);
+        Gear { gear, gear_ls }
+    }
+}
+
+/// [`cut`] with `gear`'s tables (`None`: FastCDC's own).
+pub fn cut_with(data: &[u8], gear: Option<&Gear>) -> usize {
     let bits = fastcdc::v2020::logarithm2(AVG_CHUNK as u32);
     // Normalization level 1, as fastcdc::v2020::FastCDC::new uses.
     let mask_s = fastcdc::v2020::MASKS[(bits + 1) as usize];
     let mask_l = fastcdc::v2020::MASKS[(bits - 1) as usize];
-    let (_, len) = fastcdc::v2020::cut(
-        data,
-        MIN_CHUNK,
-        AVG_CHUNK,
-        MAX_CHUNK,
-        mask_s,
-        mask_l,
-        mask_s << 1,
-        mask_l << 1,
-    );
+    let (_, len) = match gear {
+        None => fastcdc::v2020::cut(
+            data,
+            MIN_CHUNK,
+            AVG_CHUNK,
+            MAX_CHUNK,
+            mask_s,
+            mask_l,
+            mask_s << 1,
+            mask_l << 1,
+        ),
+        Some(g) => fastcdc::v2020::cut_gear(
+            data,
+            MIN_CHUNK,
+            AVG_CHUNK,
+            MAX_CHUNK,
+            mask_s,
+            mask_l,
+            mask_s << 1,
+            mask_l << 1,
+            &g.gear,
+            &g.gear_ls,
+        ),
+    };
     len
 }
 
@@ -80,6 +117,7 @@ pub fn cut(data: &[u8]) -> usize {
 /// chunk beyond moving the unread tail forward now and then.
 pub struct Chunker<R> {
     source: R,
+    gear: Option<std::sync::Arc<Gear>>,
     buf: Vec<u8>,
     start: usize,
     end: usize,
@@ -91,8 +129,14 @@ const BUFFER: usize = 4 * MAX_CHUNK;
 
 impl<R: Read> Chunker<R> {
     pub fn new(source: R) -> Chunker<R> {
+        Chunker::keyed(source, None)
+    }
+
+    /// A chunker cutting with `gear` (`None`: FastCDC's own tables).
+    pub fn keyed(source: R, gear: Option<std::sync::Arc<Gear>>) -> Chunker<R> {
         Chunker {
             source,
+            gear,
             buf: vec![0; BUFFER],
             start: 0,
             end: 0,
@@ -118,7 +162,7 @@ impl<R: Read> Chunker<R> {
         if self.start == self.end {
             return Ok(None);
         }
-        let len = cut(&self.buf[self.start..self.end]);
+        let len = cut_with(&self.buf[self.start..self.end], self.gear.as_deref());
         let chunk = &self.buf[self.start..self.start + len];
         self.start += len;
         Ok(Some(chunk))

@@ -38,6 +38,7 @@ mod runs;
 mod schema;
 mod under;
 
+pub use chunk_lists::ChunkRecord;
 pub use plan::{Action, Plan, PlanItem};
 pub use runs::SenderRun;
 use schema::{SCHEMA, SCHEMA_VERSION};
@@ -412,9 +413,10 @@ mod tests {
             hash: [h; 32],
         };
         let path = |p: &str| RelPath::from_bytes(p).unwrap();
+        let record = |p: &str, h: u8, list| ChunkRecord::plain(path(p), [h; 32], list).unwrap();
         a.record_chunks(&[
-            (path("old"), [1; 32], vec![chunk(10), chunk(11)]),
-            (path("other"), [2; 32], vec![chunk(20)]),
+            record("old", 1, vec![chunk(10), chunk(11)]),
+            record("other", 2, vec![chunk(20)]),
         ])
         .unwrap();
         // The same path wins over a first-chunk match.
@@ -426,10 +428,22 @@ mod tests {
         assert!(a.base_for(&path("new"), &[99; 32]).unwrap().is_none());
         assert!(b.base_for(&path("old"), &[10; 32]).unwrap().is_none());
         // A newer list replaces the old one.
-        a.record_chunks(&[(path("old"), [3; 32], vec![chunk(12)])])
+        a.record_chunks(&[record("old", 3, vec![chunk(12)])])
             .unwrap();
         let (_, hash, list) = a.base_for(&path("old"), &[0; 32]).unwrap().unwrap();
         assert_eq!((hash, list), ([3; 32], vec![chunk(12)]));
+        // A sealed object's record: found by its first data piece, not by
+        // the first entry of its list (its front).
+        let sealed = ChunkRecord {
+            path: path("ab/cdef"),
+            hash: [4; 32],
+            first: [40; 32],
+            list: vec![chunk(41), chunk(40)],
+        };
+        a.record_chunks(&[sealed]).unwrap();
+        let (p, hash, _) = a.base_for(&path("ab/0000"), &[40; 32]).unwrap().unwrap();
+        assert_eq!((p, hash), (path("ab/cdef"), [4; 32]));
+        assert!(a.base_for(&path("ab/0000"), &[41; 32]).unwrap().is_none());
     }
 
     #[test]

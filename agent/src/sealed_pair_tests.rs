@@ -385,3 +385,72 @@ async fn a_write_only_folder_is_kept_sealed_and_opens_with_the_private_key() {
     assert_eq!(versions(&receiver, &secret, "vault-archive.img"), 2);
     receiver.shutdown.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_sealed_file_costs_what_changed_on_the_wire() {
+    const MIB: usize = 1 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("source");
+    std::fs::create_dir_all(source.join("otter-films")).unwrap();
+    let big = source.join("otter-films/otter-documentary.raw");
+    let mut data = noise(4 * MIB, 11);
+    std::fs::write(&big, &data).unwrap();
+    let secret = FolderSecret::generate().unwrap();
+    let ctx = sealed_sender(&source, &dir.path().join("state"), &secret, false);
+    let receiver = Receiver::new(&dir.path().join("store"), &ctx);
+    let mut secrets = secrets(&source);
+
+    let first = receiver.run(&ctx).await;
+    assert_eq!(first.errors, 0, "{:?}", first.problems);
+    assert!(first.bytes_file_data_wire > 4 * MIB as u64);
+    assert_eq!(opened(&receiver.mirror(), &secret), tree(&source));
+
+    // Each change costs about what it changed; every version opens to the
+    // source as it was.
+    let check = |what: &str, wire: u64, limit: usize| {
+        assert!(
+            wire <= limit as u64,
+            "{what}: {wire} bytes of file data on the wire"
+        );
+    };
+    data.insert(0, 0x42);
+    std::fs::write(&big, &data).unwrap();
+    let inserted = receiver.run(&ctx).await;
+    assert_eq!(inserted.errors, 0, "{:?}", inserted.problems);
+    check("1 byte inserted", inserted.bytes_file_data_wire, 256 << 10);
+    assert_eq!(opened(&receiver.mirror(), &secret), tree(&source));
+
+    data[2 * MIB..3 * MIB].copy_from_slice(&noise(MIB, 12));
+    std::fs::write(&big, &data).unwrap();
+    let overwritten = receiver.run(&ctx).await;
+    assert_eq!(overwritten.errors, 0, "{:?}", overwritten.problems);
+    check(
+        "1 MiB overwritten",
+        overwritten.bytes_file_data_wire,
+        MIB + (384 << 10),
+    );
+    assert_eq!(opened(&receiver.mirror(), &secret), tree(&source));
+
+    let renamed = source.join("otter-films/otter-documentary-final.raw");
+    std::fs::rename(&big, &renamed).unwrap();
+    let moved = receiver.run(&ctx).await;
+    assert_eq!(moved.errors, 0, "{:?}", moved.problems);
+    check("renamed", moved.bytes_file_data_wire, 128 << 10);
+    assert_eq!(opened(&receiver.mirror(), &secret), tree(&source));
+
+    chmod(&renamed, 0o400);
+    let touched = receiver.run(&ctx).await;
+    assert_eq!(touched.errors, 0, "{:?}", touched.problems);
+    check("chmod", touched.bytes_file_data_wire, 128 << 10);
+    assert_eq!(opened(&receiver.mirror(), &secret), tree(&source));
+
+    let path = "otter-films/otter-documentary-final.raw";
+    assert_eq!(versions(&receiver, &secret, path), 2);
+    assert_eq!(
+        versions(&receiver, &secret, "otter-films/otter-documentary.raw"),
+        3
+    );
+    secrets.extend(self::secrets(&source));
+    assert_nothing_readable(&receiver.store_dir, &secrets);
+    receiver.shutdown.cancel();
+}

@@ -40,6 +40,7 @@ mod record;
 mod run;
 pub mod schedule;
 mod sealed;
+mod sealed_delta;
 mod source_file;
 pub mod watch;
 

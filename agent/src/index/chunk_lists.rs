@@ -7,14 +7,39 @@ use rusqlite::{params, OptionalExtension};
 use super::{Index, IndexError};
 use crate::chunk::ChunkInfo;
 
+/// A chunked file's content as the receiver stores it: where, its hash,
+/// and its chunk list as the receiver lists it (one entry per `Data`
+/// message or copied chunk), the base of a later delta.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChunkRecord {
+    /// The path on the receiver (a sealed folder's: the opaque path).
+    pub path: RelPath,
+    /// The hash of the content as stored (a sealed folder's: the object's).
+    pub hash: Hash,
+    /// What a rename or copy is found by: the first chunk's hash (a sealed
+    /// object's: its first data piece's id, the front being the header).
+    pub first: Hash,
+    pub list: Vec<ChunkInfo>,
+}
+
+impl ChunkRecord {
+    /// A plain file's record: stored at its own path, as its chunks.
+    pub fn plain(path: RelPath, hash: Hash, list: Vec<ChunkInfo>) -> Option<ChunkRecord> {
+        let first = list.first()?.hash;
+        Some(ChunkRecord {
+            path,
+            hash,
+            first,
+            list,
+        })
+    }
+}
+
 impl Index {
     /// Records the chunk lists of chunked files the receiver acknowledged:
     /// the bases later deltas are described against. Kept after the path is
     /// deleted, so a rename finds its old content.
-    pub fn record_chunks(
-        &mut self,
-        items: &[(RelPath, Hash, Vec<ChunkInfo>)],
-    ) -> Result<(), IndexError> {
+    pub fn record_chunks(&mut self, items: &[ChunkRecord]) -> Result<(), IndexError> {
         let (path, target) = (&self.path, &self.target);
         let sql = |what, source| IndexError::Sql {
             path: path.clone(),
@@ -30,16 +55,13 @@ impl Index {
                      VALUES (?1, ?2, ?3, ?4, ?5)",
                 )
                 .map_err(|e| sql(what, e))?;
-            for (p, hash, chunks) in items {
-                let Some(first) = chunks.first() else {
-                    continue;
-                };
+            for record in items.iter().filter(|r| !r.list.is_empty()) {
                 stmt.execute(params![
                     target,
-                    p.as_bytes(),
-                    hash.as_slice(),
-                    first.hash.as_slice(),
-                    crate::chunk::encode_list(chunks),
+                    record.path.as_bytes(),
+                    record.hash.as_slice(),
+                    record.first.as_slice(),
+                    crate::chunk::encode_list(&record.list),
                 ])
                 .map_err(|e| sql(what, e))?;
             }

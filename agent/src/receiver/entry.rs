@@ -78,6 +78,8 @@ pub struct EntryReceiver {
     base_ends: Option<Vec<u64>>,
     /// What `Go` offered to resume.
     resume: Option<u64>,
+    /// The entry's size is an upper bound ([`Content::ChunkedUpTo`]).
+    up_to: bool,
 }
 
 impl Default for EntryReceiver {
@@ -92,6 +94,7 @@ impl EntryReceiver {
             state: State::AwaitEntry,
             base_ends: None,
             resume: None,
+            up_to: false,
         }
     }
 
@@ -148,8 +151,9 @@ impl EntryReceiver {
                 }
                 EntryKind::File {
                     size,
-                    content: Content::Chunked { base },
+                    content: content @ (Content::Chunked { base } | Content::ChunkedUpTo { base }),
                 } => {
+                    self.up_to = !content.size_is_exact();
                     let base = base.clone();
                     self.state = State::AwaitGo { size: *size };
                     Ok(Step::CheckChunked { entry, base })
@@ -274,7 +278,9 @@ impl EntryReceiver {
                     len,
                 }
             }
-            Message::End { hash } if received == size => Step::Finish { hash },
+            Message::End { hash } if received == size || (self.up_to && received <= size) => {
+                Step::Finish { hash }
+            }
             Message::End { .. } => {
                 return Err(violation(
                     FailCode::SizeMismatch,
@@ -506,6 +512,37 @@ mod tests {
             Ok(Step::Finish { hash: [1; 32] })
         );
         assert!(r.is_done());
+    }
+
+    #[test]
+    fn content_up_to_a_size_may_end_short_but_never_long() {
+        for (sent, ok) in [(7usize, true), (10, true), (0, true), (11, false)] {
+            let mut r = EntryReceiver::new();
+            let entry = file(10, Content::ChunkedUpTo { base: None });
+            assert!(matches!(
+                r.on_message(entry),
+                Ok(Step::CheckChunked { base: None, .. })
+            ));
+            r.chunked_answered(None, None).unwrap();
+            let data = r.on_message(Message::Data(vec![1; sent]));
+            let end = data.and_then(|_| r.on_message(Message::End { hash: [1; 32] }));
+            match end {
+                Ok(step) => {
+                    assert!(ok, "{sent} bytes of at most 10 taken");
+                    assert_eq!(step, Step::Finish { hash: [1; 32] });
+                }
+                Err(v) => {
+                    assert!(!ok, "{sent} bytes of at most 10 refused: {v}");
+                    assert_eq!(v.code, FailCode::SizeMismatch);
+                }
+            }
+        }
+        // Exact chunked content must still be exact.
+        let mut r = chunked(10);
+        r.chunked_answered(None, None).unwrap();
+        r.on_message(Message::Data(vec![1; 7])).unwrap();
+        let short = r.on_message(Message::End { hash: [1; 32] }).unwrap_err();
+        assert_eq!(short.code, FailCode::SizeMismatch);
     }
 
     #[test]

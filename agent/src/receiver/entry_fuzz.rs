@@ -27,6 +27,8 @@ enum Model {
     },
     AwaitGo {
         size: u64,
+        /// `size` is an upper bound (`ChunkedUpTo`).
+        up_to: bool,
     },
     Chunked {
         size: u64,
@@ -34,6 +36,7 @@ enum Model {
         first: bool,
         resume: Option<u64>,
         base: bool,
+        up_to: bool,
     },
     Done,
 }
@@ -105,7 +108,7 @@ impl Checker {
             .machine
             .chunked_answered(base.then_some(&BASE[..]), offered);
         match self.model {
-            Model::AwaitGo { size } => {
+            Model::AwaitGo { size, up_to } => {
                 let resume = resume.filter(|&r| r > 0 && r <= size);
                 let go = Go {
                     base,
@@ -118,6 +121,7 @@ impl Checker {
                     first: true,
                     resume,
                     base,
+                    up_to,
                 };
             }
             _ => {
@@ -171,7 +175,23 @@ fn expect(state: Model, message: &Message) -> (Result<(), FailCode>, Model) {
             EntryKind::File {
                 size,
                 content: Content::Chunked { .. },
-            } => (Ok(()), AwaitGo { size: *size }),
+            } => (
+                Ok(()),
+                AwaitGo {
+                    size: *size,
+                    up_to: false,
+                },
+            ),
+            EntryKind::File {
+                size,
+                content: Content::ChunkedUpTo { .. },
+            } => (
+                Ok(()),
+                AwaitGo {
+                    size: *size,
+                    up_to: true,
+                },
+            ),
         },
         (
             Chunked {
@@ -180,6 +200,7 @@ fn expect(state: Model, message: &Message) -> (Result<(), FailCode>, Model) {
                 first,
                 resume,
                 base,
+                up_to,
             },
             message,
         ) => {
@@ -194,6 +215,7 @@ fn expect(state: Model, message: &Message) -> (Result<(), FailCode>, Model) {
                         first: false,
                         resume,
                         base,
+                        up_to,
                     };
                     (Ok(()), next)
                 }
@@ -207,6 +229,7 @@ fn expect(state: Model, message: &Message) -> (Result<(), FailCode>, Model) {
                         first: false,
                         resume,
                         base,
+                        up_to,
                     },
                 ),
                 Message::Data(data) => grow(data.len() as u64),
@@ -223,7 +246,9 @@ fn expect(state: Model, message: &Message) -> (Result<(), FailCode>, Model) {
                         )
                     }
                 }
-                Message::End { .. } if got != size => (Err(FailCode::SizeMismatch), Done),
+                Message::End { .. } if got > size || (got < size && !up_to) => {
+                    (Err(FailCode::SizeMismatch), Done)
+                }
                 Message::End { .. } | Message::Abort { .. } => (Ok(()), Done),
                 _ => bad,
             }
@@ -285,7 +310,7 @@ fn check_step(step: &Step, message: &Message) {
         (
             Step::CheckChunked { entry, base },
             EntryKind::File {
-                content: Content::Chunked { base: offered },
+                content: Content::Chunked { base: offered } | Content::ChunkedUpTo { base: offered },
                 ..
             },
         ) => assert!(entry == sent && base == offered),

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use ferry_proto::{Base, Entry, Hash, Resume};
+use ferry_proto::{Base, Entry, EntryKind, Hash, Resume};
 
 use crate::chunk::{self, ChunkInfo};
 use crate::store::{BaseContent, Namespace, Staged, Store, StoreError, Verified};
@@ -72,18 +72,24 @@ impl ChunkedFile {
         let lens = base
             .as_ref()
             .map(|b| b.chunks().iter().map(|c| c.len).collect());
-        let (staged, chunks, resume, synced) = match store.resume_partial(&ns, &entry.path, size)? {
-            Some(r) => {
-                let len = r.resume.len;
-                (r.staged, r.chunks, Some(r.resume), len)
+        let (mut staged, chunks, resume, synced) =
+            match store.resume_partial(&ns, &entry.path, size)? {
+                Some(r) => {
+                    let len = r.resume.len;
+                    (r.staged, r.chunks, Some(r.resume), len)
+                }
+                None => (
+                    store.stage_chunked(&ns, &entry.path, size)?,
+                    Vec::new(),
+                    None,
+                    0,
+                ),
+            };
+        if let EntryKind::File { content, .. } = &entry.kind {
+            if !content.size_is_exact() {
+                staged.declared_at_most();
             }
-            None => (
-                store.stage_chunked(&ns, &entry.path, size)?,
-                Vec::new(),
-                None,
-                0,
-            ),
-        };
+        }
         let file = ChunkedFile {
             store,
             ns,

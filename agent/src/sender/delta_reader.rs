@@ -34,6 +34,9 @@ pub enum DeltaError {
     IndexPoisoned,
     #[error("could not frame the content")]
     Frame(#[from] FrameError),
+    /// A sealed folder's chunked object could not be sealed.
+    #[error("cannot be sealed")]
+    Seal(#[source] ferry_proto::seal::SealError),
     /// The stream ended before the receiver's `Go` (it reports why).
     #[error("no answer to the chunked entry")]
     NoGo,

@@ -18,11 +18,11 @@ use tokio::sync::mpsc;
 use super::delta_reader::{DeltaError, DeltaRead, DeltaReader, Out};
 use super::sealed::{self, Sealing};
 use super::source_file::{self, ContentBytes, FileStat, Opened, SourceError};
-use crate::chunk::{ChunkInfo, CHUNKED_MIN_SIZE};
+use crate::chunk::CHUNKED_MIN_SIZE;
 use crate::compress::{self, CompressMode};
 use crate::copies::{Copies, CopiesError, CopyWriter};
-use crate::index::Index;
 use crate::index::{Action, PlanItem};
+use crate::index::{ChunkRecord, Index};
 use crate::link::Link;
 use crate::scan::{ScanEntry, ScanKind, SourceDir};
 use crate::status::SenderStatus;
@@ -38,8 +38,9 @@ pub struct Sent {
     /// The content hash of a file.
     pub hash: Option<Hash>,
     pub kind: SentKind,
-    /// The chunk list of a file sent as chunked content.
-    pub chunks: Option<Vec<ChunkInfo>>,
+    /// What the receiver stored of a file sent as chunked content: the
+    /// base of its next delta.
+    pub chunks: Option<ChunkRecord>,
 }
 
 /// How an entry travelled.
@@ -290,15 +291,8 @@ async fn send_chunked(
             match out {
                 Out::Header(header) => {
                     channel.send.send_raw(&header).await?;
-                    match next(&mut channel, &mut machine).await? {
-                        Step::SendChunks(go) => {
-                            let _ = go_tx.send(go);
-                        }
-                        Step::Done(ended) => {
-                            return ended_result(ended).and(Err(StreamError::Closed.into()))
-                        }
-                        Step::SendContent => return Err(StreamError::Closed.into()),
-                    }
+                    let go = await_go(&mut channel, &mut machine).await?;
+                    let _ = go_tx.send(go);
                 }
                 Out::Frames(frames, bytes, covered) => {
                     channel.send.send_raw(&frames).await?;
@@ -337,10 +331,21 @@ async fn send_chunked(
         content,
     )
     .await?;
-    Ok(Sent {
-        chunks: Some(chunks),
-        ..sent
-    })
+    let chunks = ChunkRecord::plain(sent.entry.path.clone(), hash, chunks);
+    Ok(Sent { chunks, ..sent })
+}
+
+/// Waits for the receiver's answer to chunked content: its `Go` (a
+/// failure is the receiver's reason).
+pub(super) async fn await_go(
+    channel: &mut Channel,
+    machine: &mut EntrySender,
+) -> Result<ferry_proto::Go, SendEntryError> {
+    match next(channel, machine).await? {
+        Step::SendChunks(go) => Ok(go),
+        Step::Done(ended) => ended_result(ended).and(Err(StreamError::Closed.into())),
+        Step::SendContent => Err(StreamError::Closed.into()),
+    }
 }
 
 /// Sends `Abort` for content that could not be read (the receiver then

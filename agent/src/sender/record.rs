@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use ferry_proto::{Hash, RelPath};
 
 use super::{RunError, SenderContext};
-use crate::chunk::ChunkInfo;
 use crate::copies::{self, Copies, CopyRecord, Held};
+use crate::index::ChunkRecord;
 use crate::index::{Index, SenderRun};
 use crate::scan::{self, ScanEntry};
 use crate::summary::RunSummary;
@@ -17,7 +17,7 @@ use crate::tasks::blocking;
 
 /// Entries the receiver acknowledged, with their content hash, for chunked
 /// content their chunk list, and whether their local copy was written.
-pub(super) type Acked = Vec<(ScanEntry, Option<Hash>, Option<Vec<ChunkInfo>>, bool)>;
+pub(super) type Acked = Vec<(ScanEntry, Option<Hash>, Option<ChunkRecord>, bool)>;
 
 /// Runs `f` on the index, if the run opened one, on the blocking pool.
 pub(super) async fn with_index<T: Send + 'static>(
@@ -43,8 +43,8 @@ pub(super) async fn record_stored(ctx: &SenderContext, acked: Acked) -> Result<(
         let mut lists = Vec::new();
         let mut copied = Vec::new();
         for (entry, hash, chunks, copy) in acked {
-            if let (Some(hash), Some(chunks)) = (hash, chunks) {
-                lists.push((entry.path.clone(), hash, chunks));
+            if let Some(record) = chunks {
+                lists.push(record);
             }
             if copy {
                 copied.extend(copy_record(&entry, hash));

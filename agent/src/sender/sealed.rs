@@ -8,28 +8,32 @@
 //! This is the one seam between plain and sealed sending: [`Sealing`] turns
 //! a planned entry into its wire header and sealed content; bundles frame
 //! the objects it seals in memory ([`Sealing::seal_whole`]), and
-//! [`send_entry`] sends one on a stream of its own, a large file sealed as
-//! it is read on the blocking thread. Sealed entries travel whole: never
-//! offered by hash, never against a delta base, never compressed (ciphertext
-//! does not compress), and what an interrupted transfer kept is not resumed.
-//! The index keeps real paths and real metadata, as for a plain folder, and
-//! no chunk list. The `hh/` directories are not sent: the receiver makes
+//! [`send_entry`] sends one on a stream of its own. A large file travels
+//! as a chunked object ([`super::sealed_delta`]): against the previous
+//! object of its path (or of the path it was renamed from), compressed
+//! before it is sealed, resumed where an interrupted transfer stopped. Small
+//! objects travel whole (never offered by hash: a metadata change changes
+//! the sealed header). The index keeps real paths and real metadata, as for
+//! a plain folder, and for a chunked object its piece list under its opaque
+//! path. The `hh/` directories are not sent: the receiver makes
 //! the parents of what it stores itself. Deletions go by opaque paths, one
 //! object each (the plan lists a directory's contents before it).
 
-use std::fs::File;
 use std::sync::Arc;
 
 use ferry_proto::seal::{FolderPublic, RunSealer, SealError, SealedHeader, SealedKind};
 use ferry_proto::{frame, Content, Entry, EntryKind, Hash, Message, RelPath, MAX_DATA};
 use tokio::sync::mpsc;
 
+use super::delta_reader::Out;
 use super::file_stream::machine::{EntrySender, Offer};
 use super::file_stream::{
-    abort, acknowledged, answer, stored_dir_or_symlink, unless_stopped, SendEntryError, Sent,
-    TransferContext,
+    abort, acknowledged, answer, await_go, stored_dir_or_symlink, unless_stopped, SendEntryError,
+    Sent, TransferContext,
 };
-use super::source_file::{self, ContentBytes, FileStat, Opened, SourceError};
+use super::sealed_delta::{SealedDeltaReader, SealedRead};
+use super::source_file::{self, ContentBytes, FileStat, Opened};
+use crate::chunk::Gear;
 use crate::copies::{Copies, CopyWriter};
 use crate::index::PlanItem;
 use crate::link::Link;
@@ -45,6 +49,8 @@ pub const OBJECT_MODE: u32 = 0o600;
 pub struct Sealing {
     public: FolderPublic,
     run: RunSealer,
+    /// The folder's keyed chunker.
+    gear: Arc<Gear>,
 }
 
 /// An entry sealed whole in memory, ready to frame.
@@ -107,7 +113,23 @@ impl Sealing {
         Ok(Sealing {
             public: public.clone(),
             run: RunSealer::new(public)?,
+            gear: Arc::new(Gear::seeded(public.chunker_seed())),
         })
+    }
+
+    /// The folder's public half.
+    pub fn public(&self) -> &FolderPublic {
+        &self.public
+    }
+
+    /// The run's key.
+    pub fn run(&self) -> &RunSealer {
+        &self.run
+    }
+
+    /// The folder's keyed chunker tables.
+    pub fn gear(&self) -> Arc<Gear> {
+        self.gear.clone()
     }
 
     /// Where the receiver keeps the objects of the entry at `path`.
@@ -175,17 +197,10 @@ enum Real {
     },
 }
 
-/// An entry read for a stream of its own.
-enum Prepared {
-    /// Sealed whole in memory already (a directory, a symlink, a small file).
-    Whole { object: SealedObject, real: Real },
-    /// A large file, sealed as it is read.
-    Streamed {
-        file: File,
-        stat: FileStat,
-        copy: Option<CopyWriter>,
-    },
-}
+/// An entry read for a stream of its own and sealed whole in memory (a
+/// directory, a symlink, a small file); `None` for a large file, a chunked
+/// object sealed as it is read.
+type Prepared = Option<Box<(SealedObject, Real)>>;
 
 /// Reads `scanned` (a small file whole, a large one only opened) and seals
 /// what was read.
@@ -211,12 +226,11 @@ fn prepare(
                 seal.seal_whole(scanned, Some(&stat), &data)?,
                 Real::File { stat, hash, copy },
             ),
-            Opened::Large { file, stat, copy } => {
-                return Ok(Prepared::Streamed { file, stat, copy })
-            }
+            // Read again as chunks by the chunked object's reader.
+            Opened::Large { .. } => return Ok(None),
         },
     };
-    Ok(Prepared::Whole { object, real })
+    Ok(Some(Box::new((object, real))))
 }
 
 /// Sends one planned entry of a sealed folder on a stream of its own,
@@ -237,9 +251,10 @@ pub async fn send_entry(
     );
     let prepared = blocking(move || prepare(&s, &source, copies.as_deref(), &entry)).await??;
     let (object, real) = match prepared {
-        Prepared::Whole { object, real } => (object, real),
-        Prepared::Streamed { file, stat, copy } => {
-            return send_streamed(ctx, seal, channel, scanned, file, stat, copy).await
+        Some(prepared) => *prepared,
+        None => {
+            drop(channel);
+            return send_streamed(ctx, seal, scanned).await;
         }
     };
     let mut machine = EntrySender::new(Offer::Whole);
@@ -270,93 +285,97 @@ pub async fn send_entry(
     }
 }
 
-/// Sends a large file's object: its header first (the object's size is
-/// known from the open file's metadata), then its content read, hashed,
-/// copied and sealed on a blocking thread, then the object's hash.
+/// Sends a large file as a chunked object ([`super::sealed_delta`]),
+/// against the base the index knows; again without it if the receiver's
+/// copy of the base turns out damaged.
 async fn send_streamed(
+    ctx: &TransferContext<impl Link>,
+    seal: &Arc<Sealing>,
+    scanned: ScanEntry,
+) -> Result<Sent, SendEntryError> {
+    let channel = ctx.open().await?;
+    match send_chunked(ctx, seal, channel, scanned.clone(), true).await {
+        Err(SendEntryError::BaseDamaged(why)) => {
+            tracing::warn!(path = %scanned.path, "{why}; sending it whole");
+            let channel = ctx.open().await?;
+            send_chunked(ctx, seal, channel, scanned, false).await
+        }
+        other => other,
+    }
+}
+
+/// One attempt at a chunked object, with or without a base.
+async fn send_chunked(
     ctx: &TransferContext<impl Link>,
     seal: &Arc<Sealing>,
     mut channel: Channel,
     scanned: ScanEntry,
-    file: File,
-    stat: FileStat,
-    copy: Option<CopyWriter>,
+    use_base: bool,
 ) -> Result<Sent, SendEntryError> {
-    let header = header(&scanned, Some(&stat));
-    let len = RunSealer::object_len(&header).map_err(SendEntryError::Seal)?;
-    let mut machine = EntrySender::new(Offer::Whole);
-    channel
-        .send
-        .send(&Message::Entry(seal.wire_entry(&scanned.path, len)))
-        .await?;
-    // Sealed bytes, with the bytes of content they cover.
-    let (tx, rx) = mpsc::channel::<(Vec<u8>, u64)>(4);
-    let pumping = async {
-        let mut rx = rx;
-        while let Some((sealed, covered)) = rx.recv().await {
-            for piece in sealed.chunks(MAX_DATA) {
-                channel.send.send_data(piece).await?;
+    let reader = SealedDeltaReader {
+        source: ctx.source.clone(),
+        entry: scanned.clone(),
+        copies: ctx.copies.clone(),
+        index: ctx.index.clone(),
+        use_base,
+        compress: ctx.compress,
+        seal: seal.clone(),
+    };
+    let mut machine = EntrySender::new(Offer::Chunked);
+    let (tx, rx) = mpsc::channel::<Out>(2);
+    let (go_tx, go_rx) = std::sync::mpsc::sync_channel(1);
+    let mut content = ContentBytes { fresh: 0, wire: 0 };
+    let streaming = async {
+        let (mut rx, go_tx) = (rx, go_tx);
+        while let Some(out) = rx.recv().await {
+            match out {
+                Out::Header(header) => {
+                    channel.send.send_raw(&header).await?;
+                    let go = await_go(&mut channel, &mut machine).await?;
+                    let _ = go_tx.send(go);
+                }
+                Out::Frames(frames, bytes, covered) => {
+                    channel.send.send_raw(&frames).await?;
+                    content.fresh += bytes.fresh;
+                    content.wire += bytes.wire;
+                    ctx.status.progress.add_bytes(covered);
+                }
             }
-            ctx.status.progress.add_bytes(covered);
         }
         Ok::<(), SendEntryError>(())
     };
-    let s = seal.clone();
-    let reading = blocking(move || seal_content(&s, header, file, stat, copy, tx));
-    let (pumped, read) = tokio::join!(pumping, reading);
-    let sent = match (pumped, read?) {
-        (Ok(()), Ok(read)) => Ok(read),
-        (Err(e), _) => Err(e),
-        (Ok(()), Err(e)) => return Err(abort(&mut channel, &mut machine, e).await),
+    let (streamed, read) = tokio::join!(streaming, blocking(move || reader.run(tx, go_rx)));
+    let read = read?;
+    let SealedRead {
+        stat,
+        hash,
+        object,
+        record,
+        copy,
+    } = match unless_stopped(&mut channel, &mut machine, streamed).await {
+        Err(e) => return Err(e),
+        Ok(()) => match read {
+            Ok(read) => read,
+            Err(e) => return Err(abort(&mut channel, &mut machine, e.into()).await),
+        },
     };
-    let sent = match sent {
-        Ok((hash, object_hash, copy)) => channel
-            .send
-            .send(&Message::End { hash: object_hash })
-            .await
-            .map(|()| (hash, copy))
-            .map_err(SendEntryError::from),
-        Err(e) => Err(e),
-    };
-    let (hash, copy) = unless_stopped(&mut channel, &mut machine, sent).await?;
+    let end = channel.send.send(&Message::End { hash: object }).await;
+    unless_stopped(&mut channel, &mut machine, end.map_err(Into::into)).await?;
     machine.content_sent();
-    let bytes = ContentBytes {
-        fresh: stat.size,
-        wire: len,
-    };
-    acknowledged(&mut channel, &mut machine, scanned, stat, hash, copy, bytes).await
-}
-
-/// Reads `file` once, sealing it under `header` into `tx`; returns the
-/// content's hash (for the index), the object's (for `End`) and the local
-/// copy. A file that changes while read is refused, never sealed torn.
-fn seal_content(
-    seal: &Sealing,
-    header: SealedHeader,
-    file: File,
-    stat: FileStat,
-    mut copy: Option<CopyWriter>,
-    tx: mpsc::Sender<(Vec<u8>, u64)>,
-) -> Result<(Hash, Hash, Option<CopyWriter>), SendEntryError> {
-    let mut sealer = seal.run.object(header).map_err(SendEntryError::Seal)?;
-    let mut object = blake3::Hasher::new();
-    let mut send = |sealed: Vec<u8>, covered: u64| {
-        object.update(&sealed);
-        // The sending side gave up (the stream failed); it reports why.
-        tx.blocking_send((sealed, covered))
-            .map_err(|_| SendEntryError::Source(SourceError::StreamGone))
-    };
-    let hash = source_file::read_pieces(&file, &stat, &mut copy, |piece: Vec<u8>| {
-        let mut sealed = Vec::with_capacity(piece.len() + piece.len() / 1024 + 64);
-        sealer
-            .push(&piece, &mut sealed)
-            .map_err(SendEntryError::Seal)?;
-        send(sealed, piece.len() as u64)
-    })?;
-    let mut last = Vec::new();
-    sealer.finish(&mut last).map_err(SendEntryError::Seal)?;
-    send(last, 0)?;
-    Ok((hash, *object.finalize().as_bytes(), copy))
+    let sent = acknowledged(
+        &mut channel,
+        &mut machine,
+        scanned,
+        stat,
+        hash,
+        copy,
+        content,
+    )
+    .await?;
+    Ok(Sent {
+        chunks: Some(record),
+        ..sent
+    })
 }
 
 #[cfg(test)]
@@ -364,7 +383,6 @@ fn seal_content(
 mod tests {
     use super::*;
     use ferry_proto::seal::{FolderSecret, Opener};
-    use std::os::unix::fs::MetadataExt;
 
     fn scanned(path: &str, kind: ScanKind, size: u64) -> ScanEntry {
         ScanEntry {
@@ -484,35 +502,5 @@ mod tests {
         let touched = crate::index::Action::MetadataOnly { hash: [0; 32] };
         assert!(seal.fits(&item(scanned("t", ScanKind::File, 10), touched)));
         assert!(seal.fits(&item(scanned("d", ScanKind::Dir, 0), new)));
-    }
-
-    #[test]
-    fn a_large_file_is_sealed_as_it_is_read_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let data: Vec<u8> = (0..MAX_DATA * 3 + 777).map(|i| (i % 253) as u8).collect();
-        std::fs::write(dir.path().join("big"), &data).unwrap();
-        let meta = std::fs::metadata(dir.path().join("big")).unwrap();
-        let source = SourceDir::open(dir.path()).unwrap();
-        let mut entry = scanned("big", ScanKind::File, data.len() as u64);
-        (entry.mtime_ns, entry.mode) = (crate::scan::mtime_ns(&meta), meta.mode() & 0o7777);
-        (entry.ino, entry.dev) = (meta.ino(), meta.dev());
-        let (file, stat) = source_file::open(&source, &entry).unwrap();
-
-        let secret = FolderSecret::generate().unwrap();
-        let seal = Sealing::new(&secret.public()).unwrap();
-        let h = header(&entry, Some(&stat));
-        let len = RunSealer::object_len(&h).unwrap();
-        let (tx, mut rx) = mpsc::channel(1024);
-        let (hash, object_hash, _) = seal_content(&seal, h.clone(), file, stat, None, tx).unwrap();
-        let (mut object, mut covered) = (Vec::new(), 0);
-        while let Ok((sealed, bytes)) = rx.try_recv() {
-            object.extend_from_slice(&sealed);
-            covered += bytes;
-        }
-        assert_eq!(hash, *blake3::hash(&data).as_bytes());
-        assert_eq!(object_hash, *blake3::hash(&object).as_bytes());
-        assert_eq!((object.len() as u64, covered), (len, data.len() as u64));
-        let (opened, content) = Opener::new(&secret).open(&object).unwrap();
-        assert_eq!((opened, content), (h, data));
     }
 }

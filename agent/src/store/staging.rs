@@ -68,6 +68,8 @@ pub struct Staged {
     staging: StagingFile,
     rel: RelPath,
     declared: u64,
+    /// `declared` is an upper bound, not the exact length.
+    at_most: bool,
     written: u64,
     holes: HoleWriter,
     hasher: blake3::Hasher,
@@ -79,6 +81,7 @@ impl Staged {
             staging,
             rel,
             declared,
+            at_most: false,
             written: 0,
             holes: HoleWriter::default(),
             hasher: blake3::Hasher::new(),
@@ -103,6 +106,7 @@ impl Staged {
             staging,
             rel,
             declared,
+            at_most: false,
             written,
             holes: HoleWriter::at(written),
             hasher,
@@ -174,6 +178,12 @@ impl Staged {
         Ok(())
     }
 
+    /// Makes the declared size an upper bound: content that ends short of
+    /// it is complete ([`ferry_proto::Content::ChunkedUpTo`]).
+    pub fn declared_at_most(&mut self) {
+        self.at_most = true;
+    }
+
     /// Bytes written so far.
     pub fn written(&self) -> u64 {
         self.written
@@ -183,7 +193,7 @@ impl Staged {
     /// per file ([`super::Store::commit_file`]) or one flush per batch
     /// ([`super::Store::apply_batch`]).
     pub fn finish(mut self, hash: &Hash) -> Result<Verified, StoreError> {
-        if self.written != self.declared {
+        if self.written > self.declared || (self.written < self.declared && !self.at_most) {
             return Err(StoreError::SizeMismatch {
                 path: self.rel.clone(),
                 declared: self.declared,

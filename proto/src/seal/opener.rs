@@ -60,8 +60,22 @@ impl Opener {
         }
     }
 
-    /// Opens a whole object held in memory.
+    /// Opens a whole object held in memory, in either format.
     pub fn open(&mut self, sealed: &[u8]) -> Result<(SealedHeader, Vec<u8>), OpenError> {
+        if sealed.first().copied().is_some_and(super::is_chunked) {
+            let mut content = Vec::with_capacity(sealed.len());
+            let header = self.open_source(sealed, &mut |bytes: &[u8]| {
+                content.extend_from_slice(bytes);
+                Ok(())
+            });
+            return match header {
+                Ok(header) => Ok((header, content)),
+                Err(super::ReadObjectError::Open(e)) => Err(e),
+                // Memory is read whole (an object that ends early is
+                // `Truncated`) and appending to a Vec does not fail.
+                Err(_) => Err(OpenError::Truncated),
+            };
+        }
         let mut content = Vec::with_capacity(sealed.len());
         let mut object = self.object();
         object.push(sealed, &mut content)?;

@@ -21,13 +21,14 @@ impl Store {
         staged: &mut Verified,
         work: &mut Work,
     ) -> Result<(), StoreError> {
-        let EntryKind::File { size, .. } = entry.kind else {
+        let EntryKind::File { size, ref content } = entry.kind else {
             return Err(bad(entry, "commit_file needs a file entry"));
         };
         if staged.rel != entry.path {
             return Err(bad(entry, "the staged content belongs to another path"));
         }
-        if staged.size != size {
+        // A size that is an upper bound was checked as one when staged.
+        if staged.size > size || (staged.size != size && content.size_is_exact()) {
             return Err(StoreError::SizeMismatch {
                 path: entry.path.clone(),
                 declared: size,
@@ -49,7 +50,8 @@ impl Store {
         work.changes.push(Change::Insert(NewVersion {
             path: entry.path.clone(),
             kind: "file",
-            size,
+            // What arrived: the entry's size may be an upper bound.
+            size: staged.size,
             mtime_ns: entry.mtime_ns,
             mode: entry.mode,
             hash: Some(staged.hash),
