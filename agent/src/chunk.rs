@@ -192,6 +192,7 @@ pub fn chunk_list(data: &[u8]) -> Vec<ChunkInfo> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     fn random(len: usize, seed: u8) -> Vec<u8> {
         let mut out = vec![0u8; len];
@@ -247,8 +248,31 @@ mod tests {
         assert_eq!(decode_list(&encode_list(&list)).unwrap(), list);
         assert!(decode_list(&[1, 2, 3]).is_none());
         let mut too_long = encode_list(&list[..1]);
-        too_long[..4].copy_from_slice(&(MAX_CHUNK as u32 + 1).to_le_bytes());
+        too_long[..4].copy_from_slice(&(ferry_proto::MAX_DATA as u32 + 1).to_le_bytes());
         assert!(decode_list(&too_long).is_none());
         assert!(chunk_list(&[]).is_empty());
+    }
+
+    #[test]
+    fn a_keyed_chunker_cuts_elsewhere_and_resynchronises_after_an_edit() {
+        let data = random(2 << 20, 9);
+        let cuts = |gear: Option<Arc<Gear>>| {
+            let mut chunker = Chunker::keyed(&data[..], gear);
+            let mut lens = Vec::new();
+            while let Some(c) = chunker.next_chunk().unwrap() {
+                assert!(c.len() <= MAX_CHUNK);
+                lens.push(c.len());
+            }
+            lens
+        };
+        let one = Some(Arc::new(Gear::seeded(0x1234_5678_9abc_def0)));
+        let other = Some(Arc::new(Gear::seeded(42)));
+        assert_eq!(cuts(one.clone()), cuts(one.clone()));
+        assert_ne!(cuts(one.clone()), cuts(None));
+        assert_ne!(cuts(one.clone()), cuts(other));
+        assert_eq!(cuts(one).iter().sum::<usize>(), data.len());
+        // The sealed format's bounds are the chunker's.
+        assert_eq!(MAX_CHUNK, ferry_proto::seal::MAX_CHUNK);
+        assert_eq!(MIN_CHUNK, ferry_proto::seal::MIN_CHUNK);
     }
 }
