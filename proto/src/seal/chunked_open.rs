@@ -6,7 +6,7 @@ use std::io;
 
 use super::chunked::{
     front_key, group_nonce, trailer_key, zero_nonce, NamingKeys, CHUNKED_VERSION, ENTRY_LENS,
-    FRONT_PREFIX, LENS, MAX_CHUNK,
+    FRONT_PREFIX, LENS, MAX_CHUNK, MIN_CHUNK,
 };
 use super::{padme, OpenError, Opener, SealedHeader, SealedKind, TAG, VERSION};
 use ring::aead::{Aad, Nonce};
@@ -57,6 +57,9 @@ pub enum ReadObjectError {
     #[error("could not write the opened content")]
     Write(#[source] io::Error),
 }
+
+/// The longest a group piece can be: 256 entries, padded, and a tag.
+const MAX_GROUP_PIECE: u64 = 8 << 10;
 
 /// Bytes read at once from a whole-object (version 1) source.
 const WINDOW: usize = 1 << 20;
@@ -235,6 +238,12 @@ impl Opener {
         if trailer_len < (trailer_prefix + TAG) as u64 {
             return Err(OpenError::Truncated.into());
         }
+        // Lengths read from the object are checked before anything of that
+        // length is allocated: a trailer lists one group per chunk at most.
+        let most_groups = len / MIN_CHUNK as u64 + 1;
+        if trailer_len > 1024 + most_groups.saturating_mul(2 * trailer_entry as u64) {
+            return Err(OpenError::Malformed("a trailer longer than its object allows").into());
+        }
         let mut trailer = read(src, body_end, trailer_len as usize)?;
         let (aad_tail, sealed) = trailer.split_at_mut(trailer_prefix);
         let mut run_e = [0u8; 32];
@@ -265,6 +274,9 @@ impl Opener {
             let mut gid = [0u8; 32];
             gid.copy_from_slice(&entry[..32]);
             let group_len = u64::from(u32_at(entry, 32)?);
+            if group_len > MAX_GROUP_PIECE {
+                return Err(OpenError::Malformed("a group longer than any").into());
+            }
             let span = u64_at(entry, 36)?;
             let group_at = at
                 .checked_add(span)
@@ -290,6 +302,9 @@ impl Opener {
                 let mut cid = [0u8; 16];
                 cid.copy_from_slice(&e[..cid_len]);
                 let piece_len = u64::from(u32_at(e, cid_len)?);
+                if piece_len > crate::MAX_DATA as u64 {
+                    return Err(OpenError::Malformed("a piece longer than any").into());
+                }
                 if piece_at + piece_len > group_at || piece_len < (nonce_len + TAG) as u64 {
                     return Err(OpenError::Malformed("pieces that disagree with their span").into());
                 }

@@ -227,6 +227,17 @@ fn tampering_truncation_and_splicing_fail_the_object() {
         fails(&good[..cut], &format!("cut at {cut}"));
     }
     fails(&[good.clone(), vec![0]].concat(), "a byte appended");
+    // A footer naming a trailer far longer than the object: refused before
+    // anything that long is read or allocated.
+    let mut long = good.clone();
+    let n = long.len();
+    let most = (n - 4 - FRONT_PREFIX - 200) as u32;
+    long[n - 4..].copy_from_slice(&most.to_le_bytes());
+    let got = open(&secret(), &long).map(|(h, _)| h);
+    assert!(
+        matches!(got, Err(ReadObjectError::Open(OpenError::Malformed(m))) if m.contains("trailer longer")),
+        "{got:?}"
+    );
     // Two data pieces swapped.
     let mut swapped = pieces.clone();
     swapped.swap(1, 2);
