@@ -13,6 +13,18 @@
 //! and mtimes are applied last, deepest first. An object that does not open
 //! (tampered with, truncated, another folder's) is reported by its opaque
 //! path, and the restore goes on.
+//!
+//! A chunked object (format 2, large files) cannot be opened as it arrives:
+//! its trailer is at its end. Its header is read from its front as above,
+//! then it is kept whole in a scratch file beside its real path and opened
+//! from there ([`chunked`]); from a store on this machine, it is opened in
+//! place.
+//!
+//! ## Layout
+//!
+//! - [`chunked`]: restoring a chunked object, received or in place.
+
+mod chunked;
 
 use std::sync::Arc;
 
@@ -23,7 +35,7 @@ use tokio::task::JoinSet;
 
 use super::dest::{Destination, PendingFile, Slot, WriteError};
 use super::{RestoreSummary, RESTORE_IN_FLIGHT};
-use crate::reader::sealed::{check_place, is_under, ObjectError};
+use crate::reader::sealed::{check_place, is_under, starts_chunked, ObjectError};
 use crate::reader::{Fetcher, Piece, RemoteTree};
 use crate::status::SenderStatus;
 use crate::summary::Progress;
@@ -52,6 +64,8 @@ enum EntryError {
     Write(#[from] WriteError),
     #[error("the sealed object's header is not the one its first block showed")]
     KindChanged,
+    #[error("cannot read the sealed object")]
+    Read(#[source] std::io::Error),
 }
 
 /// One object that failed: its real path if its header opened.
@@ -190,9 +204,31 @@ async fn restore_object(
     under: Arc<[RelPath]>,
     progress: &Progress,
 ) -> (Option<Opener>, Result<Restored, Failed>) {
-    let VersionKind::File { hash, .. } = v.kind else {
+    let VersionKind::File { hash, size } = v.kind else {
         return (Some(opener), Err(ObjectError::NotAnObject.into()));
     };
+    // From a store on this machine, a chunked object is opened in place.
+    match fetcher.stored_file(v.id).await {
+        None => {}
+        Some(Err(e)) => return (Some(opener), Err(ObjectError::from(e).into())),
+        Some(Ok(file)) => {
+            let (stored, dest, under) = (v.path.clone(), dest.clone(), under.clone());
+            let done = crate::tasks::blocking(move || {
+                let done = chunked::restore_in_place(&mut opener, &file, &stored, &dest, &under);
+                (opener, done)
+            })
+            .await;
+            match done {
+                Ok((back, Some(done))) => {
+                    progress.add_bytes(size);
+                    return (Some(back), done);
+                }
+                // A whole object: fetched and opened as it comes, below.
+                Ok((back, None)) => opener = back,
+                Err(cancelled) => return (None, Err(ObjectError::from(cancelled).into())),
+            }
+        }
+    }
     let (tx, rx) = mpsc::channel(FEED_DEPTH);
     let stored = v.path.clone();
     let write = crate::tasks::blocking(move || {
@@ -263,10 +299,59 @@ enum Target {
     Outside,
 }
 
-/// Opens the object fed through `rx` and writes its entry (blocking).
+/// An object's bytes as the fetch feeds them (blocking).
+struct Fed {
+    rx: mpsc::Receiver<Feed>,
+    /// All bytes came, their hash the catalog's.
+    ended: bool,
+}
+
+impl Fed {
+    /// The next bytes; `None` once they end ([`Fed::ended`] tells whether
+    /// all came) or the fetch stopped.
+    fn next(&mut self) -> Option<Vec<u8>> {
+        if self.ended {
+            return None;
+        }
+        match self.rx.blocking_recv()? {
+            Feed::Data(data) => Some(data),
+            Feed::End => {
+                self.ended = true;
+                None
+            }
+        }
+    }
+}
+
+/// Opens the object fed through `rx` and writes its entry (blocking); its
+/// first byte tells its format.
 fn write_object(
     opener: &mut Opener,
-    mut rx: mpsc::Receiver<Feed>,
+    rx: mpsc::Receiver<Feed>,
+    stored: &RelPath,
+    dest: &Destination,
+    under: &[RelPath],
+) -> Result<Restored, Failed> {
+    let mut fed = Fed { rx, ended: false };
+    let mut first = Vec::new();
+    while first.is_empty() {
+        match fed.next() {
+            Some(data) => first = data,
+            None => break,
+        }
+    }
+    if starts_chunked(&first) {
+        return chunked::write_received(opener, first, fed, stored, dest, under);
+    }
+    write_whole(opener, first, fed, stored, dest, under)
+}
+
+/// Opens a whole object (format 1) as its blocks come, `first` its first
+/// bytes, and writes its entry (blocking).
+fn write_whole(
+    opener: &mut Opener,
+    first: Vec<u8>,
+    mut fed: Fed,
     stored: &RelPath,
     dest: &Destination,
     under: &[RelPath],
@@ -281,15 +366,8 @@ fn write_object(
         error,
     };
     let mut target: Option<Target> = None;
-    let mut ended = false;
-    while let Some(feed) = rx.blocking_recv() {
-        let data = match feed {
-            Feed::Data(data) => data,
-            Feed::End => {
-                ended = true;
-                break;
-            }
-        };
+    let mut next = Some(first);
+    while let Some(data) = next.take().or_else(|| fed.next()) {
         if let Err(e) = object.push(&data, &mut content) {
             // A later block may fail in the push that opened the header.
             let real = real.or_else(|| object.header().map(|h| h.path.clone()));
@@ -314,7 +392,7 @@ fn write_object(
             _ => {}
         }
     }
-    if !ended {
+    if !fed.ended {
         return Err(failed(&real, ObjectError::Interrupted.into()));
     }
     // The last block's content may come only now.
