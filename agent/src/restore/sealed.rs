@@ -25,6 +25,8 @@
 //! - [`chunked`]: restoring a chunked object, received or in place.
 
 mod chunked;
+#[cfg(test)]
+mod chunked_tests;
 
 use std::sync::Arc;
 
@@ -69,6 +71,7 @@ enum EntryError {
 }
 
 /// One object that failed: its real path if its header opened.
+#[derive(Debug)]
 struct Failed {
     real: Option<RelPath>,
     error: EntryError,
@@ -469,18 +472,18 @@ mod tests {
     use std::os::unix::fs::MetadataExt;
     use std::path::{Path, PathBuf};
 
-    fn rel(s: &str) -> RelPath {
+    pub(super) fn rel(s: &str) -> RelPath {
         RelPath::from_bytes(s).unwrap()
     }
 
-    fn name(s: &str) -> Name {
+    pub(super) fn name(s: &str) -> Name {
         Name::new(s).unwrap()
     }
 
-    const T: i64 = 1_700_000_000_123_456_789;
+    pub(super) const T: i64 = 1_700_000_000_123_456_789;
 
     /// What the test folder holds: path, kind, mode, mtime, content.
-    fn source() -> Vec<(SealedHeader, Vec<u8>)> {
+    pub(super) fn source() -> Vec<(SealedHeader, Vec<u8>)> {
         let big: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
         let entry = |path: &str, kind: SealedKind, mode: u32, content: &[u8]| {
             let header = SealedHeader {
@@ -520,7 +523,7 @@ mod tests {
 
     /// Stores `data` at `opaque` as a run stores an object: a regular
     /// file, mode 0600, mtime 0.
-    fn put(store: &Store, ns: &Namespace, run: u64, opaque: RelPath, data: &[u8]) {
+    pub(super) fn put(store: &Store, ns: &Namespace, run: u64, opaque: RelPath, data: &[u8]) {
         let entry = Entry {
             path: opaque,
             kind: EntryKind::File {
@@ -538,14 +541,20 @@ mod tests {
 
     /// A store holding the test folder `docs` of `lap`, encrypted to a new
     /// key; the objects as stored, by real path.
-    struct Sealed {
-        dir: tempfile::TempDir,
-        secret: FolderSecret,
-        public: FolderPublic,
-        objects: Vec<(RelPath, Vec<u8>)>,
+    pub(super) struct Sealed {
+        pub(super) dir: tempfile::TempDir,
+        pub(super) secret: FolderSecret,
+        pub(super) public: FolderPublic,
+        pub(super) objects: Vec<(RelPath, Vec<u8>)>,
     }
 
     fn sealed_store() -> Sealed {
+        sealed_store_with(&[])
+    }
+
+    /// [`sealed_store`] with `chunked` (files) sealed as chunked objects
+    /// too, in the same run.
+    pub(super) fn sealed_store_with(chunked: &[(SealedHeader, Vec<u8>)]) -> Sealed {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("store")).unwrap();
         let sender = store.add_sender("dev-1", &name("lap")).unwrap();
@@ -564,6 +573,11 @@ mod tests {
             put(&store, &ns, run, public.opaque_path(&header.path), &object);
             objects.push((header.path, object));
         }
+        for (header, content) in chunked {
+            let object = super::chunked_tests::seal_chunked(&public, &sealer, header, content);
+            put(&store, &ns, run, public.opaque_path(&header.path), &object);
+            objects.push((header.path.clone(), object));
+        }
         store
             .finish_run(&ns, run, &RunReport::default(), 0, RunEnding::Complete)
             .unwrap();
@@ -575,7 +589,7 @@ mod tests {
         }
     }
 
-    async fn client(s: &Sealed) -> Client {
+    pub(super) async fn client(s: &Sealed) -> Client {
         Client::open_store(&LocalStore {
             root: s.dir.path().join("store"),
             name: name("lap"),
@@ -585,7 +599,7 @@ mod tests {
         .unwrap()
     }
 
-    async fn restore(s: &Sealed, under: &[RelPath], to: &Path) -> RestoreSummary {
+    pub(super) async fn restore(s: &Sealed, under: &[RelPath], to: &Path) -> RestoreSummary {
         let mut client = client(s).await;
         let tree = client.tree_report(At::Latest, &[]).await.unwrap();
         let dest = Arc::new(Destination::new(to, false).unwrap());
@@ -593,7 +607,7 @@ mod tests {
         restore_sealed_tree(&client.fetcher(), tree, &s.secret, under, dest, status).await
     }
 
-    fn mtime(path: &Path) -> i64 {
+    pub(super) fn mtime(path: &Path) -> i64 {
         let m = std::fs::symlink_metadata(path).unwrap();
         m.mtime() * 1_000_000_000 + m.mtime_nsec()
     }
@@ -885,7 +899,7 @@ mod tests {
     }
 
     /// The file below `root` (not in `.ferry`) whose bytes are `bytes`.
-    fn find_file(root: &Path, bytes: &[u8]) -> Option<PathBuf> {
+    pub(super) fn find_file(root: &Path, bytes: &[u8]) -> Option<PathBuf> {
         for entry in std::fs::read_dir(root).ok()? {
             let path = entry.ok()?.path();
             if path.file_name() == Some(std::ffi::OsStr::new(".ferry")) {
