@@ -476,7 +476,7 @@ mod tests {
         RelPath::from_bytes(s).unwrap()
     }
 
-    pub(super) fn name(s: &str) -> Name {
+    fn name(s: &str) -> Name {
         Name::new(s).unwrap()
     }
 
@@ -523,7 +523,7 @@ mod tests {
 
     /// Stores `data` at `opaque` as a run stores an object: a regular
     /// file, mode 0600, mtime 0.
-    pub(super) fn put(store: &Store, ns: &Namespace, run: u64, opaque: RelPath, data: &[u8]) {
+    fn put(store: &Store, ns: &Namespace, run: u64, opaque: RelPath, data: &[u8]) {
         let entry = Entry {
             path: opaque,
             kind: EntryKind::File {

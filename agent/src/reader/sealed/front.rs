@@ -59,6 +59,10 @@ pub fn open_front(
         return match opener.chunked_header(bytes)? {
             Some(header) => Ok(header),
             None if ended => Err(OpenError::Truncated.into()),
+            // All that may be read for a front is there.
+            None if bytes.len() >= front_needs(bytes) => {
+                Err(OpenError::Malformed("a front longer than any header").into())
+            }
             None => Err(ObjectError::NoHeader),
         };
     }
@@ -134,6 +138,12 @@ mod tests {
         let mut huge = object[..FRONT_PREFIX].to_vec();
         huge[FRONT_PREFIX - 4..].copy_from_slice(&u32::MAX.to_le_bytes());
         assert_eq!(front_needs(&huge), CHUNKED_FRONT);
+        huge.resize(CHUNKED_FRONT, 0);
+        let huge = open_front(&mut opener, &huge, false).unwrap_err();
+        assert!(
+            matches!(huge, ObjectError::Open(OpenError::Malformed(_))),
+            "{huge:?}"
+        );
     }
 
     #[test]
