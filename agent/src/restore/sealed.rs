@@ -17,12 +17,13 @@
 //! A chunked object (format 2, large files) cannot be opened as it arrives:
 //! its trailer is at its end. Its header is read from its front as above,
 //! then it is kept whole in a scratch file beside its real path and opened
-//! from there ([`chunked`]); from a store on this machine, it is opened in
+//! from there (`chunked`); from a store on this machine, it is opened in
 //! place.
 //!
 //! ## Layout
 //!
-//! - [`chunked`]: restoring a chunked object, received or in place.
+//! - `chunked`: restoring a chunked object, received or in place.
+//! - `chunked_tests` (tests only): chunked objects among whole ones.
 
 mod chunked;
 #[cfg(test)]
