@@ -477,7 +477,7 @@ mod tests {
         RelPath::from_bytes(s).unwrap()
     }
 
-    fn name(s: &str) -> Name {
+    pub(super) fn name(s: &str) -> Name {
         Name::new(s).unwrap()
     }
 
@@ -556,9 +556,14 @@ mod tests {
     /// [`sealed_store`] with `chunked` (files) sealed as chunked objects
     /// too, in the same run.
     pub(super) fn sealed_store_with(chunked: &[(SealedHeader, Vec<u8>)]) -> Sealed {
+        sealed_store_of("dev-1", chunked)
+    }
+
+    /// [`sealed_store_with`], sent by the device `device`.
+    pub(super) fn sealed_store_of(device: &str, chunked: &[(SealedHeader, Vec<u8>)]) -> Sealed {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("store")).unwrap();
-        let sender = store.add_sender("dev-1", &name("lap")).unwrap();
+        let sender = store.add_sender(device, &name("lap")).unwrap();
         let ns = store.namespace(&sender, &name("docs"));
         let secret = FolderSecret::generate().unwrap();
         let public = secret.public();

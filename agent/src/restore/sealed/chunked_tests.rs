@@ -2,6 +2,7 @@
 //! restores exactly, in place from a store on this machine and received
 //! through a scratch file; a chunked object's header is read from its
 //! front alone; a tampered or truncated one fails alone, leaving nothing.
+//! Over QUIC too: a real receiver on 127.0.0.1 serving the store.
 
 #![allow(clippy::unwrap_used)] // a failing unwrap is a failing test
 
@@ -11,9 +12,18 @@ use std::path::Path;
 use ferry_proto::seal::{ChunkedSealer, FolderPublic, RunSealer, MAX_CHUNK};
 use ferry_proto::{At, MAX_DATA};
 
-use super::tests::{client, find_file, mtime, rel, restore, sealed_store_with, source, Sealed, T};
+use super::tests::{
+    client, find_file, mtime, name, rel, restore, sealed_store_of, sealed_store_with, source,
+    Sealed, T,
+};
 use super::*;
+use crate::identity::Identity;
 use crate::reader::sealed::{fetch_front, open_headers};
+use crate::reader::{Client, Remote};
+use crate::receiver::{Admission, Receiver};
+use crate::status::SenderStatus;
+use crate::store::Store;
+use tokio_util::sync::CancellationToken;
 
 /// `content` sealed as a chunked object of `header` in the run `run`:
 /// chunks of varied lengths up to [`MAX_CHUNK`], every third one
@@ -280,4 +290,71 @@ async fn a_tampered_chunked_object_fails_alone_and_the_rest_is_restored() {
     // The store's own check of objects (without the key) sees it too.
     let report = crate::store::verify(&root).unwrap();
     assert_eq!(report.findings.len(), 1, "{:?}", report.findings);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_quic_chunked_objects_are_listed_from_their_front_and_restored_exactly() {
+    let state = tempfile::tempdir().unwrap();
+    let sender = Identity::load_or_create(state.path()).unwrap();
+    let s = sealed_store_of(&sender.id.to_string(), &large());
+    let store = Store::open(&s.dir.path().join("store")).unwrap();
+    let receiver = Receiver::bind_with(
+        Identity::load_or_create(&s.dir.path().join("rstate")).unwrap(),
+        store,
+        "127.0.0.1:0".parse().unwrap(),
+        4,
+        Admission {
+            allow: vec![],
+            pairing_secret: None,
+        },
+    )
+    .unwrap();
+    let addr = receiver.local_addr().unwrap();
+    let remote = Remote {
+        host: addr.ip().to_string(),
+        port: addr.port(),
+        receiver_id: Some(receiver.id()),
+        state: state.path().to_path_buf(),
+        name: name("lap"),
+        folder: name("docs"),
+    };
+    let shutdown = CancellationToken::new();
+    let serving = tokio::spawn(receiver.serve(shutdown.clone()));
+
+    let mut client = Client::connect(&remote).await.unwrap();
+    let tree = client.tree_report(At::Latest, &[]).await.unwrap();
+    // Headers: each object's fetch stops after its front.
+    let (opened, unopened) = open_headers(&client.fetcher(), &s.secret, tree.entries.clone()).await;
+    assert!(unopened.is_empty(), "{unopened:?}");
+    assert_eq!(opened.len(), source().len() + large().len());
+    // The whole folder, each chunked object through a scratch file.
+    let to = s.dir.path().join("restored");
+    let dest = Arc::new(Destination::new(&to, false).unwrap());
+    let fetcher = client.fetcher();
+    let summary =
+        restore_sealed_tree(&fetcher, tree, &s.secret, &[], dest, SenderStatus::new()).await;
+    assert_eq!(summary.problems, Vec::new());
+    assert_eq!((summary.files, summary.links, summary.dirs), (6, 1, 2));
+    assert_restored(&to, &source());
+    assert_restored(&to, &large());
+    assert_eq!(leftovers(&to), Vec::<String>::new());
+    // A subtree: the chunked objects outside it stop after their front.
+    let tree = client.tree_report(At::Latest, &[]).await.unwrap();
+    let sub = s.dir.path().join("sub");
+    let dest = Arc::new(Destination::new(&sub, false).unwrap());
+    let summary = restore_sealed_tree(
+        &fetcher,
+        tree,
+        &s.secret,
+        &[rel("top.txt")],
+        dest,
+        SenderStatus::new(),
+    )
+    .await;
+    assert_eq!(summary.problems, Vec::new());
+    assert_eq!(summary.files, 1);
+    assert_eq!(std::fs::read(sub.join("top.txt")).unwrap(), b"top");
+    drop(client);
+    shutdown.cancel();
+    serving.await.unwrap();
 }
