@@ -68,6 +68,25 @@ impl Fetcher {
         };
         Ok(Fetch { version, source })
     }
+
+    /// The stored file of `version` when the fetcher reads a store on this
+    /// machine (to be read in place, at any offset, without a copy);
+    /// `None` over a connection, where bytes can only be fetched in order.
+    /// Its bytes are not checked against the catalog's hash.
+    pub async fn stored_file(&self, version: u64) -> Option<Result<std::fs::File, FetchError>> {
+        let FetchFrom::Local(ctx) = &self.0 else {
+            return None;
+        };
+        let ctx = ctx.clone();
+        let opened = crate::tasks::blocking(move || requests::open_version(&ctx, version)).await;
+        Some(match opened {
+            Ok(file) => file.map_err(|f| FetchError::Failed {
+                version,
+                message: f.message,
+            }),
+            Err(cancelled) => Err(cancelled.into()),
+        })
+    }
 }
 
 /// The bytes of one version, as they arrive.

@@ -6,11 +6,20 @@
 //! ([`ferry_proto::seal`]); which real path an object holds is only known
 //! once its header (in its first block) is open. So listing a directory or
 //! restoring a subtree opens the header of every object of the tree at the
-//! point, and keeps those at or below the paths asked.
+//! point, and keeps those at or below the paths asked. Objects come in two
+//! formats (whole, and chunked for large files); [`front`] reads the
+//! header of either from the object's first bytes alone.
+//!
+//! ## Layout
+//!
+//! - [`front`]: how many first bytes a header needs, and the header opened
+//!   from them, in either format.
 
-use ferry_proto::seal::{
-    FolderPublic, FolderSecret, OpenError, Opener, SealedHeader, SealedKind, BLOCK, PREFIX, TAG,
-};
+pub mod front;
+
+pub use front::{front_needs, open_front, starts_chunked};
+
+use ferry_proto::seal::{FolderPublic, FolderSecret, OpenError, Opener, SealedHeader, SealedKind};
 use ferry_proto::{DirEntry, Hash, Name, Protection, RelPath, VersionInfo, VersionKind};
 use tokio::task::JoinSet;
 
@@ -199,9 +208,9 @@ pub fn is_under(path: &RelPath, under: &[RelPath]) -> bool {
     under.is_empty() || under.iter().any(|u| path.starts_with(u))
 }
 
-/// Fetches the first block of `v` and opens its header (the whole object
-/// if it is one block, then checked to its end). The opener comes back
-/// unless the runtime is shutting down.
+/// Fetches the front of `v` (the bytes its header needs, see
+/// [`front_needs`]) and opens its header; the rest of the object is not
+/// fetched. The opener comes back unless the runtime is shutting down.
 async fn read_header(
     fetcher: &Fetcher,
     mut opener: Opener,
@@ -210,7 +219,7 @@ async fn read_header(
     let VersionKind::File { hash, .. } = v.kind else {
         return (Some(opener), Err(ObjectError::NotAnObject));
     };
-    let (bytes, ended) = match first_block(fetcher, v.id, &hash).await {
+    let (bytes, ended) = match fetch_front(fetcher, v.id, &hash).await {
         Ok(got) => got,
         Err(e) => return (Some(opener), Err(e)),
     };
@@ -226,17 +235,17 @@ async fn read_header(
     }
 }
 
-/// The bytes of version `id` up to one past its first block, and whether
-/// that was all of it (its end and hash checked).
-async fn first_block(
+/// The first bytes of version `id`, fetched until its header's front is in
+/// (pieces as they come: a little more than [`front_needs`]), and whether
+/// that was all of it (its end and hash checked). Fetching stops there.
+pub(crate) async fn fetch_front(
     fetcher: &Fetcher,
     id: u64,
     hash: &Hash,
 ) -> Result<(Vec<u8>, bool), ObjectError> {
-    let want = PREFIX + BLOCK + TAG + 1;
     let mut fetch = fetcher.fetch(id).await?;
     let mut bytes = Vec::new();
-    while bytes.len() < want {
+    while bytes.is_empty() || bytes.len() < front_needs(&bytes) {
         match fetch.next().await? {
             Piece::Data(data) => bytes.extend_from_slice(&data),
             Piece::End(sent) if sent != *hash => return Err(ObjectError::ServerHash),
@@ -246,24 +255,16 @@ async fn first_block(
     Ok((bytes, false))
 }
 
-/// Opens the header in `bytes` (blocking); `ended`: `bytes` is the whole
-/// object, checked to its end. The header must belong at `stored`.
+/// Opens the header in `bytes` (blocking, see [`open_front`]); `ended`:
+/// `bytes` is the whole object. The header must belong at `stored`.
 fn header_of(
     opener: &mut Opener,
     bytes: &[u8],
     ended: bool,
     stored: &RelPath,
 ) -> Result<SealedHeader, ObjectError> {
-    let public = opener.public().clone();
-    let mut object = opener.object();
-    let mut content = Vec::new();
-    object.push(bytes, &mut content)?;
-    let header = if ended {
-        object.finish(&mut content)?
-    } else {
-        object.header().cloned().ok_or(ObjectError::NoHeader)?
-    };
-    check_place(&public, &header, stored)?;
+    let header = open_front(opener, bytes, ended)?;
+    check_place(opener.public(), &header, stored)?;
     Ok(header)
 }
 

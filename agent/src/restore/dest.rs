@@ -152,6 +152,25 @@ impl Destination {
         })
     }
 
+    /// A scratch file beside `target` (from [`Destination::slot`]), open
+    /// for reading and writing, its name removed at once: it holds what
+    /// must be kept whole before it can be used (a chunked sealed object,
+    /// whose trailer is at its end), on the destination's disk, and goes
+    /// away with its handle whatever happens to the restore.
+    pub fn scratch_beside(&self, target: &Path) -> Result<File, WriteError> {
+        let tmp = self.temp_beside(target);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&tmp)
+            .map_err(io_err("create", &tmp))?;
+        fs::remove_file(&tmp).map_err(io_err("remove", &tmp))?;
+        Ok(file)
+    }
+
     /// Makes `target` a symlink to `link` with this mtime.
     pub fn symlink(&self, target: PathBuf, link: &[u8], mtime_ns: i64) -> Result<(), WriteError> {
         let tmp = self.temp_beside(&target);
@@ -248,6 +267,11 @@ pub struct PendingFile {
 }
 
 impl PendingFile {
+    /// Where the file goes once committed.
+    pub fn target(&self) -> &Path {
+        &self.target
+    }
+
     /// Appends content; its all-zero blocks stay holes (a sparse file is
     /// restored sparse).
     pub fn write(&mut self, data: &[u8]) -> Result<(), WriteError> {

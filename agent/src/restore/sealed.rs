@@ -13,6 +13,21 @@
 //! and mtimes are applied last, deepest first. An object that does not open
 //! (tampered with, truncated, another folder's) is reported by its opaque
 //! path, and the restore goes on.
+//!
+//! A chunked object (format 2, large files) cannot be opened as it arrives:
+//! its trailer is at its end. Its header is read from its front as above,
+//! then it is kept whole in a scratch file beside its real path and opened
+//! from there (`chunked`); from a store on this machine, it is opened in
+//! place.
+//!
+//! ## Layout
+//!
+//! - `chunked`: restoring a chunked object, received or in place.
+//! - `chunked_tests` (tests only): chunked objects among whole ones.
+
+mod chunked;
+#[cfg(test)]
+mod chunked_tests;
 
 use std::sync::Arc;
 
@@ -23,7 +38,7 @@ use tokio::task::JoinSet;
 
 use super::dest::{Destination, PendingFile, Slot, WriteError};
 use super::{RestoreSummary, RESTORE_IN_FLIGHT};
-use crate::reader::sealed::{check_place, is_under, ObjectError};
+use crate::reader::sealed::{check_place, is_under, starts_chunked, ObjectError};
 use crate::reader::{Fetcher, Piece, RemoteTree};
 use crate::status::SenderStatus;
 use crate::summary::Progress;
@@ -52,9 +67,12 @@ enum EntryError {
     Write(#[from] WriteError),
     #[error("the sealed object's header is not the one its first block showed")]
     KindChanged,
+    #[error("cannot read the sealed object")]
+    Read(#[source] std::io::Error),
 }
 
 /// One object that failed: its real path if its header opened.
+#[derive(Debug)]
 struct Failed {
     real: Option<RelPath>,
     error: EntryError,
@@ -190,9 +208,31 @@ async fn restore_object(
     under: Arc<[RelPath]>,
     progress: &Progress,
 ) -> (Option<Opener>, Result<Restored, Failed>) {
-    let VersionKind::File { hash, .. } = v.kind else {
+    let VersionKind::File { hash, size } = v.kind else {
         return (Some(opener), Err(ObjectError::NotAnObject.into()));
     };
+    // From a store on this machine, a chunked object is opened in place.
+    match fetcher.stored_file(v.id).await {
+        None => {}
+        Some(Err(e)) => return (Some(opener), Err(ObjectError::from(e).into())),
+        Some(Ok(file)) => {
+            let (stored, dest, under) = (v.path.clone(), dest.clone(), under.clone());
+            let done = crate::tasks::blocking(move || {
+                let done = chunked::restore_in_place(&mut opener, &file, &stored, &dest, &under);
+                (opener, done)
+            })
+            .await;
+            match done {
+                Ok((back, Some(done))) => {
+                    progress.add_bytes(size);
+                    return (Some(back), done);
+                }
+                // A whole object: fetched and opened as it comes, below.
+                Ok((back, None)) => opener = back,
+                Err(cancelled) => return (None, Err(ObjectError::from(cancelled).into())),
+            }
+        }
+    }
     let (tx, rx) = mpsc::channel(FEED_DEPTH);
     let stored = v.path.clone();
     let write = crate::tasks::blocking(move || {
@@ -263,10 +303,59 @@ enum Target {
     Outside,
 }
 
-/// Opens the object fed through `rx` and writes its entry (blocking).
+/// An object's bytes as the fetch feeds them (blocking).
+struct Fed {
+    rx: mpsc::Receiver<Feed>,
+    /// All bytes came, their hash the catalog's.
+    ended: bool,
+}
+
+impl Fed {
+    /// The next bytes; `None` once they end ([`Fed::ended`] tells whether
+    /// all came) or the fetch stopped.
+    fn next(&mut self) -> Option<Vec<u8>> {
+        if self.ended {
+            return None;
+        }
+        match self.rx.blocking_recv()? {
+            Feed::Data(data) => Some(data),
+            Feed::End => {
+                self.ended = true;
+                None
+            }
+        }
+    }
+}
+
+/// Opens the object fed through `rx` and writes its entry (blocking); its
+/// first byte tells its format.
 fn write_object(
     opener: &mut Opener,
-    mut rx: mpsc::Receiver<Feed>,
+    rx: mpsc::Receiver<Feed>,
+    stored: &RelPath,
+    dest: &Destination,
+    under: &[RelPath],
+) -> Result<Restored, Failed> {
+    let mut fed = Fed { rx, ended: false };
+    let mut first = Vec::new();
+    while first.is_empty() {
+        match fed.next() {
+            Some(data) => first = data,
+            None => break,
+        }
+    }
+    if starts_chunked(&first) {
+        return chunked::write_received(opener, first, fed, stored, dest, under);
+    }
+    write_whole(opener, first, fed, stored, dest, under)
+}
+
+/// Opens a whole object (format 1) as its blocks come, `first` its first
+/// bytes, and writes its entry (blocking).
+fn write_whole(
+    opener: &mut Opener,
+    first: Vec<u8>,
+    mut fed: Fed,
     stored: &RelPath,
     dest: &Destination,
     under: &[RelPath],
@@ -281,15 +370,8 @@ fn write_object(
         error,
     };
     let mut target: Option<Target> = None;
-    let mut ended = false;
-    while let Some(feed) = rx.blocking_recv() {
-        let data = match feed {
-            Feed::Data(data) => data,
-            Feed::End => {
-                ended = true;
-                break;
-            }
-        };
+    let mut next = Some(first);
+    while let Some(data) = next.take().or_else(|| fed.next()) {
         if let Err(e) = object.push(&data, &mut content) {
             // A later block may fail in the push that opened the header.
             let real = real.or_else(|| object.header().map(|h| h.path.clone()));
@@ -314,7 +396,7 @@ fn write_object(
             _ => {}
         }
     }
-    if !ended {
+    if !fed.ended {
         return Err(failed(&real, ObjectError::Interrupted.into()));
     }
     // The last block's content may come only now.
@@ -391,18 +473,18 @@ mod tests {
     use std::os::unix::fs::MetadataExt;
     use std::path::{Path, PathBuf};
 
-    fn rel(s: &str) -> RelPath {
+    pub(super) fn rel(s: &str) -> RelPath {
         RelPath::from_bytes(s).unwrap()
     }
 
-    fn name(s: &str) -> Name {
+    pub(super) fn name(s: &str) -> Name {
         Name::new(s).unwrap()
     }
 
-    const T: i64 = 1_700_000_000_123_456_789;
+    pub(super) const T: i64 = 1_700_000_000_123_456_789;
 
     /// What the test folder holds: path, kind, mode, mtime, content.
-    fn source() -> Vec<(SealedHeader, Vec<u8>)> {
+    pub(super) fn source() -> Vec<(SealedHeader, Vec<u8>)> {
         let big: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
         let entry = |path: &str, kind: SealedKind, mode: u32, content: &[u8]| {
             let header = SealedHeader {
@@ -460,17 +542,28 @@ mod tests {
 
     /// A store holding the test folder `docs` of `lap`, encrypted to a new
     /// key; the objects as stored, by real path.
-    struct Sealed {
-        dir: tempfile::TempDir,
-        secret: FolderSecret,
-        public: FolderPublic,
-        objects: Vec<(RelPath, Vec<u8>)>,
+    pub(super) struct Sealed {
+        pub(super) dir: tempfile::TempDir,
+        pub(super) secret: FolderSecret,
+        pub(super) public: FolderPublic,
+        pub(super) objects: Vec<(RelPath, Vec<u8>)>,
     }
 
     fn sealed_store() -> Sealed {
+        sealed_store_with(&[])
+    }
+
+    /// [`sealed_store`] with `chunked` (files) sealed as chunked objects
+    /// too, in the same run.
+    pub(super) fn sealed_store_with(chunked: &[(SealedHeader, Vec<u8>)]) -> Sealed {
+        sealed_store_of("dev-1", chunked)
+    }
+
+    /// [`sealed_store_with`], sent by the device `device`.
+    pub(super) fn sealed_store_of(device: &str, chunked: &[(SealedHeader, Vec<u8>)]) -> Sealed {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("store")).unwrap();
-        let sender = store.add_sender("dev-1", &name("lap")).unwrap();
+        let sender = store.add_sender(device, &name("lap")).unwrap();
         let ns = store.namespace(&sender, &name("docs"));
         let secret = FolderSecret::generate().unwrap();
         let public = secret.public();
@@ -486,6 +579,11 @@ mod tests {
             put(&store, &ns, run, public.opaque_path(&header.path), &object);
             objects.push((header.path, object));
         }
+        for (header, content) in chunked {
+            let object = super::chunked_tests::seal_chunked(&public, &sealer, header, content);
+            put(&store, &ns, run, public.opaque_path(&header.path), &object);
+            objects.push((header.path.clone(), object));
+        }
         store
             .finish_run(&ns, run, &RunReport::default(), 0, RunEnding::Complete)
             .unwrap();
@@ -497,7 +595,7 @@ mod tests {
         }
     }
 
-    async fn client(s: &Sealed) -> Client {
+    pub(super) async fn client(s: &Sealed) -> Client {
         Client::open_store(&LocalStore {
             root: s.dir.path().join("store"),
             name: name("lap"),
@@ -507,7 +605,7 @@ mod tests {
         .unwrap()
     }
 
-    async fn restore(s: &Sealed, under: &[RelPath], to: &Path) -> RestoreSummary {
+    pub(super) async fn restore(s: &Sealed, under: &[RelPath], to: &Path) -> RestoreSummary {
         let mut client = client(s).await;
         let tree = client.tree_report(At::Latest, &[]).await.unwrap();
         let dest = Arc::new(Destination::new(to, false).unwrap());
@@ -515,7 +613,7 @@ mod tests {
         restore_sealed_tree(&client.fetcher(), tree, &s.secret, under, dest, status).await
     }
 
-    fn mtime(path: &Path) -> i64 {
+    pub(super) fn mtime(path: &Path) -> i64 {
         let m = std::fs::symlink_metadata(path).unwrap();
         m.mtime() * 1_000_000_000 + m.mtime_nsec()
     }
@@ -807,7 +905,7 @@ mod tests {
     }
 
     /// The file below `root` (not in `.ferry`) whose bytes are `bytes`.
-    fn find_file(root: &Path, bytes: &[u8]) -> Option<PathBuf> {
+    pub(super) fn find_file(root: &Path, bytes: &[u8]) -> Option<PathBuf> {
         for entry in std::fs::read_dir(root).ok()? {
             let path = entry.ok()?.path();
             if path.file_name() == Some(std::ffi::OsStr::new(".ferry")) {
