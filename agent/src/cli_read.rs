@@ -182,7 +182,7 @@ impl Source {
 #[derive(Args, Clone, Default)]
 pub struct KeyArgs {
     /// The folder's key file (from `ferry key new`), to read a protected
-    /// folder; `ferry versions` also takes its public file.
+    /// folder.
     #[arg(long)]
     key_file: Option<PathBuf>,
     /// Read the key file's passphrase from this file [default:
