@@ -46,7 +46,7 @@ pub async fn versions(args: VersionsArgs) -> anyhow::Result<ExitCode> {
             let key = args.key.or_config(&args.remote)?;
             // The real sizes and times are inside the sealed objects: the
             // key file (not its public half) and its passphrase are needed.
-            let unlocked = key.unlock(&mut client, folder, false).await;
+            let unlocked = key.unlock(&mut client, folder).await;
             unlocked.map_err(|e| {
                 let context = match e.downcast_ref::<LockedError>() {
                     Some(LockedError::WriteOnly { .. } | LockedError::PublicOfEncrypted { .. }) => {
@@ -65,13 +65,10 @@ pub async fn versions(args: VersionsArgs) -> anyhow::Result<ExitCode> {
     let folder = folder.map(|f| f.to_string()).unwrap_or_default();
     let sender = client.sender().clone();
     let result = match &unlocked {
-        Unlocked::Sealed {
-            public,
-            secret: Some(secret),
-        } => sealed_versions(&mut client, secret, &public.opaque_path(&path)).await,
-        Unlocked::Sealed { secret: None, .. } => Err(anyhow::anyhow!(
-            "internal error: the folder's key was not opened"
-        )),
+        Unlocked::Sealed(secret) => {
+            let opaque = secret.public().opaque_path(&path);
+            sealed_versions(&mut client, secret, &opaque).await
+        }
         Unlocked::Plain => client
             .versions(&path)
             .await
