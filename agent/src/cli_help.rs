@@ -66,7 +66,11 @@ Examples:
   Every stored version of one file:
     ferry versions --host nas.local --folder Documents notes/todo.txt
   The same for a sender configured in a file, as JSON:
-    ferry versions -c /etc/ferry/sender.toml --json notes/todo.txt";
+    ferry versions -c /etc/ferry/sender.toml --json notes/todo.txt
+  Of an encrypted or write-only folder: its key file opens the real sizes
+  and times (the passphrase is asked, or read from --passphrase-file):
+    ferry versions --host nas.local --folder Documents \\
+      --key-file ~/folder.key notes/todo.txt";
 
 pub const LS: &str = "\
 Examples:

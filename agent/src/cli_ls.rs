@@ -64,24 +64,21 @@ pub async fn ls(args: LsArgs) -> anyhow::Result<ExitCode> {
         Some(folder) => {
             args.key
                 .or_config(&args.remote)?
-                .unlock(&mut client, folder, false)
+                .unlock(&mut client, folder)
                 .await
         }
         None => Ok(Unlocked::Plain),
     };
     let mut failed = false;
     let result = match unlocked {
-        Ok(Unlocked::Sealed {
-            secret: Some(secret),
-            ..
-        }) => {
+        Ok(Unlocked::Sealed(secret)) => {
             let sealed = list_sealed(&mut client, &secret, at, dir.as_ref()).await;
             sealed.map(|(entries, unopened)| {
                 failed = unopened;
                 entries
             })
         }
-        Ok(_) => list(&mut client, at, dir.as_ref()).await,
+        Ok(Unlocked::Plain) => list(&mut client, at, dir.as_ref()).await,
         Err(e) => Err(e),
     };
     let folder = folder.map(|f| f.to_string()).unwrap_or_default();

@@ -16,7 +16,7 @@ use ferry_agent::reader::sealed::{self, GivenKey, Needs};
 use ferry_agent::reader::{
     parse_point_in_time, Client, ClientError, LocalStore, OpenStoreError, Remote,
 };
-use ferry_proto::seal::{FolderPublic, FolderSecret};
+use ferry_proto::seal::FolderSecret;
 use ferry_proto::{Name, Protection, RelPath};
 
 /// Which receiver to ask, as which sender; each can also come from the
@@ -182,7 +182,7 @@ impl Source {
 #[derive(Args, Clone, Default)]
 pub struct KeyArgs {
     /// The folder's key file (from `ferry key new`), to read a protected
-    /// folder; `ferry versions` also takes its public file.
+    /// folder.
     #[arg(long)]
     key_file: Option<PathBuf>,
     /// Read the key file's passphrase from this file [default:
@@ -195,12 +195,8 @@ pub struct KeyArgs {
 pub(crate) enum Unlocked {
     /// A plain folder: read as it is.
     Plain,
-    /// A protected folder: its objects are named with `public`, and opened
-    /// with `secret` (`None` when only names were asked for).
-    Sealed {
-        public: FolderPublic,
-        secret: Option<FolderSecret>,
-    },
+    /// A protected folder: its objects are named and opened with this key.
+    Sealed(FolderSecret),
 }
 
 impl KeyArgs {
@@ -215,19 +211,18 @@ impl KeyArgs {
     }
 
     /// Learns `folder`'s protection and checks the key given against it:
-    /// before the passphrase is asked, and before anything is written. With
-    /// `names_only`, a public file is enough and no passphrase is asked.
+    /// before the passphrase is asked, and before anything is written. A
+    /// protected folder needs its key file (a public file opens nothing).
     pub(crate) async fn unlock(
         &self,
         client: &mut Client,
         folder: &Name,
-        names_only: bool,
     ) -> anyhow::Result<Unlocked> {
         let protection = client.protection().await?;
         let Some(path) = self.key_file.clone() else {
             // Without a key, only a plain folder can be read; otherwise
             // this says what to give.
-            sealed::check_key(folder, protection, None, names_only)?;
+            sealed::check_key(folder, protection, None, false)?;
             return Ok(Unlocked::Plain);
         };
         if protection == Protection::Plain {
@@ -240,24 +235,15 @@ impl KeyArgs {
             public: &public,
             secret: key_file,
         };
-        let Needs::Secret { key } = sealed::check_key(folder, protection, Some(given), names_only)?
+        let Needs::Secret { key } = sealed::check_key(folder, protection, Some(given), false)?
         else {
             return Ok(Unlocked::Plain);
         };
-        if names_only {
-            return Ok(Unlocked::Sealed {
-                public,
-                secret: None,
-            });
-        }
         let passphrase = keys::passphrase_source(self.passphrase_file.as_deref());
         let secret =
             ferry_agent::tasks::blocking(move || keys::load_secret(&path, &passphrase)).await??;
         sealed::check_secret(&secret, &key)?;
-        Ok(Unlocked::Sealed {
-            public,
-            secret: Some(secret),
-        })
+        Ok(Unlocked::Sealed(secret))
     }
 }
 

@@ -104,17 +104,14 @@ async fn restore_into(
             Some(folder) => {
                 args.key
                     .or_config(&args.remote)?
-                    .unlock(&mut client, &folder, false)
+                    .unlock(&mut client, &folder)
                     .await?
             }
             None => Unlocked::Plain,
         };
         let secret = match unlocked {
-            Unlocked::Sealed {
-                secret: Some(secret),
-                ..
-            } => Some(secret),
-            _ => None,
+            Unlocked::Sealed(secret) => Some(secret),
+            Unlocked::Plain => None,
         };
         // A protected folder's objects are at opaque paths: the whole tree
         // is asked for, and kept by real path once opened.

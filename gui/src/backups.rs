@@ -8,11 +8,13 @@
 //!
 //! ## Layout
 //!
+//! - [`failure`]: a question not answered, in plain words.
 //! - [`key`]: a protected folder's key: locked, unlocking, unlocked.
 //! - [`opened`]: a protected folder's objects opened (headers, versions).
 //! - [`place`]: where to ask and restore to; "Date and time" parsed.
 //! - [`work`]: the questions and the restore, off the UI thread.
 
+pub mod failure;
 pub mod key;
 pub mod opened;
 pub mod place;
@@ -30,9 +32,10 @@ use tokio::runtime::Handle;
 
 use crate::agent::Notify;
 use crate::form::{Protect, SenderForm};
+pub use failure::Failure;
 pub use key::{KeyPanel, KeyState};
 use place::{default_destination, inside_source, optional_path, origin_of, parse_time};
-pub use work::{Failure, Origin, Reply, Row, RowKind, Runs};
+pub use work::{Origin, Reply, Row, RowKind, Runs};
 
 /// Something asked for: not yet answered, answered, or failed.
 #[derive(Debug, Clone, PartialEq, Eq)]

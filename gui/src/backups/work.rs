@@ -9,6 +9,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::failure::{failure, Failure};
 use super::opened;
 use ferry_agent::reader::sealed::{self, Opened};
 use ferry_agent::reader::{
@@ -18,9 +19,7 @@ use ferry_agent::reader::{
 use ferry_agent::restore::{self, Destination, RestoreSummary};
 use ferry_agent::status::SenderStatus;
 use ferry_proto::seal::FolderSecret;
-use ferry_proto::{
-    At, DirEntry, Name, Protection, RefuseCode, RelPath, RunInfo, VersionInfo, VersionKind,
-};
+use ferry_proto::{At, DirEntry, Name, Protection, RelPath, RunInfo, VersionInfo, VersionKind};
 
 /// Where the view's answers come from.
 #[derive(Debug, Clone)]
@@ -84,23 +83,6 @@ pub struct Row {
     pub run: Option<u64>,
 }
 
-/// Why a question could not be answered, in plain words.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Failure {
-    pub message: String,
-    /// The receiver could not be reached (the local copies may stand in).
-    pub unreachable: bool,
-}
-
-impl Failure {
-    fn plain(message: impl Into<String>) -> Failure {
-        Failure {
-            message: message.into(),
-            unreachable: false,
-        }
-    }
-}
-
 /// The folder's runs and how it is kept.
 #[derive(Debug, Clone)]
 pub struct Runs {
@@ -127,42 +109,6 @@ pub enum Reply {
     Restored(u64, Result<RestoreSummary, String>),
     /// The key typed was loaded and checked against the folder (or why not).
     Unlocked(u64, Result<Arc<FolderSecret>, String>),
-}
-
-/// Puts `e` in plain words.
-pub fn failure(origin: &Origin, e: &ClientError) -> Failure {
-    let chain = ferry_agent::chain::chain(e);
-    let place = match origin {
-        Origin::Receiver(r) => format!("{}:{}", r.host, r.port),
-        _ => String::new(),
-    };
-    let refused = match e {
-        ClientError::Connect(ConnectError::Refused { code, message })
-        | ClientError::Ask(AskError::Refused { code, message }) => Some((*code, message)),
-        _ => None,
-    };
-    match (e, refused) {
-        (
-            ClientError::Connect(
-                ConnectError::Transport(_)
-                | ConnectError::Connection(_)
-                | ConnectError::Busy { .. },
-            )
-            | ClientError::Fetch(FetchError::Connection(_)),
-            _,
-        ) => Failure {
-            message: format!("Cannot reach the receiver at {place}: {chain}"),
-            unreachable: true,
-        },
-        (_, Some((RefuseCode::UnknownSender, message))) => Failure::plain(format!(
-            "The receiver at {place} does not admit this sender (it was revoked, or has \
-             not paired yet): {message}"
-        )),
-        (_, Some((_, message))) => {
-            Failure::plain(format!("The receiver at {place} refused: {message}"))
-        }
-        _ => Failure::plain(chain),
-    }
 }
 
 async fn open(origin: &Origin) -> Result<Client, ClientError> {

@@ -125,7 +125,11 @@ fn snapshot(root: &Path) -> Snapshot {
 }
 
 /// A receiver launcher in `dir`, started and listening; returns its port.
-fn start_receiver(dir: &Path, rt: &tokio::runtime::Runtime, secret: &str) -> (LauncherApp, u16) {
+pub(super) fn start_receiver(
+    dir: &Path,
+    rt: &tokio::runtime::Runtime,
+    secret: &str,
+) -> (LauncherApp, u16) {
     let mut app = LauncherApp::new(dir.join("rconfig"), rt.handle().clone());
     app.set_role(Role::Receiver);
     let f = &mut app.settings.receiver;
@@ -146,7 +150,12 @@ fn start_receiver(dir: &Path, rt: &tokio::runtime::Runtime, secret: &str) -> (La
 }
 
 /// A sender launcher for `dir/source`, sending to `port`.
-fn sender_app(dir: &Path, rt: &tokio::runtime::Runtime, secret: &str, port: u16) -> LauncherApp {
+pub(super) fn sender_app(
+    dir: &Path,
+    rt: &tokio::runtime::Runtime,
+    secret: &str,
+    port: u16,
+) -> LauncherApp {
     let mut app = LauncherApp::new(dir.join("sconfig"), rt.handle().clone());
     app.set_role(Role::Sender);
     let f = &mut app.settings.sender;
@@ -162,7 +171,7 @@ fn sender_app(dir: &Path, rt: &tokio::runtime::Runtime, secret: &str, port: u16)
 }
 
 /// Starts the sender and waits for `runs` runs in all.
-fn send(h: &mut Harness<'_, LauncherApp>, runs: usize) {
+pub(super) fn send(h: &mut Harness<'_, LauncherApp>, runs: usize) {
     if h.state().running.is_none() {
         click(h, button::START);
     } else {

@@ -5,7 +5,7 @@
 //! - `app`: the role forms, starting and stopping both roles, settings;
 //! - `status`: what a sender's status line says while it retries or waits;
 //! - `backups`: the sender's Backups view against a real receiver;
-//! - `sealed`: the Backups view on an encrypted folder (locked, unlocked);
+//! - `sealed`: the Backups view on a protected folder (locked, unlocked);
 //! - `senders`: the receiver's Senders view;
 //! - `util`: the harness and the bounded wait they share.
 

@@ -1,9 +1,12 @@
-//! The Backups view on an encrypted folder, driven through its
+//! The Backups view on a protected folder, driven through its
 //! accessibility tree: a real local store holding a folder the real sender
-//! sealed (`FolderProtect::Sealed` through `--store`). Locked, the view says
-//! why and lists nothing (and the Senders view shows the folder's mode); a wrong passphrase says so; unlocked with the key
-//! file and its passphrase, the real names are listed, a file's versions
-//! shown, and a restore gives back the files chosen.
+//! sealed (through `--store`), and a real receiver over QUIC holding a
+//! folder a launcher sent write-only. Locked, the view says why and lists
+//! nothing, never an object's opaque `hh/…` name, even when the sender
+//! form names no source or no key (and the Senders view shows the folder's
+//! mode); a wrong passphrase says so; unlocked with the key file and its
+//! passphrase, the real names are listed, a file's versions shown, and a
+//! restore gives back the files chosen.
 
 use std::path::Path;
 
@@ -12,12 +15,13 @@ use egui_kittest::Harness;
 use ferry_agent::keys::{self, Passphrase};
 use ferry_gui::backups::{KeyState, Loading};
 use ferry_gui::form::Protect;
-use ferry_gui::settings::Role;
+use ferry_gui::settings::{generate_secret, Role};
 use ferry_gui::ui::backups::names;
 use ferry_gui::ui::unlock::names as key_names;
 use ferry_gui::LauncherApp;
 use ferry_proto::VersionKind;
 
+use super::backups::{send, sender_app, start_receiver};
 use super::util::{self, is_disabled, path, runtime};
 
 fn step_until(
@@ -45,13 +49,21 @@ fn type_into(h: &mut Harness<'_, LauncherApp>, name: &str, text: &str) {
     h.run_steps(3);
 }
 
-/// Sends `source` once into the store `store`, sealed to the key file `key`.
-fn send_sealed(dir: &Path, source: &Path, store: &Path, key: &Path, rt: &tokio::runtime::Runtime) {
+/// Sends `source` once into the store `store` as the sender `name` (`None`:
+/// the default, the host name), sealed to the key file `key`.
+fn send_sealed(
+    dir: &Path,
+    source: &Path,
+    store: &Path,
+    key: &Path,
+    name: Option<&str>,
+    rt: &tokio::runtime::Runtime,
+) {
     let config = ferry_agent::config::SenderConfig {
         source: Some(source.to_path_buf()),
         store: Some(store.to_path_buf()),
         once: Some(true),
-        name: Some("laptop".into()),
+        name: name.map(str::to_string),
         state: Some(dir.join("sstate")),
         protect: Some("encrypted".into()),
         key_file: Some(key.to_path_buf()),
@@ -67,11 +79,20 @@ fn send_sealed(dir: &Path, source: &Path, store: &Path, key: &Path, rt: &tokio::
     .unwrap();
 }
 
-/// `dir/papers` (a.txt, sub/b.txt, sub/c.txt) sent once, encrypted, into
-/// `dir/store`; returns the source, the store and the key file (its
-/// passphrase: "correct horse").
+/// `dir/papers` (a.txt, sub/b.txt, sub/c.txt) sent once by "laptop",
+/// encrypted, into `dir/store`; returns the source, the store and the key
+/// file (its passphrase: "correct horse").
 fn sealed_store(
     dir: &Path,
+    rt: &tokio::runtime::Runtime,
+) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    sealed_store_of(dir, Some("laptop"), rt)
+}
+
+/// As [`sealed_store`], sent by the sender `name` (`None`: the host name).
+fn sealed_store_of(
+    dir: &Path,
+    name: Option<&str>,
     rt: &tokio::runtime::Runtime,
 ) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
     let source = dir.join("papers");
@@ -84,7 +105,7 @@ fn sealed_store(
     let key = dir.join("papers.key");
     keys::create_key_file(&key, &Passphrase::File(phrase)).unwrap();
     let store = dir.join("store");
-    send_sealed(dir, &source, &store, &key, rt);
+    send_sealed(dir, &source, &store, &key, name, rt);
     (source, store, key)
 }
 
@@ -234,4 +255,149 @@ fn an_object_that_does_not_open_is_reported_and_the_rest_listed() {
         matches!(&root, Some(Loading::Ready(rows)) if rows.len() == 1 && rows[0].name == "sub"),
         "{root:?}"
     );
+}
+
+/// The folder's objects as the store names them (`hh/…`), for what the
+/// view must never show.
+fn opaque_names(key: &Path) -> Vec<String> {
+    let (public, _) = keys::load_public(key).unwrap();
+    ["a.txt", "sub", "sub/b.txt", "sub/c.txt"]
+        .iter()
+        .map(|p| {
+            let p = ferry_proto::RelPath::from_bytes(p.as_bytes()).unwrap();
+            public.opaque_path(&p).to_string()
+        })
+        .collect()
+}
+
+/// Fails if any row listed, or any widget, shows an object's opaque name.
+fn assert_no_opaque_name(h: &Harness<'_, LauncherApp>, opaque: &[String]) {
+    for o in opaque {
+        let first = o.split('/').next().unwrap();
+        assert!(
+            h.query_by_label_contains(o).is_none() && h.query_by_label(first).is_none(),
+            "{o} shown"
+        );
+    }
+    for rows in h.state().backups.dirs.values() {
+        if let Loading::Ready(rows) = rows {
+            for row in rows {
+                let shown = row.path.to_string();
+                let is_opaque = |o: &String| *o == shown || o.split('/').next() == Some(&shown);
+                assert!(!opaque.iter().any(is_opaque), "opaque row {shown} listed");
+            }
+        }
+    }
+}
+
+/// Regression: a store opened from a launcher whose sender form is empty
+/// (no source, no key, no name) was browsed as a plain folder, listing the
+/// objects' opaque `hh/…` names. The view asks the store for the folder's
+/// protection, stays locked until the key opens, then lists real names.
+#[test]
+fn a_store_opened_with_an_empty_form_is_locked_until_its_key_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let (_, store, key) = sealed_store_of(dir.path(), None, &rt);
+    let opaque = opaque_names(&key);
+
+    // A fresh launcher: nothing in the sender form.
+    let mut app = LauncherApp::new(dir.path().join("sconfig"), rt.handle().clone());
+    app.set_role(Role::Sender);
+    assert!(app.settings.sender.source.is_empty() && app.settings.sender.key_file.is_empty());
+    let mut h = util::harness(app, [1000.0, 2400.0]);
+    h.run_steps(3);
+    click(&mut h, names::TAB);
+    type_into(&mut h, names::STORE, &path(&store));
+    click(&mut h, names::LOAD);
+
+    // Never an opaque name, not even for a frame.
+    step_until(&mut h, "the locked folder", |h| {
+        assert_no_opaque_name(h, &opaque);
+        h.query_by_label_contains("This folder is encrypted (key ")
+            .is_some()
+            && h.query_by_label_contains("Cannot browse yet").is_some()
+    });
+    assert!(matches!(h.state().backups.key.state, KeyState::Locked));
+    assert!(h.state().backups.dirs.is_empty(), "nothing listed");
+    assert!(h.query_by_label(key_names::KEY_FILE).is_some());
+    assert!(is_disabled(&h, names::RESTORE));
+    assert_no_opaque_name(&h, &opaque);
+
+    type_into(&mut h, key_names::KEY_FILE, &path(&key));
+    type_into(&mut h, key_names::PASSPHRASE, "correct horse");
+    click(&mut h, key_names::UNLOCK);
+    step_until(&mut h, "the real names", |h| {
+        h.query_by_label("a.txt").is_some() && h.query_by_label(&names::expand("sub")).is_some()
+    });
+    click(&mut h, &names::expand("sub"));
+    step_until(&mut h, "sub's entries", |h| {
+        h.query_by_label("b.txt").is_some() && h.query_by_label("c.txt").is_some()
+    });
+    assert_no_opaque_name(&h, &opaque);
+}
+
+/// Over QUIC: a folder a launcher sent write-only (it holds the public
+/// half only) is read by a launcher whose form names the receiver and the
+/// source but no protection or key: the receiver is asked for the folder's
+/// protection (`Request::Protection`), the view is locked without an
+/// opaque name, and the whole key file opens the real names.
+#[test]
+fn a_receivers_folder_is_locked_when_the_form_names_no_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let secret = generate_secret().unwrap();
+    let source = dir.path().join("source");
+    std::fs::create_dir_all(source.join("sub")).unwrap();
+    std::fs::write(source.join("a.txt"), b"alpha").unwrap();
+    std::fs::write(source.join("sub/b.txt"), [7u8; 10_000]).unwrap();
+    std::fs::write(source.join("sub/c.txt"), b"not restored").unwrap();
+    let phrase = dir.path().join("phrase");
+    std::fs::write(&phrase, "correct horse").unwrap();
+    let key = dir.path().join("source.key");
+    let public = keys::create_key_file(&key, &Passphrase::File(phrase)).unwrap();
+    let pub_file = dir.path().join("source.pub");
+    keys::write_public_file(&pub_file, &public).unwrap();
+    let opaque = opaque_names(&key);
+
+    let (_receiver, port) = start_receiver(dir.path(), &rt, &secret);
+    let mut sending = sender_app(dir.path(), &rt, &secret, port);
+    sending.settings.sender.protect = Protect::WriteOnly;
+    sending.settings.sender.key_file = path(&pub_file);
+    let mut s = util::harness(sending, [1000.0, 2400.0]);
+    s.run_steps(3);
+    send(&mut s, 1);
+    // `s` stays alive: its sender keeps running, as a person's would.
+
+    // Another launcher: where to ask, as whom, and which folder; no key.
+    let mut app = LauncherApp::new(dir.path().join("vconfig"), rt.handle().clone());
+    app.set_role(Role::Sender);
+    let f = &mut app.settings.sender;
+    f.host = "127.0.0.1".into();
+    f.port = port.to_string();
+    f.source = path(&source);
+    f.name = "laptop".into();
+    f.state = path(&dir.path().join("sstate"));
+    let mut h = util::harness(app, [1000.0, 2400.0]);
+    h.run_steps(3);
+    click(&mut h, names::TAB);
+    step_until(&mut h, "the locked folder", |h| {
+        assert_no_opaque_name(h, &opaque);
+        h.query_by_label_contains("This folder is write-only")
+            .is_some()
+            && h.query_by_label_contains("Cannot browse yet").is_some()
+    });
+    assert!(h
+        .query_by_label_contains("Reading from the receiver at 127.0.0.1:")
+        .is_some());
+    assert!(h.state().backups.dirs.is_empty(), "nothing listed");
+    assert_no_opaque_name(&h, &opaque);
+
+    type_into(&mut h, key_names::KEY_FILE, &path(&key));
+    type_into(&mut h, key_names::PASSPHRASE, "correct horse");
+    click(&mut h, key_names::UNLOCK);
+    step_until(&mut h, "the real names", |h| {
+        h.query_by_label("a.txt").is_some() && h.query_by_label(&names::expand("sub")).is_some()
+    });
+    assert_no_opaque_name(&h, &opaque);
 }

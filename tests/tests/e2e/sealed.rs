@@ -462,3 +462,123 @@ async fn a_tampered_object_fails_alone_and_the_rest_is_restored() -> anyhow::Res
     assert_eq!(restored, expected, "{}", stderr(&out));
     Ok(())
 }
+
+/// Writes `rel` under `root` with `len` pseudo-random bytes, `mode` and an
+/// mtime of `secs` since the epoch.
+fn write_file(root: &Path, rel: &str, len: usize, mode: u32, secs: u64) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    tree::write(root, rel, pseudo_random(len, secs))?;
+    let path = root.join(rel);
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+    std::fs::File::options()
+        .write(true)
+        .open(&path)?
+        .set_modified(t)?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versions_of_an_encrypted_file_show_its_real_sizes_times_and_modes() -> anyhow::Result<()> {
+    let setup = Setup::new().await?;
+    setup.keys("folder.key").await?;
+    let sealed = ["--protect", "encrypted", "--key-file", "folder.key"];
+    write_file(&setup.src(), "notes/a.txt", 5, 0o640, 1_700_000_000)?;
+    assert_ok(&setup.send("docs", &sealed).await?, "first run");
+    write_file(&setup.src(), "notes/a.txt", 3_000, 0o600, 1_750_000_000)?;
+    assert_ok(&setup.send("docs", &sealed).await?, "second run");
+
+    let versions = |extra: &[&str]| {
+        let mut args: Vec<String> = vec!["versions".into(), "notes/a.txt".into()];
+        args.extend(setup.remote("docs"));
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    };
+    let key = [
+        "--key-file",
+        "folder.key",
+        "--passphrase-file",
+        "passphrase",
+    ];
+    let args = versions(&[key.as_slice(), &["--json"]].concat());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let json = setup.ok(&args).await?;
+    let seen: Vec<serde_json::Value> = json
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    let figures: Vec<(u64, &str, &str, &str)> = seen
+        .iter()
+        .map(|v| {
+            (
+                v["size"].as_u64().unwrap_or(u64::MAX),
+                v["mode"].as_str().unwrap_or(""),
+                v["mtime"].as_str().unwrap_or(""),
+                v["kind"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    // Newest first: the header's figures, not the padded object's.
+    assert_eq!(
+        figures,
+        [
+            (3_000, "600", "2025-06-15T15:06:40Z", "file"),
+            (5, "640", "2023-11-14T22:13:20Z", "file"),
+        ],
+        "{json}"
+    );
+    assert!(seen[0]["replaced_run"].is_null() && !seen[1]["replaced_run"].is_null());
+
+    let args = versions(&key);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let text = setup.ok(&args).await?;
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    let size = ferry_agent::summary::human_bytes;
+    assert!(
+        lines[0].contains(&size(3_000)) && lines[0].contains("mode 600"),
+        "{text}"
+    );
+    assert!(
+        lines[1].contains(&format!(" {}", size(5))) && lines[1].contains("mode 640"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("sealed") && !text.contains("padded"),
+        "{text}"
+    );
+
+    // Without the key file, or with its public half: no opaque figures, an
+    // error that names --key-file.
+    for (what, extra) in [
+        ("no key", vec![]),
+        ("the public half", vec!["--key-file", "folder.key.pub"]),
+    ] {
+        let args = versions(&extra);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = setup.run(&args).await?;
+        assert_ne!(out.status.code(), Some(0), "{what}");
+        assert!(
+            out.stdout.is_empty(),
+            "{what}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert!(
+            stderr(&out).contains("--key-file"),
+            "{what}: {}",
+            stderr(&out)
+        );
+    }
+
+    // `ls --json` of the folder shows the real size too, and no hash.
+    let mut args: Vec<String> = vec!["ls".into(), "notes".into(), "--json".into()];
+    args.extend(setup.remote("docs"));
+    args.extend(key.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let listed: serde_json::Value = serde_json::from_str(setup.ok(&args).await?.trim())?;
+    assert_eq!(listed["path"], "notes/a.txt");
+    assert_eq!(listed["size"], 3_000);
+    assert_eq!(listed["mode"], "600");
+    assert!(listed.get("hash").is_none(), "{listed}");
+    Ok(())
+}
