@@ -1,0 +1,251 @@
+//! Protected folders through their life on a receiver, as a user runs them
+//! with the real `ferry` binary over real QUIC on 127.0.0.1: the receiver's
+//! retention and quota apply to an encrypted or write-only folder as to a
+//! plain one and never cost what is kept. Every state restores exactly with
+//! the key.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use ferry_tests::tree::{self, Node};
+
+use crate::crash::{listening, Proc};
+use crate::sealed::{assert_ok, stderr, write_tree, Cli};
+use crate::sync::pseudo_random;
+use crate::util::{free_udp_port, poll_until};
+
+const MIB: usize = 1024 * 1024;
+
+/// Sending into an encrypted folder (reads only the key's public half).
+const ENCRYPTED: [&str; 4] = ["--protect", "encrypted", "--key-file", "folder.key"];
+/// Sending into a write-only folder: the sender holds only the public half.
+const WRITE_ONLY: [&str; 4] = ["--protect", "write-only", "--key-file", "folder.key.pub"];
+/// Reading a protected folder: the key file and its passphrase.
+const KEY: [&str; 4] = [
+    "--key-file",
+    "folder.key",
+    "--passphrase-file",
+    "passphrase",
+];
+
+type Snapshot = BTreeMap<Vec<u8>, Node>;
+
+/// A scratch directory with a folder key, a `ferry receive` process of its
+/// own (started with the flags a test needs) and the CLI that talks to it.
+struct Life {
+    dir: tempfile::TempDir,
+    port: u16,
+    cli: Cli,
+}
+
+impl Life {
+    async fn new() -> anyhow::Result<Life> {
+        let dir = tempfile::tempdir()?;
+        let port = free_udp_port()?;
+        let cli = Cli::new(dir.path(), SocketAddr::from(([127, 0, 0, 1], port)))?;
+        cli.keys("folder.key").await?;
+        Ok(Life { dir, port, cli })
+    }
+
+    fn store(&self) -> PathBuf {
+        self.dir.path().join("store")
+    }
+
+    /// `ferry receive` with `extra` flags, once it listens.
+    fn receiver(&self, what: &str, extra: &[&str]) -> anyhow::Result<Proc> {
+        let d = self.dir.path();
+        let store = self.store().display().to_string();
+        let state = d.join("rstate").display().to_string();
+        let secret = d.join("pairing").display().to_string();
+        let port = self.port.to_string();
+        let mut args = vec![
+            "receive",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port,
+            "--store",
+            &store,
+            "--state",
+            &state,
+            "--pairing-secret-file",
+            &secret,
+        ];
+        args.extend(extra);
+        let args: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
+        tokio::task::block_in_place(|| listening(Proc::spawn(what, d, &args)?))
+    }
+}
+
+/// `ferry send --once --json` into `folder`, which must succeed; its summary.
+async fn send_json(cli: &Cli, folder: &str, flags: &[&str]) -> anyhow::Result<serde_json::Value> {
+    let mut flags = flags.to_vec();
+    flags.push("--json");
+    let out = cli.send(folder, &flags).await?;
+    assert_ok(&out, &format!("a run into {folder}"));
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+/// The receiver's run number in a sender's summary, as `--run` takes it.
+fn run_id(summary: &serde_json::Value) -> anyhow::Result<String> {
+    Ok(summary["run_id"]
+        .as_u64()
+        .with_context(|| format!("no run id in {summary}"))?
+        .to_string())
+}
+
+/// `ferry restore` of `folder` into `to` with `flags`, which must succeed;
+/// what it wrote.
+async fn restored(cli: &Cli, folder: &str, to: &str, flags: &[&str]) -> anyhow::Result<Snapshot> {
+    assert_ok(
+        &cli.restore(folder, to, flags).await?,
+        &format!("restore of {folder} {flags:?}"),
+    );
+    tree::snapshot(&cli.path(to))
+}
+
+/// How many versions (the current one included) `ferry versions` lists
+/// for `path` of `folder`.
+async fn versions(cli: &Cli, folder: &str, path: &str, flags: &[&str]) -> anyhow::Result<usize> {
+    let mut args: Vec<String> = vec!["versions".into(), path.into(), "--json".into()];
+    args.extend(cli.remote(folder));
+    args.extend(flags.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Ok(cli.ok(&args).await?.lines().count())
+}
+
+/// The file of [`write_tree`] that the retention test edits in each run.
+const EDITED: &str = "letters/to-grandmother-october.txt";
+/// The 3 MiB file of [`write_tree`].
+const PELICAN: &str = "photos/holiday-kilimanjaro/img-0001-pelican.raw";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_prunes_an_encrypted_folder_and_what_is_kept_restores() -> anyhow::Result<()> {
+    let life = Life::new().await?;
+    let cli = &life.cli;
+    let mut receiver = life.receiver("receiver", &[])?;
+    write_tree(&cli.src(), 11)?;
+
+    // Three runs, each with a new content of one file, into an encrypted
+    // folder and, for comparison, a plain one.
+    let (mut sealed_runs, mut plain_runs, mut states) = (vec![], vec![], vec![]);
+    for round in 0..3u64 {
+        if round > 0 {
+            tree::write(&cli.src(), EDITED, pseudo_random(30_000, 900 + round))?;
+        }
+        states.push(tree::snapshot(&cli.src())?);
+        sealed_runs.push(run_id(&send_json(cli, "docs", &ENCRYPTED).await?)?);
+        plain_runs.push(run_id(&send_json(cli, "plain", &[]).await?)?);
+    }
+    assert_eq!(versions(cli, "docs", EDITED, &KEY).await?, 3);
+    assert_eq!(versions(cli, "plain", EDITED, &[]).await?, 3);
+
+    // The admin restarts the receiver keeping one old version per file: it
+    // prunes at start.
+    receiver.interrupt()?;
+    tokio::task::block_in_place(|| receiver.exit_status(Duration::from_secs(20)))?;
+    let receiver = life.receiver("pruning receiver", &["--keep-versions", "1"])?;
+    let pruned = tokio::task::block_in_place(|| {
+        poll_until(Duration::from_secs(30), || {
+            receiver
+                .stderr()
+                .contains("pruned old versions")
+                .then_some(())
+        })
+    });
+    assert!(pruned.is_some(), "nothing pruned:\n{}", receiver.stderr());
+    assert_eq!(versions(cli, "docs", EDITED, &KEY).await?, 2);
+    assert_eq!(versions(cli, "plain", EDITED, &[]).await?, 2);
+
+    // What is kept restores exactly: the latest state and the run before.
+    assert_eq!(restored(cli, "docs", "latest", &KEY).await?, states[2]);
+    let mut at_second = KEY.to_vec();
+    at_second.extend(["--run", &sealed_runs[1]]);
+    assert_eq!(
+        restored(cli, "docs", "second", &at_second).await?,
+        states[1]
+    );
+
+    // As of the first run, the pruned version is missing from both folders
+    // alike (a restore leaves out what retention removed), and the rest of
+    // that state is there, exactly.
+    let mut at_first = KEY.to_vec();
+    at_first.extend(["--run", &sealed_runs[0]]);
+    let sealed_out = cli.restore("docs", "first-sealed", &at_first).await?;
+    let plain_out = cli
+        .restore("plain", "first-plain", &["--run", &plain_runs[0]])
+        .await?;
+    assert_eq!(
+        sealed_out.status.code(),
+        plain_out.status.code(),
+        "encrypted:\n{}\nplain:\n{}",
+        stderr(&sealed_out),
+        stderr(&plain_out)
+    );
+    let first_sealed = tree::snapshot(&cli.path("first-sealed"))?;
+    assert_eq!(first_sealed, tree::snapshot(&cli.path("first-plain"))?);
+    let mut expected = states[0].clone();
+    expected.remove(EDITED.as_bytes());
+    assert_eq!(first_sealed, expected, "{}", stderr(&sealed_out));
+
+    // The receiver's own check finds every object intact, without a key.
+    let report = ferry_agent::store::verify(&life.store())?;
+    assert!(report.findings.is_empty(), "{:?}", report.findings);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quota_too_small_fails_a_write_only_runs_files_and_loses_nothing_stored(
+) -> anyhow::Result<()> {
+    let life = Life::new().await?;
+    let cli = &life.cli;
+    // The first run (3.5 MiB, padded a little) fits; the next does not.
+    let _receiver = life.receiver("receiver", &["--quota", "6MiB"])?;
+    write_tree(&cli.src(), 12)?;
+    let first_run = run_id(&send_json(cli, "vault", &WRITE_ONLY).await?)?;
+    let first = tree::snapshot(&cli.src())?;
+
+    // A new 3 MiB content of a stored file (its old version stays: 3 MiB
+    // more) and a new 4 MiB file do not fit, whatever their order; a small
+    // new file does.
+    tree::write(&cli.src(), PELICAN, pseudo_random(3 * MIB + 17, 1_200))?;
+    let heron = "photos/holiday-kilimanjaro/img-0003-heron.raw";
+    tree::write(&cli.src(), heron, pseudo_random(4 * MIB, 1_201))?;
+    let okapi = "new-arrival-okapi.txt";
+    tree::write(&cli.src(), okapi, pseudo_random(5_000, 1_202))?;
+    let mut flags = WRITE_ONLY.to_vec();
+    flags.push("--json");
+    let out = cli.send("vault", &flags).await?;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let problems = summary["problems"]
+        .as_array()
+        .with_context(|| format!("no problems in {summary}"))?;
+    let mut refused: Vec<&str> = problems.iter().filter_map(|p| p["path"].as_str()).collect();
+    refused.sort();
+    assert_eq!(refused, [PELICAN, heron], "{summary}");
+    for p in problems {
+        let message = p["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("sender laptop is over its quota of 6.0 MiB on this receiver")
+                && message.contains("ask the admin to raise --quota or prune versions"),
+            "{p}"
+        );
+    }
+
+    // Nothing stored was lost: the latest state is the first run's and
+    // the small new file, the first run restores as it was.
+    let mut latest = first.clone();
+    let okapi_node = tree::snapshot(&cli.src())?
+        .remove(okapi.as_bytes())
+        .context("the okapi vanished from the source")?;
+    latest.insert(okapi.as_bytes().to_vec(), okapi_node);
+    assert_eq!(restored(cli, "vault", "latest", &KEY).await?, latest);
+    let mut at_first = KEY.to_vec();
+    at_first.extend(["--run", &first_run]);
+    assert_eq!(restored(cli, "vault", "first", &at_first).await?, first);
+    Ok(())
+}
