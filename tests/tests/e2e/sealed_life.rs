@@ -3,7 +3,8 @@
 //! retention and quota apply to an encrypted or write-only folder as to a
 //! plain one and never cost what is kept; a byte inserted into a large file,
 //! a MiB overwritten in it or a new name costs on the wire about what it
-//! costs in a plain folder. Every state restores exactly with the key.
+//! costs in a plain folder; a transfer cut by `kill -9` resumes. Every state
+//! restores exactly with the key.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -14,7 +15,8 @@ use anyhow::Context;
 use ferry_tests::tree::{self, Node};
 
 use crate::crash::{listening, Proc};
-use crate::sealed::{assert_ok, stderr, write_tree, Cli, SECRET};
+use crate::resume::wait_for_staging;
+use crate::sealed::{assert_nothing_readable, assert_ok, stderr, write_tree, Cli, SECRET};
 use crate::sync::pseudo_random;
 use crate::util::{free_udp_port, poll_until, TestReceiver};
 
@@ -258,7 +260,7 @@ async fn a_quota_too_small_fails_a_write_only_runs_files_and_loses_nothing_store
     Ok(())
 }
 
-/// The large file of the delta tests.
+/// The large file of the delta and resume tests.
 const LARGE: usize = 32 * MIB;
 /// A change to an encrypted folder may cost on the wire at most this many
 /// times what it costs in a plain folder (the issue's target)…
@@ -355,4 +357,75 @@ async fn a_renamed_encrypted_file_costs_what_it_costs_plain() -> anyhow::Result<
     std::fs::create_dir(d.cli.src().join("moved"))?;
     std::fs::rename(d.big(), d.cli.src().join("moved/renamed.bin"))?;
     d.resync("renamed").await
+}
+
+/// Staging size at which the resume test cuts the transfer.
+const CUT_AT: u64 = 20 * MIB as u64;
+/// What a resend may cost beyond the bytes the receiver did not hold: the
+/// padding of a sealed object (Padmé: up to 1 MiB at this size) and the
+/// protocol's framing.
+const RESEND_SLACK: u64 = 2 * MIB as u64;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_encrypted_transfer_cut_by_killing_the_sender_resumes_and_restores_exactly(
+) -> anyhow::Result<()> {
+    let life = Life::new().await?;
+    let cli = &life.cli;
+    let mut receiver = life.receiver("receiver", &[])?;
+    let mut contents = write_tree(&cli.src(), 13)?;
+    send_json(cli, "docs", &ENCRYPTED).await?;
+    let large = pseudo_random(LARGE, 21);
+    tree::write(&cli.src(), "large.bin", &large)?;
+
+    // A slow sender, killed once the receiver's staging file has grown.
+    let key = cli.path("folder.key").display().to_string();
+    let args = cli.send_args(
+        "docs",
+        &[
+            "--protect",
+            "encrypted",
+            "--key-file",
+            &key,
+            "--limit-rate",
+            "10MB/s",
+        ],
+    );
+    let args: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
+    let mut sender = Proc::spawn("slow sender", life.dir.path(), &args)?;
+    let staging = life.store().join(".ferry/staging");
+    tokio::task::block_in_place(|| -> anyhow::Result<()> {
+        wait_for_staging(&staging, CUT_AT)?;
+        sender.kill9()
+    })?;
+
+    let resent = wire(&send_json(cli, "docs", &ENCRYPTED).await?)?;
+    assert_eq!(
+        restored(cli, "docs", "restored", &KEY).await?,
+        tree::snapshot(&cli.src())?
+    );
+    // Nothing of the store is readable: the first run's files, and windows
+    // of the large one at its start, around the cut and at its end.
+    let cut = CUT_AT as usize;
+    for at in [0, cut - 32 * 1024, LARGE - 64 * 1024] {
+        contents.push(large[at..at + 64 * 1024].to_vec());
+    }
+    assert_nothing_readable(&life.store(), &contents)?;
+    assert_eq!(
+        tokio::task::block_in_place(|| receiver.wait_for(Duration::ZERO))?,
+        None,
+        "the receiver died:\n{}",
+        receiver.stderr()
+    );
+    receiver.interrupt()?;
+    tokio::task::block_in_place(|| receiver.exit_status(Duration::from_secs(20)))?;
+    // Nothing is left to resume.
+    assert_eq!(std::fs::read_dir(&staging)?.count(), 0);
+
+    let most = LARGE as u64 - CUT_AT + RESEND_SLACK;
+    assert!(
+        resent <= most,
+        "the resend took {resent} bytes on the wire for a {LARGE}-byte file of which \
+         the receiver held at least {CUT_AT} (at most {most})"
+    );
+    Ok(())
 }
