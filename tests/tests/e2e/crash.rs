@@ -110,6 +110,23 @@ impl Drop for Proc {
     }
 }
 
+/// Waits until the receiver `proc` listens; fails, with its stderr, if it
+/// exits or does not listen within 30 s.
+pub(crate) fn listening(mut proc: Proc) -> anyhow::Result<Proc> {
+    let listening = poll_until(Duration::from_secs(30), || {
+        proc.stderr().contains("receiver listening").then_some(())
+    });
+    if listening.is_none() {
+        let status = proc.wait_for(Duration::ZERO)?;
+        bail!(
+            "the {} did not start listening (exit: {status:?}); stderr:\n{}",
+            proc.what,
+            proc.stderr()
+        );
+    }
+    Ok(proc)
+}
+
 /// One receiver and one sender's directories, all under a temp dir.
 pub(crate) struct Setup {
     pub(crate) dir: tempfile::TempDir,
@@ -169,18 +186,7 @@ impl Setup {
 
     /// Starts `ferry receive` and waits until it listens.
     pub(crate) fn receiver(&self, what: &str) -> anyhow::Result<Proc> {
-        let mut proc = self.spawn_receiver(what)?;
-        let listening = poll_until(Duration::from_secs(30), || {
-            proc.stderr().contains("receiver listening").then_some(())
-        });
-        if listening.is_none() {
-            let status = proc.wait_for(Duration::ZERO)?;
-            bail!(
-                "the {what} did not start listening (exit: {status:?}); stderr:\n{}",
-                proc.stderr()
-            );
-        }
-        Ok(proc)
+        listening(self.spawn_receiver(what)?)
     }
 
     /// Starts `ferry send` with `extra` arguments (`--once` or `--every`).

@@ -21,6 +21,7 @@ mod restart;
 mod restore;
 mod resume;
 mod sealed;
+mod sealed_life;
 mod senders;
 mod service;
 mod signals;

@@ -5,7 +5,7 @@
 //! `kill -9`, real QUIC on loopback; the sender is slowed with
 //! `--limit-rate` so that the kill lands mid-file.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -30,10 +30,10 @@ fn add_large_file(setup: &Setup) -> anyhow::Result<()> {
     tree::write(&setup.source, "large.bin", bytes)
 }
 
-/// The largest staging file, once one holds at least `size` bytes.
-fn wait_for_staging(setup: &Setup, size: u64) -> anyhow::Result<PathBuf> {
+/// A staging file under `staging`, once one holds at least `size` bytes.
+pub(crate) fn wait_for_staging(staging: &Path, size: u64) -> anyhow::Result<PathBuf> {
     poll_until(Duration::from_secs(60), || {
-        std::fs::read_dir(setup.staging())
+        std::fs::read_dir(staging)
             .ok()?
             .filter_map(|e| {
                 let e = e.ok()?;
@@ -76,7 +76,7 @@ fn a_transfer_cut_by_killing_the_sender_resumes_without_resending_kept_chunks() 
     add_large_file(&setup)?;
 
     let mut sender = slow_sender(&setup)?;
-    wait_for_staging(&setup, CUT_AT)?;
+    wait_for_staging(&setup.staging(), CUT_AT)?;
     sender.kill9()?;
 
     let sent = resend(&setup)?;
@@ -107,7 +107,7 @@ fn a_transfer_cut_by_killing_the_receiver_resumes_after_its_restart() -> anyhow:
     add_large_file(&setup)?;
 
     let mut sender = slow_sender(&setup)?;
-    wait_for_staging(&setup, CUT_AT)?;
+    wait_for_staging(&setup.staging(), CUT_AT)?;
     receiver.kill9()?;
     sender.kill9()?;
 
@@ -134,7 +134,7 @@ fn a_damaged_kept_chunk_is_detected_and_sent_again() -> anyhow::Result<()> {
     add_large_file(&setup)?;
 
     let mut sender = slow_sender(&setup)?;
-    let staged = wait_for_staging(&setup, CUT_AT)?;
+    let staged = wait_for_staging(&setup.staging(), CUT_AT)?;
     receiver.kill9()?;
     sender.kill9()?;
 

@@ -4,140 +4,43 @@
 //! read: no name, no 16-byte window of any content, anywhere under its
 //! store; the key restores everything exactly; without it nothing opens.
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
 
 use ferry_tests::tree;
 
 use crate::sync::pseudo_random;
-use crate::util::{ferry_bin, TestReceiver};
+use crate::util::TestReceiver;
 
-const SECRET: &str = "sealed folders pairing secret";
-const PASSPHRASE: &str = "a long and memorable passphrase";
+mod cli;
+mod windows;
 
-/// A receiver, and the directories of one sender that uses the CLI.
+pub(crate) use cli::{assert_ok, stderr, Cli, SECRET};
+use windows::Windows;
+
+/// A receiver in this process, and one person who uses the CLI against it.
 struct Setup {
-    dir: tempfile::TempDir,
+    _dir: tempfile::TempDir,
     receiver: TestReceiver,
+    cli: Cli,
 }
 
 impl Setup {
     async fn new() -> anyhow::Result<Setup> {
         let dir = tempfile::tempdir()?;
         let receiver = TestReceiver::with_secret(dir.path(), SECRET).await?;
-        std::fs::write(dir.path().join("pairing"), SECRET)?;
-        std::fs::write(dir.path().join("passphrase"), PASSPHRASE)?;
-        std::fs::create_dir(dir.path().join("src"))?;
-        Ok(Setup { dir, receiver })
-    }
-
-    fn path(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
-    }
-
-    fn src(&self) -> PathBuf {
-        self.path("src")
-    }
-
-    /// `ferry ARGS`, in the scratch directory, with no terminal.
-    async fn run(&self, args: &[&str]) -> anyhow::Result<Output> {
-        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let cwd = self.dir.path().to_path_buf();
-        Ok(tokio::task::spawn_blocking(move || {
-            Command::new(ferry_bin())
-                .args(&args)
-                .current_dir(&cwd)
-                .env("HOME", &cwd)
-                .env_remove("XDG_STATE_HOME")
-                .env_remove("FERRY_LOG")
-                .env_remove("FERRY_PASSPHRASE_FILE")
-                .stdin(Stdio::null())
-                .output()
+        let cli = Cli::new(dir.path(), receiver.addr)?;
+        Ok(Setup {
+            _dir: dir,
+            receiver,
+            cli,
         })
-        .await??)
     }
-
-    /// `ferry ARGS`, which must exit 0; its stdout.
-    async fn ok(&self, args: &[&str]) -> anyhow::Result<String> {
-        let out = self.run(args).await?;
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "ferry {args:?}:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Ok(String::from_utf8(out.stdout)?)
-    }
-
-    /// The flags that reach the receiver as sender `laptop`, folder `folder`.
-    fn remote(&self, folder: &str) -> Vec<String> {
-        let addr = self.receiver.addr;
-        [
-            "--host",
-            &addr.ip().to_string(),
-            "--port",
-            &addr.port().to_string(),
-            "--name",
-            "laptop",
-            "--folder",
-            folder,
-            "--state",
-            "state",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
-    }
-
-    /// `ferry send --once` of `src` into `folder` with `extra` flags.
-    async fn send(&self, folder: &str, extra: &[&str]) -> anyhow::Result<Output> {
-        let mut args: Vec<String> = vec!["send".into(), "--once".into()];
-        args.extend(self.remote(folder));
-        args.extend(["--source", "src", "--pairing-secret-file", "pairing"].map(String::from));
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        self.run(&args).await
-    }
-
-    /// `ferry restore` of `folder` to `to` with `extra` flags.
-    async fn restore(&self, folder: &str, to: &str, extra: &[&str]) -> anyhow::Result<Output> {
-        let mut args: Vec<String> = vec!["restore".into(), "--to".into(), to.into()];
-        args.extend(self.remote(folder));
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        self.run(&args).await
-    }
-
-    /// `ferry key new` and `ferry key public` into `name` and `name.pub`.
-    async fn keys(&self, name: &str) -> anyhow::Result<()> {
-        self.ok(&[
-            "key",
-            "new",
-            "--out",
-            name,
-            "--passphrase-file",
-            "passphrase",
-        ])
-        .await?;
-        let public = format!("{name}.pub");
-        self.ok(&["key", "public", name, "--out", &public]).await?;
-        Ok(())
-    }
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn assert_ok(out: &Output, what: &str) {
-    assert_eq!(out.status.code(), Some(0), "{what}:\n{}", stderr(out));
 }
 
 /// A tree whose names and contents are easy to look for: every name is a
 /// distinctive word, every content is pseudo-random (no run of 16 bytes
 /// repeats by chance), with the metadata a restore must bring back.
-fn write_tree(root: &Path, seed: u64) -> anyhow::Result<Vec<Vec<u8>>> {
+pub(crate) fn write_tree(root: &Path, seed: u64) -> anyhow::Result<Vec<Vec<u8>>> {
     let mut contents = Vec::new();
     let files: [(&str, usize); 6] = [
         ("quarterly-report-zebrafish.txt", 1_234),
@@ -191,7 +94,7 @@ const NAMES: &[&str] = &[
 
 /// Every file under `root` (the whole store: objects, versions, staging,
 /// the catalog and its journal), read whole.
-fn every_file(root: &Path) -> anyhow::Result<Vec<(PathBuf, Vec<u8>)>> {
+pub(crate) fn every_file(root: &Path) -> anyhow::Result<Vec<(PathBuf, Vec<u8>)>> {
     let mut out = Vec::new();
     for entry in walkdir::WalkDir::new(root) {
         let entry = entry?;
@@ -204,26 +107,17 @@ fn every_file(root: &Path) -> anyhow::Result<Vec<(PathBuf, Vec<u8>)>> {
 
 /// Fails if any name in [`NAMES`], or any 16-byte window of any of
 /// `contents`, appears in any file under `store` (or in a file's name).
-fn assert_nothing_readable(store: &Path, contents: &[Vec<u8>]) -> anyhow::Result<()> {
-    let mut windows: HashSet<[u8; 16]> = HashSet::new();
-    for bytes in contents {
-        for w in bytes.windows(16) {
-            windows.insert(w.try_into()?);
-        }
-    }
+pub(crate) fn assert_nothing_readable(store: &Path, contents: &[Vec<u8>]) -> anyhow::Result<()> {
+    let readable = Windows::of(contents, NAMES);
     let files = every_file(store)?;
     assert!(files.len() > 5, "the store holds {} files", files.len());
     for (path, bytes) in &files {
         let shown = path.display().to_string();
         for name in NAMES {
             assert!(!shown.contains(name), "{name} names a stored file: {shown}");
-            let found = bytes.windows(name.len()).any(|w| w == name.as_bytes());
-            assert!(!found, "{name} appears in {shown}");
         }
-        let leaked = bytes
-            .windows(16)
-            .position(|w| <[u8; 16]>::try_from(w).is_ok_and(|w| windows.contains(&w)));
-        assert!(leaked.is_none(), "content appears in {shown} at {leaked:?}");
+        let found = readable.find_in(bytes);
+        assert!(found.is_none(), "{found:?} in {shown}");
     }
     Ok(())
 }
@@ -232,12 +126,12 @@ fn assert_nothing_readable(store: &Path, contents: &[Vec<u8>]) -> anyhow::Result
 async fn an_encrypted_folder_keeps_nothing_readable_and_its_key_restores_it_exactly(
 ) -> anyhow::Result<()> {
     let setup = Setup::new().await?;
-    setup.keys("folder.key").await?;
-    let contents = write_tree(&setup.src(), 1)?;
+    setup.cli.keys("folder.key").await?;
+    let contents = write_tree(&setup.cli.src(), 1)?;
     let sealed = ["--protect", "encrypted", "--key-file", "folder.key"];
     let mut first_flags = sealed.to_vec();
     first_flags.push("--json");
-    let out = setup.send("docs", &first_flags).await?;
+    let out = setup.cli.send("docs", &first_flags).await?;
     assert_ok(&out, "first encrypted run");
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     let first_run = summary["run_id"]
@@ -261,40 +155,47 @@ async fn an_encrypted_folder_keeps_nothing_readable_and_its_key_restores_it_exac
         "--passphrase-file",
         "passphrase",
     ];
-    assert_ok(&setup.restore("docs", "restored", &key).await?, "restore");
-    tree::assert_same(&setup.src(), &setup.path("restored"))?;
+    assert_ok(
+        &setup.cli.restore("docs", "restored", &key).await?,
+        "restore",
+    );
+    tree::assert_same(&setup.cli.src(), &setup.cli.path("restored"))?;
 
     // A second run: an edit, a deletion, a new file; the first state stays
     // restorable as of its run, the new one as the latest.
-    let first = tree::snapshot(&setup.src())?;
+    let first = tree::snapshot(&setup.cli.src())?;
     tree::write(
-        &setup.src(),
+        &setup.cli.src(),
         "letters/to-grandmother-october.txt",
         "rewritten",
     )?;
     std::fs::remove_file(
         setup
+            .cli
             .src()
             .join("projects/aubergine-plan/budget-tangerine.csv"),
     )?;
     tree::write(
-        &setup.src(),
+        &setup.cli.src(),
         "new-arrival-okapi.txt",
         pseudo_random(5_000, 77),
     )?;
-    assert_ok(&setup.send("docs", &sealed).await?, "second encrypted run");
     assert_ok(
-        &setup.restore("docs", "latest", &key).await?,
+        &setup.cli.send("docs", &sealed).await?,
+        "second encrypted run",
+    );
+    assert_ok(
+        &setup.cli.restore("docs", "latest", &key).await?,
         "restore latest",
     );
-    tree::assert_same(&setup.src(), &setup.path("latest"))?;
+    tree::assert_same(&setup.cli.src(), &setup.cli.path("latest"))?;
     let mut at_first = key.to_vec();
     at_first.extend(["--run", first_run.as_str()]);
     assert_ok(
-        &setup.restore("docs", "as-of-first", &at_first).await?,
+        &setup.cli.restore("docs", "as-of-first", &at_first).await?,
         "restore run 1",
     );
-    assert_eq!(tree::snapshot(&setup.path("as-of-first"))?, first);
+    assert_eq!(tree::snapshot(&setup.cli.path("as-of-first"))?, first);
 
     // The receiver's own check finds every object intact, without a key.
     let report = ferry_agent::store::verify(&setup.receiver.store_dir)?;
@@ -305,11 +206,11 @@ async fn an_encrypted_folder_keeps_nothing_readable_and_its_key_restores_it_exac
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_the_key_or_with_another_nothing_is_restored() -> anyhow::Result<()> {
     let setup = Setup::new().await?;
-    setup.keys("folder.key").await?;
-    setup.keys("other.key").await?;
-    write_tree(&setup.src(), 2)?;
+    setup.cli.keys("folder.key").await?;
+    setup.cli.keys("other.key").await?;
+    write_tree(&setup.cli.src(), 2)?;
     let sealed = ["--protect", "encrypted", "--key-file", "folder.key"];
-    assert_ok(&setup.send("docs", &sealed).await?, "encrypted run");
+    assert_ok(&setup.cli.send("docs", &sealed).await?, "encrypted run");
 
     let cases: [(&str, Vec<&str>, &str); 4] = [
         ("no key", vec![], "--key-file"),
@@ -331,10 +232,10 @@ async fn without_the_key_or_with_another_nothing_is_restored() -> anyhow::Result
     ];
     for (i, (what, flags, says)) in cases.into_iter().enumerate() {
         let to = format!("attempt-{i}");
-        let out = setup.restore("docs", &to, &flags).await?;
+        let out = setup.cli.restore("docs", &to, &flags).await?;
         assert_ne!(out.status.code(), Some(0), "{what}: restore succeeded");
         assert!(stderr(&out).contains(says), "{what}: {}", stderr(&out));
-        let written = std::fs::read_dir(setup.path(&to))
+        let written = std::fs::read_dir(setup.cli.path(&to))
             .map(|d| d.count())
             .unwrap_or(0);
         assert_eq!(written, 0, "{what}: something was written");
@@ -346,10 +247,11 @@ async fn without_the_key_or_with_another_nothing_is_restored() -> anyhow::Result
 async fn a_write_only_sender_cannot_restore_and_the_key_restores_everything() -> anyhow::Result<()>
 {
     let setup = Setup::new().await?;
-    setup.keys("vault.key").await?;
-    let contents = write_tree(&setup.src(), 3)?;
+    setup.cli.keys("vault.key").await?;
+    let contents = write_tree(&setup.cli.src(), 3)?;
     // A write-only sender must not be given the whole key.
     let out = setup
+        .cli
         .send(
             "vault",
             &["--protect", "write-only", "--key-file", "vault.key"],
@@ -363,39 +265,41 @@ async fn a_write_only_sender_cannot_restore_and_the_key_restores_everything() ->
     );
 
     let sealed = ["--protect", "write-only", "--key-file", "vault.key.pub"];
-    assert_ok(&setup.send("vault", &sealed).await?, "write-only run");
+    assert_ok(&setup.cli.send("vault", &sealed).await?, "write-only run");
     assert_nothing_readable(&setup.receiver.store_dir, &contents)?;
 
     // What the sender holds cannot restore; the message says what can.
     let out = setup
+        .cli
         .restore("vault", "refused", &["--key-file", "vault.key.pub"])
         .await?;
     assert_ne!(out.status.code(), Some(0));
     assert!(stderr(&out).contains("ferry key new"), "{}", stderr(&out));
     assert!(
-        !setup.path("refused").exists() || std::fs::read_dir(setup.path("refused"))?.count() == 0
+        !setup.cli.path("refused").exists()
+            || std::fs::read_dir(setup.cli.path("refused"))?.count() == 0
     );
 
     let key = ["--key-file", "vault.key", "--passphrase-file", "passphrase"];
     assert_ok(
-        &setup.restore("vault", "restored", &key).await?,
+        &setup.cli.restore("vault", "restored", &key).await?,
         "restore with the key",
     );
-    tree::assert_same(&setup.src(), &setup.path("restored"))?;
+    tree::assert_same(&setup.cli.src(), &setup.cli.path("restored"))?;
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_folder_keeps_the_protection_and_key_it_was_first_sent_with() -> anyhow::Result<()> {
     let setup = Setup::new().await?;
-    setup.keys("folder.key").await?;
-    setup.keys("other.key").await?;
-    write_tree(&setup.src(), 4)?;
+    setup.cli.keys("folder.key").await?;
+    setup.cli.keys("other.key").await?;
+    write_tree(&setup.cli.src(), 4)?;
     let sealed = ["--protect", "encrypted", "--key-file", "folder.key"];
-    assert_ok(&setup.send("docs", &sealed).await?, "encrypted run");
+    assert_ok(&setup.cli.send("docs", &sealed).await?, "encrypted run");
     let objects = tree::snapshot(&setup.receiver.mirror("laptop", "docs"))?;
 
-    tree::write(&setup.src(), "plaintext-would-leak.txt", "plaintext")?;
+    tree::write(&setup.cli.src(), "plaintext-would-leak.txt", "plaintext")?;
     for (what, flags) in [
         ("plain", vec![]),
         (
@@ -407,7 +311,7 @@ async fn a_folder_keeps_the_protection_and_key_it_was_first_sent_with() -> anyho
             vec!["--protect", "write-only", "--key-file", "folder.key.pub"],
         ),
     ] {
-        let out = setup.send("docs", &flags).await?;
+        let out = setup.cli.send("docs", &flags).await?;
         assert_ne!(out.status.code(), Some(0), "{what} was accepted");
         assert!(stderr(&out).contains("docs"), "{what}: {}", stderr(&out));
         assert_eq!(
@@ -417,8 +321,8 @@ async fn a_folder_keeps_the_protection_and_key_it_was_first_sent_with() -> anyho
         );
     }
     // And a plain folder stays plain.
-    assert_ok(&setup.send("plain", &[]).await?, "plain run");
-    let out = setup.send("plain", &sealed).await?;
+    assert_ok(&setup.cli.send("plain", &[]).await?, "plain run");
+    let out = setup.cli.send("plain", &sealed).await?;
     assert_ne!(
         out.status.code(),
         Some(0),
@@ -430,10 +334,10 @@ async fn a_folder_keeps_the_protection_and_key_it_was_first_sent_with() -> anyho
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tampered_object_fails_alone_and_the_rest_is_restored() -> anyhow::Result<()> {
     let setup = Setup::new().await?;
-    setup.keys("folder.key").await?;
-    write_tree(&setup.src(), 5)?;
+    setup.cli.keys("folder.key").await?;
+    write_tree(&setup.cli.src(), 5)?;
     let sealed = ["--protect", "encrypted", "--key-file", "folder.key"];
-    assert_ok(&setup.send("docs", &sealed).await?, "encrypted run");
+    assert_ok(&setup.cli.send("docs", &sealed).await?, "encrypted run");
 
     // Flip one byte in the middle of the largest object (the 3 MiB file).
     let mirror = setup.receiver.mirror("laptop", "docs");
@@ -451,14 +355,14 @@ async fn a_tampered_object_fails_alone_and_the_rest_is_restored() -> anyhow::Res
         "--passphrase-file",
         "passphrase",
     ];
-    let out = setup.restore("docs", "restored", &key).await?;
+    let out = setup.cli.restore("docs", "restored", &key).await?;
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let big = "photos/holiday-kilimanjaro/img-0001-pelican.raw";
-    let expected = tree::snapshot(&setup.src())?
+    let expected = tree::snapshot(&setup.cli.src())?
         .into_iter()
         .filter(|(path, _)| path.as_slice() != big.as_bytes())
         .collect::<std::collections::BTreeMap<_, _>>();
-    let restored = tree::snapshot(&setup.path("restored"))?;
+    let restored = tree::snapshot(&setup.cli.path("restored"))?;
     assert_eq!(restored, expected, "{}", stderr(&out));
     Ok(())
 }
