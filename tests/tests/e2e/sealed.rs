@@ -385,16 +385,16 @@ fn write_file(root: &Path, rel: &str, len: usize, mode: u32, secs: u64) -> anyho
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn versions_of_an_encrypted_file_show_its_real_sizes_times_and_modes() -> anyhow::Result<()> {
     let setup = Setup::new().await?;
-    setup.keys("folder.key").await?;
+    setup.cli.keys("folder.key").await?;
     let sealed = ["--protect", "encrypted", "--key-file", "folder.key"];
-    write_file(&setup.src(), "notes/a.txt", 5, 0o640, 1_700_000_000)?;
-    assert_ok(&setup.send("docs", &sealed).await?, "first run");
-    write_file(&setup.src(), "notes/a.txt", 3_000, 0o600, 1_750_000_000)?;
-    assert_ok(&setup.send("docs", &sealed).await?, "second run");
+    write_file(&setup.cli.src(), "notes/a.txt", 5, 0o640, 1_700_000_000)?;
+    assert_ok(&setup.cli.send("docs", &sealed).await?, "first run");
+    write_file(&setup.cli.src(), "notes/a.txt", 3_000, 0o600, 1_750_000_000)?;
+    assert_ok(&setup.cli.send("docs", &sealed).await?, "second run");
 
     let versions = |extra: &[&str]| {
         let mut args: Vec<String> = vec!["versions".into(), "notes/a.txt".into()];
-        args.extend(setup.remote("docs"));
+        args.extend(setup.cli.remote("docs"));
         args.extend(extra.iter().map(|s| s.to_string()));
         args
     };
@@ -406,7 +406,7 @@ async fn versions_of_an_encrypted_file_show_its_real_sizes_times_and_modes() -> 
     ];
     let args = versions(&[key.as_slice(), &["--json"]].concat());
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let json = setup.ok(&args).await?;
+    let json = setup.cli.ok(&args).await?;
     let seen: Vec<serde_json::Value> = json
         .lines()
         .map(serde_json::from_str)
@@ -435,7 +435,7 @@ async fn versions_of_an_encrypted_file_show_its_real_sizes_times_and_modes() -> 
 
     let args = versions(&key);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let text = setup.ok(&args).await?;
+    let text = setup.cli.ok(&args).await?;
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 2, "{text}");
     let size = ferry_agent::summary::human_bytes;
@@ -460,7 +460,7 @@ async fn versions_of_an_encrypted_file_show_its_real_sizes_times_and_modes() -> 
     ] {
         let args = versions(&extra);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let out = setup.run(&args).await?;
+        let out = setup.cli.run(&args).await?;
         assert_ne!(out.status.code(), Some(0), "{what}");
         assert!(
             out.stdout.is_empty(),
@@ -476,10 +476,10 @@ async fn versions_of_an_encrypted_file_show_its_real_sizes_times_and_modes() -> 
 
     // `ls --json` of the folder shows the real size too, and no hash.
     let mut args: Vec<String> = vec!["ls".into(), "notes".into(), "--json".into()];
-    args.extend(setup.remote("docs"));
+    args.extend(setup.cli.remote("docs"));
     args.extend(key.iter().map(|s| s.to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let listed: serde_json::Value = serde_json::from_str(setup.ok(&args).await?.trim())?;
+    let listed: serde_json::Value = serde_json::from_str(setup.cli.ok(&args).await?.trim())?;
     assert_eq!(listed["path"], "notes/a.txt");
     assert_eq!(listed["size"], 3_000);
     assert_eq!(listed["mode"], "600");
