@@ -19,7 +19,7 @@ use super::source_file::{
 use crate::chunk::{ChunkInfo, Chunker};
 use crate::compress::{self, CompressMode};
 use crate::copies::{Copies, CopyWriter};
-use crate::index::{Index, IndexError};
+use crate::index::{ChunkRecord, Index, IndexError};
 use crate::scan::{ScanEntry, SourceDir};
 use crate::sparse::HoleReader;
 
@@ -57,8 +57,13 @@ pub(super) enum Out {
 /// What reading a file as a delta found.
 pub(super) struct DeltaRead {
     pub stat: FileStat,
+    /// The content's hash (the index's, the local copy's).
     pub hash: Hash,
-    pub chunks: Vec<ChunkInfo>,
+    /// What `End` carries: the hash of what the receiver stores (the
+    /// content's, or a sealed object's).
+    pub end: Hash,
+    /// What the receiver stores, as the base of the next delta.
+    pub record: Option<ChunkRecord>,
     pub copy: Option<CopyWriter>,
 }
 
@@ -75,12 +80,12 @@ pub(super) struct DeltaReader {
 }
 
 /// Frames being gathered for the stream.
-struct Batch<'a> {
+pub(super) struct Batch<'a> {
     tx: &'a mpsc::Sender<Out>,
     frames: Vec<u8>,
     content: ContentBytes,
     /// Bytes of the file the gathered frames stand for.
-    covered: u64,
+    pub covered: u64,
     /// A run of base chunks not yet written as `Copy`.
     run: Option<(u32, u32)>,
     /// Chunks in a row that did not compress, and chunks sent.
@@ -94,13 +99,25 @@ struct Batch<'a> {
 const GIVE_UP_AFTER: u32 = 8;
 const RETRY_EVERY: u64 = 16;
 
-impl Batch<'_> {
-    fn message(&mut self, message: &Message) -> Result<(), DeltaError> {
+impl<'a> Batch<'a> {
+    pub fn new(tx: &'a mpsc::Sender<Out>) -> Batch<'a> {
+        Batch {
+            tx,
+            frames: Vec::new(),
+            content: ContentBytes { fresh: 0, wire: 0 },
+            covered: 0,
+            run: None,
+            misses: 0,
+            sent: 0,
+        }
+    }
+
+    pub fn message(&mut self, message: &Message) -> Result<(), DeltaError> {
         self.frames.extend_from_slice(&frame::encode(message)?);
         Ok(())
     }
 
-    fn copy(&mut self, index: u32) -> Result<(), DeltaError> {
+    pub fn copy(&mut self, index: u32) -> Result<(), DeltaError> {
         match &mut self.run {
             Some((start, count)) if *start + *count == index => *count += 1,
             _ => {
@@ -111,7 +128,7 @@ impl Batch<'_> {
         Ok(())
     }
 
-    fn end_run(&mut self) -> Result<(), DeltaError> {
+    pub fn end_run(&mut self) -> Result<(), DeltaError> {
         if let Some((start, count)) = self.run.take() {
             self.message(&Message::Copy { start, count })?;
         }
@@ -140,20 +157,32 @@ impl Batch<'_> {
                 self.content.wire += packed.len() as u64;
                 self.message(&Message::DataZstd(packed))?;
             }
-            None => {
-                self.content.wire += data.len() as u64;
-                self.frames
-                    .extend_from_slice(&frame::data_header(data.len())?);
-                self.frames.extend_from_slice(data);
-            }
+            None => self.raw(data, 0)?,
         }
+        self.full()
+    }
+
+    /// Sends `bytes` as they are (one `Data` message), standing for
+    /// `fresh` more bytes of new content.
+    pub fn raw(&mut self, bytes: &[u8], fresh: u64) -> Result<(), DeltaError> {
+        self.end_run()?;
+        self.content.fresh += fresh;
+        self.content.wire += bytes.len() as u64;
+        self.frames
+            .extend_from_slice(&frame::data_header(bytes.len())?);
+        self.frames.extend_from_slice(bytes);
+        self.full()
+    }
+
+    /// Hands the frames over once there are enough of them.
+    fn full(&mut self) -> Result<(), DeltaError> {
         if self.frames.len() >= FRAME_BATCH {
             self.flush()?;
         }
         Ok(())
     }
 
-    fn flush(&mut self) -> Result<(), DeltaError> {
+    pub fn flush(&mut self) -> Result<(), DeltaError> {
         if self.frames.is_empty() {
             return Ok(());
         }
@@ -221,15 +250,7 @@ impl DeltaReader {
                 known.entry(c.hash).or_insert(i as u32);
             }
         }
-        let mut batch = Batch {
-            tx: &tx,
-            frames: Vec::new(),
-            content: ContentBytes { fresh: 0, wire: 0 },
-            covered: 0,
-            run: None,
-            misses: 0,
-            sent: 0,
-        };
+        let mut batch = Batch::new(&tx);
         let mut keep = 0;
         if let Some(resume) = &go.resume {
             if resume.len <= stat.size && prefix_matches(&file, resume.len, &resume.hash)? {
@@ -277,10 +298,12 @@ impl DeltaReader {
         batch.end_run()?;
         batch.flush()?;
         unchanged(&file, &stat, at)?;
+        let hash = *whole.finalize().as_bytes();
         Ok(DeltaRead {
             stat,
-            hash: *whole.finalize().as_bytes(),
-            chunks,
+            hash,
+            end: hash,
+            record: ChunkRecord::plain(rel.clone(), hash, chunks),
             copy,
         })
     }

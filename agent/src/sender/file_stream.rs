@@ -266,7 +266,7 @@ pub(super) async fn stored_dir_or_symlink(
 /// with `use_base`, against the base the index knows.
 async fn send_chunked(
     ctx: &TransferContext<impl Link>,
-    mut channel: Channel,
+    channel: Channel,
     scanned: ScanEntry,
     use_base: bool,
 ) -> Result<Sent, SendEntryError> {
@@ -278,6 +278,27 @@ async fn send_chunked(
         use_base,
         compress: ctx.compress,
     };
+    stream_chunked(ctx, channel, scanned, move |tx, go| reader.run(tx, go)).await
+}
+
+/// Drives one chunked transfer: `read` (on a blocking thread) hands over
+/// the entry's header, gets the receiver's `Go` back, then hands over the
+/// content's frames; this side writes them to the stream, then `End` and
+/// waits for the receiver's answer.
+pub(super) async fn stream_chunked<F>(
+    ctx: &TransferContext<impl Link>,
+    mut channel: Channel,
+    scanned: ScanEntry,
+    read: F,
+) -> Result<Sent, SendEntryError>
+where
+    F: FnOnce(
+            mpsc::Sender<Out>,
+            std::sync::mpsc::Receiver<ferry_proto::Go>,
+        ) -> Result<DeltaRead, DeltaError>
+        + Send
+        + 'static,
+{
     let mut machine = EntrySender::new(Offer::Chunked);
     let (tx, rx) = mpsc::channel::<Out>(2);
     // One `Go` per stream: a channel of one.
@@ -304,12 +325,13 @@ async fn send_chunked(
         }
         Ok::<(), SendEntryError>(())
     };
-    let (streamed, read) = tokio::join!(streaming, blocking(move || reader.run(tx, go_rx)));
+    let (streamed, read) = tokio::join!(streaming, blocking(move || read(tx, go_rx)));
     let read = read?;
     let DeltaRead {
         stat,
         hash,
-        chunks,
+        end,
+        record,
         copy,
     } = match unless_stopped(&mut channel, &mut machine, streamed).await {
         Err(e) => return Err(e),
@@ -318,8 +340,8 @@ async fn send_chunked(
             Err(e) => return Err(abort(&mut channel, &mut machine, e.into()).await),
         },
     };
-    let end = channel.send.send(&Message::End { hash }).await;
-    unless_stopped(&mut channel, &mut machine, end.map_err(Into::into)).await?;
+    let sent = channel.send.send(&Message::End { hash: end }).await;
+    unless_stopped(&mut channel, &mut machine, sent.map_err(Into::into)).await?;
     machine.content_sent();
     let sent = acknowledged(
         &mut channel,
@@ -331,8 +353,10 @@ async fn send_chunked(
         content,
     )
     .await?;
-    let chunks = ChunkRecord::plain(sent.entry.path.clone(), hash, chunks);
-    Ok(Sent { chunks, ..sent })
+    Ok(Sent {
+        chunks: record,
+        ..sent
+    })
 }
 
 /// Waits for the receiver's answer to chunked content: its `Go` (a

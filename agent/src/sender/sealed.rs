@@ -23,15 +23,13 @@ use std::sync::Arc;
 
 use ferry_proto::seal::{FolderPublic, RunSealer, SealError, SealedHeader, SealedKind};
 use ferry_proto::{frame, Content, Entry, EntryKind, Hash, Message, RelPath, MAX_DATA};
-use tokio::sync::mpsc;
 
-use super::delta_reader::Out;
 use super::file_stream::machine::{EntrySender, Offer};
 use super::file_stream::{
-    abort, acknowledged, answer, await_go, stored_dir_or_symlink, unless_stopped, SendEntryError,
+    acknowledged, answer, stored_dir_or_symlink, stream_chunked, unless_stopped, SendEntryError,
     Sent, TransferContext,
 };
-use super::sealed_delta::{SealedDeltaReader, SealedRead};
+use super::sealed_delta::SealedDeltaReader;
 use super::source_file::{self, ContentBytes, FileStat, Opened};
 use crate::chunk::Gear;
 use crate::copies::{Copies, CopyWriter};
@@ -308,7 +306,7 @@ async fn send_streamed(
 async fn send_chunked(
     ctx: &TransferContext<impl Link>,
     seal: &Arc<Sealing>,
-    mut channel: Channel,
+    channel: Channel,
     scanned: ScanEntry,
     use_base: bool,
 ) -> Result<Sent, SendEntryError> {
@@ -321,61 +319,7 @@ async fn send_chunked(
         compress: ctx.compress,
         seal: seal.clone(),
     };
-    let mut machine = EntrySender::new(Offer::Chunked);
-    let (tx, rx) = mpsc::channel::<Out>(2);
-    let (go_tx, go_rx) = std::sync::mpsc::sync_channel(1);
-    let mut content = ContentBytes { fresh: 0, wire: 0 };
-    let streaming = async {
-        let (mut rx, go_tx) = (rx, go_tx);
-        while let Some(out) = rx.recv().await {
-            match out {
-                Out::Header(header) => {
-                    channel.send.send_raw(&header).await?;
-                    let go = await_go(&mut channel, &mut machine).await?;
-                    let _ = go_tx.send(go);
-                }
-                Out::Frames(frames, bytes, covered) => {
-                    channel.send.send_raw(&frames).await?;
-                    content.fresh += bytes.fresh;
-                    content.wire += bytes.wire;
-                    ctx.status.progress.add_bytes(covered);
-                }
-            }
-        }
-        Ok::<(), SendEntryError>(())
-    };
-    let (streamed, read) = tokio::join!(streaming, blocking(move || reader.run(tx, go_rx)));
-    let read = read?;
-    let SealedRead {
-        stat,
-        hash,
-        object,
-        record,
-        copy,
-    } = match unless_stopped(&mut channel, &mut machine, streamed).await {
-        Err(e) => return Err(e),
-        Ok(()) => match read {
-            Ok(read) => read,
-            Err(e) => return Err(abort(&mut channel, &mut machine, e.into()).await),
-        },
-    };
-    let end = channel.send.send(&Message::End { hash: object }).await;
-    unless_stopped(&mut channel, &mut machine, end.map_err(Into::into)).await?;
-    machine.content_sent();
-    let sent = acknowledged(
-        &mut channel,
-        &mut machine,
-        scanned,
-        stat,
-        hash,
-        copy,
-        content,
-    )
-    .await?;
-    Ok(Sent {
-        chunks: Some(record),
-        ..sent
-    })
+    stream_chunked(ctx, channel, scanned, move |tx, go| reader.run(tx, go)).await
 }
 
 #[cfg(test)]

@@ -18,18 +18,15 @@ use ferry_proto::seal::{ChunkedSealer, Piece};
 use ferry_proto::{Base, Content, Entry, EntryKind, Go, Hash, Message, MAX_DATA};
 use tokio::sync::mpsc;
 
-use super::delta_reader::{DeltaError, Out};
+use super::delta_reader::{Batch, DeltaError, DeltaRead, Out};
 use super::sealed::{header, Sealing, OBJECT_MODE};
-use super::source_file::{begin_copy, open, unchanged, ContentBytes, FileStat, SourceError};
+use super::source_file::{begin_copy, open, unchanged, FileStat, SourceError};
 use crate::chunk::{ChunkInfo, Chunker};
 use crate::compress::{self, CompressMode};
 use crate::copies::{Copies, CopyWriter};
 use crate::index::{ChunkRecord, Index};
 use crate::scan::{ScanEntry, SourceDir};
 use crate::sparse::HoleReader;
-
-/// Frames are handed to the stream in batches of about this size.
-const FRAME_BATCH: usize = 512 << 10;
 
 /// Everything the reading thread needs.
 pub(super) struct SealedDeltaReader {
@@ -40,18 +37,6 @@ pub(super) struct SealedDeltaReader {
     pub use_base: bool,
     pub compress: CompressMode,
     pub seal: Arc<Sealing>,
-}
-
-/// What reading and sealing the file found.
-pub(super) struct SealedRead {
-    pub stat: FileStat,
-    /// The content's hash (the index's, the local copy's).
-    pub hash: Hash,
-    /// The object's hash: what `End` carries.
-    pub object: Hash,
-    /// The object as the receiver lists it: the base of the next delta.
-    pub record: ChunkRecord,
-    pub copy: Option<CopyWriter>,
 }
 
 /// The pieces of one chunked object, in order, as the file is read.
@@ -142,66 +127,6 @@ impl<'a> Pieces<'a> {
     }
 }
 
-/// Frames being gathered for the stream.
-struct Batch<'a> {
-    tx: &'a mpsc::Sender<Out>,
-    frames: Vec<u8>,
-    content: ContentBytes,
-    covered: u64,
-    run: Option<(u32, u32)>,
-}
-
-impl Batch<'_> {
-    fn message(&mut self, message: &Message) -> Result<(), DeltaError> {
-        self.frames.extend_from_slice(&frame::encode(message)?);
-        Ok(())
-    }
-
-    fn copy(&mut self, index: u32) -> Result<(), DeltaError> {
-        match &mut self.run {
-            Some((start, count)) if *start + *count == index => *count += 1,
-            _ => {
-                self.end_run()?;
-                self.run = Some((index, 1));
-            }
-        }
-        Ok(())
-    }
-
-    fn end_run(&mut self) -> Result<(), DeltaError> {
-        if let Some((start, count)) = self.run.take() {
-            self.message(&Message::Copy { start, count })?;
-        }
-        Ok(())
-    }
-
-    /// Sends `bytes` of a piece holding `content` bytes of the file.
-    fn data(&mut self, bytes: &[u8], content: u64) -> Result<(), DeltaError> {
-        self.end_run()?;
-        self.content.fresh += content;
-        self.content.wire += bytes.len() as u64;
-        self.frames
-            .extend_from_slice(&frame::data_header(bytes.len())?);
-        self.frames.extend_from_slice(bytes);
-        if self.frames.len() >= FRAME_BATCH {
-            self.flush()?;
-        }
-        Ok(())
-    }
-
-    fn flush(&mut self) -> Result<(), DeltaError> {
-        if self.frames.is_empty() {
-            return Ok(());
-        }
-        let frames = std::mem::take(&mut self.frames);
-        let content = std::mem::replace(&mut self.content, ContentBytes { fresh: 0, wire: 0 });
-        let covered = std::mem::take(&mut self.covered);
-        self.tx
-            .blocking_send(Out::Frames(frames, content, covered))
-            .map_err(|_| DeltaError::Source(SourceError::StreamGone))
-    }
-}
-
 impl SealedDeltaReader {
     /// Reads the file as a chunked object and hands the frames to `tx`:
     /// first the header, then (after `go`) the pieces. Fails if the file
@@ -210,7 +135,7 @@ impl SealedDeltaReader {
         self,
         tx: mpsc::Sender<Out>,
         go: std::sync::mpsc::Receiver<Go>,
-    ) -> Result<SealedRead, DeltaError> {
+    ) -> Result<DeltaRead, DeltaError> {
         let (file, stat) = open(&self.source, &self.entry)?;
         let opaque = self.seal.opaque_path(&self.entry.path);
         let sealed_header = header(&self.entry, Some(&stat));
@@ -255,13 +180,7 @@ impl SealedDeltaReader {
                 known.entry(c.hash).or_insert(i as u32);
             }
         }
-        let mut batch = Batch {
-            tx: &tx,
-            frames: Vec::new(),
-            content: ContentBytes { fresh: 0, wire: 0 },
-            covered: 0,
-            run: None,
-        };
+        let mut batch = Batch::new(&tx);
         let keep = match &go.resume {
             Some(resume) if self.prefix_matches(&file, &stat, resume.len, &resume.hash)? => {
                 batch.message(&Message::Keep { len: resume.len })?;
@@ -291,19 +210,19 @@ impl SealedDeltaReader {
                 let (kept, rest) = piece.bytes.split_at(cut);
                 list.push(info(kept, *blake3::hash(kept).as_bytes()));
                 list.push(info(rest, *blake3::hash(rest).as_bytes()));
-                batch.data(rest, piece.content)?;
+                batch.raw(rest, piece.content)?;
             } else if let Some(&i) = known.get(&piece.id) {
                 list.push(info(&piece.bytes, piece.id));
                 batch.copy(i)?;
             } else if piece.bytes.len() <= MAX_DATA {
                 list.push(info(&piece.bytes, piece.id));
-                batch.data(&piece.bytes, piece.content)?;
+                batch.raw(&piece.bytes, piece.content)?;
             } else {
                 // Only a trailer can be longer than a message (a file of
                 // many GiB): sent as several chunks, never copied.
                 for part in piece.bytes.chunks(MAX_DATA) {
                     list.push(info(part, *blake3::hash(part).as_bytes()));
-                    batch.data(part, 0)?;
+                    batch.raw(part, 0)?;
                 }
             }
             at = end;
@@ -323,11 +242,11 @@ impl SealedDeltaReader {
             first: first.unwrap_or(object),
             list,
         };
-        Ok(SealedRead {
+        Ok(DeltaRead {
             stat,
             hash,
-            object,
-            record,
+            end: object,
+            record: Some(record),
             copy: pieces.copy.take(),
         })
     }
