@@ -40,8 +40,9 @@
 //! ## Run keys
 //!
 //! Each run draws a fresh X25519 ephemeral secret `e`, computes
-//! `E = X25519(e, 9)` and `R = blake3::derive_key("ferry 2026-11 seal v1 run
-//! key", X25519(e, pk) ‖ E ‖ pk)`, and forgets `e` at once ([`RunSealer`]
+//! `E = X25519(e, 9)` and
+//! `R = blake3::derive_key("ferry 2026-11 seal v1 run key", X25519(e, pk) ‖ E ‖ pk)`,
+//! and forgets `e` at once ([`RunSealer`]
 //! keeps only `E` and `R`). The opener derives the same `R` from
 //! `X25519(sk, E)`. One Diffie–Hellman per run on the sender, one per
 //! distinct `E` when opening ([`Opener`] remembers them). A shared secret
@@ -138,8 +139,40 @@
 //! pad(x)  = x ‖ zeros to padme(|x|)
 //! ```
 //!
-//! (`…` is `ferry 2026-11 seal`; `span` is the bytes of the group's data
-//! pieces, which come right before its group piece.) Each key seals one
+//! Precisely (each item checked by an independent implementation that
+//! reproduced the known answers from this text):
+//!
+//! - A folder key is stored as `sk ‖ ns` (64 bytes), its public half as
+//!   `pk ‖ ns`. `…` in a context string is `ferry 2026-11 seal`, joined by one
+//!   space (`"ferry 2026-11 seal v2 chunk key"`). A bare `2` is the byte
+//!   0x02; a nonce written `0` is 12 zero bytes.
+//! - `header` and `header_len` (u32 LE) are as in a whole object (postcard:
+//!   `path` as its bytes, `mode` u32, `mtime_ns` i64 zigzag, `size` u64,
+//!   varints LEB128, low bits first); only a `File` is chunked, and
+//!   `4 + |header| ≤ BLOCK`. `e_h` hashes `ns ‖ header_len ‖ header`,
+//!   unpadded.
+//! - `front_len = padme(4 + |header|) + 16` (u32 LE, the tag included),
+//!   known before the front is sealed; [`FRONT_PREFIX`] = 37 bytes come
+//!   before the front. The trailer's front hash is the blake3 of the
+//!   object's first `FRONT_PREFIX + front_len` bytes.
+//! - A chunk is 1 to [`MAX_CHUNK`] bytes, at least [`MIN_CHUNK`] but the
+//!   last. `piece_len = 12 + padme(5 + |data|) + 16`, the whole stored
+//!   piece. A group piece stores no nonce (it comes from `gid`):
+//!   `group_piece_len = padme(4 + 20·count) + 16`. `span` is the sum of the
+//!   `piece_len`s of the group's chunks, which come right before its group
+//!   piece.
+//! - A group closes after a chunk whose `cid[15] & 63 = 0`, at 256 chunks,
+//!   and after the last chunk; no group is empty (an empty file has none,
+//!   and its trailer `count = 0`).
+//! - `E` in the trailer is the run's `X25519(e, 9)` (not `E_h`);
+//!   `trailer_len = 48 + padme(36 + 44·count) + 16` does not count itself.
+//! - The chunker is FastCDC 2020 (the `fastcdc` crate 3.x, `v2020`), 8/32/128
+//!   KiB, normalization level 1, with `get_gear_with_seed(seed)`'s tables
+//!   (each of FastCDC's gear values XORed with the seed, the shifted table
+//!   with the seed shifted left by one). Compression is zstd at level 3,
+//!   kept only when at least 3% smaller (and, with `--compress auto`, tried
+//!   only when a sample compresses). Neither matters for opening; both make
+//!   "the same chunk seals to the same bytes" hold across senders. Each key seals one
 //! plaintext only: a chunk's key and nonce fix its piece (raw), or the
 //! packed bytes fix the nonce (compressed); a group's id is the hash of its
 //! plaintext; the front's ephemeral secret is a function of its header; the

@@ -416,7 +416,11 @@ async fn session<L: Link>(
             Err(e) => {
                 // Listed in the summary (one line per reason, -v: each).
                 tracing::debug!(path = %path, "not sent: {}", crate::chain::Chain(&e));
-                summary.problem(path, crate::chain::chain(&e));
+                let mut message = crate::chain::chain(&e);
+                if let Some(seal) = &transfer.seal {
+                    message = seal.real_names(&message, &path);
+                }
+                summary.problem(path, message);
             }
         }
     }

@@ -135,6 +135,16 @@ impl Sealing {
         self.public.opaque_path(path)
     }
 
+    /// `message` (the receiver's words about the object of the entry at
+    /// `path`, as the summary shows it) with the object's opaque path in it
+    /// replaced by the real one: a person reads the name they know.
+    pub fn real_names(&self, message: &str, path: &str) -> String {
+        match RelPath::from_bytes(path.as_bytes()) {
+            Ok(real) => message.replace(&self.opaque_path(&real).to_string(), path),
+            Err(_) => message.to_string(),
+        }
+    }
+
     /// The paths the receiver knows `paths` (real) by, in the same order.
     pub fn wire_paths(&self, paths: &[RelPath]) -> Vec<RelPath> {
         paths.iter().map(|p| self.opaque_path(p)).collect()
@@ -420,6 +430,21 @@ mod tests {
         let (opened, content) = Opener::new(&secret).open(&object.object).unwrap();
         assert_eq!(opened, header(&file, Some(&stat)));
         assert_eq!(content, b"hello world");
+    }
+
+    #[test]
+    fn the_receivers_words_name_the_real_path() {
+        let secret = FolderSecret::generate().unwrap();
+        let seal = Sealing::new(&secret.public()).unwrap();
+        let path = "notes/plan.txt";
+        let opaque = seal.opaque_path(&RelPath::from_bytes(path).unwrap());
+        let said =
+            format!("the receiver did not store it: {opaque} (3.1 MiB) was not stored: over quota");
+        assert_eq!(
+            seal.real_names(&said, path),
+            "the receiver did not store it: notes/plan.txt (3.1 MiB) was not stored: over quota"
+        );
+        assert_eq!(seal.real_names("disk full", path), "disk full");
     }
 
     #[test]
