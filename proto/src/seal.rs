@@ -70,6 +70,14 @@
 //! `Symlink`, followed by the target as a varint length and its bytes);
 //! `mode` and `size` as varints; `mtime_ns` as a zigzag varint.
 //!
+//! A small file whose content compresses is stored **packed**: its header's
+//! kind is 3 `Packed`, followed by the file's size as a varint, and `size`
+//! is the length of the content as stored, the file zstd-compressed
+//! ([`RunSealer::packed_object`]). Openers hand out the file's content
+//! decompressed (at the end, once the object authenticated), and the header
+//! as the file's (`File`, its own size); a packed size over 16 MiB, content
+//! that does not decompress or decompresses to another size fail the object.
+//!
 //! A fresh key per object makes the counter nonces unique; the `last` flag
 //! and the index in the nonce make truncation, reordering and splicing fail
 //! authentication, and the prefix as associated data binds every block to
@@ -172,8 +180,9 @@
 //!   with the seed shifted left by one). Compression is zstd at level 3,
 //!   kept only when at least 3% smaller (and, with `--compress auto`, tried
 //!   only when a sample compresses). Neither matters for opening; both make
-//!   "the same chunk seals to the same bytes" hold across senders. Each key seals one
-//! plaintext only: a chunk's key and nonce fix its piece (raw), or the
+//!   "the same chunk seals to the same bytes" hold across senders.
+//!
+//! Each key seals one plaintext only: a chunk's key and nonce fix its piece (raw), or the
 //! packed bytes fix the nonce (compressed); a group's id is the hash of its
 //! plaintext; the front's ephemeral secret is a function of its header; the
 //! trailer's salt is fresh. The trailer binds the front by its hash; each
@@ -329,6 +338,87 @@ pub struct SealedHeader {
     pub mtime_ns: i64,
     /// Content bytes that follow the header (0 for a directory or symlink).
     pub size: u64,
+}
+
+/// How a header is stored in a whole object: as [`SealedHeader`], or, for a
+/// file whose content is stored zstd-compressed, with the kind `Packed`
+/// (the file's own size) and `size` the compressed length. The first three
+/// kinds encode exactly as [`SealedKind`]'s, so an unpacked header is the
+/// same bytes either way. Readers only ever see the logical header.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum StoredKind {
+    File,
+    Dir,
+    Symlink {
+        #[serde(with = "serde_bytes")]
+        target: Vec<u8>,
+    },
+    /// A file stored compressed: `size` bytes once decompressed.
+    Packed {
+        size: u64,
+    },
+}
+
+/// A [`SealedHeader`] as stored (see [`StoredKind`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct StoredHeader {
+    pub path: RelPath,
+    pub kind: StoredKind,
+    pub mode: u32,
+    pub mtime_ns: i64,
+    pub size: u64,
+}
+
+/// The most a packed file may hold once decompressed (whole objects are
+/// packed only for small files; a larger claim is malformed).
+pub(crate) const MAX_PACKED: u64 = 16 << 20;
+
+impl StoredHeader {
+    /// `header` stored as it is.
+    pub(crate) fn of(header: &SealedHeader) -> StoredHeader {
+        let kind = match &header.kind {
+            SealedKind::File => StoredKind::File,
+            SealedKind::Dir => StoredKind::Dir,
+            SealedKind::Symlink { target } => StoredKind::Symlink {
+                target: target.clone(),
+            },
+        };
+        StoredHeader {
+            path: header.path.clone(),
+            kind,
+            mode: header.mode,
+            mtime_ns: header.mtime_ns,
+            size: header.size,
+        }
+    }
+
+    /// The file `header` stored as `packed_len` compressed bytes.
+    pub(crate) fn packed(header: &SealedHeader, packed_len: u64) -> StoredHeader {
+        StoredHeader {
+            kind: StoredKind::Packed { size: header.size },
+            size: packed_len,
+            ..StoredHeader::of(header)
+        }
+    }
+
+    /// The header readers see, and the file's size if its content is
+    /// stored compressed.
+    pub(crate) fn logical(self) -> (SealedHeader, Option<u64>) {
+        let (kind, size, packed) = match self.kind {
+            StoredKind::File => (SealedKind::File, self.size, None),
+            StoredKind::Dir => (SealedKind::Dir, self.size, None),
+            StoredKind::Symlink { target } => (SealedKind::Symlink { target }, self.size, None),
+            StoredKind::Packed { size } => (SealedKind::File, size, Some(size)),
+        };
+        let header = SealedHeader {
+            path: self.path,
+            kind,
+            mode: self.mode,
+            mtime_ns: self.mtime_ns,
+            size,
+        };
+        (header, packed)
+    }
 }
 
 /// The Padmé length `len` is padded to (Nikitin et al., "Reducing Metadata

@@ -305,7 +305,8 @@ async fn session<L: Link>(
     let seal = match &ctx.settings.protect {
         FolderProtect::Plain => None,
         FolderProtect::Sealed { public, .. } => {
-            Some(Arc::new(Sealing::new(public).map_err(RunError::Seal)?))
+            let sealing = Sealing::new(public).map_err(RunError::Seal)?;
+            Some(Arc::new(sealing.compressing(ctx.settings.compress)))
         }
     };
     let transfer = Arc::new(TransferContext {

@@ -32,6 +32,7 @@ use super::file_stream::{
 use super::sealed_delta::SealedDeltaReader;
 use super::source_file::{self, ContentBytes, FileStat, Opened};
 use crate::chunk::Gear;
+use crate::compress::CompressMode;
 use crate::copies::{Copies, CopyWriter};
 use crate::index::PlanItem;
 use crate::link::Link;
@@ -49,6 +50,8 @@ pub struct Sealing {
     run: RunSealer,
     /// The folder's keyed chunker.
     gear: Arc<Gear>,
+    /// When a small file's content is compressed before it is sealed.
+    compress: CompressMode,
 }
 
 /// An entry sealed whole in memory, ready to frame.
@@ -112,7 +115,17 @@ impl Sealing {
             public: public.clone(),
             run: RunSealer::new(public)?,
             gear: Arc::new(Gear::seeded(public.chunker_seed())),
+            compress: CompressMode::Off,
         })
+    }
+
+    /// This sealing, compressing small files' content as `mode` says
+    /// (`Off` until told).
+    pub fn compressing(self, mode: CompressMode) -> Sealing {
+        Sealing {
+            compress: mode,
+            ..self
+        }
     }
 
     /// The folder's public half.
@@ -178,13 +191,27 @@ impl Sealing {
         content: &[u8],
     ) -> Result<SealedObject, SendEntryError> {
         let header = header(scanned, file);
-        let len = RunSealer::object_len(&header).map_err(SendEntryError::Seal)?;
-        let mut object = Vec::with_capacity(len as usize);
-        let mut sealer = self.run.object(header).map_err(SendEntryError::Seal)?;
-        sealer
-            .push(content, &mut object)
-            .map_err(SendEntryError::Seal)?;
-        sealer.finish(&mut object).map_err(SendEntryError::Seal)?;
+        let packed = match header.kind {
+            SealedKind::File => crate::compress::compress(content, self.compress),
+            _ => None,
+        };
+        let object = match packed {
+            // Compressed before it is sealed: the receiver could not.
+            Some(packed) => self
+                .run
+                .packed_object(&header, &packed)
+                .map_err(SendEntryError::Seal)?,
+            None => {
+                let len = RunSealer::object_len(&header).map_err(SendEntryError::Seal)?;
+                let mut object = Vec::with_capacity(len as usize);
+                let mut sealer = self.run.object(header).map_err(SendEntryError::Seal)?;
+                sealer
+                    .push(content, &mut object)
+                    .map_err(SendEntryError::Seal)?;
+                sealer.finish(&mut object).map_err(SendEntryError::Seal)?;
+                object
+            }
+        };
         let hash = *blake3::hash(&object).as_bytes();
         Ok(SealedObject {
             entry: self.wire_entry(&scanned.path, object.len() as u64),
@@ -430,6 +457,52 @@ mod tests {
         let (opened, content) = Opener::new(&secret).open(&object.object).unwrap();
         assert_eq!(opened, header(&file, Some(&stat)));
         assert_eq!(content, b"hello world");
+    }
+
+    #[test]
+    fn a_small_file_that_compresses_is_sealed_compressed_and_opens_whole() {
+        let secret = FolderSecret::generate().unwrap();
+        let text = b"the quokka owes the marmot acorns; ".repeat(300);
+        let file = scanned("notes/ledger.txt", ScanKind::File, text.len() as u64);
+        let stat = FileStat {
+            size: text.len() as u64,
+            mtime_ns: 42,
+            mode: 0o640,
+            ino: 0,
+            dev: 0,
+        };
+        let off = Sealing::new(&secret.public()).unwrap();
+        let auto = Sealing::new(&secret.public())
+            .unwrap()
+            .compressing(CompressMode::Auto);
+        let whole = off.seal_whole(&file, Some(&stat), &text).unwrap();
+        let packed = auto.seal_whole(&file, Some(&stat), &text).unwrap();
+        assert!(whole.len() > text.len() as u64);
+        assert!(
+            packed.len() * 10 < whole.len(),
+            "{} vs {}",
+            packed.len(),
+            whole.len()
+        );
+        for object in [&whole, &packed] {
+            let (opened, content) = Opener::new(&secret).open(&object.object).unwrap();
+            assert_eq!(opened, header(&file, Some(&stat)));
+            assert!(content == text);
+        }
+        // Random bytes do not compress: sealed as they are.
+        let noise: Vec<u8> = (0..5000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        let file = scanned("noise.bin", ScanKind::File, noise.len() as u64);
+        let stat = FileStat {
+            size: noise.len() as u64,
+            ..stat
+        };
+        let sealed = auto.seal_whole(&file, Some(&stat), &noise).unwrap();
+        assert_eq!(
+            sealed.len(),
+            RunSealer::object_len(&header(&file, Some(&stat))).unwrap()
+        );
     }
 
     #[test]

@@ -3,7 +3,10 @@
 //! output buffer.
 
 use super::keys::{object_key, FolderPublic, FolderSecret};
-use super::{nonce, Layout, OpenError, SealedHeader, SealedKind, BLOCK, PREFIX, TAG, VERSION};
+use super::{
+    nonce, Layout, OpenError, SealedHeader, SealedKind, StoredHeader, BLOCK, MAX_PACKED, PREFIX,
+    TAG, VERSION,
+};
 use ring::aead::{Aad, LessSafeKey};
 use std::collections::HashMap;
 use zeroize::Zeroizing;
@@ -56,6 +59,7 @@ impl Opener {
             block: 0,
             layout: None,
             header: None,
+            packed: None,
             failed: None,
         }
     }
@@ -139,6 +143,9 @@ pub struct ObjectOpener<'a> {
     /// Known once block 0 is open.
     layout: Option<Layout>,
     header: Option<SealedHeader>,
+    /// A packed file's size and its compressed content so far: handed out
+    /// decompressed at [`ObjectOpener::finish`].
+    packed: Option<(u64, Vec<u8>)>,
     /// The first failure: every later call repeats it.
     failed: Option<OpenError>,
 }
@@ -194,6 +201,15 @@ impl ObjectOpener<'_> {
             }
             Some(layout) if self.block < layout.blocks => return Err(OpenError::Truncated),
             Some(_) => {}
+        }
+        if let Some((size, packed)) = self.packed.take() {
+            // `size` ≤ MAX_PACKED, checked when block 0 was parsed.
+            let content = zstd::bulk::decompress(&packed, size as usize)
+                .map_err(|_| OpenError::Malformed("packed content that does not decompress"))?;
+            if content.len() as u64 != size {
+                return Err(OpenError::Malformed("packed content of another size"));
+            }
+            out.extend_from_slice(&content);
         }
         // Block 0 is open: it set the header.
         self.header.ok_or(OpenError::Truncated)
@@ -282,9 +298,10 @@ impl ObjectOpener<'_> {
         let layout = match self.layout {
             Some(layout) => layout,
             None => {
-                let (header, layout) = parse_block0(&out[start..], last)?;
+                let (header, layout, packed) = parse_block0(&out[start..], last)?;
                 out.drain(start..start + (layout.content_start as usize));
                 self.header = Some(header);
+                self.packed = packed.map(|size| (size, Vec::new()));
                 self.layout = Some(layout);
                 layout
             }
@@ -299,13 +316,20 @@ impl ObjectOpener<'_> {
             return Err(OpenError::Malformed("non-zero padding"));
         }
         out.truncate(keep);
+        if let Some((_, packed)) = self.packed.as_mut() {
+            packed.extend_from_slice(&out[start..]);
+            out.truncate(start);
+        }
         Ok(())
     }
 }
 
 /// The header and layout block 0's plaintext `plain` gives, checked against
 /// the length of block 0 and whether it was opened as the last.
-fn parse_block0(plain: &[u8], last: bool) -> Result<(SealedHeader, Layout), OpenError> {
+fn parse_block0(
+    plain: &[u8],
+    last: bool,
+) -> Result<(SealedHeader, Layout, Option<u64>), OpenError> {
     let Some((len, rest)) = plain.split_first_chunk::<4>() else {
         return Err(OpenError::Malformed("no header length"));
     };
@@ -313,19 +337,24 @@ fn parse_block0(plain: &[u8], last: bool) -> Result<(SealedHeader, Layout), Open
     let Some(bytes) = rest.get(..len) else {
         return Err(OpenError::Malformed("a header longer than its block"));
     };
-    let header: SealedHeader = match postcard::take_from_bytes(bytes) {
+    let stored: StoredHeader = match postcard::take_from_bytes(bytes) {
         Ok((header, [])) => header,
         Ok(_) => return Err(OpenError::Malformed("bytes after the header")),
         Err(_) => return Err(OpenError::Malformed("a header that does not decode")),
     };
+    let stored_size = stored.size;
+    let (header, packed) = stored.logical();
     if header.kind != SealedKind::File && header.size != 0 {
         return Err(OpenError::Malformed("a directory or symlink with content"));
     }
-    let layout = Layout::new(len, header.size).ok_or(OpenError::Malformed("too large"))?;
+    if packed.is_some_and(|size| size > MAX_PACKED) {
+        return Err(OpenError::Malformed("a packed file larger than any"));
+    }
+    let layout = Layout::new(len, stored_size).ok_or(OpenError::Malformed("too large"))?;
     if layout.block_len(0) != plain.len() || (layout.blocks == 1) != last {
         return Err(OpenError::Malformed(
             "a length that disagrees with the header",
         ));
     }
-    Ok((header, layout))
+    Ok((header, layout, packed))
 }

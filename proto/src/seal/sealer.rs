@@ -2,7 +2,10 @@
 //! blocks sealed in place in the caller's output buffer.
 
 use super::keys::{object_key, random, FolderPublic};
-use super::{nonce, Layout, SealError, SealedHeader, SealedKind, BLOCK, PREFIX, VERSION};
+use super::{
+    nonce, Layout, SealError, SealedHeader, SealedKind, StoredHeader, BLOCK, MAX_PACKED, PREFIX,
+    VERSION,
+};
 use ring::aead::{Aad, LessSafeKey};
 use x25519_dalek::StaticSecret;
 use zeroize::Zeroizing;
@@ -68,22 +71,61 @@ impl RunSealer {
         salt: [u8; 16],
     ) -> Result<ObjectSealer, SealError> {
         let (start, layout) = encode_header(header)?;
+        Ok(self.start(start, layout, header.size, salt))
+    }
+
+    /// Seals a small file whose content compresses: `packed` is its
+    /// content zstd-compressed, stored so (the header says so, and the
+    /// file's own size); opening gives the content back decompressed.
+    pub fn packed_object(
+        &self,
+        header: &SealedHeader,
+        packed: &[u8],
+    ) -> Result<Vec<u8>, SealError> {
+        let mut salt = [0u8; 16];
+        random(&mut salt).map_err(SealError::Randomness)?;
+        self.packed_object_with_salt(header, packed, salt)
+    }
+
+    /// [`RunSealer::packed_object`] with a given salt: for known-answer
+    /// tests only.
+    #[doc(hidden)]
+    pub fn packed_object_with_salt(
+        &self,
+        header: &SealedHeader,
+        packed: &[u8],
+        salt: [u8; 16],
+    ) -> Result<Vec<u8>, SealError> {
+        if header.kind != SealedKind::File || header.size > MAX_PACKED {
+            return Err(SealError::ContentOfNonFile { size: header.size });
+        }
+        let stored = StoredHeader::packed(header, packed.len() as u64);
+        let (start, layout) = encode_stored(&stored)?;
+        let mut sealer = self.start(start, layout, stored.size, salt);
+        let mut out = Vec::with_capacity(layout.object_len() as usize);
+        sealer.push(packed, &mut out)?;
+        sealer.finish(&mut out)?;
+        Ok(out)
+    }
+
+    /// An object sealer for `start` (`header_len ‖ header`) and `layout`.
+    fn start(&self, start: Vec<u8>, layout: Layout, size: u64, salt: [u8; 16]) -> ObjectSealer {
         let mut prefix = [0u8; PREFIX];
         prefix[0] = VERSION;
         prefix[1..33].copy_from_slice(&self.ephemeral);
         prefix[33..].copy_from_slice(&salt);
         let mut buf = Vec::with_capacity(BLOCK);
         buf.extend_from_slice(&start);
-        Ok(ObjectSealer {
+        ObjectSealer {
             key: object_key(&self.run, &prefix),
             prefix,
             layout,
             prefix_written: false,
             buf,
             block: 0,
-            size: header.size,
+            size,
             pushed: 0,
-        })
+        }
     }
 }
 
@@ -92,6 +134,11 @@ pub(super) fn encode_header(header: &SealedHeader) -> Result<(Vec<u8>, Layout), 
     if header.kind != SealedKind::File && header.size != 0 {
         return Err(SealError::ContentOfNonFile { size: header.size });
     }
+    encode_stored(&StoredHeader::of(header))
+}
+
+/// `header_len ‖ header` as stored, and the object's layout.
+fn encode_stored(header: &StoredHeader) -> Result<(Vec<u8>, Layout), SealError> {
     let mut bytes = match postcard::to_extend(header, vec![0u8; 4]) {
         Ok(bytes) => bytes,
         // Serializing into a Vec fails only for a sequence of unknown length

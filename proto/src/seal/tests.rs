@@ -761,3 +761,59 @@ fn sealers_and_openers_move_across_threads() {
     send::<Opener>();
     send::<ObjectOpener<'static>>();
 }
+
+#[test]
+fn a_packed_file_opens_to_its_content_and_logical_header() {
+    let r = run(5);
+    let text = b"a quokka ledger line, over and over; ".repeat(500);
+    let packed = zstd::bulk::compress(&text, 3).expect("compresses");
+    let h = file("notes/ledger.txt", text.len() as u64);
+    let object = r.packed_object(&h, &packed).expect("seals");
+    assert!(object.len() < text.len() / 4);
+    // Whole, and pushed in pieces of every size: the content comes whole at
+    // the end, the header as the file's.
+    let (opened, content) = Opener::new(&secret()).open(&object).expect("opens");
+    assert_eq!((opened, content.as_slice()), (h.clone(), text.as_slice()));
+    for step in [1, 7, 100, 4096] {
+        let mut opener = Opener::new(&secret());
+        let mut object_opener = opener.object();
+        let mut out = Vec::new();
+        for piece in object.chunks(step) {
+            object_opener.push(piece, &mut out).expect("push");
+            assert!(out.is_empty(), "content before the end");
+        }
+        assert_eq!(object_opener.finish(&mut out).expect("finish"), h);
+        assert!(out == text);
+    }
+    // A packed claim that does not hold, or a directory: refused.
+    let mut liar = h.clone();
+    liar.size += 1;
+    let object = r.packed_object(&liar, &packed).expect("seals");
+    assert_eq!(
+        Opener::new(&secret()).open(&object).map(|(h, _)| h),
+        Err(OpenError::Malformed("packed content of another size"))
+    );
+    let garbage = r.packed_object(&h, b"not zstd at all").expect("seals");
+    assert!(matches!(
+        Opener::new(&secret()).open(&garbage),
+        Err(OpenError::Malformed(_))
+    ));
+    let mut dir = h.clone();
+    (dir.kind, dir.size) = (SealedKind::Dir, 0);
+    assert!(r.packed_object(&dir, &packed).is_err());
+}
+
+/// Pins a packed object: its header's stored form (kind 3, the file's size,
+/// then the compressed length as `size`).
+#[test]
+fn packed_known_answer() {
+    let h = file("a.txt", 12);
+    let object = run(5)
+        .packed_object_with_salt(&h, b"packed bytes", bytes(7))
+        .expect("seals");
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    assert_eq!(
+        hex(blake3::hash(&object).as_bytes()),
+        "d8fe9b611ef6db35d796124464c4a669fe8de5f055aa2f0431ad15b6b404f312"
+    );
+}
