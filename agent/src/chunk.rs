@@ -80,36 +80,28 @@ impl Gear {
     }
 }
 
+/// FastCDC's own tables (a seed of 0 leaves them as they are).
+static DEFAULT_GEAR: std::sync::LazyLock<Gear> = std::sync::LazyLock::new(|| Gear::seeded(0));
+
 /// [`cut`] with `gear`'s tables (`None`: FastCDC's own).
 pub fn cut_with(data: &[u8], gear: Option<&Gear>) -> usize {
+    let g = gear.unwrap_or(&DEFAULT_GEAR);
     let bits = fastcdc::v2020::logarithm2(AVG_CHUNK as u32);
     // Normalization level 1, as fastcdc::v2020::FastCDC::new uses.
     let mask_s = fastcdc::v2020::MASKS[(bits + 1) as usize];
     let mask_l = fastcdc::v2020::MASKS[(bits - 1) as usize];
-    let (_, len) = match gear {
-        None => fastcdc::v2020::cut(
-            data,
-            MIN_CHUNK,
-            AVG_CHUNK,
-            MAX_CHUNK,
-            mask_s,
-            mask_l,
-            mask_s << 1,
-            mask_l << 1,
-        ),
-        Some(g) => fastcdc::v2020::cut_gear(
-            data,
-            MIN_CHUNK,
-            AVG_CHUNK,
-            MAX_CHUNK,
-            mask_s,
-            mask_l,
-            mask_s << 1,
-            mask_l << 1,
-            &g.gear,
-            &g.gear_ls,
-        ),
-    };
+    let (_, len) = fastcdc::v2020::cut_gear(
+        data,
+        MIN_CHUNK,
+        AVG_CHUNK,
+        MAX_CHUNK,
+        mask_s,
+        mask_l,
+        mask_s << 1,
+        mask_l << 1,
+        &g.gear,
+        &g.gear_ls,
+    );
     len
 }
 

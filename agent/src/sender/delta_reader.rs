@@ -42,6 +42,35 @@ pub enum DeltaError {
     NoGo,
 }
 
+/// A base found in the index: its path, content hash and chunks.
+pub(super) type FoundBase = Option<(ferry_proto::RelPath, Hash, Vec<ChunkInfo>)>;
+
+/// The base for chunked content of `path` whose first chunk is `first`
+/// ([`Index::base_for`]), if the index is open.
+pub(super) fn find_base(
+    index: &Mutex<Option<Index>>,
+    path: &ferry_proto::RelPath,
+    first: &Hash,
+) -> Result<FoundBase, DeltaError> {
+    let slot = index.lock().map_err(|_| DeltaError::IndexPoisoned)?;
+    match slot.as_ref() {
+        Some(index) => index.base_for(path, first).map_err(DeltaError::Base),
+        None => Ok(None),
+    }
+}
+
+/// The base's chunks `Copy` may name, by hash, when the receiver holds the
+/// base (`go.base`): each hash's first index.
+pub(super) fn copyable(go: &Go, base: &FoundBase) -> HashMap<Hash, u32> {
+    let mut known = HashMap::new();
+    if let (true, Some((_, _, chunks))) = (go.base, base) {
+        for (i, c) in chunks.iter().enumerate() {
+            known.entry(c.hash).or_insert(i as u32);
+        }
+    }
+    known
+}
+
 /// Frames are handed to the stream in batches of about this size.
 const FRAME_BATCH: usize = 512 << 10;
 
@@ -215,14 +244,9 @@ impl DeltaReader {
             .map(<[u8]>::to_vec)
             .unwrap_or_default();
         let first_hash = *blake3::hash(&first).as_bytes();
-        let base = if self.use_base {
-            let slot = self.index.lock().map_err(|_| DeltaError::IndexPoisoned)?;
-            match slot.as_ref() {
-                Some(index) => index.base_for(rel, &first_hash).map_err(DeltaError::Base)?,
-                None => None,
-            }
-        } else {
-            None
+        let base = match self.use_base {
+            true => find_base(&self.index, rel, &first_hash)?,
+            false => None,
         };
         let header = Entry {
             path: rel.clone(),
@@ -244,12 +268,7 @@ impl DeltaReader {
         let Ok(go) = go.recv() else {
             return Err(DeltaError::NoGo);
         };
-        let mut known: HashMap<Hash, u32> = HashMap::new();
-        if let (true, Some((_, _, chunks))) = (go.base, &base) {
-            for (i, c) in chunks.iter().enumerate() {
-                known.entry(c.hash).or_insert(i as u32);
-            }
-        }
+        let known = copyable(&go, &base);
         let mut batch = Batch::new(&tx);
         let mut keep = 0;
         if let Some(resume) = &go.resume {

@@ -9,16 +9,15 @@
 //! trailer). The entry announces the object's bound, not its length
 //! ([`ferry_proto::Content::ChunkedUpTo`]): that is known only at its end.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::sync::{Arc, Mutex};
 
 use ferry_proto::frame;
-use ferry_proto::seal::{ChunkedSealer, Piece};
+use ferry_proto::seal::{ChunkedSealer, Piece, SealError};
 use ferry_proto::{Base, Content, Entry, EntryKind, Go, Hash, Message, MAX_DATA};
 use tokio::sync::mpsc;
 
-use super::delta_reader::{Batch, DeltaError, DeltaRead, Out};
+use super::delta_reader::{copyable, find_base, Batch, DeltaError, DeltaRead, Out};
 use super::sealed::{header, Sealing, OBJECT_MODE};
 use super::source_file::{begin_copy, open, unchanged, FileStat, SourceError};
 use crate::chunk::{ChunkInfo, Chunker};
@@ -95,23 +94,10 @@ impl<'a> Pieces<'a> {
                         copy.write(chunk).map_err(SourceError::Copy)?;
                     }
                     let packed = compress::compress(chunk, self.compress);
-                    match sealer.push(chunk, packed.as_deref(), &mut out) {
-                        Ok(()) => {}
-                        // More content than the file had when opened.
-                        Err(ferry_proto::seal::SealError::SizeMismatch { .. }) => {
-                            return Err(SourceError::Changed.into())
-                        }
-                        Err(e) => return Err(DeltaError::Seal(e)),
-                    }
+                    sealed(sealer.push(chunk, packed.as_deref(), &mut out))?;
                 }
                 None => match self.sealer.take() {
-                    Some(sealer) => match sealer.finish(&mut out) {
-                        Ok(()) => {}
-                        Err(ferry_proto::seal::SealError::SizeMismatch { .. }) => {
-                            return Err(SourceError::Changed.into())
-                        }
-                        Err(e) => return Err(DeltaError::Seal(e)),
-                    },
+                    Some(sealer) => sealed(sealer.finish(&mut out))?,
                     None => return Ok(None),
                 },
             }
@@ -146,13 +132,7 @@ impl SealedDeltaReader {
         let first =
             Pieces::new(&self.seal, &file, &stat, &self.entry, self.compress)?.first_data_id()?;
         let base = match (self.use_base, first) {
-            (true, Some(first)) => {
-                let slot = self.index.lock().map_err(|_| DeltaError::IndexPoisoned)?;
-                match slot.as_ref() {
-                    Some(index) => index.base_for(&opaque, &first).map_err(DeltaError::Base)?,
-                    None => None,
-                }
-            }
+            (true, Some(first)) => find_base(&self.index, &opaque, &first)?,
             _ => None,
         };
         let header = Entry {
@@ -174,12 +154,7 @@ impl SealedDeltaReader {
         let Ok(go) = go.recv() else {
             return Err(DeltaError::NoGo);
         };
-        let mut known: HashMap<Hash, u32> = HashMap::new();
-        if let (true, Some((_, _, chunks))) = (go.base, &base) {
-            for (i, c) in chunks.iter().enumerate() {
-                known.entry(c.hash).or_insert(i as u32);
-            }
-        }
+        let known = copyable(&go, &base);
         let mut batch = Batch::new(&tx);
         let keep = match &go.resume {
             Some(resume) if self.prefix_matches(&file, &stat, resume.len, &resume.hash)? => {
@@ -272,6 +247,15 @@ impl SealedDeltaReader {
             at += take as u64;
         }
         Ok(hasher.finalize().as_bytes() == hash)
+    }
+}
+
+/// What sealing a chunk came to: content other than the file's size as
+/// opened means the file changed while it was read.
+fn sealed(result: Result<(), SealError>) -> Result<(), DeltaError> {
+    match result {
+        Err(SealError::SizeMismatch { .. }) => Err(SourceError::Changed.into()),
+        other => other.map_err(DeltaError::Seal),
     }
 }
 
