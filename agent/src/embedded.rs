@@ -7,14 +7,24 @@
 //! connects to it as to any receiver; the store it writes is a receiver's
 //! store that `ferry receive --store DIR` can serve later.
 //!
+//! Opening the store checks every page of its catalog (`PRAGMA
+//! quick_check`), which a running receiver pays once and a `--once` run
+//! every time. Here it runs on a blocking thread beside the sender's scan:
+//! the receiver serves no connection, and so writes nothing to the store,
+//! until it has passed, and the sender connects only once [`StoreReady`]
+//! says so. A damaged catalog fails the run with the same error as before,
+//! the file untouched.
+//!
 //! This module sits above the receiver and below the roles that start it:
 //! it imports [`crate::receiver`] and never the sender; the sender asks it
 //! for a receiver and gets a plain address and device id back.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::identity::{DeviceId, Identity, IdentityError};
@@ -49,8 +59,26 @@ pub enum EmbeddedError {
 pub struct EmbeddedReceiver {
     addr: SocketAddr,
     id: DeviceId,
+    ready: StoreReady,
     token: CancellationToken,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// Whether the embedded receiver's store has passed its check and is
+/// served: what a sender waits for before it connects.
+#[derive(Debug, Clone)]
+pub struct StoreReady(watch::Receiver<Option<Result<(), Arc<EmbeddedError>>>>);
+
+impl StoreReady {
+    /// Waits until the store's catalog has been checked: `Ok` once the
+    /// receiver serves it, else why it never will (a damaged catalog).
+    pub async fn wait(&mut self) -> Result<(), Arc<EmbeddedError>> {
+        match self.0.wait_for(Option::is_some).await {
+            Ok(outcome) => outcome.clone().unwrap_or(Ok(())),
+            // The receiver's task ended without saying: it was stopped.
+            Err(_) => Err(Arc::new(EmbeddedError::Cancelled(tasks::Cancelled))),
+        }
+    }
 }
 
 impl EmbeddedReceiver {
@@ -64,7 +92,7 @@ impl EmbeddedReceiver {
     ) -> Result<EmbeddedReceiver, EmbeddedError> {
         let store_dir = store.to_owned();
         let (store, identity) = tasks::blocking(move || -> Result<_, EmbeddedError> {
-            let store = Store::open(&store_dir)?;
+            let store = Store::open_unchecked(&store_dir)?;
             let identity = Identity::load_or_create(&store.root().join(".ferry"))?;
             Ok((store, identity))
         })
@@ -79,13 +107,33 @@ impl EmbeddedReceiver {
         let addr = receiver.local_addr()?;
         let id = receiver.id();
         let token = shutdown.child_token();
-        let task = tokio::spawn(receiver.serve(token.clone()));
+        let (said, ready) = watch::channel(None);
+        let serve_token = token.clone();
+        let task = tokio::spawn(async move {
+            let store = receiver.store();
+            let checked = match tasks::blocking(move || store.check_and_recover()).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(Arc::new(EmbeddedError::Store(e))),
+                Err(cancelled) => Err(Arc::new(EmbeddedError::Cancelled(cancelled))),
+            };
+            let serve = checked.is_ok();
+            said.send_replace(Some(checked));
+            if serve {
+                receiver.serve(serve_token).await;
+            }
+        });
         Ok(EmbeddedReceiver {
             addr,
             id,
+            ready: StoreReady(ready),
             token,
             task,
         })
+    }
+
+    /// Tells when the store is checked and served (see the module's doc).
+    pub fn ready(&self) -> StoreReady {
+        self.ready.clone()
     }
 
     /// Where the sender connects.

@@ -59,7 +59,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{SenderSettings, Target};
 use crate::copies::{Copies, CopiesError};
-use crate::embedded::{EmbeddedError, EmbeddedReceiver};
+use crate::embedded::{EmbeddedError, EmbeddedReceiver, StoreReady};
 use crate::identity::{DeviceId, Identity, IdentityError};
 use crate::index::{guard, Index, IndexError};
 use crate::pins::{PinError, Pins};
@@ -119,6 +119,10 @@ pub enum RunError {
     /// A run was asked of an embedded receiver that is not running.
     #[error("embedded receiver not started")]
     EmbeddedNotStarted,
+    /// The embedded receiver's store did not pass its check (a damaged
+    /// catalog): no run can store into it.
+    #[error(transparent)]
+    Embedded(Arc<EmbeddedError>),
 }
 
 impl RunError {
@@ -184,8 +188,9 @@ pub struct SenderContext {
     exclude: Vec<PathBuf>,
     index: Arc<Mutex<Option<Index>>>,
     pins: Mutex<Pins>,
-    /// Set for the embedded receiver: its address and id.
-    embedded: Option<(SocketAddr, DeviceId)>,
+    /// Set for the embedded receiver: its address, its id, and when its
+    /// store is checked (a run connects only then).
+    embedded: Option<(SocketAddr, DeviceId, StoreReady)>,
     /// The bandwidth limit (`--limit-rate`), one for the whole process.
     limiter: Option<Arc<RateLimiter>>,
 }
@@ -193,7 +198,7 @@ pub struct SenderContext {
 impl SenderContext {
     async fn remote(&self) -> Result<SocketAddr, RunError> {
         match (&self.embedded, &self.settings.target) {
-            (Some((addr, _)), _) => Ok(*addr),
+            (Some((addr, _, _)), _) => Ok(*addr),
             (None, Target::Remote { host, port, .. }) => Ok(transport::resolve(host, *port).await?),
             (None, Target::Embedded { .. }) => Err(RunError::EmbeddedNotStarted),
         }
@@ -202,8 +207,8 @@ impl SenderContext {
     /// Checks the receiver's id against what was given or pinned before.
     fn check_receiver(&self, presented: DeviceId) -> Result<(), RunError> {
         match (&self.embedded, &self.settings.target) {
-            (Some((_, id)), _) if *id == presented => Ok(()),
-            (Some((_, id)), _) => Err(RunError::WrongReceiver(format!(
+            (Some((_, id, _)), _) if *id == presented => Ok(()),
+            (Some((_, id, _)), _) => Err(RunError::WrongReceiver(format!(
                 "expected {id}, got {presented}"
             ))),
             (
@@ -249,7 +254,7 @@ pub async fn run(
         }
         Target::Remote { .. } => None,
     };
-    let embedded = receiver.as_ref().map(|r| (r.addr(), r.id()));
+    let embedded = receiver.as_ref().map(|r| (r.addr(), r.id(), r.ready()));
 
     // Computed once the embedded store exists, so that it can be excluded.
     let mut never_scan = vec![settings.state.as_path()];

@@ -152,9 +152,23 @@ fn now_ms() -> i64 {
 
 impl Store {
     /// Opens (creating if needed) the store at `root`: creates the
-    /// directories and the catalog, takes the lock, removes leftover staging
-    /// files and marks runs a killed process left running as interrupted.
+    /// directories and the catalog, takes the lock, checks the catalog,
+    /// removes leftover staging files and marks runs a killed process left
+    /// running as interrupted.
     pub fn open(root: &Path) -> Result<Store, StoreError> {
+        let store = Self::open_unchecked(root)?;
+        store.check_and_recover()?;
+        Ok(store)
+    }
+
+    /// [`Store::open`] up to the catalog's check: the directories, the lock
+    /// and the catalog, opened and of a known schema, but its pages not yet
+    /// checked, and nothing of a previous process cleaned up. Nothing may be
+    /// written to the store until [`Store::check_and_recover`] has returned
+    /// `Ok` (reads may fail on a damaged catalog): the embedded receiver
+    /// serves no connection before it, and runs it on a blocking thread
+    /// beside the sender's scan.
+    pub(crate) fn open_unchecked(root: &Path) -> Result<Store, StoreError> {
         let root = std::path::absolute(root).map_err(|e| io_err("resolve", root, e))?;
         fs::create_dir_all(&root).map_err(|e| io_err("create the store directory", &root, e))?;
         let tree = Arc::new(mirror::Tree::open(&root)?);
@@ -174,19 +188,29 @@ impl Store {
             Err(TryLockError::WouldBlock) => return Err(StoreError::Locked { root }),
             Err(TryLockError::Error(e)) => return Err(io_err("lock", &lock_path, e)),
         }
-        let catalog = Catalog::open(&ferry.join("catalog.db"))?;
-        let store = Store {
+        let catalog = Catalog::open_unchecked(&ferry.join("catalog.db"))?;
+        Ok(Store {
             root,
             tree,
             catalog: Mutex::new(catalog),
             write: Mutex::new(()),
             counter: AtomicU64::new(1),
             _lock: Some(lock),
-        };
+        })
+    }
+
+    /// The rest of [`Store::open`] after [`Store::open_unchecked`]: checks
+    /// every page of the catalog ([`StoreError::DamagedCatalog`], the file
+    /// left untouched, if one is damaged), then marks the runs a killed
+    /// process left running as interrupted and removes leftover staging
+    /// files.
+    pub(crate) fn check_and_recover(&self) -> Result<(), StoreError> {
+        self.catalog().check()?;
+        let ferry = self.root.join(".ferry");
         // On a full disk this may fail even with the reserve: the runs stay
         // `running` in the history until the next start, which is no reason
         // to refuse to serve reads now.
-        match store.with_reserve(Catalog::interrupt_running) {
+        match self.with_reserve(Catalog::interrupt_running) {
             Ok(0) => {}
             Ok(interrupted) => tracing::warn!(
                 interrupted,
@@ -194,17 +218,17 @@ impl Store {
             ),
             Err(e) => tracing::warn!("could not mark runs left running as interrupted: {e}"),
         }
-        store.refill_reserve();
+        self.refill_reserve();
         // Interrupted chunked transfers stay to be resumed; the rest goes.
-        let keep = store.kept_partials()?;
-        let removed = staging::clear(&store.tree, &ferry.join("staging"), &keep)?;
+        let keep = self.kept_partials()?;
+        let removed = staging::clear(&self.tree, &ferry.join("staging"), &keep)?;
         if removed > 0 {
             tracing::info!(removed, "removed leftover staging files");
         }
         if !keep.is_empty() {
             tracing::info!(kept = keep.len(), "kept interrupted transfers to resume");
         }
-        Ok(store)
+        Ok(())
     }
 
     /// Opens the existing store at `root` to read its history and stored

@@ -54,7 +54,15 @@ pub async fn run_once(
     let started_ms = now_ms();
     let remote = ctx.remote().await?;
     let endpoint = transport::client_endpoint(&ctx.identity, remote)?;
-    let connect = async { Ok(transport::connect(&endpoint, remote).await?) };
+    // The embedded receiver's store is checked beside the scan; connecting
+    // waits for that check.
+    let ready = ctx.embedded.as_ref().map(|(_, _, ready)| ready.clone());
+    let connect = async {
+        if let Some(mut ready) = ready {
+            ready.wait().await.map_err(RunError::Embedded)?;
+        }
+        Ok(transport::connect(&endpoint, remote).await?)
+    };
     let mut attempt = attempt(ctx, shutdown, changed, connect, started).await?;
     attempt.summary.bytes_on_wire = transport::bytes_on_wire(&attempt.link);
     attempt.link.close(quinn::VarInt::from_u32(0), b"done");

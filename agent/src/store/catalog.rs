@@ -93,9 +93,63 @@ fn quick_check(conn: &Connection) -> rusqlite::Result<Vec<String>> {
     rows.collect()
 }
 
+/// Asks the kernel to read the whole catalog file ahead (best effort):
+/// the check visits every page in the B-trees' order, which on a cold
+/// cache is one random read per page; read ahead, it is one sequential
+/// read, and the pages are then found in the page cache.
+fn read_ahead(path: &Path) {
+    use rustix::fs::{Advice, Mode, OFlags};
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    if let Ok(file) = rustix::fs::open(path, flags, Mode::empty()) {
+        let _ = rustix::fs::fadvise(&file, 0, None, Advice::WillNeed);
+    }
+}
+
+/// Checks every page of the catalog at `path`: a damaged page deep in the
+/// file is not noticed until a query reads it, possibly after history was
+/// written on top.
+fn check_pages(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    let problems = quick_check(conn).map_err(|source| not_a_database(path, source))?;
+    if problems.first().map(String::as_str) != Some("ok") {
+        return Err(StoreError::DamagedCatalog {
+            path: path.to_path_buf(),
+            detail: problems.join("; "),
+        });
+    }
+    Ok(())
+}
+
+/// True if the catalog has every table added without a schema bump
+/// (`stored_sizes`, the access tables, `folder_protection`): then opening it
+/// writes nothing.
+fn has_later_tables(conn: &Connection) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "SELECT count(*) = 4 FROM sqlite_master WHERE type = 'table' AND name IN ('stored_sizes', 'revoked_senders', 'receiver_settings', 'folder_protection')",
+        [],
+        |r| r.get(0),
+    )
+}
+
+/// The error of a catalog file SQLite cannot read: damaged, or not a
+/// database at all.
+fn not_a_database(path: &Path, source: rusqlite::Error) -> StoreError {
+    if source.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseCorrupt) {
+        StoreError::DamagedCatalog {
+            path: path.to_path_buf(),
+            detail: source.to_string(),
+        }
+    } else {
+        StoreError::NotADatabase {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
 impl Catalog {
     /// Opens or creates the catalog at `path`. An existing file is checked
-    /// (readable as SQLite, known schema) before anything is written to it.
+    /// (readable as SQLite, known schema, every page sound) before anything
+    /// is written to it.
     ///
     /// On a full disk the WAL's shared-memory index (`catalog.db-shm`, 32
     /// KiB) cannot be allocated, and nothing, not even a read, works through
@@ -104,7 +158,17 @@ impl Catalog {
     /// with [`StoreError::DiskFull`] until space is freed. Read-only tools
     /// (`ferry history --store`, `ferry verify`) cannot read beside a
     /// receiver in that mode; they can once it restarts with space.
+    #[cfg(test)]
     pub fn open(path: &Path) -> Result<Catalog, StoreError> {
+        let catalog = Self::open_unchecked(path)?;
+        catalog.check()?;
+        Ok(catalog)
+    }
+
+    /// [`Catalog::open`] without the check of every page (a catalog of
+    /// schema version 1 is still checked here, before it is upgraded): the
+    /// caller runs [`Catalog::check`] before anything is written to it.
+    pub fn open_unchecked(path: &Path) -> Result<Catalog, StoreError> {
         match Self::open_in(path, false) {
             Err(first) if disk_nearly_full(path) => match Self::open_in(path, true) {
                 Ok(catalog) => {
@@ -137,19 +201,7 @@ impl Catalog {
                     source,
                 })?;
         }
-        let not_db = |source: rusqlite::Error| {
-            if source.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseCorrupt) {
-                StoreError::DamagedCatalog {
-                    path: path.to_path_buf(),
-                    detail: source.to_string(),
-                }
-            } else {
-                StoreError::NotADatabase {
-                    path: path.to_path_buf(),
-                    source,
-                }
-            }
-        };
+        let not_db = |source| not_a_database(path, source);
         // Reading the header first: a file that is not SQLite fails here,
         // before any write could touch it.
         let version: i64 = conn
@@ -166,17 +218,10 @@ impl Catalog {
                 expected: SCHEMA_VERSION,
             });
         }
-        if !fresh {
-            // A damaged page deep in the file is not noticed until a query
-            // reads it, possibly after history was written on top: check
-            // every page now, before anything is written.
-            let problems = quick_check(&conn).map_err(not_db)?;
-            if problems.first().map(String::as_str) != Some("ok") {
-                return Err(StoreError::DamagedCatalog {
-                    path: path.to_path_buf(),
-                    detail: problems.join("; "),
-                });
-            }
+        if !fresh && (version == 1 || !has_later_tables(&conn).map_err(not_db)?) {
+            // Written below (upgraded, or given the tables added since
+            // without a schema bump) before the caller's check would run.
+            check_pages(&conn, path)?;
         }
         let mut catalog = Catalog {
             conn,
@@ -232,6 +277,14 @@ impl Catalog {
                 .map_err(|e| catalog.err(e))?;
         }
         Ok(catalog)
+    }
+
+    /// Checks every page of the catalog (`PRAGMA quick_check`), before
+    /// anything is written to it: [`StoreError::DamagedCatalog`] if one is
+    /// damaged. The file is left as it was.
+    pub fn check(&self) -> Result<(), StoreError> {
+        read_ahead(&self.path);
+        check_pages(&self.conn, &self.path)
     }
 
     /// Opens an existing catalog read-only, without the store's lock: for

@@ -28,8 +28,21 @@ pub(crate) struct RunEnd<'a> {
 }
 
 impl Catalog {
-    /// Marks runs a killed process left `running` as `interrupted`.
+    /// Marks runs a killed process left `running` as `interrupted`. Writes
+    /// only if there are any: after a clean stop, opening the store commits
+    /// nothing (and syncs nothing).
     pub fn interrupt_running(&self) -> Result<usize, StoreError> {
+        let any: bool = self
+            .conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM runs WHERE status = 'running')",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.err(e))?;
+        if !any {
+            return Ok(0);
+        }
         self.conn
             .execute(
                 "UPDATE runs SET status = 'interrupted' WHERE status = 'running'",

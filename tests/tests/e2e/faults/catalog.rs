@@ -108,3 +108,83 @@ fn a_receiver_with_a_damaged_catalog_refuses_to_start_and_leaves_it_untouched() 
     assert!(receiver.exit_status(Duration::from_secs(10))?.success());
     Ok(())
 }
+
+/// `ferry send --once --store DIR` in `home`, from `home/src`.
+fn send_to_store(home: &std::path::Path) -> anyhow::Result<std::process::Output> {
+    Ok(std::process::Command::new(crate::util::ferry_bin())
+        .args(["send", "--source", "src", "--store", "store", "--once"])
+        .current_dir(home)
+        .env("HOME", home)
+        .env_remove("XDG_STATE_HOME")
+        .env_remove("FERRY_LOG")
+        .stdin(std::process::Stdio::null())
+        .output()?)
+}
+
+/// The embedded store checks its catalog beside the sender's scan rather
+/// than before it: a damaged catalog must still fail the run, be named once,
+/// and be left as it was (nothing written, not even to its WAL).
+#[test]
+fn an_embedded_once_run_on_a_damaged_catalog_is_refused_and_leaves_it_untouched(
+) -> anyhow::Result<()> {
+    crate::util::trace();
+    let home = tempfile::tempdir()?;
+    let src = home.path().join("src");
+    for i in 0..400 {
+        tree::write(&src, format!("d{}/file-{i:03}.txt", i % 7), format!("{i}"))?;
+    }
+    let first = send_to_store(home.path())?;
+    assert!(
+        first.status.success(),
+        "the first run failed: {}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let catalog = home.path().join("store/.ferry/catalog.db");
+    let wal = home.path().join("store/.ferry/catalog.db-wal");
+    let wal_len = || std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+    assert_eq!(wal_len(), 0, "the WAL was not checkpointed at a clean stop");
+    let good = std::fs::read(&catalog).context("reading the catalog")?;
+    let pages = good.len() / PAGE;
+    assert!(pages >= 16, "the catalog has only {pages} pages");
+
+    let mut damaged = good.clone();
+    let at = (pages / 2) * PAGE;
+    let mut rng = super::Rng::new(11);
+    for b in &mut damaged[at..at + PAGE] {
+        *b = rng.next() as u8;
+    }
+    std::fs::write(&catalog, &damaged)?;
+    tree::write(&src, "new.txt", "sent after the damage")?;
+    let refused = send_to_store(home.path())?;
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    eprintln!("embedded run on a damaged page:\n{stderr}");
+    assert!(
+        !refused.status.success(),
+        "the run on a damaged catalog succeeded:\n{stderr}"
+    );
+    assert!(
+        stderr.contains(&catalog.display().to_string()) && stderr.contains("damaged"),
+        "the message does not name the damaged catalog:\n{stderr}"
+    );
+    assert_eq!(
+        stderr.matches("is damaged").count(),
+        1,
+        "the message is repeated:\n{stderr}"
+    );
+    assert_eq!(
+        std::fs::read(&catalog)?,
+        damaged,
+        "the damaged catalog was modified"
+    );
+    assert_eq!(wal_len(), 0, "something was written to the damaged catalog");
+
+    // The good catalog put back: the next run stores the new file.
+    std::fs::write(&catalog, &good)?;
+    let repaired = send_to_store(home.path())?;
+    assert!(
+        repaired.status.success(),
+        "the run after the repair failed: {}",
+        String::from_utf8_lossy(&repaired.stderr)
+    );
+    Ok(())
+}
