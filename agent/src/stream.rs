@@ -61,7 +61,16 @@ pub trait SendHalf: AsyncWrite + Send + Sync + Unpin + 'static {
     fn finish(&mut self);
     /// Abandons the stream: the peer sees it reset.
     fn reset(&mut self);
+    /// Writes all of `bytes`, handed over: a QUIC stream keeps the buffer
+    /// itself until it is acknowledged instead of copying it.
+    fn write_owned(&mut self, bytes: Vec<u8>) -> WriteOwned<'_> {
+        Box::pin(async move { self.write_all(&bytes).await })
+    }
 }
+
+/// What [`SendHalf::write_owned`] returns.
+pub type WriteOwned<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = io::Result<()>> + Send + 'a>>;
 
 /// The receiving half of a byte stream, as a [`FramedRecv`] needs it.
 pub trait RecvHalf: AsyncRead + Send + Sync + Unpin + 'static {
@@ -77,6 +86,14 @@ impl SendHalf for quinn::SendStream {
 
     fn reset(&mut self) {
         let _ = quinn::SendStream::reset(self, quinn::VarInt::from_u32(1));
+    }
+
+    fn write_owned(&mut self, bytes: Vec<u8>) -> WriteOwned<'_> {
+        Box::pin(async move {
+            self.write_chunk(bytes::Bytes::from(bytes))
+                .await
+                .map_err(io::Error::from)
+        })
     }
 }
 
@@ -172,6 +189,16 @@ impl FramedSend {
         self.write(frames).await
     }
 
+    /// Sends bytes that are already frames, handing the buffer over to the
+    /// stream (no copy on a QUIC stream).
+    pub async fn send_owned(&mut self, frames: Vec<u8>) -> Result<(), StreamError> {
+        self.pace(frames.len()).await;
+        self.inner
+            .write_owned(frames)
+            .await
+            .map_err(StreamError::Write)
+    }
+
     /// Sends `data` as one `Data` message without copying it into a message
     /// first. `data` must be at most [`ferry_proto::MAX_DATA`] bytes.
     pub async fn send_data(&mut self, data: &[u8]) -> Result<(), StreamError> {
@@ -243,10 +270,9 @@ impl FramedRecv {
         self.read_body(&mut prefix[..have]).await?;
         if let Some((n, used)) = frame::data_prefix(&prefix[..have]) {
             if used + n == len {
-                let mut data = vec![0u8; n];
-                let early = have - used;
-                data[..early].copy_from_slice(&prefix[used..have]);
-                self.read_body(&mut data[early..]).await?;
+                let mut data = Vec::with_capacity(n);
+                data.extend_from_slice(&prefix[used..have]);
+                self.read_data(&mut data, n).await?;
                 return Ok(Some((Message::Data(data), header.len() + len)));
             }
         }
@@ -263,6 +289,21 @@ impl FramedRecv {
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Err(FrameError::Truncated.into()),
             Err(e) => Err(StreamError::Read(e)),
         }
+    }
+
+    /// Reads into `data` until it holds `n` bytes of a frame body, into its
+    /// spare capacity: nothing is zeroed first.
+    async fn read_data(&mut self, data: &mut Vec<u8>, n: usize) -> Result<(), StreamError> {
+        use bytes::BufMut;
+        while data.len() < n {
+            let want = n - data.len();
+            match self.inner.read_buf(&mut (&mut *data).limit(want)).await {
+                Ok(0) => return Err(FrameError::Truncated.into()),
+                Ok(_) => {}
+                Err(e) => return Err(StreamError::Read(e)),
+            }
+        }
+        Ok(())
     }
 
     /// The next message; the end of the stream is an error.

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use ferry_proto::frame::{self, FrameError};
-use ferry_proto::{Base, Content, Entry, EntryKind, Go, Hash, Message};
+use ferry_proto::{Base, Content, Entry, EntryKind, Go, Hash, Message, MAX_DATA};
 use tokio::sync::mpsc;
 
 use super::source_file::{
@@ -73,6 +73,10 @@ pub(super) fn copyable(go: &Go, base: &FoundBase) -> HashMap<Hash, u32> {
 
 /// Frames are handed to the stream in batches of about this size.
 const FRAME_BATCH: usize = 512 << 10;
+/// Room for a batch: at most [`FRAME_BATCH`] bytes before its last frame,
+/// which holds at most [`MAX_DATA`] bytes of content and a few of header.
+/// Reserved up front, a batch is never moved while it grows.
+const FRAME_CAPACITY: usize = FRAME_BATCH + MAX_DATA + 64;
 
 /// What the reading thread hands the stream.
 pub(super) enum Out {
@@ -132,7 +136,7 @@ impl<'a> Batch<'a> {
     pub fn new(tx: &'a mpsc::Sender<Out>) -> Batch<'a> {
         Batch {
             tx,
-            frames: Vec::new(),
+            frames: Vec::with_capacity(FRAME_CAPACITY),
             content: ContentBytes { fresh: 0, wire: 0 },
             covered: 0,
             run: None,
@@ -215,7 +219,7 @@ impl<'a> Batch<'a> {
         if self.frames.is_empty() {
             return Ok(());
         }
-        let frames = std::mem::take(&mut self.frames);
+        let frames = std::mem::replace(&mut self.frames, Vec::with_capacity(FRAME_CAPACITY));
         let content = std::mem::replace(&mut self.content, ContentBytes { fresh: 0, wire: 0 });
         let covered = std::mem::take(&mut self.covered);
         self.tx

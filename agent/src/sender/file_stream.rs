@@ -316,7 +316,7 @@ where
                     let _ = go_tx.send(go);
                 }
                 Out::Frames(frames, bytes, covered) => {
-                    channel.send.send_raw(&frames).await?;
+                    channel.send.send_owned(frames).await?;
                     content.fresh += bytes.fresh;
                     content.wire += bytes.wire;
                     ctx.status.progress.add_bytes(covered);
