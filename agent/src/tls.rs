@@ -50,9 +50,21 @@ pub enum TlsError {
     },
 }
 
-/// The crypto provider Ferry uses, chosen explicitly rather than process-wide.
+/// The crypto provider Ferry uses, chosen explicitly rather than process-wide:
+/// *ring*'s, with AES-128-GCM first among its TLS 1.3 suites (*ring* lists
+/// AES-256-GCM first). Every byte of a transfer is sealed on one side and
+/// opened on the other, and AES-128-GCM, the suite every TLS 1.3 peer must
+/// support, costs about a fifth less per byte on AES-NI (10 rounds, not 14;
+/// `openssl speed` here: 1.45 against 1.21 GB/s of one core). The other
+/// suites stay, so a peer that prefers AES-256-GCM still connects; a
+/// receiver takes the sender's preference.
 fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    let mut provider = rustls::crypto::ring::default_provider();
+    // A stable sort: the rest keep their order.
+    provider
+        .cipher_suites
+        .sort_by_key(|s| s.suite() != rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
+    Arc::new(provider)
 }
 
 /// The receiver's QUIC server configuration: TLS 1.3 only, client
@@ -276,6 +288,50 @@ mod tests {
             materials.push(material);
         }
         assert_ne!(materials[0], materials[1]);
+        Ok(())
+    }
+
+    #[test]
+    fn aes_128_gcm_is_preferred_and_the_other_suites_kept() {
+        let suites: Vec<_> = provider().cipher_suites.iter().map(|s| s.suite()).collect();
+        assert_eq!(
+            suites.first(),
+            Some(&rustls::CipherSuite::TLS13_AES_128_GCM_SHA256)
+        );
+        for kept in [
+            rustls::CipherSuite::TLS13_AES_256_GCM_SHA384,
+            rustls::CipherSuite::TLS13_CHACHA20_POLY1305_SHA256,
+        ] {
+            assert!(suites.contains(&kept), "{kept:?} dropped: {suites:?}");
+        }
+    }
+
+    /// A sender of an earlier build (*ring*'s order, AES-256-GCM first)
+    /// still reaches a receiver of this one.
+    #[tokio::test]
+    async fn a_peer_preferring_aes_256_still_connects() -> anyhow::Result<()> {
+        let receiver = Identity::generate()?;
+        let sender = Identity::generate()?;
+        let server = server_endpoint(&receiver, "127.0.0.1:0".parse()?)?;
+        let addr = server.local_addr()?;
+
+        let earlier = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier = PeerVerifier::new(&earlier);
+        let mut tls = rustls::ClientConfig::builder_with_provider(earlier)
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier))
+            .with_client_auth_cert(vec![sender.cert.clone()], sender.key.clone_key())?;
+        tls.alpn_protocols = vec![ferry_proto::ALPN.to_vec()];
+        let config = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls)?));
+        let client = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
+        let connecting = client.connect_with(config, addr, SERVER_NAME)?;
+        let (server_side, client_side) = tokio::time::timeout(WAIT, async {
+            tokio::join!(accept_one(&server), connecting)
+        })
+        .await?;
+        assert_eq!(peer_id(&server_side?)?, sender.id);
+        assert_eq!(peer_id(&client_side?)?, receiver.id);
         Ok(())
     }
 
