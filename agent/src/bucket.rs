@@ -41,12 +41,15 @@
 //! - `lease`: the lock object, taken and renewed with conditional writes.
 //! - `catalog_copy`: the catalog's copies in the bucket, and recovery.
 //! - `pack`: the pack format: writing, reading a blob, the pack's index.
+//! - `packs`: putting, reading (one blob by its range), listing and
+//!   deleting packs in the bucket.
 //! - `gc`: which packs retention deletes or rewrites.
 
 mod catalog_copy;
 mod gc;
 mod lease;
 mod pack;
+mod packs;
 mod spec;
 
 use std::sync::Arc;
@@ -58,6 +61,9 @@ pub use catalog_copy::{recover, upload_catalog, CatalogCopyError, Recovered, KEE
 pub use gc::{plan as plan_gc, GcPlan, PackUse, REWRITE_BELOW};
 pub use lease::{Holder, Lease, LeaseError, LEASE_TTL};
 pub use pack::{open_blob, BlobEntry, PackError, PackId, PackIndex, PackWriter, PACK_TARGET};
+pub use packs::{
+    delete_pack, list_packs, put_pack, read_blob, read_pack, ListedPack, PackStoreError,
+};
 pub use spec::{is_bucket_url, BucketSpec, Credentials, OpenBucketError, SpecError};
 
 /// An object store and the prefix Ferry keeps its objects under.

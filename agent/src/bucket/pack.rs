@@ -42,6 +42,22 @@ impl PackId {
         self.0.iter().map(|b| format!("{b:02x}")).collect()
     }
 
+    /// The pack named by 64 lowercase hex digits.
+    pub fn parse_hex(hex: &str) -> Option<PackId> {
+        if hex.len() != 64
+            || !hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            return None;
+        }
+        let mut id = [0u8; 32];
+        for (i, byte) in id.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+        }
+        Some(PackId(id))
+    }
+
     /// The pack's key in `bucket`.
     pub fn key(&self, bucket: &Bucket) -> ObjectPath {
         let hex = self.hex();
@@ -267,7 +283,7 @@ mod tests {
                 .copied()
                 .collect()
         } else {
-            let mut x = u64::from(seed) * 0x9E37_79B9_7F4A_7C15 + 1;
+            let mut x = u64::from(seed).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
             (0..len)
                 .map(|_| {
                     x ^= x << 13;
@@ -308,6 +324,9 @@ mod tests {
             let got = open_blob(entry, &bytes[r.start as usize..r.end as usize]).unwrap();
             assert_eq!(&got, content);
         }
+        assert_eq!(PackId::parse_hex(&id.hex()), Some(id));
+        assert_eq!(PackId::parse_hex(&id.hex().to_uppercase()), None);
+        assert_eq!(PackId::parse_hex("00"), None);
         let bucket = crate::bucket::memory_bucket();
         let key = id.key(&bucket).to_string();
         assert!(key.starts_with(&format!("backups/office/ferry/packs/{}/", &id.hex()[..2])));

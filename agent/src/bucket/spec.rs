@@ -355,9 +355,12 @@ impl BucketSpec {
     }
 }
 
+/// An INI file's sections by name, each its keys and values.
+type Ini = HashMap<String, HashMap<String, String>>;
+
 /// An INI file's sections (`[name]`, `key = value`, `#` and `;` comments),
 /// or `None` if the file does not exist.
-fn read_ini(path: &Path) -> Result<Option<HashMap<String, HashMap<String, String>>>, SpecError> {
+fn read_ini(path: &Path) -> Result<Option<Ini>, SpecError> {
     match std::fs::read_to_string(path) {
         Ok(text) => Ok(Some(parse_ini(&text))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -368,8 +371,8 @@ fn read_ini(path: &Path) -> Result<Option<HashMap<String, HashMap<String, String
     }
 }
 
-fn parse_ini(text: &str) -> HashMap<String, HashMap<String, String>> {
-    let mut sections: HashMap<String, HashMap<String, String>> = HashMap::new();
+fn parse_ini(text: &str) -> Ini {
+    let mut sections = Ini::new();
     let mut current: Option<String> = None;
     for line in text.lines() {
         let line = line.trim();
@@ -390,10 +393,7 @@ fn parse_ini(text: &str) -> HashMap<String, HashMap<String, String>> {
     sections
 }
 
-fn section(
-    ini: &HashMap<String, HashMap<String, String>>,
-    name: &str,
-) -> Option<HashMap<String, String>> {
+fn section(ini: &Ini, name: &str) -> Option<HashMap<String, String>> {
     ini.get(name).cloned()
 }
 
