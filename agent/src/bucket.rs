@@ -44,7 +44,10 @@
 //! - `packs`: putting, reading (one blob by its range), listing and
 //!   deleting packs in the bucket.
 //! - `gc`: which packs retention deletes or rewrites.
+//! - [`blob_index`]: the catalog's tables of packs and blob locations, and
+//!   each pack's live bytes as the catalog's versions count them.
 
+pub mod blob_index;
 mod catalog_copy;
 mod gc;
 mod lease;
