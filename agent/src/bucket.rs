@@ -44,6 +44,8 @@
 //! - `packs`: putting, reading (one blob by its range), listing and
 //!   deleting packs in the bucket.
 //! - `gc`: which packs retention deletes or rewrites.
+//! - `verify`: the bucket against the catalog, both ways, packs read in
+//!   parallel and every located blob re-hashed.
 //! - [`blob_index`]: the catalog's tables of packs and blob locations, and
 //!   each pack's live bytes as the catalog's versions count them.
 
@@ -54,6 +56,7 @@ mod lease;
 mod pack;
 mod packs;
 mod spec;
+mod verify;
 
 use std::sync::Arc;
 
@@ -68,6 +71,7 @@ pub use packs::{
     delete_pack, list_packs, put_pack, read_blob, read_pack, ListedPack, PackStoreError,
 };
 pub use spec::{is_bucket_url, BucketSpec, Credentials, OpenBucketError, SpecError};
+pub use verify::{verify_bucket, BucketFinding, BucketReport, VerifyBucketError, PARALLEL};
 
 /// An object store and the prefix Ferry keeps its objects under.
 #[derive(Clone)]
