@@ -44,6 +44,8 @@
 //! - `packs`: putting, reading (one blob by its range), listing and
 //!   deleting packs in the bucket.
 //! - `gc`: which packs retention deletes or rewrites.
+//! - `collect`: carrying out that plan in the bucket and the catalog, in
+//!   an order a crash cannot turn into a loss.
 //! - `verify`: the bucket against the catalog, both ways, packs read in
 //!   parallel and every located blob re-hashed.
 //! - [`blob_index`]: the catalog's tables of packs and blob locations, and
@@ -51,6 +53,7 @@
 
 pub mod blob_index;
 mod catalog_copy;
+mod collect;
 mod gc;
 mod lease;
 mod pack;
@@ -64,6 +67,7 @@ use object_store::path::Path as ObjectPath;
 use object_store::ObjectStore;
 
 pub use catalog_copy::{recover, upload_catalog, CatalogCopyError, Recovered, KEEP_COPIES};
+pub use collect::{collect, CollectError, Collected};
 pub use gc::{plan as plan_gc, GcPlan, PackUse, REWRITE_BELOW};
 pub use lease::{Holder, Lease, LeaseError, LEASE_TTL};
 pub use pack::{open_blob, BlobEntry, PackError, PackId, PackIndex, PackWriter, PACK_TARGET};
