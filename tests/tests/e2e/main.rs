@@ -20,6 +20,7 @@ mod reporting;
 mod restart;
 mod restore;
 mod resume;
+mod s3_servers;
 mod sealed;
 mod sealed_life;
 mod senders;
