@@ -3,6 +3,7 @@
 //! subject, shared helpers in `util`.
 
 mod browse;
+mod bucket;
 mod copies;
 mod crash;
 mod delta;
