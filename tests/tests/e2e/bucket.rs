@@ -12,7 +12,7 @@ use ferry_agent::bucket::{
     LeaseError, PackWriter,
 };
 use ferry_agent::store::catalog_path;
-use ferry_tests::s3::{S3Server, S3Target};
+use ferry_tests::s3::{S3Server, S3Target, SeaweedCluster};
 use ferry_tests::tree;
 
 use crate::util::ferry_bin;
@@ -138,5 +138,37 @@ async fn packs_round_trip_through_a_real_s3_server() -> anyhow::Result<()> {
     let listed = list_packs(&b).await?;
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].id, id);
+    Ok(())
+}
+
+/// Eight receivers racing for one prefix of a distributed store (SeaweedFS,
+/// whose conditional writes are atomic): exactly one gets the lease.
+#[tokio::test]
+async fn racing_receivers_on_seaweedfs_leave_exactly_one_holder() -> anyhow::Result<()> {
+    let Some(cluster) = SeaweedCluster::start()? else {
+        return Ok(());
+    };
+    let mut spec = BucketSpec::parse(&format!("s3://{}/race", cluster.bucket()))?;
+    spec.endpoint = Some(cluster.endpoint());
+    spec.access_key_id = Some(cluster.access_key().into());
+    spec.secret_access_key = Some(cluster.secret_key().into());
+    let now = SystemTime::now();
+    let tries = (0..8).map(|i| {
+        let b = spec.open();
+        async move {
+            let b = b?;
+            anyhow::Ok(Lease::acquire(&b, holder(&format!("R{i}"), &format!("host{i}")), now).await)
+        }
+    });
+    let results = futures_util::future::join_all(tries).await;
+    let mut won = 0;
+    for r in results {
+        match r? {
+            Ok(_) => won += 1,
+            Err(LeaseError::Held { .. }) | Err(LeaseError::Lost { .. }) => {}
+            Err(other) => return Err(other.into()),
+        }
+    }
+    assert_eq!(won, 1, "exactly one receiver holds the lease");
     Ok(())
 }
