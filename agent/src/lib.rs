@@ -19,6 +19,8 @@
 //! - [`pins`]: the sender's record of the receivers it has met.
 //! - [`stream`]: a framed message stream over any byte-stream pair.
 //! - [`store`]: the receiver's store: mirror, staging, versions and catalog.
+//! - [`bucket`]: a receiver's bytes in an S3-compatible object store: the
+//!   layout in the bucket, its lease, the catalog's copies, packs.
 //! - [`scan`]: walking the source tree (stat only), with the exclusion rules.
 //! - [`index`]: the sender's index of what the receiver acknowledged, and the
 //!   run plan derived from it.
@@ -51,6 +53,7 @@
 //! - [`terminal`]: stderr of the `ferry` binary: the progress bar, and logs
 //!   and summaries printed around it.
 
+pub mod bucket;
 pub mod chain;
 pub mod chunk;
 pub mod compress;

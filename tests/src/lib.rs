@@ -5,6 +5,8 @@
 //! ## Layout
 //!
 //! - [`cargo`]: building the `ferry` binary from inside a test or the bench.
+//! - [`s3`]: real S3 servers on 127.0.0.1 (`s3s-fs`, a SeaweedFS cluster)
+//!   and an `object_store` client for them.
 //! - [`tree`]: temp trees, snapshots and comparisons of trees (content and
 //!   metadata).
 //! - `src/bench/` (compiled into the `bench` binary, `src/bin/bench.rs`):
@@ -14,4 +16,5 @@
 //! - `examples/browse_timing.rs`: timing of browsing a large run.
 
 pub mod cargo;
+pub mod s3;
 pub mod tree;

@@ -3,6 +3,7 @@
 //! subject, shared helpers in `util`.
 
 mod browse;
+mod bucket;
 mod copies;
 mod crash;
 mod delta;
@@ -20,6 +21,7 @@ mod reporting;
 mod restart;
 mod restore;
 mod resume;
+mod s3_servers;
 mod sealed;
 mod sealed_life;
 mod senders;
