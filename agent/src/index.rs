@@ -249,7 +249,7 @@ impl Index {
                 let (kind, link_target) = match &entry.kind {
                     ScanKind::File => (0, None),
                     ScanKind::Dir => (1, None),
-                    ScanKind::Symlink { target } => (2, Some(target.as_slice())),
+                    ScanKind::Symlink { target } => (2, Some(&target[..])),
                 };
                 stmt.execute(params![
                     target,
@@ -333,7 +333,7 @@ impl Index {
             (0, _) => ScanKind::File,
             (1, _) => ScanKind::Dir,
             (2, Some(target)) => ScanKind::Symlink {
-                target: target.clone(),
+                target: Box::new(target.clone()),
             },
             (k, _) => return Err(bad(format!("unknown kind {k}"))),
         };
@@ -453,7 +453,7 @@ mod tests {
         let mut a = Index::open(&db, "recv/a").unwrap();
         let mut b = Index::open(&db, "recv/b").unwrap();
         let link = ScanKind::Symlink {
-            target: b"t\xff".to_vec(),
+            target: b"t\xff".to_vec().into(),
         };
         let mut big = entry("d/f", ScanKind::File, u64::MAX - 1, -1_500_000_000);
         big.ino = u64::MAX;

@@ -136,7 +136,7 @@ fn read(
 ) -> Result<Option<Read>, SourceError> {
     Ok(Some(match &item.entry.kind {
         ScanKind::Dir => Read::Dir,
-        ScanKind::Symlink { target } => Read::Symlink(target.clone()),
+        ScanKind::Symlink { target } => Read::Symlink(target.to_vec()),
         ScanKind::File => match prepare(source, &item.entry, copies)? {
             Opened::Small {
                 stat,
@@ -558,7 +558,7 @@ mod tests {
         assert!(!fits(&item("a", ScanKind::File, MAX_BUNDLED + 1)));
         assert!(fits(&item("d", ScanKind::Dir, 0)));
         let link = ScanKind::Symlink {
-            target: b"t".to_vec(),
+            target: b"t".to_vec().into(),
         };
         assert!(fits(&item("l", link, 1)));
         // A metadata-only change is offered by hash on a stream of its own.

@@ -91,7 +91,7 @@ pub fn header(scanned: &ScanEntry, file: Option<&FileStat>) -> SealedHeader {
         ScanKind::File => SealedKind::File,
         ScanKind::Dir => SealedKind::Dir,
         ScanKind::Symlink { target } => SealedKind::Symlink {
-            target: target.clone(),
+            target: target.to_vec(),
         },
     };
     let (mode, mtime_ns, size) = match (file, &scanned.kind) {
@@ -249,7 +249,7 @@ fn prepare(
         ScanKind::Dir => (seal.seal_whole(scanned, None, &[])?, Real::Dir),
         ScanKind::Symlink { target } => (
             seal.seal_whole(scanned, None, &[])?,
-            Real::Symlink(target.clone()),
+            Real::Symlink(target.to_vec()),
         ),
         ScanKind::File => match source_file::prepare(source, scanned, copies)? {
             Opened::Small {
@@ -391,7 +391,7 @@ mod tests {
     #[test]
     fn the_header_holds_the_real_path_and_metadata() {
         let link = ScanKind::Symlink {
-            target: b"../secret/target".to_vec(),
+            target: b"../secret/target".to_vec().into(),
         };
         let h = header(&scanned("a/link", link, 16), None);
         assert_eq!(h.path.to_string(), "a/link");
