@@ -14,6 +14,7 @@
 //!
 //! - `schema`: the tables, their version, and migrating an older file.
 //! - `plan`: comparing a scan against the entries ([`Plan`]).
+//! - `plan_items`: the entries a plan sends, held compactly ([`PlanItems`]).
 //! - `under`: the entries of one directory's subtree.
 //! - `chunk_lists`: the chunk lists deltas are described against.
 //! - `runs`: the sender's history of its runs ([`SenderRun`]).
@@ -34,12 +35,14 @@ use crate::chunk::ChunkInfo;
 mod chunk_lists;
 pub mod guard;
 mod plan;
+mod plan_items;
 mod runs;
 mod schema;
 mod under;
 
 pub use chunk_lists::ChunkRecord;
 pub use plan::{Action, Plan, PlanItem};
+pub use plan_items::PlanItems;
 pub use runs::SenderRun;
 use schema::{SCHEMA, SCHEMA_VERSION};
 
