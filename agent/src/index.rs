@@ -14,6 +14,7 @@
 //!
 //! - `schema`: the tables, their version, and migrating an older file.
 //! - `plan`: comparing a scan against the entries ([`Plan`]).
+//! - `plan_items`: the entries a plan sends, held compactly ([`PlanItems`]).
 //! - `under`: the entries of one directory's subtree.
 //! - `chunk_lists`: the chunk lists deltas are described against.
 //! - `runs`: the sender's history of its runs ([`SenderRun`]).
@@ -34,12 +35,14 @@ use crate::chunk::ChunkInfo;
 mod chunk_lists;
 pub mod guard;
 mod plan;
+mod plan_items;
 mod runs;
 mod schema;
 mod under;
 
 pub use chunk_lists::ChunkRecord;
 pub use plan::{Action, Plan, PlanItem};
+pub use plan_items::PlanItems;
 pub use runs::SenderRun;
 use schema::{SCHEMA, SCHEMA_VERSION};
 
@@ -249,7 +252,7 @@ impl Index {
                 let (kind, link_target) = match &entry.kind {
                     ScanKind::File => (0, None),
                     ScanKind::Dir => (1, None),
-                    ScanKind::Symlink { target } => (2, Some(target.as_slice())),
+                    ScanKind::Symlink { target } => (2, Some(&target[..])),
                 };
                 stmt.execute(params![
                     target,
@@ -333,7 +336,7 @@ impl Index {
             (0, _) => ScanKind::File,
             (1, _) => ScanKind::Dir,
             (2, Some(target)) => ScanKind::Symlink {
-                target: target.clone(),
+                target: Box::new(target.clone()),
             },
             (k, _) => return Err(bad(format!("unknown kind {k}"))),
         };
@@ -453,7 +456,7 @@ mod tests {
         let mut a = Index::open(&db, "recv/a").unwrap();
         let mut b = Index::open(&db, "recv/b").unwrap();
         let link = ScanKind::Symlink {
-            target: b"t\xff".to_vec(),
+            target: b"t\xff".to_vec().into(),
         };
         let mut big = entry("d/f", ScanKind::File, u64::MAX - 1, -1_500_000_000);
         big.ino = u64::MAX;

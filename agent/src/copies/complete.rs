@@ -81,11 +81,11 @@ pub fn complete(
             }
             ScanKind::Symlink { target } => {
                 let held = Held::Symlink {
-                    target: target.clone(),
+                    target: target.to_vec(),
                 };
                 let fine = record.is_some_and(|r| r.held == held)
                     && fs::read_link(entry.path.under(copies.root()))
-                        .is_ok_and(|t| t.as_os_str().as_bytes() == target.as_slice());
+                        .is_ok_and(|t| t.as_os_str().as_bytes() == &target[..]);
                 if !fine {
                     copies.put_symlink(&entry.path, target)?;
                     fresh.push(record_of(entry, held));
@@ -254,7 +254,7 @@ mod tests {
             entry(
                 "l",
                 ScanKind::Symlink {
-                    target: b"d/same".to_vec(),
+                    target: b"d/same".to_vec().into(),
                 },
                 b"",
                 4,

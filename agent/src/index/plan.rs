@@ -7,6 +7,7 @@
 use ferry_proto::{Hash, RelPath};
 use std::collections::HashMap;
 
+use super::plan_items::{PlanItems, Todo};
 use super::{Index, IndexEntry, IndexError};
 use crate::scan::{hash_file, OpenError, Scan, ScanEntry, ScanKind, ScanProblem, SourceDir};
 
@@ -38,8 +39,9 @@ pub struct PlanItem {
 /// Everything one run has to do.
 #[derive(Debug, Default)]
 pub struct Plan {
-    /// Entries to send, in scan order (parents before children).
-    pub items: Vec<PlanItem>,
+    /// Entries to send, in scan order (parents before children), held
+    /// compactly (see [`PlanItems`]).
+    pub items: PlanItems,
     /// Entries found unchanged.
     pub unchanged: u64,
     /// Paths to delete on the receiver, deepest first (children before
@@ -61,7 +63,9 @@ impl Index {
     ///
     /// Memory: the index is read as a stream in path order and merged with
     /// the scan (also in path order), so no second copy of the tree is held;
-    /// a verdict of one byte per scanned entry is all that is added. For a
+    /// a verdict of one byte per scanned entry is all that is added. The
+    /// entries to send stay in the scan's own buffer, filtered in place
+    /// ([`PlanItems`]), so a first sync holds no more than a no-change run. For a
     /// partial scan only the rows at or below its directories are read, so
     /// a triggered run's plan costs what it scanned, not the folder.
     pub fn plan(&self, root: &SourceDir, mut scan: Scan) -> Result<Plan, IndexError> {
@@ -72,8 +76,8 @@ impl Index {
         }
         let mut plan = Plan::default();
         let mut verdicts = vec![Verdict::New; entries.len()];
-        // Content hashes of metadata-only entries, by their scan position.
-        let mut same_content: HashMap<usize, Hash> = HashMap::new();
+        // Content hashes of metadata-only entries, by path.
+        let mut same_content: HashMap<RelPath, Hash> = HashMap::new();
         let mut next = 0;
         let mut deleted = Vec::new();
         // A partial scan (watch mode) speaks only of its directories and
@@ -95,7 +99,7 @@ impl Index {
                     Ok(Some(Action::New)) => Verdict::New,
                     Ok(Some(Action::Changed)) => Verdict::Changed,
                     Ok(Some(Action::MetadataOnly { hash })) => {
-                        same_content.insert(at, hash);
+                        same_content.insert(entries[at].path.clone(), hash);
                         Verdict::MetadataOnly
                     }
                     Err(problem) => {
@@ -131,34 +135,33 @@ impl Index {
             .iter()
             .filter(|v| matches!(v, Verdict::Unchanged))
             .count() as u64;
+        // The entries to send stay where the scan put them: the others are
+        // dropped in place, and each kept one gets a byte of what to do.
         let to_send = verdicts
             .iter()
             .filter(|v| !matches!(v, Verdict::Unchanged | Verdict::Problem))
             .count();
-        // Entries move into items from the back, the scan's buffer shrinking
-        // as the plan's grows, so the two are never both whole in memory.
-        plan.items.reserve_exact(to_send);
-        let mut since_shrink = 0;
-        while let Some(entry) = entries.pop() {
-            let at = entries.len();
-            let action = match verdicts[at] {
-                Verdict::Unchanged | Verdict::Problem => continue,
-                Verdict::New => Action::New,
-                Verdict::Changed => Action::Changed,
-                Verdict::MetadataOnly => match same_content.remove(&at) {
-                    Some(hash) => Action::MetadataOnly { hash },
-                    None => Action::Changed,
-                },
-            };
-            plan.items.push(PlanItem { entry, action });
-            since_shrink += 1;
-            if since_shrink == SHRINK_EVERY {
-                since_shrink = 0;
-                entries.shrink_to_fit();
-            }
-        }
-        // In scan order again: parents before children.
-        plan.items.reverse();
+        let mut todo = Vec::with_capacity(to_send);
+        let mut at = 0;
+        // `retain` visits each entry once, in order: `at` is its position.
+        entries.retain(|entry| {
+            let verdict = verdicts[at];
+            at += 1;
+            todo.push(match verdict {
+                Verdict::Unchanged | Verdict::Problem => return false,
+                Verdict::New => Todo::New,
+                Verdict::Changed => Todo::Changed,
+                Verdict::MetadataOnly if same_content.contains_key(&entry.path) => {
+                    Todo::MetadataOnly
+                }
+                Verdict::MetadataOnly => Todo::Changed,
+            });
+            true
+        });
+        drop(verdicts);
+        // A no-change run frees the scan's whole buffer here.
+        entries.shrink_to_fit();
+        plan.items = PlanItems::new(entries, todo, same_content);
         Ok(plan)
     }
 }
@@ -174,9 +177,6 @@ enum Verdict {
     /// Could not be checked: neither sent nor deleted.
     Problem,
 }
-
-/// Entries moved into the plan between two shrinks of the scan's buffer.
-const SHRINK_EVERY: usize = 16 * 1024;
 
 /// `None` if `entry` is unchanged from `old`, else the action to take.
 fn compare(
@@ -285,13 +285,13 @@ mod tests {
             let plan = self.plan();
             let stored: Vec<_> = plan
                 .items
-                .iter()
-                .map(|item| {
-                    let hash = match item.entry.kind {
-                        ScanKind::File => Some(hash_file(&self.source(), &item.entry).unwrap().0),
+                .entries()
+                .map(|entry| {
+                    let hash = match entry.kind {
+                        ScanKind::File => Some(hash_file(&self.source(), entry).unwrap().0),
                         _ => None,
                     };
-                    (item.entry.clone(), hash)
+                    (entry.clone(), hash)
                 })
                 .collect();
             self.index.record_stored(&stored).unwrap();
@@ -303,7 +303,7 @@ mod tests {
     fn actions(plan: &Plan) -> Vec<(String, Action)> {
         plan.items
             .iter()
-            .map(|i| (i.entry.path.to_string(), i.action.clone()))
+            .map(|(entry, action)| (entry.path.to_string(), action))
             .collect()
     }
 
@@ -382,7 +382,7 @@ mod tests {
                 ("d/b.bin".to_string(), Action::MetadataOnly { hash: bin }),
             ]
         );
-        assert_eq!(plan.items[1].entry.mode, 0o600);
+        assert_eq!(plan.items.entries().nth(1).unwrap().mode, 0o600);
         assert_eq!(plan.unchanged, 5);
         fx.sync();
         assert!(fx.plan().items.is_empty());
@@ -489,7 +489,7 @@ mod tests {
         // mtimes moved as entries came and went, are sent again).
         assert_eq!(plan.unchanged, 7 + 3);
         // Items keep scan order: parents before children.
-        let paths: Vec<_> = plan.items.iter().map(|i| i.entry.path.clone()).collect();
+        let paths: Vec<_> = plan.items.entries().map(|e| e.path.clone()).collect();
         let mut sorted = paths.clone();
         sorted.sort();
         assert_eq!(paths, sorted);
@@ -552,6 +552,6 @@ mod tests {
         let scan = scan(&fx.root(), &[]).unwrap();
         let plan = other.plan(&fx.source(), scan).unwrap();
         assert_eq!(plan.items.len(), 7);
-        assert!(plan.items.iter().all(|i| i.action == Action::New));
+        assert!(plan.items.iter().all(|(_, action)| action == Action::New));
     }
 }

@@ -113,9 +113,10 @@ pub(super) fn walk_from(
             }
         }
         let mut out = work(&shared);
+        let mut parts = Vec::with_capacity(helpers.len());
         for handle in helpers {
             match handle.join() {
-                Ok(part) => merge(&mut out, part),
+                Ok(part) => parts.push(part),
                 // Only a bug can panic a worker; its jobs are lost, so the
                 // scan must not claim to be complete.
                 Err(_) => out.errors.push(ScanProblem {
@@ -123,6 +124,13 @@ pub(super) fn walk_from(
                     message: "internal error: a scan thread failed".into(),
                 }),
             }
+        }
+        // One exact allocation for every thread's entries: growing by
+        // doubling while merging would hold up to twice the tree's entries.
+        let total = out.entries.len() + parts.iter().map(|p| p.entries.len()).sum::<usize>();
+        out.entries.reserve_exact(total - out.entries.len());
+        for part in parts {
+            merge(&mut out, part);
         }
         out
     })
@@ -354,7 +362,7 @@ fn stat_names(
             FileType::Symlink => {
                 match rustix::fs::readlinkat(&dir.fd, name.as_slice(), Vec::new()) {
                     Ok(target) => ScanKind::Symlink {
-                        target: target.into_bytes(),
+                        target: Box::new(target.into_bytes()),
                     },
                     Err(err) => {
                         let message = format!("cannot read symlink: {}", io::Error::from(err));
@@ -441,7 +449,7 @@ mod tests {
             } else if meta.is_symlink() {
                 let target = fs::read_link(root.join(&rel)).unwrap();
                 ScanKind::Symlink {
-                    target: target.as_os_str().as_bytes().to_vec(),
+                    target: target.as_os_str().as_bytes().to_vec().into(),
                 }
             } else if meta.is_file() {
                 ScanKind::File

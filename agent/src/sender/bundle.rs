@@ -10,7 +10,6 @@
 //! - `answers`: the receiver's answers matched to the entries sent, in
 //!   order, as a state machine without I/O.
 
-use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
 use ferry_proto::{frame, Content, Entry, EntryKind, Message, MAX_BUNDLED};
@@ -29,7 +28,7 @@ use super::sealed::SealedObject;
 use super::source_file::{prepare, ContentBytes, FileStat, Opened, SourceError};
 use crate::compress::{self, StreamEncoder};
 use crate::copies::{Copies, CopyWriter};
-use crate::index::{Action, PlanItem};
+use crate::index::{Action, PlanItem, PlanItems};
 use crate::link::Link;
 use crate::scan::{ScanEntry, ScanKind, SourceDir};
 use crate::stream::{FramedSend, StreamError};
@@ -68,11 +67,11 @@ pub type EntryOutcome = (String, Result<Sent, SendEntryError>);
 
 /// True if `item` may travel in a bundle: a directory, a symlink, or a
 /// new or changed file small enough.
-pub fn fits(item: &PlanItem) -> bool {
-    match item.entry.kind {
+pub fn fits(entry: &ScanEntry, action: &Action) -> bool {
+    match entry.kind {
         ScanKind::Dir | ScanKind::Symlink { .. } => true,
         ScanKind::File => {
-            matches!(item.action, Action::New | Action::Changed) && item.entry.size <= MAX_BUNDLED
+            matches!(action, Action::New | Action::Changed) && entry.size <= MAX_BUNDLED
         }
     }
 }
@@ -83,7 +82,7 @@ pub fn lanes_for(count: usize) -> usize {
 }
 
 /// Entries shared by a run's lanes: each takes the next one when it can.
-pub type Queue = Arc<Mutex<VecDeque<PlanItem>>>;
+pub type Queue = Arc<Mutex<PlanItems>>;
 
 /// The next entries to read: up to [`READ_GROUP`] of them and
 /// [`READ_GROUP_BYTES`] (at least one).
@@ -136,7 +135,7 @@ fn read(
 ) -> Result<Option<Read>, SourceError> {
     Ok(Some(match &item.entry.kind {
         ScanKind::Dir => Read::Dir,
-        ScanKind::Symlink { target } => Read::Symlink(target.clone()),
+        ScanKind::Symlink { target } => Read::Symlink(target.to_vec()),
         ScanKind::File => match prepare(source, &item.entry, copies)? {
             Opened::Small {
                 stat,
@@ -554,11 +553,12 @@ mod tests {
 
     #[test]
     fn small_files_dirs_and_symlinks_fit_and_nothing_else_does() {
+        let fits = |item: &PlanItem| fits(&item.entry, &item.action);
         assert!(fits(&item("a", ScanKind::File, MAX_BUNDLED)));
         assert!(!fits(&item("a", ScanKind::File, MAX_BUNDLED + 1)));
         assert!(fits(&item("d", ScanKind::Dir, 0)));
         let link = ScanKind::Symlink {
-            target: b"t".to_vec(),
+            target: b"t".to_vec().into(),
         };
         assert!(fits(&item("l", link, 1)));
         // A metadata-only change is offered by hash on a stream of its own.

@@ -186,12 +186,12 @@ pub async fn send_entry(
         (ScanKind::Symlink { target }, _) => {
             let mut machine = EntrySender::new(Offer::Whole);
             let kind = EntryKind::Symlink {
-                target: target.clone(),
+                target: target.to_vec(),
             };
             channel.send.send(&Message::Entry(header(kind))).await?;
             channel.send.finish();
             answer(&mut channel, &mut machine).await?;
-            let target = Some(target.clone());
+            let target = Some(target.to_vec());
             stored_dir_or_symlink(ctx, scanned, target).await
         }
         (ScanKind::File, Action::MetadataOnly { hash }) => {

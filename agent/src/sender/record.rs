@@ -114,7 +114,7 @@ fn copy_record(entry: &ScanEntry, hash: Option<Hash>) -> Option<CopyRecord> {
         (scan::ScanKind::File, None) => return None,
         (scan::ScanKind::Dir, _) => Held::Dir,
         (scan::ScanKind::Symlink { target }, _) => Held::Symlink {
-            target: target.clone(),
+            target: target.to_vec(),
         },
     };
     Some(CopyRecord {

@@ -290,9 +290,9 @@ async fn session<L: Link>(
     }
     let bytes_total = plan
         .items
-        .iter()
-        .filter(|i| matches!(i.entry.kind, scan::ScanKind::File))
-        .map(|i| i.entry.size)
+        .entries()
+        .filter(|e| matches!(e.kind, scan::ScanKind::File))
+        .map(|e| e.size)
         .sum();
     // Running first: entering it clears the last run's counters.
     ctx.status.set_phase(crate::status::SenderPhase::Running {
@@ -333,13 +333,13 @@ async fn session<L: Link>(
     // The large ones are taken out of the plan's buffer, which the bundled
     // keep: a tree of a million small files is not copied a second time.
     let mut bundled = plan.items;
-    let fits = |i: &PlanItem| match &transfer.seal {
-        Some(seal) => seal.fits(i),
-        None => bundle::fits(i),
+    let fits = |entry: &scan::ScanEntry, action: &crate::index::Action| match &transfer.seal {
+        Some(seal) => seal.fits(entry),
+        None => bundle::fits(entry, action),
     };
-    let single: Vec<PlanItem> = bundled.extract_if(.., |i| !fits(i)).collect();
+    let single: Vec<PlanItem> = bundled.split_off_where(|e, a| !fits(e, a));
     let lanes = bundle::lanes_for(bundled.len()).min(in_flight - 1);
-    let queue: bundle::Queue = Arc::new(std::sync::Mutex::new(bundled.into()));
+    let queue: bundle::Queue = Arc::new(std::sync::Mutex::new(bundled));
     // Bounded: lanes wait while the loop below records a batch.
     let (outcome_tx, mut outcomes) = mpsc::channel::<EntryOutcome>(MAX_IN_FLIGHT);
     let mut lane_tasks = JoinSet::new();

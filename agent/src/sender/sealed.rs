@@ -91,7 +91,7 @@ pub fn header(scanned: &ScanEntry, file: Option<&FileStat>) -> SealedHeader {
         ScanKind::File => SealedKind::File,
         ScanKind::Dir => SealedKind::Dir,
         ScanKind::Symlink { target } => SealedKind::Symlink {
-            target: target.clone(),
+            target: target.to_vec(),
         },
     };
     let (mode, mtime_ns, size) = match (file, &scanned.kind) {
@@ -177,9 +177,8 @@ impl Sealing {
     }
 
     /// True if `item`'s object, as scanned, may travel in a bundle.
-    pub fn fits(&self, item: &PlanItem) -> bool {
-        RunSealer::object_len(&header(&item.entry, None))
-            .is_ok_and(|len| len <= ferry_proto::MAX_BUNDLED)
+    pub fn fits(&self, entry: &ScanEntry) -> bool {
+        RunSealer::object_len(&header(entry, None)).is_ok_and(|len| len <= ferry_proto::MAX_BUNDLED)
     }
 
     /// Seals `scanned` whole: a directory or symlink (`file` `None`, no
@@ -249,7 +248,7 @@ fn prepare(
         ScanKind::Dir => (seal.seal_whole(scanned, None, &[])?, Real::Dir),
         ScanKind::Symlink { target } => (
             seal.seal_whole(scanned, None, &[])?,
-            Real::Symlink(target.clone()),
+            Real::Symlink(target.to_vec()),
         ),
         ScanKind::File => match source_file::prepare(source, scanned, copies)? {
             Opened::Small {
@@ -391,7 +390,7 @@ mod tests {
     #[test]
     fn the_header_holds_the_real_path_and_metadata() {
         let link = ScanKind::Symlink {
-            target: b"../secret/target".to_vec(),
+            target: b"../secret/target".to_vec().into(),
         };
         let h = header(&scanned("a/link", link, 16), None);
         assert_eq!(h.path.to_string(), "a/link");
@@ -534,15 +533,12 @@ mod tests {
             assert_eq!(*sent, seal.opaque_path(real));
             assert_ne!(sent, real);
         }
-        let item = |entry, action| PlanItem { entry, action };
-        let new = crate::index::Action::New;
-        let small = item(scanned("s", ScanKind::File, 1000), new.clone());
-        assert!(seal.fits(&small));
+        assert!(seal.fits(&scanned("s", ScanKind::File, 1000)));
         let large = ferry_proto::MAX_BUNDLED;
-        assert!(!seal.fits(&item(scanned("l", ScanKind::File, large), new.clone())));
-        // A metadata-only change is sent whole, in a bundle if small.
-        let touched = crate::index::Action::MetadataOnly { hash: [0; 32] };
-        assert!(seal.fits(&item(scanned("t", ScanKind::File, 10), touched)));
-        assert!(seal.fits(&item(scanned("d", ScanKind::Dir, 0), new)));
+        assert!(!seal.fits(&scanned("l", ScanKind::File, large)));
+        // Whatever the action (a metadata-only change is sent whole, in a
+        // bundle if small): only the object's size counts.
+        assert!(seal.fits(&scanned("t", ScanKind::File, 10)));
+        assert!(seal.fits(&scanned("d", ScanKind::Dir, 0)));
     }
 }

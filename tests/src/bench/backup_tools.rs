@@ -168,14 +168,9 @@ impl BackupTools {
     /// Empty repositories for `set` (both tools, both ways) and empty
     /// caches: the next backup is a first one.
     pub fn reset(&self, set: &str) -> anyhow::Result<()> {
-        remove_tree(&self.restic_cache())?;
         remove_tree(&self.borg_base())?;
         for via in [Via::Local, Via::Ssh] {
-            let restic = self.repo("restic", via, set);
-            remove_tree(&restic)?;
-            let mut init = self.restic(&restic);
-            init.arg("init");
-            untimed(init, "restic init")?;
+            self.reset_restic(via, set)?;
             let borg = self.repo("borg", via, set);
             remove_tree(&borg)?;
             if let Some(parent) = borg.parent() {
@@ -185,6 +180,19 @@ impl BackupTools {
             init.args(["init", "--encryption", "none"]).arg(&borg);
             untimed(init, "borg init")?;
         }
+        Ok(())
+    }
+
+    /// An empty restic repository for `set` reached `via`, and an empty
+    /// restic cache: the next restic backup is a first one (borg's
+    /// repositories are left alone, so borg need not be installed).
+    pub fn reset_restic(&self, via: Via, set: &str) -> anyhow::Result<()> {
+        remove_tree(&self.restic_cache())?;
+        let restic = self.repo("restic", via, set);
+        remove_tree(&restic)?;
+        let mut init = self.restic(&restic);
+        init.arg("init");
+        untimed(init, "restic init")?;
         Ok(())
     }
 

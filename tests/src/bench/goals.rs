@@ -1,8 +1,9 @@
 //! The targets of issues 15 (exclusions, watch mode), 17 (a
-//! durability-fair reference, the embedded store) and 18 (encrypted
-//! folders), and the checks of the watch scenarios, which compare Ferry
+//! durability-fair reference, the embedded store, a million tiny files)
+//! and 18 (encrypted folders), and the checks of the watch scenarios, which compare Ferry
 //! with a bound rather than with another tool.
 
+use super::peers::RESTIC_LOCAL;
 use super::report::{median, Limit, TargetCheck};
 
 /// The durability-fair reference: `rsync -a --fsync` to the daemon.
@@ -36,7 +37,32 @@ pub const TARGETS: &[(&str, &str, Limit)] = &[
     ("sealed-large-rename", FERRY_PLAIN, Limit::WireRatio(1.2)),
     ("sealed-large-overwrite", FERRY_PLAIN, Limit::WireRatio(1.2)),
     ("sealed-small-first", FERRY_PLAIN, Limit::WallRatio(1.2)),
+    // Issue 17: a million tiny files, each side's memory bounded.
+    (
+        "huge-first",
+        RESTIC_LOCAL,
+        Limit::SenderRss(HUGE_RSS_MAX_KIB),
+    ),
+    (
+        "huge-first",
+        RESTIC_LOCAL,
+        Limit::ReceiverRss(HUGE_RSS_MAX_KIB),
+    ),
+    (
+        "huge-nochange",
+        RESTIC_LOCAL,
+        Limit::SenderRss(HUGE_RSS_MAX_KIB),
+    ),
+    (
+        "huge-nochange",
+        RESTIC_LOCAL,
+        Limit::ReceiverRss(HUGE_RSS_MAX_KIB),
+    ),
+    ("huge-nochange", RESTIC_LOCAL, Limit::WallRatio(0.3)),
 ];
+
+/// Highest peak RSS of either Ferry side on the `huge` tree, KiB.
+pub const HUGE_RSS_MAX_KIB: u64 = 128 << 10;
 
 /// Most entries a watch-triggered run may stat.
 pub const WATCH_ENTRIES_MAX: u64 = 1_000;
@@ -205,6 +231,57 @@ mod tests {
         assert!(table.contains("sealed-large-first ferry: "), "{table}");
         assert!(
             table.contains("sealed-large-insert vs ferry, plain: wire 67.1 MB"),
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn huge_rows_bound_each_sides_memory_and_the_no_change_time() {
+        let mut report = Report::default();
+        let run = |wall_s, client_kib, server_kib: Option<u64>| Sample {
+            wall_s,
+            client: Some(Usage {
+                cpu_s: 1.0,
+                max_rss_kib: client_kib,
+            }),
+            server: server_kib.map(|max_rss_kib| Usage {
+                cpu_s: 1.0,
+                max_rss_kib,
+            }),
+            ..Sample::default()
+        };
+        let restic = run(30.0, 300 << 10, None);
+        let first = run(100.0, 120 << 10, Some(20 << 10));
+        report.add("huge-first", RESTIC_LOCAL, 1, Some(first), restic.clone());
+        let nochange = run(10.0, (128 << 10) + 1, Some(128 << 10));
+        report.add("huge-nochange", RESTIC_LOCAL, 0, Some(nochange), restic);
+        let goals = report.goals();
+        let got: Vec<(&str, &str, bool, Option<f64>)> = goals
+            .iter()
+            .map(|t| (t.scenario.as_str(), t.measure, t.met, t.ratio))
+            .collect();
+        let third = Some(10.0 / 30.0);
+        assert_eq!(
+            got,
+            [
+                ("huge-first", "rss", true, None),
+                ("huge-first", "rss", true, None),
+                ("huge-nochange", "rss", false, None),
+                ("huge-nochange", "rss", true, None),
+                ("huge-nochange", "wall", false, third),
+            ]
+        );
+        let table = report.table();
+        assert!(
+            table.contains(
+                "huge-first vs restic local: rss 120 MiB, target sender peak RSS <= 128 MiB = 128 MiB: met\n"
+            ),
+            "{table}"
+        );
+        assert!(
+            table.contains(
+                "huge-first vs restic local: rss 20 MiB, target receiver peak RSS <= 128 MiB = 128 MiB: met\n"
+            ),
             "{table}"
         );
     }

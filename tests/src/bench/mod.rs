@@ -14,6 +14,8 @@
 //!   excluded `node_modules`, a watching sender).
 //! - `sealed`: the scenarios of issue 18, an encrypted folder against the
 //!   same set sent plain;
+//! - `huge`: a million tiny files, Ferry against restic (issue 17): the
+//!   sender's and the receiver's memory;
 //! - `peers`: Ferry against restic, borg and Syncthing (issue 17), with
 //!   `backup_tools` (restic, borg) and `syncthing` (two instances driven over
 //!   their REST API).
@@ -30,6 +32,7 @@ pub mod verify;
 
 pub mod exclude;
 pub mod goals;
+pub mod huge;
 pub mod sealed;
 pub mod store;
 pub mod watch;

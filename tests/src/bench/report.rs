@@ -21,6 +21,10 @@ pub enum Limit {
     /// CPU seconds per GB moved, both sides, at most this times the
     /// reference's.
     CpuRatio(f64),
+    /// Peak RSS of Ferry's sender at most this many KiB.
+    SenderRss(u64),
+    /// Peak RSS of Ferry's receiver at most this many KiB.
+    ReceiverRss(u64),
 }
 
 /// Issue 5's targets: (scenario, reference, limit). They are stated for a
@@ -44,9 +48,9 @@ pub struct TargetCheck {
     pub scenario: String,
     /// The reference tool of the row.
     pub reference: String,
-    /// "wire" (bytes), "wall" (seconds) or "cpu" (CPU seconds per GB); for
-    /// the watch scenarios also "latency" and "cpu" (seconds), "rss" (KiB)
-    /// and "entries" (a count).
+    /// "wire" (bytes), "wall" (seconds), "cpu" (CPU seconds per GB) or
+    /// "rss" (KiB, a peak of one side); for the watch scenarios also
+    /// "latency" and "cpu" (seconds) and "entries" (a count).
     pub measure: &'static str,
     /// The target as written in the issue.
     pub target: String,
@@ -359,6 +363,20 @@ impl Report {
                     o.wall_s,
                     o.wall_s.map(|s| k * s),
                 ),
+                Limit::SenderRss(max) => (
+                    "rss",
+                    format!("sender peak RSS <= {} MiB", max >> 10),
+                    f.client_rss_kib,
+                    o.client_rss_kib,
+                    Some(max as f64),
+                ),
+                Limit::ReceiverRss(max) => (
+                    "rss",
+                    format!("receiver peak RSS <= {} MiB", max >> 10),
+                    f.server_rss_kib,
+                    o.server_rss_kib,
+                    Some(max as f64),
+                ),
                 Limit::CpuRatio(k) => {
                     let o = Self::cpu_per_gb(&o, row.bytes);
                     (
@@ -370,7 +388,10 @@ impl Report {
                     )
                 }
             };
-            let absolute = matches!(limit, Limit::Wire(_));
+            let absolute = matches!(
+                limit,
+                Limit::Wire(_) | Limit::SenderRss(_) | Limit::ReceiverRss(_)
+            );
             let (Some(ferry), Some(limit)) = (ferry, bound) else {
                 continue;
             };

@@ -13,7 +13,7 @@ use super::goals::RSYNC_FSYNC;
 use super::process;
 use super::report::{Report, Sample, RSYNC, RSYNC_Z};
 use super::tools::{self, remove_tree, Ferry, RsyncDaemon, Sshd};
-use super::{exclude, sealed, store, verify, watch};
+use super::{exclude, huge, sealed, store, verify, watch};
 
 /// Every scenario, as `--scenarios` names them.
 pub const ALL: &[&str] = &[
@@ -48,6 +48,7 @@ pub const ALL: &[&str] = &[
     "sealed-large-insert",
     "sealed-large-rename",
     "sealed-large-overwrite",
+    "huge",
 ];
 
 /// What to run.
@@ -172,6 +173,9 @@ pub fn run(plan: &Plan) -> anyhow::Result<Report> {
     }
     if plan.wants_set("sealed-") {
         sealed::run(&more, &mut report)?;
+    }
+    if plan.wants(huge::SCENARIO) {
+        huge::run(&more, &mut report)?;
     }
     remove_tree(&work)?;
     Ok(report)

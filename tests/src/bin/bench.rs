@@ -24,8 +24,8 @@ use bench::scenarios::{self, Plan};
 #[command(name = "bench")]
 struct Args {
     /// Small data sets (2,000 small files, 1 × 64 MiB, 200 text files) and
-    /// one repetition, without backup-large, backup-text and syncthing-large
-    /// unless named in --scenarios: a few minutes; for CI.
+    /// one repetition, without backup-large, backup-text, syncthing-large and
+    /// huge unless named in --scenarios: a few minutes; for CI.
     #[arg(long)]
     quick: bool,
     /// Also write the table as JSON to this file.
@@ -45,7 +45,8 @@ struct Args {
     /// syncthing-small, syncthing-large, sealed-small-first,
     /// sealed-small-nochange, sealed-large-first, sealed-large-insert,
     /// sealed-large-rename, sealed-large-overwrite (an encrypted folder
-    /// against the same sent plain).
+    /// against the same sent plain), huge (1,000,000 tiny files against
+    /// restic; not in --quick unless named).
     #[arg(long, value_name = "LIST")]
     scenarios: Option<String>,
     /// Where the data sets are generated and kept between runs [default:
@@ -100,7 +101,10 @@ fn run(args: Args) -> anyhow::Result<()> {
             Some(list) => scenarios::parse_scenarios(list)?,
             None => scenarios::ALL
                 .iter()
-                .filter(|s| !args.quick || !bench::peers::NOT_QUICK.contains(s))
+                .filter(|s| {
+                    !args.quick
+                        || !(bench::peers::NOT_QUICK.contains(s) || **s == bench::huge::SCENARIO)
+                })
                 .map(|s| s.to_string())
                 .collect(),
         },
