@@ -66,7 +66,9 @@ use std::sync::Arc;
 use object_store::path::Path as ObjectPath;
 use object_store::ObjectStore;
 
-pub use catalog_copy::{recover, upload_catalog, CatalogCopyError, Recovered, KEEP_COPIES};
+pub use catalog_copy::{
+    has_catalog_copies, recover, upload_catalog, CatalogCopyError, Recovered, KEEP_COPIES,
+};
 pub use collect::{collect, CollectError, Collected};
 pub use gc::{plan as plan_gc, GcPlan, PackUse, REWRITE_BELOW};
 pub use lease::{Holder, Lease, LeaseError, LEASE_TTL};

@@ -14,7 +14,8 @@ use crate::cli_read::print_json;
 /// `ferry verify`.
 #[derive(Args)]
 pub struct VerifyArgs {
-    /// The receiver store to check.
+    /// The receiver store to check: its directory, or s3://BUCKET/PREFIX
+    /// (the endpoint and keys from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...).
     #[arg(long)]
     store: PathBuf,
     /// Print the report as one JSON object on stdout.
@@ -25,7 +26,22 @@ pub struct VerifyArgs {
 /// Runs `ferry verify`.
 pub async fn verify(args: VerifyArgs, terminal: &Terminal) -> anyhow::Result<ExitCode> {
     let dir = args.store.clone();
-    let report = ferry_agent::tasks::blocking(move || store::verify(&dir)).await??;
+    let url = dir.to_string_lossy().into_owned();
+    let report = if ferry_agent::bucket::is_bucket_url(&url) {
+        // The bucket against the newest catalog copy in it; the endpoint
+        // and keys as the AWS CLI takes them.
+        ferry_agent::tasks::blocking(move || -> anyhow::Result<store::VerifyReport> {
+            let bucket = ferry_agent::bucket::BucketSpec::parse(&url)?.open()?;
+            let opened = store::Store::open_bucket_copy(bucket)?;
+            match opened.verify_bucket_store() {
+                Some(report) => Ok(report?),
+                None => anyhow::bail!("{url} is not a bucket store"),
+            }
+        })
+        .await??
+    } else {
+        ferry_agent::tasks::blocking(move || store::verify(&dir)).await??
+    };
     if args.json {
         print_json(&report)?;
     } else {

@@ -152,6 +152,25 @@ struct ReceiveArgs {
     /// windows may wrap midnight; 0 or off: no limit).
     #[arg(long, value_name = "SCHEDULE")]
     limit_rate: Option<String>,
+    /// With --store s3://BUCKET/PREFIX: the S3-compatible endpoint, e.g.
+    /// http://127.0.0.1:8333 [default: AWS, or AWS_ENDPOINT_URL]. Keys come
+    /// from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, the profile, or the
+    /// config file.
+    #[arg(long, value_name = "URL")]
+    s3_endpoint: Option<String>,
+    /// With a bucket store: its region [default: AWS_REGION, the profile's, us-east-1].
+    #[arg(long)]
+    s3_region: Option<String>,
+    /// With a bucket store: the profile of ~/.aws/credentials to use.
+    #[arg(long)]
+    s3_profile: Option<String>,
+    /// With a bucket store: virtual-host requests (BUCKET.host) instead of path-style.
+    #[arg(long)]
+    s3_virtual_host: bool,
+    /// With a bucket store: rebuild this receiver's state (catalog) from the
+    /// newest copy in the bucket; the state directory must not have one.
+    #[arg(long)]
+    recover: bool,
 }
 
 /// Options of `ferry send`; each can also be set in the config file.
@@ -257,6 +276,12 @@ impl ReceiveArgs {
             prune_every: self.prune_every.clone(),
             quota: self.quota.clone(),
             limit_rate: self.limit_rate.clone(),
+            s3_endpoint: self.s3_endpoint.clone(),
+            s3_region: self.s3_region.clone(),
+            s3_profile: self.s3_profile.clone(),
+            s3_virtual_host: self.s3_virtual_host.then_some(true),
+            recover: self.recover.then_some(true),
+            ..ReceiverConfig::default()
         }))
     }
 }

@@ -85,6 +85,76 @@ pub enum ReceiverError {
     Transport(#[from] TransportError),
     #[error("could not read the address the receiver is bound to")]
     LocalAddr(#[source] std::io::Error),
+    #[error(transparent)]
+    Bucket(#[from] crate::bucket::OpenBucketError),
+    #[error(transparent)]
+    Recover(#[from] crate::bucket::CatalogCopyError),
+    /// `--recover` with a catalog already in the state directory, or a
+    /// fresh state directory for a bucket that already holds a store.
+    #[error("{0}")]
+    BucketState(String),
+}
+
+/// Opens the store of a receiver whose bytes are in a bucket: its catalog
+/// recovered from the bucket first with `--recover`; a fresh state
+/// directory for a bucket that already holds a store is refused (two
+/// catalogs would disagree on what the bucket holds). Runs on a thread of
+/// its own: the store drives the bucket's client with a runtime of its own.
+fn open_bucket_store(
+    settings: &ReceiverSettings,
+    spec: &crate::bucket::BucketSpec,
+    identity: &Identity,
+) -> Result<Store, ReceiverError> {
+    // A client for the checks below, on a runtime that ends with them, and
+    // another for the store (a client's pooled connections belong to the
+    // runtime that made them).
+    let bucket = spec.open()?;
+    let store_bucket = spec.open()?;
+    let root = settings.store.clone();
+    let recover = settings.recover;
+    let holder = crate::bucket::Holder {
+        receiver: identity.id.to_string(),
+        host: crate::config::default_name().to_string(),
+        pid: std::process::id(),
+    };
+    let opened = std::thread::scope(|s| {
+        s.spawn(move || -> Result<Store, ReceiverError> {
+            let catalog = crate::store::catalog_path(&root);
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| ReceiverError::BucketState(format!("could not start the bucket's client: {e}")))?;
+            let has_copies = rt.block_on(crate::bucket::has_catalog_copies(&bucket))?;
+            match (catalog.exists(), recover, has_copies) {
+                (true, true, _) => {
+                    return Err(ReceiverError::BucketState(format!(
+                        "--recover rebuilds the catalog of a new state directory, but {} already has one; give an empty --state directory, or start without --recover",
+                        catalog.display()
+                    )))
+                }
+                (false, true, _) => {
+                    std::fs::create_dir_all(catalog.parent().unwrap_or(&root)).map_err(|e| {
+                        ReceiverError::BucketState(format!("could not create {}: {e}", root.display()))
+                    })?;
+                    let recovered = rt.block_on(crate::bucket::recover(&bucket, &catalog))?;
+                    tracing::info!(copy = %recovered.key, bytes = recovered.catalog_bytes, "catalog recovered from the bucket");
+                }
+                (false, false, true) => {
+                    return Err(ReceiverError::BucketState(format!(
+                        "the bucket {} already holds a ferry store, and the state directory {} has no catalog: start with --recover to rebuild it from the bucket",
+                        bucket.name(),
+                        settings.state.display()
+                    )))
+                }
+                _ => {}
+            }
+            drop(rt);
+            Ok(Store::open_bucket(&root, store_bucket, holder)?)
+        })
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })?;
+    Ok(opened)
 }
 
 /// Who may get in, and with what.
@@ -162,7 +232,10 @@ impl Receiver {
         // or store directory.
         let socket = transport::listen_socket(settings.listen)?;
         let identity = Identity::load_or_create(&settings.state)?;
-        let store = Store::open(&settings.store)?;
+        let store = match &settings.bucket {
+            None => Store::open(&settings.store)?,
+            Some(spec) => open_bucket_store(settings, spec, &identity)?,
+        };
         let admission = Admission {
             allow: settings.allow.clone(),
             pairing_secret: settings.pairing_secret.clone(),

@@ -211,7 +211,7 @@ pub fn now_ms() -> i64 {
 
 /// Reads the senders of the store at `root` (a receiver may run on it).
 pub fn list(root: &Path) -> Result<SendersReport, HistoryError> {
-    let store = Store::open_read_only(root)?;
+    let store = Store::open_for_reading(root)?;
     let access = store.access()?;
     let live = read_live(root, now_ms());
     let quota = live.as_ref().and_then(|l| l.quota);

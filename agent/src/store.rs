@@ -87,6 +87,7 @@ mod delta_base;
 mod error;
 mod locate;
 mod mirror;
+mod packed;
 mod partials;
 pub mod protection;
 mod records;
@@ -107,6 +108,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use rusqlite::OptionalExtension;
 
 pub use apply::{Applied, Op};
 pub use as_of::{SkippedVersion, TreeReport};
@@ -140,7 +143,13 @@ pub struct Store {
     /// Holds the lock on `.ferry/lock` while the store is open (`None`:
     /// opened read-only, see [`Store::open_read_only`]).
     _lock: Option<File>,
+    /// The bucket, if the store keeps its bytes in one (`packed`); the
+    /// mirror below `root` is then empty and unused.
+    packed: Option<Arc<packed::Packed>>,
 }
+
+/// The `receiver_settings` key naming the bucket of a bucket store.
+const BUCKET_SETTING: &str = "bucket";
 
 /// Milliseconds since the Unix epoch, now.
 fn now_ms() -> i64 {
@@ -157,8 +166,131 @@ impl Store {
     /// running as interrupted.
     pub fn open(root: &Path) -> Result<Store, StoreError> {
         let store = Self::open_unchecked(root)?;
+        if let Some(bucket) = store.bucket_setting()? {
+            return Err(StoreError::WrongKind {
+                root: store.root.clone(),
+                what: format!("the local state of a receiver whose store is the bucket {bucket}: start it with `--store {bucket}`"),
+            });
+        }
         store.check_and_recover()?;
         Ok(store)
+    }
+
+    /// Opens (creating if needed) a store that keeps its bytes in `bucket`,
+    /// its catalog and staging below `root` (the receiver's state), as
+    /// [`Store::open`] does, and takes the bucket's lease for `holder`: a
+    /// second receiver on the same bucket and prefix is refused. A `root`
+    /// that was a local store's, or another bucket's, is refused too.
+    pub fn open_bucket(
+        root: &Path,
+        bucket: crate::bucket::Bucket,
+        holder: crate::bucket::Holder,
+    ) -> Result<Store, StoreError> {
+        let mut store = Self::open_unchecked(root)?;
+        let name = bucket.name().to_owned();
+        match store.bucket_setting()? {
+            Some(recorded) if recorded == name => {}
+            Some(recorded) => {
+                return Err(StoreError::WrongKind {
+                    root: store.root.clone(),
+                    what: format!("the local state of the bucket {recorded}, not of {name}: give another --state directory"),
+                })
+            }
+            None if store.catalog().has_runs()? => {
+                return Err(StoreError::WrongKind {
+                    root: store.root.clone(),
+                    what: "a local store with runs in it, not the state of a bucket: give another --state directory".into(),
+                })
+            }
+            None => {}
+        }
+        store.packed = Some(Arc::new(packed::Packed::open(bucket, Some(holder))?));
+        {
+            let cat = store.catalog();
+            crate::bucket::blob_index::ensure_tables(cat.conn()).map_err(|e| cat.err(e))?;
+            cat.conn()
+                .execute(
+                    "INSERT OR IGNORE INTO receiver_settings (key, value) VALUES (?1, ?2)",
+                    rusqlite::params![BUCKET_SETTING, name],
+                )
+                .map_err(|e| cat.err(e))?;
+        }
+        store.check_and_recover()?;
+        Ok(store)
+    }
+
+    /// Opens a bucket store's catalog (a recovered copy, or a receiver's
+    /// state) to read its history and bytes only, as
+    /// [`Store::open_read_only`]; no lease is taken.
+    pub fn open_bucket_read_only(
+        root: &Path,
+        bucket: crate::bucket::Bucket,
+    ) -> Result<Store, HistoryError> {
+        let mut store = Self::open_read_only(root)?;
+        store.packed = Some(Arc::new(packed::Packed::open(bucket, None)?));
+        Ok(store)
+    }
+
+    /// Opens the newest catalog copy in `bucket` to read its history and
+    /// bytes only (`ferry history|versions|ls|restore --store s3://…`):
+    /// the copy is fetched into a temporary directory, removed when the
+    /// store is dropped. It holds every run committed before the last
+    /// run's end.
+    pub fn open_bucket_copy(bucket: crate::bucket::Bucket) -> Result<Store, HistoryError> {
+        let scratch = tempfile::Builder::new()
+            .prefix("ferry-catalog-")
+            .tempdir()
+            .map_err(|e| io_err("create a temporary directory", &std::env::temp_dir(), e))?;
+        let mut packed = packed::Packed::open(bucket, None)?;
+        let ferry = scratch.path().join(".ferry");
+        fs::create_dir_all(ferry.join("staging")).map_err(|e| io_err("create", &ferry, e))?;
+        packed
+            .block_on(crate::bucket::recover(
+                packed.bucket(),
+                &ferry.join("catalog.db"),
+            ))
+            .map_err(|e| StoreError::Bucket {
+                action: "read the catalog from",
+                bucket: packed.bucket().name().to_owned(),
+                detail: crate::chain::chain(&e),
+            })?;
+        let mut store = Self::open_read_only(scratch.path())?;
+        packed.keep(scratch);
+        store.packed = Some(Arc::new(packed));
+        Ok(store)
+    }
+
+    /// Opens a store to read only: a directory ([`Store::open_read_only`])
+    /// or `s3://BUCKET/PREFIX` ([`Store::open_bucket_copy`], the endpoint
+    /// and keys as the AWS CLI takes them).
+    pub fn open_for_reading(root: &Path) -> Result<Store, HistoryError> {
+        let url = root.to_string_lossy();
+        if !crate::bucket::is_bucket_url(&url) {
+            return Self::open_read_only(root);
+        }
+        let failed = |detail: String| StoreError::Bucket {
+            action: "open",
+            bucket: url.clone().into_owned(),
+            detail,
+        };
+        let bucket = crate::bucket::BucketSpec::parse(&url)
+            .map_err(|e| failed(e.to_string()))?
+            .open()
+            .map_err(|e| failed(crate::chain::chain(&e)))?;
+        Self::open_bucket_copy(bucket)
+    }
+
+    /// The bucket this store's catalog was made for, if any.
+    fn bucket_setting(&self) -> Result<Option<String>, StoreError> {
+        let cat = self.catalog();
+        cat.conn()
+            .query_row(
+                "SELECT value FROM receiver_settings WHERE key = ?1",
+                [BUCKET_SETTING],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| cat.err(e))
     }
 
     /// [`Store::open`] up to the catalog's check: the directories, the lock
@@ -196,6 +328,7 @@ impl Store {
             write: Mutex::new(()),
             counter: AtomicU64::new(1),
             _lock: Some(lock),
+            packed: None,
         })
     }
 
@@ -247,6 +380,7 @@ impl Store {
             write: Mutex::new(()),
             counter: AtomicU64::new(1),
             _lock: None,
+            packed: None,
         })
     }
 

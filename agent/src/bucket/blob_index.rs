@@ -131,7 +131,8 @@ pub fn pack_uses(conn: &mut Connection) -> rusqlite::Result<Vec<PackUse>> {
         let mut stmt = tx.prepare(
             "SELECT p.id, p.written_ms, p.stored_bytes,
                     COALESCE((SELECT SUM(b.stored_len) FROM blobs b JOIN live_blobs l ON l.hash = b.hash
-                              WHERE b.pack = p.id), 0)
+                              WHERE b.pack = p.id), 0),
+                    COALESCE((SELECT SUM(b.stored_len) FROM blobs b WHERE b.pack = p.id), 0)
              FROM packs p ORDER BY p.id",
         )?;
         let rows = stmt.query_map([], |row| {
@@ -145,6 +146,7 @@ pub fn pack_uses(conn: &mut Connection) -> rusqlite::Result<Vec<PackUse>> {
                 written_ms: row.get::<_, i64>(1)? as u64,
                 stored_bytes: row.get::<_, i64>(2)? as u64,
                 live_bytes: row.get::<_, i64>(3)? as u64,
+                blob_bytes: row.get::<_, i64>(4)? as u64,
             })
         })?;
         rows.collect::<rusqlite::Result<Vec<_>>>()?

@@ -148,6 +148,11 @@ async fn copies(bucket: &Bucket) -> Result<Vec<object_store::path::Path>, Catalo
     Ok(keys)
 }
 
+/// True if the bucket holds any copy of a catalog (a store lives there).
+pub async fn has_catalog_copies(bucket: &Bucket) -> Result<bool, CatalogCopyError> {
+    Ok(!copies(bucket).await?.is_empty())
+}
+
 /// Puts a consistent copy of `catalog` in the bucket and removes all but
 /// the newest [`KEEP_COPIES`].
 pub async fn upload_catalog(

@@ -112,6 +112,11 @@ async fn rewrite(
         None
     } else {
         let (new_id, new_bytes, entries) = writer.finish();
+        if new_id == *id {
+            // Every blob was live after all: the same pack, byte for byte.
+            // Deleting "the old one" would delete it.
+            return Ok(());
+        }
         let len = new_bytes.len() as u64;
         put_pack(bucket, &new_id, new_bytes).await?;
         Some((new_id, len, entries))

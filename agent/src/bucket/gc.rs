@@ -27,6 +27,9 @@ pub struct PackUse {
     /// When it was written (the receiver's clock, Unix ms).
     pub written_ms: u64,
     pub stored_bytes: u64,
+    /// Stored bytes of the blobs the catalog locates in it (the pack
+    /// without its header and index).
+    pub blob_bytes: u64,
     /// Stored bytes of its blobs that kept versions reference here.
     pub live_bytes: u64,
 }
@@ -55,7 +58,10 @@ pub fn plan(packs: &[PackUse], oldest_running_ms: Option<u64>) -> GcPlan {
         if live == 0 {
             out.delete.push(pack.id);
             out.freed_bytes += pack.stored_bytes;
-        } else if (live as f64) < REWRITE_BELOW * pack.stored_bytes as f64 {
+        } else if (live as f64) < REWRITE_BELOW * pack.blob_bytes as f64 {
+            // Judged by its blobs alone: a small pack's header and index
+            // would otherwise make it look mostly dead, and be rewritten
+            // again and again.
             out.rewrite.push(pack.id);
             out.freed_bytes += pack.stored_bytes - live;
         }
@@ -72,8 +78,23 @@ mod tests {
             id: PackId([n; 32]),
             written_ms,
             stored_bytes: stored,
+            blob_bytes: stored,
             live_bytes: live,
         }
+    }
+
+    #[test]
+    fn a_small_live_pack_is_not_rewritten_for_its_overhead() {
+        // 9 live bytes of blobs in a 120-byte pack: all its blobs are live.
+        let small = PackUse {
+            id: PackId([5; 32]),
+            written_ms: 1,
+            stored_bytes: 120,
+            blob_bytes: 9,
+            live_bytes: 9,
+        };
+        let p = plan(&[small], None);
+        assert!(p.rewrite.is_empty() && p.delete.is_empty(), "{p:?}");
     }
 
     #[test]

@@ -326,11 +326,14 @@ impl BucketSpec {
             .with_virtual_hosted_style_request(self.virtual_host)
             .with_retry(RetryConfig {
                 backoff: BackoffConfig {
-                    init_backoff: Duration::from_millis(100),
-                    max_backoff: Duration::from_secs(15),
+                    init_backoff: Duration::from_millis(250),
+                    max_backoff: Duration::from_secs(10),
                     base: 2.0,
                 },
-                max_retries: 10,
+                // Bounded by RETRY_FOR rather than a count: ten jittered
+                // tries from 250 ms cover only a few seconds, less than a
+                // gateway takes to restart.
+                max_retries: 60,
                 retry_timeout: RETRY_FOR,
             })
             .with_client_options(

@@ -11,6 +11,7 @@ use super::{
     beneath, config_dir, default_state_dir, invalid, load_toml, parse_limit_rate, read_secret,
     ConfigError, DEFAULT_PORT,
 };
+use crate::bucket::BucketSpec;
 use crate::identity::DeviceId;
 use crate::ratelimit::RateSchedule;
 use crate::store::Retention;
@@ -46,6 +47,23 @@ pub struct ReceiverConfig {
     /// Bandwidth limit per sender connection, optionally by time of day
     /// (e.g. `08:00-18:00=2MB/s,10MB/s`); no limit if unset.
     pub limit_rate: Option<String>,
+    /// With `store = "s3://BUCKET/PREFIX"`: the S3-compatible endpoint
+    /// (`http(s)://host:port`); none: AWS, or `AWS_ENDPOINT_URL`.
+    pub s3_endpoint: Option<String>,
+    /// With a bucket store: its region (else `AWS_REGION`, the profile's).
+    pub s3_region: Option<String>,
+    /// With a bucket store: the profile of `~/.aws/credentials` to use.
+    pub s3_profile: Option<String>,
+    /// With a bucket store: `BUCKET.host` requests instead of `host/BUCKET`.
+    pub s3_virtual_host: Option<bool>,
+    /// With a bucket store: the access key (else the environment's or the
+    /// profile's).
+    pub s3_access_key_id: Option<String>,
+    /// With a bucket store: the secret key that goes with `s3-access-key-id`.
+    pub s3_secret_access_key: Option<String>,
+    /// With a bucket store: rebuild the state directory's catalog from the
+    /// newest copy in the bucket (the state directory must not have one).
+    pub recover: Option<bool>,
 }
 
 impl ReceiverConfig {
@@ -55,7 +73,13 @@ impl ReceiverConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let mut config: Self = load_toml(path)?;
         let dir = config_dir(path)?;
-        beneath(&dir, &mut config.store);
+        if !config
+            .store
+            .as_ref()
+            .is_some_and(|s| crate::bucket::is_bucket_url(&s.to_string_lossy()))
+        {
+            beneath(&dir, &mut config.store);
+        }
         beneath(&dir, &mut config.pairing_secret_file);
         beneath(&dir, &mut config.state);
         Ok(config)
@@ -80,6 +104,13 @@ impl ReceiverConfig {
             prune_every: over.prune_every.or(self.prune_every),
             quota: over.quota.or(self.quota),
             limit_rate: over.limit_rate.or(self.limit_rate),
+            s3_endpoint: over.s3_endpoint.or(self.s3_endpoint),
+            s3_region: over.s3_region.or(self.s3_region),
+            s3_profile: over.s3_profile.or(self.s3_profile),
+            s3_virtual_host: over.s3_virtual_host.or(self.s3_virtual_host),
+            s3_access_key_id: over.s3_access_key_id.or(self.s3_access_key_id),
+            s3_secret_access_key: over.s3_secret_access_key.or(self.s3_secret_access_key),
+            recover: over.recover.or(self.recover),
         }
     }
 
@@ -94,8 +125,40 @@ impl ReceiverConfig {
         }
         let store = self.store.clone().ok_or(ConfigError::Missing {
             what: "--store",
-            hint: "give the directory where the receiver keeps what senders send",
+            hint: "give the directory where the receiver keeps what senders send, or s3://BUCKET/PREFIX",
         })?;
+        let state = self.state.clone().unwrap_or_else(default_state_dir);
+        let url = store.to_string_lossy().into_owned();
+        let (store, bucket) = if crate::bucket::is_bucket_url(&url) {
+            let spec = BucketSpec {
+                endpoint: self.s3_endpoint.clone(),
+                region: self.s3_region.clone(),
+                profile: self.s3_profile.clone(),
+                virtual_host: self.s3_virtual_host.unwrap_or(false),
+                access_key_id: self.s3_access_key_id.clone(),
+                secret_access_key: self.s3_secret_access_key.clone(),
+                ..BucketSpec::parse(&url).map_err(|e| invalid("store", e.to_string()))?
+            };
+            // The catalog and staging stay on this machine, in the state.
+            (state.join("store"), Some(spec))
+        } else {
+            let s3_only = [
+                ("s3-endpoint", self.s3_endpoint.is_some()),
+                ("s3-region", self.s3_region.is_some()),
+                ("s3-profile", self.s3_profile.is_some()),
+                ("s3-virtual-host", self.s3_virtual_host.is_some()),
+                ("s3-access-key-id", self.s3_access_key_id.is_some()),
+                ("s3-secret-access-key", self.s3_secret_access_key.is_some()),
+                ("recover", self.recover.unwrap_or(false)),
+            ];
+            if let Some((field, _)) = s3_only.iter().find(|(_, set)| *set) {
+                return Err(invalid(
+                    field,
+                    "applies only to a store in a bucket (--store s3://BUCKET/PREFIX)",
+                ));
+            }
+            (store, None)
+        };
         let allow = self
             .allow
             .iter()
@@ -139,7 +202,9 @@ impl ReceiverConfig {
             store,
             pairing_secret: read_secret(self.pairing_secret_file.as_deref())?,
             allow,
-            state: self.state.clone().unwrap_or_else(default_state_dir),
+            state,
+            bucket,
+            recover: self.recover.unwrap_or(false),
         })
     }
 }
@@ -163,6 +228,12 @@ pub struct ReceiverSettings {
     pub quota: Option<u64>,
     /// Bandwidth limit per sender connection; `None`: no limit.
     pub limit_rate: Option<RateSchedule>,
+    /// The bucket, if the store keeps its bytes in one; `store` is then
+    /// the local part (catalog, staging) in the state directory.
+    pub bucket: Option<BucketSpec>,
+    /// Rebuild the local part of a bucket store from the bucket's newest
+    /// catalog copy.
+    pub recover: bool,
 }
 
 fn resolve(host: &str, port: u16) -> Result<SocketAddr, ConfigError> {

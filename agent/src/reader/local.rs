@@ -61,7 +61,7 @@ fn folder_list(folders: &[Name]) -> String {
 
 /// Opens the store and finds the namespace (blocking).
 pub(super) fn open(local: LocalStore) -> Result<Ctx, OpenStoreError> {
-    let store = Store::open_read_only(&local.root)?;
+    let store = Store::open_for_reading(&local.root)?;
     let runs = store.runs(None).map_err(HistoryError::from)?;
     let sender = store
         .sender_by_name(&local.name)

@@ -504,7 +504,7 @@ pub(crate) fn open_version(ctx: &Ctx, version: u64) -> Result<File, Failure> {
             ),
         ));
     }
-    ctx.store.open_stored(&record.location).map_err(|e| {
+    ctx.store.open_version(&record).map_err(|e| {
         fail(
             FailCode::Io,
             format!(

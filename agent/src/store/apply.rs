@@ -19,6 +19,7 @@ use ferry_proto::{Entry, Hash, RelPath};
 use super::archive::Work;
 use super::catalog::Catalog;
 use super::error::StoreError;
+use super::packed::PackedBatch;
 use super::{Namespace, Store, Verified};
 
 /// A batch made on disk by [`Store::apply_ops`], holding the store's write
@@ -30,6 +31,8 @@ pub struct Applied<'a> {
     work: Work,
     paths: Vec<RelPath>,
     results: Vec<Result<(), StoreError>>,
+    /// A bucket store's batch: its content put, its versions to record.
+    packed: Option<PackedBatch>,
 }
 
 /// One change of a batch (see [`Store::apply_batch`]).
@@ -68,6 +71,13 @@ impl Store {
         entry: &Entry,
         mut staged: Verified,
     ) -> Result<(), StoreError> {
+        if self.packed.is_some() {
+            let op = Op::File {
+                entry: entry.clone(),
+                staged,
+            };
+            return self.apply_one(ns, run, op);
+        }
         staged.sync()?;
         let _write = self.write_lock();
         let mut work = Work::default();
@@ -87,6 +97,13 @@ impl Store {
         entry: &Entry,
         hash: &Hash,
     ) -> Result<(), StoreError> {
+        if self.packed.is_some() {
+            let op = Op::Metadata {
+                entry: entry.clone(),
+                hash: *hash,
+            };
+            return self.apply_one(ns, run, op);
+        }
         let _write = self.write_lock();
         let mut work = Work::default();
         let done = self.update_metadata_in(ns, entry, hash, true, &mut work);
@@ -101,6 +118,9 @@ impl Store {
     /// keeps `rwx` so the receiver can store the directory's children; the
     /// catalog keeps the sender's mode.
     pub fn put_dir(&self, ns: &Namespace, run: u64, entry: &Entry) -> Result<(), StoreError> {
+        if self.packed.is_some() {
+            return self.apply_one(ns, run, Op::Dir(entry.clone()));
+        }
         let _write = self.write_lock();
         let mut work = Work::default();
         let done = self.put_dir_in(ns, entry, &mut work);
@@ -111,6 +131,9 @@ impl Store {
     /// followed). Whatever else is there is archived first; the same link
     /// only gets its mtime set and a new version row.
     pub fn put_symlink(&self, ns: &Namespace, run: u64, entry: &Entry) -> Result<(), StoreError> {
+        if self.packed.is_some() {
+            return self.apply_one(ns, run, Op::Symlink(entry.clone()));
+        }
         let _write = self.write_lock();
         let mut work = Work::default();
         let done = self.put_symlink_in(ns, entry, &mut work);
@@ -158,6 +181,19 @@ impl Store {
         let write = self.write_lock();
         let mut work = Work::default();
         let mut paths = Vec::with_capacity(ops.len());
+        if let Some(packed) = self.packed.as_deref() {
+            paths.extend(ops.iter().map(|op| op.path().clone()));
+            let (batch, results) = self.pack_ops(packed, ops);
+            return Applied {
+                _write: write,
+                ns: ns.clone(),
+                run,
+                work,
+                paths,
+                results,
+                packed: Some(batch),
+            };
+        }
         let mut results: Vec<Result<(), StoreError>> = Vec::with_capacity(ops.len());
         for op in ops {
             paths.push(op.path().clone());
@@ -179,6 +215,7 @@ impl Store {
             work,
             paths,
             results,
+            packed: None,
         }
     }
 
@@ -198,8 +235,12 @@ impl Store {
             work,
             paths,
             mut results,
+            packed,
         } = applied;
         let recorded = flushed.and_then(|()| {
+            if let Some(batch) = packed {
+                return self.record_packed(&ns, run, batch, &mut results);
+            }
             self.tree
                 .step(&self.root)
                 .map_err(|e| crate::chain::chain(&e))?;
@@ -220,13 +261,28 @@ impl Store {
 
     /// Flushes every pending write of the store's filesystem to disk.
     pub fn flush(&self) -> Result<(), StoreError> {
-        self.tree.syncfs()
+        match self.packed {
+            // Content is durable once its pack is in the bucket; nothing
+            // of the state directory needs to be.
+            Some(_) => Ok(()),
+            None => self.tree.syncfs(),
+        }
+    }
+
+    /// One op of a bucket store, made and recorded as a batch of one.
+    fn apply_one(&self, ns: &Namespace, run: u64, op: Op) -> Result<(), StoreError> {
+        let applied = self.apply_ops(ns, run, vec![op]);
+        let mut results = self.record_applied(applied, Ok(()));
+        results.pop().unwrap_or(Ok(()))
     }
 
     /// Archives `path` (a file, a symlink or a whole directory) and records
     /// it, and everything below it, as deleted. A path that is not there is
     /// fine: any current catalog rows are marked deleted.
     pub fn delete(&self, ns: &Namespace, run: u64, path: &RelPath) -> Result<(), StoreError> {
+        if let Some(packed) = self.packed.as_deref() {
+            return self.delete_packed(packed, ns, run, path);
+        }
         let _write = self.write_lock();
         let mut work = Work::default();
         let done = (|| -> Result<(), StoreError> {

@@ -34,7 +34,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, OpenFlags};
 
 use super::error::{HistoryError, StoreError};
-pub(crate) use changes::{Below, Change, NewVersion};
+pub(crate) use changes::{apply_changes, Below, Change, NewVersion};
 pub(crate) use runs::RunEnd;
 pub(crate) use schema::{ACCESS_TABLES, SCHEMA_VERSION};
 use schema::{CHUNK_TABLES, PROTECTION_TABLE, SCHEMA, STORED_SIZES};

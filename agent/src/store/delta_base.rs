@@ -8,17 +8,34 @@ use std::path::PathBuf;
 use ferry_proto::Base;
 
 use super::error::StoreError;
+use super::packed::Packed;
 use super::{Namespace, Store};
+use crate::bucket::{blob_index, BlobEntry, PackId};
 use crate::chunk::{self, ChunkInfo};
 
 /// The content a delta copies from: an open version and its chunk list.
 #[derive(Debug)]
 pub struct BaseContent {
-    file: File,
+    source: Source,
     path: PathBuf,
     chunks: Vec<ChunkInfo>,
     /// Start offset of each chunk.
     offsets: Vec<u64>,
+}
+
+/// Where a base's bytes are read from.
+#[derive(Debug)]
+enum Source {
+    /// A file of a local store.
+    File(File),
+    /// The blobs of a bucket store: where each chunk is.
+    Bucket {
+        packed: std::sync::Arc<Packed>,
+        blobs: Vec<(PackId, BlobEntry)>,
+        /// The chunks last read with one ranged GET: the first one's index
+        /// and their bytes (chunks are mostly read in order).
+        cache: std::sync::Mutex<(usize, Vec<Vec<u8>>)>,
+    },
 }
 
 impl BaseContent {
@@ -33,10 +50,43 @@ impl BaseContent {
         let (Some(info), Some(&offset)) = (self.chunks.get(i), self.offsets.get(i)) else {
             return Err(self.damaged(format!("it has no chunk {i}")));
         };
-        buf.resize(info.len as usize, 0);
-        self.file
-            .read_exact_at(buf, offset)
-            .map_err(|e| self.damaged(format!("reading chunk {i} failed: {e}")))?;
+        match &self.source {
+            Source::File(file) => {
+                buf.resize(info.len as usize, 0);
+                file.read_exact_at(buf, offset)
+                    .map_err(|e| self.damaged(format!("reading chunk {i} failed: {e}")))?;
+            }
+            Source::Bucket {
+                packed,
+                blobs,
+                cache,
+            } => {
+                let mut cache = cache
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let (first, held) = &*cache;
+                if !(i >= *first && i < first + held.len()) {
+                    let Some(rest) = blobs.get(i..) else {
+                        return Err(self.damaged(format!("it has no chunk {i}")));
+                    };
+                    let mut spans = super::packed::spans(rest, super::packed::SPAN_BYTES);
+                    if spans.is_empty() {
+                        return Err(self.damaged(format!("it has no chunk {i}")));
+                    }
+                    let span = spans.swap_remove(0);
+                    let read = packed
+                        .block_on(super::packed::read_span(packed.bucket(), span))
+                        .map_err(|e| self.damaged(format!("reading chunk {i} failed: {e}")))?;
+                    *cache = (i, read);
+                }
+                let (first, held) = &*cache;
+                let Some(bytes) = held.get(i - first) else {
+                    return Err(self.damaged(format!("it has no chunk {i}")));
+                };
+                buf.clear();
+                buf.extend_from_slice(bytes);
+            }
+        }
         if blake3::hash(buf).as_bytes() != &info.hash {
             return Err(self.damaged(format!("chunk {i} does not match its hash")));
         }
@@ -63,6 +113,9 @@ impl Store {
             return Ok(None);
         };
         let size: u64 = chunks.iter().map(|c| u64::from(c.len)).sum();
+        if let Some(packed) = &self.packed {
+            return self.packed_base(packed, ns, base, chunks, size);
+        }
         for version in self.versions(ns, &base.path)? {
             if version.kind != "file" || version.hash != Some(base.hash) || version.size != size {
                 continue;
@@ -94,12 +147,59 @@ impl Store {
                 })
                 .collect();
             return Ok(Some(BaseContent {
-                file,
+                source: Source::File(file),
                 path: version.location,
                 chunks,
                 offsets,
             }));
         }
         Ok(None)
+    }
+
+    /// [`Store::base`] of a bucket store: a version with that content and
+    /// every chunk located in the bucket.
+    fn packed_base(
+        &self,
+        packed: &std::sync::Arc<Packed>,
+        ns: &Namespace,
+        base: &Base,
+        chunks: Vec<ChunkInfo>,
+        size: u64,
+    ) -> Result<Option<BaseContent>, StoreError> {
+        let Some(version) = self
+            .versions(ns, &base.path)?
+            .into_iter()
+            .find(|v| v.kind == "file" && v.hash == Some(base.hash) && v.size == size)
+        else {
+            return Ok(None);
+        };
+        let mut blobs = Vec::with_capacity(chunks.len());
+        {
+            let cat = self.catalog();
+            for c in &chunks {
+                match blob_index::locate_blob(cat.conn(), &c.hash).map_err(|e| cat.err(e))? {
+                    Some(at) => blobs.push(at),
+                    None => return Ok(None),
+                }
+            }
+        }
+        let offsets = chunks
+            .iter()
+            .scan(0u64, |at, c| {
+                let start = *at;
+                *at += u64::from(c.len);
+                Some(start)
+            })
+            .collect();
+        Ok(Some(BaseContent {
+            source: Source::Bucket {
+                packed: std::sync::Arc::clone(packed),
+                blobs,
+                cache: std::sync::Mutex::new((0, Vec::new())),
+            },
+            path: version.location,
+            chunks,
+            offsets,
+        }))
     }
 }

@@ -120,6 +120,17 @@ pub enum StoreError {
         sender: Name,
         folder: Name,
     },
+    /// The bucket of a bucket store failed (after the client's retries).
+    #[error("could not {action} the bucket {bucket}: {detail}")]
+    Bucket {
+        action: &'static str,
+        bucket: String,
+        detail: String,
+    },
+    /// The directory is the local state of a store whose bytes are in a
+    /// bucket, or a bucket store was asked for on a local store.
+    #[error("{} is {what}", root.display())]
+    WrongKind { root: PathBuf, what: String },
 }
 
 /// Why a history question could not be answered.
@@ -162,6 +173,8 @@ impl StoreError {
             | StoreError::SymlinkInWay { .. }
             | StoreError::OutsideStore { .. }
             | StoreError::BatchFailed { .. }
+            | StoreError::Bucket { .. }
+            | StoreError::WrongKind { .. }
             | StoreError::NotADatabase { .. }
             | StoreError::DamagedCatalog { .. }
             | StoreError::UnknownSchema { .. }

@@ -201,6 +201,14 @@ impl Store {
                 .map(|v| &v.location)
                 .collect();
             for v in &all {
+                if self.packed.is_some() {
+                    // A bucket store's bytes are blobs shared by hash: the
+                    // packs no kept version uses are collected below.
+                    if !(v.current || kept.contains(&v.id)) {
+                        drop_ids.push(v.id);
+                    }
+                    continue;
+                }
                 // A directory without an archive of its own owns no bytes
                 // (its location is the mirror's): nothing else depends on it.
                 let owns_nothing = v.kind == "dir" && !v.location.starts_with(&versions_root);
@@ -224,6 +232,12 @@ impl Store {
         }
         self.delete_rows(&drop_ids)?;
         report.versions_removed = drop_ids.len() as u64;
+        if let Some(packed) = self.packed.as_deref() {
+            let collected = self.collect_packs(packed)?;
+            report.files_removed = collected.deleted as u64;
+            report.bytes_freed = collected.freed_bytes;
+            return Ok(report);
+        }
         drop_files.sort();
         drop_files.dedup();
         for file in drop_files {

@@ -42,6 +42,14 @@ impl Store {
             cat.finish_run(ns.sender_id, &ns.folder, catalog::sql_u64(run), &end)
         })?;
         self.refill_reserve();
+        if let (Some(packed), true) = (self.packed.as_deref(), found) {
+            // No mirror to give directory mtimes; the bucket gets a copy of
+            // the catalog instead, so the bucket alone recovers this run.
+            if let Err(e) = self.copy_catalog(packed) {
+                tracing::warn!("{}; the next run copies it again", crate::chain::Chain(&e));
+            }
+            return Ok(());
+        }
         let dirs = {
             let cat = self.catalog();
             if !found {
@@ -116,6 +124,9 @@ fn restore_dir_mtime(
 /// Every sender's runs, newest first, read from the catalog of the store at
 /// `root` without taking the store's lock (a receiver may be running).
 pub fn read_runs(root: &Path) -> Result<Vec<RunRecord>, HistoryError> {
+    if crate::bucket::is_bucket_url(&root.to_string_lossy()) {
+        return Ok(Store::open_for_reading(root)?.runs(None)?);
+    }
     Ok(run_records(&catalog::read_only_at(root)?, None)?)
 }
 

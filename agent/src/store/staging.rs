@@ -244,6 +244,30 @@ pub struct Verified {
 }
 
 impl Verified {
+    /// Checks that this content is for `entry` (a file entry of this path
+    /// and size).
+    pub(crate) fn fits(&self, entry: &ferry_proto::Entry) -> Result<(), StoreError> {
+        let bad = |detail: &str| StoreError::BadEntry {
+            path: entry.path.clone(),
+            detail: detail.to_owned(),
+        };
+        let ferry_proto::EntryKind::File { size, ref content } = entry.kind else {
+            return Err(bad("commit_file needs a file entry"));
+        };
+        if self.rel != entry.path {
+            return Err(bad("the staged content belongs to another path"));
+        }
+        // A size that is an upper bound was checked as one when staged.
+        if self.size > size || (self.size != size && content.size_is_exact()) {
+            return Err(StoreError::SizeMismatch {
+                path: entry.path.clone(),
+                declared: size,
+                actual: self.size,
+            });
+        }
+        Ok(())
+    }
+
     /// Records `chunks` ([`crate::chunk::encode_list`]) with the version.
     pub fn with_chunks(mut self, chunks: Vec<u8>) -> Verified {
         self.chunks = Some(chunks);

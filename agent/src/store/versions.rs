@@ -50,6 +50,10 @@ impl Store {
         if row.kind != "file" || row.hash.as_deref() != Some(hash.as_slice()) {
             return Ok(false);
         }
+        if self.packed.is_some() {
+            // Recorded only once its blobs were in the bucket.
+            return Ok(true);
+        }
         if !self.ns_dir_ok(ns)? {
             return Ok(false);
         }
@@ -76,6 +80,25 @@ impl Store {
         Ok(file)
     }
 
+    /// Opens the stored bytes of file version `record` for reading: in a
+    /// local store the file at its location ([`Store::open_stored`]), in a
+    /// bucket store its blobs read from the bucket, each checked, into an
+    /// unnamed file of the staging directory.
+    pub fn open_version(&self, record: &VersionRecord) -> Result<File, StoreError> {
+        match (self.packed.as_deref(), &record.hash) {
+            (Some(packed), Some(hash)) => self.open_packed(packed, record.id, hash, record.size),
+            (Some(packed), None) => Err(StoreError::Bucket {
+                action: "read a version from",
+                bucket: packed.bucket().name().to_owned(),
+                detail: format!(
+                    "version {} of {} has no content hash",
+                    record.id, record.path
+                ),
+            }),
+            (None, _) => self.open_stored(&record.location),
+        }
+    }
+
     pub(super) fn version_record(
         &self,
         cat: &Catalog,
@@ -92,11 +115,17 @@ impl Store {
             ),
         };
         let current = row.replaced_run.is_none();
-        let location = match (current, at.bytes()) {
-            (false, Some(bytes)) => self.root.join(bytes),
-            _ => path.under(&self.ns_dir(ns)),
+        let (location, unservable) = match self.packed.as_deref() {
+            // Every version's bytes are its blobs, wherever the path went.
+            Some(packed) => (self.packed_location(packed, ns, &path), None),
+            None => {
+                let location = match (current, at.bytes()) {
+                    (false, Some(bytes)) => self.root.join(bytes),
+                    _ => path.under(&self.ns_dir(ns)),
+                };
+                (location, at.unservable().cloned())
+            }
         };
-        let unservable = at.unservable().cloned();
         Ok(VersionRecord {
             id: row.id,
             kind: row.kind,

@@ -4,6 +4,7 @@
 
 mod browse;
 mod bucket;
+mod bucket_store;
 mod copies;
 mod crash;
 mod delta;

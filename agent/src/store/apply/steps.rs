@@ -21,20 +21,7 @@ impl Store {
         staged: &mut Verified,
         work: &mut Work,
     ) -> Result<(), StoreError> {
-        let EntryKind::File { size, ref content } = entry.kind else {
-            return Err(bad(entry, "commit_file needs a file entry"));
-        };
-        if staged.rel != entry.path {
-            return Err(bad(entry, "the staged content belongs to another path"));
-        }
-        // A size that is an upper bound was checked as one when staged.
-        if staged.size > size || (staged.size != size && content.size_is_exact()) {
-            return Err(StoreError::SizeMismatch {
-                path: entry.path.clone(),
-                declared: size,
-                actual: staged.size,
-            });
-        }
+        staged.fits(entry)?;
         mirror::set_meta(
             &staged.staging.file,
             &staged.staging.path,

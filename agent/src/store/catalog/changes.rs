@@ -77,84 +77,98 @@ impl Catalog {
         let folder = folder.as_str();
         let result = (|| -> rusqlite::Result<()> {
             let tx = self.conn.transaction()?;
-            for change in changes {
-                match change {
-                    Change::Retire {
-                        path,
-                        archive,
-                        deleted,
-                        below: what_below,
-                    } => {
-                        tx.execute(
-                            "UPDATE versions SET replaced_run = ?1, deleted = ?2, archive = ?3
-                             WHERE sender_id = ?4 AND folder = ?5 AND path = ?6 AND replaced_run IS NULL",
-                            params![run, deleted, archive, sender_id, folder, path.as_bytes()],
-                        )?;
-                        let moved_to = match what_below {
-                            Below::Untouched => continue,
-                            Below::Moved(to) => Some(to),
-                            Below::Gone => None,
-                        };
-                        let (lo, hi) = below(path);
-                        let children: Vec<(i64, Vec<u8>)> = {
-                            let mut stmt = tx.prepare_cached(
-                                "SELECT id, path FROM versions WHERE sender_id = ?1 AND folder = ?2
-                                 AND path >= ?3 AND path < ?4 AND replaced_run IS NULL",
-                            )?;
-                            let rows = stmt.query_map(params![sender_id, folder, lo, hi], |r| {
-                                Ok((r.get(0)?, r.get(1)?))
-                            })?;
-                            rows.collect::<rusqlite::Result<_>>()?
-                        };
-                        for (id, child) in children {
-                            let child_archive = moved_to.map(|a| {
-                                let mut a = a.clone();
-                                a.extend_from_slice(&child[path.as_bytes().len()..]);
-                                a
-                            });
-                            tx.execute(
-                                "UPDATE versions SET replaced_run = ?1, deleted = 1, archive = ?2 WHERE id = ?3",
-                                params![run, child_archive, id],
-                            )?;
-                        }
-                    }
-                    Change::Insert(v) => {
-                        tx.execute(
-                            "INSERT INTO versions (sender_id, folder, path, kind, size, mtime_ns, mode, hash,
-                             target, run_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                            params![
-                                sender_id,
-                                folder,
-                                v.path.as_bytes(),
-                                v.kind,
-                                sql_u64(v.size),
-                                v.mtime_ns,
-                                v.mode,
-                                v.hash.as_ref().map(|h| h.as_slice()),
-                                v.target,
-                                run
-                            ],
-                        )?;
-                        let id = tx.last_insert_rowid();
-                        if let Some(list) = &v.chunks {
-                            tx.execute(
-                                "INSERT INTO chunk_lists (version_id, list) VALUES (?1, ?2)",
-                                params![id, list],
-                            )?;
-                        }
-                        if let Some(stored) = v.stored.filter(|s| *s < v.size) {
-                            tx.execute(
-                                "INSERT INTO stored_sizes (version_id, stored) VALUES (?1, ?2)",
-                                params![id, sql_u64(stored)],
-                            )?;
-                        }
-                    }
-                }
-            }
+            apply_changes(&tx, sender_id, folder, run, changes)?;
             tx.commit()
         })();
         result.map_err(|e| self.err(e))
     }
+}
+
+/// Applies the changes of one store operation inside `tx` (a bucket
+/// store's batch records all its operations in one transaction, each seeing
+/// the ones before it).
+pub(crate) fn apply_changes(
+    tx: &rusqlite::Transaction<'_>,
+    sender_id: i64,
+    folder: &str,
+    run: i64,
+    changes: &[Change],
+) -> rusqlite::Result<()> {
+    for change in changes {
+        match change {
+            Change::Retire {
+                path,
+                archive,
+                deleted,
+                below: what_below,
+            } => {
+                tx.execute(
+                    "UPDATE versions SET replaced_run = ?1, deleted = ?2, archive = ?3
+                     WHERE sender_id = ?4 AND folder = ?5 AND path = ?6 AND replaced_run IS NULL",
+                    params![run, deleted, archive, sender_id, folder, path.as_bytes()],
+                )?;
+                let moved_to = match what_below {
+                    Below::Untouched => continue,
+                    Below::Moved(to) => Some(to),
+                    Below::Gone => None,
+                };
+                let (lo, hi) = below(path);
+                let children: Vec<(i64, Vec<u8>)> = {
+                    let mut stmt = tx.prepare_cached(
+                        "SELECT id, path FROM versions WHERE sender_id = ?1 AND folder = ?2
+                         AND path >= ?3 AND path < ?4 AND replaced_run IS NULL",
+                    )?;
+                    let rows = stmt.query_map(params![sender_id, folder, lo, hi], |r| {
+                        Ok((r.get(0)?, r.get(1)?))
+                    })?;
+                    rows.collect::<rusqlite::Result<_>>()?
+                };
+                for (id, child) in children {
+                    let child_archive = moved_to.map(|a| {
+                        let mut a = a.clone();
+                        a.extend_from_slice(&child[path.as_bytes().len()..]);
+                        a
+                    });
+                    tx.execute(
+                        "UPDATE versions SET replaced_run = ?1, deleted = 1, archive = ?2 WHERE id = ?3",
+                        params![run, child_archive, id],
+                    )?;
+                }
+            }
+            Change::Insert(v) => {
+                tx.execute(
+                    "INSERT INTO versions (sender_id, folder, path, kind, size, mtime_ns, mode, hash,
+                     target, run_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                    params![
+                        sender_id,
+                        folder,
+                        v.path.as_bytes(),
+                        v.kind,
+                        sql_u64(v.size),
+                        v.mtime_ns,
+                        v.mode,
+                        v.hash.as_ref().map(|h| h.as_slice()),
+                        v.target,
+                        run
+                    ],
+                )?;
+                let id = tx.last_insert_rowid();
+                if let Some(list) = &v.chunks {
+                    tx.execute(
+                        "INSERT INTO chunk_lists (version_id, list) VALUES (?1, ?2)",
+                        params![id, list],
+                    )?;
+                }
+                if let Some(stored) = v.stored.filter(|s| *s < v.size) {
+                    tx.execute(
+                        "INSERT INTO stored_sizes (version_id, stored) VALUES (?1, ?2)",
+                        params![id, sql_u64(stored)],
+                    )?;
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

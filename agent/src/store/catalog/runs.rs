@@ -28,6 +28,13 @@ pub(crate) struct RunEnd<'a> {
 }
 
 impl Catalog {
+    /// True if any run was ever recorded.
+    pub fn has_runs(&self) -> Result<bool, StoreError> {
+        self.conn
+            .query_row("SELECT EXISTS(SELECT 1 FROM runs)", [], |r| r.get(0))
+            .map_err(|e| self.err(e))
+    }
+
     /// Marks runs a killed process left `running` as `interrupted`. Writes
     /// only if there are any: after a clean stop, opening the store commits
     /// nothing (and syncs nothing).
