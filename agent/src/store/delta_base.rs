@@ -74,6 +74,10 @@ impl BaseContent {
                         return Err(self.damaged(format!("it has no chunk {i}")));
                     }
                     let span = spans.swap_remove(0);
+                    packed
+                        .counts
+                        .ranged_gets
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let read = packed
                         .block_on(super::packed::read_span(packed.bucket(), span))
                         .map_err(|e| self.damaged(format!("reading chunk {i} failed: {e}")))?;

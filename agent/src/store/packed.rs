@@ -38,7 +38,7 @@ use std::future::Future;
 use std::io::{Seek, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -70,6 +70,8 @@ pub(crate) struct Packed {
     /// Set when the lease was lost (another receiver took the prefix over,
     /// or it could not be renewed in time): nothing more is written.
     lost: Arc<AtomicBool>,
+    /// What this store asked of the bucket since it opened.
+    pub(super) counts: Arc<Counts>,
     /// The lease, while this store writes (`None`: opened read-only).
     lease: Arc<tokio::sync::Mutex<Option<Lease>>>,
     renewer: Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -84,6 +86,16 @@ impl std::fmt::Debug for Packed {
             .field("bucket", &self.bucket.name())
             .finish()
     }
+}
+
+/// Requests made to the bucket (logged after each run; the bench reads
+/// them to count PUTs per file).
+#[derive(Debug, Default)]
+pub(crate) struct Counts {
+    pub packs_put: AtomicU64,
+    pub pack_bytes_put: AtomicU64,
+    pub catalog_copies: AtomicU64,
+    pub ranged_gets: AtomicU64,
 }
 
 /// A runtime that may be dropped anywhere, an async context included.
@@ -175,6 +187,7 @@ impl Packed {
             bucket,
             rt: OwnRuntime(Some(rt)),
             lost: Arc::new(AtomicBool::new(false)),
+            counts: Arc::default(),
             lease: Arc::new(tokio::sync::Mutex::new(None)),
             renewer: Mutex::new(None),
             scratch: None,
@@ -314,6 +327,11 @@ impl Packer<'_> {
             let (id, bytes, entries) = std::mem::take(&mut self.writer).finish();
             let stored_bytes = bytes.len() as u64;
             let bucket = self.packed.bucket().clone();
+            let counts = &self.packed.counts;
+            counts.packs_put.fetch_add(1, Ordering::Relaxed);
+            counts
+                .pack_bytes_put
+                .fetch_add(stored_bytes, Ordering::Relaxed);
             let putting = self
                 .packed
                 .rt
@@ -632,7 +650,12 @@ impl Store {
         };
         let written = packed.block_on(async {
             let mut written = 0u64;
-            let mut pieces = futures_util::stream::iter(spans(&located, SPAN_BYTES))
+            let spans = spans(&located, SPAN_BYTES);
+            packed
+                .counts
+                .ranged_gets
+                .fetch_add(spans.len() as u64, Ordering::Relaxed);
+            let mut pieces = futures_util::stream::iter(spans)
                 .map(|span| read_span(bucket, span))
                 .buffered(PARALLEL_READS);
             while let Some(blobs) = pieces.next().await {
@@ -665,7 +688,17 @@ impl Store {
                 SystemTime::now(),
             ))
             .map_err(|e| bucket_err(packed.bucket(), "copy the catalog to", &e))?;
-        tracing::debug!(key = %uploaded.key, bytes = uploaded.stored_bytes, "catalog copied to the bucket");
+        let counts = &packed.counts;
+        counts.catalog_copies.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(
+            catalog_copy = %uploaded.key,
+            catalog_bytes = uploaded.stored_bytes,
+            packs_put = counts.packs_put.load(Ordering::Relaxed),
+            pack_bytes_put = counts.pack_bytes_put.load(Ordering::Relaxed),
+            catalog_copies = counts.catalog_copies.load(Ordering::Relaxed),
+            ranged_gets = counts.ranged_gets.load(Ordering::Relaxed),
+            "bucket use since the receiver started"
+        );
         Ok(())
     }
 
