@@ -61,6 +61,10 @@ pub struct BucketSpec {
     pub access_key_id: Option<String>,
     #[serde(default)]
     pub secret_access_key: Option<String>,
+    /// How long one request is retried before it fails (default
+    /// [`RETRY_FOR`]).
+    #[serde(default)]
+    pub retry_for: Option<Duration>,
 }
 
 /// A `s3://` address or a bucket setting that cannot be used.
@@ -334,7 +338,7 @@ impl BucketSpec {
                 // tries from 250 ms cover only a few seconds, less than a
                 // gateway takes to restart.
                 max_retries: 60,
-                retry_timeout: RETRY_FOR,
+                retry_timeout: self.retry_for.unwrap_or(RETRY_FOR),
             })
             .with_client_options(
                 ClientOptions::new()

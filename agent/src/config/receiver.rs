@@ -61,6 +61,9 @@ pub struct ReceiverConfig {
     pub s3_access_key_id: Option<String>,
     /// With a bucket store: the secret key that goes with `s3-access-key-id`.
     pub s3_secret_access_key: Option<String>,
+    /// With a bucket store: how long one request to the bucket is retried
+    /// before the files waiting on it fail (e.g. `30s`; default 2m).
+    pub s3_retry_for: Option<String>,
     /// With a bucket store: rebuild the state directory's catalog from the
     /// newest copy in the bucket (the state directory must not have one).
     pub recover: Option<bool>,
@@ -110,6 +113,7 @@ impl ReceiverConfig {
             s3_virtual_host: over.s3_virtual_host.or(self.s3_virtual_host),
             s3_access_key_id: over.s3_access_key_id.or(self.s3_access_key_id),
             s3_secret_access_key: over.s3_secret_access_key.or(self.s3_secret_access_key),
+            s3_retry_for: over.s3_retry_for.or(self.s3_retry_for),
             recover: over.recover.or(self.recover),
         }
     }
@@ -127,6 +131,10 @@ impl ReceiverConfig {
             what: "--store",
             hint: "give the directory where the receiver keeps what senders send, or s3://BUCKET/PREFIX",
         })?;
+        let duration = |field: &'static str, text: &str| {
+            humantime::parse_duration(text)
+                .map_err(|e| invalid(field, format!("{text:?}: {e} (examples: 90d, 12h, 30m)")))
+        };
         let state = self.state.clone().unwrap_or_else(default_state_dir);
         let url = store.to_string_lossy().into_owned();
         let (store, bucket) = if crate::bucket::is_bucket_url(&url) {
@@ -137,6 +145,11 @@ impl ReceiverConfig {
                 virtual_host: self.s3_virtual_host.unwrap_or(false),
                 access_key_id: self.s3_access_key_id.clone(),
                 secret_access_key: self.s3_secret_access_key.clone(),
+                retry_for: self
+                    .s3_retry_for
+                    .as_deref()
+                    .map(|d| duration("s3-retry-for", d))
+                    .transpose()?,
                 ..BucketSpec::parse(&url).map_err(|e| invalid("store", e.to_string()))?
             };
             // The catalog and staging stay on this machine, in the state.
@@ -149,6 +162,7 @@ impl ReceiverConfig {
                 ("s3-virtual-host", self.s3_virtual_host.is_some()),
                 ("s3-access-key-id", self.s3_access_key_id.is_some()),
                 ("s3-secret-access-key", self.s3_secret_access_key.is_some()),
+                ("s3-retry-for", self.s3_retry_for.is_some()),
                 ("recover", self.recover.unwrap_or(false)),
             ];
             if let Some((field, _)) = s3_only.iter().find(|(_, set)| *set) {
@@ -167,10 +181,6 @@ impl ReceiverConfig {
                     .map_err(|e| invalid("allow", format!("{id:?}: {e}")))
             })
             .collect::<Result<Vec<DeviceId>, _>>()?;
-        let duration = |field: &'static str, text: &str| {
-            humantime::parse_duration(text)
-                .map_err(|e| invalid(field, format!("{text:?}: {e} (examples: 90d, 12h, 30m)")))
-        };
         let retention = Retention {
             keep_versions: self.keep_versions,
             keep_for: self

@@ -338,3 +338,95 @@ fn a_receiver_on_seaweedfs_restores_with_a_volume_server_down() -> anyhow::Resul
     tree::assert_same(&setup.source, &restored)?;
     Ok(())
 }
+
+/// Through a proxy that answers every request with an injected error: a
+/// 503 storm of two seconds is ridden out by the receiver's retries (the run
+/// completes without an error); a bucket over its quota (403 QuotaExceeded,
+/// not retried) fails the run's new files with a reason naming it and
+/// acknowledges none of them; a bucket that stays down past the retry window
+/// (`s3-retry-for`) fails them too. Every time the next run, with the bucket
+/// back, completes, and everything restores byte for byte.
+#[test]
+fn a_503_storm_is_ridden_out_and_a_full_or_absent_bucket_loses_nothing() -> anyhow::Result<()> {
+    use ferry_tests::fault_proxy::{Fault, FaultProxy};
+    let server = S3Server::start()?;
+    let upstream = server
+        .endpoint()
+        .trim_start_matches("http://")
+        .parse()
+        .map_err(|e| anyhow::anyhow!("{}: {e}", server.endpoint()))?;
+    let proxy = FaultProxy::start(upstream)?;
+    let setup = Setup::new()?;
+    let config = setup.dir.path().join("receiver.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "store = \"s3://{}/office\"\ns3-endpoint = \"{}\"\ns3-access-key-id = \"{}\"\ns3-secret-access-key = \"{}\"\ns3-retry-for = \"6s\"\n",
+            server.bucket(),
+            proxy.endpoint(),
+            server.access_key(),
+            server.secret_key()
+        ),
+    )?;
+    let src = &setup.source;
+    for i in 0..50 {
+        tree::write(src, format!("a/{i}.txt"), noise(1000 + i, i as u64))?;
+    }
+    let receiver = listening(spawn_receiver(&setup, &config, "receiver", &[])?)?;
+    let send = |what: &str| -> anyhow::Result<String> {
+        let mut sender = setup.sender(what, &["--once"])?;
+        sender.exit_status(Duration::from_secs(120))?;
+        Ok(sender.stdout())
+    };
+    let clean = |what: &str| -> anyhow::Result<()> {
+        let out = send(what)?;
+        anyhow::ensure!(
+            out.contains("\"errors\":0"),
+            "{what}: {out}\nreceiver:\n{}",
+            receiver.stderr()
+        );
+        Ok(())
+    };
+    let restored = |name: &str| -> anyhow::Result<()> {
+        let to = setup.dir.path().join(name);
+        restore_remote(&setup, &to)?;
+        tree::assert_same(src, &to)
+    };
+
+    // A storm of 503s while the run sends.
+    proxy.set(Some(Fault::slow_down()));
+    let mut sender = setup.sender("sender in the storm", &["--once"])?;
+    std::thread::sleep(Duration::from_secs(2));
+    proxy.set(None);
+    sender.exit_status(Duration::from_secs(120))?;
+    assert!(proxy.faulted() > 0, "the storm never hit a request");
+    assert!(
+        sender.stdout().contains("\"errors\":0"),
+        "{}\nreceiver:\n{}",
+        sender.stdout(),
+        receiver.stderr()
+    );
+    restored("after-storm")?;
+
+    // A full bucket: the new files fail, with the reason.
+    tree::write(src, "a/new.txt", "written while the bucket is full")?;
+    tree::write(src, "a/1.txt", "changed while the bucket is full")?;
+    proxy.set(Some(Fault::quota_exceeded()));
+    let out = send("sender on a full bucket")?;
+    assert!(out.contains("QuotaExceeded"), "{out}");
+    assert!(!out.contains("\"errors\":0"), "{out}");
+    proxy.set(None);
+    clean("sender after the bucket has room")?;
+    restored("after-full")?;
+
+    // A bucket that stays down longer than the retry window.
+    tree::write(src, "a/2.txt", "changed while the bucket is down")?;
+    proxy.set(Some(Fault::slow_down()));
+    let out = send("sender while the bucket is down")?;
+    assert!(!out.contains("\"errors\":0"), "{out}");
+    assert!(out.contains("could not put a pack"), "{out}");
+    proxy.set(None);
+    clean("sender after the bucket is back")?;
+    restored("after-down")?;
+    Ok(())
+}
