@@ -270,23 +270,37 @@ impl Drop for Packed {
 async fn renew(lease: Arc<tokio::sync::Mutex<Option<Lease>>>, lost: Arc<AtomicBool>, name: String) {
     loop {
         tokio::time::sleep(RENEW_EVERY).await;
-        let mut held = lease.lock().await;
-        let Some(lease) = held.as_mut() else { return };
-        match lease.renew(SystemTime::now()).await {
-            Ok(()) => {}
-            Err(bucket::LeaseError::Lost { .. }) => {
-                tracing::error!(bucket = %name, "another receiver took over the bucket's lease: this receiver writes nothing more; restart it");
-                lost.store(true, Ordering::Release);
-                return;
-            }
-            Err(e) if SystemTime::now() + RENEW_EVERY >= lease.expires() => {
-                tracing::error!(bucket = %name, "the bucket's lease could not be renewed before it ends ({}): this receiver writes nothing more; restart it", crate::chain::Chain(&e));
-                lost.store(true, Ordering::Release);
-                return;
-            }
-            Err(e) => {
-                tracing::warn!(bucket = %name, "could not renew the bucket's lease, trying again: {}", crate::chain::Chain(&e));
-            }
+        if !renew_once(&lease, &lost, &name).await {
+            return;
+        }
+    }
+}
+
+/// One renewal; false once the lease is gone for good (`lost` is set).
+async fn renew_once(
+    lease: &tokio::sync::Mutex<Option<Lease>>,
+    lost: &AtomicBool,
+    name: &str,
+) -> bool {
+    let mut held = lease.lock().await;
+    let Some(lease) = held.as_mut() else {
+        return false;
+    };
+    match lease.renew(SystemTime::now()).await {
+        Ok(()) => true,
+        Err(bucket::LeaseError::Lost { .. }) => {
+            tracing::error!(bucket = %name, "another receiver took over the bucket's lease: this receiver writes nothing more; restart it");
+            lost.store(true, Ordering::Release);
+            false
+        }
+        Err(e) if SystemTime::now() + RENEW_EVERY >= lease.expires() => {
+            tracing::error!(bucket = %name, "the bucket's lease could not be renewed before it ends ({}): this receiver writes nothing more; restart it", crate::chain::Chain(&e));
+            lost.store(true, Ordering::Release);
+            false
+        }
+        Err(e) => {
+            tracing::warn!(bucket = %name, "could not renew the bucket's lease, trying again: {}", crate::chain::Chain(&e));
+            true
         }
     }
 }
@@ -680,6 +694,11 @@ impl Store {
 
     /// Puts a copy of the catalog in the bucket (after a run).
     pub(super) fn copy_catalog(&self, packed: &Packed) -> Result<(), StoreError> {
+        packed.writable().map_err(|detail| StoreError::Bucket {
+            action: "copy the catalog to",
+            bucket: packed.bucket().name().to_owned(),
+            detail,
+        })?;
         let path = catalog::catalog_path(&self.root);
         let uploaded = packed
             .block_on(bucket::upload_catalog(
@@ -707,6 +726,11 @@ impl Store {
     /// so no batch is between its PUTs and its record meanwhile; packs of
     /// runs still in progress are left alone.
     pub(super) fn collect_packs(&self, packed: &Packed) -> Result<bucket::Collected, StoreError> {
+        packed.writable().map_err(|detail| StoreError::Bucket {
+            action: "collect unused packs in",
+            bucket: packed.bucket().name().to_owned(),
+            detail,
+        })?;
         let mut cat = self.catalog();
         let oldest_running: Option<i64> = cat
             .conn()
@@ -1477,6 +1501,50 @@ mod tests {
             "{:?}",
             report.findings
         );
+    }
+
+    #[test]
+    fn a_receiver_that_lost_its_lease_acknowledges_nothing_more() {
+        let (_dir, store, ns, bucket) = fixture();
+        let run = store.begin_run(&ns).unwrap();
+        put_file(
+            &store,
+            &ns,
+            run,
+            "before",
+            b"stored while the lease was held",
+            1,
+        );
+        // Another receiver takes the lease over (this one's expired, say).
+        let packed = store.packed().unwrap();
+        packed.block_on(async {
+            use object_store::ObjectStoreExt;
+            bucket.store().delete(&bucket.key(&["lock"])).await.unwrap();
+            Lease::acquire(
+                &bucket,
+                Holder {
+                    receiver: "receiver-2".into(),
+                    host: "elsewhere".into(),
+                    pid: 9,
+                },
+                SystemTime::now(),
+            )
+            .await
+            .unwrap();
+        });
+        let still = packed.block_on(renew_once(&packed.lease, &packed.lost, "test"));
+        assert!(!still);
+        let data = b"after the lease was lost";
+        let entry = file_entry("after", data, 1, 0o644);
+        let mut staged = store.stage(&ns, &entry.path, data.len() as u64).unwrap();
+        staged.write(data).unwrap();
+        let verified = staged.finish(blake3::hash(data).as_bytes()).unwrap();
+        let err = store.commit_file(&ns, run, &entry, verified).unwrap_err();
+        assert!(err.to_string().contains("lost its lease"), "{err}");
+        assert!(store.versions(&ns, &rel("after")).unwrap().is_empty());
+        let err = store.delete(&ns, run, &rel("before")).unwrap_err();
+        assert!(err.to_string().contains("lost its lease"), "{err}");
+        assert!(store.versions(&ns, &rel("before")).unwrap()[0].current);
     }
 
     fn packed_objects(store: &Store, bucket: &Bucket) -> usize {
