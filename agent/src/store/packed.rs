@@ -60,6 +60,10 @@ const PUTS_IN_FLIGHT: usize = 2;
 /// Ranged GETs in flight for one reader.
 const PARALLEL_READS: usize = 4;
 
+/// A catalog copy is put at least this often while runs go on (and after
+/// each run).
+const COPY_EVERY: Duration = Duration::from_secs(300);
+
 /// How often the lease is renewed (a third of its life).
 const RENEW_EVERY: Duration = Duration::from_secs(20);
 
@@ -70,6 +74,9 @@ pub(crate) struct Packed {
     /// Set when the lease was lost (another receiver took the prefix over,
     /// or it could not be renewed in time): nothing more is written.
     lost: Arc<AtomicBool>,
+    /// When the catalog was last copied to the bucket (Unix ms; 0: not
+    /// since the store opened).
+    last_copy_ms: std::sync::atomic::AtomicI64,
     /// What this store asked of the bucket since it opened.
     pub(super) counts: Arc<Counts>,
     /// The lease, while this store writes (`None`: opened read-only).
@@ -188,6 +195,7 @@ impl Packed {
             rt: OwnRuntime(Some(rt)),
             lost: Arc::new(AtomicBool::new(false)),
             counts: Arc::default(),
+            last_copy_ms: std::sync::atomic::AtomicI64::new(super::now_ms()),
             lease: Arc::new(tokio::sync::Mutex::new(None)),
             renewer: Mutex::new(None),
             scratch: None,
@@ -568,7 +576,19 @@ impl Store {
             }
             tx.commit()
         })();
-        recorded.map_err(|e| crate::chain::chain(&cat.err(e)))
+        let recorded = recorded.map_err(|e| crate::chain::chain(&cat.err(e)));
+        drop(cat);
+        // A long run's acknowledged files reach the bucket's copy of the
+        // catalog within COPY_EVERY, not only at the run's end.
+        if let Some(packed) = self.packed.as_deref() {
+            let last = packed.last_copy_ms.load(Ordering::Relaxed);
+            if recorded.is_ok() && super::now_ms() - last >= COPY_EVERY.as_millis() as i64 {
+                if let Err(e) = self.copy_catalog(packed) {
+                    tracing::warn!("{}; the next batch tries again", crate::chain::Chain(&e));
+                }
+            }
+        }
+        recorded
     }
 
     /// Records `path` (and everything below it) as deleted, in a bucket
@@ -707,6 +727,9 @@ impl Store {
                 SystemTime::now(),
             ))
             .map_err(|e| bucket_err(packed.bucket(), "copy the catalog to", &e))?;
+        packed
+            .last_copy_ms
+            .store(super::now_ms(), Ordering::Relaxed);
         let counts = &packed.counts;
         counts.catalog_copies.fetch_add(1, Ordering::Relaxed);
         tracing::info!(
