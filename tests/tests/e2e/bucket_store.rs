@@ -483,3 +483,35 @@ fn a_receiver_killed_mid_run_loses_nothing_acknowledged() -> anyhow::Result<()> 
     );
     Ok(())
 }
+
+/// A large file cut off by killing the sender mid-transfer resumes on a
+/// bucket store as on a local one: the chunks the receiver kept in its
+/// staging are not sent again, and the file restores byte for byte.
+#[test]
+fn an_interrupted_large_file_resumes_on_a_bucket_store() -> anyhow::Result<()> {
+    const MIB: u64 = 1 << 20;
+    let server = S3Server::start()?;
+    let setup = Setup::new()?;
+    let config = write_config(&setup, &server)?;
+    let _receiver = listening(spawn_receiver(&setup, &config, "receiver", &[])?)?;
+    setup.send_once("pairing sender")?;
+    tree::write(&setup.source, "large.bin", noise(64 << 20, 5))?;
+    let mut slow = setup.sender("slow sender", &["--once", "--limit-rate", "20MB/s"])?;
+    let staging = setup.dir.path().join("rstate/store/.ferry/staging");
+    crate::resume::wait_for_staging(&staging, 36 * MIB)?;
+    slow.kill9()?;
+    let mut resumed = setup.sender("resuming sender", &["--once"])?;
+    let status = resumed.exit_status(Duration::from_secs(120))?;
+    assert!(status.success(), "{}", resumed.stderr());
+    let summary: serde_json::Value = serde_json::from_str(resumed.stdout().trim())?;
+    let sent = summary["bytes_file_data_new"].as_u64().unwrap_or(u64::MAX);
+    assert!(
+        sent <= 48 * MIB,
+        "{} MiB of the 64 MiB file were sent again",
+        sent / MIB
+    );
+    let restored = setup.dir.path().join("restored");
+    restore_remote(&setup, &restored)?;
+    tree::assert_same(&setup.source, &restored)?;
+    Ok(())
+}
