@@ -432,3 +432,61 @@ async fn an_encrypted_transfer_cut_by_killing_the_sender_resumes_and_restores_ex
     );
     Ok(())
 }
+
+/// An encrypted folder on a receiver that keeps its bytes in a bucket (a
+/// real `s3s-fs`): the bucket holds nothing readable (packs, catalog
+/// copies), and the key restores the folder exactly, also after a change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_encrypted_folder_on_a_bucket_store_restores_with_its_key() -> anyhow::Result<()> {
+    use ferry_tests::s3::{S3Server, S3Target};
+    let server = S3Server::start()?;
+    let life = Life::new().await?;
+    let cli = &life.cli;
+    let d = life.dir.path();
+    let config = d.join("receiver.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "store = \"s3://{}/vaults\"\ns3-endpoint = \"{}\"\ns3-access-key-id = \"{}\"\ns3-secret-access-key = \"{}\"\n",
+            server.bucket(),
+            server.endpoint(),
+            server.access_key(),
+            server.secret_key()
+        ),
+    )?;
+    let (state, secret, port) = (
+        d.join("rstate").display().to_string(),
+        d.join("pairing").display().to_string(),
+        life.port.to_string(),
+    );
+    let args = [
+        "receive",
+        "--config",
+        config.to_str().unwrap_or_default(),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &port,
+        "--state",
+        &state,
+        "--pairing-secret-file",
+        &secret,
+    ];
+    let args: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
+    let _receiver =
+        tokio::task::block_in_place(|| listening(Proc::spawn("bucket receiver", d, &args)?))?;
+    let contents = write_tree(&cli.src(), 4)?;
+    send_json(cli, "vault", &ENCRYPTED).await?;
+    assert_eq!(
+        restored(cli, "vault", "back", &KEY).await?,
+        tree::snapshot(&cli.src())?
+    );
+    tree::write(&cli.src(), EDITED, "a new letter, sealed in the bucket")?;
+    send_json(cli, "vault", &ENCRYPTED).await?;
+    assert_eq!(
+        restored(cli, "vault", "back-again", &KEY).await?,
+        tree::snapshot(&cli.src())?
+    );
+    assert_nothing_readable(&server.root(), &contents)?;
+    Ok(())
+}
