@@ -444,7 +444,8 @@ async fn run(
             let shutdown = shutdown_on_signal();
             let receiver = Receiver::bind(&settings)?;
             tracing::info!(
-                id = %receiver.id(), addr = %receiver.local_addr()?, store = %settings.store.display(),
+                id = %receiver.id(), addr = %receiver.local_addr()?,
+                store = %settings.bucket.as_ref().map_or_else(|| settings.store.display().to_string(), |b| b.url()),
                 max_clients = settings.max_clients,
                 // Absent when there is none (an Option records nothing).
                 quota = settings.quota,
