@@ -284,4 +284,60 @@ mod tests {
     fn unknown_keys_rejected() {
         assert!(toml::from_str::<ReceiverConfig>("prot = 1\n").is_err());
     }
+
+    #[test]
+    fn a_bucket_store_keeps_its_catalog_in_the_state_and_takes_its_settings_from_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("receiver.toml");
+        std::fs::write(
+            &path,
+            "store = \"s3://backups/office\"\nstate = \"state\"\ns3-endpoint = \"http://10.0.0.5:8333\"\ns3-access-key-id = \"id\"\ns3-secret-access-key = \"secret\"\ns3-retry-for = \"30s\"\n",
+        )
+        .unwrap();
+        let flags = ReceiverConfig {
+            s3_region: Some("eu-1".into()),
+            recover: Some(true),
+            ..Default::default()
+        };
+        let settings = ReceiverConfig::load(&path)
+            .unwrap()
+            .merge(flags)
+            .settings()
+            .unwrap();
+        // The address is not taken for a path relative to the file.
+        let spec = settings.bucket.unwrap();
+        assert_eq!(spec.url(), "s3://backups/office");
+        assert_eq!(spec.endpoint.as_deref(), Some("http://10.0.0.5:8333"));
+        assert_eq!(spec.region.as_deref(), Some("eu-1"));
+        assert_eq!(spec.access_key_id.as_deref(), Some("id"));
+        assert_eq!(spec.retry_for, Some(Duration::from_secs(30)));
+        assert!(settings.recover);
+        assert_eq!(settings.store, dir.path().join("state/store"));
+    }
+
+    #[test]
+    fn bucket_settings_without_a_bucket_store_are_refused() {
+        for config in [
+            ReceiverConfig {
+                s3_endpoint: Some("http://x".into()),
+                ..Default::default()
+            },
+            ReceiverConfig {
+                recover: Some(true),
+                ..Default::default()
+            },
+        ] {
+            let config = ReceiverConfig {
+                store: Some(PathBuf::from("/srv/ferry")),
+                ..config
+            };
+            let err = config.settings().unwrap_err().to_string();
+            assert!(err.contains("s3://BUCKET"), "{err}");
+        }
+        let bad = ReceiverConfig {
+            store: Some(PathBuf::from("s3:///nobucket")),
+            ..Default::default()
+        };
+        assert!(bad.settings().unwrap_err().to_string().contains("bucket"));
+    }
 }
