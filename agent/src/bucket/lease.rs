@@ -28,6 +28,9 @@ use super::Bucket;
 /// How long a lease lasts unless renewed.
 pub const LEASE_TTL: Duration = Duration::from_secs(60);
 
+/// A lease with less than this left is not given back but left to end.
+const RELEASE_MARGIN: Duration = Duration::from_secs(10);
+
 /// Who holds a lease.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Holder {
@@ -230,8 +233,14 @@ impl Lease {
         UNIX_EPOCH + Duration::from_millis(self.body.expires_unix_ms)
     }
 
-    /// Gives the lease back (deletes the object if it is still ours).
-    pub async fn release(self) -> Result<(), LeaseError> {
+    /// Gives the lease back at `now` (deletes the object if it is still ours). A
+    /// lease about to end is left to end instead: S3 has no conditional
+    /// delete, and another receiver may take an ended lease between the
+    /// read and the delete, whose lease the delete would then remove.
+    pub async fn release(self, now: SystemTime) -> Result<(), LeaseError> {
+        if now + RELEASE_MARGIN >= self.expires() {
+            return Ok(());
+        }
         match read(&self.bucket).await? {
             Some((held, _)) if held.token == self.body.token => {}
             _ => return Ok(()),
@@ -316,12 +325,12 @@ mod tests {
             Err(LeaseError::Lost { .. })
         ));
         // Giving back a lost lease leaves the new holder's in place.
-        first.release().await.unwrap();
+        first.release(after).await.unwrap();
         assert!(matches!(
             Lease::acquire(&bucket, holder("CCCC", "third"), after).await,
             Err(LeaseError::Held { .. })
         ));
-        second.release().await.unwrap();
+        second.release(after).await.unwrap();
         Lease::acquire(&bucket, holder("CCCC", "third"), after)
             .await
             .unwrap();
@@ -363,5 +372,21 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(err, LeaseError::Unreadable { .. }), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_lease_about_to_end_is_left_to_end_not_deleted() {
+        let bucket = memory_bucket();
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(2_000_000);
+        let lease = Lease::acquire(&bucket, holder("AAAA", "nas"), t0)
+            .await
+            .unwrap();
+        let late = lease.expires() - Duration::from_secs(5);
+        lease.release(late).await.unwrap();
+        // Still there until it ends: another receiver waits for it.
+        assert!(matches!(
+            Lease::acquire(&bucket, holder("BBBB", "other"), late).await,
+            Err(LeaseError::Held { .. })
+        ));
     }
 }

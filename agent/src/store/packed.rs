@@ -262,7 +262,10 @@ impl Drop for Packed {
         let released = std::thread::spawn(move || {
             rt.block_on(async move {
                 if let Some(lease) = lease.lock().await.take() {
-                    let give_back = tokio::time::timeout(Duration::from_secs(10), lease.release());
+                    let give_back = tokio::time::timeout(
+                        Duration::from_secs(10),
+                        lease.release(SystemTime::now()),
+                    );
                     if let Ok(Err(e)) = give_back.await {
                         tracing::warn!("could not give the bucket's lease back: {e}");
                     }

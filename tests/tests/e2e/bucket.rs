@@ -51,9 +51,9 @@ async fn a_second_receiver_on_one_prefix_is_refused_by_the_lease() -> anyhow::Re
     let elsewhere = bucket(&server, "home")?;
     Lease::acquire(&elsewhere, holder("BBBB", "backup-2"), now)
         .await?
-        .release()
+        .release(now)
         .await?;
-    first.release().await?;
+    first.release(now).await?;
     Lease::acquire(&b, holder("BBBB", "backup-2"), now).await?;
     Ok(())
 }
