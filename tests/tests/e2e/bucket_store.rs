@@ -159,6 +159,13 @@ fn a_receiver_on_s3_keeps_every_version_and_recovers_from_the_bucket_alone() -> 
         ],
     )?)?;
     assert!(versions.lines().count() >= 2, "{versions}");
+    let senders = ok(read_bucket(&server, &["senders", "list", "--store", &bucket_url])?)?;
+    assert!(senders.contains("laptop"), "{senders}");
+    let listed = ok(read_bucket(
+        &server,
+        &["ls", "--store", &bucket_url, "--name", "laptop", "notes"],
+    )?)?;
+    assert!(listed.contains("3.txt"), "{listed}");
     let from_bucket = setup.dir.path().join("from-bucket");
     ok(read_bucket(
         &server,
