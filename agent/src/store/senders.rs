@@ -72,6 +72,10 @@ pub enum AccessError {
     UnknownSender { name: String, root: PathBuf },
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Revocations and the pairing switch of a receiver whose store is a
+    /// bucket live in its state directory's catalog, not in the bucket.
+    #[error("{url} keeps its catalog in the receiver's state directory: give --store STATE/store (STATE is the receiver's --state, by default ~/.local/state/ferry)")]
+    InBucket { url: String },
 }
 
 /// True if the catalog has the access tables (a catalog last opened by an
@@ -234,6 +238,11 @@ pub struct AccessWriter {
 impl AccessWriter {
     /// Opens the existing catalog of the store at `root` for these writes.
     pub fn open(root: &Path) -> Result<AccessWriter, AccessError> {
+        if crate::bucket::is_bucket_url(&root.to_string_lossy()) {
+            return Err(AccessError::InBucket {
+                url: root.display().to_string(),
+            });
+        }
         let path = catalog_path(root);
         if !path.is_file() {
             return Err(AccessError::NoCatalog { path });

@@ -159,8 +159,19 @@ fn a_receiver_on_s3_keeps_every_version_and_recovers_from_the_bucket_alone() -> 
         ],
     )?)?;
     assert!(versions.lines().count() >= 2, "{versions}");
-    let senders = ok(read_bucket(&server, &["senders", "list", "--store", &bucket_url])?)?;
+    let senders = ok(read_bucket(
+        &server,
+        &["senders", "list", "--store", &bucket_url],
+    )?)?;
     assert!(senders.contains("laptop"), "{senders}");
+    // Revocations live in the receiver's state, not in the bucket.
+    let revoke = read_bucket(
+        &server,
+        &["senders", "revoke", "laptop", "--store", &bucket_url],
+    )?;
+    assert!(!revoke.status.success());
+    let said = String::from_utf8_lossy(&revoke.stderr);
+    assert!(said.contains("STATE/store"), "{said}");
     let listed = ok(read_bucket(
         &server,
         &["ls", "--store", &bucket_url, "--name", "laptop", "notes"],
