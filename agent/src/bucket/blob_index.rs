@@ -54,14 +54,33 @@ pub fn record_pack(
     stored_bytes: u64,
     entries: &[BlobEntry],
 ) -> rusqlite::Result<()> {
+    put_pack_rows(tx, id, written_ms, stored_bytes, entries, false)
+}
+
+/// Records pack `id` and its blobs: a blob located elsewhere already keeps
+/// that location, unless `move_blobs`.
+fn put_pack_rows(
+    tx: &Transaction<'_>,
+    id: &PackId,
+    written_ms: u64,
+    stored_bytes: u64,
+    entries: &[BlobEntry],
+    move_blobs: bool,
+) -> rusqlite::Result<()> {
     tx.execute(
         "INSERT OR IGNORE INTO packs (id, written_ms, stored_bytes) VALUES (?1, ?2, ?3)",
         params![&id.0[..], sql(written_ms), sql(stored_bytes)],
     )?;
-    let mut insert = tx.prepare_cached(
+    let mut insert = tx.prepare_cached(if move_blobs {
+        "INSERT INTO blobs (hash, pack, offset, stored_len, raw_len, compressed)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (hash) DO UPDATE SET pack = excluded.pack, offset = excluded.offset,
+             stored_len = excluded.stored_len, raw_len = excluded.raw_len,
+             compressed = excluded.compressed"
+    } else {
         "INSERT OR IGNORE INTO blobs (hash, pack, offset, stored_len, raw_len, compressed)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )?;
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
+    })?;
     for e in entries {
         insert.execute(params![
             &e.hash[..],
@@ -210,28 +229,7 @@ pub fn repoint(
     stored_bytes: u64,
     entries: &[BlobEntry],
 ) -> rusqlite::Result<()> {
-    tx.execute(
-        "INSERT OR IGNORE INTO packs (id, written_ms, stored_bytes) VALUES (?1, ?2, ?3)",
-        params![&id.0[..], sql(written_ms), sql(stored_bytes)],
-    )?;
-    let mut update = tx.prepare_cached(
-        "INSERT INTO blobs (hash, pack, offset, stored_len, raw_len, compressed)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-         ON CONFLICT (hash) DO UPDATE SET pack = excluded.pack, offset = excluded.offset,
-             stored_len = excluded.stored_len, raw_len = excluded.raw_len,
-             compressed = excluded.compressed",
-    )?;
-    for e in entries {
-        update.execute(params![
-            &e.hash[..],
-            &id.0[..],
-            sql(e.offset),
-            e.stored_len,
-            e.raw_len,
-            e.compressed
-        ])?;
-    }
-    Ok(())
+    put_pack_rows(tx, id, written_ms, stored_bytes, entries, true)
 }
 
 /// Forgets pack `id` and the blobs located in it (before deleting it from
