@@ -120,14 +120,20 @@ fn check_pages(conn: &Connection, path: &Path) -> Result<(), StoreError> {
 }
 
 /// True if the catalog has every table added without a schema bump
-/// (`stored_sizes`, the access tables, `folder_protection`): then opening it
+/// ([`schema::LATER_TABLES`]): then opening it
 /// writes nothing.
 fn has_later_tables(conn: &Connection) -> rusqlite::Result<bool> {
-    conn.query_row(
-        "SELECT count(*) = 4 FROM sqlite_master WHERE type = 'table' AND name IN ('stored_sizes', 'revoked_senders', 'receiver_settings', 'folder_protection')",
+    let names = schema::LATER_TABLES
+        .iter()
+        .map(|t| format!("'{t}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let found: i64 = conn.query_row(
+        &format!("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN ({names})"),
         [],
         |r| r.get(0),
-    )
+    )?;
+    Ok(found == schema::LATER_TABLES.len() as i64)
 }
 
 /// The error of a catalog file SQLite cannot read: damaged, or not a

@@ -73,6 +73,16 @@ CREATE TABLE partials (
 );
 ";
 
+/// The tables added without a schema bump (each created when missing on a
+/// writable open): a catalog with all of them is opened without a write.
+/// A table added that way must be named here too.
+pub(crate) const LATER_TABLES: [&str; 4] = [
+    "stored_sizes",
+    "revoked_senders",
+    "receiver_settings",
+    "folder_protection",
+];
+
 /// Tables of the admin's settings (revoked senders, the pairing switch);
 /// created when missing on every writable open, so no schema version bump
 /// is needed.
