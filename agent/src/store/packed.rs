@@ -85,9 +85,12 @@ pub(crate) struct Packed {
     /// Set when the lease was lost (another receiver took the prefix over,
     /// or it could not be renewed in time): nothing more is written.
     lost: Arc<AtomicBool>,
-    /// When the catalog was last copied to the bucket (Unix ms; 0: not
-    /// since the store opened).
+    /// When the catalog was last copied to the bucket (Unix ms; the
+    /// store's opening before the first copy).
     last_copy_ms: std::sync::atomic::AtomicI64,
+    /// True until a copy succeeds after the store opened or after a copy
+    /// failed: the next run's end copies even if it changed nothing.
+    copy_owed: AtomicBool,
     /// What this store asked of the bucket since it opened.
     pub(super) counts: Arc<Counts>,
     /// The lease, while this store writes (`None`: opened read-only).
@@ -151,6 +154,7 @@ impl Packed {
             lost: Arc::new(AtomicBool::new(false)),
             counts: Arc::default(),
             last_copy_ms: std::sync::atomic::AtomicI64::new(super::now_ms()),
+            copy_owed: AtomicBool::new(true),
             lease: Arc::new(tokio::sync::Mutex::new(None)),
             renewer: Mutex::new(None),
             scratch: None,
@@ -186,6 +190,12 @@ impl Packed {
     /// code only (never from an async task).
     pub(crate) fn block_on<F: Future>(&self, f: F) -> F::Output {
         self.rt.get().block_on(f)
+    }
+
+    /// Whether the next run's end must copy the catalog even if the run
+    /// changed nothing.
+    pub(crate) fn copy_owed(&self) -> bool {
+        self.copy_owed.load(Ordering::Relaxed)
     }
 
     /// Fails if the lease was lost: another receiver may write here now.
@@ -653,6 +663,41 @@ mod tests {
         let err = store.delete(&ns, run, &rel("before")).unwrap_err();
         assert!(err.to_string().contains("lost its lease"), "{err}");
         assert!(store.versions(&ns, &rel("before")).unwrap()[0].current);
+    }
+
+    #[test]
+    fn a_run_that_changed_nothing_puts_no_catalog_copy() {
+        let (_dir, store, ns, _bucket) = fixture();
+        let copies = || {
+            store
+                .packed()
+                .unwrap()
+                .counts
+                .catalog_copies
+                .load(Ordering::Relaxed)
+        };
+        let end = |run| {
+            store
+                .finish_run(
+                    &ns,
+                    run,
+                    &Default::default(),
+                    0,
+                    crate::store::RunEnding::Complete,
+                )
+                .unwrap()
+        };
+        // The first run's end copies (one is owed since the store opened).
+        let run = store.begin_run(&ns).unwrap();
+        end(run);
+        assert_eq!(copies(), 1);
+        let run = store.begin_run(&ns).unwrap();
+        end(run);
+        assert_eq!(copies(), 1, "a no-change run copied the catalog");
+        let run = store.begin_run(&ns).unwrap();
+        put_file(&store, &ns, run, "f", b"changed", 1);
+        end(run);
+        assert_eq!(copies(), 2);
     }
 
     fn packed_objects(store: &Store, bucket: &Bucket) -> usize {

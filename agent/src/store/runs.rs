@@ -44,9 +44,16 @@ impl Store {
         self.refill_reserve();
         if let (Some(packed), true) = (self.packed.as_deref(), found) {
             // No mirror to give directory mtimes; the bucket gets a copy of
-            // the catalog instead, so the bucket alone recovers this run.
-            if let Err(e) = self.copy_catalog(packed) {
-                tracing::warn!("{}; the next run copies it again", crate::chain::Chain(&e));
+            // the catalog instead, so the bucket alone recovers this run. A
+            // run that changed no version needs none (its row in the
+            // history comes with the next copy), unless a copy is owed.
+            let changed =
+                self.catalog()
+                    .run_changed(ns.sender_id, &ns.folder, catalog::sql_u64(run))?;
+            if changed || packed.copy_owed() {
+                if let Err(e) = self.copy_catalog(packed) {
+                    tracing::warn!("{}; the next run copies it again", crate::chain::Chain(&e));
+                }
             }
             return Ok(());
         }

@@ -5,12 +5,12 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::SystemTime;
 
-use super::super::catalog::{self};
+use super::super::catalog;
 use super::super::error::StoreError;
 use super::super::Store;
 use super::{bucket_err, Packed};
 use crate::bucket::{self, blob_index};
-use crate::chunk::{self};
+use crate::chunk;
 
 impl Store {
     /// Puts a copy of the catalog in the bucket (after a run).
@@ -27,7 +27,11 @@ impl Store {
                 &path,
                 SystemTime::now(),
             ))
-            .map_err(|e| bucket_err(packed.bucket(), "copy the catalog to", &e))?;
+            .map_err(|e| {
+                packed.copy_owed.store(true, Ordering::Relaxed);
+                bucket_err(packed.bucket(), "copy the catalog to", &e)
+            })?;
+        packed.copy_owed.store(false, Ordering::Relaxed);
         packed
             .last_copy_ms
             .store(super::super::now_ms(), Ordering::Relaxed);
