@@ -422,8 +422,13 @@ fn measure_set(
 /// Median PUTs per row as notes and in the JSON, and the PUT target of the
 /// small set's first sync (per 1,000 of its files) as a check.
 fn add_bucket_use(report: &mut Report, sets: &[DataSet], uses: &[(String, BucketUse)]) {
-    let mut rows: Vec<&str> = uses.iter().map(|(r, _)| r.as_str()).collect();
-    rows.dedup();
+    // Each row once, in the order first measured (repetitions interleave).
+    let mut rows: Vec<&str> = Vec::new();
+    for (row, _) in uses {
+        if !rows.contains(&row.as_str()) {
+            rows.push(row);
+        }
+    }
     let mut details = serde_json::Map::new();
     for row in rows {
         let runs: Vec<BucketUse> = uses
@@ -438,7 +443,7 @@ fn add_bucket_use(report: &mut Report, sets: &[DataSet], uses: &[(String, Bucket
             .find(|s| row.starts_with(&format!("s3-{}", short_of(s.kind))))
             .map_or(0, |s| s.files);
         report.notes.push(format!(
-            "{row}: the receiver put {puts:.0} objects (packs + catalog copies, medians: {:.0} packs of {:.1} MB, {:.0} catalog copies; {:.0} ranged GETs) for {files} files",
+            "{row}: the receiver's PUTs (medians): {puts:.0} = {:.0} packs ({:.1} MB) + {:.0} catalog copy(ies), and {:.0} ranged GETs, for {files} files",
             med(|u| u.packs_put).unwrap_or(0.0),
             med(|u| u.pack_bytes_put).unwrap_or(0.0) / 1e6,
             med(|u| u.catalog_copies).unwrap_or(0.0),
@@ -467,6 +472,46 @@ fn short_of(kind: SetKind) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn interleaved_repetitions_give_one_note_and_one_put_check_a_row() {
+        let set = DataSet {
+            kind: SetKind::Small,
+            name: "small-2000".into(),
+            root: PathBuf::from("/nowhere"),
+            files: 2_000,
+            file_size: 0,
+            bytes: 1,
+        };
+        let run = |packs_put| BucketUse {
+            packs_put,
+            pack_bytes_put: 1_000_000,
+            catalog_copies: 1,
+            ranged_gets: 0,
+        };
+        let uses: Vec<(String, BucketUse)> = [(20, 0), (30, 0), (25, 0)]
+            .into_iter()
+            .flat_map(|(first, nochange)| {
+                [
+                    ("s3-small-first".to_string(), run(first)),
+                    ("s3-small-nochange".to_string(), run(nochange)),
+                ]
+            })
+            .collect();
+        let mut report = Report::default();
+        add_bucket_use(&mut report, &[set], &uses);
+        assert_eq!(report.notes.len(), 2, "{:?}", report.notes);
+        assert!(
+            report.notes[0]
+                .starts_with("s3-small-first: the receiver's PUTs (medians): 26 = 25 packs"),
+            "{:?}",
+            report.notes
+        );
+        assert_eq!(report.checks.len(), 1);
+        assert_eq!(report.checks[0].ferry, 13.0, "26 PUTs for 2,000 files");
+        assert!(report.checks[0].met);
+        assert_eq!(report.details["s3"]["s3-small-first"][1]["packs_put"], 30);
+    }
 
     #[test]
     fn reads_the_receivers_last_bucket_use_line() -> anyhow::Result<()> {
