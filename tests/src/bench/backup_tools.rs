@@ -32,7 +32,7 @@ pub fn installed(program: &str, arg: &str) -> bool {
 }
 
 /// Runs `command` untimed, failing with its stderr.
-fn untimed(mut command: Command, what: &str) -> anyhow::Result<String> {
+pub fn untimed(mut command: Command, what: &str) -> anyhow::Result<String> {
     let out = command
         .stdin(Stdio::null())
         .output()
@@ -49,12 +49,12 @@ fn untimed(mut command: Command, what: &str) -> anyhow::Result<String> {
 
 /// Where a restored tree of `source` lands under `target`: restic and borg
 /// both keep the absolute path, borg without its leading `/`.
-fn restored(target: &Path, source: &Path) -> PathBuf {
+pub fn restored(target: &Path, source: &Path) -> PathBuf {
     target.join(source.strip_prefix("/").unwrap_or(source))
 }
 
 /// Fails unless the summary says `files` files were backed up.
-fn check_files(tool: &str, counted: u64, files: usize) -> anyhow::Result<()> {
+pub fn check_files(tool: &str, counted: u64, files: usize) -> anyhow::Result<()> {
     if counted != files as u64 {
         bail!("{tool} backed up {counted} files, the set has {files}");
     }

@@ -1,10 +1,12 @@
 //! The targets of issues 15 (exclusions, watch mode), 17 (a
-//! durability-fair reference, the embedded store, a million tiny files)
-//! and 18 (encrypted folders), and the checks of the watch scenarios, which compare Ferry
-//! with a bound rather than with another tool.
+//! durability-fair reference, the embedded store, a million tiny files),
+//! 18 (encrypted folders) and 19 (a receiver on S3), and the checks of the
+//! watch scenarios and of the receiver's PUTs, which compare Ferry with a
+//! bound rather than with another tool.
 
 use super::peers::RESTIC_LOCAL;
 use super::report::{median, Limit, TargetCheck};
+use super::s3::RESTIC_S3;
 
 /// The durability-fair reference: `rsync -a --fsync` to the daemon.
 pub const RSYNC_FSYNC: &str = "rsync --fsync";
@@ -59,7 +61,41 @@ pub const TARGETS: &[(&str, &str, Limit)] = &[
         Limit::ReceiverRss(HUGE_RSS_MAX_KIB),
     ),
     ("huge-nochange", RESTIC_LOCAL, Limit::WallRatio(0.3)),
+    // Issue 19: a receiver keeping its bytes in a bucket, against restic
+    // into the same bucket.
+    ("s3-small-first", RESTIC_S3, Limit::WallRatio(0.8)),
+    ("s3-large-first", RESTIC_S3, Limit::WallRatio(0.8)),
+    ("s3-small-nochange", RESTIC_S3, Limit::WallRatio(0.5)),
+    ("s3-large-nochange", RESTIC_S3, Limit::WallRatio(0.5)),
+    (
+        "s3-small-first",
+        RESTIC_S3,
+        Limit::ReceiverRss(S3_RSS_MAX_KIB),
+    ),
+    (
+        "s3-large-first",
+        RESTIC_S3,
+        Limit::ReceiverRss(S3_RSS_MAX_KIB),
+    ),
+    (
+        "s3-small-nochange",
+        RESTIC_S3,
+        Limit::ReceiverRss(S3_RSS_MAX_KIB),
+    ),
+    (
+        "s3-large-nochange",
+        RESTIC_S3,
+        Limit::ReceiverRss(S3_RSS_MAX_KIB),
+    ),
 ];
+
+/// Highest peak RSS of a receiver on a bucket, KiB.
+pub const S3_RSS_MAX_KIB: u64 = 128 << 10;
+
+/// Most PUT requests a receiver on a bucket may make per 1,000 files of the
+/// small set's first sync: the packs and the catalog copies it logs. The
+/// lease's renewals (one PUT every 20 s, whatever is sent) are not counted.
+pub const S3_PUTS_PER_1000_MAX: f64 = 50.0;
 
 /// Highest peak RSS of either Ferry side on the `huge` tree, KiB.
 pub const HUGE_RSS_MAX_KIB: u64 = 128 << 10;
@@ -89,6 +125,18 @@ fn check(
         met: value <= limit,
         ratio: None,
     }
+}
+
+/// `s3-small-first`: the receiver's PUTs (packs + catalog copies, the
+/// median run's) per 1,000 of the set's `files`.
+pub fn s3_puts(per_1000: f64, files: usize) -> TargetCheck {
+    check(
+        "s3-small-first",
+        "puts",
+        format!("<= {S3_PUTS_PER_1000_MAX} PUTs per 1,000 files ({files} files sent)"),
+        per_1000,
+        S3_PUTS_PER_1000_MAX,
+    )
 }
 
 /// `watch-latency`: the median of the latencies (seconds from a file's
@@ -287,6 +335,65 @@ mod tests {
     }
 
     #[test]
+    fn s3_rows_are_held_to_restics_time_the_receivers_memory_and_puts() {
+        let mut report = Report::default();
+        let run = |wall_s, server_kib: Option<u64>| Sample {
+            wall_s,
+            server: server_kib.map(|max_rss_kib| Usage {
+                cpu_s: 1.0,
+                max_rss_kib,
+            }),
+            ..Sample::default()
+        };
+        let restic = run(10.0, None);
+        report.add(
+            "s3-small-first",
+            RESTIC_S3,
+            1,
+            Some(run(8.0, Some(40 << 10))),
+            restic.clone(),
+        );
+        report.add(
+            "s3-small-nochange",
+            RESTIC_S3,
+            0,
+            Some(run(5.1, Some((128 << 10) + 1))),
+            restic,
+        );
+        report.checks.push(s3_puts(0.6, 20_000));
+        report.checks.push(s3_puts(50.5, 2_000));
+        let goals = report.goals();
+        let got: Vec<(&str, &str, bool)> = goals
+            .iter()
+            .map(|t| (t.scenario.as_str(), t.measure, t.met))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("s3-small-first", "wall", true),
+                ("s3-small-nochange", "wall", false),
+                ("s3-small-first", "rss", true),
+                ("s3-small-nochange", "rss", false),
+                ("s3-small-first", "puts", true),
+                ("s3-small-first", "puts", false),
+            ]
+        );
+        let table = report.table();
+        assert!(
+            table.contains(
+                "s3-small-first: puts 0.6, target <= 50 PUTs per 1,000 files (20000 files sent) = 50.0: met\n"
+            ),
+            "{table}"
+        );
+        assert!(
+            table.contains(
+                "s3-small-nochange vs restic s3: wall 5.10, target <= 0.5 x restic s3's = 5.00: MISSED (ratio 0.51)"
+            ),
+            "{table}"
+        );
+    }
+
+    #[test]
     fn goals_are_printed_apart_from_issue_5s() {
         let mut report = Report::default();
         let wall = |wall_s| Sample {
@@ -308,7 +415,10 @@ mod tests {
         );
         assert!(report.targets().is_empty());
         let table = report.table();
-        assert!(table.contains("Targets of issues 15, 17 and 18"), "{table}");
+        assert!(
+            table.contains("Targets of issues 15, 17, 18 and 19"),
+            "{table}"
+        );
         assert!(
             table.contains(
                 "small-first vs rsync --fsync: wall 2.00, target <= 0.5 x rsync --fsync's = 2.50: met"

@@ -8,7 +8,7 @@
 //! - `scenarios`: what is measured, in which order;
 //! - `report`: medians, the table and the JSON;
 //! - `verify`: comparing a copy with its source;
-//! - `goals`: the targets of issues 15, 17 and 18;
+//! - `goals`: the targets of issues 15, 17, 18 and 19;
 //! - `store`, `exclude`, `watch`: the scenarios of issues 15 and 17 that
 //!   need their own trees or processes (the embedded store, a tree with an
 //!   excluded `node_modules`, a watching sender).
@@ -18,7 +18,9 @@
 //!   sender's and the receiver's memory;
 //! - `peers`: Ferry against restic, borg and Syncthing (issue 17), with
 //!   `backup_tools` (restic, borg) and `syncthing` (two instances driven over
-//!   their REST API).
+//!   their REST API);
+//! - `s3`: a receiver keeping its bytes in a bucket against restic into
+//!   the same bucket, on one local `s3s-fs` (issue 19).
 
 pub mod backup_tools;
 pub mod data;
@@ -33,6 +35,7 @@ pub mod verify;
 pub mod exclude;
 pub mod goals;
 pub mod huge;
+pub mod s3;
 pub mod sealed;
 pub mod store;
 pub mod watch;

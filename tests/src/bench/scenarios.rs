@@ -13,7 +13,7 @@ use super::goals::RSYNC_FSYNC;
 use super::process;
 use super::report::{Report, Sample, RSYNC, RSYNC_Z};
 use super::tools::{self, remove_tree, Ferry, RsyncDaemon, Sshd};
-use super::{exclude, huge, sealed, store, verify, watch};
+use super::{exclude, huge, s3, sealed, store, verify, watch};
 
 /// Every scenario, as `--scenarios` names them.
 pub const ALL: &[&str] = &[
@@ -49,6 +49,8 @@ pub const ALL: &[&str] = &[
     "sealed-large-rename",
     "sealed-large-overwrite",
     "huge",
+    "s3-small",
+    "s3-large",
 ];
 
 /// What to run.
@@ -156,7 +158,7 @@ pub fn run(plan: &Plan) -> anyhow::Result<Report> {
     };
     super::peers::run(&peers, &mut bench.report)?;
     let mut report = bench.report;
-    // Issues 15, 17 and 18: each with its own Ferry identities and stores.
+    // Issues 15, 17, 18 and 19: each with its own Ferry identities and stores.
     let more = Extra {
         plan,
         work: &work,
@@ -177,6 +179,9 @@ pub fn run(plan: &Plan) -> anyhow::Result<Report> {
     if plan.wants(huge::SCENARIO) {
         huge::run(&more, &mut report)?;
     }
+    if s3::SCENARIOS.iter().any(|s| plan.wants(s)) {
+        s3::run(&more, &mut report)?;
+    }
     remove_tree(&work)?;
     Ok(report)
 }
@@ -184,7 +189,7 @@ pub fn run(plan: &Plan) -> anyhow::Result<Report> {
 /// A reference tool's run: a closure so the order can alternate.
 pub type Job<'b> = Box<dyn FnOnce() -> anyhow::Result<Sample> + 'b>;
 
-/// What the scenarios of issues 15, 17 and 18 (in their own modules) share.
+/// What the scenarios of issues 15, 17, 18 and 19 (in their own modules) share.
 pub struct Extra<'a> {
     /// The plan.
     pub plan: &'a Plan,

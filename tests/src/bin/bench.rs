@@ -2,7 +2,7 @@
 //! [--reps N] [--scenarios a,b,..] [--data DIR] [--ferry-bin PATH]`
 //!
 //! Measures Ferry against rsync (daemon, over ssh), `cp -r`, restic, borg
-//! and Syncthing on loopback, and encrypted folders against plain ones,
+//! and Syncthing on loopback, a receiver on S3 against restic on S3, and encrypted folders against plain ones,
 //! on deterministic data sets, and prints one table of medians. It asserts
 //! no timing; it fails only when a tool fails or a copy differs from its
 //! source. See README.md, "Performance".
@@ -46,7 +46,8 @@ struct Args {
     /// sealed-small-nochange, sealed-large-first, sealed-large-insert,
     /// sealed-large-rename, sealed-large-overwrite (an encrypted folder
     /// against the same sent plain), huge (1,000,000 tiny files against
-    /// restic; not in --quick unless named).
+    /// restic; not in --quick unless named), s3-small, s3-large (a receiver
+    /// on a bucket against restic into it, one local s3s-fs).
     #[arg(long, value_name = "LIST")]
     scenarios: Option<String>,
     /// Where the data sets are generated and kept between runs [default:
