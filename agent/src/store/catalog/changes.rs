@@ -102,11 +102,18 @@ pub(crate) fn apply_changes(
                 deleted,
                 below: what_below,
             } => {
-                tx.execute(
+                tx.prepare_cached(
                     "UPDATE versions SET replaced_run = ?1, deleted = ?2, archive = ?3
                      WHERE sender_id = ?4 AND folder = ?5 AND path = ?6 AND replaced_run IS NULL",
-                    params![run, deleted, archive, sender_id, folder, path.as_bytes()],
-                )?;
+                )?
+                .execute(params![
+                    run,
+                    deleted,
+                    archive,
+                    sender_id,
+                    folder,
+                    path.as_bytes()
+                ])?;
                 let moved_to = match what_below {
                     Below::Untouched => continue,
                     Below::Moved(to) => Some(to),
@@ -129,17 +136,18 @@ pub(crate) fn apply_changes(
                         a.extend_from_slice(&child[path.as_bytes().len()..]);
                         a
                     });
-                    tx.execute(
+                    tx.prepare_cached(
                         "UPDATE versions SET replaced_run = ?1, deleted = 1, archive = ?2 WHERE id = ?3",
-                        params![run, child_archive, id],
-                    )?;
+                    )?
+                    .execute(params![run, child_archive, id])?;
                 }
             }
             Change::Insert(v) => {
-                tx.execute(
+                tx.prepare_cached(
                     "INSERT INTO versions (sender_id, folder, path, kind, size, mtime_ns, mode, hash,
                      target, run_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                    params![
+                )?
+                .execute(params![
                         sender_id,
                         folder,
                         v.path.as_bytes(),
@@ -150,20 +158,19 @@ pub(crate) fn apply_changes(
                         v.hash.as_ref().map(|h| h.as_slice()),
                         v.target,
                         run
-                    ],
-                )?;
+                    ])?;
                 let id = tx.last_insert_rowid();
                 if let Some(list) = &v.chunks {
-                    tx.execute(
+                    tx.prepare_cached(
                         "INSERT INTO chunk_lists (version_id, list) VALUES (?1, ?2)",
-                        params![id, list],
-                    )?;
+                    )?
+                    .execute(params![id, list])?;
                 }
                 if let Some(stored) = v.stored.filter(|s| *s < v.size) {
-                    tx.execute(
+                    tx.prepare_cached(
                         "INSERT INTO stored_sizes (version_id, stored) VALUES (?1, ?2)",
-                        params![id, sql_u64(stored)],
-                    )?;
+                    )?
+                    .execute(params![id, sql_u64(stored)])?;
                 }
             }
         }
