@@ -266,7 +266,18 @@ impl Store {
     pub fn open_for_reading(root: &Path) -> Result<Store, HistoryError> {
         let url = root.to_string_lossy();
         if !crate::bucket::is_bucket_url(&url) {
-            return Self::open_read_only(root);
+            let store = Self::open_read_only(root)?;
+            // A bucket receiver's state holds no bytes: its versions are
+            // read from the bucket. (An older catalog has no settings
+            // table: then it is a local store.)
+            if let Ok(Some(bucket)) = store.bucket_setting() {
+                return Err(StoreError::WrongKind {
+                    root: store.root.clone(),
+                    what: format!("the local state of a receiver whose store is the bucket {bucket}: read it with --store {bucket}"),
+                }
+                .into());
+            }
+            return Ok(store);
         }
         let failed = |detail: String| StoreError::Bucket {
             action: "open",

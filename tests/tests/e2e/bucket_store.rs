@@ -177,6 +177,20 @@ fn a_receiver_on_s3_keeps_every_version_and_recovers_from_the_bucket_alone() -> 
         &["ls", "--store", &bucket_url, "--name", "laptop", "notes"],
     )?)?;
     assert!(listed.contains("3.txt"), "{listed}");
+    // The receiver's state is not a store to read: it says where the bytes are.
+    let state_store = setup.dir.path().join("rstate/store");
+    for what in [&["verify"][..], &["ls", "--name", "laptop"]] {
+        let out = Command::new(ferry_bin())
+            .args(what)
+            .arg("--store")
+            .arg(&state_store)
+            .output()?;
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && said.contains(&format!("--store {bucket_url}")),
+            "{what:?}: {said}"
+        );
+    }
     let from_bucket = setup.dir.path().join("from-bucket");
     ok(read_bucket(
         &server,

@@ -28,8 +28,11 @@ impl Store {
         size: u64,
     ) -> Result<File, StoreError> {
         let staging = self.root.join(".ferry").join("staging");
-        let mut out =
-            tempfile::tempfile_in(&staging).map_err(|e| io_err("create a file in", &staging, e))?;
+        // Created beneath the state's root without following a symlink, as
+        // every staging file is, and unlinked at once: it lives while open.
+        let at = staging.join(format!("read-{}", self.next_counter()));
+        let mut out = self.tree.create_new(&at, 0o600)?;
+        self.tree.remove_file(&at)?;
         let list = {
             let cat = self.catalog();
             cat.conn()
