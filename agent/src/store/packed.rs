@@ -304,6 +304,7 @@ mod tests {
     use super::*;
     use crate::bucket::memory_bucket;
     use crate::chunk;
+    use crate::pair_tests::noise;
     use crate::store::tests::{file_entry, put_file, rel};
     use ferry_proto::{Base, Name};
     use ferry_proto::{Entry, EntryKind};
@@ -346,21 +347,6 @@ mod tests {
             .conn()
             .query_row("SELECT count(*) FROM packs", [], |r| r.get(0))
             .unwrap()
-    }
-
-    /// Content no chunker would cut alike by accident.
-    fn noise(len: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
     }
 
     #[test]

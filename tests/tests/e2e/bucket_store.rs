@@ -12,22 +12,8 @@ use ferry_tests::s3::{S3Server, S3Target, SeaweedCluster};
 use ferry_tests::tree;
 
 use crate::crash::{listening, Proc, Setup};
+use crate::sync::pseudo_random;
 use crate::util::ferry_bin;
-
-/// Content no chunker cuts alike by accident.
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
 
 /// The receiver's config file: the bucket's keys in it, as an admin would
 /// keep them (not in the process's environment).
@@ -115,7 +101,7 @@ fn a_receiver_on_s3_keeps_every_version_and_recovers_from_the_bucket_alone() -> 
             format!("note {i}\n").repeat(i + 1),
         )?;
     }
-    tree::write(src, "big.bin", noise(3 << 20, 1))?;
+    tree::write(src, "big.bin", pseudo_random(3 << 20, 1))?;
     tree::write(src, "x", "a file that becomes a directory")?;
     std::os::unix::fs::symlink("notes/1.txt", src.join("link"))?;
     let mut receiver = listening(spawn_receiver(&setup, &config, "receiver", &[])?)?;
@@ -123,7 +109,7 @@ fn a_receiver_on_s3_keeps_every_version_and_recovers_from_the_bucket_alone() -> 
 
     // The second run changes part of the big file (a delta), rewrites,
     // deletes, and turns a file into a directory.
-    let mut big = noise(3 << 20, 1);
+    let mut big = pseudo_random(3 << 20, 1);
     big[1_000_000..1_000_100].copy_from_slice(&[9u8; 100]);
     tree::write(src, "big.bin", &big)?;
     tree::write(src, "notes/3.txt", "rewritten")?;
@@ -278,10 +264,10 @@ fn the_s3_server_down_mid_run_loses_nothing_and_verify_finds_a_lost_pack() -> an
         tree::write(
             &setup.source,
             format!("d{}/{i}.txt", i % 7),
-            noise(2000 + i, i as u64),
+            pseudo_random(2000 + i, i as u64),
         )?;
     }
-    tree::write(&setup.source, "big.bin", noise(2 << 20, 99))?;
+    tree::write(&setup.source, "big.bin", pseudo_random(2 << 20, 99))?;
     let receiver = listening(spawn_receiver(&setup, &config, "receiver", &[])?)?;
     server.kill();
     let mut sender = setup.sender("sender during the outage", &["--once"])?;
@@ -358,10 +344,10 @@ fn a_receiver_on_seaweedfs_restores_with_a_volume_server_down() -> anyhow::Resul
         tree::write(
             &setup.source,
             format!("docs/{i}.txt"),
-            noise(500 + i * 50, i as u64),
+            pseudo_random(500 + i * 50, i as u64),
         )?;
     }
-    tree::write(&setup.source, "big.bin", noise(1 << 20, 7))?;
+    tree::write(&setup.source, "big.bin", pseudo_random(1 << 20, 7))?;
     let _receiver = listening(spawn_receiver(&setup, &path, "receiver", &[])?)?;
     setup.send_once("sender")?;
     cluster.kill_volume(1);
@@ -402,7 +388,7 @@ fn a_503_storm_is_ridden_out_and_a_full_or_absent_bucket_loses_nothing() -> anyh
     )?;
     let src = &setup.source;
     for i in 0..50 {
-        tree::write(src, format!("a/{i}.txt"), noise(1000 + i, i as u64))?;
+        tree::write(src, format!("a/{i}.txt"), pseudo_random(1000 + i, i as u64))?;
     }
     let receiver = listening(spawn_receiver(&setup, &config, "receiver", &[])?)?;
     let send = |what: &str| -> anyhow::Result<String> {
@@ -474,13 +460,17 @@ fn a_receiver_killed_mid_run_loses_nothing_acknowledged() -> anyhow::Result<()> 
     let setup = Setup::new()?;
     let config = write_config(&setup, &server)?;
     for i in 0..8 {
-        tree::write(&setup.source, format!("big{i}.bin"), noise(2 << 20, i))?;
+        tree::write(
+            &setup.source,
+            format!("big{i}.bin"),
+            pseudo_random(2 << 20, i),
+        )?;
     }
     for i in 0..200 {
         tree::write(
             &setup.source,
             format!("small/{i}.txt"),
-            noise(700, 1000 + i),
+            pseudo_random(700, 1000 + i),
         )?;
     }
     let mut receiver = listening(spawn_receiver(&setup, &config, "receiver", &[])?)?;
@@ -527,7 +517,7 @@ fn an_interrupted_large_file_resumes_on_a_bucket_store() -> anyhow::Result<()> {
     let config = write_config(&setup, &server)?;
     let _receiver = listening(spawn_receiver(&setup, &config, "receiver", &[])?)?;
     setup.send_once("pairing sender")?;
-    tree::write(&setup.source, "large.bin", noise(64 << 20, 5))?;
+    tree::write(&setup.source, "large.bin", pseudo_random(64 << 20, 5))?;
     let mut slow = setup.sender("slow sender", &["--once", "--limit-rate", "20MB/s"])?;
     let staging = setup.dir.path().join("rstate/store/.ferry/staging");
     crate::resume::wait_for_staging(&staging, 36 * MIB)?;
