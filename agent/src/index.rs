@@ -52,7 +52,15 @@ pub struct Index {
     conn: Connection,
     path: PathBuf,
     target: String,
+    /// The receiver's id of the run under way: recorded with every
+    /// acknowledgement ([`Index::acked_run`]).
+    run: Option<u64>,
 }
+
+/// The inode recorded for an entry the receiver may have lost
+/// ([`Index::unconfirm_all`]): no file has it, so the entry is never taken
+/// as unchanged, and the plan offers it again ([`plan`]).
+pub(crate) const UNCONFIRMED_INO: u64 = u64::MAX;
 
 /// What the index remembers about one path, as last acknowledged.
 #[derive(Debug, Clone, PartialEq)]
@@ -161,6 +169,7 @@ impl Index {
             conn,
             path: path.to_path_buf(),
             target: target.to_owned(),
+            run: None,
         };
         if version < SCHEMA_VERSION {
             index.create_schema()?;
@@ -269,6 +278,7 @@ impl Index {
                 .map_err(|e| sql(what, e))?;
             }
         }
+        note_run(&tx, target, self.run).map_err(|e| sql(what, e))?;
         tx.commit().map_err(|e| sql(what, e))
     }
 
@@ -298,7 +308,47 @@ impl Index {
                     .map_err(|e| sql(what, e))?;
             }
         }
+        note_run(&tx, target, self.run).map_err(|e| sql(what, e))?;
         tx.commit().map_err(|e| sql(what, e))
+    }
+
+    /// Sets the receiver's run that acknowledgements recorded from now on
+    /// belong to.
+    pub fn set_run(&mut self, run: u64) {
+        self.run = Some(run);
+    }
+
+    /// The receiver's id of the newest run in which this target recorded an
+    /// acknowledgement (`None`: none recorded). Told to the receiver at the
+    /// start of a run ([`ferry_proto::Hello::last_run`]), so that a receiver
+    /// that lost runs can say so.
+    pub fn acked_run(&self) -> Result<Option<u64>, IndexError> {
+        self.conn
+            .query_row(
+                "SELECT run FROM acked_runs WHERE target = ?1",
+                [&self.target],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()
+            .map(|run| run.map(|r| r as u64))
+            .map_err(|e| self.sql("reading the last acknowledged run", e))
+    }
+
+    /// Takes back every acknowledgement of this target: the receiver cannot
+    /// vouch for them ([`ferry_proto::Welcome::resync`]). Entries stay (they
+    /// still tell which paths to delete and each file's last hash), but none
+    /// is unchanged any more: the plan offers each file by its hash, and
+    /// sends each directory and symlink again, until the receiver
+    /// acknowledges it. One transaction.
+    pub fn unconfirm_all(&mut self) -> Result<u64, IndexError> {
+        let n = self
+            .conn
+            .execute(
+                "UPDATE entries SET ino = ?2 WHERE target = ?1",
+                params![self.target, UNCONFIRMED_INO as i64],
+            )
+            .map_err(|e| self.sql("taking back acknowledgements", e))?;
+        Ok(n as u64)
     }
 
     /// The entry recorded for one path, if any.
@@ -315,6 +365,11 @@ impl Index {
             .optional()
             .map_err(|e| self.sql(what, e))?;
         raw.map(|raw| self.decode(raw)).transpose()
+    }
+
+    /// The target this index speaks of.
+    pub fn target(&self) -> &str {
+        &self.target
     }
 
     fn sql(&self, what: &'static str, source: rusqlite::Error) -> IndexError {
@@ -369,6 +424,23 @@ struct RawEntry {
     mode: u32,
     ino: i64,
     hash: Option<Vec<u8>>,
+}
+
+/// Records `run` as the target's newest run with an acknowledgement,
+/// inside the transaction that records the acknowledgements.
+fn note_run(
+    tx: &rusqlite::Transaction<'_>,
+    target: &str,
+    run: Option<u64>,
+) -> rusqlite::Result<()> {
+    if let Some(run) = run {
+        tx.prepare_cached(
+            "INSERT INTO acked_runs (target, run) VALUES (?1, ?2)
+             ON CONFLICT (target) DO UPDATE SET run = excluded.run",
+        )?
+        .execute(params![target, run as i64])?;
+    }
+    Ok(())
 }
 
 impl RawEntry {

@@ -267,3 +267,99 @@ async fn runs_to_a_bucket_store_arrive_exactly_and_a_delta_reads_its_base_from_t
     assert_eq!(receiver.statuses(), vec!["complete"; 2]);
     receiver.shutdown.cancel();
 }
+
+/// The receiver's store is put back from a copy taken before the sender's
+/// last run (a restored backup of the receiver's disk): the sender is told
+/// its acknowledgements cannot be vouched for, offers everything again, and
+/// the store ends as the source is, with no version added for what it held
+/// already and the deletion it lost carried out again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_put_back_from_an_older_copy_is_brought_up_to_date() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("source");
+    std::fs::create_dir_all(source.join("notes")).unwrap();
+    for i in 0..30 {
+        let text = format!("note {i}\n").repeat(i + 1);
+        std::fs::write(source.join(format!("notes/n{i:02}.txt")), text).unwrap();
+    }
+    std::fs::write(source.join("disk.img"), noise(2 << 20, 3)).unwrap();
+    let ctx = sender(&source, &dir.path().join("state"));
+    let store_dir = dir.path().join("store");
+    let copy = dir.path().join("store-copy");
+
+    let receiver = Receiver::new(&store_dir, &ctx);
+    assert_eq!(receiver.run(&ctx).await.errors, 0);
+    receiver.shutdown.cancel();
+    drop(receiver);
+    let copied = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&store_dir)
+        .arg(&copy)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+
+    // A run the copy will not know: an edit, a deletion, a new directory,
+    // a mode change.
+    std::fs::write(source.join("notes/n01.txt"), b"edited\n").unwrap();
+    std::fs::remove_file(source.join("notes/n05.txt")).unwrap();
+    std::fs::create_dir(source.join("fresh")).unwrap();
+    std::fs::write(source.join("fresh/f.txt"), b"fresh\n").unwrap();
+    std::fs::set_permissions(
+        source.join("notes/n02.txt"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    let receiver = Receiver::new(&store_dir, &ctx);
+    assert_eq!(receiver.run(&ctx).await.errors, 0);
+    receiver.shutdown.cancel();
+    drop(receiver);
+
+    // The disk is put back.
+    std::fs::remove_dir_all(&store_dir).unwrap();
+    std::fs::rename(&copy, &store_dir).unwrap();
+    let receiver = Receiver::new(&store_dir, &ctx);
+    assert_ne!(tree(&receiver.mirror()), tree(&source));
+    let resync = receiver.run(&ctx).await;
+    assert_eq!(resync.errors, 0, "{:?}", resync.problems);
+    assert_eq!(tree(&receiver.mirror()), tree(&source));
+    assert!(
+        resync.bytes_file_data_wire < 1 << 20,
+        "what the store held was sent again: {} bytes",
+        resync.bytes_file_data_wire
+    );
+    let store = receiver.shared.store.clone();
+    let laptop = store
+        .sender_by_name(&ferry_proto::Name::new("laptop").unwrap())
+        .unwrap()
+        .unwrap();
+    let ns = store.namespace(&laptop, &ferry_proto::Name::new("docs").unwrap());
+    let rel = |p: &str| ferry_proto::RelPath::from_bytes(p.as_bytes().to_vec()).unwrap();
+    for (path, versions) in [
+        ("notes/n10.txt", 1),
+        ("disk.img", 1),
+        ("notes/n01.txt", 2),
+        ("notes/n05.txt", 1),
+    ] {
+        assert_eq!(
+            store.versions(&ns, &rel(path)).unwrap().len(),
+            versions,
+            "{path}"
+        );
+    }
+    let gone = store.versions(&ns, &rel("notes/n05.txt")).unwrap();
+    assert!(gone[0].deleted, "the lost deletion is carried out again");
+
+    // Confirmed: the next run has nothing to do.
+    let after = receiver.run(&ctx).await;
+    assert_eq!(
+        (
+            after.files_sent,
+            after.files_metadata_only,
+            after.files_deleted
+        ),
+        (0, 0, 0)
+    );
+    assert_eq!(receiver.statuses(), vec!["complete"; 3]);
+    receiver.shutdown.cancel();
+}

@@ -125,6 +125,7 @@ fn open_bucket_store(
                 .build()
                 .map_err(|e| ReceiverError::BucketState(format!("could not start the bucket's client: {e}")))?;
             let has_copies = rt.block_on(crate::bucket::has_catalog_copies(&bucket))?;
+            let mut recovered = false;
             match (catalog.exists(), recover, has_copies) {
                 (true, true, _) => {
                     return Err(ReceiverError::BucketState(format!(
@@ -136,8 +137,9 @@ fn open_bucket_store(
                     std::fs::create_dir_all(catalog.parent().unwrap_or(&root)).map_err(|e| {
                         ReceiverError::BucketState(format!("could not create {}: {e}", root.display()))
                     })?;
-                    let recovered = rt.block_on(crate::bucket::recover(&bucket, &catalog))?;
-                    tracing::info!(copy = %recovered.key, bytes = recovered.catalog_bytes, "catalog recovered from the bucket");
+                    let copy = rt.block_on(crate::bucket::recover(&bucket, &catalog))?;
+                    tracing::info!(copy = %copy.key, bytes = copy.catalog_bytes, "catalog recovered from the bucket");
+                    recovered = true;
                 }
                 (false, false, true) => {
                     return Err(ReceiverError::BucketState(format!(
@@ -149,6 +151,17 @@ fn open_bucket_store(
                 _ => {}
             }
             drop(rt);
+            if recovered {
+                // What was acknowledged after the copy was taken is not in
+                // it: senders whose newest acknowledged run is one of these
+                // offer everything again on their next run.
+                let lost = Store::mark_recovered(&root)?;
+                tracing::info!(
+                    from_run = lost.start,
+                    "runs from this one on may have stored more than the copy knows: their senders offer everything again on their next run; new runs are numbered from {}",
+                    lost.end
+                );
+            }
             Ok(Store::open_bucket(&root, store_bucket, holder)?)
         })
         .join()

@@ -30,9 +30,9 @@
 //! **Control stream** — the first bidirectional stream, opened by the sender:
 //!
 //! ```text
-//! S→R  Hello { protocol, name, folder, pairing?, agent }
+//! S→R  Hello { protocol, name, folder, pairing?, agent, last_run? }
 //!    | HelloProtected { hello, protection }        a sealed folder (see "Sealed folders")
-//! R→S  Welcome { run_id, paired, max_streams }       admitted, run opened
+//! R→S  Welcome { run_id, paired, max_streams, resync }  admitted, run opened
 //!    | Busy { retry_after_ms }                        too many senders: retry later
 //!    | Refused { code, message }                      unknown sender, bad secret, ...
 //! ... file streams run ...
@@ -240,10 +240,13 @@ pub use request::{
 };
 pub use types::{Hash, Protection, RunReport};
 
-/// The QUIC ALPN of this protocol version.
+/// The QUIC ALPN of Ferry's protocol (its version is [`PROTOCOL_VERSION`],
+/// carried in [`Hello`] and [`Open`], so that a receiver can say which
+/// versions disagree rather than fail the TLS handshake).
 pub const ALPN: &[u8] = b"ferry/1";
-/// The protocol version carried in [`Hello`].
-pub const PROTOCOL_VERSION: u32 = 1;
+/// The protocol version carried in [`Hello`] and [`Open`]. Version 2 added
+/// `Hello::last_run` and `Welcome::resync`.
+pub const PROTOCOL_VERSION: u32 = 2;
 /// Largest content carried by one `Data` frame.
 pub const MAX_DATA: usize = 256 * 1024;
 /// Largest file a bundle stream carries (larger ones get a stream each).

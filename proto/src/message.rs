@@ -117,6 +117,13 @@ pub struct Hello {
     pub pairing: Option<Hash>,
     /// Free-form description of the sending program, for logs.
     pub agent: String,
+    /// The receiver's id of the newest run of this folder in which the
+    /// sender recorded something the receiver acknowledged (`None`: it has
+    /// recorded nothing). A receiver whose catalog does not vouch for that
+    /// run (it lost runs: its store was put back from an older backup, or
+    /// its catalog recovered from an older copy) answers with
+    /// [`Welcome::resync`].
+    pub last_run: Option<u64>,
 }
 
 /// Admission of a sender.
@@ -128,6 +135,11 @@ pub struct Welcome {
     pub paired: bool,
     /// Files the receiver accepts in flight at once on this connection.
     pub max_streams: u32,
+    /// The receiver cannot vouch for what the sender recorded as
+    /// acknowledged ([`Hello::last_run`]): the sender offers every entry
+    /// again this run (a file by its hash, so only content the receiver
+    /// lacks is sent), until one such run has confirmed them all.
+    pub resync: bool,
 }
 
 /// Why a sender was refused.
@@ -316,18 +328,29 @@ mod tests {
                     folder: name("docs"),
                     pairing: Some([7; 32]),
                     agent: "f".into(),
+                    last_run: Some(300),
                 }),
                 "0001036c617004646f637301\
                  0707070707070707070707070707070707070707070707070707070707070707\
-                 0166",
+                 016601ac02",
             ),
             (
                 Message::Welcome(Welcome {
                     run_id: 300,
                     paired: true,
                     max_streams: 64,
+                    resync: false,
                 }),
-                "01ac020140",
+                "01ac02014000",
+            ),
+            (
+                Message::Welcome(Welcome {
+                    run_id: 1,
+                    paired: false,
+                    max_streams: 1,
+                    resync: true,
+                }),
+                "0101000101",
             ),
             (
                 Message::Busy {
@@ -621,10 +644,11 @@ mod tests {
                         folder: name("docs"),
                         pairing: None,
                         agent: "f".into(),
+                        last_run: None,
                     },
                     protection: Protection::Encrypted { key: [5; 32] },
                 },
-                "1e01036c617004646f6373000166\
+                "1e01036c617004646f637300016600\
                  01\
                  0505050505050505050505050505050505050505050505050505050505050505",
             ),
@@ -636,12 +660,13 @@ mod tests {
                         folder: name("docs"),
                         pairing: Some([7; 32]),
                         agent: String::new(),
+                        last_run: None,
                     },
                     protection: Protection::Plain,
                 },
                 "1e01036c617004646f637301\
                  0707070707070707070707070707070707070707070707070707070707070707\
-                 0000",
+                 000000",
             ),
             (Message::FolderProtection(Protection::Plain), "1f00"),
             (
@@ -690,7 +715,7 @@ mod tests {
         // A Hello whose name is ".ferry".
         let mut bytes = vec![0x00, 0x01, 0x06];
         bytes.extend_from_slice(b".ferry");
-        bytes.extend_from_slice(&[0x01, b'd', 0x00, 0x00]);
+        bytes.extend_from_slice(&[0x01, b'd', 0x00, 0x00, 0x00]);
         assert!(postcard::from_bytes::<Message>(&bytes).is_err());
     }
 }

@@ -8,7 +8,7 @@ use ferry_proto::{Hash, RelPath};
 use std::collections::HashMap;
 
 use super::plan_items::{PlanItems, Todo};
-use super::{Index, IndexEntry, IndexError};
+use super::{Index, IndexEntry, IndexError, UNCONFIRMED_INO};
 use crate::scan::{hash_file, OpenError, Scan, ScanEntry, ScanKind, ScanProblem, SourceDir};
 
 /// What to do with one scanned entry.
@@ -184,6 +184,9 @@ fn compare(
     entry: &ScanEntry,
     old: &IndexEntry,
 ) -> Result<Option<Action>, ScanProblem> {
+    if old.ino == UNCONFIRMED_INO {
+        return Ok(Some(unconfirmed(root, entry, old)?));
+    }
     let same_meta = entry.mtime_ns == old.mtime_ns && entry.mode == old.mode;
     match (&entry.kind, &old.kind) {
         (ScanKind::Dir, ScanKind::Dir) => Ok((!same_meta).then_some(Action::New)),
@@ -192,6 +195,28 @@ fn compare(
         }
         (ScanKind::File, ScanKind::File) => compare_file(root, entry, old),
         _ => Ok(Some(Action::New)),
+    }
+}
+
+/// An entry the receiver may have lost ([`Index::unconfirm_all`]): sent
+/// again. A file whose size and mtime are as recorded is offered by its
+/// recorded hash (the receiver takes it without its bytes if it holds that
+/// content there); anything else as a change would be.
+fn unconfirmed(
+    root: &SourceDir,
+    entry: &ScanEntry,
+    old: &IndexEntry,
+) -> Result<Action, ScanProblem> {
+    match (&entry.kind, &old.kind, old.hash) {
+        (ScanKind::File, ScanKind::File, Some(hash))
+            if entry.size == old.size && entry.mtime_ns == old.mtime_ns =>
+        {
+            Ok(Action::MetadataOnly { hash })
+        }
+        (ScanKind::File, ScanKind::File, _) => {
+            Ok(compare_file(root, entry, old)?.unwrap_or(Action::Changed))
+        }
+        _ => Ok(Action::New),
     }
 }
 
@@ -327,6 +352,59 @@ mod tests {
         assert!(second.items.is_empty(), "{:?}", actions(&second));
         assert_eq!(second.unchanged, 7);
         assert!(second.deleted.is_empty() && second.problems.is_empty());
+    }
+
+    #[test]
+    fn unconfirmed_entries_are_offered_again_until_acknowledged() {
+        let mut fx = Fixture::new();
+        fx.sync();
+        assert_eq!(fx.index.acked_run().unwrap(), None, "no run was set");
+        fx.index.set_run(7);
+        assert_eq!(fx.index.unconfirm_all().unwrap(), 7);
+        // An edit while the receiver was being put back.
+        fx.write("d/e/c", b"C2", 3_000);
+        fs::remove_file(fx.root().join("a.txt")).unwrap();
+        let b = *blake3::hash(&[7; 100_000]).as_bytes();
+        let plan = fx.plan();
+        // Files as recorded are offered by their hash (no read); the edited
+        // one is sent; directories and symlinks again; deletions as ever.
+        assert_eq!(
+            actions(&plan),
+            [
+                ("d".to_string(), Action::New),
+                ("d/b.bin".to_string(), Action::MetadataOnly { hash: b }),
+                ("d/e".to_string(), Action::New),
+                ("d/e/c".to_string(), Action::Changed),
+                ("empty".to_string(), Action::New),
+                ("link".to_string(), Action::New),
+            ]
+        );
+        assert_eq!(plan.deleted, [rel("a.txt")]);
+        assert_eq!(plan.unchanged, 0);
+        // Half of it acknowledged (the run was cut off): only the rest is
+        // offered on the next run, and the acknowledging run is recorded.
+        let stored: Vec<_> = plan
+            .items
+            .entries()
+            .filter(|e| e.path.as_bytes().starts_with(b"d"))
+            .map(|e| {
+                let hash =
+                    matches!(e.kind, ScanKind::File).then(|| hash_file(&fx.source(), e).unwrap().0);
+                (e.clone(), hash)
+            })
+            .collect();
+        fx.index.record_stored(&stored).unwrap();
+        assert_eq!(fx.index.acked_run().unwrap(), Some(7));
+        let rest = fx.plan();
+        assert_eq!(
+            actions(&rest),
+            [
+                ("empty".to_string(), Action::New),
+                ("link".to_string(), Action::New)
+            ]
+        );
+        fx.sync();
+        assert!(fx.plan().items.is_empty());
     }
 
     #[test]

@@ -52,6 +52,10 @@ CREATE TABLE IF NOT EXISTS chunk_lists (
     PRIMARY KEY (target, path)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS chunk_lists_first ON chunk_lists (target, first);
+CREATE TABLE IF NOT EXISTS acked_runs (
+    target TEXT PRIMARY KEY,
+    run    INTEGER NOT NULL  -- the receiver's id of the newest run that acknowledged something
+) WITHOUT ROWID;
 ";
 
 impl Index {

@@ -307,12 +307,19 @@ async fn session<L: Link>(
         tracing::info!(peer = %peer, name = %hello.name, "paired a new sender");
     }
     tracing::info!(remote = %conn.remote_address(), peer = %peer, name = %hello.name, folder = %hello.folder, protection = crate::store::protection::describe(&protection), run = ctx.run, "sender connected");
+    if ctx.resync {
+        tracing::warn!(
+            name = %hello.name, folder = %hello.folder, last_run = hello.last_run,
+            "this store does not hold every run the sender recorded as stored (it was put back from an older copy): the sender offers everything again"
+        );
+    }
     let welcomed = control
         .send
         .send(&Message::Welcome(Welcome {
             run_id: ctx.run,
             paired,
             max_streams: MAX_STREAMS_PER_SENDER,
+            resync: ctx.resync,
         }))
         .await;
     if let Err(e) = welcomed {
@@ -424,11 +431,17 @@ async fn begin_run(
             )),
             None => None,
         };
+        // Asked before the run begins: a run of the same namespace would
+        // otherwise vouch for a `last_run` this catalog never gave.
+        let resync = match hello.last_run {
+            Some(last) => !store.vouches_for(&ns, last)?,
+            None => false,
+        };
         let run = store.begin_run(&ns)?;
-        Ok(Ok((ns, run, quota)))
+        Ok(Ok((ns, run, quota, resync)))
     })
     .await??;
-    let (ns, run, quota) = match begun {
+    let (ns, run, quota, resync) = match begun {
         Ok(begun) => begun,
         Err(message) => return Ok(Begun::Refused(message)),
     };
@@ -454,6 +467,8 @@ async fn begin_run(
         live,
         commits,
         quota,
+        resync,
+        kept: Default::default(),
         limiter: shared.limit_rate.clone().map(|schedule| {
             // Keeps the connection's receive window sized to the rate.
             let link = conn.clone();

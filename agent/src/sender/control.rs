@@ -15,6 +15,7 @@ use ferry_proto::{Hello, PathFailure, RelPath, RunReport, Welcome};
 use super::{RunError, SenderContext};
 use crate::config::FolderProtect;
 use crate::identity::DeviceId;
+use crate::index::Index;
 use crate::link::Link;
 use crate::stream::{Channel, StreamError};
 use machine::{ControlEvent, ControlSender};
@@ -83,8 +84,9 @@ pub(super) async fn admit(ctx: &SenderContext, link: &impl Link) -> Result<Admit
         )),
         None => None,
     };
+    let (channel, last_run) = tokio::join!(link.open(), last_acked_run(ctx, receiver_id));
     let mut control = ControlStream {
-        channel: link.open().await?,
+        channel: channel?,
         machine: ControlSender::new(),
     };
     let hello = Hello {
@@ -93,6 +95,7 @@ pub(super) async fn admit(ctx: &SenderContext, link: &impl Link) -> Result<Admit
         folder: ctx.settings.folder.clone(),
         pairing,
         agent: format!("ferry {}", env!("CARGO_PKG_VERSION")),
+        last_run: last_run?,
     };
     let hello = match &ctx.settings.protect {
         FolderProtect::Plain => control.machine.hello(hello),
@@ -117,4 +120,31 @@ pub(super) async fn admit(ctx: &SenderContext, link: &impl Link) -> Result<Admit
         control,
         welcome,
     })
+}
+
+/// The index's name for what this run sends to: the receiver and folder.
+pub(super) fn index_target(ctx: &SenderContext, receiver_id: DeviceId) -> String {
+    format!("{}/{}", receiver_id, ctx.settings.folder.as_str())
+}
+
+/// Opens the index of this receiver and folder (kept in `ctx.index` for the
+/// run) and reads the newest receiver run it recorded an acknowledgement of.
+async fn last_acked_run(
+    ctx: &SenderContext,
+    receiver_id: DeviceId,
+) -> Result<Option<u64>, RunError> {
+    let target = index_target(ctx, receiver_id);
+    let index_path = ctx.settings.state.join("index.db");
+    let slot = ctx.index.clone();
+    crate::tasks::blocking(move || {
+        let mut slot = slot.lock().map_err(|_| RunError::IndexPoisoned)?;
+        let index = match slot.take() {
+            Some(index) if index.target() == target => index,
+            _ => Index::open(&index_path, &target)?,
+        };
+        let run = index.acked_run()?;
+        *slot = Some(index);
+        Ok(run)
+    })
+    .await?
 }

@@ -39,6 +39,7 @@ fn receiver_message(src: &mut impl Source) -> Option<Message> {
             run_id: src.below(5),
             paired: src.flip(),
             max_streams: src.below(300) as u32,
+            resync: src.flip(),
         }),
         7 => Message::Busy {
             retry_after_ms: src.edgy_u64(),
@@ -165,6 +166,7 @@ pub fn drive_control(src: &mut impl Source, max_ops: usize) {
         folder: ferry_proto::Name::new("docs").unwrap_or_else(|_| unreachable!("a valid name")),
         pairing: None,
         agent: "ferry fuzz".into(),
+        last_run: None,
     };
     assert!(matches!(machine.hello(hello), Message::Hello(_)));
     let mut model = ControlModel::AwaitWelcome;
@@ -302,6 +304,7 @@ mod tests {
                 folder: ferry_proto::Name::new("b").unwrap(),
                 pairing: None,
                 agent: String::new(),
+                last_run: None,
             });
             for _ in 0..6 {
                 if c.is_ready() {

@@ -121,6 +121,7 @@ fn welcome(max_streams: u32) -> Message {
         run_id: 1,
         paired: false,
         max_streams,
+        resync: false,
     })
 }
 

@@ -265,14 +265,47 @@ async fn session<L: Link>(
         welcome,
     } = admitted;
 
-    // 3. Plan against the index of this receiver and folder.
-    let target = format!("{}/{}", receiver_id, ctx.settings.folder.as_str());
+    // 3. Plan against the index of this receiver and folder (opened before
+    // `Hello`, see `admit`). A receiver that cannot vouch for what the index
+    // says it acknowledged is offered everything again.
+    let target = super::control::index_target(ctx, receiver_id);
     let index_path = ctx.settings.state.join("index.db");
     let source = root.clone();
     let index_slot = ctx.index.clone();
+    let run_id = welcome.run_id;
+    let resync = welcome.resync;
+    // Offering everything again takes the whole tree: a partial scan (watch
+    // mode) would leave the receiver to take the rest as deleted.
+    let scan = match scan.partial {
+        Some(_) if resync => {
+            let (root, exclude, rules) = (
+                root.clone(),
+                ctx.exclude.clone(),
+                ctx.settings.exclude.clone(),
+            );
+            let full = blocking(move || scan::scan_filtered(&root, &exclude, &rules)).await?;
+            // Counted, so that the receiver takes nothing unread as deleted.
+            for problem in &full.errors {
+                summary.problem(problem.path.display().to_string(), problem.message.clone());
+            }
+            full
+        }
+        _ => scan,
+    };
     let plan: (Plan, u64) = blocking(move || {
         let mut slot = index_slot.lock().map_err(|_| RunError::IndexPoisoned)?;
-        let index = Index::open(&index_path, &target)?;
+        let mut index = match slot.take() {
+            Some(index) if index.target() == target => index,
+            _ => Index::open(&index_path, &target)?,
+        };
+        index.set_run(run_id);
+        if resync {
+            let taken_back = index.unconfirm_all()?;
+            tracing::warn!(
+                entries = taken_back,
+                "the receiver does not hold every run this sender recorded as stored (its store was put back from an older copy): every entry is offered again, and only what it lacks is sent"
+            );
+        }
         let plan = index.plan(&source, scan)?;
         let indexed = index.len()?;
         *slot = Some(index);

@@ -36,6 +36,8 @@ use rusqlite::{Connection, OpenFlags};
 use super::error::{HistoryError, StoreError};
 pub(crate) use changes::{apply_changes, Below, Change, NewVersion};
 pub(crate) use runs::RunEnd;
+#[cfg(test)]
+pub(crate) use runs::RUN_IDS_SKIPPED;
 pub(crate) use schema::{ACCESS_TABLES, SCHEMA_VERSION};
 use schema::{CHUNK_TABLES, PROTECTION_TABLE, SCHEMA, STORED_SIZES};
 pub(crate) use senders::SenderRow;

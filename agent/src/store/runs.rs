@@ -20,6 +20,23 @@ impl Store {
         })
     }
 
+    /// True if the catalog holds everything `run` of `ns` stored (see
+    /// [`Catalog::vouches_for`]).
+    pub fn vouches_for(&self, ns: &Namespace, run: u64) -> Result<bool, StoreError> {
+        self.catalog().vouches_for(ns.sender_id, &ns.folder, run)
+    }
+
+    /// Records that the catalog of the store at `root` was just recovered
+    /// from a copy, before the store is opened (which marks the runs the
+    /// copy caught under way as interrupted); see
+    /// [`Catalog::mark_recovered`]. Returns the run ids taken as lost.
+    pub fn mark_recovered(root: &Path) -> Result<std::ops::Range<u64>, StoreError> {
+        let catalog = Catalog::open_unchecked(&super::catalog_path(root))?;
+        catalog.check()?;
+        let (lo, hi) = catalog.mark_recovered()?;
+        Ok(lo.max(0) as u64..hi.max(0) as u64)
+    }
+
     /// Records how a run ended and re-applies the recorded modification
     /// times of the namespace's current directories (adding children during
     /// the run bumped them).
@@ -161,10 +178,72 @@ fn run_records(cat: &Catalog, sender: Option<i64>) -> Result<Vec<RunRecord>, Sto
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // a failing unwrap is a failing test
 mod tests {
+    use super::super::catalog::RUN_IDS_SKIPPED;
     use super::super::tests::{fixture, put_file, rel};
     use super::*;
     use ferry_proto::{Entry, EntryKind};
     use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn a_catalog_vouches_only_for_its_own_runs_of_the_namespace() {
+        let (_dir, store, ns) = fixture();
+        let other_sender = store
+            .add_sender("dev-2", &Name::new("desk").unwrap())
+            .unwrap();
+        let other = store.namespace(&other_sender, &Name::new("docs").unwrap());
+        let other_folder = store.namespace(
+            &store
+                .add_sender("dev-1", &Name::new("lap").unwrap())
+                .unwrap(),
+            &Name::new("music").unwrap(),
+        );
+        let mine = store.begin_run(&ns).unwrap();
+        let theirs = store.begin_run(&other).unwrap();
+        let music = store.begin_run(&other_folder).unwrap();
+        assert!(store.vouches_for(&ns, mine).unwrap());
+        // Another sender's run, another folder's, a run never given (a
+        // store put back from an older copy), an id past i64.
+        for run in [theirs, music, music + 1, u64::MAX] {
+            assert!(!store.vouches_for(&ns, run).unwrap(), "run {run}");
+        }
+    }
+
+    #[test]
+    fn a_recovered_catalog_takes_the_runs_after_its_copy_as_lost() {
+        let (dir, store, ns) = fixture();
+        let done = store.begin_run(&ns).unwrap();
+        store
+            .finish_run(&ns, done, &RunReport::default(), 0, RunEnding::Complete)
+            .unwrap();
+        // Under way when the copy was taken: part of it may be missing.
+        let under_way = store.begin_run(&ns).unwrap();
+        drop(store);
+        let root = dir.path().join("store");
+        let lost = Store::mark_recovered(&root).unwrap();
+        assert_eq!(lost.start, under_way);
+        assert_eq!(lost.end, under_way + 1 + RUN_IDS_SKIPPED as u64);
+        let store = Store::open(&root).unwrap();
+        assert!(store.vouches_for(&ns, done).unwrap());
+        // The run under way, and one the copy never saw (its id will not
+        // be given again: new runs are numbered past the lost ones).
+        assert!(!store.vouches_for(&ns, under_way).unwrap());
+        assert!(!store.vouches_for(&ns, under_way + 1).unwrap());
+        let next = store.begin_run(&ns).unwrap();
+        assert_eq!(next, lost.end);
+        assert!(store.vouches_for(&ns, next).unwrap());
+        assert!(!store.vouches_for(&ns, under_way + 1).unwrap());
+        // A second recovery adds its range and keeps the first.
+        store
+            .finish_run(&ns, next, &RunReport::default(), 0, RunEnding::Complete)
+            .unwrap();
+        drop(store);
+        let again = Store::mark_recovered(&root).unwrap();
+        assert_eq!(again.start, next + 1, "nothing was under way");
+        let store = Store::open(&root).unwrap();
+        assert!(!store.vouches_for(&ns, under_way).unwrap());
+        assert!(store.vouches_for(&ns, next).unwrap());
+        assert_eq!(store.begin_run(&ns).unwrap(), again.end);
+    }
 
     #[test]
     fn runs_are_recorded_newest_first() {

@@ -5,7 +5,7 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use ferry_proto::{Hash, RelPath};
+use ferry_proto::{Entry, EntryKind, Hash, RelPath};
 use rusqlite::{params, OptionalExtension};
 
 use super::catalog::{self, Catalog, VersionRow};
@@ -59,6 +59,35 @@ impl Store {
         }
         let meta = self.tree.lookup(&self.ns_dir(ns), path)?;
         Ok(meta.is_some_and(|m| m.is_file() && i64::try_from(m.len()).ok() == Some(row.size)))
+    }
+
+    /// True if the current version of `entry.path` is exactly `entry`: same
+    /// kind, size, mtime, mode, content `hash` (files) or link target. A
+    /// sender that offers everything again (`Welcome::resync`) is answered
+    /// without a new version for such entries.
+    pub fn is_current(
+        &self,
+        ns: &Namespace,
+        entry: &Entry,
+        hash: Option<&Hash>,
+    ) -> Result<bool, StoreError> {
+        let row = self
+            .catalog()
+            .current_row(ns.sender_id, &ns.folder, &entry.path)?;
+        let Some(row) = row else { return Ok(false) };
+        let same_meta = row.mtime_ns == entry.mtime_ns && row.mode == i64::from(entry.mode);
+        Ok(same_meta
+            && match &entry.kind {
+                EntryKind::File { size, .. } => {
+                    row.kind == "file"
+                        && i64::try_from(*size).ok() == Some(row.size)
+                        && hash.is_some_and(|h| row.hash.as_deref() == Some(h.as_slice()))
+                }
+                EntryKind::Dir => row.kind == "dir",
+                EntryKind::Symlink { target } => {
+                    row.kind == "symlink" && row.target.as_deref() == Some(target.as_slice())
+                }
+            })
     }
 
     /// Opens the stored bytes at `location` (a [`VersionRecord::location`])

@@ -295,11 +295,13 @@ pub fn arbitrary_message(src: &mut impl Source) -> Message {
             folder: arbitrary_name(src),
             pairing: maybe(src, hash),
             agent: text(src),
+            last_run: maybe(src, |s| s.edgy_u64()),
         }),
         1 => Message::Welcome(Welcome {
             run_id: src.edgy_u64(),
             paired: src.flip(),
             max_streams: src.edgy_u64() as u32,
+            resync: src.flip(),
         }),
         2 => Message::Busy {
             retry_after_ms: src.edgy_u64(),
@@ -443,6 +445,7 @@ pub fn arbitrary_message(src: &mut impl Source) -> Message {
                 folder: arbitrary_name(src),
                 pairing: maybe(src, hash),
                 agent: text(src),
+                last_run: maybe(src, |s| s.edgy_u64()),
             },
             protection: protection(src),
         },

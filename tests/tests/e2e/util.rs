@@ -252,6 +252,7 @@ pub async fn hello(
             folder: Name::new("docs")?,
             pairing,
             agent: "ferry tests".into(),
+            last_run: None,
         }))
         .await?;
     let answer = tokio::time::timeout(HELLO_ANSWER, control.recv.recv_message()).await??;

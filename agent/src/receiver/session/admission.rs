@@ -9,6 +9,7 @@
 //! ([`protection_refusal`]), and the driver records a new folder's only when
 //! its run begins (never for a refused or busy session).
 
+use ferry_proto::frame::FrameError;
 use ferry_proto::{Hash, Hello, Message, Name, Open, Protection, RefuseCode, PROTOCOL_VERSION};
 
 use crate::identity::DeviceId;
@@ -35,6 +36,18 @@ pub(crate) fn opening(first: Result<Message, StreamError>) -> Opening {
         Ok(other) => Opening::Refuse {
             code: RefuseCode::BadRequest,
             message: format!("expected Hello, got {}", crate::stream::describe(&other)),
+        },
+        // A message that does not decode is most likely another version's.
+        Err(
+            e @ StreamError::Frame(
+                FrameError::Malformed(_) | FrameError::TrailingBytes { .. },
+            ),
+        ) => Opening::Refuse {
+            code: RefuseCode::BadRequest,
+            message: format!(
+                "bad Hello ({}): is the sender another Ferry version? this receiver speaks protocol {PROTOCOL_VERSION}; run the same Ferry version on both",
+                crate::chain::Chain(&e)
+            ),
         },
         Err(e) => Opening::Refuse {
             code: RefuseCode::BadRequest,
@@ -492,6 +505,7 @@ mod tests {
             folder: Name::new("docs").unwrap(),
             pairing: None,
             agent: String::new(),
+            last_run: None,
         }
     }
 
@@ -513,7 +527,7 @@ mod tests {
 
     #[test]
     fn a_revoked_device_is_refused_even_when_listed_and_named_right() {
-        let h = hello("lap", 1);
+        let h = hello("lap", PROTOCOL_VERSION);
         let name = Name::new("lap").unwrap();
         let revoked = Facts {
             registered_as: Some(&name),
@@ -528,7 +542,7 @@ mod tests {
 
     #[test]
     fn pairing_off_refuses_a_right_secret_but_not_a_known_or_listed_device() {
-        let h = hello("lap", 1);
+        let h = hello("lap", PROTOCOL_VERSION);
         for proof in [Proof::Valid, Proof::Invalid] {
             let (code, message) = refused(&Facts {
                 proof,
@@ -557,7 +571,7 @@ mod tests {
 
     #[test]
     fn unknown_sender_refused_with_what_to_do() {
-        let h = hello("lap", 1);
+        let h = hello("lap", PROTOCOL_VERSION);
         let Verdict::Refuse { code, message } = decide(&facts(&h)) else {
             panic!()
         };
@@ -567,7 +581,7 @@ mod tests {
 
     #[test]
     fn known_allowed_and_paired_admitted() {
-        let h = hello("lap", 1);
+        let h = hello("lap", PROTOCOL_VERSION);
         let name = Name::new("lap").unwrap();
         let known = Facts {
             registered_as: Some(&name),
@@ -606,7 +620,7 @@ mod tests {
 
     #[test]
     fn bad_secret_wrong_name_taken_name_and_version_refused() {
-        let h = hello("lap", 1);
+        let h = hello("lap", PROTOCOL_VERSION);
         let code = |f: Facts<'_>| match decide(&f) {
             Verdict::Refuse { code, .. } => Some(code),
             Verdict::Admit { .. } => None,
@@ -660,7 +674,7 @@ mod tests {
 
     #[test]
     fn stranger_cannot_tell_a_taken_name_from_a_free_one() {
-        let h = hello("lap", 1);
+        let h = hello("lap", PROTOCOL_VERSION);
         for proof in [Proof::Absent, Proof::Invalid, Proof::NotAccepted] {
             let free = refused(&Facts { proof, ..facts(&h) });
             let taken = refused(&Facts {
@@ -676,11 +690,12 @@ mod tests {
     #[test]
     fn new_sender_or_folder_with_an_unprintable_or_look_alike_name_refused() {
         let bad_hello = |name: &str, folder: &str| Hello {
-            protocol: 1,
+            protocol: PROTOCOL_VERSION,
             name: Name::new(name).unwrap(),
             folder: Name::new(folder).unwrap(),
             pairing: None,
             agent: String::new(),
+            last_run: None,
         };
         for (name, folder) in [
             ("lap\nforged", "docs"),
@@ -708,11 +723,12 @@ mod tests {
         // A sender registered as `lap\n` (before the rule) keeps its name and
         // its folders; only a folder new to it is checked.
         let h = Hello {
-            protocol: 1,
+            protocol: PROTOCOL_VERSION,
             name: Name::new("lap\n").unwrap(),
             folder: Name::new("ｄｏｃｓ").unwrap(),
             pairing: None,
             agent: String::new(),
+            last_run: None,
         };
         let name = Name::new("lap\n").unwrap();
         let known = Facts {

@@ -25,6 +25,13 @@ pub(super) struct RunContext {
     pub commits: mpsc::Sender<Commit>,
     /// The sender's quota, if the receiver sets one.
     pub quota: Option<Arc<QuotaBudget>>,
+    /// The catalog cannot vouch for the sender's newest acknowledged run
+    /// (`Welcome::resync`): it offers everything again, and what this store
+    /// already holds exactly is acknowledged without a new version.
+    pub resync: bool,
+    /// In a resync run, the entries found stored exactly as offered (no new
+    /// version): with those stored this run, what the sender still has.
+    pub kept: std::sync::Mutex<Vec<ferry_proto::RelPath>>,
     /// This connection's bandwidth limit (`--limit-rate`), if any.
     pub limiter: Option<Arc<crate::ratelimit::RateLimiter>>,
 }
@@ -86,6 +93,24 @@ pub(super) fn entry_message(received: Received) -> Result<Message, Failure> {
 
 /// Hands a change to the run's committer and waits until it is durable.
 pub(super) async fn commit(ctx: &Arc<RunContext>, op: Op) -> Result<(), Failure> {
+    // A sender offering everything again: what is stored exactly as offered
+    // is acknowledged as it is, without a version that changes nothing.
+    let unchanged = match &op {
+        Op::Metadata { entry, hash } if ctx.resync => Some((entry.clone(), Some(*hash))),
+        Op::Dir(entry) | Op::Symlink(entry) if ctx.resync => Some((entry.clone(), None)),
+        _ => None,
+    };
+    if let Some((entry, hash)) = unchanged {
+        let c = ctx.clone();
+        let path = entry.path.clone();
+        if on_store(move || c.store.is_current(&c.ns, &entry, hash.as_ref())).await? {
+            ctx.kept
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(path);
+            return Ok(());
+        }
+    }
     let (tx, rx) = oneshot::channel();
     ctx.commits
         .send((op, tx))
@@ -153,6 +178,8 @@ pub(super) mod testing {
             live,
             commits,
             quota: None,
+            resync: false,
+            kept: Default::default(),
             limiter: None,
         });
         TestRun {

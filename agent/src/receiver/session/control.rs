@@ -237,6 +237,10 @@ pub(super) async fn drive(
                 Event::FilesAnswered
             }
             Action::Record { ending, report } => {
+                let clean = report.as_ref().is_some_and(|r| r.errors == 0);
+                if ctx.resync && ending == RunEnding::Complete && clean {
+                    sweep(ctx).await?;
+                }
                 record(link, &who, ctx, ending, report).await?;
                 Event::Recorded
             }
@@ -282,6 +286,53 @@ async fn delete(
     })
     .await?;
     Ok(failed)
+}
+
+/// The end of a resync run (`Welcome::resync`) that went through without
+/// an error: the sender offered every entry it has, so an entry current here
+/// that was neither stored this run nor found as offered is one the sender
+/// deleted in a run this store lost. It is archived, as a deletion is.
+async fn sweep(ctx: &Arc<RunContext>) -> Result<(), SessionError> {
+    let run = ctx.run;
+    let ctx = ctx.clone();
+    let swept = crate::tasks::blocking(move || -> Result<u64, crate::store::StoreError> {
+        let mut kept = std::mem::take(
+            &mut *ctx
+                .kept
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        kept.sort_unstable();
+        let mut gone: Vec<RelPath> = ctx
+            .store
+            .current(&ctx.ns)?
+            .into_iter()
+            .filter(|v| v.run != ctx.run && kept.binary_search(&v.path).is_err())
+            .map(|v| v.path)
+            .collect();
+        // Parents first: a deleted directory takes what is below it.
+        gone.sort_unstable();
+        let mut swept = 0;
+        let mut last: Option<RelPath> = None;
+        for path in gone {
+            if last.as_ref().is_some_and(|dir| path.starts_with(dir)) {
+                continue;
+            }
+            ctx.store.delete(&ctx.ns, ctx.run, &path)?;
+            swept += 1;
+            last = Some(path);
+        }
+        Ok(swept)
+    })
+    .await??;
+    if swept > 0 {
+        tracing::info!(
+            run,
+            entries = swept,
+            "archived what the sender deleted in runs this store lost"
+        );
+    }
+    Ok(())
 }
 
 /// Records the run's end in the catalog and logs the line an admin reads.

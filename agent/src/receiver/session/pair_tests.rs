@@ -288,6 +288,7 @@ fn hello() -> Message {
         folder: Name::new("docs").unwrap(),
         pairing: None,
         agent: "pair test".into(),
+        last_run: None,
     })
 }
 

@@ -168,6 +168,7 @@ mod tests {
             folder: Name::new("docs").unwrap(),
             pairing: None,
             agent: "ferry test".into(),
+            last_run: None,
         }
     }
 
@@ -178,6 +179,7 @@ mod tests {
             run_id: 1,
             paired: false,
             max_streams: 8,
+            resync: false,
         };
         assert_eq!(
             m.on_message(Some(Message::Welcome(welcome.clone()))),
@@ -359,6 +361,7 @@ mod tests {
             run_id: 3,
             paired: false,
             max_streams: 4,
+            resync: false,
         };
         assert_eq!(
             m.on_message(Some(Message::Welcome(welcome.clone()))),

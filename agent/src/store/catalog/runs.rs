@@ -2,10 +2,23 @@
 //! those a killed process left running.
 
 use ferry_proto::{Name, RunReport};
-use rusqlite::params;
+use rusqlite::{params, OptionalExtension};
 
 use super::{sql_u64, Catalog};
 use crate::store::error::StoreError;
+
+/// How many run ids a recovered catalog skips ([`Catalog::mark_recovered`]):
+/// more than the runs a receiver can have begun between two catalog copies,
+/// so that no new run takes the id of one the copy missed.
+pub(crate) const RUN_IDS_SKIPPED: i64 = 1_000_000;
+
+/// The `lo-hi` ranges of the `lost_runs` setting (`hi` excluded).
+fn lost_ranges(value: Option<&str>) -> impl Iterator<Item = (i64, i64)> + '_ {
+    value.unwrap_or("").split(',').filter_map(|range| {
+        let (lo, hi) = range.split_once('-')?;
+        Some((lo.trim().parse().ok()?, hi.trim().parse().ok()?))
+    })
+}
 
 /// A run's row, with its sender's name.
 pub(crate) struct CatalogRun {
@@ -69,15 +82,96 @@ impl Catalog {
             .map_err(|e| self.err(e))
     }
 
-    /// Opens a run.
+    /// Opens a run. Its id is above every id this catalog gave and at least
+    /// the floor a recovery set ([`Catalog::mark_recovered`]).
     pub fn begin_run(&self, sender_id: i64, folder: &Name, now_ms: i64) -> Result<i64, StoreError> {
         self.conn
-            .execute(
-                "INSERT INTO runs (sender_id, folder, started_ms, status) VALUES (?1, ?2, ?3, 'running')",
-                params![sender_id, folder.as_str(), now_ms],
+            .prepare_cached(
+                "INSERT INTO runs (id, sender_id, folder, started_ms, status) VALUES (
+                     MAX(IFNULL((SELECT MAX(id) FROM runs), 0) + 1,
+                         IFNULL((SELECT CAST(value AS INTEGER) FROM receiver_settings
+                                 WHERE key = 'run_floor'), 0)),
+                     ?1, ?2, ?3, 'running')",
             )
+            .and_then(|mut stmt| stmt.execute(params![sender_id, folder.as_str(), now_ms]))
             .map_err(|e| self.err(e))?;
         Ok(self.conn.last_insert_rowid())
+    }
+
+    /// True if this catalog holds everything run `run` of this sender and
+    /// folder stored: the run is the namespace's own, and it is not one a
+    /// recovery may have lost part of. A sender names the newest run it
+    /// recorded an acknowledgement of ([`ferry_proto::Hello::last_run`]);
+    /// false makes it offer everything again. False for a run this catalog
+    /// never gave (its store was put back from an older copy).
+    pub fn vouches_for(&self, sender_id: i64, folder: &Name, run: u64) -> Result<bool, StoreError> {
+        let Ok(run) = i64::try_from(run) else {
+            return Ok(false);
+        };
+        let lost: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT value FROM receiver_settings WHERE key = 'lost_runs'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        if lost_ranges(lost.as_deref()).any(|(lo, hi)| lo <= run && run < hi) {
+            return Ok(false);
+        }
+        let owner: Option<(i64, String)> = self
+            .conn
+            .prepare_cached("SELECT sender_id, folder FROM runs WHERE id = ?1")
+            .and_then(|mut stmt| {
+                stmt.query_row([run], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()
+            })
+            .map_err(|e| self.err(e))?;
+        Ok(owner.is_some_and(|(s, f)| s == sender_id && f == folder.as_str()))
+    }
+
+    /// Records that this catalog was recovered from a copy: the runs that
+    /// were under way when the copy was taken, and any run after it, may have
+    /// stored more than the copy knows. Their ids are noted as lost, and new
+    /// runs are numbered past them ([`RUN_IDS_SKIPPED`]), so that a sender
+    /// whose newest acknowledged run is one of them is told to offer
+    /// everything again ([`Catalog::vouches_for`]). Returns the lost range.
+    pub fn mark_recovered(&self) -> Result<(i64, i64), StoreError> {
+        let tx = self.conn.unchecked_transaction().map_err(|e| self.err(e))?;
+        let next: i64 = tx
+            .query_row("SELECT IFNULL(MAX(id), 0) + 1 FROM runs", [], |r| r.get(0))
+            .map_err(|e| self.err(e))?;
+        let lo: i64 = tx
+            .query_row(
+                "SELECT IFNULL(MIN(id), ?1) FROM runs WHERE status = 'running'",
+                [next],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.err(e))?;
+        let hi = next + RUN_IDS_SKIPPED;
+        let lost: Option<String> = tx
+            .query_row(
+                "SELECT value FROM receiver_settings WHERE key = 'lost_runs'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        let lost = match lost {
+            Some(before) if !before.is_empty() => format!("{before},{lo}-{hi}"),
+            _ => format!("{lo}-{hi}"),
+        };
+        for (key, value) in [("lost_runs", lost), ("run_floor", hi.to_string())] {
+            tx.execute(
+                "INSERT INTO receiver_settings (key, value) VALUES (?1, ?2)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                params![key, value],
+            )
+            .map_err(|e| self.err(e))?;
+        }
+        tx.commit().map_err(|e| self.err(e))?;
+        Ok((lo, hi))
     }
 
     /// Closes a run of this namespace; false if there is no such run.
