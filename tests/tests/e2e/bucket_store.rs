@@ -224,6 +224,90 @@ fn a_receiver_on_s3_keeps_every_version_and_recovers_from_the_bucket_alone() -> 
     Ok(())
 }
 
+/// The receiver's machine is lost before the catalog copy of its last run
+/// was put (here: that copy removed from the bucket). Recovered from the
+/// older copy, it cannot vouch for what the sender recorded as stored: the
+/// sender offers everything again, sends only what the bucket lacks, and
+/// the deletion the copy missed is carried out again. Nothing acknowledged
+/// is lost.
+#[test]
+fn what_was_acknowledged_after_the_newest_catalog_copy_is_recovered() -> anyhow::Result<()> {
+    let server = S3Server::start()?;
+    let setup = Setup::new()?;
+    let config = write_config(&setup, &server)?;
+    let src = &setup.source;
+    for i in 0..30 {
+        tree::write(
+            src,
+            format!("notes/{i}.txt"),
+            format!("note {i}\n").repeat(i + 1),
+        )?;
+    }
+    tree::write(src, "big.bin", pseudo_random(2 << 20, 4))?;
+    let mut receiver = listening(spawn_receiver(&setup, &config, "receiver", &[])?)?;
+    setup.send_once("first sender")?;
+    let catalogs = server
+        .root()
+        .join(server.bucket())
+        .join("office/ferry/catalog");
+    let copies = || -> Vec<PathBuf> {
+        let mut found: Vec<PathBuf> = walkdir::WalkDir::new(&catalogs)
+            .into_iter()
+            .filter_map(Result::ok)
+            .filter(|e| {
+                e.file_type().is_file() && e.file_name().to_string_lossy().ends_with(".db.zst")
+            })
+            .map(|e| e.into_path())
+            .collect();
+        found.sort();
+        found
+    };
+    let after_first = copies();
+    assert!(
+        !after_first.is_empty(),
+        "no catalog copy after the first run"
+    );
+
+    // A run the surviving copy will not know.
+    tree::write(src, "notes/3.txt", "rewritten")?;
+    std::fs::remove_file(src.join("notes/4.txt"))?;
+    tree::write(src, "new/fresh.txt", "sent after the copy")?;
+    setup.send_once("second sender")?;
+    receiver.interrupt()?;
+    receiver.exit_status(Duration::from_secs(30))?;
+    for copy in copies() {
+        if !after_first.contains(&copy) {
+            std::fs::remove_file(&copy)?;
+        }
+    }
+    std::fs::remove_dir_all(setup.dir.path().join("rstate/store"))?;
+
+    let _receiver = listening(spawn_receiver(
+        &setup,
+        &config,
+        "recovered receiver",
+        &["--recover"],
+    )?)?;
+    let before = setup.dir.path().join("restored-before");
+    restore_remote(&setup, &before)?;
+    assert!(
+        tree::assert_same(src, &before).is_err(),
+        "the older copy already held the second run"
+    );
+    let mut resync = setup.sender("resync sender", &["--once"])?;
+    let status = resync.exit_status(Duration::from_secs(60))?;
+    assert!(status.success(), "{}", resync.stderr());
+    assert!(
+        resync.stderr().contains("every entry is offered again"),
+        "{}",
+        resync.stderr()
+    );
+    let after = setup.dir.path().join("restored-after");
+    restore_remote(&setup, &after)?;
+    tree::assert_same(src, &after)?;
+    Ok(())
+}
+
 #[test]
 fn a_second_receiver_on_the_same_bucket_refuses_to_start() -> anyhow::Result<()> {
     let server = S3Server::start()?;
@@ -535,5 +619,49 @@ fn an_interrupted_large_file_resumes_on_a_bucket_store() -> anyhow::Result<()> {
     let restored = setup.dir.path().join("restored");
     restore_remote(&setup, &restored)?;
     tree::assert_same(&setup.source, &restored)?;
+    Ok(())
+}
+
+/// `--quota` on a bucket store: a file that would put the sender over its
+/// quota is refused with the reason, nothing of it is acknowledged, and
+/// what fits is stored and restores exact.
+#[test]
+fn a_quota_on_a_bucket_store_refuses_what_does_not_fit_and_keeps_the_rest() -> anyhow::Result<()> {
+    const MIB: usize = 1 << 20;
+    let server = S3Server::start()?;
+    let setup = Setup::new()?;
+    let config = write_config(&setup, &server)?;
+    let src = &setup.source;
+    tree::write(src, "a1.bin", pseudo_random(MIB, 1))?;
+    tree::write(src, "a2.bin", pseudo_random(MIB, 2))?;
+    tree::write(src, "small.txt", "small")?;
+    let _receiver = listening(spawn_receiver(
+        &setup,
+        &config,
+        "receiver",
+        &["--quota", "3MiB"],
+    )?)?;
+    setup.send_once("first sender")?;
+
+    // 512 KiB more fits; 2 MiB more does not.
+    tree::write(src, "a3.bin", pseudo_random(MIB / 2, 3))?;
+    tree::write(src, "a4.bin", pseudo_random(2 * MIB, 4))?;
+    let mut over = setup.sender("sender over its quota", &["--once"])?;
+    over.exit_status(Duration::from_secs(60))?;
+    let said = format!("{}{}", over.stdout(), over.stderr());
+    assert!(
+        said.contains("a4.bin") && said.contains("over its quota of 3.0 MiB"),
+        "{said}"
+    );
+    let restored = setup.dir.path().join("restored");
+    restore_remote(&setup, &restored)?;
+    assert!(
+        !restored.join("a4.bin").exists(),
+        "a refused file was stored"
+    );
+    std::fs::remove_file(src.join("a4.bin"))?;
+    tree::assert_same(src, &restored)?;
+    // Without it, the next run is clean.
+    setup.send_once("sender within its quota")?;
     Ok(())
 }
