@@ -32,11 +32,7 @@ pub async fn verify(args: VerifyArgs, terminal: &Terminal) -> anyhow::Result<Exi
         // and keys as the AWS CLI takes them.
         ferry_agent::tasks::blocking(move || -> anyhow::Result<store::VerifyReport> {
             let bucket = ferry_agent::bucket::BucketSpec::parse(&url)?.open()?;
-            let opened = store::Store::open_bucket_copy(bucket)?;
-            match opened.verify_bucket_store() {
-                Some(report) => Ok(report?),
-                None => anyhow::bail!("{url} is not a bucket store"),
-            }
+            Ok(store::Store::open_bucket_copy(bucket)?.verify()?)
         })
         .await??
     } else {

@@ -362,4 +362,14 @@ async fn a_store_put_back_from_an_older_copy_is_brought_up_to_date() {
     );
     assert_eq!(receiver.statuses(), vec!["complete"; 3]);
     receiver.shutdown.cancel();
+    drop(receiver);
+
+    // The store is lost altogether (a new, empty one at the same place):
+    // everything is sent again, not taken as stored.
+    std::fs::remove_dir_all(&store_dir).unwrap();
+    let receiver = Receiver::new(&store_dir, &ctx);
+    let fresh = receiver.run(&ctx).await;
+    assert_eq!(fresh.errors, 0, "{:?}", fresh.problems);
+    assert_eq!(tree(&receiver.mirror()), tree(&source));
+    receiver.shutdown.cancel();
 }

@@ -52,6 +52,10 @@
 //! - `catalog`: the SQLite catalog: its schema, opening it, one file per table.
 //! - `mirror`: the root by descriptor (`Tree`): no-follow primitives, archive names.
 //! - `registry`: registering senders; a sender's folder as a [`Namespace`].
+//! - `place`: where the versions' bytes are, behind one trait (`Place`)
+//!   with two implementations: the local mirror and a bucket's packs.
+//! - `packed`: the bucket implementation (content-addressed packs, catalog
+//!   copies, lease, collection, reads).
 //! - `runs`: opening, closing and listing runs.
 //! - `staging`: content being received: [`Staged`], then [`Verified`].
 //! - `apply`: changes to the mirror ([`Op`]), each batch in one catalog transaction.
@@ -89,6 +93,7 @@ mod locate;
 mod mirror;
 mod packed;
 mod partials;
+mod place;
 pub mod protection;
 mod records;
 mod registry;
@@ -143,6 +148,9 @@ pub struct Store {
     /// Holds the lock on `.ferry/lock` while the store is open (`None`:
     /// opened read-only, see [`Store::open_read_only`]).
     _lock: Option<File>,
+    /// Where the versions' bytes are: the mirror below `root`, or a bucket
+    /// (see `place`).
+    place: Arc<dyn place::Place>,
     /// The bucket, if the store keeps its bytes in one (`packed`); the
     /// mirror below `root` is then empty and unused.
     packed: Option<Arc<packed::Packed>>,
@@ -204,7 +212,7 @@ impl Store {
             }
             None => {}
         }
-        store.packed = Some(Arc::new(packed::Packed::open(bucket, Some(holder))?));
+        store.in_bucket(packed::Packed::open(bucket, Some(holder))?);
         {
             let cat = store.catalog();
             crate::bucket::blob_index::ensure_tables(cat.conn()).map_err(|e| cat.err(e))?;
@@ -227,7 +235,7 @@ impl Store {
         bucket: crate::bucket::Bucket,
     ) -> Result<Store, HistoryError> {
         let mut store = Self::open_read_only(root)?;
-        store.packed = Some(Arc::new(packed::Packed::open(bucket, None)?));
+        store.in_bucket(packed::Packed::open(bucket, None)?);
         Ok(store)
     }
 
@@ -256,8 +264,15 @@ impl Store {
             })?;
         let mut store = Self::open_read_only(scratch.path())?;
         packed.keep(scratch);
-        store.packed = Some(Arc::new(packed));
+        store.in_bucket(packed);
         Ok(store)
+    }
+
+    /// Makes this store keep its bytes in `packed`'s bucket.
+    fn in_bucket(&mut self, packed: packed::Packed) {
+        let packed = Arc::new(packed);
+        self.place = packed.clone();
+        self.packed = Some(packed);
     }
 
     /// Opens a store to read only: a directory ([`Store::open_read_only`])
@@ -339,6 +354,7 @@ impl Store {
             write: Mutex::new(()),
             counter: AtomicU64::new(1),
             _lock: Some(lock),
+            place: Arc::new(place::Mirror),
             packed: None,
         })
     }
@@ -391,6 +407,7 @@ impl Store {
             write: Mutex::new(()),
             counter: AtomicU64::new(1),
             _lock: None,
+            place: Arc::new(place::Mirror),
             packed: None,
         })
     }

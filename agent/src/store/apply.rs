@@ -19,7 +19,7 @@ use ferry_proto::{Entry, Hash, RelPath};
 use super::archive::Work;
 use super::catalog::Catalog;
 use super::error::StoreError;
-use super::packed::PackedBatch;
+use super::place::Pending;
 use super::{Namespace, Store, Verified};
 
 /// A batch made on disk by [`Store::apply_ops`], holding the store's write
@@ -28,11 +28,10 @@ pub struct Applied<'a> {
     _write: std::sync::MutexGuard<'a, ()>,
     ns: Namespace,
     run: u64,
-    work: Work,
+    /// The batch's changes made in the store's place, to record.
+    pending: Pending,
     paths: Vec<RelPath>,
     results: Vec<Result<(), StoreError>>,
-    /// A bucket store's batch: its content put, its versions to record.
-    packed: Option<PackedBatch>,
 }
 
 /// One change of a batch (see [`Store::apply_batch`]).
@@ -69,20 +68,13 @@ impl Store {
         ns: &Namespace,
         run: u64,
         entry: &Entry,
-        mut staged: Verified,
+        staged: Verified,
     ) -> Result<(), StoreError> {
-        if self.packed.is_some() {
-            let op = Op::File {
-                entry: entry.clone(),
-                staged,
-            };
-            return self.apply_one(ns, run, op);
-        }
-        staged.sync()?;
-        let _write = self.write_lock();
-        let mut work = Work::default();
-        let done = self.commit_file_in(ns, entry, &mut staged, &mut work);
-        self.conclude(ns, run, work, done)
+        let op = Op::File {
+            entry: entry.clone(),
+            staged,
+        };
+        self.place.commit_one(self, ns, run, op)
     }
 
     /// The content at `entry.path` is already `hash` ([`Store::holds`] was
@@ -97,20 +89,11 @@ impl Store {
         entry: &Entry,
         hash: &Hash,
     ) -> Result<(), StoreError> {
-        if self.packed.is_some() {
-            let op = Op::Metadata {
-                entry: entry.clone(),
-                hash: *hash,
-            };
-            return self.apply_one(ns, run, op);
-        }
-        let _write = self.write_lock();
-        let mut work = Work::default();
-        let done = self.update_metadata_in(ns, entry, hash, true, &mut work);
-        match done {
-            Ok(()) => self.record(ns, run, work),
-            Err(e) => Err(e),
-        }
+        let op = Op::Metadata {
+            entry: entry.clone(),
+            hash: *hash,
+        };
+        self.place.commit_one(self, ns, run, op)
     }
 
     /// Makes `entry.path` a directory with the entry's mode and mtime. A
@@ -118,26 +101,50 @@ impl Store {
     /// keeps `rwx` so the receiver can store the directory's children; the
     /// catalog keeps the sender's mode.
     pub fn put_dir(&self, ns: &Namespace, run: u64, entry: &Entry) -> Result<(), StoreError> {
-        if self.packed.is_some() {
-            return self.apply_one(ns, run, Op::Dir(entry.clone()));
-        }
-        let _write = self.write_lock();
-        let mut work = Work::default();
-        let done = self.put_dir_in(ns, entry, &mut work);
-        self.conclude(ns, run, work, done)
+        self.place.commit_one(self, ns, run, Op::Dir(entry.clone()))
     }
 
     /// Makes `entry.path` a symlink to the entry's target (bytes, never
     /// followed). Whatever else is there is archived first; the same link
     /// only gets its mtime set and a new version row.
     pub fn put_symlink(&self, ns: &Namespace, run: u64, entry: &Entry) -> Result<(), StoreError> {
-        if self.packed.is_some() {
-            return self.apply_one(ns, run, Op::Symlink(entry.clone()));
+        self.place
+            .commit_one(self, ns, run, Op::Symlink(entry.clone()))
+    }
+
+    /// One op of a local store on its own: made, synced and recorded (what
+    /// a cut-off op did is recorded too, see [`Store::conclude`]).
+    pub(in crate::store) fn commit_one_local(
+        &self,
+        ns: &Namespace,
+        run: u64,
+        op: Op,
+    ) -> Result<(), StoreError> {
+        if let Op::File { staged, .. } = &op {
+            staged.sync()?;
         }
         let _write = self.write_lock();
         let mut work = Work::default();
-        let done = self.put_symlink_in(ns, entry, &mut work);
-        self.conclude(ns, run, work, done)
+        match op {
+            Op::File { entry, mut staged } => {
+                let done = self.commit_file_in(ns, &entry, &mut staged, &mut work);
+                self.conclude(ns, run, work, done)
+            }
+            Op::Metadata { entry, hash } => {
+                match self.update_metadata_in(ns, &entry, &hash, true, &mut work) {
+                    Ok(()) => self.record(ns, run, work),
+                    Err(e) => Err(e),
+                }
+            }
+            Op::Dir(entry) => {
+                let done = self.put_dir_in(ns, &entry, &mut work);
+                self.conclude(ns, run, work, done)
+            }
+            Op::Symlink(entry) => {
+                let done = self.put_symlink_in(ns, &entry, &mut work);
+                self.conclude(ns, run, work, done)
+            }
+        }
     }
 
     /// Applies several changes of one namespace with one durability barrier
@@ -179,43 +186,15 @@ impl Store {
     /// [`Store::record_applied`], which releases the lock.
     pub fn apply_ops(&self, ns: &Namespace, run: u64, ops: Vec<Op>) -> Applied<'_> {
         let write = self.write_lock();
-        let mut work = Work::default();
-        let mut paths = Vec::with_capacity(ops.len());
-        if let Some(packed) = self.packed.as_deref() {
-            paths.extend(ops.iter().map(|op| op.path().clone()));
-            let (batch, results) = self.pack_ops(packed, ops);
-            return Applied {
-                _write: write,
-                ns: ns.clone(),
-                run,
-                work,
-                paths,
-                results,
-                packed: Some(batch),
-            };
-        }
-        let mut results: Vec<Result<(), StoreError>> = Vec::with_capacity(ops.len());
-        for op in ops {
-            paths.push(op.path().clone());
-            results.push(match op {
-                Op::File { entry, mut staged } => {
-                    self.commit_file_in(ns, &entry, &mut staged, &mut work)
-                }
-                Op::Metadata { entry, hash } => {
-                    self.update_metadata_in(ns, &entry, &hash, false, &mut work)
-                }
-                Op::Dir(entry) => self.put_dir_in(ns, &entry, &mut work),
-                Op::Symlink(entry) => self.put_symlink_in(ns, &entry, &mut work),
-            });
-        }
+        let paths = ops.iter().map(|op| op.path().clone()).collect();
+        let (pending, results) = self.place.apply(self, ns, ops);
         Applied {
             _write: write,
             ns: ns.clone(),
             run,
-            work,
+            pending,
             paths,
             results,
-            packed: None,
         }
     }
 
@@ -232,23 +211,12 @@ impl Store {
             _write,
             ns,
             run,
-            work,
+            pending,
             paths,
             mut results,
-            packed,
         } = applied;
-        let recorded = flushed.and_then(|()| {
-            if let Some(batch) = packed {
-                return self.record_packed(&ns, run, batch, &mut results);
-            }
-            self.tree
-                .step(&self.root)
-                .map_err(|e| crate::chain::chain(&e))?;
-            let mut cat = self.catalog();
-            let run = super::catalog::sql_u64(run);
-            Catalog::apply(&mut cat, ns.sender_id, &ns.folder, run, &work.changes)
-                .map_err(|e| crate::chain::chain(&e))
-        });
+        let recorded =
+            flushed.and_then(|()| self.place.record(self, &ns, run, pending, &mut results));
         if let Err(message) = recorded {
             for (result, path) in results.iter_mut().zip(&paths) {
                 if result.is_ok() {
@@ -261,16 +229,16 @@ impl Store {
 
     /// Flushes every pending write of the store's filesystem to disk.
     pub fn flush(&self) -> Result<(), StoreError> {
-        match self.packed {
-            // Content is durable once its pack is in the bucket; nothing
-            // of the state directory needs to be.
-            Some(_) => Ok(()),
-            None => self.tree.syncfs(),
-        }
+        self.place.flush(self)
     }
 
     /// One op of a bucket store, made and recorded as a batch of one.
-    fn apply_one(&self, ns: &Namespace, run: u64, op: Op) -> Result<(), StoreError> {
+    pub(in crate::store) fn apply_one(
+        &self,
+        ns: &Namespace,
+        run: u64,
+        op: Op,
+    ) -> Result<(), StoreError> {
         let applied = self.apply_ops(ns, run, vec![op]);
         let mut results = self.record_applied(applied, Ok(()));
         results.pop().unwrap_or(Ok(()))
@@ -280,9 +248,16 @@ impl Store {
     /// it, and everything below it, as deleted. A path that is not there is
     /// fine: any current catalog rows are marked deleted.
     pub fn delete(&self, ns: &Namespace, run: u64, path: &RelPath) -> Result<(), StoreError> {
-        if let Some(packed) = self.packed.as_deref() {
-            return self.delete_packed(packed, ns, run, path);
-        }
+        self.place.delete(self, ns, run, path)
+    }
+
+    /// [`Store::delete`] in a local store: the mirror's path archived.
+    pub(in crate::store) fn delete_local(
+        &self,
+        ns: &Namespace,
+        run: u64,
+        path: &RelPath,
+    ) -> Result<(), StoreError> {
         let _write = self.write_lock();
         let mut work = Work::default();
         let done = (|| -> Result<(), StoreError> {

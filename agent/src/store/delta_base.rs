@@ -117,9 +117,18 @@ impl Store {
             return Ok(None);
         };
         let size: u64 = chunks.iter().map(|c| u64::from(c.len)).sum();
-        if let Some(packed) = &self.packed {
-            return self.packed_base(packed, ns, base, chunks, size);
-        }
+        self.place.base(self, ns, base, chunks, size)
+    }
+
+    /// [`Store::base`] in a local store: the version's bytes in the mirror
+    /// or the versions area.
+    pub(in crate::store) fn local_base(
+        &self,
+        ns: &Namespace,
+        base: &Base,
+        chunks: Vec<ChunkInfo>,
+        size: u64,
+    ) -> Result<Option<BaseContent>, StoreError> {
         for version in self.versions(ns, &base.path)? {
             if version.kind != "file" || version.hash != Some(base.hash) || version.size != size {
                 continue;
@@ -162,7 +171,7 @@ impl Store {
 
     /// [`Store::base`] of a bucket store: a version with that content and
     /// every chunk located in the bucket.
-    fn packed_base(
+    pub(in crate::store) fn packed_base(
         &self,
         packed: &std::sync::Arc<Packed>,
         ns: &Namespace,

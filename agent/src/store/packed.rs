@@ -1,6 +1,6 @@
 //! A store whose bytes are in a bucket ([`crate::bucket`]) rather than in a
 //! mirror on this machine: the same catalog, the same operations, another
-//! place for the bytes.
+//! place for the bytes ([`Packed`] is the bucket's `place::Place`).
 //!
 //! ```text
 //! STATE/store/.ferry/catalog.db     the catalog, with the tables `packs` and `blobs`

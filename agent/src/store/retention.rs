@@ -201,7 +201,7 @@ impl Store {
                 .map(|v| &v.location)
                 .collect();
             for v in &all {
-                if self.packed.is_some() {
+                if self.place.shares_by_hash() {
                     // A bucket store's bytes are blobs shared by hash: the
                     // packs no kept version uses are collected below.
                     if !(v.current || kept.contains(&v.id)) {
@@ -232,12 +232,18 @@ impl Store {
         }
         self.delete_rows(&drop_ids)?;
         report.versions_removed = drop_ids.len() as u64;
-        if let Some(packed) = self.packed.as_deref() {
-            let collected = self.collect_packs(packed)?;
-            report.files_removed = collected.deleted as u64;
-            report.bytes_freed = collected.freed_bytes;
-            return Ok(report);
-        }
+        self.place.free(self, drop_files, drop_dirs, &mut report)?;
+        Ok(report)
+    }
+
+    /// What retention dropped in a local store: the versions area's `files`,
+    /// then its `dirs` once empty.
+    pub(in crate::store) fn free_local(
+        &self,
+        mut drop_files: Vec<PathBuf>,
+        mut drop_dirs: Vec<PathBuf>,
+        report: &mut PruneReport,
+    ) -> Result<(), StoreError> {
         drop_files.sort();
         drop_files.dedup();
         for file in drop_files {
@@ -258,7 +264,7 @@ impl Store {
                 let _ = self.tree.remove_dir(&dir);
             }
         }
-        Ok(report)
+        Ok(())
     }
 
     fn old_rows(&self, now_ms: i64) -> Result<Vec<OldRow>, StoreError> {

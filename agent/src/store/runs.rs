@@ -21,7 +21,7 @@ impl Store {
     }
 
     /// True if the catalog holds everything `run` of `ns` stored (see
-    /// [`Catalog::vouches_for`]).
+    /// `Catalog::vouches_for`).
     pub fn vouches_for(&self, ns: &Namespace, run: u64) -> Result<bool, StoreError> {
         self.catalog().vouches_for(ns.sender_id, &ns.folder, run)
     }
@@ -29,7 +29,7 @@ impl Store {
     /// Records that the catalog of the store at `root` was just recovered
     /// from a copy, before the store is opened (which marks the runs the
     /// copy caught under way as interrupted); see
-    /// [`Catalog::mark_recovered`]. Returns the run ids taken as lost.
+    /// `Catalog::mark_recovered`. Returns the run ids taken as lost.
     pub fn mark_recovered(root: &Path) -> Result<std::ops::Range<u64>, StoreError> {
         let catalog = Catalog::open_unchecked(&super::catalog_path(root))?;
         catalog.check()?;
@@ -59,30 +59,26 @@ impl Store {
             cat.finish_run(ns.sender_id, &ns.folder, catalog::sql_u64(run), &end)
         })?;
         self.refill_reserve();
-        if let (Some(packed), true) = (self.packed.as_deref(), found) {
-            // No mirror to give directory mtimes; the bucket gets a copy of
-            // the catalog instead, so the bucket alone recovers this run. A
-            // run that changed no version needs none (its row in the
-            // history comes with the next copy), unless a copy is owed.
-            let changed =
-                self.catalog()
-                    .run_changed(ns.sender_id, &ns.folder, catalog::sql_u64(run))?;
-            if changed || packed.copy_owed() {
-                if let Err(e) = self.copy_catalog(packed) {
-                    tracing::warn!("{}; the next run copies it again", crate::chain::Chain(&e));
-                }
-            }
-            return Ok(());
+        if !found {
+            return Err(StoreError::UnknownRun {
+                run,
+                sender: ns.sender.clone(),
+                folder: ns.folder.clone(),
+            });
         }
+        self.place.run_finished(self, ns, run)
+    }
+
+    /// After a run of a local store: puts back the recorded modification
+    /// times of the namespace's current directories (adding children
+    /// during the run bumped them).
+    pub(in crate::store) fn restore_dir_mtimes(
+        &self,
+        ns: &Namespace,
+        run: u64,
+    ) -> Result<(), StoreError> {
         let dirs = {
             let cat = self.catalog();
-            if !found {
-                return Err(StoreError::UnknownRun {
-                    run,
-                    sender: ns.sender.clone(),
-                    folder: ns.folder.clone(),
-                });
-            }
             // Only a run that added or removed entries moved directory
             // mtimes; a run that changed nothing leaves them alone (a
             // no-change run would otherwise touch every directory).

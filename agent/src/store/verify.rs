@@ -47,7 +47,7 @@ use rusqlite::params;
 use super::catalog::{self, read_only_at, Catalog, VersionRow, VERSION_COLUMNS};
 use super::locate::{self, Located, Unservable};
 use super::mirror;
-use super::HistoryError;
+use super::{HistoryError, Store};
 use beneath::{walk, Beneath};
 use checks::{check_file, check_link};
 pub use report::{Finding, FindingKind, VerifyReport};
@@ -60,6 +60,14 @@ struct Row {
 }
 
 /// Verifies the store at `root`; see the module documentation.
+impl Store {
+    /// `ferry verify` of this store, wherever its bytes are (see
+    /// [`verify`] for a local store, read by its root).
+    pub fn verify(&self) -> Result<VerifyReport, HistoryError> {
+        self.place.verify(self)
+    }
+}
+
 pub fn verify(root: &Path) -> Result<VerifyReport, HistoryError> {
     let root = std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf());
     let cat = read_only_at(&root)?;

@@ -50,15 +50,7 @@ impl Store {
         if row.kind != "file" || row.hash.as_deref() != Some(hash.as_slice()) {
             return Ok(false);
         }
-        if self.packed.is_some() {
-            // Recorded only once its blobs were in the bucket.
-            return Ok(true);
-        }
-        if !self.ns_dir_ok(ns)? {
-            return Ok(false);
-        }
-        let meta = self.tree.lookup(&self.ns_dir(ns), path)?;
-        Ok(meta.is_some_and(|m| m.is_file() && i64::try_from(m.len()).ok() == Some(row.size)))
+        self.place.holds(self, ns, path, &row)
     }
 
     /// True if the current version of `entry.path` is exactly `entry`: same
@@ -114,18 +106,7 @@ impl Store {
     /// bucket store its blobs read from the bucket, each checked, into an
     /// unnamed file of the staging directory.
     pub fn open_version(&self, record: &VersionRecord) -> Result<File, StoreError> {
-        match (self.packed.as_deref(), &record.hash) {
-            (Some(packed), Some(hash)) => self.open_packed(packed, record.id, hash, record.size),
-            (Some(packed), None) => Err(StoreError::Bucket {
-                action: "read a version from",
-                bucket: packed.bucket().name().to_owned(),
-                detail: format!(
-                    "version {} of {} has no content hash",
-                    record.id, record.path
-                ),
-            }),
-            (None, _) => self.open_stored(&record.location),
-        }
+        self.place.open_version(self, record)
     }
 
     pub(super) fn version_record(
@@ -144,17 +125,7 @@ impl Store {
             ),
         };
         let current = row.replaced_run.is_none();
-        let (location, unservable) = match self.packed.as_deref() {
-            // Every version's bytes are its blobs, wherever the path went.
-            Some(packed) => (self.packed_location(packed, ns, &path), None),
-            None => {
-                let location = match (current, at.bytes()) {
-                    (false, Some(bytes)) => self.root.join(bytes),
-                    _ => path.under(&self.ns_dir(ns)),
-                };
-                (location, at.unservable().cloned())
-            }
-        };
+        let (location, unservable) = self.place.location(self, ns, &path, current, &at);
         Ok(VersionRecord {
             id: row.id,
             kind: row.kind,

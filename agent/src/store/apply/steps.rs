@@ -14,7 +14,7 @@ use crate::store::mirror;
 use crate::store::{Namespace, Store, Verified};
 
 impl Store {
-    pub(super) fn commit_file_in(
+    pub(in crate::store) fn commit_file_in(
         &self,
         ns: &Namespace,
         entry: &Entry,
@@ -51,7 +51,7 @@ impl Store {
 
     /// `fsync`: make the metadata change durable now (single op) rather than
     /// at the batch's barrier.
-    pub(super) fn update_metadata_in(
+    pub(in crate::store) fn update_metadata_in(
         &self,
         ns: &Namespace,
         entry: &Entry,
@@ -119,7 +119,7 @@ impl Store {
         Ok(())
     }
 
-    pub(super) fn put_dir_in(
+    pub(in crate::store) fn put_dir_in(
         &self,
         ns: &Namespace,
         entry: &Entry,
@@ -185,7 +185,7 @@ impl Store {
         Ok(())
     }
 
-    pub(super) fn put_symlink_in(
+    pub(in crate::store) fn put_symlink_in(
         &self,
         ns: &Namespace,
         entry: &Entry,

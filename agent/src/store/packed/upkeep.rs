@@ -86,13 +86,11 @@ impl Store {
     /// `ferry verify` of a bucket store: the bucket against the catalog
     /// both ways (every pack the catalog names read whole, every blob
     /// re-hashed; packs nothing names counted as leftovers), and every file
-    /// version's blobs located. `None` for a local store.
-    pub fn verify_bucket_store(&self) -> Option<Result<super::super::VerifyReport, StoreError>> {
-        let packed = self.packed.as_deref()?;
-        Some(self.verify_packed(packed))
-    }
-
-    fn verify_packed(&self, packed: &Packed) -> Result<super::super::VerifyReport, StoreError> {
+    /// version's blobs located.
+    pub(in crate::store) fn verify_packed(
+        &self,
+        packed: &Packed,
+    ) -> Result<super::super::VerifyReport, StoreError> {
         use super::super::{Finding, FindingKind};
         let bucket = packed.bucket();
         let cat = self.catalog();
