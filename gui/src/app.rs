@@ -264,14 +264,20 @@ impl LauncherApp {
             .write_secret(&self.config_dir, role)
             .map_err(|e| ferry_agent::chain::chain(&e))?;
         let invalid = |v: Validation| v.reason().unwrap_or_default();
-        let (text, command) = match role {
+        // A bucket's secret key is written in the file: then only its owner
+        // may read it.
+        let (text, command, private) = match role {
             Role::Receiver => {
-                let config = self.settings.receiver.to_config(secret).map_err(invalid)?;
-                (toml::to_string_pretty(&config), "ferry receive")
+                let mut config = self.settings.receiver.to_config(secret).map_err(invalid)?;
+                // Recovering is for one start, not for every start of a
+                // service (a second one would be refused).
+                config.recover = None;
+                let private = config.s3_secret_access_key.is_some();
+                (toml::to_string_pretty(&config), "ferry receive", private)
             }
             Role::Sender => {
                 let config = self.settings.sender.to_config(secret).map_err(invalid)?;
-                (toml::to_string_pretty(&config), "ferry send")
+                (toml::to_string_pretty(&config), "ferry send", false)
             }
         };
         let text = text.map_err(|e| {
@@ -288,8 +294,22 @@ impl LauncherApp {
             std::fs::create_dir_all(parent)
                 .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
         }
-        std::fs::write(path, header + &text)
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        let write = || -> std::io::Result<()> {
+            use std::io::Write;
+            use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(if private { 0o600 } else { 0o644 })
+                .open(path)?;
+            if private {
+                // `mode` applies only to a new file.
+                file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+            }
+            file.write_all((header + &text).as_bytes())
+        };
+        write().map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         Ok(path.to_owned())
     }
 

@@ -38,7 +38,8 @@ pub struct ReceiverForm {
     pub port: String,
     /// How many senders are served at once.
     pub max_clients: String,
-    /// Where received files are stored.
+    /// Where received files are stored: a directory, or `s3://BUCKET/PREFIX`
+    /// for a bucket of an S3-compatible object store.
     pub store: String,
     /// The pairing secret itself; kept in a 0600 file, never in the TOML.
     #[serde(skip)]
@@ -48,6 +49,24 @@ pub struct ReceiverForm {
     /// Bandwidth limit per sender connection (`--limit-rate`); empty for
     /// none.
     pub limit_rate: String,
+    /// With a bucket store: the S3 endpoint (`http(s)://host:port`); empty
+    /// for AWS (or `AWS_ENDPOINT_URL`).
+    pub s3_endpoint: String,
+    /// With a bucket store: the region; empty for the environment's or the
+    /// profile's.
+    pub s3_region: String,
+    /// With a bucket store: the access key id; empty for the environment's
+    /// or `~/.aws/credentials`.
+    pub s3_access_key_id: String,
+    /// The secret key that goes with it; kept in a 0600 file, never in the
+    /// TOML.
+    #[serde(skip)]
+    pub s3_secret_access_key: String,
+    /// With a bucket store and a new state directory: rebuild the catalog
+    /// from the newest copy in the bucket (`--recover`). Not saved: it is
+    /// for one start.
+    #[serde(skip)]
+    pub recover: bool,
 }
 
 impl Default for ReceiverForm {
@@ -60,7 +79,34 @@ impl Default for ReceiverForm {
             pairing_secret: String::new(),
             state: String::new(),
             limit_rate: String::new(),
+            s3_endpoint: String::new(),
+            s3_region: String::new(),
+            s3_access_key_id: String::new(),
+            s3_secret_access_key: String::new(),
+            recover: false,
         }
+    }
+}
+
+impl ReceiverForm {
+    /// True if the store field names a bucket (`s3://…`).
+    pub fn in_bucket(&self) -> bool {
+        ferry_agent::bucket::is_bucket_url(self.store.trim())
+    }
+
+    /// The store directory on this machine that holds the catalog: the
+    /// Store field, or for a bucket store `STATE/store` (its catalog and
+    /// the admin's settings stay in the state directory). Empty while the
+    /// Store field is.
+    pub fn local_store(&self) -> String {
+        if !self.in_bucket() {
+            return self.store.clone();
+        }
+        let state = match self.state.trim() {
+            "" => ferry_agent::config::default_state_dir(),
+            state => PathBuf::from(state),
+        };
+        state.join("store").display().to_string()
     }
 }
 
@@ -214,8 +260,18 @@ pub mod label {
     pub const PORT: &str = "Port";
     /// Max clients field.
     pub const MAX_CLIENTS: &str = "Max clients";
-    /// Store directory field.
-    pub const STORE: &str = "Store directory";
+    /// Store field: a directory or a bucket (`s3://BUCKET/PREFIX`).
+    pub const STORE: &str = "Store";
+    /// S3 endpoint field (bucket stores).
+    pub const S3_ENDPOINT: &str = "S3 endpoint";
+    /// S3 region field (bucket stores).
+    pub const S3_REGION: &str = "S3 region";
+    /// S3 access key id field (bucket stores).
+    pub const S3_KEY: &str = "S3 access key id";
+    /// S3 secret access key field (bucket stores).
+    pub const S3_SECRET: &str = "S3 secret key";
+    /// Recover-from-the-bucket checkbox (bucket stores).
+    pub const RECOVER: &str = "Recover the catalog from the bucket";
     /// Pairing secret field.
     pub const SECRET: &str = "Pairing secret";
     /// State directory field.
@@ -280,10 +336,39 @@ impl ReceiverForm {
             parse_max_clients(&self.max_clients).map(|_| ()),
         );
         v.check(label::LIMIT_RATE, check_limit_rate(&self.limit_rate));
-        v.check(
-            label::STORE,
-            check_creatable_dir(&self.store, "where received files are kept"),
-        );
+        if self.in_bucket() {
+            v.check(
+                label::STORE,
+                ferry_agent::bucket::BucketSpec::parse(self.store.trim())
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+            );
+            v.check(
+                label::S3_ENDPOINT,
+                optional(&self.s3_endpoint, |e| {
+                    let e = e.trim();
+                    match e.starts_with("http://") || e.starts_with("https://") {
+                        true => Ok(()),
+                        false => Err(format!("{e} is not an http:// or https:// address")),
+                    }
+                }),
+            );
+            let key = !self.s3_access_key_id.trim().is_empty();
+            let secret = !self.s3_secret_access_key.trim().is_empty();
+            v.check(
+                label::S3_SECRET,
+                match (key, secret) {
+                    (true, false) => Err("is empty: give the secret of the access key id".into()),
+                    (false, true) => Err("goes with an access key id: give it too".into()),
+                    _ => Ok(()),
+                },
+            );
+        } else {
+            v.check(
+                label::STORE,
+                check_creatable_dir(&self.store, "where received files are kept"),
+            );
+        }
         v.check(
             label::STATE,
             optional(&self.state, |s| check_creatable_dir(s, "a state directory")),
@@ -307,8 +392,24 @@ impl ReceiverForm {
             allow: Vec::new(),
             state: opt_path(&self.state),
             limit_rate: opt_string(&self.limit_rate),
-            ..ReceiverConfig::default()
+            ..self.bucket_config()
         })
+    }
+
+    /// The bucket's part of the config: empty unless the store is a bucket
+    /// (a local store refuses bucket settings).
+    fn bucket_config(&self) -> ReceiverConfig {
+        if !self.in_bucket() {
+            return ReceiverConfig::default();
+        }
+        ReceiverConfig {
+            s3_endpoint: opt_string(&self.s3_endpoint),
+            s3_region: opt_string(&self.s3_region),
+            s3_access_key_id: opt_string(&self.s3_access_key_id),
+            s3_secret_access_key: opt_string(&self.s3_secret_access_key),
+            recover: self.recover.then_some(true),
+            ..ReceiverConfig::default()
+        }
     }
 }
 
@@ -430,6 +531,44 @@ mod tests {
         assert!(form.validate().is_ok(), "{:?}", form.validate());
         form.store = dir.path().join("a/b").display().to_string();
         assert!(form.validate().error(label::STORE).is_some());
+    }
+
+    #[test]
+    fn a_bucket_store_is_checked_and_becomes_the_receivers_bucket_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut form = ReceiverForm {
+            store: "s3://".into(),
+            state: dir.path().join("state").display().to_string(),
+            ..Default::default()
+        };
+        assert!(form.in_bucket());
+        assert!(form.validate().error(label::STORE).is_some());
+        form.store = "s3://backups/office".into();
+        form.s3_endpoint = "10.0.0.5:8333".into();
+        form.s3_access_key_id = "AKIA".into();
+        let v = form.validate();
+        assert!(v.error(label::S3_ENDPOINT).unwrap().contains("http://"));
+        assert!(v.error(label::S3_SECRET).unwrap().contains("secret"));
+        form.s3_endpoint = "http://10.0.0.5:8333".into();
+        form.s3_secret_access_key = "shh".into();
+        form.recover = true;
+        let config = form.to_config(None).unwrap();
+        assert_eq!(config.store, Some(PathBuf::from("s3://backups/office")));
+        assert_eq!(config.s3_endpoint.as_deref(), Some("http://10.0.0.5:8333"));
+        assert_eq!(config.s3_access_key_id.as_deref(), Some("AKIA"));
+        assert_eq!(config.s3_secret_access_key.as_deref(), Some("shh"));
+        assert_eq!(config.recover, Some(true));
+        let settings = config.settings().unwrap();
+        let bucket = settings.bucket.expect("a bucket store");
+        assert_eq!(bucket.endpoint.as_deref(), Some("http://10.0.0.5:8333"));
+        // The catalog (and the admin's settings) stay in the state.
+        assert_eq!(settings.store, dir.path().join("state/store"));
+        assert_eq!(form.local_store(), settings.store.display().to_string());
+        // A directory store sends no bucket settings, whatever was typed.
+        form.store = dir.path().join("store").display().to_string();
+        let config = form.to_config(None).unwrap();
+        assert_eq!((&config.s3_endpoint, config.recover), (&None, None));
+        assert!(config.settings().unwrap().bucket.is_none());
     }
 
     #[test]

@@ -189,7 +189,7 @@ impl SendersView {
                 self.spawn(root, Some(action));
             }
             None => {
-                self.action_error = Some("Choose the Store directory first.".into());
+                self.action_error = Some("Choose the Store first.".into());
             }
         }
     }

@@ -17,6 +17,9 @@ pub const SETTINGS_FILE: &str = "launcher.toml";
 pub const RECEIVER_SECRET_FILE: &str = "receiver.secret";
 /// The sender's pairing secret file name inside the config directory.
 pub const SENDER_SECRET_FILE: &str = "sender.secret";
+/// The secret key of a bucket store's access key, inside the config
+/// directory.
+pub const RECEIVER_S3_SECRET_FILE: &str = "receiver-s3.secret";
 
 /// Which role the launcher shows.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -100,6 +103,7 @@ impl LauncherSettings {
         };
         settings.receiver.pairing_secret = read_secret(&secret_path(dir, Role::Receiver))?;
         settings.sender.pairing_secret = read_secret(&secret_path(dir, Role::Sender))?;
+        settings.receiver.s3_secret_access_key = read_secret(&dir.join(RECEIVER_S3_SECRET_FILE))?;
         Ok(settings)
     }
 
@@ -117,6 +121,11 @@ impl LauncherSettings {
         std::fs::rename(&tmp, &path).map_err(|source| SettingsError::Write { path, source })?;
         self.write_secret(dir, Role::Receiver)?;
         self.write_secret(dir, Role::Sender)?;
+        write_secret_file(
+            dir,
+            dir.join(RECEIVER_S3_SECRET_FILE),
+            &self.receiver.s3_secret_access_key,
+        )?;
         Ok(())
     }
 
@@ -128,35 +137,44 @@ impl LauncherSettings {
             Role::Receiver => &self.receiver.pairing_secret,
             Role::Sender => &self.sender.pairing_secret,
         };
-        let path = secret_path(dir, role);
-        if secret.trim().is_empty() {
-            match std::fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(source) => return Err(SettingsError::Write { path, source }),
-            }
-            return Ok(None);
-        }
-        create_dir(dir)?;
-        let write = || -> std::io::Result<()> {
-            let mut file = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&path)?;
-            // `mode` only applies to new files: tighten an older one too.
-            file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-            file.write_all(secret.trim().as_bytes())?;
-            file.write_all(b"\n")?;
-            file.sync_all()
-        };
-        write().map_err(|source| SettingsError::Write {
-            path: path.clone(),
-            source,
-        })?;
-        Ok(Some(path))
+        write_secret_file(dir, secret_path(dir, role), secret)
     }
+}
+
+/// Writes `secret` to `path` in `dir` (mode 0600) and returns the file, or
+/// removes the file and returns `None` when the secret is empty.
+fn write_secret_file(
+    dir: &Path,
+    path: PathBuf,
+    secret: &str,
+) -> Result<Option<PathBuf>, SettingsError> {
+    if secret.trim().is_empty() {
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(SettingsError::Write { path, source }),
+        }
+        return Ok(None);
+    }
+    create_dir(dir)?;
+    let write = || -> std::io::Result<()> {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)?;
+        // `mode` only applies to new files: tighten an older one too.
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        file.write_all(secret.trim().as_bytes())?;
+        file.write_all(b"\n")?;
+        file.sync_all()
+    };
+    write().map_err(|source| SettingsError::Write {
+        path: path.clone(),
+        source,
+    })?;
+    Ok(Some(path))
 }
 
 fn create_dir(dir: &Path) -> Result<(), SettingsError> {

@@ -59,15 +59,19 @@ pub fn form(app: &mut LauncherApp, ui: &mut Ui) {
                 enabled,
                 Browse::None,
             );
-            fields::row(
+            fields::row_with_tip(
                 ui,
                 label::STORE,
                 &mut f.store,
-                "/srv/ferry",
+                "/srv/ferry or s3://bucket/prefix",
+                Some(STORE_TIP),
                 v.error(label::STORE),
                 enabled,
                 Browse::Folder,
             );
+            if f.in_bucket() {
+                bucket_rows(ui, f, &v, enabled);
+            }
             secret_row(ui, &mut f.pairing_secret, enabled, &mut app.error);
             fields::row(
                 ui,
@@ -87,6 +91,68 @@ pub fn form(app: &mut LauncherApp, ui: &mut Ui) {
                 }
             }
         });
+}
+
+/// What the Store field takes.
+const STORE_TIP: &str = "A directory on this machine, or s3://BUCKET/PREFIX to keep the bytes in \
+     an S3-compatible object store (the catalog then stays in the state directory).";
+
+/// The bucket's settings, shown when the Store field names one.
+fn bucket_rows(
+    ui: &mut Ui,
+    f: &mut crate::form::ReceiverForm,
+    v: &crate::form::Validation,
+    enabled: bool,
+) {
+    fields::row(
+        ui,
+        label::S3_ENDPOINT,
+        &mut f.s3_endpoint,
+        "http://10.0.0.5:8333 (empty: AWS)",
+        v.error(label::S3_ENDPOINT),
+        enabled,
+        Browse::None,
+    );
+    fields::row(
+        ui,
+        label::S3_REGION,
+        &mut f.s3_region,
+        "optional",
+        v.error(label::S3_REGION),
+        enabled,
+        Browse::None,
+    );
+    fields::row(
+        ui,
+        label::S3_KEY,
+        &mut f.s3_access_key_id,
+        "empty: AWS_ACCESS_KEY_ID or ~/.aws/credentials",
+        v.error(label::S3_KEY),
+        enabled,
+        Browse::None,
+    );
+    let label_response = ui.label(label::S3_SECRET);
+    ui.vertical(|ui| {
+        ui.add_enabled(
+            enabled,
+            egui::TextEdit::singleline(&mut f.s3_secret_access_key)
+                .password(true)
+                .hint_text("with the access key id; kept in a file only you can read")
+                .desired_width(ui.available_width().min(420.0)),
+        )
+        .labelled_by(label_response.id);
+        if let Some(problem) = v.error(label::S3_SECRET) {
+            fields::error_line(ui, problem);
+        }
+    });
+    ui.end_row();
+    ui.label("");
+    ui.add_enabled(enabled, egui::Checkbox::new(&mut f.recover, label::RECOVER))
+        .on_hover_text(
+            "For a new state directory after this machine was lost: rebuild the catalog from \
+         the newest copy in the bucket. Only for this start.",
+        );
+    ui.end_row();
 }
 
 /// What the receiver's device id is for.

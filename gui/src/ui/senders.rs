@@ -30,7 +30,7 @@ pub mod label {
 
 /// Draws the Senders view of the store in the receiver's form.
 pub fn view(app: &mut LauncherApp, ui: &mut Ui) {
-    let store = app.settings.receiver.store.clone();
+    let store = app.settings.receiver.local_store();
     app.senders.poll(&store);
     ui.ctx().request_repaint_after(if app.senders.is_busy() {
         super::REFRESH

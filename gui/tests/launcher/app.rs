@@ -14,7 +14,7 @@ use ferry_gui::settings::{generate_secret, Role};
 use ferry_gui::ui::button;
 use ferry_gui::LauncherApp;
 
-use super::util::{self, is_disabled, path, runtime, step_until};
+use super::util::{self, is_disabled, path, runtime, sender_app, step_until};
 
 fn harness(app: LauncherApp) -> Harness<'static, LauncherApp> {
     util::harness(app, [1000.0, 2000.0])
@@ -29,25 +29,6 @@ fn receiver_app(dir: &Path, rt: &tokio::runtime::Runtime, secret: &str) -> Launc
     f.port = "0".into();
     f.store = path(&dir.join("store"));
     f.state = path(&dir.join("rstate"));
-    f.pairing_secret = secret.into();
-    app
-}
-
-/// A sender app with a valid form in `dir`, sending to `port`.
-fn sender_app(dir: &Path, rt: &tokio::runtime::Runtime, secret: &str, port: u16) -> LauncherApp {
-    let source = dir.join("source");
-    std::fs::create_dir_all(source.join("sub")).unwrap();
-    std::fs::write(source.join("a.txt"), "alpha").unwrap();
-    std::fs::write(source.join("sub/b.txt"), vec![7u8; 10_000]).unwrap();
-    let mut app = LauncherApp::new(dir.join("sconfig"), rt.handle().clone());
-    app.set_role(Role::Sender);
-    let f = &mut app.settings.sender;
-    f.host = "127.0.0.1".into();
-    f.port = port.to_string();
-    f.source = path(&source);
-    f.every = "1h".into();
-    f.name = "laptop".into();
-    f.state = path(&dir.join("sstate"));
     f.pairing_secret = secret.into();
     app
 }

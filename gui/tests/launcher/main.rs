@@ -13,6 +13,7 @@
 
 mod app;
 mod backups;
+mod bucket;
 mod sealed;
 mod senders;
 mod status;

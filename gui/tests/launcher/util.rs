@@ -64,3 +64,28 @@ pub fn is_disabled(h: &Harness<'_, LauncherApp>, name: &str) -> bool {
 pub fn path(p: &Path) -> String {
     p.display().to_string()
 }
+
+/// A sender app with a valid form in `dir`, sending `dir/source` (two
+/// files) to `port` as `laptop` every hour.
+pub fn sender_app(
+    dir: &Path,
+    rt: &tokio::runtime::Runtime,
+    secret: &str,
+    port: u16,
+) -> LauncherApp {
+    let source = dir.join("source");
+    std::fs::create_dir_all(source.join("sub")).unwrap();
+    std::fs::write(source.join("a.txt"), "alpha").unwrap();
+    std::fs::write(source.join("sub/b.txt"), vec![7u8; 10_000]).unwrap();
+    let mut app = LauncherApp::new(dir.join("sconfig"), rt.handle().clone());
+    app.set_role(ferry_gui::settings::Role::Sender);
+    let f = &mut app.settings.sender;
+    f.host = "127.0.0.1".into();
+    f.port = port.to_string();
+    f.source = path(&source);
+    f.every = "1h".into();
+    f.name = "laptop".into();
+    f.state = path(&dir.join("sstate"));
+    f.pairing_secret = secret.into();
+    app
+}
