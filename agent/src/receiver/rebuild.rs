@@ -261,9 +261,9 @@ mod tests {
             file.apply(&ops, &data[at..at + len]).unwrap();
             at += len;
         }
-        let verified = file.finish(blake3::hash(&data).as_bytes()).unwrap();
+        let mut verified = file.finish(blake3::hash(&data).as_bytes()).unwrap();
         assert_eq!(verified.chunks, Some(chunk::encode_list(&list)));
-        assert_eq!(std::fs::read(&verified.staging.path).unwrap(), data);
+        assert_eq!(std::fs::read(&verified.file().unwrap().path).unwrap(), data);
     }
 
     /// A batch whose data ends before its chunks do is refused, and no

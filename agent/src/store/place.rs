@@ -19,7 +19,7 @@
 use std::fs::File;
 use std::path::PathBuf;
 
-use ferry_proto::{Base, RelPath};
+use ferry_proto::{Base, Hash, RelPath};
 
 use super::apply::Op;
 use super::archive::Work;
@@ -29,7 +29,7 @@ use super::error::{HistoryError, StoreError};
 use super::locate::{Located, Unservable};
 use super::packed::{Packed, PackedBatch};
 use super::retention::PruneReport;
-use super::{Namespace, Store, VerifyReport, VersionRecord};
+use super::{Namespace, Store, Verified, VerifyReport, VersionRecord};
 use crate::chunk::ChunkInfo;
 
 /// A batch's changes made in a place and not yet recorded
@@ -55,6 +55,20 @@ pub(crate) trait Place: Send + Sync + std::fmt::Debug {
         ns: &Namespace,
         ops: Vec<Op>,
     ) -> (Pending, Vec<Result<(), StoreError>>);
+
+    /// A small whole file that arrived in memory (a bundle's), checked
+    /// against `hash` and held for its commit: the mirror writes it to a
+    /// staging file, to be renamed into place; a bucket keeps it in memory
+    /// until it is packed (a file per small file would only be written,
+    /// read back and deleted).
+    fn stage_whole(
+        &self,
+        store: &Store,
+        ns: &Namespace,
+        path: &RelPath,
+        data: Vec<u8>,
+        hash: &Hash,
+    ) -> Result<Verified, StoreError>;
 
     /// Makes what [`Place::apply`] wrote durable (the mirror: one `syncfs`;
     /// a bucket: nothing, a PUT that returned is).
@@ -170,6 +184,19 @@ impl Place for Mirror {
             })
             .collect();
         (Pending::Mirror(work), results)
+    }
+
+    fn stage_whole(
+        &self,
+        store: &Store,
+        ns: &Namespace,
+        path: &RelPath,
+        data: Vec<u8>,
+        hash: &Hash,
+    ) -> Result<Verified, StoreError> {
+        let mut staged = store.stage(ns, path, data.len() as u64)?;
+        staged.write(&data)?;
+        staged.finish(hash)
     }
 
     fn flush(&self, store: &Store) -> Result<(), StoreError> {
@@ -295,6 +322,17 @@ impl Place for Packed {
     ) -> (Pending, Vec<Result<(), StoreError>>) {
         let (batch, results) = store.pack_ops(self, ops);
         (Pending::Packed(batch), results)
+    }
+
+    fn stage_whole(
+        &self,
+        _store: &Store,
+        _ns: &Namespace,
+        path: &RelPath,
+        data: Vec<u8>,
+        hash: &Hash,
+    ) -> Result<Verified, StoreError> {
+        Verified::in_memory(path.clone(), data, hash)
     }
 
     fn flush(&self, _store: &Store) -> Result<(), StoreError> {

@@ -219,7 +219,7 @@ impl Staged {
             .map_err(|e| io_err("examine the staging file", &self.staging.path, e))?;
         Ok(Verified {
             stored: crate::sparse::allocated(&meta).min(self.written),
-            staging: self.staging,
+            staging: Held::File(self.staging),
             rel: self.rel,
             size: self.written,
             hash: actual,
@@ -228,11 +228,21 @@ impl Staged {
     }
 }
 
+/// Where verified content waits for its commit.
+#[derive(Debug)]
+pub(crate) enum Held {
+    /// A staging file (removed on drop unless renamed into the mirror).
+    File(StagingFile),
+    /// In memory: a small whole file bound for a bucket's pack, which
+    /// never needs a file of its own here ([`Verified::in_memory`]).
+    Memory(Vec<u8>),
+}
+
 /// A staged file whose content is verified, ready to commit.
 /// Removed on drop unless committed.
 #[derive(Debug)]
 pub struct Verified {
-    pub(crate) staging: StagingFile,
+    pub(crate) staging: Held,
     pub(crate) rel: RelPath,
     pub(crate) size: u64,
     pub(crate) hash: Hash,
@@ -244,6 +254,47 @@ pub struct Verified {
 }
 
 impl Verified {
+    /// Whole content received in memory, checked against `hash`, kept in
+    /// memory until it is packed: for a store whose bytes go to a bucket,
+    /// where a staging file per small file would only be written, read back
+    /// and deleted.
+    pub(crate) fn in_memory(
+        rel: RelPath,
+        data: Vec<u8>,
+        hash: &Hash,
+    ) -> Result<Verified, StoreError> {
+        let actual = *blake3::hash(&data).as_bytes();
+        if actual != *hash {
+            return Err(StoreError::HashMismatch {
+                path: rel,
+                expected: hex(hash),
+                actual: hex(&actual),
+            });
+        }
+        let size = data.len() as u64;
+        Ok(Verified {
+            staging: Held::Memory(data),
+            rel,
+            size,
+            hash: actual,
+            chunks: None,
+            stored: size,
+        })
+    }
+
+    /// The staging file holding the content; content held in memory has
+    /// none (it only goes to a bucket).
+    pub(crate) fn file(&mut self) -> Result<&mut StagingFile, StoreError> {
+        match &mut self.staging {
+            Held::File(file) => Ok(file),
+            Held::Memory(_) => Err(StoreError::BadEntry {
+                path: self.rel.clone(),
+                detail: "content held in memory cannot be renamed into a mirror (internal error)"
+                    .into(),
+            }),
+        }
+    }
+
     /// Checks that this content is for `entry` (a file entry of this path
     /// and size).
     pub(crate) fn fits(&self, entry: &ferry_proto::Entry) -> Result<(), StoreError> {
@@ -276,10 +327,14 @@ impl Verified {
 
     /// Makes the content durable (fsync).
     pub(crate) fn sync(&self) -> Result<(), StoreError> {
-        self.staging
-            .file
-            .sync_all()
-            .map_err(|e| io_err("fsync the staging file", &self.staging.path, e))
+        match &self.staging {
+            Held::File(staging) => staging
+                .file
+                .sync_all()
+                .map_err(|e| io_err("fsync the staging file", &staging.path, e)),
+            // Durable once packed and put.
+            Held::Memory(_) => Ok(()),
+        }
     }
 
     /// The verified content's hash.
@@ -318,6 +373,19 @@ pub(crate) fn clear(
 }
 
 impl Store {
+    /// A small whole file received in memory, checked against `hash` and
+    /// held for its commit where this store's place wants it (see
+    /// `place::Place::stage_whole`).
+    pub fn stage_whole(
+        &self,
+        ns: &Namespace,
+        path: &RelPath,
+        data: Vec<u8>,
+        hash: &Hash,
+    ) -> Result<Verified, StoreError> {
+        self.place.stage_whole(self, ns, path, data, hash)
+    }
+
     /// Starts receiving `size` bytes of content for `path` into a new
     /// staging file.
     pub fn stage(&self, ns: &Namespace, path: &RelPath, size: u64) -> Result<Staged, StoreError> {
@@ -341,6 +409,22 @@ mod tests {
         let tree = Arc::new(Tree::open(dir).unwrap());
         let file = StagingFile::create(&tree, dir.join("s1")).unwrap();
         Staged::new(file, RelPath::from_bytes("a/b").unwrap(), size)
+    }
+
+    #[test]
+    fn content_held_in_memory_is_checked_and_has_no_file_to_rename() {
+        let data = b"small file".to_vec();
+        let rel = RelPath::from_bytes("a/b").unwrap();
+        let wrong = *blake3::hash(b"other").as_bytes();
+        assert!(matches!(
+            Verified::in_memory(rel.clone(), data.clone(), &wrong),
+            Err(StoreError::HashMismatch { .. })
+        ));
+        let hash = *blake3::hash(&data).as_bytes();
+        let mut held = Verified::in_memory(rel, data, &hash).unwrap();
+        assert_eq!((held.size(), held.stored(), *held.hash()), (10, 10, hash));
+        held.sync().unwrap();
+        assert!(held.file().is_err(), "a mirror cannot rename it into place");
     }
 
     #[test]

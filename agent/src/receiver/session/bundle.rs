@@ -86,12 +86,7 @@ async fn store_group(
         group
             .into_iter()
             .map(|a| {
-                let verified = store
-                    .stage(&ns, &a.entry.path, a.data.len() as u64)
-                    .and_then(|mut staged| {
-                        staged.write(&a.data)?;
-                        staged.finish(&a.hash)
-                    });
+                let verified = store.stage_whole(&ns, &a.entry.path, a.data, &a.hash);
                 (a.entry, a.reservation, a.done, verified)
             })
             .collect::<Vec<_>>()

@@ -22,17 +22,13 @@ impl Store {
         work: &mut Work,
     ) -> Result<(), StoreError> {
         staged.fits(entry)?;
-        mirror::set_meta(
-            &staged.staging.file,
-            &staged.staging.path,
-            entry.mode,
-            0,
-            entry.mtime_ns,
-        )?;
+        let staging = staged.file()?;
+        mirror::set_meta(&staging.file, &staging.path, entry.mode, 0, entry.mtime_ns)?;
         let target = self.prepare_parents(ns, &entry.path, work)?;
         self.retire_existing(ns, &entry.path, false, work)?;
-        self.tree.rename(&staged.staging.path, &target)?;
-        staged.staging.armed = false;
+        let staging = staged.file()?;
+        self.tree.rename(&staging.path, &target)?;
+        staging.armed = false;
         work.touched(&target);
         work.changes.push(Change::Insert(NewVersion {
             path: entry.path.clone(),

@@ -12,6 +12,7 @@ use ferry_proto::{Entry, Hash, RelPath};
 
 use super::super::catalog::{self, apply_changes};
 use super::super::error::{io_err, StoreError};
+use super::super::staging::Held;
 use super::super::{Namespace, Op, Store, Verified};
 use super::changes::{bad, changes_for};
 use super::{bucket_err, Packed, COPY_EVERY, PUTS_IN_FLIGHT};
@@ -222,8 +223,33 @@ impl Store {
         packer: &mut Packer<'_>,
     ) -> Result<PackedOp, StoreError> {
         staged.fits(entry)?;
-        let file = &staged.staging.file;
-        let at = &staged.staging.path;
+        // A small whole file arrives in memory; anything else in a staging
+        // file.
+        let (file, at, memory) = match &staged.staging {
+            Held::File(staging) => (Some(&staging.file), staging.path.as_path(), None),
+            Held::Memory(data) => (
+                None,
+                Path::new("(received in memory)"),
+                Some(data.as_slice()),
+            ),
+        };
+        let read_at = |buf: &mut [u8], offset: u64| -> Result<(), StoreError> {
+            match (memory, file) {
+                (Some(data), _) => {
+                    let start = usize::try_from(offset).unwrap_or(usize::MAX);
+                    let piece = start
+                        .checked_add(buf.len())
+                        .and_then(|end| data.get(start..end))
+                        .ok_or_else(|| bad(entry, "its content is shorter than its size"))?;
+                    buf.copy_from_slice(piece);
+                    Ok(())
+                }
+                (None, Some(file)) => file
+                    .read_exact_at(buf, offset)
+                    .map_err(|e| io_err("read the staging file", at, e)),
+                (None, None) => Err(bad(entry, "its content is nowhere (internal error)")),
+            }
+        };
         let mut chunks = staged.chunks.clone();
         let list = match chunks.as_deref() {
             Some(list) => Some(
@@ -231,7 +257,13 @@ impl Store {
                     .ok_or_else(|| bad(entry, "its chunk list cannot be read"))?,
             ),
             None if staged.size >= chunk::CHUNKED_MIN_SIZE => {
-                let list = cut(file, at)?;
+                let list = match (memory, file) {
+                    (Some(data), _) => cut_from(data, at)?,
+                    (None, Some(file)) => cut(file, at)?,
+                    (None, None) => {
+                        return Err(bad(entry, "its content is nowhere (internal error)"))
+                    }
+                };
                 chunks = Some(chunk::encode_list(&list));
                 Some(list)
             }
@@ -247,8 +279,7 @@ impl Store {
                 let mut offset = 0u64;
                 for info in &list {
                     buf.resize(info.len as usize, 0);
-                    file.read_exact_at(&mut buf, offset)
-                        .map_err(|e| io_err("read the staging file", at, e))?;
+                    read_at(&mut buf, offset)?;
                     if blake3::hash(&buf).as_bytes() != &info.hash {
                         return Err(bad(entry, "a chunk does not match its chunk list"));
                     }
@@ -257,12 +288,14 @@ impl Store {
                 }
             }
             None if staged.size == 0 => {}
-            None => {
-                buf.resize(staged.size as usize, 0);
-                file.read_exact_at(&mut buf, 0)
-                    .map_err(|e| io_err("read the staging file", at, e))?;
-                packer.add(self, staged.hash, &buf)?;
-            }
+            None => match memory {
+                Some(data) => packer.add(self, staged.hash, data)?,
+                None => {
+                    buf.resize(staged.size as usize, 0);
+                    read_at(&mut buf, 0)?;
+                    packer.add(self, staged.hash, &buf)?;
+                }
+            },
         }
         Ok(PackedOp::File {
             entry: entry.clone(),
@@ -375,6 +408,11 @@ fn cut(file: &File, at: &Path) -> Result<Vec<ChunkInfo>, StoreError> {
     reader
         .rewind()
         .map_err(|e| io_err("read the staging file", at, e))?;
+    cut_from(reader, at)
+}
+
+/// Cuts content read from `reader` into chunks.
+fn cut_from(reader: impl std::io::Read, at: &Path) -> Result<Vec<ChunkInfo>, StoreError> {
     let mut chunker = chunk::Chunker::new(reader);
     let mut list = Vec::new();
     while let Some(piece) = chunker
