@@ -1,11 +1,14 @@
 //! The embedded receiver: what stores a `ferry send --store DIR` run.
 //!
-//! A sender without `--host` does not write the store itself: it starts the
-//! same receiver code as `ferry receive`, in this process, on a loopback port
-//! only the sender knows, admitting only this sender's device id, with the
-//! receiver's identity kept inside the store (`DIR/.ferry`). The sender then
-//! connects to it as to any receiver; the store it writes is a receiver's
-//! store that `ferry receive --store DIR` can serve later.
+//! A sender without `--host` does not write the store itself: it runs the
+//! same receiver code as `ferry receive` (admission, sessions, group commit,
+//! the store), in this process, admitting only this sender's device id,
+//! with the receiver's identity kept inside the store (`DIR/.ferry`). The
+//! sender then runs against it as against any receiver, over a connection
+//! in memory ([`crate::link::memory`]) instead of QUIC on loopback: the two
+//! halves of one process need neither a socket nor encryption between
+//! them. The store it writes is a receiver's store that `ferry receive
+//! --store DIR` can serve later.
 //!
 //! Opening the store checks every page of its catalog (`PRAGMA
 //! quick_check`), which a running receiver pays once and a `--once` run
@@ -17,24 +20,20 @@
 //!
 //! This module sits above the receiver and below the roles that start it:
 //! it imports [`crate::receiver`] and never the sender; the sender asks it
-//! for a receiver and gets a plain address and device id back.
+//! for a connection and the receiver's device id.
 
-use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::identity::{DeviceId, Identity, IdentityError};
-use crate::receiver::{Admission, Receiver, ReceiverError};
+use crate::link::memory::{self, MemoryLink};
+use crate::receiver::{Admission, ReceiverError, Shared};
 use crate::store::{Store, StoreError};
 use crate::tasks;
-
-/// How long the embedded receiver waits, when the sender is done, for the
-/// connection the sender closed to drain (see [`Receiver::with_drain_grace`]).
-pub const DRAIN_GRACE: Duration = Duration::from_millis(5);
 
 /// Why the embedded receiver could not start.
 #[derive(Debug, thiserror::Error)]
@@ -45,7 +44,7 @@ pub enum EmbeddedError {
     /// The receiver's identity in the store could not be read or created.
     #[error(transparent)]
     Identity(#[from] IdentityError),
-    /// The receiver could not listen on loopback.
+    /// The receiver's state could not be set up.
     #[error("could not start the embedded receiver")]
     Receiver(#[from] ReceiverError),
     /// The runtime shut down while the store was being opened.
@@ -55,13 +54,30 @@ pub enum EmbeddedError {
 
 /// A receiver serving one store to one sender, in this process. Stop it with
 /// [`EmbeddedReceiver::stop`]; dropped without that, it is only cancelled.
-#[derive(Debug)]
 pub struct EmbeddedReceiver {
-    addr: SocketAddr,
-    id: DeviceId,
-    ready: StoreReady,
-    token: CancellationToken,
+    links: EmbeddedLinks,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// What a run needs of the embedded receiver: its id, when its store is
+/// ready, and a new connection to it ([`EmbeddedLinks::connect`]).
+#[derive(Clone)]
+pub struct EmbeddedLinks {
+    id: DeviceId,
+    sender: DeviceId,
+    shared: Arc<Shared>,
+    sessions: TaskTracker,
+    token: CancellationToken,
+    ready: StoreReady,
+}
+
+impl std::fmt::Debug for EmbeddedLinks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedLinks")
+            .field("id", &self.id)
+            .field("sender", &self.sender)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Whether the embedded receiver's store has passed its check and is
@@ -81,10 +97,33 @@ impl StoreReady {
     }
 }
 
+impl EmbeddedLinks {
+    /// The device id the sender must find at the other end.
+    pub fn id(&self) -> DeviceId {
+        self.id
+    }
+
+    /// Tells when the store is checked and served (see the module's doc).
+    pub fn ready(&self) -> StoreReady {
+        self.ready.clone()
+    }
+
+    /// A new connection to the receiver, served until the sender closes or
+    /// drops its end, or the receiver stops.
+    pub fn connect(&self) -> MemoryLink {
+        let (ours, theirs) = memory::pair(self.sender, self.id);
+        self.sessions.spawn(crate::receiver::serve(
+            theirs,
+            self.shared.clone(),
+            self.token.child_token(),
+        ));
+        ours
+    }
+}
+
 impl EmbeddedReceiver {
-    /// Opens (or creates) the store at `store` and serves it on loopback to
-    /// the sender `sender` alone, until [`stop`](EmbeddedReceiver::stop) or
-    /// `shutdown`.
+    /// Opens (or creates) the store at `store` and serves it to the sender
+    /// `sender` alone, until [`stop`](EmbeddedReceiver::stop) or `shutdown`.
     pub async fn start(
         store: &Path,
         sender: DeviceId,
@@ -101,70 +140,62 @@ impl EmbeddedReceiver {
             allow: vec![sender],
             pairing_secret: None,
         };
-        let loopback = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
-        let receiver = Receiver::bind_with(identity, store, loopback, 1, admission)?
-            .with_drain_grace(DRAIN_GRACE);
-        let addr = receiver.local_addr()?;
-        let id = receiver.id();
+        let shared = Arc::new(Shared::new(store, 1, admission)?);
         let token = shutdown.child_token();
         let (said, ready) = watch::channel(None);
-        let serve_token = token.clone();
+        let checked_store = shared.store.clone();
         let task = tokio::spawn(async move {
-            let store = receiver.store();
-            let checked = match tasks::blocking(move || store.check_and_recover()).await {
+            let checked = match tasks::blocking(move || checked_store.check_and_recover()).await {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(e)) => Err(Arc::new(EmbeddedError::Store(e))),
                 Err(cancelled) => Err(Arc::new(EmbeddedError::Cancelled(cancelled))),
             };
-            let serve = checked.is_ok();
             said.send_replace(Some(checked));
-            if serve {
-                receiver.serve(serve_token).await;
-            }
         });
         Ok(EmbeddedReceiver {
-            addr,
-            id,
-            ready: StoreReady(ready),
-            token,
+            links: EmbeddedLinks {
+                id: identity.id,
+                sender,
+                shared,
+                sessions: TaskTracker::new(),
+                token,
+                ready: StoreReady(ready),
+            },
             task,
         })
     }
 
-    /// Tells when the store is checked and served (see the module's doc).
-    pub fn ready(&self) -> StoreReady {
-        self.ready.clone()
-    }
-
-    /// Where the sender connects.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
+    /// What a run needs to connect (see [`EmbeddedLinks`]).
+    pub fn links(&self) -> EmbeddedLinks {
+        self.links.clone()
     }
 
     /// The device id the sender must find there.
     pub fn id(&self) -> DeviceId {
-        self.id
+        self.links.id
     }
 
-    /// Stops serving and waits until the receiver is down (its connection
-    /// drained for [`DRAIN_GRACE`], its store closed).
+    /// Stops serving and waits until every session has ended (each records
+    /// its run as a receiver's does).
     pub async fn stop(mut self) {
-        self.token.cancel();
-        // A panic in the receiver is a bug: resumed here, as
-        // `tasks::blocking` does. A cancelled task has nothing to report.
+        self.links.token.cancel();
+        // A panic in the check is a bug: resumed here, as `tasks::blocking`
+        // does. A cancelled task has nothing to report.
         if let Err(e) = (&mut self.task).await {
             if e.is_panic() {
                 std::panic::resume_unwind(e.into_panic());
             }
         }
+        self.links.sessions.close();
+        self.links.sessions.wait().await;
     }
 }
 
 impl Drop for EmbeddedReceiver {
     fn drop(&mut self) {
-        // Once stopped this does nothing; otherwise the receiver still
-        // winds down by itself.
-        self.token.cancel();
+        // Once stopped this does nothing; otherwise the sessions still wind
+        // down by themselves.
+        self.links.token.cancel();
     }
 }
 
@@ -173,18 +204,25 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn serves_a_new_store_on_loopback_and_stops() -> anyhow::Result<()> {
+    async fn serves_a_new_store_in_this_process_and_stops() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
         let sender = Identity::generate()?;
         let shutdown = CancellationToken::new();
         let store = dir.path().join("store");
         let embedded = EmbeddedReceiver::start(&store, sender.id, &shutdown).await?;
-        assert!(embedded.addr().ip().is_loopback());
-        assert_ne!(embedded.addr().port(), 0);
+        embedded
+            .links()
+            .ready()
+            .wait()
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         // The receiver's identity lives in the store, and is the one served.
         let kept = Identity::load_or_create(&store.join(".ferry"))?;
         assert_eq!(kept.id, embedded.id());
         assert_ne!(embedded.id(), sender.id);
+        let link = embedded.links().connect();
+        assert_eq!(crate::link::Link::peer(&link)?, embedded.id());
+        drop(link);
         embedded.stop().await;
         assert!(!shutdown.is_cancelled(), "only the receiver's own token");
         Ok(())

@@ -23,7 +23,6 @@ use crate::identity::DeviceId;
 use crate::stream::Channel;
 use crate::tls::{self, TlsError};
 
-#[cfg(test)]
 pub mod memory;
 
 /// What every connection can do without knowing its kind: close, and tell

@@ -34,7 +34,6 @@ mod quota;
 mod rebuild;
 pub(crate) mod requests;
 mod session;
-#[cfg(test)]
 pub(crate) use session::serve;
 
 pub use entry::{EntryReceiver, Step, Violation};

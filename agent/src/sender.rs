@@ -59,7 +59,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{SenderSettings, Target};
 use crate::copies::{Copies, CopiesError};
-use crate::embedded::{EmbeddedError, EmbeddedReceiver, StoreReady};
+use crate::embedded::{EmbeddedError, EmbeddedLinks, EmbeddedReceiver};
 use crate::identity::{DeviceId, Identity, IdentityError};
 use crate::index::{guard, Index, IndexError};
 use crate::pins::{PinError, Pins};
@@ -188,28 +188,28 @@ pub struct SenderContext {
     exclude: Vec<PathBuf>,
     index: Arc<Mutex<Option<Index>>>,
     pins: Mutex<Pins>,
-    /// Set for the embedded receiver: its address, its id, and when its
-    /// store is checked (a run connects only then).
-    embedded: Option<(SocketAddr, DeviceId, StoreReady)>,
+    /// Set for the embedded receiver: its id, when its store is checked (a
+    /// run connects only then), and connections to it in memory.
+    embedded: Option<EmbeddedLinks>,
     /// The bandwidth limit (`--limit-rate`), one for the whole process.
     limiter: Option<Arc<RateLimiter>>,
 }
 
 impl SenderContext {
     async fn remote(&self) -> Result<SocketAddr, RunError> {
-        match (&self.embedded, &self.settings.target) {
-            (Some((addr, _, _)), _) => Ok(*addr),
-            (None, Target::Remote { host, port, .. }) => Ok(transport::resolve(host, *port).await?),
-            (None, Target::Embedded { .. }) => Err(RunError::EmbeddedNotStarted),
+        match &self.settings.target {
+            Target::Remote { host, port, .. } => Ok(transport::resolve(host, *port).await?),
+            Target::Embedded { .. } => Err(RunError::EmbeddedNotStarted),
         }
     }
 
     /// Checks the receiver's id against what was given or pinned before.
     fn check_receiver(&self, presented: DeviceId) -> Result<(), RunError> {
         match (&self.embedded, &self.settings.target) {
-            (Some((_, id, _)), _) if *id == presented => Ok(()),
-            (Some((_, id, _)), _) => Err(RunError::WrongReceiver(format!(
-                "expected {id}, got {presented}"
+            (Some(embedded), _) if embedded.id() == presented => Ok(()),
+            (Some(embedded), _) => Err(RunError::WrongReceiver(format!(
+                "expected {}, got {presented}",
+                embedded.id()
             ))),
             (
                 None,
@@ -246,15 +246,15 @@ pub async fn run(
         None => None,
     };
 
-    // The embedded receiver (`--store`): the run sees only its address and
-    // device id, as of any receiver.
+    // The embedded receiver (`--store`): the run connects to it in memory
+    // and checks its device id, as of any receiver.
     let receiver = match &settings.target {
         Target::Embedded { store } => {
             Some(EmbeddedReceiver::start(store, identity.id, &shutdown).await?)
         }
         Target::Remote { .. } => None,
     };
-    let embedded = receiver.as_ref().map(|r| (r.addr(), r.id(), r.ready()));
+    let embedded = receiver.as_ref().map(EmbeddedReceiver::links);
 
     // Computed once the embedded store exists, so that it can be excluded.
     let mut never_scan = vec![settings.state.as_path()];

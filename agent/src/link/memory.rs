@@ -132,6 +132,19 @@ impl Conn {
     }
 }
 
+impl MemoryLink {
+    /// Bytes carried by the connection's streams, both ways: what a run
+    /// over it moved (there is no wire, and no packet overhead, to count).
+    pub fn bytes_both_ways(&self) -> u64 {
+        self.0
+            .conn
+            .received
+            .iter()
+            .map(|n| n.load(Ordering::Relaxed))
+            .sum()
+    }
+}
+
 impl Closable for MemoryLink {
     fn close(&self, code: u32, reason: &[u8]) {
         self.0.conn.close(self.0.index, code, reason);

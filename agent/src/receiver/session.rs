@@ -108,10 +108,9 @@ pub(crate) async fn handle(
 }
 
 /// Serves one connection to its end, as [`handle`] does once the TLS
-/// handshake is done: without an endpoint, over any [`Link`] (tests run
-/// sessions over `crate::link::memory`). The peer has the receiver's
-/// Hello timeout from now. Only tests start sessions this way.
-#[cfg(test)]
+/// handshake is done: without an endpoint, over any [`Link`] (the embedded
+/// receiver and tests serve a `crate::link::memory` link this way). The
+/// peer has the receiver's Hello timeout from now.
 pub(crate) async fn serve(link: impl Link, shared: Arc<Shared>, shutdown: CancellationToken) {
     let Ok(pending) = shared.pending.clone().try_acquire_owned() else {
         tracing::warn!(remote = %link.remote_address(), "connection refused: too many connections are in the handshake");

@@ -52,17 +52,23 @@ pub async fn run_once(
 ) -> Result<RunSummary, RunError> {
     let started = Instant::now();
     let started_ms = now_ms();
+    if let Some(embedded) = ctx.embedded.clone() {
+        // The embedded receiver, in this process, over a connection in
+        // memory. Its store is checked beside the scan; connecting waits for
+        // that check.
+        let connect = async move {
+            embedded.ready().wait().await.map_err(RunError::Embedded)?;
+            Ok(embedded.connect())
+        };
+        let mut attempt = attempt(ctx, shutdown, changed, connect, started).await?;
+        // No wire: what the connection in memory carried, both ways.
+        attempt.summary.bytes_on_wire = attempt.link.bytes_both_ways();
+        crate::link::Closable::close(&attempt.link, 0, b"done");
+        return wrap_up(ctx, attempt, started, started_ms).await;
+    }
     let remote = ctx.remote().await?;
     let endpoint = transport::client_endpoint(&ctx.identity, remote)?;
-    // The embedded receiver's store is checked beside the scan; connecting
-    // waits for that check.
-    let ready = ctx.embedded.as_ref().map(|(_, _, ready)| ready.clone());
-    let connect = async {
-        if let Some(mut ready) = ready {
-            ready.wait().await.map_err(RunError::Embedded)?;
-        }
-        Ok(transport::connect(&endpoint, remote).await?)
-    };
+    let connect = async { Ok(transport::connect(&endpoint, remote).await?) };
     let mut attempt = attempt(ctx, shutdown, changed, connect, started).await?;
     attempt.summary.bytes_on_wire = transport::bytes_on_wire(&attempt.link);
     attempt.link.close(quinn::VarInt::from_u32(0), b"done");
