@@ -146,17 +146,7 @@ impl Store {
         };
         let dir = self.tree.open_nofollow(&target, true)?;
         mirror::set_meta(&dir, &target, entry.mode, 0o700, entry.mtime_ns)?;
-        let new_row = Change::Insert(NewVersion {
-            path: entry.path.clone(),
-            kind: "dir",
-            size: 0,
-            mtime_ns: entry.mtime_ns,
-            mode: entry.mode,
-            hash: None,
-            target: None,
-            chunks: None,
-            stored: None,
-        });
+        let new_row = Change::Insert(NewVersion::dir(entry));
         match keep_row {
             // Recorded by this very batch (the same path twice): the first
             // row stands.
@@ -218,17 +208,8 @@ impl Store {
             work.touched(&target);
         }
         self.tree.set_symlink_mtime(&target, entry.mtime_ns)?;
-        work.changes.push(Change::Insert(NewVersion {
-            path: entry.path.clone(),
-            kind: "symlink",
-            size: link.len() as u64,
-            mtime_ns: entry.mtime_ns,
-            mode: entry.mode,
-            hash: None,
-            target: Some(link.clone()),
-            chunks: None,
-            stored: None,
-        }));
+        work.changes
+            .push(Change::Insert(NewVersion::symlink(entry, link)));
         Ok(())
     }
 }

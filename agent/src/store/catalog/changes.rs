@@ -23,6 +23,38 @@ pub(crate) struct NewVersion {
     pub stored: Option<u64>,
 }
 
+impl NewVersion {
+    /// The row of directory `entry` (the mirror's and a bucket's alike).
+    pub(crate) fn dir(entry: &ferry_proto::Entry) -> NewVersion {
+        NewVersion {
+            path: entry.path.clone(),
+            kind: "dir",
+            size: 0,
+            mtime_ns: entry.mtime_ns,
+            mode: entry.mode,
+            hash: None,
+            target: None,
+            chunks: None,
+            stored: None,
+        }
+    }
+
+    /// The row of symlink `entry` pointing at `target`.
+    pub(crate) fn symlink(entry: &ferry_proto::Entry, target: &[u8]) -> NewVersion {
+        NewVersion {
+            path: entry.path.clone(),
+            kind: "symlink",
+            size: target.len() as u64,
+            mtime_ns: entry.mtime_ns,
+            mode: entry.mode,
+            hash: None,
+            target: Some(target.to_vec()),
+            chunks: None,
+            stored: None,
+        }
+    }
+}
+
 /// What a [`Change::Retire`] does to the current rows below its path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Below {

@@ -109,39 +109,13 @@ pub(super) fn changes_for(
             if entry.kind != EntryKind::Dir {
                 return Ok(Err(bad(entry, "put_dir needs a directory entry")));
             }
-            (
-                &entry.path,
-                NewVersion {
-                    path: entry.path.clone(),
-                    kind: "dir",
-                    size: 0,
-                    mtime_ns: entry.mtime_ns,
-                    mode: entry.mode,
-                    hash: None,
-                    target: None,
-                    chunks: None,
-                    stored: None,
-                },
-            )
+            (&entry.path, NewVersion::dir(entry))
         }
         PackedOp::Symlink(entry) => {
             let EntryKind::Symlink { target } = &entry.kind else {
                 return Ok(Err(bad(entry, "put_symlink needs a symlink entry")));
             };
-            (
-                &entry.path,
-                NewVersion {
-                    path: entry.path.clone(),
-                    kind: "symlink",
-                    size: target.len() as u64,
-                    mtime_ns: entry.mtime_ns,
-                    mode: entry.mode,
-                    hash: None,
-                    target: Some(target.clone()),
-                    chunks: None,
-                    stored: None,
-                },
-            )
+            (&entry.path, NewVersion::symlink(entry, target))
         }
     };
     // A file or symlink where a parent directory must be is replaced by it
