@@ -64,6 +64,7 @@ pub mod identity;
 pub mod index;
 pub mod keys;
 pub mod link;
+pub mod memory;
 #[cfg(test)]
 mod pair_tests;
 pub mod pins;

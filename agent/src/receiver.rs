@@ -240,6 +240,9 @@ impl Receiver {
     /// Loads the identity from the state directory, opens the store and binds
     /// the listening address. Must be called inside a tokio runtime.
     pub fn bind(settings: &ReceiverSettings) -> Result<Receiver, ReceiverError> {
+        // A receiver's buffers stay in the allocator's arenas (no effect
+        // on what it stores; see `memory`).
+        crate::memory::tune_receiver_allocator();
         // The port first: a receiver that cannot listen creates no state
         // or store directory.
         let socket = transport::listen_socket(settings.listen)?;

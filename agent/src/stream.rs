@@ -64,7 +64,11 @@ pub trait SendHalf: AsyncWrite + Send + Sync + Unpin + 'static {
     /// Writes all of `bytes`, handed over: a QUIC stream keeps the buffer
     /// itself until it is acknowledged instead of copying it.
     fn write_owned(&mut self, bytes: Vec<u8>) -> WriteOwned<'_> {
-        Box::pin(async move { self.write_all(&bytes).await })
+        Box::pin(async move {
+            let written = self.write_all(&bytes).await;
+            crate::memory::FRAMES.recycle(bytes);
+            written
+        })
     }
 }
 
@@ -90,7 +94,8 @@ impl SendHalf for quinn::SendStream {
 
     fn write_owned(&mut self, bytes: Vec<u8>) -> WriteOwned<'_> {
         Box::pin(async move {
-            self.write_chunk(bytes::Bytes::from(bytes))
+            let owned = crate::memory::Recycled(bytes, &crate::memory::FRAMES);
+            self.write_chunk(bytes::Bytes::from_owner(owned))
                 .await
                 .map_err(io::Error::from)
         })

@@ -136,7 +136,7 @@ impl<'a> Batch<'a> {
     pub fn new(tx: &'a mpsc::Sender<Out>) -> Batch<'a> {
         Batch {
             tx,
-            frames: Vec::with_capacity(FRAME_CAPACITY),
+            frames: crate::memory::FRAMES.take(FRAME_CAPACITY),
             content: ContentBytes { fresh: 0, wire: 0 },
             covered: 0,
             run: None,
@@ -219,7 +219,8 @@ impl<'a> Batch<'a> {
         if self.frames.is_empty() {
             return Ok(());
         }
-        let frames = std::mem::replace(&mut self.frames, Vec::with_capacity(FRAME_CAPACITY));
+        let frames =
+            std::mem::replace(&mut self.frames, crate::memory::FRAMES.take(FRAME_CAPACITY));
         let content = std::mem::replace(&mut self.content, ContentBytes { fresh: 0, wire: 0 });
         let covered = std::mem::take(&mut self.covered);
         self.tx
