@@ -151,7 +151,7 @@ impl SourceDir {
     #[allow(clippy::unnecessary_cast)] // `st_*` widths differ between architectures
     pub fn open_scanned(&self, entry: &ScanEntry) -> Result<File, OpenError> {
         let (file, stat) = self.open_file(&entry.path)?;
-        if stat.st_dev as u64 != entry.dev || stat.st_ino as u64 != entry.ino {
+        if super::dev_id(stat.st_dev as u64) != entry.dev || stat.st_ino as u64 != entry.ino {
             return Err(OpenError::Replaced {
                 path: entry.path.clone(),
             });

@@ -403,7 +403,7 @@ pub(super) fn entry(path: RelPath, kind: ScanKind, stat: &Stat) -> ScanEntry {
             .saturating_add(stat.st_mtime_nsec as i64),
         mode: stat.st_mode as u32 & 0o7777,
         ino: stat.st_ino as u64,
-        dev: stat.st_dev as u64,
+        dev: super::dev_id(stat.st_dev as u64),
     }
 }
 /// Whether `parent/name` is one of the excluded relative paths.
@@ -436,7 +436,7 @@ mod tests {
     use std::process::Command;
 
     /// One entry as a simple one-thread walk with `std` sees it.
-    type Seen = (Vec<u8>, ScanKind, u64, i64, u32, u64, u64);
+    type Seen = (Vec<u8>, ScanKind, u64, i64, u32, u64, u32);
 
     fn reference(root: &Path, rel: &Path, out: &mut Vec<Seen>) {
         for item in fs::read_dir(root.join(rel)).unwrap() {
@@ -463,7 +463,7 @@ mod tests {
                 mtime_ns(&meta),
                 meta.mode() & 0o7777,
                 meta.ino(),
-                meta.dev(),
+                crate::scan::dev_id(meta.dev()),
             ));
         }
     }

@@ -547,7 +547,7 @@ mod tests {
     fn on_disk(dir: &std::path::Path, mut item: PlanItem) -> PlanItem {
         use std::os::unix::fs::MetadataExt;
         let meta = std::fs::symlink_metadata(item.entry.path.under(dir)).unwrap();
-        (item.entry.dev, item.entry.ino) = (meta.dev(), meta.ino());
+        (item.entry.dev, item.entry.ino) = (crate::scan::dev_id(meta.dev()), meta.ino());
         item
     }
 

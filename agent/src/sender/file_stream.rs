@@ -428,7 +428,7 @@ pub(super) async fn stored_file(
             mtime_ns: stat.mtime_ns,
             mode: stat.mode,
             ino: stat.ino,
-            dev: stat.dev,
+            dev: crate::scan::dev_id(stat.dev),
             ..scanned
         },
         hash: Some(hash),

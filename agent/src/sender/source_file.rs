@@ -270,7 +270,7 @@ mod tests {
             mtime_ns: mtime_ns(&meta),
             mode: meta.mode() & 0o7777,
             ino: meta.ino(),
-            dev: meta.dev(),
+            dev: crate::scan::dev_id(meta.dev()),
         };
         super::open(&source, &entry)
     }
