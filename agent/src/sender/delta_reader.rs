@@ -132,6 +132,14 @@ pub(super) struct Batch<'a> {
 const GIVE_UP_AFTER: u32 = 8;
 const RETRY_EVERY: u64 = 16;
 
+impl Drop for Batch<'_> {
+    /// The last batch's buffer (reserved at the last flush, or unsent when
+    /// the read failed) goes back for the next file.
+    fn drop(&mut self) {
+        crate::memory::FRAMES.recycle(std::mem::take(&mut self.frames));
+    }
+}
+
 impl<'a> Batch<'a> {
     pub fn new(tx: &'a mpsc::Sender<Out>) -> Batch<'a> {
         Batch {
