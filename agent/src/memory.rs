@@ -3,17 +3,18 @@
 //!
 //! A sender hands chunked content to QUIC in frame batches of about
 //! 640 KiB, which the stream keeps until they are acknowledged. Allocated
-//! anew, each batch's pages were faulted in on first write: about 75 % of
-//! a sender's page faults on a large file, 35,000-64,000 per GiB (8,000
-//! now). A batch the stream is done with comes back to a small free list ([`FRAMES`],
-//! [`Recycled`]) and is written again without a fault.
+//! anew, each batch's pages were faulted in on first write: three quarters
+//! of a sender's page faults on a large file, 35,000-64,000 per GiB. A
+//! batch the stream is done with comes back to a small free list
+//! ([`FRAMES`], [`Recycled`]) and is written again without a fault: about
+//! 8,000 faults per GiB.
 //!
 //! A receiver allocates each received datagram and each 1 MiB batch of
 //! chunks for a few milliseconds; with glibc's defaults the arena's top is
 //! trimmed as soon as they are freed and the next ones fault their pages in
 //! again. [`tune_receiver_allocator`] keeps buffers below 4 MiB in the
 //! arenas and up to 8 MiB free at an arena's top: page faults per GiB
-//! received about 21,000-43,000 -> 6,000-8,500. It is for the receiver
+//! received 21,000-59,000 -> about 8,000. It is for the receiver
 //! only: a sender's scan runs on many threads, each with its own arena, and
 //! with these thresholds its peak memory on 200,000 files went from 45 to
 //! 62 MiB.
